@@ -1,0 +1,70 @@
+/**
+ * `${VAR}` and `${VAR:-default}` in routes.yaml, replaced from the environment so one file serves
+ * `make dev` and the cluster. Replacement happens on the parsed YAML nodes (not the raw text), so
+ * line numbers in errors stay those of the file the user edits, and an environment value can
+ * never inject YAML structure.
+ */
+import { isPair, isScalar, isSeq, parse as parseYaml, type Document, visit } from "yaml";
+
+const REFERENCE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+const WHOLE_REFERENCE = /^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}$/;
+
+export interface InterpolationProblem {
+  /** Offset of the scalar in the source, for the line number. */
+  offset: number;
+  /** Dotted path of the field, e.g. `upstreams.webapp.endpoints`. */
+  field: string;
+  message: string;
+}
+
+/** Replaces references in every string scalar of `doc` in place; returns what could not be replaced. */
+export function interpolateDocument(doc: Document, env: Record<string, string | undefined>): InterpolationProblem[] {
+  const problems: InterpolationProblem[] = [];
+  visit(doc, {
+    Scalar(key, node, ancestors) {
+      if (typeof node.value !== "string" || !node.value.includes("${")) return;
+      const source = node.value;
+      const missing: string[] = [];
+      const replaced = source.replace(REFERENCE, (_m, name: string, fallback: string | undefined) => {
+        const value = env[name];
+        if (value !== undefined && value !== "") return value;
+        if (fallback !== undefined) return fallback;
+        missing.push(name);
+        return "";
+      });
+      if (missing.length > 0) {
+        problems.push({
+          offset: node.range?.[0] ?? 0,
+          field: fieldOf(key, ancestors),
+          message: `environment variable ${missing.join(", ")} is not set and "${source}" gives no default (write \${${missing[0]}:-default})`,
+        });
+        return;
+      }
+      // A scalar that is one whole reference takes the type its value has in YAML, so
+      // `timeoutMs: ${TIMEOUT_MS:-5000}` is a number, not the string "5000".
+      if (WHOLE_REFERENCE.test(source) && node.type === "PLAIN") {
+        const typed: unknown = parseYaml(replaced);
+        node.value = isScalarValue(typed) ? typed : replaced;
+      } else {
+        node.value = replaced;
+      }
+    },
+  });
+  return problems;
+}
+
+/** Names the field a visited scalar belongs to, from its ancestors (pairs and sequences). */
+function fieldOf(key: number | "key" | "value" | null, ancestors: readonly unknown[]): string {
+  let name = "";
+  const chain = [...ancestors.slice(1), key];
+  for (let i = 0; i < chain.length; i++) {
+    const node = chain[i];
+    if (isPair(node) && isScalar(node.key)) name += `${name ? "." : ""}${String(node.key.value)}`;
+    else if (isSeq(node) && typeof chain[i + 1] === "number") name += `[${chain[i + 1]}]`;
+  }
+  return name;
+}
+
+function isScalarValue(v: unknown): v is string | number | boolean | null {
+  return v === null || ["string", "number", "boolean"].includes(typeof v);
+}

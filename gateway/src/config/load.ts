@@ -1,0 +1,299 @@
+/**
+ * Loads routes.yaml: parse → interpolate `${VAR:-default}` → validate against the schema →
+ * cross-check (routes name real upstreams, gRPC methods exist in their proto) → typed config.
+ * Every problem is reported at once, each with file:line:column and the field's path, e.g.
+ * `gateway/routes.yaml:14:5 routes[1].methds: unknown field (did you mean "methods"?)`.
+ */
+import { readFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import type { TSchema } from "@sinclair/typebox";
+import { Value, type ValueError, ValueErrorType } from "@sinclair/typebox/value";
+import { isMap, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from "yaml";
+import type protobuf from "protobufjs";
+import { parseProtos, ProtoLoadError } from "../../../lib/proto.ts";
+import { type GrpcMethod, resolveMethod } from "../grpc/method.ts";
+import { checkCidrs } from "../net/client-ip.ts";
+import { interpolateDocument } from "./interpolate.ts";
+import { GatewayConfigSchema, HTTP_METHODS, type HttpMethod, type RawGatewayConfig } from "./schema.ts";
+
+export interface UpstreamConfig {
+  name: string;
+  protocol: "http" | "grpc";
+  /** host:port strings; hosts may be names to resolve. */
+  endpoints: string[];
+  proto?: string;
+  /** Parsed once here so a missing method is a config error, not a runtime 500. */
+  protoRoot?: protobuf.Root;
+  timeoutMs: number;
+}
+
+export interface RouteConfig {
+  name: string;
+  path: string;
+  match: "prefix" | "exact";
+  methods: readonly HttpMethod[];
+  upstream: string;
+  timeoutMs: number;
+  maxBodyBytes: number;
+  http?: { rewritePrefix?: string };
+  grpc?: { method: string };
+  /** The resolved gRPC method, for grpc routes. */
+  grpcMethod?: GrpcMethod;
+}
+
+export interface GatewayConfig {
+  /** Absolute path of the file this came from. */
+  file: string;
+  upstreams: Map<string, UpstreamConfig>;
+  routes: RouteConfig[];
+  limits: { maxBodyBytes: number };
+  trustedProxies: string[];
+}
+
+export interface ConfigProblem {
+  line: number;
+  column: number;
+  /** Dotted path of the field, e.g. `routes[1].methods`. */
+  field: string;
+  message: string;
+}
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+  constructor(
+    readonly file: string,
+    readonly problems: ConfigProblem[],
+  ) {
+    super(
+      `invalid gateway config ${file}:\n` +
+        problems.map((p) => `  ${file}:${p.line}:${p.column} ${p.field || "(top level)"}: ${p.message}`).join("\n"),
+    );
+  }
+}
+
+const DEFAULT_TIMEOUT_MS = 10_000;
+const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+
+/** Reads and validates a config file. Throws ConfigError naming every problem. */
+export function loadConfig(file: string, env: Record<string, string | undefined> = process.env): GatewayConfig {
+  const absolute = resolve(file);
+  let text: string;
+  try {
+    text = readFileSync(absolute, "utf8");
+  } catch (err) {
+    throw new ConfigError(file, [{ line: 0, column: 0, field: "", message: `cannot read file: ${(err as Error).message}` }]);
+  }
+  return parseConfig(text, file, env, dirname(absolute));
+}
+
+/**
+ * Validates config text. `file` is only used in messages; `baseDir` resolves relative proto
+ * paths (the process's working directory first, then the file's own folder).
+ */
+export function parseConfig(text: string, file: string, env: Record<string, string | undefined> = process.env, baseDir = process.cwd()): GatewayConfig {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  const at = (offset: number, field: string, message: string): ConfigProblem => {
+    const { line, col } = lines.linePos(offset);
+    return { line, column: col, field, message };
+  };
+  const problems: ConfigProblem[] = doc.errors.map((e) => at(e.pos[0], "", e.message.split("\n")[0] ?? e.message));
+  if (problems.length > 0) throw new ConfigError(file, problems);
+
+  for (const p of interpolateDocument(doc, env)) problems.push(at(p.offset, p.field, p.message));
+  if (problems.length > 0) throw new ConfigError(file, problems);
+
+  const raw: unknown = doc.toJS();
+  if (!Value.Check(GatewayConfigSchema, raw)) {
+    for (const error of firstErrorPerPath(Value.Errors(GatewayConfigSchema, raw))) {
+      problems.push(schemaProblem(doc, lines, error));
+    }
+    throw new ConfigError(file, problems);
+  }
+  const config = buildConfig(raw, file, baseDir, (path, message) => {
+    problems.push(at(offsetOf(doc, path), fieldName(path), message));
+  });
+  if (problems.length > 0) throw new ConfigError(file, problems);
+  return config;
+}
+
+function buildConfig(raw: RawGatewayConfig, file: string, baseDir: string, report: (path: (string | number)[], message: string) => void): GatewayConfig {
+  const upstreams = new Map<string, UpstreamConfig>();
+  for (const [name, u] of Object.entries(raw.upstreams)) {
+    const endpoints = (typeof u.endpoints === "string" ? u.endpoints.split(",") : u.endpoints).map((e) => e.trim()).filter(Boolean);
+    if (endpoints.length === 0) report(["upstreams", name, "endpoints"], "no endpoints given");
+    for (const endpoint of endpoints) {
+      const problem = checkHostPort(endpoint);
+      if (problem) report(["upstreams", name, "endpoints"], `"${endpoint}": ${problem}`);
+    }
+    const upstream: UpstreamConfig = { name, protocol: u.protocol, endpoints, timeoutMs: u.timeoutMs ?? DEFAULT_TIMEOUT_MS };
+    if (u.protocol === "grpc") {
+      if (!u.proto) {
+        report(["upstreams", name, "protocol"], 'a grpc upstream needs "proto": the .proto file that defines its methods');
+      } else {
+        upstream.proto = u.proto;
+        try {
+          upstream.protoRoot = parseProtos([u.proto], baseDir);
+        } catch (err) {
+          report(["upstreams", name, "proto"], err instanceof ProtoLoadError ? err.message : String(err));
+        }
+      }
+    } else if (u.proto) {
+      report(["upstreams", name, "proto"], '"proto" only applies to grpc upstreams');
+    }
+    upstreams.set(name, upstream);
+  }
+
+  const limits = { maxBodyBytes: raw.limits?.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES };
+  const names = new Set<string>();
+  const paths = new Set<string>();
+  const routes: RouteConfig[] = raw.routes.map((r, i) => {
+    const where = (key: string) => ["routes", i, key];
+    if (names.has(r.name)) report(where("name"), `duplicate route name "${r.name}"`);
+    names.add(r.name);
+    const match = r.match ?? "prefix";
+    const path = r.path.length > 1 ? r.path.replace(/\/+$/, "") : r.path;
+    if (paths.has(`${match} ${path}`)) report(where("path"), `another route already matches ${match} "${path}"`);
+    paths.add(`${match} ${path}`);
+    const upstream = upstreams.get(r.upstream);
+    let grpcMethod: GrpcMethod | undefined;
+    if (!upstream) {
+      report(where("upstream"), `no upstream named "${r.upstream}" (known: ${[...upstreams.keys()].join(", ")})`);
+    } else if (upstream.protocol === "grpc" && !r.grpc) {
+      report(where("upstream"), `upstream "${r.upstream}" speaks grpc: the route needs grpc.method`);
+    } else if (upstream.protocol === "http" && r.grpc) {
+      report(["routes", i, "grpc"], `upstream "${r.upstream}" speaks http: remove grpc or pick a grpc upstream`);
+    } else if (r.grpc && upstream.protoRoot) {
+      const [service = "", method = ""] = r.grpc.method.split("/");
+      const definition = upstream.protoRoot.lookup(service);
+      const rpc = definition && "methods" in definition ? (definition as protobuf.Service).methods[method] : undefined;
+      if (!rpc) {
+        report(["routes", i, "grpc", "method"], `${r.grpc.method} is not defined in ${upstream.proto}`);
+      } else if (rpc.requestStream || rpc.responseStream) {
+        report(["routes", i, "grpc", "method"], `${r.grpc.method} is a streaming method; only unary methods can be transcoded`);
+      } else {
+        grpcMethod = resolveMethod(upstream.protoRoot, r.grpc.method);
+      }
+    }
+    const methods = r.methods ?? (r.grpc ? (["POST"] as const) : HTTP_METHODS);
+    return {
+      name: r.name,
+      path,
+      match,
+      methods,
+      upstream: r.upstream,
+      timeoutMs: r.timeoutMs ?? upstream?.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+      maxBodyBytes: r.maxBodyBytes ?? limits.maxBodyBytes,
+      ...(r.http ? { http: r.http } : {}),
+      ...(r.grpc ? { grpc: r.grpc } : {}),
+      ...(grpcMethod ? { grpcMethod } : {}),
+    };
+  });
+  const trustedProxies = raw.trustedProxies ?? [];
+  for (const { index, message } of checkCidrs(trustedProxies)) report(["trustedProxies", index], message);
+  return { file, upstreams, routes, limits, trustedProxies };
+}
+
+function checkHostPort(endpoint: string): string | null {
+  const m = /^(\[[0-9a-fA-F:]+\]|[^:\s/]+):(\d+)$/.exec(endpoint);
+  if (!m) return "expected host:port";
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) return `port ${port} is out of range 1-65535`;
+  return null;
+}
+
+/** TypeBox reports a union failure once per branch; keep the first error per path. */
+function firstErrorPerPath(errors: Iterable<ValueError>): ValueError[] {
+  const byPath = new Map<string, ValueError>();
+  for (const e of errors) if (!byPath.has(e.path)) byPath.set(e.path, e);
+  return [...byPath.values()];
+}
+
+function schemaProblem(doc: Document, lines: LineCounter, error: ValueError): ConfigProblem {
+  const path = error.path.split("/").slice(1).map((s) => (/^\d+$/.test(s) ? Number(s) : s.replace(/~1/g, "/").replace(/~0/g, "~")));
+  const isUnknownKey = error.type === ValueErrorType.ObjectAdditionalProperties;
+  const offset = isUnknownKey ? keyOffset(doc, path) : offsetOf(doc, path);
+  const { line, col } = lines.linePos(offset);
+  return { line, column: col, field: fieldName(path), message: describe(error, path, isUnknownKey) };
+}
+
+function describe(error: ValueError, path: (string | number)[], isUnknownKey: boolean): string {
+  if (isUnknownKey) {
+    const key = String(path.at(-1));
+    const allowed = Object.keys(parentSchemaProperties(path) ?? {});
+    const guess = closest(key, allowed);
+    return `unknown field${guess ? ` (did you mean "${guess}"?)` : ""}; allowed: ${allowed.join(", ")}`;
+  }
+  if (error.type === ValueErrorType.ObjectRequiredProperty) return "required field is missing";
+  const schema = error.schema as TSchema & { anyOf?: TSchema[] };
+  if (schema.anyOf?.every((s) => s.const !== undefined)) {
+    return `must be one of ${schema.anyOf.map((s) => JSON.stringify(s.const)).join(", ")}; got ${JSON.stringify(error.value)}`;
+  }
+  const description = typeof schema.description === "string" ? ` (${schema.description})` : "";
+  return `${error.message.toLowerCase()}; got ${JSON.stringify(error.value)}${description}`;
+}
+
+/** The `properties` of the object schema that holds the key at `path`. */
+function parentSchemaProperties(path: (string | number)[]): Record<string, TSchema> | undefined {
+  let schema: TSchema | undefined = GatewayConfigSchema;
+  for (const segment of path.slice(0, -1)) {
+    if (!schema) return undefined;
+    if (schema.type === "array") schema = schema.items as TSchema;
+    else if (schema.patternProperties) schema = Object.values(schema.patternProperties as Record<string, TSchema>)[0];
+    else if (schema.properties) schema = (schema.properties as Record<string, TSchema>)[String(segment)];
+    else return undefined;
+    if (schema?.anyOf) schema = (schema.anyOf as TSchema[]).find((s) => s.type === "object") ?? schema;
+  }
+  return schema?.properties as Record<string, TSchema> | undefined;
+}
+
+function closest(word: string, candidates: string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Math.max(2, Math.floor(word.length / 3)) + 1;
+  for (const c of candidates) {
+    const d = editDistance(word.toLowerCase(), c.toLowerCase());
+    if (d < bestDistance) [best, bestDistance] = [c, d];
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let previous = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const current = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, previous + (a[i - 1] === b[j - 1] ? 0 : 1));
+      previous = current;
+    }
+  }
+  return row[b.length]!;
+}
+
+/** Where the value at `path` starts in the source; falls back to the nearest existing parent. */
+function offsetOf(doc: Document, path: (string | number)[]): number {
+  for (let n = path.length; n >= 0; n--) {
+    const node = doc.getIn(path.slice(0, n), true) as YamlNode | undefined;
+    if (node && typeof node === "object" && "range" in node && node.range) return node.range[0];
+  }
+  return 0;
+}
+
+/** Where the key at the end of `path` is written (for unknown keys, point at the key itself). */
+function keyOffset(doc: Document, path: (string | number)[]): number {
+  const parent = doc.getIn(path.slice(0, -1), true);
+  const key = path.at(-1);
+  if (isMap(parent)) {
+    for (const pair of parent.items) {
+      const k = pair.key as YamlNode & { value?: unknown };
+      if (k && k.value === key && k.range) return k.range[0];
+    }
+  }
+  if (isSeq(parent) && typeof key === "number") return offsetOf(doc, path);
+  return offsetOf(doc, path.slice(0, -1));
+}
+
+function fieldName(path: (string | number)[]): string {
+  return path.reduce<string>((name, s) => (typeof s === "number" ? `${name}[${s}]` : name ? `${name}.${s}` : s), "");
+}

@@ -1,0 +1,33 @@
+/**
+ * The gRPC transport: one unary call on one endpoint's grpc-js client, with the request id (and
+ * trace context) as metadata and a deadline; resolves with the reply or the gRPC status.
+ */
+import * as grpc from "@grpc/grpc-js";
+import type { Endpoint } from "../upstream/endpoint.ts";
+import type { GrpcMethod } from "./method.ts";
+
+export type GrpcOutcome =
+  | { kind: "reply"; reply: Record<string, unknown>; servedBy?: string }
+  | { kind: "status"; code: grpc.status; details: string; servedBy?: string };
+
+export function callUnary(endpoint: Endpoint, method: GrpcMethod, message: object, metadata: grpc.Metadata, timeoutMs: number): Promise<GrpcOutcome> {
+  return new Promise((resolve) => {
+    let servedBy: string | undefined;
+    const call = endpoint.grpcClient().makeUnaryRequest(
+      method.path,
+      method.serialize,
+      method.deserialize,
+      message,
+      metadata,
+      { deadline: Date.now() + timeoutMs },
+      (err, reply) => {
+        if (err) resolve({ kind: "status", code: err.code ?? grpc.status.UNKNOWN, details: err.details ?? err.message, ...(servedBy ? { servedBy } : {}) });
+        else resolve({ kind: "reply", reply: reply ?? {}, ...(servedBy ? { servedBy } : {}) });
+      },
+    );
+    call.on("metadata", (md: grpc.Metadata) => {
+      const value = md.get("x-served-by")[0];
+      if (typeof value === "string") servedBy = value;
+    });
+  });
+}

@@ -1,0 +1,62 @@
+/**
+ * Who the client is. The direct peer's address, unless that peer is a trusted proxy (a load
+ * balancer in front of the gateway), in which case the right-most untrusted address of
+ * X-Forwarded-For is the client — the only entry a client cannot forge.
+ */
+import ipaddr from "ipaddr.js";
+
+export class TrustedProxies {
+  readonly #ranges: [ipaddr.IPv4 | ipaddr.IPv6, number][];
+
+  constructor(cidrs: readonly string[]) {
+    this.#ranges = cidrs.map((cidr) => (cidr.includes("/") ? ipaddr.parseCIDR(cidr) : [ipaddr.parse(cidr), ipaddr.parse(cidr).kind() === "ipv4" ? 32 : 128]));
+  }
+
+  get isEmpty(): boolean {
+    return this.#ranges.length === 0;
+  }
+
+  isTrusted(address: string): boolean {
+    if (this.#ranges.length === 0 || !ipaddr.isValid(address)) return false;
+    const ip = normalize(address);
+    return this.#ranges.some(([range, bits]) => ip.kind() === range.kind() && ip.match(range, bits));
+  }
+
+  /** The client address for a request whose direct peer is `peer`. */
+  clientIp(peer: string, forwardedFor: string | null): { clientIp: string; peerIsTrusted: boolean } {
+    const peerIp = normalizeString(peer);
+    if (!this.isTrusted(peerIp)) return { clientIp: peerIp, peerIsTrusted: false };
+    if (!forwardedFor) return { clientIp: peerIp, peerIsTrusted: true };
+    const hops = forwardedFor.split(",").map((s) => s.trim()).filter(Boolean);
+    for (let i = hops.length - 1; i >= 0; i--) {
+      const hop = normalizeString(hops[i]!);
+      if (!ipaddr.isValid(hop)) break;
+      if (!this.isTrusted(hop)) return { clientIp: hop, peerIsTrusted: true };
+    }
+    return { clientIp: normalizeString(hops[0] ?? peerIp), peerIsTrusted: true };
+  }
+}
+
+/** "::ffff:127.0.0.1" → "127.0.0.1": Bun reports IPv4 peers of a dual-stack socket mapped. */
+export function normalizeString(address: string): string {
+  return ipaddr.isValid(address) ? normalize(address).toString() : address;
+}
+
+function normalize(address: string): ipaddr.IPv4 | ipaddr.IPv6 {
+  const ip = ipaddr.parse(address);
+  return ip.kind() === "ipv6" && (ip as ipaddr.IPv6).isIPv4MappedAddress() ? (ip as ipaddr.IPv6).toIPv4Address() : ip;
+}
+
+/** Checks a CIDR list from the config; returns a message per bad entry. */
+export function checkCidrs(cidrs: readonly string[]): { index: number; message: string }[] {
+  const problems: { index: number; message: string }[] = [];
+  cidrs.forEach((cidr, index) => {
+    try {
+      if (cidr.includes("/")) ipaddr.parseCIDR(cidr);
+      else ipaddr.parse(cidr);
+    } catch {
+      problems.push({ index, message: `"${cidr}" is not an IP address or CIDR range` });
+    }
+  });
+  return problems;
+}

@@ -1,0 +1,50 @@
+/**
+ * Header handling for proxied requests and responses, in one place.
+ *
+ * Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection and must not be forwarded, nor
+ * may any header the `Connection` header names. `X-Forwarded-*` from a client that is not a
+ * trusted proxy are replaced, never extended, so a client cannot forge its address.
+ */
+const HOP_BY_HOP = ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+
+export function stripHopByHop(headers: Headers): void {
+  const connection = headers.get("connection");
+  if (connection) {
+    for (const name of connection.split(",")) {
+      const trimmed = name.trim();
+      if (trimmed) headers.delete(trimmed);
+    }
+  }
+  for (const name of HOP_BY_HOP) headers.delete(name);
+}
+
+export interface ForwardedInfo {
+  clientIp: string;
+  /** Whether the direct peer is a trusted proxy whose X-Forwarded-* we extend. */
+  peerIsTrusted: boolean;
+  proto: "http" | "https";
+}
+
+/** Sets X-Forwarded-For/-Proto/-Host on the outgoing request headers. */
+export function setForwardedHeaders(headers: Headers, info: ForwardedInfo): void {
+  const host = headers.get("host");
+  if (info.peerIsTrusted) {
+    const prior = headers.get("x-forwarded-for");
+    headers.set("x-forwarded-for", prior ? `${prior}, ${info.clientIp}` : info.clientIp);
+    if (!headers.has("x-forwarded-proto")) headers.set("x-forwarded-proto", info.proto);
+    if (!headers.has("x-forwarded-host") && host) headers.set("x-forwarded-host", host);
+  } else {
+    headers.set("x-forwarded-for", info.clientIp);
+    headers.set("x-forwarded-proto", info.proto);
+    if (host) headers.set("x-forwarded-host", host);
+    else headers.delete("x-forwarded-host");
+  }
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:\-]{1,128}$/;
+
+/** The client's X-Request-ID when it is a sane token, else a new UUID. */
+export function requestIdFrom(headers: Headers): string {
+  const given = headers.get("x-request-id");
+  return given && REQUEST_ID.test(given) ? given : crypto.randomUUID();
+}

@@ -1,0 +1,220 @@
+/**
+ * The gateway's request path, in order:
+ *   request context → normalise path → match route → guards (body size) →
+ *   pick endpoint → transport (HTTP forward | gRPC transcode) → response headers → access log.
+ * Routes themselves come from routes.yaml; this file is the index of what happens to a request.
+ */
+import type { Server } from "bun";
+import * as grpc from "@grpc/grpc-js";
+import type { ServiceIdentity } from "../../lib/env.ts";
+import type { Lifecycle } from "../../lib/lifecycle.ts";
+import type { Logger } from "../../lib/log.ts";
+import type { GatewayConfig, RouteConfig } from "./config/load.ts";
+import type { RequestContext } from "./context.ts";
+import { gatewayProblem } from "./errors.ts";
+import { callUnary } from "./grpc/call.ts";
+import { grpcCodeName, httpStatusFromGrpc } from "./grpc/status.ts";
+import { checkMessage } from "./grpc/transcode.ts";
+import { TrustedProxies } from "./net/client-ip.ts";
+import { readBody } from "./proxy/body.ts";
+import { requestIdFrom } from "./proxy/headers.ts";
+import { forwardHttp, prepareRequestHeaders } from "./proxy/http.ts";
+import { Router } from "./routing/router.ts";
+import { normalizePath } from "./routing/path.ts";
+import { createUpstreams, type Upstream } from "./upstream/upstream.ts";
+
+export interface GatewayDeps {
+  identity: ServiceIdentity;
+  log: Logger;
+  lifecycle: Lifecycle;
+}
+
+/** The parts built from one config; swapped as a whole on reload. */
+interface GatewayState {
+  config: GatewayConfig;
+  router: Router<RouteConfig>;
+  upstreams: Map<string, Upstream>;
+  trustedProxies: TrustedProxies;
+}
+
+const JSON_HEADERS = { "content-type": "application/json" };
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+export class Gateway {
+  #state: GatewayState;
+
+  constructor(
+    config: GatewayConfig,
+    private readonly deps: GatewayDeps,
+  ) {
+    this.#state = Gateway.#build(config);
+  }
+
+  static #build(config: GatewayConfig): GatewayState {
+    return {
+      config,
+      router: new Router(config.routes),
+      upstreams: createUpstreams(config.upstreams.values()),
+      trustedProxies: new TrustedProxies(config.trustedProxies),
+    };
+  }
+
+  get config(): GatewayConfig {
+    return this.#state.config;
+  }
+
+  get upstreams(): ReadonlyMap<string, Upstream> {
+    return this.#state.upstreams;
+  }
+
+  /** The largest body any route accepts: Bun's own limit is set just above it. */
+  get maxBodyBytes(): number {
+    return Math.max(this.#state.config.limits.maxBodyBytes, ...this.#state.config.routes.map((r) => r.maxBodyBytes));
+  }
+
+  close(): void {
+    for (const upstream of this.#state.upstreams.values()) upstream.close();
+  }
+
+  /** Bun.serve's fetch handler for the public listener. */
+  readonly fetch = async (req: Request, server: Server<unknown>): Promise<Response> => {
+    const state = this.#state;
+    const { url } = req;
+    const pathStart = url.indexOf("/", url.indexOf("//") + 2);
+    const queryStart = url.indexOf("?", pathStart);
+    const rawPath = queryStart < 0 ? url.slice(pathStart) : url.slice(pathStart, queryStart);
+    const peer = server.requestIP(req)?.address ?? "unknown";
+    const { clientIp, peerIsTrusted } = state.trustedProxies.clientIp(peer, req.headers.get("x-forwarded-for"));
+    const ctx: RequestContext = {
+      id: requestIdFrom(req.headers),
+      start: performance.now(),
+      method: req.method,
+      path: rawPath,
+      search: queryStart < 0 ? "" : url.slice(queryStart),
+      clientIp,
+      peerIsTrusted,
+    };
+    let response: Response;
+    try {
+      response = await this.#handle(req, ctx, state);
+    } catch (err) {
+      this.deps.log.error({ err, request_id: ctx.id }, "unhandled error in request path");
+      response = gatewayProblem(500, "Internal gateway error", ctx.id);
+    }
+    response.headers.set("x-request-id", ctx.id);
+    response.headers.set("x-gateway", this.deps.identity.instance);
+    this.#accessLog(ctx, response.status);
+    return response;
+  };
+
+  async #handle(req: Request, ctx: RequestContext, state: GatewayState): Promise<Response> {
+    if (ctx.path === "/healthz") return Response.json({ status: "ok" });
+    if (ctx.path === "/readyz") return this.deps.lifecycle.isReady() ? Response.json({ status: "ready" }) : gatewayProblem(503, "Not ready", ctx.id, "the gateway is starting or draining");
+
+    const normalized = normalizePath(ctx.path);
+    if (!normalized.ok) return gatewayProblem(normalized.status, normalized.status === 414 ? "URI too long" : "Bad request path", ctx.id, normalized.reason);
+    ctx.path = normalized.path;
+
+    const match = state.router.match(req.method, ctx.path);
+    if (match.kind === "not-found") return gatewayProblem(404, "Not found", ctx.id, `no route for ${ctx.path}`);
+    if (match.kind === "method-not-allowed") {
+      return gatewayProblem(405, "Method not allowed", ctx.id, `${req.method} is not allowed on ${ctx.path}`, { allow: match.allow }, { allow: match.allow.join(", ") });
+    }
+    const route = match.route;
+    ctx.route = route;
+    const upstream = state.upstreams.get(route.upstream)!;
+
+    const body = await readBody(req, route.maxBodyBytes);
+    if (!body.ok) {
+      return body.reason === "too-large"
+        ? gatewayProblem(413, "Content too large", ctx.id, `the body exceeds ${route.maxBodyBytes} bytes`, { limit: route.maxBodyBytes })
+        : gatewayProblem(400, "Incomplete request body", ctx.id, "the client closed the connection before the body was complete");
+    }
+    return route.grpcMethod ? this.#transcodeGrpc(req, ctx, route, upstream, body.bytes) : this.#forwardHttp(req, ctx, route, upstream, body.bytes);
+  }
+
+  async #forwardHttp(req: Request, ctx: RequestContext, route: RouteConfig, upstream: Upstream, body: Uint8Array | null): Promise<Response> {
+    const endpoint = upstream.pick();
+    if (!endpoint) return gatewayProblem(503, "No upstream available", ctx.id, `upstream "${upstream.name}" has no endpoints`, {}, { "retry-after": "1" });
+    ctx.endpoint = endpoint.address;
+    const upstreamPath = route.http?.rewritePrefix !== undefined && route.match === "prefix" ? rewrite(ctx.path, route.path, route.http.rewritePrefix) : ctx.path;
+    const headers = prepareRequestHeaders(req, ctx, this.deps.identity.instance);
+    endpoint.inflight++;
+    endpoint.requests++;
+    const outcome = await forwardHttp(endpoint, req.method, upstreamPath + ctx.search, headers, body, route.timeoutMs).finally(() => endpoint.inflight--);
+    switch (outcome.kind) {
+      case "response":
+        ctx.servedBy = outcome.response.headers.get("x-served-by") ?? undefined;
+        return outcome.response;
+      case "timeout":
+        return gatewayProblem(504, "Upstream timed out", ctx.id, `${upstream.name} did not answer within ${route.timeoutMs} ms`, { upstream: upstream.name });
+      case "connect-error":
+      case "error":
+        return gatewayProblem(502, "Upstream unavailable", ctx.id, `${upstream.name} (${endpoint.address}): ${outcome.error.message}`, { upstream: upstream.name });
+    }
+  }
+
+  async #transcodeGrpc(req: Request, ctx: RequestContext, route: RouteConfig, upstream: Upstream, body: Uint8Array | null): Promise<Response> {
+    const method = route.grpcMethod!;
+    let input: unknown = {};
+    if (body) {
+      let text: string;
+      try {
+        text = utf8.decode(body);
+      } catch {
+        return gatewayProblem(400, "Invalid request body", ctx.id, "the body is not valid UTF-8");
+      }
+      try {
+        input = JSON.parse(text);
+      } catch (err) {
+        return gatewayProblem(400, "Invalid JSON", ctx.id, (err as Error).message);
+      }
+    }
+    const errors = checkMessage(method.requestType, input);
+    if (errors.length > 0) {
+      return gatewayProblem(400, "Invalid request", ctx.id, `the body does not match ${method.requestType.fullName.slice(1)}: ${errors.map((e) => `${e.field} ${e.message}`).join("; ")}`, { errors });
+    }
+    const endpoint = upstream.pick();
+    if (!endpoint) return gatewayProblem(503, "No upstream available", ctx.id, `upstream "${upstream.name}" has no endpoints`, {}, { "retry-after": "1" });
+    ctx.endpoint = endpoint.address;
+    const metadata = new grpc.Metadata();
+    metadata.set("x-request-id", ctx.id);
+    metadata.set("x-forwarded-for", ctx.clientIp);
+    const userAgent = req.headers.get("user-agent");
+    if (userAgent) metadata.set("x-forwarded-user-agent", userAgent);
+    endpoint.inflight++;
+    endpoint.requests++;
+    const outcome = await callUnary(endpoint, method, input as object, metadata, route.timeoutMs).finally(() => endpoint.inflight--);
+    ctx.servedBy = outcome.servedBy;
+    const servedBy: Record<string, string> = outcome.servedBy ? { "x-served-by": outcome.servedBy } : {};
+    if (outcome.kind === "reply") return new Response(JSON.stringify(outcome.reply), { status: 200, headers: { ...JSON_HEADERS, ...servedBy } });
+    const status = httpStatusFromGrpc(outcome.code);
+    const retryAfter: Record<string, string> = status === 503 ? { "retry-after": "1" } : {};
+    // The body carries both the problem+json members and grpc-gateway's {code, message, details}.
+    return gatewayProblem(status, grpcCodeName(outcome.code), ctx.id, outcome.details, { code: outcome.code, message: outcome.details, details: [], upstream: upstream.name }, { ...servedBy, ...retryAfter });
+  }
+
+  #accessLog(ctx: RequestContext, status: number): void {
+    this.deps.log.info(
+      {
+        request_id: ctx.id,
+        method: ctx.method,
+        path: ctx.path,
+        route: ctx.route?.name,
+        status,
+        duration_ms: Math.round((performance.now() - ctx.start) * 1000) / 1000,
+        upstream: ctx.route?.upstream,
+        endpoint: ctx.endpoint,
+        served_by: ctx.servedBy,
+        client_ip: ctx.clientIp,
+      },
+      "request",
+    );
+  }
+}
+
+function rewrite(path: string, prefix: string, replacement: string): string {
+  const rest = path.slice(prefix === "/" ? 0 : prefix.length);
+  if (replacement === "/") return rest.startsWith("/") ? rest : `/${rest}`;
+  return replacement + rest;
+}

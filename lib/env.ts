@@ -1,0 +1,60 @@
+/**
+ * Typed access to environment variables, parsed once at start-up. A bad value stops the process
+ * with a message that names the variable, the value and what was expected.
+ */
+export class EnvError extends Error {
+  override name = "EnvError";
+}
+
+type Env = Record<string, string | undefined>;
+
+export function envString(name: string, fallback: string, env: Env = process.env): string {
+  const raw = env[name];
+  return raw === undefined || raw === "" ? fallback : raw;
+}
+
+export function envInt(name: string, fallback: number, opts: { min?: number; max?: number } = {}, env: Env = process.env): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  const { min = Number.MIN_SAFE_INTEGER, max = Number.MAX_SAFE_INTEGER } = opts;
+  if (!/^-?\d+$/.test(raw.trim()) || value < min || value > max) {
+    throw new EnvError(`${name}=${JSON.stringify(raw)} is not an integer in [${min}, ${max}]`);
+  }
+  return value;
+}
+
+export function envPort(name: string, fallback: number, env: Env = process.env): number {
+  return envInt(name, fallback, { min: 0, max: 65535 }, env);
+}
+
+export function envBool(name: string, fallback: boolean, env: Env = process.env): boolean {
+  const raw = env[name]?.trim().toLowerCase();
+  if (raw === undefined || raw === "") return fallback;
+  if (["1", "true", "yes", "on"].includes(raw)) return true;
+  if (["0", "false", "no", "off"].includes(raw)) return false;
+  throw new EnvError(`${name}=${JSON.stringify(env[name])} is not a boolean (true/false)`);
+}
+
+export function envEnum<T extends string>(name: string, allowed: readonly T[], fallback: T, env: Env = process.env): T {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  if ((allowed as readonly string[]).includes(raw)) return raw as T;
+  throw new EnvError(`${name}=${JSON.stringify(raw)} must be one of: ${allowed.join(", ")}`);
+}
+
+/** Identity every service reports: in headers, /version, logs and metric labels. */
+export interface ServiceIdentity {
+  service: string;
+  version: string;
+  /** Which replica this process is: the pod name in Kubernetes, `webapp-2` under `make dev`. */
+  instance: string;
+}
+
+export function serviceIdentity(service: string, env: Env = process.env): ServiceIdentity {
+  return {
+    service,
+    version: envString("SERVICE_VERSION", "dev", env),
+    instance: envString("INSTANCE_ID", envString("HOSTNAME", `${service}-${process.pid}`, env), env),
+  };
+}

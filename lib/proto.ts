@@ -1,0 +1,91 @@
+/**
+ * The gRPC contracts, loaded at run time from the .proto text — never from generated code.
+ *
+ * The .proto files under `proto/` are imported as text, so Bun embeds them in a
+ * `bun build --compile` binary: `protoLoader.loadSync(path)` would look for a file that a clean
+ * image does not have (see DESIGN.md, "Known traps"). A file that exists on disk wins over the
+ * embedded copy, so a gateway can be pointed at a proto shipped in a ConfigMap.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { isAbsolute, resolve } from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import protobuf from "protobufjs";
+import healthProto from "../proto/grpc/health/v1/health.proto" with { type: "text" };
+import userverifyProto from "../proto/userverify.proto" with { type: "text" };
+
+/** Every proto shipped in the repository, by its path relative to `proto/`. */
+export const EMBEDDED_PROTOS: Readonly<Record<string, string>> = {
+  "userverify.proto": userverifyProto,
+  "grpc/health/v1/health.proto": healthProto,
+};
+
+/** Options shared by every loader, so the gateway and rpcapp see the same field names. */
+export const PROTO_OPTIONS: protoLoader.Options = {
+  keepCase: true,
+  longs: String,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+};
+
+export class ProtoLoadError extends Error {
+  override name = "ProtoLoadError";
+}
+
+/** Maps "proto/userverify.proto", "./proto/x.proto" or "userverify.proto" to its embedded key. */
+function embeddedKey(file: string): string {
+  return file.replace(/^(\.\/)?(proto\/)?/, "");
+}
+
+function readProtoSource(file: string, baseDir: string): { name: string; text: string } {
+  const onDisk = isAbsolute(file) ? file : resolve(baseDir, file);
+  if (existsSync(onDisk)) return { name: onDisk, text: readFileSync(onDisk, "utf8") };
+  const key = embeddedKey(file);
+  const text = EMBEDDED_PROTOS[key];
+  if (text === undefined) {
+    throw new ProtoLoadError(
+      `proto file "${file}" not found on disk (${onDisk}) nor among the embedded protos (${Object.keys(EMBEDDED_PROTOS).join(", ")})`,
+    );
+  }
+  return { name: key, text };
+}
+
+/** Parses proto files (and their imports) into one protobufjs Root. */
+export function parseProtos(files: readonly string[], baseDir = process.cwd()): protobuf.Root {
+  const root = new protobuf.Root();
+  const seen = new Set<string>();
+  const visit = (file: string, dir: string) => {
+    const { name, text } = readProtoSource(file, dir);
+    if (seen.has(name)) return;
+    seen.add(name);
+    let parsed: protobuf.IParserResult;
+    try {
+      parsed = protobuf.parse(text, root, { keepCase: true });
+    } catch (err) {
+      throw new ProtoLoadError(`cannot parse ${name}: ${(err as Error).message}`);
+    }
+    for (const dep of [...(parsed.imports ?? []), ...(parsed.weakImports ?? [])]) {
+      // Imports are relative to the proto root (`proto/`), as protoc resolves them.
+      visit(dep, dir);
+    }
+  };
+  for (const file of files) visit(file, baseDir);
+  root.resolveAll();
+  return root;
+}
+
+/** A grpc-js package definition for the given proto files. */
+export function loadPackageDefinition(files: readonly string[], baseDir?: string): protoLoader.PackageDefinition {
+  return packageDefinitionFromRoot(parseProtos(files, baseDir));
+}
+
+/** A grpc-js package definition for an already parsed Root. */
+export function packageDefinitionFromRoot(root: protobuf.Root): protoLoader.PackageDefinition {
+  return protoLoader.fromJSON(root.toJSON(), PROTO_OPTIONS);
+}
+
+/** A grpc-js object tree (`pkg.userverify.UserVerify`, …) for the given proto files. */
+export function loadGrpcObject(files: readonly string[], baseDir?: string): grpc.GrpcObject {
+  return grpc.loadPackageDefinition(loadPackageDefinition(files, baseDir));
+}

@@ -1,0 +1,36 @@
+/**
+ * Free TCP ports for tests. Ports are drawn below 32768: the kernel hands out client source
+ * ports from 32768–60999, and a test server listening there can collide with them (DESIGN.md).
+ */
+import { createServer } from "node:net";
+
+const LOW = 20000;
+const HIGH = 32000;
+const handedOut = new Set<number>();
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once("error", () => resolve(false));
+    server.listen({ port, host: "127.0.0.1", exclusive: true }, () => server.close(() => resolve(true)));
+  });
+}
+
+/** A port nobody listens on now and that this test process has not handed out before. */
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = LOW + Math.floor(Math.random() * (HIGH - LOW));
+    if (handedOut.has(port)) continue;
+    if (await canListen(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error(`no free port found in ${LOW}-${HIGH}`);
+}
+
+export async function freePorts(n: number): Promise<number[]> {
+  const ports: number[] = [];
+  for (let i = 0; i < n; i++) ports.push(await freePort());
+  return ports;
+}

@@ -1,0 +1,32 @@
+/**
+ * rpcapp's settings, read once from the environment at start-up. A bad value stops the process
+ * with a message that names the variable (lib/env.ts).
+ */
+import { envInt, envPort, envString } from "../../lib/env.ts";
+
+export interface RpcappConfig {
+  host: string;
+  /** gRPC listener. */
+  port: number;
+  /** HTTP listener for /healthz, /readyz, /version (and /metrics). */
+  metricsPort: number;
+  /** 0 disables it; see `maxConnectionAgeMs` in server.ts for why it is on by default. */
+  maxConnectionAgeMs: number;
+  maxConnectionAgeGraceMs: number;
+  drainDelayMs: number;
+  shutdownTimeoutMs: number;
+}
+
+type Env = Record<string, string | undefined>;
+
+export function loadConfig(env: Env = process.env): RpcappConfig {
+  return {
+    host: envString("HOST", "0.0.0.0", env),
+    port: envPort("PORT", 50051, env),
+    metricsPort: envPort("METRICS_PORT", 9090, env),
+    maxConnectionAgeMs: envInt("GRPC_MAX_CONNECTION_AGE_MS", 30_000, { min: 0 }, env),
+    maxConnectionAgeGraceMs: envInt("GRPC_MAX_CONNECTION_AGE_GRACE_MS", 10_000, { min: 0 }, env),
+    drainDelayMs: envInt("DRAIN_DELAY_MS", 0, { min: 0 }, env),
+    shutdownTimeoutMs: envInt("SHUTDOWN_TIMEOUT_MS", 10_000, { min: 100 }, env),
+  };
+}

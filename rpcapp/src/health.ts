@@ -1,0 +1,90 @@
+/**
+ * The standard gRPC health service, `grpc.health.v1.Health`
+ * (https://github.com/grpc/grpc/blob/master/doc/health-checking.md): what Kubernetes' native gRPC
+ * probes and the gateway's active health checks call.
+ *
+ * Written here on the embedded proto rather than taken from `grpc-health-check`, which loads its
+ * own .proto from the build machine's absolute path and so fails inside a compiled binary
+ * (DESIGN.md, "Known traps").
+ */
+import * as grpc from "@grpc/grpc-js";
+
+export type ServingStatus = "UNKNOWN" | "SERVING" | "NOT_SERVING" | "SERVICE_UNKNOWN";
+
+interface HealthCheckRequest {
+  service: string;
+}
+
+interface HealthCheckResponse {
+  status: ServingStatus;
+}
+
+type WatchCall = grpc.ServerWritableStream<HealthCheckRequest, HealthCheckResponse>;
+
+export class HealthService {
+  readonly #statuses = new Map<string, ServingStatus>();
+  readonly #watchers = new Map<string, Set<WatchCall>>();
+  #isShutDown = false;
+
+  /** `services` are the names Check answers for; "" stands for the whole server. */
+  constructor(services: readonly string[], initial: ServingStatus) {
+    for (const service of services) this.#statuses.set(service, initial);
+  }
+
+  getStatus(service: string): ServingStatus | undefined {
+    return this.#statuses.get(service);
+  }
+
+  setStatus(service: string, status: ServingStatus): void {
+    // After shutdown nothing may turn a draining server back to SERVING.
+    if (this.#isShutDown || this.#statuses.get(service) === status) return;
+    this.#statuses.set(service, status);
+    for (const call of this.#watchers.get(service) ?? []) call.write({ status });
+  }
+
+  /** Sets every known service at once (readiness is one switch for the whole process). */
+  setAll(status: ServingStatus): void {
+    for (const service of this.#statuses.keys()) this.setStatus(service, status);
+  }
+
+  /**
+   * Reports NOT_SERVING for good and ends every Watch stream. Without this, open Watch streams
+   * would hold `server.tryShutdown` until its bound, since they never finish on their own.
+   */
+  shutdown(): void {
+    this.setAll("NOT_SERVING");
+    this.#isShutDown = true;
+    for (const calls of this.#watchers.values()) for (const call of calls) call.end();
+    this.#watchers.clear();
+  }
+
+  readonly handlers: grpc.UntypedServiceImplementation = {
+    Check: ((call, callback) => {
+      const service = call.request.service;
+      const status = this.#statuses.get(service);
+      if (status === undefined) {
+        callback({ code: grpc.status.NOT_FOUND, details: `unknown service ${JSON.stringify(service)}` });
+        return;
+      }
+      callback(null, { status });
+    }) satisfies grpc.handleUnaryCall<HealthCheckRequest, HealthCheckResponse>,
+
+    // Sends the current status at once, then every change, until the client cancels or we shut
+    // down. An unknown service gets SERVICE_UNKNOWN and stays watched, as the protocol asks.
+    Watch: ((call: WatchCall) => {
+      const service = call.request.service;
+      if (this.#isShutDown) {
+        call.write({ status: "NOT_SERVING" });
+        call.end();
+        return;
+      }
+      let watchers = this.#watchers.get(service);
+      if (!watchers) this.#watchers.set(service, (watchers = new Set()));
+      watchers.add(call);
+      const forget = () => watchers.delete(call);
+      call.on("cancelled", forget);
+      call.on("error", forget);
+      call.write({ status: this.#statuses.get(service) ?? "SERVICE_UNKNOWN" });
+    }) satisfies grpc.handleServerStreamingCall<HealthCheckRequest, HealthCheckResponse>,
+  };
+}

@@ -1,0 +1,42 @@
+/**
+ * rpcapp: the UserVerify gRPC service. This file only wires config, servers and signals;
+ * the services live in server.ts, the HTTP probes in http.ts.
+ */
+import { serviceIdentity } from "../../lib/env.ts";
+import { Lifecycle } from "../../lib/lifecycle.ts";
+import { createLogger } from "../../lib/log.ts";
+import { loadConfig } from "./config.ts";
+import { startStatusServer } from "./http.ts";
+import { startRpcServer } from "./server.ts";
+
+const identity = serviceIdentity("rpcapp");
+const log = createLogger(identity);
+
+try {
+  const config = loadConfig();
+  const lifecycle = new Lifecycle({ drainDelayMs: config.drainDelayMs, shutdownTimeoutMs: config.shutdownTimeoutMs, log });
+  const rpc = await startRpcServer({
+    host: config.host,
+    port: config.port,
+    identity,
+    log,
+    lifecycle,
+    maxConnectionAgeMs: config.maxConnectionAgeMs,
+    maxConnectionAgeGraceMs: config.maxConnectionAgeGraceMs,
+  });
+  const http = startStatusServer({ host: config.host, port: config.metricsPort, identity, lifecycle });
+
+  // On SIGTERM the lifecycle turns not-ready (gRPC health NOT_SERVING, /readyz 503), keeps
+  // serving for DRAIN_DELAY_MS, then runs these in order. gRPC gets what is left of
+  // SHUTDOWN_TIMEOUT_MS less a margin, so it is cut short before the lifecycle's own deadline
+  // would exit non-zero.
+  const grpcGraceMs = Math.max(100, config.shutdownTimeoutMs - config.drainDelayMs - 500);
+  lifecycle.onStop("grpc", () => rpc.stop(grpcGraceMs));
+  lifecycle.onStop("http", () => http.stop());
+  lifecycle.handleSignals();
+  lifecycle.markReady();
+  log.info({ grpc_port: rpc.port, http_port: http.port, host: config.host }, "rpcapp listening");
+} catch (err) {
+  log.fatal({ err }, "rpcapp failed to start");
+  process.exit(1);
+}

@@ -1,0 +1,102 @@
+/**
+ * The rpcapp gRPC server: every service it answers is registered in `startRpcServer`, which is
+ * the index of the service. main.ts only wires config and signals around it; tests start it
+ * in-process on a free port.
+ */
+import * as grpc from "@grpc/grpc-js";
+import type { ServiceIdentity } from "../../lib/env.ts";
+import type { Lifecycle } from "../../lib/lifecycle.ts";
+import type { Logger } from "../../lib/log.ts";
+import { loadPackageDefinition } from "../../lib/proto.ts";
+import { HealthService } from "./health.ts";
+import { accessInterceptor } from "./interceptor.ts";
+import { addReflection } from "./reflection.ts";
+import { serviceDefinition } from "./service-definition.ts";
+import { verifyUser } from "./verify.ts";
+
+export const USER_VERIFY_SERVICE = "userverify.UserVerify";
+export const HEALTH_SERVICE = "grpc.health.v1.Health";
+
+export interface RpcServerOptions {
+  host: string;
+  /** 0 picks a free port; the bound one is returned. */
+  port: number;
+  identity: ServiceIdentity;
+  log: Logger;
+  /** Health follows its readiness: SERVING while ready, NOT_SERVING before and while draining. */
+  lifecycle: Lifecycle;
+  /**
+   * grpc-js clients re-resolve DNS only when a connection drops, so a long-lived client (the
+   * gateway) would never reach pods added by a scale-up (DESIGN.md, "Known traps"). Closing each
+   * connection after this age (grpc-js adds ±10% jitter) makes clients reconnect and re-resolve.
+   * 0 disables it. Default 30 000.
+   */
+  maxConnectionAgeMs?: number;
+  /** How long calls still open at that age may finish before the connection is cut. Default 10 000. */
+  maxConnectionAgeGraceMs?: number;
+}
+
+export interface RpcServer {
+  server: grpc.Server;
+  port: number;
+  health: HealthService;
+  /**
+   * Turns health NOT_SERVING, ends Watch streams, then lets in-flight calls finish for at most
+   * `graceMs` before cutting the remaining connections.
+   */
+  stop(graceMs?: number): Promise<void>;
+}
+
+function serverOptions(opts: RpcServerOptions): grpc.ServerOptions {
+  const maxAge = opts.maxConnectionAgeMs ?? 30_000;
+  return {
+    // grpc-js treats any value as an age, 0 included (it would close every connection at once).
+    ...(maxAge > 0 && {
+      "grpc.max_connection_age_ms": maxAge,
+      "grpc.max_connection_age_grace_ms": opts.maxConnectionAgeGraceMs ?? 10_000,
+    }),
+    // Ping idle clients so connections silently dropped by a NAT or load balancer are noticed.
+    "grpc.keepalive_time_ms": 60_000,
+    "grpc.keepalive_timeout_ms": 20_000,
+    // VerifyRequest is a few bytes; refuse large payloads early (RESOURCE_EXHAUSTED).
+    "grpc.max_receive_message_length": 1024 * 1024,
+    interceptors: [accessInterceptor(opts.identity, opts.log)],
+  };
+}
+
+function bindAddress(host: string, port: number): string {
+  return host.includes(":") && !host.startsWith("[") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer> {
+  const definition = loadPackageDefinition(["userverify.proto", "grpc/health/v1/health.proto"]);
+  const health = new HealthService(["", USER_VERIFY_SERVICE], opts.lifecycle.isReady() ? "SERVING" : "NOT_SERVING");
+  opts.lifecycle.onReadinessChange((ready) => health.setAll(ready ? "SERVING" : "NOT_SERVING"));
+
+  const server = new grpc.Server(serverOptions(opts));
+  server.addService(serviceDefinition(definition, USER_VERIFY_SERVICE), { VerifyUser: verifyUser });
+  server.addService(serviceDefinition(definition, HEALTH_SERVICE), health.handlers);
+  addReflection(server, definition);
+
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(bindAddress(opts.host, opts.port), grpc.ServerCredentials.createInsecure(), (err, bound) =>
+      err ? reject(new Error(`gRPC cannot listen on ${bindAddress(opts.host, opts.port)}: ${err.message}`)) : resolve(bound),
+    ),
+  );
+
+  const stop = (graceMs = 5_000) =>
+    new Promise<void>((resolve) => {
+      health.shutdown();
+      const force = setTimeout(() => {
+        opts.log.warn({ grace_ms: graceMs }, "gRPC calls still open after the grace period; closing them");
+        server.forceShutdown();
+        resolve();
+      }, graceMs);
+      server.tryShutdown(() => {
+        clearTimeout(force);
+        resolve();
+      });
+    });
+
+  return { server, port, health, stop };
+}

@@ -1,0 +1,195 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import * as grpc from "@grpc/grpc-js";
+import { waitFor } from "../../lib/testing/processes.ts";
+import { startInProcess, TEST_IDENTITY, type InProcessRpcapp } from "./fixtures.ts";
+
+let app: InProcessRpcapp;
+beforeAll(async () => {
+  app = await startInProcess();
+});
+afterAll(() => app.close());
+
+describe("VerifyUser", () => {
+  test("verifies a valid id and token", async () => {
+    const { reply, error } = await app.clients.verifyUser({ id: 121, token: "a$$" });
+    expect(error).toBeUndefined();
+    expect(reply).toEqual({ message: "Verified: 121" });
+  });
+
+  test.each([
+    ["id 0", { id: 0, token: "a$$" }, "id must be a positive integer (got 0)"],
+    ["a negative id", { id: -7, token: "a$$" }, "id must be a positive integer (got -7)"],
+    ["a missing id", { token: "a$$" }, "id must be a positive integer (got 0)"],
+    ["an empty token", { id: 121, token: "" }, "token must not be empty"],
+  ])("rejects %s with INVALID_ARGUMENT naming the field", async (_name, request, message) => {
+    const { error } = await app.clients.verifyUser(request);
+    expect(error?.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(error?.details).toContain(message);
+  });
+
+  test("names every invalid field at once", async () => {
+    const { error } = await app.clients.verifyUser({ id: 0, token: "" });
+    expect(error?.details).toBe("invalid VerifyRequest: id must be a positive integer (got 0); token must not be empty");
+  });
+});
+
+describe("response metadata", () => {
+  test("a reply carries x-served-by, x-service-version and echoes x-request-id", async () => {
+    const metadata = new grpc.Metadata();
+    metadata.set("x-request-id", "req-abc-123");
+    const { headers } = await app.clients.verifyUser({ id: 1, token: "t" }, metadata);
+    expect(headers.get("x-served-by")).toEqual([TEST_IDENTITY.instance]);
+    expect(headers.get("x-service-version")).toEqual([TEST_IDENTITY.version]);
+    expect(headers.get("x-request-id")).toEqual(["req-abc-123"]);
+  });
+
+  test("an error carries the same headers as initial metadata, not only trailers", async () => {
+    const { error, headers } = await app.clients.verifyUser({ id: 0, token: "" });
+    expect(error?.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(headers.get("x-served-by")).toEqual([TEST_IDENTITY.instance]);
+    expect(headers.get("x-request-id")[0]).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  test("a missing or malformed x-request-id is replaced by a fresh UUID", async () => {
+    const metadata = new grpc.Metadata();
+    metadata.set("x-request-id", "not an id; with spaces");
+    const { headers } = await app.clients.verifyUser({ id: 1, token: "t" }, metadata);
+    expect(headers.get("x-request-id")[0]).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+  });
+});
+
+describe("access log", () => {
+  test("writes one JSON line per RPC with method, code, duration, request id and peer", async () => {
+    const metadata = new grpc.Metadata();
+    metadata.set("x-request-id", "log-line-req");
+    await app.clients.verifyUser({ id: -1, token: "x" }, metadata);
+    await waitFor("the access log line", () => app.logs.some((l) => l.request_id === "log-line-req"));
+    const lines = app.logs.filter((l) => l.request_id === "log-line-req");
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ msg: "rpc", method: "userverify.UserVerify/VerifyUser", grpc_code: "INVALID_ARGUMENT", service: "rpcapp" });
+    expect(lines[0]!.duration_ms).toBeNumber();
+    expect(lines[0]!.peer).toMatch(/^127\.0\.0\.1:\d+$/);
+  });
+});
+
+describe("grpc.health.v1.Health", () => {
+  test("Check answers SERVING for the server and for UserVerify", async () => {
+    expect((await app.clients.check("")).reply).toEqual({ status: "SERVING" });
+    expect((await app.clients.check("userverify.UserVerify")).reply).toEqual({ status: "SERVING" });
+  });
+
+  test("Check answers NOT_FOUND for an unknown service", async () => {
+    const { error } = await app.clients.check("no.such.Service");
+    expect(error?.code).toBe(grpc.status.NOT_FOUND);
+    expect(error?.details).toContain('"no.such.Service"');
+  });
+
+  test("Watch answers SERVICE_UNKNOWN for an unknown service and keeps the stream open", async () => {
+    const watch = app.clients.watch("no.such.Service");
+    await waitFor("the first Watch update", () => watch.statuses.length > 0);
+    expect(watch.statuses).toEqual(["SERVICE_UNKNOWN"]);
+    watch.cancel();
+    expect((await watch.ended).code).toBe(grpc.status.CANCELLED);
+  });
+});
+
+describe("readiness drives health", () => {
+  test("Watch streams the change to NOT_SERVING when readiness turns false, then ends on stop", async () => {
+    const draining = await startInProcess();
+    try {
+      const watch = draining.clients.watch("");
+      const watchVerify = draining.clients.watch("userverify.UserVerify");
+      await waitFor("the initial status", () => watch.statuses.length > 0 && watchVerify.statuses.length > 0);
+      expect(watch.statuses).toEqual(["SERVING"]);
+
+      void draining.lifecycle.shutdown();
+      await waitFor("NOT_SERVING on the Watch stream", () => watch.statuses.length > 1);
+      expect(watch.statuses).toEqual(["SERVING", "NOT_SERVING"]);
+      await waitFor("NOT_SERVING for UserVerify", () => watchVerify.statuses.length > 1);
+      expect((await draining.clients.check("")).reply).toEqual({ status: "NOT_SERVING" });
+      expect((await draining.clients.check("userverify.UserVerify")).reply).toEqual({ status: "NOT_SERVING" });
+
+      // stop() ends Watch streams itself, so a graceful shutdown does not wait out its bound.
+      const startedAt = performance.now();
+      await draining.rpc.stop(5_000);
+      expect(performance.now() - startedAt).toBeLessThan(2_000);
+      expect((await watch.ended).code).toBe(grpc.status.OK);
+    } finally {
+      await draining.close();
+    }
+  });
+
+  test("health starts NOT_SERVING until the lifecycle is marked ready", async () => {
+    const starting = await startInProcess({ ready: false });
+    try {
+      expect((await starting.clients.check("")).reply).toEqual({ status: "NOT_SERVING" });
+      starting.lifecycle.markReady();
+      expect((await starting.clients.check("")).reply).toEqual({ status: "SERVING" });
+    } finally {
+      await starting.close();
+    }
+  });
+});
+
+describe("server reflection", () => {
+  const expected = ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection", "userverify.UserVerify"];
+
+  test("lists every service, over v1 and v1alpha", async () => {
+    expect(await app.clients.listServices("v1")).toEqual(expected);
+    expect(await app.clients.listServices("v1alpha")).toEqual(expected);
+  });
+
+  test("describes UserVerify with its method and messages", async () => {
+    const [file] = await app.clients.describe("userverify.UserVerify");
+    expect(file?.package).toBe("userverify");
+    expect(file?.service[0]?.name).toBe("UserVerify");
+    expect(file?.service[0]?.method.map((m) => m.name)).toEqual(["VerifyUser"]);
+  });
+
+  test("answers an unknown symbol with a NOT_FOUND error response", async () => {
+    const reply = await app.clients.reflect({ fileContainingSymbol: "no.such.Symbol" });
+    expect(reply.errorResponse?.errorCode).toBe(grpc.status.NOT_FOUND);
+  });
+});
+
+describe("connection age", () => {
+  test("closes a client's connection after max connection age, so the client reconnects (and re-resolves)", async () => {
+    const aging = await startInProcess({ maxConnectionAgeMs: 200, maxConnectionAgeGraceMs: 100 });
+    try {
+      const peerOfCall = async (id: string) => {
+        const metadata = new grpc.Metadata();
+        metadata.set("x-request-id", id);
+        await aging.clients.verifyUser({ id: 1, token: "t" }, metadata);
+        return aging.logs.find((l) => l.request_id === id)?.peer;
+      };
+      const firstPeer = await peerOfCall("age-0");
+      expect(firstPeer).toBeString();
+      let n = 0;
+      await waitFor("a call on a new connection", async () => (await peerOfCall(`age-${++n}`)) !== firstPeer, { timeoutMs: 5_000, intervalMs: 50 });
+    } finally {
+      await aging.close();
+    }
+  });
+});
+
+describe("stop", () => {
+  test("cuts calls still open after the grace period instead of waiting for them", async () => {
+    const stuck = await startInProcess();
+    try {
+      // A reflection stream the client never half-closes: tryShutdown alone would wait forever.
+      const stream = stuck.clients.reflectionStream();
+      stream.on("error", () => {});
+      const answered = new Promise((resolve) => stream.once("data", resolve));
+      stream.write({ listServices: "*" });
+      await answered;
+      const startedAt = performance.now();
+      await stuck.rpc.stop(300);
+      const tookMs = performance.now() - startedAt;
+      expect(tookMs).toBeGreaterThanOrEqual(250);
+      expect(tookMs).toBeLessThan(1_500);
+      expect(stuck.logs.some((l) => l.msg === "gRPC calls still open after the grace period; closing them")).toBe(true);
+    } finally {
+      await stuck.close();
+    }
+  });
+});

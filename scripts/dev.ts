@@ -1,0 +1,61 @@
+/**
+ * `make dev`: the whole stack as local processes — 3 webapps, 3 rpcapps, 3 gateways sharing one
+ * port — with one readable log stream. Ctrl-C stops everything. Every port and replica count is an
+ * environment variable (see README, "Running locally").
+ */
+import { colorFor, prettyLine } from "./stack/pretty.ts";
+import { Stack, stackOptionsFromEnv } from "./stack/stack.ts";
+
+const useColor = process.stdout.isTTY && !process.env.NO_COLOR;
+const names: string[] = [];
+const raw = process.env.DEV_LOG_FORMAT === "json";
+
+const stack = new Stack({
+  ...stackOptionsFromEnv(),
+  onLine(name, line) {
+    if (raw) return void console.log(line);
+    if (!names.includes(name)) names.push(name);
+    console.log(prettyLine(name, colorFor(names.indexOf(name)), line, useColor));
+  },
+  onExit(name, code) {
+    console.error(`\n${name} exited unexpectedly (code ${code}); the rest of the stack keeps running. Ctrl-C to stop.`);
+  },
+});
+
+let stopping = false;
+async function shutdown(signal: string) {
+  if (stopping) return;
+  stopping = true;
+  console.log(`\n${signal}: stopping ${stack.processes.length} processes…`);
+  await stack.stop();
+  console.log("stopped.");
+  process.exit(0);
+}
+process.on("SIGINT", () => void shutdown("SIGINT"));
+process.on("SIGTERM", () => void shutdown("SIGTERM"));
+
+const { opts } = stack;
+console.log(`starting ${opts.webappReplicas} webapps, ${opts.rpcappReplicas} rpcapps, ${opts.gatewayReplicas} gateways…`);
+try {
+  await stack.start();
+} catch (err) {
+  console.error(`\nmake dev: ${(err as Error).message}`);
+  console.error("Is another stack (or anything else) using these ports? Override them with GATEWAY_PORT, WEBAPP_BASE_PORT, … (README).");
+  await stack.stop();
+  process.exit(1);
+}
+
+const gw = stack.gatewayUrl;
+console.log(`
+Portico is up.
+  gateway     ${gw}   (${opts.gatewayReplicas} processes sharing the port)
+  admin       ${stack.adminUrls().join("  ")}
+  webapps     ${stack.endpoints("webapp")}
+  rpcapps     ${stack.endpoints("rpcapp")} (gRPC)
+  logs        this terminal (JSON lines from every process, prettified; DEV_LOG_FORMAT=json for raw)
+
+Try:
+  curl -X POST -H 'Content-type: application/json' -d '{"title":"An awesome project"}' ${gw}/projects/
+  curl -X POST -H 'Content-type: application/json' -d '{"id": 121, "token": "a$$" }' ${gw}/verify/
+  make smoke      (in another shell)
+`);

@@ -1,0 +1,64 @@
+/**
+ * Reads a JSON request body with a hard size limit, for Elysia's `parse` hook.
+ *
+ * The limit is enforced on the bytes actually read, not only on `content-length`: a chunked body
+ * has no length, and `app.handle()` (tests, embedding) never passes through Bun.serve's own
+ * `maxRequestBodySize`. Reading stops at the first byte over the limit.
+ */
+import { HttpProblem } from "./http-problem.ts";
+
+/** `application/json`, or any `application/<x>+json` (RFC 6839), parameters ignored. */
+export function isJsonMediaType(contentType: string | null): boolean {
+  const mediaType = (contentType ?? "").split(";", 1)[0]!.trim().toLowerCase();
+  return mediaType === "application/json" || /^application\/[\w.+-]+\+json$/.test(mediaType);
+}
+
+export async function readJsonBody(request: Request, maxBytes: number): Promise<unknown> {
+  const contentType = request.headers.get("content-type");
+  if (!isJsonMediaType(contentType)) {
+    throw new HttpProblem({
+      title: "Unsupported Media Type",
+      status: 415,
+      detail: `expected a JSON body (content-type: application/json), got ${contentType ? JSON.stringify(contentType) : "no content-type"}`,
+    });
+  }
+  const declared = request.headers.get("content-length");
+  if (declared !== null && Number(declared) > maxBytes) throw tooLarge(maxBytes);
+
+  const bytes = await readAtMost(request, maxBytes);
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw malformed("the body is not valid UTF-8");
+  }
+  if (text.trim() === "") throw malformed("the body is empty; send a JSON object");
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw malformed(`the body is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+async function readAtMost(request: Request, maxBytes: number): Promise<Uint8Array> {
+  if (!request.body) return new Uint8Array();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const reader = request.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > maxBytes) {
+      await reader.cancel().catch(() => {});
+      throw tooLarge(maxBytes);
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks, total);
+}
+
+const tooLarge = (maxBytes: number) =>
+  new HttpProblem({ title: "Content Too Large", status: 413, detail: `the request body exceeds the limit of ${maxBytes} bytes` });
+
+const malformed = (detail: string) => new HttpProblem({ title: "Malformed JSON", status: 400, detail });

@@ -1,0 +1,38 @@
+/**
+ * webapp's entry point: read the config, open the store, serve, and drain on SIGTERM.
+ */
+import { EnvError, serviceIdentity } from "../../lib/env.ts";
+import { Lifecycle } from "../../lib/lifecycle.ts";
+import { createLogger } from "../../lib/log.ts";
+import { createApp } from "./app.ts";
+import { loadConfig } from "./config.ts";
+import { openStore } from "./store/index.ts";
+
+const identity = serviceIdentity("webapp");
+const log = createLogger(identity);
+
+try {
+  const config = loadConfig();
+  const store = openStore({ kind: config.store, sqlitePath: config.dbPath });
+  const lifecycle = new Lifecycle({ drainDelayMs: config.drainDelayMs, shutdownTimeoutMs: config.shutdownTimeoutMs, log });
+  const app = createApp({ store, identity, log, lifecycle, maxBodyBytes: config.maxBodyBytes });
+
+  app.listen({
+    hostname: config.host,
+    port: config.port,
+    // Elysia turns reusePort on by default; a second webapp on a taken port must fail, not share it.
+    reusePort: false,
+  });
+  // Listeners stop first (in-flight requests finish), then the store they were using.
+  lifecycle.onStop("http", async () => {
+    await app.stop();
+  });
+  lifecycle.onStop("store", () => store.close());
+  lifecycle.handleSignals();
+  lifecycle.markReady();
+  log.info({ url: app.server?.url.href, store: config.store, db_path: config.dbPath, max_body_bytes: config.maxBodyBytes }, "webapp listening");
+} catch (err) {
+  if (err instanceof EnvError) log.fatal(err.message);
+  else log.fatal({ err }, "webapp failed to start");
+  process.exit(1);
+}

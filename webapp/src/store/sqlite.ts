@@ -1,0 +1,72 @@
+/**
+ * ProjectStore on bun:sqlite. Under `make dev` three webapp processes open the same file, so:
+ * - WAL lets readers and the single writer proceed together;
+ * - `busy_timeout` makes a writer wait for the lock instead of failing with SQLITE_BUSY
+ *   (https://www.sqlite.org/pragma.html#pragma_busy_timeout);
+ * - `AUTOINCREMENT` makes SQLite take ids from one counter in the file (sqlite_sequence) under the
+ *   write lock, so ids are unique across processes and never reused
+ *   (https://www.sqlite.org/autoinc.html).
+ */
+import { Database } from "bun:sqlite";
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import type { ListOptions, Project, ProjectStore } from "./store.ts";
+
+/** How long a write waits for another process's write lock before it fails. */
+const BUSY_TIMEOUT_MS = 5000;
+
+interface ProjectRow {
+  id: number;
+  title: string;
+  created_at: string;
+}
+
+const toProject = (row: ProjectRow): Project => ({ id: row.id, title: row.title, createdAt: row.created_at });
+
+/** Opens (creating if needed) the database at `path`, or an in-memory one for `:memory:`. */
+export function openSqliteStore(path: string): ProjectStore {
+  if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+  const db = new Database(path, { create: true, strict: true });
+  // busy_timeout first: the statements below may already wait on a replica starting beside us.
+  db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
+  db.exec("PRAGMA journal_mode = WAL");
+  // NORMAL is safe from corruption in WAL mode; a power cut may lose only the last commits.
+  db.exec("PRAGMA synchronous = NORMAL");
+  db.exec(`CREATE TABLE IF NOT EXISTS projects (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    title TEXT NOT NULL,
+    created_at TEXT NOT NULL
+  )`);
+
+  const insert = db.prepare<ProjectRow, { title: string; created_at: string }>(
+    "INSERT INTO projects (title, created_at) VALUES ($title, $created_at) RETURNING id, title, created_at",
+  );
+  const selectOne = db.prepare<ProjectRow, { id: number }>("SELECT id, title, created_at FROM projects WHERE id = $id");
+  const selectPage = db.prepare<ProjectRow, { after: number; limit: number }>(
+    "SELECT id, title, created_at FROM projects WHERE id > $after ORDER BY id LIMIT $limit",
+  );
+  const selectOneValue = db.prepare("SELECT 1");
+
+  return {
+    async create(title: string): Promise<Project> {
+      const row = insert.get({ title, created_at: new Date().toISOString() });
+      if (!row) throw new Error("INSERT … RETURNING returned no row");
+      return toProject(row);
+    },
+    async get(id: number): Promise<Project | null> {
+      const row = selectOne.get({ id });
+      return row ? toProject(row) : null;
+    },
+    async list({ limit, after }: ListOptions): Promise<Project[]> {
+      return selectPage.all({ after, limit }).map(toProject);
+    },
+    async ping(): Promise<void> {
+      selectOneValue.get();
+    },
+    async close(): Promise<void> {
+      // Unfinalized statements keep a "closed" connection alive and working (sqlite3_close_v2).
+      for (const statement of [insert, selectOne, selectPage, selectOneValue]) statement.finalize();
+      db.close();
+    },
+  };
+}

@@ -41,7 +41,9 @@ const server = Bun.serve({
   port,
   // Several gateway processes bind the same port; the kernel spreads connections across them.
   reusePort: true,
-  maxRequestBodySize: gateway.maxBodyBytes + 1,
+  // Bun's own limit is only a backstop (it answers a bare 413); the per-route limit, checked in
+  // the request path, answers problem+json. So Bun's is set well above every route's.
+  maxRequestBodySize: Math.max(gateway.maxBodyBytes * 4, 8 * 1024 * 1024),
   fetch: gateway.fetch,
   error(err) {
     log.error({ err }, "server error");

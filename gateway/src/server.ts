@@ -9,6 +9,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { ServiceIdentity } from "../../lib/env.ts";
 import type { Lifecycle } from "../../lib/lifecycle.ts";
 import type { Logger } from "../../lib/log.ts";
+import { requestIdOf } from "../../lib/request-id.ts";
 import type { GatewayConfig, RouteConfig } from "./config/load.ts";
 import type { RequestContext } from "./context.ts";
 import { gatewayProblem } from "./errors.ts";
@@ -17,7 +18,6 @@ import { grpcCodeName, httpStatusFromGrpc } from "./grpc/status.ts";
 import { checkMessage } from "./grpc/transcode.ts";
 import { TrustedProxies } from "./net/client-ip.ts";
 import { readBody } from "./proxy/body.ts";
-import { requestIdFrom } from "./proxy/headers.ts";
 import { forwardHttp, prepareRequestHeaders } from "./proxy/http.ts";
 import { Router } from "./routing/router.ts";
 import { normalizePath } from "./routing/path.ts";
@@ -86,7 +86,7 @@ export class Gateway {
     const peer = server.requestIP(req)?.address ?? "unknown";
     const { clientIp, peerIsTrusted } = state.trustedProxies.clientIp(peer, req.headers.get("x-forwarded-for"));
     const ctx: RequestContext = {
-      id: requestIdFrom(req.headers),
+      id: requestIdOf(req.headers),
       start: performance.now(),
       method: req.method,
       path: rawPath,

@@ -57,7 +57,7 @@ export function spawnProcess(name: string, argv: string[], env: Record<string, s
 }
 
 /** Starts one of the services (`gateway`, `webapp`, `rpcapp`) from source. */
-export function spawnService(service: "gateway" | "webapp" | "rpcapp", env: Record<string, string | undefined>, name = service): Spawned {
+export function spawnService(service: "gateway" | "webapp" | "rpcapp", env: Record<string, string | undefined>, name: string = service): Spawned {
   return spawnProcess(name, [process.execPath, `${service}/src/main.ts`], env);
 }
 

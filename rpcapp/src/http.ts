@@ -7,7 +7,7 @@ import type { Server } from "bun";
 import type { ServiceIdentity } from "../../lib/env.ts";
 import type { Lifecycle } from "../../lib/lifecycle.ts";
 import { problemResponse } from "../../lib/problem.ts";
-import { requestIdOrNew } from "./request-id.ts";
+import { requestIdOrNew } from "../../lib/request-id.ts";
 
 export interface StatusServerOptions {
   host: string;

@@ -6,7 +6,7 @@
 import * as grpc from "@grpc/grpc-js";
 import type { ServiceIdentity } from "../../lib/env.ts";
 import type { Logger } from "../../lib/log.ts";
-import { requestIdOrNew } from "./request-id.ts";
+import { requestIdOrNew } from "../../lib/request-id.ts";
 
 /** Codes that mean the server failed, as opposed to the caller sending something wrong. */
 const SERVER_FAULTS = new Set([grpc.status.UNKNOWN, grpc.status.INTERNAL, grpc.status.DATA_LOSS, grpc.status.UNIMPLEMENTED]);

@@ -11,7 +11,7 @@ import { allowedMethodsOf, type AllowedMethods } from "./allowed-methods.ts";
 import { problemForError } from "./error-problem.ts";
 import { HttpProblem } from "./http-problem.ts";
 import { readJsonBody } from "./json-body.ts";
-import { requestIdOf } from "./request-id.ts";
+import { requestIdOf } from "../../lib/request-id.ts";
 import { CreateProjectBody, LIST_LIMIT_DEFAULT, ListQuery, prepareCreateProjectBody, ProjectParams, projectJson } from "./schemas.ts";
 import type { ProjectStore } from "./store/store.ts";
 
@@ -37,7 +37,8 @@ export function createApp({ store, identity, log, lifecycle, maxBodyBytes }: App
       set.headers["x-request-id"] = requestIdOf(request.headers);
     })
     .onError(({ code, error, request, path, set }) => {
-      let { problem, headers } = problemForError(error);
+      let problem = problemForError(error);
+      let headers: Record<string, string> | undefined;
       if (code === "NOT_FOUND") {
         allowedMethods ??= allowedMethodsOf(app.routes);
         const allow = allowedMethods(path);

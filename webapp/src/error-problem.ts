@@ -4,6 +4,7 @@
  * mapped here, and anything unrecognised becomes a bare 500 with no internals in it.
  */
 import { ParseError, ValidationError } from "elysia";
+import { STATUS_CODES } from "node:http";
 import type { Problem } from "../../lib/problem.ts";
 import { HttpProblem } from "./http-problem.ts";
 
@@ -12,22 +13,16 @@ export interface FieldError {
   message: string;
 }
 
-export interface ErrorProblem {
-  problem: Problem;
-  headers?: Record<string, string>;
-}
-
-export function problemForError(error: unknown): ErrorProblem {
+export function problemForError(error: unknown): Problem {
   // A parse hook's own error arrives wrapped: Elysia rethrows anything a parser throws as ParseError.
   const cause = error instanceof ParseError && error.cause !== undefined ? error.cause : error;
-  if (cause instanceof HttpProblem) return { problem: cause.problem, headers: cause.headers };
-  if (cause instanceof ValidationError) return { problem: validationProblem(cause) };
-  if (error instanceof ParseError) return { problem: { title: "Malformed request body", status: 400, detail: "the request body could not be parsed" } };
+  if (cause instanceof HttpProblem) return cause.problem;
+  if (cause instanceof ValidationError) return validationProblem(cause);
+  if (error instanceof ParseError) return { title: "Malformed request body", status: 400, detail: "the request body could not be parsed" };
 
   const status = statusOf(error);
-  if (status === 404) return { problem: { title: "Not Found", status } };
-  if (status !== undefined && status >= 400 && status < 500) return { problem: { title: "Bad Request", status } };
-  return { problem: { title: "Internal Server Error", status: 500, detail: "an unexpected error occurred; it has been logged" } };
+  if (status !== undefined && status >= 400 && status < 500) return { title: STATUS_CODES[status] ?? "Client Error", status };
+  return { title: "Internal Server Error", status: 500, detail: "an unexpected error occurred; it has been logged" };
 }
 
 /** Elysia's NotFoundError, InvalidCookieSignature, … carry `status`; status(…) responses carry `code`. */

@@ -59,7 +59,7 @@ export function prepareCreateProjectBody(body: unknown): void {
 
 export interface ProjectJson {
   id: number;
-  /** Kept from the original service: clients read it as the project's display name. */
+  /** `Project-<title>`: the field the original service returned, kept for its clients. */
   url: string;
   title: string;
   created_at: string;

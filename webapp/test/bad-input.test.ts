@@ -114,7 +114,7 @@ describe("POST /projects enforces MAX_BODY_BYTES", () => {
 });
 
 describe("path and query parameters are checked, with 400 naming the parameter", () => {
-  for (const id of ["abc", "0", "-1", "1.5", "1e3", "0x10", "%20", "1234567890123456"]) {
+  for (const id of ["abc", "0", "-1", "1.5", "1e3", "0x10", "%20", "%ZZ", "1234567890123456"]) {
     test(`GET /projects/${id} → 400 naming id`, async () => {
       const { request } = webappFixture();
       const problem = await expectProblem(await request("GET", `/projects/${id}`), 400);

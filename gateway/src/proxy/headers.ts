@@ -40,11 +40,3 @@ export function setForwardedHeaders(headers: Headers, info: ForwardedInfo): void
     else headers.delete("x-forwarded-host");
   }
 }
-
-const REQUEST_ID = /^[A-Za-z0-9._:\-]{1,128}$/;
-
-/** The client's X-Request-ID when it is a sane token, else a new UUID. */
-export function requestIdFrom(headers: Headers): string {
-  const given = headers.get("x-request-id");
-  return given && REQUEST_ID.test(given) ? given : crypto.randomUUID();
-}

@@ -147,3 +147,18 @@ export function lineOf(m: Manifest, path: Path): number | undefined {
 export function problemAt(m: Manifest, path: Path, message: string): Problem {
   return { file: m.file, line: lineOf(m, path), object: objectName(m.object), field: formatPath(path), message };
 }
+
+/**
+ * Every manifest, with one file's text edited as a person would edit it: the first `from` in
+ * `file` becomes `to`. Returns the manifests and the line of the edit, for expected messages.
+ */
+export function withEdit(file: string, from: string, to: string, files = manifestFiles()): { manifests: Manifest[]; line: number } {
+  const absolute = join(REPO_ROOT, file);
+  const text = readFileSync(absolute, "utf8");
+  const at = text.indexOf(from);
+  if (at < 0) throw new Error(`${file} does not contain ${JSON.stringify(from)}: update the test`);
+  const edited = text.slice(0, at) + to + text.slice(at + from.length);
+  const line = text.slice(0, at + from.length - from.trimStart().length).split("\n").length;
+  const manifests = files.flatMap((f) => (f === absolute ? parseManifests(edited, file) : parseManifests(readFileSync(f, "utf8"), relative(REPO_ROOT, f))));
+  return { manifests, line };
+}

@@ -1,0 +1,197 @@
+/**
+ * What no schema sees: objects that must agree with each other and with the code they run.
+ * One test per check on the real k8s/, then edits a person could make, each proving that its
+ * check catches the mistake and names file, line and field.
+ */
+import { describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { parse as parseYaml } from "yaml";
+import { loadConfig as loadGatewayConfig, parseConfig as parseGatewayConfig } from "../../gateway/src/config/load.ts";
+import {
+  ALL_CHECKS,
+  checkContainers,
+  checkDeploymentShape,
+  checkEverythingDeployed,
+  checkGatewayRoutes,
+  checkImages,
+  checkNetworkPolicies,
+  checkNoIpLiterals,
+  checkPortsMatchEnv,
+  checkProbes,
+  checkServices,
+  type Check,
+} from "./lib/cross-checks.ts";
+import { formatProblem, loadManifests, REPO_ROOT, withEdit } from "./lib/manifests.ts";
+
+const manifests = loadManifests();
+
+describe("the manifests in k8s/ agree with each other and with the code", () => {
+  test.each(Object.entries(ALL_CHECKS))("%s finds nothing wrong", (_name, check) => {
+    expect(check(manifests).map(formatProblem)).toEqual([]);
+  });
+
+  test("no IP literal appears anywhere in k8s/", () => {
+    expect(checkNoIpLiterals().map(formatProblem)).toEqual([]);
+  });
+
+  test("every manifest file is applied by kubectl apply -k k8s/", () => {
+    expect(checkEverythingDeployed().map(formatProblem)).toEqual([]);
+  });
+});
+
+describe("the gateway's routes ConfigMap", () => {
+  const configMap = manifests.find((m) => m.object.kind === "ConfigMap" && m.object.metadata?.name === "gateway-routes")!;
+  const clusterText = (configMap.object.data as Record<string, string>)["routes.yaml"]!;
+
+  test("loads with the gateway's own config loader", () => {
+    const config = parseGatewayConfig(clusterText, "k8s/gateway.yaml (ConfigMap gateway-routes)", {}, REPO_ROOT);
+    expect([...config.upstreams.values()].map((u) => [u.name, u.endpoints])).toEqual([
+      ["webapp", ["webapp-headless:8080"]],
+      ["rpcapp", ["rpcapp-headless:50051"]],
+    ]);
+  });
+
+  test("has the same routes and upstream protocols as gateway/routes.yaml (make dev)", () => {
+    const dev = loadGatewayConfig(join(REPO_ROOT, "gateway/routes.yaml"), {});
+    const cluster = parseGatewayConfig(clusterText, "ConfigMap gateway-routes", {}, REPO_ROOT);
+    const shape = (c: typeof dev) => ({
+      routes: c.routes.map(({ grpcMethod: _resolved, ...route }) => route),
+      upstreams: [...c.upstreams.values()].map(({ name, protocol, proto, timeoutMs }) => ({ name, protocol, proto, timeoutMs })),
+      limits: c.limits,
+    });
+    expect(shape(cluster)).toEqual(shape(dev));
+  });
+
+  test("differs from gateway/routes.yaml only in where the upstreams are", () => {
+    const dev = parseYaml(readFileSync(join(REPO_ROOT, "gateway/routes.yaml"), "utf8")) as Record<string, unknown>;
+    const cluster = parseYaml(clusterText) as Record<string, unknown>;
+    const withoutEndpoints = (c: Record<string, unknown>) => ({
+      ...c,
+      upstreams: Object.fromEntries(Object.entries(c.upstreams as Record<string, object>).map(([k, { endpoints: _e, ...rest }]) => [k, rest] as never)),
+    });
+    expect(Object.keys(cluster).sort()).toEqual(Object.keys(dev).sort());
+    expect(withoutEndpoints(cluster)).toEqual(withoutEndpoints(dev));
+  });
+});
+
+describe("an edit that breaks the wiring fails with file, line and field", () => {
+  const cases: { what: string; file: string; from: string; to: string; check: Check; expected: string }[] = [
+    {
+      what: "a Service targetPort renamed",
+      file: "k8s/webapp.yaml",
+      from: "targetPort: http",
+      to: "targetPort: htp",
+      check: checkServices,
+      expected: 'Service/webapp spec.ports[0].targetPort: "htp" is not a containerPort of Deployment/webapp (http=8080)',
+    },
+    {
+      what: "a Service targetPort set to another number",
+      file: "k8s/rpcapp.yaml",
+      from: "targetPort: metrics",
+      to: "targetPort: 9091",
+      check: checkServices,
+      expected: "Service/rpcapp spec.ports[1].targetPort: 9091 is not a containerPort of Deployment/rpcapp",
+    },
+    {
+      what: "the admin port exposed on the NodePort",
+      file: "k8s/gateway.yaml",
+      from: "      port: 80\n      targetPort: http",
+      to: "      port: 80\n      targetPort: admin",
+      check: checkServices,
+      expected: 'Service/gateway spec.ports[0].targetPort: a NodePort Service exposes only the public "http" port, not "admin"',
+    },
+    {
+      what: "a containerPort that PORT does not name",
+      file: "k8s/webapp.yaml",
+      from: "containerPort: 8080",
+      to: "containerPort: 8081",
+      check: checkPortsMatchEnv,
+      expected: "Deployment/webapp spec.template.spec.containers[0].env[0].value: PORT=8080 but the container declares no containerPort 8080",
+    },
+    {
+      what: "a probe path the app does not serve",
+      file: "k8s/webapp.yaml",
+      from: "path: /readyz",
+      to: "path: /ready",
+      check: checkProbes,
+      expected: 'Deployment/webapp spec.template.spec.containers[0].readinessProbe.httpGet.path: "/ready" is not a route string anywhere in webapp/src or lib/',
+    },
+    {
+      what: "the version label in the selector",
+      file: "k8s/rpcapp.yaml",
+      from: "    matchLabels: # immutable once created: select on the name only, never on the version\n      app.kubernetes.io/name: rpcapp",
+      to: "    matchLabels:\n      app.kubernetes.io/name: rpcapp\n      app.kubernetes.io/version: dev",
+      check: checkDeploymentShape,
+      expected: "Deployment/rpcapp spec.selector: must select on app.kubernetes.io/name only",
+    },
+    {
+      what: "a grace period shorter than preStop + drain + shutdown",
+      file: "k8s/gateway.yaml",
+      from: "terminationGracePeriodSeconds: 30",
+      to: "terminationGracePeriodSeconds: 20",
+      check: checkContainers,
+      expected: "Deployment/gateway spec.template.spec.terminationGracePeriodSeconds: 20 s does not cover preStop 5 s + DRAIN_DELAY_MS 5000 ms + SHUTDOWN_TIMEOUT_MS 15000 ms = 25 s",
+    },
+    {
+      what: "a writable root filesystem",
+      file: "k8s/webapp.yaml",
+      from: "readOnlyRootFilesystem: true",
+      to: "readOnlyRootFilesystem: false",
+      check: checkContainers,
+      expected: "Deployment/webapp spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem: must be true",
+    },
+    {
+      what: "an image that up.ts does not build",
+      file: "k8s/rpcapp.yaml",
+      from: "image: portico/rpcapp:dev",
+      to: "image: portico/rpc-app:dev",
+      check: checkImages,
+      expected: 'Deployment/rpcapp spec.template.spec.containers[0].image: "portico/rpc-app:dev" must be portico/rpcapp:<tag>',
+    },
+    {
+      what: "an upstream pointed at an IP address",
+      file: "k8s/gateway.yaml",
+      from: "endpoints: webapp-headless:8080",
+      to: "endpoints: 10.0.0.7:8080",
+      check: checkGatewayRoutes,
+      expected: 'ConfigMap/gateway-routes data["routes.yaml"] upstreams.webapp.endpoints: "10.0.0.7:8080" is an IP address',
+    },
+    {
+      what: "an upstream pointed at a ClusterIP Service",
+      file: "k8s/gateway.yaml",
+      from: "endpoints: rpcapp-headless:50051",
+      to: "endpoints: rpcapp:50051",
+      check: checkGatewayRoutes,
+      expected: 'ConfigMap/gateway-routes data["routes.yaml"] upstreams.rpcapp.endpoints: Service "rpcapp" is not headless',
+    },
+    {
+      what: "an upstream Service that does not exist",
+      file: "k8s/gateway.yaml",
+      from: "endpoints: webapp-headless:8080",
+      to: "endpoints: webap-headless:8080",
+      check: checkGatewayRoutes,
+      expected: '"webap-headless" is not a Service in k8s/',
+    },
+    {
+      what: "a NetworkPolicy letting any pod reach rpcapp",
+      file: "k8s/networkpolicy.yaml",
+      from: "              app.kubernetes.io/name: gateway\n      ports:\n        - port: grpc",
+      to: "              app.kubernetes.io/name: gateway\n    - ports:\n        - port: grpc",
+      check: checkNetworkPolicies,
+      expected: "NetworkPolicy/rpcapp-ingress spec.ingress[1]: lets any pod reach rpcapp; only the gateway may",
+    },
+  ];
+
+  test.each(cases)("$what ($file)", ({ file, from, to, check, expected }) => {
+    const { manifests: edited } = withEdit(file, from, to);
+    const problems = check(edited).map(formatProblem);
+    expect(problems).toContainEqual(expect.stringContaining(expected));
+    expect(problems.find((p) => p.includes(expected))).toMatch(new RegExp(`^${file.replace(".", "\\.")}:\\d+: `));
+  });
+
+  test("the reported line is the edited line", () => {
+    const { manifests: edited, line } = withEdit("k8s/webapp.yaml", "targetPort: http", "targetPort: htp");
+    expect(checkServices(edited).map(formatProblem)[0]).toStartWith(`k8s/webapp.yaml:${line}: Service/webapp spec.ports[0].targetPort:`);
+  });
+});

@@ -1,0 +1,514 @@
+/**
+ * Checks that span several objects, or an object and the code it runs: what a schema cannot see.
+ * Each check returns problems naming file, line, object and field, so a failing test says what
+ * to fix; k8s/test/cross-object.test.ts runs one test per check.
+ */
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { dirname, join, relative, resolve } from "node:path";
+import type { IDeployment } from "kubernetes-models/apps/v1/Deployment";
+import type { INetworkPolicy } from "kubernetes-models/networking.k8s.io/v1/NetworkPolicy";
+import type { IPodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBudget";
+import type { IConfigMap } from "kubernetes-models/v1/ConfigMap";
+import type { IContainer } from "kubernetes-models/v1/Container";
+import type { IProbe } from "kubernetes-models/v1/Probe";
+import type { IService } from "kubernetes-models/v1/Service";
+import { parse as parseYaml } from "yaml";
+import { dockerfileOf, imageName, SERVICES, type Service } from "../../../scripts/lib/images.ts";
+import { K8S_DIR, type Manifest, manifestFiles, type Path, type Problem, problemAt, REPO_ROOT } from "./manifests.ts";
+
+export const NAMESPACE = "portico";
+export const REPLICAS = 3;
+/** distroless' nonroot user. */
+export const NONROOT_UID = 65532;
+const NAME_LABEL = "app.kubernetes.io/name";
+const VERSION_LABEL = "app.kubernetes.io/version";
+const REQUIRED_LABELS = [NAME_LABEL, "app.kubernetes.io/part-of", "app.kubernetes.io/component", VERSION_LABEL];
+/** The env variables that choose a listening port, as the services read them (lib/env.ts envPort). */
+const PORT_ENV = ["PORT", "ADMIN_PORT", "METRICS_PORT"];
+/** Kinds whose objects live in a namespace; the rest (Namespace) do not. */
+const CLUSTER_SCOPED = new Set(["Namespace"]);
+
+type Labels = Record<string, string>;
+
+export interface Workload {
+  m: Manifest;
+  deployment: IDeployment;
+  /** The app.kubernetes.io/name label, which is also the service directory and the image name. */
+  name: string;
+  podLabels: Labels;
+  containers: IContainer[];
+}
+
+const CONTAINERS: Path = ["spec", "template", "spec", "containers"];
+
+function workloadsOf(manifests: Manifest[]): Workload[] {
+  return manifests
+    .filter((m) => m.object.kind === "Deployment")
+    .map((m) => {
+      const deployment = m.object as unknown as IDeployment;
+      const podLabels = deployment.spec?.template.metadata?.labels ?? {};
+      return { m, deployment, name: podLabels[NAME_LABEL] ?? String(deployment.metadata?.name), podLabels, containers: deployment.spec?.template.spec?.containers ?? [] };
+    });
+}
+
+function ofKind<T>(manifests: Manifest[], kind: string): { m: Manifest; o: T }[] {
+  return manifests.filter((m) => m.object.kind === kind).map((m) => ({ m, o: m.object as unknown as T }));
+}
+
+function selects(selector: Labels | undefined, labels: Labels): boolean {
+  const entries = Object.entries(selector ?? {});
+  return entries.length > 0 && entries.every(([k, v]) => labels[k] === v);
+}
+
+function env(container: IContainer, name: string): string | undefined {
+  return container.env?.find((e) => e.name === name)?.value;
+}
+
+/** A containerPort of `workload` by name or number, or undefined. */
+function findPort(workload: Workload, port: string | number): { container: IContainer; containerPort: number; name?: string } | undefined {
+  for (const container of workload.containers) {
+    for (const p of container.ports ?? []) {
+      if (typeof port === "number" ? p.containerPort === port : p.name === port) return { container, containerPort: p.containerPort, name: p.name };
+    }
+  }
+  return undefined;
+}
+
+function describePorts(workload: Workload): string {
+  return workload.containers.flatMap((c) => (c.ports ?? []).map((p) => `${p.name ?? "(unnamed)"}=${p.containerPort}`)).join(", ") || "none";
+}
+
+// ---- the services' sources, for the checks against the code they run --------------------------
+
+function tsFiles(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).flatMap((entry) => {
+    const full = join(dir, entry);
+    if (statSync(full).isDirectory()) return entry === "testing" || entry === "test" ? [] : tsFiles(full);
+    return /\.ts$/.test(entry) && !/\.test\.ts$/.test(entry) ? [full] : [];
+  });
+}
+
+const sourceCache = new Map<string, string>();
+/** All TypeScript a service runs: `<service>/src` and the shared `lib/` (tests excluded). */
+export function sourcesOf(service: string): string {
+  let text = sourceCache.get(service);
+  if (text === undefined) {
+    text = [...tsFiles(join(REPO_ROOT, service, "src")), ...tsFiles(join(REPO_ROOT, "lib"))].map((f) => readFileSync(f, "utf8")).join("\n");
+    sourceCache.set(service, text);
+  }
+  return text;
+}
+
+/** Whether the source holds `value` as a whole string literal ("/readyz", 'PORT', `…`). */
+function hasStringLiteral(source: string, value: string): boolean {
+  const escaped = value.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  return new RegExp(`["'\`]${escaped}["'\`]`).test(source);
+}
+
+// ---- checks ------------------------------------------------------------------------------------
+
+export type Check = (manifests: Manifest[]) => Problem[];
+
+/** Labels, selector, replicas and rolling-update strategy of every Deployment. */
+export const checkDeploymentShape: Check = (manifests) => {
+  const problems: Problem[] = [];
+  for (const w of workloadsOf(manifests)) {
+    const at = (path: Path, message: string) => problems.push(problemAt(w.m, path, message));
+    const { deployment: d } = w;
+    for (const [where, labels] of [
+      [["metadata", "labels"], d.metadata?.labels ?? {}],
+      [["spec", "template", "metadata", "labels"], w.podLabels],
+    ] as const) {
+      for (const key of REQUIRED_LABELS) if (!labels[key]) at([...where, key], "required label is missing");
+      if (labels[NAME_LABEL] && labels[NAME_LABEL] !== d.metadata?.name) at([...where, NAME_LABEL], `must equal the Deployment's name "${d.metadata?.name}"`);
+      if (labels["app.kubernetes.io/part-of"] && labels["app.kubernetes.io/part-of"] !== "portico") at([...where, "app.kubernetes.io/part-of"], 'must be "portico"');
+    }
+    if (d.metadata?.labels?.[VERSION_LABEL] !== w.podLabels[VERSION_LABEL]) at(["spec", "template", "metadata", "labels", VERSION_LABEL], "must equal the Deployment's own version label");
+    const selector = d.spec?.selector;
+    const matchLabels = selector?.matchLabels ?? {};
+    if (Object.keys(matchLabels).join() !== NAME_LABEL || selector?.matchExpressions) {
+      at(["spec", "selector"], `must select on ${NAME_LABEL} only (selectors are immutable; a version in them breaks every upgrade)`);
+    }
+    if (!selects(matchLabels, w.podLabels)) at(["spec", "selector", "matchLabels"], "does not match the pod template's labels");
+    if (d.spec?.replicas !== REPLICAS) at(["spec", "replicas"], `must be ${REPLICAS}`);
+    const strategy = d.spec?.strategy;
+    if (strategy?.type !== "RollingUpdate" || strategy.rollingUpdate?.maxSurge !== 1 || strategy.rollingUpdate?.maxUnavailable !== 0) {
+      at(["spec", "strategy"], "must be RollingUpdate with maxSurge: 1 and maxUnavailable: 0 (upgrades without downtime)");
+    }
+    if (!((d.spec?.minReadySeconds ?? 0) > 0)) at(["spec", "minReadySeconds"], "must be set above 0, so a pod that crashes right after becoming ready stops the rollout");
+  }
+  return problems;
+};
+
+/** Probes, resources, security context, pull policy, preStop and identity env on every container. */
+export const checkContainers: Check = (manifests) => {
+  const problems: Problem[] = [];
+  for (const w of workloadsOf(manifests)) {
+    const podSpec = w.deployment.spec?.template.spec;
+    const pod = podSpec?.securityContext ?? {};
+    w.containers.forEach((c, i) => {
+      const path: Path = [...CONTAINERS, i];
+      const at = (field: Path, message: string) => problems.push(problemAt(w.m, [...path, ...field], message));
+      if (!c.readinessProbe) at(["readinessProbe"], "every container needs a readiness probe");
+      if (!c.livenessProbe) at(["livenessProbe"], "every container needs a liveness probe");
+      for (const kind of ["requests", "limits"] as const) {
+        for (const resource of ["cpu", "memory"]) if (c.resources?.[kind]?.[resource] === undefined) at(["resources", kind, resource], "must be set");
+      }
+      const sc = c.securityContext ?? {};
+      if ((sc.runAsNonRoot ?? pod.runAsNonRoot) !== true) at(["securityContext", "runAsNonRoot"], "must be true");
+      if ((sc.runAsUser ?? pod.runAsUser) !== NONROOT_UID) at(["securityContext", "runAsUser"], `must be ${NONROOT_UID} (distroless nonroot)`);
+      if (sc.readOnlyRootFilesystem !== true) at(["securityContext", "readOnlyRootFilesystem"], "must be true");
+      if (sc.allowPrivilegeEscalation !== false) at(["securityContext", "allowPrivilegeEscalation"], "must be false");
+      if (!sc.capabilities?.drop?.includes("ALL")) at(["securityContext", "capabilities", "drop"], "must drop ALL capabilities");
+      if ((sc.seccompProfile ?? pod.seccompProfile)?.type !== "RuntimeDefault") at(["securityContext", "seccompProfile", "type"], "must be RuntimeDefault");
+      if (c.imagePullPolicy !== "IfNotPresent") at(["imagePullPolicy"], "must be IfNotPresent (images are built inside minikube with unique tags)");
+      const preStop = c.lifecycle?.preStop;
+      if (preStop?.exec) at(["lifecycle", "preStop", "exec"], "the distroless images have no shell or sleep binary; use `sleep: {seconds: N}`");
+      const preStopSeconds = preStop?.sleep?.seconds;
+      if (preStopSeconds === undefined) at(["lifecycle", "preStop", "sleep", "seconds"], "a preStop sleep must give the endpoints time to drop the pod before SIGTERM");
+      const drain = Number(env(c, "DRAIN_DELAY_MS"));
+      const shutdown = Number(env(c, "SHUTDOWN_TIMEOUT_MS"));
+      if (!Number.isInteger(drain)) at(["env"], "DRAIN_DELAY_MS must be set (the services default to 0: no drain)");
+      if (!Number.isInteger(shutdown)) at(["env"], "SHUTDOWN_TIMEOUT_MS must be set");
+      const grace = podSpec?.terminationGracePeriodSeconds ?? 30;
+      if (preStopSeconds !== undefined && Number.isInteger(drain) && Number.isInteger(shutdown)) {
+        const total = preStopSeconds + drain / 1000 + shutdown / 1000;
+        if (total >= grace) {
+          problems.push(
+            problemAt(w.m, ["spec", "template", "spec", "terminationGracePeriodSeconds"], `${grace} s does not cover preStop ${preStopSeconds} s + DRAIN_DELAY_MS ${drain} ms + SHUTDOWN_TIMEOUT_MS ${shutdown} ms = ${total} s: the kubelet would SIGKILL mid-drain`),
+          );
+        }
+      }
+      const fieldRef = (name: string) => c.env?.find((e) => e.name === name)?.valueFrom?.fieldRef?.fieldPath;
+      if (fieldRef("SERVICE_VERSION") !== `metadata.labels['${VERSION_LABEL}']`) at(["env"], `SERVICE_VERSION must come from the pod's ${VERSION_LABEL} label (fieldRef)`);
+      if (fieldRef("INSTANCE_ID") !== "metadata.name") at(["env"], "INSTANCE_ID must come from metadata.name (fieldRef), so x-served-by names the pod");
+    });
+  }
+  return problems;
+};
+
+/** Deployments run exactly the images scripts/up.ts builds, from Dockerfiles that exist. */
+export const checkImages: Check = (manifests) => {
+  const problems: Problem[] = [];
+  const workloads = workloadsOf(manifests);
+  for (const w of workloads) {
+    w.containers.forEach((c, i) => {
+      const image = c.image ?? "";
+      const [repository, tag, ...rest] = image.split(":");
+      const at = (message: string) => problems.push(problemAt(w.m, [...CONTAINERS, i, "image"], message));
+      if (!(SERVICES as readonly string[]).includes(w.name)) at(`"${w.name}" is not a service scripts/up.ts builds (${SERVICES.join(", ")})`);
+      else if (repository !== imageName(w.name as Service) || !tag || rest.length > 0) at(`"${image}" must be ${imageName(w.name as Service)}:<tag>, the image scripts/up.ts builds`);
+    });
+  }
+  for (const service of SERVICES) {
+    if (!workloads.some((w) => w.name === service)) problems.push({ file: "k8s/", object: `Deployment/${service}`, field: "", message: "scripts/up.ts builds this image but no Deployment runs it" });
+    if (!existsSync(join(REPO_ROOT, dockerfileOf(service)))) problems.push({ file: dockerfileOf(service), object: `image ${imageName(service)}`, field: "", message: "the Dockerfile scripts/up.ts builds from is missing" });
+  }
+  for (const k of manifests.filter((m) => m.object.kind === "Kustomization")) {
+    const images = (k.object.images as { name: string }[] | undefined) ?? [];
+    const named = new Set(images.map((i) => i.name));
+    for (const service of SERVICES) if (!named.has(imageName(service))) problems.push(problemAt(k, ["images"], `needs an entry for ${imageName(service)} so its tag can be set`));
+    images.forEach((img, i) => {
+      if (!SERVICES.some((s) => imageName(s) === img.name)) problems.push(problemAt(k, ["images", i, "name"], `"${img.name}" is not an image scripts/up.ts builds`));
+    });
+  }
+  return problems;
+};
+
+/** Every Service selects the pods of one Deployment, and each targetPort is one of their ports. */
+export const checkServices: Check = (manifests) => {
+  const problems: Problem[] = [];
+  const workloads = workloadsOf(manifests);
+  for (const { m, o: svc } of ofKind<IService>(manifests, "Service")) {
+    const selector = svc.spec?.selector;
+    const matching = workloads.filter((w) => selects(selector, w.podLabels));
+    if (matching.length !== 1) {
+      problems.push(problemAt(m, ["spec", "selector"], matching.length === 0 ? "selects no pods of any Deployment in k8s/" : `selects pods of several Deployments (${matching.map((w) => w.name).join(", ")})`));
+      continue;
+    }
+    const w = matching[0]!;
+    const external = svc.spec?.type === "NodePort" || svc.spec?.type === "LoadBalancer";
+    (svc.spec?.ports ?? []).forEach((p, i) => {
+      const target = p.targetPort ?? p.port;
+      const found = findPort(w, target);
+      if (!found) {
+        problems.push(problemAt(m, ["spec", "ports", i, p.targetPort === undefined ? "port" : "targetPort"], `${JSON.stringify(target)} is not a containerPort of Deployment/${w.name} (${describePorts(w)})`));
+      } else if (external && found.name !== "http") {
+        problems.push(problemAt(m, ["spec", "ports", i, "targetPort"], `a ${svc.spec?.type} Service exposes only the public "http" port, not "${found.name ?? found.containerPort}"`));
+      }
+    });
+  }
+  return problems;
+};
+
+/**
+ * Container ports are the ports the app listens on: each PORT/ADMIN_PORT/METRICS_PORT the app
+ * reads is set, its value is a containerPort, and every containerPort is one of them.
+ */
+export const checkPortsMatchEnv: Check = (manifests) => {
+  const problems: Problem[] = [];
+  for (const w of workloadsOf(manifests)) {
+    const source = sourcesOf(w.name);
+    w.containers.forEach((c, i) => {
+      const path: Path = [...CONTAINERS, i];
+      const portEnv = new Map<number, string>();
+      for (const name of PORT_ENV) {
+        const value = env(c, name);
+        const read = hasStringLiteral(source, name);
+        if (read && value === undefined) problems.push(problemAt(w.m, [...path, "env"], `${name} is read by ${w.name}/src but not set here: the containerPort would silently depend on the code's default`));
+        if (value === undefined) continue;
+        const index = c.env!.findIndex((e) => e.name === name);
+        if (!(c.ports ?? []).some((p) => String(p.containerPort) === value)) {
+          problems.push(problemAt(w.m, [...path, "env", index, "value"], `${name}=${value} but the container declares no containerPort ${value} (${describePorts(w)})`));
+        }
+        portEnv.set(Number(value), name);
+      }
+      (c.ports ?? []).forEach((p, j) => {
+        if (!portEnv.has(p.containerPort)) problems.push(problemAt(w.m, [...path, "ports", j, "containerPort"], `${p.containerPort} is not the value of any of ${PORT_ENV.join("/")} set on this container: the app listens elsewhere`));
+      });
+    });
+  }
+  return problems;
+};
+
+/** Every env variable set on a container is one its code reads (a misspelt name does nothing). */
+export const checkEnvIsRead: Check = (manifests) => {
+  const problems: Problem[] = [];
+  for (const w of workloadsOf(manifests)) {
+    const source = sourcesOf(w.name);
+    w.containers.forEach((c, i) => {
+      (c.env ?? []).forEach((e, j) => {
+        if (!hasStringLiteral(source, e.name)) problems.push(problemAt(w.m, [...CONTAINERS, i, "env", j, "name"], `${e.name} is not read anywhere in ${w.name}/src or lib/`));
+      });
+    });
+  }
+  return problems;
+};
+
+/** Probe ports are container ports, HTTP probe paths are routes in the app, gRPC probes hit a health service. */
+export const checkProbes: Check = (manifests) => {
+  const problems: Problem[] = [];
+  for (const w of workloadsOf(manifests)) {
+    const source = sourcesOf(w.name);
+    w.containers.forEach((c, i) => {
+      for (const kind of ["readinessProbe", "livenessProbe", "startupProbe"] as const) {
+        const probe: IProbe | undefined = c[kind];
+        if (!probe) continue;
+        const path: Path = [...CONTAINERS, i, kind];
+        if (probe.httpGet) {
+          if (!findPort(w, probe.httpGet.port)) problems.push(problemAt(w.m, [...path, "httpGet", "port"], `${JSON.stringify(probe.httpGet.port)} is not a containerPort (${describePorts(w)})`));
+          const route = probe.httpGet.path ?? "/";
+          if (!hasStringLiteral(source, route)) problems.push(problemAt(w.m, [...path, "httpGet", "path"], `"${route}" is not a route string anywhere in ${w.name}/src or lib/`));
+        } else if (probe.grpc) {
+          if (!findPort(w, probe.grpc.port)) problems.push(problemAt(w.m, [...path, "grpc", "port"], `${probe.grpc.port} is not a containerPort (${describePorts(w)})`));
+          if (!source.includes("grpc.health.v1")) problems.push(problemAt(w.m, [...path, "grpc"], `${w.name}/src does not implement grpc.health.v1.Health, which a grpc probe calls`));
+        } else {
+          problems.push(problemAt(w.m, path, "use an httpGet or grpc probe (the images have no shell for exec probes)"));
+        }
+      }
+    });
+  }
+  return problems;
+};
+
+function endpointsOf(value: unknown): string[] {
+  const list = Array.isArray(value) ? value.map(String) : typeof value === "string" ? value.split(",") : [];
+  // `${VAR:-default}` in the cluster file would take its default: that is what is checked.
+  return list.map((e) => e.trim().replace(/\$\{[A-Za-z_]\w*(?::-([^}]*))?\}/g, (_m, d: string | undefined) => d ?? "")).filter(Boolean);
+}
+
+/** The gateway's routes ConfigMap: mounted where ROUTES_FILE points, upstreams are headless Services. */
+export const checkGatewayRoutes: Check = (manifests) => {
+  const problems: Problem[] = [];
+  const gateway = workloadsOf(manifests).find((w) => w.name === "gateway");
+  if (!gateway) return [{ file: "k8s/", object: "Deployment/gateway", field: "", message: "missing" }];
+  const c = gateway.containers[0]!;
+  const routesFile = env(c, "ROUTES_FILE");
+  const podSpec = gateway.deployment.spec?.template.spec;
+  const mount = c.volumeMounts?.find((v) => routesFile?.startsWith(`${v.mountPath.replace(/\/$/, "")}/`));
+  const volume = podSpec?.volumes?.find((v) => v.name === mount?.name);
+  const configMapName = volume?.configMap?.name;
+  if (!routesFile || !mount || !configMapName) {
+    return [problemAt(gateway.m, [...CONTAINERS, 0, "volumeMounts"], `ROUTES_FILE (${routesFile ?? "unset"}) must lie in a directory where a ConfigMap volume is mounted`)];
+  }
+  const key = routesFile.slice(mount.mountPath.replace(/\/$/, "").length + 1);
+  const cm = ofKind<IConfigMap>(manifests, "ConfigMap").find(({ o }) => o.metadata?.name === configMapName);
+  if (!cm) return [problemAt(gateway.m, ["spec", "template", "spec", "volumes"], `ConfigMap "${configMapName}" is not defined in k8s/`)];
+  const text = cm.o.data?.[key];
+  if (text === undefined) return [problemAt(cm.m, ["data"], `has no key "${key}" (ROUTES_FILE=${routesFile})`)];
+  const at = (field: string, message: string) => problems.push({ ...problemAt(cm.m, ["data", key], message), field: `data["${key}"] ${field}` });
+  const routes = parseYaml(text) as { upstreams?: Record<string, { endpoints?: unknown; protocol?: string }> };
+  const services = new Map(ofKind<IService>(manifests, "Service").map(({ o }) => [o.metadata?.name, o]));
+  for (const [name, upstream] of Object.entries(routes.upstreams ?? {})) {
+    const endpoints = endpointsOf(upstream.endpoints);
+    if (endpoints.length === 0) at(`upstreams.${name}.endpoints`, "no endpoints");
+    for (const endpoint of endpoints) {
+      const match = /^(.+):(\d+)$/.exec(endpoint);
+      if (!match) {
+        at(`upstreams.${name}.endpoints`, `"${endpoint}" is not host:port`);
+        continue;
+      }
+      const [, host, port] = match as unknown as [string, string, string];
+      if (isIpLiteral(host)) {
+        at(`upstreams.${name}.endpoints`, `"${endpoint}" is an IP address: name a Service instead`);
+        continue;
+      }
+      // `webapp-headless`, `webapp-headless.portico` or `webapp-headless.portico.svc.cluster.local`.
+      const [serviceName, namespace] = host.split(".");
+      const svc = services.get(serviceName);
+      if (!svc || (namespace !== undefined && namespace !== NAMESPACE)) {
+        at(`upstreams.${name}.endpoints`, `"${host}" is not a Service in k8s/ (${[...services.keys()].join(", ")})`);
+        continue;
+      }
+      if (svc.spec?.clusterIP !== "None") at(`upstreams.${name}.endpoints`, `Service "${serviceName}" is not headless: the gateway needs each pod's address to balance every request`);
+      if (!(svc.spec?.ports ?? []).some((p) => String(p.port) === port)) at(`upstreams.${name}.endpoints`, `Service "${serviceName}" has no port ${port}`);
+    }
+  }
+  return problems;
+};
+
+/** Outside test data, k8s/ names every address by DNS: no IP literal anywhere. */
+export function checkNoIpLiterals(root = K8S_DIR): Problem[] {
+  const problems: Problem[] = [];
+  const walk = (dir: string) => {
+    for (const entry of readdirSync(dir)) {
+      const full = join(dir, entry);
+      if (statSync(full).isDirectory()) {
+        if (entry !== "test") walk(full);
+        continue;
+      }
+      if (/\.md$/.test(entry)) continue;
+      readFileSync(full, "utf8")
+        .split("\n")
+        .forEach((line, i) => {
+          for (const match of line.matchAll(/(?<![\w.])(\d{1,3}(?:\.\d{1,3}){3})(?![\w.])|\[[0-9a-fA-F:]*:[0-9a-fA-F:]*\]/g)) {
+            problems.push({ file: relative(REPO_ROOT, full), line: i + 1, object: "", field: "", message: `IP literal "${match[0]}": name a Service or use DNS` });
+          }
+        });
+    }
+  };
+  walk(root);
+  return problems;
+}
+
+function isIpLiteral(host: string): boolean {
+  return /^\d{1,3}(\.\d{1,3}){3}$/.test(host) || host.includes(":") || host.startsWith("[");
+}
+
+/** Everything namespaced is in the kustomization's namespace, which is created here. */
+export const checkNamespaces: Check = (manifests) => {
+  const problems: Problem[] = [];
+  const root = manifests.find((m) => m.object.kind === "Kustomization" && m.file === "k8s/kustomization.yaml");
+  const namespace = root?.object.namespace;
+  if (namespace !== NAMESPACE) problems.push(root ? problemAt(root, ["namespace"], `must be "${NAMESPACE}"`) : { file: "k8s/kustomization.yaml", object: "", field: "", message: "missing" });
+  if (!manifests.some((m) => m.object.kind === "Namespace" && m.object.metadata?.name === NAMESPACE)) {
+    problems.push({ file: "k8s/", object: `Namespace/${NAMESPACE}`, field: "", message: "no manifest creates the namespace" });
+  }
+  for (const m of manifests) {
+    if (m.object.kind === "Kustomization" || CLUSTER_SCOPED.has(String(m.object.kind))) continue;
+    if (m.object.metadata?.namespace !== NAMESPACE) problems.push(problemAt(m, ["metadata", "namespace"], `must be "${NAMESPACE}", so the file also works with plain \`kubectl apply -f\``));
+  }
+  return problems;
+};
+
+/** Files kustomize deploys from `kustomizationFile`, following directory resources. */
+export function deployedFiles(kustomizationFile = join(K8S_DIR, "kustomization.yaml")): Set<string> {
+  const out = new Set<string>([kustomizationFile]);
+  const k = parseYaml(readFileSync(kustomizationFile, "utf8")) as { resources?: string[]; components?: string[] };
+  for (const resource of [...(k.resources ?? []), ...(k.components ?? [])]) {
+    const full = resolve(dirname(kustomizationFile), resource);
+    if (existsSync(full) && statSync(full).isDirectory()) {
+      const nested = ["kustomization.yaml", "kustomization.yml"].map((f) => join(full, f)).find(existsSync);
+      if (nested) for (const f of deployedFiles(nested)) out.add(f);
+    } else {
+      out.add(full);
+    }
+  }
+  return out;
+}
+
+/** Every manifest under k8s/ is deployed by `kubectl apply -k k8s/`: none is forgotten. */
+export function checkEverythingDeployed(): Problem[] {
+  const deployed = deployedFiles();
+  return manifestFiles()
+    .filter((f) => !deployed.has(f))
+    .map((f) => ({ file: relative(REPO_ROOT, f), object: "", field: "", message: "not listed in k8s/kustomization.yaml resources (directly or through a directory), so `make up` never applies it" }));
+}
+
+/** Only the gateway (and Prometheus, on metrics ports) reaches webapp and rpcapp; named ports exist. */
+export const checkNetworkPolicies: Check = (manifests) => {
+  const problems: Problem[] = [];
+  const workloads = workloadsOf(manifests);
+  const policies = ofKind<INetworkPolicy>(manifests, "NetworkPolicy");
+  const ALLOWED_PEERS: Record<string, Record<string, string[]>> = {
+    // peer → the ports (by name) it may reach on that workload
+    webapp: { gateway: ["http"], prometheus: ["http"] },
+    rpcapp: { gateway: ["grpc"], prometheus: ["metrics"] },
+  };
+  for (const { m, o: np } of policies) {
+    const selected = workloads.filter((w) => selects(np.spec?.podSelector?.matchLabels, w.podLabels));
+    if (selected.length === 0) {
+      problems.push(problemAt(m, ["spec", "podSelector"], "selects no pods of any Deployment in k8s/"));
+      continue;
+    }
+    (np.spec?.ingress ?? []).forEach((rule, i) => {
+      (rule.ports ?? []).forEach((p, j) => {
+        for (const w of selected) {
+          if (p.port !== undefined && !findPort(w, p.port)) problems.push(problemAt(m, ["spec", "ingress", i, "ports", j, "port"], `${JSON.stringify(p.port)} is not a containerPort of Deployment/${w.name} (${describePorts(w)})`));
+        }
+      });
+      for (const w of selected) {
+        const allowed = ALLOWED_PEERS[w.name];
+        if (!allowed) continue;
+        if (!rule.from || rule.from.length === 0) {
+          problems.push(problemAt(m, ["spec", "ingress", i], `lets any pod reach ${w.name}; only the gateway may`));
+          continue;
+        }
+        rule.from.forEach((peer, k) => {
+          const peerName = peer.podSelector?.matchLabels?.[NAME_LABEL];
+          const ports = (rule.ports ?? []).map((p) => String(p.port));
+          const mayReach = peerName ? allowed[peerName] : undefined;
+          if (!mayReach || peer.namespaceSelector || peer.ipBlock) problems.push(problemAt(m, ["spec", "ingress", i, "from", k], `only pods named ${Object.keys(allowed).join(" or ")} in this namespace may reach ${w.name}`));
+          else if (ports.length === 0 || ports.some((p) => !mayReach.includes(p))) problems.push(problemAt(m, ["spec", "ingress", i, "ports"], `${peerName} may reach ${w.name} on ${mayReach.join(", ")} only`));
+        });
+      }
+    });
+  }
+  for (const name of Object.keys(ALLOWED_PEERS)) {
+    const w = workloads.find((x) => x.name === name);
+    if (w && !policies.some(({ o }) => selects(o.spec?.podSelector?.matchLabels, w.podLabels) && o.spec?.policyTypes?.includes("Ingress"))) {
+      problems.push(problemAt(w.m, ["metadata", "name"], "no NetworkPolicy restricts who reaches these pods"));
+    }
+  }
+  return problems;
+};
+
+/** Every Deployment has a PodDisruptionBudget selecting its pods. */
+export const checkDisruptionBudgets: Check = (manifests) => {
+  const problems: Problem[] = [];
+  const pdbs = ofKind<IPodDisruptionBudget>(manifests, "PodDisruptionBudget");
+  const workloads = workloadsOf(manifests);
+  for (const w of workloads) {
+    if (!pdbs.some(({ o }) => selects(o.spec?.selector?.matchLabels, w.podLabels))) problems.push(problemAt(w.m, ["metadata", "name"], "no PodDisruptionBudget selects these pods"));
+  }
+  for (const { m, o } of pdbs) {
+    if (!workloads.some((w) => selects(o.spec?.selector?.matchLabels, w.podLabels))) problems.push(problemAt(m, ["spec", "selector"], "selects no pods of any Deployment in k8s/"));
+  }
+  return problems;
+};
+
+export const ALL_CHECKS: Record<string, Check> = {
+  checkDeploymentShape,
+  checkContainers,
+  checkImages,
+  checkServices,
+  checkPortsMatchEnv,
+  checkEnvIsRead,
+  checkProbes,
+  checkGatewayRoutes,
+  checkNamespaces,
+  checkNetworkPolicies,
+  checkDisruptionBudgets,
+};
+

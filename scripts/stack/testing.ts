@@ -1,0 +1,67 @@
+/**
+ * The local stack on free ports, for end-to-end tests and benchmarks: same processes and wiring
+ * as `make dev`, quiet unless TEST_VERBOSE is set, output kept per process for assertions.
+ */
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { freePort } from "../../lib/testing/ports.ts";
+import { Stack, type StackOptions, stackOptionsFromEnv } from "./stack.ts";
+
+export interface TestStack extends Stack {
+  /** Output lines by process name. */
+  output: Map<string, string[]>;
+}
+
+/** A block of `n` consecutive free ports (below 32768). */
+async function freeBlock(n: number): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = await freePort();
+    const rest = await Promise.all(Array.from({ length: n - 1 }, (_, i) => canUse(base + 1 + i)));
+    if (rest.every(Boolean)) return base;
+  }
+  throw new Error(`no block of ${n} free ports found`);
+}
+
+async function canUse(port: number): Promise<boolean> {
+  try {
+    const s = Bun.listen({ hostname: "127.0.0.1", port, socket: { data() {} } });
+    s.stop(true);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function startTestStack(overrides: Partial<StackOptions> = {}): Promise<TestStack> {
+  const output = new Map<string, string[]>();
+  const defaults = stackOptionsFromEnv({});
+  const replicas = Math.max(overrides.gatewayReplicas ?? 3, overrides.webappReplicas ?? 3, overrides.rpcappReplicas ?? 3);
+  const stack = new Stack({
+    ...defaults,
+    gatewayPort: await freePort(),
+    adminBasePort: await freeBlock(replicas),
+    webappBasePort: await freeBlock(replicas),
+    rpcappBasePort: await freeBlock(replicas),
+    rpcappHttpBasePort: await freeBlock(replicas),
+    dbPath: join(mkdtempSync(join(tmpdir(), "portico-test-")), "webapp.sqlite"),
+    ...overrides,
+    env: { LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "info", ...overrides.env },
+    onLine(name, line) {
+      let lines = output.get(name);
+      if (!lines) output.set(name, (lines = []));
+      lines.push(line);
+      if (process.env.TEST_VERBOSE) console.error(`[${name}] ${line}`);
+      overrides.onLine?.(name, line);
+    },
+  }) as TestStack;
+  stack.output = output;
+  try {
+    await stack.start();
+  } catch (err) {
+    const tail = [...output].map(([name, lines]) => `--- ${name}\n${lines.slice(-15).join("\n")}`).join("\n");
+    await stack.stop(2000);
+    throw new Error(`${(err as Error).message}\n${tail}`);
+  }
+  return stack;
+}

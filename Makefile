@@ -56,6 +56,22 @@ up: install ## Build images in minikube and deploy k8s/ (prints the gateway URL)
 down: install ## Delete the portico namespace from the cluster
 	$(BUN) scripts/down.ts
 
+.PHONY: monitor
+monitor: install ## Run Prometheus locally against the make dev processes (needs prometheus)
+	$(BUN) scripts/monitor.ts
+
+.PHONY: rollout
+rollout: install ## Roll SERVICE=<gateway|webapp|rpcapp> to a new image under load; fails if any request failed
+	$(BUN) scripts/rollout.ts $(SERVICE)
+
+.PHONY: rollback
+rollback: install ## Undo the last rollout of SERVICE=<…> under load, with the same check
+	$(BUN) scripts/rollback.ts $(SERVICE)
+
+.PHONY: load
+load: install ## Drive steady traffic through the gateway (LOAD_RPS, LOAD_DURATION_S) to show autoscaling
+	$(BUN) scripts/load.ts
+
 .PHONY: clean
 clean: ## Remove build output and local data
 	rm -rf dist .data .artifacts

@@ -7,6 +7,7 @@
  */
 import pino, { type Logger } from "pino";
 import type { ServiceIdentity } from "./env.ts";
+import { activeLogFields } from "./telemetry/spans.ts";
 
 export type { Logger };
 
@@ -27,7 +28,10 @@ export const REDACTED_PATHS = [
 
 export interface LoggerOptions {
   level?: string;
-  /** Adds fields to every line, e.g. the active trace and span ids. */
+  /**
+   * Adds fields to every line. By default: `trace_id`, `span_id` and `request_id` of the request
+   * being handled (lib/telemetry/spans.ts), so lines from any module correlate without passing ids.
+   */
   mixin?: () => Record<string, unknown>;
   /** Where lines go; stdout unless a test captures them. */
   destination?: pino.DestinationStream;
@@ -42,7 +46,7 @@ export function createLogger(identity: ServiceIdentity, opts: LoggerOptions = {}
       messageKey: "msg",
       formatters: { level: (label) => ({ level: label }) },
       redact: { paths: REDACTED_PATHS, censor: "[redacted]" },
-      mixin: opts.mixin,
+      mixin: opts.mixin ?? (activeLogFields as () => Record<string, unknown>),
     },
     opts.destination ?? pino.destination({ fd: 1, sync: true }),
   );

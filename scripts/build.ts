@@ -5,9 +5,7 @@
  * Usage: bun scripts/build.ts [gateway|webapp|rpcapp ...]
  */
 import { $ } from "zx";
-
-export const SERVICES = ["gateway", "webapp", "rpcapp"] as const;
-export const COMPILE_FLAGS = ["--compile", "--bytecode", "--format=esm", "--minify-syntax", "--minify-whitespace"];
+import { COMPILE_FLAGS, SERVICES } from "./lib/images.ts";
 
 const requested = process.argv.slice(2);
 const unknown = requested.filter((s) => !(SERVICES as readonly string[]).includes(s));

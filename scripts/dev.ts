@@ -3,15 +3,28 @@
  * port — with one readable log stream. Ctrl-C stops everything. Every port and replica count is an
  * environment variable (see README, "Running locally").
  */
+import { envPort } from "../lib/env.ts";
 import { colorFor, prettyLine } from "./stack/pretty.ts";
+import { isListening, isRedisInstalled } from "./stack/redis.ts";
 import { Stack, stackOptionsFromEnv } from "./stack/stack.ts";
 
 const useColor = process.stdout.isTTY && !process.env.NO_COLOR;
 const names: string[] = [];
 const raw = process.env.DEV_LOG_FORMAT === "json";
 
+/** The gateways share rate limits through Redis: REDIS_URL, else a local redis-server when installed. */
+async function redisOptions(): Promise<{ redisUrl?: string; redisPort?: number }> {
+  if (process.env.REDIS_URL) return { redisUrl: process.env.REDIS_URL };
+  if (!isRedisInstalled()) return {};
+  if (process.env.REDIS_PORT) return { redisPort: envPort("REDIS_PORT", 6390) };
+  // The default port may be taken by another `make dev`: use the next free one.
+  for (let port = 6390; port < 6400; port++) if (!(await isListening(port))) return { redisPort: port };
+  return { redisPort: 6390 };
+}
+
 const stack = new Stack({
   ...stackOptionsFromEnv(),
+  ...(await redisOptions()),
   onLine(name, line) {
     if (raw) return void console.log(line);
     if (!names.includes(name)) names.push(name);
@@ -46,10 +59,15 @@ try {
 }
 
 const gw = stack.gatewayUrl;
+const rateLimits = stack.redisUrl
+  ? `${stack.redisUrl}${stack.redis ? " (a local redis-server started for this stack)" : ""}: one budget shared by the gateways`
+  : "per gateway process (in memory): redis-server is not installed, so each gateway admits the full limit (apt-get install redis-server, or set REDIS_URL)";
+if (!stack.redisUrl) console.warn(`\nwarning: rate limits are ${rateLimits}`);
 console.log(`
 Portico is up.
   gateway     ${gw}   (${opts.gatewayReplicas} processes sharing the port)
   admin       ${stack.adminUrls().join("  ")}
+  rate limits ${rateLimits}
   webapps     ${stack.endpoints("webapp")}
   rpcapps     ${stack.endpoints("rpcapp")} (gRPC)
   logs        this terminal (JSON lines from every process, prettified; DEV_LOG_FORMAT=json for raw)

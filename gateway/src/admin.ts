@@ -3,11 +3,14 @@
  * public listener: health, version, the loaded config and the live upstream state.
  */
 import { Elysia } from "elysia";
+import type { Registry } from "prom-client";
 import type { ServiceIdentity } from "../../lib/env.ts";
 import type { Lifecycle } from "../../lib/lifecycle.ts";
+import { metricsResponse } from "../../lib/telemetry/metrics.ts";
 import type { Gateway } from "./server.ts";
 
-export function createAdminApp(gateway: Gateway, identity: ServiceIdentity, lifecycle: Lifecycle) {
+/** `metrics`: the registry served on /metrics (gateway/src/metrics.ts); 404 there without one. */
+export function createAdminApp(gateway: Gateway, identity: ServiceIdentity, lifecycle: Lifecycle, metrics?: Registry) {
   return new Elysia()
     .get("/healthz", () => ({ status: "ok" }))
     .get("/readyz", ({ set }) => {
@@ -16,6 +19,12 @@ export function createAdminApp(gateway: Gateway, identity: ServiceIdentity, life
       return { status: "not ready" };
     })
     .get("/version", () => ({ ...identity, uptime_s: Math.round((Date.now() - lifecycle.startedAt) / 1000) }))
+    // Prometheus scrapes here, never on the public listener.
+    .get("/metrics", ({ set }) => {
+      if (metrics) return metricsResponse(metrics);
+      set.status = 404;
+      return { status: "metrics are not enabled on this gateway" };
+    })
     .get("/config", () => {
       const { file, routes, upstreams, limits, trustedProxies } = gateway.config;
       return {
@@ -26,11 +35,30 @@ export function createAdminApp(gateway: Gateway, identity: ServiceIdentity, life
         routes: routes.map(({ grpcMethod: _resolved, ...route }) => route),
       };
     })
+    // Live resilience state per endpoint; times are epoch ms (null: never).
     .get("/upstreams", () =>
       [...gateway.upstreams.values()].map((u) => ({
         name: u.name,
         protocol: u.protocol,
-        endpoints: u.endpoints.map((e) => ({ address: e.address, inflight: e.inflight, requests: e.requests })),
+        balancer: u.algorithm,
+        retries: { ...u.retries },
+        endpoints: u.endpoints.map((e) => ({
+          address: e.address,
+          available: e.available,
+          health: e.health,
+          breaker: e.breakerState,
+          breakerProbeAt: e.breakerState === "open" ? e.breaker.probeAt : null,
+          ejected: e.ejected,
+          ejectedUntil: e.ejected ? e.ejectedUntil : null,
+          ejections: e.ejections,
+          lastEjectedAt: e.lastEjectedAt,
+          lastReadmittedAt: e.lastReadmittedAt,
+          inflight: e.inflight,
+          requests: e.requests,
+          failures: e.failures,
+          ewmaMs: Math.round(e.ewmaMs * 1000) / 1000,
+          lastRequestAt: e.lastRequestAt > 0 ? Math.round(performance.timeOrigin + e.lastRequestAt) : null,
+        })),
       })),
     );
 }

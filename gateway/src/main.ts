@@ -5,9 +5,14 @@
 import { envInt, envPort, envString, serviceIdentity } from "../../lib/env.ts";
 import { Lifecycle } from "../../lib/lifecycle.ts";
 import { createLogger } from "../../lib/log.ts";
+import { createMetricsRegistry } from "../../lib/telemetry/metrics.ts";
+import { startTracing } from "../../lib/telemetry/tracing.ts";
 import { createAdminApp } from "./admin.ts";
 import { ConfigError, loadConfig } from "./config/load.ts";
+import { RateLimiter } from "./ratelimit/limiter.ts";
+import { GatewayMetrics } from "./metrics.ts";
 import { Gateway } from "./server.ts";
+import { gatewayTelemetry } from "./telemetry.ts";
 
 const identity = serviceIdentity("gateway");
 const log = createLogger(identity);
@@ -34,7 +39,18 @@ const lifecycle = new Lifecycle({
   shutdownTimeoutMs: envInt("SHUTDOWN_TIMEOUT_MS", 20_000, { min: 100 }),
   log,
 });
-const gateway = new Gateway(config, { identity, log, lifecycle });
+// One budget for every gateway through Redis; without REDIS_URL each process keeps its own.
+// start() waits at most 1 s for Redis, so the first requests already share the budget.
+const rateLimiter = new RateLimiter({ redisUrl: envString("REDIS_URL", "") || undefined, settings: config.rateLimit, log });
+await rateLimiter.start();
+const gateway = new Gateway(config, { identity, log, lifecycle, rateLimiter });
+// Spans to OTEL_EXPORTER_OTLP_ENDPOINT (ids only without one); metrics on the admin port.
+const tracing = await startTracing(identity, { log });
+const metrics = new GatewayMetrics(createMetricsRegistry(identity), gateway, rateLimiter);
+gatewayTelemetry.configure({ tracer: tracing.tracer, metrics });
+// Once bound, the shared public port gets traffic at once (SO_REUSEPORT has no readiness gate):
+// resolve the upstreams' names first (each lookup is bounded), or the first requests answer 503.
+await Promise.all([...gateway.upstreams.values()].map((u) => u.ready));
 
 const server = Bun.serve({
   hostname: host,
@@ -50,16 +66,19 @@ const server = Bun.serve({
     return new Response(null, { status: 500 });
   },
 });
-const admin = createAdminApp(gateway, identity, lifecycle).listen({ hostname: host, port: adminPort });
+const admin = createAdminApp(gateway, identity, lifecycle, metrics.registry).listen({ hostname: host, port: adminPort });
 
 lifecycle.onStop("public listener", () => server.stop(false));
 lifecycle.onStop("admin listener", async () => {
   await admin.stop();
 });
 lifecycle.onStop("upstream connections", () => gateway.close());
+lifecycle.onStop("rate limiter", () => rateLimiter.close());
+// Last, so the spans of the requests drained above are exported too.
+lifecycle.onStop("tracing", () => tracing.shutdown());
 lifecycle.handleSignals();
 lifecycle.markReady();
 log.info(
-  { port: server.port, admin_port: adminPort, routes: config.routes.length, upstreams: [...config.upstreams.keys()], config: routesFile },
+  { port: server.port, admin_port: adminPort, metrics: `${admin.server?.url.href ?? ""}metrics`, traces: tracing.config.tracesUrl ?? null, routes: config.routes.length, upstreams: [...config.upstreams.keys()], config: routesFile },
   "gateway ready",
 );

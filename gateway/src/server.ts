@@ -6,6 +6,7 @@
  */
 import type { Server } from "bun";
 import * as grpc from "@grpc/grpc-js";
+import { context } from "@opentelemetry/api";
 import type { ServiceIdentity } from "../../lib/env.ts";
 import type { Lifecycle } from "../../lib/lifecycle.ts";
 import type { Logger } from "../../lib/log.ts";
@@ -17,16 +18,22 @@ import { callUnary } from "./grpc/call.ts";
 import { grpcCodeName, httpStatusFromGrpc } from "./grpc/status.ts";
 import { checkMessage } from "./grpc/transcode.ts";
 import { TrustedProxies } from "./net/client-ip.ts";
+import { defaultRateLimiter, type RateLimiter } from "./ratelimit/limiter.ts";
 import { readBody } from "./proxy/body.ts";
 import { forwardHttp, prepareRequestHeaders } from "./proxy/http.ts";
 import { Router } from "./routing/router.ts";
+import { gatewayTelemetry } from "./telemetry.ts";
 import { normalizePath } from "./routing/path.ts";
+import { dispatch, noEndpointProblem } from "./upstream/dispatch.ts";
+import { isIdempotentMethod } from "./upstream/outcome.ts";
 import { createUpstreams, type Upstream } from "./upstream/upstream.ts";
 
 export interface GatewayDeps {
   identity: ServiceIdentity;
   log: Logger;
   lifecycle: Lifecycle;
+  /** Decides rate-limited routes (shared through Redis when configured); in memory when absent. */
+  rateLimiter?: RateLimiter;
 }
 
 /** The parts built from one config; swapped as a whole on reload. */
@@ -94,16 +101,21 @@ export class Gateway {
       clientIp,
       peerIsTrusted,
     };
+    // The server span; the request runs in its context, so upstream tries become its children.
+    const scope = gatewayTelemetry.begin(req.headers, ctx.id, req.method, rawPath);
     let response: Response;
     try {
-      response = await this.#handle(req, ctx, state);
+      response = await context.with(scope, this.#handle, this, req, ctx, state);
     } catch (err) {
-      this.deps.log.error({ err, request_id: ctx.id }, "unhandled error in request path");
+      context.with(scope, () => this.deps.log.error({ err, request_id: ctx.id }, "unhandled error in request path"));
       response = gatewayProblem(500, "Internal gateway error", ctx.id);
     }
     response.headers.set("x-request-id", ctx.id);
     response.headers.set("x-gateway", this.deps.identity.instance);
-    this.#accessLog(ctx, response.status);
+    response.headers.set("x-gateway-version", this.deps.identity.version);
+    this.deps.lifecycle.closeConnectionWhileDraining(response.headers);
+    gatewayTelemetry.end(scope, ctx, response.status);
+    context.with(scope, this.#accessLog, this, ctx, response.status);
     return response;
   };
 
@@ -122,6 +134,8 @@ export class Gateway {
     }
     const route = match.route;
     ctx.route = route;
+    const limit = route.rateLimit && (await (this.deps.rateLimiter ?? defaultRateLimiter()).check(route.name, route.rateLimit, ctx.clientIp, req.headers));
+    if (limit && !limit.allowed) return limit.response(ctx.id);
     const upstream = state.upstreams.get(route.upstream)!;
 
     const body = await readBody(req, route.maxBodyBytes);
@@ -130,19 +144,20 @@ export class Gateway {
         ? gatewayProblem(413, "Content too large", ctx.id, `the body exceeds ${route.maxBodyBytes} bytes`, { limit: route.maxBodyBytes })
         : gatewayProblem(400, "Incomplete request body", ctx.id, "the client closed the connection before the body was complete");
     }
-    return route.grpcMethod ? this.#transcodeGrpc(req, ctx, route, upstream, body.bytes) : this.#forwardHttp(req, ctx, route, upstream, body.bytes);
+    const response = await (route.grpcMethod ? this.#transcodeGrpc(req, ctx, route, upstream, body.bytes) : this.#forwardHttp(req, ctx, route, upstream, body.bytes));
+    limit?.setHeaders(response.headers);
+    return response;
   }
 
   async #forwardHttp(req: Request, ctx: RequestContext, route: RouteConfig, upstream: Upstream, body: Uint8Array | null): Promise<Response> {
-    const endpoint = upstream.pick();
-    if (!endpoint) return gatewayProblem(503, "No upstream available", ctx.id, `upstream "${upstream.name}" has no endpoints`, {}, { "retry-after": "1" });
-    ctx.endpoint = endpoint.address;
     const upstreamPath = route.http?.rewritePrefix !== undefined && route.match === "prefix" ? rewrite(ctx.path, route.path, route.http.rewritePrefix) : ctx.path;
+    const pathAndQuery = upstreamPath + ctx.search;
     const headers = prepareRequestHeaders(req, ctx, this.deps.identity.instance);
-    endpoint.inflight++;
-    endpoint.requests++;
-    const outcome = await forwardHttp(endpoint, req.method, upstreamPath + ctx.search, headers, body, route.timeoutMs).finally(() => endpoint.inflight--);
+    const method = req.method;
+    const outcome = await dispatch(upstream, route, ctx, isIdempotentMethod(method), (endpoint, timeoutMs) => forwardHttp(endpoint, method, pathAndQuery, headers, body, timeoutMs));
     switch (outcome.kind) {
+      case "no-endpoint":
+        return noEndpointProblem(upstream.name, outcome, ctx.id);
       case "response":
         ctx.servedBy = outcome.response.headers.get("x-served-by") ?? undefined;
         return outcome.response;
@@ -150,7 +165,7 @@ export class Gateway {
         return gatewayProblem(504, "Upstream timed out", ctx.id, `${upstream.name} did not answer within ${route.timeoutMs} ms`, { upstream: upstream.name });
       case "connect-error":
       case "error":
-        return gatewayProblem(502, "Upstream unavailable", ctx.id, `${upstream.name} (${endpoint.address}): ${outcome.error.message}`, { upstream: upstream.name });
+        return gatewayProblem(502, "Upstream unavailable", ctx.id, `${upstream.name} (${ctx.endpoint}): ${outcome.error.message}`, { upstream: upstream.name });
     }
   }
 
@@ -174,17 +189,13 @@ export class Gateway {
     if (errors.length > 0) {
       return gatewayProblem(400, "Invalid request", ctx.id, `the body does not match ${method.requestType.fullName.slice(1)}: ${errors.map((e) => `${e.field} ${e.message}`).join("; ")}`, { errors });
     }
-    const endpoint = upstream.pick();
-    if (!endpoint) return gatewayProblem(503, "No upstream available", ctx.id, `upstream "${upstream.name}" has no endpoints`, {}, { "retry-after": "1" });
-    ctx.endpoint = endpoint.address;
     const metadata = new grpc.Metadata();
     metadata.set("x-request-id", ctx.id);
     metadata.set("x-forwarded-for", ctx.clientIp);
     const userAgent = req.headers.get("user-agent");
     if (userAgent) metadata.set("x-forwarded-user-agent", userAgent);
-    endpoint.inflight++;
-    endpoint.requests++;
-    const outcome = await callUnary(endpoint, method, input as object, metadata, route.timeoutMs).finally(() => endpoint.inflight--);
+    const outcome = await dispatch(upstream, route, ctx, route.grpc?.idempotent === true, (endpoint, timeoutMs) => callUnary(endpoint, method, input as object, metadata, timeoutMs));
+    if (outcome.kind === "no-endpoint") return noEndpointProblem(upstream.name, outcome, ctx.id);
     ctx.servedBy = outcome.servedBy;
     const servedBy: Record<string, string> = outcome.servedBy ? { "x-served-by": outcome.servedBy } : {};
     if (outcome.kind === "reply") return new Response(JSON.stringify(outcome.reply), { status: 200, headers: { ...JSON_HEADERS, ...servedBy } });

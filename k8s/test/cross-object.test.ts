@@ -22,7 +22,7 @@ import {
   checkServices,
   type Check,
 } from "./lib/cross-checks.ts";
-import { formatProblem, loadManifests, REPO_ROOT, withEdit } from "./lib/manifests.ts";
+import { formatProblem, loadManifests, parseManifests, REPO_ROOT, withEdit } from "./lib/manifests.ts";
 
 const manifests = loadManifests();
 
@@ -63,15 +63,14 @@ describe("the gateway's routes ConfigMap", () => {
     expect(shape(cluster)).toEqual(shape(dev));
   });
 
-  test("differs from gateway/routes.yaml only in where the upstreams are", () => {
+  test("has the same sections, routes and upstreams as gateway/routes.yaml, written the same way, but for the endpoints", () => {
     const dev = parseYaml(readFileSync(join(REPO_ROOT, "gateway/routes.yaml"), "utf8")) as Record<string, unknown>;
     const cluster = parseYaml(clusterText) as Record<string, unknown>;
-    const withoutEndpoints = (c: Record<string, unknown>) => ({
-      ...c,
-      upstreams: Object.fromEntries(Object.entries(c.upstreams as Record<string, object>).map(([k, { endpoints: _e, ...rest }]) => [k, rest] as never)),
-    });
+    const upstreamsWithoutEndpoints = (c: Record<string, unknown>) =>
+      Object.fromEntries(Object.entries(c.upstreams as Record<string, { endpoints?: unknown }>).map(([k, { endpoints: _e, ...rest }]) => [k, rest]));
     expect(Object.keys(cluster).sort()).toEqual(Object.keys(dev).sort());
-    expect(withoutEndpoints(cluster)).toEqual(withoutEndpoints(dev));
+    expect(cluster.routes).toEqual(dev.routes);
+    expect(upstreamsWithoutEndpoints(cluster)).toEqual(upstreamsWithoutEndpoints(dev));
   });
 });
 
@@ -195,3 +194,46 @@ describe("an edit that breaks the wiring fails with file, line and field", () =>
     expect(checkServices(edited).map(formatProblem)[0]).toStartWith(`k8s/webapp.yaml:${line}: Service/webapp spec.ports[0].targetPort:`);
   });
 });
+
+describe("a third-party workload added later (Redis, Prometheus…)", () => {
+  const redis = (containerExtra: string) => `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: redis
+  namespace: portico
+  labels: {app.kubernetes.io/name: redis, app.kubernetes.io/part-of: portico, app.kubernetes.io/component: store, app.kubernetes.io/version: "7.4"}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app.kubernetes.io/name: redis}}
+  template:
+    metadata:
+      labels: {app.kubernetes.io/name: redis, app.kubernetes.io/part-of: portico, app.kubernetes.io/component: store, app.kubernetes.io/version: "7.4"}
+    spec:
+      containers:
+        - name: redis
+          image: redis:7.4
+          ports: [{name: redis, containerPort: 6379}]
+          readinessProbe: {exec: {command: [redis-cli, ping]}}
+          livenessProbe: {tcpSocket: {port: redis}}
+          securityContext:
+            runAsNonRoot: true
+            runAsUser: 999
+            readOnlyRootFilesystem: true
+            allowPrivilegeEscalation: false
+            capabilities: {drop: [ALL]}
+            seccompProfile: {type: RuntimeDefault}
+${containerExtra}`;
+  const resources = "          resources: {requests: {cpu: 50m, memory: 64Mi}, limits: {cpu: 500m, memory: 256Mi}}\n";
+  const checks = [checkDeploymentShape, checkContainers, checkImages, checkPortsMatchEnv, checkProbes, checkServices];
+
+  test("passes the checks that hold for any container, without Portico's own (image, uid, env, 3 replicas)", () => {
+    const all = [...manifests, ...parseManifests(redis(resources), "k8s/redis.yaml")];
+    expect(checks.flatMap((check) => check(all)).map(formatProblem)).toEqual([]);
+  });
+
+  test("still needs resources, like every container", () => {
+    const all = [...manifests, ...parseManifests(redis(""), "k8s/redis.yaml")];
+    expect(checkContainers(all).map(formatProblem)).toContainEqual(expect.stringContaining("k8s/redis.yaml:15: Deployment/redis spec.template.spec.containers[0].resources.requests.cpu: must be set"));
+  });
+});
+

@@ -1,32 +1,37 @@
 /**
- * rpcapp's small HTTP side on METRICS_PORT: liveness, readiness and version for HTTP probes and
- * people, beside the gRPC health service. Kept separate from the gRPC port so probes and scrapes
- * never queue behind RPCs.
+ * rpcapp's small HTTP side on METRICS_PORT: liveness, readiness, version and Prometheus metrics for
+ * probes, scrapers and people, beside the gRPC health service. Kept separate from the gRPC port so
+ * probes and scrapes never queue behind RPCs.
  */
 import type { Server } from "bun";
+import type { Registry } from "prom-client";
 import type { ServiceIdentity } from "../../lib/env.ts";
 import type { Lifecycle } from "../../lib/lifecycle.ts";
 import { problemResponse } from "../../lib/problem.ts";
 import { requestIdOrNew } from "../../lib/request-id.ts";
+import { metricsResponse } from "../../lib/telemetry/metrics.ts";
 
 export interface StatusServerOptions {
   host: string;
   port: number;
   identity: ServiceIdentity;
   lifecycle: Lifecycle;
+  /** Served on /metrics when given. */
+  registry?: Registry;
 }
 
 export function startStatusServer(opts: StatusServerOptions): Server<undefined> {
   const { identity, lifecycle } = opts;
 
   // Every answer carries the identity headers and echoes (or creates) the request id.
-  const withHeaders = (handler: (req: Request) => Response) => (req: Request) => {
-    const res = handler(req);
+  const addHeaders = (req: Request, res: Response) => {
     res.headers.set("x-served-by", identity.instance);
     res.headers.set("x-service-version", identity.version);
     res.headers.set("x-request-id", requestIdOrNew(req.headers.get("x-request-id")));
     return res;
   };
+  const withHeaders = (handler: (req: Request) => Response) => (req: Request) => addHeaders(req, handler(req));
+  const { registry } = opts;
 
   return Bun.serve({
     hostname: opts.host,
@@ -43,10 +48,11 @@ export function startStatusServer(opts: StatusServerOptions): Server<undefined> 
             }),
       ),
       "/version": withHeaders(() => Response.json({ service: identity.service, version: identity.version, instance: identity.instance })),
-      // "/metrics": Prometheus exposition goes here (DESIGN.md #7), served from lib's registry.
+      "/metrics": async (req: Request) =>
+        addHeaders(req, registry ? await metricsResponse(registry) : problemResponse({ title: "Not Found", status: 404, detail: "this server was started without metrics" })),
     },
     fetch: withHeaders((req) =>
-      problemResponse({ title: "Not Found", status: 404, detail: `no route for ${new URL(req.url).pathname}; try /healthz, /readyz or /version` }),
+      problemResponse({ title: "Not Found", status: 404, detail: `no route for ${new URL(req.url).pathname}; try /healthz, /readyz, /version or /metrics` }),
     ),
   });
 }

@@ -5,8 +5,11 @@
 import { serviceIdentity } from "../../lib/env.ts";
 import { Lifecycle } from "../../lib/lifecycle.ts";
 import { createLogger } from "../../lib/log.ts";
+import { createMetricsRegistry, GrpcServerMetrics } from "../../lib/telemetry/metrics.ts";
+import { startTracing } from "../../lib/telemetry/tracing.ts";
 import { loadConfig } from "./config.ts";
 import { startStatusServer } from "./http.ts";
+import { instrumentRpcs } from "./interceptor.ts";
 import { startRpcServer } from "./server.ts";
 
 const identity = serviceIdentity("rpcapp");
@@ -14,6 +17,9 @@ const log = createLogger(identity);
 
 try {
   const config = loadConfig();
+  const tracing = await startTracing(identity, { log });
+  const registry = createMetricsRegistry(identity);
+  instrumentRpcs({ tracer: tracing.tracer, metrics: new GrpcServerMetrics(registry) });
   const lifecycle = new Lifecycle({ drainDelayMs: config.drainDelayMs, shutdownTimeoutMs: config.shutdownTimeoutMs, log });
   const rpc = await startRpcServer({
     host: config.host,
@@ -24,7 +30,7 @@ try {
     maxConnectionAgeMs: config.maxConnectionAgeMs,
     maxConnectionAgeGraceMs: config.maxConnectionAgeGraceMs,
   });
-  const http = startStatusServer({ host: config.host, port: config.metricsPort, identity, lifecycle });
+  const http = startStatusServer({ host: config.host, port: config.metricsPort, identity, lifecycle, registry });
 
   // On SIGTERM the lifecycle turns not-ready (gRPC health NOT_SERVING, /readyz 503), keeps
   // serving for DRAIN_DELAY_MS, then runs these in order. gRPC gets what is left of
@@ -33,9 +39,11 @@ try {
   const grpcGraceMs = Math.max(100, config.shutdownTimeoutMs - config.drainDelayMs - 500);
   lifecycle.onStop("grpc", () => rpc.stop(grpcGraceMs));
   lifecycle.onStop("http", () => http.stop());
+  // Last, so the spans of the calls drained above are exported too.
+  lifecycle.onStop("tracing", () => tracing.shutdown());
   lifecycle.handleSignals();
   lifecycle.markReady();
-  log.info({ grpc_port: rpc.port, http_port: http.port, host: config.host }, "rpcapp listening");
+  log.info({ grpc_port: rpc.port, http_port: http.port, metrics: `${http.url.href}metrics`, traces: tracing.config.tracesUrl ?? null, host: config.host }, "rpcapp listening");
 } catch (err) {
   log.fatal({ err }, "rpcapp failed to start");
   process.exit(1);

@@ -7,6 +7,12 @@ export type Service = (typeof SERVICES)[number];
 
 export const IMAGE_REPOSITORY_PREFIX = "portico";
 
+/**
+ * `bun build` flags for a service binary, in `make build` and in every Dockerfile's build stage
+ * (k8s/test/dockerfiles.test.ts checks the Dockerfiles use exactly these).
+ */
+export const COMPILE_FLAGS = ["--compile", "--bytecode", "--format=esm"] as const;
+
 /** `portico/webapp` */
 export function imageName(service: Service): string {
   return `${IMAGE_REPOSITORY_PREFIX}/${service}`;
@@ -20,3 +26,10 @@ export function imageRef(service: Service, tag: string): string {
 export function dockerfileOf(service: Service): string {
   return `${service}/Dockerfile`;
 }
+
+/**
+ * What the image builds read (the Docker build context that .dockerignore lets through): a change
+ * here changes the images, and so their tag. k8s/test/dockerfiles.test.ts keeps this in step with
+ * .dockerignore.
+ */
+export const BUILD_INPUTS = ["package.json", "bun.lock", "bunfig.toml", "tsconfig.json", ".dockerignore", "lib", "proto", ...SERVICES] as const;

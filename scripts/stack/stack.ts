@@ -6,6 +6,7 @@
 import { mkdirSync } from "node:fs";
 import { resolve } from "node:path";
 import type { Subprocess } from "bun";
+import { type LocalRedis, startLocalRedis } from "./redis.ts";
 
 export const REPO_ROOT = resolve(import.meta.dir, "../..");
 
@@ -30,6 +31,10 @@ export interface StackOptions {
   onLine: (name: string, line: string) => void;
   /** Called when a process exits while the stack is up. */
   onExit?: (name: string, code: number) => void;
+  /** Start a local redis-server on this port for the gateways' shared rate limits (see redis.ts). */
+  redisPort?: number;
+  /** A running Redis the gateways use instead (wins over redisPort). */
+  redisUrl?: string;
 }
 
 export interface StackProcess {
@@ -69,6 +74,8 @@ export function stackOptionsFromEnv(env: Record<string, string | undefined> = pr
 
 export class Stack {
   readonly processes: StackProcess[] = [];
+  /** The redis-server this stack started, if any. */
+  redis: LocalRedis | undefined;
   #stopping = false;
 
   constructor(readonly opts: StackOptions) {}
@@ -112,6 +119,7 @@ export class Stack {
             WEBAPP_ENDPOINTS: this.endpoints("webapp"),
             RPCAPP_ENDPOINTS: this.endpoints("rpcapp"),
             GATEWAY_PEERS: this.adminUrls().join(","),
+            ...(this.redisUrl ? { REDIS_URL: this.redisUrl } : {}),
           },
           readyUrl: `http://${host}:${adminPort}/readyz`,
         };
@@ -151,6 +159,9 @@ export class Stack {
       ...Array.from({ length: this.opts.rpcappReplicas }, (_, i) => this.spawn("rpcapp", i + 1)),
     ];
     await Promise.all(services.map((p) => waitReady(p, timeoutMs)));
+    if (!this.opts.redisUrl && this.opts.redisPort !== undefined) {
+      this.redis = await startLocalRedis({ port: this.opts.redisPort, host: this.opts.host });
+    }
     const gateways = Array.from({ length: this.opts.gatewayReplicas }, (_, i) => this.spawn("gateway", i + 1));
     await Promise.all(gateways.map((p) => waitReady(p, timeoutMs)));
   }
@@ -168,6 +179,12 @@ export class Stack {
     const timer = setTimeout(() => all.forEach((p) => p.proc.kill("SIGKILL")), graceMs);
     await Promise.all(all.map((p) => p.proc.exited));
     clearTimeout(timer);
+    await this.redis?.stop();
+  }
+
+  /** The Redis the gateways share, when there is one. */
+  get redisUrl(): string | undefined {
+    return this.opts.redisUrl ?? this.redis?.url;
   }
 }
 

@@ -14,7 +14,7 @@ export interface TestStack extends Stack {
 }
 
 /** A block of `n` consecutive free ports (below 32768). */
-async function freeBlock(n: number): Promise<number> {
+export async function freeBlock(n: number): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
     const base = await freePort();
     const rest = await Promise.all(Array.from({ length: n - 1 }, (_, i) => canUse(base + 1 + i)));
@@ -33,11 +33,12 @@ async function canUse(port: number): Promise<boolean> {
   }
 }
 
-export async function startTestStack(overrides: Partial<StackOptions> = {}): Promise<TestStack> {
+/** `create` builds the stack from its options (scripts/stack/rolling.ts passes a RollingStack). */
+export async function startTestStack(overrides: Partial<StackOptions> = {}, create: (opts: StackOptions) => Stack = (opts) => new Stack(opts)): Promise<TestStack> {
   const output = new Map<string, string[]>();
   const defaults = stackOptionsFromEnv({});
   const replicas = Math.max(overrides.gatewayReplicas ?? 3, overrides.webappReplicas ?? 3, overrides.rpcappReplicas ?? 3);
-  const stack = new Stack({
+  const stack = create({
     ...defaults,
     gatewayPort: await freePort(),
     adminBasePort: await freeBlock(replicas),

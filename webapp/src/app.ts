@@ -1,12 +1,17 @@
 /**
- * webapp's HTTP surface: the cross-cutting hooks (identity headers, request id, access log, one
- * error mapper), then every route in one block — the route table is the index of the service.
+ * webapp's HTTP surface: the cross-cutting hooks (identity headers, request id, trace span,
+ * metrics, access log, one error mapper), then every route in one block — the route table is the
+ * index of the service.
  */
-import { Elysia } from "elysia";
+import { type Context, trace, type Tracer } from "@opentelemetry/api";
+import { Elysia, StatusMap } from "elysia";
+import type { Registry } from "prom-client";
 import type { ServiceIdentity } from "../../lib/env.ts";
 import type { Lifecycle } from "../../lib/lifecycle.ts";
 import type { Logger } from "../../lib/log.ts";
 import { problemResponse } from "../../lib/problem.ts";
+import { createMetricsRegistry, HttpServerMetrics, metricsResponse } from "../../lib/telemetry/metrics.ts";
+import { endHttpSpan, headersGetter, logFieldsOf, startServerSpan } from "../../lib/telemetry/spans.ts";
 import { allowedMethodsOf, type AllowedMethods } from "./allowed-methods.ts";
 import { problemForError } from "./error-problem.ts";
 import { HttpProblem } from "./http-problem.ts";
@@ -22,19 +27,53 @@ export interface AppOptions {
   lifecycle: Lifecycle;
   /** Request bodies above this many bytes get 413, however they are framed. */
   maxBodyBytes: number;
+  /** Served on /metrics; a private one (without process metrics) when absent, as in tests. */
+  metrics?: { registry: Registry; http: HttpServerMetrics };
+  /** The global tracer when absent (a no-op one unless lib/telemetry/tracing.ts started one). */
+  tracer?: Tracer;
 }
 
-export function createApp({ store, identity, log, lifecycle, maxBodyBytes }: AppOptions) {
-  const startedAt = new WeakMap<Request, number>();
+/** What the hooks keep about a request between onRequest and onAfterResponse. */
+interface RequestState {
+  startedAt: number;
+  /** The trace context: the server span and the request id. */
+  trace: Context;
+}
+
+/** Requests whose spans are not worth keeping (probes, scrapes); they still get ids for their logs. */
+const UNTRACED_PATHS = new Set(["/healthz", "/readyz", "/metrics"]);
+
+function statusOf(status: number | string | undefined): number {
+  if (typeof status === "number") return status;
+  return (status !== undefined && (StatusMap as Record<string, number>)[status]) || 200;
+}
+
+export function createApp({ store, identity, log, lifecycle, maxBodyBytes, metrics: given, tracer = trace.getTracer("portico") }: AppOptions) {
+  const metrics = given ?? privateMetrics(identity);
+  const requests = new WeakMap<Request, RequestState>();
+  /** trace_id, span_id and request_id of a request, for its log lines. */
+  const traceFields = (request: Request) => {
+    const state = requests.get(request);
+    return state ? logFieldsOf(state.trace) : {};
+  };
   // Built on first use: the route table below must be complete before it is read.
   let allowedMethods: AllowedMethods | undefined;
 
   const app = new Elysia()
     .onRequest(({ request, set }) => {
-      startedAt.set(request, performance.now());
+      const requestId = requestIdOf(request.headers);
+      const { url } = request;
+      const pathStart = url.indexOf("/", url.indexOf("//") + 2);
+      const queryStart = url.indexOf("?", pathStart);
+      const path = queryStart < 0 ? url.slice(pathStart) : url.slice(pathStart, queryStart);
+      const attributes = { "http.request.method": request.method, "url.path": path };
+      const traced = startServerSpan(tracer, request.method, request.headers, headersGetter, requestId, attributes, !UNTRACED_PATHS.has(path));
+      requests.set(request, { startedAt: performance.now(), trace: traced });
+      metrics.http.inFlight++;
       set.headers["x-served-by"] = identity.instance;
       set.headers["x-service-version"] = identity.version;
-      set.headers["x-request-id"] = requestIdOf(request.headers);
+      lifecycle.closeConnectionWhileDraining(set.headers);
+      set.headers["x-request-id"] = requestId;
     })
     .onError(({ code, error, request, path, set }) => {
       let problem = problemForError(error);
@@ -50,20 +89,33 @@ export function createApp({ store, identity, log, lifecycle, maxBodyBytes }: App
         }
       }
       // Only the unexpected is an error worth a log line of its own; the access log covers the rest.
-      if (problem.status === 500) log.error({ err: error, path, request_id: set.headers["x-request-id"] }, "request failed");
+      if (problem.status === 500) log.error({ err: error, path, ...traceFields(request), request_id: set.headers["x-request-id"] }, "request failed");
       // The access log reads the status from `set`, not from the Response returned here.
       set.status = problem.status;
       return problemResponse(problem, headers);
     })
     .onAfterResponse(({ request, path, route, set }) => {
-      const started = startedAt.get(request);
+      const state = requests.get(request);
+      const status = statusOf(set.status);
+      const seconds = state === undefined ? 0 : (performance.now() - state.startedAt) / 1000;
+      if (state !== undefined) {
+        metrics.http.inFlight--;
+        metrics.http.observe(route || "none", request.method, status, seconds);
+        const span = trace.getSpan(state.trace)!;
+        if (route && span.isRecording()) {
+          span.updateName(`${request.method} ${route}`);
+          span.setAttribute("http.route", route);
+        }
+        endHttpSpan(span, status, "server");
+      }
       log.info(
         {
           method: request.method,
           path,
           route: route || null,
           status: set.status,
-          duration_ms: started === undefined ? null : Math.round((performance.now() - started) * 100) / 100,
+          duration_ms: state === undefined ? null : Math.round(seconds * 100_000) / 100,
+          ...(state && logFieldsOf(state.trace)),
           request_id: set.headers["x-request-id"],
         },
         "request",
@@ -71,19 +123,21 @@ export function createApp({ store, identity, log, lifecycle, maxBodyBytes }: App
     })
 
     .get("/healthz", () => ({ status: "ok" }))
-    .get("/readyz", async () => {
+    .get("/readyz", async ({ request }) => {
       if (!lifecycle.isReady()) {
         throw notReady(lifecycle.isShuttingDown() ? "webapp is draining before shutdown" : "webapp is starting");
       }
       try {
         await store.ping();
       } catch (err) {
-        log.warn({ err }, "readiness: project store ping failed");
+        log.warn({ err, ...traceFields(request) }, "readiness: project store ping failed");
         throw notReady("the project store does not answer");
       }
       return { status: "ready" };
     })
     .get("/version", () => ({ service: identity.service, version: identity.version, instance: identity.instance }))
+    // Prometheus scrapes this port; the gateway routes only /projects here, so it is not public.
+    .get("/metrics", () => metricsResponse(metrics.registry))
 
     // Elysia's default `strictPath: false` serves each path with a trailing slash too:
     // `POST /projects/` is the URL the original clients use.
@@ -127,3 +181,8 @@ export function createApp({ store, identity, log, lifecycle, maxBodyBytes }: App
 }
 
 const notReady = (detail: string) => new HttpProblem({ title: "Not ready", status: 503, detail });
+
+function privateMetrics(identity: ServiceIdentity): { registry: Registry; http: HttpServerMetrics } {
+  const registry = createMetricsRegistry(identity, { processMetrics: false });
+  return { registry, http: new HttpServerMetrics(registry) };
+}

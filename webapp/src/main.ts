@@ -4,6 +4,8 @@
 import { EnvError, serviceIdentity } from "../../lib/env.ts";
 import { Lifecycle } from "../../lib/lifecycle.ts";
 import { createLogger } from "../../lib/log.ts";
+import { createMetricsRegistry, HttpServerMetrics } from "../../lib/telemetry/metrics.ts";
+import { startTracing } from "../../lib/telemetry/tracing.ts";
 import { createApp } from "./app.ts";
 import { loadConfig } from "./config.ts";
 import { openStore } from "./store/index.ts";
@@ -13,9 +15,11 @@ const log = createLogger(identity);
 
 try {
   const config = loadConfig();
+  const tracing = await startTracing(identity, { log });
+  const registry = createMetricsRegistry(identity);
   const store = openStore({ kind: config.store, sqlitePath: config.dbPath });
   const lifecycle = new Lifecycle({ drainDelayMs: config.drainDelayMs, shutdownTimeoutMs: config.shutdownTimeoutMs, log });
-  const app = createApp({ store, identity, log, lifecycle, maxBodyBytes: config.maxBodyBytes });
+  const app = createApp({ store, identity, log, lifecycle, maxBodyBytes: config.maxBodyBytes, metrics: { registry, http: new HttpServerMetrics(registry) }, tracer: tracing.tracer });
 
   app.listen({
     hostname: config.host,
@@ -28,9 +32,14 @@ try {
     await app.stop();
   });
   lifecycle.onStop("store", () => store.close());
+  // Last, so the spans of the requests drained above are exported too.
+  lifecycle.onStop("tracing", () => tracing.shutdown());
   lifecycle.handleSignals();
   lifecycle.markReady();
-  log.info({ url: app.server?.url.href, store: config.store, db_path: config.dbPath, max_body_bytes: config.maxBodyBytes }, "webapp listening");
+  log.info(
+    { url: app.server?.url.href, metrics: `${app.server?.url.href}metrics`, traces: tracing.config.tracesUrl ?? null, store: config.store, db_path: config.dbPath, max_body_bytes: config.maxBodyBytes },
+    "webapp listening",
+  );
 } catch (err) {
   if (err instanceof EnvError) log.fatal(err.message);
   else log.fatal({ err }, "webapp failed to start");

@@ -6,15 +6,19 @@
  */
 import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import type { TSchema } from "@sinclair/typebox";
+import type { Static, TSchema } from "@sinclair/typebox";
 import { Value, type ValueError, ValueErrorType } from "@sinclair/typebox/value";
 import { isMap, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from "yaml";
 import type protobuf from "protobufjs";
 import { parseProtos, ProtoLoadError } from "../../../lib/proto.ts";
 import { type GrpcMethod, resolveMethod } from "../grpc/method.ts";
+import { closest } from "../../../lib/suggest.ts";
 import { checkCidrs } from "../net/client-ip.ts";
+import { compilePolicies, type RateLimitSettings, type RouteRateLimit } from "../ratelimit/policy.ts";
+import { RateLimitSettingsSchema } from "../ratelimit/schema.ts";
 import { interpolateDocument } from "./interpolate.ts";
 import { GatewayConfigSchema, HTTP_METHODS, type HttpMethod, type RawGatewayConfig } from "./schema.ts";
+import { BalancerSchema, CircuitBreakerSchema, DiscoverySchema, HealthCheckSchema, OutlierDetectionSchema, RetrySchema } from "./schema.ts";
 
 export interface UpstreamConfig {
   name: string;
@@ -25,7 +29,15 @@ export interface UpstreamConfig {
   /** Parsed once here so a missing method is a config error, not a runtime 500. */
   protoRoot?: protobuf.Root;
   timeoutMs: number;
+  discovery: Required<Static<typeof DiscoverySchema>>;
+  balancer: Required<Static<typeof BalancerSchema>>;
+  healthCheck: Required<Static<typeof HealthCheckSchema>>;
+  outlierDetection: Required<Static<typeof OutlierDetectionSchema>>;
+  circuitBreaker: Required<Static<typeof CircuitBreakerSchema>>;
 }
+
+/** A route's retry policy; `perTryTimeoutMs` absent means one try may use the whole route timeout. */
+export type RetryConfig = Required<Omit<Static<typeof RetrySchema>, "perTryTimeoutMs">> & { perTryTimeoutMs?: number };
 
 export interface RouteConfig {
   name: string;
@@ -35,10 +47,13 @@ export interface RouteConfig {
   upstream: string;
   timeoutMs: number;
   maxBodyBytes: number;
+  retry: RetryConfig;
   http?: { rewritePrefix?: string };
-  grpc?: { method: string };
+  grpc?: { method: string; idempotent?: boolean };
   /** The resolved gRPC method, for grpc routes. */
   grpcMethod?: GrpcMethod;
+  /** Rate-limit policies, compiled; absent on unlimited routes. */
+  rateLimit?: RouteRateLimit;
 }
 
 export interface GatewayConfig {
@@ -48,6 +63,7 @@ export interface GatewayConfig {
   routes: RouteConfig[];
   limits: { maxBodyBytes: number };
   trustedProxies: string[];
+  rateLimit: RateLimitSettings;
 }
 
 export interface ConfigProblem {
@@ -105,7 +121,7 @@ export function parseConfig(text: string, file: string, env: Record<string, stri
 
   const raw: unknown = doc.toJS();
   if (!Value.Check(GatewayConfigSchema, raw)) {
-    for (const error of firstErrorPerPath(Value.Errors(GatewayConfigSchema, raw))) {
+    for (const error of firstErrorPerPath(unionBranchErrors(Value.Errors(GatewayConfigSchema, raw)))) {
       problems.push(schemaProblem(doc, lines, error));
     }
     throw new ConfigError(file, problems);
@@ -126,7 +142,7 @@ function buildConfig(raw: RawGatewayConfig, file: string, baseDir: string, repor
       const problem = checkHostPort(endpoint);
       if (problem) report(["upstreams", name, "endpoints"], `"${endpoint}": ${problem}`);
     }
-    const upstream: UpstreamConfig = { name, protocol: u.protocol, endpoints, timeoutMs: u.timeoutMs ?? DEFAULT_TIMEOUT_MS };
+    const upstream: UpstreamConfig = { name, protocol: u.protocol, endpoints, timeoutMs: u.timeoutMs ?? DEFAULT_TIMEOUT_MS, ...resilienceOf(u, (key, message) => report(["upstreams", name, ...key], message)) };
     if (u.protocol === "grpc") {
       if (!u.proto) {
         report(["upstreams", name, "protocol"], 'a grpc upstream needs "proto": the .proto file that defines its methods');
@@ -176,6 +192,10 @@ function buildConfig(raw: RawGatewayConfig, file: string, baseDir: string, repor
       }
     }
     const methods = r.methods ?? (r.grpc ? (["POST"] as const) : HTTP_METHODS);
+    const perTry = r.retry?.perTryTimeoutMs;
+    if (perTry !== undefined && perTry >= (r.timeoutMs ?? upstream?.timeoutMs ?? DEFAULT_TIMEOUT_MS)) {
+      report(["routes", i, "retry", "perTryTimeoutMs"], `${perTry} is not below the route's timeout: leave it out, or make it shorter so a retry fits`);
+    }
     return {
       name: r.name,
       path,
@@ -184,14 +204,38 @@ function buildConfig(raw: RawGatewayConfig, file: string, baseDir: string, repor
       upstream: r.upstream,
       timeoutMs: r.timeoutMs ?? upstream?.timeoutMs ?? DEFAULT_TIMEOUT_MS,
       maxBodyBytes: r.maxBodyBytes ?? limits.maxBodyBytes,
+      retry: withDefaults(RetrySchema, r.retry),
       ...(r.http ? { http: r.http } : {}),
       ...(r.grpc ? { grpc: r.grpc } : {}),
       ...(grpcMethod ? { grpcMethod } : {}),
+      ...(r.rateLimit ? { rateLimit: compilePolicies(r.rateLimit, (at, message) => report(["routes", i, "rateLimit", ...at], message)) } : {}),
     };
   });
   const trustedProxies = raw.trustedProxies ?? [];
   for (const { index, message } of checkCidrs(trustedProxies)) report(["trustedProxies", index], message);
-  return { file, upstreams, routes, limits, trustedProxies };
+  return { file, upstreams, routes, limits, trustedProxies, rateLimit: withDefaults(RateLimitSettingsSchema, raw.rateLimit) };
+}
+
+/** Fills every unset resilience key from the schema's `default`, so the schema is their one source. */
+function withDefaults<S extends TSchema>(schema: S, raw: Static<S> | undefined): Required<Static<S>> {
+  return Value.Default(schema, structuredClone(raw ?? {})) as Required<Static<S>>;
+}
+
+function resilienceOf(u: RawGatewayConfig["upstreams"][string], report: (key: string[], message: string) => void) {
+  const settings = {
+    discovery: withDefaults(DiscoverySchema, u.discovery),
+    balancer: withDefaults(BalancerSchema, u.balancer),
+    healthCheck: withDefaults(HealthCheckSchema, u.healthCheck),
+    outlierDetection: withDefaults(OutlierDetectionSchema, u.outlierDetection),
+    circuitBreaker: withDefaults(CircuitBreakerSchema, u.circuitBreaker),
+  };
+  const { healthCheck: h, outlierDetection: o, circuitBreaker: c } = settings;
+  if (h.timeoutMs > h.intervalMs) report(["healthCheck", "timeoutMs"], `${h.timeoutMs} is longer than intervalMs (${h.intervalMs}): checks would overlap`);
+  if (o.baseEjectionMs > o.maxEjectionMs) report(["outlierDetection", "baseEjectionMs"], `${o.baseEjectionMs} is above maxEjectionMs (${o.maxEjectionMs})`);
+  if (c.halfOpenAfterMs > c.maxHalfOpenAfterMs) report(["circuitBreaker", "halfOpenAfterMs"], `${c.halfOpenAfterMs} is above maxHalfOpenAfterMs (${c.maxHalfOpenAfterMs})`);
+  if (u.protocol === "grpc" && u.healthCheck?.path !== undefined) report(["healthCheck", "path"], "grpc upstreams are checked with grpc.health.v1.Health/Check: use healthCheck.service");
+  if (u.protocol === "http" && u.healthCheck?.service !== undefined) report(["healthCheck", "service"], "http upstreams are checked with GET healthCheck.path: remove service");
+  return settings;
 }
 
 function checkHostPort(endpoint: string): string | null {
@@ -200,6 +244,19 @@ function checkHostPort(endpoint: string): string | null {
   const port = Number(m[2]);
   if (port < 1 || port > 65535) return `port ${port} is out of range 1-65535`;
   return null;
+}
+
+/**
+ * A value that fails a union (one rate-limit policy or a list of them) is reported as the errors
+ * of the branch of its own shape, so a misspelt key inside it is named instead of "expected union".
+ */
+function* unionBranchErrors(errors: Iterable<ValueError>): Iterable<ValueError> {
+  for (const e of errors) {
+    const shape = Array.isArray(e.value) ? "array" : typeof e.value === "object" && e.value !== null ? "object" : undefined;
+    const branch = e.type === ValueErrorType.Union && shape ? (e.schema.anyOf as TSchema[] | undefined)?.findIndex((s) => s.type === shape) : -1;
+    if (branch !== undefined && branch >= 0 && e.errors[branch]) yield* unionBranchErrors(e.errors[branch]);
+    else yield e;
+  }
 }
 
 /** TypeBox reports a union failure once per branch; keep the first error per path. */
@@ -236,39 +293,16 @@ function describe(error: ValueError, path: (string | number)[], isUnknownKey: bo
 /** The `properties` of the object schema that holds the key at `path`. */
 function parentSchemaProperties(path: (string | number)[]): Record<string, TSchema> | undefined {
   let schema: TSchema | undefined = GatewayConfigSchema;
-  for (const segment of path.slice(0, -1)) {
+  for (const [i, segment] of path.slice(0, -1).entries()) {
     if (!schema) return undefined;
     if (schema.type === "array") schema = schema.items as TSchema;
     else if (schema.patternProperties) schema = Object.values(schema.patternProperties as Record<string, TSchema>)[0];
     else if (schema.properties) schema = (schema.properties as Record<string, TSchema>)[String(segment)];
     else return undefined;
-    if (schema?.anyOf) schema = (schema.anyOf as TSchema[]).find((s) => s.type === "object") ?? schema;
+    const shape = typeof path[i + 1] === "number" ? "array" : "object";
+    if (schema?.anyOf) schema = (schema.anyOf as TSchema[]).find((s) => s.type === shape) ?? schema;
   }
   return schema?.properties as Record<string, TSchema> | undefined;
-}
-
-function closest(word: string, candidates: string[]): string | undefined {
-  let best: string | undefined;
-  let bestDistance = Math.max(2, Math.floor(word.length / 3)) + 1;
-  for (const c of candidates) {
-    const d = editDistance(word.toLowerCase(), c.toLowerCase());
-    if (d < bestDistance) [best, bestDistance] = [c, d];
-  }
-  return best;
-}
-
-function editDistance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let previous = row[0]!;
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const current = row[j]!;
-      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, previous + (a[i - 1] === b[j - 1] ? 0 : 1));
-      previous = current;
-    }
-  }
-  return row[b.length]!;
 }
 
 /** Where the value at `path` starts in the source; falls back to the nearest existing parent. */

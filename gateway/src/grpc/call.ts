@@ -3,6 +3,7 @@
  * trace context) as metadata and a deadline; resolves with the reply or the gRPC status.
  */
 import * as grpc from "@grpc/grpc-js";
+import { gatewayTelemetry } from "../telemetry.ts";
 import type { Endpoint } from "../upstream/endpoint.ts";
 import type { GrpcMethod } from "./method.ts";
 
@@ -10,7 +11,12 @@ export type GrpcOutcome =
   | { kind: "reply"; reply: Record<string, unknown>; servedBy?: string }
   | { kind: "status"; code: grpc.status; details: string; servedBy?: string };
 
+/** Makes one try, inside a client span whose `traceparent` goes out in `metadata` (telemetry.ts). */
 export function callUnary(endpoint: Endpoint, method: GrpcMethod, message: object, metadata: grpc.Metadata, timeoutMs: number): Promise<GrpcOutcome> {
+  return gatewayTelemetry.traceGrpc(endpoint, method.path, metadata, () => sendUnary(endpoint, method, message, metadata, timeoutMs));
+}
+
+function sendUnary(endpoint: Endpoint, method: GrpcMethod, message: object, metadata: grpc.Metadata, timeoutMs: number): Promise<GrpcOutcome> {
   return new Promise((resolve) => {
     let servedBy: string | undefined;
     const call = endpoint.grpcClient().makeUnaryRequest(

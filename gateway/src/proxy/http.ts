@@ -5,6 +5,7 @@
  * through; gzip is passed through untouched (`decompress: false`).
  */
 import type { RequestContext } from "../context.ts";
+import { gatewayTelemetry } from "../telemetry.ts";
 import type { Endpoint } from "../upstream/endpoint.ts";
 import { setForwardedHeaders, stripHopByHop } from "./headers.ts";
 
@@ -30,7 +31,12 @@ export function prepareRequestHeaders(req: Request, ctx: RequestContext, gateway
   return headers;
 }
 
-export async function forwardHttp(endpoint: Endpoint, method: string, pathAndQuery: string, headers: Headers, body: Uint8Array | null, timeoutMs: number): Promise<HttpOutcome> {
+/** Sends one try, inside a client span whose `traceparent` goes out in `headers` (telemetry.ts). */
+export function forwardHttp(endpoint: Endpoint, method: string, pathAndQuery: string, headers: Headers, body: Uint8Array | null, timeoutMs: number): Promise<HttpOutcome> {
+  return gatewayTelemetry.traceHttp(endpoint, method, pathAndQuery, headers, () => sendHttp(endpoint, method, pathAndQuery, headers, body, timeoutMs));
+}
+
+async function sendHttp(endpoint: Endpoint, method: string, pathAndQuery: string, headers: Headers, body: Uint8Array | null, timeoutMs: number): Promise<HttpOutcome> {
   try {
     const response = await fetch(endpoint.origin + pathAndQuery, {
       method,

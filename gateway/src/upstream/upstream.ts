@@ -1,39 +1,228 @@
 /**
- * An upstream: a named set of endpoints speaking one protocol, and the choice of which endpoint
- * serves the next request. One abstraction for HTTP and gRPC; the transports only ask `pick()`.
+ * An upstream: a named set of endpoints speaking one protocol, kept current by discovery, judged
+ * by active health checks, outlier ejection and a breaker per endpoint, and balanced per request.
+ * One abstraction for HTTP and gRPC; dispatch.ts drives a request through it.
+ *
+ * State changes are published as events (`onEvent`) for logs, metrics and the admin API; the
+ * endpoints' own fields carry the current figures.
  */
 import type { UpstreamConfig } from "../config/load.ts";
-import { Endpoint } from "./endpoint.ts";
+import { type Algorithm, pickP2C, RoundRobin } from "./balancer.ts";
+import type { BreakerState } from "./breaker.ts";
+import { Discovery, type HostResolver, resolverFromEnv } from "./discovery.ts";
+import { Endpoint, type Health } from "./endpoint.ts";
+import { HealthChecker } from "./health.ts";
+import type { Verdict } from "./outcome.ts";
+import { OutlierDetector } from "./outlier.ts";
+
+interface EventBase {
+  upstream: string;
+  /** Epoch ms. */
+  at: number;
+}
+
+export type UpstreamEvent =
+  | (EventBase & { type: "ejected"; endpoint: Endpoint; durationMs: number })
+  | (EventBase & { type: "readmitted"; endpoint: Endpoint; reason: "ejection-expired" | "health-check" })
+  | (EventBase & { type: "breaker"; endpoint: Endpoint; state: BreakerState })
+  | (EventBase & { type: "health"; endpoint: Endpoint; health: Health })
+  | (EventBase & { type: "endpoints"; added: string[]; removed: string[] })
+  /** A host name could not be resolved; its last known addresses stay (none after NXDOMAIN). */
+  | (EventBase & { type: "resolve-failed"; host: string; error: string });
+
+export interface UpstreamOptions {
+  /** Host-name resolver for discovery (default: DNS_SERVER from the environment, else the system's). */
+  resolver?: HostResolver;
+  /** Subscribed before anything starts, so it sees the first discovery and health events. */
+  onEvent?: (event: UpstreamEvent) => void;
+}
+
+/** Latency figure for endpoints when none has answered yet. */
+const DEFAULT_EWMA_MS = 1;
 
 export class Upstream {
   readonly name: string;
   readonly protocol: "http" | "grpc";
-  endpoints: Endpoint[];
-  #next = 0;
+  readonly algorithm: Algorithm;
+  /** The current set; replaced as a whole (never mutated) when discovery changes it. */
+  endpoints: readonly Endpoint[] = [];
+  /** Retries sent, and retries refused by a route's retry budget. */
+  readonly retries = { attempted: 0, budgetExhausted: 0 };
+  /** Settles once host names have been resolved once (at once for a static list). */
+  readonly ready: Promise<void>;
+  readonly #config: UpstreamConfig;
+  readonly #listeners = new Set<(event: UpstreamEvent) => void>();
+  readonly #roundRobin = new RoundRobin();
+  readonly #outlier: OutlierDetector;
+  readonly #health: HealthChecker;
+  readonly #discovery: Discovery;
 
-  constructor(config: UpstreamConfig) {
+  constructor(config: UpstreamConfig, options: UpstreamOptions = {}) {
     this.name = config.name;
     this.protocol = config.protocol;
-    this.endpoints = config.endpoints.map((address) => new Endpoint(address, config.protocol));
+    this.algorithm = config.balancer.algorithm;
+    this.#config = config;
+    if (options.onEvent) this.#listeners.add(options.onEvent);
+    const endpoints = () => this.endpoints;
+    this.#outlier = new OutlierDetector(
+      config.outlierDetection,
+      endpoints,
+      (endpoint, durationMs) => this.#emit({ type: "ejected", upstream: this.name, at: Date.now(), endpoint, durationMs }),
+      (endpoint) => this.#emit({ type: "readmitted", upstream: this.name, at: Date.now(), endpoint, reason: "ejection-expired" }),
+    );
+    this.#health = new HealthChecker(config.healthCheck, config.protocol, endpoints, (endpoint, passed) => this.#onHealthCheck(endpoint, passed));
+    this.#discovery = new Discovery(config.endpoints, {
+      refreshMs: config.discovery.refreshMs,
+      resolver: options.resolver ?? resolverFromEnv(),
+      onChange: (addresses) => this.#apply(addresses),
+      onError: (host, err) => this.#emit({ type: "resolve-failed", upstream: this.name, at: Date.now(), host, error: (err as Error).message ?? String(err) }),
+    });
+    this.ready = this.#discovery.ready;
+    this.#health.start();
   }
 
-  /** The endpoint for the next request (round robin), skipping any in `exclude`. */
-  pick(exclude?: ReadonlySet<Endpoint>): Endpoint | undefined {
-    const n = this.endpoints.length;
-    for (let i = 0; i < n; i++) {
-      const endpoint = this.endpoints[this.#next++ % n]!;
-      if (!exclude?.has(endpoint)) return endpoint;
+  /** The endpoint for the next request, other than the ones given (already tried); undefined if none is available. */
+  pick(skipA?: Endpoint, skipB?: Endpoint): Endpoint | undefined {
+    if (this.algorithm === "round-robin") return this.#roundRobin.pick(this.endpoints, skipA, skipB);
+    return pickP2C(this.endpoints, performance.now(), skipA, skipB);
+  }
+
+  /** Feeds one try's result to the latency figure and outlier detection (the breaker saw it already). */
+  record(endpoint: Endpoint, verdict: Verdict, latencyMs: number, now: number): void {
+    if (verdict === "ok") {
+      endpoint.sample(latencyMs, false, now);
+      this.#outlier.onSuccess(endpoint);
+      return;
     }
-    return undefined;
+    endpoint.failures++;
+    endpoint.sample(latencyMs, true, now);
+    this.#outlier.onFailure(endpoint, verdict === "connect");
+    // A replica that refuses connections may be gone: look the names up again soon.
+    if (verdict === "connect") this.#discovery.refreshSoon();
+  }
+
+  /** Seconds until some endpoint may take traffic again (for Retry-After when none can now). */
+  retryAfterSeconds(): number {
+    const now = Date.now();
+    const nextCheckAt = this.#health.nextCheckAt || now + this.#config.healthCheck.intervalMs;
+    let soonest = Infinity;
+    for (const e of this.endpoints) soonest = Math.min(soonest, e.availableFrom(now, nextCheckAt));
+    if (soonest === Infinity) soonest = now + (this.#discovery.isDynamic ? this.#discovery.refreshMs : 1_000);
+    return Math.max(1, Math.ceil((soonest - now) / 1_000));
+  }
+
+  /** Subscribes to state changes; returns the unsubscribe function. */
+  onEvent(listener: (event: UpstreamEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
   }
 
   close(): void {
+    this.#discovery.stop();
+    this.#health.stop();
+    this.#outlier.stop();
     for (const endpoint of this.endpoints) endpoint.close();
+    this.#listeners.clear();
+  }
+
+  #onHealthCheck(endpoint: Endpoint, passed: boolean): void {
+    const { healthyThreshold, unhealthyThreshold } = this.#config.healthCheck;
+    if (passed) {
+      endpoint.checksFailedInRow = 0;
+      endpoint.checksPassedInRow++;
+      if (endpoint.health === "healthy") return;
+      if (endpoint.health === "unhealthy" && endpoint.checksPassedInRow < healthyThreshold) return;
+      const recovered = endpoint.health === "unhealthy";
+      this.#setHealth(endpoint, "healthy");
+      // Back from an outage the checks saw: whatever ejected it or opened its breaker is over.
+      if (recovered) this.#readmit(endpoint);
+      return;
+    }
+    endpoint.checksPassedInRow = 0;
+    endpoint.checksFailedInRow++;
+    this.#discovery.refreshSoon();
+    if (endpoint.health !== "unhealthy" && endpoint.checksFailedInRow >= unhealthyThreshold) this.#setHealth(endpoint, "unhealthy");
+    if (endpoint.health === "unhealthy") endpoint.resetConnection();
+  }
+
+  #setHealth(endpoint: Endpoint, health: Health): void {
+    endpoint.health = health;
+    endpoint.refreshAvailability();
+    this.#emit({ type: "health", upstream: this.name, at: Date.now(), endpoint, health });
+  }
+
+  #readmit(endpoint: Endpoint): void {
+    endpoint.consecutiveFailures = 0;
+    endpoint.restartLatency(this.#meanEwmaMs(endpoint));
+    endpoint.breaker.reset();
+    if (endpoint.ejected) {
+      this.#outlier.forget(endpoint);
+      endpoint.ejected = false;
+    }
+    endpoint.lastReadmittedAt = Date.now();
+    endpoint.refreshAvailability();
+    this.#emit({ type: "readmitted", upstream: this.name, at: endpoint.lastReadmittedAt, endpoint, reason: "health-check" });
+  }
+
+  /** Replaces the endpoint set, keeping the Endpoint (and its state) of every address still in it. */
+  #apply(addresses: string[]): void {
+    const previous = new Map(this.endpoints.map((e) => [e.address, e]));
+    const next: Endpoint[] = [];
+    const added: string[] = [];
+    for (const address of addresses) {
+      let endpoint = previous.get(address);
+      if (endpoint) previous.delete(address);
+      else {
+        endpoint = this.#createEndpoint(address);
+        added.push(address);
+      }
+      next.push(endpoint);
+    }
+    this.endpoints = next;
+    for (const gone of previous.values()) {
+      this.#outlier.forget(gone);
+      gone.close();
+    }
+    if (added.length === 0 && previous.size === 0) return;
+    this.#emit({ type: "endpoints", upstream: this.name, at: Date.now(), added, removed: [...previous.keys()] });
+    // Check newcomers at once rather than at the next round.
+    for (const address of added) {
+      const endpoint = next.find((e) => e.address === address);
+      if (endpoint) this.#health.check(endpoint);
+    }
+  }
+
+  #createEndpoint(address: string): Endpoint {
+    return new Endpoint(address, this.protocol, this.#config.circuitBreaker, this.#meanEwmaMs(), (endpoint, state) =>
+      this.#emit({ type: "breaker", upstream: this.name, at: Date.now(), endpoint, state }),
+    );
+  }
+
+  /** Mean latency figure of the available endpoints (other than `except`). */
+  #meanEwmaMs(except?: Endpoint): number {
+    let sum = 0;
+    let n = 0;
+    for (const e of this.endpoints) {
+      if (e === except || !e.available) continue;
+      sum += e.ewmaMs;
+      n++;
+    }
+    return n > 0 ? sum / n : DEFAULT_EWMA_MS;
+  }
+
+  #emit(event: UpstreamEvent): void {
+    for (const listener of this.#listeners) {
+      try {
+        listener(event);
+      } catch {
+        // A faulty subscriber must not break the request that caused the event.
+      }
+    }
   }
 }
 
-export function createUpstreams(configs: Iterable<UpstreamConfig>): Map<string, Upstream> {
+export function createUpstreams(configs: Iterable<UpstreamConfig>, options: UpstreamOptions = {}): Map<string, Upstream> {
   const upstreams = new Map<string, Upstream>();
-  for (const config of configs) upstreams.set(config.name, new Upstream(config));
+  for (const config of configs) upstreams.set(config.name, new Upstream(config, options));
   return upstreams;
 }

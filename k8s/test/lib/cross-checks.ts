@@ -13,7 +13,7 @@ import type { IContainer } from "kubernetes-models/v1/Container";
 import type { IProbe } from "kubernetes-models/v1/Probe";
 import type { IService } from "kubernetes-models/v1/Service";
 import { parse as parseYaml } from "yaml";
-import { dockerfileOf, imageName, SERVICES, type Service } from "../../../scripts/lib/images.ts";
+import { dockerfileOf, IMAGE_REPOSITORY_PREFIX, imageName, SERVICES, type Service } from "../../../scripts/lib/images.ts";
 import { K8S_DIR, type Manifest, manifestFiles, type Path, type Problem, problemAt, REPO_ROOT } from "./manifests.ts";
 
 export const NAMESPACE = "portico";
@@ -25,16 +25,26 @@ const VERSION_LABEL = "app.kubernetes.io/version";
 const REQUIRED_LABELS = [NAME_LABEL, "app.kubernetes.io/part-of", "app.kubernetes.io/component", VERSION_LABEL];
 /** The env variables that choose a listening port, as the services read them (lib/env.ts envPort). */
 const PORT_ENV = ["PORT", "ADMIN_PORT", "METRICS_PORT"];
-/** Kinds whose objects live in a namespace; the rest (Namespace) do not. */
-const CLUSTER_SCOPED = new Set(["Namespace"]);
+/** Kinds whose objects belong to the cluster, not to a namespace. */
+const CLUSTER_SCOPED = new Set(["Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume", "StorageClass", "PriorityClass", "CustomResourceDefinition", "APIService"]);
 
 type Labels = Record<string, string>;
 
+/** Kinds that run pods from a template; the cross-object checks see their pods through it. */
+const WORKLOAD_KINDS = new Set(["Deployment", "StatefulSet", "DaemonSet"]);
+
 export interface Workload {
   m: Manifest;
+  /** Deployment, StatefulSet or DaemonSet: the fields the checks read have the same shape. */
   deployment: IDeployment;
   /** The app.kubernetes.io/name label, which is also the service directory and the image name. */
   name: string;
+  /**
+   * One of Portico's own services (scripts/lib/images.ts): built here, so its image, ports, env
+   * and probes are checked against its code. Third-party workloads added later (Redis,
+   * Prometheus…) get the checks that hold for any container.
+   */
+  own: boolean;
   podLabels: Labels;
   containers: IContainer[];
 }
@@ -43,12 +53,18 @@ const CONTAINERS: Path = ["spec", "template", "spec", "containers"];
 
 function workloadsOf(manifests: Manifest[]): Workload[] {
   return manifests
-    .filter((m) => m.object.kind === "Deployment")
+    .filter((m) => WORKLOAD_KINDS.has(String(m.object.kind)))
     .map((m) => {
       const deployment = m.object as unknown as IDeployment;
       const podLabels = deployment.spec?.template.metadata?.labels ?? {};
-      return { m, deployment, name: podLabels[NAME_LABEL] ?? String(deployment.metadata?.name), podLabels, containers: deployment.spec?.template.spec?.containers ?? [] };
+      const name = podLabels[NAME_LABEL] ?? String(deployment.metadata?.name);
+      const own = m.object.kind === "Deployment" && (SERVICES as readonly string[]).includes(name);
+      return { m, deployment, name, own, podLabels, containers: deployment.spec?.template.spec?.containers ?? [] };
     });
+}
+
+function ownWorkloadsOf(manifests: Manifest[]): Workload[] {
+  return workloadsOf(manifests).filter((w) => w.own);
 }
 
 function ofKind<T>(manifests: Manifest[], kind: string): { m: Manifest; o: T }[] {
@@ -110,27 +126,29 @@ function hasStringLiteral(source: string, value: string): boolean {
 
 export type Check = (manifests: Manifest[]) => Problem[];
 
-/** Labels, selector, replicas and rolling-update strategy of every Deployment. */
+/** Labels and selector of every workload; replicas and the zero-downtime rollout of Portico's own. */
 export const checkDeploymentShape: Check = (manifests) => {
   const problems: Problem[] = [];
   for (const w of workloadsOf(manifests)) {
     const at = (path: Path, message: string) => problems.push(problemAt(w.m, path, message));
     const { deployment: d } = w;
+    const kind = String(w.m.object.kind);
     for (const [where, labels] of [
       [["metadata", "labels"], d.metadata?.labels ?? {}],
       [["spec", "template", "metadata", "labels"], w.podLabels],
     ] as const) {
       for (const key of REQUIRED_LABELS) if (!labels[key]) at([...where, key], "required label is missing");
-      if (labels[NAME_LABEL] && labels[NAME_LABEL] !== d.metadata?.name) at([...where, NAME_LABEL], `must equal the Deployment's name "${d.metadata?.name}"`);
+      if (labels[NAME_LABEL] && labels[NAME_LABEL] !== d.metadata?.name) at([...where, NAME_LABEL], `must equal the ${kind}'s name "${d.metadata?.name}"`);
       if (labels["app.kubernetes.io/part-of"] && labels["app.kubernetes.io/part-of"] !== "portico") at([...where, "app.kubernetes.io/part-of"], 'must be "portico"');
     }
-    if (d.metadata?.labels?.[VERSION_LABEL] !== w.podLabels[VERSION_LABEL]) at(["spec", "template", "metadata", "labels", VERSION_LABEL], "must equal the Deployment's own version label");
+    if (d.metadata?.labels?.[VERSION_LABEL] !== w.podLabels[VERSION_LABEL]) at(["spec", "template", "metadata", "labels", VERSION_LABEL], `must equal the ${kind}'s own version label`);
     const selector = d.spec?.selector;
     const matchLabels = selector?.matchLabels ?? {};
     if (Object.keys(matchLabels).join() !== NAME_LABEL || selector?.matchExpressions) {
       at(["spec", "selector"], `must select on ${NAME_LABEL} only (selectors are immutable; a version in them breaks every upgrade)`);
     }
     if (!selects(matchLabels, w.podLabels)) at(["spec", "selector", "matchLabels"], "does not match the pod template's labels");
+    if (!w.own) continue;
     if (d.spec?.replicas !== REPLICAS) at(["spec", "replicas"], `must be ${REPLICAS}`);
     const strategy = d.spec?.strategy;
     if (strategy?.type !== "RollingUpdate" || strategy.rollingUpdate?.maxSurge !== 1 || strategy.rollingUpdate?.maxUnavailable !== 0) {
@@ -141,7 +159,10 @@ export const checkDeploymentShape: Check = (manifests) => {
   return problems;
 };
 
-/** Probes, resources, security context, pull policy, preStop and identity env on every container. */
+/**
+ * Probes, resources and a locked-down security context on every container; for Portico's own,
+ * also the nonroot uid, pull policy, preStop, shutdown timing and identity env.
+ */
 export const checkContainers: Check = (manifests) => {
   const problems: Problem[] = [];
   for (const w of workloadsOf(manifests)) {
@@ -157,11 +178,12 @@ export const checkContainers: Check = (manifests) => {
       }
       const sc = c.securityContext ?? {};
       if ((sc.runAsNonRoot ?? pod.runAsNonRoot) !== true) at(["securityContext", "runAsNonRoot"], "must be true");
-      if ((sc.runAsUser ?? pod.runAsUser) !== NONROOT_UID) at(["securityContext", "runAsUser"], `must be ${NONROOT_UID} (distroless nonroot)`);
       if (sc.readOnlyRootFilesystem !== true) at(["securityContext", "readOnlyRootFilesystem"], "must be true");
       if (sc.allowPrivilegeEscalation !== false) at(["securityContext", "allowPrivilegeEscalation"], "must be false");
       if (!sc.capabilities?.drop?.includes("ALL")) at(["securityContext", "capabilities", "drop"], "must drop ALL capabilities");
       if ((sc.seccompProfile ?? pod.seccompProfile)?.type !== "RuntimeDefault") at(["securityContext", "seccompProfile", "type"], "must be RuntimeDefault");
+      if (!w.own) return;
+      if ((sc.runAsUser ?? pod.runAsUser) !== NONROOT_UID) at(["securityContext", "runAsUser"], `must be ${NONROOT_UID} (distroless nonroot)`);
       if (c.imagePullPolicy !== "IfNotPresent") at(["imagePullPolicy"], "must be IfNotPresent (images are built inside minikube with unique tags)");
       const preStop = c.lifecycle?.preStop;
       if (preStop?.exec) at(["lifecycle", "preStop", "exec"], "the distroless images have no shell or sleep binary; use `sleep: {seconds: N}`");
@@ -188,7 +210,7 @@ export const checkContainers: Check = (manifests) => {
   return problems;
 };
 
-/** Deployments run exactly the images scripts/up.ts builds, from Dockerfiles that exist. */
+/** Portico's Deployments run exactly the images scripts/up.ts builds, from Dockerfiles that exist. */
 export const checkImages: Check = (manifests) => {
   const problems: Problem[] = [];
   const workloads = workloadsOf(manifests);
@@ -197,12 +219,12 @@ export const checkImages: Check = (manifests) => {
       const image = c.image ?? "";
       const [repository, tag, ...rest] = image.split(":");
       const at = (message: string) => problems.push(problemAt(w.m, [...CONTAINERS, i, "image"], message));
-      if (!(SERVICES as readonly string[]).includes(w.name)) at(`"${w.name}" is not a service scripts/up.ts builds (${SERVICES.join(", ")})`);
-      else if (repository !== imageName(w.name as Service) || !tag || rest.length > 0) at(`"${image}" must be ${imageName(w.name as Service)}:<tag>, the image scripts/up.ts builds`);
+      if (w.own && (repository !== imageName(w.name as Service) || !tag || rest.length > 0)) at(`"${image}" must be ${imageName(w.name as Service)}:<tag>, the image scripts/up.ts builds`);
+      else if (!w.own && repository?.startsWith(`${IMAGE_REPOSITORY_PREFIX}/`)) at(`"${image}" is not an image scripts/up.ts builds (${SERVICES.map(imageName).join(", ")})`);
     });
   }
   for (const service of SERVICES) {
-    if (!workloads.some((w) => w.name === service)) problems.push({ file: "k8s/", object: `Deployment/${service}`, field: "", message: "scripts/up.ts builds this image but no Deployment runs it" });
+    if (!workloads.some((w) => w.own && w.name === service)) problems.push({ file: "k8s/", object: `Deployment/${service}`, field: "", message: "scripts/up.ts builds this image but no Deployment runs it" });
     if (!existsSync(join(REPO_ROOT, dockerfileOf(service)))) problems.push({ file: dockerfileOf(service), object: `image ${imageName(service)}`, field: "", message: "the Dockerfile scripts/up.ts builds from is missing" });
   }
   for (const k of manifests.filter((m) => m.object.kind === "Kustomization")) {
@@ -248,7 +270,7 @@ export const checkServices: Check = (manifests) => {
  */
 export const checkPortsMatchEnv: Check = (manifests) => {
   const problems: Problem[] = [];
-  for (const w of workloadsOf(manifests)) {
+  for (const w of ownWorkloadsOf(manifests)) {
     const source = sourcesOf(w.name);
     w.containers.forEach((c, i) => {
       const path: Path = [...CONTAINERS, i];
@@ -275,7 +297,7 @@ export const checkPortsMatchEnv: Check = (manifests) => {
 /** Every env variable set on a container is one its code reads (a misspelt name does nothing). */
 export const checkEnvIsRead: Check = (manifests) => {
   const problems: Problem[] = [];
-  for (const w of workloadsOf(manifests)) {
+  for (const w of ownWorkloadsOf(manifests)) {
     const source = sourcesOf(w.name);
     w.containers.forEach((c, i) => {
       (c.env ?? []).forEach((e, j) => {
@@ -286,11 +308,11 @@ export const checkEnvIsRead: Check = (manifests) => {
   return problems;
 };
 
-/** Probe ports are container ports, HTTP probe paths are routes in the app, gRPC probes hit a health service. */
+/** Probe ports are container ports; for Portico's own, HTTP probe paths are routes in the app and gRPC probes hit its health service. */
 export const checkProbes: Check = (manifests) => {
   const problems: Problem[] = [];
   for (const w of workloadsOf(manifests)) {
-    const source = sourcesOf(w.name);
+    const source = w.own ? sourcesOf(w.name) : "";
     w.containers.forEach((c, i) => {
       for (const kind of ["readinessProbe", "livenessProbe", "startupProbe"] as const) {
         const probe: IProbe | undefined = c[kind];
@@ -299,11 +321,11 @@ export const checkProbes: Check = (manifests) => {
         if (probe.httpGet) {
           if (!findPort(w, probe.httpGet.port)) problems.push(problemAt(w.m, [...path, "httpGet", "port"], `${JSON.stringify(probe.httpGet.port)} is not a containerPort (${describePorts(w)})`));
           const route = probe.httpGet.path ?? "/";
-          if (!hasStringLiteral(source, route)) problems.push(problemAt(w.m, [...path, "httpGet", "path"], `"${route}" is not a route string anywhere in ${w.name}/src or lib/`));
+          if (w.own && !hasStringLiteral(source, route)) problems.push(problemAt(w.m, [...path, "httpGet", "path"], `"${route}" is not a route string anywhere in ${w.name}/src or lib/`));
         } else if (probe.grpc) {
           if (!findPort(w, probe.grpc.port)) problems.push(problemAt(w.m, [...path, "grpc", "port"], `${probe.grpc.port} is not a containerPort (${describePorts(w)})`));
-          if (!source.includes("grpc.health.v1")) problems.push(problemAt(w.m, [...path, "grpc"], `${w.name}/src does not implement grpc.health.v1.Health, which a grpc probe calls`));
-        } else {
+          if (w.own && !source.includes("grpc.health.v1")) problems.push(problemAt(w.m, [...path, "grpc"], `${w.name}/src does not implement grpc.health.v1.Health, which a grpc probe calls`));
+        } else if (w.own) {
           problems.push(problemAt(w.m, path, "use an httpGet or grpc probe (the images have no shell for exec probes)"));
         }
       }

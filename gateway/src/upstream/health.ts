@@ -1,0 +1,86 @@
+/**
+ * Active health checks: every `intervalMs`, each endpoint is asked whether it is ready —
+ * HTTP `GET <path>` (2xx passes), gRPC `grpc.health.v1.Health/Check` (SERVING passes) on the
+ * endpoint's own client, so the check travels the connection requests use. Checks run whether or
+ * not traffic flows, which is what brings a replica back after an outage: passive signals
+ * (breaker, ejection) only see endpoints that get requests.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { parseProtos } from "../../../lib/proto.ts";
+import type { UpstreamConfig } from "../config/load.ts";
+import { type GrpcMethod, resolveMethod } from "../grpc/method.ts";
+import type { Endpoint } from "./endpoint.ts";
+
+export type HealthSettings = UpstreamConfig["healthCheck"];
+
+let healthMethod: GrpcMethod | undefined;
+/** grpc.health.v1.Health/Check, from the embedded proto (lib/proto.ts), resolved once. */
+function grpcHealthCheck(): GrpcMethod {
+  healthMethod ??= resolveMethod(parseProtos(["grpc/health/v1/health.proto"]), "grpc.health.v1.Health/Check");
+  return healthMethod;
+}
+
+export async function checkHttp(endpoint: Endpoint, path: string, timeoutMs: number): Promise<boolean> {
+  try {
+    const res = await fetch(endpoint.origin + path, { signal: AbortSignal.timeout(timeoutMs), redirect: "manual" });
+    await res.arrayBuffer();
+    return res.status >= 200 && res.status < 300;
+  } catch {
+    return false;
+  }
+}
+
+export function checkGrpc(endpoint: Endpoint, service: string, timeoutMs: number): Promise<boolean> {
+  const method = grpcHealthCheck();
+  return new Promise((resolve) => {
+    endpoint
+      .grpcClient()
+      .makeUnaryRequest(method.path, method.serialize, method.deserialize, { service }, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, reply) =>
+        resolve(!err && reply?.status === "SERVING"),
+      );
+  });
+}
+
+export class HealthChecker {
+  #timer: ReturnType<typeof setInterval> | undefined;
+  readonly #checking = new Set<Endpoint>();
+  /** Epoch ms of the next round (for Retry-After). */
+  nextCheckAt = 0;
+
+  constructor(
+    private readonly settings: HealthSettings,
+    private readonly protocol: "http" | "grpc",
+    private readonly endpoints: () => readonly Endpoint[],
+    private readonly onResult: (endpoint: Endpoint, passed: boolean) => void,
+  ) {}
+
+  start(): void {
+    if (!this.settings.enabled || this.#timer) return;
+    this.#timer = setInterval(() => this.checkAll(), this.settings.intervalMs);
+    this.#timer.unref?.();
+    this.checkAll();
+  }
+
+  /** Checks every endpoint not already being checked. */
+  checkAll(): void {
+    this.nextCheckAt = Date.now() + this.settings.intervalMs;
+    for (const endpoint of this.endpoints()) this.check(endpoint);
+  }
+
+  /** Checks one endpoint now (a newcomer); a no-op unless started. */
+  check(endpoint: Endpoint): void {
+    if (!this.#timer || this.#checking.has(endpoint) || endpoint.removed) return;
+    this.#checking.add(endpoint);
+    const { path, service, timeoutMs } = this.settings;
+    const probe = this.protocol === "http" ? checkHttp(endpoint, path, timeoutMs) : checkGrpc(endpoint, service, timeoutMs);
+    void probe.then((passed) => {
+      this.#checking.delete(endpoint);
+      if (this.#timer && !endpoint.removed) this.onResult(endpoint, passed);
+    });
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+}

@@ -1,0 +1,66 @@
+/**
+ * What one try on one endpoint came to, in the terms resilience decisions need: did the
+ * endpoint fail (breaker, ejection, latency penalty), and is the request safe to try again
+ * elsewhere. One classification for both transports.
+ */
+import { status as GrpcStatus } from "@grpc/grpc-js";
+import type { GrpcOutcome } from "../grpc/call.ts";
+import type { HttpOutcome } from "../proxy/http.ts";
+
+export type Outcome = HttpOutcome | GrpcOutcome;
+
+/**
+ * - `ok`: the endpoint answered (4xx and gRPC application errors included);
+ * - `connect`: nothing reached the endpoint — safe to retry for any method;
+ * - `unavailable`: 502/503/504, a reset after sending, gRPC UNAVAILABLE — retry if idempotent;
+ * - `timeout`: no answer in time (the request may have been processed) — retry if idempotent;
+ * - `failure`: the endpoint failed in a way a retry would not fix (500, gRPC INTERNAL…).
+ */
+export type Verdict = "ok" | "connect" | "unavailable" | "timeout" | "failure";
+
+/** grpc-js's message when a call failed because no connection could be made: nothing was sent. */
+const GRPC_NOT_CONNECTED = "No connection established";
+
+export function classify(outcome: Outcome): Verdict {
+  switch (outcome.kind) {
+    case "response": {
+      const status = outcome.response.status;
+      if (status < 500 || status === 501) return "ok";
+      return status === 502 || status === 503 || status === 504 ? "unavailable" : "failure";
+    }
+    case "reply":
+      return "ok";
+    case "connect-error":
+      return "connect";
+    case "timeout":
+      return "timeout";
+    case "error":
+      return "unavailable";
+    case "status":
+      switch (outcome.code) {
+        case GrpcStatus.UNAVAILABLE:
+          return outcome.details.startsWith(GRPC_NOT_CONNECTED) ? "connect" : "unavailable";
+        case GrpcStatus.DEADLINE_EXCEEDED:
+          return "timeout";
+        case GrpcStatus.INTERNAL:
+        case GrpcStatus.UNKNOWN:
+        case GrpcStatus.DATA_LOSS:
+          return "failure";
+        default:
+          return "ok";
+      }
+  }
+}
+
+export function isFailure(outcome: Outcome): boolean {
+  return classify(outcome) !== "ok";
+}
+
+/** RFC 9110 §9.2.2 idempotent methods (TRACE aside, which no route forwards). */
+export function isIdempotentMethod(method: string): boolean {
+  return method === "GET" || method === "HEAD" || method === "PUT" || method === "DELETE" || method === "OPTIONS";
+}
+
+export function isRetryable(verdict: Verdict, idempotent: boolean): boolean {
+  return verdict === "connect" || (idempotent && (verdict === "unavailable" || verdict === "timeout"));
+}

@@ -1,0 +1,204 @@
+/** Per-endpoint circuit breaker (cockatiel), outlier ejection, and what counts as a failure. */
+import { describe, expect, test } from "bun:test";
+import { status as GrpcStatus } from "@grpc/grpc-js";
+import { EndpointBreaker, type BreakerState, isBreakerRejection } from "../src/upstream/breaker.ts";
+import { dispatch } from "../src/upstream/dispatch.ts";
+import { Endpoint } from "../src/upstream/endpoint.ts";
+import { classify, isFailure, type Outcome, type Verdict } from "../src/upstream/outcome.ts";
+import { OutlierDetector } from "../src/upstream/outlier.ts";
+import type { UpstreamEvent } from "../src/upstream/upstream.ts";
+import { waitFor } from "../../lib/testing/processes.ts";
+import { context, deferred, outcomes, testConfig, testUpstream } from "./upstream-harness.ts";
+
+function breaker(settings: Partial<{ consecutiveFailures: number; halfOpenAfterMs: number; maxHalfOpenAfterMs: number }> = {}) {
+  const states: BreakerState[] = [];
+  const b = new EndpointBreaker<Outcome>({ consecutiveFailures: 3, halfOpenAfterMs: 40, maxHalfOpenAfterMs: 1_000, ...settings }, isFailure, (s) => states.push(s));
+  return { b, states };
+}
+
+const run = (b: EndpointBreaker<Outcome>, outcome: () => Outcome) => b.execute(async () => outcome());
+
+describe("circuit breaker", () => {
+  test("opens after 3 failed requests in a row, not before; a success in between starts the count again", async () => {
+    const { b } = breaker();
+    await run(b, outcomes.refused);
+    await run(b, outcomes.refused);
+    await run(b, outcomes.ok);
+    await run(b, outcomes.refused);
+    await run(b, () => outcomes.status(503));
+    expect(b.state).toBe("closed");
+    await run(b, outcomes.timeout);
+    expect(b.state).toBe("open");
+  });
+
+  test("while open, calls are refused without running; after halfOpenAfterMs one probe runs and its success closes it", async () => {
+    const { b, states } = breaker();
+    for (let i = 0; i < 3; i++) await run(b, outcomes.refused);
+    let ran = false;
+    const refused = await b.execute(async () => ((ran = true), outcomes.ok())).catch((err) => err);
+    expect(isBreakerRejection(refused)).toBe(true);
+    expect(ran).toBe(false);
+    expect(b.probeReady).toBe(false);
+    await waitFor("the probe to be due", () => b.probeReady, { timeoutMs: 1_000, intervalMs: 5 });
+    const held = deferred<Outcome>();
+    const probe = b.execute(() => held.promise);
+    expect(b.state).toBe("half-open");
+    expect(b.probeReady).toBe(false);
+    held.resolve(outcomes.ok());
+    await probe;
+    expect(b.state).toBe("closed");
+    expect(states).toEqual(["open", "open", "half-open", "closed"]);
+  });
+
+  test("a failed probe reopens it for twice as long, up to maxHalfOpenAfterMs", async () => {
+    const { b } = breaker({ halfOpenAfterMs: 30, maxHalfOpenAfterMs: 70 });
+    // Each wait is read as probeAt minus the time just before the failure that opened the breaker.
+    const waits: number[] = [];
+    await run(b, outcomes.refused);
+    await run(b, outcomes.refused);
+    let before = Date.now();
+    await run(b, outcomes.refused);
+    waits.push(b.probeAt - before);
+    for (let round = 0; round < 3; round++) {
+      await waitFor("the probe to be due", () => b.probeReady, { timeoutMs: 1_000, intervalMs: 2 });
+      before = Date.now();
+      await run(b, outcomes.refused);
+      expect(b.state).toBe("open");
+      waits.push(b.probeAt - before);
+    }
+    const expected = [30, 60, 70, 70];
+    waits.forEach((wait, i) => {
+      expect(wait).toBeGreaterThanOrEqual(expected[i]!);
+      expect(wait).toBeLessThan(expected[i]! + 20);
+    });
+  });
+
+  test("reset() closes it at once and forgets past failures", async () => {
+    const { b } = breaker();
+    for (let i = 0; i < 3; i++) await run(b, outcomes.refused);
+    expect(b.state).toBe("open");
+    b.reset();
+    expect(b.state).toBe("closed");
+    await run(b, outcomes.refused);
+    await run(b, outcomes.refused);
+    expect(b.state).toBe("closed");
+  });
+});
+
+describe("what counts as an endpoint failure", () => {
+  test("4xx and gRPC application errors are answers; 5xx (not 501), resets, timeouts, INTERNAL and UNAVAILABLE are failures", () => {
+    const table: [Outcome, Verdict][] = [
+      [outcomes.ok(), "ok"],
+      [outcomes.status(404), "ok"],
+      [outcomes.status(429), "ok"],
+      [outcomes.status(501), "ok"],
+      [outcomes.status(500), "failure"],
+      [outcomes.status(502), "unavailable"],
+      [outcomes.status(503), "unavailable"],
+      [outcomes.status(504), "unavailable"],
+      [outcomes.refused(), "connect"],
+      [outcomes.reset(), "unavailable"],
+      [outcomes.timeout(), "timeout"],
+      [outcomes.reply(), "ok"],
+      [outcomes.grpc(GrpcStatus.INVALID_ARGUMENT), "ok"],
+      [outcomes.grpc(GrpcStatus.NOT_FOUND), "ok"],
+      [outcomes.grpc(GrpcStatus.RESOURCE_EXHAUSTED), "ok"],
+      [outcomes.grpc(GrpcStatus.INTERNAL), "failure"],
+      [outcomes.grpc(GrpcStatus.UNAVAILABLE, "Connection dropped"), "unavailable"],
+      [outcomes.grpc(GrpcStatus.UNAVAILABLE, "No connection established. Last error: connect ECONNREFUSED"), "connect"],
+      [outcomes.grpc(GrpcStatus.DEADLINE_EXCEEDED), "timeout"],
+    ];
+    expect(table.map(([o]) => classify(o))).toEqual(table.map(([, v]) => v));
+  });
+});
+
+describe("outlier ejection", () => {
+  const settings = { consecutiveFailures: 2, baseEjectionMs: 40, maxEjectionMs: 100, maxEjectedPercent: 50 };
+  const make = (n: number) => {
+    const list = Array.from({ length: n }, (_, i) => new Endpoint(`10.0.0.${i + 1}:80`, "http", { consecutiveFailures: 99, halfOpenAfterMs: 1_000, maxHalfOpenAfterMs: 1_000 }, 1));
+    const events: string[] = [];
+    const detector = new OutlierDetector(
+      settings,
+      () => list,
+      (e, ms) => events.push(`eject ${e.address} ${ms}`),
+      (e) => events.push(`readmit ${e.address}`),
+    );
+    return { list, events, detector };
+  };
+
+  test("ejects after consecutiveFailures in a row, for baseEjectionMs doubling per ejection in a row, and readmits when the time is up", async () => {
+    const { list, events, detector } = make(3);
+    const e = list[0]!;
+    detector.onFailure(e);
+    detector.onSuccess(e);
+    detector.onFailure(e);
+    expect(e.ejected).toBe(false);
+    detector.onFailure(e);
+    expect(e.ejected).toBe(true);
+    expect(e.available).toBe(false);
+    await waitFor("readmission", () => !e.ejected, { timeoutMs: 1_000, intervalMs: 5 });
+    expect(e.available).toBe(true);
+    detector.onFailure(e);
+    detector.onFailure(e);
+    await waitFor("second readmission", () => !e.ejected, { timeoutMs: 1_000, intervalMs: 5 });
+    detector.onFailure(e);
+    detector.onFailure(e);
+    await waitFor("third readmission", () => !e.ejected, { timeoutMs: 1_000, intervalMs: 5 });
+    expect(events).toEqual(["eject 10.0.0.1:80 40", "readmit 10.0.0.1:80", "eject 10.0.0.1:80 80", "readmit 10.0.0.1:80", "eject 10.0.0.1:80 100", "readmit 10.0.0.1:80"]);
+    expect(e.ejections).toBe(3);
+    expect(e.lastEjectedAt).toBeLessThanOrEqual(e.lastReadmittedAt!);
+    detector.stop();
+  });
+
+  test("one refused connection ejects at once: nothing listens there", () => {
+    const { list, detector } = make(3);
+    detector.onFailure(list[0]!, true);
+    expect(list[0]!.ejected).toBe(true);
+    detector.stop();
+  });
+
+  test("never ejects more than maxEjectedPercent of the endpoints (but at least one)", () => {
+    const { list, detector } = make(4);
+    for (const e of list) for (let i = 0; i < 5; i++) detector.onFailure(e);
+    expect(list.filter((e) => e.ejected).length).toBe(2);
+    const single = make(1);
+    for (let i = 0; i < 2; i++) single.detector.onFailure(single.list[0]!);
+    expect(single.list[0]!.ejected).toBe(true);
+    detector.stop();
+    single.detector.stop();
+  });
+});
+
+describe("an upstream whose endpoints are all out", () => {
+  test("answers no-endpoint at once with Retry-After = seconds until the soonest probe, then probes and recovers", async () => {
+    const config = testConfig({
+      endpoints: "127.0.0.1:1,127.0.0.1:2",
+      upstream: "circuitBreaker: { consecutiveFailures: 1, halfOpenAfterMs: 1100 }, outlierDetection: { maxEjectedPercent: 0 }",
+      route: "retry: { attempts: 1 }",
+    });
+    const route = config.routes[0]!;
+    const events: UpstreamEvent[] = [];
+    const upstream = testUpstream(config, { onEvent: (e) => events.push(e) });
+    let healthy = false;
+    let sent = 0;
+    const send = async () => (sent++, healthy ? outcomes.ok() : outcomes.refused());
+    await dispatch(upstream, route, context(), false, send);
+    await dispatch(upstream, route, context(), false, send);
+    expect(upstream.endpoints.map((e) => e.breakerState)).toEqual(["open", "open"]);
+
+    const before = sent;
+    const started = performance.now();
+    const result = await dispatch(upstream, route, context(), false, send);
+    expect(performance.now() - started).toBeLessThan(5);
+    expect(sent).toBe(before);
+    expect(result).toMatchObject({ kind: "no-endpoint", retryAfterSeconds: 2, endpoints: 2 });
+
+    healthy = true;
+    await waitFor("a probe to be due", () => upstream.endpoints.some((e) => e.available), { timeoutMs: 3_000, intervalMs: 10 });
+    expect((await dispatch(upstream, route, context(), false, send)).kind).toBe("response");
+    expect(upstream.endpoints.some((e) => e.breakerState === "closed")).toBe(true);
+    const breakerEvents = events.filter((e) => e.type === "breaker").map((e) => (e.type === "breaker" ? e.state : ""));
+    expect(breakerEvents).toEqual(["open", "open", "half-open", "closed"]);
+    upstream.close();
+  });
+});

@@ -1,0 +1,190 @@
+/**
+ * The GCRA itself: the Lua script against a real redis-server, and the in-memory version used
+ * without Redis and by the `local` fallback, through the same cases (real time, so each case
+ * uses intervals of tens of milliseconds and tolerances of one request).
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { RedisClient } from "bun";
+import pino from "pino";
+import { requireBinary, stopAll } from "../../lib/testing/processes.ts";
+import { type GcraCheck, type GcraOutcome, MemoryGcra } from "../src/ratelimit/gcra.ts";
+import { GCRA_SCRIPT_SHA, RedisGcra } from "../src/ratelimit/redis-gcra.ts";
+import { RateLimitStats } from "../src/ratelimit/stats.ts";
+import { TestRedis } from "./ratelimit-harness.ts";
+
+const hasRedis = requireBinary("redis-server");
+const log = pino({ level: "silent" });
+let redis: TestRedis;
+let store: RedisGcra;
+let raw: RedisClient;
+const memory = new MemoryGcra();
+
+beforeAll(async () => {
+  if (!hasRedis) return;
+  redis = await TestRedis.start();
+  store = new RedisGcra(redis.url, { timeoutMs: 1000, probeKey: "test:probe", log, stats: new RateLimitStats() });
+  expect(await store.start(3000)).toBe(true);
+  raw = new RedisClient(redis.url);
+}, 30_000); // processes start slowly on a busy 2-core machine
+
+afterAll(async () => {
+  store?.close();
+  raw?.close();
+  memory.close();
+  await stopAll();
+});
+
+let keys = 0;
+/** A bucket no other test touches. */
+const fresh = (intervalUs: number, burst: number): GcraCheck => ({ key: `test:${++keys}:${Math.random()}`, intervalUs, burst });
+
+const stores: [string, (checks: GcraCheck[]) => Promise<GcraOutcome>][] = [
+  [
+    "redis (gcra.lua)",
+    async (checks) => {
+      const outcome = await store.take(checks);
+      if (!outcome) throw new Error("redis did not decide");
+      return outcome;
+    },
+  ],
+  ["memory", async (checks) => memory.take(checks)],
+];
+
+for (const [name, take] of stores) {
+  describe.skipIf(!hasRedis && name.startsWith("redis"))(`GCRA in ${name}`, () => {
+    // Real time, so each case leaves room for this process to stall for a few hundred
+    // milliseconds on a busy machine without earning (or losing) a request.
+    test("an idle client gets exactly its burst at once, then a refusal saying when to retry", async () => {
+      const bucket = fresh(1_000_000, 5); // 1 per second, burst 5
+      const remaining: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        const { allowed, results } = await take([bucket]);
+        expect(allowed).toBe(true);
+        remaining.push(results[0]!.remaining);
+      }
+      expect(remaining).toEqual([4, 3, 2, 1, 0]);
+      const refused = await take([bucket]);
+      expect(refused.allowed).toBe(false);
+      expect(refused.results[0]!.remaining).toBe(0);
+      expect(refused.results[0]!.retryAfterMs).toBeGreaterThan(700);
+      expect(refused.results[0]!.retryAfterMs).toBeLessThanOrEqual(1000);
+      // Five requests ahead at one per second: full again in ~5 s.
+      expect(refused.results[0]!.resetMs).toBeGreaterThan(4700);
+      expect(refused.results[0]!.resetMs).toBeLessThanOrEqual(5000);
+    });
+
+    test("retry-after is exact: a request well before it is refused, one just after it is admitted", async () => {
+      const bucket = fresh(500_000, 1); // 2 per second, no burst
+      expect((await take([bucket])).allowed).toBe(true);
+      const refused = await take([bucket]);
+      expect(refused.allowed).toBe(false);
+      const retryAfterMs = refused.results[0]!.retryAfterMs;
+      const refusedAt = performance.now();
+      await Bun.sleep(retryAfterMs - 250);
+      expect((await take([bucket])).allowed).toBe(false);
+      await Bun.sleep(Math.max(0, refusedAt + retryAfterMs + 5 - performance.now()));
+      expect((await take([bucket])).allowed).toBe(true);
+    });
+
+    test("at a steady rate it admits burst + elapsed / interval, not more", async () => {
+      // 100 per second. The burst of 30 absorbs polling jitter and stalls of up to 300 ms: GCRA
+      // keeps no credit beyond the burst, so a request arriving late would lose that time.
+      const bucket = fresh(10_000, 30);
+      let admitted = 0;
+      const start = performance.now();
+      let last = start;
+      while (performance.now() - start < 500) {
+        last = performance.now();
+        if ((await take([bucket])).allowed) admitted++;
+        await Bun.sleep(1);
+      }
+      const expected = 30 + Math.floor((last - start) / 10);
+      expect(admitted).toBeGreaterThanOrEqual(expected - 1);
+      expect(admitted).toBeLessThanOrEqual(expected + 1);
+    });
+
+    test("the budget is whole again after one idle period", async () => {
+      const bucket = fresh(200_000, 3); // 3 per 600 ms
+      const admitted = async (n: number) => {
+        let ok = 0;
+        for (let i = 0; i < n; i++) if ((await take([bucket])).allowed) ok++;
+        return ok;
+      };
+      expect(await admitted(5)).toBe(3);
+      await Bun.sleep(620); // one period
+      expect(await admitted(5)).toBe(3);
+    });
+
+    test("policies are decided together: a refusal by one uses up nothing in the others", async () => {
+      const tight = fresh(10_000_000, 2);
+      const loose = fresh(10_000_000, 10);
+      expect((await take([tight, loose])).allowed).toBe(true);
+      const second = await take([tight, loose]);
+      expect(second.allowed).toBe(true);
+      expect(second.results.map((r) => r.remaining)).toEqual([0, 8]);
+      const third = await take([tight, loose]);
+      expect(third.allowed).toBe(false);
+      expect(third.results[0]!.retryAfterMs).toBeGreaterThan(0);
+      // The loose policy would have admitted it and still has all 8 it had.
+      expect(third.results[1]).toMatchObject({ remaining: 8, retryAfterMs: 0 });
+      expect((await take([loose])).results[0]!.remaining).toBe(7);
+    });
+  });
+}
+
+describe("GCRA in memory, on a clock the test controls", () => {
+  test("an idle bucket admits its first request whatever the clock's value (no float rounding)", () => {
+    for (const nowUs of [2_912_345_678.123_456, 1.7e15 + 0.5, 123.456]) {
+      const gcra = new MemoryGcra(() => nowUs, 60_000);
+      for (const intervalUs of [500_000, 1_000_000 / 3, 0.7]) expect(gcra.take([{ key: `k${intervalUs}`, intervalUs, burst: 1 }]).allowed).toBe(true);
+      gcra.close();
+    }
+  });
+
+  test("a client earns exactly one request per interval, and idle time beyond the burst is not banked", () => {
+    let nowUs = 1_000_000_000;
+    const gcra = new MemoryGcra(() => nowUs, 60_000);
+    const bucket = { key: "k", intervalUs: 100_000, burst: 2 };
+    const admitted = (n: number) => Array.from({ length: n }, () => gcra.take([bucket]).allowed).filter(Boolean).length;
+    expect(admitted(5)).toBe(2);
+    nowUs += 99_999;
+    expect(admitted(1)).toBe(0);
+    nowUs += 1;
+    expect(admitted(5)).toBe(1);
+    nowUs += 10_000_000; // idle for 100 intervals
+    expect(admitted(5)).toBe(2);
+    gcra.close();
+  });
+});
+
+describe.skipIf(!hasRedis)("gcra.lua in Redis", () => {
+  test("the script is reloaded when Redis has lost it (SCRIPT FLUSH, a restart)", async () => {
+    await raw.send("SCRIPT", ["FLUSH"]);
+    expect(await raw.send("SCRIPT", ["EXISTS", GCRA_SCRIPT_SHA])).toEqual([0]);
+    expect((await store.take([fresh(1000, 1)]))?.allowed).toBe(true);
+    expect(await raw.send("SCRIPT", ["EXISTS", GCRA_SCRIPT_SHA])).toEqual([1]);
+  });
+
+  test("a bucket holds its TAT on Redis's clock and expires once it is full again", async () => {
+    const bucket = fresh(300_000, 2);
+    await store.take([bucket]);
+    const outcome = (await store.take([bucket]))!;
+    const [seconds, micros] = (await raw.send("TIME", [])) as [string, string];
+    const redisNowUs = Number(seconds) * 1e6 + Number(micros);
+    const tat = Number(await raw.get(bucket.key));
+    // Two requests 300 ms apart in the future of Redis's "now", whatever this machine's clock says.
+    expect(tat - redisNowUs).toBeGreaterThan(550_000);
+    expect(tat - redisNowUs).toBeLessThanOrEqual(600_000);
+    const ttl = Number(await raw.send("PTTL", [bucket.key]));
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(outcome.results[0]!.resetMs);
+  });
+
+  test("a refused request writes nothing", async () => {
+    const bucket = fresh(10_000_000, 1);
+    await store.take([bucket]);
+    const before = await raw.get(bucket.key);
+    expect((await store.take([bucket]))?.allowed).toBe(false);
+    expect(await raw.get(bucket.key)).toBe(before);
+  });
+});

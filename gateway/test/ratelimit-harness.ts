@@ -1,0 +1,165 @@
+/**
+ * What the rate-limit tests share: a real redis-server on a free port (stoppable, killable and
+ * restartable on the same port), a stub upstream, a routes.yaml in a temp dir, and gateway
+ * processes started from source. Everything is cleaned up by PID in afterAll → stopAll().
+ */
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { freePort } from "../../lib/testing/ports.ts";
+import { type Spawned, spawnProcess, spawnService, stopProcess, waitFor, waitForHttp } from "../../lib/testing/processes.ts";
+import { isListening, redisServerArgv } from "../../scripts/stack/redis.ts";
+
+export class TestRedis {
+  proc!: Spawned;
+  private constructor(readonly port: number) {}
+
+  static async start(port?: number): Promise<TestRedis> {
+    const redis = new TestRedis(port ?? (await freePort()));
+    await redis.restart();
+    return redis;
+  }
+
+  /** Whether redis-server is running (a stopped one counts as running). */
+  get isRunning(): boolean {
+    return this.proc.proc.exitCode === null && this.proc.proc.signalCode === null;
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  /** (Re)starts redis-server on the same port, empty, and waits until it accepts connections. */
+  async restart(): Promise<void> {
+    this.proc = spawnProcess(`redis-${this.port}`, redisServerArgv(this.port));
+    await waitFor(`redis on port ${this.port}`, () => isListening(this.port), { proc: this.proc, timeoutMs: 5000 });
+  }
+
+  /** SIGKILL: the outage a crashed or deleted Redis pod causes (connections reset). */
+  async kill(): Promise<void> {
+    await stopProcess(this.proc, "SIGKILL");
+  }
+
+  /** SIGSTOP: a Redis that keeps its connections open and stops answering (a network partition). */
+  pause(): void {
+    this.proc.proc.kill("SIGSTOP");
+  }
+
+  resume(): void {
+    this.proc.proc.kill("SIGCONT");
+  }
+}
+
+/** A stub upstream in the test process: 200 "ok" to everything, counting requests per path. */
+export async function startStubUpstream(): Promise<{ address: string; received: (path: string) => number; stop: () => void }> {
+  const received = new Map<string, number>();
+  const server = Bun.serve({
+    hostname: "127.0.0.1",
+    port: await freePort(),
+    fetch(req) {
+      const path = new URL(req.url).pathname;
+      received.set(path, (received.get(path) ?? 0) + 1);
+      return new Response("ok", { headers: { "x-served-by": "stub" } });
+    },
+  });
+  return { address: `127.0.0.1:${server.port}`, received: (path) => received.get(path) ?? 0, stop: () => void server.stop(true) };
+}
+
+/** Writes `yaml` as routes.yaml in a fresh temp dir and returns its path. */
+export function writeRoutes(yaml: string): string {
+  const file = join(mkdtempSync(join(tmpdir(), "portico-ratelimit-")), "routes.yaml");
+  writeFileSync(file, yaml);
+  return file;
+}
+
+export interface TestGateway {
+  name: string;
+  url: string;
+  adminUrl: string;
+  proc: Spawned;
+}
+
+/** Starts one gateway from source and waits until it is ready. */
+export async function startGateway(name: string, routesFile: string, env: Record<string, string | undefined> = {}): Promise<TestGateway> {
+  const [port, adminPort] = [await freePort(), await freePort()];
+  return startGatewayOn(name, routesFile, port, adminPort, env);
+}
+
+export async function startGatewayOn(name: string, routesFile: string, port: number, adminPort: number, env: Record<string, string | undefined> = {}): Promise<TestGateway> {
+  const proc = spawnService(
+    "gateway",
+    { HOST: "127.0.0.1", PORT: String(port), ADMIN_PORT: String(adminPort), ROUTES_FILE: routesFile, INSTANCE_ID: name, LOG_LEVEL: "info", ...env },
+    name,
+  );
+  const gateway = { name, url: `http://127.0.0.1:${port}`, adminUrl: `http://127.0.0.1:${adminPort}`, proc };
+  await waitForHttp(`${gateway.adminUrl}/readyz`, proc);
+  return gateway;
+}
+
+/** Waits until the process has logged a JSON line with `msg` (and the given fields). */
+export function waitForLog(p: Spawned, msg: string, fields: Record<string, unknown> = {}, timeoutMs = 10_000, after = 0): Promise<void> {
+  return waitFor(
+    `${p.name} to log "${msg}"`,
+    () =>
+      p.lines.slice(after).some((line) => {
+        if (!line.includes(msg)) return false;
+        try {
+          const entry = JSON.parse(line) as Record<string, unknown>;
+          return entry.msg === msg && Object.entries(fields).every(([k, v]) => entry[k] === v);
+        } catch {
+          return false;
+        }
+      }),
+    { proc: p, timeoutMs },
+  );
+}
+
+/**
+ * Sends requests from `concurrency` loops per target until `durationMs` passed, each bounded
+ * by a 5 s client timeout, and counts statuses per target and the slowest answer.
+ */
+export async function hammer(
+  targets: { url: string; headers?: Record<string, string> }[],
+  opts: { durationMs: number; concurrency: number },
+): Promise<{
+  statuses: Map<number, number>[];
+  total: (status: number) => number;
+  maxLatencyMs: number;
+  elapsedMs: number;
+  /** From the first to the last 200 received: the window in which the budget was spent. */
+  admittingMs: number;
+  requests: number;
+}> {
+  const statuses = targets.map(() => new Map<number, number>());
+  let maxLatencyMs = 0;
+  let requests = 0;
+  let firstOk = Infinity;
+  let lastOk = -Infinity;
+  const start = performance.now();
+  const deadline = start + opts.durationMs;
+  await Promise.all(
+    targets.flatMap((target, t) =>
+      Array.from({ length: opts.concurrency }, async () => {
+        while (performance.now() < deadline) {
+          const sent = performance.now();
+          let status: number;
+          try {
+            const res = await fetch(target.url, { headers: target.headers, signal: AbortSignal.timeout(5000) });
+            await res.arrayBuffer();
+            status = res.status;
+          } catch {
+            status = 0; // no answer within 5 s, or a connection error
+          }
+          const received = performance.now();
+          maxLatencyMs = Math.max(maxLatencyMs, received - sent);
+          if (status === 200) [firstOk, lastOk] = [Math.min(firstOk, received), Math.max(lastOk, received)];
+          requests++;
+          statuses[t]!.set(status, (statuses[t]!.get(status) ?? 0) + 1);
+        }
+      }),
+    ),
+  );
+  const elapsedMs = performance.now() - start;
+  const admittingMs = Math.max(0, lastOk - firstOk);
+  return { statuses, total: (status) => statuses.reduce((sum, m) => sum + (m.get(status) ?? 0), 0), maxLatencyMs, elapsedMs, admittingMs, requests };
+}

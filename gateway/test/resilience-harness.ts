@@ -1,0 +1,470 @@
+/**
+ * What the resilience tests share: replicas and gateways as real processes on free ports (each
+ * restartable on its own port), a routes.yaml in a temp dir, a client load of mixed
+ * `POST /projects/` and `POST /verify/` that records every answer, the gateway's admin view of
+ * its endpoints, a TCP proxy that adds latency, and a tiny DNS server whose A records the test
+ * changes at run time. Everything is cleaned up by PID in afterAll → stopAll().
+ */
+import dgram from "node:dgram";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { createConnection, createServer, type Server, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { freePort } from "../../lib/testing/ports.ts";
+import { type Spawned, spawnService, waitFor, waitForHttp } from "../../lib/testing/processes.ts";
+
+export const json = { "content-type": "application/json" };
+const tempDir = mkdtempSync(join(tmpdir(), "portico-resilience-"));
+
+/** Writes a routes.yaml for one test file and returns its path. */
+export function writeRoutes(name: string, yaml: string): string {
+  const file = join(tempDir, `${name}.yaml`);
+  writeFileSync(file, yaml);
+  return file;
+}
+
+export interface Replica {
+  kind: "webapp" | "rpcapp";
+  name: string;
+  host: string;
+  /** The port the gateway talks to (HTTP for webapp, gRPC for rpcapp). */
+  port: number;
+  /** HTTP port answering /readyz. */
+  readyPort: number;
+  env: Record<string, string>;
+  proc: Spawned;
+}
+
+/** Starts one replica (webapp: its own SQLite file, so a frozen replica cannot hold the others' write lock). */
+export async function startReplica(kind: "webapp" | "rpcapp", name: string, host = "127.0.0.1", port?: number): Promise<Replica> {
+  const mainPort = port ?? (await freePort());
+  const readyPort = kind === "webapp" ? mainPort : await freePort();
+  const env: Record<string, string> =
+    kind === "webapp"
+      ? { HOST: host, PORT: String(mainPort), INSTANCE_ID: name, DB_PATH: join(tempDir, `${name}.sqlite`), LOG_LEVEL: "warn" }
+      : { HOST: host, PORT: String(mainPort), METRICS_PORT: String(readyPort), INSTANCE_ID: name, LOG_LEVEL: "warn" };
+  const replica: Replica = { kind, name, host, port: mainPort, readyPort, env, proc: spawnService(kind, env, name) };
+  await waitForReady(replica);
+  return replica;
+}
+
+export function waitForReady(replica: Replica, timeoutMs = 15_000): Promise<void> {
+  return waitForHttp(`http://${replica.host}:${replica.readyPort}/readyz`, replica.proc, timeoutMs);
+}
+
+/** Starts the same replica again on its port (after a kill). Returns once spawned, not ready. */
+export function respawn(replica: Replica): void {
+  replica.proc = spawnService(replica.kind, replica.env, replica.name);
+}
+
+export function address(replica: Replica): string {
+  return `${replica.host}:${replica.port}`;
+}
+
+export interface Gateway {
+  url: string;
+  adminUrl: string;
+  proc: Spawned;
+}
+
+export async function startGateway(name: string, routesFile: string, env: Record<string, string> = {}): Promise<Gateway> {
+  const [port, adminPort] = [await freePort(), await freePort()];
+  const proc = spawnService("gateway", { HOST: "127.0.0.1", PORT: String(port), ADMIN_PORT: String(adminPort), ROUTES_FILE: routesFile, INSTANCE_ID: name, LOG_LEVEL: "warn", ...env }, name);
+  const adminUrl = `http://127.0.0.1:${adminPort}`;
+  await waitForHttp(`${adminUrl}/readyz`, proc);
+  return { url: `http://127.0.0.1:${port}`, adminUrl, proc };
+}
+
+/** One endpoint as GET /upstreams on the admin port shows it. */
+export interface EndpointView {
+  address: string;
+  available: boolean;
+  health: string;
+  breaker: string;
+  ejected: boolean;
+  ejections: number;
+  lastEjectedAt: number | null;
+  lastReadmittedAt: number | null;
+  inflight: number;
+  requests: number;
+  failures: number;
+  ewmaMs: number;
+  lastRequestAt: number | null;
+}
+
+export interface UpstreamView {
+  name: string;
+  retries: { attempted: number; budgetExhausted: number };
+  endpoints: EndpointView[];
+}
+
+export async function upstreamView(gateway: Gateway, name: string): Promise<UpstreamView> {
+  const all = (await (await fetch(`${gateway.adminUrl}/upstreams`)).json()) as UpstreamView[];
+  const found = all.find((u) => u.name === name);
+  if (!found) throw new Error(`no upstream ${name} in ${JSON.stringify(all)}`);
+  return found;
+}
+
+export async function endpointView(gateway: Gateway, upstream: string, addr: string): Promise<EndpointView | undefined> {
+  return (await upstreamView(gateway, upstream)).endpoints.find((e) => e.address === addr);
+}
+
+export interface Answer {
+  route: "projects" | "verify";
+  /** Epoch ms when sent, and how long the answer took. */
+  at: number;
+  ms: number;
+  /** HTTP status, or 0 when the client got no answer at all. */
+  status: number;
+  servedBy: string | null;
+}
+
+const BODIES = { projects: '{"title":"An awesome project"}', verify: '{"id":121,"token":"a$$"}' } as const;
+const OK_STATUS = { projects: 201, verify: 200 } as const;
+
+export function isOk(a: Answer): boolean {
+  return a.status === OK_STATUS[a.route];
+}
+
+/**
+ * Closed-loop client load: `concurrency` workers, each sending the routes in turn as fast as
+ * answers come. Every answer is recorded; the client gives up on one after `clientTimeoutMs`
+ * (recorded as status 0), so a hang shows as a failure instead of stalling the test.
+ */
+export class Load {
+  readonly answers: Answer[] = [];
+  #running = false;
+  #workers: Promise<void>[] = [];
+
+  constructor(
+    private readonly gatewayUrl: string,
+    private readonly routes: readonly ("projects" | "verify")[] = ["projects", "verify"],
+    private readonly concurrency = 12,
+    private readonly clientTimeoutMs = 5_000,
+  ) {}
+
+  start(): this {
+    this.#running = true;
+    this.#workers = Array.from({ length: this.concurrency }, (_, i) => this.#worker(i));
+    return this;
+  }
+
+  async stop(): Promise<Answer[]> {
+    this.#running = false;
+    await Promise.all(this.#workers);
+    return this.answers;
+  }
+
+  async #worker(offset: number): Promise<void> {
+    for (let i = offset; this.#running; i++) {
+      const route = this.routes[i % this.routes.length]!;
+      const at = Date.now();
+      const started = performance.now();
+      let status = 0;
+      let servedBy: string | null = null;
+      try {
+        const res = await fetch(`${this.gatewayUrl}/${route}/`, { method: "POST", headers: json, body: BODIES[route], signal: AbortSignal.timeout(this.clientTimeoutMs) });
+        await res.arrayBuffer();
+        status = res.status;
+        servedBy = res.headers.get("x-served-by");
+      } catch {
+        status = 0;
+      }
+      this.answers.push({ route, at, ms: performance.now() - started, status, servedBy });
+    }
+  }
+}
+
+export interface LoadSummary {
+  total: number;
+  failed: number;
+  failedPercent: number;
+  byStatus: Record<string, number>;
+  maxMs: number;
+}
+
+export function summarize(answers: readonly Answer[]): LoadSummary {
+  const byStatus: Record<string, number> = {};
+  let failed = 0;
+  let maxMs = 0;
+  for (const a of answers) {
+    const key = `${a.route} ${a.status}`;
+    byStatus[key] = (byStatus[key] ?? 0) + 1;
+    if (!isOk(a)) failed++;
+    maxMs = Math.max(maxMs, a.ms);
+  }
+  return { total: answers.length, failed, failedPercent: answers.length ? (100 * failed) / answers.length : 0, byStatus, maxMs: Math.round(maxMs) };
+}
+
+/** Share of answers served by each replica (x-served-by), among successful ones. */
+export function shares(answers: readonly Answer[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  let n = 0;
+  for (const a of answers) {
+    if (!isOk(a) || !a.servedBy) continue;
+    counts[a.servedBy] = (counts[a.servedBy] ?? 0) + 1;
+    n++;
+  }
+  return Object.fromEntries(Object.entries(counts).map(([k, v]) => [k, Math.round((1000 * v) / n) / 10]));
+}
+
+/** Polls until `check` holds; returns the epoch ms at which it was first seen true. */
+export async function timeUntil(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 10_000, intervalMs = 20): Promise<number> {
+  let seenAt = 0;
+  await waitFor(
+    what,
+    async () => {
+      if (await check()) {
+        seenAt = Date.now();
+        return true;
+      }
+      return false;
+    },
+    { timeoutMs, intervalMs },
+  );
+  return seenAt;
+}
+
+/** A TCP proxy that holds every byte coming back from the target for `delayMs` (an added network latency). */
+export class DelayProxy {
+  delayMs = 0;
+  readonly #sockets = new Set<Socket>();
+
+  private constructor(
+    readonly server: Server,
+    readonly port: number,
+  ) {}
+
+  static async start(targetHost: string, targetPort: number, delayMs: number): Promise<DelayProxy> {
+    const port = await freePort();
+    const server = createServer();
+    const proxy = new DelayProxy(server, port);
+    proxy.delayMs = delayMs;
+    server.on("connection", (client) => {
+      const upstream = createConnection({ host: targetHost, port: targetPort });
+      proxy.#sockets.add(client).add(upstream);
+      client.on("data", (chunk) => upstream.write(chunk));
+      // Equal delays keep the order: timers of the same duration fire in the order they were set.
+      upstream.on("data", (chunk) => (proxy.delayMs > 0 ? setTimeout(() => client.writable && client.write(chunk), proxy.delayMs) : client.write(chunk)));
+      const close = () => {
+        client.destroy();
+        upstream.destroy();
+        proxy.#sockets.delete(client);
+        proxy.#sockets.delete(upstream);
+      };
+      client.on("close", close).on("error", close);
+      upstream.on("close", close).on("error", close);
+    });
+    await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+    return proxy;
+  }
+
+  close(): void {
+    for (const s of this.#sockets) s.destroy();
+    this.server.close();
+  }
+}
+
+/**
+ * A DNS server on UDP for the tests: answers A queries from `records` (TTL 0, so nothing caches
+ * them), NXDOMAIN for names it does not know, and no answers for other record types.
+ */
+export class TestDnsServer {
+  readonly records = new Map<string, string[]>();
+  queries = 0;
+
+  private constructor(
+    private readonly socket: dgram.Socket,
+    readonly port: number,
+  ) {}
+
+  static async start(): Promise<TestDnsServer> {
+    const socket = dgram.createSocket("udp4");
+    for (let attempt = 0; ; attempt++) {
+      const port = await freePort();
+      try {
+        await new Promise<void>((resolve, reject) => {
+          socket.once("error", reject);
+          socket.bind(port, "127.0.0.1", () => {
+            socket.off("error", reject);
+            resolve();
+          });
+        });
+        const server = new TestDnsServer(socket, port);
+        socket.on("message", (msg, from) => server.#answer(msg, from));
+        return server;
+      } catch (err) {
+        if (attempt >= 5) throw err;
+      }
+    }
+  }
+
+  get address(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  close(): void {
+    this.socket.close();
+  }
+
+  #answer(query: Buffer, from: dgram.RemoteInfo): void {
+    this.queries++;
+    const labels: string[] = [];
+    let offset = 12;
+    while (offset < query.length && query[offset] !== 0) {
+      const length = query[offset]!;
+      labels.push(query.subarray(offset + 1, offset + 1 + length).toString("latin1"));
+      offset += length + 1;
+    }
+    offset += 1;
+    const type = query.readUInt16BE(offset);
+    offset += 4;
+    const name = labels.join(".").toLowerCase();
+    const known = this.records.get(name);
+    const addresses = type === 1 ? (known ?? []) : [];
+    const header = Buffer.alloc(12);
+    header.writeUInt16BE(query.readUInt16BE(0), 0); // id
+    header.writeUInt16BE(0x8180 | (known ? 0 : 3), 2); // response, recursion available, NOERROR | NXDOMAIN
+    header.writeUInt16BE(1, 4);
+    header.writeUInt16BE(addresses.length, 6);
+    const answers = addresses.map((ip) => {
+      const rr = Buffer.alloc(16);
+      rr.writeUInt16BE(0xc00c, 0); // the name: a pointer to the question's
+      rr.writeUInt16BE(1, 2); // A
+      rr.writeUInt16BE(1, 4); // IN
+      rr.writeUInt32BE(0, 6); // TTL 0
+      rr.writeUInt16BE(4, 10);
+      ip.split(".").forEach((part, i) => (rr[12 + i] = Number(part)));
+      return rr;
+    });
+    this.socket.send(Buffer.concat([header, query.subarray(12, offset), ...answers]), from.port, from.address);
+  }
+}
+
+export const sleep = (ms: number) => Bun.sleep(ms);
+
+/** The figures of one "kill a replica under load, then restart it" run. */
+export interface KillFigures {
+  requests: number;
+  failed: number;
+  failedPercent: number;
+  /** Failed requests sent after the replica had died (only ones in flight at the kill may fail). */
+  failedSentAfterDeath: number;
+  /** Kill → the last try the gateway sent to the dead replica (then it got none until readmitted). */
+  trafficStoppedAfterMs: number;
+  /** Kill → the gateway takes the endpoint out of its set (ejection, breaker or health checks). */
+  leftSetAfterMs: number;
+  /** Tries the gateway still sent to the dead replica after the kill (each one retried or failed). */
+  triesToDeadReplica: number;
+  trafficAgainAfterRestartMs: number;
+  trafficAgainAfterReadyMs: number;
+  retries: { attempted: number; budgetExhausted: number };
+  slowestAnswerMs: number;
+  byStatus: Record<string, number>;
+}
+
+/**
+ * The requests that fail when a replica is killed are the POSTs it was serving at that instant
+ * (they cannot be replayed safely): about concurrency / 2 routes / 3 replicas of them. The failure
+ * rate is that over the sample, so it is measured on at least MIN_SAMPLE requests, with 8 clients.
+ */
+const MIN_SAMPLE = 5_000;
+const KILL_CONCURRENCY = 8;
+
+export async function killAndRestart(gateway: Gateway, upstream: string, victim: Replica, settleMs = 1_500): Promise<KillFigures> {
+  const load = new Load(gateway.url, ["projects", "verify"], KILL_CONCURRENCY).start();
+  await sleep(settleMs);
+  const before = (await endpointView(gateway, upstream, address(victim)))!;
+  const retriesBefore = (await upstreamView(gateway, upstream)).retries;
+  const killedAt = Date.now();
+  victim.proc.proc.kill("SIGKILL");
+  await victim.proc.exited;
+  const diedAt = Date.now();
+  const leftAt = await timeUntil(`${victim.name} to leave the set`, async () => !(await endpointView(gateway, upstream, address(victim)))!.available, 5_000, 10);
+  const lastTryAt = (await endpointView(gateway, upstream, address(victim)))!.lastRequestAt ?? killedAt;
+  await sleep(1_500);
+  const dead = (await endpointView(gateway, upstream, address(victim)))!;
+  const restartedAt = Date.now();
+  respawn(victim);
+  await waitForReady(victim);
+  const readyAt = Date.now();
+  const servedAgainAt = await timeUntil(`${victim.name} to get traffic again`, () => load.answers.some((a) => a.at >= restartedAt && a.servedBy === victim.name && isOk(a)), 10_000);
+  // A failure rate needs a sample: keep the load on until MIN_SAMPLE answers (at most 8 s more).
+  const until = Date.now() + 8_000;
+  while (load.answers.length < MIN_SAMPLE && Date.now() < until) await sleep(100);
+  const answers = await load.stop();
+  const summary = summarize(answers);
+  const retries = (await upstreamView(gateway, upstream)).retries;
+  return {
+    requests: summary.total,
+    failed: summary.failed,
+    failedPercent: Number(summary.failedPercent.toFixed(3)),
+    failedSentAfterDeath: answers.filter((a) => a.at >= diedAt && !isOk(a)).length,
+    trafficStoppedAfterMs: Math.max(0, lastTryAt - killedAt),
+    leftSetAfterMs: leftAt - killedAt,
+    triesToDeadReplica: dead.requests - before.requests,
+    trafficAgainAfterRestartMs: servedAgainAt - restartedAt,
+    trafficAgainAfterReadyMs: servedAgainAt - readyAt,
+    retries: { attempted: retries.attempted - retriesBefore.attempted, budgetExhausted: retries.budgetExhausted - retriesBefore.budgetExhausted },
+    slowestAnswerMs: summary.maxMs,
+    byStatus: summary.byStatus,
+  };
+}
+
+/** The figures of one "SIGSTOP a replica under load, SIGCONT it later" run. */
+export interface FreezeFigures {
+  requests: number;
+  failed: number;
+  /** Answers 504 (the route timeout expired) and answers that never came (client gave up: must be 0). */
+  timeouts: number;
+  unanswered: number;
+  /** Of the 504s, those whose request was sent after the endpoint was out: at most one per breaker window. */
+  timeoutsAfterOut: number;
+  outWindowMs: number;
+  outAfterFreezeMs: number;
+  readmittedAfterResumeMs: number;
+  servedAgainAfterResumeMs: number;
+  slowestAnswerMs: number;
+  retries: { attempted: number; budgetExhausted: number };
+  byStatus: Record<string, number>;
+}
+
+export async function freezeAndResume(gateway: Gateway, upstream: string, victim: Replica, frozenMs = 2_500): Promise<FreezeFigures> {
+  const load = new Load(gateway.url).start();
+  await sleep(1_000);
+  const retriesBefore = (await upstreamView(gateway, upstream)).retries;
+  const frozenAt = Date.now();
+  victim.proc.proc.kill("SIGSTOP");
+  const outAt = await timeUntil(`frozen ${victim.name} to leave the set`, async () => !(await endpointView(gateway, upstream, address(victim)))!.available, 5_000);
+  await sleep(frozenMs);
+  const resumedAt = Date.now();
+  victim.proc.proc.kill("SIGCONT");
+  const readmittedAt = await timeUntil(`resumed ${victim.name} to be readmitted`, async () => (await endpointView(gateway, upstream, address(victim)))!.available, 10_000);
+  const servedAgainAt = await timeUntil(`resumed ${victim.name} to serve again`, () => load.answers.some((a) => a.at >= resumedAt && a.servedBy === victim.name && isOk(a)), 10_000);
+  const answers = await load.stop();
+  const summary = summarize(answers);
+  const retries = (await upstreamView(gateway, upstream)).retries;
+  const timeouts = answers.filter((a) => a.status === 504);
+  return {
+    requests: summary.total,
+    failed: summary.failed,
+    timeouts: timeouts.length,
+    unanswered: answers.filter((a) => a.status === 0).length,
+    timeoutsAfterOut: timeouts.filter((a) => a.at > outAt).length,
+    outWindowMs: resumedAt - outAt,
+    outAfterFreezeMs: outAt - frozenAt,
+    readmittedAfterResumeMs: readmittedAt - resumedAt,
+    servedAgainAfterResumeMs: servedAgainAt - resumedAt,
+    slowestAnswerMs: summary.maxMs,
+    retries: { attempted: retries.attempted - retriesBefore.attempted, budgetExhausted: retries.budgetExhausted - retriesBefore.budgetExhausted },
+    byStatus: summary.byStatus,
+  };
+}
+
+/** Waits until every endpoint of the named upstreams is available and healthy (between scenarios). */
+export async function allAvailable(gateway: Gateway, upstreams: readonly string[] = ["webapp", "rpcapp"]): Promise<void> {
+  await timeUntil("every endpoint available", async () => {
+    const views = await Promise.all(upstreams.map((u) => upstreamView(gateway, u)));
+    return views.every((v) => v.endpoints.every((e) => e.available && e.health === "healthy"));
+  });
+}

@@ -1,0 +1,181 @@
+/**
+ * The gateway keeps answering while webapp replicas die, freeze, slow down or all go away:
+ * 3 webapps, 3 rpcapps and a gateway as real processes, a client load of mixed
+ * `POST /projects/` and `POST /verify/`, and the figures each scenario is judged by, printed.
+ *
+ * Timings are shortened through routes.yaml (route timeout 1 s, health checks every 500 ms) so
+ * the file runs in well under a minute; the behaviour is the one the defaults give, faster.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { stopAll } from "../../lib/testing/processes.ts";
+import {
+  address,
+  allAvailable,
+  DelayProxy,
+  freezeAndResume,
+  type Gateway,
+  json,
+  killAndRestart,
+  Load,
+  type Replica,
+  respawn,
+  shares,
+  sleep,
+  startGateway,
+  startReplica,
+  summarize,
+  timeUntil,
+  upstreamView,
+  waitForReady,
+  writeRoutes,
+} from "./resilience-harness.ts";
+
+const ROUTE_TIMEOUT_MS = 1_000;
+const HALF_OPEN_AFTER_MS = 500;
+
+function routesYaml(webapp: string, rpcapp: string): string {
+  return `upstreams:
+  webapp:
+    protocol: http
+    endpoints: "${webapp}"
+    healthCheck: { intervalMs: 500, timeoutMs: 250 }
+    outlierDetection: { baseEjectionMs: 1000 }
+    circuitBreaker: { halfOpenAfterMs: ${HALF_OPEN_AFTER_MS}, maxHalfOpenAfterMs: 2000 }
+  rpcapp:
+    protocol: grpc
+    endpoints: "${rpcapp}"
+    proto: proto/userverify.proto
+    healthCheck: { intervalMs: 500, timeoutMs: 250 }
+    outlierDetection: { baseEjectionMs: 1000 }
+    circuitBreaker: { halfOpenAfterMs: ${HALF_OPEN_AFTER_MS}, maxHalfOpenAfterMs: 2000 }
+routes:
+  - { name: projects, path: /projects, upstream: webapp, timeoutMs: ${ROUTE_TIMEOUT_MS} }
+  - { name: verify, path: /verify, match: exact, upstream: rpcapp, timeoutMs: ${ROUTE_TIMEOUT_MS}, grpc: { method: userverify.UserVerify/VerifyUser, idempotent: true } }
+`;
+}
+
+let webapps: Replica[] = [];
+let rpcapps: Replica[] = [];
+let gateway: Gateway;
+const proxies: DelayProxy[] = [];
+
+beforeAll(async () => {
+  [webapps, rpcapps] = await Promise.all([
+    Promise.all([1, 2, 3].map((i) => startReplica("webapp", `webapp-${i}`))),
+    Promise.all([1, 2, 3].map((i) => startReplica("rpcapp", `rpcapp-${i}`))),
+  ]);
+  gateway = await startGateway("gateway-resilience", writeRoutes("resilience", routesYaml(webapps.map(address).join(","), rpcapps.map(address).join(","))));
+}, 30_000);
+
+afterAll(async () => {
+  for (const p of proxies) p.close();
+  await stopAll();
+});
+
+describe("a webapp replica killed under load", () => {
+  test("fails ≤ 0.1% of requests, gets no traffic 1 s after the kill, gets traffic again < 5 s after a restart", async () => {
+    await allAvailable(gateway);
+    const figures = await killAndRestart(gateway, "webapp", webapps[1]!);
+    console.log("[kill webapp]", JSON.stringify(figures));
+    // Only requests in flight on the replica when it died may fail (a POST cannot be replayed safely).
+    expect(figures.failedSentAfterDeath).toBe(0);
+    expect(figures.failedPercent).toBeLessThanOrEqual(0.1);
+    expect(figures.trafficStoppedAfterMs).toBeLessThan(1_000);
+    // Out of the set by ejection, or at the latest by 2 failed health checks (500 ms apart).
+    expect(figures.leftSetAfterMs).toBeLessThan(2_000);
+    expect(figures.trafficAgainAfterRestartMs).toBeLessThan(5_000);
+    expect(figures.slowestAnswerMs).toBeLessThan(ROUTE_TIMEOUT_MS + 500);
+  }, 30_000);
+});
+
+describe("a frozen webapp replica (SIGSTOP)", () => {
+  test("never holds a client past the route timeout; timeouts stop once it is out; readmitted after SIGCONT", async () => {
+    await allAvailable(gateway);
+    const figures = await freezeAndResume(gateway, "webapp", webapps[2]!);
+    console.log("[freeze webapp]", JSON.stringify(figures));
+    expect(figures.unanswered).toBe(0);
+    expect(figures.slowestAnswerMs).toBeLessThan(ROUTE_TIMEOUT_MS + 500);
+    // Requests already on the frozen replica time out (POST is not retried); then it is out...
+    expect(figures.outAfterFreezeMs).toBeLessThan(ROUTE_TIMEOUT_MS + 1_000);
+    // ...and from then on at most one probe per breaker window may time out.
+    expect(figures.timeoutsAfterOut).toBeLessThanOrEqual(Math.ceil(figures.outWindowMs / HALF_OPEN_AFTER_MS));
+    expect(figures.readmittedAfterResumeMs).toBeLessThan(3_000);
+  }, 30_000);
+});
+
+describe("a slow replica", () => {
+  test("gets clearly less traffic than the fast ones (HTTP and gRPC)", async () => {
+    // Large enough to stay "slow" even when a busy machine slows every replica down.
+    const added = 100;
+    const [slowWeb, slowRpc] = await Promise.all([DelayProxy.start("127.0.0.1", webapps[2]!.port, added), DelayProxy.start("127.0.0.1", rpcapps[2]!.port, added)]);
+    proxies.push(slowWeb, slowRpc);
+    const endpoints = (rs: Replica[], proxy: DelayProxy) => [address(rs[0]!), address(rs[1]!), `127.0.0.1:${proxy.port}`].join(",");
+    const slowGateway = await startGateway("gateway-slow", writeRoutes("slow", routesYaml(endpoints(webapps, slowWeb), endpoints(rpcapps, slowRpc))));
+    await allAvailable(slowGateway);
+    const load = new Load(slowGateway.url).start();
+    await sleep(3_000);
+    const answers = await load.stop();
+    const web = shares(answers.filter((a) => a.route === "projects"));
+    const rpc = shares(answers.filter((a) => a.route === "verify"));
+    const [w, r] = await Promise.all([upstreamView(slowGateway, "webapp"), upstreamView(slowGateway, "rpcapp")]);
+    const ewma = (v: typeof w) => Object.fromEntries(v.endpoints.map((e) => [e.address, e.ewmaMs]));
+    console.log(`[slow replica +${added} ms] traffic share %:`, JSON.stringify({ webapp: web, rpcapp: rpc }), "latency EWMA ms:", JSON.stringify({ webapp: ewma(w), rpcapp: ewma(r) }));
+    const slowWebShare = web["webapp-3"] ?? 0;
+    const slowRpcShare = rpc["rpcapp-3"] ?? 0;
+    // An even split would be 33%; "clearly less" is under a third of a fast replica's share.
+    expect(slowWebShare).toBeLessThan(Math.min(web["webapp-1"] ?? 0, web["webapp-2"] ?? 0) / 3);
+    expect(slowRpcShare).toBeLessThan(Math.min(rpc["rpcapp-1"] ?? 0, rpc["rpcapp-2"] ?? 0) / 3);
+    expect(summarize(answers).failed).toBe(0);
+  }, 30_000);
+});
+
+describe("every endpoint down", () => {
+  test("answers 503 problem+json with Retry-After at once, and recovers by itself when replicas return", async () => {
+    await allAvailable(gateway);
+    const killedAt = Date.now();
+    await Promise.all(webapps.map(async (w) => {
+      w.proc.proc.kill("SIGKILL");
+      await w.proc.exited;
+    }));
+    // A few requests open the breakers / eject; from then on every answer is an immediate 503.
+    const fast503At = await timeUntil(
+      "fast 503s",
+      async () => {
+        const started = performance.now();
+        const res = await fetch(`${gateway.url}/projects/`, { method: "POST", headers: json, body: '{"title":"x"}' });
+        await res.arrayBuffer();
+        return res.status === 503 && performance.now() - started < 50;
+      },
+      5_000,
+    );
+    const samples = [];
+    for (let i = 0; i < 20; i++) {
+      const started = performance.now();
+      const res = await fetch(`${gateway.url}/projects/`, { method: "POST", headers: json, body: '{"title":"x"}' });
+      samples.push({ status: res.status, ms: performance.now() - started, retryAfter: res.headers.get("retry-after"), type: res.headers.get("content-type"), body: (await res.json()) as { status: number; detail: string } });
+    }
+    const respawnedAt = Date.now();
+    for (const w of webapps) respawn(w);
+    const recoveredAt = await timeUntil(
+      "requests to succeed again",
+      async () => (await fetch(`${gateway.url}/projects/`, { method: "POST", headers: json, body: '{"title":"back"}' })).status === 201,
+      10_000,
+      50,
+    );
+    await Promise.all(webapps.map((w) => waitForReady(w)));
+    const figures = {
+      allOutAfterMs: fast503At - killedAt,
+      slowest503Ms: Math.round(Math.max(...samples.map((s) => s.ms)) * 10) / 10,
+      retryAfterSeconds: [...new Set(samples.map((s) => s.retryAfter))],
+      recoveredAfterRespawnMs: recoveredAt - respawnedAt,
+    };
+    console.log("[all webapps down]", JSON.stringify(figures), samples[0]?.body.detail);
+    for (const s of samples) {
+      expect(s.status).toBe(503);
+      expect(s.type).toContain("application/problem+json");
+      expect(Number(s.retryAfter)).toBeGreaterThanOrEqual(1);
+      expect(s.ms).toBeLessThan(100);
+    }
+    expect(figures.recoveredAfterRespawnMs).toBeLessThan(5_000);
+  }, 30_000);
+});

@@ -1,0 +1,82 @@
+/**
+ * The kill and freeze checks for the gRPC upstream: one of 3 rpcapps dies or stalls under a
+ * mixed load of `POST /projects/` and `POST /verify/`. VerifyUser is marked idempotent, so
+ * calls caught on the failing replica (UNAVAILABLE, or the 300 ms per-try timeout of a frozen
+ * one) are retried on another replica within the route's 1 s timeout.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { stopAll } from "../../lib/testing/processes.ts";
+import { address, allAvailable, freezeAndResume, type Gateway, killAndRestart, type Replica, startGateway, startReplica, writeRoutes } from "./resilience-harness.ts";
+
+const ROUTE_TIMEOUT_MS = 1_000;
+const PER_TRY_TIMEOUT_MS = 300;
+
+let rpcapps: Replica[] = [];
+let gateway: Gateway;
+
+beforeAll(async () => {
+  const [webapps, rpcs] = await Promise.all([
+    Promise.all([1, 2, 3].map((i) => startReplica("webapp", `webapp-${i}`))),
+    Promise.all([1, 2, 3].map((i) => startReplica("rpcapp", `rpcapp-${i}`))),
+  ]);
+  rpcapps = rpcs;
+  const routes = `upstreams:
+  webapp:
+    protocol: http
+    endpoints: "${webapps.map(address).join(",")}"
+    healthCheck: { intervalMs: 500, timeoutMs: 250 }
+  rpcapp:
+    protocol: grpc
+    endpoints: "${rpcapps.map(address).join(",")}"
+    proto: proto/userverify.proto
+    healthCheck: { intervalMs: 500, timeoutMs: 250 }
+    outlierDetection: { baseEjectionMs: 1000 }
+    circuitBreaker: { halfOpenAfterMs: 500, maxHalfOpenAfterMs: 2000 }
+routes:
+  - { name: projects, path: /projects, upstream: webapp, timeoutMs: ${ROUTE_TIMEOUT_MS} }
+  - name: verify
+    path: /verify
+    match: exact
+    upstream: rpcapp
+    timeoutMs: ${ROUTE_TIMEOUT_MS}
+    retry: { perTryTimeoutMs: ${PER_TRY_TIMEOUT_MS} }
+    grpc: { method: userverify.UserVerify/VerifyUser, idempotent: true }
+`;
+  gateway = await startGateway("gateway-grpc-resilience", writeRoutes("grpc-resilience", routes));
+}, 30_000);
+
+afterAll(async () => {
+  await stopAll();
+});
+
+describe("an rpcapp replica killed under load", () => {
+  test("fails ≤ 0.1% of requests, gets no traffic 1 s after the kill, gets traffic again < 5 s after a restart", async () => {
+    await allAvailable(gateway);
+    const figures = await killAndRestart(gateway, "rpcapp", rpcapps[1]!);
+    console.log("[kill rpcapp]", JSON.stringify(figures));
+    // Only requests in flight on the replica when it died may fail (a POST cannot be replayed safely).
+    expect(figures.failedSentAfterDeath).toBe(0);
+    expect(figures.failedPercent).toBeLessThanOrEqual(0.1);
+    expect(figures.trafficStoppedAfterMs).toBeLessThan(1_000);
+    // Out of the set by ejection, or at the latest by 2 failed health checks (500 ms apart).
+    expect(figures.leftSetAfterMs).toBeLessThan(2_000);
+    expect(figures.trafficAgainAfterRestartMs).toBeLessThan(5_000);
+    expect(figures.slowestAnswerMs).toBeLessThan(ROUTE_TIMEOUT_MS + 500);
+  }, 30_000);
+});
+
+describe("a frozen rpcapp replica (SIGSTOP)", () => {
+  test("calls caught on it are retried after the per-try timeout; it leaves the set and is readmitted after SIGCONT", async () => {
+    await allAvailable(gateway);
+    const figures = await freezeAndResume(gateway, "rpcapp", rpcapps[2]!);
+    console.log("[freeze rpcapp]", JSON.stringify(figures));
+    expect(figures.unanswered).toBe(0);
+    expect(figures.slowestAnswerMs).toBeLessThan(ROUTE_TIMEOUT_MS + 500);
+    expect(figures.outAfterFreezeMs).toBeLessThan(ROUTE_TIMEOUT_MS + 1_000);
+    expect(figures.timeoutsAfterOut).toBeLessThanOrEqual(Math.ceil(figures.outWindowMs / 500));
+    expect(figures.readmittedAfterResumeMs).toBeLessThan(3_000);
+    // Idempotent calls stuck on the frozen replica were retried elsewhere, not failed.
+    expect(figures.retries.attempted).toBeGreaterThan(0);
+    expect(figures.failed).toBeLessThanOrEqual(Math.ceil(figures.requests * 0.001));
+  }, 30_000);
+});

@@ -1,0 +1,136 @@
+/**
+ * Server and client spans, and the trace context carried between services: W3C `traceparent` and
+ * `tracestate` in HTTP headers or gRPC metadata (https://www.w3.org/TR/trace-context/).
+ *
+ * Spans get only the attributes named here — method, route, path, status, peer address — never
+ * request headers, cookies or query strings, which can hold credentials. (@elysiajs/opentelemetry
+ * records every header; DESIGN.md, "Known traps".)
+ */
+import { type Attributes, type Context, context, createContextKey, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, type TextMapGetter, TraceFlags, type TextMapSetter, trace, type Tracer } from "@opentelemetry/api";
+import { W3CTraceContextPropagator } from "@opentelemetry/core";
+import { RandomIdGenerator } from "@opentelemetry/sdk-trace";
+
+const propagator = new W3CTraceContextPropagator();
+const REQUEST_ID = createContextKey("portico.request_id");
+const ids = new RandomIdGenerator();
+
+/** The attribute a request id is recorded under, so Jaeger can find a trace by request id. */
+export const REQUEST_ID_ATTRIBUTE = "portico.request_id";
+
+export const headersGetter: TextMapGetter<Headers> = {
+  get: (headers, key) => headers.get(key) ?? undefined,
+  keys: (headers) => [...headers.keys()],
+};
+
+export const headersSetter: TextMapSetter<Headers> = {
+  set: (headers, key, value) => headers.set(key, value),
+};
+
+/** The part of grpc-js `Metadata` propagation needs (keeps lib/ free of a grpc-js import here). */
+export interface MetadataCarrier {
+  get(key: string): unknown[];
+  set(key: string, value: string): void;
+  getMap(): Record<string, unknown>;
+}
+
+export const metadataGetter: TextMapGetter<MetadataCarrier> = {
+  get: (metadata, key) => {
+    const value = metadata.get(key)[0];
+    return typeof value === "string" ? value : undefined;
+  },
+  keys: (metadata) => Object.keys(metadata.getMap()),
+};
+
+export const metadataSetter: TextMapSetter<MetadataCarrier> = {
+  set: (metadata, key, value) => metadata.set(key, value),
+};
+
+/**
+ * Starts the span for a request received, as a child of the caller's `traceparent` when it sent a
+ * valid one. Returns the context to run the request in: it holds the span and the request id.
+ *
+ * `record: false` is for probes and scrapes (/healthz, /readyz, /metrics, gRPC health checks):
+ * they still get ids for their log lines, but no span is recorded or exported — Kubernetes and
+ * the gateway's health checks would otherwise fill the trace store with them.
+ */
+export function startServerSpan<C>(tracer: Tracer, name: string, carrier: C, getter: TextMapGetter<C>, requestId: string, attributes: Attributes, record = true): Context {
+  const parent = propagator.extract(ROOT_CONTEXT, carrier, getter);
+  let span: Span;
+  if (record) {
+    span = tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, parent);
+    if (span.isRecording()) span.setAttribute(REQUEST_ID_ATTRIBUTE, requestId);
+  } else {
+    const caller = trace.getSpanContext(parent);
+    span = trace.wrapSpanContext({ traceId: caller?.traceId ?? ids.generateTraceId(), spanId: ids.generateSpanId(), traceFlags: TraceFlags.NONE });
+  }
+  return trace.setSpan(parent, span).setValue(REQUEST_ID, requestId);
+}
+
+/**
+ * Starts the span for a call to another service, as a child of `parent` (the active context by
+ * default), and writes its `traceparent` into the outgoing carrier.
+ */
+export function startClientSpan<C>(tracer: Tracer, name: string, carrier: C, setter: TextMapSetter<C>, attributes: Attributes, parent: Context = context.active()): Span {
+  const span = tracer.startSpan(name, { kind: SpanKind.CLIENT, attributes }, parent);
+  propagator.inject(trace.setSpan(parent, span), carrier, setter);
+  return span;
+}
+
+/**
+ * Ends an HTTP span with its status code. A server span is an error only for 5xx (the server's
+ * fault); a client span for any 4xx or 5xx (OpenTelemetry HTTP semantic conventions).
+ */
+export function endHttpSpan(span: Span, status: number, kind: "server" | "client"): void {
+  if (span.isRecording()) {
+    span.setAttribute("http.response.status_code", status);
+    if (status >= 500 || (kind === "client" && status >= 400)) {
+      span.setAttribute("error.type", String(status));
+      span.setStatus({ code: SpanStatusCode.ERROR });
+    }
+  }
+  span.end();
+}
+
+/** Ends a span that failed without a status (timeout, refused connection…). */
+export function endSpanWithError(span: Span, errorType: string, message?: string): void {
+  if (span.isRecording()) {
+    span.setAttribute("error.type", errorType);
+    span.setStatus({ code: SpanStatusCode.ERROR, ...(message ? { message } : {}) });
+  }
+  span.end();
+}
+
+export interface RequestLogFields {
+  trace_id?: string;
+  span_id?: string;
+  request_id?: string;
+}
+
+/** The log fields of a request context: its trace, its span and its request id. */
+export function logFieldsOf(ctx: Context): RequestLogFields {
+  const fields: RequestLogFields = {};
+  const span = trace.getSpan(ctx);
+  if (span) {
+    const { traceId, spanId } = span.spanContext();
+    fields.trace_id = traceId;
+    fields.span_id = spanId;
+  }
+  const requestId = ctx.getValue(REQUEST_ID);
+  if (typeof requestId === "string") fields.request_id = requestId;
+  return fields;
+}
+
+/**
+ * The pino mixin every logger uses (lib/log.ts): a line written while a request is being handled
+ * carries its trace_id, span_id and request_id; a line outside any request (start-up, shutdown)
+ * carries none. A fresh object each time: pino merges into what the mixin returns.
+ */
+export function activeLogFields(): RequestLogFields {
+  return logFieldsOf(context.active());
+}
+
+/** The request id of a context made by `startServerSpan`. */
+export function requestIdOf(ctx: Context): string | undefined {
+  const value = ctx.getValue(REQUEST_ID);
+  return typeof value === "string" ? value : undefined;
+}

@@ -1,0 +1,130 @@
+/**
+ * `make dev`'s control port: how `make rollout SERVICE=…` and `make rollback SERVICE=…`, which
+ * run as separate processes, ask the running stack to replace its replicas one by one. The stack
+ * process owns every replica (their logs, their exits), so it does the replacing itself
+ * (rolling.ts) and streams its progress back as JSON lines; the caller drives the load and
+ * counts failures (scripts/lib/under-load.ts).
+ *
+ *   GET  /stack                                   versions, processes, gateway URL
+ *   POST /rollout  {"service":"webapp","version":"abc1234"}   → application/x-ndjson events
+ *   POST /rollback {"service":"webapp"}                       → application/x-ndjson events
+ *
+ * It listens on 127.0.0.1 only (DEV_CONTROL_PORT, default 9900) and has no authentication:
+ * whoever can reach the loopback interface can already signal the processes themselves.
+ */
+import type { Server } from "bun";
+import { problemResponse } from "../../lib/problem.ts";
+import { KINDS, type Kind, type ProcessView, type RollingStack, type RolloutEvent } from "./rolling.ts";
+
+export const DEFAULT_CONTROL_PORT = 9900;
+
+export interface StackView {
+  gatewayUrl: string;
+  versions: Record<Kind, string>;
+  /** What `make rollback` would return to, per service (null: nothing to roll back). */
+  previous: Record<Kind, string | null>;
+  rolling: boolean;
+  processes: ProcessView[];
+}
+
+export type ControlEvent =
+  | RolloutEvent
+  | { type: "done"; service: Kind; from: string; to: string; tookMs: number }
+  | { type: "error"; message: string };
+
+/** A version becomes a label value and a header: the same rule as an image tag (scripts/lib/image-tag.ts). */
+const VERSION = /^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$/;
+
+export function stackView(stack: RollingStack): StackView {
+  const by = <T>(f: (k: Kind) => T) => Object.fromEntries(KINDS.map((k) => [k, f(k)])) as Record<Kind, T>;
+  return {
+    gatewayUrl: stack.gatewayUrl,
+    versions: by((k) => stack.currentVersion(k)),
+    previous: by((k) => stack.previousVersion(k) ?? null),
+    rolling: stack.isRolling,
+    processes: stack.describe(),
+  };
+}
+
+export function startControlServer(stack: RollingStack, opts: { port: number; host?: string; onEvent?: (e: ControlEvent) => void }): Server<undefined> {
+  const bad = (detail: string) => problemResponse({ title: "Bad request", status: 400, detail });
+
+  async function parse(req: Request, needsVersion: boolean): Promise<{ service: Kind; version?: string } | Response> {
+    let body: { service?: unknown; version?: unknown };
+    try {
+      body = (await req.json()) as typeof body;
+    } catch {
+      return bad('the body must be JSON: {"service":"webapp"' + (needsVersion ? ',"version":"v2"}' : "}"));
+    }
+    if (typeof body !== "object" || body === null || !KINDS.includes(body.service as Kind)) return bad(`"service" must be one of ${KINDS.join(", ")}`);
+    if (needsVersion && (typeof body.version !== "string" || !VERSION.test(body.version))) {
+      return bad('"version" must be a tag: letters, digits, ".", "_", "-", at most 63');
+    }
+    if (stack.isRolling) return problemResponse({ title: "Conflict", status: 409, detail: "another rollout is running in this stack; wait for it to finish" });
+    return { service: body.service as Kind, version: body.version as string | undefined };
+  }
+
+  /** Runs `change` and streams its events, then `done` or `error`, one JSON object per line. */
+  function stream(service: Kind, change: (onEvent: (e: RolloutEvent) => void) => Promise<string>): Response {
+    const encoder = new TextEncoder();
+    const from = stack.currentVersion(service);
+    const startedAt = performance.now();
+    return new Response(
+      new ReadableStream<Uint8Array>({
+        async start(controller) {
+          const send = (e: ControlEvent) => {
+            opts.onEvent?.(e);
+            try {
+              controller.enqueue(encoder.encode(`${JSON.stringify(e)}\n`));
+            } catch {
+              // the caller went away; the rollout goes on
+            }
+          };
+          try {
+            const to = await change(send);
+            // Answer only once the replaced replicas have drained and exited: the caller's load
+            // must cover their whole shutdown.
+            await stack.settled(send);
+            send({ type: "done", service, from, to, tookMs: Math.round(performance.now() - startedAt) });
+          } catch (err) {
+            send({ type: "error", message: (err as Error).message });
+          }
+          try {
+            controller.close();
+          } catch {}
+        },
+      }),
+      { headers: { "content-type": "application/x-ndjson" } },
+    );
+  }
+
+  return Bun.serve({
+    hostname: opts.host ?? "127.0.0.1",
+    port: opts.port,
+    routes: {
+      "/stack": { GET: () => Response.json(stackView(stack)) },
+      "/rollout": {
+        POST: async (req) => {
+          const parsed = await parse(req, true);
+          if (parsed instanceof Response) return parsed;
+          const { service, version } = parsed;
+          return stream(service, async (onEvent) => {
+            await stack.rollingReplace(service, version!, onEvent);
+            return version!;
+          });
+        },
+      },
+      "/rollback": {
+        POST: async (req) => {
+          const parsed = await parse(req, false);
+          if (parsed instanceof Response) return parsed;
+          if (stack.previousVersion(parsed.service) === undefined) {
+            return problemResponse({ title: "Conflict", status: 409, detail: `${parsed.service} has not been rolled out in this stack: there is no previous version to go back to` });
+          }
+          return stream(parsed.service, (onEvent) => stack.rollback(parsed.service, onEvent));
+        },
+      },
+    },
+    fetch: (req) => problemResponse({ title: "Not Found", status: 404, detail: `no route for ${req.method} ${new URL(req.url).pathname}; try GET /stack, POST /rollout, POST /rollback` }),
+  });
+}

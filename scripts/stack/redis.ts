@@ -1,0 +1,72 @@
+/**
+ * A throwaway local redis-server for `make dev`: the gateways' shared rate-limit budget. Nothing
+ * is written to disk (`--save "" --appendonly no`): budgets are short-lived and a restart only
+ * refills them. Started only when `redis-server` is installed; otherwise the gateways keep their
+ * budgets in memory, one per process.
+ */
+import type { Subprocess } from "bun";
+import { connect } from "node:net";
+
+export interface LocalRedis {
+  url: string;
+  port: number;
+  proc: Subprocess<"ignore", "ignore", "ignore">;
+  stop(): Promise<void>;
+}
+
+/** The command line of a memory-only redis-server on `host:port` (tests use it too). */
+export function redisServerArgv(port: number, host = "127.0.0.1"): string[] {
+  return ["redis-server", "--port", String(port), "--bind", host, "--save", "", "--appendonly", "no", "--loglevel", "warning"];
+}
+
+export function isRedisInstalled(): boolean {
+  return Bun.which("redis-server") !== null;
+}
+
+/** Whether something accepts TCP connections on host:port. */
+export function isListening(port: number, host = "127.0.0.1", timeoutMs = 300): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ port, host });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once("connect", () => done(true));
+    socket.once("error", () => done(false));
+  });
+}
+
+/**
+ * Starts redis-server on `port` and waits until it accepts connections. Its own output (a start-up
+ * banner and kernel-tuning warnings) is dropped: the gateways log what matters, Redis going away
+ * and coming back. Fails with a message naming the port when it is taken or redis does not come up.
+ */
+export async function startLocalRedis(opts: { port: number; host?: string; timeoutMs?: number }): Promise<LocalRedis> {
+  const host = opts.host ?? "127.0.0.1";
+  if (await isListening(opts.port, host)) {
+    throw new Error(`port ${opts.port} is already in use (another redis?); set REDIS_PORT to another port, or REDIS_URL to use a running Redis`);
+  }
+  const proc = Bun.spawn(redisServerArgv(opts.port, host), { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+  const deadline = Date.now() + (opts.timeoutMs ?? 5000);
+  while (!(await isListening(opts.port, host))) {
+    if (proc.exitCode !== null) throw new Error(`redis-server exited with code ${proc.exitCode} before listening on ${host}:${opts.port}`);
+    if (Date.now() > deadline) {
+      proc.kill("SIGKILL");
+      throw new Error(`redis-server did not listen on ${host}:${opts.port} within ${opts.timeoutMs ?? 5000} ms`);
+    }
+    await Bun.sleep(25);
+  }
+  return {
+    url: `redis://${host}:${opts.port}`,
+    port: opts.port,
+    proc,
+    async stop() {
+      if (proc.exitCode !== null) return;
+      proc.kill("SIGTERM");
+      const timer = setTimeout(() => proc.kill("SIGKILL"), 3000);
+      await proc.exited;
+      clearTimeout(timer);
+    },
+  };
+}

@@ -1,0 +1,352 @@
+/**
+ * The local stack with run-time discovery, so that its replicas can be replaced one by one under
+ * load — the local equivalent of a Deployment's rolling update (`maxSurge: 1, maxUnavailable: 0`).
+ * `make dev` runs it; `make rollout` / `make rollback` drive it through its control port
+ * (control.ts); scripts/test/rolling-upgrade.e2e.test.ts proves it loses no request.
+ *
+ * How the gateways learn about a replacement: as in the cluster, through DNS. Each replica slot
+ * has two ports — its base port and a spare one, `N` above it — and each port a DNS name
+ * (`webapp-3004.portico.test`) that resolves, through the stack's own DNS server (dns.ts), only
+ * while a replica listens there. The gateways get every name in WEBAPP_ENDPOINTS/RPCAPP_ENDPOINTS
+ * and DNS_SERVER, and their discovery re-resolves the names (every 5 s, and soon after a failed
+ * health check) exactly as it re-resolves a headless Service. rpcapp cannot share a port with its
+ * successor (grpc-js has no SO_REUSEPORT), so ports change; the gateways, which already share the
+ * public port through SO_REUSEPORT, keep it and move their admin port to the spare.
+ *
+ * One replacement, for each replica in turn:
+ *   1. start the new replica on the slot's other port, with the new SERVICE_VERSION;
+ *   2. wait until it is ready (and, for a gateway, until it has found its upstreams);
+ *   3. swap the DNS records and SIGTERM the old replica — what the endpoints controller and the
+ *      kubelet do. The old one drains (lib/lifecycle.ts): not ready, still serving with
+ *      `Connection: close` for DRAIN_DELAY_MS, then it stops accepting and finishes in flight;
+ *   4. wait until every gateway routes to the new replica before touching the next one, so at
+ *      most one replica per service is in transition (`maxUnavailable: 0`).
+ *
+ * DRAIN_DELAY_MS is 5 s here as in k8s/: a gateway stops sending to a draining replica after at
+ * most two failed health checks (2 × 2 s) or one re-resolution after the first failed check
+ * (≤ 2 s + 1 s); the drain must outlast both.
+ */
+import { isIPv4 } from "node:net";
+import { DiscoveryDns } from "./dns.ts";
+import { Stack, type StackOptions, type StackProcess, waitReady } from "./stack.ts";
+
+export type Kind = StackProcess["kind"];
+export const KINDS: readonly Kind[] = ["webapp", "rpcapp", "gateway"];
+
+/** DNS zone of the replicas' names (RFC 2606 reserves .test). */
+const ZONE = "portico.test";
+/** See the file comment; k8s/ uses the same figures. */
+export const LOCAL_DRAIN_DELAY_MS = 5_000;
+export const LOCAL_SHUTDOWN_TIMEOUT_MS = 15_000;
+
+export interface RollingOptions {
+  drainDelayMs?: number;
+  shutdownTimeoutMs?: number;
+  /** UDP port of the stack's DNS server; 0 picks a free one. */
+  dnsPort?: number;
+}
+
+/** One replica position: which process holds it now, on which of its two port sets. */
+interface Slot {
+  kind: Kind;
+  replica: number;
+  side: 0 | 1;
+  generation: number;
+  version: string;
+  process: StackProcess;
+}
+
+export type RolloutEvent =
+  | { type: "starting"; instance: string; version: string; replacing: string }
+  | { type: "ready"; instance: string; readyMs: number }
+  | { type: "draining"; instance: string }
+  | { type: "routed"; instance: string; waitedMs: number }
+  | { type: "settled"; instance: string; code: number };
+
+export interface ProcessView {
+  name: string;
+  kind: Kind;
+  version: string;
+  pid: number;
+  state: "serving" | "draining";
+  ports: Record<string, number>;
+}
+
+export class RolloutError extends Error {
+  override name = "RolloutError";
+}
+
+export class RollingStack extends Stack {
+  dns: DiscoveryDns | undefined;
+  readonly #slots = new Map<string, Slot>();
+  /** SIGTERMed replicas that have not exited yet. */
+  readonly #retired = new Set<StackProcess>();
+  /** Versions each kind has run, oldest first; the last is the current one. */
+  readonly #history = new Map<Kind, string[]>();
+  readonly #userOnExit: StackOptions["onExit"];
+  #stoppingAll = false;
+  #rolling = false;
+  readonly #rollingOpts: Required<Omit<RollingOptions, "dnsPort">> & { dnsPort: number };
+
+  constructor(opts: StackOptions, rolling: RollingOptions = {}) {
+    const self: { stack?: RollingStack } = {};
+    const drainDelayMs = rolling.drainDelayMs ?? LOCAL_DRAIN_DELAY_MS;
+    const shutdownTimeoutMs = rolling.shutdownTimeoutMs ?? LOCAL_SHUTDOWN_TIMEOUT_MS;
+    super({
+      ...opts,
+      env: { DRAIN_DELAY_MS: String(drainDelayMs), SHUTDOWN_TIMEOUT_MS: String(shutdownTimeoutMs), ...opts.env },
+      onExit: (name, code) => self.stack?.#onExit(name, code),
+    });
+    self.stack = this;
+    this.#userOnExit = opts.onExit;
+    this.#rollingOpts = { drainDelayMs, shutdownTimeoutMs, dnsPort: rolling.dnsPort ?? 0 };
+    for (const kind of KINDS) this.#history.set(kind, [opts.version]);
+  }
+
+  /** The address replicas are reached at (and what the DNS records hold). */
+  get #ip(): string {
+    return isIPv4(this.opts.host) && this.opts.host !== "0.0.0.0" ? this.opts.host : "127.0.0.1";
+  }
+
+  replicasOf(kind: Kind): number {
+    return kind === "webapp" ? this.opts.webappReplicas : kind === "rpcapp" ? this.opts.rpcappReplicas : this.opts.gatewayReplicas;
+  }
+
+  /** The ports a replica listens on, on side 0 (base) or 1 (spare, N above). */
+  portsOf(kind: Kind, replica: number, side: 0 | 1): Record<string, number> {
+    const offset = replica - 1 + side * this.replicasOf(kind);
+    switch (kind) {
+      case "webapp":
+        return { PORT: this.opts.webappBasePort + offset };
+      case "rpcapp":
+        return { PORT: this.opts.rpcappBasePort + offset, METRICS_PORT: this.opts.rpcappHttpBasePort + offset };
+      case "gateway":
+        return { ADMIN_PORT: this.opts.adminBasePort + offset };
+    }
+  }
+
+  #readyUrl(kind: Kind, ports: Record<string, number>): string {
+    const port = kind === "webapp" ? ports.PORT : kind === "rpcapp" ? ports.METRICS_PORT : ports.ADMIN_PORT;
+    return `http://${this.opts.host}:${port}/readyz`;
+  }
+
+  #dnsName(kind: "webapp" | "rpcapp", port: number): string {
+    return `${kind}-${port}.${ZONE}`;
+  }
+
+  /** Every name a gateway may find `kind` under: both ports of every slot. */
+  #discoveryEntries(kind: "webapp" | "rpcapp"): string {
+    const entries: string[] = [];
+    for (const side of [0, 1] as const) {
+      for (let r = 1; r <= this.replicasOf(kind); r++) {
+        const port = this.portsOf(kind, r, side).PORT!;
+        entries.push(`${this.#dnsName(kind, port)}:${port}`);
+      }
+    }
+    return entries.join(",");
+  }
+
+  override envFor(kind: Kind, replica: number): { env: Record<string, string>; readyUrl: string } {
+    const base = super.envFor(kind, replica);
+    if (kind !== "gateway") return base;
+    const adminUrls = ([0, 1] as const).flatMap((side) => Array.from({ length: this.opts.gatewayReplicas }, (_, i) => `http://${this.opts.host}:${this.portsOf("gateway", i + 1, side).ADMIN_PORT}`));
+    return {
+      ...base,
+      env: {
+        ...base.env,
+        WEBAPP_ENDPOINTS: this.#discoveryEntries("webapp"),
+        RPCAPP_ENDPOINTS: this.#discoveryEntries("rpcapp"),
+        DNS_SERVER: this.dns?.address ?? "",
+        // Replacements answer on the spare admin ports: the rate limiter counts live peers there too.
+        GATEWAY_PEERS: adminUrls.join(","),
+      },
+    };
+  }
+
+  override async start(timeoutMs = 30_000): Promise<void> {
+    this.dns = await DiscoveryDns.start(this.#ip, this.#rollingOpts.dnsPort);
+    for (const kind of ["webapp", "rpcapp"] as const) {
+      for (let r = 1; r <= this.replicasOf(kind); r++) this.dns.set(this.#dnsName(kind, this.portsOf(kind, r, 0).PORT!), [this.#ip]);
+    }
+    await super.start(timeoutMs);
+    for (const kind of KINDS) {
+      for (let replica = 1; replica <= this.replicasOf(kind); replica++) {
+        const process = this.processes.find((p) => p.kind === kind && p.name === `${kind}-${replica}`);
+        if (process) this.#slots.set(`${kind}-${replica}`, { kind, replica, side: 0, generation: 1, version: this.opts.version, process });
+      }
+    }
+    // Ready gateways have not necessarily resolved their upstreams yet: wait until they route.
+    const backends = [...this.#slots.values()].filter((s) => s.kind !== "gateway");
+    for (const slot of backends) await this.#waitRouted(slot.kind as "webapp" | "rpcapp", slot.process.env.PORT!, timeoutMs);
+  }
+
+  /** SIGINT first: the lifecycle then skips the drain delay (nothing balances across a stopping stack). */
+  override async stop(graceMs = 10_000): Promise<void> {
+    this.#stoppingAll = true;
+    for (const p of this.processes) {
+      try {
+        p.proc.kill("SIGINT");
+      } catch {}
+    }
+    await super.stop(graceMs);
+    this.dns?.close();
+  }
+
+  currentVersion(kind: Kind): string {
+    return this.#history.get(kind)!.at(-1)!;
+  }
+
+  /** The version `rollback` returns to, if any. */
+  previousVersion(kind: Kind): string | undefined {
+    return this.#history.get(kind)!.at(-2);
+  }
+
+  get isRolling(): boolean {
+    return this.#rolling;
+  }
+
+  /** Replaces every replica of `kind`, one by one, with one running `version`. */
+  async rollingReplace(kind: Kind, version: string, onEvent: (e: RolloutEvent) => void = () => {}): Promise<void> {
+    await this.#replaceAll(kind, version, onEvent);
+    this.#history.get(kind)!.push(version);
+  }
+
+  /** Replaces every replica of `kind` with the previous version (`kubectl rollout undo`). */
+  async rollback(kind: Kind, onEvent: (e: RolloutEvent) => void = () => {}): Promise<string> {
+    const previous = this.previousVersion(kind);
+    if (previous === undefined) throw new RolloutError(`${kind} has not been rolled out in this stack: there is no previous version to go back to`);
+    await this.#replaceAll(kind, previous, onEvent);
+    this.#history.get(kind)!.pop();
+    return previous;
+  }
+
+  /** Resolves once every replaced replica has finished draining and exited. */
+  async settled(onEvent: (e: RolloutEvent) => void = () => {}): Promise<void> {
+    await Promise.all(
+      [...this.#retired].map(async (p) => {
+        const code = await p.proc.exited;
+        onEvent({ type: "settled", instance: p.name, code });
+      }),
+    );
+  }
+
+  /** Every process, with its version and whether it is draining. */
+  describe(): ProcessView[] {
+    return this.processes.map((p) => ({
+      name: p.name,
+      kind: p.kind,
+      version: p.env.SERVICE_VERSION ?? this.opts.version,
+      pid: p.proc.pid,
+      state: this.#retired.has(p) ? "draining" : "serving",
+      ports: Object.fromEntries(["PORT", "METRICS_PORT", "ADMIN_PORT"].filter((k) => p.env[k]).map((k) => [k, Number(p.env[k])])),
+    }));
+  }
+
+  async #replaceAll(kind: Kind, version: string, onEvent: (e: RolloutEvent) => void): Promise<void> {
+    if (this.#rolling) throw new RolloutError("another rollout is running in this stack; wait for it to finish");
+    this.#rolling = true;
+    try {
+      for (let replica = 1; replica <= this.replicasOf(kind); replica++) await this.#replaceOne(kind, replica, version, onEvent);
+    } finally {
+      this.#rolling = false;
+    }
+  }
+
+  async #replaceOne(kind: Kind, replica: number, version: string, onEvent: (e: RolloutEvent) => void): Promise<void> {
+    const slot = this.#slots.get(`${kind}-${replica}`);
+    if (!slot) throw new RolloutError(`${kind}-${replica} is not part of this stack`);
+    const side = slot.side === 0 ? 1 : 0;
+    const ports = this.portsOf(kind, replica, side);
+    // The replica that had these ports two rollouts ago may still be draining.
+    const previousHolder = [...this.#retired].find((p) => p.kind === kind && Object.entries(ports).every(([k, v]) => p.env[k] === String(v)));
+    if (previousHolder) await previousHolder.proc.exited;
+
+    const instance = `${kind}-${replica}.${slot.generation + 1}`;
+    const old = slot.process;
+    onEvent({ type: "starting", instance, version, replacing: old.name });
+    const startedAt = performance.now();
+    const next = this.spawn(kind, replica, { ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])), INSTANCE_ID: instance, SERVICE_VERSION: version });
+    next.readyUrl = this.#readyUrl(kind, ports);
+    try {
+      await waitReady(next, 30_000);
+      if (kind === "gateway") await this.#waitGatewayRoutes(next, 15_000);
+    } catch (err) {
+      next.proc.kill("SIGKILL");
+      throw new RolloutError(`${instance} (version ${version}) did not become ready, so ${old.name} keeps serving and the rollout stops here: ${(err as Error).message}`);
+    }
+    onEvent({ type: "ready", instance, readyMs: Math.round(performance.now() - startedAt) });
+
+    if (kind !== "gateway") {
+      this.dns!.set(this.#dnsName(kind, ports.PORT!), [this.#ip]);
+      this.dns!.delete(this.#dnsName(kind, Number(old.env.PORT)));
+    }
+    this.#retired.add(old);
+    try {
+      old.proc.kill("SIGTERM");
+    } catch {}
+    onEvent({ type: "draining", instance: old.name });
+    this.#slots.set(`${kind}-${replica}`, { kind, replica, side, generation: slot.generation + 1, version, process: next });
+
+    if (kind !== "gateway") {
+      const waitedFrom = performance.now();
+      await this.#waitRouted(kind, String(ports.PORT), 20_000);
+      onEvent({ type: "routed", instance, waitedMs: Math.round(performance.now() - waitedFrom) });
+    }
+  }
+
+  /** The gateways that are not draining, as admin base URLs. */
+  #servingGateways(): string[] {
+    return this.processes.filter((p) => p.kind === "gateway" && !this.#retired.has(p)).map((p) => `http://${this.opts.host}:${p.env.ADMIN_PORT}`);
+  }
+
+  /** Waits until every serving gateway lists `ip:port` of `kind` as available. */
+  async #waitRouted(kind: "webapp" | "rpcapp", port: string, timeoutMs: number): Promise<void> {
+    const address = `${this.#ip}:${port}`;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const views = await Promise.all(this.#servingGateways().map((admin) => upstreamsOf(admin)));
+      if (views.every((upstreams) => upstreams?.some((u) => u.endpoints.some((e) => e.address === address && e.available)))) return;
+      if (Date.now() > deadline) throw new RolloutError(`the gateways did not start routing to ${kind} at ${address} within ${timeoutMs} ms (is the routes file's ${kind.toUpperCase()}_ENDPOINTS used?)`);
+      await Bun.sleep(50);
+    }
+  }
+
+  /** A new gateway is useful once every upstream it has lists every replica that serves now. */
+  async #waitGatewayRoutes(gateway: StackProcess, timeoutMs: number): Promise<void> {
+    const admin = `http://${this.opts.host}:${gateway.env.ADMIN_PORT}`;
+    const wanted = [...this.#slots.values()].filter((s) => s.kind !== "gateway").map((s) => `${this.#ip}:${s.process.env.PORT}`);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const upstreams = await upstreamsOf(admin);
+      const available = new Set(upstreams?.flatMap((u) => u.endpoints.filter((e) => e.available).map((e) => e.address)));
+      if (upstreams && wanted.every((a) => available.has(a))) return;
+      if (gateway.proc.exitCode !== null) throw new Error(`${gateway.name} exited with code ${gateway.proc.exitCode}`);
+      if (Date.now() > deadline) throw new Error(`${gateway.name} did not find its upstreams' replicas (${wanted.join(", ")}) within ${timeoutMs} ms`);
+      await Bun.sleep(50);
+    }
+  }
+
+  #onExit(name: string, code: number): void {
+    const retired = [...this.#retired].find((p) => p.name === name);
+    if (retired) {
+      this.#retired.delete(retired);
+      return;
+    }
+    if (!this.#stoppingAll) this.#userOnExit?.(name, code);
+  }
+}
+
+interface UpstreamView {
+  name: string;
+  endpoints: { address: string; available: boolean }[];
+}
+
+/** A gateway's live upstream view (admin /upstreams), or undefined when it does not answer. */
+async function upstreamsOf(adminUrl: string): Promise<UpstreamView[] | undefined> {
+  try {
+    const res = await fetch(`${adminUrl}/upstreams`, { signal: AbortSignal.timeout(1_000) });
+    return res.ok ? ((await res.json()) as UpstreamView[]) : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * scripts/up.ts against fake minikube, kubectl, docker and git (see fakes.ts): what it runs, in
+ * which order, with which arguments, and how it fails.
+ */
+import { afterEach, expect, test } from "bun:test";
+import { parse as parseYaml } from "yaml";
+import { type Fakes, type FakeScripts, HAPPY, makeFakes, runScript } from "./fakes.ts";
+
+let fakes: Fakes | undefined;
+afterEach(() => fakes?.cleanup());
+
+function withFakes(overrides: FakeScripts = {}, drop: string[] = []): Fakes {
+  const scripts: FakeScripts = { ...HAPPY, ...overrides };
+  for (const name of drop) delete scripts[name];
+  fakes = makeFakes(scripts);
+  return fakes;
+}
+
+test("up builds the 3 images in minikube's Docker, applies k8s/ with their tag, waits for every rollout, then prints the URL", async () => {
+  const f = withFakes();
+  const run = await runScript("up", f);
+  expect(run.stderr).toBe("");
+  expect(run.exitCode).toBe(0);
+  const calls = f.calls();
+  expect(calls.filter((c) => c.startsWith("git ")).length).toBeGreaterThan(0);
+  expect(calls.filter((c) => !c.startsWith("git "))).toEqual([
+    "minikube status",
+    "minikube docker-env --shell none",
+    "docker build -f gateway/Dockerfile -t portico/gateway:abc1234 .",
+    "docker env: DOCKER_HOST=tcp://minikube.test:2376",
+    "docker build -f webapp/Dockerfile -t portico/webapp:abc1234 .",
+    "docker env: DOCKER_HOST=tcp://minikube.test:2376",
+    "docker build -f rpcapp/Dockerfile -t portico/rpcapp:abc1234 .",
+    "docker env: DOCKER_HOST=tcp://minikube.test:2376",
+    expect.stringMatching(/^kubectl --context=minikube apply -k \/.*portico-deploy-/),
+    "kubectl --context=minikube -n portico rollout status deployment/webapp --timeout=180s",
+    "kubectl --context=minikube -n portico rollout status deployment/rpcapp --timeout=180s",
+    "kubectl --context=minikube -n portico rollout status deployment/gateway --timeout=180s",
+    "minikube service gateway -n portico --url",
+  ]);
+  // What was applied: k8s/ itself, with the built tag on the three images and the version label.
+  const overlay = parseYaml(f.appliedOverlay()!) as { resources: string[]; images: { name: string; newTag: string }[]; patches: { patch: string }[] };
+  expect(overlay.resources).toEqual([expect.stringMatching(/(^|\/)k8s$/)]);
+  expect(overlay.images).toEqual(["gateway", "webapp", "rpcapp"].map((s) => ({ name: `portico/${s}`, newTag: "abc1234" })));
+  expect(overlay.patches[0]!.patch).toContain("/spec/template/metadata/labels/app.kubernetes.io~1version");
+  // Every step printed what it ran, and the URL is the last thing said.
+  expect(run.stdout).toContain("$ docker build -f webapp/Dockerfile -t portico/webapp:abc1234 .");
+  expect(run.stdout).toContain("$ kubectl --context=minikube -n portico rollout status deployment/gateway --timeout=180s");
+  expect(run.stdout).toContain("gateway   http://gateway.test:30080");
+});
+
+test("up starts minikube (with Calico, for the NetworkPolicies) when it is not running", async () => {
+  const f = withFakes({ minikube: `case "$1" in status) echo "host: Stopped"; exit 7 ;; ${HAPPY.minikube!.slice('case "$1" in'.length)}` });
+  const run = await runScript("up", f);
+  expect(run.exitCode).toBe(0);
+  expect(f.calls().filter((c) => c.startsWith("minikube")).slice(0, 3)).toEqual(["minikube status", "minikube start --cni=calico", "minikube docker-env --shell none"]);
+});
+
+test("uncommitted changes to what the images are built from give a -dirty tag with a hash of them", async () => {
+  const f = withFakes();
+  const run = await runScript("up", f, { FAKE_GIT_DIRTY: "1" });
+  expect(run.exitCode).toBe(0);
+  const build = f.calls().find((c) => c.startsWith("docker build -f gateway/"));
+  expect(build).toMatch(/^docker build -f gateway\/Dockerfile -t portico\/gateway:abc1234-dirty-[0-9a-f]{8} \.$/);
+  const tag = build!.split(":").at(-1)!.split(" ")[0]!;
+  expect(f.appliedOverlay()).toContain(`newTag: ${tag}`);
+  expect(f.calls()).toContain(`git status --porcelain -- package.json bun.lock bunfig.toml tsconfig.json .dockerignore lib proto gateway webapp rpcapp`);
+});
+
+test.each(["minikube", "kubectl", "docker"])("without %s, up exits 2 naming it and suggesting make dev, having run nothing", async (tool) => {
+  const f = withFakes({}, [tool]);
+  const run = await runScript("up", f);
+  expect(run.exitCode).toBe(2);
+  expect(run.stderr).toContain(`${tool} is not installed`);
+  expect(run.stderr).toContain("make dev");
+  expect(f.calls()).toEqual([]);
+});
+
+test("a rollout that does not finish exits 1 with a readable message, and the URL is never printed", async () => {
+  const f = withFakes({
+    kubectl: `case "$*" in
+  *"rollout status deployment/rpcapp"*) echo 'error: deployment "rpcapp" exceeded its progress deadline' >&2; exit 1 ;;
+  *"rollout status"*) echo "deployment successfully rolled out" ;;
+  *"get pods"*) echo "rpcapp-5d9c-x   0/1   ImagePullBackOff" ;;
+esac`,
+  });
+  const run = await runScript("up", f, { ROLLOUT_TIMEOUT: "5s" });
+  expect(run.exitCode).toBe(1);
+  expect(run.stderr).toContain("deployment/rpcapp did not become ready within 5s (image portico/rpcapp:abc1234)");
+  expect(run.stderr).toContain('exceeded its progress deadline');
+  expect(run.stderr).toContain("kubectl -n portico describe deployment/rpcapp");
+  const calls = f.calls();
+  expect(calls).toContain("kubectl --context=minikube -n portico get pods -l app.kubernetes.io/name=rpcapp -o wide");
+  expect(calls.some((c) => c.includes("deployment/gateway"))).toBe(false);
+  expect(calls.some((c) => c.startsWith("minikube service"))).toBe(false);
+});
+
+test("a failing image build stops up before anything is applied", async () => {
+  const f = withFakes({ docker: `case "$*" in *webapp*) echo "ERROR: failed to solve: bun install" >&2; exit 1 ;; esac` });
+  const run = await runScript("up", f);
+  expect(run.exitCode).toBe(1);
+  expect(run.stderr).toContain("`docker build -f webapp/Dockerfile -t portico/webapp:abc1234 .` failed (exit 1)");
+  expect(run.stderr).toContain("failed to solve");
+  expect(f.calls().some((c) => c.startsWith("kubectl"))).toBe(false);
+});
+
+test("KUBE_CONTEXT chooses the cluster every kubectl command names", async () => {
+  const f = withFakes();
+  const run = await runScript("up", f, { KUBE_CONTEXT: "portico-test" });
+  expect(run.exitCode).toBe(0);
+  const kubectlCalls = f.calls().filter((c) => c.startsWith("kubectl"));
+  expect(kubectlCalls.length).toBe(4);
+  for (const call of kubectlCalls) expect(call).toStartWith("kubectl --context=portico-test ");
+});
+
+test("IMAGE_TAG replaces the git sha, and an invalid one is refused before anything runs", async () => {
+  const f = withFakes();
+  const run = await runScript("up", f, { IMAGE_TAG: "release-1.2" });
+  expect(run.exitCode).toBe(0);
+  expect(f.calls()).toContain("docker build -f rpcapp/Dockerfile -t portico/rpcapp:release-1.2 .");
+  expect(f.calls().some((c) => c.startsWith("git"))).toBe(false);
+
+  f.cleanup();
+  const g = withFakes();
+  const bad = await runScript("up", g, { IMAGE_TAG: "has space" });
+  expect(bad.exitCode).toBe(1);
+  expect(bad.stderr).toContain('IMAGE_TAG="has space" is not a valid image tag');
+  expect(g.calls()).toEqual([]);
+});

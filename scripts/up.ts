@@ -1,0 +1,85 @@
+/**
+ * `make up`: the stack on minikube, from the raw YAML in k8s/.
+ *
+ *   1. checks that minikube, kubectl and docker are installed (exit 2 naming what is missing)
+ *   2. starts minikube if it is not running (with Calico, which enforces the NetworkPolicies)
+ *   3. builds the three images inside minikube's Docker (no registry), tagged with the git sha
+ *      (see lib/image-tag.ts)
+ *   4. applies k8s/ with that tag on the images and the version label (one rollout each)
+ *   5. waits for every Deployment's rollout, then prints the gateway's URL
+ *
+ * Every command is printed before it runs. Environment: IMAGE_TAG (instead of the git sha),
+ * ROLLOUT_TIMEOUT (default 180s), MINIKUBE_START_FLAGS (default --cni=calico), KUBE_CONTEXT
+ * (default the minikube profile's, "minikube").
+ */
+import { join, resolve } from "node:path";
+import { chalk } from "zx";
+import { main, requireTools, run, ScriptError, step } from "./lib/cli.ts";
+import { imageTag } from "./lib/image-tag.ts";
+import { dockerfileOf, imageRef, SERVICES } from "./lib/images.ts";
+import { dockerEnv, kubeContext, kubectl, NAMESPACE, serviceUrl } from "./lib/minikube.ts";
+import { writeOverlay } from "./lib/overlay.ts";
+
+const REPO_ROOT = resolve(import.meta.dir, "..");
+// Backends first: the gateway's readiness does not wait for them, but its first requests do.
+const ROLLOUT_ORDER = ["webapp", "rpcapp", "gateway"] as const;
+
+await main("make up", async () => {
+  process.chdir(REPO_ROOT);
+  requireTools(["minikube", "kubectl", "docker"], "`make up` deploys to a local minikube cluster: it needs minikube, kubectl and the docker CLI (the images are built by minikube's own Docker).");
+
+  step("image tag");
+  const tag = await imageTag();
+  console.log(`tag: ${chalk.bold(tag)}`);
+
+  step("minikube");
+  const status = await run(["minikube", "status"], { nothrow: true });
+  if (status.exitCode !== 0) {
+    console.log("minikube is not running: starting it (the first start downloads its images and takes a few minutes)");
+    const flags = (process.env.MINIKUBE_START_FLAGS ?? "--cni=calico").split(/\s+/).filter(Boolean);
+    await run(["minikube", "start", ...flags], { stream: true });
+  }
+
+  step("images, built inside minikube's Docker");
+  const env = await dockerEnv();
+  for (const service of SERVICES) {
+    await run(["docker", "build", "-f", dockerfileOf(service), "-t", imageRef(service, tag), "."], { env, stream: true });
+  }
+
+  step(`deploy k8s/ into namespace ${NAMESPACE} (context ${kubeContext()})`);
+  const overlay = writeOverlay(join(REPO_ROOT, "k8s"), tag);
+  try {
+    console.log(chalk.dim(`${overlay.dir}/kustomization.yaml:\n${overlay.text.trimEnd().replace(/^/gm, "  ")}`));
+    await run(kubectl("apply", "-k", overlay.dir), { stream: true });
+  } finally {
+    overlay.dispose();
+  }
+
+  step("wait for the rollouts");
+  const timeout = process.env.ROLLOUT_TIMEOUT ?? "180s";
+  for (const service of ROLLOUT_ORDER) {
+    const out = await run(kubectl("-n", NAMESPACE, "rollout", "status", `deployment/${service}`, `--timeout=${timeout}`), { stream: true, nothrow: true });
+    if (out.exitCode !== 0) {
+      await run(kubectl("-n", NAMESPACE, "get", "pods", "-l", `app.kubernetes.io/name=${service}`, "-o", "wide"), { stream: true, nothrow: true });
+      throw new ScriptError(
+        `deployment/${service} did not become ready within ${timeout} (image ${imageRef(service, tag)}).\n` +
+          `${(out.stderr || out.stdout).trim()}\n` +
+          "Find out why:\n" +
+          `  kubectl -n ${NAMESPACE} describe deployment/${service}\n` +
+          `  kubectl -n ${NAMESPACE} get events --sort-by=.lastTimestamp\n` +
+          `  kubectl -n ${NAMESPACE} logs deployment/${service}\n` +
+          "A longer wait: ROLLOUT_TIMEOUT=300s make up",
+      );
+    }
+  }
+
+  step("gateway");
+  const gateway = await serviceUrl("gateway");
+  gateway.close();
+  console.log(`
+Portico ${chalk.bold(tag)} is running in minikube (namespace ${NAMESPACE}).
+  gateway   ${chalk.bold(gateway.url)}${gateway.tunnel ? `   (keep \`minikube service gateway -n ${NAMESPACE} --url\` running in another terminal to reach it)` : ""}
+  try       curl -X POST -H 'Content-Type: application/json' -d '{"title":"An awesome project"}' ${gateway.url}/projects/
+  check     make smoke
+  remove    make down`);
+});

@@ -8,6 +8,7 @@
 import { freePort } from "../lib/testing/ports.ts";
 import { Stack, stackOptionsFromEnv } from "../scripts/stack/stack.ts";
 import { startNginx } from "./nginx.ts";
+import { benchRateLimit, formatRateLimitBench } from "./ratelimit.ts";
 import { runWrk, type WrkResult } from "./wrk.ts";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -31,7 +32,8 @@ const stack = new Stack({
   rpcappBasePort: base + 20,
   rpcappHttpBasePort: base + 30,
   dbPath: join(mkdtempSync(join(tmpdir(), "portico-bench-")), "bench.sqlite"),
-  env: { LOG_LEVEL: "warn" },
+  // The benchmark measures the proxy path, not the shipped per-client limit on /verify.
+  env: { LOG_LEVEL: "warn", VERIFY_RATE_LIMIT: "100000000", VERIFY_RATE_BURST: "100000000" },
   onLine: (name, line) => {
     if (process.env.BENCH_VERBOSE) console.error(`[${name}] ${line}`);
   },
@@ -77,4 +79,10 @@ for (const { name, result } of rows) {
   console.log(
     `${pad(name, 36)} ${pad(result.requestsPerSecond.toFixed(0), 9)} ${pad(result.p50Ms.toFixed(2), 8)} ${pad(result.p99Ms.toFixed(2), 8)} ${pad(String(result.errors), 7)} ${(result.requestsPerSecond / direct.requestsPerSecond).toFixed(2)}x`,
   );
+}
+
+// Rate limiting: a Redis-limited route against an unlimited one, same gateway, same run.
+if (process.env.BENCH_SKIP_RATELIMIT !== "1") {
+  console.error("\nrate limiting: limited (Redis) vs unlimited route…");
+  console.log(`\n${formatRateLimitBench(await benchRateLimit({ durationS, connections, threads }))}`);
 }

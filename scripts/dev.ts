@@ -6,7 +6,10 @@
 import { envPort } from "../lib/env.ts";
 import { colorFor, prettyLine } from "./stack/pretty.ts";
 import { isListening, isRedisInstalled } from "./stack/redis.ts";
-import { Stack, stackOptionsFromEnv } from "./stack/stack.ts";
+import { describeEvent } from "./lib/dev-control.ts";
+import { DEFAULT_CONTROL_PORT, startControlServer } from "./stack/control.ts";
+import { RollingStack } from "./stack/rolling.ts";
+import { stackOptionsFromEnv } from "./stack/stack.ts";
 
 const useColor = process.stdout.isTTY && !process.env.NO_COLOR;
 const names: string[] = [];
@@ -22,7 +25,8 @@ async function redisOptions(): Promise<{ redisUrl?: string; redisPort?: number }
   return { redisPort: 6390 };
 }
 
-const stack = new Stack({
+// Found by the gateways through the stack's DNS, so `make rollout` can replace replicas (rolling.ts).
+const stack = new RollingStack({
   ...stackOptionsFromEnv(),
   ...(await redisOptions()),
   onLine(name, line) {
@@ -59,6 +63,14 @@ try {
 }
 
 const gw = stack.gatewayUrl;
+// `make rollout` / `make rollback` ask this process to replace replicas (stack/control.ts).
+const controlPort = envPort("DEV_CONTROL_PORT", DEFAULT_CONTROL_PORT);
+let rollouts = `make rollout SERVICE=webapp, make rollback SERVICE=webapp (control port 127.0.0.1:${controlPort})`;
+try {
+  startControlServer(stack, { port: controlPort, onEvent: (e) => console.log(`rollout: ${describeEvent(e)}`) });
+} catch (err) {
+  rollouts = `unavailable: the control port ${controlPort} is taken (${(err as Error).message}); set DEV_CONTROL_PORT`;
+}
 const rateLimits = stack.redisUrl
   ? `${stack.redisUrl}${stack.redis ? " (a local redis-server started for this stack)" : ""}: one budget shared by the gateways`
   : "per gateway process (in memory): redis-server is not installed, so each gateway admits the full limit (apt-get install redis-server, or set REDIS_URL)";
@@ -70,6 +82,12 @@ Portico is up.
   rate limits ${rateLimits}
   webapps     ${stack.endpoints("webapp")}
   rpcapps     ${stack.endpoints("rpcapp")} (gRPC)
+  discovery   the gateways resolve the replicas through the stack's DNS server ${stack.dns?.address}
+  rollouts    ${rollouts}
+  metrics     ${stack.adminUrls().map((u) => `${u}/metrics`).join("  ")}
+              webapps and rpcapps: /metrics on their HTTP ports (make monitor: a local Prometheus scraping them all)
+  traces      set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. a local Jaeger's http://127.0.0.1:4318) to export spans;
+              every log line carries trace_id, span_id and request_id either way
   logs        this terminal (JSON lines from every process, prettified; DEV_LOG_FORMAT=json for raw)
 
 Try:

@@ -40,7 +40,7 @@ export function createAdminApp(gateway: Gateway, identity: ServiceIdentity, life
       [...gateway.upstreams.values()].map((u) => ({
         name: u.name,
         protocol: u.protocol,
-        balancer: u.algorithm,
+        settings: u.settings,
         retries: { ...u.retries },
         endpoints: u.endpoints.map((e) => ({
           address: e.address,

@@ -26,7 +26,7 @@ import { gatewayTelemetry } from "./telemetry.ts";
 import { normalizePath } from "./routing/path.ts";
 import { dispatch, noEndpointProblem } from "./upstream/dispatch.ts";
 import { isIdempotentMethod } from "./upstream/outcome.ts";
-import { createUpstreams, type Upstream } from "./upstream/upstream.ts";
+import { createUpstreams, type Upstream, type UpstreamEvent } from "./upstream/upstream.ts";
 
 export interface GatewayDeps {
   identity: ServiceIdentity;
@@ -54,14 +54,14 @@ export class Gateway {
     config: GatewayConfig,
     private readonly deps: GatewayDeps,
   ) {
-    this.#state = Gateway.#build(config);
+    this.#state = Gateway.#build(config, deps.log);
   }
 
-  static #build(config: GatewayConfig): GatewayState {
+  static #build(config: GatewayConfig, log: Logger): GatewayState {
     return {
       config,
       router: new Router(config.routes),
-      upstreams: createUpstreams(config.upstreams.values()),
+      upstreams: createUpstreams(config.upstreams.values(), { onEvent: (event) => logUpstreamEvent(log, event) }),
       trustedProxies: new TrustedProxies(config.trustedProxies),
     };
   }
@@ -221,6 +221,25 @@ export class Gateway {
       },
       "request",
     );
+  }
+}
+
+/** One log line per endpoint state change: what an operator reads when traffic moves. */
+function logUpstreamEvent(log: Logger, event: UpstreamEvent): void {
+  const base = { upstream: event.upstream };
+  switch (event.type) {
+    case "ejected":
+      return log.warn({ ...base, endpoint: event.endpoint.address, ejection_ms: event.durationMs }, "endpoint ejected");
+    case "readmitted":
+      return log.info({ ...base, endpoint: event.endpoint.address, reason: event.reason }, "endpoint readmitted");
+    case "breaker":
+      return log[event.state === "closed" ? "info" : "warn"]({ ...base, endpoint: event.endpoint.address, state: event.state }, "circuit breaker");
+    case "health":
+      return log.info({ ...base, endpoint: event.endpoint.address, health: event.health }, "endpoint health changed");
+    case "endpoints":
+      return log.info({ ...base, added: event.added, removed: event.removed }, "endpoints discovered");
+    case "resolve-failed":
+      return log.warn({ ...base, host: event.host, error: event.error }, "endpoint discovery failed");
   }
 }
 

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { freePort } from "../../lib/testing/ports.ts";
 import { stopAll } from "../../lib/testing/processes.ts";
-import { type Gateway, json, type Replica, startGateway, startReplica, TestDnsServer, timeUntil, upstreamView, writeRoutes } from "./resilience-harness.ts";
+import { type Gateway, json, type Replica, removeTempFiles, startGateway, startReplica, TestDnsServer, timeUntil, upstreamView, writeRoutes } from "./resilience-harness.ts";
 
 const NAME = "webapp.portico.test";
 const REFRESH_MS = 200;
@@ -36,6 +36,7 @@ routes:
 afterAll(async () => {
   dns?.close();
   await stopAll();
+  removeTempFiles();
 });
 
 const addresses = async () => (await upstreamView(gateway, "webapp")).endpoints.map((e) => e.address).sort();

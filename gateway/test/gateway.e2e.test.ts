@@ -18,7 +18,7 @@ const json = { "content-type": "application/json" };
 beforeAll(async () => {
   stack = await startTestStack();
   gw = stack.gatewayUrl;
-});
+}, 60_000);
 afterAll(async () => {
   await stack?.stop();
   await stopAll();

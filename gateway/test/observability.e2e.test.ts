@@ -38,6 +38,7 @@ interface ReceivedSpan {
 
 let stack: TestStack;
 let receiver: ReturnType<typeof Bun.serve>;
+let prometheus: Promise<Awaited<ReturnType<typeof startPrometheus>> | undefined> = Promise.resolve(undefined);
 const spans: ReceivedSpan[] = [];
 /** Every OTLP body received, verbatim, for the credentials check. */
 const otlpBodies: string[] = [];
@@ -67,6 +68,7 @@ function startOtlpReceiver(port: number) {
 beforeAll(async () => {
   receiver = startOtlpReceiver(await freePort());
   stack = await startTestStack({ env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${receiver.port}`, OTEL_BSP_SCHEDULE_DELAY: "100" } });
+  if (hasPrometheus) prometheus = startPrometheus();
 }, 60_000);
 
 afterAll(async () => {
@@ -82,7 +84,7 @@ function tempDir(): string {
   return dir;
 }
 
-/** Waits until the spans of `traceId` include one per `services` kind, and returns them. */
+/** Waits until at least `expected` spans of `traceId` have arrived, and returns them. */
 async function spansOf(traceId: string, expected: number): Promise<ReceivedSpan[]> {
   await waitFor(`${expected} spans of trace ${traceId}`, () => spans.filter((s) => s.traceId === traceId).length >= expected, { timeoutMs: 10_000 });
   return spans.filter((s) => s.traceId === traceId);
@@ -324,6 +326,29 @@ describe.skipIf(!hasPromtool)("the monitoring config in k8s/monitoring", () => {
 
 // ---- a real Prometheus on this stack, and the dashboard --------------------------------------
 
+/**
+ * A real Prometheus on the stack, started with the stack so its target discovery (which batches
+ * updates every 5 s) runs while the other tests do: `make monitor`'s jobs (static, by port) and
+ * the cluster's pod job (its relabelling fed the stack as Kubernetes describes pods), side by side.
+ */
+async function startPrometheus(): Promise<{ url: string; proc: ReturnType<typeof spawnProcess> }> {
+  const dir = tempDir();
+  const port = await freePort();
+  const rulesFile = join(dir, "alerts.yml");
+  writeFileSync(rulesFile, clusterPrometheusFile("alerts.yml"));
+  const local = parseYaml(localPrometheusConfig(stack.opts, { scrapeInterval: "1s", rulesFile })) as { scrape_configs: unknown[] };
+  const cluster = parseYaml(clusterPrometheusFile("prometheus.yml")) as { scrape_configs: Record<string, unknown>[] };
+  const pods = cluster.scrape_configs.find((j) => j.job_name === "portico-pods")!;
+  delete pods.kubernetes_sd_configs;
+  pods.static_configs = podsAsKubernetesDescribesThem();
+  const self = cluster.scrape_configs.find((j) => j.job_name === "prometheus")!;
+  self.static_configs = [{ targets: [`127.0.0.1:${port}`] }];
+  const config = { global: { scrape_interval: "1s", scrape_timeout: "1s", evaluation_interval: "1s" }, rule_files: [rulesFile], scrape_configs: [...local.scrape_configs, pods, self] };
+  writeFileSync(join(dir, "prometheus.yml"), toYaml(config));
+  const proc = spawnProcess("prometheus", ["prometheus", `--config.file=${join(dir, "prometheus.yml")}`, `--storage.tsdb.path=${join(dir, "data")}`, `--web.listen-address=127.0.0.1:${port}`, "--log.level=warn"]);
+  return { url: `http://127.0.0.1:${port}`, proc };
+}
+
 /** The stack's processes as Kubernetes pod discovery would describe them: one target per declared port. */
 function podsAsKubernetesDescribesThem(): { targets: string[]; labels: Record<string, string> }[] {
   const groups: { targets: string[]; labels: Record<string, string> }[] = [];
@@ -388,24 +413,8 @@ describe.skipIf(!hasPrometheus)("a real Prometheus scraping the stack", () => {
   let url: string;
 
   beforeAll(async () => {
-    const dir = tempDir();
-    const port = await freePort();
-    url = `http://127.0.0.1:${port}`;
-    const rulesFile = join(dir, "alerts.yml");
-    writeFileSync(rulesFile, clusterPrometheusFile("alerts.yml"));
-    // `make monitor`'s jobs (static, by port) and the cluster's pod job (its relabelling fed the
-    // stack as Kubernetes describes pods), side by side.
-    const local = parseYaml(localPrometheusConfig(stack.opts, { scrapeInterval: "1s", rulesFile })) as { scrape_configs: unknown[] };
-    const cluster = parseYaml(clusterPrometheusFile("prometheus.yml")) as { scrape_configs: Record<string, unknown>[] };
-    const pods = cluster.scrape_configs.find((j) => j.job_name === "portico-pods")!;
-    delete pods.kubernetes_sd_configs;
-    pods.static_configs = podsAsKubernetesDescribesThem();
-    const self = cluster.scrape_configs.find((j) => j.job_name === "prometheus")!;
-    self.static_configs = [{ targets: [`127.0.0.1:${port}`] }];
-    const config = { global: { scrape_interval: "1s", scrape_timeout: "1s", evaluation_interval: "1s" }, rule_files: [rulesFile], scrape_configs: [...local.scrape_configs, pods, self] };
-    writeFileSync(join(dir, "prometheus.yml"), toYaml(config));
-    const prometheus = spawnProcess("prometheus", ["prometheus", `--config.file=${join(dir, "prometheus.yml")}`, `--storage.tsdb.path=${join(dir, "data")}`, `--web.listen-address=127.0.0.1:${port}`, "--log.level=warn"]);
-    await waitFor("Prometheus to be ready", async () => (await fetch(`${url}/-/ready`)).ok, { proc: prometheus, timeoutMs: 20_000, intervalMs: 100 });
+    url = (await prometheus)!.url;
+    await waitFor("Prometheus to be ready", async () => (await fetch(`${url}/-/ready`)).ok, { proc: (await prometheus)!.proc, timeoutMs: 20_000, intervalMs: 100 });
   }, 30_000);
 
   type Target = { scrapePool: string; labels: Record<string, string>; health: string; lastError: string };

@@ -6,7 +6,7 @@
  * changes at run time. Everything is cleaned up by PID in afterAll → stopAll().
  */
 import dgram from "node:dgram";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,11 +14,19 @@ import { freePort } from "../../lib/testing/ports.ts";
 import { type Spawned, spawnService, waitFor, waitForHttp } from "../../lib/testing/processes.ts";
 
 export const json = { "content-type": "application/json" };
-const tempDir = mkdtempSync(join(tmpdir(), "portico-resilience-"));
+let tempDir: string | undefined;
+/** This test file's temp folder (routes files, SQLite files), created on first use. */
+const temp = (): string => (tempDir ??= mkdtempSync(join(tmpdir(), "portico-resilience-")));
+
+/** Removes the temp folder (call after stopAll()); a later use creates a new one. */
+export function removeTempFiles(): void {
+  if (tempDir) rmSync(tempDir, { recursive: true, force: true });
+  tempDir = undefined;
+}
 
 /** Writes a routes.yaml for one test file and returns its path. */
 export function writeRoutes(name: string, yaml: string): string {
-  const file = join(tempDir, `${name}.yaml`);
+  const file = join(temp(), `${name}.yaml`);
   writeFileSync(file, yaml);
   return file;
 }
@@ -41,7 +49,7 @@ export async function startReplica(kind: "webapp" | "rpcapp", name: string, host
   const readyPort = kind === "webapp" ? mainPort : await freePort();
   const env: Record<string, string> =
     kind === "webapp"
-      ? { HOST: host, PORT: String(mainPort), INSTANCE_ID: name, DB_PATH: join(tempDir, `${name}.sqlite`), LOG_LEVEL: "warn" }
+      ? { HOST: host, PORT: String(mainPort), INSTANCE_ID: name, DB_PATH: join(temp(), `${name}.sqlite`), LOG_LEVEL: "warn" }
       : { HOST: host, PORT: String(mainPort), METRICS_PORT: String(readyPort), INSTANCE_ID: name, LOG_LEVEL: "warn" };
   const replica: Replica = { kind, name, host, port: mainPort, readyPort, env, proc: spawnService(kind, env, name) };
   await waitForReady(replica);

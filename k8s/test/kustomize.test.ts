@@ -22,7 +22,7 @@ test.skipIf(!hasKubectl)("kubectl kustomize k8s/ renders every object into the p
   }
   // The images are the ones kustomization.yaml names, with its placeholder tag.
   const images = rendered.flatMap((m) => (m.object.kind === "Deployment" ? [(m.object as { spec: { template: { spec: { containers: { image: string }[] } } } }).spec.template.spec.containers[0]!.image] : []));
-  expect(images.sort()).toEqual(["portico/gateway:dev", "portico/rpcapp:dev", "portico/webapp:dev"]);
+  expect(images.filter((i) => i.startsWith("portico/")).sort()).toEqual(["portico/gateway:dev", "portico/rpcapp:dev", "portico/webapp:dev"]);
 
   const { problems } = await new StrictValidator(rendered).validate(rendered);
   expect(problems.map(formatProblem)).toEqual([]);

@@ -3,7 +3,9 @@
  * kubernetes-models) and unknown keys (the TypeScript declarations, see lib/strict-schema.ts).
  */
 import { describe, expect, test } from "bun:test";
-import { formatProblem, loadManifests, type Manifest, parseManifests, withEdit } from "./lib/manifests.ts";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { formatProblem, loadManifests, type Manifest, parseManifests, REPO_ROOT, withEdit } from "./lib/manifests.ts";
 import { StrictValidator } from "./lib/strict-schema.ts";
 
 const manifests = loadManifests();
@@ -48,9 +50,12 @@ test("the manifests found are the objects Portico deploys (the walk is not vacuo
 describe("a mistake in a manifest fails with its file, line and field", () => {
   const deploymentFiles = [...new Set(manifests.filter((m) => m.object.kind === "Deployment").map((m) => m.file))];
 
-  test.each(deploymentFiles)("replcas: 3 in %s is an unknown field of the Deployment", async (file) => {
-    const { manifests: edited, line } = withEdit(file, "\n  replicas: 3", "\n  replcas: 3");
-    const name = file.replace(/^k8s\/|\.yaml$/g, "");
+  test.each(deploymentFiles)("replcas in %s is an unknown field of the Deployment", async (file) => {
+    const replicas = /\n {2}replicas: \d+/.exec(readFileSync(join(REPO_ROOT, file), "utf8"))?.[0];
+    // An autoscaled Deployment has no replicas line (k8s/autoscaling.yaml): the typo is added instead.
+    const [from, to] = replicas ? [replicas, replicas.replace("replicas", "replcas")] : ["\n  revisionHistoryLimit:", "\n  replcas: 3\n  revisionHistoryLimit:"];
+    const { manifests: edited, line } = withEdit(file, from, to);
+    const name = file.replace(/^k8s\/(monitoring\/)?|\.yaml$/g, "");
     expect(await problemsOf(edited)).toContainEqual(expect.stringContaining(`${file}:${line}: Deployment/${name} spec.replcas: unknown field`));
   });
 
@@ -84,9 +89,9 @@ describe("a mistake in a manifest fails with its file, line and field", () => {
   });
 
   test("a known custom resource is accepted without its schema, with a note", async () => {
-    const [doc] = parseManifests("apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata:\n  name: gateway\nspec:\n  scaleTargetRef: {name: gateway}\n", "k8s/keda.yaml");
+    const [doc] = parseManifests("apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata:\n  name: gateway\nspec:\n  endpoints: [{port: admin}]\n", "k8s/monitor.yaml");
     const result = await validator.validate([doc!]);
     expect(result.problems).toEqual([]);
-    expect(result.notes).toEqual([expect.stringContaining("k8s/keda.yaml: ScaledObject/gateway: keda.sh/v1alpha1 ScaledObject")]);
+    expect(result.notes).toEqual([expect.stringContaining("k8s/monitor.yaml: ServiceMonitor/gateway: monitoring.coreos.com/v1 ServiceMonitor")]);
   });
 });

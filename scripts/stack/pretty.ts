@@ -6,7 +6,7 @@
 const COLORS = ["\x1b[36m", "\x1b[35m", "\x1b[33m", "\x1b[32m", "\x1b[34m", "\x1b[96m", "\x1b[95m", "\x1b[93m", "\x1b[92m"];
 const LEVEL_COLORS: Record<string, string> = { fatal: "\x1b[41m", error: "\x1b[31m", warn: "\x1b[33m", info: "\x1b[32m", debug: "\x1b[90m", trace: "\x1b[90m" };
 const RESET = "\x1b[0m";
-const HIDDEN = new Set(["level", "time", "msg", "service", "version", "instance", "pid", "hostname"]);
+const HIDDEN = new Set(["level", "time", "msg", "service", "version", "instance", "pid", "hostname", "span_id"]);
 
 export function colorFor(index: number): string {
   return COLORS[index % COLORS.length]!;

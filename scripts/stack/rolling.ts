@@ -81,6 +81,8 @@ export class RollingStack extends Stack {
   readonly #slots = new Map<string, Slot>();
   /** SIGTERMed replicas that have not exited yet. */
   readonly #retired = new Set<StackProcess>();
+  /** Every replaced replica that has exited, with its exit code (0: a clean drain). */
+  readonly replacedExits: { name: string; code: number }[] = [];
   /** Versions each kind has run, oldest first; the last is the current one. */
   readonly #history = new Map<Kind, string[]>();
   readonly #userOnExit: StackOptions["onExit"];
@@ -95,7 +97,9 @@ export class RollingStack extends Stack {
     super({
       ...opts,
       env: { DRAIN_DELAY_MS: String(drainDelayMs), SHUTDOWN_TIMEOUT_MS: String(shutdownTimeoutMs), ...opts.env },
-      onExit: (name, code) => self.stack?.#onExit(name, code),
+      onExit: (name, code) => {
+        if (self.stack) self.stack.#onExit(name, code);
+      },
     });
     self.stack = this;
     this.#userOnExit = opts.onExit;
@@ -330,6 +334,7 @@ export class RollingStack extends Stack {
     const retired = [...this.#retired].find((p) => p.name === name);
     if (retired) {
       this.#retired.delete(retired);
+      this.replacedExits.push({ name, code });
       return;
     }
     if (!this.#stoppingAll) this.#userOnExit?.(name, code);

@@ -81,6 +81,12 @@ export class Upstream {
     this.#health.start();
   }
 
+  /** The resilience settings in force (defaults filled in), for the admin API. */
+  get settings(): Pick<UpstreamConfig, "discovery" | "balancer" | "healthCheck" | "outlierDetection" | "circuitBreaker"> {
+    const { discovery, balancer, healthCheck, outlierDetection, circuitBreaker } = this.#config;
+    return { discovery, balancer, healthCheck, outlierDetection, circuitBreaker };
+  }
+
   /** The endpoint for the next request, other than the ones given (already tried); undefined if none is available. */
   pick(skipA?: Endpoint, skipB?: Endpoint): Endpoint | undefined {
     if (this.algorithm === "round-robin") return this.#roundRobin.pick(this.endpoints, skipA, skipB);

@@ -14,6 +14,7 @@ import type { IProbe } from "kubernetes-models/v1/Probe";
 import type { IService } from "kubernetes-models/v1/Service";
 import { parse as parseYaml } from "yaml";
 import { dockerfileOf, IMAGE_REPOSITORY_PREFIX, imageName, SERVICES, type Service } from "../../../scripts/lib/images.ts";
+import { isAutoscaled } from "./autoscaling.ts";
 import { K8S_DIR, type Manifest, manifestFiles, type Path, type Problem, problemAt, REPO_ROOT } from "./manifests.ts";
 
 export const NAMESPACE = "portico";
@@ -149,7 +150,8 @@ export const checkDeploymentShape: Check = (manifests) => {
     }
     if (!selects(matchLabels, w.podLabels)) at(["spec", "selector", "matchLabels"], "does not match the pod template's labels");
     if (!w.own) continue;
-    if (d.spec?.replicas !== REPLICAS) at(["spec", "replicas"], `must be ${REPLICAS}`);
+    // With an autoscaler in k8s/ the count is its own (autoscaling.ts checks minReplicas ≥ 3 there).
+    if (!isAutoscaled(manifests, w.name) && d.spec?.replicas !== REPLICAS) at(["spec", "replicas"], `must be ${REPLICAS} (or left to an autoscaler)`);
     const strategy = d.spec?.strategy;
     if (strategy?.type !== "RollingUpdate" || strategy.rollingUpdate?.maxSurge !== 1 || strategy.rollingUpdate?.maxUnavailable !== 0) {
       at(["spec", "strategy"], "must be RollingUpdate with maxSurge: 1 and maxUnavailable: 0 (upgrades without downtime)");
@@ -227,7 +229,8 @@ export const checkImages: Check = (manifests) => {
     if (!workloads.some((w) => w.own && w.name === service)) problems.push({ file: "k8s/", object: `Deployment/${service}`, field: "", message: "scripts/up.ts builds this image but no Deployment runs it" });
     if (!existsSync(join(REPO_ROOT, dockerfileOf(service)))) problems.push({ file: dockerfileOf(service), object: `image ${imageName(service)}`, field: "", message: "the Dockerfile scripts/up.ts builds from is missing" });
   }
-  for (const k of manifests.filter((m) => m.object.kind === "Kustomization")) {
+  // Only the root kustomization sets tags: kustomize applies its `images:` to nested folders too.
+  for (const k of manifests.filter((m) => m.object.kind === "Kustomization" && m.file === "k8s/kustomization.yaml")) {
     const images = (k.object.images as { name: string }[] | undefined) ?? [];
     const named = new Set(images.map((i) => i.name));
     for (const service of SERVICES) if (!named.has(imageName(service))) problems.push(problemAt(k, ["images"], `needs an entry for ${imageName(service)} so its tag can be set`));

@@ -1,0 +1,74 @@
+/**
+ * `make load`: steady traffic through the gateway for a while — enough, in minikube, for the
+ * autoscalers (k8s/autoscaling.yaml) to add gateway pods on the request rate and backend pods on
+ * CPU. Prints a line every 10 s, and in minikube the HorizontalPodAutoscalers every 20 s; ends
+ * with the report (exit 1 if any request failed: scaling out and in must lose none either).
+ * Ctrl-C stops early and still reports.
+ *
+ * Which gateway: GATEWAY_URL; else `make dev`'s; else minikube's (`minikube service gateway`).
+ * Environment: LOAD_RPS (default 300), LOAD_DURATION_S (180), LOAD_MAX_IN_FLIGHT (256).
+ */
+import { chalk, which } from "zx";
+import { envInt } from "../lib/env.ts";
+import { EXIT_MISSING_TOOL, main, run, ScriptError, step } from "./lib/cli.ts";
+import { findDevStack } from "./lib/dev-control.ts";
+import { formatCounts, formatReport, LoadGenerator } from "./lib/load-generator.ts";
+import { kubectl, NAMESPACE, serviceUrl } from "./lib/minikube.ts";
+
+async function answersHealthz(base: string): Promise<boolean> {
+  try {
+    return (await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(1_000) })).ok;
+  } catch {
+    return false;
+  }
+}
+
+async function findGateway(): Promise<{ url: string; from: "GATEWAY_URL" | "make dev" | "minikube"; close: () => void }> {
+  const none = () => {};
+  if (process.env.GATEWAY_URL) return { url: process.env.GATEWAY_URL.replace(/\/+$/, ""), from: "GATEWAY_URL", close: none };
+  const dev = await findDevStack();
+  if (dev) return { url: dev.gatewayUrl, from: "make dev", close: none };
+  const local = `http://127.0.0.1:${envInt("GATEWAY_PORT", 8080, { min: 1, max: 65535 })}`;
+  if (await answersHealthz(local)) return { url: local, from: "make dev", close: none };
+  if (which.sync("minikube", { nothrow: true })) {
+    const service = await serviceUrl("gateway", 30_000);
+    return { url: service.url, from: "minikube", close: service.close };
+  }
+  throw new ScriptError(`no gateway found: nothing answers ${local}/healthz and minikube is not installed. Start one with \`make dev\` or \`make up\`, or set GATEWAY_URL.`, EXIT_MISSING_TOOL);
+}
+
+await main("make load", async () => {
+  const rps = envInt("LOAD_RPS", 300, { min: 1, max: 100_000 });
+  const durationS = envInt("LOAD_DURATION_S", 180, { min: 1, max: 86_400 });
+  const maxInFlight = envInt("LOAD_MAX_IN_FLIGHT", 256, { min: 1, max: 100_000 });
+
+  step("find the gateway");
+  const gateway = await findGateway();
+  console.log(`gateway: ${chalk.bold(gateway.url)} (from ${gateway.from})`);
+  const inCluster = gateway.from === "minikube";
+  if (inCluster) console.log(chalk.dim(`watch the autoscalers in another terminal: kubectl -n ${NAMESPACE} get hpa -w`));
+
+  step(`${rps} requests/s for ${durationS} s (POST /projects/ and POST /verify/ in turn)`);
+  const load = new LoadGenerator(gateway.url, { rps, maxInFlight });
+  let stopping: (() => void) | undefined;
+  const stopped = new Promise<void>((resolve) => (stopping = resolve));
+  process.once("SIGINT", () => stopping?.());
+  load.start();
+  const progress = setInterval(() => {
+    const r = load.snapshot();
+    console.log(`  ${(r.durationMs / 1000).toFixed(0).padStart(4)} s  ${r.sent} sent, ${r.failed} failed, p99 ${r.latency.p99} ms; served by ${formatCounts(Object.assign({}, ...Object.values(r.servedBy)))}`);
+  }, 10_000);
+  const hpa = inCluster ? setInterval(() => void run(kubectl("-n", NAMESPACE, "get", "hpa"), { stream: true, nothrow: true }), 20_000) : undefined;
+  try {
+    await Promise.race([Bun.sleep(durationS * 1000), stopped]);
+  } finally {
+    clearInterval(progress);
+    clearInterval(hpa);
+  }
+  const report = await load.stop();
+  gateway.close();
+  step("report");
+  console.log(formatReport(report));
+  if (inCluster) await run(kubectl("-n", NAMESPACE, "get", "hpa"), { stream: true, nothrow: true });
+  if (report.failed > 0) throw new ScriptError(`${report.failed} of ${report.sent} requests failed`);
+});

@@ -19,6 +19,7 @@ import { imageTag } from "./lib/image-tag.ts";
 import { dockerfileOf, imageRef, SERVICES } from "./lib/images.ts";
 import { dockerEnv, kubeContext, kubectl, NAMESPACE, serviceUrl } from "./lib/minikube.ts";
 import { writeOverlay } from "./lib/overlay.ts";
+import { ensureAutoscaling, waitForAutoscaledReplicas } from "./lib/autoscaling.ts";
 
 const REPO_ROOT = resolve(import.meta.dir, "..");
 // Backends first: the gateway's readiness does not wait for them, but its first requests do.
@@ -46,6 +47,9 @@ await main("make up", async () => {
     await run(["docker", "build", "-f", dockerfileOf(service), "-t", imageRef(service, tag), "."], { env, stream: true });
   }
 
+  step("autoscaling: metrics-server and KEDA (k8s/autoscaling.yaml)");
+  await ensureAutoscaling();
+
   step(`deploy k8s/ into namespace ${NAMESPACE} (context ${kubeContext()})`);
   const overlay = writeOverlay(join(REPO_ROOT, "k8s"), tag);
   try {
@@ -58,6 +62,7 @@ await main("make up", async () => {
   step("wait for the rollouts");
   const timeout = process.env.ROLLOUT_TIMEOUT ?? "180s";
   for (const service of ROLLOUT_ORDER) {
+    await waitForAutoscaledReplicas(service);
     const out = await run(kubectl("-n", NAMESPACE, "rollout", "status", `deployment/${service}`, `--timeout=${timeout}`), { stream: true, nothrow: true });
     if (out.exitCode !== 0) {
       await run(kubectl("-n", NAMESPACE, "get", "pods", "-l", `app.kubernetes.io/name=${service}`, "-o", "wide"), { stream: true, nothrow: true });

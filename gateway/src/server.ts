@@ -12,6 +12,7 @@ import type { Lifecycle } from "../../lib/lifecycle.ts";
 import type { Logger } from "../../lib/log.ts";
 import { requestIdOf } from "../../lib/request-id.ts";
 import type { GatewayConfig, RouteConfig } from "./config/load.ts";
+import { sameUpstream } from "./config/reload.ts";
 import type { RequestContext } from "./context.ts";
 import { gatewayProblem } from "./errors.ts";
 import { callUnary } from "./grpc/call.ts";
@@ -26,7 +27,7 @@ import { gatewayTelemetry } from "./telemetry.ts";
 import { normalizePath } from "./routing/path.ts";
 import { dispatch, noEndpointProblem } from "./upstream/dispatch.ts";
 import { isIdempotentMethod } from "./upstream/outcome.ts";
-import { createUpstreams, type Upstream, type UpstreamEvent } from "./upstream/upstream.ts";
+import { Upstream, type UpstreamEvent } from "./upstream/upstream.ts";
 
 export interface GatewayDeps {
   identity: ServiceIdentity;
@@ -49,6 +50,8 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 export class Gateway {
   #state: GatewayState;
+  /** Upstreams a reload replaced, until they are closed. */
+  readonly #retired = new Set<Upstream>();
 
   constructor(
     config: GatewayConfig,
@@ -57,13 +60,40 @@ export class Gateway {
     this.#state = Gateway.#build(config, deps.log);
   }
 
-  static #build(config: GatewayConfig, log: Logger): GatewayState {
-    return {
-      config,
-      router: new Router(config.routes),
-      upstreams: createUpstreams(config.upstreams.values(), { onEvent: (event) => logUpstreamEvent(log, event) }),
-      trustedProxies: new TrustedProxies(config.trustedProxies),
-    };
+  /** `current`: the state in service, whose upstreams are kept where their settings did not change. */
+  static #build(config: GatewayConfig, log: Logger, current?: GatewayState): GatewayState {
+    const upstreams = new Map<string, Upstream>();
+    for (const settings of config.upstreams.values()) {
+      const previous = current?.config.upstreams.get(settings.name);
+      const kept = previous && sameUpstream(previous, settings) ? current!.upstreams.get(settings.name) : undefined;
+      upstreams.set(settings.name, kept ?? new Upstream(settings, { onEvent: (event) => logUpstreamEvent(log, event) }));
+    }
+    return { config, router: new Router(config.routes), upstreams, trustedProxies: new TrustedProxies(config.trustedProxies) };
+  }
+
+  /**
+   * Puts a reloaded config into service at once; a request already running finishes with the
+   * state it started with. Upstreams whose settings did not change are kept, with their
+   * endpoints' health, breakers and connections. New ones resolve their names before the swap;
+   * the ones they replace are closed once the requests that may still use them have had their
+   * time (the longest route timeout).
+   */
+  async reload(config: GatewayConfig): Promise<void> {
+    const previous = this.#state;
+    const next = Gateway.#build(config, this.deps.log, previous);
+    await Promise.all([...next.upstreams.values()].filter((u) => previous.upstreams.get(u.name) !== u).map((u) => u.ready));
+    this.#state = next;
+    this.deps.rateLimiter?.reconfigure(config.rateLimit);
+    const replaced = [...previous.upstreams.values()].filter((u) => next.upstreams.get(u.name) !== u);
+    if (replaced.length === 0) return;
+    for (const u of replaced) this.#retired.add(u);
+    const graceMs = Math.max(0, ...previous.config.routes.map((r) => r.timeoutMs));
+    setTimeout(() => {
+      for (const u of replaced) {
+        u.close();
+        this.#retired.delete(u);
+      }
+    }, graceMs).unref();
   }
 
   get config(): GatewayConfig {
@@ -80,7 +110,7 @@ export class Gateway {
   }
 
   close(): void {
-    for (const upstream of this.#state.upstreams.values()) upstream.close();
+    for (const upstream of [...this.#state.upstreams.values(), ...this.#retired]) upstream.close();
   }
 
   /** Bun.serve's fetch handler for the public listener. */

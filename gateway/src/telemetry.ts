@@ -3,7 +3,8 @@
  * each make one call:
  *
  *   begin / end     the server span (continuing the client's `traceparent`), in-flight count and
- *                   RED metrics of a request served (server.ts);
+ *                   RED metrics of a request served, and the dashboard's per-second figures
+ *                   of its route (server.ts);
  *   traceHttp /     a client span per try sent upstream, its `traceparent` injected into the
  *   traceGrpc       outgoing headers or metadata, and the try counted and timed per upstream
  *                   endpoint (proxy/http.ts, grpc/call.ts).
@@ -16,6 +17,7 @@ import { type Context, type Span, trace, type Tracer } from "@opentelemetry/api"
 import { endHttpSpan, endSpanWithError, headersGetter, headersSetter, metadataSetter, startClientSpan, startServerSpan } from "../../lib/telemetry/spans.ts";
 import type { RequestContext } from "./context.ts";
 import type { GrpcOutcome } from "./grpc/call.ts";
+import type { TrafficRecorder } from "./admin/traffic.ts";
 import type { GatewayMetrics } from "./metrics.ts";
 import type { HttpOutcome } from "./proxy/http.ts";
 import type { Endpoint } from "./upstream/endpoint.ts";
@@ -26,10 +28,13 @@ const NO_ATTRIBUTES = Object.freeze({});
 export class GatewayTelemetry {
   #tracer: Tracer = trace.getTracer("portico");
   #metrics: GatewayMetrics | undefined;
+  #traffic: TrafficRecorder | undefined;
 
-  configure(opts: { tracer: Tracer; metrics?: GatewayMetrics }): void {
+  /** `traffic`: the dashboard's per-second figures of each route (admin/traffic.ts). */
+  configure(opts: { tracer: Tracer; metrics?: GatewayMetrics; traffic?: TrafficRecorder }): void {
     this.#tracer = opts.tracer;
     this.#metrics = opts.metrics;
+    this.#traffic = opts.traffic;
   }
 
   /** A request arrived: its server span and trace context (run the request inside it). */
@@ -43,10 +48,12 @@ export class GatewayTelemetry {
   /** The response is ready: count it, and end its span named after the route it matched. */
   end(scope: Context, ctx: RequestContext, status: number): void {
     const metrics = this.#metrics;
+    const seconds = (performance.now() - ctx.start) / 1000;
     if (metrics) {
       metrics.http.inFlight--;
-      metrics.http.observe(ctx.route?.name ?? "none", ctx.method, status, (performance.now() - ctx.start) / 1000);
+      metrics.http.observe(ctx.route?.name ?? "none", ctx.method, status, seconds);
     }
+    if (ctx.route) this.#traffic?.record(ctx.route.name, status, seconds * 1000);
     const span = trace.getSpan(scope)!;
     if (span.isRecording()) {
       span.setAttribute("client.address", ctx.clientIp);

@@ -7,48 +7,9 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "../../lib/testing/ports.ts";
-import { type Spawned, spawnProcess, spawnService, stopProcess, waitFor, waitForHttp } from "../../lib/testing/processes.ts";
-import { isListening, redisServerArgv } from "../../scripts/stack/redis.ts";
+import { type Spawned, spawnService, waitFor, waitForHttp } from "../../lib/testing/processes.ts";
 
-export class TestRedis {
-  proc!: Spawned;
-  private constructor(readonly port: number) {}
-
-  static async start(port?: number): Promise<TestRedis> {
-    const redis = new TestRedis(port ?? (await freePort()));
-    await redis.restart();
-    return redis;
-  }
-
-  /** Whether redis-server is running (a stopped one counts as running). */
-  get isRunning(): boolean {
-    return this.proc.proc.exitCode === null && this.proc.proc.signalCode === null;
-  }
-
-  get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
-  }
-
-  /** (Re)starts redis-server on the same port, empty, and waits until it accepts connections. */
-  async restart(): Promise<void> {
-    this.proc = spawnProcess(`redis-${this.port}`, redisServerArgv(this.port));
-    await waitFor(`redis on port ${this.port}`, () => isListening(this.port), { proc: this.proc, timeoutMs: 5000 });
-  }
-
-  /** SIGKILL: the outage a crashed or deleted Redis pod causes (connections reset). */
-  async kill(): Promise<void> {
-    await stopProcess(this.proc, "SIGKILL");
-  }
-
-  /** SIGSTOP: a Redis that keeps its connections open and stops answering (a network partition). */
-  pause(): void {
-    this.proc.proc.kill("SIGSTOP");
-  }
-
-  resume(): void {
-    this.proc.proc.kill("SIGCONT");
-  }
-}
+export { TestRedis } from "../../lib/testing/redis.ts";
 
 /** A stub upstream in the test process: 200 "ok" to everything, counting requests per path. */
 export async function startStubUpstream(): Promise<{ address: string; received: (path: string) => number; stop: () => void }> {

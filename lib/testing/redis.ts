@@ -18,6 +18,11 @@ export class TestRedis {
     return redis;
   }
 
+  /** Whether redis-server is running (a stopped one counts as running). */
+  get isRunning(): boolean {
+    return this.proc.proc.exitCode === null && this.proc.proc.signalCode === null;
+  }
+
   get url(): string {
     return `redis://127.0.0.1:${this.port}`;
   }

@@ -21,7 +21,8 @@ export function overlayKustomization(k8sDir: string, overlayDir: string, tag: st
     // kustomize accepts only relative paths for a directory resource.
     resources: [relative(overlayDir, k8sDir)],
     images: SERVICES.map((s) => ({ name: imageName(s), newTag: tag })),
-    patches: [{ target: { kind: "Deployment", labelSelector: "app.kubernetes.io/part-of=portico" }, patch: stringify(patch) }],
+    // Only the Deployments running images this script builds: Redis, Prometheus & co. keep their own version.
+    patches: [{ target: { kind: "Deployment", labelSelector: `app.kubernetes.io/name in (${SERVICES.join(",")})` }, patch: stringify(patch) }],
   });
 }
 

@@ -6,6 +6,7 @@
  * counts failures (scripts/lib/under-load.ts).
  *
  *   GET  /stack                                   versions, processes, gateway URL
+ *   GET  /targets                                 every process's /metrics, as Prometheus HTTP SD
  *   POST /rollout  {"service":"webapp","version":"abc1234"}   → application/x-ndjson events
  *   POST /rollback {"service":"webapp"}                       → application/x-ndjson events
  *
@@ -44,6 +45,19 @@ export function stackView(stack: RollingStack): StackView {
     rolling: stack.isRolling,
     processes: stack.describe(),
   };
+}
+
+/**
+ * Where each process serves /metrics, in Prometheus' HTTP service discovery format
+ * (https://prometheus.io/docs/prometheus/latest/http_sd/): replicas move to their spare ports
+ * during a rollout, so a fixed target list goes stale; `http_sd_configs` on this URL does not.
+ */
+export function prometheusTargets(stack: RollingStack): { targets: string[]; labels: Record<string, string> }[] {
+  const metricsPort: Record<Kind, string> = { gateway: "ADMIN_PORT", webapp: "PORT", rpcapp: "METRICS_PORT" };
+  return stack.describe().map((p) => ({
+    targets: [`${stack.opts.host}:${p.ports[metricsPort[p.kind]]}`],
+    labels: { job: p.kind, instance: p.name },
+  }));
 }
 
 export function startControlServer(stack: RollingStack, opts: { port: number; host?: string; onEvent?: (e: ControlEvent) => void }): Server<undefined> {
@@ -103,6 +117,7 @@ export function startControlServer(stack: RollingStack, opts: { port: number; ho
     port: opts.port,
     routes: {
       "/stack": { GET: () => Response.json(stackView(stack)) },
+      "/targets": { GET: () => Response.json(prometheusTargets(stack)) },
       "/rollout": {
         POST: async (req) => {
           const parsed = await parse(req, true);
@@ -125,6 +140,6 @@ export function startControlServer(stack: RollingStack, opts: { port: number; ho
         },
       },
     },
-    fetch: (req) => problemResponse({ title: "Not Found", status: 404, detail: `no route for ${req.method} ${new URL(req.url).pathname}; try GET /stack, POST /rollout, POST /rollback` }),
+    fetch: (req) => problemResponse({ title: "Not Found", status: 404, detail: `no route for ${req.method} ${new URL(req.url).pathname}; try GET /stack, GET /targets, POST /rollout, POST /rollback` }),
   });
 }

@@ -81,9 +81,9 @@ export interface ScriptRun {
   stderr: string;
 }
 
-/** Runs `bun scripts/<name>.ts` with the fakes' PATH and `env`, bounded in time. */
-export async function runScript(name: string, fakes: Fakes, env: Record<string, string> = {}): Promise<ScriptRun> {
-  const proc = Bun.spawn([process.execPath, join(REPO_ROOT, "scripts", `${name}.ts`)], {
+/** Runs `bun scripts/<name>.ts [args]` with the fakes' PATH and `env`, bounded in time. */
+export async function runScript(name: string, fakes: Fakes, env: Record<string, string> = {}, args: string[] = []): Promise<ScriptRun> {
+  const proc = Bun.spawn([process.execPath, join(REPO_ROOT, "scripts", `${name}.ts`), ...args], {
     cwd: REPO_ROOT,
     env: { HOME: process.env.HOME ?? "/tmp", PATH: fakes.path, FAKE_LOG: fakes.log, NO_COLOR: "1", FORCE_COLOR: "0", ...env },
     stdin: "ignore",

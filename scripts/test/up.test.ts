@@ -32,9 +32,16 @@ test("up builds the 3 images in minikube's Docker, applies k8s/ with their tag, 
     "docker env: DOCKER_HOST=tcp://minikube.test:2376",
     "docker build -f rpcapp/Dockerfile -t portico/rpcapp:abc1234 .",
     "docker env: DOCKER_HOST=tcp://minikube.test:2376",
+    // k8s/autoscaling.yaml: CPU metrics for the HPAs, and KEDA's CRD (installed when missing).
+    "minikube addons enable metrics-server",
+    "kubectl --context=minikube get crd scaledobjects.keda.sh",
     expect.stringMatching(/^kubectl --context=minikube apply -k \/.*portico-deploy-/),
+    // Each Deployment leaves `replicas` to its autoscaler: wait for it to ask for 3, then for the rollout.
+    "kubectl --context=minikube -n portico get deployment/webapp -o jsonpath={.spec.replicas}",
     "kubectl --context=minikube -n portico rollout status deployment/webapp --timeout=180s",
+    "kubectl --context=minikube -n portico get deployment/rpcapp -o jsonpath={.spec.replicas}",
     "kubectl --context=minikube -n portico rollout status deployment/rpcapp --timeout=180s",
+    "kubectl --context=minikube -n portico get deployment/gateway -o jsonpath={.spec.replicas}",
     "kubectl --context=minikube -n portico rollout status deployment/gateway --timeout=180s",
     "minikube service gateway -n portico --url",
   ]);
@@ -109,7 +116,7 @@ test("KUBE_CONTEXT chooses the cluster every kubectl command names", async () =>
   const run = await runScript("up", f, { KUBE_CONTEXT: "portico-test" });
   expect(run.exitCode).toBe(0);
   const kubectlCalls = f.calls().filter((c) => c.startsWith("kubectl"));
-  expect(kubectlCalls.length).toBe(4);
+  expect(kubectlCalls.length).toBe(8);
   for (const call of kubectlCalls) expect(call).toStartWith("kubectl --context=portico-test ");
 });
 

@@ -77,7 +77,8 @@ export function createApp({ store, identity, log, lifecycle, maxBodyBytes, metri
     })
     .onError(({ code, error, request, path, set }) => {
       let problem = problemForError(error);
-      let headers: Record<string, string> | undefined;
+      // A 503 (the store unreachable, starting, draining) is not the client's fault: say when to retry.
+      let headers: Record<string, string> | undefined = problem.status === 503 ? { "retry-after": String(RETRY_AFTER_SECONDS) } : undefined;
       if (code === "NOT_FOUND") {
         allowedMethods ??= allowedMethodsOf(app.routes);
         const allow = allowedMethods(path);
@@ -179,6 +180,9 @@ export function createApp({ store, identity, log, lifecycle, maxBodyBytes, metri
 
   return app;
 }
+
+/** The store's connection retries Redis every 250 ms; a second is the shortest Retry-After there is. */
+const RETRY_AFTER_SECONDS = 1;
 
 const notReady = (detail: string) => new HttpProblem({ title: "Not ready", status: 503, detail });
 

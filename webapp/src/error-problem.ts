@@ -7,6 +7,7 @@ import { ParseError, ValidationError } from "elysia";
 import { STATUS_CODES } from "node:http";
 import type { Problem } from "../../lib/problem.ts";
 import { HttpProblem } from "./http-problem.ts";
+import { StoreUnavailableError } from "./store/store.ts";
 
 export interface FieldError {
   field: string;
@@ -17,6 +18,7 @@ export function problemForError(error: unknown): Problem {
   // A parse hook's own error arrives wrapped: Elysia rethrows anything a parser throws as ParseError.
   const cause = error instanceof ParseError && error.cause !== undefined ? error.cause : error;
   if (cause instanceof HttpProblem) return cause.problem;
+  if (cause instanceof StoreUnavailableError) return { title: "Service Unavailable", status: 503, detail: "the project store is unavailable; retry shortly" };
   if (cause instanceof ValidationError) return validationProblem(cause);
   if (error instanceof ParseError) return { title: "Malformed request body", status: 400, detail: "the request body could not be parsed" };
 

@@ -4,6 +4,7 @@
 import { EnvError, serviceIdentity } from "../../lib/env.ts";
 import { Lifecycle } from "../../lib/lifecycle.ts";
 import { createLogger } from "../../lib/log.ts";
+import { redactUrl } from "../../lib/redis.ts";
 import { createMetricsRegistry, HttpServerMetrics } from "../../lib/telemetry/metrics.ts";
 import { startTracing } from "../../lib/telemetry/tracing.ts";
 import { createApp } from "./app.ts";
@@ -17,7 +18,7 @@ try {
   const config = loadConfig();
   const tracing = await startTracing(identity, { log });
   const registry = createMetricsRegistry(identity);
-  const store = openStore({ kind: config.store, sqlitePath: config.dbPath });
+  const store = openStore({ kind: config.store, sqlitePath: config.dbPath, redis: config.redis }, log);
   const lifecycle = new Lifecycle({ drainDelayMs: config.drainDelayMs, shutdownTimeoutMs: config.shutdownTimeoutMs, log });
   const app = createApp({ store, identity, log, lifecycle, maxBodyBytes: config.maxBodyBytes, metrics: { registry, http: new HttpServerMetrics(registry) }, tracer: tracing.tracer });
 
@@ -37,7 +38,7 @@ try {
   lifecycle.handleSignals();
   lifecycle.markReady();
   log.info(
-    { url: app.server?.url.href, metrics: `${app.server?.url.href}metrics`, traces: tracing.config.tracesUrl ?? null, store: config.store, db_path: config.dbPath, max_body_bytes: config.maxBodyBytes },
+    { url: app.server?.url.href, metrics: `${app.server?.url.href}metrics`, traces: tracing.config.tracesUrl ?? null, store: config.store, ...(config.redis ? { redis: redactUrl(config.redis.url) } : { db_path: config.dbPath }), max_body_bytes: config.maxBodyBytes },
     "webapp listening",
   );
 } catch (err) {

@@ -93,8 +93,8 @@ describe("two webapp replicas on one SQLite file", () => {
 
 describe("start-up", () => {
   test("an unknown STORE stops the process with exit 1 and a message naming STORE", async () => {
-    const proc = spawnService("webapp", { PORT: "0", STORE: "redis", DB_PATH: ":memory:" }, "webapp-bad-store");
+    const proc = spawnService("webapp", { PORT: "0", STORE: "postgres", DB_PATH: ":memory:" }, "webapp-bad-store");
     expect(await proc.exited).toBe(1);
-    await waitFor("the start-up error line", () => proc.lines.some((l) => l.includes('STORE=\\"redis\\" is not a store webapp knows')), { timeoutMs: 2000 });
+    await waitFor("the start-up error line", () => proc.lines.some((l) => l.includes('STORE=\\"postgres\\" is not a store webapp knows')), { timeoutMs: 2000 });
   });
 });

@@ -22,6 +22,13 @@ export interface PeerCounterOptions {
   log: Logger;
 }
 
+/** Where the gateway replicas are listed: GATEWAY_PEERS (admin URLs) and GATEWAY_PEERS_DNS (also read by the dashboard, admin/peers.ts). */
+export function peerSourcesFromEnv(env: Record<string, string | undefined> = process.env): { urls: string[]; dnsName: string | undefined } {
+  const urls = envString("GATEWAY_PEERS", "", env).split(",").map((u) => u.trim().replace(/\/+$/, "")).filter(Boolean);
+  const dnsName = envString("GATEWAY_PEERS_DNS", "", env).trim() || undefined;
+  return { urls, dnsName };
+}
+
 export class PeerCounter {
   #count = 1;
   readonly #timer: Timer | undefined;
@@ -36,8 +43,7 @@ export class PeerCounter {
 
   /** GATEWAY_PEERS, GATEWAY_PEERS_DNS, and GATEWAY_PEERS_INTERVAL_MS (how often to count; 5000). */
   static fromEnv(log: Logger, env: Record<string, string | undefined> = process.env): PeerCounter {
-    const urls = envString("GATEWAY_PEERS", "", env).split(",").map((u) => u.trim().replace(/\/+$/, "")).filter(Boolean);
-    const dnsName = envString("GATEWAY_PEERS_DNS", "", env).trim() || undefined;
+    const { urls, dnsName } = peerSourcesFromEnv(env);
     return new PeerCounter({ urls, dnsName, log, intervalMs: envInt("GATEWAY_PEERS_INTERVAL_MS", 5000, { min: 100 }, env) });
   }
 

@@ -101,21 +101,11 @@ export function checkCpuTargets(manifests: Manifest[]): Problem[] {
   return problems;
 }
 
-/** The gateway's discovery and health-check timing for an upstream, from the routes ConfigMap (schema defaults otherwise). */
-export function gatewayDetectionMs(manifests: Manifest[]): { refreshMs: number; healthDetectionMs: number } {
+/** How often the gateway re-resolves its upstreams' names: the slowest upstream in the routes ConfigMap (default from gateway/src/config/schema.ts). */
+export function gatewayRefreshMs(manifests: Manifest[]): number {
   const cm = manifests.find((m) => m.object.kind === "ConfigMap" && m.object.metadata?.name === "gateway-routes");
-  const routes = parseYaml((cm?.object as unknown as IConfigMap | undefined)?.data?.["routes.yaml"] ?? "{}") as {
-    upstreams?: Record<string, { discovery?: { refreshMs?: number }; healthCheck?: { intervalMs?: number; unhealthyThreshold?: number; timeoutMs?: number } }>;
-  };
-  let refreshMs = 0;
-  let healthDetectionMs = 0;
-  // Defaults from gateway/src/config/schema.ts.
-  for (const u of Object.values(routes.upstreams ?? {})) {
-    refreshMs = Math.max(refreshMs, u.discovery?.refreshMs ?? 5_000);
-    const h = u.healthCheck ?? {};
-    healthDetectionMs = Math.max(healthDetectionMs, (h.intervalMs ?? 2_000) * (h.unhealthyThreshold ?? 2) + (h.timeoutMs ?? 1_000));
-  }
-  return { refreshMs, healthDetectionMs };
+  const routes = parseYaml((cm?.object as unknown as IConfigMap | undefined)?.data?.["routes.yaml"] ?? "{}") as { upstreams?: Record<string, { discovery?: { refreshMs?: number } }> };
+  return Math.max(0, ...Object.values(routes.upstreams ?? {}).map((u) => u.discovery?.refreshMs ?? 5_000));
 }
 
 /**
@@ -127,7 +117,7 @@ export function gatewayDetectionMs(manifests: Manifest[]): { refreshMs: number; 
  */
 export function checkDrainTiming(manifests: Manifest[]): Problem[] {
   const problems: Problem[] = [];
-  const { refreshMs } = gatewayDetectionMs(manifests);
+  const refreshMs = gatewayRefreshMs(manifests);
   for (const { m, d } of deployments(manifests)) {
     if (!(SERVICES as readonly string[]).includes(String(d.metadata?.name))) continue;
     const podSpec = d.spec?.template.spec;

@@ -11,6 +11,14 @@ export interface Project {
   createdAt: string;
 }
 
+/**
+ * The store cannot serve now (its server is down, slow or refusing writes); the request may be
+ * retried later. The app answers 503 with Retry-After instead of 500.
+ */
+export class StoreUnavailableError extends Error {
+  override name = "StoreUnavailableError";
+}
+
 export interface ListOptions {
   /** At most this many projects. */
   limit: number;

@@ -1,0 +1,129 @@
+/**
+ * One gateway's state as the dashboard shows it, served on /dashboard/snapshot.json and merged
+ * with the other replicas' by tier.ts: who it is, its rate limiter, the config in force and its
+ * reloads, every upstream endpoint as this gateway sees it, and each route's last seconds.
+ */
+import type { ServiceIdentity } from "../../../lib/env.ts";
+import type { Lifecycle } from "../../../lib/lifecycle.ts";
+import type { ReloadStatus } from "../config/reload.ts";
+import type { LimiterStatus, RateLimiter } from "../ratelimit/limiter.ts";
+import type { RouteRateLimit } from "../ratelimit/policy.ts";
+import type { Gateway } from "../server.ts";
+import type { Endpoint } from "../upstream/endpoint.ts";
+import type { RouteSeries, TrafficRecorder } from "./traffic.ts";
+
+/** Bumped when the snapshot's shape changes, so a mixed-version tier says so instead of guessing. */
+export const SNAPSHOT_SCHEMA = 1;
+
+/** One endpoint as this gateway sees it; times are epoch ms (null: never). */
+export interface EndpointView {
+  address: string;
+  available: boolean;
+  health: Endpoint["health"];
+  breaker: Endpoint["breakerState"];
+  breakerProbeAt: number | null;
+  ejected: boolean;
+  ejectedUntil: number | null;
+  ejections: number;
+  lastEjectedAt: number | null;
+  lastReadmittedAt: number | null;
+  inflight: number;
+  requests: number;
+  failures: number;
+  ewmaMs: number;
+  lastRequestAt: number | null;
+}
+
+export interface GatewayInfo extends ServiceIdentity {
+  startedAt: number;
+  uptimeS: number;
+  ready: boolean;
+  pid: number;
+}
+
+export interface RouteView {
+  name: string;
+  path: string;
+  match: "prefix" | "exact";
+  methods: readonly string[];
+  upstream: string;
+  /** The route's limit in words (`10/1s per ip, burst 20`), or null when it has none. */
+  rateLimit: string | null;
+}
+
+export interface GatewaySnapshot {
+  schema: typeof SNAPSHOT_SCHEMA;
+  /** Epoch ms the snapshot was taken. */
+  at: number;
+  gateway: GatewayInfo;
+  limiter: LimiterStatus | null;
+  config: ReloadStatus | null;
+  upstreams: { name: string; protocol: "http" | "grpc"; endpoints: EndpointView[] }[];
+  routes: (RouteView & { series: RouteSeries })[];
+}
+
+export interface SnapshotSources {
+  gateway: Gateway;
+  identity: ServiceIdentity;
+  lifecycle: Lifecycle;
+  traffic: TrafficRecorder;
+  rateLimiter?: RateLimiter;
+  reloadStatus?: () => ReloadStatus;
+}
+
+export function endpointView(e: Endpoint): EndpointView {
+  return {
+    address: e.address,
+    available: e.available,
+    health: e.health,
+    breaker: e.breakerState,
+    breakerProbeAt: e.breakerState === "open" ? e.breaker.probeAt : null,
+    ejected: e.ejected,
+    ejectedUntil: e.ejected ? e.ejectedUntil : null,
+    ejections: e.ejections,
+    lastEjectedAt: e.lastEjectedAt,
+    lastReadmittedAt: e.lastReadmittedAt,
+    inflight: e.inflight,
+    requests: e.requests,
+    failures: e.failures,
+    ewmaMs: Math.round(e.ewmaMs * 1000) / 1000,
+    // performance.now() → epoch ms
+    lastRequestAt: e.lastRequestAt > 0 ? Math.round(performance.timeOrigin + e.lastRequestAt) : null,
+  };
+}
+
+/** This gateway now, with each route's last `seconds` completed seconds. */
+export function takeSnapshot(sources: SnapshotSources, seconds: number): GatewaySnapshot {
+  const { gateway, identity, lifecycle, traffic } = sources;
+  const now = Date.now();
+  const routes = gateway.config.routes;
+  // A route a reload removed leaves the dashboard with its history.
+  traffic.retain(new Set(routes.map((r) => r.name)));
+  return {
+    schema: SNAPSHOT_SCHEMA,
+    at: now,
+    gateway: { ...identity, startedAt: lifecycle.startedAt, uptimeS: Math.round((now - lifecycle.startedAt) / 1000), ready: lifecycle.isReady(), pid: process.pid },
+    limiter: sources.rateLimiter?.status() ?? null,
+    config: sources.reloadStatus?.() ?? null,
+    upstreams: [...gateway.upstreams.values()].map((u) => ({ name: u.name, protocol: u.protocol, endpoints: u.endpoints.map(endpointView) })),
+    routes: routes.map((r) => ({
+      name: r.name,
+      path: r.path,
+      match: r.match,
+      methods: r.methods,
+      upstream: r.upstream,
+      rateLimit: r.rateLimit ? describeLimit(r.rateLimit) : null,
+      series: traffic.series(r.name, seconds),
+    })),
+  };
+}
+
+function describeLimit(limit: RouteRateLimit): string {
+  return limit.policies
+    .map((p) => {
+      const period = p.periodMs % 1000 === 0 ? `${p.periodMs / 1000}s` : `${p.periodMs}ms`;
+      const key = p.key.type === "header" ? `${p.key.header} header` : p.key.type;
+      return `${p.rate}/${period} per ${key}, burst ${p.burst}`;
+    })
+    .join("; ");
+}

@@ -1,0 +1,190 @@
+/**
+ * BoundedRedis against a real redis-server: calls answer, and an outage — a stopped server, a
+ * killed one, none at all — fails calls within the timeout, never hangs them, and ends by
+ * itself when Redis is back.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { BoundedRedis, type BoundedRedisOptions, isRedisUnavailable, type RedisCallResult, redactUrl, type RedisStateChange, RedisTimeoutError, RedisUnavailableError } from "./redis.ts";
+import { freePort } from "./testing/ports.ts";
+import { requireBinary, stopAll, waitFor } from "./testing/processes.ts";
+import { TestRedis } from "./testing/redis.ts";
+
+const hasRedis = requireBinary("redis-server");
+const TIMEOUT_MS = 200;
+let redis: TestRedis;
+const clients: BoundedRedis[] = [];
+
+beforeAll(async () => {
+  if (hasRedis) redis = await TestRedis.start();
+}, 30_000); // processes start slowly on a busy 2-core machine
+
+afterEach(() => {
+  for (const c of clients.splice(0)) c.close();
+});
+
+afterAll(() => stopAll());
+
+/** A client that records its state changes and calls; closed after the test. */
+function client(url = redis.url, opts: Partial<BoundedRedisOptions> = {}) {
+  const changes: RedisStateChange[] = [];
+  const calls: RedisCallResult[] = [];
+  const bounded = new BoundedRedis(url, {
+    timeoutMs: TIMEOUT_MS,
+    probeIntervalMs: 50,
+    onStateChange: (c) => changes.push(c),
+    onCall: (_, r) => calls.push(r),
+    ...opts,
+  });
+  clients.push(bounded);
+  return { redis: bounded, changes, calls };
+}
+
+/** How long `promise` took to settle, and how. */
+async function timed(promise: Promise<unknown>): Promise<{ ms: number; error: unknown }> {
+  const start = performance.now();
+  let error: unknown;
+  try {
+    await promise;
+  } catch (err) {
+    error = err;
+  }
+  return { ms: performance.now() - start, error };
+}
+
+describe.skipIf(!hasRedis)("BoundedRedis", () => {
+  test("connects, answers calls with Bun's reply types, and reports each call", async () => {
+    const { redis: r, changes, calls } = client();
+    expect(await r.start(3000)).toBe(true);
+    expect(changes).toMatchObject([{ up: true }]);
+    expect(await r.call("SET", ["lib:a", "1"])).toBe("OK");
+    expect(await r.call("INCR", ["lib:a"])).toBe(2);
+    expect(await r.call("MGET", ["lib:a", "lib:missing"])).toEqual(["2", null]);
+    expect(calls.slice(-3)).toEqual(["ok", "ok", "ok"]);
+  });
+
+  test("an error reply fails that call only: Redis stays up and the error is not an outage", async () => {
+    const { redis: r, calls } = client();
+    await r.start(3000);
+    await r.call("SET", ["lib:text", "x"]);
+    const { error } = await timed(r.call("INCR", ["lib:text"]));
+    expect((error as Error).message).toStartWith("ERR value is not an integer");
+    expect(isRedisUnavailable(error)).toBe(false);
+    expect(r.isUp).toBe(true);
+    expect(calls.at(-1)).toBe("error");
+    expect(await r.call("GET", ["lib:text"])).toBe("x");
+  });
+
+  test("an out-of-memory refusal counts as unavailable (retry later), not as a bad command", async () => {
+    const { redis: r } = client();
+    await r.start(3000);
+    await r.call("CONFIG", ["SET", "maxmemory", "1"]);
+    try {
+      const { error } = await timed(r.call("SET", ["lib:big", "x"]));
+      expect((error as Error).message).toStartWith("OOM");
+      expect(isRedisUnavailable(error)).toBe(true);
+    } finally {
+      await r.call("CONFIG", ["SET", "maxmemory", "0"]);
+    }
+  });
+
+  test("a stopped Redis: the first call fails after the timeout, the calls queued behind it with it, later ones at once; back by itself", async () => {
+    const { redis: r, changes, calls } = client();
+    await r.start(3000);
+    await r.call("SET", ["lib:kept", "before"]);
+    redis.pause();
+    try {
+      const first = timed(r.call("GET", ["lib:kept"]));
+      await Bun.sleep(TIMEOUT_MS / 2);
+      // Five more queued behind it on the connection that stopped answering, half its timeout later.
+      const behind = await Promise.all(Array.from({ length: 5 }, () => timed(r.call("GET", ["lib:kept"]))));
+      const { ms, error } = await first;
+      expect(error).toBeInstanceOf(RedisTimeoutError);
+      expect(ms).toBeGreaterThanOrEqual(TIMEOUT_MS - 1);
+      expect(ms).toBeLessThan(TIMEOUT_MS * 1.25 + 150); // the timeout, plus its grace turn on a busy machine
+      for (const later of behind) {
+        expect(isRedisUnavailable(later.error)).toBe(true);
+        // They fail with the first one (its timeout drops the connection), before their own could fire.
+        expect(later.ms).toBeLessThan(TIMEOUT_MS - 1);
+      }
+      expect(calls).toContain("timeout");
+      expect(r.isUp).toBe(false);
+      expect(changes.at(-1)).toEqual({ up: false, reason: `no answer within ${TIMEOUT_MS} ms` });
+
+      const later = await timed(r.call("GET", ["lib:kept"]));
+      expect(later.error).toBeInstanceOf(RedisUnavailableError);
+      expect(later.ms).toBeLessThan(5);
+    } finally {
+      redis.resume();
+    }
+    await waitFor("the probe to find Redis again", () => r.isUp, { timeoutMs: 5000 });
+    expect(changes.at(-1)).toMatchObject({ up: true });
+    expect(await r.call("GET", ["lib:kept"])).toBe("before");
+  });
+
+  test("a killed Redis: calls fail at once; restarted on its port, the client is back by itself", async () => {
+    const { redis: r, changes } = client();
+    await r.start(3000);
+    const pending = timed(r.call("BLPOP", ["lib:never", "10"])); // waiting on Redis when it dies
+    await redis.kill();
+    try {
+      const died = await pending;
+      expect(isRedisUnavailable(died.error)).toBe(true);
+      await waitFor("the closed connection to mark Redis down", () => !r.isUp, { timeoutMs: 1000 });
+      expect(changes.at(-1)).toEqual({ up: false, reason: "connection closed" });
+      const during = await timed(r.call("PING", []));
+      expect(during.error).toBeInstanceOf(RedisUnavailableError);
+      expect(during.ms).toBeLessThan(5);
+      // The probe keeps failing meanwhile (connection refused): still down, nothing hangs.
+      await Bun.sleep(200);
+      expect(r.isUp).toBe(false);
+    } finally {
+      await redis.restart();
+    }
+    await waitFor("the probe to reconnect", () => r.isUp, { timeoutMs: 5000 });
+    expect(await r.call("PING", [])).toBe("PONG");
+  });
+
+  test("started with no Redis there: start() gives up after its wait, and the probe connects once Redis appears", async () => {
+    const port = await freePort();
+    const { redis: r } = client(`redis://127.0.0.1:${port}`);
+    const started = await timed(r.start(300));
+    expect(r.isUp).toBe(false);
+    expect(started.ms).toBeLessThan(1000);
+    expect((await timed(r.call("PING", []))).error).toBeInstanceOf(RedisUnavailableError);
+    const late = await TestRedis.start(port);
+    await waitFor("the probe to connect", () => r.isUp, { timeoutMs: 5000 });
+    expect(await r.call("PING", [])).toBe("PONG");
+    await late.kill();
+  });
+
+  test("`check` decides what counts as up: a probe whose check fails keeps Redis down", async () => {
+    let healthy = false;
+    const { redis: r } = client(redis.url, {
+      check: async (self) => {
+        await self.send("PING", []);
+        if (!healthy) throw new Error("not yet");
+      },
+    });
+    expect(await r.start(200)).toBe(false);
+    healthy = true;
+    await waitFor("the probe to pass", () => r.isUp, { timeoutMs: 2000 });
+  });
+
+  test("a closed client refuses every call at once", async () => {
+    const { redis: r } = client();
+    await r.start(3000);
+    r.close();
+    expect(r.isUp).toBe(false);
+    expect((await timed(r.call("PING", []))).error).toBeInstanceOf(RedisUnavailableError);
+    expect((await timed(r.send("PING", []))).error).toBeInstanceOf(RedisUnavailableError);
+    expect(await r.start(100)).toBe(false);
+  });
+});
+
+describe("redactUrl", () => {
+  test("hides the password and keeps the rest", () => {
+    expect(redactUrl("redis://user:s3cret@redis:6379/2")).toBe("redis://user:***@redis:6379/2");
+    expect(redactUrl("redis://redis:6379")).toBe("redis://redis:6379");
+    expect(redactUrl("not a url")).toBe("(unparsable REDIS_URL)");
+  });
+});

@@ -79,6 +79,7 @@ console.log(`
 Portico is up.
   gateway     ${gw}   (${opts.gatewayReplicas} processes sharing the port)
   admin       ${stack.adminUrls().join("  ")}
+  dashboard   ${stack.adminUrls()[0]}/dashboard   (live view of all ${opts.gatewayReplicas} gateways; any admin port serves it)
   rate limits ${rateLimits}
   webapps     ${stack.endpoints("webapp")}
   rpcapps     ${stack.endpoints("rpcapp")} (gRPC)

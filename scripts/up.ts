@@ -85,6 +85,7 @@ await main("make up", async () => {
 Portico ${chalk.bold(tag)} is running in minikube (namespace ${NAMESPACE}).
   gateway   ${chalk.bold(gateway.url)}${gateway.tunnel ? `   (keep \`minikube service gateway -n ${NAMESPACE} --url\` running in another terminal to reach it)` : ""}
   try       curl -X POST -H 'Content-Type: application/json' -d '{"title":"An awesome project"}' ${gateway.url}/projects/
+  dashboard ${kubectl("-n", NAMESPACE, "port-forward", "svc/gateway-admin", "9901").join(" ")}   then open http://127.0.0.1:9901/dashboard (every gateway replica, live)
   check     make smoke
   remove    make down`);
 });

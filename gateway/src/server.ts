@@ -1,6 +1,7 @@
 /**
  * The gateway's request path, in order:
- *   request context → normalise path → match route → guards (body size) →
+ *   request context → refuse methods/Host never routed → normalise path → match route →
+ *   guards (auth, rate limit, body size) →
  *   pick endpoint → transport (HTTP forward | gRPC transcode) → response headers → access log.
  * Routes themselves come from routes.yaml; this file is the index of what happens to a request.
  */
@@ -17,11 +18,15 @@ import type { RequestContext } from "./context.ts";
 import { gatewayProblem } from "./errors.ts";
 import { callUnary } from "./grpc/call.ts";
 import { grpcCodeName, httpStatusFromGrpc } from "./grpc/status.ts";
+import { exceedsJsonDepth, isTooDeepJson } from "./json-depth.ts";
 import { checkMessage } from "./grpc/transcode.ts";
+import { extendDeadline } from "./limits.ts";
 import { TrustedProxies } from "./net/client-ip.ts";
 import { defaultRateLimiter, type RateLimiter } from "./ratelimit/limiter.ts";
 import { readBody } from "./proxy/body.ts";
 import { forwardHttp, prepareRequestHeaders } from "./proxy/http.ts";
+import { limitResponseSize } from "./proxy/response-limit.ts";
+import { refuseRequest } from "./routing/request-guard.ts";
 import { Router } from "./routing/router.ts";
 import { gatewayTelemetry } from "./telemetry.ts";
 import { normalizePath } from "./routing/path.ts";
@@ -117,9 +122,10 @@ export class Gateway {
   readonly fetch = async (req: Request, server: Server<unknown>): Promise<Response> => {
     const state = this.#state;
     const { url } = req;
-    const pathStart = url.indexOf("/", url.indexOf("//") + 2);
-    const queryStart = url.indexOf("?", pathStart);
-    const rawPath = queryStart < 0 ? url.slice(pathStart) : url.slice(pathStart, queryStart);
+    // Without a usable Host (HTTP/1.0, `Host: a/b`) Bun's url is the path alone; for CONNECT, no path.
+    const pathStart = url.charCodeAt(0) === 47 ? 0 : url.indexOf("/", url.indexOf("//") + 2);
+    const queryStart = pathStart < 0 ? -1 : url.indexOf("?", pathStart);
+    const rawPath = pathStart < 0 ? "" : queryStart < 0 ? url.slice(pathStart) : url.slice(pathStart, queryStart);
     const peer = server.requestIP(req)?.address ?? "unknown";
     const { clientIp, peerIsTrusted } = state.trustedProxies.clientIp(peer, req.headers.get("x-forwarded-for"));
     const ctx: RequestContext = {
@@ -135,7 +141,7 @@ export class Gateway {
     const scope = gatewayTelemetry.begin(req.headers, ctx.id, req.method, rawPath);
     let response: Response;
     try {
-      response = await context.with(scope, this.#handle, this, req, ctx, state);
+      response = await context.with(scope, this.#handle, this, req, ctx, state, server);
     } catch (err) {
       context.with(scope, () => this.deps.log.error({ err, request_id: ctx.id }, "unhandled error in request path"));
       response = gatewayProblem(500, "Internal gateway error", ctx.id);
@@ -149,7 +155,9 @@ export class Gateway {
     return response;
   };
 
-  async #handle(req: Request, ctx: RequestContext, state: GatewayState): Promise<Response> {
+  async #handle(req: Request, ctx: RequestContext, state: GatewayState, server: Server<unknown>): Promise<Response> {
+    const refusal = refuseRequest(req.method, req.headers.get("host"));
+    if (refusal) return gatewayProblem(refusal.status, refusal.title, ctx.id, refusal.detail, undefined, refusal.headers);
     if (ctx.path === "/healthz") return Response.json({ status: "ok" });
     if (ctx.path === "/readyz") return this.deps.lifecycle.isReady() ? Response.json({ status: "ready" }) : gatewayProblem(503, "Not ready", ctx.id, "the gateway is starting or draining");
 
@@ -164,6 +172,10 @@ export class Gateway {
     }
     const route = match.route;
     ctx.route = route;
+    if (route.auth) {
+      const auth = await route.auth.check(req.headers);
+      if (!auth.ok) return auth.response(ctx.id);
+    }
     const limit = route.rateLimit && (await (this.deps.rateLimiter ?? defaultRateLimiter()).check(route.name, route.rateLimit, ctx.clientIp, req.headers));
     if (limit && !limit.allowed) return limit.response(ctx.id);
     const upstream = state.upstreams.get(route.upstream)!;
@@ -174,6 +186,11 @@ export class Gateway {
         ? gatewayProblem(413, "Content too large", ctx.id, `the body exceeds ${route.maxBodyBytes} bytes`, { limit: route.maxBodyBytes })
         : gatewayProblem(400, "Incomplete request body", ctx.id, "the client closed the connection before the body was complete");
     }
+    const { maxJsonDepth } = state.config.limits;
+    if (body.bytes && !route.grpcMethod && isTooDeepJson(req.headers.get("content-type"), body.bytes, maxJsonDepth)) {
+      return gatewayProblem(400, "Invalid request", ctx.id, `the JSON body is nested deeper than ${maxJsonDepth} levels`);
+    }
+    extendDeadline(server, req, route.timeoutMs, state.config.limits.idleTimeoutSec);
     const response = await (route.grpcMethod ? this.#transcodeGrpc(req, ctx, route, upstream, body.bytes) : this.#forwardHttp(req, ctx, route, upstream, body.bytes));
     limit?.setHeaders(response.headers);
     return response;
@@ -183,14 +200,19 @@ export class Gateway {
     const upstreamPath = route.http?.rewritePrefix !== undefined && route.match === "prefix" ? rewrite(ctx.path, route.path, route.http.rewritePrefix) : ctx.path;
     const pathAndQuery = upstreamPath + ctx.search;
     const headers = prepareRequestHeaders(req, ctx, this.deps.identity.instance);
+    route.auth?.stripCredentials(headers);
     const method = req.method;
     const outcome = await dispatch(upstream, route, ctx, isIdempotentMethod(method), (endpoint, timeoutMs) => forwardHttp(endpoint, method, pathAndQuery, headers, body, timeoutMs));
     switch (outcome.kind) {
       case "no-endpoint":
         return noEndpointProblem(upstream.name, outcome, ctx.id);
-      case "response":
+      case "response": {
         ctx.servedBy = outcome.response.headers.get("x-served-by") ?? undefined;
-        return outcome.response;
+        const maxBytes = this.#state.config.limits.maxResponseBytes;
+        const limited = limitResponseSize(outcome.response, maxBytes);
+        if (!limited.ok) return gatewayProblem(502, "Upstream response too large", ctx.id, `${upstream.name} answered with ${limited.declared} bytes; the limit is ${maxBytes}`, { upstream: upstream.name });
+        return limited.response;
+      }
       case "timeout":
         return gatewayProblem(504, "Upstream timed out", ctx.id, `${upstream.name} did not answer within ${route.timeoutMs} ms`, { upstream: upstream.name });
       case "connect-error":
@@ -202,7 +224,11 @@ export class Gateway {
   async #transcodeGrpc(req: Request, ctx: RequestContext, route: RouteConfig, upstream: Upstream, body: Uint8Array | null): Promise<Response> {
     const method = route.grpcMethod!;
     let input: unknown = {};
+    const limits = this.#state.config.limits;
     if (body) {
+      if (exceedsJsonDepth(body, limits.maxJsonDepth)) {
+        return gatewayProblem(400, "Invalid request", ctx.id, `the body is nested deeper than ${limits.maxJsonDepth} levels`, { errors: [{ field: "(body)", message: `nested deeper than ${limits.maxJsonDepth} levels` }] });
+      }
       let text: string;
       try {
         text = utf8.decode(body);
@@ -215,7 +241,7 @@ export class Gateway {
         return gatewayProblem(400, "Invalid JSON", ctx.id, (err as Error).message);
       }
     }
-    const errors = checkMessage(method.requestType, input);
+    const errors = checkMessage(method.requestType, input, { maxDepth: limits.maxJsonDepth, maxStringLength: limits.maxJsonStringLength });
     if (errors.length > 0) {
       return gatewayProblem(400, "Invalid request", ctx.id, `the body does not match ${method.requestType.fullName.slice(1)}: ${errors.map((e) => `${e.field} ${e.message}`).join("; ")}`, { errors });
     }
@@ -224,10 +250,15 @@ export class Gateway {
     metadata.set("x-forwarded-for", ctx.clientIp);
     const userAgent = req.headers.get("user-agent");
     if (userAgent) metadata.set("x-forwarded-user-agent", userAgent);
+    route.auth?.copyClaimHeaders(req.headers, metadata);
     const outcome = await dispatch(upstream, route, ctx, route.grpc?.idempotent === true, (endpoint, timeoutMs) => callUnary(endpoint, method, input as object, metadata, timeoutMs));
     if (outcome.kind === "no-endpoint") return noEndpointProblem(upstream.name, outcome, ctx.id);
     ctx.servedBy = outcome.servedBy;
-    const servedBy: Record<string, string> = outcome.servedBy ? { "x-served-by": outcome.servedBy } : {};
+    // The replica's identity travels back as headers, as an HTTP upstream's would.
+    const servedBy: Record<string, string> = {
+      ...(outcome.servedBy ? { "x-served-by": outcome.servedBy } : {}),
+      ...(outcome.serviceVersion ? { "x-service-version": outcome.serviceVersion } : {}),
+    };
     if (outcome.kind === "reply") return new Response(JSON.stringify(outcome.reply), { status: 200, headers: { ...JSON_HEADERS, ...servedBy } });
     const status = httpStatusFromGrpc(outcome.code);
     const retryAfter: Record<string, string> = status === 503 ? { "retry-after": "1" } : {};

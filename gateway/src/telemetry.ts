@@ -48,12 +48,12 @@ export class GatewayTelemetry {
   /** The response is ready: count it, and end its span named after the route it matched. */
   end(scope: Context, ctx: RequestContext, status: number): void {
     const metrics = this.#metrics;
-    const seconds = (performance.now() - ctx.start) / 1000;
+    const now = performance.now();
     if (metrics) {
       metrics.http.inFlight--;
-      metrics.http.observe(ctx.route?.name ?? "none", ctx.method, status, seconds);
+      metrics.http.observe(ctx.route?.name ?? "none", ctx.method, status, (now - ctx.start) / 1000);
     }
-    if (ctx.route) this.#traffic?.record(ctx.route.name, status, seconds * 1000);
+    if (ctx.route) this.#traffic?.record(ctx.route.name, status, now - ctx.start, now);
     const span = trace.getSpan(scope)!;
     if (span.isRecording()) {
       span.setAttribute("client.address", ctx.clientIp);

@@ -45,6 +45,7 @@ describe("seed compatibility through the gateway", () => {
     expect(await res.text()).toBe('{"message":"Verified: 121"}');
     expect(res.headers.get("content-type")).toContain("application/json");
     expect(res.headers.get("x-served-by")).toMatch(/^rpcapp-[123]$/);
+    expect(res.headers.get("x-service-version")).toBe("dev");
   });
 
   test("the client's X-Request-ID is kept end to end", async () => {

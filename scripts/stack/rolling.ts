@@ -52,7 +52,6 @@ interface Slot {
   replica: number;
   side: 0 | 1;
   generation: number;
-  version: string;
   process: StackProcess;
 }
 
@@ -81,14 +80,18 @@ export class RollingStack extends Stack {
   readonly #slots = new Map<string, Slot>();
   /** SIGTERMed replicas that have not exited yet. */
   readonly #retired = new Set<StackProcess>();
+  /** The replicas the last rollout replaced, exited or not. */
+  #lastReplaced: StackProcess[] = [];
   /** Every replaced replica that has exited, with its exit code (0: a clean drain). */
   readonly replacedExits: { name: string; code: number }[] = [];
   /** Versions each kind has run, oldest first; the last is the current one. */
   readonly #history = new Map<Kind, string[]>();
   readonly #userOnExit: StackOptions["onExit"];
+  /** The last lines of each process, for the message when a replacement fails to start. */
+  readonly #tails = new Map<string, string[]>();
   #stoppingAll = false;
   #rolling = false;
-  readonly #rollingOpts: Required<Omit<RollingOptions, "dnsPort">> & { dnsPort: number };
+  readonly #dnsPort: number;
 
   constructor(opts: StackOptions, rolling: RollingOptions = {}) {
     const self: { stack?: RollingStack } = {};
@@ -97,13 +100,17 @@ export class RollingStack extends Stack {
     super({
       ...opts,
       env: { DRAIN_DELAY_MS: String(drainDelayMs), SHUTDOWN_TIMEOUT_MS: String(shutdownTimeoutMs), ...opts.env },
+      onLine: (name, line) => {
+        if (self.stack) self.stack.#keepTail(name, line);
+        opts.onLine(name, line);
+      },
       onExit: (name, code) => {
         if (self.stack) self.stack.#onExit(name, code);
       },
     });
     self.stack = this;
     this.#userOnExit = opts.onExit;
-    this.#rollingOpts = { drainDelayMs, shutdownTimeoutMs, dnsPort: rolling.dnsPort ?? 0 };
+    this.#dnsPort = rolling.dnsPort ?? 0;
     for (const kind of KINDS) this.#history.set(kind, [opts.version]);
   }
 
@@ -168,7 +175,7 @@ export class RollingStack extends Stack {
   }
 
   override async start(timeoutMs = 30_000): Promise<void> {
-    this.dns = await DiscoveryDns.start(this.#ip, this.#rollingOpts.dnsPort);
+    this.dns = await DiscoveryDns.start(this.#ip, this.#dnsPort);
     for (const kind of ["webapp", "rpcapp"] as const) {
       for (let r = 1; r <= this.replicasOf(kind); r++) this.dns.set(this.#dnsName(kind, this.portsOf(kind, r, 0).PORT!), [this.#ip]);
     }
@@ -176,7 +183,7 @@ export class RollingStack extends Stack {
     for (const kind of KINDS) {
       for (let replica = 1; replica <= this.replicasOf(kind); replica++) {
         const process = this.processes.find((p) => p.kind === kind && p.name === `${kind}-${replica}`);
-        if (process) this.#slots.set(`${kind}-${replica}`, { kind, replica, side: 0, generation: 1, version: this.opts.version, process });
+        if (process) this.#slots.set(`${kind}-${replica}`, { kind, replica, side: 0, generation: 1, process });
       }
     }
     // Ready gateways have not necessarily resolved their upstreams yet: wait until they route.
@@ -224,10 +231,13 @@ export class RollingStack extends Stack {
     return previous;
   }
 
-  /** Resolves once every replaced replica has finished draining and exited. */
+  /**
+   * Resolves once every replaced replica has finished draining and exited; reports the exit of
+   * each one the last rollout replaced, and of any other still draining.
+   */
   async settled(onEvent: (e: RolloutEvent) => void = () => {}): Promise<void> {
     await Promise.all(
-      [...this.#retired].map(async (p) => {
+      [...new Set([...this.#lastReplaced, ...this.#retired])].map(async (p) => {
         const code = await p.proc.exited;
         onEvent({ type: "settled", instance: p.name, code });
       }),
@@ -249,6 +259,7 @@ export class RollingStack extends Stack {
   async #replaceAll(kind: Kind, version: string, onEvent: (e: RolloutEvent) => void): Promise<void> {
     if (this.#rolling) throw new RolloutError("another rollout is running in this stack; wait for it to finish");
     this.#rolling = true;
+    this.#lastReplaced = [];
     try {
       for (let replica = 1; replica <= this.replicasOf(kind); replica++) await this.#replaceOne(kind, replica, version, onEvent);
     } finally {
@@ -276,7 +287,8 @@ export class RollingStack extends Stack {
       if (kind === "gateway") await this.#waitGatewayRoutes(next, 15_000);
     } catch (err) {
       next.proc.kill("SIGKILL");
-      throw new RolloutError(`${instance} (version ${version}) did not become ready, so ${old.name} keeps serving and the rollout stops here: ${(err as Error).message}`);
+      const tail = (this.#tails.get(instance) ?? []).join("\n");
+      throw new RolloutError(`${instance} (version ${version}) did not become ready, so ${old.name} keeps serving and the rollout stops here: ${(err as Error).message}${tail ? `\n${instance}'s last lines:\n${tail}` : ""}`);
     }
     onEvent({ type: "ready", instance, readyMs: Math.round(performance.now() - startedAt) });
 
@@ -285,11 +297,12 @@ export class RollingStack extends Stack {
       this.dns!.delete(this.#dnsName(kind, Number(old.env.PORT)));
     }
     this.#retired.add(old);
+    this.#lastReplaced.push(old);
     try {
       old.proc.kill("SIGTERM");
     } catch {}
     onEvent({ type: "draining", instance: old.name });
-    this.#slots.set(`${kind}-${replica}`, { kind, replica, side, generation: slot.generation + 1, version, process: next });
+    this.#slots.set(`${kind}-${replica}`, { kind, replica, side, generation: slot.generation + 1, process: next });
 
     if (kind !== "gateway") {
       const waitedFrom = performance.now();
@@ -328,6 +341,13 @@ export class RollingStack extends Stack {
       if (Date.now() > deadline) throw new Error(`${gateway.name} did not find its upstreams' replicas (${wanted.join(", ")}) within ${timeoutMs} ms`);
       await Bun.sleep(50);
     }
+  }
+
+  #keepTail(name: string, line: string): void {
+    let lines = this.#tails.get(name);
+    if (!lines) this.#tails.set(name, (lines = []));
+    lines.push(line);
+    if (lines.length > 20) lines.shift();
   }
 
   #onExit(name: string, code: number): void {

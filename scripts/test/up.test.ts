@@ -54,6 +54,7 @@ test("up builds the 3 images in minikube's Docker, applies k8s/ with their tag, 
   expect(run.stdout).toContain("$ docker build -f webapp/Dockerfile -t portico/webapp:abc1234 .");
   expect(run.stdout).toContain("$ kubectl --context=minikube -n portico rollout status deployment/gateway --timeout=180s");
   expect(run.stdout).toContain("gateway   http://gateway.test:30080");
+  expect(run.stdout).toContain("dashboard kubectl --context=minikube -n portico port-forward svc/gateway-admin 9901   then open http://127.0.0.1:9901/dashboard");
 });
 
 test("up starts minikube (with Calico, for the NetworkPolicies) when it is not running", async () => {

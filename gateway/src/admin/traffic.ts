@@ -3,8 +3,8 @@
  * rate-limit denials and a latency histogram per second, in a ring of the last WINDOW_SECONDS.
  *
  * `record` runs once per request (gateway/src/telemetry.ts), so it only indexes typed arrays: no
- * allocation after a route's first request, no timer. A slot is reset lazily by the first request
- * of a new second; a second nobody asked about costs nothing.
+ * allocation after a route's first request, no timer, the wall clock read once a second. A slot
+ * is reset lazily by the first request of a new second; a quiet second costs nothing.
  */
 import { LATENCY_BUCKETS, latencyBucket, sparse } from "./latency-buckets.ts";
 
@@ -74,17 +74,40 @@ class RouteRing {
 
 export class TrafficRecorder {
   readonly #routes = new Map<string, RouteRing>();
+  /** The epoch second requests are counted in, and when it began and ends on performance.now()'s clock. */
+  #second = 0;
+  #secondStart = 0;
+  #secondEnd = -1;
 
+  /** `clock`: epoch ms (tests pass their own). */
   constructor(private readonly clock: () => number = Date.now) {}
 
-  /** One request answered on `route` with `status` after `ms`. */
-  record(route: string, status: number, ms: number): void {
-    this.#ring(route).record(Math.floor(this.clock() / 1000), status, ms);
+  /**
+   * One request answered on `route` with `status` after `ms`; `now` is performance.now() at the
+   * answer, which the caller has at hand (a clock read costs ~50 ns here, as much as the rest).
+   */
+  record(route: string, status: number, ms: number, now: number = performance.now()): void {
+    this.#ring(route).record(this.#secondAt(now), status, ms);
   }
 
   /** One request to `route` refused by the rate limiter (it is also recorded as answered, 429). */
   deny(route: string): void {
-    this.#ring(route).deny(Math.floor(this.clock() / 1000));
+    this.#ring(route).deny(this.#secondAt(performance.now()));
+  }
+
+  /**
+   * The epoch second at `now`, reading the wall clock once per second: seconds must match across
+   * gateways (they are merged by number), and the monotonic clock drifts from the wall clock.
+   */
+  #secondAt(now: number): number {
+    if (now >= this.#secondEnd || now < this.#secondStart) {
+      const wall = this.clock();
+      const into = wall % 1000;
+      this.#second = (wall - into) / 1000;
+      this.#secondStart = now - into;
+      this.#secondEnd = now + (1000 - into);
+    }
+    return this.#second;
   }
 
   /**

@@ -11,6 +11,8 @@ import { Value, type ValueError, ValueErrorType } from "@sinclair/typebox/value"
 import { isMap, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from "yaml";
 import type protobuf from "protobufjs";
 import { parseProtos, ProtoLoadError } from "../../../lib/proto.ts";
+import { compileRouteAuth } from "../auth/config.ts";
+import type { RouteAuth } from "../auth/guard.ts";
 import { type GrpcMethod, resolveMethod } from "../grpc/method.ts";
 import { closest } from "../../../lib/suggest.ts";
 import { checkCidrs } from "../net/client-ip.ts";
@@ -18,7 +20,7 @@ import { compilePolicies, type RateLimitSettings, type RouteRateLimit } from "..
 import { RateLimitSettingsSchema } from "../ratelimit/schema.ts";
 import { interpolateDocument } from "./interpolate.ts";
 import { GatewayConfigSchema, HTTP_METHODS, type HttpMethod, type RawGatewayConfig } from "./schema.ts";
-import { BalancerSchema, CircuitBreakerSchema, DiscoverySchema, HealthCheckSchema, OutlierDetectionSchema, RetrySchema } from "./schema.ts";
+import { BalancerSchema, CircuitBreakerSchema, DiscoverySchema, HealthCheckSchema, LimitsSchema, OutlierDetectionSchema, RetrySchema } from "./schema.ts";
 
 export interface UpstreamConfig {
   name: string;
@@ -54,6 +56,8 @@ export interface RouteConfig {
   grpcMethod?: GrpcMethod;
   /** Rate-limit policies, compiled; absent on unlimited routes. */
   rateLimit?: RouteRateLimit;
+  /** The route's authentication guard (auth/guard.ts); absent on open routes. */
+  auth?: RouteAuth;
 }
 
 export interface GatewayConfig {
@@ -61,7 +65,7 @@ export interface GatewayConfig {
   file: string;
   upstreams: Map<string, UpstreamConfig>;
   routes: RouteConfig[];
-  limits: { maxBodyBytes: number };
+  limits: Required<Static<typeof LimitsSchema>>;
   trustedProxies: string[];
   rateLimit: RateLimitSettings;
 }
@@ -88,7 +92,6 @@ export class ConfigError extends Error {
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
-const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 
 /** Reads and validates a config file. Throws ConfigError naming every problem. */
 export function loadConfig(file: string, env: Record<string, string | undefined> = process.env): GatewayConfig {
@@ -126,14 +129,14 @@ export function parseConfig(text: string, file: string, env: Record<string, stri
     }
     throw new ConfigError(file, problems);
   }
-  const config = buildConfig(raw, file, baseDir, (path, message) => {
+  const config = buildConfig(raw, file, baseDir, env, (path, message) => {
     problems.push(at(offsetOf(doc, path), fieldName(path), message));
   });
   if (problems.length > 0) throw new ConfigError(file, problems);
   return config;
 }
 
-function buildConfig(raw: RawGatewayConfig, file: string, baseDir: string, report: (path: (string | number)[], message: string) => void): GatewayConfig {
+function buildConfig(raw: RawGatewayConfig, file: string, baseDir: string, env: Record<string, string | undefined>, report: (path: (string | number)[], message: string) => void): GatewayConfig {
   const upstreams = new Map<string, UpstreamConfig>();
   for (const [name, u] of Object.entries(raw.upstreams)) {
     const endpoints = (typeof u.endpoints === "string" ? u.endpoints.split(",") : u.endpoints).map((e) => e.trim()).filter(Boolean);
@@ -160,7 +163,7 @@ function buildConfig(raw: RawGatewayConfig, file: string, baseDir: string, repor
     upstreams.set(name, upstream);
   }
 
-  const limits = { maxBodyBytes: raw.limits?.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES };
+  const limits = withDefaults(LimitsSchema, raw.limits);
   const names = new Set<string>();
   const paths = new Set<string>();
   const routes: RouteConfig[] = raw.routes.map((r, i) => {
@@ -209,6 +212,7 @@ function buildConfig(raw: RawGatewayConfig, file: string, baseDir: string, repor
       ...(r.grpc ? { grpc: r.grpc } : {}),
       ...(grpcMethod ? { grpcMethod } : {}),
       ...(r.rateLimit ? { rateLimit: compilePolicies(r.rateLimit, (at, message) => report(["routes", i, "rateLimit", ...at], message)) } : {}),
+      ...(r.auth ? { auth: compileRouteAuth(r.auth, { env, baseDir }, (at, message) => report(["routes", i, "auth", ...at], message)) } : {}),
     };
   });
   const trustedProxies = raw.trustedProxies ?? [];

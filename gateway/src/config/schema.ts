@@ -4,6 +4,7 @@
  * Every key is documented in gateway/README.md; keep the two in step.
  */
 import { type Static, Type as T } from "@sinclair/typebox";
+import { RouteAuthSchema } from "../auth/schema.ts";
 import { RateLimitSettingsSchema, RouteRateLimitSchema } from "../ratelimit/schema.ts";
 
 const Millis = (description: string, defaultValue: number) =>
@@ -95,6 +96,7 @@ export const RouteSchema = T.Object(
     timeoutMs: T.Optional(Millis("overrides the upstream's timeoutMs", 10_000)),
     maxBodyBytes: T.Optional(T.Integer({ minimum: 0, maximum: 64 * 1024 * 1024, description: "overrides limits.maxBodyBytes" })),
     rateLimit: T.Optional(RouteRateLimitSchema),
+    auth: T.Optional(RouteAuthSchema),
     retry: T.Optional(RetrySchema),
     http: T.Optional(
       T.Object(
@@ -120,6 +122,14 @@ export const RouteSchema = T.Object(
 export const LimitsSchema = T.Object(
   {
     maxBodyBytes: T.Optional(T.Integer({ minimum: 0, maximum: 64 * 1024 * 1024, default: 1024 * 1024 })),
+    // The rest: see gateway/src/limits.ts for how Bun applies them (measured).
+    maxHeaderBytes: T.Optional(T.Integer({ minimum: 1024, maximum: 1024 * 1024, default: 16 * 1024, description: "request line + headers; larger → 431" })),
+    idleTimeoutSec: T.Optional(
+      T.Integer({ minimum: 1, maximum: 255, default: 10, description: "a connection with nothing moving, or a request body not complete, within this is closed" }),
+    ),
+    maxResponseBytes: T.Optional(T.Integer({ minimum: 1, maximum: 2 ** 40, default: 16 * 1024 * 1024, description: "larger upstream responses: 502, or cut once streaming" })),
+    maxJsonDepth: T.Optional(T.Integer({ minimum: 1, maximum: 1000, default: 32, description: "deepest nesting of a JSON request body (gRPC routes; HTTP routes when the body is declared JSON)" })),
+    maxJsonStringLength: T.Optional(T.Integer({ minimum: 1, maximum: 64 * 1024 * 1024, default: 64 * 1024, description: "gRPC routes: longest string value, in UTF-16 units" })),
   },
   { additionalProperties: false },
 );

@@ -7,9 +7,15 @@ import { gatewayTelemetry } from "../telemetry.ts";
 import type { Endpoint } from "../upstream/endpoint.ts";
 import type { GrpcMethod } from "./method.ts";
 
+/** Which replica answered, and its version: its `x-served-by` / `x-service-version` initial metadata. */
+export interface ReplicaIdentity {
+  servedBy?: string;
+  serviceVersion?: string;
+}
+
 export type GrpcOutcome =
-  | { kind: "reply"; reply: Record<string, unknown>; servedBy?: string }
-  | { kind: "status"; code: grpc.status; details: string; servedBy?: string };
+  | ({ kind: "reply"; reply: Record<string, unknown> } & ReplicaIdentity)
+  | ({ kind: "status"; code: grpc.status; details: string } & ReplicaIdentity);
 
 /** Makes one try, inside a client span whose `traceparent` goes out in `metadata` (telemetry.ts). */
 export function callUnary(endpoint: Endpoint, method: GrpcMethod, message: object, metadata: grpc.Metadata, timeoutMs: number): Promise<GrpcOutcome> {
@@ -18,7 +24,7 @@ export function callUnary(endpoint: Endpoint, method: GrpcMethod, message: objec
 
 function sendUnary(endpoint: Endpoint, method: GrpcMethod, message: object, metadata: grpc.Metadata, timeoutMs: number): Promise<GrpcOutcome> {
   return new Promise((resolve) => {
-    let servedBy: string | undefined;
+    const replica: ReplicaIdentity = {};
     const call = endpoint.grpcClient().makeUnaryRequest(
       method.path,
       method.serialize,
@@ -27,13 +33,15 @@ function sendUnary(endpoint: Endpoint, method: GrpcMethod, message: object, meta
       metadata,
       { deadline: Date.now() + timeoutMs },
       (err, reply) => {
-        if (err) resolve({ kind: "status", code: err.code ?? grpc.status.UNKNOWN, details: err.details ?? err.message, ...(servedBy ? { servedBy } : {}) });
-        else resolve({ kind: "reply", reply: reply ?? {}, ...(servedBy ? { servedBy } : {}) });
+        if (err) resolve({ kind: "status", code: err.code ?? grpc.status.UNKNOWN, details: err.details ?? err.message, ...replica });
+        else resolve({ kind: "reply", reply: reply ?? {}, ...replica });
       },
     );
     call.on("metadata", (md: grpc.Metadata) => {
-      const value = md.get("x-served-by")[0];
-      if (typeof value === "string") servedBy = value;
+      const [servedBy] = md.get("x-served-by");
+      const [serviceVersion] = md.get("x-service-version");
+      if (typeof servedBy === "string") replica.servedBy = servedBy;
+      if (typeof serviceVersion === "string") replica.serviceVersion = serviceVersion;
     });
   });
 }

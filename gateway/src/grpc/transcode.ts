@@ -34,6 +34,8 @@ const INTEGER_RANGES: Record<string, [bigint, bigint]> = {
   uint64: UINT64, fixed64: UINT64,
 };
 const BASE64 = /^[A-Za-z0-9+/\-_]*={0,2}$/;
+/** Largest finite 32-bit float: a larger JSON number would be encoded as Infinity. */
+const FLOAT_MAX = 3.4028234663852886e38;
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 /**
@@ -60,7 +62,9 @@ function checkObject(type: protobuf.Type, value: unknown, path: string, depth: n
     const fieldPath = path ? `${path}.${key}` : key;
     const field = Object.hasOwn(type.fields, key) ? type.fields[key] : undefined;
     if (!field) {
-      errors.push({ field: fieldPath, message: `unknown field for ${type.name} (known: ${Object.keys(type.fields).join(", ")})` });
+      // A hostile key can be as long as the body: echo a bounded prefix of it.
+      const named = fieldPath.length > 128 ? `${fieldPath.slice(0, 128)}…` : fieldPath;
+      errors.push({ field: named, message: `unknown field for ${type.name} (known: ${Object.keys(type.fields).join(", ")})` });
       continue;
     }
     const fieldValue = (value as Record<string, unknown>)[key];
@@ -133,6 +137,11 @@ function checkScalar(type: string, value: unknown, path: string, limits: Transco
     case "float":
       if (!(typeof value === "number" || value === "NaN" || value === "Infinity" || value === "-Infinity")) {
         errors.push({ field: path, message: `must be a number (${type})` });
+      } else if (typeof value === "number" && !Number.isFinite(value)) {
+        // JSON.parse turns 1e999 into Infinity; proto3 JSON spells infinity as the string "Infinity".
+        errors.push({ field: path, message: `is out of range for ${type} (write "Infinity" or "-Infinity" as a string)` });
+      } else if (type === "float" && typeof value === "number" && Math.abs(value) > FLOAT_MAX) {
+        errors.push({ field: path, message: `${value} is out of range for float` });
       }
       return;
     case "bool":

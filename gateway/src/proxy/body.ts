@@ -9,7 +9,10 @@ export type BodyRead = { ok: true; bytes: Uint8Array | null } | { ok: false; rea
 export async function readBody(req: Request, limit: number): Promise<BodyRead> {
   const declared = req.headers.get("content-length");
   if (declared !== null) {
-    const length = Number(declared);
+    // Bun admits repeated identical Content-Length headers joined as "5, 5" (RFC 9112 §6.3
+    // allows it; differing values it refuses itself); fetch recomputes the length upstream.
+    const comma = declared.indexOf(",");
+    const length = Number(comma < 0 ? declared : declared.slice(0, comma));
     if (!Number.isFinite(length) || length > limit) return { ok: false, reason: "too-large" };
     if (length === 0) return { ok: true, bytes: null };
     try {

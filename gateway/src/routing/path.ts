@@ -14,8 +14,11 @@ export function normalizePath(raw: string): NormalizedPath {
   if (raw.length > MAX_PATH_LENGTH) return { ok: false, status: 414, reason: `path longer than ${MAX_PATH_LENGTH} bytes` };
   if (raw.charCodeAt(0) !== 47 /* / */) return { ok: false, status: 400, reason: "path must start with /" };
   // Fast path: nothing to normalise in the common case.
-  if (!raw.includes("%") && !raw.includes("//") && !raw.includes("/.") && !raw.includes("\\")) return { ok: true, path: raw };
+  if (!raw.includes("%") && !raw.includes("//") && !raw.includes("/.") && !raw.includes("\\") && !raw.includes("#")) return { ok: true, path: raw };
   if (raw.includes("\\")) return { ok: false, status: 400, reason: "backslash in path" };
+  // Bun passes a fragment in the request target through; fetch would drop it upstream, so the
+  // path matched and the path sent would differ.
+  if (raw.includes("#")) return { ok: false, status: 400, reason: "fragment (#) in request target" };
   if (FORBIDDEN_ENCODED.test(raw)) return { ok: false, status: 400, reason: "encoded slash, backslash or NUL in path" };
   const out: string[] = [];
   const segments = raw.split("/");

@@ -1,0 +1,70 @@
+/**
+ * The admin surface, on its own port (ADMIN_PORT) so that nothing here is reachable through the
+ * public listener: health, version, the loaded config and its reloads, the live upstream state,
+ * metrics, and the live dashboard of the whole tier (dashboard.ts).
+ */
+import { Elysia } from "elysia";
+import type { Registry } from "prom-client";
+import type { ServiceIdentity } from "../../../lib/env.ts";
+import type { Lifecycle } from "../../../lib/lifecycle.ts";
+import { problemResponse } from "../../../lib/problem.ts";
+import { metricsResponse } from "../../../lib/telemetry/metrics.ts";
+import type { ConfigReloader } from "../config/reload.ts";
+import type { Gateway } from "../server.ts";
+import type { Dashboard } from "./dashboard.ts";
+import { endpointView } from "./snapshot.ts";
+
+export interface AdminExtras {
+  /** Serves /dashboard/*; without it those paths answer 404. */
+  dashboard?: Dashboard;
+  /** Its status is part of /config, and the text in force is /config/source. */
+  reloader?: ConfigReloader;
+}
+
+/** `metrics`: the registry served on /metrics (gateway/src/metrics.ts); 404 there without one. */
+export function createAdminApp(gateway: Gateway, identity: ServiceIdentity, lifecycle: Lifecycle, metrics?: Registry, extras: AdminExtras = {}) {
+  const { dashboard, reloader } = extras;
+  const app = new Elysia()
+    .get("/healthz", () => ({ status: "ok" }))
+    .get("/readyz", ({ set }) => {
+      if (lifecycle.isReady()) return { status: "ready" };
+      set.status = 503;
+      return { status: "not ready" };
+    })
+    .get("/version", () => ({ ...identity, uptime_s: Math.round((Date.now() - lifecycle.startedAt) / 1000) }))
+    // Prometheus scrapes here, never on the public listener.
+    .get("/metrics", ({ set }) => {
+      if (metrics) return metricsResponse(metrics);
+      set.status = 404;
+      return { status: "metrics are not enabled on this gateway" };
+    })
+    .get("/config", () => {
+      const { file, routes, upstreams, limits, trustedProxies } = gateway.config;
+      return {
+        file,
+        // When the config in force was loaded, and the last edit that was rejected (times: epoch ms).
+        reload: reloader?.status ?? null,
+        limits,
+        trustedProxies,
+        upstreams: [...upstreams.values()].map(({ name, protocol, endpoints, proto, timeoutMs }) => ({ name, protocol, endpoints, proto, timeoutMs })),
+        routes: routes.map(({ grpcMethod: _resolved, ...route }) => route),
+      };
+    })
+    // The routes.yaml text in force, as written (`${VAR}` references unexpanded).
+    .get("/config/source", () =>
+      reloader
+        ? new Response(reloader.source, { headers: { "content-type": "text/yaml; charset=utf-8", "x-config-digest": reloader.status.digest } })
+        : problemResponse({ title: "Not Found", status: 404, detail: "this gateway does not keep its config source (no reloader)" }),
+    )
+    // Live resilience state per endpoint; times are epoch ms (null: never).
+    .get("/upstreams", () =>
+      [...gateway.upstreams.values()].map((u) => ({
+        name: u.name,
+        protocol: u.protocol,
+        settings: u.settings,
+        retries: { ...u.retries },
+        endpoints: u.endpoints.map(endpointView),
+      })),
+    );
+  return dashboard ? app.use(dashboard.routes()) : app;
+}

@@ -1,0 +1,375 @@
+/**
+ * The whole gateway tier for the dashboard: once a second, while someone watches, every replica's
+ * snapshot (snapshot.ts) is fetched with a short timeout and merged — route figures added up
+ * second by second (percentiles from the merged latency histograms), endpoints listed with the
+ * state each gateway sees, gateways that do not answer marked unreachable.
+ *
+ * Each replica is asked only for the seconds since it last answered, and its history is kept
+ * here; the last few seconds are asked again every round, so a second that was still filling up
+ * on one replica is corrected on the next.
+ */
+import { addSparse, LATENCY_BUCKETS, quantileMs, round3 } from "./latency-buckets.ts";
+import type { PeerDirectory } from "./peers.ts";
+import { type EndpointView, type GatewayInfo, type GatewaySnapshot, type RouteView, SNAPSHOT_SCHEMA } from "./snapshot.ts";
+import { WINDOW_SECONDS } from "./traffic.ts";
+
+/** Seconds asked again every round (see the file comment). */
+const OVERLAP_SECONDS = 3;
+/** A replica that has not answered for this long leaves the gateway rows for silentPeers. */
+const FORGET_AFTER_MS = 60_000;
+/** The routes' and gateways' summary figures cover the last this many completed seconds. */
+const SUMMARY_SECONDS = 10;
+
+export interface TierGateway {
+  /** Admin URL; null for this gateway when no peers are configured. */
+  url: string | null;
+  self: boolean;
+  reachable: boolean;
+  error: string | null;
+  /** Epoch ms of the last answer. */
+  lastSeenAt: number | null;
+  /** From the last answer (so an unreachable replica is still named). */
+  info: GatewayInfo | null;
+  limiter: GatewaySnapshot["limiter"];
+  config: GatewaySnapshot["config"];
+  /** Requests per second it served over the summary window. */
+  rps: number;
+}
+
+export type EndpointSummary = "healthy" | "unknown" | "half-open" | "open" | "ejected" | "unhealthy";
+
+export interface TierEndpoint {
+  address: string;
+  /** The worst state any gateway sees. */
+  summary: EndpointSummary;
+  /** Each reachable gateway's view. */
+  views: (EndpointView & { gateway: string })[];
+}
+
+export interface TierUpstream {
+  name: string;
+  protocol: "http" | "grpc";
+  endpoints: TierEndpoint[];
+}
+
+export interface TierRoute extends RouteView {
+  /** Epoch second of the first element of each series. */
+  from: number;
+  requests: number[];
+  errors: number[];
+  denied: number[];
+  /** ms; null for a second without requests. */
+  p50: (number | null)[];
+  p99: (number | null)[];
+  summary: { rps: number; errorRatio: number | null; deniedPerS: number; p50: number | null; p99: number | null };
+}
+
+export interface TierState {
+  at: number;
+  /** The gateway that merged this (the one serving the page). */
+  servedBy: string;
+  /** Seconds in each route series (the completed seconds a replica keeps). */
+  windowSeconds: number;
+  /** Why the peer list is incomplete (a failed DNS lookup), if it is. */
+  peersError: string | null;
+  /**
+   * Listed replicas that never answered, or not for FORGET_AFTER_MS: spare addresses (`make dev`
+   * lists the ports a rolling replace moves to) or replicas long gone, named but not shown as rows.
+   */
+  silentPeers: { url: string; error: string | null }[];
+  gateways: TierGateway[];
+  upstreams: TierUpstream[];
+  routes: TierRoute[];
+}
+
+export interface TierViewOptions {
+  directory: PeerDirectory;
+  /** This gateway's own snapshot, used as the whole tier when no peers are configured. */
+  local: (seconds: number) => GatewaySnapshot;
+  selfInstance: string;
+  timeoutMs?: number;
+  intervalMs?: number;
+}
+
+interface SecondFigures {
+  requests: number;
+  errors: number;
+  denied: number;
+  latency: readonly number[];
+}
+
+interface Replica {
+  url: string | null;
+  reachable: boolean;
+  error: string | null;
+  lastSeenAt: number | null;
+  snapshot: GatewaySnapshot | null;
+  /** route → epoch second → figures */
+  history: Map<string, Map<number, SecondFigures>>;
+}
+
+const SEVERITY: readonly EndpointSummary[] = ["healthy", "unknown", "half-open", "open", "ejected", "unhealthy"];
+
+export class TierView {
+  readonly #replicas = new Map<string, Replica>();
+  /** Each subscriber, with what to call when the view closes. */
+  readonly #listeners = new Map<(state: TierState) => void, () => void>();
+  #peersError: string | null = null;
+  #looping = false;
+  #latest: TierState | undefined;
+  readonly #scratch = new Float64Array(LATENCY_BUCKETS);
+
+  constructor(private readonly opts: TierViewOptions) {}
+
+  /** The last merged state (undefined before the first round). */
+  get latest(): TierState | undefined {
+    return this.#latest;
+  }
+
+  /**
+   * Calls `listener` with every round's state, at once if there is a fresh one; rounds run only
+   * while someone listens. `onClose` runs if the view is closed first (the gateway stops).
+   * Returns the unsubscribe function.
+   */
+  subscribe(listener: (state: TierState) => void, onClose: () => void = () => {}): () => void {
+    this.#listeners.set(listener, onClose);
+    // Only a fresh state: rounds stop while nobody watches, and an old one would leave a gap.
+    if (this.#latest && Date.now() - this.#latest.at < 2 * (this.opts.intervalMs ?? 1000)) listener(this.#latest);
+    if (!this.#looping) {
+      this.#looping = true;
+      void this.#loop();
+    }
+    return () => void this.#listeners.delete(listener);
+  }
+
+  /**
+   * Ends every subscription: an open event stream would otherwise keep the admin listener from
+   * stopping until the shutdown timeout.
+   */
+  close(): void {
+    const closing = [...this.#listeners.values()];
+    this.#listeners.clear();
+    for (const onClose of closing) onClose();
+  }
+
+  /** One round: fetch every replica's snapshot, merge. */
+  async refresh(): Promise<TierState> {
+    const { directory } = this.opts;
+    if (!directory.isConfigured) {
+      const self = this.#replica(null);
+      this.#absorb(self, this.opts.local(this.#secondsToAsk(self)));
+    } else {
+      const { urls, error } = await directory.list();
+      this.#peersError = error;
+      // Replicas found by DNS leave with their pod; the ones listed by URL stay, marked unreachable.
+      for (const url of this.#replicas.keys()) if (!urls.includes(url)) this.#replicas.delete(url);
+      await Promise.all(urls.map((url) => this.#fetch(this.#replica(url))));
+    }
+    this.#latest = this.#merge(Date.now());
+    return this.#latest;
+  }
+
+  async #loop(): Promise<void> {
+    const intervalMs = this.opts.intervalMs ?? 1000;
+    while (this.#listeners.size > 0) {
+      const startedAt = Date.now();
+      try {
+        const state = await this.refresh();
+        for (const listener of this.#listeners.keys()) listener(state);
+      } catch {
+        // A round that failed as a whole (a bug, not a peer) is skipped; the next one tries again.
+      }
+      await Bun.sleep(Math.max(0, intervalMs - (Date.now() - startedAt)));
+    }
+    this.#looping = false;
+  }
+
+  #replica(url: string | null): Replica {
+    const key = url ?? "";
+    let replica = this.#replicas.get(key);
+    if (!replica) this.#replicas.set(key, (replica = { url, reachable: false, error: null, lastSeenAt: null, snapshot: null, history: new Map() }));
+    return replica;
+  }
+
+  #secondsToAsk(replica: Replica): number {
+    if (replica.lastSeenAt === null) return WINDOW_SECONDS;
+    return Math.min(WINDOW_SECONDS, Math.ceil((Date.now() - replica.lastSeenAt) / 1000) + OVERLAP_SECONDS);
+  }
+
+  async #fetch(replica: Replica): Promise<void> {
+    const timeoutMs = this.opts.timeoutMs ?? 700;
+    try {
+      const res = await fetch(`${replica.url}/dashboard/snapshot.json?seconds=${this.#secondsToAsk(replica)}`, { signal: AbortSignal.timeout(timeoutMs) });
+      if (!res.ok) throw new Error(`answered ${res.status}`);
+      const body: unknown = await res.json();
+      if (!isSnapshot(body)) throw new Error(`answered, but not with a dashboard snapshot (schema ${SNAPSHOT_SCHEMA}): another version?`);
+      this.#absorb(replica, body);
+    } catch (err) {
+      replica.reachable = false;
+      const e = err as Error & { code?: string };
+      replica.error = e.name === "TimeoutError" ? `no answer within ${timeoutMs} ms` : e.code === "ECONNREFUSED" ? "connection refused" : e.message;
+    }
+  }
+
+  #absorb(replica: Replica, snapshot: GatewaySnapshot): void {
+    replica.reachable = true;
+    replica.error = null;
+    replica.lastSeenAt = Date.now();
+    replica.snapshot = snapshot;
+    const oldest = Math.floor(Date.now() / 1000) - WINDOW_SECONDS;
+    for (const route of snapshot.routes) {
+      let seconds = replica.history.get(route.name);
+      if (!seconds) replica.history.set(route.name, (seconds = new Map()));
+      const s = route.series;
+      for (let k = 0; k < s.requests.length; k++) {
+        seconds.set(s.from + k, { requests: num(s.requests[k]), errors: num(s.errors[k]), denied: num(s.denied[k]), latency: Array.isArray(s.latency[k]) ? s.latency[k]! : [] });
+      }
+      for (const t of seconds.keys()) if (t < oldest) seconds.delete(t);
+    }
+  }
+
+  #merge(now: number): TierState {
+    const replicas = [...this.#replicas.values()];
+    const live = replicas.filter((r) => r.reachable && r.snapshot);
+    const to = Math.floor(now / 1000);
+    // The completed seconds a replica's ring holds (the current second takes the last slot).
+    const from = to - (WINDOW_SECONDS - 1);
+    const summaryTo = to;
+    const summaryFrom = to - SUMMARY_SECONDS;
+
+    const shown = replicas.filter((r) => r.reachable || (r.lastSeenAt !== null && now - r.lastSeenAt < FORGET_AFTER_MS));
+    const silentPeers = replicas.filter((r) => !shown.includes(r)).map((r) => ({ url: r.url ?? "", error: r.error }));
+    const gateways: TierGateway[] = shown.map((r) => {
+      let served = 0;
+      for (const seconds of r.history.values()) for (let t = summaryFrom; t < summaryTo; t++) served += seconds.get(t)?.requests ?? 0;
+      return {
+        url: r.url,
+        self: r.snapshot?.gateway.instance === this.opts.selfInstance,
+        reachable: r.reachable,
+        error: r.error,
+        lastSeenAt: r.lastSeenAt,
+        info: r.snapshot?.gateway ?? null,
+        limiter: r.snapshot?.limiter ?? null,
+        config: r.snapshot?.config ?? null,
+        rps: round3(served / SUMMARY_SECONDS),
+      };
+    });
+
+    // Routes as the replicas define them (the first to define one wins; a reload in progress may differ).
+    const routeViews = new Map<string, RouteView>();
+    for (const r of live) for (const route of r.snapshot!.routes) if (!routeViews.has(route.name)) routeViews.set(route.name, route);
+    const routes = [...routeViews.values()].map((view) => this.#mergeRoute(view, replicas, from, to, summaryFrom, summaryTo));
+
+    return { at: now, servedBy: this.opts.selfInstance, windowSeconds: to - from, peersError: this.#peersError, silentPeers, gateways, upstreams: mergeUpstreams(live), routes };
+  }
+
+  #mergeRoute(view: RouteView, replicas: Replica[], from: number, to: number, summaryFrom: number, summaryTo: number): TierRoute {
+    const histories = replicas.map((r) => r.history.get(view.name)).filter((h): h is Map<number, SecondFigures> => h !== undefined);
+    const scratch = this.#scratch;
+    const route: TierRoute = {
+      name: view.name,
+      path: view.path,
+      match: view.match,
+      methods: view.methods,
+      upstream: view.upstream,
+      rateLimit: view.rateLimit,
+      from,
+      requests: [],
+      errors: [],
+      denied: [],
+      p50: [],
+      p99: [],
+      summary: { rps: 0, errorRatio: null, deniedPerS: 0, p50: null, p99: null },
+    };
+    for (let t = from; t < to; t++) {
+      let requests = 0;
+      let errors = 0;
+      let denied = 0;
+      scratch.fill(0);
+      for (const h of histories) {
+        const s = h.get(t);
+        if (!s) continue;
+        requests += s.requests;
+        errors += s.errors;
+        denied += s.denied;
+        addSparse(scratch, s.latency);
+      }
+      route.requests.push(requests);
+      route.errors.push(errors);
+      route.denied.push(denied);
+      route.p50.push(quantileMs(scratch, 0.5));
+      route.p99.push(quantileMs(scratch, 0.99));
+    }
+    // The summary window's latency, merged over all its seconds.
+    scratch.fill(0);
+    let requests = 0;
+    let errors = 0;
+    let denied = 0;
+    for (const h of histories) {
+      for (let t = summaryFrom; t < summaryTo; t++) {
+        const s = h.get(t);
+        if (!s) continue;
+        requests += s.requests;
+        errors += s.errors;
+        denied += s.denied;
+        addSparse(scratch, s.latency);
+      }
+    }
+    route.summary = {
+      rps: round3(requests / SUMMARY_SECONDS),
+      errorRatio: requests > 0 ? round3(errors / requests) : null,
+      deniedPerS: round3(denied / SUMMARY_SECONDS),
+      p50: quantileMs(scratch, 0.5),
+      p99: quantileMs(scratch, 0.99),
+    };
+    return route;
+  }
+}
+
+function mergeUpstreams(live: Replica[]): TierUpstream[] {
+  const upstreams = new Map<string, { name: string; protocol: "http" | "grpc"; endpoints: Map<string, TierEndpoint> }>();
+  for (const r of live) {
+    const snapshot = r.snapshot!;
+    for (const u of snapshot.upstreams) {
+      let merged = upstreams.get(u.name);
+      if (!merged) upstreams.set(u.name, (merged = { name: u.name, protocol: u.protocol, endpoints: new Map() }));
+      for (const e of u.endpoints) {
+        let endpoint = merged.endpoints.get(e.address);
+        if (!endpoint) merged.endpoints.set(e.address, (endpoint = { address: e.address, summary: "healthy", views: [] }));
+        endpoint.views.push({ ...e, gateway: snapshot.gateway.instance });
+        const state = stateOf(e);
+        if (SEVERITY.indexOf(state) > SEVERITY.indexOf(endpoint.summary)) endpoint.summary = state;
+      }
+    }
+  }
+  return [...upstreams.values()]
+    .sort((a, b) => a.name.localeCompare(b.name))
+    .map((u) => ({ name: u.name, protocol: u.protocol, endpoints: [...u.endpoints.values()].sort((a, b) => a.address.localeCompare(b.address, undefined, { numeric: true })) }));
+}
+
+/** One gateway's view of an endpoint in a word: the reason it takes no traffic, if it takes none. */
+function stateOf(e: EndpointView): EndpointSummary {
+  if (e.health === "unhealthy") return "unhealthy";
+  if (e.ejected) return "ejected";
+  if (e.breaker === "open") return "open";
+  if (e.breaker === "half-open") return "half-open";
+  return e.health === "unknown" ? "unknown" : "healthy";
+}
+
+function num(value: unknown): number {
+  return typeof value === "number" && Number.isFinite(value) && value > 0 ? value : 0;
+}
+
+/** Enough of a snapshot's shape to merge it without tripping (a peer of another version may differ). */
+function isSnapshot(body: unknown): body is GatewaySnapshot {
+  if (typeof body !== "object" || body === null) return false;
+  const s = body as Partial<GatewaySnapshot>;
+  return (
+    s.schema === SNAPSHOT_SCHEMA &&
+    typeof s.gateway?.instance === "string" &&
+    Array.isArray(s.upstreams) &&
+    s.upstreams.every((u) => typeof u?.name === "string" && Array.isArray(u.endpoints)) &&
+    Array.isArray(s.routes) &&
+    s.routes.every((r) => typeof r?.name === "string" && Number.isInteger(r.series?.from) && ["requests", "errors", "denied", "latency"].every((k) => Array.isArray(r.series[k as keyof typeof r.series])))
+  );
+}

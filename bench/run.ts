@@ -33,7 +33,7 @@ const stack = new Stack({
   rpcappHttpBasePort: base + 30,
   dbPath: join(mkdtempSync(join(tmpdir(), "portico-bench-")), "bench.sqlite"),
   // The benchmark measures the proxy path, not the shipped per-client limit on /verify.
-  env: { LOG_LEVEL: "warn", VERIFY_RATE_LIMIT: "100000000", VERIFY_RATE_BURST: "100000000" },
+  env: { LOG_LEVEL: "warn", VERIFY_RATE_LIMIT: "1000000", VERIFY_RATE_BURST: "1000000" },
   onLine: (name, line) => {
     if (process.env.BENCH_VERBOSE) console.error(`[${name}] ${line}`);
   },

@@ -9,6 +9,7 @@ import type { Server } from "bun";
 import * as grpc from "@grpc/grpc-js";
 import { context } from "@opentelemetry/api";
 import type { ServiceIdentity } from "../../lib/env.ts";
+import { exceedsJsonDepth, isJsonMediaType } from "../../lib/json.ts";
 import type { Lifecycle } from "../../lib/lifecycle.ts";
 import type { Logger } from "../../lib/log.ts";
 import { requestIdOf } from "../../lib/request-id.ts";
@@ -18,9 +19,8 @@ import type { RequestContext } from "./context.ts";
 import { gatewayProblem } from "./errors.ts";
 import { callUnary } from "./grpc/call.ts";
 import { grpcCodeName, httpStatusFromGrpc } from "./grpc/status.ts";
-import { exceedsJsonDepth, isTooDeepJson } from "./json-depth.ts";
 import { checkMessage } from "./grpc/transcode.ts";
-import { extendDeadline } from "./limits.ts";
+import { applyHeaderLimit, extendDeadline } from "./limits.ts";
 import { TrustedProxies } from "./net/client-ip.ts";
 import { defaultRateLimiter, type RateLimiter } from "./ratelimit/limiter.ts";
 import { readBody } from "./proxy/body.ts";
@@ -81,13 +81,15 @@ export class Gateway {
    * state it started with. Upstreams whose settings did not change are kept, with their
    * endpoints' health, breakers and connections. New ones resolve their names before the swap;
    * the ones they replace are closed once the requests that may still use them have had their
-   * time (the longest route timeout).
+   * time (the longest route timeout). The header limit is process-wide: it follows the new config
+   * for connections opened from now on. (idleTimeoutSec is Bun.serve's and needs a restart.)
    */
   async reload(config: GatewayConfig): Promise<void> {
     const previous = this.#state;
     const next = Gateway.#build(config, this.deps.log, previous);
     await Promise.all([...next.upstreams.values()].filter((u) => previous.upstreams.get(u.name) !== u).map((u) => u.ready));
     this.#state = next;
+    applyHeaderLimit(config.limits.maxHeaderBytes);
     this.deps.rateLimiter?.reconfigure(config.rateLimit);
     const replaced = [...previous.upstreams.values()].filter((u) => next.upstreams.get(u.name) !== u);
     if (replaced.length === 0) return;
@@ -186,8 +188,10 @@ export class Gateway {
         ? gatewayProblem(413, "Content too large", ctx.id, `the body exceeds ${route.maxBodyBytes} bytes`, { limit: route.maxBodyBytes })
         : gatewayProblem(400, "Incomplete request body", ctx.id, "the client closed the connection before the body was complete");
     }
+    // Upstreams parse and validate bodies themselves, but deep nesting is where parsers and
+    // validators break; a few dozen levels are all any API here needs. Other media types pass.
     const { maxJsonDepth } = state.config.limits;
-    if (body.bytes && !route.grpcMethod && isTooDeepJson(req.headers.get("content-type"), body.bytes, maxJsonDepth)) {
+    if (body.bytes && !route.grpcMethod && isJsonMediaType(req.headers.get("content-type")) && exceedsJsonDepth(body.bytes, maxJsonDepth)) {
       return gatewayProblem(400, "Invalid request", ctx.id, `the JSON body is nested deeper than ${maxJsonDepth} levels`);
     }
     extendDeadline(server, req, route.timeoutMs, state.config.limits.idleTimeoutSec);

@@ -1,21 +1,18 @@
 /**
- * The hardening pieces one by one, in-process: what is refused before routing, the JSON depth
- * scan, the response-size cap, number edge cases in transcoding, framing details the parser lets
- * through, and the `limits` config with its defaults.
+ * The hardening pieces one by one, in-process: what is refused before routing, the response-size
+ * cap, number edge cases in transcoding, framing details the parser lets through, and the
+ * `limits` config with its defaults. The JSON depth scan is tested in lib/json.test.ts.
  */
 import { describe, expect, test } from "bun:test";
 import type { Server } from "bun";
 import protobuf from "protobufjs";
 import { ConfigError, parseConfig } from "../src/config/load.ts";
-import { exceedsJsonDepth, isTooDeepJson } from "../src/json-depth.ts";
 import { checkMessage } from "../src/grpc/transcode.ts";
 import { extendDeadline } from "../src/limits.ts";
 import { readBody } from "../src/proxy/body.ts";
 import { limitResponseSize } from "../src/proxy/response-limit.ts";
 import { normalizePath } from "../src/routing/path.ts";
 import { refuseRequest } from "../src/routing/request-guard.ts";
-
-const enc = new TextEncoder();
 
 describe("refused before routing", () => {
   test("methods the gateway never routes are 405 with the methods it does", () => {
@@ -34,29 +31,6 @@ describe("refused before routing", () => {
   test("a fragment in the path is 400 (fetch would drop it, so the path sent would differ)", () => {
     expect(normalizePath("/projects/#/../admin")).toMatchObject({ ok: false, status: 400 });
     expect(normalizePath("/projects/1")).toEqual({ ok: true, path: "/projects/1" });
-  });
-});
-
-describe("JSON nesting, measured before parsing", () => {
-  test("the limit is exact, and brackets inside strings (even after escaped quotes) do not count", () => {
-    const nested = (n: number) => "[".repeat(n) + "]".repeat(n);
-    expect(exceedsJsonDepth(enc.encode(nested(32)), 32)).toBe(false);
-    expect(exceedsJsonDepth(enc.encode(nested(33)), 32)).toBe(true);
-    expect(exceedsJsonDepth(enc.encode(`{"a": "${"[".repeat(100)}", "b": "\\"[[[[", "c": [{}]}`), 3)).toBe(false);
-    expect(exceedsJsonDepth(enc.encode('{"a": {"b": {"c": {}}}}'), 3)).toBe(true);
-  });
-
-  test("HTTP routes: only a body declared JSON is measured", () => {
-    const deep = enc.encode("[".repeat(40) + "]".repeat(40));
-    for (const type of ["application/json", "application/json; charset=utf-8", "application/problem+json", "APPLICATION/JSON"]) expect(isTooDeepJson(type, deep, 32)).toBe(true);
-    for (const type of [null, "text/plain", "application/octet-stream", "application/jsonx"]) expect(isTooDeepJson(type, deep, 32)).toBe(false);
-  });
-
-  test("a hostile body is rejected after a few bytes, whatever its size", () => {
-    const body = enc.encode("[".repeat(1_000_000));
-    const started = performance.now();
-    expect(exceedsJsonDepth(body, 32)).toBe(true);
-    expect(performance.now() - started).toBeLessThan(5);
   });
 });
 

@@ -108,6 +108,17 @@ describe("routes.yaml edited in place", () => {
     expect(await statusOf(`${gw.url}/first`)).toBe(200);
     expect(gw.proc.proc.exitCode).toBeNull();
   }, 15_000);
+
+  test("limits.maxHeaderBytes follows a reload: lowered, a 4 KiB header gets 431; restored, it passes", async () => {
+    // A fresh connection per request: the limit applies to connections opened after the change.
+    const withBigHeader = async () => (await fetch(`${gw.url}/first`, { headers: { "x-pad": "p".repeat(4096), connection: "close" }, keepalive: false })).status;
+    expect(await withBigHeader()).toBe(200);
+    writeFileSync(file, routesYaml(one, "limits:\n  maxHeaderBytes: 2048"));
+    await waitFor("the lowered header limit", async () => (await withBigHeader()) === 431, { proc: gw.proc, timeoutMs: 5_000 });
+    expect(await statusOf(`${gw.url}/first`)).toBe(200);
+    writeFileSync(file, routesYaml(one));
+    await waitFor("the default header limit again", async () => (await withBigHeader()) === 200, { proc: gw.proc, timeoutMs: 5_000 });
+  }, 15_000);
 });
 
 describe("a ConfigMap mounted as a directory", () => {

@@ -11,6 +11,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePorts } from "../../lib/testing/ports.ts";
+import { COMPILE_FLAGS } from "../../scripts/lib/images.ts";
 import { REPO_ROOT, spawnProcess, stopAll, stopProcess, waitForHttp, type Spawned } from "../../lib/testing/processes.ts";
 import { RpcappClients } from "./clients.ts";
 
@@ -32,7 +33,7 @@ let isRepoHidden = false;
 
 beforeAll(async () => {
   const build = Bun.spawnSync(
-    [process.execPath, "build", "--compile", "--bytecode", "--format=esm", "rpcapp/src/main.ts", "--outfile", binary],
+    [process.execPath, "build", ...COMPILE_FLAGS, "rpcapp/src/main.ts", "--outfile", binary],
     { cwd: REPO_ROOT, stdout: "pipe", stderr: "pipe", timeout: 50_000 },
   );
   if (build.exitCode !== 0) throw new Error(`bun build --compile failed:\n${build.stderr.toString()}`);

@@ -9,9 +9,11 @@ export const IMAGE_REPOSITORY_PREFIX = "portico";
 
 /**
  * `bun build` flags for a service binary, in `make build` and in every Dockerfile's build stage
- * (k8s/test/dockerfiles.test.ts checks the Dockerfiles use exactly these).
+ * (k8s/test/dockerfiles.test.ts checks the Dockerfiles use exactly these). A compiled binary
+ * would otherwise read a .env and a bunfig.toml from its working directory at start-up: a stray
+ * file there must not change how a service runs (https://bun.sh/docs/bundler/executables).
  */
-export const COMPILE_FLAGS = ["--compile", "--bytecode", "--format=esm"] as const;
+export const COMPILE_FLAGS = ["--compile", "--bytecode", "--format=esm", "--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig"] as const;
 
 /** `portico/webapp` */
 export function imageName(service: Service): string {

@@ -27,6 +27,8 @@ export interface AppOptions {
   lifecycle: Lifecycle;
   /** Request bodies above this many bytes get 413, however they are framed. */
   maxBodyBytes: number;
+  /** JSON bodies nested deeper than this get 400 before they are parsed. */
+  maxJsonDepth: number;
   /** Served on /metrics; a private one (without process metrics) when absent, as in tests. */
   metrics?: { registry: Registry; http: HttpServerMetrics };
   /** The global tracer when absent (a no-op one unless lib/telemetry/tracing.ts started one). */
@@ -48,7 +50,7 @@ function statusOf(status: number | string | undefined): number {
   return (status !== undefined && (StatusMap as Record<string, number>)[status]) || 200;
 }
 
-export function createApp({ store, identity, log, lifecycle, maxBodyBytes, metrics: given, tracer = trace.getTracer("portico") }: AppOptions) {
+export function createApp({ store, identity, log, lifecycle, maxBodyBytes, maxJsonDepth, metrics: given, tracer = trace.getTracer("portico") }: AppOptions) {
   const metrics = given ?? privateMetrics(identity);
   const requests = new WeakMap<Request, RequestState>();
   /** trace_id, span_id and request_id of a request, for its log lines. */
@@ -151,7 +153,7 @@ export function createApp({ store, identity, log, lifecycle, maxBodyBytes, metri
         return projectJson(project);
       },
       {
-        parse: ({ request }) => readJsonBody(request, maxBodyBytes),
+        parse: ({ request }) => readJsonBody(request, { maxBytes: maxBodyBytes, maxDepth: maxJsonDepth }),
         // Before validation, so length limits apply to the title as stored.
         transform: ({ body }) => prepareCreateProjectBody(body),
         body: CreateProjectBody,

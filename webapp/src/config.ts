@@ -17,6 +17,8 @@ export interface WebappConfig {
   dbPath: string;
   /** Largest request body accepted, in bytes; larger ones get 413. */
   maxBodyBytes: number;
+  /** Deepest JSON nesting accepted in a body; deeper ones get 400 before they are parsed. */
+  maxJsonDepth: number;
   drainDelayMs: number;
   shutdownTimeoutMs: number;
 }
@@ -32,6 +34,8 @@ export function loadConfig(env: Env = process.env): WebappConfig {
     redis: store === "redis" ? redisConfig(env) : undefined,
     dbPath: envString("DB_PATH", ".data/webapp.sqlite", env),
     maxBodyBytes: envInt("MAX_BODY_BYTES", 65_536, { min: 1, max: 64 * 1024 * 1024 }, env),
+    // A project is one level deep; the cap only has to stay far below what overflows a stack.
+    maxJsonDepth: envInt("MAX_JSON_DEPTH", 32, { min: 1, max: 1000 }, env),
     drainDelayMs: envInt("DRAIN_DELAY_MS", 0, { min: 0 }, env),
     shutdownTimeoutMs: envInt("SHUTDOWN_TIMEOUT_MS", 10_000, { min: 100 }, env),
   };

@@ -1,19 +1,21 @@
 /**
- * Reads a JSON request body with a hard size limit, for Elysia's `parse` hook.
+ * Reads a JSON request body with a hard size limit and a nesting limit, for Elysia's `parse` hook.
  *
- * The limit is enforced on the bytes actually read, not only on `content-length`: a chunked body
- * has no length, and `app.handle()` (tests, embedding) never passes through Bun.serve's own
- * `maxRequestBodySize`. Reading stops at the first byte over the limit.
+ * The size limit is enforced on the bytes actually read, not only on `content-length`: a chunked
+ * body has no length, and `app.handle()` (tests, embedding) never passes through Bun.serve's own
+ * `maxRequestBodySize`. Reading stops at the first byte over the limit. Nesting is measured on the
+ * bytes before JSON.parse: deep nesting overflowed Elysia's validation error mapper (a 500).
  */
+import { exceedsJsonDepth, isJsonMediaType } from "../../lib/json.ts";
+import { invalidFieldsProblem } from "./error-problem.ts";
 import { HttpProblem } from "./http-problem.ts";
 
-/** `application/json`, or any `application/<x>+json` (RFC 6839), parameters ignored. */
-export function isJsonMediaType(contentType: string | null): boolean {
-  const mediaType = (contentType ?? "").split(";", 1)[0]!.trim().toLowerCase();
-  return mediaType === "application/json" || /^application\/[\w.+-]+\+json$/.test(mediaType);
+export interface JsonBodyLimits {
+  maxBytes: number;
+  maxDepth: number;
 }
 
-export async function readJsonBody(request: Request, maxBytes: number): Promise<unknown> {
+export async function readJsonBody(request: Request, { maxBytes, maxDepth }: JsonBodyLimits): Promise<unknown> {
   const contentType = request.headers.get("content-type");
   if (!isJsonMediaType(contentType)) {
     throw new HttpProblem({
@@ -26,6 +28,9 @@ export async function readJsonBody(request: Request, maxBytes: number): Promise<
   if (declared !== null && Number(declared) > maxBytes) throw tooLarge(maxBytes);
 
   const bytes = await readAtMost(request, maxBytes);
+  if (exceedsJsonDepth(bytes, maxDepth)) {
+    throw new HttpProblem(invalidFieldsProblem([{ field: "body", message: `the body is nested deeper than ${maxDepth} levels` }], "body"));
+  }
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);

@@ -47,14 +47,20 @@ export const CreateProjectBody = t.Object({
 
 /**
  * Runs before validation (Elysia's `transform`): refuses a body that is not a JSON object — Elysia
- * would otherwise validate `"text"` or `42` as `{}` and blame a missing title — and trims the title.
+ * would otherwise validate `"text"` or `42` as `{}` and blame a missing title — refuses a title
+ * that is not valid Unicode, and trims the title.
  */
 export function prepareCreateProjectBody(body: unknown): void {
   if (typeof body !== "object" || body === null || Array.isArray(body)) {
     throw new HttpProblem(invalidFieldsProblem([{ field: "body", message: 'the body must be a JSON object like {"title": "My project"}' }], "body"));
   }
   const fields = body as { title?: unknown };
-  if (typeof fields.title === "string") fields.title = fields.title.trim();
+  if (typeof fields.title !== "string") return;
+  // JSON can spell a lone surrogate (`"\ud800"`); stored, it would silently become U+FFFD.
+  if (!fields.title.isWellFormed()) {
+    throw new HttpProblem(invalidFieldsProblem([{ field: "title", message: "title is not valid Unicode: it contains a lone surrogate (an unpaired \\uD800-\\uDFFF escape)" }], "body"));
+  }
+  fields.title = fields.title.trim();
 }
 
 export interface ProjectJson {

@@ -71,6 +71,49 @@ describe("POST /projects refuses a body it cannot read as JSON", () => {
   });
 });
 
+describe("POST /projects refuses a title that is not valid Unicode", () => {
+  for (const [what, title] of [
+    ["a lone high surrogate", "\\ud800"],
+    ["a lone low surrogate inside text", "x\\udc00y"],
+    ["a high surrogate at the end", "ok\\udbff"],
+  ]) {
+    test(`${what} → 400 naming title, nothing stored`, async () => {
+      const { postJson, request } = webappFixture();
+      const problem = await expectProblem(await postJson("/projects", `{"title":"${title}"}`), 400);
+      expect(problem.errors).toEqual([{ field: "title", message: expect.stringContaining("is not valid Unicode") }]);
+      expect(((await (await request("GET", "/projects")).json()) as { items: unknown[] }).items).toEqual([]);
+    });
+  }
+
+  test("a surrogate pair (an emoji written as two escapes) is stored as that character", async () => {
+    const { postJson } = webappFixture();
+    const res = await postJson("/projects", '{"title":"fun \\ud83d\\ude00"}');
+    expect(res.status).toBe(201);
+    expect(((await res.json()) as { title: string }).title).toBe("fun \u{1F600}");
+  });
+});
+
+describe("POST /projects enforces MAX_JSON_DEPTH before parsing", () => {
+  test("a title nested 5000 deep → 400 naming body, not a 500", async () => {
+    const { postJson } = webappFixture();
+    const problem = await expectProblem(await postJson("/projects", `{"title":${"[".repeat(5000)}${"]".repeat(5000)}}`), 400);
+    expect(problem.errors).toEqual([{ field: "body", message: expect.stringContaining("deeper than 32 levels") }]);
+  });
+
+  test("the limit is exact; brackets inside strings do not count", async () => {
+    const { postJson } = webappFixture({ maxJsonDepth: 3 });
+    expect((await postJson("/projects", { title: "[[[[[[{{{{", extra: { a: {} } })).status).toBe(201);
+    const problem = await expectProblem(await postJson("/projects", { title: "x", extra: { a: { b: {} } } }), 400);
+    expect(problem.errors?.map((e) => e.field)).toEqual(["body"]);
+  });
+
+  test("an unterminated hostile body (1 MiB of brackets) is refused as too deep", async () => {
+    const { postJson } = webappFixture({ maxBodyBytes: 2 * 1024 * 1024 });
+    const problem = await expectProblem(await postJson("/projects", "[".repeat(1024 * 1024)), 400);
+    expect(problem.errors?.map((e) => e.field)).toEqual(["body"]);
+  });
+});
+
 describe("POST /projects enforces MAX_BODY_BYTES", () => {
   const max = 1024;
 

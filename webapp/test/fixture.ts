@@ -15,6 +15,7 @@ export const IDENTITY: ServiceIdentity = { service: "webapp", version: "1.2.3-te
 
 export interface FixtureOptions {
   maxBodyBytes?: number;
+  maxJsonDepth?: number;
   /** Leave the lifecycle not-ready, as during start-up. */
   starting?: boolean;
   store?: ProjectStore;
@@ -28,7 +29,7 @@ export function webappFixture(opts: FixtureOptions = {}) {
   const lifecycle = new Lifecycle({ drainDelayMs: 0, shutdownTimeoutMs: 5000, log, exit: () => {} });
   if (!opts.starting) lifecycle.markReady();
   const store = opts.store ?? openSqliteStore(":memory:");
-  const app = createApp({ store, identity: IDENTITY, log, lifecycle, maxBodyBytes: opts.maxBodyBytes ?? 65_536 });
+  const app = createApp({ store, identity: IDENTITY, log, lifecycle, maxBodyBytes: opts.maxBodyBytes ?? 65_536, maxJsonDepth: opts.maxJsonDepth ?? 32 });
 
   // Elysia finds the path by skipping past the host, so the URL needs a realistic authority.
   const request = (method: string, path: string, init: { body?: BodyInit; headers?: Record<string, string> } = {}) =>

@@ -4,6 +4,7 @@
  */
 import { type Subprocess } from "bun";
 import { resolve } from "node:path";
+import { lines } from "../lines.ts";
 
 export const REPO_ROOT = resolve(import.meta.dir, "../..");
 
@@ -20,22 +21,10 @@ export interface Spawned {
 const running = new Set<Spawned>();
 
 async function pump(stream: ReadableStream<Uint8Array>, into: string[], name: string) {
-  const decoder = new TextDecoder();
-  let buffered = "";
-  const reader = stream.getReader();
-  for (;;) {
-    const { done, value: chunk } = await reader.read();
-    if (done) break;
-    buffered += decoder.decode(chunk, { stream: true });
-    let nl: number;
-    while ((nl = buffered.indexOf("\n")) >= 0) {
-      const line = buffered.slice(0, nl);
-      buffered = buffered.slice(nl + 1);
-      into.push(line);
-      if (process.env.TEST_VERBOSE) console.error(`[${name}] ${line}`);
-    }
+  for await (const line of lines(stream)) {
+    into.push(line);
+    if (process.env.TEST_VERBOSE) console.error(`[${name}] ${line}`);
   }
-  if (buffered) into.push(buffered);
 }
 
 /** Starts `bun <entry>` (or any argv) with the given env, from the repository root. */

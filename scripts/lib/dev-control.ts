@@ -3,6 +3,7 @@
  * running, what does it run, and "replace the replicas of this service" with its progress.
  */
 import { envPort } from "../../lib/env.ts";
+import { lines } from "../../lib/lines.ts";
 import { type ControlEvent, DEFAULT_CONTROL_PORT, type StackView } from "../stack/control.ts";
 import { ScriptError } from "./cli.ts";
 
@@ -37,23 +38,13 @@ export async function* controlStream(url: string, path: "/rollout" | "/rollback"
     } catch {}
     throw new ScriptError(`make dev refused ${path.slice(1)}: ${detail}`);
   }
-  const decoder = new TextDecoder();
-  let buffered = "";
-  const reader = res.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    buffered += decoder.decode(value, { stream: true });
-    let nl: number;
-    while ((nl = buffered.indexOf("\n")) >= 0) {
-      const line = buffered.slice(0, nl).trim();
-      buffered = buffered.slice(nl + 1);
-      if (!line) continue;
-      const event = JSON.parse(line) as ControlEvent;
-      if (event.type === "error") throw new ScriptError(`make dev: ${event.message}`);
-      yield event;
-      if (event.type === "done") return;
-    }
+  for await (const raw of lines(res.body)) {
+    const line = raw.trim();
+    if (!line) continue;
+    const event = JSON.parse(line) as ControlEvent;
+    if (event.type === "error") throw new ScriptError(`make dev: ${event.message}`);
+    yield event;
+    if (event.type === "done") return;
   }
   throw new ScriptError(`make dev closed the ${path.slice(1)} stream before it finished (was it stopped?)`);
 }

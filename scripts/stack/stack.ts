@@ -6,6 +6,7 @@
 import { mkdirSync } from "node:fs";
 import { resolve } from "node:path";
 import type { Subprocess } from "bun";
+import { lines } from "../../lib/lines.ts";
 import { type LocalRedis, startLocalRedis } from "./redis.ts";
 
 export const REPO_ROOT = resolve(import.meta.dir, "../..");
@@ -202,18 +203,5 @@ export async function waitReady(p: StackProcess, timeoutMs = 30_000): Promise<vo
 }
 
 async function pipeLines(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {
-  const decoder = new TextDecoder();
-  const reader = stream.getReader();
-  let buffered = "";
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    buffered += decoder.decode(value, { stream: true });
-    let nl: number;
-    while ((nl = buffered.indexOf("\n")) >= 0) {
-      onLine(buffered.slice(0, nl));
-      buffered = buffered.slice(nl + 1);
-    }
-  }
-  if (buffered) onLine(buffered);
+  for await (const line of lines(stream)) onLine(line);
 }

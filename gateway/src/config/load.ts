@@ -95,14 +95,18 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 
 /** Reads and validates a config file. Throws ConfigError naming every problem. */
 export function loadConfig(file: string, env: Record<string, string | undefined> = process.env): GatewayConfig {
+  const { text, dir } = readConfigFile(file);
+  return parseConfig(text, file, env, dir);
+}
+
+/** A config file's text and folder; an unreadable file is a ConfigError like any other problem. */
+export function readConfigFile(file: string): { text: string; dir: string } {
   const absolute = resolve(file);
-  let text: string;
   try {
-    text = readFileSync(absolute, "utf8");
+    return { text: readFileSync(absolute, "utf8"), dir: dirname(absolute) };
   } catch (err) {
     throw new ConfigError(file, [{ line: 0, column: 0, field: "", message: `cannot read file: ${(err as Error).message}` }]);
   }
-  return parseConfig(text, file, env, dirname(absolute));
 }
 
 /**

@@ -16,7 +16,7 @@ import { createHash } from "node:crypto";
 import { type FSWatcher, readFileSync, watch } from "node:fs";
 import { dirname, resolve } from "node:path";
 import type { Logger } from "../../../lib/log.ts";
-import { ConfigError, type ConfigProblem, type GatewayConfig, parseConfig, type UpstreamConfig } from "./load.ts";
+import { ConfigError, type ConfigProblem, type GatewayConfig, parseConfig, readConfigFile, type UpstreamConfig } from "./load.ts";
 
 /** A config together with the text it was parsed from. */
 export interface LoadedConfig {
@@ -65,15 +65,9 @@ export interface ConfigReloaderOptions {
 
 /** Reads and validates a config file, keeping its text. Throws ConfigError naming every problem. */
 export function loadConfigFile(file: string, env: Record<string, string | undefined> = process.env): LoadedConfig {
-  const absolute = resolve(file);
-  let text: string;
-  try {
-    text = readFileSync(absolute, "utf8");
-  } catch (err) {
-    throw new ConfigError(file, [{ line: 0, column: 0, field: "", message: `cannot read file: ${(err as Error).message}` }]);
-  }
+  const { text, dir } = readConfigFile(file);
   // Relative proto paths resolve as at start-up (load.ts): working directory, then the file's folder.
-  return { config: parseConfig(text, file, env, dirname(absolute)), text, digest: digestOf(text) };
+  return { config: parseConfig(text, file, env, dir), text, digest: digestOf(text) };
 }
 
 /**

@@ -11,17 +11,9 @@
 import { chalk, which } from "zx";
 import { envInt } from "../lib/env.ts";
 import { EXIT_MISSING_TOOL, main, run, ScriptError, step } from "./lib/cli.ts";
-import { findDevStack } from "./lib/dev-control.ts";
+import { answersHealthz, findDevStack } from "./lib/dev-control.ts";
 import { formatCounts, formatReport, LoadGenerator } from "./lib/load-generator.ts";
 import { kubectl, NAMESPACE, serviceUrl } from "./lib/minikube.ts";
-
-async function answersHealthz(base: string): Promise<boolean> {
-  try {
-    return (await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(1_000) })).ok;
-  } catch {
-    return false;
-  }
-}
 
 async function findGateway(): Promise<{ url: string; from: "GATEWAY_URL" | "make dev" | "minikube"; close: () => void }> {
   const none = () => {};

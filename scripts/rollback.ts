@@ -14,7 +14,7 @@ import { chalk } from "zx";
 import { main, requireTools, run, ScriptError, step } from "./lib/cli.ts";
 import { controlStream, describeEvent } from "./lib/dev-control.ts";
 import { currentImage, syncVersionLabel, undo, waitForOldPodsGone, waitForRollout } from "./lib/kube-rollout.ts";
-import { kubectl, NAMESPACE, serviceUrl } from "./lib/minikube.ts";
+import { clusterGateway, kubectl, NAMESPACE } from "./lib/minikube.ts";
 import { findRolloutTarget, serviceArgument } from "./lib/rollout-target.ts";
 import { loadSettingsFromEnv, underLoad } from "./lib/under-load.ts";
 
@@ -41,7 +41,7 @@ await main("make rollback", async () => {
   await run(kubectl("-n", NAMESPACE, "rollout", "history", `deployment/${service}`), { stream: true, nothrow: true });
 
   step("gateway");
-  const gateway = process.env.GATEWAY_URL ? { url: process.env.GATEWAY_URL, close: () => {} } : await serviceUrl("gateway");
+  const gateway = await clusterGateway();
   try {
     await underLoad({ gatewayUrl: gateway.url, what: `the rollback of ${service}`, ...load }, async () => {
       step(`undo deployment/${service}`);

@@ -28,7 +28,7 @@ import { controlStream, describeEvent } from "./lib/dev-control.ts";
 import { imageTag } from "./lib/image-tag.ts";
 import { imageRef } from "./lib/images.ts";
 import { buildImage, currentImage, restart, setImage, waitForOldPodsGone, waitForRollout } from "./lib/kube-rollout.ts";
-import { serviceUrl } from "./lib/minikube.ts";
+import { clusterGateway } from "./lib/minikube.ts";
 import { findRolloutTarget, serviceArgument } from "./lib/rollout-target.ts";
 import { loadSettingsFromEnv, underLoad } from "./lib/under-load.ts";
 
@@ -67,7 +67,7 @@ await main("make rollout", async () => {
   }
 
   step("gateway");
-  const gateway = process.env.GATEWAY_URL ? { url: process.env.GATEWAY_URL, close: () => {} } : await serviceUrl("gateway");
+  const gateway = await clusterGateway();
   try {
     await underLoad({ gatewayUrl: gateway.url, what: `the rollout of ${service}`, ...load }, async () => {
       step(`roll deployment/${service}`);

@@ -10,16 +10,9 @@
 import { envInt } from "../lib/env.ts";
 import { chalk, which } from "zx";
 import { EXIT_MISSING_TOOL, main, ScriptError, step } from "./lib/cli.ts";
+import { answersHealthz } from "./lib/dev-control.ts";
 import { serviceUrl } from "./lib/minikube.ts";
 import { formatTable, runSmoke } from "./lib/smoke-checks.ts";
-
-async function answersHealthz(base: string): Promise<boolean> {
-  try {
-    return (await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(1000) })).ok;
-  } catch {
-    return false;
-  }
-}
 
 /** Finds the gateway; `close` ends a minikube tunnel when one had to be opened. */
 async function findGateway(): Promise<{ url: string; from: string; close: () => void }> {

@@ -5,6 +5,7 @@
  * its endpoints, a TCP proxy that adds latency, and a tiny DNS server whose A records the test
  * changes at run time. Everything is cleaned up by PID in afterAll → stopAll().
  */
+import { expect } from "bun:test";
 import dgram from "node:dgram";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
@@ -12,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "../../lib/testing/ports.ts";
 import { type Spawned, spawnService, waitFor, waitForHttp } from "../../lib/testing/processes.ts";
+import type { EndpointView } from "../src/admin/snapshot.ts";
 
 export const json = { "content-type": "application/json" };
 let tempDir: string | undefined;
@@ -56,6 +58,15 @@ export async function startReplica(kind: "webapp" | "rpcapp", name: string, host
   return replica;
 }
 
+/** Starts webapp-1..3 and rpcapp-1..3, all at once. */
+export async function startReplicaSets(): Promise<{ webapps: Replica[]; rpcapps: Replica[] }> {
+  const [webapps, rpcapps] = await Promise.all([
+    Promise.all([1, 2, 3].map((i) => startReplica("webapp", `webapp-${i}`))),
+    Promise.all([1, 2, 3].map((i) => startReplica("rpcapp", `rpcapp-${i}`))),
+  ]);
+  return { webapps, rpcapps };
+}
+
 export function waitForReady(replica: Replica, timeoutMs = 15_000): Promise<void> {
   return waitForHttp(`http://${replica.host}:${replica.readyPort}/readyz`, replica.proc, timeoutMs);
 }
@@ -83,23 +94,7 @@ export async function startGateway(name: string, routesFile: string, env: Record
   return { url: `http://127.0.0.1:${port}`, adminUrl, proc };
 }
 
-/** One endpoint as GET /upstreams on the admin port shows it. */
-export interface EndpointView {
-  address: string;
-  available: boolean;
-  health: string;
-  breaker: string;
-  ejected: boolean;
-  ejections: number;
-  lastEjectedAt: number | null;
-  lastReadmittedAt: number | null;
-  inflight: number;
-  requests: number;
-  failures: number;
-  ewmaMs: number;
-  lastRequestAt: number | null;
-}
-
+/** One upstream as GET /upstreams on the admin port shows it (admin/app.ts). */
 export interface UpstreamView {
   name: string;
   retries: { attempted: number; budgetExhausted: number };
@@ -417,6 +412,18 @@ export async function killAndRestart(gateway: Gateway, upstream: string, victim:
     slowestAnswerMs: summary.maxMs,
     byStatus: summary.byStatus,
   };
+}
+
+/** What a killed replica (HTTP or gRPC) must cost at most; the same bar for both upstreams. */
+export function expectKillSurvived(figures: KillFigures, routeTimeoutMs: number): void {
+  // Only requests in flight on the replica when it died may fail (a POST cannot be replayed safely).
+  expect(figures.failedSentAfterDeath).toBe(0);
+  expect(figures.failedPercent).toBeLessThanOrEqual(0.1);
+  expect(figures.trafficStoppedAfterMs).toBeLessThan(1_000);
+  // Out of the set by ejection, or at the latest by 2 failed health checks (500 ms apart).
+  expect(figures.leftSetAfterMs).toBeLessThan(2_000);
+  expect(figures.trafficAgainAfterRestartMs).toBeLessThan(5_000);
+  expect(figures.slowestAnswerMs).toBeLessThan(routeTimeoutMs + 500);
 }
 
 /** The figures of one "SIGSTOP a replica under load, SIGCONT it later" run. */

@@ -10,11 +10,9 @@
 import { Gauge, Registry } from "prom-client";
 import type { ServiceIdentity } from "../env.ts";
 import { registerProcessMetrics, type ProcessMetricsOptions } from "./process-metrics.ts";
-
-export { stopProcessMetrics } from "./process-metrics.ts";
 import { counterView, histogramView, LATENCY_BUCKETS, type Series, SeriesSet } from "./series.ts";
 
-export { LATENCY_BUCKETS, Series, SeriesSet, counterView, histogramView } from "./series.ts";
+export { stopProcessMetrics } from "./process-metrics.ts";
 
 export interface MetricsRegistryOptions extends ProcessMetricsOptions {
   /** Leave out the process metrics (tests that build many registries in one process). */
@@ -74,6 +72,11 @@ export function httpMethodLabel(method: string): string {
 
 // ---- RED metrics ---------------------------------------------------------------------------
 
+/** A gauge read from `read()` when Prometheus scrapes: the request path only moves a plain number. */
+function inFlightGauge(registry: Registry, name: string, help: string, read: () => number): void {
+  const gauge: Gauge = new Gauge({ name, help, registers: [registry], collect: () => gauge.set(read()) });
+}
+
 /**
  * Requests served over HTTP: `http_server_requests_total`, `http_server_request_duration_seconds`
  * (both by route, method, status_code) and `http_server_requests_in_flight`. One Series per label
@@ -86,12 +89,7 @@ export class HttpServerMetrics {
   constructor(registry: Registry) {
     counterView(registry, "http_server_requests_total", "HTTP requests answered, by route (the route template or name; none when no route matched), method and status code.", this.requests);
     histogramView(registry, "http_server_request_duration_seconds", "Time from receiving an HTTP request to its response being ready, in seconds.", this.requests);
-    const gauge: Gauge = new Gauge({
-      name: "http_server_requests_in_flight",
-      help: "HTTP requests being handled right now.",
-      registers: [registry],
-      collect: () => gauge.set(this.inFlight),
-    });
+    inFlightGauge(registry, "http_server_requests_in_flight", "HTTP requests being handled right now.", () => this.inFlight);
   }
 
   /** The series for this label set; callers on a hot path may keep it. */
@@ -115,12 +113,7 @@ export class GrpcServerMetrics {
   constructor(registry: Registry) {
     counterView(registry, "grpc_server_handled_total", "RPCs completed, by full method name (package.Service/Method) and status code name.", this.calls);
     histogramView(registry, "grpc_server_handling_seconds", "Time from receiving an RPC to sending its status, in seconds.", this.calls);
-    const gauge: Gauge = new Gauge({
-      name: "grpc_server_requests_in_flight",
-      help: "RPCs being handled right now.",
-      registers: [registry],
-      collect: () => gauge.set(this.inFlight),
-    });
+    inFlightGauge(registry, "grpc_server_requests_in_flight", "RPCs being handled right now.", () => this.inFlight);
   }
 
   /** `grpcMethod` without the leading slash; `grpcCode` the status name (`OK`, `INVALID_ARGUMENT`). */

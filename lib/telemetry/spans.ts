@@ -115,8 +115,8 @@ export function logFieldsOf(ctx: Context): RequestLogFields {
     fields.trace_id = traceId;
     fields.span_id = spanId;
   }
-  const requestId = ctx.getValue(REQUEST_ID);
-  if (typeof requestId === "string") fields.request_id = requestId;
+  const requestId = requestIdOf(ctx);
+  if (requestId !== undefined) fields.request_id = requestId;
   return fields;
 }
 

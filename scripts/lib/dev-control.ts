@@ -24,6 +24,15 @@ export async function findDevStack(url = controlUrl()): Promise<StackView | unde
   }
 }
 
+/** Whether a gateway answers `<base>/healthz` with 2xx within a second (`make dev`'s, when no control port answers). */
+export async function answersHealthz(base: string): Promise<boolean> {
+  try {
+    return (await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(1_000) })).ok;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * POSTs `body` to `path` and yields the events the stack streams back; ends after `done`, throws
  * a ScriptError on `error` or when the stack refuses (a rollout already running, bad input).

@@ -15,6 +15,11 @@ export function kubeContext(env: Record<string, string | undefined> = process.en
   return env.KUBE_CONTEXT || env.MINIKUBE_PROFILE || "minikube";
 }
 
+/** GATEWAY_URL when set, else the cluster's gateway (`minikube service`); `close` ends a tunnel if one was opened. */
+export async function clusterGateway(env: Record<string, string | undefined> = process.env): Promise<{ url: string; close: () => void }> {
+  return env.GATEWAY_URL ? { url: env.GATEWAY_URL, close: () => {} } : await serviceUrl("gateway");
+}
+
 /** `kubectl --context minikube -n portico …` */
 export function kubectl(...args: string[]): string[] {
   return ["kubectl", `--context=${kubeContext()}`, ...args];

@@ -60,6 +60,13 @@ function env(gatewayUrl: string, extra: Record<string, string> = {}): Record<str
   return { FAKE_SERVICE_URL: gatewayUrl, ROLLOUT_TARGET: "minikube", LOAD_RPS: "60", ROLLOUT_WARMUP_S: "0", ROLLOUT_SETTLE_S: "1", ...extra };
 }
 
+/** `make <script> SERVICE=webapp` through a gateway that answers 503 once kubectl has changed the Deployment. */
+async function runWithFailuresAfterChange(script: "rollout" | "rollback") {
+  const f = withFakes();
+  const gateway = await fakeGateway({ failAfterChange: () => existsSync(`${f.log}.changed`) });
+  return runScript(script, f, env(gateway.url), ["webapp"]);
+}
+
 const nonGit = (calls: string[]) => calls.filter((c) => !c.startsWith("git "));
 
 describe("make rollout SERVICE=webapp (minikube)", () => {
@@ -92,9 +99,7 @@ describe("make rollout SERVICE=webapp (minikube)", () => {
   });
 
   test("requests that fail during the rollout: the count is printed and the exit code is 1", async () => {
-    const f = withFakes();
-    const gateway = await fakeGateway({ failAfterChange: () => existsSync(`${f.log}.changed`) });
-    const run = await runScript("rollout", f, env(gateway.url), ["webapp"]);
+    const run = await runWithFailuresAfterChange("rollout");
     expect(run.exitCode).toBe(1);
     const failed = /(\d+) of (\d+) requests failed during the rollout of webapp \(target: 0\)/.exec(run.stderr);
     expect(failed).not.toBeNull();
@@ -158,9 +163,7 @@ describe("make rollback SERVICE=webapp (minikube)", () => {
   });
 
   test("requests that fail during the rollback: exit 1 with the count", async () => {
-    const f = withFakes();
-    const gateway = await fakeGateway({ failAfterChange: () => existsSync(`${f.log}.changed`) });
-    const run = await runScript("rollback", f, env(gateway.url), ["webapp"]);
+    const run = await runWithFailuresAfterChange("rollback");
     expect(run.exitCode).toBe(1);
     expect(run.stderr).toMatch(/\d+ of \d+ requests failed during the rollback of webapp \(target: 0\)/);
   });

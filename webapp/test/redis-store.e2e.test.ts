@@ -4,37 +4,32 @@
  * a 500) and a failing /readyz, until Redis is back — which they notice by themselves.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { freePort, freePorts } from "../../lib/testing/ports.ts";
+import { freePort } from "../../lib/testing/ports.ts";
 import { requireBinary, spawnService, stopAll, waitFor, waitForHttp, type Spawned } from "../../lib/testing/processes.ts";
 import { TestRedis } from "../../lib/testing/redis.ts";
 import { expectProblem } from "./fixture.ts";
+import { postProject as post, type Replica, startReplicas } from "./replicas.ts";
 
 const hasRedis = requireBinary("redis-server");
 const REDIS_TIMEOUT_MS = 250;
 /** Slack on a busy 2-core machine between "Redis timed out" and the response arriving here. */
 const SLACK_MS = 750;
 let redis: TestRedis;
-let replicas: { proc: Spawned; url: string; instance: string }[] = [];
+let replicas: Replica[] = [];
+
+const redisEnv = (redisUrl: string) => ({ STORE: "redis", REDIS_URL: redisUrl, REDIS_KEY_PREFIX: "e2e:", REDIS_TIMEOUT_MS: String(REDIS_TIMEOUT_MS) });
 
 function startWebapp(instance: string, port: number, redisUrl: string): Spawned {
-  const env = { HOST: "127.0.0.1", PORT: String(port), INSTANCE_ID: instance, STORE: "redis", REDIS_URL: redisUrl, REDIS_KEY_PREFIX: "e2e:", REDIS_TIMEOUT_MS: String(REDIS_TIMEOUT_MS) };
-  return spawnService("webapp", env, instance);
+  return spawnService("webapp", { HOST: "127.0.0.1", PORT: String(port), INSTANCE_ID: instance, ...redisEnv(redisUrl) }, instance);
 }
 
 beforeAll(async () => {
   if (!hasRedis) return;
   redis = await TestRedis.start();
-  const ports = await freePorts(2);
-  replicas = ports.map((port, i) => {
-    const instance = `webapp-redis-${i + 1}`;
-    return { proc: startWebapp(instance, port, redis.url), url: `http://127.0.0.1:${port}`, instance };
-  });
-  await Promise.all(replicas.map((r) => waitForHttp(`${r.url}/readyz`, r.proc)));
+  replicas = await startReplicas("webapp-redis", redisEnv(redis.url));
 }, 30_000); // processes start slowly on a busy 2-core machine
 
 afterAll(() => stopAll());
-
-const post = (url: string, title: string) => fetch(`${url}/projects/`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ title }) });
 
 /** The answer and how long it took; a hang shows up as a 5 s client timeout. */
 async function timedFetch(url: string, init?: RequestInit): Promise<{ res: Response; ms: number }> {
@@ -61,7 +56,7 @@ async function expectStoreUnavailable(url: string, knownId: number): Promise<num
 
 describe.skipIf(!hasRedis)("two webapp replicas with STORE=redis on one Redis", () => {
   test("a project created through one replica is read and listed through the other", async () => {
-    const [a, b] = replicas as [(typeof replicas)[0], (typeof replicas)[0]];
+    const [a, b] = replicas as [Replica, Replica];
     const created = await post(a.url, "An awesome project");
     expect(created.status).toBe(201);
     expect(created.headers.get("x-served-by")).toBe(a.instance);

@@ -5,25 +5,18 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePorts } from "../../lib/testing/ports.ts";
-import { spawnService, stopAll, stopProcess, waitFor, waitForHttp, type Spawned } from "../../lib/testing/processes.ts";
+import { spawnService, stopAll, stopProcess, waitFor } from "../../lib/testing/processes.ts";
+import { postProject, type Replica, startReplicas } from "./replicas.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "webapp-e2e-"));
 const MAX_BODY_BYTES = 4096;
 /** Long enough to observe the draining state, short enough to keep the test quick. */
 const DRAIN_DELAY_MS = 400;
-let replicas: { proc: Spawned; url: string; instance: string }[] = [];
+let replicas: Replica[] = [];
 
 beforeAll(async () => {
-  const ports = await freePorts(2);
-  const dbPath = join(dir, "shared.sqlite");
   // Started together on purpose: both open and initialise the same new file at once.
-  replicas = ports.map((port, i) => {
-    const instance = `webapp-e2e-${i + 1}`;
-    const proc = spawnService("webapp", { HOST: "127.0.0.1", PORT: String(port), DB_PATH: dbPath, INSTANCE_ID: instance, MAX_BODY_BYTES: String(MAX_BODY_BYTES), DRAIN_DELAY_MS: String(DRAIN_DELAY_MS) }, instance);
-    return { proc, url: `http://127.0.0.1:${port}`, instance };
-  });
-  await Promise.all(replicas.map((r) => waitForHttp(`${r.url}/readyz`, r.proc)));
+  replicas = await startReplicas("webapp-e2e", { DB_PATH: join(dir, "shared.sqlite"), MAX_BODY_BYTES: String(MAX_BODY_BYTES), DRAIN_DELAY_MS: String(DRAIN_DELAY_MS) });
 });
 
 afterAll(async () => {
@@ -31,13 +24,10 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const postTitle = (url: string, title: string) =>
-  fetch(`${url}/projects/`, { method: "POST", headers: { "Content-type": "application/json" }, body: JSON.stringify({ title }) });
-
 describe("two webapp replicas on one SQLite file", () => {
   test("a project created through one replica is read through the other", async () => {
-    const [a, b] = replicas as [(typeof replicas)[0], (typeof replicas)[0]];
-    const created = await postTitle(a.url, "An awesome project");
+    const [a, b] = replicas as [Replica, Replica];
+    const created = await postProject(a.url, "An awesome project");
     expect(created.status).toBe(201);
     expect(created.headers.get("x-served-by")).toBe(a.instance);
     const project = await created.json();
@@ -51,7 +41,7 @@ describe("two webapp replicas on one SQLite file", () => {
   });
 
   test("100 concurrent creates split across both replicas get 100 distinct ids, all listed", async () => {
-    const responses = await Promise.all(Array.from({ length: 100 }, (_, i) => postTitle(replicas[i % 2]!.url, `concurrent ${i}`)));
+    const responses = await Promise.all(Array.from({ length: 100 }, (_, i) => postProject(replicas[i % 2]!.url, `concurrent ${i}`)));
     expect(responses.map((r) => r.status)).toEqual(Array(100).fill(201));
     const ids = await Promise.all(responses.map(async (r) => ((await r.json()) as { id: number }).id));
     expect(new Set(ids).size).toBe(100);

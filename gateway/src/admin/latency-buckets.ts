@@ -30,7 +30,7 @@ export function latencyBucket(ms: number): number {
   return i < LATENCY_BUCKETS ? i : LATENCY_BUCKETS - 1;
 }
 
-export function bucketUpperMs(i: number): number {
+function bucketUpperMs(i: number): number {
   return MIN_MS * 2 ** (i / STEPS_PER_DOUBLING);
 }
 

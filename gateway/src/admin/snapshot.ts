@@ -10,6 +10,7 @@ import type { LimiterStatus, RateLimiter } from "../ratelimit/limiter.ts";
 import type { RouteRateLimit } from "../ratelimit/policy.ts";
 import type { Gateway } from "../server.ts";
 import type { Endpoint } from "../upstream/endpoint.ts";
+import { round3 } from "./latency-buckets.ts";
 import type { RouteSeries, TrafficRecorder } from "./traffic.ts";
 
 /** Bumped when the snapshot's shape changes, so a mixed-version tier says so instead of guessing. */
@@ -86,7 +87,7 @@ export function endpointView(e: Endpoint): EndpointView {
     inflight: e.inflight,
     requests: e.requests,
     failures: e.failures,
-    ewmaMs: Math.round(e.ewmaMs * 1000) / 1000,
+    ewmaMs: round3(e.ewmaMs),
     // performance.now() → epoch ms
     lastRequestAt: e.lastRequestAt > 0 ? Math.round(performance.timeOrigin + e.lastRequestAt) : null,
   };

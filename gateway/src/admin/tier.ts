@@ -234,14 +234,13 @@ export class TierView {
     const to = Math.floor(now / 1000);
     // The completed seconds a replica's ring holds (the current second takes the last slot).
     const from = to - (WINDOW_SECONDS - 1);
-    const summaryTo = to;
     const summaryFrom = to - SUMMARY_SECONDS;
 
     const shown = replicas.filter((r) => r.reachable || (r.lastSeenAt !== null && now - r.lastSeenAt < FORGET_AFTER_MS));
     const silentPeers = replicas.filter((r) => !shown.includes(r)).map((r) => ({ url: r.url ?? "", error: r.error }));
     const gateways: TierGateway[] = shown.map((r) => {
       let served = 0;
-      for (const seconds of r.history.values()) for (let t = summaryFrom; t < summaryTo; t++) served += seconds.get(t)?.requests ?? 0;
+      for (const seconds of r.history.values()) for (let t = summaryFrom; t < to; t++) served += seconds.get(t)?.requests ?? 0;
       return {
         url: r.url,
         self: r.snapshot?.gateway.instance === this.opts.selfInstance,
@@ -258,15 +257,26 @@ export class TierView {
     // Routes as the replicas define them (the first to define one wins; a reload in progress may differ).
     const routeViews = new Map<string, RouteView>();
     for (const r of live) for (const route of r.snapshot!.routes) if (!routeViews.has(route.name)) routeViews.set(route.name, route);
-    const routes = [...routeViews.values()].map((view) => this.#mergeRoute(view, replicas, from, to, summaryFrom, summaryTo));
+    const routes = [...routeViews.values()].map((view) => this.#mergeRoute(view, replicas, from, to, summaryFrom));
 
     return { at: now, servedBy: this.opts.selfInstance, windowSeconds: to - from, peersError: this.#peersError, silentPeers, gateways, upstreams: mergeUpstreams(live), routes };
   }
 
-  #mergeRoute(view: RouteView, replicas: Replica[], from: number, to: number, summaryFrom: number, summaryTo: number): TierRoute {
+  #mergeRoute(view: RouteView, replicas: Replica[], from: number, to: number, summaryFrom: number): TierRoute {
     const histories = replicas.map((r) => r.history.get(view.name)).filter((h): h is Map<number, SecondFigures> => h !== undefined);
-    const scratch = this.#scratch;
-    const route: TierRoute = {
+    const latency = this.#scratch;
+    const series: Pick<TierRoute, "requests" | "errors" | "denied" | "p50" | "p99"> = { requests: [], errors: [], denied: [], p50: [], p99: [] };
+    for (let t = from; t < to; t++) {
+      const { requests, errors, denied } = sumSeconds(histories, t, t + 1, latency);
+      series.requests.push(requests);
+      series.errors.push(errors);
+      series.denied.push(denied);
+      series.p50.push(quantileMs(latency, 0.5));
+      series.p99.push(quantileMs(latency, 0.99));
+    }
+    // The summary window's latency, merged over all its seconds.
+    const { requests, errors, denied } = sumSeconds(histories, summaryFrom, to, latency);
+    return {
       name: view.name,
       path: view.path,
       match: view.match,
@@ -274,56 +284,38 @@ export class TierView {
       upstream: view.upstream,
       rateLimit: view.rateLimit,
       from,
-      requests: [],
-      errors: [],
-      denied: [],
-      p50: [],
-      p99: [],
-      summary: { rps: 0, errorRatio: null, deniedPerS: 0, p50: null, p99: null },
+      ...series,
+      summary: {
+        rps: round3(requests / SUMMARY_SECONDS),
+        errorRatio: requests > 0 ? round3(errors / requests) : null,
+        deniedPerS: round3(denied / SUMMARY_SECONDS),
+        p50: quantileMs(latency, 0.5),
+        p99: quantileMs(latency, 0.99),
+      },
     };
-    for (let t = from; t < to; t++) {
-      let requests = 0;
-      let errors = 0;
-      let denied = 0;
-      scratch.fill(0);
-      for (const h of histories) {
-        const s = h.get(t);
-        if (!s) continue;
-        requests += s.requests;
-        errors += s.errors;
-        denied += s.denied;
-        addSparse(scratch, s.latency);
-      }
-      route.requests.push(requests);
-      route.errors.push(errors);
-      route.denied.push(denied);
-      route.p50.push(quantileMs(scratch, 0.5));
-      route.p99.push(quantileMs(scratch, 0.99));
-    }
-    // The summary window's latency, merged over all its seconds.
-    scratch.fill(0);
-    let requests = 0;
-    let errors = 0;
-    let denied = 0;
-    for (const h of histories) {
-      for (let t = summaryFrom; t < summaryTo; t++) {
-        const s = h.get(t);
-        if (!s) continue;
-        requests += s.requests;
-        errors += s.errors;
-        denied += s.denied;
-        addSparse(scratch, s.latency);
-      }
-    }
-    route.summary = {
-      rps: round3(requests / SUMMARY_SECONDS),
-      errorRatio: requests > 0 ? round3(errors / requests) : null,
-      deniedPerS: round3(denied / SUMMARY_SECONDS),
-      p50: quantileMs(scratch, 0.5),
-      p99: quantileMs(scratch, 0.99),
-    };
-    return route;
   }
+}
+
+/**
+ * The figures of every replica's history added up over the seconds [from, to); their merged
+ * latency histogram is left in `latency`.
+ */
+function sumSeconds(histories: Map<number, SecondFigures>[], from: number, to: number, latency: Float64Array): { requests: number; errors: number; denied: number } {
+  let requests = 0;
+  let errors = 0;
+  let denied = 0;
+  latency.fill(0);
+  for (const h of histories) {
+    for (let t = from; t < to; t++) {
+      const s = h.get(t);
+      if (!s) continue;
+      requests += s.requests;
+      errors += s.errors;
+      denied += s.denied;
+      addSparse(latency, s.latency);
+    }
+  }
+  return { requests, errors, denied };
 }
 
 function mergeUpstreams(live: Replica[]): TierUpstream[] {

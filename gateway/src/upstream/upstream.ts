@@ -226,9 +226,3 @@ export class Upstream {
     }
   }
 }
-
-export function createUpstreams(configs: Iterable<UpstreamConfig>, options: UpstreamOptions = {}): Map<string, Upstream> {
-  const upstreams = new Map<string, Upstream>();
-  for (const config of configs) upstreams.set(config.name, new Upstream(config, options));
-  return upstreams;
-}

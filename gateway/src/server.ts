@@ -195,12 +195,13 @@ export class Gateway {
       return gatewayProblem(400, "Invalid request", ctx.id, `the JSON body is nested deeper than ${maxJsonDepth} levels`);
     }
     extendDeadline(server, req, route.timeoutMs, state.config.limits.idleTimeoutSec);
-    const response = await (route.grpcMethod ? this.#transcodeGrpc(req, ctx, route, upstream, body.bytes) : this.#forwardHttp(req, ctx, route, upstream, body.bytes));
+    const response = await (route.grpcMethod ? this.#transcodeGrpc(req, ctx, route, upstream, body.bytes, state.config.limits) : this.#forwardHttp(req, ctx, route, upstream, body.bytes, state.config.limits));
     limit?.setHeaders(response.headers);
     return response;
   }
 
-  async #forwardHttp(req: Request, ctx: RequestContext, route: RouteConfig, upstream: Upstream, body: Uint8Array | null): Promise<Response> {
+  // `limits` come from the state the request started with: a reload mid-request does not change them.
+  async #forwardHttp(req: Request, ctx: RequestContext, route: RouteConfig, upstream: Upstream, body: Uint8Array | null, limits: GatewayConfig["limits"]): Promise<Response> {
     const upstreamPath = route.http?.rewritePrefix !== undefined && route.match === "prefix" ? rewrite(ctx.path, route.path, route.http.rewritePrefix) : ctx.path;
     const pathAndQuery = upstreamPath + ctx.search;
     const headers = prepareRequestHeaders(req, ctx, this.deps.identity.instance);
@@ -212,7 +213,7 @@ export class Gateway {
         return noEndpointProblem(upstream.name, outcome, ctx.id);
       case "response": {
         ctx.servedBy = outcome.response.headers.get("x-served-by") ?? undefined;
-        const maxBytes = this.#state.config.limits.maxResponseBytes;
+        const maxBytes = limits.maxResponseBytes;
         const limited = limitResponseSize(outcome.response, maxBytes);
         if (!limited.ok) return gatewayProblem(502, "Upstream response too large", ctx.id, `${upstream.name} answered with ${limited.declared} bytes; the limit is ${maxBytes}`, { upstream: upstream.name });
         return limited.response;
@@ -225,10 +226,9 @@ export class Gateway {
     }
   }
 
-  async #transcodeGrpc(req: Request, ctx: RequestContext, route: RouteConfig, upstream: Upstream, body: Uint8Array | null): Promise<Response> {
+  async #transcodeGrpc(req: Request, ctx: RequestContext, route: RouteConfig, upstream: Upstream, body: Uint8Array | null, limits: GatewayConfig["limits"]): Promise<Response> {
     const method = route.grpcMethod!;
     let input: unknown = {};
-    const limits = this.#state.config.limits;
     if (body) {
       if (exceedsJsonDepth(body, limits.maxJsonDepth)) {
         return gatewayProblem(400, "Invalid request", ctx.id, `the body is nested deeper than ${limits.maxJsonDepth} levels`, { errors: [{ field: "(body)", message: `nested deeper than ${limits.maxJsonDepth} levels` }] });

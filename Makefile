@@ -36,6 +36,14 @@ test: install typecheck ## Typecheck, then run every test (unit and end-to-end)
 typecheck: install ## Type-check the whole repository (strict)
 	$(BUN) x tsc --noEmit -p .
 
+.PHONY: lint
+lint: install ## Format and lint check (Biome); `make format` rewrites files in place
+	$(BUN) x biome check .
+
+.PHONY: format
+format: install ## Format every source file and apply safe lint fixes (Biome)
+	$(BUN) x biome check --write .
+
 .PHONY: smoke
 smoke: install ## Seed requests + load-balancing check through the gateway (GATEWAY_URL, else make dev / minikube)
 	$(BUN) scripts/smoke.ts

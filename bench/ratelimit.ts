@@ -12,7 +12,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
-import { freePort } from "../lib/testing/ports.ts";
+import { freePort } from "../scripts/stack/testing/ports.ts";
 import { isRedisInstalled, startLocalRedis } from "../scripts/stack/redis.ts";
 import { runWrk, type WrkResult } from "./wrk.ts";
 
@@ -56,7 +56,8 @@ routes:
   try {
     /** Measures the pair of routes of one gateway, alternating, `rounds` times each. */
     const measure = async (pair: [name: string, url: string][]) => {
-      const wrk = (url: string, durationS: number) => runWrk({ url, connections: opts.connections, threads: opts.threads, durationS });
+      const wrk = (url: string, durationS: number) =>
+        runWrk({ url, connections: opts.connections, threads: opts.threads, durationS });
       for (const [, url] of pair) await wrk(url, 1); // warm-up: JIT, connection pools
       const runs = pair.map((): WrkResult[] => []);
       for (let round = 0; round < (opts.rounds ?? 2); round++) {
@@ -66,13 +67,23 @@ routes:
           progress(`  ${name}: ${result.requestsPerSecond.toFixed(0)} req/s`);
         }
       }
-      pair.forEach(([name], i) => rows.push({ name, result: average(runs[i]!) }));
+      pair.forEach(([name], i) => {
+        rows.push({ name, result: average(runs[i]!) });
+      });
     };
     const start = async (redisUrl?: string) => {
       const [port, adminPort] = [await freePort(), await freePort()];
       const proc = Bun.spawn([process.execPath, "gateway/src/main.ts"], {
         cwd: REPO_ROOT,
-        env: { ...process.env, HOST: "127.0.0.1", PORT: String(port), ADMIN_PORT: String(adminPort), ROUTES_FILE: routesFile, LOG_LEVEL: "warn", REDIS_URL: redisUrl ?? "" },
+        env: {
+          ...process.env,
+          HOST: "127.0.0.1",
+          PORT: String(port),
+          ADMIN_PORT: String(adminPort),
+          ROUTES_FILE: routesFile,
+          LOG_LEVEL: "warn",
+          REDIS_URL: redisUrl ?? "",
+        },
         stdout: "ignore",
         stderr: "inherit",
       });
@@ -82,7 +93,9 @@ routes:
     };
 
     if (redis) {
-      progress(`rate-limit benchmark: gateway with REDIS_URL; ${opts.durationS}s per run, ${opts.connections} connections…`);
+      progress(
+        `rate-limit benchmark: gateway with REDIS_URL; ${opts.durationS}s per run, ${opts.connections} connections…`,
+      );
       const gateway = await start(redis.url);
       await measure([
         ["unlimited route", `${gateway}/unlimited`],
@@ -113,7 +126,13 @@ routes:
 function average(results: WrkResult[]): WrkResult {
   const mean = (pick: (r: WrkResult) => number) => results.reduce((sum, r) => sum + pick(r), 0) / results.length;
   const sum = (pick: (r: WrkResult) => number) => results.reduce((total, r) => total + pick(r), 0);
-  return { requestsPerSecond: mean((r) => r.requestsPerSecond), p50Ms: mean((r) => r.p50Ms), p99Ms: mean((r) => r.p99Ms), requests: sum((r) => r.requests), errors: sum((r) => r.errors) };
+  return {
+    requestsPerSecond: mean((r) => r.requestsPerSecond),
+    p50Ms: mean((r) => r.p50Ms),
+    p99Ms: mean((r) => r.p99Ms),
+    requests: sum((r) => r.requests),
+    errors: sum((r) => r.errors),
+  };
 }
 
 async function waitReady(url: string, proc: Subprocess, timeoutMs = 10_000): Promise<void> {
@@ -130,7 +149,9 @@ async function waitReady(url: string, proc: Subprocess, timeoutMs = 10_000): Pro
 
 export function formatRateLimitBench(rows: RateLimitBenchRow[]): string {
   const pad = (s: string, n: number) => s.padEnd(n);
-  const lines = [`${pad("scenario", 32)} ${pad("req/s", 9)} ${pad("p50 ms", 8)} ${pad("p99 ms", 8)} ${pad("errors", 7)} ratio to unlimited`];
+  const lines = [
+    `${pad("scenario", 32)} ${pad("req/s", 9)} ${pad("p50 ms", 8)} ${pad("p99 ms", 8)} ${pad("errors", 7)} ratio to unlimited`,
+  ];
   for (const { name, result, ratio } of rows) {
     lines.push(
       `${pad(name, 32)} ${pad(result.requestsPerSecond.toFixed(0), 9)} ${pad(result.p50Ms.toFixed(2), 8)} ${pad(result.p99Ms.toFixed(2), 8)} ${pad(String(result.errors), 7)} ${ratio.toFixed(2)}x`,

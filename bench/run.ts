@@ -5,7 +5,7 @@
  *
  * Env: BENCH_DURATION_S (default 8), BENCH_CONNECTIONS (64), BENCH_THREADS (2).
  */
-import { freePort } from "../lib/testing/ports.ts";
+import { freePort } from "../scripts/stack/testing/ports.ts";
 import { Stack, stackOptionsFromEnv } from "../scripts/stack/stack.ts";
 import { startNginx } from "./nginx.ts";
 import { benchRateLimit, formatRateLimitBench } from "./ratelimit.ts";
@@ -50,7 +50,9 @@ async function measure(name: string, url: string, body: string) {
 }
 
 try {
-  console.error(`starting the stack (3 webapps, 3 rpcapps, 3 gateways); ${durationS}s per run, ${connections} connections…`);
+  console.error(
+    `starting the stack (3 webapps, 3 rpcapps, 3 gateways); ${durationS}s per run, ${connections} connections…`,
+  );
   await stack.start();
   const webapps = stack.endpoints("webapp").split(",");
   await measure("POST /projects direct (1 webapp)", `http://${webapps[0]}/projects`, project);
@@ -66,15 +68,23 @@ try {
   } else {
     console.error("  nginx not installed: skipping the nginx row");
   }
-  await measure("POST /verify/ via gateway (gRPC)", `${stack.gatewayUrl}/verify/`, JSON.stringify({ id: 121, token: "a$$" }));
+  await measure(
+    "POST /verify/ via gateway (gRPC)",
+    `${stack.gatewayUrl}/verify/`,
+    JSON.stringify({ id: 121, token: "a$$" }),
+  );
 } finally {
   await stack.stop();
 }
 
 const direct = rows[0]!.result;
 const pad = (s: string, n: number) => s.padEnd(n);
-console.log(`\nPortico benchmark — ${new Date().toISOString().slice(0, 10)}, ${navigator.hardwareConcurrency} cores, Bun ${Bun.version}, wrk -c${connections} -t${threads} -d${durationS}s`);
-console.log(`${pad("scenario", 36)} ${pad("req/s", 9)} ${pad("p50 ms", 8)} ${pad("p99 ms", 8)} ${pad("errors", 7)} ratio to direct`);
+console.log(
+  `\nPortico benchmark — ${new Date().toISOString().slice(0, 10)}, ${navigator.hardwareConcurrency} cores, Bun ${Bun.version}, wrk -c${connections} -t${threads} -d${durationS}s`,
+);
+console.log(
+  `${pad("scenario", 36)} ${pad("req/s", 9)} ${pad("p50 ms", 8)} ${pad("p99 ms", 8)} ${pad("errors", 7)} ratio to direct`,
+);
 for (const { name, result } of rows) {
   console.log(
     `${pad(name, 36)} ${pad(result.requestsPerSecond.toFixed(0), 9)} ${pad(result.p50Ms.toFixed(2), 8)} ${pad(result.p99Ms.toFixed(2), 8)} ${pad(String(result.errors), 7)} ${(result.requestsPerSecond / direct.requestsPerSecond).toFixed(2)}x`,

@@ -31,8 +31,26 @@ export async function runWrk(opts: WrkOptions): Promise<WrkResult> {
   const headerLines = Object.entries({ "content-type": "application/json", ...opts.headers })
     .map(([k, v]) => `wrk.headers[${JSON.stringify(k)}] = ${JSON.stringify(v)}`)
     .join("\n");
-  writeFileSync(script, `wrk.method = ${JSON.stringify(opts.method ?? "GET")}\n${opts.body ? `wrk.body = ${JSON.stringify(opts.body)}\n` : ""}${headerLines}\n`);
-  const proc = Bun.spawn(["wrk", "-t", String(opts.threads), "-c", String(opts.connections), "-d", `${opts.durationS}s`, "--latency", "-s", script, opts.url], { stdout: "pipe", stderr: "pipe" });
+  writeFileSync(
+    script,
+    `wrk.method = ${JSON.stringify(opts.method ?? "GET")}\n${opts.body ? `wrk.body = ${JSON.stringify(opts.body)}\n` : ""}${headerLines}\n`,
+  );
+  const proc = Bun.spawn(
+    [
+      "wrk",
+      "-t",
+      String(opts.threads),
+      "-c",
+      String(opts.connections),
+      "-d",
+      `${opts.durationS}s`,
+      "--latency",
+      "-s",
+      script,
+      opts.url,
+    ],
+    { stdout: "pipe", stderr: "pipe" },
+  );
   const [out, err] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
   if ((await proc.exited) !== 0) throw new Error(`wrk failed: ${err || out}`);
   return parseWrk(out);
@@ -53,5 +71,11 @@ export function parseWrk(out: string): WrkResult {
   const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
   const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
   const socketErrors = socket ? socket.slice(1).reduce((a, b) => a + Number(b), 0) : 0;
-  return { requestsPerSecond: rps, p50Ms: percentile("50"), p99Ms: percentile("99"), requests, errors: non2xx + socketErrors };
+  return {
+    requestsPerSecond: rps,
+    p50Ms: percentile("50"),
+    p99Ms: percentile("99"),
+    requests,
+    errors: non2xx + socketErrors,
+  };
 }

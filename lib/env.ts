@@ -13,7 +13,12 @@ export function envString(name: string, fallback: string, env: Env = process.env
   return raw === undefined || raw === "" ? fallback : raw;
 }
 
-export function envInt(name: string, fallback: number, opts: { min?: number; max?: number } = {}, env: Env = process.env): number {
+export function envInt(
+  name: string,
+  fallback: number,
+  opts: { min?: number; max?: number } = {},
+  env: Env = process.env,
+): number {
   const raw = env[name];
   if (raw === undefined || raw === "") return fallback;
   const value = Number(raw);

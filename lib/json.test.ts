@@ -21,6 +21,22 @@ describe("exceedsJsonDepth", () => {
 });
 
 test("isJsonMediaType accepts application/json and +json types, parameters and case ignored", () => {
-  for (const type of ["application/json", "application/json; charset=utf-8", "application/problem+json", "APPLICATION/JSON", " application/json "]) expect(isJsonMediaType(type)).toBe(true);
-  for (const type of [null, "", "text/plain", "application/octet-stream", "application/jsonx", "text/json", "application/+json"]) expect(isJsonMediaType(type)).toBe(false);
+  for (const type of [
+    "application/json",
+    "application/json; charset=utf-8",
+    "application/problem+json",
+    "APPLICATION/JSON",
+    " application/json ",
+  ])
+    expect(isJsonMediaType(type)).toBe(true);
+  for (const type of [
+    null,
+    "",
+    "text/plain",
+    "application/octet-stream",
+    "application/jsonx",
+    "text/json",
+    "application/+json",
+  ])
+    expect(isJsonMediaType(type)).toBe(false);
 });

@@ -10,14 +10,22 @@ import { join, resolve } from "node:path";
 import { EnvError } from "./env.ts";
 import { Lifecycle } from "./lifecycle.ts";
 import { createLogger } from "./log.ts";
-import { freePort } from "./testing/ports.ts";
-import { type Spawned, spawnProcess, stopAll, waitFor } from "./testing/processes.ts";
+import { freePort } from "../scripts/stack/testing/ports.ts";
+import { type Spawned, spawnProcess, stopAll, waitFor } from "../scripts/stack/testing/processes.ts";
 
-const quietLog = createLogger({ service: "lifecycle-test", version: "test", instance: "t" }, { destination: { write: () => {} } });
+const quietLog = createLogger(
+  { service: "lifecycle-test", version: "test", instance: "t" },
+  { destination: { write: () => {} } },
+);
 
 function lifecycle(opts: { drainDelayMs?: number; shutdownTimeoutMs?: number } = {}) {
   const exits: number[] = [];
-  const lc = new Lifecycle({ drainDelayMs: opts.drainDelayMs ?? 0, shutdownTimeoutMs: opts.shutdownTimeoutMs ?? 2_000, log: quietLog, exit: (code) => exits.push(code) });
+  const lc = new Lifecycle({
+    drainDelayMs: opts.drainDelayMs ?? 0,
+    shutdownTimeoutMs: opts.shutdownTimeoutMs ?? 2_000,
+    log: quietLog,
+    exit: (code) => exits.push(code),
+  });
   lc.markReady();
   return { lc, exits };
 }
@@ -99,7 +107,9 @@ describe("shutdown, in-process", () => {
 
   test("a drain delay that is not below the shutdown timeout is refused, naming both variables", () => {
     expect(() => new Lifecycle({ drainDelayMs: 5_000, shutdownTimeoutMs: 5_000, log: quietLog })).toThrow(EnvError);
-    expect(() => new Lifecycle({ drainDelayMs: 5_000, shutdownTimeoutMs: 5_000, log: quietLog })).toThrow(/DRAIN_DELAY_MS \(5000\) must be less than SHUTDOWN_TIMEOUT_MS \(5000\)/);
+    expect(() => new Lifecycle({ drainDelayMs: 5_000, shutdownTimeoutMs: 5_000, log: quietLog })).toThrow(
+      /DRAIN_DELAY_MS \(5000\) must be less than SHUTDOWN_TIMEOUT_MS \(5000\)/,
+    );
   });
 });
 
@@ -148,9 +158,16 @@ afterAll(async () => {
   rmSync(fixtureDir, { recursive: true, force: true });
 });
 
-async function startFixture(env: { DRAIN_DELAY_MS: number; SHUTDOWN_TIMEOUT_MS: number }): Promise<{ proc: Spawned; base: string; port: number }> {
+async function startFixture(env: {
+  DRAIN_DELAY_MS: number;
+  SHUTDOWN_TIMEOUT_MS: number;
+}): Promise<{ proc: Spawned; base: string; port: number }> {
   const port = await freePort();
-  const proc = spawnProcess("lifecycle-fixture", [process.execPath, FIXTURE], { PORT: String(port), DRAIN_DELAY_MS: String(env.DRAIN_DELAY_MS), SHUTDOWN_TIMEOUT_MS: String(env.SHUTDOWN_TIMEOUT_MS) });
+  const proc = spawnProcess("lifecycle-fixture", [process.execPath, FIXTURE], {
+    PORT: String(port),
+    DRAIN_DELAY_MS: String(env.DRAIN_DELAY_MS),
+    SHUTDOWN_TIMEOUT_MS: String(env.SHUTDOWN_TIMEOUT_MS),
+  });
   const base = `http://127.0.0.1:${port}`;
   await waitFor("the fixture to listen", async () => (await fetch(`${base}/readyz`)).status === 200, { proc });
   return { proc, base, port };
@@ -184,7 +201,10 @@ describe("a real server process", () => {
     expect(duringDrain.headers.get("connection")).toBe("close");
     await duringDrain.text();
 
-    await waitFor("the listener to close after the drain delay", () => refusesConnections(port), { proc, timeoutMs: 3_000 });
+    await waitFor("the listener to close after the drain delay", () => refusesConnections(port), {
+      proc,
+      timeoutMs: 3_000,
+    });
     expect(performance.now() - signalledAt).toBeGreaterThanOrEqual(550);
     expect(proc.proc.exitCode).toBeNull(); // the slow request still holds it
 

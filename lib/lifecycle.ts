@@ -134,11 +134,17 @@ export class Lifecycle {
     const drainMs = options.drain === false ? 0 : this.opts.drainDelayMs;
     this.#emitReadiness();
     const deadline = setTimeout(() => {
-      this.opts.log.error({ timeout_ms: this.opts.shutdownTimeoutMs, hooks: this.#stopHooks.map((h) => h.name) }, "shutdown timed out; exiting with requests still in flight");
+      this.opts.log.error(
+        { timeout_ms: this.opts.shutdownTimeoutMs, hooks: this.#stopHooks.map((h) => h.name) },
+        "shutdown timed out; exiting with requests still in flight",
+      );
       this.#exit(1);
     }, this.opts.shutdownTimeoutMs);
     deadline.unref?.();
-    this.opts.log.info({ reason: options.reason, drain_delay_ms: drainMs, shutdown_timeout_ms: this.opts.shutdownTimeoutMs }, "draining: not ready, still serving");
+    this.opts.log.info(
+      { reason: options.reason, drain_delay_ms: drainMs, shutdown_timeout_ms: this.opts.shutdownTimeoutMs },
+      "draining: not ready, still serving",
+    );
     if (drainMs > 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, drainMs);
@@ -149,7 +155,10 @@ export class Lifecycle {
       });
       this.#cutDrainShort = undefined;
     }
-    this.opts.log.info({ drained_ms: Math.round(performance.now() - startedAt) }, "stopping: no new connections, finishing requests in flight");
+    this.opts.log.info(
+      { drained_ms: Math.round(performance.now() - startedAt) },
+      "stopping: no new connections, finishing requests in flight",
+    );
     let code = 0;
     for (const hook of this.#stopHooks) {
       try {
@@ -161,7 +170,10 @@ export class Lifecycle {
     }
     clearTimeout(deadline);
     if (this.#exited) return;
-    this.opts.log.info({ uptime_ms: Date.now() - this.startedAt, shutdown_ms: Math.round(performance.now() - startedAt) }, "stopped");
+    this.opts.log.info(
+      { uptime_ms: Date.now() - this.startedAt, shutdown_ms: Math.round(performance.now() - startedAt) },
+      "stopped",
+    );
     this.#exit(code);
   }
 

@@ -2,7 +2,7 @@
  * Structured logging: JSON lines on stdout, one schema for every service.
  *
  * pino writes synchronously to fd 1 here: its transports run in worker threads, which break
- * inside a `bun build --compile` binary (DESIGN.md). Pretty output is a pipe, not a mode:
+ * inside a `bun build --compile` binary (docs/design.md, "Known traps"). Pretty output is a pipe, not a mode:
  * `make dev` pipes every process through scripts/lib/pretty.ts.
  */
 import pino, { type Logger } from "pino";

@@ -3,7 +3,7 @@
  *
  * The .proto files under `proto/` are imported as text, so Bun embeds them in a
  * `bun build --compile` binary: `protoLoader.loadSync(path)` would look for a file that a clean
- * image does not have (see DESIGN.md, "Known traps"). A file that exists on disk wins over the
+ * image does not have (see docs/design.md, "Known traps"). A file that exists on disk wins over the
  * embedded copy, so a gateway can be pointed at a proto shipped in a ConfigMap.
  */
 import { existsSync, readFileSync } from "node:fs";

@@ -4,10 +4,19 @@
  * itself when Redis is back.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { BoundedRedis, type BoundedRedisOptions, isRedisUnavailable, type RedisCallResult, redactUrl, type RedisStateChange, RedisTimeoutError, RedisUnavailableError } from "./redis.ts";
-import { freePort } from "./testing/ports.ts";
-import { requireBinary, stopAll, waitFor } from "./testing/processes.ts";
-import { TestRedis } from "./testing/redis.ts";
+import {
+  BoundedRedis,
+  type BoundedRedisOptions,
+  isRedisUnavailable,
+  type RedisCallResult,
+  redactUrl,
+  type RedisStateChange,
+  RedisTimeoutError,
+  RedisUnavailableError,
+} from "./redis.ts";
+import { freePort } from "../scripts/stack/testing/ports.ts";
+import { requireBinary, stopAll, waitFor } from "../scripts/stack/testing/processes.ts";
+import { TestRedis } from "../scripts/stack/testing/redis.ts";
 
 const hasRedis = requireBinary("redis-server");
 const TIMEOUT_MS = 200;

@@ -3,7 +3,7 @@
  * rules that keep a Redis outage from reaching a caller as a hang. The gateway's rate limiter
  * (gateway/src/ratelimit/redis-gcra.ts) and webapp's project store use it.
  *
- * - Bun's client queues commands while disconnected and waits for the whole outage (DESIGN.md);
+ * - Bun's client queues commands while disconnected and waits for the whole outage (docs/design.md, "Known traps");
  *   it is created with `enableOfflineQueue: false`, so a call on a closed connection fails at once.
  * - Every call is bounded by `timeoutMs` (plus a quarter of it when this process was itself too
  *   busy to read the reply in time). A call that times out (a stopped or unreachable server
@@ -128,7 +128,10 @@ export class BoundedRedis {
 
   /** One command, bounded by the timeout; fails at once with RedisUnavailableError while Redis is down. */
   call(command: string, args: string[]): Promise<unknown> {
-    if (!this.#up) return Promise.reject(new RedisUnavailableError(this.#closed ? "redis client closed" : `redis at ${this.displayUrl} is unavailable`));
+    if (!this.#up)
+      return Promise.reject(
+        new RedisUnavailableError(this.#closed ? "redis client closed" : `redis at ${this.displayUrl} is unavailable`),
+      );
     return this.send(command, args);
   }
 

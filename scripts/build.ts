@@ -1,11 +1,11 @@
 /**
  * `make build`: each service compiled into one self-contained executable in dist/.
  * `--bytecode` halves start-up (~80 ms to the first 200) and needs `--format=esm` for top-level
- * await (DESIGN.md). Protos are embedded by lib/proto.ts, so the binaries need no files beside them.
+ * await (docs/design.md, "Known traps"). Protos are embedded by lib/proto.ts, so the binaries need no files beside them.
  * Usage: bun scripts/build.ts [gateway|webapp|rpcapp ...]
  */
 import { $ } from "zx";
-import { COMPILE_FLAGS, SERVICES } from "./lib/images.ts";
+import { COMPILE_FLAGS, SERVICES } from "./cluster/images.ts";
 
 const requested = process.argv.slice(2);
 const unknown = requested.filter((s) => !(SERVICES as readonly string[]).includes(s));

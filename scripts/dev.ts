@@ -6,7 +6,7 @@
 import { envPort } from "../lib/env.ts";
 import { colorFor, prettyLine } from "./stack/pretty.ts";
 import { isListening, isRedisInstalled } from "./stack/redis.ts";
-import { describeEvent } from "./lib/dev-control.ts";
+import { describeEvent } from "./stack/dev-control.ts";
 import { DEFAULT_CONTROL_PORT, startControlServer } from "./stack/control.ts";
 import { RollingStack } from "./stack/rolling.ts";
 import { stackOptionsFromEnv } from "./stack/stack.ts";
@@ -52,12 +52,16 @@ process.on("SIGINT", () => void shutdown("SIGINT"));
 process.on("SIGTERM", () => void shutdown("SIGTERM"));
 
 const { opts } = stack;
-console.log(`starting ${opts.webappReplicas} webapps, ${opts.rpcappReplicas} rpcapps, ${opts.gatewayReplicas} gateways…`);
+console.log(
+  `starting ${opts.webappReplicas} webapps, ${opts.rpcappReplicas} rpcapps, ${opts.gatewayReplicas} gateways…`,
+);
 try {
   await stack.start();
 } catch (err) {
   console.error(`\nmake dev: ${(err as Error).message}`);
-  console.error("Is another stack (or anything else) using these ports? Override them with GATEWAY_PORT, WEBAPP_BASE_PORT, … (README).");
+  console.error(
+    "Is another stack (or anything else) using these ports? Override them with GATEWAY_PORT, WEBAPP_BASE_PORT, … (README).",
+  );
   await stack.stop();
   process.exit(1);
 }
@@ -85,7 +89,10 @@ Portico is up.
   rpcapps     ${stack.endpoints("rpcapp")} (gRPC)
   discovery   the gateways resolve the replicas through the stack's DNS server ${stack.dns?.address}
   rollouts    ${rollouts}
-  metrics     ${stack.adminUrls().map((u) => `${u}/metrics`).join("  ")}
+  metrics     ${stack
+    .adminUrls()
+    .map((u) => `${u}/metrics`)
+    .join("  ")}
               webapps and rpcapps: /metrics on their HTTP ports (make monitor: a local Prometheus scraping them all)
   traces      set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. a local Jaeger's http://127.0.0.1:4318) to export spans;
               every log line carries trace_id, span_id and request_id either way

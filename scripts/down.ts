@@ -3,8 +3,8 @@
  * itself keeps running (`minikube stop` stops it; `minikube delete` removes it). The context is
  * named explicitly (KUBE_CONTEXT, default "minikube") so no other cluster is ever touched.
  */
-import { main, requireTools, run, step } from "./lib/cli.ts";
-import { kubeContext, kubectl, NAMESPACE } from "./lib/minikube.ts";
+import { main, requireTools, run, step } from "./cli.ts";
+import { kubeContext, kubectl, NAMESPACE } from "./cluster/minikube.ts";
 
 await main("make down", async () => {
   requireTools(["kubectl"], "`make down` deletes the portico namespace from the minikube cluster with kubectl.");

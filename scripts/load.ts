@@ -10,14 +10,19 @@
  */
 import { chalk, which } from "zx";
 import { envInt } from "../lib/env.ts";
-import { EXIT_MISSING_TOOL, main, run, ScriptError, step } from "./lib/cli.ts";
-import { answersHealthz, findDevStack } from "./lib/dev-control.ts";
-import { formatCounts, formatReport, LoadGenerator } from "./lib/load-generator.ts";
-import { kubectl, NAMESPACE, serviceUrl } from "./lib/minikube.ts";
+import { EXIT_MISSING_TOOL, main, run, ScriptError, step } from "./cli.ts";
+import { answersHealthz, findDevStack } from "./stack/dev-control.ts";
+import { formatCounts, formatReport, LoadGenerator } from "./traffic/load-generator.ts";
+import { kubectl, NAMESPACE, serviceUrl } from "./cluster/minikube.ts";
 
-async function findGateway(): Promise<{ url: string; from: "GATEWAY_URL" | "make dev" | "minikube"; close: () => void }> {
+async function findGateway(): Promise<{
+  url: string;
+  from: "GATEWAY_URL" | "make dev" | "minikube";
+  close: () => void;
+}> {
   const none = () => {};
-  if (process.env.GATEWAY_URL) return { url: process.env.GATEWAY_URL.replace(/\/+$/, ""), from: "GATEWAY_URL", close: none };
+  if (process.env.GATEWAY_URL)
+    return { url: process.env.GATEWAY_URL.replace(/\/+$/, ""), from: "GATEWAY_URL", close: none };
   const dev = await findDevStack();
   if (dev) return { url: dev.gatewayUrl, from: "make dev", close: none };
   const local = `http://127.0.0.1:${envInt("GATEWAY_PORT", 8080, { min: 1, max: 65535 })}`;
@@ -26,7 +31,10 @@ async function findGateway(): Promise<{ url: string; from: "GATEWAY_URL" | "make
     const service = await serviceUrl("gateway", 30_000);
     return { url: service.url, from: "minikube", close: service.close };
   }
-  throw new ScriptError(`no gateway found: nothing answers ${local}/healthz and minikube is not installed. Start one with \`make dev\` or \`make up\`, or set GATEWAY_URL.`, EXIT_MISSING_TOOL);
+  throw new ScriptError(
+    `no gateway found: nothing answers ${local}/healthz and minikube is not installed. Start one with \`make dev\` or \`make up\`, or set GATEWAY_URL.`,
+    EXIT_MISSING_TOOL,
+  );
 }
 
 await main("make load", async () => {
@@ -38,7 +46,8 @@ await main("make load", async () => {
   const gateway = await findGateway();
   console.log(`gateway: ${chalk.bold(gateway.url)} (from ${gateway.from})`);
   const inCluster = gateway.from === "minikube";
-  if (inCluster) console.log(chalk.dim(`watch the autoscalers in another terminal: kubectl -n ${NAMESPACE} get hpa -w`));
+  if (inCluster)
+    console.log(chalk.dim(`watch the autoscalers in another terminal: kubectl -n ${NAMESPACE} get hpa -w`));
 
   step(`${rps} requests/s for ${durationS} s (POST /projects/ and POST /verify/ in turn)`);
   const load = new LoadGenerator(gateway.url, { rps, maxInFlight });
@@ -48,9 +57,13 @@ await main("make load", async () => {
   load.start();
   const progress = setInterval(() => {
     const r = load.snapshot();
-    console.log(`  ${(r.durationMs / 1000).toFixed(0).padStart(4)} s  ${r.sent} sent, ${r.failed} failed, p99 ${r.latency.p99} ms; served by ${formatCounts(Object.assign({}, ...Object.values(r.servedBy)))}`);
+    console.log(
+      `  ${(r.durationMs / 1000).toFixed(0).padStart(4)} s  ${r.sent} sent, ${r.failed} failed, p99 ${r.latency.p99} ms; served by ${formatCounts(Object.assign({}, ...Object.values(r.servedBy)))}`,
+    );
   }, 10_000);
-  const hpa = inCluster ? setInterval(() => void run(kubectl("-n", NAMESPACE, "get", "hpa"), { stream: true, nothrow: true }), 20_000) : undefined;
+  const hpa = inCluster
+    ? setInterval(() => void run(kubectl("-n", NAMESPACE, "get", "hpa"), { stream: true, nothrow: true }), 20_000)
+    : undefined;
   try {
     await Promise.race([Bun.sleep(durationS * 1000), stopped]);
   } finally {

@@ -19,7 +19,16 @@ import { type StackOptions, stackOptionsFromEnv } from "./stack/stack.ts";
 const REPO_ROOT = resolve(import.meta.dir, "..");
 export const CLUSTER_PROMETHEUS_FILE = join(REPO_ROOT, "k8s/monitoring/prometheus.yaml");
 
-type Ports = Pick<StackOptions, "host" | "gatewayReplicas" | "webappReplicas" | "rpcappReplicas" | "adminBasePort" | "webappBasePort" | "rpcappHttpBasePort">;
+type Ports = Pick<
+  StackOptions,
+  | "host"
+  | "gatewayReplicas"
+  | "webappReplicas"
+  | "rpcappReplicas"
+  | "adminBasePort"
+  | "webappBasePort"
+  | "rpcappHttpBasePort"
+>;
 
 /** host:port of every process's /metrics, by job (the service name, as in the cluster). */
 export function localTargets(ports: Ports): Record<"gateway" | "webapp" | "rpcapp", string[]> {
@@ -35,26 +44,36 @@ export function localTargets(ports: Ports): Record<"gateway" | "webapp" | "rpcap
 export function clusterPrometheusFile(key: string, file = CLUSTER_PROMETHEUS_FILE): string {
   for (const doc of parseAllDocuments(readFileSync(file, "utf8"))) {
     const object = doc.toJS() as { kind?: string; metadata?: { name?: string }; data?: Record<string, string> } | null;
-    const text = object?.kind === "ConfigMap" && object.metadata?.name === "prometheus-config" ? object.data?.[key] : undefined;
+    const text =
+      object?.kind === "ConfigMap" && object.metadata?.name === "prometheus-config" ? object.data?.[key] : undefined;
     if (text !== undefined) return text;
   }
   throw new Error(`${file}: ConfigMap prometheus-config has no key ${key}`);
 }
 
 /** prometheus.yml for the local processes; `rulesFile` is loaded when given. */
-export function localPrometheusConfig(ports: Ports, opts: { scrapeInterval?: string; rulesFile?: string } = {}): string {
+export function localPrometheusConfig(
+  ports: Ports,
+  opts: { scrapeInterval?: string; rulesFile?: string } = {},
+): string {
   const interval = opts.scrapeInterval ?? "5s";
   const targets = localTargets(ports);
   return stringify({
     global: { scrape_interval: interval, scrape_timeout: interval, evaluation_interval: interval },
     ...(opts.rulesFile ? { rule_files: [opts.rulesFile] } : {}),
-    scrape_configs: Object.entries(targets).map(([job, list]) => ({ job_name: job, metrics_path: "/metrics", static_configs: [{ targets: list }] })),
+    scrape_configs: Object.entries(targets).map(([job, list]) => ({
+      job_name: job,
+      metrics_path: "/metrics",
+      static_configs: [{ targets: list }],
+    })),
   });
 }
 
 if (import.meta.main) {
   if (!Bun.which("prometheus")) {
-    console.error("make monitor: the `prometheus` binary is not installed (Debian/Ubuntu: sudo apt-get install prometheus).\nThe services' metrics are still there to read: curl http://127.0.0.1:9901/metrics");
+    console.error(
+      "make monitor: the `prometheus` binary is not installed (Debian/Ubuntu: sudo apt-get install prometheus).\nThe services' metrics are still there to read: curl http://127.0.0.1:9901/metrics",
+    );
     process.exit(1);
   }
   const stack = stackOptionsFromEnv();
@@ -65,9 +84,18 @@ if (import.meta.main) {
   const rulesFile = join(dir, "alerts.yml");
   writeFileSync(rulesFile, clusterPrometheusFile("alerts.yml"));
   const configFile = join(dir, "prometheus.yml");
-  writeFileSync(configFile, localPrometheusConfig(stack, { scrapeInterval: envString("MONITOR_SCRAPE_INTERVAL", "5s"), rulesFile }));
+  writeFileSync(
+    configFile,
+    localPrometheusConfig(stack, { scrapeInterval: envString("MONITOR_SCRAPE_INTERVAL", "5s"), rulesFile }),
+  );
 
-  const argv = ["prometheus", `--config.file=${configFile}`, `--storage.tsdb.path=${join(dir, "data")}`, `--web.listen-address=${stack.host}:${port}`, "--log.level=warn"];
+  const argv = [
+    "prometheus",
+    `--config.file=${configFile}`,
+    `--storage.tsdb.path=${join(dir, "data")}`,
+    `--web.listen-address=${stack.host}:${port}`,
+    "--log.level=warn",
+  ];
   console.log(`$ ${argv.join(" ")}`);
   const proc = Bun.spawn(argv, { stdout: "inherit", stderr: "inherit" });
   const cleanUp = () => rmSync(dir, { recursive: true, force: true });
@@ -76,7 +104,13 @@ if (import.meta.main) {
   const url = `http://${stack.host}:${port}`;
   const deadline = Date.now() + 15_000;
   while (Date.now() < deadline && proc.exitCode === null) {
-    if (await fetch(`${url}/-/ready`).then((r) => r.ok, () => false)) break;
+    if (
+      await fetch(`${url}/-/ready`).then(
+        (r) => r.ok,
+        () => false,
+      )
+    )
+      break;
     await Bun.sleep(200);
   }
   if (proc.exitCode === null) {

@@ -11,12 +11,12 @@
  * ROLLOUT_TIMEOUT, ROLLOUT_TARGET, DEV_CONTROL_PORT, KUBE_CONTEXT).
  */
 import { chalk } from "zx";
-import { main, requireTools, run, ScriptError, step } from "./lib/cli.ts";
-import { controlStream, describeEvent } from "./lib/dev-control.ts";
-import { currentImage, syncVersionLabel, undo, waitForOldPodsGone, waitForRollout } from "./lib/kube-rollout.ts";
-import { clusterGateway, kubectl, NAMESPACE } from "./lib/minikube.ts";
-import { findRolloutTarget, serviceArgument } from "./lib/rollout-target.ts";
-import { loadSettingsFromEnv, underLoad } from "./lib/under-load.ts";
+import { main, requireTools, run, ScriptError, step } from "./cli.ts";
+import { controlStream, describeEvent } from "./stack/dev-control.ts";
+import { currentImage, syncVersionLabel, undo, waitForOldPodsGone, waitForRollout } from "./cluster/kube-rollout.ts";
+import { clusterGateway, kubectl, NAMESPACE } from "./cluster/minikube.ts";
+import { findRolloutTarget, serviceArgument } from "./cluster/rollout-target.ts";
+import { loadSettingsFromEnv, underLoad } from "./traffic/under-load.ts";
 
 await main("make rollback", async () => {
   const service = serviceArgument("rollback", process.argv[2]);
@@ -25,16 +25,25 @@ await main("make rollback", async () => {
 
   if (target.kind === "local") {
     const { versions, previous } = target.stack;
-    if (previous[service] === null) throw new ScriptError(`make dev has not rolled out ${service} yet (it runs ${versions[service]}): there is nothing to roll back to`);
-    console.log(`make dev runs ${service} ${chalk.bold(versions[service])}; back to ${chalk.bold(previous[service]!)}, replica by replica`);
+    if (previous[service] === null)
+      throw new ScriptError(
+        `make dev has not rolled out ${service} yet (it runs ${versions[service]}): there is nothing to roll back to`,
+      );
+    console.log(
+      `make dev runs ${service} ${chalk.bold(versions[service])}; back to ${chalk.bold(previous[service]!)}, replica by replica`,
+    );
     await underLoad({ gatewayUrl: target.stack.gatewayUrl, what: `the rollback of ${service}`, ...load }, async () => {
       step(`rolling ${service} back in make dev (${target.controlUrl})`);
-      for await (const event of controlStream(target.controlUrl, "/rollback", { service })) console.log(`  ${describeEvent(event)}`);
+      for await (const event of controlStream(target.controlUrl, "/rollback", { service }))
+        console.log(`  ${describeEvent(event)}`);
     });
     return;
   }
 
-  requireTools(["minikube", "kubectl"], "`make rollback` undoes the last rollout of a Deployment in minikube with kubectl.");
+  requireTools(
+    ["minikube", "kubectl"],
+    "`make rollback` undoes the last rollout of a Deployment in minikube with kubectl.",
+  );
   step("revisions");
   const running = await currentImage(service);
   console.log(`deployment/${service} runs ${chalk.bold(running)}; undoing its last rollout`);

@@ -23,14 +23,21 @@
  */
 import { resolve } from "node:path";
 import { chalk } from "zx";
-import { main, requireTools, step } from "./lib/cli.ts";
-import { controlStream, describeEvent } from "./lib/dev-control.ts";
-import { imageTag } from "./lib/image-tag.ts";
-import { imageRef } from "./lib/images.ts";
-import { buildImage, currentImage, restart, setImage, waitForOldPodsGone, waitForRollout } from "./lib/kube-rollout.ts";
-import { clusterGateway } from "./lib/minikube.ts";
-import { findRolloutTarget, serviceArgument } from "./lib/rollout-target.ts";
-import { loadSettingsFromEnv, underLoad } from "./lib/under-load.ts";
+import { main, requireTools, step } from "./cli.ts";
+import { controlStream, describeEvent } from "./stack/dev-control.ts";
+import { imageTag } from "./cluster/image-tag.ts";
+import { imageRef } from "./cluster/images.ts";
+import {
+  buildImage,
+  currentImage,
+  restart,
+  setImage,
+  waitForOldPodsGone,
+  waitForRollout,
+} from "./cluster/kube-rollout.ts";
+import { clusterGateway } from "./cluster/minikube.ts";
+import { findRolloutTarget, serviceArgument } from "./cluster/rollout-target.ts";
+import { loadSettingsFromEnv, underLoad } from "./traffic/under-load.ts";
 
 const REPO_ROOT = resolve(import.meta.dir, "..");
 
@@ -45,21 +52,34 @@ await main("make rollout", async () => {
     step("version");
     const version = await imageTag();
     const replicas = target.stack.processes.filter((p) => p.kind === service && p.state === "serving").length;
-    console.log(`make dev runs ${service} ${chalk.bold(from)}; its ${replicas} replicas are restarted one by one as ${chalk.bold(version)}${version === from ? " (the same version: a restart)" : ""}`);
+    console.log(
+      `make dev runs ${service} ${chalk.bold(from)}; its ${replicas} replicas are restarted one by one as ${chalk.bold(version)}${version === from ? " (the same version: a restart)" : ""}`,
+    );
     await underLoad({ gatewayUrl: target.stack.gatewayUrl, what: `the rollout of ${service}`, ...load }, async () => {
       step(`rolling ${service} in make dev (${target.controlUrl})`);
-      for await (const event of controlStream(target.controlUrl, "/rollout", { service, version })) console.log(`  ${describeEvent(event)}`);
+      for await (const event of controlStream(target.controlUrl, "/rollout", { service, version }))
+        console.log(`  ${describeEvent(event)}`);
     });
     return;
   }
 
-  requireTools(["minikube", "kubectl", "docker"], "`make rollout` builds the new image inside minikube and rolls the Deployment with kubectl.");
+  requireTools(
+    ["minikube", "kubectl", "docker"],
+    "`make rollout` builds the new image inside minikube and rolls the Deployment with kubectl.",
+  );
   step("versions");
   const tag = await imageTag();
   const running = await currentImage(service);
   const unchanged = running === imageRef(service, tag);
-  console.log(`deployment/${service} runs ${chalk.bold(running || "(nothing)")}; the new image is ${chalk.bold(imageRef(service, tag))}`);
-  if (unchanged) console.log(chalk.yellow(`nothing changed since that build: its pods are restarted one by one instead (IMAGE_TAG=<new tag> make rollout SERVICE=${service} gives the same code a new version)`));
+  console.log(
+    `deployment/${service} runs ${chalk.bold(running || "(nothing)")}; the new image is ${chalk.bold(imageRef(service, tag))}`,
+  );
+  if (unchanged)
+    console.log(
+      chalk.yellow(
+        `nothing changed since that build: its pods are restarted one by one instead (IMAGE_TAG=<new tag> make rollout SERVICE=${service} gives the same code a new version)`,
+      ),
+    );
 
   if (!unchanged) {
     step(`image, built inside minikube's Docker`);
@@ -79,5 +99,7 @@ await main("make rollout", async () => {
   } finally {
     gateway.close();
   }
-  console.log(`watch: kubectl -n portico get pods -L app.kubernetes.io/version   back: make rollback SERVICE=${service}`);
+  console.log(
+    `watch: kubectl -n portico get pods -L app.kubernetes.io/version   back: make rollback SERVICE=${service}`,
+  );
 });

@@ -9,10 +9,10 @@
  */
 import { envInt } from "../lib/env.ts";
 import { chalk, which } from "zx";
-import { EXIT_MISSING_TOOL, main, ScriptError, step } from "./lib/cli.ts";
-import { answersHealthz } from "./lib/dev-control.ts";
-import { serviceUrl } from "./lib/minikube.ts";
-import { formatTable, runSmoke } from "./lib/smoke-checks.ts";
+import { EXIT_MISSING_TOOL, main, ScriptError, step } from "./cli.ts";
+import { answersHealthz } from "./stack/dev-control.ts";
+import { serviceUrl } from "./cluster/minikube.ts";
+import { formatTable, runSmoke } from "./traffic/smoke-checks.ts";
 
 /** Finds the gateway; `close` ends a minikube tunnel when one had to be opened. */
 async function findGateway(): Promise<{ url: string; from: string; close: () => void }> {
@@ -50,7 +50,8 @@ await main("make smoke", async () => {
     const { results, gateways } = await runSmoke(gateway.url, opts);
     step("results");
     console.log(formatTable(results));
-    if (gateways.size > 0) console.log(chalk.dim(`\ngateway replicas that answered: ${[...gateways].sort().join(", ")}`));
+    if (gateways.size > 0)
+      console.log(chalk.dim(`\ngateway replicas that answered: ${[...gateways].sort().join(", ")}`));
     const failed = results.filter((r) => !r.ok).length;
     if (failed > 0) throw new ScriptError(`${failed} of ${results.length} checks failed against ${gateway.url}`);
     console.log(`\n${chalk.green(`all ${results.length} checks passed`)} against ${gateway.url}`);

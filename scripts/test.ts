@@ -6,7 +6,11 @@
 const args = process.argv.slice(2);
 // bunfig.toml's [test] timeout is not applied by Bun 1.4.5; the flag is. End-to-end tests start
 // real processes, so a test (not a hook — hooks set their own) may take up to a minute.
-const proc = Bun.spawn([process.execPath, "test", "--timeout", "60000", ...args], { stdout: "inherit", stderr: "pipe", env: process.env });
+const proc = Bun.spawn([process.execPath, "test", "--timeout", "60000", ...args], {
+  stdout: "inherit",
+  stderr: "pipe",
+  env: process.env,
+});
 let passed = 0;
 let failed = 0;
 let skipped = 0;

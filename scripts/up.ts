@@ -14,12 +14,12 @@
  */
 import { join, resolve } from "node:path";
 import { chalk } from "zx";
-import { main, requireTools, run, ScriptError, step } from "./lib/cli.ts";
-import { imageTag } from "./lib/image-tag.ts";
-import { dockerfileOf, imageRef, SERVICES } from "./lib/images.ts";
-import { dockerEnv, kubeContext, kubectl, NAMESPACE, serviceUrl } from "./lib/minikube.ts";
-import { writeOverlay } from "./lib/overlay.ts";
-import { ensureAutoscaling, waitForAutoscaledReplicas } from "./lib/autoscaling.ts";
+import { main, requireTools, run, ScriptError, step } from "./cli.ts";
+import { imageTag } from "./cluster/image-tag.ts";
+import { dockerfileOf, imageRef, SERVICES } from "./cluster/images.ts";
+import { dockerEnv, kubeContext, kubectl, NAMESPACE, serviceUrl } from "./cluster/minikube.ts";
+import { writeOverlay } from "./cluster/overlay.ts";
+import { ensureAutoscaling, waitForAutoscaledReplicas } from "./cluster/autoscaling.ts";
 
 const REPO_ROOT = resolve(import.meta.dir, "..");
 // Backends first: the gateway's readiness does not wait for them, but its first requests do.
@@ -27,7 +27,10 @@ const ROLLOUT_ORDER = ["webapp", "rpcapp", "gateway"] as const;
 
 await main("make up", async () => {
   process.chdir(REPO_ROOT);
-  requireTools(["minikube", "kubectl", "docker"], "`make up` deploys to a local minikube cluster: it needs minikube, kubectl and the docker CLI (the images are built by minikube's own Docker).");
+  requireTools(
+    ["minikube", "kubectl", "docker"],
+    "`make up` deploys to a local minikube cluster: it needs minikube, kubectl and the docker CLI (the images are built by minikube's own Docker).",
+  );
 
   step("image tag");
   const tag = await imageTag();
@@ -44,7 +47,10 @@ await main("make up", async () => {
   step("images, built inside minikube's Docker");
   const env = await dockerEnv();
   for (const service of SERVICES) {
-    await run(["docker", "build", "-f", dockerfileOf(service), "-t", imageRef(service, tag), "."], { env, stream: true });
+    await run(["docker", "build", "-f", dockerfileOf(service), "-t", imageRef(service, tag), "."], {
+      env,
+      stream: true,
+    });
   }
 
   step("autoscaling: metrics-server and KEDA (k8s/autoscaling.yaml)");
@@ -63,9 +69,15 @@ await main("make up", async () => {
   const timeout = process.env.ROLLOUT_TIMEOUT ?? "180s";
   for (const service of ROLLOUT_ORDER) {
     await waitForAutoscaledReplicas(service);
-    const out = await run(kubectl("-n", NAMESPACE, "rollout", "status", `deployment/${service}`, `--timeout=${timeout}`), { stream: true, nothrow: true });
+    const out = await run(
+      kubectl("-n", NAMESPACE, "rollout", "status", `deployment/${service}`, `--timeout=${timeout}`),
+      { stream: true, nothrow: true },
+    );
     if (out.exitCode !== 0) {
-      await run(kubectl("-n", NAMESPACE, "get", "pods", "-l", `app.kubernetes.io/name=${service}`, "-o", "wide"), { stream: true, nothrow: true });
+      await run(kubectl("-n", NAMESPACE, "get", "pods", "-l", `app.kubernetes.io/name=${service}`, "-o", "wide"), {
+        stream: true,
+        nothrow: true,
+      });
       throw new ScriptError(
         `deployment/${service} did not become ready within ${timeout} (image ${imageRef(service, tag)}).\n` +
           `${(out.stderr || out.stdout).trim()}\n` +

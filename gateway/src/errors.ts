@@ -4,6 +4,16 @@
  */
 import { problemResponse } from "../../lib/problem.ts";
 
-export function gatewayProblem(status: number, title: string, requestId: string, detail?: string, extra?: Record<string, unknown>, headers?: Record<string, string>): Response {
-  return problemResponse({ title, status, ...(detail ? { detail } : {}), request_id: requestId, ...extra }, { "x-request-id": requestId, ...headers });
+export function gatewayProblem(
+  status: number,
+  title: string,
+  requestId: string,
+  detail?: string,
+  extra?: Record<string, unknown>,
+  headers?: Record<string, string>,
+): Response {
+  return problemResponse(
+    { title, status, ...(detail ? { detail } : {}), request_id: requestId, ...extra },
+    { "x-request-id": requestId, ...headers },
+  );
 }

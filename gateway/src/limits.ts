@@ -27,7 +27,12 @@ const MAX_TIMEOUT_SEC = 255;
  * Past Bun's largest timeout the connection timer is switched off: the route timeout still
  * bounds the wait.
  */
-export function extendDeadline(server: Server<unknown>, req: Request, routeTimeoutMs: number, idleTimeoutSec: number): void {
+export function extendDeadline(
+  server: Server<unknown>,
+  req: Request,
+  routeTimeoutMs: number,
+  idleTimeoutSec: number,
+): void {
   if (routeTimeoutMs + 1000 <= idleTimeoutSec * 1000) return;
   const seconds = Math.ceil(routeTimeoutMs / 1000) + 2;
   server.timeout(req, seconds > MAX_TIMEOUT_SEC ? 0 : seconds);

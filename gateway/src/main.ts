@@ -46,7 +46,11 @@ const lifecycle = new Lifecycle({
 });
 // One budget for every gateway through Redis; without REDIS_URL each process keeps its own.
 // start() waits at most 1 s for Redis, so the first requests already share the budget.
-const rateLimiter = new RateLimiter({ redisUrl: envString("REDIS_URL", "") || undefined, settings: config.rateLimit, log });
+const rateLimiter = new RateLimiter({
+  redisUrl: envString("REDIS_URL", "") || undefined,
+  settings: config.rateLimit,
+  log,
+});
 await rateLimiter.start();
 const gateway = new Gateway(config, { identity, log, lifecycle, rateLimiter });
 // Spans to OTEL_EXPORTER_OTLP_ENDPOINT (ids only without one); metrics on the admin port.
@@ -55,7 +59,14 @@ const metrics = new GatewayMetrics(createMetricsRegistry(identity), gateway, rat
 // routes.yaml is reloaded when it changes and on SIGHUP; a bad edit is rejected and the last good config keeps serving.
 const reloader = new ConfigReloader({ file: routesFile, initial: loaded, log, apply: (next) => gateway.reload(next) });
 // The live dashboard on the admin port merges every replica listed by GATEWAY_PEERS / GATEWAY_PEERS_DNS.
-const dashboard = new Dashboard({ gateway, identity, lifecycle, rateLimiter, reloader, peers: PeerDirectory.fromEnv(adminPort) });
+const dashboard = new Dashboard({
+  gateway,
+  identity,
+  lifecycle,
+  rateLimiter,
+  reloader,
+  peers: PeerDirectory.fromEnv(adminPort),
+});
 gatewayTelemetry.configure({ tracer: tracing.tracer, metrics, traffic: dashboard.traffic });
 // Once bound, the shared public port gets traffic at once (SO_REUSEPORT has no readiness gate):
 // resolve the upstreams' names first (each lookup is bounded), or the first requests answer 503.
@@ -80,7 +91,10 @@ const server = Bun.serve({
     return new Response(null, { status: 500 });
   },
 });
-const admin = createAdminApp(gateway, identity, lifecycle, metrics.registry, { dashboard, reloader }).listen({ hostname: host, port: adminPort });
+const admin = createAdminApp(gateway, identity, lifecycle, metrics.registry, { dashboard, reloader }).listen({
+  hostname: host,
+  port: adminPort,
+});
 
 lifecycle.onStop("config reloader", () => reloader.stop());
 lifecycle.onStop("public listener", () => server.stop(false));
@@ -97,6 +111,15 @@ lifecycle.handleSignals();
 reloader.start();
 lifecycle.markReady();
 log.info(
-  { port: server.port, admin_port: adminPort, metrics: `${admin.server?.url.href ?? ""}metrics`, dashboard: `${admin.server?.url.href ?? ""}dashboard`, traces: tracing.config.tracesUrl ?? null, routes: config.routes.length, upstreams: [...config.upstreams.keys()], config: routesFile },
+  {
+    port: server.port,
+    admin_port: adminPort,
+    metrics: `${admin.server?.url.href ?? ""}metrics`,
+    dashboard: `${admin.server?.url.href ?? ""}dashboard`,
+    traces: tracing.config.tracesUrl ?? null,
+    routes: config.routes.length,
+    upstreams: [...config.upstreams.keys()],
+    config: routesFile,
+  },
   "gateway ready",
 );

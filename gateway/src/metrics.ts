@@ -11,7 +11,16 @@
  */
 import type { Registry } from "prom-client";
 import { HttpServerMetrics } from "../../lib/telemetry/metrics.ts";
-import { type CollectedValue, collectedMetric, counterView, histogramValues, histogramView, LATENCY_BUCKETS, type Series, SeriesSet } from "../../lib/telemetry/series.ts";
+import {
+  type CollectedValue,
+  collectedMetric,
+  counterView,
+  histogramValues,
+  histogramView,
+  LATENCY_BUCKETS,
+  type Series,
+  SeriesSet,
+} from "../../lib/telemetry/series.ts";
 import type { RateLimiter } from "./ratelimit/limiter.ts";
 import { REDIS_LATENCY_BUCKETS_MS } from "./ratelimit/stats.ts";
 import type { Endpoint } from "./upstream/endpoint.ts";
@@ -47,8 +56,20 @@ export class GatewayMetrics {
   ) {
     this.http = new HttpServerMetrics(registry);
     const prune = () => this.#pruneGoneEndpoints();
-    counterView(registry, "portico_gateway_upstream_requests_total", "Tries sent to an upstream endpoint (retries included), by outcome: ok (it answered, 4xx included), connect, unavailable (502/503/504, reset, gRPC UNAVAILABLE), timeout, failure (500, gRPC INTERNAL…).", this.#attempts, prune);
-    histogramView(registry, "portico_gateway_upstream_request_duration_seconds", "Time from sending a try to an upstream endpoint to its response headers or gRPC reply, in seconds.", this.#latency, prune);
+    counterView(
+      registry,
+      "portico_gateway_upstream_requests_total",
+      "Tries sent to an upstream endpoint (retries included), by outcome: ok (it answered, 4xx included), connect, unavailable (502/503/504, reset, gRPC UNAVAILABLE), timeout, failure (500, gRPC INTERNAL…).",
+      this.#attempts,
+      prune,
+    );
+    histogramView(
+      registry,
+      "portico_gateway_upstream_request_duration_seconds",
+      "Time from sending a try to an upstream endpoint to its response headers or gRPC reply, in seconds.",
+      this.#latency,
+      prune,
+    );
     this.#registerUpstreamState(registry);
     if (rateLimiter) registerRateLimitMetrics(registry, rateLimiter);
   }
@@ -59,7 +80,8 @@ export class GatewayMetrics {
     if (!series) return;
     series.latency.observe(seconds);
     let outcome = series.outcomes.get(verdict);
-    if (outcome === undefined) series.outcomes.set(verdict, (outcome = this.#attempts.get(series.upstream, endpoint.address, verdict)));
+    if (outcome === undefined)
+      series.outcomes.set(verdict, (outcome = this.#attempts.get(series.upstream, endpoint.address, verdict)));
     outcome.inc();
   }
 
@@ -68,7 +90,11 @@ export class GatewayMetrics {
     if (series === undefined) {
       const upstream = [...this.gateway.upstreams.values()].find((u) => u.endpoints.includes(endpoint));
       if (!upstream) return undefined;
-      series = { upstream: upstream.name, latency: this.#latency.get(upstream.name, endpoint.address), outcomes: new Map() };
+      series = {
+        upstream: upstream.name,
+        latency: this.#latency.get(upstream.name, endpoint.address),
+        outcomes: new Map(),
+      };
       this.#byEndpoint.set(endpoint, series);
     }
     return series;
@@ -88,52 +114,147 @@ export class GatewayMetrics {
       collectedMetric(registry, name, help, type, () => {
         const values: CollectedValue[] = [];
         for (const u of this.gateway.upstreams.values()) {
-          for (const e of u.endpoints) values.push({ labels: { upstream: u.name, endpoint: e.address }, value: value(e) });
+          for (const e of u.endpoints)
+            values.push({ labels: { upstream: u.name, endpoint: e.address }, value: value(e) });
         }
         return values;
       });
     const perUpstream = (name: string, help: string, type: "gauge" | "counter", value: (u: Upstream) => number) =>
-      collectedMetric(registry, name, help, type, () => [...this.gateway.upstreams.values()].map((u) => ({ labels: { upstream: u.name }, value: value(u) })));
+      collectedMetric(registry, name, help, type, () =>
+        [...this.gateway.upstreams.values()].map((u) => ({ labels: { upstream: u.name }, value: value(u) })),
+      );
 
-    perUpstream("portico_gateway_upstream_endpoints", "Endpoints discovery currently knows for the upstream.", "gauge", (u) => u.endpoints.length);
-    perEndpoint("portico_gateway_upstream_endpoint_available", "1 if the balancer may pick this endpoint now (healthy, not ejected, breaker closed or probing), else 0.", "gauge", (e) => (e.available ? 1 : 0));
-    perEndpoint("portico_gateway_upstream_endpoint_healthy", "1 if the active health checks last found this endpoint healthy, 0 if unhealthy or not yet checked.", "gauge", (e) => (e.health === "healthy" ? 1 : 0));
-    perEndpoint("portico_gateway_upstream_breaker_state", "Circuit breaker of the endpoint: 0 closed, 1 half-open, 2 open.", "gauge", (e) => BREAKER_STATE[e.breakerState] ?? 0);
-    perEndpoint("portico_gateway_upstream_ejected", "1 while outlier detection keeps the endpoint out of the balancer, else 0.", "gauge", (e) => (e.ejected ? 1 : 0));
-    perEndpoint("portico_gateway_upstream_ejections_total", "Times outlier detection ejected the endpoint.", "counter", (e) => e.ejections);
-    perEndpoint("portico_gateway_upstream_in_flight", "Tries sent to the endpoint and not yet answered.", "gauge", (e) => e.inflight);
-    perEndpoint("portico_gateway_upstream_latency_ewma_seconds", "The balancer's latency figure for the endpoint (an EWMA, failures weighted up), in seconds.", "gauge", (e) => e.ewmaMs / 1000);
-    perUpstream("portico_gateway_upstream_retries_total", "Retries sent to another endpoint after a failed try.", "counter", (u) => u.retries.attempted);
-    perUpstream("portico_gateway_upstream_retries_budget_exhausted_total", "Retries not sent because the route's retry budget was spent.", "counter", (u) => u.retries.budgetExhausted);
+    perUpstream(
+      "portico_gateway_upstream_endpoints",
+      "Endpoints discovery currently knows for the upstream.",
+      "gauge",
+      (u) => u.endpoints.length,
+    );
+    perEndpoint(
+      "portico_gateway_upstream_endpoint_available",
+      "1 if the balancer may pick this endpoint now (healthy, not ejected, breaker closed or probing), else 0.",
+      "gauge",
+      (e) => (e.available ? 1 : 0),
+    );
+    perEndpoint(
+      "portico_gateway_upstream_endpoint_healthy",
+      "1 if the active health checks last found this endpoint healthy, 0 if unhealthy or not yet checked.",
+      "gauge",
+      (e) => (e.health === "healthy" ? 1 : 0),
+    );
+    perEndpoint(
+      "portico_gateway_upstream_breaker_state",
+      "Circuit breaker of the endpoint: 0 closed, 1 half-open, 2 open.",
+      "gauge",
+      (e) => BREAKER_STATE[e.breakerState] ?? 0,
+    );
+    perEndpoint(
+      "portico_gateway_upstream_ejected",
+      "1 while outlier detection keeps the endpoint out of the balancer, else 0.",
+      "gauge",
+      (e) => (e.ejected ? 1 : 0),
+    );
+    perEndpoint(
+      "portico_gateway_upstream_ejections_total",
+      "Times outlier detection ejected the endpoint.",
+      "counter",
+      (e) => e.ejections,
+    );
+    perEndpoint(
+      "portico_gateway_upstream_in_flight",
+      "Tries sent to the endpoint and not yet answered.",
+      "gauge",
+      (e) => e.inflight,
+    );
+    perEndpoint(
+      "portico_gateway_upstream_latency_ewma_seconds",
+      "The balancer's latency figure for the endpoint (an EWMA, failures weighted up), in seconds.",
+      "gauge",
+      (e) => e.ewmaMs / 1000,
+    );
+    perUpstream(
+      "portico_gateway_upstream_retries_total",
+      "Retries sent to another endpoint after a failed try.",
+      "counter",
+      (u) => u.retries.attempted,
+    );
+    perUpstream(
+      "portico_gateway_upstream_retries_budget_exhausted_total",
+      "Retries not sent because the route's retry budget was spent.",
+      "counter",
+      (u) => u.retries.budgetExhausted,
+    );
   }
 }
 
 /** The rate limiter's figures (ratelimit/stats.ts), read at scrape time. */
 function registerRateLimitMetrics(registry: Registry, limiter: RateLimiter): void {
   const { stats } = limiter;
-  collectedMetric(registry, "portico_gateway_ratelimit_decisions_total", "Rate-limit decisions, by route and decision (allowed, denied).", "counter", () =>
-    [...stats.decisions].flatMap(([route, counts]) => [
-      { labels: { route, decision: "allowed" }, value: counts.allowed },
-      { labels: { route, decision: "denied" }, value: counts.denied },
-    ]),
+  collectedMetric(
+    registry,
+    "portico_gateway_ratelimit_decisions_total",
+    "Rate-limit decisions, by route and decision (allowed, denied).",
+    "counter",
+    () =>
+      [...stats.decisions].flatMap(([route, counts]) => [
+        { labels: { route, decision: "allowed" }, value: counts.allowed },
+        { labels: { route, decision: "denied" }, value: counts.denied },
+      ]),
   );
-  collectedMetric(registry, "portico_gateway_ratelimit_fallback_decisions_total", "Rate-limit decisions taken by the fallback while Redis was unreachable (also counted in decisions_total).", "counter", () =>
-    [...stats.decisions].map(([route, counts]) => ({ labels: { route }, value: counts.fallback })),
+  collectedMetric(
+    registry,
+    "portico_gateway_ratelimit_fallback_decisions_total",
+    "Rate-limit decisions taken by the fallback while Redis was unreachable (also counted in decisions_total).",
+    "counter",
+    () => [...stats.decisions].map(([route, counts]) => ({ labels: { route }, value: counts.fallback })),
   );
-  collectedMetric(registry, "portico_gateway_ratelimit_redis_duration_seconds", "Duration of the rate limiter's Redis calls (the GCRA script and health probes), in seconds.", "histogram", () =>
-    histogramValues("portico_gateway_ratelimit_redis_duration_seconds", {}, REDIS_BUCKETS_S, stats.redis.buckets, stats.redis.totalMs / 1000, stats.redis.calls),
+  collectedMetric(
+    registry,
+    "portico_gateway_ratelimit_redis_duration_seconds",
+    "Duration of the rate limiter's Redis calls (the GCRA script and health probes), in seconds.",
+    "histogram",
+    () =>
+      histogramValues(
+        "portico_gateway_ratelimit_redis_duration_seconds",
+        {},
+        REDIS_BUCKETS_S,
+        stats.redis.buckets,
+        stats.redis.totalMs / 1000,
+        stats.redis.calls,
+      ),
   );
-  collectedMetric(registry, "portico_gateway_ratelimit_redis_calls_total", "The rate limiter's Redis calls, by result (ok, error, timeout).", "counter", () => {
-    const { calls, errors, timeouts } = stats.redis;
-    return [
-      { labels: { result: "ok" }, value: calls - errors - timeouts },
-      { labels: { result: "error" }, value: errors },
-      { labels: { result: "timeout" }, value: timeouts },
-    ];
-  });
-  collectedMetric(registry, "portico_gateway_ratelimit_fallback_entries_total", "Times the rate limiter lost Redis and switched to its fallback.", "counter", () => [{ labels: {}, value: stats.fallbackEntries }]);
-  collectedMetric(registry, "portico_gateway_ratelimit_mode", "1 for the rate limiter's current mode: redis (shared budget), fallback (Redis unreachable) or memory (no Redis configured).", "gauge", () => {
-    const mode = limiter.mode();
-    return (["redis", "fallback", "memory"] as const).map((m) => ({ labels: { mode: m }, value: m === mode ? 1 : 0 }));
-  });
+  collectedMetric(
+    registry,
+    "portico_gateway_ratelimit_redis_calls_total",
+    "The rate limiter's Redis calls, by result (ok, error, timeout).",
+    "counter",
+    () => {
+      const { calls, errors, timeouts } = stats.redis;
+      return [
+        { labels: { result: "ok" }, value: calls - errors - timeouts },
+        { labels: { result: "error" }, value: errors },
+        { labels: { result: "timeout" }, value: timeouts },
+      ];
+    },
+  );
+  collectedMetric(
+    registry,
+    "portico_gateway_ratelimit_fallback_entries_total",
+    "Times the rate limiter lost Redis and switched to its fallback.",
+    "counter",
+    () => [{ labels: {}, value: stats.fallbackEntries }],
+  );
+  collectedMetric(
+    registry,
+    "portico_gateway_ratelimit_mode",
+    "1 for the rate limiter's current mode: redis (shared budget), fallback (Redis unreachable) or memory (no Redis configured).",
+    "gauge",
+    () => {
+      const mode = limiter.mode();
+      return (["redis", "fallback", "memory"] as const).map((m) => ({
+        labels: { mode: m },
+        value: m === mode ? 1 : 0,
+      }));
+    },
+  );
 }

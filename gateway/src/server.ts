@@ -71,9 +71,17 @@ export class Gateway {
     for (const settings of config.upstreams.values()) {
       const previous = current?.config.upstreams.get(settings.name);
       const kept = previous && sameUpstream(previous, settings) ? current!.upstreams.get(settings.name) : undefined;
-      upstreams.set(settings.name, kept ?? new Upstream(settings, { onEvent: (event) => logUpstreamEvent(log, event) }));
+      upstreams.set(
+        settings.name,
+        kept ?? new Upstream(settings, { onEvent: (event) => logUpstreamEvent(log, event) }),
+      );
     }
-    return { config, router: new Router(config.routes), upstreams, trustedProxies: new TrustedProxies(config.trustedProxies) };
+    return {
+      config,
+      router: new Router(config.routes),
+      upstreams,
+      trustedProxies: new TrustedProxies(config.trustedProxies),
+    };
   }
 
   /**
@@ -87,7 +95,9 @@ export class Gateway {
   async reload(config: GatewayConfig): Promise<void> {
     const previous = this.#state;
     const next = Gateway.#build(config, this.deps.log, previous);
-    await Promise.all([...next.upstreams.values()].filter((u) => previous.upstreams.get(u.name) !== u).map((u) => u.ready));
+    await Promise.all(
+      [...next.upstreams.values()].filter((u) => previous.upstreams.get(u.name) !== u).map((u) => u.ready),
+    );
     this.#state = next;
     applyHeaderLimit(config.limits.maxHeaderBytes);
     this.deps.rateLimiter?.reconfigure(config.rateLimit);
@@ -159,18 +169,35 @@ export class Gateway {
 
   async #handle(req: Request, ctx: RequestContext, state: GatewayState, server: Server<unknown>): Promise<Response> {
     const refusal = refuseRequest(req.method, req.headers.get("host"));
-    if (refusal) return gatewayProblem(refusal.status, refusal.title, ctx.id, refusal.detail, undefined, refusal.headers);
+    if (refusal)
+      return gatewayProblem(refusal.status, refusal.title, ctx.id, refusal.detail, undefined, refusal.headers);
     if (ctx.path === "/healthz") return Response.json({ status: "ok" });
-    if (ctx.path === "/readyz") return this.deps.lifecycle.isReady() ? Response.json({ status: "ready" }) : gatewayProblem(503, "Not ready", ctx.id, "the gateway is starting or draining");
+    if (ctx.path === "/readyz")
+      return this.deps.lifecycle.isReady()
+        ? Response.json({ status: "ready" })
+        : gatewayProblem(503, "Not ready", ctx.id, "the gateway is starting or draining");
 
     const normalized = normalizePath(ctx.path);
-    if (!normalized.ok) return gatewayProblem(normalized.status, normalized.status === 414 ? "URI too long" : "Bad request path", ctx.id, normalized.reason);
+    if (!normalized.ok)
+      return gatewayProblem(
+        normalized.status,
+        normalized.status === 414 ? "URI too long" : "Bad request path",
+        ctx.id,
+        normalized.reason,
+      );
     ctx.path = normalized.path;
 
     const match = state.router.match(req.method, ctx.path);
     if (match.kind === "not-found") return gatewayProblem(404, "Not found", ctx.id, `no route for ${ctx.path}`);
     if (match.kind === "method-not-allowed") {
-      return gatewayProblem(405, "Method not allowed", ctx.id, `${req.method} is not allowed on ${ctx.path}`, { allow: match.allow }, { allow: match.allow.join(", ") });
+      return gatewayProblem(
+        405,
+        "Method not allowed",
+        ctx.id,
+        `${req.method} is not allowed on ${ctx.path}`,
+        { allow: match.allow },
+        { allow: match.allow.join(", ") },
+      );
     }
     const route = match.route;
     ctx.route = route;
@@ -178,36 +205,74 @@ export class Gateway {
       const auth = await route.auth.check(req.headers);
       if (!auth.ok) return auth.response(ctx.id);
     }
-    const limit = route.rateLimit && (await (this.deps.rateLimiter ?? defaultRateLimiter()).check(route.name, route.rateLimit, ctx.clientIp, req.headers));
+    const limit =
+      route.rateLimit &&
+      (await (this.deps.rateLimiter ?? defaultRateLimiter()).check(
+        route.name,
+        route.rateLimit,
+        ctx.clientIp,
+        req.headers,
+      ));
     if (limit && !limit.allowed) return limit.response(ctx.id);
     const upstream = state.upstreams.get(route.upstream)!;
 
     const body = await readBody(req, route.maxBodyBytes);
     if (!body.ok) {
       return body.reason === "too-large"
-        ? gatewayProblem(413, "Content too large", ctx.id, `the body exceeds ${route.maxBodyBytes} bytes`, { limit: route.maxBodyBytes })
-        : gatewayProblem(400, "Incomplete request body", ctx.id, "the client closed the connection before the body was complete");
+        ? gatewayProblem(413, "Content too large", ctx.id, `the body exceeds ${route.maxBodyBytes} bytes`, {
+            limit: route.maxBodyBytes,
+          })
+        : gatewayProblem(
+            400,
+            "Incomplete request body",
+            ctx.id,
+            "the client closed the connection before the body was complete",
+          );
     }
     // Upstreams parse and validate bodies themselves, but deep nesting is where parsers and
     // validators break; a few dozen levels are all any API here needs. Other media types pass.
     const { maxJsonDepth } = state.config.limits;
-    if (body.bytes && !route.grpcMethod && isJsonMediaType(req.headers.get("content-type")) && exceedsJsonDepth(body.bytes, maxJsonDepth)) {
-      return gatewayProblem(400, "Invalid request", ctx.id, `the JSON body is nested deeper than ${maxJsonDepth} levels`);
+    if (
+      body.bytes &&
+      !route.grpcMethod &&
+      isJsonMediaType(req.headers.get("content-type")) &&
+      exceedsJsonDepth(body.bytes, maxJsonDepth)
+    ) {
+      return gatewayProblem(
+        400,
+        "Invalid request",
+        ctx.id,
+        `the JSON body is nested deeper than ${maxJsonDepth} levels`,
+      );
     }
     extendDeadline(server, req, route.timeoutMs, state.config.limits.idleTimeoutSec);
-    const response = await (route.grpcMethod ? this.#transcodeGrpc(req, ctx, route, upstream, body.bytes, state.config.limits) : this.#forwardHttp(req, ctx, route, upstream, body.bytes, state.config.limits));
+    const response = await (route.grpcMethod
+      ? this.#transcodeGrpc(req, ctx, route, upstream, body.bytes, state.config.limits)
+      : this.#forwardHttp(req, ctx, route, upstream, body.bytes, state.config.limits));
     limit?.setHeaders(response.headers);
     return response;
   }
 
   // `limits` come from the state the request started with: a reload mid-request does not change them.
-  async #forwardHttp(req: Request, ctx: RequestContext, route: RouteConfig, upstream: Upstream, body: Uint8Array | null, limits: GatewayConfig["limits"]): Promise<Response> {
-    const upstreamPath = route.http?.rewritePrefix !== undefined && route.match === "prefix" ? rewrite(ctx.path, route.path, route.http.rewritePrefix) : ctx.path;
+  async #forwardHttp(
+    req: Request,
+    ctx: RequestContext,
+    route: RouteConfig,
+    upstream: Upstream,
+    body: Uint8Array | null,
+    limits: GatewayConfig["limits"],
+  ): Promise<Response> {
+    const upstreamPath =
+      route.http?.rewritePrefix !== undefined && route.match === "prefix"
+        ? rewrite(ctx.path, route.path, route.http.rewritePrefix)
+        : ctx.path;
     const pathAndQuery = upstreamPath + ctx.search;
     const headers = prepareRequestHeaders(req, ctx, this.deps.identity.instance);
     route.auth?.stripCredentials(headers);
     const method = req.method;
-    const outcome = await dispatch(upstream, route, ctx, isIdempotentMethod(method), (endpoint, timeoutMs) => forwardHttp(endpoint, method, pathAndQuery, headers, body, timeoutMs));
+    const outcome = await dispatch(upstream, route, ctx, isIdempotentMethod(method), (endpoint, timeoutMs) =>
+      forwardHttp(endpoint, method, pathAndQuery, headers, body, timeoutMs),
+    );
     switch (outcome.kind) {
       case "no-endpoint":
         return noEndpointProblem(upstream.name, outcome, ctx.id);
@@ -215,23 +280,55 @@ export class Gateway {
         ctx.servedBy = outcome.response.headers.get("x-served-by") ?? undefined;
         const maxBytes = limits.maxResponseBytes;
         const limited = limitResponseSize(outcome.response, maxBytes);
-        if (!limited.ok) return gatewayProblem(502, "Upstream response too large", ctx.id, `${upstream.name} answered with ${limited.declared} bytes; the limit is ${maxBytes}`, { upstream: upstream.name });
+        if (!limited.ok)
+          return gatewayProblem(
+            502,
+            "Upstream response too large",
+            ctx.id,
+            `${upstream.name} answered with ${limited.declared} bytes; the limit is ${maxBytes}`,
+            { upstream: upstream.name },
+          );
         return limited.response;
       }
       case "timeout":
-        return gatewayProblem(504, "Upstream timed out", ctx.id, `${upstream.name} did not answer within ${route.timeoutMs} ms`, { upstream: upstream.name });
+        return gatewayProblem(
+          504,
+          "Upstream timed out",
+          ctx.id,
+          `${upstream.name} did not answer within ${route.timeoutMs} ms`,
+          { upstream: upstream.name },
+        );
       case "connect-error":
       case "error":
-        return gatewayProblem(502, "Upstream unavailable", ctx.id, `${upstream.name} (${ctx.endpoint}): ${outcome.error.message}`, { upstream: upstream.name });
+        return gatewayProblem(
+          502,
+          "Upstream unavailable",
+          ctx.id,
+          `${upstream.name} (${ctx.endpoint}): ${outcome.error.message}`,
+          { upstream: upstream.name },
+        );
     }
   }
 
-  async #transcodeGrpc(req: Request, ctx: RequestContext, route: RouteConfig, upstream: Upstream, body: Uint8Array | null, limits: GatewayConfig["limits"]): Promise<Response> {
+  async #transcodeGrpc(
+    req: Request,
+    ctx: RequestContext,
+    route: RouteConfig,
+    upstream: Upstream,
+    body: Uint8Array | null,
+    limits: GatewayConfig["limits"],
+  ): Promise<Response> {
     const method = route.grpcMethod!;
     let input: unknown = {};
     if (body) {
       if (exceedsJsonDepth(body, limits.maxJsonDepth)) {
-        return gatewayProblem(400, "Invalid request", ctx.id, `the body is nested deeper than ${limits.maxJsonDepth} levels`, { errors: [{ field: "(body)", message: `nested deeper than ${limits.maxJsonDepth} levels` }] });
+        return gatewayProblem(
+          400,
+          "Invalid request",
+          ctx.id,
+          `the body is nested deeper than ${limits.maxJsonDepth} levels`,
+          { errors: [{ field: "(body)", message: `nested deeper than ${limits.maxJsonDepth} levels` }] },
+        );
       }
       let text: string;
       try {
@@ -245,9 +342,18 @@ export class Gateway {
         return gatewayProblem(400, "Invalid JSON", ctx.id, (err as Error).message);
       }
     }
-    const errors = checkMessage(method.requestType, input, { maxDepth: limits.maxJsonDepth, maxStringLength: limits.maxJsonStringLength });
+    const errors = checkMessage(method.requestType, input, {
+      maxDepth: limits.maxJsonDepth,
+      maxStringLength: limits.maxJsonStringLength,
+    });
     if (errors.length > 0) {
-      return gatewayProblem(400, "Invalid request", ctx.id, `the body does not match ${method.requestType.fullName.slice(1)}: ${errors.map((e) => `${e.field} ${e.message}`).join("; ")}`, { errors });
+      return gatewayProblem(
+        400,
+        "Invalid request",
+        ctx.id,
+        `the body does not match ${method.requestType.fullName.slice(1)}: ${errors.map((e) => `${e.field} ${e.message}`).join("; ")}`,
+        { errors },
+      );
     }
     const metadata = new grpc.Metadata();
     metadata.set("x-request-id", ctx.id);
@@ -255,7 +361,9 @@ export class Gateway {
     const userAgent = req.headers.get("user-agent");
     if (userAgent) metadata.set("x-forwarded-user-agent", userAgent);
     route.auth?.copyClaimHeaders(req.headers, metadata);
-    const outcome = await dispatch(upstream, route, ctx, route.grpc?.idempotent === true, (endpoint, timeoutMs) => callUnary(endpoint, method, input as object, metadata, timeoutMs));
+    const outcome = await dispatch(upstream, route, ctx, route.grpc?.idempotent === true, (endpoint, timeoutMs) =>
+      callUnary(endpoint, method, input as object, metadata, timeoutMs),
+    );
     if (outcome.kind === "no-endpoint") return noEndpointProblem(upstream.name, outcome, ctx.id);
     ctx.servedBy = outcome.servedBy;
     // The replica's identity travels back as headers, as an HTTP upstream's would.
@@ -263,11 +371,19 @@ export class Gateway {
       ...(outcome.servedBy ? { "x-served-by": outcome.servedBy } : {}),
       ...(outcome.serviceVersion ? { "x-service-version": outcome.serviceVersion } : {}),
     };
-    if (outcome.kind === "reply") return new Response(JSON.stringify(outcome.reply), { status: 200, headers: { ...JSON_HEADERS, ...servedBy } });
+    if (outcome.kind === "reply")
+      return new Response(JSON.stringify(outcome.reply), { status: 200, headers: { ...JSON_HEADERS, ...servedBy } });
     const status = httpStatusFromGrpc(outcome.code);
     const retryAfter: Record<string, string> = status === 503 ? { "retry-after": "1" } : {};
     // The body carries both the problem+json members and grpc-gateway's {code, message, details}.
-    return gatewayProblem(status, grpcCodeName(outcome.code), ctx.id, outcome.details, { code: outcome.code, message: outcome.details, details: [], upstream: upstream.name }, { ...servedBy, ...retryAfter });
+    return gatewayProblem(
+      status,
+      grpcCodeName(outcome.code),
+      ctx.id,
+      outcome.details,
+      { code: outcome.code, message: outcome.details, details: [], upstream: upstream.name },
+      { ...servedBy, ...retryAfter },
+    );
   }
 
   #accessLog(ctx: RequestContext, status: number): void {
@@ -298,7 +414,10 @@ function logUpstreamEvent(log: Logger, event: UpstreamEvent): void {
     case "readmitted":
       return log.info({ ...base, endpoint: event.endpoint.address, reason: event.reason }, "endpoint readmitted");
     case "breaker":
-      return log[event.state === "closed" ? "info" : "warn"]({ ...base, endpoint: event.endpoint.address, state: event.state }, "circuit breaker");
+      return log[event.state === "closed" ? "info" : "warn"](
+        { ...base, endpoint: event.endpoint.address, state: event.state },
+        "circuit breaker",
+      );
     case "health":
       return log.info({ ...base, endpoint: event.endpoint.address, health: event.health }, "endpoint health changed");
     case "endpoints":

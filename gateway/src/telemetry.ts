@@ -14,7 +14,15 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { type Context, type Span, trace, type Tracer } from "@opentelemetry/api";
-import { endHttpSpan, endSpanWithError, headersGetter, headersSetter, metadataSetter, startClientSpan, startServerSpan } from "../../lib/telemetry/spans.ts";
+import {
+  endHttpSpan,
+  endSpanWithError,
+  headersGetter,
+  headersSetter,
+  metadataSetter,
+  startClientSpan,
+  startServerSpan,
+} from "../../lib/telemetry/spans.ts";
 import type { RequestContext } from "./context.ts";
 import type { GrpcOutcome } from "./grpc/call.ts";
 import type { TrafficRecorder } from "./admin/traffic.ts";
@@ -42,7 +50,15 @@ export class GatewayTelemetry {
     if (this.#metrics) this.#metrics.http.inFlight++;
     // The public /healthz and /readyz are Kubernetes' probes: ids for their log lines, no span.
     const record = path !== "/healthz" && path !== "/readyz";
-    return startServerSpan(this.#tracer, method, headers, headersGetter, requestId, { "http.request.method": method, "url.path": path }, record);
+    return startServerSpan(
+      this.#tracer,
+      method,
+      headers,
+      headersGetter,
+      requestId,
+      { "http.request.method": method, "url.path": path },
+      record,
+    );
   }
 
   /** The response is ready: count it, and end its span named after the route it matched. */
@@ -59,19 +75,33 @@ export class GatewayTelemetry {
       span.setAttribute("client.address", ctx.clientIp);
       if (ctx.route) {
         span.updateName(`${ctx.method} ${ctx.route.path}`);
-        span.setAttributes({ "http.route": ctx.route.path, "portico.route": ctx.route.name, "portico.upstream": ctx.route.upstream });
+        span.setAttributes({
+          "http.route": ctx.route.path,
+          "portico.route": ctx.route.name,
+          "portico.upstream": ctx.route.upstream,
+        });
       }
     }
     endHttpSpan(span, status, "server");
   }
 
   /** One HTTP try: a client span around `send`, whose traceparent goes out in `headers`. */
-  async traceHttp(endpoint: Endpoint, method: string, pathAndQuery: string, headers: Headers, send: () => Promise<HttpOutcome>): Promise<HttpOutcome> {
+  async traceHttp(
+    endpoint: Endpoint,
+    method: string,
+    pathAndQuery: string,
+    headers: Headers,
+    send: () => Promise<HttpOutcome>,
+  ): Promise<HttpOutcome> {
     const span = startClientSpan(this.#tracer, method, headers, headersSetter, NO_ATTRIBUTES);
     if (span.isRecording()) {
       const query = pathAndQuery.indexOf("?");
       // The query is left out: it can carry credentials (api_key=…).
-      span.setAttributes({ "http.request.method": method, "url.full": endpoint.origin + (query < 0 ? pathAndQuery : pathAndQuery.slice(0, query)), ...peer(endpoint) });
+      span.setAttributes({
+        "http.request.method": method,
+        "url.full": endpoint.origin + (query < 0 ? pathAndQuery : pathAndQuery.slice(0, query)),
+        ...peer(endpoint),
+      });
     }
     const startedAt = performance.now();
     const outcome = await send();
@@ -82,12 +112,22 @@ export class GatewayTelemetry {
   }
 
   /** One gRPC try: a client span around `send`, whose traceparent goes out in `metadata`. */
-  async traceGrpc(endpoint: Endpoint, methodPath: string, metadata: grpc.Metadata, send: () => Promise<GrpcOutcome>): Promise<GrpcOutcome> {
+  async traceGrpc(
+    endpoint: Endpoint,
+    methodPath: string,
+    metadata: grpc.Metadata,
+    send: () => Promise<GrpcOutcome>,
+  ): Promise<GrpcOutcome> {
     const name = methodPath.slice(1);
     const span = startClientSpan(this.#tracer, name, metadata, metadataSetter, NO_ATTRIBUTES);
     if (span.isRecording()) {
       const slash = name.indexOf("/");
-      span.setAttributes({ "rpc.system": "grpc", "rpc.service": name.slice(0, slash), "rpc.method": name.slice(slash + 1), ...peer(endpoint) });
+      span.setAttributes({
+        "rpc.system": "grpc",
+        "rpc.service": name.slice(0, slash),
+        "rpc.method": name.slice(slash + 1),
+        ...peer(endpoint),
+      });
     }
     const startedAt = performance.now();
     const outcome = await send();
@@ -102,7 +142,10 @@ export const gatewayTelemetry = new GatewayTelemetry();
 
 function peer(endpoint: Endpoint): { "server.address": string; "server.port": number } {
   const colon = endpoint.address.lastIndexOf(":");
-  return { "server.address": endpoint.address.slice(0, colon), "server.port": Number(endpoint.address.slice(colon + 1)) };
+  return {
+    "server.address": endpoint.address.slice(0, colon),
+    "server.port": Number(endpoint.address.slice(colon + 1)),
+  };
 }
 
 function endGrpcSpan(span: Span, code: grpc.status): void {

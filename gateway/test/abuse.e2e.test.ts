@@ -20,9 +20,9 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort } from "../../lib/testing/ports.ts";
-import { REPO_ROOT, spawnService, stopAll, waitFor } from "../../lib/testing/processes.ts";
-import { startTestStack, type TestStack } from "../../scripts/stack/testing.ts";
+import { freePort } from "../../scripts/stack/testing/ports.ts";
+import { REPO_ROOT, spawnService, stopAll, waitFor } from "../../scripts/stack/testing/processes.ts";
+import { startTestStack, type TestStack } from "../../scripts/stack/testing/stack.ts";
 
 /** What one probe sends, and what it may be answered with. */
 interface Probe {
@@ -61,12 +61,17 @@ function send(port: number, probe: Probe): Promise<Outcome> {
     const parsed = (): Outcome | undefined => {
       let text = received.toString("latin1");
       // Skip interim 1xx answers (100 Continue).
-      while (/^HTTP\/1\.[01] 1\d\d [^\r\n]*\r\n(?:[^\r\n]*\r\n)*?\r\n/.test(text)) text = text.replace(/^HTTP\/1\.[01] 1\d\d [^\r\n]*\r\n(?:[^\r\n]*\r\n)*?\r\n/, "");
+      while (/^HTTP\/1\.[01] 1\d\d [^\r\n]*\r\n(?:[^\r\n]*\r\n)*?\r\n/.test(text))
+        text = text.replace(/^HTTP\/1\.[01] 1\d\d [^\r\n]*\r\n(?:[^\r\n]*\r\n)*?\r\n/, "");
       const head = text.indexOf("\r\n\r\n");
       if (head < 0) return undefined;
       const status = /^HTTP\/1\.[01] (\d{3})/.exec(text);
       if (!status) return { kind: "closed" };
-      return { kind: "status", status: Number(status[1]), fromGateway: /\r\nx-gateway:/i.test(text.slice(0, head + 2)) };
+      return {
+        kind: "status",
+        status: Number(status[1]),
+        fromGateway: /\r\nx-gateway:/i.test(text.slice(0, head + 2)),
+      };
     };
     timers.push(setTimeout(() => finish({ kind: "timeout" }), probe.timeoutMs ?? 5000));
     socket.on("data", (chunk: Buffer) => {
@@ -79,11 +84,14 @@ function send(port: number, probe: Probe): Promise<Outcome> {
     socket.on("connect", () => {
       probe.parts.forEach((part, i) => {
         timers.push(
-          setTimeout(() => {
-            if (settled || socket.destroyed) return;
-            socket.write(part, () => {});
-            if (i === probe.parts.length - 1 && probe.end) socket.end();
-          }, i * (probe.gapMs ?? 0)),
+          setTimeout(
+            () => {
+              if (settled || socket.destroyed) return;
+              socket.write(part, () => {});
+              if (i === probe.parts.length - 1 && probe.end) socket.end();
+            },
+            i * (probe.gapMs ?? 0),
+          ),
         );
       });
     });
@@ -93,7 +101,8 @@ function send(port: number, probe: Probe): Promise<Outcome> {
 // ---- the generated probes -------------------------------------------------------------------
 
 const CRLF = "\r\n";
-const request = (line: string, headers: string[] = [], body = "") => `${line}${CRLF}${[...headers, ""].join(CRLF)}${CRLF}${body}`;
+const request = (line: string, headers: string[] = [], body = "") =>
+  `${line}${CRLF}${[...headers, ""].join(CRLF)}${CRLF}${body}`;
 const host = "Host: portico.test";
 const close = "Connection: close";
 
@@ -107,14 +116,42 @@ function requestLineProbes(): Probe[] {
       for (const version of versions) {
         if (method === "GET" && target === "/projects/" && version === "HTTP/1.1") continue; // well-formed
         const line = [method, target, version].filter((p, i) => p !== "" || i === 1).join(" ");
-        probes.push({ category: "request line", name: JSON.stringify(line.slice(0, 60)), parts: [request(line, [host, close])], parser: true });
+        probes.push({
+          category: "request line",
+          name: JSON.stringify(line.slice(0, 60)),
+          parts: [request(line, [host, close])],
+          parser: true,
+        });
       }
     }
   }
-  probes.push({ category: "request line", name: "garbage bytes", parts: [new Uint8Array([0x16, 0x03, 0x01, 0x00, 0xff, 0x0d, 0x0a, 0x0d, 0x0a])], parser: true });
-  probes.push({ category: "request line", name: "TLS ClientHello on plain HTTP", parts: [new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, ...new Array(64).fill(0x41)])], end: true, parser: true });
-  probes.push({ category: "request line", name: "HTTP/2 preface", parts: ["PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"], parser: true });
-  probes.push({ category: "request line", name: "leading empty lines", parts: [`${CRLF.repeat(3)}${request("GET /nope HTTP/1.1", [host, close])}`], parser: true });
+  probes.push({
+    category: "request line",
+    name: "garbage bytes",
+    parts: [new Uint8Array([0x16, 0x03, 0x01, 0x00, 0xff, 0x0d, 0x0a, 0x0d, 0x0a])],
+    parser: true,
+  });
+  probes.push({
+    category: "request line",
+    name: "TLS ClientHello on plain HTTP",
+    parts: [
+      new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, ...new Array(64).fill(0x41)]),
+    ],
+    end: true,
+    parser: true,
+  });
+  probes.push({
+    category: "request line",
+    name: "HTTP/2 preface",
+    parts: ["PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"],
+    parser: true,
+  });
+  probes.push({
+    category: "request line",
+    name: "leading empty lines",
+    parts: [`${CRLF.repeat(3)}${request("GET /nope HTTP/1.1", [host, close])}`],
+    parser: true,
+  });
   return probes;
 }
 
@@ -148,20 +185,47 @@ function headerProbes(): Probe[] {
   for (const line of ["GET /nope HTTP/1.1", "GET /verify/ HTTP/1.1", "POST /projects/ HTTP/1.1"]) {
     for (const [name, headers] of bad) {
       const withHost = name.startsWith("Host with") ? headers : [host, ...headers];
-      probes.push({ category: "header bytes", name: `${name} → ${line}`, parts: [request(line, [...withHost, close])] });
+      probes.push({
+        category: "header bytes",
+        name: `${name} → ${line}`,
+        parts: [request(line, [...withHost, close])],
+      });
     }
     const crlf = request(line, [host, close]);
-    probes.push({ category: "header bytes", name: `bare LF line ends → ${line}`, parts: [crlf.replaceAll("\r\n", "\n")], parser: true });
-    probes.push({ category: "header bytes", name: `bare CR line ends → ${line}`, parts: [crlf.replaceAll("\r\n", "\r")], parser: true });
-    probes.push({ category: "header bytes", name: `mixed line ends → ${line}`, parts: [crlf.replace("\r\nConnection", "\nConnection")], parser: true });
+    probes.push({
+      category: "header bytes",
+      name: `bare LF line ends → ${line}`,
+      parts: [crlf.replaceAll("\r\n", "\n")],
+      parser: true,
+    });
+    probes.push({
+      category: "header bytes",
+      name: `bare CR line ends → ${line}`,
+      parts: [crlf.replaceAll("\r\n", "\r")],
+      parser: true,
+    });
+    probes.push({
+      category: "header bytes",
+      name: `mixed line ends → ${line}`,
+      parts: [crlf.replace("\r\nConnection", "\nConnection")],
+      parser: true,
+    });
   }
   return probes;
 }
 
 function framingProbes(): Probe[] {
   const cases: [string, string[], string, Partial<Probe>?][] = [
-    ["Content-Length and Transfer-Encoding", ["Content-Length: 4", "Transfer-Encoding: chunked"], `5${CRLF}hello${CRLF}0${CRLF}${CRLF}`],
-    ["Transfer-Encoding and Content-Length", ["Transfer-Encoding: chunked", "Content-Length: 30"], `5${CRLF}hello${CRLF}0${CRLF}${CRLF}`],
+    [
+      "Content-Length and Transfer-Encoding",
+      ["Content-Length: 4", "Transfer-Encoding: chunked"],
+      `5${CRLF}hello${CRLF}0${CRLF}${CRLF}`,
+    ],
+    [
+      "Transfer-Encoding and Content-Length",
+      ["Transfer-Encoding: chunked", "Content-Length: 30"],
+      `5${CRLF}hello${CRLF}0${CRLF}${CRLF}`,
+    ],
     ["two different Content-Lengths", ["Content-Length: 5", "Content-Length: 3"], "hello"],
     ["Content-Length list", ["Content-Length: 5, 3"], "hello"],
     ["negative Content-Length", ["Content-Length: -1"], "hello"],
@@ -171,21 +235,46 @@ function framingProbes(): Probe[] {
     ["Content-Length over the route limit", [`Content-Length: ${2 * 1024 * 1024}`], "x"],
     ["Transfer-Encoding gzip", ["Transfer-Encoding: gzip"], "hello"],
     ["Transfer-Encoding identity", ["Transfer-Encoding: identity"], "hello"],
-    ["Transfer-Encoding chunked, identity", ["Transfer-Encoding: chunked, identity"], `5${CRLF}hello${CRLF}0${CRLF}${CRLF}`],
-    ["Transfer-Encoding twice", ["Transfer-Encoding: chunked", "Transfer-Encoding: chunked"], `5${CRLF}hello${CRLF}0${CRLF}${CRLF}`],
+    [
+      "Transfer-Encoding chunked, identity",
+      ["Transfer-Encoding: chunked, identity"],
+      `5${CRLF}hello${CRLF}0${CRLF}${CRLF}`,
+    ],
+    [
+      "Transfer-Encoding twice",
+      ["Transfer-Encoding: chunked", "Transfer-Encoding: chunked"],
+      `5${CRLF}hello${CRLF}0${CRLF}${CRLF}`,
+    ],
     ["Transfer-Encoding xchunked", ["Transfer-Encoding: xchunked"], `5${CRLF}hello${CRLF}0${CRLF}${CRLF}`],
-    ["Transfer-Encoding with a space before the colon", ["Transfer-Encoding : chunked"], `5${CRLF}hello${CRLF}0${CRLF}${CRLF}`],
+    [
+      "Transfer-Encoding with a space before the colon",
+      ["Transfer-Encoding : chunked"],
+      `5${CRLF}hello${CRLF}0${CRLF}${CRLF}`,
+    ],
     ["chunk size not hex", ["Transfer-Encoding: chunked"], `zz${CRLF}hello${CRLF}0${CRLF}${CRLF}`],
     ["chunk size overflow", ["Transfer-Encoding: chunked"], `fffffffffffffffffff${CRLF}hello${CRLF}0${CRLF}${CRLF}`],
     ["chunk size negative", ["Transfer-Encoding: chunked"], `-5${CRLF}hello${CRLF}0${CRLF}${CRLF}`],
     ["chunk longer than its size", ["Transfer-Encoding: chunked"], `2${CRLF}hello${CRLF}0${CRLF}${CRLF}`],
     ["chunks with bare LF", ["Transfer-Encoding: chunked"], `5\nhello\n0\n\n`],
-    ["chunked body over the route limit", ["Transfer-Encoding: chunked"], `${Array.from({ length: 20 }, () => `10000${CRLF}${"a".repeat(0x10000)}${CRLF}`).join("")}0${CRLF}${CRLF}`],
+    [
+      "chunked body over the route limit",
+      ["Transfer-Encoding: chunked"],
+      `${Array.from({ length: 20 }, () => `10000${CRLF}${"a".repeat(0x10000)}${CRLF}`).join("")}0${CRLF}${CRLF}`,
+    ],
     ["truncated body, client done", ["Content-Length: 100"], '{"id": 1,', { end: true }],
     ["truncated chunked body, client done", ["Transfer-Encoding: chunked"], `40${CRLF}{"id": 1`, { end: true }],
     ["truncated body, client silent", ["Content-Length: 100"], '{"id": 1,', { timeoutMs: 10_000 }],
-    ["truncated chunked body, client silent", ["Transfer-Encoding: chunked"], `40${CRLF}{"id": 1`, { timeoutMs: 10_000 }],
-    ["smuggled request after Content-Length: 0", ["Content-Length: 0"], request("GET /metrics HTTP/1.1", [host, close])],
+    [
+      "truncated chunked body, client silent",
+      ["Transfer-Encoding: chunked"],
+      `40${CRLF}{"id": 1`,
+      { timeoutMs: 10_000 },
+    ],
+    [
+      "smuggled request after Content-Length: 0",
+      ["Content-Length: 0"],
+      request("GET /metrics HTTP/1.1", [host, close]),
+    ],
     ["Expect: 100-continue with a bad body", ["Expect: 100-continue", "Content-Length: 3"], "{x}"],
     ["body on a GET", ["Content-Length: 5"], "hello"],
   ];
@@ -196,7 +285,18 @@ function framingProbes(): Probe[] {
       if (name === "body on a GET" && path === "/projects/") continue;
       // The smuggled GET is answered too on the same connection; the first answer is what counts.
       const method = name === "body on a GET" ? "GET" : path !== "/nope" ? "POST" : "PUT";
-      probes.push({ category: "framing", name: `${name} → ${method} ${path}`, parts: [request(`${method} ${path} HTTP/1.1`, [host, "Content-Type: application/json", ...headers, ...(extra?.end || extra?.timeoutMs ? [] : [close])], payload)], ...extra });
+      probes.push({
+        category: "framing",
+        name: `${name} → ${method} ${path}`,
+        parts: [
+          request(
+            `${method} ${path} HTTP/1.1`,
+            [host, "Content-Type: application/json", ...headers, ...(extra?.end || extra?.timeoutMs ? [] : [close])],
+            payload,
+          ),
+        ],
+        ...extra,
+      });
     }
   }
   return probes;
@@ -205,7 +305,7 @@ function framingProbes(): Probe[] {
 /** Raw JSON bodies that must be refused, each for the gRPC route (/verify) and the HTTP one (/projects). */
 function hostileBodies(): [string, Uint8Array | string][] {
   const deep = (n: number, open = "[", shut = "]") => open.repeat(n) + shut.repeat(n);
-  const deepObject = (n: number) => '{"a":'.repeat(n) + "1" + "}".repeat(n);
+  const deepObject = (n: number) => `${'{"a":'.repeat(n)}1${"}".repeat(n)}`;
   const values: [string, string][] = [
     ["array nested 33 deep", deep(33)],
     ["array nested 1000 deep", deep(1000)],
@@ -257,10 +357,22 @@ function hostileBodies(): [string, Uint8Array | string][] {
     ["BOM then an empty object", "\ufeff{}"],
     ["an empty body", ""],
     ["whitespace only", "   \n\t "],
-    ["invalid UTF-8 byte 0xff", new Uint8Array([...enc.encode('{"id": 1, "token": "'), 0xff, ...enc.encode('", "title": "a\xff"}')])],
-    ["overlong UTF-8 for '/'", new Uint8Array([...enc.encode('{"id": 1, "token": "'), 0xc0, 0xaf, ...enc.encode('"}')])],
-    ["UTF-8 encoded surrogate (CESU)", new Uint8Array([...enc.encode('{"id": 1, "token": "'), 0xed, 0xa0, 0x80, ...enc.encode('"}')])],
-    ["truncated multi-byte sequence", new Uint8Array([...enc.encode('{"id": 1, "token": "'), 0xe2, 0x82, ...enc.encode('"}')])],
+    [
+      "invalid UTF-8 byte 0xff",
+      new Uint8Array([...enc.encode('{"id": 1, "token": "'), 0xff, ...enc.encode('", "title": "a\xff"}')]),
+    ],
+    [
+      "overlong UTF-8 for '/'",
+      new Uint8Array([...enc.encode('{"id": 1, "token": "'), 0xc0, 0xaf, ...enc.encode('"}')]),
+    ],
+    [
+      "UTF-8 encoded surrogate (CESU)",
+      new Uint8Array([...enc.encode('{"id": 1, "token": "'), 0xed, 0xa0, 0x80, ...enc.encode('"}')]),
+    ],
+    [
+      "truncated multi-byte sequence",
+      new Uint8Array([...enc.encode('{"id": 1, "token": "'), 0xe2, 0x82, ...enc.encode('"}')]),
+    ],
     ["UTF-16 body", new Uint8Array([0xff, 0xfe, ...Array.from(enc.encode('{"id":1}')).flatMap((b) => [b, 0])])],
     ["NUL bytes", '{"id": 1,\u0000 "token": "t"}'],
     ["unknown field, 100 k long name", `{"${"k".repeat(100_000)}": 1}`],
@@ -275,16 +387,39 @@ function jsonProbes(): Probe[] {
     const bytes = typeof body === "string" ? enc.encode(body) : body;
     for (const path of ["/verify/", "/projects/"]) {
       // /projects needs a title; every body here lacks a valid one, so both routes must refuse it.
-      const head = (extra: string[]) => enc.encode(request(`POST ${path} HTTP/1.1`, [host, "Content-Type: application/json", ...extra, close]));
-      probes.push({ category: "hostile JSON", name: `${name} → ${path}`, parts: [concat(head([`Content-Length: ${bytes.length}`]), bytes)] });
+      const head = (extra: string[]) =>
+        enc.encode(request(`POST ${path} HTTP/1.1`, [host, "Content-Type: application/json", ...extra, close]));
+      probes.push({
+        category: "hostile JSON",
+        name: `${name} → ${path}`,
+        parts: [concat(head([`Content-Length: ${bytes.length}`]), bytes)],
+      });
       if (bytes.length > 0 && bytes.length < 200_000) {
-        const chunked = concat(enc.encode(`${bytes.length.toString(16)}${CRLF}`), bytes, enc.encode(`${CRLF}0${CRLF}${CRLF}`));
-        probes.push({ category: "hostile JSON", name: `${name} (chunked) → ${path}`, parts: [concat(head(["Transfer-Encoding: chunked"]), chunked)] });
+        const chunked = concat(
+          enc.encode(`${bytes.length.toString(16)}${CRLF}`),
+          bytes,
+          enc.encode(`${CRLF}0${CRLF}${CRLF}`),
+        );
+        probes.push({
+          category: "hostile JSON",
+          name: `${name} (chunked) → ${path}`,
+          parts: [concat(head(["Transfer-Encoding: chunked"]), chunked)],
+        });
       }
     }
   }
   // The wrong media type on the HTTP route; valid JSON but not declared as such.
-  probes.push({ category: "hostile JSON", name: "text/plain → /projects/", parts: [request("POST /projects/ HTTP/1.1", [host, "Content-Type: text/plain", "Content-Length: 15", close], '{"title": "x"}\n')] });
+  probes.push({
+    category: "hostile JSON",
+    name: "text/plain → /projects/",
+    parts: [
+      request(
+        "POST /projects/ HTTP/1.1",
+        [host, "Content-Type: text/plain", "Content-Length: 15", close],
+        '{"title": "x"}\n',
+      ),
+    ],
+  });
   return probes;
 }
 
@@ -343,17 +478,61 @@ function pathProbes(): Probe[] {
   const probes: Probe[] = [];
   for (const path of paths) {
     for (const method of ["GET", "DELETE", "PUT", "PATCH"]) {
-      probes.push({ category: "hostile path", name: `${method} ${path.slice(0, 50)}`, parts: [request(`${method} ${path} HTTP/1.1`, [host, close])] });
+      probes.push({
+        category: "hostile path",
+        name: `${method} ${path.slice(0, 50)}`,
+        parts: [request(`${method} ${path} HTTP/1.1`, [host, close])],
+      });
     }
   }
   // Without a Host (HTTP/1.0) Bun hands over the path alone; it must still be matched as sent.
-  probes.push({ category: "hostile path", name: "HTTP/1.0 GET /nope/projects/ without Host", parts: ["GET /nope/projects/ HTTP/1.0\r\n\r\n"] });
-  probes.push({ category: "hostile path", name: "GET /nope/projects/ with Host: x/y", parts: [request("GET /nope/projects/ HTTP/1.1", ["Host: x/y", close])] });
+  probes.push({
+    category: "hostile path",
+    name: "HTTP/1.0 GET /nope/projects/ without Host",
+    parts: ["GET /nope/projects/ HTTP/1.0\r\n\r\n"],
+  });
+  probes.push({
+    category: "hostile path",
+    name: "GET /nope/projects/ with Host: x/y",
+    parts: [request("GET /nope/projects/ HTTP/1.1", ["Host: x/y", close])],
+  });
   return probes;
 }
 
 function methodProbes(): Probe[] {
-  const methods = ["TRACE", "CONNECT", "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH", "REPORT", "MKACTIVITY", "CHECKOUT", "MERGE", "M-SEARCH", "NOTIFY", "SUBSCRIBE", "UNSUBSCRIBE", "PURGE", "LINK", "UNLINK", "QUERY", "SOURCE", "ACL", "BIND", "REBIND", "UNBIND", "MKCALENDAR", "FOO", "get", "Get"];
+  const methods = [
+    "TRACE",
+    "CONNECT",
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
+    "SEARCH",
+    "REPORT",
+    "MKACTIVITY",
+    "CHECKOUT",
+    "MERGE",
+    "M-SEARCH",
+    "NOTIFY",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "PURGE",
+    "LINK",
+    "UNLINK",
+    "QUERY",
+    "SOURCE",
+    "ACL",
+    "BIND",
+    "REBIND",
+    "UNBIND",
+    "MKCALENDAR",
+    "FOO",
+    "get",
+    "Get",
+  ];
   const probes: Probe[] = [];
   for (const method of methods) {
     for (const target of ["/projects/", "/verify/", "/healthz", "/nope"]) {
@@ -362,8 +541,18 @@ function methodProbes(): Probe[] {
     }
   }
   // Known methods a route does not allow.
-  for (const [method, target] of [["DELETE", "/projects/"], ["PUT", "/projects/1"], ["GET", "/verify/"], ["PATCH", "/verify/"], ["OPTIONS", "/verify/"]]) {
-    probes.push({ category: "method", name: `${method} ${target}`, parts: [request(`${method} ${target} HTTP/1.1`, [host, close, "Content-Length: 0"])] });
+  for (const [method, target] of [
+    ["DELETE", "/projects/"],
+    ["PUT", "/projects/1"],
+    ["GET", "/verify/"],
+    ["PATCH", "/verify/"],
+    ["OPTIONS", "/verify/"],
+  ]) {
+    probes.push({
+      category: "method",
+      name: `${method} ${target}`,
+      parts: [request(`${method} ${target} HTTP/1.1`, [host, close, "Content-Length: 0"])],
+    });
   }
   return probes;
 }
@@ -373,14 +562,39 @@ function slowProbes(): Probe[] {
   const trickle = (text: string) => text.split("");
   const probes: Probe[] = [];
   for (let i = 0; i < 8; i++) {
-    probes.push({ category: "slow client", name: `slowloris headers #${i}`, parts: trickle(`GET /projects/ HTTP/1.1\r\nHost: portico.test\r\nX-Slow: ${"s".repeat(200)}`), gapMs: 250, timeoutMs: 20_000 });
+    probes.push({
+      category: "slow client",
+      name: `slowloris headers #${i}`,
+      parts: trickle(`GET /projects/ HTTP/1.1\r\nHost: portico.test\r\nX-Slow: ${"s".repeat(200)}`),
+      gapMs: 250,
+      timeoutMs: 20_000,
+    });
   }
   for (let i = 0; i < 4; i++) {
-    probes.push({ category: "slow client", name: `slow body #${i}`, parts: [request("POST /verify/ HTTP/1.1", [host, "Content-Type: application/json", "Content-Length: 300"]), ...trickle(" ".repeat(200))], gapMs: 200, timeoutMs: 20_000 });
+    probes.push({
+      category: "slow client",
+      name: `slow body #${i}`,
+      parts: [
+        request("POST /verify/ HTTP/1.1", [host, "Content-Type: application/json", "Content-Length: 300"]),
+        ...trickle(" ".repeat(200)),
+      ],
+      gapMs: 200,
+      timeoutMs: 20_000,
+    });
   }
   probes.push({ category: "slow client", name: "connects and sends nothing", parts: [], timeoutMs: 20_000 });
-  probes.push({ category: "slow client", name: "half a request line, then silence", parts: ["GET /proj"], timeoutMs: 20_000 });
-  probes.push({ category: "slow client", name: "headers complete, body never sent", parts: [request("POST /projects/ HTTP/1.1", [host, "Content-Type: application/json", "Content-Length: 50"])], timeoutMs: 20_000 });
+  probes.push({
+    category: "slow client",
+    name: "half a request line, then silence",
+    parts: ["GET /proj"],
+    timeoutMs: 20_000,
+  });
+  probes.push({
+    category: "slow client",
+    name: "headers complete, body never sent",
+    parts: [request("POST /projects/ HTTP/1.1", [host, "Content-Type: application/json", "Content-Length: 50"])],
+    timeoutMs: 20_000,
+  });
   return probes;
 }
 
@@ -417,7 +631,10 @@ describe("the abuse suite against the local stack", () => {
     // The shipped routes, with a short idle timeout so that slow clients are cut quickly here.
     const dir = mkdtempSync(join(tmpdir(), "portico-abuse-"));
     const routesFile = join(dir, "routes.yaml");
-    writeFileSync(routesFile, `${readFileSync(join(REPO_ROOT, "gateway/routes.yaml"), "utf8")}\nlimits:\n  idleTimeoutSec: ${IDLE_TIMEOUT_SEC}\n`);
+    writeFileSync(
+      routesFile,
+      `${readFileSync(join(REPO_ROOT, "gateway/routes.yaml"), "utf8")}\nlimits:\n  idleTimeoutSec: ${IDLE_TIMEOUT_SEC}\n`,
+    );
     stack = await startTestStack({ routesFile });
     port = stack.opts.gatewayPort;
   }, 60_000);
@@ -432,11 +649,22 @@ describe("the abuse suite against the local stack", () => {
     // Warm up (JIT, connection pools) so the memory baseline is the serving state, not start-up.
     for (let i = 0; i < 60; i++) {
       await fetch(`${stack.gatewayUrl}/projects/?limit=1`, { headers: { connection: "close" } });
-      await fetch(`${stack.gatewayUrl}/verify/`, { method: "POST", headers: { "content-type": "application/json", connection: "close" }, body: '{"id": 1, "token": "t"}' });
+      await fetch(`${stack.gatewayUrl}/verify/`, {
+        method: "POST",
+        headers: { "content-type": "application/json", connection: "close" },
+        body: '{"id": 1, "token": "t"}',
+      });
     }
     const rssBefore = gateways.map((p) => rssBytes(p.proc.pid));
 
-    const fast = [...requestLineProbes(), ...headerProbes(), ...framingProbes(), ...jsonProbes(), ...pathProbes(), ...methodProbes()];
+    const fast = [
+      ...requestLineProbes(),
+      ...headerProbes(),
+      ...framingProbes(),
+      ...jsonProbes(),
+      ...pathProbes(),
+      ...methodProbes(),
+    ];
     const slow = slowProbes();
     const started = performance.now();
     // Slow clients run alongside the rest: the gateway must keep serving while they hang on.
@@ -468,7 +696,7 @@ describe("the abuse suite against the local stack", () => {
     }
     const sorted = [...counts].sort(([a], [b]) => a.localeCompare(b));
     console.log(`\nabuse suite: ${probes.length} hostile requests in ${seconds.toFixed(1)} s`);
-    console.log("| outcome | count |\n|---|---|\n" + sorted.map(([k, n]) => `| ${k} | ${n} |`).join("\n"));
+    console.log(`| outcome | count |\n|---|---|\n${sorted.map(([k, n]) => `| ${k} | ${n} |`).join("\n")}`);
     console.log("by category:", Object.fromEntries([...byCategory].map(([c, m]) => [c, Object.fromEntries(m)])));
     console.log("slow clients cut after (s):", Object.fromEntries(cutAfter));
 
@@ -493,7 +721,11 @@ describe("the abuse suite against the local stack", () => {
       expect((await fetch(p.readyUrl)).status).toBe(200);
     }
     // The seed requests still work.
-    const seed = await fetch(`${stack.gatewayUrl}/verify/`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"id": 121, "token": "a$$"}' });
+    const seed = await fetch(`${stack.gatewayUrl}/verify/`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: '{"id": 121, "token": "a$$"}',
+    });
     expect(await seed.json()).toEqual({ message: "Verified: 121" });
 
     // Memory is back within bounds: the hostile bodies (up to 2 MiB each) were not kept.
@@ -508,7 +740,9 @@ describe("the abuse suite against the local stack", () => {
     );
     console.log(
       "gateway RSS before → after (MiB):",
-      gateways.map((p, i) => `${p.name} ${(rssBefore[i]! / 2 ** 20).toFixed(0)} → ${(rssAfter[i]! / 2 ** 20).toFixed(0)}`),
+      gateways.map(
+        (p, i) => `${p.name} ${(rssBefore[i]! / 2 ** 20).toFixed(0)} → ${(rssAfter[i]! / 2 ** 20).toFixed(0)}`,
+      ),
     );
     expect(rssAfter.every((rss) => rss < 512 * 1024 * 1024)).toBe(true);
   }, 90_000);
@@ -542,7 +776,10 @@ describe("limits that need a misbehaving upstream", () => {
             }),
           );
         }
-        return Response.json({ host: req.headers.get("host"), forwarded: Object.fromEntries([...req.headers].filter(([k]) => k.startsWith("x-forwarded") || k === "via")) });
+        return Response.json({
+          host: req.headers.get("host"),
+          forwarded: Object.fromEntries([...req.headers].filter(([k]) => k.startsWith("x-forwarded") || k === "via")),
+        });
       },
     });
     const dir = mkdtempSync(join(tmpdir(), "portico-limits-"));
@@ -559,9 +796,15 @@ routes:
 `,
     );
     const [port, adminPort] = [await freePort(), await freePort()];
-    const gateway = spawnService("gateway", { PORT: String(port), ADMIN_PORT: String(adminPort), HOST: "127.0.0.1", ROUTES_FILE: routes }, "gateway-limits");
+    const gateway = spawnService(
+      "gateway",
+      { PORT: String(port), ADMIN_PORT: String(adminPort), HOST: "127.0.0.1", ROUTES_FILE: routes },
+      "gateway-limits",
+    );
     gw = `http://127.0.0.1:${port}`;
-    await waitFor("the gateway to be ready", async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).ok, { proc: gateway });
+    await waitFor("the gateway to be ready", async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).ok, {
+      proc: gateway,
+    });
   }, 30_000);
 
   afterAll(async () => {
@@ -612,7 +855,12 @@ routes:
 
   test("Host and X-Forwarded-* from an untrusted client are replaced, never passed on or extended", async () => {
     const res = await fetch(`${gw}/stub/echo`, {
-      headers: { host: "public.example", "x-forwarded-for": "6.6.6.6", "x-forwarded-host": "evil.example", "x-forwarded-proto": "https" },
+      headers: {
+        host: "public.example",
+        "x-forwarded-for": "6.6.6.6",
+        "x-forwarded-host": "evil.example",
+        "x-forwarded-proto": "https",
+      },
     });
     const seen = (await res.json()) as { host: string; forwarded: Record<string, string> };
     expect(seen.host).toBe(`127.0.0.1:${stub.port}`);

@@ -12,8 +12,8 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadGrpcObject } from "../../lib/proto.ts";
-import { freePort } from "../../lib/testing/ports.ts";
-import { REPO_ROOT, spawnService, type Spawned, stopAll, waitFor } from "../../lib/testing/processes.ts";
+import { freePort } from "../../scripts/stack/testing/ports.ts";
+import { REPO_ROOT, spawnService, type Spawned, stopAll, waitFor } from "../../scripts/stack/testing/processes.ts";
 import { apiKeyDigest } from "../src/auth/api-key.ts";
 import type { RouteAuth } from "../src/auth/guard.ts";
 import { ConfigError, type GatewayConfig, parseConfig } from "../src/config/load.ts";
@@ -116,7 +116,11 @@ routes:
 }
 
 beforeAll(async () => {
-  [rs, otherRs, es] = await Promise.all([generateKeyPair("RS256", { extractable: true }), generateKeyPair("RS256"), generateKeyPair("ES256", { extractable: true })]);
+  [rs, otherRs, es] = await Promise.all([
+    generateKeyPair("RS256", { extractable: true }),
+    generateKeyPair("RS256"),
+    generateKeyPair("ES256", { extractable: true }),
+  ]);
   rsPem = await exportSPKI(rs.publicKey);
   dir = mkdtempSync(join(tmpdir(), "portico-auth-"));
   writeFileSync(join(dir, "rs256.pem"), rsPem);
@@ -137,7 +141,16 @@ afterAll(async () => {
 });
 
 function config(overrides: { jwksUrl?: string } = {}): GatewayConfig {
-  return parseConfig(authConfig({ echo: "127.0.0.1:1", grpc: "127.0.0.1:2", jwksUrl: overrides.jwksUrl ?? `http://127.0.0.1:${jwks.port}/jwks.json` }), "auth.yaml", { TEST_JWT_SECRET: HS_SECRET }, dir);
+  return parseConfig(
+    authConfig({
+      echo: "127.0.0.1:1",
+      grpc: "127.0.0.1:2",
+      jwksUrl: overrides.jwksUrl ?? `http://127.0.0.1:${jwks.port}/jwks.json`,
+    }),
+    "auth.yaml",
+    { TEST_JWT_SECRET: HS_SECRET },
+    dir,
+  );
 }
 
 function guardOf(cfg: GatewayConfig, route: string): RouteAuth {
@@ -165,14 +178,37 @@ describe("the guard, in-process", () => {
   const refusals: [string, () => Promise<Headers>, string][] = [
     ["expired", async () => bearer(await token(rs.privateKey, { expIn: -120 })), "the token has expired"],
     ["not yet valid", async () => bearer(await token(rs.privateKey, { nbfIn: 300 })), "the token is not valid yet"],
-    ["wrong issuer", async () => bearer(await token(rs.privateKey, { iss: "https://evil.test" })), "the token issuer is not accepted"],
-    ["wrong audience", async () => bearer(await token(rs.privateKey, { aud: "someone-else" })), "the token audience is not accepted"],
+    [
+      "wrong issuer",
+      async () => bearer(await token(rs.privateKey, { iss: "https://evil.test" })),
+      "the token issuer is not accepted",
+    ],
+    [
+      "wrong audience",
+      async () => bearer(await token(rs.privateKey, { aud: "someone-else" })),
+      "the token audience is not accepted",
+    ],
     ["signed by another key", async () => bearer(await token(otherRs.privateKey)), "the token signature is invalid"],
-    ["alg none", async () => bearer(new UnsecuredJWT({ sub: "user-1" }).setIssuer(ISSUER).setAudience(AUDIENCE).setExpirationTime("10m").encode()), "the token signing algorithm is not accepted"],
-    ["HS256 keyed with the public key (algorithm confusion)", async () => bearer(await token(new TextEncoder().encode(rsPem), { alg: "HS256" })), "the token signing algorithm is not accepted"],
+    [
+      "alg none",
+      async () =>
+        bearer(
+          new UnsecuredJWT({ sub: "user-1" }).setIssuer(ISSUER).setAudience(AUDIENCE).setExpirationTime("10m").encode(),
+        ),
+      "the token signing algorithm is not accepted",
+    ],
+    [
+      "HS256 keyed with the public key (algorithm confusion)",
+      async () => bearer(await token(new TextEncoder().encode(rsPem), { alg: "HS256" })),
+      "the token signing algorithm is not accepted",
+    ],
     ["without exp", async () => bearer(await token(rs.privateKey, { expIn: null })), "the token has no exp claim"],
     ["not a JWT", async () => bearer("not.a.jwt"), "the token is malformed"],
-    ["an empty Bearer", async () => new Headers({ authorization: "Bearer " }), "the Authorization header does not hold a Bearer token"],
+    [
+      "an empty Bearer",
+      async () => new Headers({ authorization: "Bearer " }),
+      "the Authorization header does not hold a Bearer token",
+    ],
   ];
   for (const [name, headers, description] of refusals) {
     test(`401 invalid_token: ${name}`, async () => {
@@ -181,7 +217,9 @@ describe("the guard, in-process", () => {
       if (decision.ok) return;
       const res = decision.response("req-1");
       expect(res.status).toBe(401);
-      expect(res.headers.get("www-authenticate")).toBe(`Bearer realm="portico", error="invalid_token", error_description="${description}"`);
+      expect(res.headers.get("www-authenticate")).toBe(
+        `Bearer realm="portico", error="invalid_token", error_description="${description}"`,
+      );
       expect(((await res.json()) as { detail: string }).detail).toBe(description);
     });
   }
@@ -193,7 +231,10 @@ describe("the guard, in-process", () => {
       if (!decision.ok) expect(decision.response("r").headers.get("www-authenticate")).toBe('Bearer realm="portico"');
     }
     const either = await guardOf(cfg, "either").check(new Headers());
-    if (!either.ok) expect(either.response("r").headers.get("www-authenticate")).toBe('Bearer realm="portico", ApiKey realm="portico", header="x-partner-key"');
+    if (!either.ok)
+      expect(either.response("r").headers.get("www-authenticate")).toBe(
+        'Bearer realm="portico", ApiKey realm="portico", header="x-partner-key"',
+      );
   });
 
   test("a token inside the clock skew (30 s by default) is accepted", async () => {
@@ -207,11 +248,17 @@ describe("the guard, in-process", () => {
     expect(noScope.ok).toBe(false);
     if (!noScope.ok) {
       expect(noScope.status).toBe(403);
-      expect(noScope.response("r").headers.get("www-authenticate")).toBe('Bearer realm="portico", error="insufficient_scope", error_description="the token lacks the scope projects:write", scope="projects:write"');
+      expect(noScope.response("r").headers.get("www-authenticate")).toBe(
+        'Bearer realm="portico", error="insufficient_scope", error_description="the token lacks the scope projects:write", scope="projects:write"',
+      );
     }
-    const wrongTenant = await scoped.check(bearer(await token(rs.privateKey, { claims: { scope: "projects:read projects:write", tenant: "initech" } })));
+    const wrongTenant = await scoped.check(
+      bearer(await token(rs.privateKey, { claims: { scope: "projects:read projects:write", tenant: "initech" } })),
+    );
     expect(wrongTenant).toMatchObject({ ok: false, status: 403 });
-    const listed = await scoped.check(bearer(await token(rs.privateKey, { claims: { scp: ["projects:write"], tenant: ["initech", "globex"] } })));
+    const listed = await scoped.check(
+      bearer(await token(rs.privateKey, { claims: { scp: ["projects:write"], tenant: ["initech", "globex"] } })),
+    );
     expect(listed.ok).toBe(true);
   });
 
@@ -219,17 +266,24 @@ describe("the guard, in-process", () => {
     const es256 = guardOf(cfg, "es");
     const before = jwksHits;
     expect((await es256.check(bearer(await token(es.privateKey, { alg: "ES256", kid: "es-1" })))).ok).toBe(true);
-    expect((await es256.check(bearer(await token(es.privateKey, { alg: "ES256", kid: "es-1", claims: { n: 2 } })))).ok).toBe(true);
+    expect(
+      (await es256.check(bearer(await token(es.privateKey, { alg: "ES256", kid: "es-1", claims: { n: 2 } })))).ok,
+    ).toBe(true);
     expect(jwksHits - before).toBe(1);
     const unknown = await es256.check(bearer(await token(es.privateKey, { alg: "ES256", kid: "rotated-away" })));
     expect(unknown.ok).toBe(false);
-    if (!unknown.ok) expect(unknown.response("r").headers.get("www-authenticate")).toContain('error_description="no known key matches the token"');
+    if (!unknown.ok)
+      expect(unknown.response("r").headers.get("www-authenticate")).toContain(
+        'error_description="no known key matches the token"',
+      );
   });
 
   test("HS256 verifies with the secret from the environment; another secret is 401", async () => {
     const hs = guardOf(cfg, "hs");
     expect((await hs.check(bearer(await token(new TextEncoder().encode(HS_SECRET), { alg: "HS256" })))).ok).toBe(true);
-    expect((await hs.check(bearer(await token(new TextEncoder().encode(`${HS_SECRET}-other`), { alg: "HS256" })))).ok).toBe(false);
+    expect(
+      (await hs.check(bearer(await token(new TextEncoder().encode(`${HS_SECRET}-other`), { alg: "HS256" })))).ok,
+    ).toBe(false);
   });
 
   test("API keys: the right key passes as its name, a wrong or missing one is 401, a key not allowed here is 403", async () => {
@@ -239,7 +293,8 @@ describe("the guard, in-process", () => {
     expect(ok.get("x-auth-subject")).toBe("partner-a");
     const wrong = await keys.check(new Headers({ "x-api-key": `${KEY_A}x` }));
     expect(wrong).toMatchObject({ ok: false, status: 401 });
-    if (!wrong.ok) expect(wrong.response("r").headers.get("www-authenticate")).toBe('ApiKey realm="portico", header="x-api-key"');
+    if (!wrong.ok)
+      expect(wrong.response("r").headers.get("www-authenticate")).toBe('ApiKey realm="portico", header="x-api-key"');
     expect(await keys.check(new Headers())).toMatchObject({ ok: false, status: 401 });
     expect(await keys.check(new Headers({ "x-api-key": KEY_B }))).toMatchObject({ ok: false, status: 403 });
   });
@@ -297,7 +352,9 @@ routes: [{ name: r, path: /r, upstream: up, auth: { jwt: { jwksUrl: "http://127.
     flaky.stop(true);
     await Bun.sleep(1100);
     // A new token (not remembered), and the cached key set is stale: the refetch fails.
-    expect((await guard.check(bearer(await token(es.privateKey, { alg: "ES256", kid: "es-1", claims: { n: 3 } })))).ok).toBe(true);
+    expect(
+      (await guard.check(bearer(await token(es.privateKey, { alg: "ES256", kid: "es-1", claims: { n: 3 } })))).ok,
+    ).toBe(true);
   });
 });
 
@@ -322,17 +379,35 @@ ${auth.replace(/^/gm, "      ")}
 
   test("each mistake names the field and what to do", () => {
     writeFileSync(join(dir, "private.pem"), "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n");
-    expect(problems("jwt: { issuer: x }")).toEqual([expect.stringContaining("7 routes[0].auth.jwt: jwt needs one key source")]);
-    expect(problems("jwt: { keyFile: rs256.pem, jwksUrl: 'https://x/k' }")[0]).toContain("jwt takes one key source; got keyFile and jwksUrl");
-    expect(problems("jwt: { keyFile: rs256.pem, algorithms: [HS256] }")[0]).toContain("routes[0].auth.jwt.algorithms: HS256 would verify with the public key as an HMAC secret");
-    expect(problems("jwt: { keyFile: rs256.pem, algorithms: [ES256] }")[0]).toContain("the rsa key in rs256.pem cannot verify ES256");
-    expect(problems("jwt: { secretEnv: MISSING_SECRET }")[0]).toContain("routes[0].auth.jwt.secretEnv: environment variable MISSING_SECRET is not set");
+    expect(problems("jwt: { issuer: x }")).toEqual([
+      expect.stringContaining("7 routes[0].auth.jwt: jwt needs one key source"),
+    ]);
+    expect(problems("jwt: { keyFile: rs256.pem, jwksUrl: 'https://x/k' }")[0]).toContain(
+      "jwt takes one key source; got keyFile and jwksUrl",
+    );
+    expect(problems("jwt: { keyFile: rs256.pem, algorithms: [HS256] }")[0]).toContain(
+      "routes[0].auth.jwt.algorithms: HS256 would verify with the public key as an HMAC secret",
+    );
+    expect(problems("jwt: { keyFile: rs256.pem, algorithms: [ES256] }")[0]).toContain(
+      "the rsa key in rs256.pem cannot verify ES256",
+    );
+    expect(problems("jwt: { secretEnv: MISSING_SECRET }")[0]).toContain(
+      "routes[0].auth.jwt.secretEnv: environment variable MISSING_SECRET is not set",
+    );
     expect(problems("jwt: { secretEnv: S }", { S: "short" })[0]).toContain("S holds 5 bytes; HS256 need at least 32");
-    expect(problems("jwt: { keyFile: private.pem }")[0]).toContain("holds a private key; give the gateway the public key only");
+    expect(problems("jwt: { keyFile: private.pem }")[0]).toContain(
+      "holds a private key; give the gateway the public key only",
+    );
     expect(problems("jwt: { keyFile: nowhere.pem }")[0]).toContain("cannot read");
-    expect(problems("apiKey: { keys: [{ name: a, sha256: abc }] }")[0]).toContain("routes[0].auth.apiKey.keys[0].sha256");
-    expect(problems(`apiKey: { keys: [{ name: a, sha256: ${apiKeyDigest("k")} }], allow: [b] }`)[0]).toContain("routes[0].auth.apiKey.allow[0]: no key named b");
-    expect(problems("jwt: { keyFile: rs256.pem }\nforwardClaims: { sub: x-forwarded-for }")[0]).toContain("routes[0].auth.forwardClaims.sub: x-forwarded-for is a header the gateway");
+    expect(problems("apiKey: { keys: [{ name: a, sha256: abc }] }")[0]).toContain(
+      "routes[0].auth.apiKey.keys[0].sha256",
+    );
+    expect(problems(`apiKey: { keys: [{ name: a, sha256: ${apiKeyDigest("k")} }], allow: [b] }`)[0]).toContain(
+      "routes[0].auth.apiKey.allow[0]: no key named b",
+    );
+    expect(problems("jwt: { keyFile: rs256.pem }\nforwardClaims: { sub: x-forwarded-for }")[0]).toContain(
+      "routes[0].auth.forwardClaims.sub: x-forwarded-for is a header the gateway",
+    );
     expect(problems("{}")[0]).toContain("auth needs jwt, apiKey or both");
   });
 });
@@ -366,26 +441,52 @@ describe("through a gateway process", () => {
         return Response.json({});
       },
     });
-    const pkg = loadGrpcObject(["proto/userverify.proto"], REPO_ROOT) as unknown as { userverify: { UserVerify: grpc.ServiceClientConstructor } };
+    const pkg = loadGrpcObject(["proto/userverify.proto"], REPO_ROOT) as unknown as {
+      userverify: { UserVerify: grpc.ServiceClientConstructor };
+    };
     grpcServer = new grpc.Server();
     grpcServer.addService(pkg.userverify.UserVerify.service, {
       VerifyUser(call: grpc.ServerUnaryCall<{ id: number }, unknown>, done: grpc.sendUnaryData<{ message: string }>) {
         grpcSaw.push(call.metadata.getMap());
-        done(null, { message: `Verified: ${call.request.id} as ${call.metadata.get("x-auth-subject")[0] ?? "nobody"}` });
+        done(null, {
+          message: `Verified: ${call.request.id} as ${call.metadata.get("x-auth-subject")[0] ?? "nobody"}`,
+        });
       },
     });
     const grpcPort = await freePort();
-    await new Promise<void>((resolve, reject) => grpcServer.bindAsync(`127.0.0.1:${grpcPort}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      grpcServer.bindAsync(`127.0.0.1:${grpcPort}`, grpc.ServerCredentials.createInsecure(), (err) =>
+        err ? reject(err) : resolve(),
+      ),
+    );
     const routes = join(dir, "routes.yaml");
-    writeFileSync(routes, authConfig({ echo: `127.0.0.1:${echo.port}`, grpc: `127.0.0.1:${grpcPort}`, jwksUrl: `http://127.0.0.1:${jwks.port}/jwks.json` }));
+    writeFileSync(
+      routes,
+      authConfig({
+        echo: `127.0.0.1:${echo.port}`,
+        grpc: `127.0.0.1:${grpcPort}`,
+        jwksUrl: `http://127.0.0.1:${jwks.port}/jwks.json`,
+      }),
+    );
     const [port, adminPort] = [await freePort(), await freePort()];
     gateway = spawnService(
       "gateway",
-      { PORT: String(port), ADMIN_PORT: String(adminPort), HOST: "127.0.0.1", ROUTES_FILE: routes, TEST_JWT_SECRET: HS_SECRET, LOG_LEVEL: "debug", OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${otlp.port}`, OTEL_BSP_SCHEDULE_DELAY: "100" },
+      {
+        PORT: String(port),
+        ADMIN_PORT: String(adminPort),
+        HOST: "127.0.0.1",
+        ROUTES_FILE: routes,
+        TEST_JWT_SECRET: HS_SECRET,
+        LOG_LEVEL: "debug",
+        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${otlp.port}`,
+        OTEL_BSP_SCHEDULE_DELAY: "100",
+      },
       "gateway-auth",
     );
     gw = `http://127.0.0.1:${port}`;
-    await waitFor("the gateway to be ready", async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).ok, { proc: gateway });
+    await waitFor("the gateway to be ready", async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).ok, {
+      proc: gateway,
+    });
   }, 30_000);
 
   afterAll(() => {
@@ -395,12 +496,16 @@ describe("through a gateway process", () => {
   });
 
   async function call(path: string, headers: Record<string, string> = {}, init: RequestInit = {}): Promise<Response> {
-    for (const name of ["authorization", "x-api-key", "x-partner-key"]) if (headers[name]) sentCredentials.push(headers[name].replace(/^Bearer /, ""));
+    for (const name of ["authorization", "x-api-key", "x-partner-key"])
+      if (headers[name]) sentCredentials.push(headers[name].replace(/^Bearer /, ""));
     return fetch(`${gw}${path}`, { ...init, headers });
   }
 
   test("a valid token reaches the upstream as claim headers; the token itself does not", async () => {
-    const res = await call("/rs/items", { authorization: `Bearer ${await token(rs.privateKey)}`, "x-auth-subject": "admin" });
+    const res = await call("/rs/items", {
+      authorization: `Bearer ${await token(rs.privateKey)}`,
+      "x-auth-subject": "admin",
+    });
     expect(res.status).toBe(200);
     const seen = ((await res.json()) as { headers: Record<string, string> }).headers;
     expect(seen["x-auth-subject"]).toBe("user-1");
@@ -422,7 +527,9 @@ describe("through a gateway process", () => {
     for (const t of bad) {
       const res = await call("/rs", { authorization: `Bearer ${t}` });
       expect(res.status).toBe(401);
-      expect(res.headers.get("www-authenticate")).toStartWith('Bearer realm="portico", error="invalid_token", error_description="');
+      expect(res.headers.get("www-authenticate")).toStartWith(
+        'Bearer realm="portico", error="invalid_token", error_description="',
+      );
       expect(res.headers.get("content-type")).toContain("application/problem+json");
     }
     const missing = await call("/rs");
@@ -431,12 +538,23 @@ describe("through a gateway process", () => {
   });
 
   test("ES256 from the JWKS URL and HS256 from the environment are accepted", async () => {
-    expect((await call("/es", { authorization: `Bearer ${await token(es.privateKey, { alg: "ES256", kid: "es-1" })}` })).status).toBe(200);
-    expect((await call("/hs", { authorization: `Bearer ${await token(new TextEncoder().encode(HS_SECRET), { alg: "HS256" })}` })).status).toBe(200);
+    expect(
+      (await call("/es", { authorization: `Bearer ${await token(es.privateKey, { alg: "ES256", kid: "es-1" })}` }))
+        .status,
+    ).toBe(200);
+    expect(
+      (
+        await call("/hs", {
+          authorization: `Bearer ${await token(new TextEncoder().encode(HS_SECRET), { alg: "HS256" })}`,
+        })
+      ).status,
+    ).toBe(200);
   });
 
   test("a valid token without the required scope is 403", async () => {
-    const res = await call("/scoped", { authorization: `Bearer ${await token(rs.privateKey, { claims: { tenant: "acme" } })}` });
+    const res = await call("/scoped", {
+      authorization: `Bearer ${await token(rs.privateKey, { claims: { tenant: "acme" } })}`,
+    });
     expect(res.status).toBe(403);
     expect(res.headers.get("www-authenticate")).toContain('error="insufficient_scope"');
   });
@@ -460,16 +578,32 @@ describe("through a gateway process", () => {
   });
 
   test("gRPC routes: the claims travel as metadata, the token does not", async () => {
-    const res = await call("/verify", { authorization: `Bearer ${await token(rs.privateKey)}`, "content-type": "application/json" }, { method: "POST", body: '{"id": 7, "token": "t"}' });
+    const res = await call(
+      "/verify",
+      { authorization: `Bearer ${await token(rs.privateKey)}`, "content-type": "application/json" },
+      { method: "POST", body: '{"id": 7, "token": "t"}' },
+    );
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual({ message: "Verified: 7 as user-1" });
     expect(grpcSaw.at(-1)!["x-auth-subject"]).toBe("user-1");
     expect(JSON.stringify(grpcSaw)).not.toContain("authorization");
-    expect((await call("/verify", { "content-type": "application/json" }, { method: "POST", body: '{"id": 7, "token": "t"}' })).status).toBe(401);
+    expect(
+      (
+        await call(
+          "/verify",
+          { "content-type": "application/json" },
+          { method: "POST", body: '{"id": 7, "token": "t"}' },
+        )
+      ).status,
+    ).toBe(401);
   });
 
   test("no credential appears in the gateway's logs (at debug level) or in its exported spans", async () => {
-    await waitFor("spans of the authenticated routes to be exported", () => otlpBodies.join("").includes("/keys") && otlpBodies.join("").includes("/verify"), { timeoutMs: 10_000 });
+    await waitFor(
+      "spans of the authenticated routes to be exported",
+      () => otlpBodies.join("").includes("/keys") && otlpBodies.join("").includes("/verify"),
+      { timeoutMs: 10_000 },
+    );
     const logs = gateway.lines.join("\n");
     const spans = otlpBodies.join("\n");
     expect(logs).toContain('"route":"rs"');

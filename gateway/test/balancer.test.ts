@@ -109,7 +109,14 @@ describe("round robin", () => {
   test("visits every available endpoint in turn and skips the rest", () => {
     const list = endpoints([2, 2, 2]);
     const rr = new RoundRobin();
-    expect([1, 2, 3, 4, 5, 6].map(() => rr.pick(list)!.address)).toEqual(["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]);
+    expect([1, 2, 3, 4, 5, 6].map(() => rr.pick(list)!.address)).toEqual([
+      "127.0.0.1:1",
+      "127.0.0.1:2",
+      "127.0.0.1:3",
+      "127.0.0.1:1",
+      "127.0.0.1:2",
+      "127.0.0.1:3",
+    ]);
     list[1]!.available = false;
     expect([1, 2, 3, 4].map(() => rr.pick(list)!.address)).not.toContain("127.0.0.1:2");
     expect(rr.pick(list, list[0], list[2])).toBeUndefined();

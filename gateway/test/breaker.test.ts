@@ -7,12 +7,18 @@ import { Endpoint } from "../src/upstream/endpoint.ts";
 import { classify, isFailure, type Outcome, type Verdict } from "../src/upstream/outcome.ts";
 import { OutlierDetector } from "../src/upstream/outlier.ts";
 import type { UpstreamEvent } from "../src/upstream/upstream.ts";
-import { waitFor } from "../../lib/testing/processes.ts";
+import { waitFor } from "../../scripts/stack/testing/processes.ts";
 import { context, deferred, outcomes, testConfig, testUpstream } from "./upstream-harness.ts";
 
-function breaker(settings: Partial<{ consecutiveFailures: number; halfOpenAfterMs: number; maxHalfOpenAfterMs: number }> = {}) {
+function breaker(
+  settings: Partial<{ consecutiveFailures: number; halfOpenAfterMs: number; maxHalfOpenAfterMs: number }> = {},
+) {
   const states: BreakerState[] = [];
-  const b = new EndpointBreaker<Outcome>({ consecutiveFailures: 3, halfOpenAfterMs: 40, maxHalfOpenAfterMs: 1_000, ...settings }, isFailure, (s) => states.push(s));
+  const b = new EndpointBreaker<Outcome>(
+    { consecutiveFailures: 3, halfOpenAfterMs: 40, maxHalfOpenAfterMs: 1_000, ...settings },
+    isFailure,
+    (s) => states.push(s),
+  );
   return { b, states };
 }
 
@@ -115,7 +121,16 @@ describe("what counts as an endpoint failure", () => {
 describe("outlier ejection", () => {
   const settings = { consecutiveFailures: 2, baseEjectionMs: 40, maxEjectionMs: 100, maxEjectedPercent: 50 };
   const make = (n: number) => {
-    const list = Array.from({ length: n }, (_, i) => new Endpoint(`10.0.0.${i + 1}:80`, "http", { consecutiveFailures: 99, halfOpenAfterMs: 1_000, maxHalfOpenAfterMs: 1_000 }, 1));
+    const list = Array.from(
+      { length: n },
+      (_, i) =>
+        new Endpoint(
+          `10.0.0.${i + 1}:80`,
+          "http",
+          { consecutiveFailures: 99, halfOpenAfterMs: 1_000, maxHalfOpenAfterMs: 1_000 },
+          1,
+        ),
+    );
     const events: string[] = [];
     const detector = new OutlierDetector(
       settings,
@@ -144,7 +159,14 @@ describe("outlier ejection", () => {
     detector.onFailure(e);
     detector.onFailure(e);
     await waitFor("third readmission", () => !e.ejected, { timeoutMs: 1_000, intervalMs: 5 });
-    expect(events).toEqual(["eject 10.0.0.1:80 40", "readmit 10.0.0.1:80", "eject 10.0.0.1:80 80", "readmit 10.0.0.1:80", "eject 10.0.0.1:80 100", "readmit 10.0.0.1:80"]);
+    expect(events).toEqual([
+      "eject 10.0.0.1:80 40",
+      "readmit 10.0.0.1:80",
+      "eject 10.0.0.1:80 80",
+      "readmit 10.0.0.1:80",
+      "eject 10.0.0.1:80 100",
+      "readmit 10.0.0.1:80",
+    ]);
     expect(e.ejections).toBe(3);
     expect(e.lastEjectedAt).toBeLessThanOrEqual(e.lastReadmittedAt!);
     detector.stop();
@@ -173,7 +195,8 @@ describe("an upstream whose endpoints are all out", () => {
   test("answers no-endpoint at once with Retry-After = seconds until the soonest probe, then probes and recovers", async () => {
     const config = testConfig({
       endpoints: "127.0.0.1:1,127.0.0.1:2",
-      upstream: "circuitBreaker: { consecutiveFailures: 1, halfOpenAfterMs: 1100 }, outlierDetection: { maxEjectedPercent: 0 }",
+      upstream:
+        "circuitBreaker: { consecutiveFailures: 1, halfOpenAfterMs: 1100 }, outlierDetection: { maxEjectedPercent: 0 }",
       route: "retry: { attempts: 1 }",
     });
     const route = config.routes[0]!;
@@ -194,7 +217,10 @@ describe("an upstream whose endpoints are all out", () => {
     expect(result).toMatchObject({ kind: "no-endpoint", retryAfterSeconds: 2, endpoints: 2 });
 
     healthy = true;
-    await waitFor("a probe to be due", () => upstream.endpoints.some((e) => e.available), { timeoutMs: 3_000, intervalMs: 10 });
+    await waitFor("a probe to be due", () => upstream.endpoints.some((e) => e.available), {
+      timeoutMs: 3_000,
+      intervalMs: 10,
+    });
     expect((await dispatch(upstream, route, context(), false, send)).kind).toBe("response");
     expect(upstream.endpoints.some((e) => e.breakerState === "closed")).toBe(true);
     const breakerEvents = events.filter((e) => e.type === "breaker").map((e) => (e.type === "breaker" ? e.state : ""));

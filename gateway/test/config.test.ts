@@ -34,7 +34,10 @@ describe("routes.yaml loading", () => {
   test("a whole-value reference keeps its YAML type (a number stays a number)", () => {
     const text = shipped.replace("match: exact", "match: exact\n    timeoutMs: ${VERIFY_TIMEOUT_MS:-250}");
     expect(parseConfig(text, "routes.yaml", {}, ROOT).routes.find((r) => r.name === "verify")?.timeoutMs).toBe(250);
-    expect(parseConfig(text, "routes.yaml", { VERIFY_TIMEOUT_MS: "1500" }, ROOT).routes.find((r) => r.name === "verify")?.timeoutMs).toBe(1500);
+    expect(
+      parseConfig(text, "routes.yaml", { VERIFY_TIMEOUT_MS: "1500" }, ROOT).routes.find((r) => r.name === "verify")
+        ?.timeoutMs,
+    ).toBe(1500);
   });
 
   test("a misspelt key is rejected with its line, its field and a suggestion", () => {
@@ -48,7 +51,13 @@ describe("routes.yaml loading", () => {
   test("a wrong type is rejected with its line and field", () => {
     const text = shipped.replace("match: exact", "match: exact\n    timeoutMs: soon");
     const line = text.split("\n").findIndex((l) => l.includes("timeoutMs: soon")) + 1;
-    expect(problemsOf(text)).toEqual([expect.objectContaining({ line, field: "routes[1].timeoutMs", message: expect.stringContaining("expected integer") })]);
+    expect(problemsOf(text)).toEqual([
+      expect.objectContaining({
+        line,
+        field: "routes[1].timeoutMs",
+        message: expect.stringContaining("expected integer"),
+      }),
+    ]);
   });
 
   test("an enum typo lists the allowed values", () => {
@@ -63,14 +72,23 @@ describe("routes.yaml loading", () => {
       .replace("VerifyUser", "VerifyUsr")
       .replace("127.0.0.1:3003}", "127.0.0.1:99999}");
     const problems = problemsOf(text);
-    expect(problems.map((p) => p.field).sort()).toEqual(["routes[0].upstream", "routes[1].grpc.method", "upstreams.webapp.endpoints"]);
+    expect(problems.map((p) => p.field).sort()).toEqual([
+      "routes[0].upstream",
+      "routes[1].grpc.method",
+      "upstreams.webapp.endpoints",
+    ]);
     for (const p of problems) expect(p.line).toBeGreaterThan(0);
     expect(problems.find((p) => p.field === "routes[0].upstream")!.message).toContain('no upstream named "webap"');
   });
 
   test("a reference to an unset variable without default names the variable", () => {
-    const problems = problemsOf(shipped.replace("${RPCAPP_ENDPOINTS:-127.0.0.1:5001,127.0.0.1:5002,127.0.0.1:5003}", "${RPCAPP_ENDPOINTS}"));
-    expect(problems[0]).toMatchObject({ field: "upstreams.rpcapp.endpoints", message: expect.stringContaining("RPCAPP_ENDPOINTS is not set") });
+    const problems = problemsOf(
+      shipped.replace("${RPCAPP_ENDPOINTS:-127.0.0.1:5001,127.0.0.1:5002,127.0.0.1:5003}", "${RPCAPP_ENDPOINTS}"),
+    );
+    expect(problems[0]).toMatchObject({
+      field: "upstreams.rpcapp.endpoints",
+      message: expect.stringContaining("RPCAPP_ENDPOINTS is not set"),
+    });
   });
 
   test("YAML syntax errors carry the line", () => {
@@ -83,7 +101,9 @@ describe("routes.yaml loading", () => {
       parseConfig(shipped.replace("upstream: rpcapp", "upstream: nowhere"), "gateway/routes.yaml", {}, ROOT);
       throw new Error("not rejected");
     } catch (err) {
-      expect((err as Error).message).toMatch(/gateway\/routes\.yaml:\d+:\d+ routes\[1\]\.upstream: no upstream named "nowhere"/);
+      expect((err as Error).message).toMatch(
+        /gateway\/routes\.yaml:\d+:\d+ routes\[1\]\.upstream: no upstream named "nowhere"/,
+      );
     }
   });
 
@@ -92,6 +112,8 @@ describe("routes.yaml loading", () => {
   });
 
   test("invalid trusted proxy CIDRs are rejected", () => {
-    expect(problemsOf(`${shipped}\ntrustedProxies: ["10.0.0.0/8", "not-an-ip"]\n`)[0]).toMatchObject({ field: "trustedProxies[1]" });
+    expect(problemsOf(`${shipped}\ntrustedProxies: ["10.0.0.0/8", "not-an-ip"]\n`)[0]).toMatchObject({
+      field: "trustedProxies[1]",
+    });
   });
 });

@@ -10,8 +10,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
-import { REPO_ROOT, requireBinary } from "../../lib/testing/processes.ts";
-import { startTestStack, type TestStack } from "../../scripts/stack/testing.ts";
+import { REPO_ROOT, requireBinary } from "../../scripts/stack/testing/processes.ts";
+import { startTestStack, type TestStack } from "../../scripts/stack/testing/stack.ts";
 
 const hasChromium = requireBinary("chromium");
 const SCREENSHOT = join(REPO_ROOT, ".artifacts/dashboard.png");
@@ -52,7 +52,16 @@ routes:
     rateLimit: { rate: ${LIMITED_RATE}, period: 1s, key: { type: global } }
 `;
 
-const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
 
 let stack: TestStack;
 let context: BrowserContext | undefined;
@@ -67,7 +76,10 @@ beforeAll(async () => {
   writeFileSync(join(routesDir, "routes.yaml"), ROUTES);
   // The stack and the browser start side by side.
   const browserStarted = hasChromium ? launchBrowser() : Promise.resolve(undefined);
-  [stack, context] = await Promise.all([startTestStack({ routesFile: join(routesDir, "routes.yaml") }), browserStarted]);
+  [stack, context] = await Promise.all([
+    startTestStack({ routesFile: join(routesDir, "routes.yaml") }),
+    browserStarted,
+  ]);
   if (context) {
     page = context.pages()[0] ?? (await context.newPage());
     page.on("console", (msg) => {
@@ -87,13 +99,19 @@ afterAll(async () => {
 async function launchBrowser(): Promise<BrowserContext> {
   // A fresh profile each run (playwright wants it as userDataDir, not as --user-data-dir).
   profileDir = mkdtempSync(join(tmpdir(), "portico-chromium-"));
-  return chromium.launchPersistentContext(profileDir, { executablePath: Bun.which("chromium") ?? "/usr/bin/chromium", headless: true, args: CHROMIUM_ARGS, viewport: { width: 1400, height: 1000 } });
+  return chromium.launchPersistentContext(profileDir, {
+    executablePath: Bun.which("chromium") ?? "/usr/bin/chromium",
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1400, height: 1000 },
+  });
 }
 
 const adminUrl = () => stack.adminUrls()[0]!;
 const pid = (name: string) => stack.processes.find((p) => p.name === name)!.proc.pid;
 /** The row of an endpoint, by address (e.g. 127.0.0.1:3002). */
-const endpointRow = (upstream: string, address: string) => `[data-upstream="${upstream}"] tr[data-endpoint="${address}"]`;
+const endpointRow = (upstream: string, address: string) =>
+  `[data-upstream="${upstream}"] tr[data-endpoint="${address}"]`;
 
 /** Requests to `path` from `workers` loops until `stop()`; resolves with the statuses seen. */
 function load(path: string, workers: number): { stop: () => Promise<number[]> } {
@@ -123,17 +141,37 @@ describe.skipIf(!hasChromium)("the dashboard page", () => {
   test("loads without console errors and shows 3 gateways and 3 replicas of each upstream", async () => {
     const res = await page.goto(`${adminUrl()}/dashboard`);
     expect(res?.status()).toBe(200);
-    await page.waitForFunction(() => document.querySelectorAll('#gateways tbody tr[data-state="up"]').length === 3, undefined, { timeout: 10_000 });
+    await page.waitForFunction(
+      () => document.querySelectorAll('#gateways tbody tr[data-state="up"]').length === 3,
+      undefined,
+      { timeout: 10_000 },
+    );
     for (const upstream of ["webapp", "rpcapp"]) {
       // Every endpoint, seen by all 3 gateways.
-      await page.waitForFunction((u) => document.querySelectorAll(`[data-upstream="${u}"] tr[data-endpoint][data-gateways="3"]`).length === 3, upstream, { timeout: 10_000 });
+      await page.waitForFunction(
+        (u) => document.querySelectorAll(`[data-upstream="${u}"] tr[data-endpoint][data-gateways="3"]`).length === 3,
+        upstream,
+        { timeout: 10_000 },
+      );
     }
-    const gateways = await page.$$eval("#gateways tbody tr", (rows) => rows.map((r) => r.getAttribute("data-gateway")).sort());
+    const gateways = await page.$$eval("#gateways tbody tr", (rows) =>
+      rows.map((r) => r.getAttribute("data-gateway")).sort(),
+    );
     expect(gateways).toEqual(["gateway-1", "gateway-2", "gateway-3"]);
     // No REDIS_URL in this stack: each gateway says its limiter is in memory.
-    expect(await page.$$eval("#gateways [data-limiter]", (els) => els.map((e) => e.getAttribute("data-limiter")))).toEqual(["memory", "memory", "memory"]);
-    expect(await page.$$eval("[data-route]", (els) => els.map((e) => e.getAttribute("data-route")))).toEqual(["projects", "verify", "limited"]);
-    await page.waitForFunction(() => document.querySelector("#config-source code")?.textContent?.includes("name: limited"), undefined, { timeout: 5_000 });
+    expect(
+      await page.$$eval("#gateways [data-limiter]", (els) => els.map((e) => e.getAttribute("data-limiter"))),
+    ).toEqual(["memory", "memory", "memory"]);
+    expect(await page.$$eval("[data-route]", (els) => els.map((e) => e.getAttribute("data-route")))).toEqual([
+      "projects",
+      "verify",
+      "limited",
+    ]);
+    await page.waitForFunction(
+      () => document.querySelector("#config-source code")?.textContent?.includes("name: limited"),
+      undefined,
+      { timeout: 5_000 },
+    );
     expect(pageErrors).toEqual([]);
   }, 15_000);
 
@@ -147,10 +185,17 @@ describe.skipIf(!hasChromium)("the dashboard page", () => {
       process.kill(pid("webapp-2"), "SIGSTOP");
       const frozenAt = Date.now();
       // The requests that hang on it open its breaker or eject it on some gateway…
-      await page.waitForFunction((sel) => {
-        const tr = document.querySelector(sel);
-        return tr !== null && (Number(tr.getAttribute("data-breaker-open")) > 0 || Number(tr.getAttribute("data-ejected")) > 0);
-      }, row, { timeout: 10_000 });
+      await page.waitForFunction(
+        (sel) => {
+          const tr = document.querySelector(sel);
+          return (
+            tr !== null &&
+            (Number(tr.getAttribute("data-breaker-open")) > 0 || Number(tr.getAttribute("data-ejected")) > 0)
+          );
+        },
+        row,
+        { timeout: 10_000 },
+      );
       const shownAfterMs = Date.now() - frozenAt;
       console.log(`frozen replica shown as open/ejected after ${shownAfterMs} ms`);
       expect(shownAfterMs).toBeLessThan(8_000);
@@ -163,7 +208,11 @@ describe.skipIf(!hasChromium)("the dashboard page", () => {
       await page.waitForFunction(
         ({ sel, since }) => {
           const tr = document.querySelector(sel);
-          return tr?.getAttribute("data-state") === "healthy" && tr.getAttribute("data-unhealthy") === "0" && Number(tr.getAttribute("data-last-readmitted")) >= since;
+          return (
+            tr?.getAttribute("data-state") === "healthy" &&
+            tr.getAttribute("data-unhealthy") === "0" &&
+            Number(tr.getAttribute("data-last-readmitted")) >= since
+          );
         },
         { sel: row, since: thawedAt - 50 },
         { timeout: 10_000 },
@@ -180,14 +229,18 @@ describe.skipIf(!hasChromium)("the dashboard page", () => {
   }, 30_000);
 
   test("traffic above a route's rate limit shows as denials on that route's chart", async () => {
-    const statuses = await Promise.all(Array.from({ length: 80 }, () => fetch(`${stack.gatewayUrl}/limited/?limit=1`).then((r) => r.status)));
+    const statuses = await Promise.all(
+      Array.from({ length: 80 }, () => fetch(`${stack.gatewayUrl}/limited/?limit=1`).then((r) => r.status)),
+    );
     const denied = statuses.filter((s) => s === 429).length;
     expect(denied).toBeGreaterThan(0);
     expect(statuses.filter((s) => s !== 429 && s !== 200)).toEqual([]);
     // Every denial ends up in the data the chart draws (its "denied/s" series), merged from the 3 gateways.
     await page.waitForFunction(
       (n) => {
-        const chart = (window as unknown as { dashboard: { charts: Map<string, { traffic: { data: (number | null)[][] } }> } }).dashboard.charts.get("limited");
+        const chart = (
+          window as unknown as { dashboard: { charts: Map<string, { traffic: { data: (number | null)[][] } }> } }
+        ).dashboard.charts.get("limited");
         return chart !== undefined && chart.traffic.data[3]!.reduce((a: number, b) => a + (b ?? 0), 0) === n;
       },
       denied,
@@ -218,7 +271,15 @@ describe.skipIf(!hasChromium)("the dashboard page", () => {
 
 describe("the public listener", () => {
   test("answers 404 for every admin path: the dashboard, its events, metrics, upstreams, config", async () => {
-    for (const path of ["/dashboard", "/dashboard/events", "/dashboard/snapshot.json", "/metrics", "/upstreams", "/config", "/config/source"]) {
+    for (const path of [
+      "/dashboard",
+      "/dashboard/events",
+      "/dashboard/snapshot.json",
+      "/metrics",
+      "/upstreams",
+      "/config",
+      "/config/source",
+    ]) {
       const res = await fetch(`${stack.gatewayUrl}${path}`);
       expect([path, res.status]).toEqual([path, 404]);
       expect(res.headers.get("content-type")).toBe("application/problem+json");

@@ -17,7 +17,11 @@ import { parseConfig } from "../src/config/load.ts";
 import { Gateway } from "../src/server.ts";
 
 const servers: ReturnType<typeof Bun.serve>[] = [];
-afterAll(() => servers.forEach((s) => s.stop(true)));
+afterAll(() =>
+  servers.forEach((s) => {
+    s.stop(true);
+  }),
+);
 
 describe("latency buckets", () => {
   test("p50 and p99 of a known distribution come out within a bucket's width (19%)", () => {
@@ -88,10 +92,24 @@ describe("the tier: snapshots of every replica, merged", () => {
     lastRequestAt: null,
     ...over,
   });
-  const snapshot = (instance: string, from: number, requests: number[], latencyMs: number, endpoints: EndpointView[]): GatewaySnapshot => ({
+  const snapshot = (
+    instance: string,
+    from: number,
+    requests: number[],
+    latencyMs: number,
+    endpoints: EndpointView[],
+  ): GatewaySnapshot => ({
     schema: 1,
     at: Date.now(),
-    gateway: { service: "gateway", version: "v1", instance, startedAt: Date.now() - 5000, uptimeS: 5, ready: true, pid: 1 },
+    gateway: {
+      service: "gateway",
+      version: "v1",
+      instance,
+      startedAt: Date.now() - 5000,
+      uptimeS: 5,
+      ready: true,
+      pid: 1,
+    },
     limiter: { mode: "redis", fallback: "local", redis: "redis://r:6379", replicas: 2 },
     config: null,
     upstreams: [{ name: "web", protocol: "http", endpoints }],
@@ -103,7 +121,13 @@ describe("the tier: snapshots of every replica, merged", () => {
         methods: ["GET"],
         upstream: "web",
         rateLimit: null,
-        series: { from, requests, errors: requests.map((n) => (n > 0 ? 1 : 0)), denied: requests.map(() => 2), latency: requests.map((n) => (n > 0 ? [latencyBucket(latencyMs), n] : [])) },
+        series: {
+          from,
+          requests,
+          errors: requests.map((n) => (n > 0 ? 1 : 0)),
+          denied: requests.map(() => 2),
+          latency: requests.map((n) => (n > 0 ? [latencyBucket(latencyMs), n] : [])),
+        },
       },
     ],
   });
@@ -115,18 +139,35 @@ describe("the tier: snapshots of every replica, merged", () => {
 
   test("sums requests per second, takes percentiles from the merged histograms, and marks replicas that do not answer", async () => {
     const second = Math.floor(Date.now() / 1000) - 3;
-    const a = serve(snapshot("gw-a", second, [10, 0], 1, [endpoint("10.0.0.1:80"), endpoint("10.0.0.2:80", { breaker: "open" })]));
-    const b = serve(snapshot("gw-b", second, [30, 4], 100, [endpoint("10.0.0.1:80"), endpoint("10.0.0.2:80", { health: "unhealthy", ejected: true })]));
+    const a = serve(
+      snapshot("gw-a", second, [10, 0], 1, [endpoint("10.0.0.1:80"), endpoint("10.0.0.2:80", { breaker: "open" })]),
+    );
+    const b = serve(
+      snapshot("gw-b", second, [30, 4], 100, [
+        endpoint("10.0.0.1:80"),
+        endpoint("10.0.0.2:80", { health: "unhealthy", ejected: true }),
+      ]),
+    );
     const wrong = serve({ hello: "world" });
     const closed = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("") });
     const down = `http://127.0.0.1:${closed.port}`;
     closed.stop(true);
 
-    const tier = new TierView({ directory: new PeerDirectory({ urls: [a, b, wrong, down], adminPort: 0 }), local: () => snapshot("self", second, [], 1, []), selfInstance: "gw-a", timeoutMs: 500 });
+    const tier = new TierView({
+      directory: new PeerDirectory({ urls: [a, b, wrong, down], adminPort: 0 }),
+      local: () => snapshot("self", second, [], 1, []),
+      selfInstance: "gw-a",
+      timeoutMs: 500,
+    });
     const state = await tier.refresh();
 
     const byUrl = new Map(state.gateways.map((g) => [g.url, g]));
-    expect(byUrl.get(a)).toMatchObject({ reachable: true, self: true, info: { instance: "gw-a" }, limiter: { mode: "redis" } });
+    expect(byUrl.get(a)).toMatchObject({
+      reachable: true,
+      self: true,
+      info: { instance: "gw-a" },
+      limiter: { mode: "redis" },
+    });
     expect(byUrl.get(b)).toMatchObject({ reachable: true, self: false });
     // Never answered: named, with the reason, but not rows of the gateway table.
     expect(state.gateways).toHaveLength(2);
@@ -162,7 +203,11 @@ describe("the tier: snapshots of every replica, merged", () => {
   });
 
   test("without peers configured the tier is this gateway alone", async () => {
-    const tier = new TierView({ directory: new PeerDirectory({ urls: [], adminPort: 0 }), local: () => snapshot("self", Math.floor(Date.now() / 1000) - 2, [7], 5, []), selfInstance: "self" });
+    const tier = new TierView({
+      directory: new PeerDirectory({ urls: [], adminPort: 0 }),
+      local: () => snapshot("self", Math.floor(Date.now() / 1000) - 2, [7], 5, []),
+      selfInstance: "self",
+    });
     const state = await tier.refresh();
     expect(state.gateways).toHaveLength(1);
     expect(state.gateways[0]).toMatchObject({ url: null, self: true, reachable: true });
@@ -170,23 +215,48 @@ describe("the tier: snapshots of every replica, merged", () => {
   });
 
   test("replicas found by DNS are reached on the admin port, IPv6 in brackets", async () => {
-    const directory = new PeerDirectory({ urls: [], dnsName: "gateway-headless", adminPort: 9901, resolve: async () => ["10.1.0.7", "fd00::2"] });
+    const directory = new PeerDirectory({
+      urls: [],
+      dnsName: "gateway-headless",
+      adminPort: 9901,
+      resolve: async () => ["10.1.0.7", "fd00::2"],
+    });
     expect(await directory.list()).toEqual({ urls: ["http://10.1.0.7:9901", "http://[fd00::2]:9901"], error: null });
-    const failing = new PeerDirectory({ urls: [], dnsName: "nowhere", adminPort: 9901, resolve: () => Promise.reject(new Error("ENOTFOUND")) });
+    const failing = new PeerDirectory({
+      urls: [],
+      dnsName: "nowhere",
+      adminPort: 9901,
+      resolve: () => Promise.reject(new Error("ENOTFOUND")),
+    });
     expect(await failing.list()).toEqual({ urls: [], error: "cannot resolve nowhere: ENOTFOUND" });
   });
 });
 
 describe("admin routes of the dashboard", () => {
   const config = parseConfig(
-    ["upstreams:", "  web:", "    protocol: http", "    endpoints: 127.0.0.1:9", "    healthCheck: { enabled: false }", "routes:", "  - name: r", "    path: /r", "    upstream: web"].join("\n"),
+    [
+      "upstreams:",
+      "  web:",
+      "    protocol: http",
+      "    endpoints: 127.0.0.1:9",
+      "    healthCheck: { enabled: false }",
+      "routes:",
+      "  - name: r",
+      "    path: /r",
+      "    upstream: web",
+    ].join("\n"),
     "inline.yaml",
   );
   const log = pino({ level: "silent" });
   const lifecycle = new Lifecycle({ drainDelayMs: 0, shutdownTimeoutMs: 1000, log });
   const identity = { service: "gateway", version: "t", instance: "gw-test" };
   const gateway = new Gateway(config, { identity, log, lifecycle });
-  const dashboard = new Dashboard({ gateway, identity, lifecycle, peers: new PeerDirectory({ urls: [], adminPort: 0 }) });
+  const dashboard = new Dashboard({
+    gateway,
+    identity,
+    lifecycle,
+    peers: new PeerDirectory({ urls: [], adminPort: 0 }),
+  });
   const app = createAdminApp(gateway, identity, lifecycle, undefined, { dashboard });
   afterAll(() => gateway.close());
   const get = (path: string) => app.handle(new Request(`http://admin${path}`));

@@ -5,9 +5,20 @@
  * Three webapps listen on 127.0.0.1, 127.0.0.2 and 127.0.0.3, same port.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { freePort } from "../../lib/testing/ports.ts";
-import { stopAll } from "../../lib/testing/processes.ts";
-import { type Gateway, json, type Replica, removeTempFiles, startGateway, startReplica, TestDnsServer, timeUntil, upstreamView, writeRoutes } from "./resilience-harness.ts";
+import { freePort } from "../../scripts/stack/testing/ports.ts";
+import { stopAll } from "../../scripts/stack/testing/processes.ts";
+import {
+  type Gateway,
+  json,
+  type Replica,
+  removeTempFiles,
+  startGateway,
+  startReplica,
+  TestDnsServer,
+  timeUntil,
+  upstreamView,
+  writeRoutes,
+} from "./resilience-harness.ts";
 
 const NAME = "webapp.portico.test";
 const REFRESH_MS = 200;
@@ -60,18 +71,31 @@ describe("DNS discovery", () => {
     const scaledUpAt = Date.now();
     dns.records.set(NAME, ["127.0.0.1", "127.0.0.2", "127.0.0.3"]);
     const addedAt = await timeUntil("3 endpoints", async () => (await addresses()).length === 3);
-    const allServingAt = await timeUntil("traffic on all 3 replicas", async () => (await servedBy(15)).size === 3, 5_000, 0);
+    const allServingAt = await timeUntil(
+      "traffic on all 3 replicas",
+      async () => (await servedBy(15)).size === 3,
+      5_000,
+      0,
+    );
 
     const scaledDownAt = Date.now();
     dns.records.set(NAME, ["127.0.0.2", "127.0.0.3"]);
-    const removedAt = await timeUntil("127.0.0.1 to leave the set", async () => !(await addresses()).includes(`127.0.0.1:${port}`));
+    const removedAt = await timeUntil(
+      "127.0.0.1 to leave the set",
+      async () => !(await addresses()).includes(`127.0.0.1:${port}`),
+    );
     expect(await addresses()).toEqual([`127.0.0.2:${port}`, `127.0.0.3:${port}`]);
     // Balancing among the two left may favour the faster for a while: collect until both answered.
     const after = new Set<string>();
-    await timeUntil("both remaining replicas to answer", async () => {
-      for (const who of await servedBy(10)) after.add(who);
-      return after.size >= 2;
-    }, 5_000, 0);
+    await timeUntil(
+      "both remaining replicas to answer",
+      async () => {
+        for (const who of await servedBy(10)) after.add(who);
+        return after.size >= 2;
+      },
+      5_000,
+      0,
+    );
 
     dns.records.delete(NAME);
     const emptiedAt = await timeUntil("the set to empty on NXDOMAIN", async () => (await addresses()).length === 0);

@@ -1,8 +1,14 @@
 /** Endpoint discovery: static IP literals, host names resolved (and re-resolved) to all their addresses. */
 import { afterAll, describe, expect, test } from "bun:test";
-import { Discovery, dnsServerResolver, formatAddress, type HostResolver, parseEntry } from "../src/upstream/discovery.ts";
+import {
+  Discovery,
+  dnsServerResolver,
+  formatAddress,
+  type HostResolver,
+  parseEntry,
+} from "../src/upstream/discovery.ts";
 import type { UpstreamEvent } from "../src/upstream/upstream.ts";
-import { waitFor } from "../../lib/testing/processes.ts";
+import { waitFor } from "../../scripts/stack/testing/processes.ts";
 import { TestDnsServer } from "./resilience-harness.ts";
 import { testConfig, testUpstream } from "./upstream-harness.ts";
 
@@ -24,7 +30,11 @@ function fakeResolver() {
 
 const dnsError = (code: string) => Object.assign(new Error(code), { code });
 const discoveries: Discovery[] = [];
-afterAll(() => discoveries.forEach((d) => d.stop()));
+afterAll(() =>
+  discoveries.forEach((d) => {
+    d.stop();
+  }),
+);
 
 function discover(entries: string[], resolver: HostResolver, refreshMs = 20) {
   const sets: string[][] = [];
@@ -126,13 +136,19 @@ describe("an upstream whose endpoints change", () => {
     const { resolver, records } = fakeResolver();
     records.set("svc", ["10.0.0.1", "10.0.0.2"]);
     const events: UpstreamEvent[] = [];
-    const upstream = testUpstream(testConfig({ endpoints: "svc:80", upstream: "discovery: { refreshMs: 20 }" }), { resolver, onEvent: (e) => events.push(e) });
+    const upstream = testUpstream(testConfig({ endpoints: "svc:80", upstream: "discovery: { refreshMs: 20 }" }), {
+      resolver,
+      onEvent: (e) => events.push(e),
+    });
     await upstream.ready;
     const kept = upstream.endpoints.find((e) => e.address === "10.0.0.2:80")!;
     const removed = upstream.endpoints.find((e) => e.address === "10.0.0.1:80")!;
     kept.requests = 42;
     records.set("svc", ["10.0.0.2", "10.0.0.3"]);
-    await waitFor("the new set", () => upstream.endpoints.some((e) => e.address === "10.0.0.3:80"), { timeoutMs: 1_000, intervalMs: 5 });
+    await waitFor("the new set", () => upstream.endpoints.some((e) => e.address === "10.0.0.3:80"), {
+      timeoutMs: 1_000,
+      intervalMs: 5,
+    });
     expect(upstream.endpoints.map((e) => e.address)).toEqual(["10.0.0.2:80", "10.0.0.3:80"]);
     expect(upstream.endpoints[0]).toBe(kept);
     expect(kept.requests).toBe(42);

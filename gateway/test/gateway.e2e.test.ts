@@ -7,9 +7,9 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort } from "../../lib/testing/ports.ts";
-import { spawnService, stopAll, waitFor } from "../../lib/testing/processes.ts";
-import { startTestStack, type TestStack } from "../../scripts/stack/testing.ts";
+import { freePort } from "../../scripts/stack/testing/ports.ts";
+import { spawnService, stopAll, waitFor } from "../../scripts/stack/testing/processes.ts";
+import { startTestStack, type TestStack } from "../../scripts/stack/testing/stack.ts";
 
 let stack: TestStack;
 let gw: string;
@@ -26,7 +26,11 @@ afterAll(async () => {
 
 describe("seed compatibility through the gateway", () => {
   test("POST /projects/ creates a project: integer id and url Project-<title>", async () => {
-    const res = await fetch(`${gw}/projects/`, { method: "POST", headers: json, body: '{"title":"An awesome project"}' });
+    const res = await fetch(`${gw}/projects/`, {
+      method: "POST",
+      headers: json,
+      body: '{"title":"An awesome project"}',
+    });
     expect(res.status).toBe(201);
     const body = (await res.json()) as { id: unknown; url: string };
     expect(Number.isInteger(body.id)).toBe(true);
@@ -49,10 +53,16 @@ describe("seed compatibility through the gateway", () => {
   });
 
   test("the client's X-Request-ID is kept end to end", async () => {
-    const res = await fetch(`${gw}/projects/`, { method: "POST", headers: { ...json, "x-request-id": "seed-req-42" }, body: '{"title":"t"}' });
+    const res = await fetch(`${gw}/projects/`, {
+      method: "POST",
+      headers: { ...json, "x-request-id": "seed-req-42" },
+      body: '{"title":"t"}',
+    });
     expect(res.headers.get("x-request-id")).toBe("seed-req-42");
     const servedBy = res.headers.get("x-served-by")!;
-    await waitFor("the webapp to log the request id", () => (stack.output.get(servedBy) ?? []).some((l) => l.includes("seed-req-42")));
+    await waitFor("the webapp to log the request id", () =>
+      (stack.output.get(servedBy) ?? []).some((l) => l.includes("seed-req-42")),
+    );
   });
 });
 
@@ -62,8 +72,16 @@ describe("load spread", () => {
     for (let i = 0; i < 30; i++) {
       // A new connection per request, so the kernel spreads them over the gateways (SO_REUSEPORT).
       const [a, b] = await Promise.all([
-        fetch(`${gw}/projects/`, { method: "POST", headers: { ...json, connection: "close" }, body: `{"title":"p${i}"}` }),
-        fetch(`${gw}/verify/`, { method: "POST", headers: { ...json, connection: "close" }, body: `{"id": ${i + 1}, "token": "t"}` }),
+        fetch(`${gw}/projects/`, {
+          method: "POST",
+          headers: { ...json, connection: "close" },
+          body: `{"title":"p${i}"}`,
+        }),
+        fetch(`${gw}/verify/`, {
+          method: "POST",
+          headers: { ...json, connection: "close" },
+          body: `{"id": ${i + 1}, "token": "t"}`,
+        }),
       ]);
       expect([a.status, b.status]).toEqual([201, 200]);
       seen.webapp.add(a.headers.get("x-served-by")!);
@@ -114,18 +132,27 @@ describe("bad input gets a clear problem+json answer", () => {
   });
 
   test("a body that does not fit the proto → 400 naming the fields", async () => {
-    const body = await problem(await fetch(`${gw}/verify/`, { method: "POST", headers: json, body: '{"id": "x", "tokn": "a"}' }), 400);
+    const body = await problem(
+      await fetch(`${gw}/verify/`, { method: "POST", headers: json, body: '{"id": "x", "tokn": "a"}' }),
+      400,
+    );
     expect(body.errors?.map((e) => e.field)).toEqual(["id", "tokn"]);
   });
 
   test("invalid input rejected by rpcapp → 400 with the gRPC status", async () => {
-    const body = (await problem(await fetch(`${gw}/verify/`, { method: "POST", headers: json, body: '{"id": 0, "token": "a"}' }), 400)) as { title: string; code?: number };
+    const body = (await problem(
+      await fetch(`${gw}/verify/`, { method: "POST", headers: json, body: '{"id": 0, "token": "a"}' }),
+      400,
+    )) as { title: string; code?: number };
     expect(body.title).toBe("INVALID_ARGUMENT");
     expect(body.code).toBe(3);
   });
 
   test("invalid project title → 400 naming the field", async () => {
-    const body = await problem(await fetch(`${gw}/projects/`, { method: "POST", headers: json, body: '{"title": 5}' }), 400);
+    const body = await problem(
+      await fetch(`${gw}/projects/`, { method: "POST", headers: json, body: '{"title": 5}' }),
+      400,
+    );
     expect(JSON.stringify(body)).toContain("title");
   });
 
@@ -138,7 +165,9 @@ describe("bad input gets a clear problem+json answer", () => {
     const port = Number(new URL(gw).port);
     await new Promise<void>((resolve) => {
       const socket = connect({ host: "127.0.0.1", port }, () => {
-        socket.write("POST /projects/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"title\":");
+        socket.write(
+          'POST /projects/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"title":',
+        );
         socket.end();
       });
       socket.on("close", () => resolve());
@@ -164,9 +193,18 @@ routes:
 `,
     );
     const [port, adminPort] = [await freePort(), await freePort()];
-    const gateway = spawnService("gateway", { PORT: String(port), ADMIN_PORT: String(adminPort), ROUTES_FILE: routes, HOST: "127.0.0.1" }, "gateway-dead-upstreams");
-    await waitFor("gateway ready", async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).ok, { proc: gateway });
-    for (const [path, body] of [["/projects/", '{"title":"x"}'], ["/verify/", '{"id":1,"token":"t"}']] as const) {
+    const gateway = spawnService(
+      "gateway",
+      { PORT: String(port), ADMIN_PORT: String(adminPort), ROUTES_FILE: routes, HOST: "127.0.0.1" },
+      "gateway-dead-upstreams",
+    );
+    await waitFor("gateway ready", async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).ok, {
+      proc: gateway,
+    });
+    for (const [path, body] of [
+      ["/projects/", '{"title":"x"}'],
+      ["/verify/", '{"id":1,"token":"t"}'],
+    ] as const) {
       const started = performance.now();
       const res = await fetch(`http://127.0.0.1:${port}${path}`, { method: "POST", headers: json, body });
       const elapsed = performance.now() - started;
@@ -182,8 +220,15 @@ describe("config errors stop the gateway with the line", () => {
   test("a misspelt key exits non-zero naming file, line and field", async () => {
     const dir = mkdtempSync(join(tmpdir(), "portico-badcfg-"));
     const routes = join(dir, "routes.yaml");
-    writeFileSync(routes, "upstreams:\n  webapp:\n    protocol: http\n    endpoints: 127.0.0.1:1\nroutes:\n  - name: p\n    path: /p\n    upstreem: webapp\n");
-    const gateway = spawnService("gateway", { PORT: String(await freePort()), ADMIN_PORT: String(await freePort()), ROUTES_FILE: routes }, "gateway-bad-config");
+    writeFileSync(
+      routes,
+      "upstreams:\n  webapp:\n    protocol: http\n    endpoints: 127.0.0.1:1\nroutes:\n  - name: p\n    path: /p\n    upstreem: webapp\n",
+    );
+    const gateway = spawnService(
+      "gateway",
+      { PORT: String(await freePort()), ADMIN_PORT: String(await freePort()), ROUTES_FILE: routes },
+      "gateway-bad-config",
+    );
     expect(await gateway.exited).toBe(78);
     const output = gateway.lines.join("\n");
     expect(output).toContain(`${routes}:8:5 routes[0].upstreem: unknown field (did you mean "upstream"?)`);

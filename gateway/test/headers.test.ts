@@ -6,7 +6,16 @@ import { grpcCodeName, httpStatusFromGrpc } from "../src/grpc/status.ts";
 
 describe("hop-by-hop headers", () => {
   test("are removed, with any header the Connection header names", () => {
-    const h = new Headers({ connection: "keep-alive, x-secret-hop", "keep-alive": "timeout=5", "x-secret-hop": "1", te: "trailers", upgrade: "h2c", "transfer-encoding": "chunked", "proxy-authorization": "Basic x", "x-kept": "yes" });
+    const h = new Headers({
+      connection: "keep-alive, x-secret-hop",
+      "keep-alive": "timeout=5",
+      "x-secret-hop": "1",
+      te: "trailers",
+      upgrade: "h2c",
+      "transfer-encoding": "chunked",
+      "proxy-authorization": "Basic x",
+      "x-kept": "yes",
+    });
     stripHopByHop(h);
     expect([...h].map(([k]) => k)).toEqual(["x-kept"]);
   });
@@ -14,7 +23,12 @@ describe("hop-by-hop headers", () => {
 
 describe("X-Forwarded-*", () => {
   test("from an untrusted client are replaced, never extended", () => {
-    const h = new Headers({ host: "api.example", "x-forwarded-for": "1.2.3.4", "x-forwarded-proto": "https", "x-forwarded-host": "evil" });
+    const h = new Headers({
+      host: "api.example",
+      "x-forwarded-for": "1.2.3.4",
+      "x-forwarded-proto": "https",
+      "x-forwarded-host": "evil",
+    });
     setForwardedHeaders(h, { clientIp: "10.0.0.7", peerIsTrusted: false, proto: "http" });
     expect(h.get("x-forwarded-for")).toBe("10.0.0.7");
     expect(h.get("x-forwarded-proto")).toBe("http");
@@ -30,9 +44,15 @@ describe("X-Forwarded-*", () => {
 
   test("the client address is the right-most untrusted hop behind trusted proxies", () => {
     const trusted = new TrustedProxies(["10.0.0.0/8"]);
-    expect(trusted.clientIp("::ffff:10.1.2.3", "203.0.113.9, 198.51.100.1, 10.0.0.5")).toEqual({ clientIp: "198.51.100.1", peerIsTrusted: true });
+    expect(trusted.clientIp("::ffff:10.1.2.3", "203.0.113.9, 198.51.100.1, 10.0.0.5")).toEqual({
+      clientIp: "198.51.100.1",
+      peerIsTrusted: true,
+    });
     expect(trusted.clientIp("203.0.113.50", "1.1.1.1")).toEqual({ clientIp: "203.0.113.50", peerIsTrusted: false });
-    expect(new TrustedProxies([]).clientIp("::ffff:127.0.0.1", "1.1.1.1")).toEqual({ clientIp: "127.0.0.1", peerIsTrusted: false });
+    expect(new TrustedProxies([]).clientIp("::ffff:127.0.0.1", "1.1.1.1")).toEqual({
+      clientIp: "127.0.0.1",
+      peerIsTrusted: false,
+    });
   });
 });
 
@@ -48,10 +68,23 @@ describe("request ids", () => {
 describe("gRPC status mapping (as grpc-gateway)", () => {
   test("maps every code", () => {
     const expected: [number, number, string][] = [
-      [0, 200, "OK"], [1, 499, "CANCELLED"], [2, 500, "UNKNOWN"], [3, 400, "INVALID_ARGUMENT"], [4, 504, "DEADLINE_EXCEEDED"],
-      [5, 404, "NOT_FOUND"], [6, 409, "ALREADY_EXISTS"], [7, 403, "PERMISSION_DENIED"], [8, 429, "RESOURCE_EXHAUSTED"],
-      [9, 400, "FAILED_PRECONDITION"], [10, 409, "ABORTED"], [11, 400, "OUT_OF_RANGE"], [12, 501, "UNIMPLEMENTED"],
-      [13, 500, "INTERNAL"], [14, 503, "UNAVAILABLE"], [15, 500, "DATA_LOSS"], [16, 401, "UNAUTHENTICATED"],
+      [0, 200, "OK"],
+      [1, 499, "CANCELLED"],
+      [2, 500, "UNKNOWN"],
+      [3, 400, "INVALID_ARGUMENT"],
+      [4, 504, "DEADLINE_EXCEEDED"],
+      [5, 404, "NOT_FOUND"],
+      [6, 409, "ALREADY_EXISTS"],
+      [7, 403, "PERMISSION_DENIED"],
+      [8, 429, "RESOURCE_EXHAUSTED"],
+      [9, 400, "FAILED_PRECONDITION"],
+      [10, 409, "ABORTED"],
+      [11, 400, "OUT_OF_RANGE"],
+      [12, 501, "UNIMPLEMENTED"],
+      [13, 500, "INTERNAL"],
+      [14, 503, "UNAVAILABLE"],
+      [15, 500, "DATA_LOSS"],
+      [16, 401, "UNAUTHENTICATED"],
     ];
     for (const [code, http, codeName] of expected) {
       expect([httpStatusFromGrpc(code), grpcCodeName(code)]).toEqual([http, codeName]);

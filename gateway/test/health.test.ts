@@ -2,14 +2,18 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
 import { loadGrpcObject } from "../../lib/proto.ts";
-import { freePort } from "../../lib/testing/ports.ts";
-import { waitFor } from "../../lib/testing/processes.ts";
+import { freePort } from "../../scripts/stack/testing/ports.ts";
+import { waitFor } from "../../scripts/stack/testing/processes.ts";
 import { dispatch } from "../src/upstream/dispatch.ts";
 import type { Upstream, UpstreamEvent } from "../src/upstream/upstream.ts";
 import { context, outcomes, testConfig, testUpstream } from "./upstream-harness.ts";
 
 const cleanup: (() => void)[] = [];
-afterAll(() => cleanup.forEach((f) => f()));
+afterAll(() =>
+  cleanup.forEach((f) => {
+    f();
+  }),
+);
 
 const CHECKS = "{ intervalMs: 50, timeoutMs: 40, unhealthyThreshold: 2, healthyThreshold: 1 }";
 
@@ -25,9 +29,19 @@ function watch(upstream: Upstream): string[] {
 describe("HTTP health checks (GET /readyz)", () => {
   test("two failed checks take an endpoint out; one passing check brings it back with its breaker closed and ejection ended", async () => {
     let ready = true;
-    const stub = Bun.serve({ hostname: "127.0.0.1", port: await freePort(), fetch: (req) => (new URL(req.url).pathname === "/readyz" && ready ? new Response("ok") : new Response("no", { status: 503 })) });
+    const stub = Bun.serve({
+      hostname: "127.0.0.1",
+      port: await freePort(),
+      fetch: (req) =>
+        new URL(req.url).pathname === "/readyz" && ready ? new Response("ok") : new Response("no", { status: 503 }),
+    });
     cleanup.push(() => stub.stop(true));
-    const config = testConfig({ endpoints: `127.0.0.1:${stub.port}`, healthCheck: CHECKS, upstream: "circuitBreaker: { consecutiveFailures: 2 }, outlierDetection: { consecutiveFailures: 2, baseEjectionMs: 30000 }" });
+    const config = testConfig({
+      endpoints: `127.0.0.1:${stub.port}`,
+      healthCheck: CHECKS,
+      upstream:
+        "circuitBreaker: { consecutiveFailures: 2 }, outlierDetection: { consecutiveFailures: 2, baseEjectionMs: 30000 }",
+    });
     const upstream = testUpstream(config);
     cleanup.push(() => upstream.close());
     const events = watch(upstream);
@@ -36,7 +50,8 @@ describe("HTTP health checks (GET /readyz)", () => {
 
     ready = false;
     // Requests fail meanwhile: the breaker opens and the endpoint is ejected for 30 s.
-    for (let i = 0; i < 2; i++) await dispatch(upstream, config.routes[0]!, context(), false, async () => outcomes.status(503));
+    for (let i = 0; i < 2; i++)
+      await dispatch(upstream, config.routes[0]!, context(), false, async () => outcomes.status(503));
     expect(endpoint.ejected).toBe(true);
     expect(endpoint.breakerState).toBe("open");
     await waitFor("unhealthy", () => endpoint.health === "unhealthy", { timeoutMs: 2_000, intervalMs: 5 });
@@ -51,12 +66,19 @@ describe("HTTP health checks (GET /readyz)", () => {
   });
 
   test("a check not answered within timeoutMs fails", async () => {
-    const stub = Bun.serve({ hostname: "127.0.0.1", port: await freePort(), fetch: async () => (await Bun.sleep(500), new Response("late")) });
+    const stub = Bun.serve({
+      hostname: "127.0.0.1",
+      port: await freePort(),
+      fetch: async () => (await Bun.sleep(500), new Response("late")),
+    });
     cleanup.push(() => stub.stop(true));
     const upstream = testUpstream(testConfig({ endpoints: `127.0.0.1:${stub.port}`, healthCheck: CHECKS }));
     cleanup.push(() => upstream.close());
     const started = performance.now();
-    await waitFor("unhealthy", () => upstream.endpoints[0]!.health === "unhealthy", { timeoutMs: 2_000, intervalMs: 5 });
+    await waitFor("unhealthy", () => upstream.endpoints[0]!.health === "unhealthy", {
+      timeoutMs: 2_000,
+      intervalMs: 5,
+    });
     expect(performance.now() - started).toBeLessThan(400);
   });
 });
@@ -64,15 +86,23 @@ describe("HTTP health checks (GET /readyz)", () => {
 describe("gRPC health checks (grpc.health.v1.Health/Check)", () => {
   test("SERVING passes, NOT_SERVING fails, on the endpoint's own connection", async () => {
     let status = "SERVING";
-    const pkg = loadGrpcObject(["grpc/health/v1/health.proto"]) as unknown as { grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } } };
+    const pkg = loadGrpcObject(["grpc/health/v1/health.proto"]) as unknown as {
+      grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } };
+    };
     const server = new grpc.Server();
     server.addService(pkg.grpc.health.v1.Health.service, {
       Check: (_call: unknown, callback: grpc.sendUnaryData<{ status: string }>) => callback(null, { status }),
       Watch: () => {},
     });
-    const port = await new Promise<number>((resolve, reject) => server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) =>
+        err ? reject(err) : resolve(p),
+      ),
+    );
     cleanup.push(() => server.forceShutdown());
-    const upstream = testUpstream(testConfig({ protocol: "grpc", endpoints: `127.0.0.1:${port}`, healthCheck: CHECKS }));
+    const upstream = testUpstream(
+      testConfig({ protocol: "grpc", endpoints: `127.0.0.1:${port}`, healthCheck: CHECKS }),
+    );
     cleanup.push(() => upstream.close());
     const endpoint = upstream.endpoints[0]!;
     await waitFor("healthy", () => endpoint.health === "healthy", { timeoutMs: 3_000, intervalMs: 5 });

@@ -17,14 +17,20 @@ import { refuseRequest } from "../src/routing/request-guard.ts";
 describe("refused before routing", () => {
   test("methods the gateway never routes are 405 with the methods it does", () => {
     for (const method of ["TRACE", "CONNECT", "PROPFIND", "MKCOL", "PURGE"]) {
-      expect(refuseRequest(method, "portico.test")).toMatchObject({ status: 405, headers: { allow: "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS" } });
+      expect(refuseRequest(method, "portico.test")).toMatchObject({
+        status: 405,
+        headers: { allow: "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS" },
+      });
     }
-    for (const method of ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]) expect(refuseRequest(method, "portico.test")).toBeUndefined();
+    for (const method of ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+      expect(refuseRequest(method, "portico.test")).toBeUndefined();
   });
 
   test("a Host that is not one host[:port] is 400; names, IPs, IPv6 and an empty Host pass", () => {
-    for (const host of ["a, b", "evil.test/x", "user@evil.test", "evil test", "evil.test:123456", "a\\b"]) expect(refuseRequest("GET", host)?.status).toBe(400);
-    for (const host of ["portico.test", "portico.test:8080", "10.0.0.1:80", "[::1]:8080", "", "xn--caf-dma.test"]) expect(refuseRequest("GET", host)).toBeUndefined();
+    for (const host of ["a, b", "evil.test/x", "user@evil.test", "evil test", "evil.test:123456", "a\\b"])
+      expect(refuseRequest("GET", host)?.status).toBe(400);
+    for (const host of ["portico.test", "portico.test:8080", "10.0.0.1:80", "[::1]:8080", "", "xn--caf-dma.test"])
+      expect(refuseRequest("GET", host)).toBeUndefined();
     expect(refuseRequest("GET", null)).toBeUndefined();
   });
 
@@ -35,7 +41,9 @@ describe("refused before routing", () => {
 });
 
 describe("transcoding numbers", () => {
-  const type = protobuf.parse('syntax = "proto3"; package t; message M { double d = 1; float f = 2; }', { keepCase: true }).root.lookupType("t.M");
+  const type = protobuf
+    .parse('syntax = "proto3"; package t; message M { double d = 1; float f = 2; }', { keepCase: true })
+    .root.lookupType("t.M");
 
   test("a JSON number too large for its type is refused, not sent as Infinity", () => {
     expect(checkMessage(type, JSON.parse('{"d": 1e999}')).map((e) => e.field)).toEqual(["d"]);
@@ -50,7 +58,7 @@ describe("transcoding numbers", () => {
 });
 
 describe("framing the parser lets through", () => {
-  test("repeated identical Content-Length values (joined as \"5, 5\") read as one length", async () => {
+  test('repeated identical Content-Length values (joined as "5, 5") read as one length', async () => {
     const req = new Request("http://x/", { method: "POST", body: "hello", headers: { "content-length": "5, 5" } });
     const read = await readBody(req, 100);
     expect(read.ok && new TextDecoder().decode(read.bytes!)).toBe("hello");
@@ -59,7 +67,10 @@ describe("framing the parser lets through", () => {
 
 describe("the response cap", () => {
   test("a declared length over the cap is refused before any byte is sent", () => {
-    const result = limitResponseSize(new Response(new Uint8Array(2048), { headers: { "content-length": "2048" } }), 1024);
+    const result = limitResponseSize(
+      new Response(new Uint8Array(2048), { headers: { "content-length": "2048" } }),
+      1024,
+    );
     expect(result).toEqual({ ok: false, declared: 2048 });
   });
 
@@ -94,7 +105,9 @@ describe("the response cap", () => {
 
 describe("the idle timeout and slow routes", () => {
   const calls: [Request, number][] = [];
-  const server = { timeout: (req: Request, seconds: number) => calls.push([req, seconds]) } as unknown as Server<unknown>;
+  const server = {
+    timeout: (req: Request, seconds: number) => calls.push([req, seconds]),
+  } as unknown as Server<unknown>;
   const req = new Request("http://x/");
 
   test("only a route slower than the idle timeout extends its request's deadline", () => {
@@ -109,7 +122,8 @@ describe("the idle timeout and slow routes", () => {
 });
 
 describe("the limits section of routes.yaml", () => {
-  const base = 'upstreams: { up: { protocol: http, endpoints: "127.0.0.1:1" } }\nroutes: [{ name: r, path: /r, upstream: up }]\n';
+  const base =
+    'upstreams: { up: { protocol: http, endpoints: "127.0.0.1:1" } }\nroutes: [{ name: r, path: /r, upstream: up }]\n';
 
   test("every limit has a default", () => {
     expect(parseConfig(base, "t.yaml").limits).toEqual({

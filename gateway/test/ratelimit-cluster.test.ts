@@ -6,9 +6,17 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { RedisClient } from "bun";
-import { freePort } from "../../lib/testing/ports.ts";
-import { requireBinary, stopAll } from "../../lib/testing/processes.ts";
-import { hammer, startGatewayOn, startStubUpstream, type TestGateway, TestRedis, waitForLog, writeRoutes } from "./ratelimit-harness.ts";
+import { freePort } from "../../scripts/stack/testing/ports.ts";
+import { requireBinary, stopAll } from "../../scripts/stack/testing/processes.ts";
+import {
+  hammer,
+  startGatewayOn,
+  startStubUpstream,
+  type TestGateway,
+  TestRedis,
+  waitForLog,
+  writeRoutes,
+} from "./ratelimit-harness.ts";
 
 const hasRedis = requireBinary("redis-server");
 // Above the 100 ms default: on a busy shared 2-core machine Redis itself can stall that long,
@@ -36,11 +44,17 @@ routes:
   const peers = ports.map(([, admin]) => `http://127.0.0.1:${admin}`).join(",");
   gateways = await Promise.all(
     ports.map(([port, admin], i) =>
-      startGatewayOn(`gateway-${i + 1}`, routesFile, port, admin, { REDIS_URL: redis.url, GATEWAY_PEERS: peers, GATEWAY_PEERS_INTERVAL_MS: "200" }),
+      startGatewayOn(`gateway-${i + 1}`, routesFile, port, admin, {
+        REDIS_URL: redis.url,
+        GATEWAY_PEERS: peers,
+        GATEWAY_PEERS_INTERVAL_MS: "200",
+      }),
     ),
   );
   // The local fallback divides by the live replicas: wait until every gateway has counted all three.
-  await Promise.all(gateways.map((g) => waitForLog(g.proc, "rate limiter: live gateway replicas changed", { peers: 3 })));
+  await Promise.all(
+    gateways.map((g) => waitForLog(g.proc, "rate limiter: live gateway replicas changed", { peers: 3 })),
+  );
 }, 30_000); // processes start slowly on a busy 2-core machine
 
 afterAll(async () => {
@@ -107,9 +121,13 @@ describe.skipIf(!hasRedis)("Redis stops answering, is killed, and comes back", (
     // Back, empty: every gateway returns to Redis by itself, and the 3 share one fresh budget of 60.
     const linesAtRestart = gateways.map((g) => g.proc.lines.length);
     await redis.restart();
-    await Promise.all(gateways.map((g, i) => waitForLog(g.proc, "rate limiter: using redis", {}, 5000, linesAtRestart[i])));
+    await Promise.all(
+      gateways.map((g, i) => waitForLog(g.proc, "rate limiter: using redis", {}, 5000, linesAtRestart[i])),
+    );
     const after = await hammer(targets("/outage"), { durationMs: 1000, concurrency: 4 });
-    console.log(`rate-limit after redis restart: admitted ${after.total(200)} across 3 gateways (shared limit 60), per gateway ${after.statuses.map((s) => s.get(200) ?? 0).join("/")}`);
+    console.log(
+      `rate-limit after redis restart: admitted ${after.total(200)} across 3 gateways (shared limit 60), per gateway ${after.statuses.map((s) => s.get(200) ?? 0).join("/")}`,
+    );
     expect(after.total(0)).toBe(0);
     expect(after.total(200)).toBeGreaterThanOrEqual(60);
     expect(after.total(200)).toBeLessThanOrEqual(61);

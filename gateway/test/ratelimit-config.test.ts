@@ -4,8 +4,8 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import pino from "pino";
-import { freePort } from "../../lib/testing/ports.ts";
-import { requireBinary } from "../../lib/testing/processes.ts";
+import { freePort } from "../../scripts/stack/testing/ports.ts";
+import { requireBinary } from "../../scripts/stack/testing/processes.ts";
 import { isListening, startLocalRedis } from "../../scripts/stack/redis.ts";
 import { ConfigError, parseConfig } from "../src/config/load.ts";
 import { PeerCounter } from "../src/ratelimit/peers.ts";
@@ -36,7 +36,17 @@ describe("rateLimit in routes.yaml", () => {
   test("one policy: burst defaults to the rate, the key to the client IP, and the name to the key type", () => {
     const config = load("    rateLimit: { rate: 100, period: 1m }\n");
     expect(config.routes[0]!.rateLimit).toEqual({
-      policies: [{ name: "ip", rate: 100, periodMs: 60_000, burst: 100, key: { type: "ip" }, intervalUs: 600_000, headerItem: '"ip";q=100;w=60' }],
+      policies: [
+        {
+          name: "ip",
+          rate: 100,
+          periodMs: 60_000,
+          burst: 100,
+          key: { type: "ip" },
+          intervalUs: 600_000,
+          headerItem: '"ip";q=100;w=60',
+        },
+      ],
       policyHeader: '"ip";q=100;w=60',
     });
   });
@@ -54,28 +64,54 @@ describe("rateLimit in routes.yaml", () => {
       ["global", 1000, 5, { type: "global" }],
     ]);
     // A sub-second period is stated per whole second: 10 per 500 ms is 20 per 1 s.
-    expect(config.routes[0]!.rateLimit!.policyHeader).toBe('"burst";q=20;w=1, "daily";q=1000;w=86400, "global";q=5;w=1');
+    expect(config.routes[0]!.rateLimit!.policyHeader).toBe(
+      '"burst";q=20;w=1, "daily";q=1000;w=86400, "global";q=5;w=1',
+    );
   });
 
   test("routes without rateLimit are unlimited, and the top-level section has its defaults", () => {
     const config = load("");
     expect(config.routes[0]!.rateLimit).toBeUndefined();
-    expect(config.rateLimit).toEqual({ fallback: "local", redisTimeoutMs: 100, keyPrefix: "portico:rl:", replicas: "auto" });
-    expect(load("rateLimit: { fallback: closed, replicas: 3 }\n").rateLimit).toMatchObject({ fallback: "closed", replicas: 3 });
+    expect(config.rateLimit).toEqual({
+      fallback: "local",
+      redisTimeoutMs: 100,
+      keyPrefix: "portico:rl:",
+      replicas: "auto",
+    });
+    expect(load("rateLimit: { fallback: closed, replicas: 3 }\n").rateLimit).toMatchObject({
+      fallback: "closed",
+      replicas: 3,
+    });
   });
 
   test("a misspelt key inside a policy list is named with its line and a suggestion", () => {
     const extra = "    rateLimit:\n      - rate: 10\n        period: 1m\n        burts: 5\n";
     expect(problemsOf(extra)).toEqual([
-      expect.objectContaining({ line: lineOf(extra, "burts"), field: "routes[0].rateLimit[0].burts", message: expect.stringContaining('did you mean "burst"') }),
+      expect.objectContaining({
+        line: lineOf(extra, "burts"),
+        field: "routes[0].rateLimit[0].burts",
+        message: expect.stringContaining('did you mean "burst"'),
+      }),
     ]);
   });
 
   test("a bad period, an unknown fallback and a header key without its header are each reported at their line", () => {
-    expect(problemsOf("    rateLimit: { rate: 10, period: 1 minute }\n")[0]).toMatchObject({ field: "routes[0].rateLimit.period" });
-    expect(problemsOf("rateLimit:\n  fallback: opne\n")[0]).toMatchObject({ line: 10, field: "rateLimit.fallback", message: 'must be one of "local", "open", "closed"; got "opne"' });
+    expect(problemsOf("    rateLimit: { rate: 10, period: 1 minute }\n")[0]).toMatchObject({
+      field: "routes[0].rateLimit.period",
+    });
+    expect(problemsOf("rateLimit:\n  fallback: opne\n")[0]).toMatchObject({
+      line: 10,
+      field: "rateLimit.fallback",
+      message: 'must be one of "local", "open", "closed"; got "opne"',
+    });
     const extra = "    rateLimit:\n      rate: 10\n      period: 1m\n      key: { type: header }\n";
-    expect(problemsOf(extra)).toEqual([expect.objectContaining({ line: lineOf(extra, "key:"), field: "routes[0].rateLimit.key", message: expect.stringContaining('needs "header"') })]);
+    expect(problemsOf(extra)).toEqual([
+      expect.objectContaining({
+        line: lineOf(extra, "key:"),
+        field: "routes[0].rateLimit.key",
+        message: expect.stringContaining('needs "header"'),
+      }),
+    ]);
   });
 
   test("a policy needs exactly one period, and distinct names", () => {
@@ -91,12 +127,20 @@ describe("rateLimit in routes.yaml", () => {
 describe("live gateway replicas for the local fallback", () => {
   const log = pino({ level: "silent" });
   const servers: ReturnType<typeof Bun.serve>[] = [];
-  afterAll(() => servers.forEach((s) => s.stop(true)));
+  afterAll(() =>
+    servers.forEach((s) => {
+      s.stop(true);
+    }),
+  );
 
   test("counts the peers whose /readyz answers 200, and at least 1", async () => {
     let readyB = true;
     const serve = async (ready: () => boolean) => {
-      const server = Bun.serve({ hostname: "127.0.0.1", port: await freePort(), fetch: () => new Response(null, { status: ready() ? 200 : 503 }) });
+      const server = Bun.serve({
+        hostname: "127.0.0.1",
+        port: await freePort(),
+        fetch: () => new Response(null, { status: ready() ? 200 : 503 }),
+      });
       servers.push(server);
       return `http://127.0.0.1:${server.port}`;
     };

@@ -4,11 +4,16 @@
  * timeout, the limiter returns to Redis by itself, and its counters see every decision.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { freePort } from "../../lib/testing/ports.ts";
-import { requireBinary, stopAll, waitFor } from "../../lib/testing/processes.ts";
+import { freePort } from "../../scripts/stack/testing/ports.ts";
+import { requireBinary, stopAll, waitFor } from "../../scripts/stack/testing/processes.ts";
 import { RateLimiter } from "../src/ratelimit/limiter.ts";
 import { PeerCounter } from "../src/ratelimit/peers.ts";
-import { compilePolicies, DEFAULT_RATE_LIMIT_SETTINGS, type FallbackMode, type RouteRateLimit } from "../src/ratelimit/policy.ts";
+import {
+  compilePolicies,
+  DEFAULT_RATE_LIMIT_SETTINGS,
+  type FallbackMode,
+  type RouteRateLimit,
+} from "../src/ratelimit/policy.ts";
 import pino from "pino";
 import { TestRedis } from "./ratelimit-harness.ts";
 
@@ -40,7 +45,13 @@ const noHeaders = new Headers();
 async function limiter(fallback: FallbackMode, opts: { replicas?: number; url?: string } = {}): Promise<RateLimiter> {
   const l = new RateLimiter({
     redisUrl: opts.url ?? redis.url,
-    settings: { ...DEFAULT_RATE_LIMIT_SETTINGS, fallback, redisTimeoutMs: TIMEOUT_MS, replicas: opts.replicas ?? 1, keyPrefix: `test:${Math.random()}:` },
+    settings: {
+      ...DEFAULT_RATE_LIMIT_SETTINGS,
+      fallback,
+      redisTimeoutMs: TIMEOUT_MS,
+      replicas: opts.replicas ?? 1,
+      keyPrefix: `test:${Math.random()}:`,
+    },
     log,
     peers: new PeerCounter({ urls: [], log }),
     probeIntervalMs: 50,
@@ -81,7 +92,12 @@ describe.skipIf(!hasRedis)("when Redis is unreachable", () => {
     expect(res.status).toBe(503);
     expect(res.headers.get("retry-after")).toBe("1");
     expect(res.headers.get("content-type")).toBe("application/problem+json");
-    expect(await res.json()).toMatchObject({ title: "Rate limiter unavailable", status: 503, request_id: "req-1", route: "r" });
+    expect(await res.json()).toMatchObject({
+      title: "Rate limiter unavailable",
+      status: 503,
+      request_id: "req-1",
+      route: "r",
+    });
     expect(await admitted(l, 5)).toBe(0);
   });
 
@@ -113,7 +129,9 @@ describe.skipIf(!hasRedis)("when Redis is unreachable", () => {
     start = performance.now();
     await admitted(l, 5);
     const next = (performance.now() - start) / 5;
-    console.log(`redis stopped: the first request waited ${first.toFixed(1)} ms (timeout ${TIMEOUT_MS} ms), the next ${next.toFixed(2)} ms each`);
+    console.log(
+      `redis stopped: the first request waited ${first.toFixed(1)} ms (timeout ${TIMEOUT_MS} ms), the next ${next.toFixed(2)} ms each`,
+    );
     expect(first).toBeGreaterThanOrEqual(TIMEOUT_MS - 1);
     expect(first).toBeLessThan(TIMEOUT_MS + 50);
     expect(next).toBeLessThan(5);

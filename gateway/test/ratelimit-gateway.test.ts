@@ -3,7 +3,7 @@
  * headers, the 429 body, an honest Retry-After, and whose budget a request uses.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { requireBinary, stopAll } from "../../lib/testing/processes.ts";
+import { requireBinary, stopAll } from "../../scripts/stack/testing/processes.ts";
 import { startGateway, startStubUpstream, type TestGateway, TestRedis, writeRoutes } from "./ratelimit-harness.ts";
 
 const hasRedis = requireBinary("redis-server");
@@ -55,7 +55,8 @@ afterAll(async () => {
   await stopAll();
 });
 
-const get = (gateway: TestGateway, path: string, headers: Record<string, string> = {}) => fetch(`${gateway.url}${path}`, { headers });
+const get = (gateway: TestGateway, path: string, headers: Record<string, string> = {}) =>
+  fetch(`${gateway.url}${path}`, { headers });
 const statuses = async (n: number, send: () => Promise<Response>) => {
   const out: number[] = [];
   for (let i = 0; i < n; i++) out.push((await send()).status);
@@ -109,7 +110,9 @@ describe.skipIf(!hasRedis)("rate-limited responses", () => {
   });
 
   test("with several policies every one is reported, and the one that refuses is named", async () => {
-    expect((await get(direct, "/layered")).headers.get("ratelimit-policy")).toBe('"per-client";q=2;w=60, "everyone";q=1000;w=3600');
+    expect((await get(direct, "/layered")).headers.get("ratelimit-policy")).toBe(
+      '"per-client";q=2;w=60, "everyone";q=1000;w=3600',
+    );
     const second = await get(direct, "/layered");
     expect(second.headers.get("ratelimit")).toMatch(/^"per-client";r=0;t=60, "everyone";r=98;t=\d+$/);
     const refused = await get(direct, "/layered");
@@ -138,7 +141,9 @@ describe.skipIf(!hasRedis)("whose budget a request uses", () => {
   test("a forged left-most X-Forwarded-For entry does not escape the limit behind a trusted proxy", async () => {
     // The proxy appends the address it saw (10.0.0.1, already out of budget); a client can
     // only prepend entries.
-    const forged = await statuses(3, () => get(behindProxy, "/by-proxy-ip", { "x-forwarded-for": `203.0.113.${Math.floor(Math.random() * 250)}, 10.0.0.1` }));
+    const forged = await statuses(3, () =>
+      get(behindProxy, "/by-proxy-ip", { "x-forwarded-for": `203.0.113.${Math.floor(Math.random() * 250)}, 10.0.0.1` }),
+    );
     expect(forged).toEqual([429, 429, 429]);
   });
 

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { RedisClient } from "bun";
 import pino from "pino";
-import { requireBinary, stopAll } from "../../lib/testing/processes.ts";
+import { requireBinary, stopAll } from "../../scripts/stack/testing/processes.ts";
 import { type GcraCheck, type GcraOutcome, MemoryGcra } from "../src/ratelimit/gcra.ts";
 import { GCRA_SCRIPT_SHA, RedisGcra } from "../src/ratelimit/redis-gcra.ts";
 import { RateLimitStats } from "../src/ratelimit/stats.ts";
@@ -36,7 +36,11 @@ afterAll(async () => {
 
 let keys = 0;
 /** A bucket no other test touches. */
-const fresh = (intervalUs: number, burst: number): GcraCheck => ({ key: `test:${++keys}:${Math.random()}`, intervalUs, burst });
+const fresh = (intervalUs: number, burst: number): GcraCheck => ({
+  key: `test:${++keys}:${Math.random()}`,
+  intervalUs,
+  burst,
+});
 
 const stores: [string, (checks: GcraCheck[]) => Promise<GcraOutcome>][] = [
   [
@@ -139,7 +143,8 @@ describe("GCRA in memory, on a clock the test controls", () => {
   test("an idle bucket admits its first request whatever the clock's value (no float rounding)", () => {
     for (const nowUs of [2_912_345_678.123_456, 1.7e15 + 0.5, 123.456]) {
       const gcra = new MemoryGcra(() => nowUs, 60_000);
-      for (const intervalUs of [500_000, 1_000_000 / 3, 0.7]) expect(gcra.take([{ key: `k${intervalUs}`, intervalUs, burst: 1 }]).allowed).toBe(true);
+      for (const intervalUs of [500_000, 1_000_000 / 3, 0.7])
+        expect(gcra.take([{ key: `k${intervalUs}`, intervalUs, burst: 1 }]).allowed).toBe(true);
       gcra.close();
     }
   });

@@ -6,13 +6,17 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort } from "../../lib/testing/ports.ts";
-import { type Spawned, spawnService, waitFor, waitForHttp } from "../../lib/testing/processes.ts";
+import { freePort } from "../../scripts/stack/testing/ports.ts";
+import { type Spawned, spawnService, waitFor, waitForHttp } from "../../scripts/stack/testing/processes.ts";
 
-export { TestRedis } from "../../lib/testing/redis.ts";
+export { TestRedis } from "../../scripts/stack/testing/redis.ts";
 
 /** A stub upstream in the test process: 200 "ok" to everything, counting requests per path. */
-export async function startStubUpstream(): Promise<{ address: string; received: (path: string) => number; stop: () => void }> {
+export async function startStubUpstream(): Promise<{
+  address: string;
+  received: (path: string) => number;
+  stop: () => void;
+}> {
   const received = new Map<string, number>();
   const server = Bun.serve({
     hostname: "127.0.0.1",
@@ -23,7 +27,11 @@ export async function startStubUpstream(): Promise<{ address: string; received: 
       return new Response("ok", { headers: { "x-served-by": "stub" } });
     },
   });
-  return { address: `127.0.0.1:${server.port}`, received: (path) => received.get(path) ?? 0, stop: () => void server.stop(true) };
+  return {
+    address: `127.0.0.1:${server.port}`,
+    received: (path) => received.get(path) ?? 0,
+    stop: () => void server.stop(true),
+  };
 }
 
 /** Writes `yaml` as routes.yaml in a fresh temp dir and returns its path. */
@@ -41,15 +49,33 @@ export interface TestGateway {
 }
 
 /** Starts one gateway from source and waits until it is ready. */
-export async function startGateway(name: string, routesFile: string, env: Record<string, string | undefined> = {}): Promise<TestGateway> {
+export async function startGateway(
+  name: string,
+  routesFile: string,
+  env: Record<string, string | undefined> = {},
+): Promise<TestGateway> {
   const [port, adminPort] = [await freePort(), await freePort()];
   return startGatewayOn(name, routesFile, port, adminPort, env);
 }
 
-export async function startGatewayOn(name: string, routesFile: string, port: number, adminPort: number, env: Record<string, string | undefined> = {}): Promise<TestGateway> {
+export async function startGatewayOn(
+  name: string,
+  routesFile: string,
+  port: number,
+  adminPort: number,
+  env: Record<string, string | undefined> = {},
+): Promise<TestGateway> {
   const proc = spawnService(
     "gateway",
-    { HOST: "127.0.0.1", PORT: String(port), ADMIN_PORT: String(adminPort), ROUTES_FILE: routesFile, INSTANCE_ID: name, LOG_LEVEL: "info", ...env },
+    {
+      HOST: "127.0.0.1",
+      PORT: String(port),
+      ADMIN_PORT: String(adminPort),
+      ROUTES_FILE: routesFile,
+      INSTANCE_ID: name,
+      LOG_LEVEL: "info",
+      ...env,
+    },
     name,
   );
   const gateway = { name, url: `http://127.0.0.1:${port}`, adminUrl: `http://127.0.0.1:${adminPort}`, proc };
@@ -58,7 +84,13 @@ export async function startGatewayOn(name: string, routesFile: string, port: num
 }
 
 /** Waits until the process has logged a JSON line with `msg` (and the given fields). */
-export function waitForLog(p: Spawned, msg: string, fields: Record<string, unknown> = {}, timeoutMs = 10_000, after = 0): Promise<void> {
+export function waitForLog(
+  p: Spawned,
+  msg: string,
+  fields: Record<string, unknown> = {},
+  timeoutMs = 10_000,
+  after = 0,
+): Promise<void> {
   return waitFor(
     `${p.name} to log "${msg}"`,
     () =>
@@ -122,5 +154,12 @@ export async function hammer(
   );
   const elapsedMs = performance.now() - start;
   const admittingMs = Math.max(0, lastOk - firstOk);
-  return { statuses, total: (status) => statuses.reduce((sum, m) => sum + (m.get(status) ?? 0), 0), maxLatencyMs, elapsedMs, admittingMs, requests };
+  return {
+    statuses,
+    total: (status) => statuses.reduce((sum, m) => sum + (m.get(status) ?? 0), 0),
+    maxLatencyMs,
+    elapsedMs,
+    admittingMs,
+    requests,
+  };
 }

@@ -8,8 +8,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort } from "../../lib/testing/ports.ts";
-import { type Spawned, spawnService, stopAll, waitFor, waitForHttp } from "../../lib/testing/processes.ts";
+import { freePort } from "../../scripts/stack/testing/ports.ts";
+import { type Spawned, spawnService, stopAll, waitFor, waitForHttp } from "../../scripts/stack/testing/processes.ts";
 import type { ReloadStatus } from "../src/config/reload.ts";
 
 let upstream: ReturnType<typeof Bun.serve>;
@@ -36,17 +36,26 @@ interface Gw {
 
 async function startGateway(routesFile: string): Promise<Gw> {
   const [port, adminPort] = [await freePort(), await freePort()];
-  const proc = spawnService("gateway", { HOST: "127.0.0.1", PORT: String(port), ADMIN_PORT: String(adminPort), ROUTES_FILE: routesFile }, `gateway-${adminPort}`);
+  const proc = spawnService(
+    "gateway",
+    { HOST: "127.0.0.1", PORT: String(port), ADMIN_PORT: String(adminPort), ROUTES_FILE: routesFile },
+    `gateway-${adminPort}`,
+  );
   const admin = `http://127.0.0.1:${adminPort}`;
   await waitForHttp(`${admin}/readyz`, proc);
   return { proc, url: `http://127.0.0.1:${port}`, admin };
 }
 
 const statusOf = async (url: string) => (await fetch(url)).status;
-const reloadStatus = async (gw: Gw) => ((await (await fetch(`${gw.admin}/config`)).json()) as { reload: ReloadStatus }).reload;
+const reloadStatus = async (gw: Gw) =>
+  ((await (await fetch(`${gw.admin}/config`)).json()) as { reload: ReloadStatus }).reload;
 
 beforeAll(() => {
-  upstream = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req) => Response.json({ path: new URL(req.url).pathname }) });
+  upstream = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    fetch: (req) => Response.json({ path: new URL(req.url).pathname }),
+  });
 });
 afterAll(async () => {
   await stopAll();
@@ -71,7 +80,10 @@ describe("routes.yaml edited in place", () => {
   test("a new route is served once the file is saved, without a restart", async () => {
     expect(await statusOf(`${gw.url}/second`)).toBe(404);
     writeFileSync(file, routesYaml(two));
-    await waitFor("/second to be served", async () => (await statusOf(`${gw.url}/second`)) === 200, { proc: gw.proc, timeoutMs: 5_000 });
+    await waitFor("/second to be served", async () => (await statusOf(`${gw.url}/second`)) === 200, {
+      proc: gw.proc,
+      timeoutMs: 5_000,
+    });
     expect(await (await fetch(`${gw.url}/second/x`)).json()).toEqual({ path: "/second/x" });
     const status = await reloadStatus(gw);
     expect(status.reloads).toBe(1);
@@ -86,7 +98,10 @@ describe("routes.yaml edited in place", () => {
     expect(bad.split("\n")[7]).toBe("    upstrem: echo");
     writeFileSync(file, bad);
     let status: ReloadStatus | undefined;
-    await waitFor("the reload error on /config", async () => (status = await reloadStatus(gw)).lastError !== null, { proc: gw.proc, timeoutMs: 5_000 });
+    await waitFor("the reload error on /config", async () => (status = await reloadStatus(gw)).lastError !== null, {
+      proc: gw.proc,
+      timeoutMs: 5_000,
+    });
     expect(status!.lastError!.message).toContain(`${file}:8:`);
     expect(status!.lastError!.problems.some((p) => p.line === 8 && p.message.includes("unknown field"))).toBe(true);
     expect(status!.reloads).toBe(1);
@@ -97,27 +112,45 @@ describe("routes.yaml edited in place", () => {
 
     // Fixing the file clears the error and applies the fix.
     writeFileSync(file, routesYaml(one));
-    await waitFor("/second to be gone", async () => (await statusOf(`${gw.url}/second`)) === 404, { proc: gw.proc, timeoutMs: 5_000 });
+    await waitFor("/second to be gone", async () => (await statusOf(`${gw.url}/second`)) === 404, {
+      proc: gw.proc,
+      timeoutMs: 5_000,
+    });
     expect((await reloadStatus(gw)).lastError).toBeNull();
   }, 15_000);
 
   test("SIGHUP reloads the file even when it did not change, and the gateway keeps running", async () => {
     const before = (await reloadStatus(gw)).reloads;
     gw.proc.proc.kill("SIGHUP");
-    await waitFor("a reload after SIGHUP", async () => (await reloadStatus(gw)).reloads === before + 1, { proc: gw.proc, timeoutMs: 5_000 });
+    await waitFor("a reload after SIGHUP", async () => (await reloadStatus(gw)).reloads === before + 1, {
+      proc: gw.proc,
+      timeoutMs: 5_000,
+    });
     expect(await statusOf(`${gw.url}/first`)).toBe(200);
     expect(gw.proc.proc.exitCode).toBeNull();
   }, 15_000);
 
   test("limits.maxHeaderBytes follows a reload: lowered, a 4 KiB header gets 431; restored, it passes", async () => {
     // A fresh connection per request: the limit applies to connections opened after the change.
-    const withBigHeader = async () => (await fetch(`${gw.url}/first`, { headers: { "x-pad": "p".repeat(4096), connection: "close" }, keepalive: false })).status;
+    const withBigHeader = async () =>
+      (
+        await fetch(`${gw.url}/first`, {
+          headers: { "x-pad": "p".repeat(4096), connection: "close" },
+          keepalive: false,
+        })
+      ).status;
     expect(await withBigHeader()).toBe(200);
     writeFileSync(file, routesYaml(one, "limits:\n  maxHeaderBytes: 2048"));
-    await waitFor("the lowered header limit", async () => (await withBigHeader()) === 431, { proc: gw.proc, timeoutMs: 5_000 });
+    await waitFor("the lowered header limit", async () => (await withBigHeader()) === 431, {
+      proc: gw.proc,
+      timeoutMs: 5_000,
+    });
     expect(await statusOf(`${gw.url}/first`)).toBe(200);
     writeFileSync(file, routesYaml(one));
-    await waitFor("the default header limit again", async () => (await withBigHeader()) === 200, { proc: gw.proc, timeoutMs: 5_000 });
+    await waitFor("the default header limit again", async () => (await withBigHeader()) === 200, {
+      proc: gw.proc,
+      timeoutMs: 5_000,
+    });
   }, 15_000);
 });
 
@@ -141,7 +174,10 @@ describe("a ConfigMap mounted as a directory", () => {
     renameSync(join(dir, "..data_tmp"), join(dir, "..data"));
     rmSync(join(dir, "..2024_01_01_00_00_00.1"), { recursive: true });
 
-    await waitFor("/moved to be served", async () => (await statusOf(`${gw.url}/moved`)) === 200, { proc: gw.proc, timeoutMs: 5_000 });
+    await waitFor("/moved to be served", async () => (await statusOf(`${gw.url}/moved`)) === 200, {
+      proc: gw.proc,
+      timeoutMs: 5_000,
+    });
     expect(await statusOf(`${gw.url}/first`)).toBe(404);
   }, 20_000);
 });

@@ -30,7 +30,14 @@ describe("resilience config", () => {
     expect(config.upstreams.get("web")).toMatchObject({
       discovery: { refreshMs: 5000 },
       balancer: { algorithm: "p2c" },
-      healthCheck: { enabled: true, intervalMs: 2000, timeoutMs: 1000, path: "/readyz", unhealthyThreshold: 2, healthyThreshold: 1 },
+      healthCheck: {
+        enabled: true,
+        intervalMs: 2000,
+        timeoutMs: 1000,
+        path: "/readyz",
+        unhealthyThreshold: 2,
+        healthyThreshold: 1,
+      },
       outlierDetection: { consecutiveFailures: 3, baseEjectionMs: 2000, maxEjectionMs: 30000, maxEjectedPercent: 50 },
       circuitBreaker: { consecutiveFailures: 5, halfOpenAfterMs: 1000, maxHalfOpenAfterMs: 10000 },
     });
@@ -38,8 +45,15 @@ describe("resilience config", () => {
   });
 
   test("a value given overrides only that key", () => {
-    const config = parseConfig(base("    circuitBreaker: { halfOpenAfterMs: 250 }", "    retry: { attempts: 1 }"), "routes.yaml");
-    expect(config.upstreams.get("web")!.circuitBreaker).toEqual({ consecutiveFailures: 5, halfOpenAfterMs: 250, maxHalfOpenAfterMs: 10000 });
+    const config = parseConfig(
+      base("    circuitBreaker: { halfOpenAfterMs: 250 }", "    retry: { attempts: 1 }"),
+      "routes.yaml",
+    );
+    expect(config.upstreams.get("web")!.circuitBreaker).toEqual({
+      consecutiveFailures: 5,
+      halfOpenAfterMs: 250,
+      maxHalfOpenAfterMs: 10000,
+    });
     expect(config.routes[0]!.retry.attempts).toBe(1);
   });
 
@@ -66,6 +80,9 @@ describe("resilience config", () => {
 
   test("the shipped routes.yaml marks VerifyUser idempotent (read-only: safe to retry)", () => {
     const config = loadConfig("gateway/routes.yaml", {});
-    expect(config.routes.find((r) => r.name === "verify")!.grpc).toEqual({ method: "userverify.UserVerify/VerifyUser", idempotent: true });
+    expect(config.routes.find((r) => r.name === "verify")!.grpc).toEqual({
+      method: "userverify.UserVerify/VerifyUser",
+      idempotent: true,
+    });
   });
 });

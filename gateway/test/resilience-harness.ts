@@ -11,8 +11,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort } from "../../lib/testing/ports.ts";
-import { type Spawned, spawnService, waitFor, waitForHttp } from "../../lib/testing/processes.ts";
+import { freePort } from "../../scripts/stack/testing/ports.ts";
+import { type Spawned, spawnService, waitFor, waitForHttp } from "../../scripts/stack/testing/processes.ts";
 import type { EndpointView } from "../src/admin/snapshot.ts";
 
 export const json = { "content-type": "application/json" };
@@ -46,12 +46,23 @@ export interface Replica {
 }
 
 /** Starts one replica (webapp: its own SQLite file, so a frozen replica cannot hold the others' write lock). */
-export async function startReplica(kind: "webapp" | "rpcapp", name: string, host = "127.0.0.1", port?: number): Promise<Replica> {
+export async function startReplica(
+  kind: "webapp" | "rpcapp",
+  name: string,
+  host = "127.0.0.1",
+  port?: number,
+): Promise<Replica> {
   const mainPort = port ?? (await freePort());
   const readyPort = kind === "webapp" ? mainPort : await freePort();
   const env: Record<string, string> =
     kind === "webapp"
-      ? { HOST: host, PORT: String(mainPort), INSTANCE_ID: name, DB_PATH: join(temp(), `${name}.sqlite`), LOG_LEVEL: "warn" }
+      ? {
+          HOST: host,
+          PORT: String(mainPort),
+          INSTANCE_ID: name,
+          DB_PATH: join(temp(), `${name}.sqlite`),
+          LOG_LEVEL: "warn",
+        }
       : { HOST: host, PORT: String(mainPort), METRICS_PORT: String(readyPort), INSTANCE_ID: name, LOG_LEVEL: "warn" };
   const replica: Replica = { kind, name, host, port: mainPort, readyPort, env, proc: spawnService(kind, env, name) };
   await waitForReady(replica);
@@ -86,9 +97,25 @@ export interface Gateway {
   proc: Spawned;
 }
 
-export async function startGateway(name: string, routesFile: string, env: Record<string, string> = {}): Promise<Gateway> {
+export async function startGateway(
+  name: string,
+  routesFile: string,
+  env: Record<string, string> = {},
+): Promise<Gateway> {
   const [port, adminPort] = [await freePort(), await freePort()];
-  const proc = spawnService("gateway", { HOST: "127.0.0.1", PORT: String(port), ADMIN_PORT: String(adminPort), ROUTES_FILE: routesFile, INSTANCE_ID: name, LOG_LEVEL: "warn", ...env }, name);
+  const proc = spawnService(
+    "gateway",
+    {
+      HOST: "127.0.0.1",
+      PORT: String(port),
+      ADMIN_PORT: String(adminPort),
+      ROUTES_FILE: routesFile,
+      INSTANCE_ID: name,
+      LOG_LEVEL: "warn",
+      ...env,
+    },
+    name,
+  );
   const adminUrl = `http://127.0.0.1:${adminPort}`;
   await waitForHttp(`${adminUrl}/readyz`, proc);
   return { url: `http://127.0.0.1:${port}`, adminUrl, proc };
@@ -108,7 +135,11 @@ export async function upstreamView(gateway: Gateway, name: string): Promise<Upst
   return found;
 }
 
-export async function endpointView(gateway: Gateway, upstream: string, addr: string): Promise<EndpointView | undefined> {
+export async function endpointView(
+  gateway: Gateway,
+  upstream: string,
+  addr: string,
+): Promise<EndpointView | undefined> {
   return (await upstreamView(gateway, upstream)).endpoints.find((e) => e.address === addr);
 }
 
@@ -166,7 +197,12 @@ export class Load {
       let status = 0;
       let servedBy: string | null = null;
       try {
-        const res = await fetch(`${this.gatewayUrl}/${route}/`, { method: "POST", headers: json, body: BODIES[route], signal: AbortSignal.timeout(this.clientTimeoutMs) });
+        const res = await fetch(`${this.gatewayUrl}/${route}/`, {
+          method: "POST",
+          headers: json,
+          body: BODIES[route],
+          signal: AbortSignal.timeout(this.clientTimeoutMs),
+        });
         await res.arrayBuffer();
         status = res.status;
         servedBy = res.headers.get("x-served-by");
@@ -196,7 +232,13 @@ export function summarize(answers: readonly Answer[]): LoadSummary {
     if (!isOk(a)) failed++;
     maxMs = Math.max(maxMs, a.ms);
   }
-  return { total: answers.length, failed, failedPercent: answers.length ? (100 * failed) / answers.length : 0, byStatus, maxMs: Math.round(maxMs) };
+  return {
+    total: answers.length,
+    failed,
+    failedPercent: answers.length ? (100 * failed) / answers.length : 0,
+    byStatus,
+    maxMs: Math.round(maxMs),
+  };
 }
 
 /** Share of answers served by each replica (x-served-by), among successful ones. */
@@ -212,7 +254,12 @@ export function shares(answers: readonly Answer[]): Record<string, number> {
 }
 
 /** Polls until `check` holds; returns the epoch ms at which it was first seen true. */
-export async function timeUntil(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 10_000, intervalMs = 20): Promise<number> {
+export async function timeUntil(
+  what: string,
+  check: () => Promise<boolean> | boolean,
+  timeoutMs = 10_000,
+  intervalMs = 20,
+): Promise<number> {
   let seenAt = 0;
   await waitFor(
     what,
@@ -248,7 +295,11 @@ export class DelayProxy {
       proxy.#sockets.add(client).add(upstream);
       client.on("data", (chunk) => upstream.write(chunk));
       // Equal delays keep the order: timers of the same duration fire in the order they were set.
-      upstream.on("data", (chunk) => (proxy.delayMs > 0 ? setTimeout(() => client.writable && client.write(chunk), proxy.delayMs) : client.write(chunk)));
+      upstream.on("data", (chunk) =>
+        proxy.delayMs > 0
+          ? setTimeout(() => client.writable && client.write(chunk), proxy.delayMs)
+          : client.write(chunk),
+      );
       const close = () => {
         client.destroy();
         upstream.destroy();
@@ -337,7 +388,9 @@ export class TestDnsServer {
       rr.writeUInt16BE(1, 4); // IN
       rr.writeUInt32BE(0, 6); // TTL 0
       rr.writeUInt16BE(4, 10);
-      ip.split(".").forEach((part, i) => (rr[12 + i] = Number(part)));
+      ip.split(".").forEach((part, i) => {
+        rr[12 + i] = Number(part);
+      });
       return rr;
     });
     this.socket.send(Buffer.concat([header, query.subarray(12, offset), ...answers]), from.port, from.address);
@@ -374,7 +427,12 @@ export interface KillFigures {
 const MIN_SAMPLE = 5_000;
 const KILL_CONCURRENCY = 8;
 
-export async function killAndRestart(gateway: Gateway, upstream: string, victim: Replica, settleMs = 1_500): Promise<KillFigures> {
+export async function killAndRestart(
+  gateway: Gateway,
+  upstream: string,
+  victim: Replica,
+  settleMs = 1_500,
+): Promise<KillFigures> {
   const load = new Load(gateway.url, ["projects", "verify"], KILL_CONCURRENCY).start();
   await sleep(settleMs);
   const before = (await endpointView(gateway, upstream, address(victim)))!;
@@ -383,7 +441,12 @@ export async function killAndRestart(gateway: Gateway, upstream: string, victim:
   victim.proc.proc.kill("SIGKILL");
   await victim.proc.exited;
   const diedAt = Date.now();
-  const leftAt = await timeUntil(`${victim.name} to leave the set`, async () => !(await endpointView(gateway, upstream, address(victim)))!.available, 5_000, 10);
+  const leftAt = await timeUntil(
+    `${victim.name} to leave the set`,
+    async () => !(await endpointView(gateway, upstream, address(victim)))!.available,
+    5_000,
+    10,
+  );
   const lastTryAt = (await endpointView(gateway, upstream, address(victim)))!.lastRequestAt ?? killedAt;
   await sleep(1_500);
   const dead = (await endpointView(gateway, upstream, address(victim)))!;
@@ -391,7 +454,11 @@ export async function killAndRestart(gateway: Gateway, upstream: string, victim:
   respawn(victim);
   await waitForReady(victim);
   const readyAt = Date.now();
-  const servedAgainAt = await timeUntil(`${victim.name} to get traffic again`, () => load.answers.some((a) => a.at >= restartedAt && a.servedBy === victim.name && isOk(a)), 10_000);
+  const servedAgainAt = await timeUntil(
+    `${victim.name} to get traffic again`,
+    () => load.answers.some((a) => a.at >= restartedAt && a.servedBy === victim.name && isOk(a)),
+    10_000,
+  );
   // A failure rate needs a sample: keep the load on until MIN_SAMPLE answers (at most 8 s more).
   const until = Date.now() + 8_000;
   while (load.answers.length < MIN_SAMPLE && Date.now() < until) await sleep(100);
@@ -408,7 +475,10 @@ export async function killAndRestart(gateway: Gateway, upstream: string, victim:
     triesToDeadReplica: dead.requests - before.requests,
     trafficAgainAfterRestartMs: servedAgainAt - restartedAt,
     trafficAgainAfterReadyMs: servedAgainAt - readyAt,
-    retries: { attempted: retries.attempted - retriesBefore.attempted, budgetExhausted: retries.budgetExhausted - retriesBefore.budgetExhausted },
+    retries: {
+      attempted: retries.attempted - retriesBefore.attempted,
+      budgetExhausted: retries.budgetExhausted - retriesBefore.budgetExhausted,
+    },
     slowestAnswerMs: summary.maxMs,
     byStatus: summary.byStatus,
   };
@@ -444,18 +514,35 @@ export interface FreezeFigures {
   byStatus: Record<string, number>;
 }
 
-export async function freezeAndResume(gateway: Gateway, upstream: string, victim: Replica, frozenMs = 2_500): Promise<FreezeFigures> {
+export async function freezeAndResume(
+  gateway: Gateway,
+  upstream: string,
+  victim: Replica,
+  frozenMs = 2_500,
+): Promise<FreezeFigures> {
   const load = new Load(gateway.url).start();
   await sleep(1_000);
   const retriesBefore = (await upstreamView(gateway, upstream)).retries;
   const frozenAt = Date.now();
   victim.proc.proc.kill("SIGSTOP");
-  const outAt = await timeUntil(`frozen ${victim.name} to leave the set`, async () => !(await endpointView(gateway, upstream, address(victim)))!.available, 5_000);
+  const outAt = await timeUntil(
+    `frozen ${victim.name} to leave the set`,
+    async () => !(await endpointView(gateway, upstream, address(victim)))!.available,
+    5_000,
+  );
   await sleep(frozenMs);
   const resumedAt = Date.now();
   victim.proc.proc.kill("SIGCONT");
-  const readmittedAt = await timeUntil(`resumed ${victim.name} to be readmitted`, async () => (await endpointView(gateway, upstream, address(victim)))!.available, 10_000);
-  const servedAgainAt = await timeUntil(`resumed ${victim.name} to serve again`, () => load.answers.some((a) => a.at >= resumedAt && a.servedBy === victim.name && isOk(a)), 10_000);
+  const readmittedAt = await timeUntil(
+    `resumed ${victim.name} to be readmitted`,
+    async () => (await endpointView(gateway, upstream, address(victim)))!.available,
+    10_000,
+  );
+  const servedAgainAt = await timeUntil(
+    `resumed ${victim.name} to serve again`,
+    () => load.answers.some((a) => a.at >= resumedAt && a.servedBy === victim.name && isOk(a)),
+    10_000,
+  );
   const answers = await load.stop();
   const summary = summarize(answers);
   const retries = (await upstreamView(gateway, upstream)).retries;
@@ -471,13 +558,19 @@ export async function freezeAndResume(gateway: Gateway, upstream: string, victim
     readmittedAfterResumeMs: readmittedAt - resumedAt,
     servedAgainAfterResumeMs: servedAgainAt - resumedAt,
     slowestAnswerMs: summary.maxMs,
-    retries: { attempted: retries.attempted - retriesBefore.attempted, budgetExhausted: retries.budgetExhausted - retriesBefore.budgetExhausted },
+    retries: {
+      attempted: retries.attempted - retriesBefore.attempted,
+      budgetExhausted: retries.budgetExhausted - retriesBefore.budgetExhausted,
+    },
     byStatus: summary.byStatus,
   };
 }
 
 /** Waits until every endpoint of the named upstreams is available and healthy (between scenarios). */
-export async function allAvailable(gateway: Gateway, upstreams: readonly string[] = ["webapp", "rpcapp"]): Promise<void> {
+export async function allAvailable(
+  gateway: Gateway,
+  upstreams: readonly string[] = ["webapp", "rpcapp"],
+): Promise<void> {
   await timeUntil("every endpoint available", async () => {
     const views = await Promise.all(upstreams.map((u) => upstreamView(gateway, u)));
     return views.every((v) => v.endpoints.every((e) => e.available && e.health === "healthy"));

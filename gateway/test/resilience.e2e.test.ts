@@ -7,7 +7,7 @@
  * the file runs in well under a minute; the behaviour is the one the defaults give, faster.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { stopAll } from "../../lib/testing/processes.ts";
+import { stopAll } from "../../scripts/stack/testing/processes.ts";
 import {
   address,
   allAvailable,
@@ -63,7 +63,10 @@ const proxies: DelayProxy[] = [];
 
 beforeAll(async () => {
   ({ webapps, rpcapps } = await startReplicaSets());
-  gateway = await startGateway("gateway-resilience", writeRoutes("resilience", routesYaml(webapps.map(address).join(","), rpcapps.map(address).join(","))));
+  gateway = await startGateway(
+    "gateway-resilience",
+    writeRoutes("resilience", routesYaml(webapps.map(address).join(","), rpcapps.map(address).join(","))),
+  );
 }, 30_000);
 
 afterAll(async () => {
@@ -100,10 +103,17 @@ describe("a slow replica", () => {
   test("gets clearly less traffic than the fast ones (HTTP and gRPC)", async () => {
     // Large enough to stay "slow" even when a busy machine slows every replica down.
     const added = 100;
-    const [slowWeb, slowRpc] = await Promise.all([DelayProxy.start("127.0.0.1", webapps[2]!.port, added), DelayProxy.start("127.0.0.1", rpcapps[2]!.port, added)]);
+    const [slowWeb, slowRpc] = await Promise.all([
+      DelayProxy.start("127.0.0.1", webapps[2]!.port, added),
+      DelayProxy.start("127.0.0.1", rpcapps[2]!.port, added),
+    ]);
     proxies.push(slowWeb, slowRpc);
-    const endpoints = (rs: Replica[], proxy: DelayProxy) => [address(rs[0]!), address(rs[1]!), `127.0.0.1:${proxy.port}`].join(",");
-    const slowGateway = await startGateway("gateway-slow", writeRoutes("slow", routesYaml(endpoints(webapps, slowWeb), endpoints(rpcapps, slowRpc))));
+    const endpoints = (rs: Replica[], proxy: DelayProxy) =>
+      [address(rs[0]!), address(rs[1]!), `127.0.0.1:${proxy.port}`].join(",");
+    const slowGateway = await startGateway(
+      "gateway-slow",
+      writeRoutes("slow", routesYaml(endpoints(webapps, slowWeb), endpoints(rpcapps, slowRpc))),
+    );
     await allAvailable(slowGateway);
     const load = new Load(slowGateway.url).start();
     await sleep(3_000);
@@ -112,7 +122,12 @@ describe("a slow replica", () => {
     const rpc = shares(answers.filter((a) => a.route === "verify"));
     const [w, r] = await Promise.all([upstreamView(slowGateway, "webapp"), upstreamView(slowGateway, "rpcapp")]);
     const ewma = (v: typeof w) => Object.fromEntries(v.endpoints.map((e) => [e.address, e.ewmaMs]));
-    console.log(`[slow replica +${added} ms] traffic share %:`, JSON.stringify({ webapp: web, rpcapp: rpc }), "latency EWMA ms:", JSON.stringify({ webapp: ewma(w), rpcapp: ewma(r) }));
+    console.log(
+      `[slow replica +${added} ms] traffic share %:`,
+      JSON.stringify({ webapp: web, rpcapp: rpc }),
+      "latency EWMA ms:",
+      JSON.stringify({ webapp: ewma(w), rpcapp: ewma(r) }),
+    );
     const slowWebShare = web["webapp-3"] ?? 0;
     const slowRpcShare = rpc["rpcapp-3"] ?? 0;
     // An even split would be 33%; "clearly less" is under a third of a fast replica's share.
@@ -126,10 +141,12 @@ describe("every endpoint down", () => {
   test("answers 503 problem+json with Retry-After at once, and recovers by itself when replicas return", async () => {
     await allAvailable(gateway);
     const killedAt = Date.now();
-    await Promise.all(webapps.map(async (w) => {
-      w.proc.proc.kill("SIGKILL");
-      await w.proc.exited;
-    }));
+    await Promise.all(
+      webapps.map(async (w) => {
+        w.proc.proc.kill("SIGKILL");
+        await w.proc.exited;
+      }),
+    );
     // A few requests open the breakers / eject; from then on every answer is an immediate 503.
     const fast503At = await timeUntil(
       "fast 503s",
@@ -145,13 +162,21 @@ describe("every endpoint down", () => {
     for (let i = 0; i < 20; i++) {
       const started = performance.now();
       const res = await fetch(`${gateway.url}/projects/`, { method: "POST", headers: json, body: '{"title":"x"}' });
-      samples.push({ status: res.status, ms: performance.now() - started, retryAfter: res.headers.get("retry-after"), type: res.headers.get("content-type"), body: (await res.json()) as { status: number; detail: string } });
+      samples.push({
+        status: res.status,
+        ms: performance.now() - started,
+        retryAfter: res.headers.get("retry-after"),
+        type: res.headers.get("content-type"),
+        body: (await res.json()) as { status: number; detail: string },
+      });
     }
     const respawnedAt = Date.now();
     for (const w of webapps) respawn(w);
     const recoveredAt = await timeUntil(
       "requests to succeed again",
-      async () => (await fetch(`${gateway.url}/projects/`, { method: "POST", headers: json, body: '{"title":"back"}' })).status === 201,
+      async () =>
+        (await fetch(`${gateway.url}/projects/`, { method: "POST", headers: json, body: '{"title":"back"}' }))
+          .status === 201,
       10_000,
       50,
     );

@@ -5,8 +5,20 @@
  * one) are retried on another replica within the route's 1 s timeout.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { stopAll } from "../../lib/testing/processes.ts";
-import { address, allAvailable, expectKillSurvived, freezeAndResume, type Gateway, killAndRestart, removeTempFiles, type Replica, startGateway, startReplicaSets, writeRoutes } from "./resilience-harness.ts";
+import { stopAll } from "../../scripts/stack/testing/processes.ts";
+import {
+  address,
+  allAvailable,
+  expectKillSurvived,
+  freezeAndResume,
+  type Gateway,
+  killAndRestart,
+  removeTempFiles,
+  type Replica,
+  startGateway,
+  startReplicaSets,
+  writeRoutes,
+} from "./resilience-harness.ts";
 
 const ROUTE_TIMEOUT_MS = 1_000;
 const PER_TRY_TIMEOUT_MS = 300;

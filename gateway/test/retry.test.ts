@@ -8,16 +8,29 @@ import { RetryBudget } from "../src/upstream/retry-budget.ts";
 import { context, outcomes, testConfig, testUpstream } from "./upstream-harness.ts";
 
 /** Runs one request through a fresh upstream; `answer(endpoint, try)` plays the transport. */
-async function request(opts: { idempotent: boolean; answer: (e: Endpoint, n: number) => Outcome | Promise<Outcome>; route?: string; upstream?: string; protocol?: "http" | "grpc"; timeoutMs?: number }) {
+async function request(opts: {
+  idempotent: boolean;
+  answer: (e: Endpoint, n: number) => Outcome | Promise<Outcome>;
+  route?: string;
+  upstream?: string;
+  protocol?: "http" | "grpc";
+  timeoutMs?: number;
+}) {
   const config = testConfig(opts);
   const upstream = testUpstream(config);
   const tried: string[] = [];
   const timeouts: number[] = [];
-  const result = await dispatch(upstream, config.routes[0]!, context(), opts.idempotent, async (endpoint, timeoutMs) => {
-    tried.push(endpoint.address);
-    timeouts.push(timeoutMs);
-    return opts.answer(endpoint, tried.length);
-  });
+  const result = await dispatch(
+    upstream,
+    config.routes[0]!,
+    context(),
+    opts.idempotent,
+    async (endpoint, timeoutMs) => {
+      tried.push(endpoint.address);
+      timeouts.push(timeoutMs);
+      return opts.answer(endpoint, tried.length);
+    },
+  );
   upstream.close();
   return { result, tried, timeouts, retries: upstream.retries };
 }
@@ -26,7 +39,10 @@ const status = (r: Outcome | NoEndpoint) => (r.kind === "response" ? r.response.
 
 describe("what is retried", () => {
   test("a refused connection is retried on another endpoint, for POST too", async () => {
-    const { result, tried, retries } = await request({ idempotent: false, answer: (_, n) => (n === 1 ? outcomes.refused() : outcomes.ok()) });
+    const { result, tried, retries } = await request({
+      idempotent: false,
+      answer: (_, n) => (n === 1 ? outcomes.refused() : outcomes.ok()),
+    });
     expect(status(result)).toBe(200);
     expect(tried.length).toBe(2);
     expect(tried[0]).not.toBe(tried[1]);
@@ -34,14 +50,23 @@ describe("what is retried", () => {
   });
 
   test("POST is not retried after a 502/503/504, a reset or a timeout; it was maybe processed", async () => {
-    for (const failure of [outcomes.status(502), outcomes.status(503), outcomes.status(504), outcomes.reset(), outcomes.timeout()]) {
+    for (const failure of [
+      outcomes.status(502),
+      outcomes.status(503),
+      outcomes.status(504),
+      outcomes.reset(),
+      outcomes.timeout(),
+    ]) {
       const { tried } = await request({ idempotent: false, answer: () => failure });
       expect(tried.length).toBe(1);
     }
   });
 
   test("an idempotent request is retried after 502/503/504 or a reset, each time on an endpoint not tried yet", async () => {
-    const { result, tried } = await request({ idempotent: true, answer: (_, n) => (n === 1 ? outcomes.status(503) : n === 2 ? outcomes.reset() : outcomes.ok()) });
+    const { result, tried } = await request({
+      idempotent: true,
+      answer: (_, n) => (n === 1 ? outcomes.status(503) : n === 2 ? outcomes.reset() : outcomes.ok()),
+    });
     expect(status(result)).toBe(200);
     expect(new Set(tried).size).toBe(3);
   });
@@ -53,14 +78,43 @@ describe("what is retried", () => {
 
   test("gRPC UNAVAILABLE is retried only on a route marked idempotent; 'no connection established' always", async () => {
     const unavailable = () => outcomes.grpc(GrpcStatus.UNAVAILABLE, "Connection dropped");
-    const notConnected = () => outcomes.grpc(GrpcStatus.UNAVAILABLE, "No connection established. Last error: connect ECONNREFUSED");
-    expect((await request({ protocol: "grpc", idempotent: false, answer: (_, n) => (n === 1 ? unavailable() : outcomes.reply()) })).tried.length).toBe(1);
-    expect((await request({ protocol: "grpc", idempotent: true, answer: (_, n) => (n === 1 ? unavailable() : outcomes.reply()) })).tried.length).toBe(2);
-    expect((await request({ protocol: "grpc", idempotent: false, answer: (_, n) => (n === 1 ? notConnected() : outcomes.reply()) })).tried.length).toBe(2);
+    const notConnected = () =>
+      outcomes.grpc(GrpcStatus.UNAVAILABLE, "No connection established. Last error: connect ECONNREFUSED");
+    expect(
+      (
+        await request({
+          protocol: "grpc",
+          idempotent: false,
+          answer: (_, n) => (n === 1 ? unavailable() : outcomes.reply()),
+        })
+      ).tried.length,
+    ).toBe(1);
+    expect(
+      (
+        await request({
+          protocol: "grpc",
+          idempotent: true,
+          answer: (_, n) => (n === 1 ? unavailable() : outcomes.reply()),
+        })
+      ).tried.length,
+    ).toBe(2);
+    expect(
+      (
+        await request({
+          protocol: "grpc",
+          idempotent: false,
+          answer: (_, n) => (n === 1 ? notConnected() : outcomes.reply()),
+        })
+      ).tried.length,
+    ).toBe(2);
   });
 
   test("no more than retry.attempts tries; the last failure is answered", async () => {
-    const { result, tried } = await request({ idempotent: true, route: "retry: { attempts: 2 }", answer: () => outcomes.status(503) });
+    const { result, tried } = await request({
+      idempotent: true,
+      route: "retry: { attempts: 2 }",
+      answer: () => outcomes.status(503),
+    });
     expect(tried.length).toBe(2);
     expect(status(result)).toBe(503);
   });
@@ -108,7 +162,13 @@ describe("retry budget", () => {
     const config = testConfig({ route: "retry: { budgetPercent: 0, minRetriesPerSecond: 0 }" });
     const upstream = testUpstream(config);
     let tries = 0;
-    const result = await dispatch(upstream, config.routes[0]!, context(), false, async () => (tries++, outcomes.refused()));
+    const result = await dispatch(
+      upstream,
+      config.routes[0]!,
+      context(),
+      false,
+      async () => (tries++, outcomes.refused()),
+    );
     expect(result.kind).toBe("connect-error");
     expect(tries).toBe(1);
     expect(upstream.retries).toEqual({ attempted: 0, budgetExhausted: 1 });

@@ -13,12 +13,34 @@
  * missing one fails the test.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, copyFileSync, mkdirSync, rmSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  copyFileSync,
+  mkdirSync,
+  rmSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  realpathSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
-import { freePort } from "../../lib/testing/ports.ts";
-import { REPO_ROOT, requireBinary, spawnProcess, spawnService, type Spawned, stopAll, stopProcess, waitFor, waitForHttp } from "../../lib/testing/processes.ts";
-import { COMPILE_FLAGS } from "../../scripts/lib/images.ts";
+import { freePort } from "../../scripts/stack/testing/ports.ts";
+import {
+  REPO_ROOT,
+  requireBinary,
+  spawnProcess,
+  spawnService,
+  type Spawned,
+  stopAll,
+  stopProcess,
+  waitFor,
+  waitForHttp,
+} from "../../scripts/stack/testing/processes.ts";
+import { COMPILE_FLAGS } from "../../scripts/cluster/images.ts";
 
 const NONROOT = 65532;
 const TOOLS = ["unshare", "chroot", "mount", "ldd"];
@@ -26,7 +48,8 @@ const TOOLS = ["unshare", "chroot", "mount", "ldd"];
 function canRun(): boolean {
   const tools = TOOLS.every((tool) => requireBinary(tool));
   const isRoot = process.getuid?.() === 0;
-  if (!isRoot && process.env.CI === "true") throw new Error("the runtime-image test needs root (mount namespaces, chroot) under CI");
+  if (!isRoot && process.env.CI === "true")
+    throw new Error("the runtime-image test needs root (mount namespaces, chroot) under CI");
   return tools && isRoot && process.platform === "linux";
 }
 
@@ -54,7 +77,11 @@ function filesUnder(root: string): string[] {
 
 /** argv that runs /app/gateway inside `root`, as the distroless stage would, with only `env`. */
 function inImage(root: string, env: Record<string, string>, opts: { proc?: boolean } = {}): string[] {
-  const mounts = [`mount --bind ${root} ${root}`, `mount -o remount,bind,ro ${root}`, ...(opts.proc === false ? [] : [`mount -t proc proc ${root}/proc`])];
+  const mounts = [
+    `mount --bind ${root} ${root}`,
+    `mount -o remount,bind,ro ${root}`,
+    ...(opts.proc === false ? [] : [`mount -t proc proc ${root}/proc`]),
+  ];
   return [
     "env",
     "-i",
@@ -79,7 +106,9 @@ function gatewayPid(wrapper: number, root: string): number | undefined {
     const pid = queue.shift()!;
     try {
       if (readlinkSync(`/proc/${pid}/root`) === root) return pid;
-      queue.push(...readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number));
+      queue.push(
+        ...readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number),
+      );
     } catch {
       // gone, or not ours to read
     }
@@ -100,7 +129,10 @@ describe.skipIf(!runnable)("the compiled gateway in an empty, read-only root as 
     work = mkdtempSync(join(tmpdir(), "portico-image-"));
     const binary = join(work, "gateway");
     const started = performance.now();
-    const build = Bun.spawnSync([process.execPath, "build", ...COMPILE_FLAGS, "gateway/src/main.ts", "--outfile", binary], { cwd: REPO_ROOT });
+    const build = Bun.spawnSync(
+      [process.execPath, "build", ...COMPILE_FLAGS, "gateway/src/main.ts", "--outfile", binary],
+      { cwd: REPO_ROOT },
+    );
     buildSeconds = (performance.now() - started) / 1000;
     if (build.exitCode !== 0) throw new Error(`bun build failed:\n${build.stderr.toString()}`);
 
@@ -116,9 +148,17 @@ describe.skipIf(!runnable)("the compiled gateway in an empty, read-only root as 
       copyFileSync(realpathSync(lib), join(root, lib));
     }
 
-    stub = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req) => Response.json({ path: new URL(req.url).pathname }, { headers: { "x-served-by": "stub" } }) });
+    stub = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      fetch: (req) => Response.json({ path: new URL(req.url).pathname }, { headers: { "x-served-by": "stub" } }),
+    });
     const [rpcPort, rpcHttpPort] = [await freePort(), await freePort()];
-    const rpcapp = spawnService("rpcapp", { HOST: "127.0.0.1", PORT: String(rpcPort), METRICS_PORT: String(rpcHttpPort), INSTANCE_ID: "rpcapp-image" }, "rpcapp-image");
+    const rpcapp = spawnService(
+      "rpcapp",
+      { HOST: "127.0.0.1", PORT: String(rpcPort), METRICS_PORT: String(rpcHttpPort), INSTANCE_ID: "rpcapp-image" },
+      "rpcapp-image",
+    );
     await waitForHttp(`http://127.0.0.1:${rpcHttpPort}/readyz`, rpcapp);
 
     // A relative proto path with no proto on disk: it must come from the copy embedded in the binary.
@@ -135,7 +175,16 @@ routes:
     const [port, adminPort] = [await freePort(), await freePort()];
     gw = `http://127.0.0.1:${port}`;
     admin = `http://127.0.0.1:${adminPort}`;
-    gateway = spawnProcess("gateway-image", inImage(root, { ROUTES_FILE: "/etc/portico/routes.yaml", HOST: "127.0.0.1", PORT: String(port), ADMIN_PORT: String(adminPort), INSTANCE_ID: "gateway-image" }));
+    gateway = spawnProcess(
+      "gateway-image",
+      inImage(root, {
+        ROUTES_FILE: "/etc/portico/routes.yaml",
+        HOST: "127.0.0.1",
+        PORT: String(port),
+        ADMIN_PORT: String(adminPort),
+        INSTANCE_ID: "gateway-image",
+      }),
+    );
     await waitForHttp(`${admin}/readyz`, gateway, 20_000);
   }, 60_000);
 
@@ -152,18 +201,27 @@ routes:
     expect(files).toContain("app/gateway");
     expect(libraries.length).toBeGreaterThan(0);
     expect(libraries.every((f) => /^(lib|lib64|usr\/lib)\//.test(f) && /\.so(\.\d+)*$/.test(f))).toBe(true);
-    console.log(`built in ${buildSeconds.toFixed(1)} s; binary ${(statSync(join(root, "app/gateway")).size / 2 ** 20).toFixed(0)} MiB; root: ${files.join(", ")}`);
+    console.log(
+      `built in ${buildSeconds.toFixed(1)} s; binary ${(statSync(join(root, "app/gateway")).size / 2 ** 20).toFixed(0)} MiB; root: ${files.join(", ")}`,
+    );
   });
 
   test("it serves: /healthz, an HTTP route to a stub, a gRPC route (embedded protos, gRPC health checks)", async () => {
     expect((await fetch(`${gw}/healthz`)).status).toBe(200);
     const http = await fetch(`${gw}/stub/hello`);
     expect([http.status, await http.json()]).toEqual([200, { path: "/stub/hello" }]);
-    const grpc = await fetch(`${gw}/verify/`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"id": 121, "token": "a$$"}' });
+    const grpc = await fetch(`${gw}/verify/`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: '{"id": 121, "token": "a$$"}',
+    });
     expect(grpc.status).toBe(200);
     expect(await grpc.json()).toEqual({ message: "Verified: 121" });
     expect(grpc.headers.get("x-served-by")).toBe("rpcapp-image");
-    const upstreams = (await (await fetch(`${admin}/upstreams`)).json()) as { name: string; endpoints: { health: string }[] }[];
+    const upstreams = (await (await fetch(`${admin}/upstreams`)).json()) as {
+      name: string;
+      endpoints: { health: string }[];
+    }[];
     expect(upstreams.find((u) => u.name === "rpcapp")!.endpoints[0]!.health).toBe("healthy");
   });
 
@@ -179,7 +237,10 @@ routes:
     expect(field("CapPrm")).toEqual(["0000000000000000"]);
     expect(readlinkSync(`/proc/${pid}/exe`)).toBe(join(root, "app/gateway"));
     // mountinfo: "<id> <parent> <dev> <root> <mount point> <options> …" as the process sees it.
-    const rootMount = readFileSync(`/proc/${pid}/mountinfo`, "utf8").split("\n").map((l) => l.split(" ")).find((f) => f[4] === "/");
+    const rootMount = readFileSync(`/proc/${pid}/mountinfo`, "utf8")
+      .split("\n")
+      .map((l) => l.split(" "))
+      .find((f) => f[4] === "/");
     expect(rootMount?.[5]?.split(",")).toContain("ro");
   });
 
@@ -194,7 +255,19 @@ routes:
 
   test("/proc is the one thing it needs beyond the root: without it Bun cannot start", async () => {
     const [port, adminPort] = [await freePort(), await freePort()];
-    const without = spawnProcess("gateway-no-proc", inImage(root, { ROUTES_FILE: "/etc/portico/routes.yaml", HOST: "127.0.0.1", PORT: String(port), ADMIN_PORT: String(adminPort) }, { proc: false }));
+    const without = spawnProcess(
+      "gateway-no-proc",
+      inImage(
+        root,
+        {
+          ROUTES_FILE: "/etc/portico/routes.yaml",
+          HOST: "127.0.0.1",
+          PORT: String(port),
+          ADMIN_PORT: String(adminPort),
+        },
+        { proc: false },
+      ),
+    );
     expect(await without.exited).not.toBe(0);
     // The runtime reads /proc/self/maps (and statm, cgroup) at start-up and aborts before any of ours runs.
     expect(without.lines.join("\n")).toContain("panic(main thread): abort() called");

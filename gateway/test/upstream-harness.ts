@@ -3,7 +3,7 @@
  * routes.yaml snippet (health checks off unless asked, so nothing touches the network), and
  * ready-made transport outcomes.
  */
-import { status as GrpcStatus } from "@grpc/grpc-js";
+import type { status as GrpcStatus } from "@grpc/grpc-js";
 import { type GatewayConfig, parseConfig } from "../src/config/load.ts";
 import type { RequestContext } from "../src/context.ts";
 import type { GrpcOutcome } from "../src/grpc/call.ts";
@@ -15,7 +15,16 @@ import { Upstream, type UpstreamOptions } from "../src/upstream/upstream.ts";
  * checks are off unless `healthCheck` (a YAML flow mapping) turns them on.
  * `upstream` and `route` are extra YAML flow-mapping entries, e.g. `circuitBreaker: { consecutiveFailures: 2 }`.
  */
-export function testConfig(opts: { endpoints?: string; upstream?: string; route?: string; protocol?: "http" | "grpc"; timeoutMs?: number; healthCheck?: string } = {}): GatewayConfig {
+export function testConfig(
+  opts: {
+    endpoints?: string;
+    upstream?: string;
+    route?: string;
+    protocol?: "http" | "grpc";
+    timeoutMs?: number;
+    healthCheck?: string;
+  } = {},
+): GatewayConfig {
   const endpoints = opts.endpoints ?? "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3";
   const grpc = opts.protocol === "grpc";
   const extraUpstream = opts.upstream ? `, ${opts.upstream}` : "";
@@ -35,13 +44,24 @@ export function testUpstream(config: GatewayConfig, options: UpstreamOptions = {
 }
 
 export function context(): RequestContext {
-  return { id: "t", start: performance.now(), method: "POST", path: "/r", search: "", clientIp: "127.0.0.1", peerIsTrusted: false };
+  return {
+    id: "t",
+    start: performance.now(),
+    method: "POST",
+    path: "/r",
+    search: "",
+    clientIp: "127.0.0.1",
+    peerIsTrusted: false,
+  };
 }
 
 export const outcomes = {
   ok: (): HttpOutcome => ({ kind: "response", response: new Response("ok", { status: 200 }) }),
   status: (status: number): HttpOutcome => ({ kind: "response", response: new Response("x", { status }) }),
-  refused: (): HttpOutcome => ({ kind: "connect-error", error: Object.assign(new Error("ECONNREFUSED"), { code: "ECONNREFUSED" }) }),
+  refused: (): HttpOutcome => ({
+    kind: "connect-error",
+    error: Object.assign(new Error("ECONNREFUSED"), { code: "ECONNREFUSED" }),
+  }),
   reset: (): HttpOutcome => ({ kind: "error", error: Object.assign(new Error("ECONNRESET"), { code: "ECONNRESET" }) }),
   timeout: (): HttpOutcome => ({ kind: "timeout" }),
   grpc: (code: GrpcStatus, details = "x"): GrpcOutcome => ({ kind: "status", code, details }),

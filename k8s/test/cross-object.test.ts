@@ -21,8 +21,8 @@ import {
   checkProbes,
   checkServices,
   type Check,
-} from "./lib/cross-checks.ts";
-import { formatProblem, loadManifests, parseManifests, REPO_ROOT, withEdit } from "./lib/manifests.ts";
+} from "./checks/cross-checks.ts";
+import { formatProblem, loadManifests, parseManifests, REPO_ROOT, withEdit } from "./checks/manifests.ts";
 
 const manifests = loadManifests();
 
@@ -41,7 +41,9 @@ describe("the manifests in k8s/ agree with each other and with the code", () => 
 });
 
 describe("the gateway's routes ConfigMap", () => {
-  const configMap = manifests.find((m) => m.object.kind === "ConfigMap" && m.object.metadata?.name === "gateway-routes")!;
+  const configMap = manifests.find(
+    (m) => m.object.kind === "ConfigMap" && m.object.metadata?.name === "gateway-routes",
+  )!;
   const clusterText = (configMap.object.data as Record<string, string>)["routes.yaml"]!;
 
   test("loads with the gateway's own config loader", () => {
@@ -57,7 +59,12 @@ describe("the gateway's routes ConfigMap", () => {
     const cluster = parseGatewayConfig(clusterText, "ConfigMap gateway-routes", {}, REPO_ROOT);
     const shape = (c: typeof dev) => ({
       routes: c.routes.map(({ grpcMethod: _resolved, ...route }) => route),
-      upstreams: [...c.upstreams.values()].map(({ name, protocol, proto, timeoutMs }) => ({ name, protocol, proto, timeoutMs })),
+      upstreams: [...c.upstreams.values()].map(({ name, protocol, proto, timeoutMs }) => ({
+        name,
+        protocol,
+        proto,
+        timeoutMs,
+      })),
       limits: c.limits,
     });
     expect(shape(cluster)).toEqual(shape(dev));
@@ -67,7 +74,11 @@ describe("the gateway's routes ConfigMap", () => {
     const dev = parseYaml(readFileSync(join(REPO_ROOT, "gateway/routes.yaml"), "utf8")) as Record<string, unknown>;
     const cluster = parseYaml(clusterText) as Record<string, unknown>;
     const upstreamsWithoutEndpoints = (c: Record<string, unknown>) =>
-      Object.fromEntries(Object.entries(c.upstreams as Record<string, { endpoints?: unknown }>).map(([k, { endpoints: _e, ...rest }]) => [k, rest]));
+      Object.fromEntries(
+        Object.entries(c.upstreams as Record<string, { endpoints?: unknown }>).map(
+          ([k, { endpoints: _e, ...rest }]) => [k, rest],
+        ),
+      );
     expect(Object.keys(cluster).sort()).toEqual(Object.keys(dev).sort());
     expect(cluster.routes).toEqual(dev.routes);
     expect(upstreamsWithoutEndpoints(cluster)).toEqual(upstreamsWithoutEndpoints(dev));
@@ -82,7 +93,8 @@ describe("an edit that breaks the wiring fails with file, line and field", () =>
       from: "targetPort: http",
       to: "targetPort: htp",
       check: checkServices,
-      expected: 'Service/webapp spec.ports[0].targetPort: "htp" is not a containerPort of Deployment/webapp (http=8080)',
+      expected:
+        'Service/webapp spec.ports[0].targetPort: "htp" is not a containerPort of Deployment/webapp (http=8080)',
     },
     {
       what: "a Service targetPort set to another number",
@@ -98,7 +110,8 @@ describe("an edit that breaks the wiring fails with file, line and field", () =>
       from: "      port: 80\n      targetPort: http",
       to: "      port: 80\n      targetPort: admin",
       check: checkServices,
-      expected: 'Service/gateway spec.ports[0].targetPort: a NodePort Service exposes only the public "http" port, not "admin"',
+      expected:
+        'Service/gateway spec.ports[0].targetPort: a NodePort Service exposes only the public "http" port, not "admin"',
     },
     {
       what: "a containerPort that PORT does not name",
@@ -106,7 +119,8 @@ describe("an edit that breaks the wiring fails with file, line and field", () =>
       from: "containerPort: 8080",
       to: "containerPort: 8081",
       check: checkPortsMatchEnv,
-      expected: "Deployment/webapp spec.template.spec.containers[0].env[0].value: PORT=8080 but the container declares no containerPort 8080",
+      expected:
+        "Deployment/webapp spec.template.spec.containers[0].env[0].value: PORT=8080 but the container declares no containerPort 8080",
     },
     {
       what: "a probe path the app does not serve",
@@ -114,7 +128,8 @@ describe("an edit that breaks the wiring fails with file, line and field", () =>
       from: "path: /readyz",
       to: "path: /ready",
       check: checkProbes,
-      expected: 'Deployment/webapp spec.template.spec.containers[0].readinessProbe.httpGet.path: "/ready" is not a route string anywhere in webapp/src or lib/',
+      expected:
+        'Deployment/webapp spec.template.spec.containers[0].readinessProbe.httpGet.path: "/ready" is not a route string anywhere in webapp/src or lib/',
     },
     {
       what: "the version label in the selector",
@@ -130,7 +145,8 @@ describe("an edit that breaks the wiring fails with file, line and field", () =>
       from: "terminationGracePeriodSeconds: 30",
       to: "terminationGracePeriodSeconds: 20",
       check: checkContainers,
-      expected: "Deployment/gateway spec.template.spec.terminationGracePeriodSeconds: 20 s does not cover preStop 5 s + DRAIN_DELAY_MS 5000 ms + SHUTDOWN_TIMEOUT_MS 15000 ms = 25 s",
+      expected:
+        "Deployment/gateway spec.template.spec.terminationGracePeriodSeconds: 20 s does not cover preStop 5 s + DRAIN_DELAY_MS 5000 ms + SHUTDOWN_TIMEOUT_MS 15000 ms = 25 s",
     },
     {
       what: "a writable root filesystem",
@@ -138,7 +154,8 @@ describe("an edit that breaks the wiring fails with file, line and field", () =>
       from: "readOnlyRootFilesystem: true",
       to: "readOnlyRootFilesystem: false",
       check: checkContainers,
-      expected: "Deployment/webapp spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem: must be true",
+      expected:
+        "Deployment/webapp spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem: must be true",
     },
     {
       what: "an image that up.ts does not build",
@@ -146,7 +163,8 @@ describe("an edit that breaks the wiring fails with file, line and field", () =>
       from: "image: portico/rpcapp:dev",
       to: "image: portico/rpc-app:dev",
       check: checkImages,
-      expected: 'Deployment/rpcapp spec.template.spec.containers[0].image: "portico/rpc-app:dev" must be portico/rpcapp:<tag>',
+      expected:
+        'Deployment/rpcapp spec.template.spec.containers[0].image: "portico/rpc-app:dev" must be portico/rpcapp:<tag>',
     },
     {
       what: "an upstream pointed at an IP address",
@@ -154,7 +172,8 @@ describe("an edit that breaks the wiring fails with file, line and field", () =>
       from: "endpoints: webapp-headless:8080",
       to: "endpoints: 10.0.0.7:8080",
       check: checkGatewayRoutes,
-      expected: 'ConfigMap/gateway-routes data["routes.yaml"] upstreams.webapp.endpoints: "10.0.0.7:8080" is an IP address',
+      expected:
+        'ConfigMap/gateway-routes data["routes.yaml"] upstreams.webapp.endpoints: "10.0.0.7:8080" is an IP address',
     },
     {
       what: "an upstream pointed at a ClusterIP Service",
@@ -162,7 +181,8 @@ describe("an edit that breaks the wiring fails with file, line and field", () =>
       from: "endpoints: rpcapp-headless:50051",
       to: "endpoints: rpcapp:50051",
       check: checkGatewayRoutes,
-      expected: 'ConfigMap/gateway-routes data["routes.yaml"] upstreams.rpcapp.endpoints: Service "rpcapp" is not headless',
+      expected:
+        'ConfigMap/gateway-routes data["routes.yaml"] upstreams.rpcapp.endpoints: Service "rpcapp" is not headless',
     },
     {
       what: "an upstream Service that does not exist",
@@ -191,7 +211,9 @@ describe("an edit that breaks the wiring fails with file, line and field", () =>
 
   test("the reported line is the edited line", () => {
     const { manifests: edited, line } = withEdit("k8s/webapp.yaml", "targetPort: http", "targetPort: htp");
-    expect(checkServices(edited).map(formatProblem)[0]).toStartWith(`k8s/webapp.yaml:${line}: Service/webapp spec.ports[0].targetPort:`);
+    expect(checkServices(edited).map(formatProblem)[0]).toStartWith(
+      `k8s/webapp.yaml:${line}: Service/webapp spec.ports[0].targetPort:`,
+    );
   });
 });
 
@@ -227,13 +249,22 @@ ${containerExtra}`;
   const checks = [checkDeploymentShape, checkContainers, checkImages, checkPortsMatchEnv, checkProbes, checkServices];
 
   test("passes the checks that hold for any container, without Portico's own (image, uid, env, 3 replicas)", () => {
-    const all = [...manifests.filter((m) => m.file !== "k8s/redis.yaml"), ...parseManifests(redis(resources), "k8s/redis.yaml")];
+    const all = [
+      ...manifests.filter((m) => m.file !== "k8s/redis.yaml"),
+      ...parseManifests(redis(resources), "k8s/redis.yaml"),
+    ];
     expect(checks.flatMap((check) => check(all)).map(formatProblem)).toEqual([]);
   });
 
   test("still needs resources, like every container", () => {
-    const all = [...manifests.filter((m) => m.file !== "k8s/redis.yaml"), ...parseManifests(redis(""), "k8s/redis.yaml")];
-    expect(checkContainers(all).map(formatProblem)).toContainEqual(expect.stringContaining("k8s/redis.yaml:15: Deployment/redis spec.template.spec.containers[0].resources.requests.cpu: must be set"));
+    const all = [
+      ...manifests.filter((m) => m.file !== "k8s/redis.yaml"),
+      ...parseManifests(redis(""), "k8s/redis.yaml"),
+    ];
+    expect(checkContainers(all).map(formatProblem)).toContainEqual(
+      expect.stringContaining(
+        "k8s/redis.yaml:15: Deployment/redis spec.template.spec.containers[0].resources.requests.cpu: must be set",
+      ),
+    );
   });
 });
-

@@ -9,9 +9,17 @@ import { existsSync, readFileSync } from "node:fs";
 import { join, posix } from "node:path";
 import type { IDeployment } from "kubernetes-models/apps/v1/Deployment";
 import { validate as lintDockerfile } from "dockerfile-utils";
-import { BUILD_INPUTS, COMPILE_FLAGS, dockerfileOf, SERVICES } from "../../scripts/lib/images.ts";
-import { argsOf, byKeyword, execForm, flagsOf, importClosure, isInBuildContext, stagesOf } from "./lib/dockerfiles.ts";
-import { loadManifests, REPO_ROOT } from "./lib/manifests.ts";
+import { BUILD_INPUTS, COMPILE_FLAGS, dockerfileOf, SERVICES } from "../../scripts/cluster/images.ts";
+import {
+  argsOf,
+  byKeyword,
+  execForm,
+  flagsOf,
+  importClosure,
+  isInBuildContext,
+  stagesOf,
+} from "./checks/dockerfiles.ts";
+import { loadManifests, REPO_ROOT } from "./checks/manifests.ts";
 
 const packageJson = JSON.parse(readFileSync(join(REPO_ROOT, "package.json"), "utf8")) as {
   dependencies: Record<string, string>;
@@ -40,7 +48,9 @@ describe.each([...SERVICES])("%s/Dockerfile", (service) => {
     expect(build.from.getImageTag()).toBe(packageJson.devDependencies.bun!);
     expect(build.from.getImageTag()).toMatch(/^\d+\.\d+\.\d+$/);
     expect(build.name).toBeTruthy();
-    expect(`${runtime.from.getRegistry()}/${runtime.from.getImageName()}:${runtime.from.getImageTag()}`).toBe("gcr.io/distroless/cc-debian12:nonroot");
+    expect(`${runtime.from.getRegistry()}/${runtime.from.getImageName()}:${runtime.from.getImageTag()}`).toBe(
+      "gcr.io/distroless/cc-debian12:nonroot",
+    );
   });
 
   test("installs from the lockfile without devDependencies and compiles src/main.ts with --compile --bytecode --format=esm", () => {
@@ -48,7 +58,9 @@ describe.each([...SERVICES])("%s/Dockerfile", (service) => {
     expect(runs).toContainEqual(["bun", "install", "--frozen-lockfile", "--production"]);
     const compile = runs.find((args) => args[0] === "bun" && args[1] === "build")!;
     expect(compile).toBeDefined();
-    expect(compile).toEqual(expect.arrayContaining([...COMPILE_FLAGS, `${service}/src/main.ts`, "--outfile", `/out/${service}`]));
+    expect(compile).toEqual(
+      expect.arrayContaining([...COMPILE_FLAGS, `${service}/src/main.ts`, "--outfile", `/out/${service}`]),
+    );
     expect(existsSync(join(REPO_ROOT, service, "src/main.ts"))).toBe(true);
   });
 
@@ -80,17 +92,28 @@ describe.each([...SERVICES])("%s/Dockerfile", (service) => {
   test("sends the build every file the service imports, and only packages from dependencies", () => {
     const { files, packages } = importClosure(`${service}/src/main.ts`);
     const copied = byKeyword(build, "COPY").flatMap((c) => argsOf(c).slice(0, -1));
-    const missing = files.filter(({ file }) => !existsSync(join(REPO_ROOT, file)) || !isInBuildContext(file, dockerignore) || !copied.some((c) => file === c || file.startsWith(c)));
-    expect(missing.map(({ file, from }) => `${file} (imported by ${from}) is not copied into the build stage`)).toEqual([]);
+    const missing = files.filter(
+      ({ file }) =>
+        !existsSync(join(REPO_ROOT, file)) ||
+        !isInBuildContext(file, dockerignore) ||
+        !copied.some((c) => file === c || file.startsWith(c)),
+    );
+    expect(missing.map(({ file, from }) => `${file} (imported by ${from}) is not copied into the build stage`)).toEqual(
+      [],
+    );
     expect(files.length).toBeGreaterThan(3);
     // `bun install --production` leaves devDependencies out of the image build.
     const notInstalled = [...packages].filter(([name]) => !(name in packageJson.dependencies));
-    expect(notInstalled.map(([name, from]) => `${name} (imported by ${from}) is not in package.json dependencies`)).toEqual([]);
+    expect(
+      notInstalled.map(([name, from]) => `${name} (imported by ${from}) is not in package.json dependencies`),
+    ).toEqual([]);
   });
 
   if (service === "gateway") {
     test("reads its routes from the ConfigMap mount the Deployment sets, with the protos at /app/proto", () => {
-      const routesEnv = byKeyword(runtime, "ENV").flatMap(argsOf).find((a) => a.startsWith("ROUTES_FILE="));
+      const routesEnv = byKeyword(runtime, "ENV")
+        .flatMap(argsOf)
+        .find((a) => a.startsWith("ROUTES_FILE="));
       expect(routesEnv).toBe(`ROUTES_FILE=${container.env?.find((e) => e.name === "ROUTES_FILE")?.value}`);
       expect(byKeyword(runtime, "COPY").map(argsOf)).toContainEqual(["proto/", "/app/proto/"]);
     });
@@ -118,7 +141,7 @@ describe(".dockerignore", () => {
     "gateway/node_modules/x/index.js",
     "webapp/test/app.test.ts",
     "gateway/src/config/load.test.ts",
-    "lib/testing/ports.ts",
+    "scripts/stack/testing/ports.ts",
     "k8s/webapp.yaml",
     "scripts/up.ts",
     "bench/run.ts",

@@ -1,8 +1,15 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import type { Registry } from "prom-client";
 import { closeSync, openSync } from "node:fs";
-import { requireBinary } from "../testing/processes.ts";
-import { createMetricsRegistry as createRegistry, GrpcServerMetrics, HttpServerMetrics, httpMethodLabel, statusCodeLabel, stopProcessMetrics } from "./metrics.ts";
+import { requireBinary } from "../../scripts/stack/testing/processes.ts";
+import {
+  createMetricsRegistry as createRegistry,
+  GrpcServerMetrics,
+  HttpServerMetrics,
+  httpMethodLabel,
+  statusCodeLabel,
+  stopProcessMetrics,
+} from "./metrics.ts";
 
 const IDENTITY = { service: "demo", version: "1.2.3", instance: "demo-1" };
 const created: Registry[] = [];
@@ -78,8 +85,13 @@ describe("a service's registry", () => {
     const after = await registry.metrics();
     closeSync(fd);
     const at = (text: string, name: string) => valueOf(text, `${name}{service="demo"}`);
-    expect(at(after, "process_cpu_seconds_total") - at(before, "process_cpu_seconds_total")).toBeGreaterThanOrEqual(0.05);
-    expect(at(after, "process_cpu_seconds_total")).toBeCloseTo(at(after, "process_cpu_user_seconds_total") + at(after, "process_cpu_system_seconds_total"), 2);
+    expect(at(after, "process_cpu_seconds_total") - at(before, "process_cpu_seconds_total")).toBeGreaterThanOrEqual(
+      0.05,
+    );
+    expect(at(after, "process_cpu_seconds_total")).toBeCloseTo(
+      at(after, "process_cpu_user_seconds_total") + at(after, "process_cpu_system_seconds_total"),
+      2,
+    );
     expect(at(after, "process_open_fds") - at(before, "process_open_fds")).toBe(1);
     expect(at(after, "process_resident_memory_bytes")).toBeGreaterThan(10 * 1024 * 1024);
     expect(at(after, "bun_heap_used_bytes")).toBeGreaterThan(100_000);
@@ -96,7 +108,10 @@ describe("a service's registry", () => {
     const text = await registry.metrics();
     expect(valueOf(text, 'bun_event_loop_lag_seconds_sum{service="demo"}')).toBeGreaterThan(0.08);
     // The blocked sample lies above the 0.1 s bound.
-    expect(valueOf(text, 'bun_event_loop_lag_seconds_bucket{le="+Inf",service="demo"}') - valueOf(text, 'bun_event_loop_lag_seconds_bucket{le="0.1",service="demo"}')).toBeGreaterThanOrEqual(1);
+    expect(
+      valueOf(text, 'bun_event_loop_lag_seconds_bucket{le="+Inf",service="demo"}') -
+        valueOf(text, 'bun_event_loop_lag_seconds_bucket{le="0.1",service="demo"}'),
+    ).toBeGreaterThanOrEqual(1);
   });
 
   test.skipIf(!hasPromtool)("passes promtool check metrics, request metrics included", async () => {
@@ -118,12 +133,23 @@ describe("RED metrics", () => {
     const labels = 'route="/projects",method="POST",status_code="201",service="demo"';
     expect(valueOf(text, `http_server_requests_total{${labels}}`)).toBe(2);
     expect(valueOf(text, `http_server_request_duration_seconds_count{${labels}}`)).toBe(2);
-    expect(valueOf(text, `http_server_request_duration_seconds_bucket{${labels.replace(",service", ',le="0.005",service')}}`)).toBe(1);
+    expect(
+      valueOf(
+        text,
+        `http_server_request_duration_seconds_bucket{${labels.replace(",service", ',le="0.005",service')}}`,
+      ),
+    ).toBe(1);
     expect(valueOf(text, 'http_server_requests_in_flight{service="demo"}')).toBe(2);
   });
 
   test("a method a client invents becomes _OTHER, so it cannot create series", () => {
-    expect(["GET", "DELETE", "BREW", "get", "X".repeat(100)].map(httpMethodLabel)).toEqual(["GET", "DELETE", "_OTHER", "_OTHER", "_OTHER"]);
+    expect(["GET", "DELETE", "BREW", "get", "X".repeat(100)].map(httpMethodLabel)).toEqual([
+      "GET",
+      "DELETE",
+      "_OTHER",
+      "_OTHER",
+      "_OTHER",
+    ]);
     expect(statusCodeLabel(200)).toBe("200");
     expect(statusCodeLabel(200)).toBe(statusCodeLabel(200));
     expect(statusCodeLabel(1000)).toBe("other");
@@ -135,7 +161,17 @@ describe("RED metrics", () => {
     grpc.observe("userverify.UserVerify/VerifyUser", "OK", 0.001);
     grpc.observe("userverify.UserVerify/VerifyUser", "INVALID_ARGUMENT", 0.001);
     const text = await registry.metrics();
-    expect(valueOf(text, 'grpc_server_handled_total{grpc_method="userverify.UserVerify/VerifyUser",grpc_code="OK",service="demo"}')).toBe(1);
-    expect(valueOf(text, 'grpc_server_handling_seconds_count{grpc_method="userverify.UserVerify/VerifyUser",grpc_code="INVALID_ARGUMENT",service="demo"}')).toBe(1);
+    expect(
+      valueOf(
+        text,
+        'grpc_server_handled_total{grpc_method="userverify.UserVerify/VerifyUser",grpc_code="OK",service="demo"}',
+      ),
+    ).toBe(1);
+    expect(
+      valueOf(
+        text,
+        'grpc_server_handling_seconds_count{grpc_method="userverify.UserVerify/VerifyUser",grpc_code="INVALID_ARGUMENT",service="demo"}',
+      ),
+    ).toBe(1);
   });
 });

@@ -5,7 +5,7 @@
  *
  * prom-client's `collectDefaultMetrics` is deliberately not used: under Bun its GC and
  * active-handle metrics stay empty and `process_heap_bytes` reports JSC's reserved space
- * (DESIGN.md, "Known traps").
+ * (docs/design.md, "Known traps").
  */
 import { Gauge, Registry } from "prom-client";
 import type { ServiceIdentity } from "../env.ts";
@@ -87,9 +87,24 @@ export class HttpServerMetrics {
   inFlight = 0;
 
   constructor(registry: Registry) {
-    counterView(registry, "http_server_requests_total", "HTTP requests answered, by route (the route template or name; none when no route matched), method and status code.", this.requests);
-    histogramView(registry, "http_server_request_duration_seconds", "Time from receiving an HTTP request to its response being ready, in seconds.", this.requests);
-    inFlightGauge(registry, "http_server_requests_in_flight", "HTTP requests being handled right now.", () => this.inFlight);
+    counterView(
+      registry,
+      "http_server_requests_total",
+      "HTTP requests answered, by route (the route template or name; none when no route matched), method and status code.",
+      this.requests,
+    );
+    histogramView(
+      registry,
+      "http_server_request_duration_seconds",
+      "Time from receiving an HTTP request to its response being ready, in seconds.",
+      this.requests,
+    );
+    inFlightGauge(
+      registry,
+      "http_server_requests_in_flight",
+      "HTTP requests being handled right now.",
+      () => this.inFlight,
+    );
   }
 
   /** The series for this label set; callers on a hot path may keep it. */
@@ -111,8 +126,18 @@ export class GrpcServerMetrics {
   inFlight = 0;
 
   constructor(registry: Registry) {
-    counterView(registry, "grpc_server_handled_total", "RPCs completed, by full method name (package.Service/Method) and status code name.", this.calls);
-    histogramView(registry, "grpc_server_handling_seconds", "Time from receiving an RPC to sending its status, in seconds.", this.calls);
+    counterView(
+      registry,
+      "grpc_server_handled_total",
+      "RPCs completed, by full method name (package.Service/Method) and status code name.",
+      this.calls,
+    );
+    histogramView(
+      registry,
+      "grpc_server_handling_seconds",
+      "Time from receiving an RPC to sending its status, in seconds.",
+      this.calls,
+    );
     inFlightGauge(registry, "grpc_server_requests_in_flight", "RPCs being handled right now.", () => this.inFlight);
   }
 

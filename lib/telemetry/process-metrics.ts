@@ -77,7 +77,11 @@ export function registerProcessMetrics(registry: Registry, opts: ProcessMetricsO
   };
   cpuCounter("process_cpu_user_seconds_total", "User CPU time spent, in seconds.", (u) => u.user);
   cpuCounter("process_cpu_system_seconds_total", "System CPU time spent, in seconds.", (u) => u.system);
-  cpuCounter("process_cpu_seconds_total", "Total user and system CPU time spent, in seconds.", (u) => u.user + u.system);
+  cpuCounter(
+    "process_cpu_seconds_total",
+    "Total user and system CPU time spent, in seconds.",
+    (u) => u.user + u.system,
+  );
 
   const rss: Gauge = new Gauge({
     name: "process_resident_memory_bytes",
@@ -119,9 +123,11 @@ export function registerProcessMetrics(registry: Registry, opts: ProcessMetricsO
     new Gauge({ name: "process_max_fds", help: "Maximum number of open file descriptors.", registers }).set(limit);
   }
 
-  new Gauge({ name: "process_start_time_seconds", help: "Start time of the process since the Unix epoch, in seconds.", registers }).set(
-    Math.round(Date.now() / 1000 - process.uptime()),
-  );
+  new Gauge({
+    name: "process_start_time_seconds",
+    help: "Start time of the process since the Unix epoch, in seconds.",
+    registers,
+  }).set(Math.round(Date.now() / 1000 - process.uptime()));
 
   const lag = new Histogram({
     name: "bun_event_loop_lag_seconds",

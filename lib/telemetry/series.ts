@@ -2,7 +2,7 @@
  * Request metrics that cost nothing to observe: each label set is bound once to a `Series` (a
  * count, a sum and per-bucket counts in a typed array), and observing a request is a few array
  * increments — no label object, no hash string, no closure. prom-client's own `observe` builds all
- * three on every call (0.35 µs with three labels, DESIGN.md); on the request path that is the
+ * three on every call (0.35 µs with three labels, docs/design.md, "Hot-path costs"); on the request path that is the
  * largest cost metrics add, so the hot series live here and prom-client only formats them.
  *
  * A `SeriesSet` is exposed to a prom-client Registry through `histogramView` / `counterView`,
@@ -11,7 +11,9 @@
 import type { Registry } from "prom-client";
 
 /** Upper bounds (seconds) for request latencies: 1 ms to 10 s. */
-export const LATENCY_BUCKETS: readonly number[] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+export const LATENCY_BUCKETS: readonly number[] = [
+  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+];
 
 export class Series {
   count = 0;
@@ -86,7 +88,9 @@ export class SeriesSet {
   #create(a: string, b: string, c: string): Series {
     const values = [a, b, c];
     const labels: Record<string, string> = {};
-    this.labelNames.forEach((name, i) => (labels[name] = values[i]!));
+    this.labelNames.forEach((name, i) => {
+      labels[name] = values[i]!;
+    });
     return new Series(labels, this.bounds);
   }
 }
@@ -113,7 +117,13 @@ function register(registry: Registry, metric: RegistryMetric): void {
 }
 
 /** Exposes the sets' series as one Prometheus histogram (`<name>_bucket/_sum/_count`). */
-export function histogramView(registry: Registry, name: string, help: string, set: SeriesSet, beforeCollect?: () => void): void {
+export function histogramView(
+  registry: Registry,
+  name: string,
+  help: string,
+  set: SeriesSet,
+  beforeCollect?: () => void,
+): void {
   const bounds = set.bounds;
   register(registry, {
     name,
@@ -123,7 +133,8 @@ export function histogramView(registry: Registry, name: string, help: string, se
     async get() {
       beforeCollect?.();
       const values: MetricValue[] = [];
-      for (const series of set) values.push(...histogramValues(name, series.labels, bounds, series.buckets, series.sum, series.count));
+      for (const series of set)
+        values.push(...histogramValues(name, series.labels, bounds, series.buckets, series.sum, series.count));
       return { name, help, type: "histogram", aggregator: "sum", values };
     },
     reset: () => set.retain(() => false),
@@ -131,7 +142,13 @@ export function histogramView(registry: Registry, name: string, help: string, se
 }
 
 /** Exposes the sets' series counts as one Prometheus counter (`name` should end in `_total`). */
-export function counterView(registry: Registry, name: string, help: string, set: SeriesSet, beforeCollect?: () => void): void {
+export function counterView(
+  registry: Registry,
+  name: string,
+  help: string,
+  set: SeriesSet,
+  beforeCollect?: () => void,
+): void {
   register(registry, {
     name,
     help,
@@ -154,7 +171,13 @@ export type CollectedValue = MetricValue;
  * A metric whose samples are read from somewhere else when Prometheus scrapes — figures another
  * module keeps in plain numbers (counters, bucket arrays). Nothing is recorded in between.
  */
-export function collectedMetric(registry: Registry, name: string, help: string, type: "counter" | "gauge" | "histogram", collect: () => CollectedValue[]): void {
+export function collectedMetric(
+  registry: Registry,
+  name: string,
+  help: string,
+  type: "counter" | "gauge" | "histogram",
+  collect: () => CollectedValue[],
+): void {
   register(registry, {
     name,
     help,
@@ -168,7 +191,14 @@ export function collectedMetric(registry: Registry, name: string, help: string, 
 }
 
 /** The samples of a histogram from raw, non-cumulative bucket counts (the last one is +Inf). */
-export function histogramValues(name: string, labels: Record<string, string>, bounds: readonly number[], buckets: ArrayLike<number>, sum: number, count: number): CollectedValue[] {
+export function histogramValues(
+  name: string,
+  labels: Record<string, string>,
+  bounds: readonly number[],
+  buckets: ArrayLike<number>,
+  sum: number,
+  count: number,
+): CollectedValue[] {
   const values: CollectedValue[] = [];
   let cumulative = 0;
   for (let i = 0; i < bounds.length; i++) {

@@ -4,9 +4,23 @@
  *
  * Spans get only the attributes named here — method, route, path, status, peer address — never
  * request headers, cookies or query strings, which can hold credentials. (@elysiajs/opentelemetry
- * records every header; DESIGN.md, "Known traps".)
+ * records every header; docs/design.md, "Known traps".)
  */
-import { type Attributes, type Context, context, createContextKey, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, type TextMapGetter, TraceFlags, type TextMapSetter, trace, type Tracer } from "@opentelemetry/api";
+import {
+  type Attributes,
+  type Context,
+  context,
+  createContextKey,
+  ROOT_CONTEXT,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  type TextMapGetter,
+  TraceFlags,
+  type TextMapSetter,
+  trace,
+  type Tracer,
+} from "@opentelemetry/api";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { RandomIdGenerator } from "@opentelemetry/sdk-trace";
 
@@ -53,7 +67,15 @@ export const metadataSetter: TextMapSetter<MetadataCarrier> = {
  * they still get ids for their log lines, but no span is recorded or exported — Kubernetes and
  * the gateway's health checks would otherwise fill the trace store with them.
  */
-export function startServerSpan<C>(tracer: Tracer, name: string, carrier: C, getter: TextMapGetter<C>, requestId: string, attributes: Attributes, record = true): Context {
+export function startServerSpan<C>(
+  tracer: Tracer,
+  name: string,
+  carrier: C,
+  getter: TextMapGetter<C>,
+  requestId: string,
+  attributes: Attributes,
+  record = true,
+): Context {
   const parent = propagator.extract(ROOT_CONTEXT, carrier, getter);
   let span: Span;
   if (record) {
@@ -61,7 +83,11 @@ export function startServerSpan<C>(tracer: Tracer, name: string, carrier: C, get
     if (span.isRecording()) span.setAttribute(REQUEST_ID_ATTRIBUTE, requestId);
   } else {
     const caller = trace.getSpanContext(parent);
-    span = trace.wrapSpanContext({ traceId: caller?.traceId ?? ids.generateTraceId(), spanId: ids.generateSpanId(), traceFlags: TraceFlags.NONE });
+    span = trace.wrapSpanContext({
+      traceId: caller?.traceId ?? ids.generateTraceId(),
+      spanId: ids.generateSpanId(),
+      traceFlags: TraceFlags.NONE,
+    });
   }
   return trace.setSpan(parent, span).setValue(REQUEST_ID, requestId);
 }
@@ -70,7 +96,14 @@ export function startServerSpan<C>(tracer: Tracer, name: string, carrier: C, get
  * Starts the span for a call to another service, as a child of `parent` (the active context by
  * default), and writes its `traceparent` into the outgoing carrier.
  */
-export function startClientSpan<C>(tracer: Tracer, name: string, carrier: C, setter: TextMapSetter<C>, attributes: Attributes, parent: Context = context.active()): Span {
+export function startClientSpan<C>(
+  tracer: Tracer,
+  name: string,
+  carrier: C,
+  setter: TextMapSetter<C>,
+  attributes: Attributes,
+  parent: Context = context.active(),
+): Span {
   const span = tracer.startSpan(name, { kind: SpanKind.CLIENT, attributes }, parent);
   propagator.inject(trace.setSpan(parent, span), carrier, setter);
   return span;

@@ -4,7 +4,17 @@ import { ExportResultCode } from "@opentelemetry/core";
 import { InMemorySpanExporter, type ReadableSpan, SamplingDecision, type SpanExporter } from "@opentelemetry/sdk-trace";
 import { EnvError } from "../env.ts";
 import { createLogger } from "../log.ts";
-import { endHttpSpan, headersGetter, headersSetter, logFieldsOf, metadataGetter, metadataSetter, requestIdOf, startClientSpan, startServerSpan } from "./spans.ts";
+import {
+  endHttpSpan,
+  headersGetter,
+  headersSetter,
+  logFieldsOf,
+  metadataGetter,
+  metadataSetter,
+  requestIdOf,
+  startClientSpan,
+  startServerSpan,
+} from "./spans.ts";
 import { samplerFor, startTracing, tracingConfigFromEnv } from "./tracing.ts";
 
 const IDENTITY = { service: "demo", version: "1.2.3", instance: "demo-1" };
@@ -25,17 +35,31 @@ async function recordingTracing(scheduleDelayMs = 60_000) {
 /** A minimal stand-in for grpc-js Metadata (string values only). */
 function fakeMetadata() {
   const map = new Map<string, string>();
-  return { get: (k: string) => (map.has(k) ? [map.get(k)!] : []), set: (k: string, v: string) => void map.set(k, v), getMap: () => Object.fromEntries(map), map };
+  return {
+    get: (k: string) => (map.has(k) ? [map.get(k)!] : []),
+    set: (k: string, v: string) => void map.set(k, v),
+    getMap: () => Object.fromEntries(map),
+    map,
+  };
 }
 
 describe("configuration from the OTEL_* environment", () => {
   test("defaults: export nothing, sample parent-based always-on, batch every 5 s", () => {
-    expect(tracingConfigFromEnv({})).toEqual({ tracesUrl: undefined, sampler: "parentbased_always_on", ratio: 1, scheduleDelayMs: 5000 });
+    expect(tracingConfigFromEnv({})).toEqual({
+      tracesUrl: undefined,
+      sampler: "parentbased_always_on",
+      ratio: 1,
+      scheduleDelayMs: 5000,
+    });
   });
 
   test("OTEL_EXPORTER_OTLP_ENDPOINT is a base URL: spans go to its /v1/traces", () => {
-    expect(tracingConfigFromEnv({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://jaeger-collector:4318" }).tracesUrl).toBe("http://jaeger-collector:4318/v1/traces");
-    expect(tracingConfigFromEnv({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://jaeger-collector:4318/" }).tracesUrl).toBe("http://jaeger-collector:4318/v1/traces");
+    expect(tracingConfigFromEnv({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://jaeger-collector:4318" }).tracesUrl).toBe(
+      "http://jaeger-collector:4318/v1/traces",
+    );
+    expect(tracingConfigFromEnv({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://jaeger-collector:4318/" }).tracesUrl).toBe(
+      "http://jaeger-collector:4318/v1/traces",
+    );
   });
 
   test("a bad value stops start-up with a message naming the variable", () => {
@@ -54,7 +78,15 @@ describe("configuration from the OTEL_* environment", () => {
 
   test("parent-based samplers follow the caller's sampled flag; a ratio of 0 starts no trace of its own", () => {
     const decide = (name: Parameters<typeof samplerFor>[0], ratio: number, parentFlags?: TraceFlags) => {
-      const parent = parentFlags === undefined ? ROOT_CONTEXT : trace.setSpanContext(ROOT_CONTEXT, { traceId: CALLER_TRACE, spanId: CALLER_SPAN, traceFlags: parentFlags, isRemote: true });
+      const parent =
+        parentFlags === undefined
+          ? ROOT_CONTEXT
+          : trace.setSpanContext(ROOT_CONTEXT, {
+              traceId: CALLER_TRACE,
+              spanId: CALLER_SPAN,
+              traceFlags: parentFlags,
+              isRemote: true,
+            });
       return samplerFor(name, ratio).shouldSample(parent, CALLER_TRACE, "x", SpanKind.SERVER, {}, []).decision;
     };
     expect(decide("parentbased_traceidratio", 0)).toBe(SamplingDecision.NOT_RECORD);
@@ -69,7 +101,9 @@ describe("spans across a service boundary", () => {
   test("a server span continues the caller's traceparent; a client span under it passes its own on", async () => {
     const { tracing, exporter } = await recordingTracing();
     const incoming = new Headers({ traceparent: sampledParent });
-    const server = startServerSpan(tracing.tracer, "POST", incoming, headersGetter, "req-1", { "http.request.method": "POST" });
+    const server = startServerSpan(tracing.tracer, "POST", incoming, headersGetter, "req-1", {
+      "http.request.method": "POST",
+    });
     const outgoing = new Headers();
     const client = context.with(server, () => startClientSpan(tracing.tracer, "POST", outgoing, headersSetter, {}));
     endHttpSpan(client, 201, "client");
@@ -79,10 +113,18 @@ describe("spans across a service boundary", () => {
     const [clientSpan, serverSpan] = exporter.getFinishedSpans();
     expect(serverSpan!.spanContext().traceId).toBe(CALLER_TRACE);
     expect(serverSpan!.parentSpanContext?.spanId).toBe(CALLER_SPAN);
-    expect(serverSpan!.attributes).toMatchObject({ "http.request.method": "POST", "http.response.status_code": 201, "portico.request_id": "req-1" });
+    expect(serverSpan!.attributes).toMatchObject({
+      "http.request.method": "POST",
+      "http.response.status_code": 201,
+      "portico.request_id": "req-1",
+    });
     expect(clientSpan!.parentSpanContext?.spanId).toBe(serverSpan!.spanContext().spanId);
     expect(outgoing.get("traceparent")).toBe(`00-${CALLER_TRACE}-${clientSpan!.spanContext().spanId}-01`);
-    expect(serverSpan!.resource.attributes).toMatchObject({ "service.name": "demo", "service.version": "1.2.3", "service.instance.id": "demo-1" });
+    expect(serverSpan!.resource.attributes).toMatchObject({
+      "service.name": "demo",
+      "service.version": "1.2.3",
+      "service.instance.id": "demo-1",
+    });
   });
 
   test("over gRPC metadata the same way", async () => {
@@ -98,7 +140,14 @@ describe("spans across a service boundary", () => {
 
   test("a malformed traceparent is ignored: a new trace starts", async () => {
     const { tracing } = await recordingTracing();
-    const server = startServerSpan(tracing.tracer, "GET", new Headers({ traceparent: "00-zzzz-1234-01" }), headersGetter, "req-3", {});
+    const server = startServerSpan(
+      tracing.tracer,
+      "GET",
+      new Headers({ traceparent: "00-zzzz-1234-01" }),
+      headersGetter,
+      "req-3",
+      {},
+    );
     const ids = trace.getSpanContext(server)!;
     expect(ids.traceId).toMatch(/^[0-9a-f]{32}$/);
     expect(ids.traceId).not.toBe("zzzz");
@@ -118,7 +167,15 @@ describe("spans across a service boundary", () => {
 
   test("probes (record: false) get ids for their logs, continue the caller's trace id, and export nothing", async () => {
     const { tracing, exporter } = await recordingTracing();
-    const probe = startServerSpan(tracing.tracer, "GET", new Headers({ traceparent: sampledParent }), headersGetter, "probe-1", {}, false);
+    const probe = startServerSpan(
+      tracing.tracer,
+      "GET",
+      new Headers({ traceparent: sampledParent }),
+      headersGetter,
+      "probe-1",
+      {},
+      false,
+    );
     const span = trace.getSpan(probe)!;
     span.end();
     await tracing.flush();
@@ -130,18 +187,31 @@ describe("spans across a service boundary", () => {
 
   test("credentials sent as headers never become span attributes", async () => {
     const { tracing, exporter } = await recordingTracing();
-    const headers = new Headers({ authorization: "Bearer s3cr3t-token", cookie: "session=c00kie-value", "x-api-key": "k3y-value", traceparent: sampledParent });
-    const server = startServerSpan(tracing.tracer, "GET", headers, headersGetter, "req-5", { "http.request.method": "GET", "url.path": "/x" });
+    const headers = new Headers({
+      authorization: "Bearer s3cr3t-token",
+      cookie: "session=c00kie-value",
+      "x-api-key": "k3y-value",
+      traceparent: sampledParent,
+    });
+    const server = startServerSpan(tracing.tracer, "GET", headers, headersGetter, "req-5", {
+      "http.request.method": "GET",
+      "url.path": "/x",
+    });
     endHttpSpan(trace.getSpan(server)!, 200, "server");
     await tracing.flush();
-    const dump = JSON.stringify(exporter.getFinishedSpans().map((s) => ({ attributes: s.attributes, events: s.events, name: s.name })));
+    const dump = JSON.stringify(
+      exporter.getFinishedSpans().map((s) => ({ attributes: s.attributes, events: s.events, name: s.name })),
+    );
     for (const secret of ["s3cr3t-token", "c00kie-value", "k3y-value"]) expect(dump).not.toContain(secret);
   });
 
   test("shutdown exports the spans still buffered", async () => {
     // InMemorySpanExporter forgets its spans when shut down; this one keeps them.
     const exported: ReadableSpan[] = [];
-    const exporter: SpanExporter = { export: (spans, done) => (exported.push(...spans), done({ code: ExportResultCode.SUCCESS })), shutdown: async () => {} };
+    const exporter: SpanExporter = {
+      export: (spans, done) => (exported.push(...spans), done({ code: ExportResultCode.SUCCESS })),
+      shutdown: async () => {},
+    };
     const tracing = await startTracing(IDENTITY, { env: { OTEL_BSP_SCHEDULE_DELAY: "600000" }, exporter });
     trace.getSpan(startServerSpan(tracing.tracer, "GET", new Headers(), headersGetter, "req-6", {}))!.end();
     expect(exported).toHaveLength(0);
@@ -160,11 +230,25 @@ describe("log lines and the request context", () => {
   test("inside a request every line carries its trace_id, span_id and request_id; outside, none", async () => {
     const { tracing } = await recordingTracing();
     const { log, lines } = capturedLogger();
-    const server = startServerSpan(tracing.tracer, "GET", new Headers({ traceparent: sampledParent }), headersGetter, "req-7", {});
+    const server = startServerSpan(
+      tracing.tracer,
+      "GET",
+      new Headers({ traceparent: sampledParent }),
+      headersGetter,
+      "req-7",
+      {},
+    );
     context.with(server, () => log.info({ detail: 1 }, "inside"));
     log.info("outside");
     const spanId = trace.getSpanContext(server)!.spanId;
-    expect(lines[0]).toMatchObject({ msg: "inside", service: "demo", trace_id: CALLER_TRACE, span_id: spanId, request_id: "req-7", detail: 1 });
+    expect(lines[0]).toMatchObject({
+      msg: "inside",
+      service: "demo",
+      trace_id: CALLER_TRACE,
+      span_id: spanId,
+      request_id: "req-7",
+      detail: 1,
+    });
     expect(lines[1]).not.toHaveProperty("trace_id");
     expect(lines[1]).not.toHaveProperty("request_id");
     expect(logFieldsOf(server)).toEqual({ trace_id: CALLER_TRACE, span_id: spanId, request_id: "req-7" });
@@ -179,7 +263,11 @@ describe("log lines and the request context", () => {
       await Bun.sleep(1);
       await new Promise<void>((resolve) => setTimeout(() => (log.info("later"), resolve()), 1));
     });
-    expect(lines[0]).toMatchObject({ msg: "later", request_id: "req-8", trace_id: trace.getSpanContext(server)!.traceId });
+    expect(lines[0]).toMatchObject({
+      msg: "later",
+      request_id: "req-8",
+      trace_id: trace.getSpanContext(server)!.traceId,
+    });
   });
 
   test("credentials passed to the logger are still redacted", () => {

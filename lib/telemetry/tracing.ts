@@ -35,7 +35,14 @@ import type { Logger } from "../log.ts";
 
 type Env = Record<string, string | undefined>;
 
-export const SAMPLERS = ["always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio"] as const;
+export const SAMPLERS = [
+  "always_on",
+  "always_off",
+  "traceidratio",
+  "parentbased_always_on",
+  "parentbased_always_off",
+  "parentbased_traceidratio",
+] as const;
 export type SamplerName = (typeof SAMPLERS)[number];
 
 export interface TracingConfig {
@@ -49,7 +56,9 @@ export interface TracingConfig {
 export function tracingConfigFromEnv(env: Env = process.env): TracingConfig {
   const endpoint = envString("OTEL_EXPORTER_OTLP_ENDPOINT", "", env).trim();
   if (endpoint !== "" && !/^https?:\/\/[^/\s]+/.test(endpoint)) {
-    throw new EnvError(`OTEL_EXPORTER_OTLP_ENDPOINT=${JSON.stringify(endpoint)} is not an http(s) URL, e.g. http://jaeger:4318`);
+    throw new EnvError(
+      `OTEL_EXPORTER_OTLP_ENDPOINT=${JSON.stringify(endpoint)} is not an http(s) URL, e.g. http://jaeger:4318`,
+    );
   }
   const rawRatio = envString("OTEL_TRACES_SAMPLER_ARG", "1", env);
   const ratio = Number(rawRatio);
@@ -131,8 +140,24 @@ export async function startTracing(identity: ServiceIdentity, opts: StartTracing
   }
 
   // Loaded only when used: it is the largest part of the SDK to import (~50 ms at start-up).
-  const exporter = opts.exporter ?? (config.tracesUrl ? new (await import("@opentelemetry/exporter-trace-otlp-http")).OTLPTraceExporter({ url: config.tracesUrl, timeoutMillis: 5000 }) : undefined);
-  const spanProcessors: SpanProcessor[] = exporter ? [new BatchSpanProcessor({ exporter, scheduledDelayMillis: config.scheduleDelayMs, maxQueueSize: 4096, maxExportBatchSize: 512 })] : [];
+  const exporter =
+    opts.exporter ??
+    (config.tracesUrl
+      ? new (await import("@opentelemetry/exporter-trace-otlp-http")).OTLPTraceExporter({
+          url: config.tracesUrl,
+          timeoutMillis: 5000,
+        })
+      : undefined);
+  const spanProcessors: SpanProcessor[] = exporter
+    ? [
+        new BatchSpanProcessor({
+          exporter,
+          scheduledDelayMillis: config.scheduleDelayMs,
+          maxQueueSize: 4096,
+          maxExportBatchSize: 512,
+        }),
+      ]
+    : [];
   const provider = new TracerProvider({
     resource: resourceFromAttributes({
       [ATTR_SERVICE_NAME]: identity.service,
@@ -141,7 +166,9 @@ export async function startTracing(identity: ServiceIdentity, opts: StartTracing
       "service.namespace": "portico",
     }),
     // With nowhere to send spans, record none of our own, but keep the ids flowing.
-    sampler: exporter ? samplerFor(config.sampler, config.ratio) : new ParentBasedSampler({ root: new AlwaysOffSampler() }),
+    sampler: exporter
+      ? samplerFor(config.sampler, config.ratio)
+      : new ParentBasedSampler({ root: new AlwaysOffSampler() }),
     spanProcessors,
   });
   // The first provider of the process becomes the global one; later ones (tests) stay private.

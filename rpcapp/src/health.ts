@@ -5,7 +5,7 @@
  *
  * Written here on the embedded proto rather than taken from `grpc-health-check`, which loads its
  * own .proto from the build machine's absolute path and so fails inside a compiled binary
- * (DESIGN.md, "Known traps").
+ * (docs/design.md, "Known traps").
  */
 import * as grpc from "@grpc/grpc-js";
 

@@ -47,12 +47,23 @@ export function startStatusServer(opts: StatusServerOptions): Server<undefined> 
               detail: lifecycle.isShuttingDown() ? "rpcapp is draining before shutdown" : "rpcapp is starting",
             }),
       ),
-      "/version": withHeaders(() => Response.json({ service: identity.service, version: identity.version, instance: identity.instance })),
+      "/version": withHeaders(() =>
+        Response.json({ service: identity.service, version: identity.version, instance: identity.instance }),
+      ),
       "/metrics": async (req: Request) =>
-        addHeaders(req, registry ? await metricsResponse(registry) : problemResponse({ title: "Not Found", status: 404, detail: "this server was started without metrics" })),
+        addHeaders(
+          req,
+          registry
+            ? await metricsResponse(registry)
+            : problemResponse({ title: "Not Found", status: 404, detail: "this server was started without metrics" }),
+        ),
     },
     fetch: withHeaders((req) =>
-      problemResponse({ title: "Not Found", status: 404, detail: `no route for ${new URL(req.url).pathname}; try /healthz, /readyz, /version or /metrics` }),
+      problemResponse({
+        title: "Not Found",
+        status: 404,
+        detail: `no route for ${new URL(req.url).pathname}; try /healthz, /readyz, /version or /metrics`,
+      }),
     ),
   });
 }

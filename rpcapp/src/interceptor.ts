@@ -13,7 +13,12 @@ import type { GrpcServerMetrics } from "../../lib/telemetry/metrics.ts";
 import { logFieldsOf, metadataGetter, startServerSpan } from "../../lib/telemetry/spans.ts";
 
 /** Codes that mean the server failed, as opposed to the caller sending something wrong. */
-const SERVER_FAULTS = new Set([grpc.status.UNKNOWN, grpc.status.INTERNAL, grpc.status.DATA_LOSS, grpc.status.UNIMPLEMENTED]);
+const SERVER_FAULTS = new Set([
+  grpc.status.UNKNOWN,
+  grpc.status.INTERNAL,
+  grpc.status.DATA_LOSS,
+  grpc.status.UNIMPLEMENTED,
+]);
 /** Codes that mark a server span as failed (OpenTelemetry gRPC semantic conventions). */
 const SPAN_ERRORS = new Set([...SERVER_FAULTS, grpc.status.DEADLINE_EXCEEDED, grpc.status.UNAVAILABLE]);
 
@@ -87,7 +92,11 @@ export function accessInterceptor(identity: ServiceIdentity, log: Logger): grpc.
           onReceiveMetadata: (metadata, nextMetadata) => {
             requestId = requestIdOrNew(metadata.get("x-request-id")[0]);
             const slash = name.indexOf("/");
-            const attributes = { "rpc.system": "grpc", "rpc.service": name.slice(0, slash), "rpc.method": name.slice(slash + 1) };
+            const attributes = {
+              "rpc.system": "grpc",
+              "rpc.service": name.slice(0, slash),
+              "rpc.method": name.slice(slash + 1),
+            };
             // Health checks arrive every few seconds from every gateway: ids for the log, no span.
             const record = !name.startsWith("grpc.health.v1.");
             traced = startServerSpan(tracer, name, metadata, metadataGetter, requestId, attributes, record);

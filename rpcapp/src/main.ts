@@ -20,7 +20,11 @@ try {
   const tracing = await startTracing(identity, { log });
   const registry = createMetricsRegistry(identity);
   instrumentRpcs({ tracer: tracing.tracer, metrics: new GrpcServerMetrics(registry) });
-  const lifecycle = new Lifecycle({ drainDelayMs: config.drainDelayMs, shutdownTimeoutMs: config.shutdownTimeoutMs, log });
+  const lifecycle = new Lifecycle({
+    drainDelayMs: config.drainDelayMs,
+    shutdownTimeoutMs: config.shutdownTimeoutMs,
+    log,
+  });
   const rpc = await startRpcServer({
     host: config.host,
     port: config.port,
@@ -43,7 +47,16 @@ try {
   lifecycle.onStop("tracing", () => tracing.shutdown());
   lifecycle.handleSignals();
   lifecycle.markReady();
-  log.info({ grpc_port: rpc.port, http_port: http.port, metrics: `${http.url.href}metrics`, traces: tracing.config.tracesUrl ?? null, host: config.host }, "rpcapp listening");
+  log.info(
+    {
+      grpc_port: rpc.port,
+      http_port: http.port,
+      metrics: `${http.url.href}metrics`,
+      traces: tracing.config.tracesUrl ?? null,
+      host: config.host,
+    },
+    "rpcapp listening",
+  );
 } catch (err) {
   log.fatal({ err }, "rpcapp failed to start");
   process.exit(1);

@@ -4,12 +4,12 @@
  *
  * `@grpc/reflection`'s `ReflectionService.addToServer` loads reflection.proto from the build
  * machine's absolute path (`path.join(__dirname, "../../proto/…")`), which a compiled binary in a
- * clean image does not have (DESIGN.md, "Known traps"). So we keep its request handling — the
+ * clean image does not have (docs/design.md, "Known traps"). So we keep its request handling — the
  * symbol index and descriptor encoding in `ReflectionV1Implementation`, which reads nothing from
  * disk — and register the service ourselves from a copy of reflection.proto embedded as text.
  * v1 and v1alpha have identical messages, so one implementation answers both.
  */
-import * as grpc from "@grpc/grpc-js";
+import type * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { PROTO_LOADER_OPTS } from "@grpc/reflection/build/src/implementations/common/constants";
 import { ReflectionV1Implementation } from "@grpc/reflection/build/src/implementations/reflection-v1";
@@ -18,7 +18,10 @@ import { serviceDefinition } from "./service-definition.ts";
 import reflectionV1Proto from "./proto/grpc/reflection/v1/reflection.proto" with { type: "text" };
 import reflectionV1AlphaProto from "./proto/grpc/reflection/v1alpha/reflection.proto" with { type: "text" };
 
-const REFLECTION_SERVICES = ["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"] as const;
+const REFLECTION_SERVICES = [
+  "grpc.reflection.v1.ServerReflection",
+  "grpc.reflection.v1alpha.ServerReflection",
+] as const;
 
 function definitionFromText(texts: readonly string[], keepCase: boolean): protoLoader.PackageDefinition {
   const root = new protobuf.Root();
@@ -46,7 +49,9 @@ export function addReflection(server: grpc.Server, served: protoLoader.PackageDe
   const codec = reflectionDefinition();
   // What reflection *describes* keeps the .proto's own field names, like every other descriptor.
   const described = { ...served, ...definitionFromText(REFLECTION_PROTOS, true) };
-  const implementation = new ReflectionV1Implementation(described as ConstructorParameters<typeof ReflectionV1Implementation>[0]);
+  const implementation = new ReflectionV1Implementation(
+    described as ConstructorParameters<typeof ReflectionV1Implementation>[0],
+  );
 
   const handler: grpc.handleBidiStreamingCall<unknown, unknown> = (call) => {
     call.on("data", (request) => call.write(implementation.handleServerReflectionRequest(request as never)));

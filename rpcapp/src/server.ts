@@ -27,7 +27,7 @@ export interface RpcServerOptions {
   lifecycle: Lifecycle;
   /**
    * grpc-js clients re-resolve DNS only when a connection drops, so a long-lived client (the
-   * gateway) would never reach pods added by a scale-up (DESIGN.md, "Known traps"). Closing each
+   * gateway) would never reach pods added by a scale-up (docs/design.md, "Known traps"). Closing each
    * connection after this age (grpc-js adds ±10% jitter) makes clients reconnect and re-resolve.
    * 0 disables it. Default 30 000.
    */
@@ -80,7 +80,9 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
 
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(bindAddress(opts.host, opts.port), grpc.ServerCredentials.createInsecure(), (err, bound) =>
-      err ? reject(new Error(`gRPC cannot listen on ${bindAddress(opts.host, opts.port)}: ${err.message}`)) : resolve(bound),
+      err
+        ? reject(new Error(`gRPC cannot listen on ${bindAddress(opts.host, opts.port)}: ${err.message}`))
+        : resolve(bound),
     ),
   );
 

@@ -12,7 +12,10 @@ const contracts = loadPackageDefinition(["userverify.proto", "grpc/health/v1/hea
 const reflection = reflectionDefinition();
 
 function clientFor(definition: typeof contracts, service: string, target: string): grpc.Client {
-  const Client = grpc.makeGenericClientConstructor(serviceDefinition(definition, service) as grpc.ServiceDefinition<grpc.UntypedServiceImplementation>, service);
+  const Client = grpc.makeGenericClientConstructor(
+    serviceDefinition(definition, service) as grpc.ServiceDefinition<grpc.UntypedServiceImplementation>,
+    service,
+  );
   return new Client(target, grpc.credentials.createInsecure());
 }
 
@@ -23,7 +26,12 @@ export interface UnaryResult<T> {
   headers: grpc.Metadata;
 }
 
-function unary<T>(client: grpc.Client, method: string, request: object, metadata = new grpc.Metadata()): Promise<UnaryResult<T>> {
+function unary<T>(
+  client: grpc.Client,
+  method: string,
+  request: object,
+  metadata = new grpc.Metadata(),
+): Promise<UnaryResult<T>> {
   return new Promise((resolve) => {
     let headers = new grpc.Metadata();
     const call = (client as unknown as Record<string, Function>)[method]!.call(
@@ -67,7 +75,10 @@ export class RpcappClients {
     const call = this.health.makeServerStreamRequest(
       "/grpc.health.v1.Health/Watch",
       (req: { service: string }) => serviceDefinition(contracts, "grpc.health.v1.Health").Watch!.requestSerialize(req),
-      (buf: Buffer) => serviceDefinition(contracts, "grpc.health.v1.Health").Watch!.responseDeserialize(buf) as { status: ServingStatus },
+      (buf: Buffer) =>
+        serviceDefinition(contracts, "grpc.health.v1.Health").Watch!.responseDeserialize(buf) as {
+          status: ServingStatus;
+        },
       { service },
     );
     call.on("data", (m: { status: ServingStatus }) => statuses.push(m.status));
@@ -103,10 +114,14 @@ export class RpcappClients {
   }
 
   /** The decoded file descriptors reflection returns for a symbol. */
-  async describe(symbol: string): Promise<{ name: string; package: string; service: { name: string; method: { name: string }[] }[] }[]> {
+  async describe(
+    symbol: string,
+  ): Promise<{ name: string; package: string; service: { name: string; method: { name: string }[] }[] }[]> {
     const reply = await this.reflect({ fileContainingSymbol: symbol });
     if (reply.errorResponse) throw new Error(`reflection error: ${reply.errorResponse.errorMessage}`);
-    return (reply.fileDescriptorResponse.fileDescriptorProto as number[][]).map((bytes) => FileDescriptorProto.decode(Uint8Array.from(bytes)) as never);
+    return (reply.fileDescriptorResponse.fileDescriptorProto as number[][]).map(
+      (bytes) => FileDescriptorProto.decode(Uint8Array.from(bytes)) as never,
+    );
   }
 
   close(): void {

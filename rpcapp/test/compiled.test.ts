@@ -3,16 +3,23 @@
  * reflection with nothing on disk: run from `/`, out of a directory holding only the binary, and
  * (where we may) with the source tree hidden, so no .proto can be read from the build machine's
  * paths baked into the bundle — what `@grpc/reflection` and `grpc-health-check` would do
- * (DESIGN.md, "Known traps").
+ * (docs/design.md, "Known traps").
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePorts } from "../../lib/testing/ports.ts";
-import { COMPILE_FLAGS } from "../../scripts/lib/images.ts";
-import { REPO_ROOT, spawnProcess, stopAll, stopProcess, waitForHttp, type Spawned } from "../../lib/testing/processes.ts";
+import { freePorts } from "../../scripts/stack/testing/ports.ts";
+import { COMPILE_FLAGS } from "../../scripts/cluster/images.ts";
+import {
+  REPO_ROOT,
+  spawnProcess,
+  stopAll,
+  stopProcess,
+  waitForHttp,
+  type Spawned,
+} from "../../scripts/stack/testing/processes.ts";
 import { RpcappClients } from "./clients.ts";
 
 const binDir = mkdtempSync(join(tmpdir(), "rpcapp-bin-"));
@@ -63,7 +70,8 @@ afterAll(async () => {
 
 describe("compiled rpcapp binary, run with no source tree", () => {
   test("serves VerifyUser with the identity headers", async () => {
-    if (!isRepoHidden) console.warn("compiled.test: cannot hide the repository (needs root and unshare); ran from / only");
+    if (!isRepoHidden)
+      console.warn("compiled.test: cannot hide the repository (needs root and unshare); ran from / only");
     const { reply, headers } = await clients.verifyUser({ id: 121, token: "a$$" });
     expect(reply).toEqual({ message: "Verified: 121" });
     expect(headers.get("x-served-by")).toEqual(["rpcapp-bin-1"]);

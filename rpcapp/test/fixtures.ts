@@ -2,7 +2,7 @@
 import type { ServiceIdentity } from "../../lib/env.ts";
 import { Lifecycle } from "../../lib/lifecycle.ts";
 import { createLogger } from "../../lib/log.ts";
-import { freePort } from "../../lib/testing/ports.ts";
+import { freePort } from "../../scripts/stack/testing/ports.ts";
 import { startRpcServer, type RpcServer } from "../src/server.ts";
 import { RpcappClients } from "./clients.ts";
 
@@ -18,10 +18,15 @@ export interface InProcessRpcapp {
 }
 
 export function testLogger(logs: Record<string, unknown>[]) {
-  return createLogger(TEST_IDENTITY, { level: "info", destination: { write: (line: string) => void logs.push(JSON.parse(line)) } });
+  return createLogger(TEST_IDENTITY, {
+    level: "info",
+    destination: { write: (line: string) => void logs.push(JSON.parse(line)) },
+  });
 }
 
-export async function startInProcess(opts: { ready?: boolean; maxConnectionAgeMs?: number; maxConnectionAgeGraceMs?: number } = {}): Promise<InProcessRpcapp> {
+export async function startInProcess(
+  opts: { ready?: boolean; maxConnectionAgeMs?: number; maxConnectionAgeGraceMs?: number } = {},
+): Promise<InProcessRpcapp> {
   const logs: Record<string, unknown>[] = [];
   const log = testLogger(logs);
   // `exit` is a no-op: a test drives shutdown() without ending the test runner.

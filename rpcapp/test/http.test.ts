@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Lifecycle } from "../../lib/lifecycle.ts";
-import { freePort } from "../../lib/testing/ports.ts";
+import { freePort } from "../../scripts/stack/testing/ports.ts";
 import { startStatusServer } from "../src/http.ts";
 import { TEST_IDENTITY, testLogger } from "./fixtures.ts";
 

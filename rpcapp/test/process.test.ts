@@ -1,15 +1,32 @@
 /** rpcapp as a real process (`bun rpcapp/src/main.ts`): an independent client, probes, SIGTERM. */
 import { afterAll, describe, expect, test } from "bun:test";
 import { resolve } from "node:path";
-import { freePorts } from "../../lib/testing/ports.ts";
-import { requireBinary, spawnProcess, spawnService, stopAll, waitFor, waitForHttp, type Spawned } from "../../lib/testing/processes.ts";
+import { freePorts } from "../../scripts/stack/testing/ports.ts";
+import {
+  requireBinary,
+  spawnProcess,
+  spawnService,
+  stopAll,
+  waitFor,
+  waitForHttp,
+  type Spawned,
+} from "../../scripts/stack/testing/processes.ts";
 import { RpcappClients } from "./clients.ts";
 
 afterAll(stopAll);
 
-async function startRpcapp(env: Record<string, string> = {}): Promise<{ proc: Spawned; grpcPort: number; httpPort: number }> {
+async function startRpcapp(
+  env: Record<string, string> = {},
+): Promise<{ proc: Spawned; grpcPort: number; httpPort: number }> {
   const [grpcPort, httpPort] = (await freePorts(2)) as [number, number];
-  const proc = spawnService("rpcapp", { HOST: "127.0.0.1", PORT: String(grpcPort), METRICS_PORT: String(httpPort), INSTANCE_ID: "rpcapp-proc-1", SERVICE_VERSION: "9.9.9", ...env });
+  const proc = spawnService("rpcapp", {
+    HOST: "127.0.0.1",
+    PORT: String(grpcPort),
+    METRICS_PORT: String(httpPort),
+    INSTANCE_ID: "rpcapp-proc-1",
+    SERVICE_VERSION: "9.9.9",
+    ...env,
+  });
   await waitForHttp(`http://127.0.0.1:${httpPort}/readyz`, proc);
   return { proc, grpcPort, httpPort };
 }
@@ -30,22 +47,45 @@ const python = pythonWithGrpc();
 const isCI = process.env.CI === "true";
 
 describe("rpcapp process", () => {
-  test.skipIf(!python && !isCI)("answers an independent python grpcio client that hand-encodes the protobuf wire format", async () => {
-    if (!python) throw new Error("python3 with `import grpc` is required under CI: apt-get install python3-grpcio");
-    const { grpcPort } = await startRpcapp();
-    const client = Bun.spawn([python, resolve(import.meta.dir, "python_client.py"), `127.0.0.1:${grpcPort}`], { stdout: "pipe", stderr: "pipe" });
-    const timer = setTimeout(() => client.kill(), 20_000);
-    const [code, out, err] = await Promise.all([client.exited, new Response(client.stdout).text(), new Response(client.stderr).text()]);
-    clearTimeout(timer);
-    expect(err).toBe("");
-    expect(code).toBe(0);
-    const seen = JSON.parse(out);
-    expect(seen.verify).toEqual({ message: "Verified: 121", "x-served-by": "rpcapp-proc-1", "x-service-version": "9.9.9", "x-request-id": "py-req-1" });
-    expect(seen.invalid.map((r: { code: string }) => r.code)).toEqual(["INVALID_ARGUMENT", "INVALID_ARGUMENT", "INVALID_ARGUMENT"]);
-    expect(seen.invalid[1].details).toContain("id must be a positive integer (got -5)");
-    expect(seen.invalid[2].details).toContain("token must not be empty");
-    expect(seen.health).toEqual({ "": "SERVING", "userverify.UserVerify": "SERVING", "no.such.Service": "NOT_FOUND" });
-  });
+  test.skipIf(!python && !isCI)(
+    "answers an independent python grpcio client that hand-encodes the protobuf wire format",
+    async () => {
+      if (!python) throw new Error("python3 with `import grpc` is required under CI: apt-get install python3-grpcio");
+      const { grpcPort } = await startRpcapp();
+      const client = Bun.spawn([python, resolve(import.meta.dir, "python_client.py"), `127.0.0.1:${grpcPort}`], {
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      const timer = setTimeout(() => client.kill(), 20_000);
+      const [code, out, err] = await Promise.all([
+        client.exited,
+        new Response(client.stdout).text(),
+        new Response(client.stderr).text(),
+      ]);
+      clearTimeout(timer);
+      expect(err).toBe("");
+      expect(code).toBe(0);
+      const seen = JSON.parse(out);
+      expect(seen.verify).toEqual({
+        message: "Verified: 121",
+        "x-served-by": "rpcapp-proc-1",
+        "x-service-version": "9.9.9",
+        "x-request-id": "py-req-1",
+      });
+      expect(seen.invalid.map((r: { code: string }) => r.code)).toEqual([
+        "INVALID_ARGUMENT",
+        "INVALID_ARGUMENT",
+        "INVALID_ARGUMENT",
+      ]);
+      expect(seen.invalid[1].details).toContain("id must be a positive integer (got -5)");
+      expect(seen.invalid[2].details).toContain("token must not be empty");
+      expect(seen.health).toEqual({
+        "": "SERVING",
+        "userverify.UserVerify": "SERVING",
+        "no.such.Service": "NOT_FOUND",
+      });
+    },
+  );
 
   test("serves /version on METRICS_PORT with the identity from the environment", async () => {
     const { httpPort } = await startRpcapp();
@@ -83,6 +123,6 @@ describe("rpcapp process", () => {
   test("refuses to start on an invalid env value, naming the variable", async () => {
     const proc = spawnProcess("rpcapp-bad-env", [process.execPath, "rpcapp/src/main.ts"], { PORT: "not-a-port" });
     expect(await proc.exited).toBe(1);
-    await waitFor("the error line", () => proc.lines.some((l) => l.includes("PORT=\\\"not-a-port\\\"")));
+    await waitFor("the error line", () => proc.lines.some((l) => l.includes('PORT=\\"not-a-port\\"')));
   });
 });

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
-import { waitFor } from "../../lib/testing/processes.ts";
+import { waitFor } from "../../scripts/stack/testing/processes.ts";
 import { startInProcess, TEST_IDENTITY, type InProcessRpcapp } from "./fixtures.ts";
 
 let app: InProcessRpcapp;
@@ -29,7 +29,9 @@ describe("VerifyUser", () => {
 
   test("names every invalid field at once", async () => {
     const { error } = await app.clients.verifyUser({ id: 0, token: "" });
-    expect(error?.details).toBe("invalid VerifyRequest: id must be a positive integer (got 0); token must not be empty");
+    expect(error?.details).toBe(
+      "invalid VerifyRequest: id must be a positive integer (got 0); token must not be empty",
+    );
   });
 });
 
@@ -66,7 +68,12 @@ describe("access log", () => {
     await waitFor("the access log line", () => app.logs.some((l) => l.request_id === "log-line-req"));
     const lines = app.logs.filter((l) => l.request_id === "log-line-req");
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatchObject({ msg: "rpc", method: "userverify.UserVerify/VerifyUser", grpc_code: "INVALID_ARGUMENT", service: "rpcapp" });
+    expect(lines[0]).toMatchObject({
+      msg: "rpc",
+      method: "userverify.UserVerify/VerifyUser",
+      grpc_code: "INVALID_ARGUMENT",
+      service: "rpcapp",
+    });
     expect(lines[0]!.duration_ms).toBeNumber();
     expect(lines[0]!.peer).toMatch(/^127\.0\.0\.1:\d+$/);
   });
@@ -132,7 +139,12 @@ describe("readiness drives health", () => {
 });
 
 describe("server reflection", () => {
-  const expected = ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection", "userverify.UserVerify"];
+  const expected = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "userverify.UserVerify",
+  ];
 
   test("lists every service, over v1 and v1alpha", async () => {
     expect(await app.clients.listServices("v1")).toEqual(expected);
@@ -165,7 +177,10 @@ describe("connection age", () => {
       const firstPeer = await peerOfCall("age-0");
       expect(firstPeer).toBeString();
       let n = 0;
-      await waitFor("a call on a new connection", async () => (await peerOfCall(`age-${++n}`)) !== firstPeer, { timeoutMs: 5_000, intervalMs: 50 });
+      await waitFor("a call on a new connection", async () => (await peerOfCall(`age-${++n}`)) !== firstPeer, {
+        timeoutMs: 5_000,
+        intervalMs: 50,
+      });
     } finally {
       await aging.close();
     }

@@ -60,7 +60,10 @@ export function prometheusTargets(stack: RollingStack): { targets: string[]; lab
   }));
 }
 
-export function startControlServer(stack: RollingStack, opts: { port: number; host?: string; onEvent?: (e: ControlEvent) => void }): Server<undefined> {
+export function startControlServer(
+  stack: RollingStack,
+  opts: { port: number; host?: string; onEvent?: (e: ControlEvent) => void },
+): Server<undefined> {
   const bad = (detail: string) => problemResponse({ title: "Bad request", status: 400, detail });
 
   async function parse(req: Request, needsVersion: boolean): Promise<{ service: Kind; version?: string } | Response> {
@@ -68,13 +71,19 @@ export function startControlServer(stack: RollingStack, opts: { port: number; ho
     try {
       body = (await req.json()) as typeof body;
     } catch {
-      return bad('the body must be JSON: {"service":"webapp"' + (needsVersion ? ',"version":"v2"}' : "}"));
+      return bad(`the body must be JSON: {"service":"webapp"${needsVersion ? ',"version":"v2"}' : "}"}`);
     }
-    if (typeof body !== "object" || body === null || !KINDS.includes(body.service as Kind)) return bad(`"service" must be one of ${KINDS.join(", ")}`);
+    if (typeof body !== "object" || body === null || !KINDS.includes(body.service as Kind))
+      return bad(`"service" must be one of ${KINDS.join(", ")}`);
     if (needsVersion && (typeof body.version !== "string" || !VERSION.test(body.version))) {
       return bad('"version" must be a tag: letters, digits, ".", "_", "-", at most 63');
     }
-    if (stack.isRolling) return problemResponse({ title: "Conflict", status: 409, detail: "another rollout is running in this stack; wait for it to finish" });
+    if (stack.isRolling)
+      return problemResponse({
+        title: "Conflict",
+        status: 409,
+        detail: "another rollout is running in this stack; wait for it to finish",
+      });
     return { service: body.service as Kind, version: body.version as string | undefined };
   }
 
@@ -134,12 +143,21 @@ export function startControlServer(stack: RollingStack, opts: { port: number; ho
           const parsed = await parse(req, false);
           if (parsed instanceof Response) return parsed;
           if (stack.previousVersion(parsed.service) === undefined) {
-            return problemResponse({ title: "Conflict", status: 409, detail: `${parsed.service} has not been rolled out in this stack: there is no previous version to go back to` });
+            return problemResponse({
+              title: "Conflict",
+              status: 409,
+              detail: `${parsed.service} has not been rolled out in this stack: there is no previous version to go back to`,
+            });
           }
           return stream(parsed.service, (onEvent) => stack.rollback(parsed.service, onEvent));
         },
       },
     },
-    fetch: (req) => problemResponse({ title: "Not Found", status: 404, detail: `no route for ${req.method} ${new URL(req.url).pathname}; try GET /stack, GET /targets, POST /rollout, POST /rollback` }),
+    fetch: (req) =>
+      problemResponse({
+        title: "Not Found",
+        status: 404,
+        detail: `no route for ${req.method} ${new URL(req.url).pathname}; try GET /stack, GET /targets, POST /rollout, POST /rollback`,
+      }),
   });
 }

@@ -48,7 +48,8 @@ export class DiscoveryDns {
         return new DiscoveryDns(socket, host, candidate);
       } catch (err) {
         socket.close();
-        if (port) throw new Error(`the stack's DNS server cannot listen on ${host}:${port} (UDP): ${(err as Error).message}`);
+        if (port)
+          throw new Error(`the stack's DNS server cannot listen on ${host}:${port} (UDP): ${(err as Error).message}`);
       }
     }
     throw new Error(`the stack's DNS server found no free UDP port in ${LOW}-${HIGH}`);
@@ -95,10 +96,16 @@ export class DiscoveryDns {
       rr.writeUInt16BE(CLASS_IN, 4);
       rr.writeUInt32BE(0, 6); // TTL 0: the set changes during a rollout
       rr.writeUInt16BE(4, 10);
-      ip.split(".").forEach((part, i) => (rr[12 + i] = Number(part)));
+      ip.split(".").forEach((part, i) => {
+        rr[12 + i] = Number(part);
+      });
       return rr;
     });
-    this.socket.send(Buffer.concat([header, query.subarray(HEADER_BYTES, question.end), ...answers]), from.port, from.address);
+    this.socket.send(
+      Buffer.concat([header, query.subarray(HEADER_BYTES, question.end), ...answers]),
+      from.port,
+      from.address,
+    );
   }
 }
 
@@ -127,5 +134,10 @@ function parseQuestion(packet: Buffer): Question | undefined {
   }
   offset += 1;
   if (offset + 4 > packet.length) return undefined;
-  return { name: labels.join(".").toLowerCase(), type: packet.readUInt16BE(offset), class: packet.readUInt16BE(offset + 2), end: offset + 4 };
+  return {
+    name: labels.join(".").toLowerCase(),
+    type: packet.readUInt16BE(offset),
+    class: packet.readUInt16BE(offset + 2),
+    end: offset + 4,
+  };
 }

@@ -3,8 +3,25 @@
  * into `14:02:03 INFO  gateway-1  request  status=201 route=projects …`. It is a pipe, not a mode
  * of the services (so what runs locally is byte-for-byte what runs in the cluster).
  */
-const COLORS = ["\x1b[36m", "\x1b[35m", "\x1b[33m", "\x1b[32m", "\x1b[34m", "\x1b[96m", "\x1b[95m", "\x1b[93m", "\x1b[92m"];
-const LEVEL_COLORS: Record<string, string> = { fatal: "\x1b[41m", error: "\x1b[31m", warn: "\x1b[33m", info: "\x1b[32m", debug: "\x1b[90m", trace: "\x1b[90m" };
+const COLORS = [
+  "\x1b[36m",
+  "\x1b[35m",
+  "\x1b[33m",
+  "\x1b[32m",
+  "\x1b[34m",
+  "\x1b[96m",
+  "\x1b[95m",
+  "\x1b[93m",
+  "\x1b[92m",
+];
+const LEVEL_COLORS: Record<string, string> = {
+  fatal: "\x1b[41m",
+  error: "\x1b[31m",
+  warn: "\x1b[33m",
+  info: "\x1b[32m",
+  debug: "\x1b[90m",
+  trace: "\x1b[90m",
+};
 const RESET = "\x1b[0m";
 const HIDDEN = new Set(["level", "time", "msg", "service", "version", "instance", "pid", "hostname", "span_id"]);
 

@@ -16,7 +16,19 @@ export interface LocalRedis {
 
 /** The command line of a memory-only redis-server on `host:port` (tests use it too). */
 export function redisServerArgv(port: number, host = "127.0.0.1"): string[] {
-  return ["redis-server", "--port", String(port), "--bind", host, "--save", "", "--appendonly", "no", "--loglevel", "warning"];
+  return [
+    "redis-server",
+    "--port",
+    String(port),
+    "--bind",
+    host,
+    "--save",
+    "",
+    "--appendonly",
+    "no",
+    "--loglevel",
+    "warning",
+  ];
 }
 
 export function isRedisInstalled(): boolean {
@@ -45,12 +57,15 @@ export function isListening(port: number, host = "127.0.0.1", timeoutMs = 300): 
 export async function startLocalRedis(opts: { port: number; host?: string; timeoutMs?: number }): Promise<LocalRedis> {
   const host = opts.host ?? "127.0.0.1";
   if (await isListening(opts.port, host)) {
-    throw new Error(`port ${opts.port} is already in use (another redis?); set REDIS_PORT to another port, or REDIS_URL to use a running Redis`);
+    throw new Error(
+      `port ${opts.port} is already in use (another redis?); set REDIS_PORT to another port, or REDIS_URL to use a running Redis`,
+    );
   }
   const proc = Bun.spawn(redisServerArgv(opts.port, host), { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
   const deadline = Date.now() + (opts.timeoutMs ?? 5000);
   while (!(await isListening(opts.port, host))) {
-    if (proc.exitCode !== null) throw new Error(`redis-server exited with code ${proc.exitCode} before listening on ${host}:${opts.port}`);
+    if (proc.exitCode !== null)
+      throw new Error(`redis-server exited with code ${proc.exitCode} before listening on ${host}:${opts.port}`);
     if (Date.now() > deadline) {
       proc.kill("SIGKILL");
       throw new Error(`redis-server did not listen on ${host}:${opts.port} within ${opts.timeoutMs ?? 5000} ms`);

@@ -120,7 +120,11 @@ export class RollingStack extends Stack {
   }
 
   replicasOf(kind: Kind): number {
-    return kind === "webapp" ? this.opts.webappReplicas : kind === "rpcapp" ? this.opts.rpcappReplicas : this.opts.gatewayReplicas;
+    return kind === "webapp"
+      ? this.opts.webappReplicas
+      : kind === "rpcapp"
+        ? this.opts.rpcappReplicas
+        : this.opts.gatewayReplicas;
   }
 
   /** The ports a replica listens on, on side 0 (base) or 1 (spare, N above). */
@@ -160,7 +164,12 @@ export class RollingStack extends Stack {
   override envFor(kind: Kind, replica: number): { env: Record<string, string>; readyUrl: string } {
     const base = super.envFor(kind, replica);
     if (kind !== "gateway") return base;
-    const adminUrls = ([0, 1] as const).flatMap((side) => Array.from({ length: this.opts.gatewayReplicas }, (_, i) => `http://${this.opts.host}:${this.portsOf("gateway", i + 1, side).ADMIN_PORT}`));
+    const adminUrls = ([0, 1] as const).flatMap((side) =>
+      Array.from(
+        { length: this.opts.gatewayReplicas },
+        (_, i) => `http://${this.opts.host}:${this.portsOf("gateway", i + 1, side).ADMIN_PORT}`,
+      ),
+    );
     return {
       ...base,
       env: {
@@ -177,7 +186,8 @@ export class RollingStack extends Stack {
   override async start(timeoutMs = 30_000): Promise<void> {
     this.dns = await DiscoveryDns.start(this.#ip, this.#dnsPort);
     for (const kind of ["webapp", "rpcapp"] as const) {
-      for (let r = 1; r <= this.replicasOf(kind); r++) this.dns.set(this.#dnsName(kind, this.portsOf(kind, r, 0).PORT!), [this.#ip]);
+      for (let r = 1; r <= this.replicasOf(kind); r++)
+        this.dns.set(this.#dnsName(kind, this.portsOf(kind, r, 0).PORT!), [this.#ip]);
     }
     await super.start(timeoutMs);
     for (const kind of KINDS) {
@@ -188,7 +198,8 @@ export class RollingStack extends Stack {
     }
     // Ready gateways have not necessarily resolved their upstreams yet: wait until they route.
     const backends = [...this.#slots.values()].filter((s) => s.kind !== "gateway");
-    for (const slot of backends) await this.#waitRouted(slot.kind as "webapp" | "rpcapp", slot.process.env.PORT!, timeoutMs);
+    for (const slot of backends)
+      await this.#waitRouted(slot.kind as "webapp" | "rpcapp", slot.process.env.PORT!, timeoutMs);
   }
 
   /** SIGINT first: the lifecycle then skips the drain delay (nothing balances across a stopping stack). */
@@ -225,7 +236,10 @@ export class RollingStack extends Stack {
   /** Replaces every replica of `kind` with the previous version (`kubectl rollout undo`). */
   async rollback(kind: Kind, onEvent: (e: RolloutEvent) => void = () => {}): Promise<string> {
     const previous = this.previousVersion(kind);
-    if (previous === undefined) throw new RolloutError(`${kind} has not been rolled out in this stack: there is no previous version to go back to`);
+    if (previous === undefined)
+      throw new RolloutError(
+        `${kind} has not been rolled out in this stack: there is no previous version to go back to`,
+      );
     await this.#replaceAll(kind, previous, onEvent);
     this.#history.get(kind)!.pop();
     return previous;
@@ -252,7 +266,9 @@ export class RollingStack extends Stack {
       version: p.env.SERVICE_VERSION ?? this.opts.version,
       pid: p.proc.pid,
       state: this.#retired.has(p) ? "draining" : "serving",
-      ports: Object.fromEntries(["PORT", "METRICS_PORT", "ADMIN_PORT"].filter((k) => p.env[k]).map((k) => [k, Number(p.env[k])])),
+      ports: Object.fromEntries(
+        ["PORT", "METRICS_PORT", "ADMIN_PORT"].filter((k) => p.env[k]).map((k) => [k, Number(p.env[k])]),
+      ),
     }));
   }
 
@@ -261,7 +277,8 @@ export class RollingStack extends Stack {
     this.#rolling = true;
     this.#lastReplaced = [];
     try {
-      for (let replica = 1; replica <= this.replicasOf(kind); replica++) await this.#replaceOne(kind, replica, version, onEvent);
+      for (let replica = 1; replica <= this.replicasOf(kind); replica++)
+        await this.#replaceOne(kind, replica, version, onEvent);
     } finally {
       this.#rolling = false;
     }
@@ -273,14 +290,20 @@ export class RollingStack extends Stack {
     const side = slot.side === 0 ? 1 : 0;
     const ports = this.portsOf(kind, replica, side);
     // The replica that had these ports two rollouts ago may still be draining.
-    const previousHolder = [...this.#retired].find((p) => p.kind === kind && Object.entries(ports).every(([k, v]) => p.env[k] === String(v)));
+    const previousHolder = [...this.#retired].find(
+      (p) => p.kind === kind && Object.entries(ports).every(([k, v]) => p.env[k] === String(v)),
+    );
     if (previousHolder) await previousHolder.proc.exited;
 
     const instance = `${kind}-${replica}.${slot.generation + 1}`;
     const old = slot.process;
     onEvent({ type: "starting", instance, version, replacing: old.name });
     const startedAt = performance.now();
-    const next = this.spawn(kind, replica, { ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])), INSTANCE_ID: instance, SERVICE_VERSION: version });
+    const next = this.spawn(kind, replica, {
+      ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])),
+      INSTANCE_ID: instance,
+      SERVICE_VERSION: version,
+    });
     next.readyUrl = this.#readyUrl(kind, ports);
     try {
       await waitReady(next, 30_000);
@@ -288,7 +311,9 @@ export class RollingStack extends Stack {
     } catch (err) {
       next.proc.kill("SIGKILL");
       const tail = (this.#tails.get(instance) ?? []).join("\n");
-      throw new RolloutError(`${instance} (version ${version}) did not become ready, so ${old.name} keeps serving and the rollout stops here: ${(err as Error).message}${tail ? `\n${instance}'s last lines:\n${tail}` : ""}`);
+      throw new RolloutError(
+        `${instance} (version ${version}) did not become ready, so ${old.name} keeps serving and the rollout stops here: ${(err as Error).message}${tail ? `\n${instance}'s last lines:\n${tail}` : ""}`,
+      );
     }
     onEvent({ type: "ready", instance, readyMs: Math.round(performance.now() - startedAt) });
 
@@ -313,7 +338,9 @@ export class RollingStack extends Stack {
 
   /** The gateways that are not draining, as admin base URLs. */
   #servingGateways(): string[] {
-    return this.processes.filter((p) => p.kind === "gateway" && !this.#retired.has(p)).map((p) => `http://${this.opts.host}:${p.env.ADMIN_PORT}`);
+    return this.processes
+      .filter((p) => p.kind === "gateway" && !this.#retired.has(p))
+      .map((p) => `http://${this.opts.host}:${p.env.ADMIN_PORT}`);
   }
 
   /** Waits until every serving gateway lists `ip:port` of `kind` as available. */
@@ -322,8 +349,16 @@ export class RollingStack extends Stack {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const views = await Promise.all(this.#servingGateways().map((admin) => upstreamsOf(admin)));
-      if (views.every((upstreams) => upstreams?.some((u) => u.endpoints.some((e) => e.address === address && e.available)))) return;
-      if (Date.now() > deadline) throw new RolloutError(`the gateways did not start routing to ${kind} at ${address} within ${timeoutMs} ms (is the routes file's ${kind.toUpperCase()}_ENDPOINTS used?)`);
+      if (
+        views.every((upstreams) =>
+          upstreams?.some((u) => u.endpoints.some((e) => e.address === address && e.available)),
+        )
+      )
+        return;
+      if (Date.now() > deadline)
+        throw new RolloutError(
+          `the gateways did not start routing to ${kind} at ${address} within ${timeoutMs} ms (is the routes file's ${kind.toUpperCase()}_ENDPOINTS used?)`,
+        );
       await Bun.sleep(50);
     }
   }
@@ -331,14 +366,21 @@ export class RollingStack extends Stack {
   /** A new gateway is useful once every upstream it has lists every replica that serves now. */
   async #waitGatewayRoutes(gateway: StackProcess, timeoutMs: number): Promise<void> {
     const admin = `http://${this.opts.host}:${gateway.env.ADMIN_PORT}`;
-    const wanted = [...this.#slots.values()].filter((s) => s.kind !== "gateway").map((s) => `${this.#ip}:${s.process.env.PORT}`);
+    const wanted = [...this.#slots.values()]
+      .filter((s) => s.kind !== "gateway")
+      .map((s) => `${this.#ip}:${s.process.env.PORT}`);
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const upstreams = await upstreamsOf(admin);
-      const available = new Set(upstreams?.flatMap((u) => u.endpoints.filter((e) => e.available).map((e) => e.address)));
+      const available = new Set(
+        upstreams?.flatMap((u) => u.endpoints.filter((e) => e.available).map((e) => e.address)),
+      );
       if (upstreams && wanted.every((a) => available.has(a))) return;
       if (gateway.proc.exitCode !== null) throw new Error(`${gateway.name} exited with code ${gateway.proc.exitCode}`);
-      if (Date.now() > deadline) throw new Error(`${gateway.name} did not find its upstreams' replicas (${wanted.join(", ")}) within ${timeoutMs} ms`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `${gateway.name} did not find its upstreams' replicas (${wanted.join(", ")}) within ${timeoutMs} ms`,
+        );
       await Bun.sleep(50);
     }
   }

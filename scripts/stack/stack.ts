@@ -48,7 +48,9 @@ export interface StackProcess {
 }
 
 /** Defaults for `make dev`, each overridable by the environment variable of the same name. */
-export function stackOptionsFromEnv(env: Record<string, string | undefined> = process.env): Omit<StackOptions, "onLine"> {
+export function stackOptionsFromEnv(
+  env: Record<string, string | undefined> = process.env,
+): Omit<StackOptions, "onLine"> {
   const int = (name: string, fallback: number) => {
     const raw = env[name];
     if (raw === undefined || raw === "") return fallback;
@@ -87,27 +89,44 @@ export class Stack {
 
   endpoints(kind: "webapp" | "rpcapp"): string {
     const { host } = this.opts;
-    const [n, base] = kind === "webapp" ? [this.opts.webappReplicas, this.opts.webappBasePort] : [this.opts.rpcappReplicas, this.opts.rpcappBasePort];
+    const [n, base] =
+      kind === "webapp"
+        ? [this.opts.webappReplicas, this.opts.webappBasePort]
+        : [this.opts.rpcappReplicas, this.opts.rpcappBasePort];
     return Array.from({ length: n }, (_, i) => `${host}:${base + i}`).join(",");
   }
 
   adminUrls(): string[] {
-    return Array.from({ length: this.opts.gatewayReplicas }, (_, i) => `http://${this.opts.host}:${this.opts.adminBasePort + i}`);
+    return Array.from(
+      { length: this.opts.gatewayReplicas },
+      (_, i) => `http://${this.opts.host}:${this.opts.adminBasePort + i}`,
+    );
   }
 
   /** The env one replica runs with (replica numbers start at 1). */
   envFor(kind: StackProcess["kind"], replica: number): { env: Record<string, string>; readyUrl: string } {
     const { host } = this.opts;
     const i = replica - 1;
-    const common = { HOST: host, INSTANCE_ID: `${kind}-${replica}`, SERVICE_VERSION: this.opts.version, ...this.opts.env };
+    const common = {
+      HOST: host,
+      INSTANCE_ID: `${kind}-${replica}`,
+      SERVICE_VERSION: this.opts.version,
+      ...this.opts.env,
+    };
     switch (kind) {
       case "webapp": {
         const port = this.opts.webappBasePort + i;
-        return { env: { ...common, PORT: String(port), DB_PATH: this.opts.dbPath }, readyUrl: `http://${host}:${port}/readyz` };
+        return {
+          env: { ...common, PORT: String(port), DB_PATH: this.opts.dbPath },
+          readyUrl: `http://${host}:${port}/readyz`,
+        };
       }
       case "rpcapp": {
         const httpPort = this.opts.rpcappHttpBasePort + i;
-        return { env: { ...common, PORT: String(this.opts.rpcappBasePort + i), METRICS_PORT: String(httpPort) }, readyUrl: `http://${host}:${httpPort}/readyz` };
+        return {
+          env: { ...common, PORT: String(this.opts.rpcappBasePort + i), METRICS_PORT: String(httpPort) },
+          readyUrl: `http://${host}:${httpPort}/readyz`,
+        };
       }
       case "gateway": {
         const adminPort = this.opts.adminBasePort + i;
@@ -177,7 +196,13 @@ export class Stack {
         p.proc.kill("SIGTERM");
       } catch {}
     }
-    const timer = setTimeout(() => all.forEach((p) => p.proc.kill("SIGKILL")), graceMs);
+    const timer = setTimeout(
+      () =>
+        all.forEach((p) => {
+          p.proc.kill("SIGKILL");
+        }),
+      graceMs,
+    );
     await Promise.all(all.map((p) => p.proc.exited));
     clearTimeout(timer);
     await this.redis?.stop();

@@ -34,5 +34,7 @@ test("KEDA_VERSION pins another release", async () => {
   fakes = makeFakes({ ...HAPPY, kubectl: `case "$*" in *"get crd"*) exit 1 ;; *"rollout status"*) echo ok ;; esac` });
   const run = await runScript("up", fakes, { KEDA_VERSION: "2.17.0" });
   expect(run.exitCode).toBe(0);
-  expect(fakes.calls()).toContain("kubectl --context=minikube apply --server-side -f https://github.com/kedacore/keda/releases/download/v2.17.0/keda-2.17.0.yaml");
+  expect(fakes.calls()).toContain(
+    "kubectl --context=minikube apply --server-side -f https://github.com/kedacore/keda/releases/download/v2.17.0/keda-2.17.0.yaml",
+  );
 });

@@ -5,11 +5,11 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Server } from "bun";
-import { freePort } from "../../lib/testing/ports.ts";
-import { type ControlEvent, controlStream, findDevStack } from "../lib/dev-control.ts";
+import { freePort } from "../stack/testing/ports.ts";
+import { type ControlEvent, controlStream, findDevStack } from "../stack/dev-control.ts";
 import { startControlServer } from "../stack/control.ts";
 import { RollingStack } from "../stack/rolling.ts";
-import { freeBlock, startTestStack, type TestStack } from "../stack/testing.ts";
+import { freeBlock, startTestStack, type TestStack } from "../stack/testing/stack.ts";
 
 let stack: TestStack & RollingStack;
 let control: Server<undefined>;
@@ -17,9 +17,17 @@ let url: string;
 
 beforeAll(async () => {
   const one = { gatewayReplicas: 1, webappReplicas: 1, rpcappReplicas: 1 };
-  const ports = { adminBasePort: await freeBlock(2), webappBasePort: await freeBlock(2), rpcappBasePort: await freeBlock(2), rpcappHttpBasePort: await freeBlock(2) };
+  const ports = {
+    adminBasePort: await freeBlock(2),
+    webappBasePort: await freeBlock(2),
+    rpcappBasePort: await freeBlock(2),
+    rpcappHttpBasePort: await freeBlock(2),
+  };
   // No load here, so a short drain keeps the test short.
-  stack = (await startTestStack({ ...one, ...ports, version: "v1", env: { LOG_LEVEL: "warn" } }, (opts) => new RollingStack(opts, { drainDelayMs: 300, shutdownTimeoutMs: 5_000 }))) as TestStack & RollingStack;
+  stack = (await startTestStack(
+    { ...one, ...ports, version: "v1", env: { LOG_LEVEL: "warn" } },
+    (opts) => new RollingStack(opts, { drainDelayMs: 300, shutdownTimeoutMs: 5_000 }),
+  )) as TestStack & RollingStack;
   control = startControlServer(stack, { port: await freePort() });
   url = `http://127.0.0.1:${control.port}`;
 }, 60_000);
@@ -38,7 +46,12 @@ async function collect(path: "/rollout" | "/rollback", body: object): Promise<Co
 describe("make dev's control port", () => {
   test("GET /stack: the gateway URL, each service's version, nothing to roll back yet, every process", async () => {
     const view = await findDevStack(url);
-    expect(view).toMatchObject({ gatewayUrl: stack.gatewayUrl, versions: { gateway: "v1", webapp: "v1", rpcapp: "v1" }, previous: { gateway: null, webapp: null, rpcapp: null }, rolling: false });
+    expect(view).toMatchObject({
+      gatewayUrl: stack.gatewayUrl,
+      versions: { gateway: "v1", webapp: "v1", rpcapp: "v1" },
+      previous: { gateway: null, webapp: null, rpcapp: null },
+      rolling: false,
+    });
     expect(view!.processes.map((p) => [p.name, p.state]).sort()).toEqual([
       ["gateway-1", "serving"],
       ["rpcapp-1", "serving"],
@@ -47,17 +60,23 @@ describe("make dev's control port", () => {
   });
 
   test("GET /targets: each process's /metrics address for Prometheus' HTTP service discovery", async () => {
-    const targets = (await (await fetch(`${url}/targets`)).json()) as { targets: string[]; labels: Record<string, string> }[];
+    const targets = (await (await fetch(`${url}/targets`)).json()) as {
+      targets: string[];
+      labels: Record<string, string>;
+    }[];
     expect(targets.map((t) => t.labels.job).sort()).toEqual(["gateway", "rpcapp", "webapp"]);
     for (const t of targets) expect((await fetch(`http://${t.targets[0]}/metrics`)).status).toBe(200);
   });
 
   test("bad input is a 400 naming what is expected; a rollback with no history a 409", async () => {
-    const post = (path: string, body: string) => fetch(`${url}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body });
+    const post = (path: string, body: string) =>
+      fetch(`${url}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body });
     const notJson = await post("/rollout", "{");
     expect(notJson.status).toBe(400);
     expect((await notJson.json()).detail).toContain("the body must be JSON");
-    expect((await (await post("/rollout", '{"service":"nginx","version":"v2"}')).json()).detail).toBe('"service" must be one of webapp, rpcapp, gateway');
+    expect((await (await post("/rollout", '{"service":"nginx","version":"v2"}')).json()).detail).toBe(
+      '"service" must be one of webapp, rpcapp, gateway',
+    );
     expect((await post("/rollout", '{"service":"webapp","version":"has space"}')).status).toBe(400);
     const nothing = await post("/rollback", '{"service":"webapp"}');
     expect(nothing.status).toBe(409);
@@ -72,10 +91,20 @@ describe("make dev's control port", () => {
     const view = (await findDevStack(url))!;
     expect(view.versions.webapp).toBe("v2");
     expect(view.previous.webapp).toBe("v1");
-    expect(view.processes.filter((p) => p.kind === "webapp").map((p) => [p.name, p.version])).toEqual([["webapp-1.2", "v2"]]);
+    expect(view.processes.filter((p) => p.kind === "webapp").map((p) => [p.name, p.version])).toEqual([
+      ["webapp-1.2", "v2"],
+    ]);
     // The gateway routes to it: the answer says so.
-    const res = await fetch(`${stack.gatewayUrl}/projects/`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"title":"after the rollout"}' });
-    expect([res.status, res.headers.get("x-service-version"), res.headers.get("x-served-by")]).toEqual([201, "v2", "webapp-1.2"]);
+    const res = await fetch(`${stack.gatewayUrl}/projects/`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: '{"title":"after the rollout"}',
+    });
+    expect([res.status, res.headers.get("x-service-version"), res.headers.get("x-served-by")]).toEqual([
+      201,
+      "v2",
+      "webapp-1.2",
+    ]);
 
     const rollback = await collect("/rollback", { service: "webapp" });
     expect(rollback.at(-1)).toMatchObject({ type: "done", from: "v2", to: "v1" });

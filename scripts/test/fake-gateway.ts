@@ -3,7 +3,7 @@
  * real stack does, with x-served-by rotating over `replicas` webapp and rpcapp instances.
  */
 import type { Server } from "bun";
-import { freePort } from "../../lib/testing/ports.ts";
+import { freePort } from "../stack/testing/ports.ts";
 
 export interface FakeGatewayOptions {
   replicas: number;
@@ -13,7 +13,10 @@ export interface FakeGatewayOptions {
 
 export async function startFakeGateway(opts: FakeGatewayOptions): Promise<{ url: string; server: Server<undefined> }> {
   const counters = { webapp: 0, rpcapp: 0 };
-  const servedBy = (service: keyof typeof counters) => ({ "x-served-by": `${service}-${(counters[service]++ % opts.replicas) + 1}`, "x-gateway": "gateway-1" });
+  const servedBy = (service: keyof typeof counters) => ({
+    "x-served-by": `${service}-${(counters[service]++ % opts.replicas) + 1}`,
+    "x-gateway": "gateway-1",
+  });
   const projects = new Map<number, { id: number; url: string }>();
   const server = Bun.serve({
     hostname: "127.0.0.1",
@@ -32,7 +35,9 @@ export async function startFakeGateway(opts: FakeGatewayOptions): Promise<{ url:
       "/projects/:id": {
         GET: (req) => {
           const project = projects.get(Number(req.params.id));
-          return project ? Response.json(project, { headers: servedBy("webapp") }) : Response.json({ title: "Not Found" }, { status: 404, headers: servedBy("webapp") });
+          return project
+            ? Response.json(project, { headers: servedBy("webapp") })
+            : Response.json({ title: "Not Found" }, { status: 404, headers: servedBy("webapp") });
         },
       },
       "/verify/": {

@@ -3,7 +3,16 @@
  * temporary directory put first on PATH. Each appends its argv to a log and answers with canned
  * output, so a test can run scripts/up.ts end to end and assert what it ran, in order.
  */
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync } from "node:fs";
+import {
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+  existsSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -82,16 +91,32 @@ export interface ScriptRun {
 }
 
 /** Runs `bun scripts/<name>.ts [args]` with the fakes' PATH and `env`, bounded in time. */
-export async function runScript(name: string, fakes: Fakes, env: Record<string, string> = {}, args: string[] = []): Promise<ScriptRun> {
+export async function runScript(
+  name: string,
+  fakes: Fakes,
+  env: Record<string, string> = {},
+  args: string[] = [],
+): Promise<ScriptRun> {
   const proc = Bun.spawn([process.execPath, join(REPO_ROOT, "scripts", `${name}.ts`), ...args], {
     cwd: REPO_ROOT,
-    env: { HOME: process.env.HOME ?? "/tmp", PATH: fakes.path, FAKE_LOG: fakes.log, NO_COLOR: "1", FORCE_COLOR: "0", ...env },
+    env: {
+      HOME: process.env.HOME ?? "/tmp",
+      PATH: fakes.path,
+      FAKE_LOG: fakes.log,
+      NO_COLOR: "1",
+      FORCE_COLOR: "0",
+      ...env,
+    },
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",
   });
   const timer = setTimeout(() => proc.kill("SIGKILL"), 30_000);
-  const [stdout, stderr, exitCode] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  const [stdout, stderr, exitCode] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
   clearTimeout(timer);
   return { exitCode, stdout, stderr };
 }

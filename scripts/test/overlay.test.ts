@@ -5,9 +5,9 @@
 import { expect, test } from "bun:test";
 import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
-import { requireBinary } from "../../lib/testing/processes.ts";
-import { SERVICES } from "../lib/images.ts";
-import { writeOverlay } from "../lib/overlay.ts";
+import { requireBinary } from "../stack/testing/processes.ts";
+import { SERVICES } from "../cluster/images.ts";
+import { writeOverlay } from "../cluster/overlay.ts";
 import { REPO_ROOT } from "./fakes.ts";
 
 type Obj = { kind: string; metadata: { name: string; labels?: Record<string, string> }; spec?: any };
@@ -32,27 +32,30 @@ test.skipIf(!requireBinary("kubectl"))("kubectl is recent enough (1.21+) to appl
   expect(kubectlMinor()).toBeGreaterThanOrEqual(21);
 });
 
-test.skipIf(!requireBinary("kubectl") || kubectlMinor() < 21)("the deploy overlay sets the tag on every Portico image and version label, and changes nothing else", () => {
-  const tag = "abc1234-dirty-0badcafe";
-  const overlay = writeOverlay(join(REPO_ROOT, "k8s"), tag);
-  try {
-    const base = render(join(REPO_ROOT, "k8s"));
-    const deployed = render(overlay.dir);
-    expect(deployed.length).toBe(base.length);
-    for (const [i, obj] of deployed.entries()) {
-      const expected = structuredClone(base[i]!);
-      if (expected.kind === "Deployment" && (SERVICES as readonly string[]).includes(expected.metadata.name)) {
-        const name = expected.metadata.name;
-        expect(obj.spec.template.spec.containers[0].image).toBe(`portico/${name}:${tag}`);
-        expect(obj.metadata.labels!["app.kubernetes.io/version"]).toBe(tag);
-        expect(obj.spec.template.metadata.labels["app.kubernetes.io/version"]).toBe(tag);
-        expected.spec.template.spec.containers[0].image = `portico/${name}:${tag}`;
-        expected.metadata.labels!["app.kubernetes.io/version"] = tag;
-        expected.spec.template.metadata.labels["app.kubernetes.io/version"] = tag;
+test.skipIf(!requireBinary("kubectl") || kubectlMinor() < 21)(
+  "the deploy overlay sets the tag on every Portico image and version label, and changes nothing else",
+  () => {
+    const tag = "abc1234-dirty-0badcafe";
+    const overlay = writeOverlay(join(REPO_ROOT, "k8s"), tag);
+    try {
+      const base = render(join(REPO_ROOT, "k8s"));
+      const deployed = render(overlay.dir);
+      expect(deployed.length).toBe(base.length);
+      for (const [i, obj] of deployed.entries()) {
+        const expected = structuredClone(base[i]!);
+        if (expected.kind === "Deployment" && (SERVICES as readonly string[]).includes(expected.metadata.name)) {
+          const name = expected.metadata.name;
+          expect(obj.spec.template.spec.containers[0].image).toBe(`portico/${name}:${tag}`);
+          expect(obj.metadata.labels!["app.kubernetes.io/version"]).toBe(tag);
+          expect(obj.spec.template.metadata.labels["app.kubernetes.io/version"]).toBe(tag);
+          expected.spec.template.spec.containers[0].image = `portico/${name}:${tag}`;
+          expected.metadata.labels!["app.kubernetes.io/version"] = tag;
+          expected.spec.template.metadata.labels["app.kubernetes.io/version"] = tag;
+        }
+        expect(obj).toEqual(expected);
       }
-      expect(obj).toEqual(expected);
+    } finally {
+      overlay.dispose();
     }
-  } finally {
-    overlay.dispose();
-  }
-});
+  },
+);

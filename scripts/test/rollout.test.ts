@@ -7,7 +7,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import type { Server } from "bun";
-import { freePort } from "../../lib/testing/ports.ts";
+import { freePort } from "../stack/testing/ports.ts";
 import { type Fakes, type FakeScripts, HAPPY, makeFakes, runScript } from "./fakes.ts";
 
 let fakes: Fakes | undefined;
@@ -31,17 +31,27 @@ const KUBECTL = `case "$*" in
 esac`;
 
 /** A gateway stand-in: the seed's answers with version headers; once `failAfterChange` sees the mark, 503s. */
-async function fakeGateway(opts: { failAlways?: boolean; failAfterChange?: () => boolean } = {}): Promise<{ url: string; hits: () => number }> {
+async function fakeGateway(
+  opts: { failAlways?: boolean; failAfterChange?: () => boolean } = {},
+): Promise<{ url: string; hits: () => number }> {
   let hits = 0;
   const server = Bun.serve({
     hostname: "127.0.0.1",
     port: await freePort(),
     fetch(req) {
       hits++;
-      if (opts.failAlways || opts.failAfterChange?.()) return Response.json({ title: "Upstream unavailable" }, { status: 503 });
+      if (opts.failAlways || opts.failAfterChange?.())
+        return Response.json({ title: "Upstream unavailable" }, { status: 503 });
       const path = new URL(req.url).pathname;
-      const headers = { "x-gateway-version": "g1", "x-service-version": "old1234", "x-served-by": path.startsWith("/verify") ? "rpcapp-1" : "webapp-1" };
-      return Response.json(path.startsWith("/verify") ? { message: "Verified: 121" } : { id: 1, url: "Project-An awesome project" }, { status: path.startsWith("/verify") ? 200 : 201, headers });
+      const headers = {
+        "x-gateway-version": "g1",
+        "x-service-version": "old1234",
+        "x-served-by": path.startsWith("/verify") ? "rpcapp-1" : "webapp-1",
+      };
+      return Response.json(
+        path.startsWith("/verify") ? { message: "Verified: 121" } : { id: 1, url: "Project-An awesome project" },
+        { status: path.startsWith("/verify") ? 200 : 201, headers },
+      );
     },
   });
   servers.push(server);
@@ -57,7 +67,14 @@ function withFakes(overrides: FakeScripts = {}, drop: string[] = []): Fakes {
 
 /** Short load phases; always the cluster path unless a test says otherwise. */
 function env(gatewayUrl: string, extra: Record<string, string> = {}): Record<string, string> {
-  return { FAKE_SERVICE_URL: gatewayUrl, ROLLOUT_TARGET: "minikube", LOAD_RPS: "60", ROLLOUT_WARMUP_S: "0", ROLLOUT_SETTLE_S: "1", ...extra };
+  return {
+    FAKE_SERVICE_URL: gatewayUrl,
+    ROLLOUT_TARGET: "minikube",
+    LOAD_RPS: "60",
+    ROLLOUT_WARMUP_S: "0",
+    ROLLOUT_SETTLE_S: "1",
+    ...extra,
+  };
 }
 
 /** `make <script> SERVICE=webapp` through a gateway that answers 503 once kubectl has changed the Deployment. */
@@ -85,7 +102,9 @@ describe("make rollout SERVICE=webapp (minikube)", () => {
       "minikube service gateway -n portico --url",
       expect.stringMatching(/^kubectl --context=minikube -n portico patch deployment\/webapp --type=strategic -p /),
       "kubectl --context=minikube -n portico rollout status deployment/webapp --timeout=180s",
-      expect.stringMatching(/^kubectl --context=minikube -n portico get pods -l app.kubernetes.io\/name=webapp -o jsonpath=/),
+      expect.stringMatching(
+        /^kubectl --context=minikube -n portico get pods -l app.kubernetes.io\/name=webapp -o jsonpath=/,
+      ),
     ]);
     // One patch: the image and, on the Deployment and its pods, the version label SERVICE_VERSION reads.
     const patch = JSON.parse(calls[5]!.split(" -p ")[1]!);
@@ -130,13 +149,20 @@ describe("make rollout SERVICE=webapp (minikube)", () => {
   });
 
   test("a rollout that does not finish stops the load, exits 1 and points to make rollback", async () => {
-    const f = withFakes({ kubectl: KUBECTL.replace('*"rollout status"*) echo "deployment successfully rolled out" ;;', '*"rollout status"*) echo \'error: deployment "webapp" exceeded its progress deadline\' >&2; exit 1 ;;') });
+    const f = withFakes({
+      kubectl: KUBECTL.replace(
+        '*"rollout status"*) echo "deployment successfully rolled out" ;;',
+        '*"rollout status"*) echo \'error: deployment "webapp" exceeded its progress deadline\' >&2; exit 1 ;;',
+      ),
+    });
     const gateway = await fakeGateway();
     const run = await runScript("rollout", f, env(gateway.url), ["webapp"]);
     expect(run.exitCode).toBe(1);
     expect(run.stderr).toContain("deployment/webapp did not finish rolling out within 180s");
     expect(run.stderr).toContain("make rollback SERVICE=webapp");
-    expect(f.calls()).toContain("kubectl --context=minikube -n portico get pods -l app.kubernetes.io/name=webapp -o wide");
+    expect(f.calls()).toContain(
+      "kubectl --context=minikube -n portico get pods -l app.kubernetes.io/name=webapp -o wide",
+    );
     expect(run.stdout).toContain("requests during the change");
   });
 });
@@ -156,7 +182,9 @@ describe("make rollback SERVICE=webapp (minikube)", () => {
       "kubectl --context=minikube -n portico rollout status deployment/webapp --timeout=180s",
       "kubectl --context=minikube -n portico get deployment/webapp -o jsonpath={.spec.template.metadata.labels.app\\.kubernetes\\.io/version}",
       "kubectl --context=minikube -n portico label deployment/webapp app.kubernetes.io/version=old1234 --overwrite",
-      expect.stringMatching(/^kubectl --context=minikube -n portico get pods -l app.kubernetes.io\/name=webapp -o jsonpath=/),
+      expect.stringMatching(
+        /^kubectl --context=minikube -n portico get pods -l app.kubernetes.io\/name=webapp -o jsonpath=/,
+      ),
       "kubectl --context=minikube -n portico get deployment/webapp -o jsonpath={.spec.template.spec.containers[0].image}",
     ]);
     expect(run.stdout).toMatch(/0 of \d+ requests failed during the rollback of webapp/);
@@ -170,15 +198,18 @@ describe("make rollback SERVICE=webapp (minikube)", () => {
 });
 
 describe("arguments and prerequisites", () => {
-  test.each(["rollout", "rollback"])("%s without SERVICE, or with an unknown one, exits 2 with the usage and runs nothing", async (script) => {
-    const f = withFakes();
-    for (const service of ["", "webap"]) {
-      const run = await runScript(script, f, { ROLLOUT_TARGET: "minikube" }, service ? [service] : []);
-      expect(run.exitCode).toBe(2);
-      expect(run.stderr).toContain(`make ${script} SERVICE=<gateway|webapp|rpcapp>`);
-    }
-    expect(f.calls()).toEqual([]);
-  });
+  test.each(["rollout", "rollback"])(
+    "%s without SERVICE, or with an unknown one, exits 2 with the usage and runs nothing",
+    async (script) => {
+      const f = withFakes();
+      for (const service of ["", "webap"]) {
+        const run = await runScript(script, f, { ROLLOUT_TARGET: "minikube" }, service ? [service] : []);
+        expect(run.exitCode).toBe(2);
+        expect(run.stderr).toContain(`make ${script} SERVICE=<gateway|webapp|rpcapp>`);
+      }
+      expect(f.calls()).toEqual([]);
+    },
+  );
 
   test("without make dev and without minikube, rollout exits 2 naming both ways to get a stack", async () => {
     const f = withFakes({}, ["minikube"]);
@@ -194,7 +225,10 @@ describe("make rollout / rollback against make dev", () => {
   /** A stand-in for make dev's control port (scripts/stack/control.ts): records what it is asked. */
   async function fakeDevStack(gatewayUrl: string) {
     const asked: { path: string; body: unknown }[] = [];
-    const stream = (events: object[]) => new Response(events.map((e) => `${JSON.stringify(e)}\n`).join(""), { headers: { "content-type": "application/x-ndjson" } });
+    const stream = (events: object[]) =>
+      new Response(events.map((e) => `${JSON.stringify(e)}\n`).join(""), {
+        headers: { "content-type": "application/x-ndjson" },
+      });
     const server = Bun.serve({
       hostname: "127.0.0.1",
       port: await freePort(),
@@ -205,7 +239,14 @@ describe("make rollout / rollback against make dev", () => {
             versions: { gateway: "dev", webapp: "dev", rpcapp: "dev" },
             previous: { gateway: null, webapp: "v0", rpcapp: null },
             rolling: false,
-            processes: [1, 2, 3].map((r) => ({ name: `webapp-${r}`, kind: "webapp", version: "dev", pid: r, state: "serving", ports: { PORT: 3000 + r } })),
+            processes: [1, 2, 3].map((r) => ({
+              name: `webapp-${r}`,
+              kind: "webapp",
+              version: "dev",
+              pid: r,
+              state: "serving",
+              ports: { PORT: 3000 + r },
+            })),
           }),
         "/rollout": async (req) => {
           asked.push({ path: "/rollout", body: await req.json() });
@@ -231,11 +272,24 @@ describe("make rollout / rollback against make dev", () => {
     const f = withFakes();
     const gateway = await fakeGateway();
     const dev = await fakeDevStack(gateway.url);
-    const run = await runScript("rollout", f, { LOAD_RPS: "60", ROLLOUT_WARMUP_S: "0", ROLLOUT_SETTLE_S: "1", DEV_CONTROL_PORT: String(dev.port), IMAGE_TAG: "v9" }, ["webapp"]);
+    const run = await runScript(
+      "rollout",
+      f,
+      {
+        LOAD_RPS: "60",
+        ROLLOUT_WARMUP_S: "0",
+        ROLLOUT_SETTLE_S: "1",
+        DEV_CONTROL_PORT: String(dev.port),
+        IMAGE_TAG: "v9",
+      },
+      ["webapp"],
+    );
     expect(run.stderr).toBe("");
     expect(run.exitCode).toBe(0);
     expect(dev.asked).toEqual([{ path: "/rollout", body: { service: "webapp", version: "v9" } }]);
-    expect(f.calls().filter((c) => c.startsWith("kubectl") || c.startsWith("docker") || c.startsWith("minikube"))).toEqual([]);
+    expect(
+      f.calls().filter((c) => c.startsWith("kubectl") || c.startsWith("docker") || c.startsWith("minikube")),
+    ).toEqual([]);
     expect(run.stdout).toContain("start webapp-1.2 (version v9) to replace webapp-1");
     expect(run.stdout).toContain("webapp: dev → v9");
     expect(gateway.hits()).toBeGreaterThanOrEqual(40);
@@ -245,7 +299,12 @@ describe("make rollout / rollback against make dev", () => {
     const f = withFakes();
     const gateway = await fakeGateway();
     const dev = await fakeDevStack(gateway.url);
-    const run = await runScript("rollback", f, { LOAD_RPS: "40", ROLLOUT_WARMUP_S: "0", ROLLOUT_SETTLE_S: "0", DEV_CONTROL_PORT: String(dev.port) }, ["webapp"]);
+    const run = await runScript(
+      "rollback",
+      f,
+      { LOAD_RPS: "40", ROLLOUT_WARMUP_S: "0", ROLLOUT_SETTLE_S: "0", DEV_CONTROL_PORT: String(dev.port) },
+      ["webapp"],
+    );
     expect(run.exitCode).toBe(1);
     expect(dev.asked).toEqual([{ path: "/rollback", body: { service: "webapp" } }]);
     expect(run.stderr).toContain("make dev: webapp-1.3 (version v0) did not become ready");
@@ -266,9 +325,18 @@ describe("make load", () => {
   test("through minikube's gateway it shows the autoscalers (kubectl get hpa); failed requests exit 1", async () => {
     const f = withFakes();
     const gateway = await fakeGateway({ failAlways: true });
-    const run = await runScript("load", f, { FAKE_SERVICE_URL: gateway.url, DEV_CONTROL_PORT: String(await freePort()), GATEWAY_PORT: String(await freePort()), LOAD_RPS: "20", LOAD_DURATION_S: "1" });
+    const run = await runScript("load", f, {
+      FAKE_SERVICE_URL: gateway.url,
+      DEV_CONTROL_PORT: String(await freePort()),
+      GATEWAY_PORT: String(await freePort()),
+      LOAD_RPS: "20",
+      LOAD_DURATION_S: "1",
+    });
     expect(run.exitCode).toBe(1);
-    expect(f.calls()).toEqual(["minikube service gateway -n portico --url", "kubectl --context=minikube -n portico get hpa"]);
+    expect(f.calls()).toEqual([
+      "minikube service gateway -n portico --url",
+      "kubectl --context=minikube -n portico get hpa",
+    ]);
     expect(run.stdout).toContain("gateway Deployment/gateway 120/50 3 10 5");
     expect(run.stderr).toMatch(/\d+ of \d+ requests failed/);
   });

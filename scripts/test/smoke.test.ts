@@ -5,7 +5,7 @@
  */
 import { afterEach, expect, test } from "bun:test";
 import type { Server } from "bun";
-import { freePort } from "../../lib/testing/ports.ts";
+import { freePort } from "../stack/testing/ports.ts";
 import { startFakeGateway } from "./fake-gateway.ts";
 import { type Fakes, HAPPY, makeFakes, runScript } from "./fakes.ts";
 
@@ -67,8 +67,12 @@ test("when one replica answers everything, the spread checks fail and smoke exit
   fakes = makeFakes(HAPPY);
   const run = await runScript("smoke", fakes, { GATEWAY_URL: url });
   expect(run.exitCode).toBe(1);
-  expect(run.stdout).toMatch(/FAIL {2}30 × GET \/projects reach every webapp replica +1 of 3 replicas answered: webapp-1 ×30/);
-  expect(run.stdout).toMatch(/FAIL {2}30 × POST \/verify\/ reach every rpcapp replica +1 of 3 replicas answered: rpcapp-1 ×30/);
+  expect(run.stdout).toMatch(
+    /FAIL {2}30 × GET \/projects reach every webapp replica +1 of 3 replicas answered: webapp-1 ×30/,
+  );
+  expect(run.stdout).toMatch(
+    /FAIL {2}30 × POST \/verify\/ reach every rpcapp replica +1 of 3 replicas answered: rpcapp-1 ×30/,
+  );
   expect(run.stdout).toMatch(/PASS {2}POST \/verify\/ verifies user 121/);
   expect(run.stderr).toContain(`2 of 5 checks failed against ${url}`);
 });
@@ -78,7 +82,9 @@ test("SMOKE_REPLICAS sets how many replicas must answer", async () => {
   fakes = makeFakes(HAPPY);
   const run = await runScript("smoke", fakes, { GATEWAY_URL: url, SMOKE_REPLICAS: "2", SMOKE_REQUESTS: "6" });
   expect(run.exitCode).toBe(0);
-  expect(run.stdout).toMatch(/PASS {2}6 × GET \/projects reach every webapp replica +2 of 2 replicas answered: webapp-1 ×3, webapp-2 ×3/);
+  expect(run.stdout).toMatch(
+    /PASS {2}6 × GET \/projects reach every webapp replica +2 of 2 replicas answered: webapp-1 ×3, webapp-2 ×3/,
+  );
 });
 
 test("a wrong seed answer fails its row with what was expected and what came", async () => {
@@ -86,7 +92,7 @@ test("a wrong seed answer fails its row with what was expected and what came", a
   fakes = makeFakes(HAPPY);
   const run = await runScript("smoke", fakes, { GATEWAY_URL: url });
   expect(run.exitCode).toBe(1);
-  expect(run.stdout).toContain('FAIL  POST /verify/ verifies user 121');
+  expect(run.stdout).toContain("FAIL  POST /verify/ verifies user 121");
   expect(run.stdout).toContain('expected 200 {"message":"Verified: 121"}, got 200 {"message":"Verified: 0"}');
 });
 

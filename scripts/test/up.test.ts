@@ -46,22 +46,39 @@ test("up builds the 3 images in minikube's Docker, applies k8s/ with their tag, 
     "minikube service gateway -n portico --url",
   ]);
   // What was applied: k8s/ itself, with the built tag on the three images and the version label.
-  const overlay = parseYaml(f.appliedOverlay()!) as { resources: string[]; images: { name: string; newTag: string }[]; patches: { patch: string }[] };
+  const overlay = parseYaml(f.appliedOverlay()!) as {
+    resources: string[];
+    images: { name: string; newTag: string }[];
+    patches: { patch: string }[];
+  };
   expect(overlay.resources).toEqual([expect.stringMatching(/(^|\/)k8s$/)]);
-  expect(overlay.images).toEqual(["gateway", "webapp", "rpcapp"].map((s) => ({ name: `portico/${s}`, newTag: "abc1234" })));
+  expect(overlay.images).toEqual(
+    ["gateway", "webapp", "rpcapp"].map((s) => ({ name: `portico/${s}`, newTag: "abc1234" })),
+  );
   expect(overlay.patches[0]!.patch).toContain("/spec/template/metadata/labels/app.kubernetes.io~1version");
   // Every step printed what it ran, and the URL is the last thing said.
   expect(run.stdout).toContain("$ docker build -f webapp/Dockerfile -t portico/webapp:abc1234 .");
-  expect(run.stdout).toContain("$ kubectl --context=minikube -n portico rollout status deployment/gateway --timeout=180s");
+  expect(run.stdout).toContain(
+    "$ kubectl --context=minikube -n portico rollout status deployment/gateway --timeout=180s",
+  );
   expect(run.stdout).toContain("gateway   http://gateway.test:30080");
-  expect(run.stdout).toContain("dashboard kubectl --context=minikube -n portico port-forward svc/gateway-admin 9901   then open http://127.0.0.1:9901/dashboard");
+  expect(run.stdout).toContain(
+    "dashboard kubectl --context=minikube -n portico port-forward svc/gateway-admin 9901   then open http://127.0.0.1:9901/dashboard",
+  );
 });
 
 test("up starts minikube (with Calico, for the NetworkPolicies) when it is not running", async () => {
-  const f = withFakes({ minikube: `case "$1" in status) echo "host: Stopped"; exit 7 ;; ${HAPPY.minikube!.slice('case "$1" in'.length)}` });
+  const f = withFakes({
+    minikube: `case "$1" in status) echo "host: Stopped"; exit 7 ;; ${HAPPY.minikube!.slice('case "$1" in'.length)}`,
+  });
   const run = await runScript("up", f);
   expect(run.exitCode).toBe(0);
-  expect(f.calls().filter((c) => c.startsWith("minikube")).slice(0, 3)).toEqual(["minikube status", "minikube start --cni=calico", "minikube docker-env --shell none"]);
+  expect(
+    f
+      .calls()
+      .filter((c) => c.startsWith("minikube"))
+      .slice(0, 3),
+  ).toEqual(["minikube status", "minikube start --cni=calico", "minikube docker-env --shell none"]);
 });
 
 test("uncommitted changes to what the images are built from give a -dirty tag with a hash of them", async () => {
@@ -72,17 +89,22 @@ test("uncommitted changes to what the images are built from give a -dirty tag wi
   expect(build).toMatch(/^docker build -f gateway\/Dockerfile -t portico\/gateway:abc1234-dirty-[0-9a-f]{8} \.$/);
   const tag = build!.split(":").at(-1)!.split(" ")[0]!;
   expect(f.appliedOverlay()).toContain(`newTag: ${tag}`);
-  expect(f.calls()).toContain(`git status --porcelain -- package.json bun.lock bunfig.toml tsconfig.json .dockerignore lib proto gateway webapp rpcapp`);
+  expect(f.calls()).toContain(
+    `git status --porcelain -- package.json bun.lock bunfig.toml tsconfig.json .dockerignore lib proto gateway webapp rpcapp`,
+  );
 });
 
-test.each(["minikube", "kubectl", "docker"])("without %s, up exits 2 naming it and suggesting make dev, having run nothing", async (tool) => {
-  const f = withFakes({}, [tool]);
-  const run = await runScript("up", f);
-  expect(run.exitCode).toBe(2);
-  expect(run.stderr).toContain(`${tool} is not installed`);
-  expect(run.stderr).toContain("make dev");
-  expect(f.calls()).toEqual([]);
-});
+test.each(["minikube", "kubectl", "docker"])(
+  "without %s, up exits 2 naming it and suggesting make dev, having run nothing",
+  async (tool) => {
+    const f = withFakes({}, [tool]);
+    const run = await runScript("up", f);
+    expect(run.exitCode).toBe(2);
+    expect(run.stderr).toContain(`${tool} is not installed`);
+    expect(run.stderr).toContain("make dev");
+    expect(f.calls()).toEqual([]);
+  },
+);
 
 test("a rollout that does not finish exits 1 with a readable message, and the URL is never printed", async () => {
   const f = withFakes({
@@ -95,7 +117,7 @@ esac`,
   const run = await runScript("up", f, { ROLLOUT_TIMEOUT: "5s" });
   expect(run.exitCode).toBe(1);
   expect(run.stderr).toContain("deployment/rpcapp did not become ready within 5s (image portico/rpcapp:abc1234)");
-  expect(run.stderr).toContain('exceeded its progress deadline');
+  expect(run.stderr).toContain("exceeded its progress deadline");
   expect(run.stderr).toContain("kubectl -n portico describe deployment/rpcapp");
   const calls = f.calls();
   expect(calls).toContain("kubectl --context=minikube -n portico get pods -l app.kubernetes.io/name=rpcapp -o wide");
@@ -104,7 +126,9 @@ esac`,
 });
 
 test("a failing image build stops up before anything is applied", async () => {
-  const f = withFakes({ docker: `case "$*" in *webapp*) echo "ERROR: failed to solve: bun install" >&2; exit 1 ;; esac` });
+  const f = withFakes({
+    docker: `case "$*" in *webapp*) echo "ERROR: failed to solve: bun install" >&2; exit 1 ;; esac`,
+  });
   const run = await runScript("up", f);
   expect(run.exitCode).toBe(1);
   expect(run.stderr).toContain("`docker build -f webapp/Dockerfile -t portico/webapp:abc1234 .` failed (exit 1)");

@@ -17,7 +17,14 @@ import { problemForError } from "./error-problem.ts";
 import { HttpProblem } from "./http-problem.ts";
 import { readJsonBody } from "./json-body.ts";
 import { requestIdOf } from "../../lib/request-id.ts";
-import { CreateProjectBody, LIST_LIMIT_DEFAULT, ListQuery, prepareCreateProjectBody, ProjectParams, projectJson } from "./schemas.ts";
+import {
+  CreateProjectBody,
+  LIST_LIMIT_DEFAULT,
+  ListQuery,
+  prepareCreateProjectBody,
+  ProjectParams,
+  projectJson,
+} from "./schemas.ts";
 import type { ProjectStore } from "./store/store.ts";
 
 export interface AppOptions {
@@ -50,7 +57,16 @@ function statusOf(status: number | string | undefined): number {
   return (status !== undefined && (StatusMap as Record<string, number>)[status]) || 200;
 }
 
-export function createApp({ store, identity, log, lifecycle, maxBodyBytes, maxJsonDepth, metrics: given, tracer = trace.getTracer("portico") }: AppOptions) {
+export function createApp({
+  store,
+  identity,
+  log,
+  lifecycle,
+  maxBodyBytes,
+  maxJsonDepth,
+  metrics: given,
+  tracer = trace.getTracer("portico"),
+}: AppOptions) {
   const metrics = given ?? privateMetrics(identity);
   const requests = new WeakMap<Request, RequestState>();
   /** trace_id, span_id and request_id of a request, for its log lines. */
@@ -69,7 +85,15 @@ export function createApp({ store, identity, log, lifecycle, maxBodyBytes, maxJs
       const queryStart = url.indexOf("?", pathStart);
       const path = queryStart < 0 ? url.slice(pathStart) : url.slice(pathStart, queryStart);
       const attributes = { "http.request.method": request.method, "url.path": path };
-      const traced = startServerSpan(tracer, request.method, request.headers, headersGetter, requestId, attributes, !UNTRACED_PATHS.has(path));
+      const traced = startServerSpan(
+        tracer,
+        request.method,
+        request.headers,
+        headersGetter,
+        requestId,
+        attributes,
+        !UNTRACED_PATHS.has(path),
+      );
       requests.set(request, { startedAt: performance.now(), trace: traced });
       metrics.http.inFlight++;
       set.headers["x-served-by"] = identity.instance;
@@ -80,19 +104,28 @@ export function createApp({ store, identity, log, lifecycle, maxBodyBytes, maxJs
     .onError(({ code, error, request, path, set }) => {
       let problem = problemForError(error);
       // A 503 (the store unreachable, starting, draining) is not the client's fault: say when to retry.
-      let headers: Record<string, string> | undefined = problem.status === 503 ? { "retry-after": String(RETRY_AFTER_SECONDS) } : undefined;
+      let headers: Record<string, string> | undefined =
+        problem.status === 503 ? { "retry-after": String(RETRY_AFTER_SECONDS) } : undefined;
       if (code === "NOT_FOUND") {
         allowedMethods ??= allowedMethodsOf(app.routes);
         const allow = allowedMethods(path);
         if (allow.length > 0) {
-          problem = { title: "Method Not Allowed", status: 405, detail: `${request.method} is not supported on ${path}; allowed: ${allow.join(", ")}` };
+          problem = {
+            title: "Method Not Allowed",
+            status: 405,
+            detail: `${request.method} is not supported on ${path}; allowed: ${allow.join(", ")}`,
+          };
           headers = { allow: allow.join(", ") };
         } else {
           problem = { ...problem, detail: `no route for ${request.method} ${path}` };
         }
       }
       // Only the unexpected is an error worth a log line of its own; the access log covers the rest.
-      if (problem.status === 500) log.error({ err: error, path, ...traceFields(request), request_id: set.headers["x-request-id"] }, "request failed");
+      if (problem.status === 500)
+        log.error(
+          { err: error, path, ...traceFields(request), request_id: set.headers["x-request-id"] },
+          "request failed",
+        );
       // The access log reads the status from `set`, not from the Response returned here.
       set.status = problem.status;
       return problemResponse(problem, headers);
@@ -174,7 +207,8 @@ export function createApp({ store, identity, log, lifecycle, maxBodyBytes, maxJs
       "/projects/:id",
       async ({ params }) => {
         const project = await store.get(params.id);
-        if (!project) throw new HttpProblem({ title: "Not Found", status: 404, detail: `project ${params.id} does not exist` });
+        if (!project)
+          throw new HttpProblem({ title: "Not Found", status: 404, detail: `project ${params.id} does not exist` });
         return projectJson(project);
       },
       { params: ProjectParams },

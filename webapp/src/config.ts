@@ -47,7 +47,10 @@ const REDIS_URL_SCHEME = /^(redis|rediss|valkey|valkeys|redis\+tls|redis\+unix|r
 function redisConfig(env: Env): RedisStoreConfig {
   const url = envString("REDIS_URL", "", env);
   if (!url) throw new EnvError("STORE=redis needs REDIS_URL, e.g. REDIS_URL=redis://127.0.0.1:6379");
-  if (!REDIS_URL_SCHEME.test(url)) throw new EnvError(`REDIS_URL=${redactUrl(url)} is not a Redis URL; expected redis://host:port (or rediss://, valkey://)`);
+  if (!REDIS_URL_SCHEME.test(url))
+    throw new EnvError(
+      `REDIS_URL=${redactUrl(url)} is not a Redis URL; expected redis://host:port (or rediss://, valkey://)`,
+    );
   return {
     url,
     keyPrefix: envString("REDIS_KEY_PREFIX", DEFAULT_REDIS_KEY_PREFIX, env),

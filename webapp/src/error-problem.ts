@@ -18,12 +18,15 @@ export function problemForError(error: unknown): Problem {
   // A parse hook's own error arrives wrapped: Elysia rethrows anything a parser throws as ParseError.
   const cause = error instanceof ParseError && error.cause !== undefined ? error.cause : error;
   if (cause instanceof HttpProblem) return cause.problem;
-  if (cause instanceof StoreUnavailableError) return { title: "Service Unavailable", status: 503, detail: "the project store is unavailable; retry shortly" };
+  if (cause instanceof StoreUnavailableError)
+    return { title: "Service Unavailable", status: 503, detail: "the project store is unavailable; retry shortly" };
   if (cause instanceof ValidationError) return validationProblem(cause);
-  if (error instanceof ParseError) return { title: "Malformed request body", status: 400, detail: "the request body could not be parsed" };
+  if (error instanceof ParseError)
+    return { title: "Malformed request body", status: 400, detail: "the request body could not be parsed" };
 
   const status = statusOf(error);
-  if (status !== undefined && status >= 400 && status < 500) return { title: STATUS_CODES[status] ?? "Client Error", status };
+  if (status !== undefined && status >= 400 && status < 500)
+    return { title: STATUS_CODES[status] ?? "Client Error", status };
   return { title: "Internal Server Error", status: 500, detail: "an unexpected error occurred; it has been logged" };
 }
 

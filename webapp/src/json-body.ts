@@ -29,7 +29,9 @@ export async function readJsonBody(request: Request, { maxBytes, maxDepth }: Jso
 
   const bytes = await readAtMost(request, maxBytes);
   if (exceedsJsonDepth(bytes, maxDepth)) {
-    throw new HttpProblem(invalidFieldsProblem([{ field: "body", message: `the body is nested deeper than ${maxDepth} levels` }], "body"));
+    throw new HttpProblem(
+      invalidFieldsProblem([{ field: "body", message: `the body is nested deeper than ${maxDepth} levels` }], "body"),
+    );
   }
   let text: string;
   try {
@@ -64,6 +66,10 @@ async function readAtMost(request: Request, maxBytes: number): Promise<Uint8Arra
 }
 
 const tooLarge = (maxBytes: number) =>
-  new HttpProblem({ title: "Content Too Large", status: 413, detail: `the request body exceeds the limit of ${maxBytes} bytes` });
+  new HttpProblem({
+    title: "Content Too Large",
+    status: 413,
+    detail: `the request body exceeds the limit of ${maxBytes} bytes`,
+  });
 
 const malformed = (detail: string) => new HttpProblem({ title: "Malformed JSON", status: 400, detail });

@@ -19,8 +19,21 @@ try {
   const tracing = await startTracing(identity, { log });
   const registry = createMetricsRegistry(identity);
   const store = openStore({ kind: config.store, sqlitePath: config.dbPath, redis: config.redis }, log);
-  const lifecycle = new Lifecycle({ drainDelayMs: config.drainDelayMs, shutdownTimeoutMs: config.shutdownTimeoutMs, log });
-  const app = createApp({ store, identity, log, lifecycle, maxBodyBytes: config.maxBodyBytes, maxJsonDepth: config.maxJsonDepth, metrics: { registry, http: new HttpServerMetrics(registry) }, tracer: tracing.tracer });
+  const lifecycle = new Lifecycle({
+    drainDelayMs: config.drainDelayMs,
+    shutdownTimeoutMs: config.shutdownTimeoutMs,
+    log,
+  });
+  const app = createApp({
+    store,
+    identity,
+    log,
+    lifecycle,
+    maxBodyBytes: config.maxBodyBytes,
+    maxJsonDepth: config.maxJsonDepth,
+    metrics: { registry, http: new HttpServerMetrics(registry) },
+    tracer: tracing.tracer,
+  });
 
   app.listen({
     hostname: config.host,
@@ -38,7 +51,15 @@ try {
   lifecycle.handleSignals();
   lifecycle.markReady();
   log.info(
-    { url: app.server?.url.href, metrics: `${app.server?.url.href}metrics`, traces: tracing.config.tracesUrl ?? null, store: config.store, ...(config.redis ? { redis: redactUrl(config.redis.url) } : { db_path: config.dbPath }), max_body_bytes: config.maxBodyBytes, max_json_depth: config.maxJsonDepth },
+    {
+      url: app.server?.url.href,
+      metrics: `${app.server?.url.href}metrics`,
+      traces: tracing.config.tracesUrl ?? null,
+      store: config.store,
+      ...(config.redis ? { redis: redactUrl(config.redis.url) } : { db_path: config.dbPath }),
+      max_body_bytes: config.maxBodyBytes,
+      max_json_depth: config.maxJsonDepth,
+    },
     "webapp listening",
   );
 } catch (err) {

@@ -28,7 +28,12 @@ export const ProjectParams = t.Object({
 
 export const ListQuery = t.Object({
   limit: t.Optional(decimalInteger("^([1-9][0-9]?|100)$", `limit must be an integer from 1 to ${LIST_LIMIT_MAX}`)),
-  after: t.Optional(decimalInteger("^(0|[1-9][0-9]{0,14})$", "after must be a project id (a non-negative integer), e.g. the previous page's `next`")),
+  after: t.Optional(
+    decimalInteger(
+      "^(0|[1-9][0-9]{0,14})$",
+      "after must be a project id (a non-negative integer), e.g. the previous page's `next`",
+    ),
+  ),
 });
 
 /**
@@ -52,13 +57,28 @@ export const CreateProjectBody = t.Object({
  */
 export function prepareCreateProjectBody(body: unknown): void {
   if (typeof body !== "object" || body === null || Array.isArray(body)) {
-    throw new HttpProblem(invalidFieldsProblem([{ field: "body", message: 'the body must be a JSON object like {"title": "My project"}' }], "body"));
+    throw new HttpProblem(
+      invalidFieldsProblem(
+        [{ field: "body", message: 'the body must be a JSON object like {"title": "My project"}' }],
+        "body",
+      ),
+    );
   }
   const fields = body as { title?: unknown };
   if (typeof fields.title !== "string") return;
   // JSON can spell a lone surrogate (`"\ud800"`); stored, it would silently become U+FFFD.
   if (!fields.title.isWellFormed()) {
-    throw new HttpProblem(invalidFieldsProblem([{ field: "title", message: "title is not valid Unicode: it contains a lone surrogate (an unpaired \\uD800-\\uDFFF escape)" }], "body"));
+    throw new HttpProblem(
+      invalidFieldsProblem(
+        [
+          {
+            field: "title",
+            message: "title is not valid Unicode: it contains a lone surrogate (an unpaired \\uD800-\\uDFFF escape)",
+          },
+        ],
+        "body",
+      ),
+    );
   }
   fields.title = fields.title.trim();
 }
@@ -71,4 +91,9 @@ export interface ProjectJson {
   created_at: string;
 }
 
-export const projectJson = (p: Project): ProjectJson => ({ id: p.id, url: `Project-${p.title}`, title: p.title, created_at: p.createdAt });
+export const projectJson = (p: Project): ProjectJson => ({
+  id: p.id,
+  url: `Project-${p.title}`,
+  title: p.title,
+  created_at: p.createdAt,
+});

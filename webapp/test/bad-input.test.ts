@@ -55,15 +55,24 @@ describe("POST /projects refuses a body it cannot read as JSON", () => {
 
   test("bytes that are not UTF-8 → 400", async () => {
     const { request } = webappFixture();
-    const res = await request("POST", "/projects", { body: new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]), headers: { "content-type": "application/json" } });
+    const res = await request("POST", "/projects", {
+      body: new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]),
+      headers: { "content-type": "application/json" },
+    });
     expect((await expectProblem(res, 400)).detail).toContain("UTF-8");
   });
 
   test("a non-JSON content type, or none, → 415", async () => {
     const { request } = webappFixture();
-    const form = await request("POST", "/projects", { body: "title=x", headers: { "content-type": "application/x-www-form-urlencoded" } });
+    const form = await request("POST", "/projects", {
+      body: "title=x",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+    });
     expect((await expectProblem(form, 415)).detail).toContain("application/x-www-form-urlencoded");
-    const text = await request("POST", "/projects", { body: '{"title":"x"}', headers: { "content-type": "text/plain" } });
+    const text = await request("POST", "/projects", {
+      body: '{"title":"x"}',
+      headers: { "content-type": "text/plain" },
+    });
     await expectProblem(text, 415);
     const none = await request("POST", "/projects", { body: new Blob(['{"title":"x"}']) });
     expect(none.headers.get("content-type")).toBe("application/problem+json");
@@ -96,7 +105,10 @@ describe("POST /projects refuses a title that is not valid Unicode", () => {
 describe("POST /projects enforces MAX_JSON_DEPTH before parsing", () => {
   test("a title nested 5000 deep → 400 naming body, not a 500", async () => {
     const { postJson } = webappFixture();
-    const problem = await expectProblem(await postJson("/projects", `{"title":${"[".repeat(5000)}${"]".repeat(5000)}}`), 400);
+    const problem = await expectProblem(
+      await postJson("/projects", `{"title":${"[".repeat(5000)}${"]".repeat(5000)}}`),
+      400,
+    );
     expect(problem.errors).toEqual([{ field: "body", message: expect.stringContaining("deeper than 32 levels") }]);
   });
 
@@ -120,7 +132,7 @@ describe("POST /projects enforces MAX_BODY_BYTES", () => {
   test("a body of exactly the limit is accepted", async () => {
     const { postJson } = webappFixture({ maxBodyBytes: max });
     const prefix = '{"title":"t","pad":"';
-    const body = prefix + "p".repeat(max - prefix.length - 2) + '"}';
+    const body = `${prefix + "p".repeat(max - prefix.length - 2)}"}`;
     expect(body.length).toBe(max);
     expect((await postJson("/projects", body)).status).toBe(201);
   });
@@ -149,7 +161,11 @@ describe("POST /projects enforces MAX_BODY_BYTES", () => {
         controller.enqueue(value);
       },
     });
-    const req = new Request("http://localhost/projects", { method: "POST", body: counted, headers: { "content-type": "application/json" } });
+    const req = new Request("http://localhost/projects", {
+      method: "POST",
+      body: counted,
+      headers: { "content-type": "application/json" },
+    });
     expect(req.headers.get("content-length")).toBeNull();
     await expectProblem(await app.handle(req), 413);
     expect(pulled).toBeLessThan(5 * max);

@@ -6,7 +6,7 @@ import { expect } from "bun:test";
 import type { ServiceIdentity } from "../../lib/env.ts";
 import { Lifecycle } from "../../lib/lifecycle.ts";
 import { createLogger } from "../../lib/log.ts";
-import { waitFor } from "../../lib/testing/processes.ts";
+import { waitFor } from "../../scripts/stack/testing/processes.ts";
 import { createApp } from "../src/app.ts";
 import { openSqliteStore } from "../src/store/sqlite.ts";
 import type { ProjectStore } from "../src/store/store.ts";
@@ -29,13 +29,23 @@ export function webappFixture(opts: FixtureOptions = {}) {
   const lifecycle = new Lifecycle({ drainDelayMs: 0, shutdownTimeoutMs: 5000, log, exit: () => {} });
   if (!opts.starting) lifecycle.markReady();
   const store = opts.store ?? openSqliteStore(":memory:");
-  const app = createApp({ store, identity: IDENTITY, log, lifecycle, maxBodyBytes: opts.maxBodyBytes ?? 65_536, maxJsonDepth: opts.maxJsonDepth ?? 32 });
+  const app = createApp({
+    store,
+    identity: IDENTITY,
+    log,
+    lifecycle,
+    maxBodyBytes: opts.maxBodyBytes ?? 65_536,
+    maxJsonDepth: opts.maxJsonDepth ?? 32,
+  });
 
   // Elysia finds the path by skipping past the host, so the URL needs a realistic authority.
   const request = (method: string, path: string, init: { body?: BodyInit; headers?: Record<string, string> } = {}) =>
     app.handle(new Request(`http://localhost${path}`, { method, ...init }));
   const postJson = (path: string, body: unknown, headers: Record<string, string> = {}) =>
-    request("POST", path, { body: typeof body === "string" ? body : JSON.stringify(body), headers: { "content-type": "application/json", ...headers } });
+    request("POST", path, {
+      body: typeof body === "string" ? body : JSON.stringify(body),
+      headers: { "content-type": "application/json", ...headers },
+    });
   const createProject = async (title: string) => {
     const res = await postJson("/projects", { title });
     expect(res.status).toBe(201);
@@ -44,7 +54,10 @@ export function webappFixture(opts: FixtureOptions = {}) {
   /** The access-log line for a request id; the log is written just after the response. */
   const accessLogFor = async (requestId: string): Promise<LogLine> => {
     const find = () => logs.find((l) => l.msg === "request" && l.request_id === requestId);
-    await waitFor(`the access log line for ${requestId}`, () => find() !== undefined, { timeoutMs: 2000, intervalMs: 1 });
+    await waitFor(`the access log line for ${requestId}`, () => find() !== undefined, {
+      timeoutMs: 2000,
+      intervalMs: 1,
+    });
     return find()!;
   };
 

@@ -119,9 +119,21 @@ describe("access log", () => {
     await request("GET", "/missing", { headers: { "x-request-id": "log-4" } });
 
     const line = await accessLogFor("log-1");
-    expect(line).toMatchObject({ level: "info", method: "POST", path: "/projects/", route: "/projects", status: 201, request_id: "log-1" });
+    expect(line).toMatchObject({
+      level: "info",
+      method: "POST",
+      path: "/projects/",
+      route: "/projects",
+      status: 201,
+      request_id: "log-1",
+    });
     expect(line.duration_ms).toBeNumber();
-    expect(await accessLogFor("log-2")).toMatchObject({ method: "GET", path: "/projects/1", route: "/projects/:id", status: 200 });
+    expect(await accessLogFor("log-2")).toMatchObject({
+      method: "GET",
+      path: "/projects/1",
+      route: "/projects/:id",
+      status: 200,
+    });
     expect(await accessLogFor("log-3")).toMatchObject({ method: "DELETE", route: null, status: 405 });
     expect(await accessLogFor("log-4")).toMatchObject({ path: "/missing", route: null, status: 404 });
     expect(logs.filter((l) => l.msg === "request")).toHaveLength(4);

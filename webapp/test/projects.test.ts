@@ -4,7 +4,10 @@ import { webappFixture } from "./fixture.ts";
 describe("POST /projects", () => {
   test("the seed request (POST /projects/, 'Content-type' header) gets 201 with an integer id and url 'Project-<title>'", async () => {
     const { request } = webappFixture();
-    const res = await request("POST", "/projects/", { body: '{"title":"An awesome project"}', headers: { "Content-type": "application/json" } });
+    const res = await request("POST", "/projects/", {
+      body: '{"title":"An awesome project"}',
+      headers: { "Content-type": "application/json" },
+    });
     expect(res.status).toBe(201);
     const body = await res.json();
     expect(Number.isInteger(body.id)).toBe(true);
@@ -40,8 +43,12 @@ describe("POST /projects", () => {
 
   test("accepts a JSON media type with parameters or a +json suffix", async () => {
     const { postJson } = webappFixture();
-    expect((await postJson("/projects", { title: "a" }, { "content-type": "application/json; charset=utf-8" })).status).toBe(201);
-    expect((await postJson("/projects", { title: "b" }, { "content-type": "application/vnd.portico+json" })).status).toBe(201);
+    expect(
+      (await postJson("/projects", { title: "a" }, { "content-type": "application/json; charset=utf-8" })).status,
+    ).toBe(201);
+    expect(
+      (await postJson("/projects", { title: "b" }, { "content-type": "application/vnd.portico+json" })).status,
+    ).toBe(201);
   });
 });
 

@@ -4,9 +4,16 @@
  * a 500) and a failing /readyz, until Redis is back — which they notice by themselves.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { freePort } from "../../lib/testing/ports.ts";
-import { requireBinary, spawnService, stopAll, waitFor, waitForHttp, type Spawned } from "../../lib/testing/processes.ts";
-import { TestRedis } from "../../lib/testing/redis.ts";
+import { freePort } from "../../scripts/stack/testing/ports.ts";
+import {
+  requireBinary,
+  spawnService,
+  stopAll,
+  waitFor,
+  waitForHttp,
+  type Spawned,
+} from "../../scripts/stack/testing/processes.ts";
+import { TestRedis } from "../../scripts/stack/testing/redis.ts";
 import { expectProblem } from "./fixture.ts";
 import { postProject as post, type Replica, startReplicas } from "./replicas.ts";
 
@@ -17,10 +24,19 @@ const SLACK_MS = 750;
 let redis: TestRedis;
 let replicas: Replica[] = [];
 
-const redisEnv = (redisUrl: string) => ({ STORE: "redis", REDIS_URL: redisUrl, REDIS_KEY_PREFIX: "e2e:", REDIS_TIMEOUT_MS: String(REDIS_TIMEOUT_MS) });
+const redisEnv = (redisUrl: string) => ({
+  STORE: "redis",
+  REDIS_URL: redisUrl,
+  REDIS_KEY_PREFIX: "e2e:",
+  REDIS_TIMEOUT_MS: String(REDIS_TIMEOUT_MS),
+});
 
 function startWebapp(instance: string, port: number, redisUrl: string): Spawned {
-  return spawnService("webapp", { HOST: "127.0.0.1", PORT: String(port), INSTANCE_ID: instance, ...redisEnv(redisUrl) }, instance);
+  return spawnService(
+    "webapp",
+    { HOST: "127.0.0.1", PORT: String(port), INSTANCE_ID: instance, ...redisEnv(redisUrl) },
+    instance,
+  );
 }
 
 beforeAll(async () => {
@@ -41,7 +57,11 @@ async function timedFetch(url: string, init?: RequestInit): Promise<{ res: Respo
 /** create, get and list on one replica: each must be a 503 problem with Retry-After; returns the slowest. */
 async function expectStoreUnavailable(url: string, knownId: number): Promise<number> {
   const calls = [
-    timedFetch(`${url}/projects`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"title":"during the outage"}' }),
+    timedFetch(`${url}/projects`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: '{"title":"during the outage"}',
+    }),
     timedFetch(`${url}/projects/${knownId}`),
     timedFetch(`${url}/projects?limit=5`),
   ];
@@ -71,7 +91,9 @@ describe.skipIf(!hasRedis)("two webapp replicas with STORE=redis on one Redis", 
   });
 
   test("100 concurrent creates split across both replicas get 100 distinct ids, all listed in order", async () => {
-    const responses = await Promise.all(Array.from({ length: 100 }, (_, i) => post(replicas[i % 2]!.url, `concurrent ${i}`)));
+    const responses = await Promise.all(
+      Array.from({ length: 100 }, (_, i) => post(replicas[i % 2]!.url, `concurrent ${i}`)),
+    );
     expect(responses.map((r) => r.status)).toEqual(Array(100).fill(201));
     const ids = await Promise.all(responses.map(async (r) => ((await r.json()) as { id: number }).id));
     expect(new Set(ids).size).toBe(100);
@@ -99,7 +121,9 @@ describe.skipIf(!hasRedis)("two webapp replicas with STORE=redis on one Redis", 
     for (const r of replicas) await waitForHttp(`${r.url}/readyz`, r.proc, 5000);
     for (const r of replicas) expect(await (await fetch(`${r.url}/projects/${kept.id}`)).json()).toEqual(kept);
     expect((await post(replicas[1]!.url, "after the outage")).status).toBe(201);
-    expect(replicas[0]!.proc.lines.some((l) => l.includes('"msg":"project store: redis unavailable, answering 503"'))).toBe(true);
+    expect(
+      replicas[0]!.proc.lines.some((l) => l.includes('"msg":"project store: redis unavailable, answering 503"')),
+    ).toBe(true);
   });
 
   test("Redis killed: 503 at once; restarted on its port, both replicas serve again by themselves", async () => {
@@ -107,7 +131,9 @@ describe.skipIf(!hasRedis)("two webapp replicas with STORE=redis on one Redis", 
     try {
       for (const r of replicas) {
         // The reset connection may reach a replica a moment after the kill; no answer may wait on Redis.
-        await waitFor(`${r.instance} to answer 503`, async () => (await fetch(`${r.url}/readyz`)).status === 503, { timeoutMs: 2000 });
+        await waitFor(`${r.instance} to answer 503`, async () => (await fetch(`${r.url}/readyz`)).status === 503, {
+          timeoutMs: 2000,
+        });
         expect(await expectStoreUnavailable(r.url, 1)).toBeLessThan(REDIS_TIMEOUT_MS);
       }
     } finally {
@@ -116,7 +142,9 @@ describe.skipIf(!hasRedis)("two webapp replicas with STORE=redis on one Redis", 
     for (const r of replicas) await waitForHttp(`${r.url}/readyz`, r.proc, 5000);
     const res = await post(replicas[0]!.url, "after the restart");
     expect(res.status).toBe(201);
-    expect(await (await fetch(`${replicas[1]!.url}/projects/${(await res.json()).id}`)).json()).toMatchObject({ title: "after the restart" });
+    expect(await (await fetch(`${replicas[1]!.url}/projects/${(await res.json()).id}`)).json()).toMatchObject({
+      title: "after the restart",
+    });
   });
 });
 
@@ -137,6 +165,8 @@ describe.skipIf(!hasRedis)("start-up with STORE=redis", () => {
   test("STORE=redis without REDIS_URL stops the process with exit 1 and a message naming REDIS_URL", async () => {
     const proc = spawnService("webapp", { PORT: "0", STORE: "redis", REDIS_URL: "" }, "webapp-no-redis-url");
     expect(await proc.exited).toBe(1);
-    await waitFor("the start-up error line", () => proc.lines.some((l) => l.includes("STORE=redis needs REDIS_URL")), { timeoutMs: 2000 });
+    await waitFor("the start-up error line", () => proc.lines.some((l) => l.includes("STORE=redis needs REDIS_URL")), {
+      timeoutMs: 2000,
+    });
   });
 });

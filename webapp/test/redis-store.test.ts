@@ -4,8 +4,8 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { RedisClient } from "bun";
-import { requireBinary, stopAll, waitFor } from "../../lib/testing/processes.ts";
-import { TestRedis } from "../../lib/testing/redis.ts";
+import { requireBinary, stopAll, waitFor } from "../../scripts/stack/testing/processes.ts";
+import { TestRedis } from "../../scripts/stack/testing/redis.ts";
 import { loadConfig } from "../src/config.ts";
 import { openStore } from "../src/store/index.ts";
 import { openRedisStore } from "../src/store/redis.ts";
@@ -95,7 +95,9 @@ describe.skipIf(!hasRedis)("Redis project store: what it writes", () => {
 
 describe("STORE=redis configuration", () => {
   test("REDIS_URL is required and must be a Redis URL; its password never shows in the error", () => {
-    expect(() => loadConfig({ STORE: "redis" })).toThrow("STORE=redis needs REDIS_URL, e.g. REDIS_URL=redis://127.0.0.1:6379");
+    expect(() => loadConfig({ STORE: "redis" })).toThrow(
+      "STORE=redis needs REDIS_URL, e.g. REDIS_URL=redis://127.0.0.1:6379",
+    );
     expect(() => loadConfig({ STORE: "redis", REDIS_URL: "http://user:s3cret@cache:6379" })).toThrow(
       "REDIS_URL=http://user:***@cache:6379/ is not a Redis URL; expected redis://host:port (or rediss://, valkey://)",
     );
@@ -103,9 +105,18 @@ describe("STORE=redis configuration", () => {
   });
 
   test("the key prefix defaults to portico:webapp: and the timeout to 500 ms; a bad timeout names REDIS_TIMEOUT_MS", () => {
-    expect(loadConfig({ STORE: "redis", REDIS_URL: "redis://redis:6379" }).redis).toEqual({ url: "redis://redis:6379", keyPrefix: "portico:webapp:", timeoutMs: 500 });
-    expect(loadConfig({ STORE: "redis", REDIS_URL: "rediss://r:6380", REDIS_KEY_PREFIX: "x:", REDIS_TIMEOUT_MS: "50" }).redis).toEqual({ url: "rediss://r:6380", keyPrefix: "x:", timeoutMs: 50 });
-    expect(() => loadConfig({ STORE: "redis", REDIS_URL: "redis://redis:6379", REDIS_TIMEOUT_MS: "soon" })).toThrow('REDIS_TIMEOUT_MS="soon" is not an integer in [1, 60000]');
+    expect(loadConfig({ STORE: "redis", REDIS_URL: "redis://redis:6379" }).redis).toEqual({
+      url: "redis://redis:6379",
+      keyPrefix: "portico:webapp:",
+      timeoutMs: 500,
+    });
+    expect(
+      loadConfig({ STORE: "redis", REDIS_URL: "rediss://r:6380", REDIS_KEY_PREFIX: "x:", REDIS_TIMEOUT_MS: "50" })
+        .redis,
+    ).toEqual({ url: "rediss://r:6380", keyPrefix: "x:", timeoutMs: 50 });
+    expect(() => loadConfig({ STORE: "redis", REDIS_URL: "redis://redis:6379", REDIS_TIMEOUT_MS: "soon" })).toThrow(
+      'REDIS_TIMEOUT_MS="soon" is not an integer in [1, 60000]',
+    );
   });
 
   test("with STORE=sqlite the REDIS_* variables are not read", () => {
@@ -117,7 +128,11 @@ describe("STORE=redis configuration", () => {
   });
 
   test.skipIf(!hasRedis)("the factory opens the Redis store for STORE=redis", async () => {
-    const store = openStore({ kind: "redis", sqlitePath: ":memory:", redis: { url: redis.url, keyPrefix: newPrefix(), timeoutMs: 500 } });
+    const store = openStore({
+      kind: "redis",
+      sqlitePath: ":memory:",
+      redis: { url: redis.url, keyPrefix: newPrefix(), timeoutMs: 500 },
+    });
     await waitFor("the store to reach redis", async () => (await store.ping(), true), { timeoutMs: 5000 });
     expect((await store.create("via factory")).title).toBe("via factory");
     await store.close();

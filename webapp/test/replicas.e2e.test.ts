@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { spawnService, stopAll, stopProcess, waitFor } from "../../lib/testing/processes.ts";
+import { spawnService, stopAll, stopProcess, waitFor } from "../../scripts/stack/testing/processes.ts";
 import { postProject, type Replica, startReplicas } from "./replicas.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "webapp-e2e-"));
@@ -16,7 +16,11 @@ let replicas: Replica[] = [];
 
 beforeAll(async () => {
   // Started together on purpose: both open and initialise the same new file at once.
-  replicas = await startReplicas("webapp-e2e", { DB_PATH: join(dir, "shared.sqlite"), MAX_BODY_BYTES: String(MAX_BODY_BYTES), DRAIN_DELAY_MS: String(DRAIN_DELAY_MS) });
+  replicas = await startReplicas("webapp-e2e", {
+    DB_PATH: join(dir, "shared.sqlite"),
+    MAX_BODY_BYTES: String(MAX_BODY_BYTES),
+    DRAIN_DELAY_MS: String(DRAIN_DELAY_MS),
+  });
 });
 
 afterAll(async () => {
@@ -41,7 +45,9 @@ describe("two webapp replicas on one SQLite file", () => {
   });
 
   test("100 concurrent creates split across both replicas get 100 distinct ids, all listed", async () => {
-    const responses = await Promise.all(Array.from({ length: 100 }, (_, i) => postProject(replicas[i % 2]!.url, `concurrent ${i}`)));
+    const responses = await Promise.all(
+      Array.from({ length: 100 }, (_, i) => postProject(replicas[i % 2]!.url, `concurrent ${i}`)),
+    );
     expect(responses.map((r) => r.status)).toEqual(Array(100).fill(201));
     const ids = await Promise.all(responses.map(async (r) => ((await r.json()) as { id: number }).id));
     expect(new Set(ids).size).toBe(100);
@@ -64,7 +70,12 @@ describe("two webapp replicas on one SQLite file", () => {
         controller.enqueue(new Uint8Array(1024).fill(0x20));
       },
     });
-    const tooLarge = await fetch(`${url}/projects`, { method: "POST", headers: { "content-type": "application/json" }, body, duplex: "half" } as RequestInit);
+    const tooLarge = await fetch(`${url}/projects`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body,
+      duplex: "half",
+    } as RequestInit);
     expect(tooLarge.status).toBe(413);
     expect(tooLarge.headers.get("content-type")).toBe("application/problem+json");
     expect((await tooLarge.json()).detail).toContain(`${MAX_BODY_BYTES} bytes`);
@@ -73,11 +84,19 @@ describe("two webapp replicas on one SQLite file", () => {
   test("SIGTERM: readiness turns 503 while liveness stays 200 during the drain, then the process exits 0", async () => {
     const stopping = replicas.map((r) => stopProcess(r.proc, "SIGTERM"));
     for (const r of replicas) {
-      await waitFor(`${r.instance} to report not ready`, async () => (await fetch(`${r.url}/readyz`)).status === 503, { proc: r.proc, timeoutMs: DRAIN_DELAY_MS * 5 });
+      await waitFor(`${r.instance} to report not ready`, async () => (await fetch(`${r.url}/readyz`)).status === 503, {
+        proc: r.proc,
+        timeoutMs: DRAIN_DELAY_MS * 5,
+      });
       expect((await fetch(`${r.url}/healthz`)).status).toBe(200);
     }
     expect(await Promise.all(stopping)).toEqual([0, 0]);
-    for (const r of replicas) await waitFor(`${r.instance}'s "stopped" log line`, () => r.proc.lines.some((l) => l.includes('"msg":"stopped"')), { timeoutMs: 2000 });
+    for (const r of replicas)
+      await waitFor(
+        `${r.instance}'s "stopped" log line`,
+        () => r.proc.lines.some((l) => l.includes('"msg":"stopped"')),
+        { timeoutMs: 2000 },
+      );
   });
 });
 
@@ -85,6 +104,10 @@ describe("start-up", () => {
   test("an unknown STORE stops the process with exit 1 and a message naming STORE", async () => {
     const proc = spawnService("webapp", { PORT: "0", STORE: "postgres", DB_PATH: ":memory:" }, "webapp-bad-store");
     expect(await proc.exited).toBe(1);
-    await waitFor("the start-up error line", () => proc.lines.some((l) => l.includes('STORE=\\"postgres\\" is not a store webapp knows')), { timeoutMs: 2000 });
+    await waitFor(
+      "the start-up error line",
+      () => proc.lines.some((l) => l.includes('STORE=\\"postgres\\" is not a store webapp knows')),
+      { timeoutMs: 2000 },
+    );
   });
 });

@@ -30,7 +30,6 @@ describe("SQLite project store", () => {
     db.close();
     await store.close();
   });
-
 });
 
 describe("store factory", () => {
@@ -41,6 +40,8 @@ describe("store factory", () => {
   });
 
   test("fails clearly for a store it does not know, naming STORE and the choices", () => {
-    expect(() => openStore({ kind: "postgres", sqlitePath: ":memory:" })).toThrow('STORE="postgres" is not a store webapp knows; use one of: sqlite, redis');
+    expect(() => openStore({ kind: "postgres", sqlitePath: ":memory:" })).toThrow(
+      'STORE="postgres" is not a store webapp knows; use one of: sqlite, redis',
+    );
   });
 });

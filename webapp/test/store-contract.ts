@@ -45,7 +45,13 @@ export function describeProjectStoreContract(name: string, under: StoreUnderTest
 
     test("a title comes back exactly as it was given: unicode, quotes, backslashes, JSON-looking text", async () => {
       const store = await under.open();
-      const titles = ['Ünïcödé ✓ 🚀 漢字', 'quotes " and \\ backslash', '{"id": 999, "title": "nested"}', "</script>\n\ttabbed", "x".repeat(200)];
+      const titles = [
+        "Ünïcödé ✓ 🚀 漢字",
+        'quotes " and \\ backslash',
+        '{"id": 999, "title": "nested"}',
+        "</script>\n\ttabbed",
+        "x".repeat(200),
+      ];
       const created = await Promise.all(titles.map((t) => store.create(t)));
       expect(created.map((p) => p.title)).toEqual(titles);
       for (const p of created) expect(await store.get(p.id)).toEqual(p);

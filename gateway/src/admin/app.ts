@@ -22,7 +22,13 @@ export interface AdminExtras {
 }
 
 /** `metrics`: the registry served on /metrics (gateway/src/metrics.ts); 404 there without one. */
-export function createAdminApp(gateway: Gateway, identity: ServiceIdentity, lifecycle: Lifecycle, metrics?: Registry, extras: AdminExtras = {}) {
+export function createAdminApp(
+  gateway: Gateway,
+  identity: ServiceIdentity,
+  lifecycle: Lifecycle,
+  metrics?: Registry,
+  extras: AdminExtras = {},
+) {
   const { dashboard, reloader } = extras;
   const app = new Elysia()
     .get("/healthz", () => ({ status: "ok" }))
@@ -46,15 +52,27 @@ export function createAdminApp(gateway: Gateway, identity: ServiceIdentity, life
         reload: reloader?.status ?? null,
         limits,
         trustedProxies,
-        upstreams: [...upstreams.values()].map(({ name, protocol, endpoints, proto, timeoutMs }) => ({ name, protocol, endpoints, proto, timeoutMs })),
+        upstreams: [...upstreams.values()].map(({ name, protocol, endpoints, proto, timeoutMs }) => ({
+          name,
+          protocol,
+          endpoints,
+          proto,
+          timeoutMs,
+        })),
         routes: routes.map(({ grpcMethod: _resolved, ...route }) => route),
       };
     })
     // The routes.yaml text in force, as written (`${VAR}` references unexpanded).
     .get("/config/source", () =>
       reloader
-        ? new Response(reloader.source, { headers: { "content-type": "text/yaml; charset=utf-8", "x-config-digest": reloader.status.digest } })
-        : problemResponse({ title: "Not Found", status: 404, detail: "this gateway does not keep its config source (no reloader)" }),
+        ? new Response(reloader.source, {
+            headers: { "content-type": "text/yaml; charset=utf-8", "x-config-digest": reloader.status.digest },
+          })
+        : problemResponse({
+            title: "Not Found",
+            status: 404,
+            detail: "this gateway does not keep its config source (no reloader)",
+          }),
     )
     // Live resilience state per endpoint; times are epoch ms (null: never).
     .get("/upstreams", () =>

@@ -11,7 +11,8 @@ import page from "./dashboard/index.html" with { type: "text" };
 
 const SECURITY_HEADERS = {
   // uPlot styles elements through the CSSOM only, which style-src does not restrict.
-  "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  "content-security-policy":
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
   "x-content-type-options": "nosniff",
   "referrer-policy": "no-referrer",
   // A new gateway version may ship a new page: never serve a stale one.

@@ -51,7 +51,11 @@ export class Dashboard {
         if (outcome === "denied") this.traffic.deny(route);
       };
     }
-    this.tier = new TierView({ directory: opts.peers, local: (seconds) => this.snapshot(seconds), selfInstance: opts.identity.instance });
+    this.tier = new TierView({
+      directory: opts.peers,
+      local: (seconds) => this.snapshot(seconds),
+      selfInstance: opts.identity.instance,
+    });
   }
 
   /** Ends the open event streams (before the admin listener stops: it waits for them). */
@@ -67,13 +71,22 @@ export class Dashboard {
   routes() {
     return new Elysia()
       .get("/dashboard", () => dashboardPage())
-      .get("/dashboard/assets/:name", ({ params }) => dashboardAsset(params.name) ?? problemResponse({ title: "Not Found", status: 404, detail: `no dashboard asset ${params.name}` }))
+      .get(
+        "/dashboard/assets/:name",
+        ({ params }) =>
+          dashboardAsset(params.name) ??
+          problemResponse({ title: "Not Found", status: 404, detail: `no dashboard asset ${params.name}` }),
+      )
       .get("/dashboard/events", ({ request }) => tierEventStream(this.tier, request.signal))
       .get("/dashboard/snapshot.json", ({ query }) => {
         const raw = query.seconds;
         const seconds = raw === undefined ? WINDOW_SECONDS : Number(raw);
         if (!Number.isInteger(seconds) || seconds < 1 || seconds > WINDOW_SECONDS) {
-          return problemResponse({ title: "Bad request", status: 400, detail: `seconds must be a whole number from 1 to ${WINDOW_SECONDS}, got ${JSON.stringify(raw)}` });
+          return problemResponse({
+            title: "Bad request",
+            status: 400,
+            detail: `seconds must be a whole number from 1 to ${WINDOW_SECONDS}, got ${JSON.stringify(raw)}`,
+          });
         }
         return Response.json(this.snapshot(seconds), { headers: { "cache-control": "no-store" } });
       });

@@ -24,7 +24,9 @@ export function tierEventStream(tier: TierView, signal: AbortSignal): Response {
         // A page that stopped reading would otherwise have every event queued here for it.
         if ((controller.desiredSize ?? 0) < -MAX_QUEUED_EVENTS) return stop();
         try {
-          controller.enqueue(encoder.encode(`event: state\ndata: ${JSON.stringify(sentHistory ? recent(state) : state)}\n\n`));
+          controller.enqueue(
+            encoder.encode(`event: state\ndata: ${JSON.stringify(sentHistory ? recent(state) : state)}\n\n`),
+          );
           sentHistory = true;
         } catch {
           stop();
@@ -60,7 +62,15 @@ function recent(state: TierState): TierState {
     ...state,
     routes: state.routes.map((r) => {
       const cut = Math.max(0, r.requests.length - RESENT_SECONDS);
-      return { ...r, from: r.from + cut, requests: r.requests.slice(cut), errors: r.errors.slice(cut), denied: r.denied.slice(cut), p50: r.p50.slice(cut), p99: r.p99.slice(cut) };
+      return {
+        ...r,
+        from: r.from + cut,
+        requests: r.requests.slice(cut),
+        errors: r.errors.slice(cut),
+        denied: r.denied.slice(cut),
+        p50: r.p50.slice(cut),
+        p99: r.p99.slice(cut),
+      };
     }),
   };
 }

@@ -41,7 +41,8 @@ export class PeerDirectory {
     if (this.opts.dnsName) {
       try {
         const addresses = await (this.opts.resolve ?? resolveAll)(this.opts.dnsName);
-        for (const address of addresses) urls.add(`http://${isIPv6(address) ? `[${address}]` : address}:${this.opts.adminPort}`);
+        for (const address of addresses)
+          urls.add(`http://${isIPv6(address) ? `[${address}]` : address}:${this.opts.adminPort}`);
       } catch (err) {
         error = `cannot resolve ${this.opts.dnsName}: ${(err as Error).message}`;
       }

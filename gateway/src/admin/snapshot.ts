@@ -103,10 +103,20 @@ export function takeSnapshot(sources: SnapshotSources, seconds: number): Gateway
   return {
     schema: SNAPSHOT_SCHEMA,
     at: now,
-    gateway: { ...identity, startedAt: lifecycle.startedAt, uptimeS: Math.round((now - lifecycle.startedAt) / 1000), ready: lifecycle.isReady(), pid: process.pid },
+    gateway: {
+      ...identity,
+      startedAt: lifecycle.startedAt,
+      uptimeS: Math.round((now - lifecycle.startedAt) / 1000),
+      ready: lifecycle.isReady(),
+      pid: process.pid,
+    },
     limiter: sources.rateLimiter?.status() ?? null,
     config: sources.reloadStatus?.() ?? null,
-    upstreams: [...gateway.upstreams.values()].map((u) => ({ name: u.name, protocol: u.protocol, endpoints: u.endpoints.map(endpointView) })),
+    upstreams: [...gateway.upstreams.values()].map((u) => ({
+      name: u.name,
+      protocol: u.protocol,
+      endpoints: u.endpoints.map(endpointView),
+    })),
     routes: routes.map((r) => ({
       name: r.name,
       path: r.path,

@@ -10,7 +10,13 @@
  */
 import { addSparse, LATENCY_BUCKETS, quantileMs, round3 } from "./latency-buckets.ts";
 import type { PeerDirectory } from "./peers.ts";
-import { type EndpointView, type GatewayInfo, type GatewaySnapshot, type RouteView, SNAPSHOT_SCHEMA } from "./snapshot.ts";
+import {
+  type EndpointView,
+  type GatewayInfo,
+  type GatewaySnapshot,
+  type RouteView,
+  SNAPSHOT_SCHEMA,
+} from "./snapshot.ts";
 import { WINDOW_SECONDS } from "./traffic.ts";
 
 /** Seconds asked again every round (see the file comment). */
@@ -187,7 +193,11 @@ export class TierView {
   #replica(url: string | null): Replica {
     const key = url ?? "";
     let replica = this.#replicas.get(key);
-    if (!replica) this.#replicas.set(key, (replica = { url, reachable: false, error: null, lastSeenAt: null, snapshot: null, history: new Map() }));
+    if (!replica)
+      this.#replicas.set(
+        key,
+        (replica = { url, reachable: false, error: null, lastSeenAt: null, snapshot: null, history: new Map() }),
+      );
     return replica;
   }
 
@@ -199,15 +209,23 @@ export class TierView {
   async #fetch(replica: Replica): Promise<void> {
     const timeoutMs = this.opts.timeoutMs ?? 700;
     try {
-      const res = await fetch(`${replica.url}/dashboard/snapshot.json?seconds=${this.#secondsToAsk(replica)}`, { signal: AbortSignal.timeout(timeoutMs) });
+      const res = await fetch(`${replica.url}/dashboard/snapshot.json?seconds=${this.#secondsToAsk(replica)}`, {
+        signal: AbortSignal.timeout(timeoutMs),
+      });
       if (!res.ok) throw new Error(`answered ${res.status}`);
       const body: unknown = await res.json();
-      if (!isSnapshot(body)) throw new Error(`answered, but not with a dashboard snapshot (schema ${SNAPSHOT_SCHEMA}): another version?`);
+      if (!isSnapshot(body))
+        throw new Error(`answered, but not with a dashboard snapshot (schema ${SNAPSHOT_SCHEMA}): another version?`);
       this.#absorb(replica, body);
     } catch (err) {
       replica.reachable = false;
       const e = err as Error & { code?: string };
-      replica.error = e.name === "TimeoutError" ? `no answer within ${timeoutMs} ms` : e.code === "ECONNREFUSED" ? "connection refused" : e.message;
+      replica.error =
+        e.name === "TimeoutError"
+          ? `no answer within ${timeoutMs} ms`
+          : e.code === "ECONNREFUSED"
+            ? "connection refused"
+            : e.message;
     }
   }
 
@@ -222,7 +240,12 @@ export class TierView {
       if (!seconds) replica.history.set(route.name, (seconds = new Map()));
       const s = route.series;
       for (let k = 0; k < s.requests.length; k++) {
-        seconds.set(s.from + k, { requests: num(s.requests[k]), errors: num(s.errors[k]), denied: num(s.denied[k]), latency: Array.isArray(s.latency[k]) ? s.latency[k]! : [] });
+        seconds.set(s.from + k, {
+          requests: num(s.requests[k]),
+          errors: num(s.errors[k]),
+          denied: num(s.denied[k]),
+          latency: Array.isArray(s.latency[k]) ? s.latency[k]! : [],
+        });
       }
       for (const t of seconds.keys()) if (t < oldest) seconds.delete(t);
     }
@@ -236,11 +259,14 @@ export class TierView {
     const from = to - (WINDOW_SECONDS - 1);
     const summaryFrom = to - SUMMARY_SECONDS;
 
-    const shown = replicas.filter((r) => r.reachable || (r.lastSeenAt !== null && now - r.lastSeenAt < FORGET_AFTER_MS));
+    const shown = replicas.filter(
+      (r) => r.reachable || (r.lastSeenAt !== null && now - r.lastSeenAt < FORGET_AFTER_MS),
+    );
     const silentPeers = replicas.filter((r) => !shown.includes(r)).map((r) => ({ url: r.url ?? "", error: r.error }));
     const gateways: TierGateway[] = shown.map((r) => {
       let served = 0;
-      for (const seconds of r.history.values()) for (let t = summaryFrom; t < to; t++) served += seconds.get(t)?.requests ?? 0;
+      for (const seconds of r.history.values())
+        for (let t = summaryFrom; t < to; t++) served += seconds.get(t)?.requests ?? 0;
       return {
         url: r.url,
         self: r.snapshot?.gateway.instance === this.opts.selfInstance,
@@ -256,16 +282,34 @@ export class TierView {
 
     // Routes as the replicas define them (the first to define one wins; a reload in progress may differ).
     const routeViews = new Map<string, RouteView>();
-    for (const r of live) for (const route of r.snapshot!.routes) if (!routeViews.has(route.name)) routeViews.set(route.name, route);
+    for (const r of live)
+      for (const route of r.snapshot!.routes) if (!routeViews.has(route.name)) routeViews.set(route.name, route);
     const routes = [...routeViews.values()].map((view) => this.#mergeRoute(view, replicas, from, to, summaryFrom));
 
-    return { at: now, servedBy: this.opts.selfInstance, windowSeconds: to - from, peersError: this.#peersError, silentPeers, gateways, upstreams: mergeUpstreams(live), routes };
+    return {
+      at: now,
+      servedBy: this.opts.selfInstance,
+      windowSeconds: to - from,
+      peersError: this.#peersError,
+      silentPeers,
+      gateways,
+      upstreams: mergeUpstreams(live),
+      routes,
+    };
   }
 
   #mergeRoute(view: RouteView, replicas: Replica[], from: number, to: number, summaryFrom: number): TierRoute {
-    const histories = replicas.map((r) => r.history.get(view.name)).filter((h): h is Map<number, SecondFigures> => h !== undefined);
+    const histories = replicas
+      .map((r) => r.history.get(view.name))
+      .filter((h): h is Map<number, SecondFigures> => h !== undefined);
     const latency = this.#scratch;
-    const series: Pick<TierRoute, "requests" | "errors" | "denied" | "p50" | "p99"> = { requests: [], errors: [], denied: [], p50: [], p99: [] };
+    const series: Pick<TierRoute, "requests" | "errors" | "denied" | "p50" | "p99"> = {
+      requests: [],
+      errors: [],
+      denied: [],
+      p50: [],
+      p99: [],
+    };
     for (let t = from; t < to; t++) {
       const { requests, errors, denied } = sumSeconds(histories, t, t + 1, latency);
       series.requests.push(requests);
@@ -300,7 +344,12 @@ export class TierView {
  * The figures of every replica's history added up over the seconds [from, to); their merged
  * latency histogram is left in `latency`.
  */
-function sumSeconds(histories: Map<number, SecondFigures>[], from: number, to: number, latency: Float64Array): { requests: number; errors: number; denied: number } {
+function sumSeconds(
+  histories: Map<number, SecondFigures>[],
+  from: number,
+  to: number,
+  latency: Float64Array,
+): { requests: number; errors: number; denied: number } {
   let requests = 0;
   let errors = 0;
   let denied = 0;
@@ -319,7 +368,10 @@ function sumSeconds(histories: Map<number, SecondFigures>[], from: number, to: n
 }
 
 function mergeUpstreams(live: Replica[]): TierUpstream[] {
-  const upstreams = new Map<string, { name: string; protocol: "http" | "grpc"; endpoints: Map<string, TierEndpoint> }>();
+  const upstreams = new Map<
+    string,
+    { name: string; protocol: "http" | "grpc"; endpoints: Map<string, TierEndpoint> }
+  >();
   for (const r of live) {
     const snapshot = r.snapshot!;
     for (const u of snapshot.upstreams) {
@@ -327,7 +379,8 @@ function mergeUpstreams(live: Replica[]): TierUpstream[] {
       if (!merged) upstreams.set(u.name, (merged = { name: u.name, protocol: u.protocol, endpoints: new Map() }));
       for (const e of u.endpoints) {
         let endpoint = merged.endpoints.get(e.address);
-        if (!endpoint) merged.endpoints.set(e.address, (endpoint = { address: e.address, summary: "healthy", views: [] }));
+        if (!endpoint)
+          merged.endpoints.set(e.address, (endpoint = { address: e.address, summary: "healthy", views: [] }));
         endpoint.views.push({ ...e, gateway: snapshot.gateway.instance });
         const state = stateOf(e);
         if (SEVERITY.indexOf(state) > SEVERITY.indexOf(endpoint.summary)) endpoint.summary = state;
@@ -336,7 +389,13 @@ function mergeUpstreams(live: Replica[]): TierUpstream[] {
   }
   return [...upstreams.values()]
     .sort((a, b) => a.name.localeCompare(b.name))
-    .map((u) => ({ name: u.name, protocol: u.protocol, endpoints: [...u.endpoints.values()].sort((a, b) => a.address.localeCompare(b.address, undefined, { numeric: true })) }));
+    .map((u) => ({
+      name: u.name,
+      protocol: u.protocol,
+      endpoints: [...u.endpoints.values()].sort((a, b) =>
+        a.address.localeCompare(b.address, undefined, { numeric: true }),
+      ),
+    }));
 }
 
 /** One gateway's view of an endpoint in a word: the reason it takes no traffic, if it takes none. */
@@ -362,6 +421,11 @@ function isSnapshot(body: unknown): body is GatewaySnapshot {
     Array.isArray(s.upstreams) &&
     s.upstreams.every((u) => typeof u?.name === "string" && Array.isArray(u.endpoints)) &&
     Array.isArray(s.routes) &&
-    s.routes.every((r) => typeof r?.name === "string" && Number.isInteger(r.series?.from) && ["requests", "errors", "denied", "latency"].every((k) => Array.isArray(r.series[k as keyof typeof r.series])))
+    s.routes.every(
+      (r) =>
+        typeof r?.name === "string" &&
+        Number.isInteger(r.series?.from) &&
+        ["requests", "errors", "denied", "latency"].every((k) => Array.isArray(r.series[k as keyof typeof r.series])),
+    )
   );
 }

@@ -120,7 +120,13 @@ export class TrafficRecorder {
     const ring = this.#routes.get(route);
     if (ring) return ring.series(from, to);
     const zeros = () => new Array<number>(to - from).fill(0);
-    return { from, requests: zeros(), errors: zeros(), denied: zeros(), latency: Array.from({ length: to - from }, () => []) };
+    return {
+      from,
+      requests: zeros(),
+      errors: zeros(),
+      denied: zeros(),
+      latency: Array.from({ length: to - from }, () => []),
+    };
   }
 
   /** Forgets routes a reload removed (their names are not in `names`). */

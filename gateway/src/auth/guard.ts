@@ -74,12 +74,19 @@ export class RouteAuth {
     const authorization = jwt ? headers.get("authorization") : null;
     if (jwt && authorization !== null && /^bearer(\s|$)/i.test(authorization)) {
       const token = BEARER.exec(authorization)?.[1];
-      if (token === undefined) return this.#unauthorized("the Authorization header does not hold a Bearer token", bearerChallenge(this.#s.realm, "invalid_token", "the Authorization header does not hold a Bearer token"));
+      if (token === undefined)
+        return this.#unauthorized(
+          "the Authorization header does not hold a Bearer token",
+          bearerChallenge(this.#s.realm, "invalid_token", "the Authorization header does not hold a Bearer token"),
+        );
       return this.#checkJwt(jwt, token, headers);
     }
     const key = apiKey ? headers.get(apiKey.verifier.header) : null;
     if (apiKey && key !== null) return this.#checkApiKey(apiKey, key, headers);
-    return this.#unauthorized(`this route needs ${[jwt && "a Bearer token", apiKey && `an API key in ${apiKey.verifier.header}`].filter(Boolean).join(" or ")}`, this.#challenge);
+    return this.#unauthorized(
+      `this route needs ${[jwt && "a Bearer token", apiKey && `an API key in ${apiKey.verifier.header}`].filter(Boolean).join(" or ")}`,
+      this.#challenge,
+    );
   }
 
   /** Removes the credential the gateway consumed, unless the route forwards it (call before forwarding). */
@@ -114,9 +121,17 @@ export class RouteAuth {
     if (!result.ok) {
       if (result.reason === "unavailable") {
         const detail = result.description;
-        return { ok: false, status: 503, response: (id) => gatewayProblem(503, "Authentication unavailable", id, detail, undefined, { "retry-after": "5" }) };
+        return {
+          ok: false,
+          status: 503,
+          response: (id) =>
+            gatewayProblem(503, "Authentication unavailable", id, detail, undefined, { "retry-after": "5" }),
+        };
       }
-      return this.#unauthorized(result.description, bearerChallenge(this.#s.realm, "invalid_token", result.description));
+      return this.#unauthorized(
+        result.description,
+        bearerChallenge(this.#s.realm, "invalid_token", result.description),
+      );
     }
     const payload = result.payload;
     if (jwt.scopes.length > 0) {
@@ -124,7 +139,10 @@ export class RouteAuth {
       const missing = jwt.scopes.filter((s) => !granted.has(s));
       if (missing.length > 0) {
         const description = `the token lacks the scope ${missing.join(" ")}`;
-        return this.#forbidden(description, bearerChallenge(this.#s.realm, "insufficient_scope", description, jwt.scopes.join(" ")));
+        return this.#forbidden(
+          description,
+          bearerChallenge(this.#s.realm, "insufficient_scope", description, jwt.scopes.join(" ")),
+        );
       }
     }
     for (const [claim, accepted] of jwt.claims) {
@@ -139,8 +157,10 @@ export class RouteAuth {
 
   #checkApiKey(apiKey: ApiKeyGuard, presented: string, headers: Headers): AuthDecision {
     const name = apiKey.verifier.identify(presented);
-    if (name === undefined) return this.#unauthorized("the API key is not valid", apiKeyChallenge(this.#s.realm, apiKey.verifier.header));
-    if (apiKey.allow && !apiKey.allow.has(name)) return this.#forbidden(`the API key ${name} is not allowed on this route`);
+    if (name === undefined)
+      return this.#unauthorized("the API key is not valid", apiKeyChallenge(this.#s.realm, apiKey.verifier.header));
+    if (apiKey.allow && !apiKey.allow.has(name))
+      return this.#forbidden(`the API key ${name} is not allowed on this route`);
     this.#forward({ sub: name }, headers);
     return { ok: true, identity: { kind: "api-key", subject: name } };
   }
@@ -153,11 +173,27 @@ export class RouteAuth {
   }
 
   #unauthorized(detail: string, challenge: string): AuthDecision {
-    return { ok: false, status: 401, response: (id) => gatewayProblem(401, "Unauthorized", id, detail, undefined, { "www-authenticate": challenge }) };
+    return {
+      ok: false,
+      status: 401,
+      response: (id) => gatewayProblem(401, "Unauthorized", id, detail, undefined, { "www-authenticate": challenge }),
+    };
   }
 
   #forbidden(detail: string, challenge?: string): AuthDecision {
-    return { ok: false, status: 403, response: (id) => gatewayProblem(403, "Forbidden", id, detail, undefined, challenge ? { "www-authenticate": challenge } : undefined) };
+    return {
+      ok: false,
+      status: 403,
+      response: (id) =>
+        gatewayProblem(
+          403,
+          "Forbidden",
+          id,
+          detail,
+          undefined,
+          challenge ? { "www-authenticate": challenge } : undefined,
+        ),
+    };
   }
 }
 
@@ -198,7 +234,8 @@ function claimOf(payload: JWTPayload, name: string): unknown {
 }
 
 function claimMatches(value: unknown, accepted: readonly string[]): boolean {
-  const scalar = (v: unknown) => (typeof v === "string" || typeof v === "number" || typeof v === "boolean") && accepted.includes(String(v));
+  const scalar = (v: unknown) =>
+    (typeof v === "string" || typeof v === "number" || typeof v === "boolean") && accepted.includes(String(v));
   return Array.isArray(value) ? value.some(scalar) : scalar(value);
 }
 
@@ -207,6 +244,11 @@ function claimMatches(value: unknown, accepted: readonly string[]): boolean {
  * percent-encoded (UTF-8): a header value cannot carry it, and a claim never injects a header.
  */
 function headerValue(value: unknown): string {
-  const text = typeof value === "string" ? value : typeof value === "number" || typeof value === "boolean" ? String(value) : JSON.stringify(value);
+  const text =
+    typeof value === "string"
+      ? value
+      : typeof value === "number" || typeof value === "boolean"
+        ? String(value)
+        : JSON.stringify(value);
   return PRINTABLE_ASCII.test(text) ? text : encodeURIComponent(text);
 }

@@ -7,7 +7,17 @@
  * from a JWKS stops working soon): a bounded map keyed by the token, checked before jose.
  */
 import type { KeyObject } from "node:crypto";
-import { createLocalJWKSet, createRemoteJWKSet, type JSONWebKeySet, type JWSHeaderParameters, type FlattenedJWSInput, type JWTPayload, jwtVerify, type JWTVerifyGetKey, type JWTVerifyOptions } from "jose";
+import {
+  createLocalJWKSet,
+  createRemoteJWKSet,
+  type JSONWebKeySet,
+  type JWSHeaderParameters,
+  type FlattenedJWSInput,
+  type JWTPayload,
+  jwtVerify,
+  type JWTVerifyGetKey,
+  type JWTVerifyOptions,
+} from "jose";
 import type { JwtAlgorithm } from "./schema.ts";
 
 export type JwtKeySource =
@@ -106,7 +116,11 @@ function keyOf(source: JwtKeySource): KeyObject | Uint8Array | JWTVerifyGetKey {
  * verifying tokens: an outage of the issuer should not log every user out.
  */
 function remoteKeys(source: Extract<JwtKeySource, { kind: "remote" }>): JWTVerifyGetKey {
-  const remote = createRemoteJWKSet(new URL(source.url), { cacheMaxAge: source.cacheMaxAgeMs, cooldownDuration: source.cooldownMs, timeoutDuration: source.timeoutMs });
+  const remote = createRemoteJWKSet(new URL(source.url), {
+    cacheMaxAge: source.cacheMaxAgeMs,
+    cooldownDuration: source.cooldownMs,
+    timeoutDuration: source.timeoutMs,
+  });
   let stale: ReturnType<typeof createLocalJWKSet> | undefined;
   return async (header: JWSHeaderParameters, token: FlattenedJWSInput) => {
     try {
@@ -115,7 +129,13 @@ function remoteKeys(source: Extract<JwtKeySource, { kind: "remote" }>): JWTVerif
       return key;
     } catch (err) {
       const code = (err as { code?: string }).code;
-      if (code === "ERR_JWKS_NO_MATCHING_KEY" || code === "ERR_JWKS_MULTIPLE_MATCHING_KEYS" || code === "ERR_JOSE_NOT_SUPPORTED" || code === "ERR_JOSE_ALG_NOT_ALLOWED") throw err;
+      if (
+        code === "ERR_JWKS_NO_MATCHING_KEY" ||
+        code === "ERR_JWKS_MULTIPLE_MATCHING_KEYS" ||
+        code === "ERR_JOSE_NOT_SUPPORTED" ||
+        code === "ERR_JOSE_ALG_NOT_ALLOWED"
+      )
+        throw err;
       const last = remote.jwks();
       if (last) {
         stale ??= createLocalJWKSet(last);
@@ -128,7 +148,8 @@ function remoteKeys(source: Extract<JwtKeySource, { kind: "remote" }>): JWTVerif
 
 /** jose's error → what the client is told (RFC 6750 error_description: no quotes, no token). */
 function describeFailure(err: unknown): Extract<JwtResult, { ok: false }> {
-  if (err instanceof KeysUnavailable) return { ok: false, reason: "unavailable", description: "the signing keys are unavailable; retry later" };
+  if (err instanceof KeysUnavailable)
+    return { ok: false, reason: "unavailable", description: "the signing keys are unavailable; retry later" };
   const e = err as { code?: string; claim?: string; reason?: string };
   const invalid = (description: string) => ({ ok: false as const, reason: "invalid" as const, description });
   switch (e.code) {

@@ -20,7 +20,15 @@ import { compilePolicies, type RateLimitSettings, type RouteRateLimit } from "..
 import { RateLimitSettingsSchema } from "../ratelimit/schema.ts";
 import { interpolateDocument } from "./interpolate.ts";
 import { GatewayConfigSchema, HTTP_METHODS, type HttpMethod, type RawGatewayConfig } from "./schema.ts";
-import { BalancerSchema, CircuitBreakerSchema, DiscoverySchema, HealthCheckSchema, LimitsSchema, OutlierDetectionSchema, RetrySchema } from "./schema.ts";
+import {
+  BalancerSchema,
+  CircuitBreakerSchema,
+  DiscoverySchema,
+  HealthCheckSchema,
+  LimitsSchema,
+  OutlierDetectionSchema,
+  RetrySchema,
+} from "./schema.ts";
 
 export interface UpstreamConfig {
   name: string;
@@ -105,7 +113,9 @@ export function readConfigFile(file: string): { text: string; dir: string } {
   try {
     return { text: readFileSync(absolute, "utf8"), dir: dirname(absolute) };
   } catch (err) {
-    throw new ConfigError(file, [{ line: 0, column: 0, field: "", message: `cannot read file: ${(err as Error).message}` }]);
+    throw new ConfigError(file, [
+      { line: 0, column: 0, field: "", message: `cannot read file: ${(err as Error).message}` },
+    ]);
   }
 }
 
@@ -113,7 +123,12 @@ export function readConfigFile(file: string): { text: string; dir: string } {
  * Validates config text. `file` is only used in messages; `baseDir` resolves relative proto
  * paths (the process's working directory first, then the file's own folder).
  */
-export function parseConfig(text: string, file: string, env: Record<string, string | undefined> = process.env, baseDir = process.cwd()): GatewayConfig {
+export function parseConfig(
+  text: string,
+  file: string,
+  env: Record<string, string | undefined> = process.env,
+  baseDir = process.cwd(),
+): GatewayConfig {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
   const at = (offset: number, field: string, message: string): ConfigProblem => {
@@ -140,19 +155,36 @@ export function parseConfig(text: string, file: string, env: Record<string, stri
   return config;
 }
 
-function buildConfig(raw: RawGatewayConfig, file: string, baseDir: string, env: Record<string, string | undefined>, report: (path: (string | number)[], message: string) => void): GatewayConfig {
+function buildConfig(
+  raw: RawGatewayConfig,
+  file: string,
+  baseDir: string,
+  env: Record<string, string | undefined>,
+  report: (path: (string | number)[], message: string) => void,
+): GatewayConfig {
   const upstreams = new Map<string, UpstreamConfig>();
   for (const [name, u] of Object.entries(raw.upstreams)) {
-    const endpoints = (typeof u.endpoints === "string" ? u.endpoints.split(",") : u.endpoints).map((e) => e.trim()).filter(Boolean);
+    const endpoints = (typeof u.endpoints === "string" ? u.endpoints.split(",") : u.endpoints)
+      .map((e) => e.trim())
+      .filter(Boolean);
     if (endpoints.length === 0) report(["upstreams", name, "endpoints"], "no endpoints given");
     for (const endpoint of endpoints) {
       const problem = checkHostPort(endpoint);
       if (problem) report(["upstreams", name, "endpoints"], `"${endpoint}": ${problem}`);
     }
-    const upstream: UpstreamConfig = { name, protocol: u.protocol, endpoints, timeoutMs: u.timeoutMs ?? DEFAULT_TIMEOUT_MS, ...resilienceOf(u, (key, message) => report(["upstreams", name, ...key], message)) };
+    const upstream: UpstreamConfig = {
+      name,
+      protocol: u.protocol,
+      endpoints,
+      timeoutMs: u.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+      ...resilienceOf(u, (key, message) => report(["upstreams", name, ...key], message)),
+    };
     if (u.protocol === "grpc") {
       if (!u.proto) {
-        report(["upstreams", name, "protocol"], 'a grpc upstream needs "proto": the .proto file that defines its methods');
+        report(
+          ["upstreams", name, "protocol"],
+          'a grpc upstream needs "proto": the .proto file that defines its methods',
+        );
       } else {
         upstream.proto = u.proto;
         try {
@@ -193,7 +225,10 @@ function buildConfig(raw: RawGatewayConfig, file: string, baseDir: string, env: 
       if (!rpc) {
         report(["routes", i, "grpc", "method"], `${r.grpc.method} is not defined in ${upstream.proto}`);
       } else if (rpc.requestStream || rpc.responseStream) {
-        report(["routes", i, "grpc", "method"], `${r.grpc.method} is a streaming method; only unary methods can be transcoded`);
+        report(
+          ["routes", i, "grpc", "method"],
+          `${r.grpc.method} is a streaming method; only unary methods can be transcoded`,
+        );
       } else {
         grpcMethod = resolveMethod(upstream.protoRoot, r.grpc.method);
       }
@@ -201,7 +236,10 @@ function buildConfig(raw: RawGatewayConfig, file: string, baseDir: string, env: 
     const methods = r.methods ?? (r.grpc ? (["POST"] as const) : HTTP_METHODS);
     const perTry = r.retry?.perTryTimeoutMs;
     if (perTry !== undefined && perTry >= (r.timeoutMs ?? upstream?.timeoutMs ?? DEFAULT_TIMEOUT_MS)) {
-      report(["routes", i, "retry", "perTryTimeoutMs"], `${perTry} is not below the route's timeout: leave it out, or make it shorter so a retry fits`);
+      report(
+        ["routes", i, "retry", "perTryTimeoutMs"],
+        `${perTry} is not below the route's timeout: leave it out, or make it shorter so a retry fits`,
+      );
     }
     return {
       name: r.name,
@@ -215,13 +253,32 @@ function buildConfig(raw: RawGatewayConfig, file: string, baseDir: string, env: 
       ...(r.http ? { http: r.http } : {}),
       ...(r.grpc ? { grpc: r.grpc } : {}),
       ...(grpcMethod ? { grpcMethod } : {}),
-      ...(r.rateLimit ? { rateLimit: compilePolicies(r.rateLimit, (at, message) => report(["routes", i, "rateLimit", ...at], message)) } : {}),
-      ...(r.auth ? { auth: compileRouteAuth(r.auth, { env, baseDir }, (at, message) => report(["routes", i, "auth", ...at], message)) } : {}),
+      ...(r.rateLimit
+        ? {
+            rateLimit: compilePolicies(r.rateLimit, (at, message) =>
+              report(["routes", i, "rateLimit", ...at], message),
+            ),
+          }
+        : {}),
+      ...(r.auth
+        ? {
+            auth: compileRouteAuth(r.auth, { env, baseDir }, (at, message) =>
+              report(["routes", i, "auth", ...at], message),
+            ),
+          }
+        : {}),
     };
   });
   const trustedProxies = raw.trustedProxies ?? [];
   for (const { index, message } of checkCidrs(trustedProxies)) report(["trustedProxies", index], message);
-  return { file, upstreams, routes, limits, trustedProxies, rateLimit: withDefaults(RateLimitSettingsSchema, raw.rateLimit) };
+  return {
+    file,
+    upstreams,
+    routes,
+    limits,
+    trustedProxies,
+    rateLimit: withDefaults(RateLimitSettingsSchema, raw.rateLimit),
+  };
 }
 
 /** Fills every unset resilience key from the schema's `default`, so the schema is their one source. */
@@ -238,11 +295,25 @@ function resilienceOf(u: RawGatewayConfig["upstreams"][string], report: (key: st
     circuitBreaker: withDefaults(CircuitBreakerSchema, u.circuitBreaker),
   };
   const { healthCheck: h, outlierDetection: o, circuitBreaker: c } = settings;
-  if (h.timeoutMs > h.intervalMs) report(["healthCheck", "timeoutMs"], `${h.timeoutMs} is longer than intervalMs (${h.intervalMs}): checks would overlap`);
-  if (o.baseEjectionMs > o.maxEjectionMs) report(["outlierDetection", "baseEjectionMs"], `${o.baseEjectionMs} is above maxEjectionMs (${o.maxEjectionMs})`);
-  if (c.halfOpenAfterMs > c.maxHalfOpenAfterMs) report(["circuitBreaker", "halfOpenAfterMs"], `${c.halfOpenAfterMs} is above maxHalfOpenAfterMs (${c.maxHalfOpenAfterMs})`);
-  if (u.protocol === "grpc" && u.healthCheck?.path !== undefined) report(["healthCheck", "path"], "grpc upstreams are checked with grpc.health.v1.Health/Check: use healthCheck.service");
-  if (u.protocol === "http" && u.healthCheck?.service !== undefined) report(["healthCheck", "service"], "http upstreams are checked with GET healthCheck.path: remove service");
+  if (h.timeoutMs > h.intervalMs)
+    report(
+      ["healthCheck", "timeoutMs"],
+      `${h.timeoutMs} is longer than intervalMs (${h.intervalMs}): checks would overlap`,
+    );
+  if (o.baseEjectionMs > o.maxEjectionMs)
+    report(["outlierDetection", "baseEjectionMs"], `${o.baseEjectionMs} is above maxEjectionMs (${o.maxEjectionMs})`);
+  if (c.halfOpenAfterMs > c.maxHalfOpenAfterMs)
+    report(
+      ["circuitBreaker", "halfOpenAfterMs"],
+      `${c.halfOpenAfterMs} is above maxHalfOpenAfterMs (${c.maxHalfOpenAfterMs})`,
+    );
+  if (u.protocol === "grpc" && u.healthCheck?.path !== undefined)
+    report(
+      ["healthCheck", "path"],
+      "grpc upstreams are checked with grpc.health.v1.Health/Check: use healthCheck.service",
+    );
+  if (u.protocol === "http" && u.healthCheck?.service !== undefined)
+    report(["healthCheck", "service"], "http upstreams are checked with GET healthCheck.path: remove service");
   return settings;
 }
 
@@ -260,8 +331,15 @@ function checkHostPort(endpoint: string): string | null {
  */
 function* unionBranchErrors(errors: Iterable<ValueError>): Iterable<ValueError> {
   for (const e of errors) {
-    const shape = Array.isArray(e.value) ? "array" : typeof e.value === "object" && e.value !== null ? "object" : undefined;
-    const branch = e.type === ValueErrorType.Union && shape ? (e.schema.anyOf as TSchema[] | undefined)?.findIndex((s) => s.type === shape) : -1;
+    const shape = Array.isArray(e.value)
+      ? "array"
+      : typeof e.value === "object" && e.value !== null
+        ? "object"
+        : undefined;
+    const branch =
+      e.type === ValueErrorType.Union && shape
+        ? (e.schema.anyOf as TSchema[] | undefined)?.findIndex((s) => s.type === shape)
+        : -1;
     if (branch !== undefined && branch >= 0 && e.errors[branch]) yield* unionBranchErrors(e.errors[branch]);
     else yield e;
   }
@@ -275,7 +353,10 @@ function firstErrorPerPath(errors: Iterable<ValueError>): ValueError[] {
 }
 
 function schemaProblem(doc: Document, lines: LineCounter, error: ValueError): ConfigProblem {
-  const path = error.path.split("/").slice(1).map((s) => (/^\d+$/.test(s) ? Number(s) : s.replace(/~1/g, "/").replace(/~0/g, "~")));
+  const path = error.path
+    .split("/")
+    .slice(1)
+    .map((s) => (/^\d+$/.test(s) ? Number(s) : s.replace(/~1/g, "/").replace(/~0/g, "~")));
   const isUnknownKey = error.type === ValueErrorType.ObjectAdditionalProperties;
   const offset = isUnknownKey ? keyOffset(doc, path) : offsetOf(doc, path);
   const { line, col } = lines.linePos(offset);

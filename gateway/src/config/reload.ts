@@ -16,7 +16,14 @@ import { createHash } from "node:crypto";
 import { type FSWatcher, readFileSync, watch } from "node:fs";
 import { dirname, resolve } from "node:path";
 import type { Logger } from "../../../lib/log.ts";
-import { ConfigError, type ConfigProblem, type GatewayConfig, parseConfig, readConfigFile, type UpstreamConfig } from "./load.ts";
+import {
+  ConfigError,
+  type ConfigProblem,
+  type GatewayConfig,
+  parseConfig,
+  readConfigFile,
+  type UpstreamConfig,
+} from "./load.ts";
 
 /** A config together with the text it was parsed from. */
 export interface LoadedConfig {
@@ -98,7 +105,15 @@ export class ConfigReloader {
     const { initial } = opts;
     this.#text = initial.text;
     this.#lastTried = initial.digest;
-    this.#status = { file: opts.file, digest: initial.digest, loadedAt: Date.now(), lastReloadAt: null, lastError: null, reloads: 0, failures: 0 };
+    this.#status = {
+      file: opts.file,
+      digest: initial.digest,
+      loadedAt: Date.now(),
+      lastReloadAt: null,
+      lastError: null,
+      reloads: 0,
+      failures: 0,
+    };
   }
 
   get status(): ReloadStatus {
@@ -115,9 +130,17 @@ export class ConfigReloader {
     const dir = dirname(resolve(this.opts.file));
     try {
       this.#watcher = watch(dir, { persistent: false }, () => this.#schedule());
-      this.#watcher.on("error", (err) => this.opts.log.warn({ err: err.message, dir }, "config watch failed; changes are found by polling and SIGHUP only"));
+      this.#watcher.on("error", (err) =>
+        this.opts.log.warn(
+          { err: err.message, dir },
+          "config watch failed; changes are found by polling and SIGHUP only",
+        ),
+      );
     } catch (err) {
-      this.opts.log.warn({ err: (err as Error).message, dir }, "cannot watch the config directory; changes are found by polling and SIGHUP only");
+      this.opts.log.warn(
+        { err: (err as Error).message, dir },
+        "cannot watch the config directory; changes are found by polling and SIGHUP only",
+      );
     }
     const pollMs = this.opts.pollMs ?? 10_000;
     if (pollMs > 0) {
@@ -176,16 +199,41 @@ export class ConfigReloader {
     }
     const now = Date.now();
     this.#text = loaded.text;
-    this.#status = { ...this.#status, digest: loaded.digest, loadedAt: now, lastReloadAt: now, lastError: null, reloads: this.#status.reloads + 1 };
-    log.info({ file, reason, digest: loaded.digest, routes: loaded.config.routes.length, upstreams: [...loaded.config.upstreams.keys()] }, "config reloaded");
+    this.#status = {
+      ...this.#status,
+      digest: loaded.digest,
+      loadedAt: now,
+      lastReloadAt: now,
+      lastError: null,
+      reloads: this.#status.reloads + 1,
+    };
+    log.info(
+      {
+        file,
+        reason,
+        digest: loaded.digest,
+        routes: loaded.config.routes.length,
+        upstreams: [...loaded.config.upstreams.keys()],
+      },
+      "config reloaded",
+    );
     return true;
   }
 
   #reject(reason: ReloadReason, message: string, problems: ConfigProblem[]): false {
     const { file, log } = this.opts;
-    this.#status = { ...this.#status, lastError: { at: Date.now(), message, problems }, failures: this.#status.failures + 1 };
+    this.#status = {
+      ...this.#status,
+      lastError: { at: Date.now(), message, problems },
+      failures: this.#status.failures + 1,
+    };
     log.error(
-      { file, reason, digest: this.#status.digest, problems: problems.map((p) => `${file}:${p.line}:${p.column} ${p.field || "(top level)"}: ${p.message}`) },
+      {
+        file,
+        reason,
+        digest: this.#status.digest,
+        problems: problems.map((p) => `${file}:${p.line}:${p.column} ${p.field || "(top level)"}: ${p.message}`),
+      },
       `config reload rejected; the last good config keeps serving: ${message.split("\n")[0]}`,
     );
     return false;

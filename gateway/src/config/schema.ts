@@ -12,18 +12,27 @@ const Millis = (description: string, defaultValue: number) =>
 
 export const HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] as const;
 
-const Count = (description: string, defaultValue: number, maximum = 100) => T.Integer({ minimum: 1, maximum, description, default: defaultValue });
-const Percent = (description: string, defaultValue: number) => T.Number({ minimum: 0, maximum: 100, description, default: defaultValue });
+const Count = (description: string, defaultValue: number, maximum = 100) =>
+  T.Integer({ minimum: 1, maximum, description, default: defaultValue });
+const Percent = (description: string, defaultValue: number) =>
+  T.Number({ minimum: 0, maximum: 100, description, default: defaultValue });
 
 /** Resilience settings of an upstream (discovery, balancing, health, ejection, breaker); defaults in load.ts. */
 export const DiscoverySchema = T.Object(
-  { refreshMs: T.Optional(Millis("how often host names in endpoints are re-resolved (also soon after a connection failure)", 5_000)) },
+  {
+    refreshMs: T.Optional(
+      Millis("how often host names in endpoints are re-resolved (also soon after a connection failure)", 5_000),
+    ),
+  },
   { additionalProperties: false },
 );
 export const BalancerSchema = T.Object(
   {
     algorithm: T.Optional(
-      T.Union([T.Literal("p2c"), T.Literal("round-robin")], { description: "p2c: power of two choices on in-flight requests × latency EWMA", default: "p2c" }),
+      T.Union([T.Literal("p2c"), T.Literal("round-robin")], {
+        description: "p2c: power of two choices on in-flight requests × latency EWMA",
+        default: "p2c",
+      }),
     ),
   },
   { additionalProperties: false },
@@ -33,8 +42,15 @@ export const HealthCheckSchema = T.Object(
     enabled: T.Optional(T.Boolean({ default: true })),
     intervalMs: T.Optional(Millis("time between two checks of one endpoint", 2_000)),
     timeoutMs: T.Optional(Millis("a check not answered within this fails", 1_000)),
-    path: T.Optional(T.String({ pattern: "^/", description: "http only: the path probed with GET", default: "/readyz" })),
-    service: T.Optional(T.String({ description: 'grpc only: the service name sent in grpc.health.v1.Health/Check ("" = the whole server)', default: "" })),
+    path: T.Optional(
+      T.String({ pattern: "^/", description: "http only: the path probed with GET", default: "/readyz" }),
+    ),
+    service: T.Optional(
+      T.String({
+        description: 'grpc only: the service name sent in grpc.health.v1.Health/Check ("" = the whole server)',
+        default: "",
+      }),
+    ),
     unhealthyThreshold: T.Optional(Count("consecutive failed checks that take an endpoint out", 2)),
     healthyThreshold: T.Optional(Count("consecutive passed checks that bring it back", 1)),
   },
@@ -42,7 +58,13 @@ export const HealthCheckSchema = T.Object(
 );
 export const OutlierDetectionSchema = T.Object(
   {
-    consecutiveFailures: T.Optional(Count("consecutive failed requests (connection error, 5xx, timeout, gRPC UNAVAILABLE) that eject an endpoint", 3, 1000)),
+    consecutiveFailures: T.Optional(
+      Count(
+        "consecutive failed requests (connection error, 5xx, timeout, gRPC UNAVAILABLE) that eject an endpoint",
+        3,
+        1000,
+      ),
+    ),
     baseEjectionMs: T.Optional(Millis("first ejection time; doubles with each ejection in a row", 2_000)),
     maxEjectionMs: T.Optional(Millis("cap on one ejection's time", 30_000)),
     maxEjectedPercent: T.Optional(Percent("at most this share of the endpoints is ejected at once (at least one)", 50)),
@@ -61,9 +83,15 @@ export const RetrySchema = T.Object(
   {
     attempts: T.Optional(Count("tries per request, the first included (1 = no retries)", 3, 10)),
     budgetPercent: T.Optional(Percent("retries may add at most this share of the route's requests (over 10 s)", 20)),
-    minRetriesPerSecond: T.Optional(T.Integer({ minimum: 0, maximum: 10_000, description: "retries always allowed at low traffic", default: 5 })),
+    minRetriesPerSecond: T.Optional(
+      T.Integer({ minimum: 0, maximum: 10_000, description: "retries always allowed at low traffic", default: 5 }),
+    ),
     perTryTimeoutMs: T.Optional(
-      T.Integer({ minimum: 1, maximum: 3_600_000, description: "timeout of one try (default: none); the route's timeoutMs still bounds the whole request" }),
+      T.Integer({
+        minimum: 1,
+        maximum: 3_600_000,
+        description: "timeout of one try (default: none); the route's timeoutMs still bounds the whole request",
+      }),
     ),
   },
   { additionalProperties: false },
@@ -71,11 +99,15 @@ export const RetrySchema = T.Object(
 
 export const UpstreamSchema = T.Object(
   {
-    protocol: T.Union([T.Literal("http"), T.Literal("grpc")], { description: "how the gateway talks to the endpoints" }),
+    protocol: T.Union([T.Literal("http"), T.Literal("grpc")], {
+      description: "how the gateway talks to the endpoints",
+    }),
     endpoints: T.Union([T.String({ minLength: 1 }), T.Array(T.String({ minLength: 1 }), { minItems: 1 })], {
       description: "host:port entries: a list or one comma-separated string; host names are resolved to all addresses",
     }),
-    proto: T.Optional(T.String({ minLength: 1, description: "grpc only: the .proto file that defines the methods routes call" })),
+    proto: T.Optional(
+      T.String({ minLength: 1, description: "grpc only: the .proto file that defines the methods routes call" }),
+    ),
     timeoutMs: T.Optional(Millis("default per-request timeout for routes to this upstream", 10_000)),
     discovery: T.Optional(DiscoverySchema),
     balancer: T.Optional(BalancerSchema),
@@ -88,20 +120,28 @@ export const UpstreamSchema = T.Object(
 
 export const RouteSchema = T.Object(
   {
-    name: T.String({ minLength: 1, pattern: "^[A-Za-z0-9_.-]+$", description: "unique name, used in metrics and logs" }),
+    name: T.String({
+      minLength: 1,
+      pattern: "^[A-Za-z0-9_.-]+$",
+      description: "unique name, used in metrics and logs",
+    }),
     path: T.String({ minLength: 1, pattern: "^/", description: "the request path to match" }),
     match: T.Optional(T.Union([T.Literal("prefix"), T.Literal("exact")], { default: "prefix" })),
     methods: T.Optional(T.Array(T.Union(HTTP_METHODS.map((m) => T.Literal(m))), { minItems: 1, uniqueItems: true })),
     upstream: T.String({ minLength: 1, description: "name of an entry in upstreams" }),
     timeoutMs: T.Optional(Millis("overrides the upstream's timeoutMs", 10_000)),
-    maxBodyBytes: T.Optional(T.Integer({ minimum: 0, maximum: 64 * 1024 * 1024, description: "overrides limits.maxBodyBytes" })),
+    maxBodyBytes: T.Optional(
+      T.Integer({ minimum: 0, maximum: 64 * 1024 * 1024, description: "overrides limits.maxBodyBytes" }),
+    ),
     rateLimit: T.Optional(RouteRateLimitSchema),
     auth: T.Optional(RouteAuthSchema),
     retry: T.Optional(RetrySchema),
     http: T.Optional(
       T.Object(
         {
-          rewritePrefix: T.Optional(T.String({ pattern: "^/", description: "replaces the matched prefix in the upstream path" })),
+          rewritePrefix: T.Optional(
+            T.String({ pattern: "^/", description: "replaces the matched prefix in the upstream path" }),
+          ),
         },
         { additionalProperties: false },
       ),
@@ -110,7 +150,9 @@ export const RouteSchema = T.Object(
       T.Object(
         {
           method: T.String({ pattern: "^[A-Za-z_][\\w.]*/[A-Za-z_]\\w*$", description: "package.Service/Method" }),
-          idempotent: T.Optional(T.Boolean({ description: "the method is safe to retry after UNAVAILABLE or a timeout", default: false })),
+          idempotent: T.Optional(
+            T.Boolean({ description: "the method is safe to retry after UNAVAILABLE or a timeout", default: false }),
+          ),
         },
         { additionalProperties: false },
       ),
@@ -123,13 +165,46 @@ export const LimitsSchema = T.Object(
   {
     maxBodyBytes: T.Optional(T.Integer({ minimum: 0, maximum: 64 * 1024 * 1024, default: 1024 * 1024 })),
     // The rest: see gateway/src/limits.ts for how Bun applies them (measured).
-    maxHeaderBytes: T.Optional(T.Integer({ minimum: 1024, maximum: 1024 * 1024, default: 16 * 1024, description: "request line + headers; larger → 431" })),
-    idleTimeoutSec: T.Optional(
-      T.Integer({ minimum: 1, maximum: 255, default: 10, description: "a connection with nothing moving, or a request body not complete, within this is closed" }),
+    maxHeaderBytes: T.Optional(
+      T.Integer({
+        minimum: 1024,
+        maximum: 1024 * 1024,
+        default: 16 * 1024,
+        description: "request line + headers; larger → 431",
+      }),
     ),
-    maxResponseBytes: T.Optional(T.Integer({ minimum: 1, maximum: 2 ** 40, default: 16 * 1024 * 1024, description: "larger upstream responses: 502, or cut once streaming" })),
-    maxJsonDepth: T.Optional(T.Integer({ minimum: 1, maximum: 1000, default: 32, description: "deepest nesting of a JSON request body (gRPC routes; HTTP routes when the body is declared JSON)" })),
-    maxJsonStringLength: T.Optional(T.Integer({ minimum: 1, maximum: 64 * 1024 * 1024, default: 64 * 1024, description: "gRPC routes: longest string value, in UTF-16 units" })),
+    idleTimeoutSec: T.Optional(
+      T.Integer({
+        minimum: 1,
+        maximum: 255,
+        default: 10,
+        description: "a connection with nothing moving, or a request body not complete, within this is closed",
+      }),
+    ),
+    maxResponseBytes: T.Optional(
+      T.Integer({
+        minimum: 1,
+        maximum: 2 ** 40,
+        default: 16 * 1024 * 1024,
+        description: "larger upstream responses: 502, or cut once streaming",
+      }),
+    ),
+    maxJsonDepth: T.Optional(
+      T.Integer({
+        minimum: 1,
+        maximum: 1000,
+        default: 32,
+        description: "deepest nesting of a JSON request body (gRPC routes; HTTP routes when the body is declared JSON)",
+      }),
+    ),
+    maxJsonStringLength: T.Optional(
+      T.Integer({
+        minimum: 1,
+        maximum: 64 * 1024 * 1024,
+        default: 64 * 1024,
+        description: "gRPC routes: longest string value, in UTF-16 units",
+      }),
+    ),
   },
   { additionalProperties: false },
 );

@@ -18,25 +18,47 @@ export type GrpcOutcome =
   | ({ kind: "status"; code: grpc.status; details: string } & ReplicaIdentity);
 
 /** Makes one try, inside a client span whose `traceparent` goes out in `metadata` (telemetry.ts). */
-export function callUnary(endpoint: Endpoint, method: GrpcMethod, message: object, metadata: grpc.Metadata, timeoutMs: number): Promise<GrpcOutcome> {
-  return gatewayTelemetry.traceGrpc(endpoint, method.path, metadata, () => sendUnary(endpoint, method, message, metadata, timeoutMs));
+export function callUnary(
+  endpoint: Endpoint,
+  method: GrpcMethod,
+  message: object,
+  metadata: grpc.Metadata,
+  timeoutMs: number,
+): Promise<GrpcOutcome> {
+  return gatewayTelemetry.traceGrpc(endpoint, method.path, metadata, () =>
+    sendUnary(endpoint, method, message, metadata, timeoutMs),
+  );
 }
 
-function sendUnary(endpoint: Endpoint, method: GrpcMethod, message: object, metadata: grpc.Metadata, timeoutMs: number): Promise<GrpcOutcome> {
+function sendUnary(
+  endpoint: Endpoint,
+  method: GrpcMethod,
+  message: object,
+  metadata: grpc.Metadata,
+  timeoutMs: number,
+): Promise<GrpcOutcome> {
   return new Promise((resolve) => {
     const replica: ReplicaIdentity = {};
-    const call = endpoint.grpcClient().makeUnaryRequest(
-      method.path,
-      method.serialize,
-      method.deserialize,
-      message,
-      metadata,
-      { deadline: Date.now() + timeoutMs },
-      (err, reply) => {
-        if (err) resolve({ kind: "status", code: err.code ?? grpc.status.UNKNOWN, details: err.details ?? err.message, ...replica });
-        else resolve({ kind: "reply", reply: reply ?? {}, ...replica });
-      },
-    );
+    const call = endpoint
+      .grpcClient()
+      .makeUnaryRequest(
+        method.path,
+        method.serialize,
+        method.deserialize,
+        message,
+        metadata,
+        { deadline: Date.now() + timeoutMs },
+        (err, reply) => {
+          if (err)
+            resolve({
+              kind: "status",
+              code: err.code ?? grpc.status.UNKNOWN,
+              details: err.details ?? err.message,
+              ...replica,
+            });
+          else resolve({ kind: "reply", reply: reply ?? {}, ...replica });
+        },
+      );
     call.on("metadata", (md: grpc.Metadata) => {
       const [servedBy] = md.get("x-served-by");
       const [serviceVersion] = md.get("x-service-version");

@@ -9,7 +9,11 @@ export class TrustedProxies {
   readonly #ranges: [ipaddr.IPv4 | ipaddr.IPv6, number][];
 
   constructor(cidrs: readonly string[]) {
-    this.#ranges = cidrs.map((cidr) => (cidr.includes("/") ? ipaddr.parseCIDR(cidr) : [ipaddr.parse(cidr), ipaddr.parse(cidr).kind() === "ipv4" ? 32 : 128]));
+    this.#ranges = cidrs.map((cidr) =>
+      cidr.includes("/")
+        ? ipaddr.parseCIDR(cidr)
+        : [ipaddr.parse(cidr), ipaddr.parse(cidr).kind() === "ipv4" ? 32 : 128],
+    );
   }
 
   get isEmpty(): boolean {
@@ -27,7 +31,10 @@ export class TrustedProxies {
     const peerIp = normalizeString(peer);
     if (!this.isTrusted(peerIp)) return { clientIp: peerIp, peerIsTrusted: false };
     if (!forwardedFor) return { clientIp: peerIp, peerIsTrusted: true };
-    const hops = forwardedFor.split(",").map((s) => s.trim()).filter(Boolean);
+    const hops = forwardedFor
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
     for (let i = hops.length - 1; i >= 0; i--) {
       const hop = normalizeString(hops[i]!);
       if (!ipaddr.isValid(hop)) break;

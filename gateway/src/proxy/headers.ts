@@ -5,7 +5,17 @@
  * may any header the `Connection` header names. `X-Forwarded-*` from a client that is not a
  * trusted proxy are replaced, never extended, so a client cannot forge its address.
  */
-const HOP_BY_HOP = ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+const HOP_BY_HOP = [
+  "connection",
+  "keep-alive",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+];
 
 export function stripHopByHop(headers: Headers): void {
   const connection = headers.get("connection");

@@ -1,7 +1,7 @@
 /**
  * The HTTP transport: forwards one request to one endpoint with Bun's fetch (keep-alive pooled
  * per origin) and returns the upstream Response itself — its headers are edited in place rather
- * than re-wrapped, which measured 3–6 µs per request cheaper (DESIGN.md). Response bodies stream
+ * than re-wrapped, which measured 3–6 µs per request cheaper (docs/design.md, "Hot-path costs"). Response bodies stream
  * through; gzip is passed through untouched (`decompress: false`).
  */
 import type { RequestContext } from "../context.ts";
@@ -17,7 +17,15 @@ export type HttpOutcome =
   /** The connection failed after the request may have been sent. */
   | { kind: "error"; error: Error };
 
-const CONNECT_ERRORS = new Set(["ECONNREFUSED", "ConnectionRefused", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "FailedToOpenSocket", "ConnectionClosed"]);
+const CONNECT_ERRORS = new Set([
+  "ECONNREFUSED",
+  "ConnectionRefused",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENOTFOUND",
+  "FailedToOpenSocket",
+  "ConnectionClosed",
+]);
 
 /** Builds the outgoing headers from the incoming request (mutated in place: no copy). */
 export function prepareRequestHeaders(req: Request, ctx: RequestContext, gatewayInstance: string): Headers {
@@ -32,11 +40,27 @@ export function prepareRequestHeaders(req: Request, ctx: RequestContext, gateway
 }
 
 /** Sends one try, inside a client span whose `traceparent` goes out in `headers` (telemetry.ts). */
-export function forwardHttp(endpoint: Endpoint, method: string, pathAndQuery: string, headers: Headers, body: Uint8Array | null, timeoutMs: number): Promise<HttpOutcome> {
-  return gatewayTelemetry.traceHttp(endpoint, method, pathAndQuery, headers, () => sendHttp(endpoint, method, pathAndQuery, headers, body, timeoutMs));
+export function forwardHttp(
+  endpoint: Endpoint,
+  method: string,
+  pathAndQuery: string,
+  headers: Headers,
+  body: Uint8Array | null,
+  timeoutMs: number,
+): Promise<HttpOutcome> {
+  return gatewayTelemetry.traceHttp(endpoint, method, pathAndQuery, headers, () =>
+    sendHttp(endpoint, method, pathAndQuery, headers, body, timeoutMs),
+  );
 }
 
-async function sendHttp(endpoint: Endpoint, method: string, pathAndQuery: string, headers: Headers, body: Uint8Array | null, timeoutMs: number): Promise<HttpOutcome> {
+async function sendHttp(
+  endpoint: Endpoint,
+  method: string,
+  pathAndQuery: string,
+  headers: Headers,
+  body: Uint8Array | null,
+  timeoutMs: number,
+): Promise<HttpOutcome> {
   try {
     const response = await fetch(endpoint.origin + pathAndQuery, {
       method,

@@ -30,5 +30,12 @@ export function limitResponseSize(response: Response, maxBytes: number): Limited
       },
     }),
   );
-  return { ok: true, response: new Response(counted, { status: response.status, statusText: response.statusText, headers: response.headers }) };
+  return {
+    ok: true,
+    response: new Response(counted, {
+      status: response.status,
+      statusText: response.statusText,
+      headers: response.headers,
+    }),
+  };
 }

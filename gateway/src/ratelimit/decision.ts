@@ -62,7 +62,10 @@ export class RateLimitDecision {
 
   /** The response for a request this decision refuses. */
   response(requestId: string): Response {
-    const headers: Record<string, string> = { "retry-after": String(this.retryAfterS), "ratelimit-policy": this.limits.policyHeader };
+    const headers: Record<string, string> = {
+      "retry-after": String(this.retryAfterS),
+      "ratelimit-policy": this.limits.policyHeader,
+    };
     const live = this.rateLimitHeader;
     if (live !== null) headers.ratelimit = live;
     if (this.kind === "unavailable") {

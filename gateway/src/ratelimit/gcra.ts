@@ -62,7 +62,11 @@ export class MemoryGcra {
         allowed = false;
         results.push({ remaining: 0, resetMs: Math.ceil((tat - now) / 1000), retryAfterMs: Math.ceil(-ahead / 1000) });
       } else {
-        results.push({ remaining: Math.floor(ahead / intervalUs + EPSILON), resetMs: Math.ceil((tat + intervalUs - now) / 1000), retryAfterMs: 0 });
+        results.push({
+          remaining: Math.floor(ahead / intervalUs + EPSILON),
+          resetMs: Math.ceil((tat + intervalUs - now) / 1000),
+          retryAfterMs: 0,
+        });
       }
     }
     for (let i = 0; i < checks.length; i++) {

@@ -66,7 +66,8 @@ export class RateLimiter {
     this.#log = opts.log ?? pino({ level: "silent" });
     this.stats = opts.stats ?? new RateLimitStats();
     // Only the `local` fallback divides by the replicas; without Redis there is no fallback.
-    this.#peers = opts.peers ?? (opts.redisUrl ? PeerCounter.fromEnv(this.#log) : new PeerCounter({ urls: [], log: this.#log }));
+    this.#peers =
+      opts.peers ?? (opts.redisUrl ? PeerCounter.fromEnv(this.#log) : new PeerCounter({ urls: [], log: this.#log }));
     if (opts.redisUrl) this.#redis = this.#connect(opts.redisUrl, opts.probeIntervalMs);
   }
 
@@ -94,7 +95,10 @@ export class RateLimiter {
   async start(waitMs = 1000): Promise<void> {
     await Promise.all([this.#redis?.start(waitMs), Promise.race([this.#peers.refresh(), Bun.sleep(waitMs)])]);
     if (this.#redis) {
-      this.#log.info({ redis: this.#redis.displayUrl, mode: this.mode(), fallback: this.#settings.fallback }, "rate limiter: shared budget in redis");
+      this.#log.info(
+        { redis: this.#redis.displayUrl, mode: this.mode(), fallback: this.#settings.fallback },
+        "rate limiter: shared budget in redis",
+      );
     } else {
       this.#log.info("rate limiter: in memory (no REDIS_URL); each gateway process keeps its own budget");
     }
@@ -107,7 +111,12 @@ export class RateLimiter {
   }
 
   status(): LimiterStatus {
-    return { mode: this.mode(), fallback: this.#settings.fallback, redis: this.#redis?.displayUrl ?? null, replicas: this.#replicas() };
+    return {
+      mode: this.mode(),
+      fallback: this.#settings.fallback,
+      redis: this.#redis?.displayUrl ?? null,
+      replicas: this.#replicas(),
+    };
   }
 
   /** Settings from a reloaded config; the Redis timeout keeps its start-up value. */
@@ -116,15 +125,27 @@ export class RateLimiter {
   }
 
   /** Decides one request to a limited route. */
-  check(route: string, limits: RouteRateLimit, clientIp: string, headers: Headers): RateLimitDecision | Promise<RateLimitDecision> {
-    if (!this.#redis) return this.#decide(route, limits, this.#memory.take(this.#checks(route, limits, clientIp, headers, 1)), "memory");
+  check(
+    route: string,
+    limits: RouteRateLimit,
+    clientIp: string,
+    headers: Headers,
+  ): RateLimitDecision | Promise<RateLimitDecision> {
+    if (!this.#redis)
+      return this.#decide(
+        route,
+        limits,
+        this.#memory.take(this.#checks(route, limits, clientIp, headers, 1)),
+        "memory",
+      );
     if (!this.#redis.isUp) return this.#fallback(route, limits, clientIp, headers);
     const checks = this.#checks(route, limits, clientIp, headers, 1);
     return this.#redis.take(checks).then((outcome) => {
       if (!outcome) return this.#fallback(route, limits, clientIp, headers);
       // Time until full is the same for the shared bucket and for its 1/N local share
       // (burst ÷ N requests earned at rate ÷ N), so it carries over as it is.
-      if (this.#settings.fallback === "local") for (let i = 0; i < checks.length; i++) this.#memory.remember(checks[i]!.key, outcome.results[i]!.resetMs);
+      if (this.#settings.fallback === "local")
+        for (let i = 0; i < checks.length; i++) this.#memory.remember(checks[i]!.key, outcome.results[i]!.resetMs);
       return this.#decide(route, limits, outcome, "redis");
     });
   }
@@ -138,7 +159,12 @@ export class RateLimiter {
         this.stats.recordDecision(route, "denied", "fallback");
         return new RateLimitDecision(route, limits, "unavailable", null);
       case "local":
-        return this.#decide(route, limits, this.#memory.take(this.#checks(route, limits, clientIp, headers, this.#replicas())), "fallback");
+        return this.#decide(
+          route,
+          limits,
+          this.#memory.take(this.#checks(route, limits, clientIp, headers, this.#replicas())),
+          "fallback",
+        );
     }
   }
 

@@ -23,8 +23,14 @@ export interface PeerCounterOptions {
 }
 
 /** Where the gateway replicas are listed: GATEWAY_PEERS (admin URLs) and GATEWAY_PEERS_DNS (also read by the dashboard, admin/peers.ts). */
-export function peerSourcesFromEnv(env: Record<string, string | undefined> = process.env): { urls: string[]; dnsName: string | undefined } {
-  const urls = envString("GATEWAY_PEERS", "", env).split(",").map((u) => u.trim().replace(/\/+$/, "")).filter(Boolean);
+export function peerSourcesFromEnv(env: Record<string, string | undefined> = process.env): {
+  urls: string[];
+  dnsName: string | undefined;
+} {
+  const urls = envString("GATEWAY_PEERS", "", env)
+    .split(",")
+    .map((u) => u.trim().replace(/\/+$/, ""))
+    .filter(Boolean);
   const dnsName = envString("GATEWAY_PEERS_DNS", "", env).trim() || undefined;
   return { urls, dnsName };
 }
@@ -44,7 +50,12 @@ export class PeerCounter {
   /** GATEWAY_PEERS, GATEWAY_PEERS_DNS, and GATEWAY_PEERS_INTERVAL_MS (how often to count; 5000). */
   static fromEnv(log: Logger, env: Record<string, string | undefined> = process.env): PeerCounter {
     const { urls, dnsName } = peerSourcesFromEnv(env);
-    return new PeerCounter({ urls, dnsName, log, intervalMs: envInt("GATEWAY_PEERS_INTERVAL_MS", 5000, { min: 100 }, env) });
+    return new PeerCounter({
+      urls,
+      dnsName,
+      log,
+      intervalMs: envInt("GATEWAY_PEERS_INTERVAL_MS", 5000, { min: 100 }, env),
+    });
   }
 
   get hasSource(): boolean {
@@ -81,7 +92,10 @@ export class PeerCounter {
       try {
         live += (await lookup(this.opts.dnsName, { all: true })).length;
       } catch (err) {
-        this.opts.log.debug({ err: (err as Error).message, name: this.opts.dnsName }, "rate limiter: cannot resolve the gateway peers");
+        this.opts.log.debug(
+          { err: (err as Error).message, name: this.opts.dnsName },
+          "rate limiter: cannot resolve the gateway peers",
+        );
       }
     }
     const count = Math.max(1, live);

@@ -79,7 +79,10 @@ const MIN_INTERVAL_US = 1;
  * route's `rateLimit`, so the config loader can name the line; the result is only used when
  * there were none.
  */
-export function compilePolicies(raw: RawPolicy | RawPolicy[], report: (path: (string | number)[], message: string) => void): RouteRateLimit {
+export function compilePolicies(
+  raw: RawPolicy | RawPolicy[],
+  report: (path: (string | number)[], message: string) => void,
+): RouteRateLimit {
   const list = Array.isArray(raw) ? raw : [raw];
   const at = (i: number, ...field: string[]) => (Array.isArray(raw) ? [i, ...field] : field);
   const names = new Set<string>();
@@ -87,30 +90,48 @@ export function compilePolicies(raw: RawPolicy | RawPolicy[], report: (path: (st
     const keyType = p.key?.type ?? "ip";
     const name = p.name ?? keyType;
     if (names.has(name)) {
-      report(at(i, p.name ? "name" : "key"), `another policy of this route is already named "${name}"; give each policy a distinct name`);
+      report(
+        at(i, p.name ? "name" : "key"),
+        `another policy of this route is already named "${name}"; give each policy a distinct name`,
+      );
     }
     names.add(name);
 
     let periodMs = 1000;
-    if (p.period !== undefined && p.periodMs !== undefined) report(at(i, "periodMs"), 'give either "period" or "periodMs", not both');
+    if (p.period !== undefined && p.periodMs !== undefined)
+      report(at(i, "periodMs"), 'give either "period" or "periodMs", not both');
     else if (p.period !== undefined) periodMs = parsePeriod(p.period);
     else if (p.periodMs !== undefined) periodMs = p.periodMs;
     else report(at(i, "rate"), 'a policy needs "period" (e.g. 1m) or "periodMs"');
-    if (periodMs > MAX_PERIOD_MS) report(at(i, "period"), `${p.period} is longer than the longest supported period, 7 days (168h)`);
+    if (periodMs > MAX_PERIOD_MS)
+      report(at(i, "period"), `${p.period} is longer than the longest supported period, 7 days (168h)`);
 
     const intervalUs = (periodMs * 1000) / p.rate;
-    if (intervalUs < MIN_INTERVAL_US) report(at(i, "rate"), `${p.rate} per ${periodMs} ms is above the supported 1,000,000 requests per second`);
+    if (intervalUs < MIN_INTERVAL_US)
+      report(at(i, "rate"), `${p.rate} per ${periodMs} ms is above the supported 1,000,000 requests per second`);
 
     let key: PolicyKey;
     if (keyType === "header") {
-      if (!p.key?.header) report(at(i, "key"), 'key type "header" needs "header": the request header that names the client, e.g. X-API-Key');
+      if (!p.key?.header)
+        report(
+          at(i, "key"),
+          'key type "header" needs "header": the request header that names the client, e.g. X-API-Key',
+        );
       key = { type: "header", header: (p.key?.header ?? "").toLowerCase() };
     } else {
       if (p.key?.header) report(at(i, "key", "header"), `"header" only applies to key type "header", not "${keyType}"`);
       key = { type: keyType };
     }
     const burst = p.burst ?? p.rate;
-    return { name, rate: p.rate, periodMs, burst, key, intervalUs, headerItem: policyHeaderItem(name, p.rate, periodMs) };
+    return {
+      name,
+      rate: p.rate,
+      periodMs,
+      burst,
+      key,
+      intervalUs,
+      headerItem: policyHeaderItem(name, p.rate, periodMs),
+    };
   });
   return { policies, policyHeader: policies.map((p) => p.headerItem).join(", ") };
 }

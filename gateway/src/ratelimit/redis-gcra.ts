@@ -48,7 +48,10 @@ export class RedisGcra {
           log.info({ redis: this.displayUrl, after_ms: Math.round(change.downMs) }, "rate limiter: using redis");
         } else {
           stats.fallbackEntries++;
-          log.warn({ redis: this.displayUrl, reason: change.reason }, "rate limiter: redis unavailable, deciding by the fallback");
+          log.warn(
+            { redis: this.displayUrl, reason: change.reason },
+            "rate limiter: redis unavailable, deciding by the fallback",
+          );
         }
         opts.onChange?.(change.up);
       },
@@ -116,10 +119,15 @@ export class RedisGcra {
 }
 
 function parseReply(reply: unknown, policies: number): GcraOutcome {
-  if (!Array.isArray(reply) || reply.length !== 1 + policies * 3) throw new Error(`unexpected reply from the rate-limit script: ${JSON.stringify(reply)}`);
+  if (!Array.isArray(reply) || reply.length !== 1 + policies * 3)
+    throw new Error(`unexpected reply from the rate-limit script: ${JSON.stringify(reply)}`);
   const results: GcraResult[] = new Array(policies);
   for (let i = 0; i < policies; i++) {
-    results[i] = { remaining: Number(reply[1 + 3 * i]), resetMs: Number(reply[2 + 3 * i]), retryAfterMs: Number(reply[3 + 3 * i]) };
+    results[i] = {
+      remaining: Number(reply[1 + 3 * i]),
+      resetMs: Number(reply[2 + 3 * i]),
+      retryAfterMs: Number(reply[3 + 3 * i]),
+    };
   }
   return { allowed: reply[0] === 1, results };
 }

@@ -11,10 +11,12 @@ export type NormalizedPath = { ok: true; path: string } | { ok: false; status: 4
 const FORBIDDEN_ENCODED = /%(2f|5c|00)/i;
 
 export function normalizePath(raw: string): NormalizedPath {
-  if (raw.length > MAX_PATH_LENGTH) return { ok: false, status: 414, reason: `path longer than ${MAX_PATH_LENGTH} bytes` };
+  if (raw.length > MAX_PATH_LENGTH)
+    return { ok: false, status: 414, reason: `path longer than ${MAX_PATH_LENGTH} bytes` };
   if (raw.charCodeAt(0) !== 47 /* / */) return { ok: false, status: 400, reason: "path must start with /" };
   // Fast path: nothing to normalise in the common case.
-  if (!raw.includes("%") && !raw.includes("//") && !raw.includes("/.") && !raw.includes("\\") && !raw.includes("#")) return { ok: true, path: raw };
+  if (!raw.includes("%") && !raw.includes("//") && !raw.includes("/.") && !raw.includes("\\") && !raw.includes("#"))
+    return { ok: true, path: raw };
   if (raw.includes("\\")) return { ok: false, status: 400, reason: "backslash in path" };
   // Bun passes a fragment in the request target through; fetch would drop it upstream, so the
   // path matched and the path sent would differ.

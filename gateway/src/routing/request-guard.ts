@@ -24,7 +24,14 @@ const ALLOW = HTTP_METHODS.join(", ");
 const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::\d{1,5})?$/;
 
 export function refuseRequest(method: string, host: string | null): Refusal | undefined {
-  if (!ROUTABLE.has(method)) return { status: 405, title: "Method not allowed", detail: `${method} is not served by this gateway`, headers: { allow: ALLOW } };
-  if (host !== null && !HOST.test(host)) return { status: 400, title: "Bad request", detail: "the Host header is not one host[:port]" };
+  if (!ROUTABLE.has(method))
+    return {
+      status: 405,
+      title: "Method not allowed",
+      detail: `${method} is not served by this gateway`,
+      headers: { allow: ALLOW },
+    };
+  if (host !== null && !HOST.test(host))
+    return { status: 400, title: "Bad request", detail: "the Host header is not one host[:port]" };
   return undefined;
 }

@@ -1,7 +1,7 @@
 /**
  * Route matching, compiled once from the config: exact routes are one Map lookup, prefix routes
  * one Map lookup per path segment (longest prefix wins). A linear scan of regexes costs ~100x
- * more per request (DESIGN.md, hot-path costs).
+ * more per request (docs/design.md, "Hot-path costs").
  */
 import type { RouteConfig } from "../config/load.ts";
 

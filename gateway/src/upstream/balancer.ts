@@ -17,7 +17,12 @@ function usable(e: Endpoint, skipA: Endpoint | undefined, skipB: Endpoint | unde
   return e.available && e !== skipA && e !== skipB;
 }
 
-export function pickP2C(endpoints: readonly Endpoint[], now: number, skipA?: Endpoint, skipB?: Endpoint): Endpoint | undefined {
+export function pickP2C(
+  endpoints: readonly Endpoint[],
+  now: number,
+  skipA?: Endpoint,
+  skipB?: Endpoint,
+): Endpoint | undefined {
   const n = endpoints.length;
   if (n === 0) return undefined;
   if (n === 1) {
@@ -40,7 +45,13 @@ export function pickP2C(endpoints: readonly Endpoint[], now: number, skipA?: End
 }
 
 /** Both draws were unusable: scan the rest (only when part of the set is out). */
-function cheapest(endpoints: readonly Endpoint[], start: number, now: number, skipA?: Endpoint, skipB?: Endpoint): Endpoint | undefined {
+function cheapest(
+  endpoints: readonly Endpoint[],
+  start: number,
+  now: number,
+  skipA?: Endpoint,
+  skipB?: Endpoint,
+): Endpoint | undefined {
   let best: Endpoint | undefined;
   let bestCost = Infinity;
   for (let k = 0; k < endpoints.length; k++) {

@@ -38,7 +38,10 @@ class HalfOpenBackoff implements IBackoff<IHalfOpenAfterBackoffContext> {
   ) {}
 
   next(context: IHalfOpenAfterBackoffContext): IBackoff<IHalfOpenAfterBackoffContext> {
-    const ms = Math.min(this.settings.halfOpenAfterMs * 2 ** Math.min(context.attempt - 1, 30), this.settings.maxHalfOpenAfterMs);
+    const ms = Math.min(
+      this.settings.halfOpenAfterMs * 2 ** Math.min(context.attempt - 1, 30),
+      this.settings.maxHalfOpenAfterMs,
+    );
     this.onWait(ms);
     return new HalfOpenBackoff(ms, this.settings, this.onWait);
   }
@@ -96,10 +99,17 @@ export class EndpointBreaker<T> {
   }
 
   #createPolicy(): CircuitBreakerPolicy {
-    const policy = circuitBreaker(handleWhenResult((result) => this.isFailure(result as T)), {
-      breaker: new ConsecutiveBreaker(this.settings.consecutiveFailures),
-      halfOpenAfter: new HalfOpenBackoff(this.settings.halfOpenAfterMs, this.settings, (ms) => (this.#nextWaitMs = ms)),
-    });
+    const policy = circuitBreaker(
+      handleWhenResult((result) => this.isFailure(result as T)),
+      {
+        breaker: new ConsecutiveBreaker(this.settings.consecutiveFailures),
+        halfOpenAfter: new HalfOpenBackoff(
+          this.settings.halfOpenAfterMs,
+          this.settings,
+          (ms) => (this.#nextWaitMs = ms),
+        ),
+      },
+    );
     policy.onStateChange((state) => {
       // A policy replaced by reset() may still finish a call in flight: it no longer speaks for us.
       if (policy === this.#policy) this.#onStateChange(STATE_NAMES[state]);

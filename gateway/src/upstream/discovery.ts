@@ -157,7 +157,9 @@ export class Discovery {
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         this.options.resolver.cancel?.();
-        reject(Object.assign(new Error(`resolving ${host} took over ${this.#queryTimeoutMs} ms`), { code: "ETIMEOUT" }));
+        reject(
+          Object.assign(new Error(`resolving ${host} took over ${this.#queryTimeoutMs} ms`), { code: "ETIMEOUT" }),
+        );
       }, this.#queryTimeoutMs);
     });
     try {

@@ -32,11 +32,18 @@ const budgets = new WeakMap<RouteConfig, RetryBudget>();
 
 function budgetOf(route: RouteConfig): RetryBudget {
   let budget = budgets.get(route);
-  if (!budget) budgets.set(route, (budget = new RetryBudget(route.retry.budgetPercent, route.retry.minRetriesPerSecond)));
+  if (!budget)
+    budgets.set(route, (budget = new RetryBudget(route.retry.budgetPercent, route.retry.minRetriesPerSecond)));
   return budget;
 }
 
-export async function dispatch<O extends Outcome>(upstream: Upstream, route: RouteConfig, ctx: RequestContext, idempotent: boolean, send: Send<O>): Promise<O | NoEndpoint> {
+export async function dispatch<O extends Outcome>(
+  upstream: Upstream,
+  route: RouteConfig,
+  ctx: RequestContext,
+  idempotent: boolean,
+  send: Send<O>,
+): Promise<O | NoEndpoint> {
   const start = performance.now();
   const deadline = start + route.timeoutMs;
   const { attempts, perTryTimeoutMs } = route.retry;
@@ -51,7 +58,10 @@ export async function dispatch<O extends Outcome>(upstream: Upstream, route: Rou
     ctx.endpoint = endpoint.address;
     const sentAt = performance.now();
     const remaining = deadline - sentAt;
-    const timeoutMs = Math.max(1, Math.ceil(perTryTimeoutMs !== undefined && perTryTimeoutMs < remaining ? perTryTimeoutMs : remaining));
+    const timeoutMs = Math.max(
+      1,
+      Math.ceil(perTryTimeoutMs !== undefined && perTryTimeoutMs < remaining ? perTryTimeoutMs : remaining),
+    );
     // Inline rather than a helper: one async frame less per request on the hot path.
     const target = endpoint;
     target.inflight++;
@@ -76,7 +86,8 @@ export async function dispatch<O extends Outcome>(upstream: Upstream, route: Rou
     const now = performance.now();
     const verdict = classify(outcome);
     upstream.record(endpoint, verdict, now - sentAt, now);
-    if (verdict === "ok" || attempt >= attempts || !isRetryable(verdict, idempotent) || deadline - now < 1) return outcome;
+    if (verdict === "ok" || attempt >= attempts || !isRetryable(verdict, idempotent) || deadline - now < 1)
+      return outcome;
     const next = upstream.pick(endpoint, previous);
     if (!next) return outcome;
     if (!budget.tryRetry(now)) {
@@ -105,5 +116,12 @@ export function noEndpointProblem(upstreamName: string, result: NoEndpoint, requ
     result.endpoints === 0
       ? `upstream "${upstreamName}" has no endpoints (discovery found none)`
       : `all ${result.endpoints} endpoints of upstream "${upstreamName}" are out (breaker open, ejected or failing health checks)`;
-  return gatewayProblem(503, "No upstream available", requestId, detail, { upstream: upstreamName, retry_after_s: result.retryAfterSeconds }, { "retry-after": String(result.retryAfterSeconds) });
+  return gatewayProblem(
+    503,
+    "No upstream available",
+    requestId,
+    detail,
+    { upstream: upstreamName, retry_after_s: result.retryAfterSeconds },
+    { "retry-after": String(result.retryAfterSeconds) },
+  );
 }

@@ -35,8 +35,14 @@ export function checkGrpc(endpoint: Endpoint, service: string, timeoutMs: number
   return new Promise((resolve) => {
     endpoint
       .grpcClient()
-      .makeUnaryRequest(method.path, method.serialize, method.deserialize, { service }, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, reply) =>
-        resolve(!err && reply?.status === "SERVING"),
+      .makeUnaryRequest(
+        method.path,
+        method.serialize,
+        method.deserialize,
+        { service },
+        new grpc.Metadata(),
+        { deadline: Date.now() + timeoutMs },
+        (err, reply) => resolve(!err && reply?.status === "SERVING"),
       );
   });
 }
@@ -72,7 +78,8 @@ export class HealthChecker {
     if (!this.#timer || this.#checking.has(endpoint) || endpoint.removed) return;
     this.#checking.add(endpoint);
     const { path, service, timeoutMs } = this.settings;
-    const probe = this.protocol === "http" ? checkHttp(endpoint, path, timeoutMs) : checkGrpc(endpoint, service, timeoutMs);
+    const probe =
+      this.protocol === "http" ? checkHttp(endpoint, path, timeoutMs) : checkGrpc(endpoint, service, timeoutMs);
     void probe.then((passed) => {
       this.#checking.delete(endpoint);
       if (this.#timer && !endpoint.removed) this.onResult(endpoint, passed);

@@ -42,7 +42,8 @@ export class OutlierDetector {
   eject(endpoint: Endpoint): void {
     const now = Date.now();
     const { baseEjectionMs, maxEjectionMs } = this.settings;
-    if (endpoint.lastReadmittedAt !== null && now - endpoint.lastReadmittedAt >= maxEjectionMs) endpoint.ejectionStreak = 0;
+    if (endpoint.lastReadmittedAt !== null && now - endpoint.lastReadmittedAt >= maxEjectionMs)
+      endpoint.ejectionStreak = 0;
     endpoint.ejectionStreak++;
     const durationMs = Math.min(baseEjectionMs * 2 ** Math.min(endpoint.ejectionStreak - 1, 30), maxEjectionMs);
     endpoint.ejected = true;

@@ -21,7 +21,7 @@ export class RetryBudget {
 
   constructor(budgetPercent: number, minRetriesPerSecond: number, now = performance.now()) {
     this.#ratio = budgetPercent / 100;
-    this.#floor = minRetriesPerSecond * (BUCKETS * BUCKET_MS) / 1000;
+    this.#floor = (minRetriesPerSecond * (BUCKETS * BUCKET_MS)) / 1000;
     this.#bucketStart = now;
   }
 

@@ -67,22 +67,36 @@ export class Upstream {
     this.#outlier = new OutlierDetector(
       config.outlierDetection,
       endpoints,
-      (endpoint, durationMs) => this.#emit({ type: "ejected", upstream: this.name, at: Date.now(), endpoint, durationMs }),
-      (endpoint) => this.#emit({ type: "readmitted", upstream: this.name, at: Date.now(), endpoint, reason: "ejection-expired" }),
+      (endpoint, durationMs) =>
+        this.#emit({ type: "ejected", upstream: this.name, at: Date.now(), endpoint, durationMs }),
+      (endpoint) =>
+        this.#emit({ type: "readmitted", upstream: this.name, at: Date.now(), endpoint, reason: "ejection-expired" }),
     );
-    this.#health = new HealthChecker(config.healthCheck, config.protocol, endpoints, (endpoint, passed) => this.#onHealthCheck(endpoint, passed));
+    this.#health = new HealthChecker(config.healthCheck, config.protocol, endpoints, (endpoint, passed) =>
+      this.#onHealthCheck(endpoint, passed),
+    );
     this.#discovery = new Discovery(config.endpoints, {
       refreshMs: config.discovery.refreshMs,
       resolver: options.resolver ?? resolverFromEnv(),
       onChange: (addresses) => this.#apply(addresses),
-      onError: (host, err) => this.#emit({ type: "resolve-failed", upstream: this.name, at: Date.now(), host, error: (err as Error).message ?? String(err) }),
+      onError: (host, err) =>
+        this.#emit({
+          type: "resolve-failed",
+          upstream: this.name,
+          at: Date.now(),
+          host,
+          error: (err as Error).message ?? String(err),
+        }),
     });
     this.ready = this.#discovery.ready;
     this.#health.start();
   }
 
   /** The resilience settings in force (defaults filled in), for the admin API. */
-  get settings(): Pick<UpstreamConfig, "discovery" | "balancer" | "healthCheck" | "outlierDetection" | "circuitBreaker"> {
+  get settings(): Pick<
+    UpstreamConfig,
+    "discovery" | "balancer" | "healthCheck" | "outlierDetection" | "circuitBreaker"
+  > {
     const { discovery, balancer, healthCheck, outlierDetection, circuitBreaker } = this.#config;
     return { discovery, balancer, healthCheck, outlierDetection, circuitBreaker };
   }
@@ -147,7 +161,8 @@ export class Upstream {
     endpoint.checksPassedInRow = 0;
     endpoint.checksFailedInRow++;
     this.#discovery.refreshSoon();
-    if (endpoint.health !== "unhealthy" && endpoint.checksFailedInRow >= unhealthyThreshold) this.#setHealth(endpoint, "unhealthy");
+    if (endpoint.health !== "unhealthy" && endpoint.checksFailedInRow >= unhealthyThreshold)
+      this.#setHealth(endpoint, "unhealthy");
     if (endpoint.health === "unhealthy") endpoint.resetConnection();
   }
 
@@ -167,7 +182,13 @@ export class Upstream {
     }
     endpoint.lastReadmittedAt = Date.now();
     endpoint.refreshAvailability();
-    this.#emit({ type: "readmitted", upstream: this.name, at: endpoint.lastReadmittedAt, endpoint, reason: "health-check" });
+    this.#emit({
+      type: "readmitted",
+      upstream: this.name,
+      at: endpoint.lastReadmittedAt,
+      endpoint,
+      reason: "health-check",
+    });
   }
 
   /** Replaces the endpoint set, keeping the Endpoint (and its state) of every address still in it. */

@@ -35,6 +35,8 @@ export function openStore(config: StoreConfig, log: Logger = pino({ level: "sile
         throw new EnvError(`REDIS_URL=${redactUrl(config.redis.url)}: ${(err as Error).message}`);
       }
     default:
-      throw new EnvError(`STORE=${JSON.stringify(config.kind)} is not a store webapp knows; use one of: ${STORE_KINDS.join(", ")}`);
+      throw new EnvError(
+        `STORE=${JSON.stringify(config.kind)} is not a store webapp knows; use one of: ${STORE_KINDS.join(", ")}`,
+      );
   }
 }

@@ -55,8 +55,10 @@ export function openRedisStore(config: RedisStoreConfig, log: Logger = pino({ le
   const redis = new BoundedRedis(config.url, {
     timeoutMs: config.timeoutMs,
     onStateChange: (change) => {
-      if (change.up) log.info({ redis: redis.displayUrl, after_ms: Math.round(change.downMs) }, "project store: using redis");
-      else log.warn({ redis: redis.displayUrl, reason: change.reason }, "project store: redis unavailable, answering 503");
+      if (change.up)
+        log.info({ redis: redis.displayUrl, after_ms: Math.round(change.downMs) }, "project store: using redis");
+      else
+        log.warn({ redis: redis.displayUrl, reason: change.reason }, "project store: redis unavailable, answering 503");
     },
     log,
     name: "project store",
@@ -72,7 +74,8 @@ export function openRedisStore(config: RedisStoreConfig, log: Logger = pino({ le
     try {
       return await redis.call(command, args);
     } catch (err) {
-      if (isRedisUnavailable(err)) throw new StoreUnavailableError(`redis ${command}: ${(err as Error).message}`, { cause: err });
+      if (isRedisUnavailable(err))
+        throw new StoreUnavailableError(`redis ${command}: ${(err as Error).message}`, { cause: err });
       throw err;
     }
   };
@@ -91,13 +94,22 @@ export function openRedisStore(config: RedisStoreConfig, log: Logger = pino({ le
     },
     async list({ limit, after }: ListOptions): Promise<Project[]> {
       // "(" makes the bound exclusive: ids greater than `after`.
-      const ids = (await call("ZRANGEBYSCORE", [indexKey, `(${after}`, "+inf", "LIMIT", "0", String(limit)])) as string[];
+      const ids = (await call("ZRANGEBYSCORE", [
+        indexKey,
+        `(${after}`,
+        "+inf",
+        "LIMIT",
+        "0",
+        String(limit),
+      ])) as string[];
       if (ids.length === 0) return [];
       const keys = ids.map((id) => projectKeyPrefix + id);
       const values = (await call("MGET", keys)) as unknown[];
       const projects: Project[] = [];
       // Projects are never deleted here; an indexed id without its key (removed by hand) is skipped.
-      values.forEach((raw, i) => raw !== null && projects.push(parseProject(raw, keys[i]!)));
+      values.forEach((raw, i) => {
+        raw !== null && projects.push(parseProject(raw, keys[i]!));
+      });
       return projects;
     },
     async ping(): Promise<void> {

@@ -1,7 +1,6 @@
 // The dashboard page: follows /dashboard/events (one `state` event per second, merged from every
 // gateway replica by the admin app, see ../tier.ts) and draws it. Plain browser JavaScript, served
 // as it is: no build step. Charts are uPlot (https://github.com/leeoniya/uPlot).
-"use strict";
 
 (() => {
   /** @type {Map<string, {card: HTMLElement, seconds: Map<number, number[]>, traffic: any, latency: any}>} */
@@ -96,28 +95,58 @@
       return h(
         "tr",
         { "data-gateway": info.instance || g.url, "data-state": state },
-        h("td", {}, h("strong", {}, info.instance || g.url), g.self ? h("span", { class: "muted" }, " (this page)") : null, g.url ? h("div", { class: "muted" }, g.url) : null),
-        h("td", { title: g.error || "" }, h("span", { class: "badge", "data-state": state }, state), g.error ? h("div", { class: "muted" }, g.error, g.lastSeenAt ? ` · last seen ${ago(g.lastSeenAt)}` : "") : null),
+        h(
+          "td",
+          {},
+          h("strong", {}, info.instance || g.url),
+          g.self ? h("span", { class: "muted" }, " (this page)") : null,
+          g.url ? h("div", { class: "muted" }, g.url) : null,
+        ),
+        h(
+          "td",
+          { title: g.error || "" },
+          h("span", { class: "badge", "data-state": state }, state),
+          g.error
+            ? h("div", { class: "muted" }, g.error, g.lastSeenAt ? ` · last seen ${ago(g.lastSeenAt)}` : "")
+            : null,
+        ),
         h("td", {}, info.version || "–"),
         h("td", {}, info.uptimeS !== undefined ? duration(info.uptimeS) : "–"),
         h("td", { class: "num" }, rate(g.rps)),
         h(
           "td",
           {},
-          limiter ? h("span", { class: "badge", "data-state": limiter.mode, "data-limiter": limiter.mode }, limiter.mode) : "–",
-          limiter && limiter.redis ? h("span", { class: "muted" }, ` ${limiter.redis}`) : null,
-          limiter && limiter.mode !== "memory" ? h("div", { class: "muted" }, `fallback ${limiter.fallback}, ${limiter.replicas} replica(s)`) : null,
+          limiter
+            ? h("span", { class: "badge", "data-state": limiter.mode, "data-limiter": limiter.mode }, limiter.mode)
+            : "–",
+          limiter?.redis ? h("span", { class: "muted" }, ` ${limiter.redis}`) : null,
+          limiter && limiter.mode !== "memory"
+            ? h("div", { class: "muted" }, `fallback ${limiter.fallback}, ${limiter.replicas} replica(s)`)
+            : null,
         ),
-        h("td", {}, config ? h("code", { title: config.file }, config.digest) : "–", config ? h("div", { class: "muted" }, `loaded ${ago(config.loadedAt)}`) : null),
+        h(
+          "td",
+          {},
+          config ? h("code", { title: config.file }, config.digest) : "–",
+          config ? h("div", { class: "muted" }, `loaded ${ago(config.loadedAt)}`) : null,
+        ),
         h(
           "td",
           { class: "wrap" },
           config ? (config.lastReloadAt ? `${ago(config.lastReloadAt)} (${config.reloads})` : "none since start") : "–",
-          config && config.lastError ? h("div", { class: "badge", "data-state": "unhealthy", title: config.lastError.message }, `rejected ${ago(config.lastError.at)}`) : null,
+          config?.lastError
+            ? h(
+                "div",
+                { class: "badge", "data-state": "unhealthy", title: config.lastError.message },
+                `rejected ${ago(config.lastError.at)}`,
+              )
+            : null,
         ),
       );
     });
-    $("gateways").querySelector("tbody").replaceChildren(...rows);
+    $("gateways")
+      .querySelector("tbody")
+      .replaceChildren(...rows);
   }
 
   // ---- routes ------------------------------------------------------------------------------------
@@ -144,7 +173,8 @@
         container.append(route.card);
       }
       // Seconds keyed by epoch second: later events overwrite the seconds they resend.
-      for (let k = 0; k < r.requests.length; k++) route.seconds.set(r.from + k, [r.requests[k], r.errors[k], r.denied[k], r.p50[k], r.p99[k]]);
+      for (let k = 0; k < r.requests.length; k++)
+        route.seconds.set(r.from + k, [r.requests[k], r.errors[k], r.denied[k], r.p50[k], r.p99[k]]);
     }
     // All charts share one time axis: from the first second anything happened (at least the last
     // minute, at most the whole window), so a young tier is not a flat line with a spike at the end.
@@ -161,7 +191,12 @@
   }
 
   function figure(label, key) {
-    return h("div", { class: "figure", "data-figure": key }, h("span", { class: "value" }, "–"), h("span", { class: "label" }, label));
+    return h(
+      "div",
+      { class: "figure", "data-figure": key },
+      h("span", { class: "value" }, "–"),
+      h("span", { class: "label" }, label),
+    );
   }
 
   function createRoute(r) {
@@ -171,8 +206,21 @@
       "article",
       { class: "route", "data-route": r.name },
       h("h3", {}, r.name),
-      h("p", { class: "where" }, `${r.methods.join(" ")} ${r.path}${r.match === "prefix" ? "*" : ""} → ${r.upstream}`, r.rateLimit ? ` · limit ${r.rateLimit}` : ""),
-      h("div", { class: "figures" }, figure("req/s", "rps"), figure("errors", "errors"), figure("p50", "p50"), figure("p99", "p99"), figure("denied/s", "denied")),
+      h(
+        "p",
+        { class: "where" },
+        `${r.methods.join(" ")} ${r.path}${r.match === "prefix" ? "*" : ""} → ${r.upstream}`,
+        r.rateLimit ? ` · limit ${r.rateLimit}` : "",
+      ),
+      h(
+        "div",
+        { class: "figures" },
+        figure("req/s", "rps"),
+        figure("errors", "errors"),
+        figure("p50", "p50"),
+        figure("p99", "p99"),
+        figure("denied/s", "denied"),
+      ),
       trafficEl,
       latencyEl,
     );
@@ -185,7 +233,12 @@
         scales: { x: time, y: { range: (_u, _min, max) => [0, Math.max(1, max)] } },
         axes: [{}, { size: 48 }],
         legend: { live: false },
-        series: [{}, { label: "req/s", stroke: COLORS.requests, width: 1.5 }, { label: "5xx/s", stroke: COLORS.errors, width: 1.5 }, { label: "denied/s", stroke: COLORS.denied, width: 1.5 }],
+        series: [
+          {},
+          { label: "req/s", stroke: COLORS.requests, width: 1.5 },
+          { label: "5xx/s", stroke: COLORS.errors, width: 1.5 },
+          { label: "denied/s", stroke: COLORS.denied, width: 1.5 },
+        ],
       },
       [[], [], [], []],
       trafficEl,
@@ -195,10 +248,21 @@
         width: width(),
         height: 120,
         // Log scale: a p99 spike of seconds must not flatten a p50 of a millisecond.
-        scales: { x: time, y: { distr: 3, log: 10, range: (_u, min, max) => uPlot.rangeLog(min > 0 ? min : 0.1, max > 0 ? max : 1, 10, true) } },
+        scales: {
+          x: time,
+          y: {
+            distr: 3,
+            log: 10,
+            range: (_u, min, max) => uPlot.rangeLog(min > 0 ? min : 0.1, max > 0 ? max : 1, 10, true),
+          },
+        },
         axes: [{}, { size: 48 }],
         legend: { live: false },
-        series: [{}, { label: "p50 ms", stroke: COLORS.p50, width: 1.5 }, { label: "p99 ms", stroke: COLORS.p99, width: 1.5 }],
+        series: [
+          {},
+          { label: "p50 ms", stroke: COLORS.p50, width: 1.5 },
+          { label: "p99 ms", stroke: COLORS.p99, width: 1.5 },
+        ],
       },
       [[], [], []],
       latencyEl,
@@ -229,7 +293,11 @@
       el.dataset.alert = String(Boolean(alert));
     };
     set("rps", rate(sum.rps));
-    set("errors", sum.errorRatio === null ? "–" : `${(sum.errorRatio * 100).toFixed(sum.errorRatio < 0.1 ? 1 : 0)}%`, sum.errorRatio > 0);
+    set(
+      "errors",
+      sum.errorRatio === null ? "–" : `${(sum.errorRatio * 100).toFixed(sum.errorRatio < 0.1 ? 1 : 0)}%`,
+      sum.errorRatio > 0,
+    );
     set("p50", ms(sum.p50));
     set("p99", ms(sum.p99));
     set("denied", rate(sum.deniedPerS), sum.deniedPerS > 0);
@@ -253,7 +321,22 @@
           h(
             "thead",
             {},
-            h("tr", {}, ...["endpoint", "state", "per gateway", "health", "breaker", "ejected", "in flight", "latency EWMA", "last ejected", "last readmitted"].map((t) => h("th", { class: t === "in flight" || t === "latency EWMA" ? "num" : "" }, t))),
+            h(
+              "tr",
+              {},
+              ...[
+                "endpoint",
+                "state",
+                "per gateway",
+                "health",
+                "breaker",
+                "ejected",
+                "in flight",
+                "latency EWMA",
+                "last ejected",
+                "last readmitted",
+              ].map((t) => h("th", { class: t === "in flight" || t === "latency EWMA" ? "num" : "" }, t)),
+            ),
           ),
           h("tbody", {}, ...u.endpoints.map((e) => endpointRow(e, gatewaysSeeing))),
         ),
@@ -293,14 +376,43 @@
       h(
         "td",
         {},
-        h("span", { class: "views" }, ...views.map((v) => h("span", { class: "view", "data-state": viewState(v), title: `${v.gateway}: ${viewState(v)}, ${v.inflight} in flight, EWMA ${ms(v.ewmaMs)}` }))),
-        views.length < gatewaysSeeing ? h("span", { class: "muted" }, ` unknown to ${gatewaysSeeing - views.length}`) : null,
+        h(
+          "span",
+          { class: "views" },
+          ...views.map((v) =>
+            h("span", {
+              class: "view",
+              "data-state": viewState(v),
+              title: `${v.gateway}: ${viewState(v)}, ${v.inflight} in flight, EWMA ${ms(v.ewmaMs)}`,
+            }),
+          ),
+        ),
+        views.length < gatewaysSeeing
+          ? h("span", { class: "muted" }, ` unknown to ${gatewaysSeeing - views.length}`)
+          : null,
       ),
-      h("td", {}, unhealthy ? `unhealthy ${of(unhealthy)}` : count((v) => v.health === "healthy") === views.length ? "healthy" : "checking"),
+      h(
+        "td",
+        {},
+        unhealthy
+          ? `unhealthy ${of(unhealthy)}`
+          : count((v) => v.health === "healthy") === views.length
+            ? "healthy"
+            : "checking",
+      ),
       h("td", {}, breaker),
-      h("td", {}, ejected ? `yes ${of(ejected)}` : "no", h("span", { class: "muted" }, ` · ${views.reduce((n, v) => n + v.ejections, 0)} total`)),
+      h(
+        "td",
+        {},
+        ejected ? `yes ${of(ejected)}` : "no",
+        h("span", { class: "muted" }, ` · ${views.reduce((n, v) => n + v.ejections, 0)} total`),
+      ),
       h("td", { class: "num" }, inflight),
-      h("td", { class: "num" }, ewmas.length ? `${ms(Math.min(...ewmas))}${views.length > 1 ? ` – ${ms(Math.max(...ewmas))}` : ""}` : "–"),
+      h(
+        "td",
+        { class: "num" },
+        ewmas.length ? `${ms(Math.min(...ewmas))}${views.length > 1 ? ` – ${ms(Math.max(...ewmas))}` : ""}` : "–",
+      ),
       h("td", { title: clock(lastEjectedAt) }, ago(lastEjectedAt)),
       h("td", { title: clock(lastReadmittedAt) }, ago(lastReadmittedAt)),
     );
@@ -317,12 +429,15 @@
 
   function renderConfig(tier) {
     const self = tier.gateways.find((g) => g.self) || tier.gateways.find((g) => g.reachable);
-    const config = self && self.config;
+    const config = self?.config;
     $("config-file").textContent = config ? config.file : "";
     const digests = new Set(tier.gateways.filter((g) => g.config).map((g) => g.config.digest));
     const errors = tier.gateways
-      .filter((g) => g.config && g.config.lastError)
-      .map((g) => `${g.info ? g.info.instance : g.url}: last reload rejected ${ago(g.config.lastError.at)}; the previous config keeps serving.\n${g.config.lastError.message}`);
+      .filter((g) => g.config?.lastError)
+      .map(
+        (g) =>
+          `${g.info ? g.info.instance : g.url}: last reload rejected ${ago(g.config.lastError.at)}; the previous config keeps serving.\n${g.config.lastError.message}`,
+      );
     if (digests.size > 1) errors.unshift(`The gateways run different configs: ${[...digests].join(", ")}.`);
     const box = $("reload-error");
     box.hidden = errors.length === 0;

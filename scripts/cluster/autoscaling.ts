@@ -12,7 +12,7 @@
  * otherwise the rollout would be "complete" with one pod and `make smoke` would find one replica.
  */
 import { $, chalk } from "zx";
-import { printCommand, run } from "./cli.ts";
+import { printCommand, run } from "../cli.ts";
 import { kubectl, NAMESPACE } from "./minikube.ts";
 
 export const KEDA_VERSION = "2.16.1";
@@ -25,11 +25,17 @@ export async function ensureAutoscaling(): Promise<void> {
   await run(["minikube", "addons", "enable", "metrics-server"], { stream: true });
   const crd = await run(kubectl("get", "crd", "scaledobjects.keda.sh"), { nothrow: true });
   if (crd.exitCode === 0) return;
-  console.log(`KEDA is not installed in this cluster: installing it (it scales the gateway on its request rate; once per cluster)`);
+  console.log(
+    `KEDA is not installed in this cluster: installing it (it scales the gateway on its request rate; once per cluster)`,
+  );
   // Server-side apply: KEDA's CRDs are too large for the last-applied annotation of a client-side apply.
   await run(kubectl("apply", "--server-side", "-f", kedaManifestUrl()), { stream: true });
-  await run(kubectl("wait", "--for=condition=established", "--timeout=60s", "crd/scaledobjects.keda.sh"), { stream: true });
-  await run(kubectl("-n", "keda", "wait", "--for=condition=Available", "deployment", "--all", "--timeout=180s"), { stream: true });
+  await run(kubectl("wait", "--for=condition=established", "--timeout=60s", "crd/scaledobjects.keda.sh"), {
+    stream: true,
+  });
+  await run(kubectl("-n", "keda", "wait", "--for=condition=Available", "deployment", "--all", "--timeout=180s"), {
+    stream: true,
+  });
 }
 
 /**
@@ -46,7 +52,11 @@ export async function waitForAutoscaledReplicas(service: string, min = 3, timeou
     const replicas = Number.parseInt(out.stdout.trim(), 10);
     if (out.exitCode !== 0 || !Number.isInteger(replicas) || replicas >= min) return;
     if (Date.now() > deadline) {
-      console.log(chalk.yellow(`deployment/${service} still asks for ${replicas} replica(s) after ${timeoutMs / 1000} s: is its autoscaler working? kubectl -n ${NAMESPACE} describe hpa ${service}`));
+      console.log(
+        chalk.yellow(
+          `deployment/${service} still asks for ${replicas} replica(s) after ${timeoutMs / 1000} s: is its autoscaler working? kubectl -n ${NAMESPACE} describe hpa ${service}`,
+        ),
+      );
       return;
     }
     await Bun.sleep(2_000);

@@ -4,8 +4,8 @@
  */
 import { envPort } from "../../lib/env.ts";
 import { lines } from "../../lib/lines.ts";
-import { type ControlEvent, DEFAULT_CONTROL_PORT, type StackView } from "../stack/control.ts";
-import { ScriptError } from "./cli.ts";
+import { type ControlEvent, DEFAULT_CONTROL_PORT, type StackView } from "./control.ts";
+import { ScriptError } from "../cli.ts";
 
 export type { ControlEvent, StackView };
 
@@ -37,8 +37,16 @@ export async function answersHealthz(base: string): Promise<boolean> {
  * POSTs `body` to `path` and yields the events the stack streams back; ends after `done`, throws
  * a ScriptError on `error` or when the stack refuses (a rollout already running, bad input).
  */
-export async function* controlStream(url: string, path: "/rollout" | "/rollback", body: object): AsyncGenerator<ControlEvent> {
-  const res = await fetch(`${url}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+export async function* controlStream(
+  url: string,
+  path: "/rollout" | "/rollback",
+  body: object,
+): AsyncGenerator<ControlEvent> {
+  const res = await fetch(`${url}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
   if (!res.ok || !res.body) {
     const text = await res.text();
     let detail = text;

@@ -6,7 +6,7 @@
  * load must cover that too.
  */
 import { $, chalk } from "zx";
-import { printCommand, run, ScriptError } from "./cli.ts";
+import { printCommand, run, ScriptError } from "../cli.ts";
 import { dockerfileOf, imageRef, type Service } from "./images.ts";
 import { dockerEnv, kubectl, NAMESPACE } from "./minikube.ts";
 
@@ -14,9 +14,21 @@ const VERSION_LABEL = "app.kubernetes.io/version";
 
 /** `portico/webapp:3f2a9c1`: what the Deployment's pods run now. */
 export async function currentImage(service: Service): Promise<string> {
-  const out = await run(kubectl("-n", NAMESPACE, "get", `deployment/${service}`, "-o", "jsonpath={.spec.template.spec.containers[0].image}"), { nothrow: true });
+  const out = await run(
+    kubectl(
+      "-n",
+      NAMESPACE,
+      "get",
+      `deployment/${service}`,
+      "-o",
+      "jsonpath={.spec.template.spec.containers[0].image}",
+    ),
+    { nothrow: true },
+  );
   if (out.exitCode !== 0) {
-    throw new ScriptError(`deployment/${service} is not in the cluster (namespace ${NAMESPACE}):\n${(out.stderr || out.stdout).trim()}\nDeploy the stack first: make up`);
+    throw new ScriptError(
+      `deployment/${service} is not in the cluster (namespace ${NAMESPACE}):\n${(out.stderr || out.stdout).trim()}\nDeploy the stack first: make up`,
+    );
   }
   return out.stdout.trim();
 }
@@ -35,9 +47,14 @@ export async function setImage(service: Service, tag: string): Promise<void> {
   const labels = { [VERSION_LABEL]: tag };
   const patch = {
     metadata: { labels, annotations: { "kubernetes.io/change-cause": `make rollout: ${imageRef(service, tag)}` } },
-    spec: { template: { metadata: { labels }, spec: { containers: [{ name: service, image: imageRef(service, tag) }] } } },
+    spec: {
+      template: { metadata: { labels }, spec: { containers: [{ name: service, image: imageRef(service, tag) }] } },
+    },
   };
-  await run(kubectl("-n", NAMESPACE, "patch", `deployment/${service}`, "--type=strategic", "-p", JSON.stringify(patch)), { stream: true });
+  await run(
+    kubectl("-n", NAMESPACE, "patch", `deployment/${service}`, "--type=strategic", "-p", JSON.stringify(patch)),
+    { stream: true },
+  );
 }
 
 /** New pods for the same image, one by one (the tag did not change). */
@@ -47,23 +64,45 @@ export async function restart(service: Service): Promise<void> {
 
 /** `kubectl rollout undo`: back to the previous ReplicaSet's pod template (image and version label). */
 export async function undo(service: Service): Promise<void> {
-  const out = await run(kubectl("-n", NAMESPACE, "rollout", "undo", `deployment/${service}`), { stream: true, nothrow: true });
+  const out = await run(kubectl("-n", NAMESPACE, "rollout", "undo", `deployment/${service}`), {
+    stream: true,
+    nothrow: true,
+  });
   if (out.exitCode !== 0) {
-    throw new ScriptError(`\`kubectl rollout undo deployment/${service}\` failed:\n${(out.stderr || out.stdout).trim()}\n(A Deployment that was never rolled out has no previous revision: kubectl -n ${NAMESPACE} rollout history deployment/${service})`);
+    throw new ScriptError(
+      `\`kubectl rollout undo deployment/${service}\` failed:\n${(out.stderr || out.stdout).trim()}\n(A Deployment that was never rolled out has no previous revision: kubectl -n ${NAMESPACE} rollout history deployment/${service})`,
+    );
   }
 }
 
 /** After an undo the pods' version label is the old one again; the Deployment's own label follows it. */
 export async function syncVersionLabel(service: Service): Promise<void> {
-  const out = await run(kubectl("-n", NAMESPACE, "get", `deployment/${service}`, "-o", `jsonpath={.spec.template.metadata.labels.${VERSION_LABEL.replace(/\./g, "\\.")}}`), { nothrow: true });
+  const out = await run(
+    kubectl(
+      "-n",
+      NAMESPACE,
+      "get",
+      `deployment/${service}`,
+      "-o",
+      `jsonpath={.spec.template.metadata.labels.${VERSION_LABEL.replace(/\./g, "\\.")}}`,
+    ),
+    { nothrow: true },
+  );
   const version = out.stdout.trim();
-  if (out.exitCode === 0 && version) await run(kubectl("-n", NAMESPACE, "label", `deployment/${service}`, `${VERSION_LABEL}=${version}`, "--overwrite"));
+  if (out.exitCode === 0 && version)
+    await run(kubectl("-n", NAMESPACE, "label", `deployment/${service}`, `${VERSION_LABEL}=${version}`, "--overwrite"));
 }
 
 export async function waitForRollout(service: Service, timeout: string): Promise<void> {
-  const out = await run(kubectl("-n", NAMESPACE, "rollout", "status", `deployment/${service}`, `--timeout=${timeout}`), { stream: true, nothrow: true });
+  const out = await run(
+    kubectl("-n", NAMESPACE, "rollout", "status", `deployment/${service}`, `--timeout=${timeout}`),
+    { stream: true, nothrow: true },
+  );
   if (out.exitCode === 0) return;
-  await run(kubectl("-n", NAMESPACE, "get", "pods", "-l", `app.kubernetes.io/name=${service}`, "-o", "wide"), { stream: true, nothrow: true });
+  await run(kubectl("-n", NAMESPACE, "get", "pods", "-l", `app.kubernetes.io/name=${service}`, "-o", "wide"), {
+    stream: true,
+    nothrow: true,
+  });
   throw new ScriptError(
     `deployment/${service} did not finish rolling out within ${timeout}:\n${(out.stderr || out.stdout).trim()}\n` +
       `The old pods keep serving (maxUnavailable: 0). Find out why: kubectl -n ${NAMESPACE} describe deployment/${service}\n` +
@@ -76,7 +115,16 @@ export async function waitForRollout(service: Service, timeout: string): Promise
  * after printing the command once; bounded by `timeoutMs` (the grace period is 30 s).
  */
 export async function waitForOldPodsGone(service: Service, timeoutMs = 60_000): Promise<void> {
-  const argv = kubectl("-n", NAMESPACE, "get", "pods", "-l", `app.kubernetes.io/name=${service}`, "-o", "jsonpath={range .items[*]}{.metadata.name} {.metadata.deletionTimestamp}{\"\\n\"}{end}");
+  const argv = kubectl(
+    "-n",
+    NAMESPACE,
+    "get",
+    "pods",
+    "-l",
+    `app.kubernetes.io/name=${service}`,
+    "-o",
+    'jsonpath={range .items[*]}{.metadata.name} {.metadata.deletionTimestamp}{"\\n"}{end}',
+  );
   printCommand(argv, "until no pod is terminating");
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -84,10 +132,13 @@ export async function waitForOldPodsGone(service: Service, timeoutMs = 60_000): 
     const terminating = out.stdout.split("\n").filter((line) => line.trim().split(/\s+/).length > 1);
     if (out.exitCode === 0 && terminating.length === 0) return;
     if (Date.now() > deadline) {
-      console.log(chalk.yellow(`still terminating after ${timeoutMs / 1000} s: ${terminating.map((l) => l.split(" ")[0]).join(", ")}`));
+      console.log(
+        chalk.yellow(
+          `still terminating after ${timeoutMs / 1000} s: ${terminating.map((l) => l.split(" ")[0]).join(", ")}`,
+        ),
+      );
       return;
     }
     await Bun.sleep(2_000);
   }
 }
-

@@ -10,7 +10,7 @@ import type { IHorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2/
 import type { IDeployment } from "kubernetes-models/apps/v1/Deployment";
 import type { IConfigMap } from "kubernetes-models/v1/ConfigMap";
 import { parse as parseYaml } from "yaml";
-import { SERVICES } from "../../../scripts/lib/images.ts";
+import { SERVICES } from "../../../scripts/cluster/images.ts";
 import type { ScaledObject } from "./custom-resources.ts";
 import { type Manifest, type Path, type Problem, problemAt } from "./manifests.ts";
 
@@ -32,12 +32,26 @@ export function autoscalersOf(manifests: Manifest[]): Autoscaler[] {
     if (m.object.kind === "HorizontalPodAutoscaler") {
       const hpa = m.object as unknown as IHorizontalPodAutoscaler;
       const ref = hpa.spec?.scaleTargetRef;
-      out.push({ m, kind: "HorizontalPodAutoscaler", target: { apiVersion: ref?.apiVersion ?? "", kind: ref?.kind ?? "", name: ref?.name ?? "" }, min: hpa.spec?.minReplicas ?? 1, max: hpa.spec?.maxReplicas ?? 0, minPath: ["spec", "minReplicas"] });
+      out.push({
+        m,
+        kind: "HorizontalPodAutoscaler",
+        target: { apiVersion: ref?.apiVersion ?? "", kind: ref?.kind ?? "", name: ref?.name ?? "" },
+        min: hpa.spec?.minReplicas ?? 1,
+        max: hpa.spec?.maxReplicas ?? 0,
+        minPath: ["spec", "minReplicas"],
+      });
     } else if (m.object.kind === "ScaledObject") {
       const so = m.object as unknown as ScaledObject;
       const ref = so.spec?.scaleTargetRef;
       // KEDA's defaults: apps/v1 Deployment, 0 to 100 replicas.
-      out.push({ m, kind: "ScaledObject", target: { apiVersion: ref?.apiVersion ?? "apps/v1", kind: ref?.kind ?? "Deployment", name: ref?.name ?? "" }, min: so.spec?.minReplicaCount ?? 0, max: so.spec?.maxReplicaCount ?? 100, minPath: ["spec", "minReplicaCount"] });
+      out.push({
+        m,
+        kind: "ScaledObject",
+        target: { apiVersion: ref?.apiVersion ?? "apps/v1", kind: ref?.kind ?? "Deployment", name: ref?.name ?? "" },
+        min: so.spec?.minReplicaCount ?? 0,
+        max: so.spec?.maxReplicaCount ?? 100,
+        minPath: ["spec", "minReplicaCount"],
+      });
     }
   }
   return out;
@@ -49,7 +63,9 @@ export function isAutoscaled(manifests: Manifest[], name: string): boolean {
 }
 
 function deployments(manifests: Manifest[]): { m: Manifest; d: IDeployment }[] {
-  return manifests.filter((m) => m.object.kind === "Deployment").map((m) => ({ m, d: m.object as unknown as IDeployment }));
+  return manifests
+    .filter((m) => m.object.kind === "Deployment")
+    .map((m) => ({ m, d: m.object as unknown as IDeployment }));
 }
 
 /** Every autoscaler targets a Deployment here; each of Portico's is scaled by exactly one, from ≥ 3, with no replicas of its own. */
@@ -60,21 +76,53 @@ export function checkAutoscaling(manifests: Manifest[]): Problem[] {
   for (const a of scalers) {
     const at = (path: Path, message: string) => problems.push(problemAt(a.m, path, message));
     const refPath: Path = ["spec", "scaleTargetRef"];
-    if (a.target.kind !== "Deployment" || a.target.apiVersion !== "apps/v1") at([...refPath, "kind"], `targets ${a.target.apiVersion} ${a.target.kind}; Portico's workloads are apps/v1 Deployments`);
-    else if (!byName.has(a.target.name)) at([...refPath, "name"], `targets Deployment/${a.target.name}, which is not in k8s/ (${[...byName.keys()].join(", ")})`);
-    if (a.min < MIN_REPLICAS) at(a.minPath, `must be at least ${MIN_REPLICAS}: the stack runs 3 replicas of everything, whatever the load`);
-    if (a.max < a.min) at(a.kind === "ScaledObject" ? ["spec", "maxReplicaCount"] : ["spec", "maxReplicas"], `is below the minimum (${a.min})`);
+    if (a.target.kind !== "Deployment" || a.target.apiVersion !== "apps/v1")
+      at(
+        [...refPath, "kind"],
+        `targets ${a.target.apiVersion} ${a.target.kind}; Portico's workloads are apps/v1 Deployments`,
+      );
+    else if (!byName.has(a.target.name))
+      at(
+        [...refPath, "name"],
+        `targets Deployment/${a.target.name}, which is not in k8s/ (${[...byName.keys()].join(", ")})`,
+      );
+    if (a.min < MIN_REPLICAS)
+      at(a.minPath, `must be at least ${MIN_REPLICAS}: the stack runs 3 replicas of everything, whatever the load`);
+    if (a.max < a.min)
+      at(
+        a.kind === "ScaledObject" ? ["spec", "maxReplicaCount"] : ["spec", "maxReplicas"],
+        `is below the minimum (${a.min})`,
+      );
   }
   for (const service of SERVICES) {
     const deployment = byName.get(service);
     if (!deployment) continue;
     const mine = scalers.filter((a) => a.target.kind === "Deployment" && a.target.name === service);
-    if (mine.length === 0) problems.push(problemAt(deployment.m, ["metadata", "name"], "no HorizontalPodAutoscaler or ScaledObject in k8s/ scales this Deployment"));
+    if (mine.length === 0)
+      problems.push(
+        problemAt(
+          deployment.m,
+          ["metadata", "name"],
+          "no HorizontalPodAutoscaler or ScaledObject in k8s/ scales this Deployment",
+        ),
+      );
     if (mine.length > 1) {
-      problems.push(problemAt(mine[1]!.m, ["spec", "scaleTargetRef", "name"], `Deployment/${service} is already scaled by ${mine[0]!.kind}/${mine[0]!.m.object.metadata?.name}: two autoscalers fight over one replica count`));
+      problems.push(
+        problemAt(
+          mine[1]!.m,
+          ["spec", "scaleTargetRef", "name"],
+          `Deployment/${service} is already scaled by ${mine[0]!.kind}/${mine[0]!.m.object.metadata?.name}: two autoscalers fight over one replica count`,
+        ),
+      );
     }
     if (mine.length > 0 && deployment.d.spec?.replicas !== undefined) {
-      problems.push(problemAt(deployment.m, ["spec", "replicas"], `must not be set: ${mine[0]!.kind}/${mine[0]!.m.object.metadata?.name} owns the replica count, and every \`kubectl apply\` would reset it`));
+      problems.push(
+        problemAt(
+          deployment.m,
+          ["spec", "replicas"],
+          `must not be set: ${mine[0]!.kind}/${mine[0]!.m.object.metadata?.name} owns the replica count, and every \`kubectl apply\` would reset it`,
+        ),
+      );
     }
   }
   return problems;
@@ -87,15 +135,30 @@ export function checkCpuTargets(manifests: Manifest[]): Problem[] {
   for (const a of autoscalersOf(manifests)) {
     const usesCpu =
       a.kind === "HorizontalPodAutoscaler"
-        ? ((a.m.object as unknown as IHorizontalPodAutoscaler).spec?.metrics ?? []).some((metric) => metric.type === "Resource" && metric.resource?.name === "cpu")
+        ? ((a.m.object as unknown as IHorizontalPodAutoscaler).spec?.metrics ?? []).some(
+            (metric) => metric.type === "Resource" && metric.resource?.name === "cpu",
+          )
         : (a.m.object as unknown as ScaledObject).spec.triggers.some((t) => t.type === "cpu");
     if (!usesCpu) {
-      problems.push(problemAt(a.m, a.kind === "ScaledObject" ? ["spec", "triggers"] : ["spec", "metrics"], "scales on no CPU metric (every Portico service scales on CPU)"));
+      problems.push(
+        problemAt(
+          a.m,
+          a.kind === "ScaledObject" ? ["spec", "triggers"] : ["spec", "metrics"],
+          "scales on no CPU metric (every Portico service scales on CPU)",
+        ),
+      );
       continue;
     }
     const target = byName.get(a.target.name);
     (target?.d.spec?.template.spec?.containers ?? []).forEach((c, i) => {
-      if (c.resources?.requests?.cpu === undefined) problems.push(problemAt(target!.m, ["spec", "template", "spec", "containers", i, "resources", "requests", "cpu"], `must be set: ${a.kind}/${a.m.object.metadata?.name} scales on CPU utilisation, a share of this request`));
+      if (c.resources?.requests?.cpu === undefined)
+        problems.push(
+          problemAt(
+            target!.m,
+            ["spec", "template", "spec", "containers", i, "resources", "requests", "cpu"],
+            `must be set: ${a.kind}/${a.m.object.metadata?.name} scales on CPU utilisation, a share of this request`,
+          ),
+        );
     });
   }
   return problems;
@@ -104,7 +167,9 @@ export function checkCpuTargets(manifests: Manifest[]): Problem[] {
 /** How often the gateway re-resolves its upstreams' names: the slowest upstream in the routes ConfigMap (default from gateway/src/config/schema.ts). */
 export function gatewayRefreshMs(manifests: Manifest[]): number {
   const cm = manifests.find((m) => m.object.kind === "ConfigMap" && m.object.metadata?.name === "gateway-routes");
-  const routes = parseYaml((cm?.object as unknown as IConfigMap | undefined)?.data?.["routes.yaml"] ?? "{}") as { upstreams?: Record<string, { discovery?: { refreshMs?: number } }> };
+  const routes = parseYaml((cm?.object as unknown as IConfigMap | undefined)?.data?.["routes.yaml"] ?? "{}") as {
+    upstreams?: Record<string, { discovery?: { refreshMs?: number } }>;
+  };
   return Math.max(0, ...Object.values(routes.upstreams ?? {}).map((u) => u.discovery?.refreshMs ?? 5_000));
 }
 
@@ -123,7 +188,8 @@ export function checkDrainTiming(manifests: Manifest[]): Problem[] {
     const podSpec = d.spec?.template.spec;
     const grace = podSpec?.terminationGracePeriodSeconds ?? 30;
     (podSpec?.containers ?? []).forEach((c, i) => {
-      const at = (path: Path, message: string) => problems.push(problemAt(m, ["spec", "template", "spec", "containers", i, ...path], message));
+      const at = (path: Path, message: string) =>
+        problems.push(problemAt(m, ["spec", "template", "spec", "containers", i, ...path], message));
       const preStopS = c.lifecycle?.preStop?.sleep?.seconds;
       const env = (name: string) => Number(c.env?.find((e) => e.name === name)?.value);
       const drainMs = env("DRAIN_DELAY_MS");
@@ -132,10 +198,26 @@ export function checkDrainTiming(manifests: Manifest[]): Problem[] {
         at(["lifecycle"], "needs a preStop sleep, DRAIN_DELAY_MS and SHUTDOWN_TIMEOUT_MS");
         return;
       }
-      if (drainMs >= shutdownMs) at(["env"], `DRAIN_DELAY_MS ${drainMs} must be below SHUTDOWN_TIMEOUT_MS ${shutdownMs}, which counts from SIGTERM and includes the drain (the service refuses to start otherwise)`);
-      if (preStopS * 1000 + drainMs >= grace * 1000) at(["lifecycle", "preStop", "sleep", "seconds"], `preStop ${preStopS} s + DRAIN_DELAY_MS ${drainMs} ms reaches the ${grace} s grace period: SIGKILL before the drain ends`);
-      if (preStopS * 1000 + shutdownMs >= grace * 1000) at(["env"], `preStop ${preStopS} s + SHUTDOWN_TIMEOUT_MS ${shutdownMs} ms reaches the ${grace} s grace period: the kubelet's SIGKILL would cut the shutdown short`);
-      if (preStopS * 1000 + drainMs <= refreshMs) at(["env"], `preStop ${preStopS} s + DRAIN_DELAY_MS ${drainMs} ms ends before the gateway re-resolves its upstreams (every ${refreshMs} ms): it could still send here after the listener closed`);
+      if (drainMs >= shutdownMs)
+        at(
+          ["env"],
+          `DRAIN_DELAY_MS ${drainMs} must be below SHUTDOWN_TIMEOUT_MS ${shutdownMs}, which counts from SIGTERM and includes the drain (the service refuses to start otherwise)`,
+        );
+      if (preStopS * 1000 + drainMs >= grace * 1000)
+        at(
+          ["lifecycle", "preStop", "sleep", "seconds"],
+          `preStop ${preStopS} s + DRAIN_DELAY_MS ${drainMs} ms reaches the ${grace} s grace period: SIGKILL before the drain ends`,
+        );
+      if (preStopS * 1000 + shutdownMs >= grace * 1000)
+        at(
+          ["env"],
+          `preStop ${preStopS} s + SHUTDOWN_TIMEOUT_MS ${shutdownMs} ms reaches the ${grace} s grace period: the kubelet's SIGKILL would cut the shutdown short`,
+        );
+      if (preStopS * 1000 + drainMs <= refreshMs)
+        at(
+          ["env"],
+          `preStop ${preStopS} s + DRAIN_DELAY_MS ${drainMs} ms ends before the gateway re-resolves its upstreams (every ${refreshMs} ms): it could still send here after the listener closed`,
+        );
     });
   }
   return problems;
@@ -150,7 +232,22 @@ export interface Matcher {
 }
 
 /** PromQL words that are not metric names. */
-const KEYWORDS = new Set(["by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "and", "or", "unless", "atan2", "inf", "nan"]);
+const KEYWORDS = new Set([
+  "by",
+  "without",
+  "on",
+  "ignoring",
+  "group_left",
+  "group_right",
+  "bool",
+  "offset",
+  "and",
+  "or",
+  "unless",
+  "atan2",
+  "inf",
+  "nan",
+]);
 
 /**
  * The metric names a PromQL expression selects, with their label matchers. Strings, label
@@ -187,7 +284,8 @@ export function selectorsOf(query: string): { metric: string; matchers: Matcher[
 
 function matchersOf(braces: string): Matcher[] {
   const out: Matcher[] = [];
-  for (const m of braces.matchAll(/([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"/g)) out.push({ label: m[1]!, op: m[2] as Matcher["op"], value: m[3]! });
+  for (const m of braces.matchAll(/([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"/g))
+    out.push({ label: m[1]!, op: m[2] as Matcher["op"], value: m[3]! });
   return out;
 }
 
@@ -214,5 +312,9 @@ export function seriesOf(exposition: string): Map<string, Record<string, string>
 /** Labels the Prometheus scrape config adds to the pods' series (relabel `target_label`s). */
 export function relabelTargets(prometheusYml: string): Set<string> {
   const config = parseYaml(prometheusYml) as { scrape_configs?: { relabel_configs?: { target_label?: string }[] }[] };
-  return new Set((config.scrape_configs ?? []).flatMap((s) => (s.relabel_configs ?? []).map((r) => r.target_label ?? "")).filter((l) => l && !l.startsWith("__")));
+  return new Set(
+    (config.scrape_configs ?? [])
+      .flatMap((s) => (s.relabel_configs ?? []).map((r) => r.target_label ?? ""))
+      .filter((l) => l && !l.startsWith("__")),
+  );
 }

@@ -14,7 +14,11 @@ import { imageName, SERVICES } from "./images.ts";
 const VERSION_LABEL_PATH = "labels/app.kubernetes.io~1version"; // JSON Pointer: "/" is written ~1
 
 export function overlayKustomization(k8sDir: string, overlayDir: string, tag: string): string {
-  const patch = ["/metadata", "/spec/template/metadata"].map((base) => ({ op: "replace", path: `${base}/${VERSION_LABEL_PATH}`, value: tag }));
+  const patch = ["/metadata", "/spec/template/metadata"].map((base) => ({
+    op: "replace",
+    path: `${base}/${VERSION_LABEL_PATH}`,
+    value: tag,
+  }));
   return stringify({
     apiVersion: "kustomize.config.k8s.io/v1beta1",
     kind: "Kustomization",
@@ -22,7 +26,12 @@ export function overlayKustomization(k8sDir: string, overlayDir: string, tag: st
     resources: [relative(overlayDir, k8sDir)],
     images: SERVICES.map((s) => ({ name: imageName(s), newTag: tag })),
     // Only the Deployments running images this script builds: Redis, Prometheus & co. keep their own version.
-    patches: [{ target: { kind: "Deployment", labelSelector: `app.kubernetes.io/name in (${SERVICES.join(",")})` }, patch: stringify(patch) }],
+    patches: [
+      {
+        target: { kind: "Deployment", labelSelector: `app.kubernetes.io/name in (${SERVICES.join(",")})` },
+        patch: stringify(patch),
+      },
+    ],
   });
 }
 

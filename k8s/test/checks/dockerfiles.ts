@@ -34,7 +34,10 @@ export function argsOf(instruction: Instruction): string[] {
 
 /** `--from=build` → { from: "build" } (flags are not among the arguments). */
 export function flagsOf(instruction: Instruction): Record<string, string | null> {
-  const flags = (instruction as Instruction & { getFlags?: () => { getName(): string; getValue(): string | null }[] }).getFlags?.() ?? [];
+  const flags =
+    (
+      instruction as Instruction & { getFlags?: () => { getName(): string; getValue(): string | null }[] }
+    ).getFlags?.() ?? [];
   return Object.fromEntries(flags.map((f) => [f.getName(), f.getValue()]));
 }
 
@@ -105,7 +108,8 @@ export function importClosure(entry: string): { files: ImportedFile[]; packages:
     if (!/\.[cm]?[jt]s$/.test(file) || !existsSync(absolute)) return;
     for (const { path } of transpiler.scanImports(readFileSync(absolute, "utf8"))) {
       if (path.startsWith(".")) visit(relative(REPO_ROOT, resolveImport(path, dirname(absolute))), file);
-      else if (!/^(node|bun):|^bun$/.test(path)) packages.set(path.startsWith("@") ? path.split("/").slice(0, 2).join("/") : path.split("/")[0]!, file);
+      else if (!/^(node|bun):|^bun$/.test(path))
+        packages.set(path.startsWith("@") ? path.split("/").slice(0, 2).join("/") : path.split("/")[0]!, file);
     }
   };
   visit(entry, entry);

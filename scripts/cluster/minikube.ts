@@ -3,7 +3,7 @@
  * are built where the cluster runs them, no registry), and the gateway's URL.
  */
 import { $, chalk } from "zx";
-import { printCommand, run, ScriptError } from "./cli.ts";
+import { printCommand, run, ScriptError } from "../cli.ts";
 
 export const NAMESPACE = "portico";
 
@@ -16,7 +16,9 @@ export function kubeContext(env: Record<string, string | undefined> = process.en
 }
 
 /** GATEWAY_URL when set, else the cluster's gateway (`minikube service`); `close` ends a tunnel if one was opened. */
-export async function clusterGateway(env: Record<string, string | undefined> = process.env): Promise<{ url: string; close: () => void }> {
+export async function clusterGateway(
+  env: Record<string, string | undefined> = process.env,
+): Promise<{ url: string; close: () => void }> {
   return env.GATEWAY_URL ? { url: env.GATEWAY_URL, close: () => {} } : await serviceUrl("gateway");
 }
 
@@ -93,7 +95,9 @@ export async function serviceUrl(name: string, timeoutMs = 60_000): Promise<Serv
     const timedOut = !settled;
     close();
     const out = await done;
-    throw new ScriptError(`\`${argv.join(" ")}\` printed no URL${timedOut ? ` within ${timeoutMs / 1000} s` : ""}:\n${(out.stderr + out.stdout).trim()}`);
+    throw new ScriptError(
+      `\`${argv.join(" ")}\` printed no URL${timedOut ? ` within ${timeoutMs / 1000} s` : ""}:\n${(out.stderr + out.stdout).trim()}`,
+    );
   }
   // On Linux it prints the URL and exits; still running a moment later means it holds a tunnel.
   await Promise.race([done, Bun.sleep(1000)]);

@@ -27,7 +27,14 @@ interface Answer {
   gateway: string | null;
 }
 
-async function send(base: string, method: string, path: string, body: unknown, timeoutMs: number, quiet = false): Promise<Answer> {
+async function send(
+  base: string,
+  method: string,
+  path: string,
+  body: unknown,
+  timeoutMs: number,
+  quiet = false,
+): Promise<Answer> {
   const url = `${base}${path}`;
   if (!quiet) console.log(`${chalk.dim("→")} ${method} ${url}${body === undefined ? "" : ` ${JSON.stringify(body)}`}`);
   const res = await fetch(url, {
@@ -43,7 +50,12 @@ async function send(base: string, method: string, path: string, body: unknown, t
   } catch {
     // not JSON: keep the text for the message
   }
-  return { status: res.status, body: parsed, servedBy: res.headers.get("x-served-by"), gateway: res.headers.get("x-gateway") };
+  return {
+    status: res.status,
+    body: parsed,
+    servedBy: res.headers.get("x-served-by"),
+    gateway: res.headers.get("x-gateway"),
+  };
 }
 
 function describe(a: Answer): string {
@@ -63,7 +75,10 @@ async function guarded(check: string, fn: () => Promise<Omit<CheckResult, "check
 const SEED_TITLE = "An awesome project";
 const SEED_VERIFY = { id: 121, token: "a$$" };
 
-export async function runSmoke(base: string, opts: SmokeOptions): Promise<{ results: CheckResult[]; gateways: Set<string> }> {
+export async function runSmoke(
+  base: string,
+  opts: SmokeOptions,
+): Promise<{ results: CheckResult[]; gateways: Set<string> }> {
   const results: CheckResult[] = [];
   const gateways = new Set<string>();
   const note = (a: Answer) => a.gateway && gateways.add(a.gateway);
@@ -74,9 +89,13 @@ export async function runSmoke(base: string, opts: SmokeOptions): Promise<{ resu
       const a = await send(base, "POST", "/projects/", { title: SEED_TITLE }, opts.timeoutMs);
       note(a);
       const body = a.body as { id?: unknown; url?: unknown };
-      const ok = (a.status === 201 || a.status === 200) && Number.isInteger(body?.id) && body?.url === `Project-${SEED_TITLE}`;
+      const ok =
+        (a.status === 201 || a.status === 200) && Number.isInteger(body?.id) && body?.url === `Project-${SEED_TITLE}`;
       if (ok) projectId = body.id as number;
-      return { ok, detail: ok ? describe(a) : `expected 201 {"id":<integer>,"url":"Project-${SEED_TITLE}"}, got ${describe(a)}` };
+      return {
+        ok,
+        detail: ok ? describe(a) : `expected 201 {"id":<integer>,"url":"Project-${SEED_TITLE}"}, got ${describe(a)}`,
+      };
     }),
   );
 
@@ -87,7 +106,12 @@ export async function runSmoke(base: string, opts: SmokeOptions): Promise<{ resu
       note(a);
       const body = a.body as { id?: unknown; url?: unknown };
       const ok = a.status === 200 && body?.id === projectId && body?.url === `Project-${SEED_TITLE}`;
-      return { ok, detail: ok ? `${describe(a)} (from ${a.servedBy ?? "?"})` : `expected 200 with id ${projectId}, got ${describe(a)} from ${a.servedBy ?? "?"}` };
+      return {
+        ok,
+        detail: ok
+          ? `${describe(a)} (from ${a.servedBy ?? "?"})`
+          : `expected 200 with id ${projectId}, got ${describe(a)} from ${a.servedBy ?? "?"}`,
+      };
     }),
   );
 
@@ -106,7 +130,9 @@ export async function runSmoke(base: string, opts: SmokeOptions): Promise<{ resu
   ] as const) {
     results.push(
       await guarded(`${opts.requests} × ${method} ${path} reach every ${service} replica`, async () => {
-        console.log(`${chalk.dim("→")} ${opts.requests} × ${method} ${base}${path}${body ? ` ${JSON.stringify(body)}` : ""}`);
+        console.log(
+          `${chalk.dim("→")} ${opts.requests} × ${method} ${base}${path}${body ? ` ${JSON.stringify(body)}` : ""}`,
+        );
         const seen = new Map<string, number>();
         const failures: string[] = [];
         for (let i = 0; i < opts.requests; i++) {
@@ -116,8 +142,16 @@ export async function runSmoke(base: string, opts: SmokeOptions): Promise<{ resu
           else if (a.servedBy) seen.set(a.servedBy, (seen.get(a.servedBy) ?? 0) + 1);
           else failures.push(`${a.status} without an x-served-by header`);
         }
-        const spread = [...seen].sort().map(([who, n]) => `${who} ×${n}`).join(", ") || "none";
-        if (failures.length > 0) return { ok: false, detail: `${failures.length} of ${opts.requests} failed (first: ${failures[0]}); served by ${spread}` };
+        const spread =
+          [...seen]
+            .sort()
+            .map(([who, n]) => `${who} ×${n}`)
+            .join(", ") || "none";
+        if (failures.length > 0)
+          return {
+            ok: false,
+            detail: `${failures.length} of ${opts.requests} failed (first: ${failures[0]}); served by ${spread}`,
+          };
         const ok = seen.size >= opts.replicas;
         return { ok, detail: `${seen.size} of ${opts.replicas} replicas answered: ${spread}` };
       }),
@@ -129,6 +163,8 @@ export async function runSmoke(base: string, opts: SmokeOptions): Promise<{ resu
 /** The pass/fail table, one line per check. */
 export function formatTable(results: CheckResult[]): string {
   const width = Math.max(...results.map((r) => r.check.length));
-  const lines = results.map((r) => `${r.ok ? chalk.green("PASS") : chalk.red("FAIL")}  ${r.check.padEnd(width)}  ${r.detail}`);
+  const lines = results.map(
+    (r) => `${r.ok ? chalk.green("PASS") : chalk.red("FAIL")}  ${r.check.padEnd(width)}  ${r.detail}`,
+  );
   return [`${"".padEnd(4)}  ${"check".padEnd(width)}  detail`, ...lines].join("\n");
 }

@@ -4,7 +4,7 @@
  * connections reset, as when its pod is deleted) and restartable on the same port, empty.
  * Cleaned up by PID with the test file's other processes (afterAll → stopAll()).
  */
-import { isListening, redisServerArgv } from "../../scripts/stack/redis.ts";
+import { isListening, redisServerArgv } from "../redis.ts";
 import { freePort } from "./ports.ts";
 import { type Spawned, spawnProcess, stopProcess, waitFor } from "./processes.ts";
 

@@ -13,7 +13,13 @@ export const IMAGE_REPOSITORY_PREFIX = "portico";
  * would otherwise read a .env and a bunfig.toml from its working directory at start-up: a stray
  * file there must not change how a service runs (https://bun.sh/docs/bundler/executables).
  */
-export const COMPILE_FLAGS = ["--compile", "--bytecode", "--format=esm", "--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig"] as const;
+export const COMPILE_FLAGS = [
+  "--compile",
+  "--bytecode",
+  "--format=esm",
+  "--no-compile-autoload-dotenv",
+  "--no-compile-autoload-bunfig",
+] as const;
 
 /** `portico/webapp` */
 export function imageName(service: Service): string {
@@ -34,4 +40,13 @@ export function dockerfileOf(service: Service): string {
  * here changes the images, and so their tag. k8s/test/dockerfiles.test.ts keeps this in step with
  * .dockerignore.
  */
-export const BUILD_INPUTS = ["package.json", "bun.lock", "bunfig.toml", "tsconfig.json", ".dockerignore", "lib", "proto", ...SERVICES] as const;
+export const BUILD_INPUTS = [
+  "package.json",
+  "bun.lock",
+  "bunfig.toml",
+  "tsconfig.json",
+  ".dockerignore",
+  "lib",
+  "proto",
+  ...SERVICES,
+] as const;

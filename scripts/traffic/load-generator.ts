@@ -20,7 +20,7 @@ export interface RequestSpec {
   body?: unknown;
 }
 
-/** The seed's two requests (DESIGN.md): one to webapp over HTTP, one to rpcapp over gRPC. */
+/** The seed's two requests (docs/design.md, "What the stack must do"): one to webapp over HTTP, one to rpcapp over gRPC. */
 export const SEED_MIX: readonly RequestSpec[] = [
   { name: "projects", method: "POST", path: "/projects/", body: { title: "An awesome project" } },
   { name: "verify", method: "POST", path: "/verify/", body: { id: 121, token: "a$$" } },
@@ -90,7 +90,10 @@ export class LoadGenerator {
     this.#rps = opts.rps;
     this.#maxInFlight = opts.maxInFlight ?? 256;
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
-    this.#mix = (opts.mix ?? SEED_MIX).map((spec) => ({ spec, body: spec.body === undefined ? undefined : JSON.stringify(spec.body) }));
+    this.#mix = (opts.mix ?? SEED_MIX).map((spec) => ({
+      spec,
+      body: spec.body === undefined ? undefined : JSON.stringify(spec.body),
+    }));
   }
 
   get running(): boolean {
@@ -107,7 +110,11 @@ export class LoadGenerator {
   /** The figures so far (requests in flight not included). */
   snapshot(): LoadReport {
     const end = this.#stoppedAt || performance.now();
-    return { ...structuredClone(this.#report), durationMs: Math.round(end - this.#startedAt), latency: percentiles(this.#latencies) };
+    return {
+      ...structuredClone(this.#report),
+      durationMs: Math.round(end - this.#startedAt),
+      latency: percentiles(this.#latencies),
+    };
   }
 
   /** Stops starting requests, waits for those in flight, and returns the report. */
@@ -154,7 +161,10 @@ export class LoadGenerator {
         count((r.servedBy[spec.name] ??= {}), res.headers.get("x-served-by") ?? "(none)");
         return;
       }
-      this.#fail(`HTTP ${res.status}${res.status === 429 ? " (rate limited: lower LOAD_RPS)" : ""}`, `${spec.method} ${spec.path} → ${res.status} ${text.slice(0, 160)} (x-request-id ${requestId}, gateway ${res.headers.get("x-gateway") ?? "?"})`);
+      this.#fail(
+        `HTTP ${res.status}${res.status === 429 ? " (rate limited: lower LOAD_RPS)" : ""}`,
+        `${spec.method} ${spec.path} → ${res.status} ${text.slice(0, 160)} (x-request-id ${requestId}, gateway ${res.headers.get("x-gateway") ?? "?"})`,
+      );
     } catch (err) {
       const e = err as Error & { code?: string };
       const kind = e.name === "TimeoutError" ? `timeout (${this.#timeoutMs} ms)` : (e.code ?? e.name);
@@ -194,7 +204,9 @@ export function formatReport(r: LoadReport): string {
     `requests   ${r.sent} sent in ${(r.durationMs / 1000).toFixed(1)} s (${(r.sent / Math.max(1, r.durationMs / 1000)).toFixed(0)}/s): ${r.ok} ok, ${r.failed} failed (${pct} %)${r.skipped ? `, ${r.skipped} not sent (${r.skipped} starts found the in-flight cap full)` : ""}`,
     `latency    p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms, max ${r.latency.max} ms`,
     `gateway    x-gateway-version: ${formatCounts(r.gatewayVersions)}`,
-    ...Object.entries(r.serviceVersions).map(([route, versions]) => `${route.padEnd(10)} x-service-version: ${formatCounts(versions)}`),
+    ...Object.entries(r.serviceVersions).map(
+      ([route, versions]) => `${route.padEnd(10)} x-service-version: ${formatCounts(versions)}`,
+    ),
   ];
   if (r.failed > 0) {
     lines.push(`failures   ${formatCounts(r.failures)}`);

@@ -5,8 +5,8 @@
  */
 import { which } from "zx";
 import { envEnum } from "../../lib/env.ts";
-import { EXIT_MISSING_TOOL, ScriptError } from "./cli.ts";
-import { controlUrl, findDevStack, type StackView } from "./dev-control.ts";
+import { EXIT_MISSING_TOOL, ScriptError } from "../cli.ts";
+import { controlUrl, findDevStack, type StackView } from "../stack/dev-control.ts";
 import { SERVICES, type Service } from "./images.ts";
 
 export type RolloutTarget = { kind: "local"; controlUrl: string; stack: StackView } | { kind: "minikube" };
@@ -17,7 +17,11 @@ export async function findRolloutTarget(env: Record<string, string | undefined> 
   if (wanted !== "minikube") {
     const stack = await findDevStack(url);
     if (stack) return { kind: "local", controlUrl: url, stack };
-    if (wanted === "local") throw new ScriptError(`ROLLOUT_TARGET=local, but no \`make dev\` stack answers on ${url}/stack. Start one with \`make dev\` (DEV_CONTROL_PORT chooses its control port).`, EXIT_MISSING_TOOL);
+    if (wanted === "local")
+      throw new ScriptError(
+        `ROLLOUT_TARGET=local, but no \`make dev\` stack answers on ${url}/stack. Start one with \`make dev\` (DEV_CONTROL_PORT chooses its control port).`,
+        EXIT_MISSING_TOOL,
+      );
   }
   if (wanted === "auto" && !which.sync("minikube", { nothrow: true })) {
     throw new ScriptError(

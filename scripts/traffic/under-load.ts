@@ -6,7 +6,7 @@
  */
 import { chalk } from "zx";
 import { envInt } from "../../lib/env.ts";
-import { ScriptError, step } from "./cli.ts";
+import { ScriptError, step } from "../cli.ts";
 import { formatCounts, formatReport, LoadGenerator, type LoadReport } from "./load-generator.ts";
 
 export interface UnderLoadOptions {
@@ -21,7 +21,10 @@ export interface UnderLoadOptions {
 }
 
 /** LOAD_RPS (default `rps`), ROLLOUT_WARMUP_S (3), ROLLOUT_SETTLE_S (5). */
-export function loadSettingsFromEnv(rps: number, env: Record<string, string | undefined> = process.env): Pick<UnderLoadOptions, "rps" | "warmupMs" | "settleMs"> {
+export function loadSettingsFromEnv(
+  rps: number,
+  env: Record<string, string | undefined> = process.env,
+): Pick<UnderLoadOptions, "rps" | "warmupMs" | "settleMs"> {
   return {
     rps: envInt("LOAD_RPS", rps, { min: 1, max: 100_000 }, env),
     warmupMs: envInt("ROLLOUT_WARMUP_S", 3, { min: 0, max: 600 }, env) * 1000,
@@ -33,7 +36,9 @@ function progressLine(r: LoadReport): string {
   const versions = Object.entries(r.serviceVersions)
     .map(([route, v]) => `${route} ${formatCounts(v)}`)
     .join("; ");
-  return chalk.dim(`  … ${(r.durationMs / 1000).toFixed(0)} s: ${r.sent} sent, ${r.failed} failed; gateway ${formatCounts(r.gatewayVersions)}; ${versions}`);
+  return chalk.dim(
+    `  … ${(r.durationMs / 1000).toFixed(0)} s: ${r.sent} sent, ${r.failed} failed; gateway ${formatCounts(r.gatewayVersions)}; ${versions}`,
+  );
 }
 
 /** Runs `change` under load; resolves with the report when no request failed, else throws ScriptError. */
@@ -48,7 +53,9 @@ export async function underLoad(opts: UnderLoadOptions, change: () => Promise<vo
     const warm = load.snapshot();
     if (warm.failed > 0) {
       report = await load.stop();
-      throw new ScriptError(`the gateway already failed ${warm.failed} of ${warm.sent} requests before ${opts.what} started, so nothing was changed:\n${formatReport(report)}\nCheck the stack first: make smoke`);
+      throw new ScriptError(
+        `the gateway already failed ${warm.failed} of ${warm.sent} requests before ${opts.what} started, so nothing was changed:\n${formatReport(report)}\nCheck the stack first: make smoke`,
+      );
     }
     await change();
     await Bun.sleep(opts.settleMs);
@@ -61,7 +68,8 @@ export async function underLoad(opts: UnderLoadOptions, change: () => Promise<vo
     }
   }
   if (report.sent === 0) throw new ScriptError(`no request was sent during ${opts.what}: is LOAD_RPS above 0?`);
-  if (report.failed > 0) throw new ScriptError(`${report.failed} of ${report.sent} requests failed during ${opts.what} (target: 0)`);
+  if (report.failed > 0)
+    throw new ScriptError(`${report.failed} of ${report.sent} requests failed during ${opts.what} (target: 0)`);
   console.log(`\n${chalk.green(`0 of ${report.sent} requests failed`)} during ${opts.what}`);
   return report;
 }

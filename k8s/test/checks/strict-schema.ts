@@ -3,7 +3,7 @@
  *
  * kubernetes-models' `.validate()` (ajv, compiled from the Kubernetes OpenAPI schema) catches
  * wrong types, bad enums and missing required fields, but accepts any unknown key, so
- * `replcas: 3` passes and the Deployment silently runs 1 replica (DESIGN.md, "Known traps"). The
+ * `replcas: 3` passes and the Deployment silently runs 1 replica (docs/design.md, "Known traps"). The
  * package ships compiled validators and TypeScript declarations, not the JSON schema, so unknown
  * keys are found by walking each object against those declarations with the TypeScript type
  * checker: every key must be a property of the type at its place, or fall under an index
@@ -18,7 +18,7 @@ import { Type as T, type TSchema } from "@sinclair/typebox";
 import { Value } from "@sinclair/typebox/value";
 import ts from "typescript";
 import { CUSTOM_RESOURCE_VALIDATORS } from "./custom-resources.ts";
-import { formatPath, type KubeObject, type Manifest, type Path, type Problem, problemAt, REPO_ROOT } from "./manifests.ts";
+import { type KubeObject, type Manifest, type Path, type Problem, problemAt, REPO_ROOT } from "./manifests.ts";
 
 /**
  * Custom resources that a later change may add under k8s/ (autoscaling, monitoring). Their CRD
@@ -71,7 +71,9 @@ const KustomizationSchema = T.Object(
         ),
       ),
     ),
-    replicas: T.Optional(T.Array(T.Object({ name: T.String(), count: T.Integer({ minimum: 0 }) }, { additionalProperties: false }))),
+    replicas: T.Optional(
+      T.Array(T.Object({ name: T.String(), count: T.Integer({ minimum: 0 }) }, { additionalProperties: false })),
+    ),
     configMapGenerator: T.Optional(T.Array(T.Record(T.String(), T.Unknown()))),
     secretGenerator: T.Optional(T.Array(T.Record(T.String(), T.Unknown()))),
     generatorOptions: T.Optional(T.Record(T.String(), T.Unknown())),
@@ -100,8 +102,10 @@ class DeclaredTypes {
 
   constructor(modules: string[]) {
     // One virtual file naming each kind's interface; the checker resolves everything it imports.
-    const file = join(REPO_ROOT, "k8s/test/lib/__declared_kinds__.ts");
-    const text = modules.map((m, i) => `export type K${i} = import(${JSON.stringify(m)}).I${m.split("/").at(-1)};`).join("\n");
+    const file = join(REPO_ROOT, "k8s/test/checks/__declared_kinds__.ts");
+    const text = modules
+      .map((m, i) => `export type K${i} = import(${JSON.stringify(m)}).I${m.split("/").at(-1)};`)
+      .join("\n");
     const options: ts.CompilerOptions = {
       target: ts.ScriptTarget.ESNext,
       module: ts.ModuleKind.ESNext,
@@ -122,7 +126,8 @@ class DeclaredTypes {
     this.checker = program.getTypeChecker();
     const source = program.getSourceFile(file)!;
     source.statements.forEach((statement, i) => {
-      if (ts.isTypeAliasDeclaration(statement)) this.#types.set(modules[i]!, this.checker.getTypeAtLocation(statement.name));
+      if (ts.isTypeAliasDeclaration(statement))
+        this.#types.set(modules[i]!, this.checker.getTypeAtLocation(statement.name));
     });
   }
 
@@ -139,12 +144,21 @@ interface KeyProblem {
 }
 
 /** Unknown keys in `value`, walked against `type`. Type mismatches are left to ajv. */
-function unknownKeys(checker: ts.TypeChecker, kind: string, value: unknown, type: ts.Type, path: Path, out: KeyProblem[]): void {
+function unknownKeys(
+  checker: ts.TypeChecker,
+  kind: string,
+  value: unknown,
+  type: ts.Type,
+  path: Path,
+  out: KeyProblem[],
+): void {
   if (value === null || value === undefined) return;
   type = checker.getNonNullableType(type);
   if (type.flags & (ts.TypeFlags.Any | ts.TypeFlags.Unknown)) return;
   if (type.isUnion()) {
-    const candidates = type.types.filter((t) => (Array.isArray(value) ? checker.isArrayType(t) : t.flags & ts.TypeFlags.Object && !checker.isArrayType(t)));
+    const candidates = type.types.filter((t) =>
+      Array.isArray(value) ? checker.isArrayType(t) : t.flags & ts.TypeFlags.Object && !checker.isArrayType(t),
+    );
     if (candidates.length === 0) return;
     // Several object shapes: the value is wrong only if it fits none of them.
     let best: KeyProblem[] | undefined;
@@ -159,7 +173,9 @@ function unknownKeys(checker: ts.TypeChecker, kind: string, value: unknown, type
   if (Array.isArray(value)) {
     if (!checker.isArrayType(type)) return;
     const element = checker.getTypeArguments(type as ts.TypeReference)[0]!;
-    value.forEach((item, i) => unknownKeys(checker, kind, item, element, [...path, i], out));
+    value.forEach((item, i) => {
+      unknownKeys(checker, kind, item, element, [...path, i], out);
+    });
     return;
   }
   if (typeof value !== "object" || !(type.flags & ts.TypeFlags.Object)) return;
@@ -173,7 +189,10 @@ function unknownKeys(checker: ts.TypeChecker, kind: string, value: unknown, type
 }
 
 function unknownFieldMessage(checker: ts.TypeChecker, type: ts.Type, parent: Path, kind: string): string {
-  const allowed = checker.getPropertiesOfType(type).map((p) => p.name).sort();
+  const allowed = checker
+    .getPropertiesOfType(type)
+    .map((p) => p.name)
+    .sort();
   if (allowed.length <= 12) return `unknown field; allowed here: ${allowed.join(", ")}`;
   const explain = [kind.toLowerCase(), ...parent.filter((s) => typeof s === "string")].join(".");
   return `unknown field; \`kubectl explain ${explain}\` lists the ${allowed.length} allowed here`;
@@ -188,12 +207,18 @@ async function typeProblems(module: string, m: Manifest): Promise<KeyProblem[]> 
     new Model(m.object).validate();
     return [];
   } catch (err) {
-    const errors = (err as { errors?: { instancePath: string; message?: string; params?: Record<string, unknown> }[] }).errors;
+    const errors = (err as { errors?: { instancePath: string; message?: string; params?: Record<string, unknown> }[] })
+      .errors;
     if (!errors) throw err;
     return errors.map((e) => {
-      const path: Path = e.instancePath.split("/").slice(1).map((s) => (/^\d+$/.test(s) ? Number(s) : s.replace(/~1/g, "/").replace(/~0/g, "~")));
+      const path: Path = e.instancePath
+        .split("/")
+        .slice(1)
+        .map((s) => (/^\d+$/.test(s) ? Number(s) : s.replace(/~1/g, "/").replace(/~0/g, "~")));
       const missing = e.params?.missingProperty;
-      return typeof missing === "string" ? { path: [...path, missing], message: "required field is missing" } : { path, message: e.message ?? "invalid" };
+      return typeof missing === "string"
+        ? { path: [...path, missing], message: "required field is missing" }
+        : { path, message: e.message ?? "invalid" };
     });
   }
 }
@@ -227,12 +252,18 @@ export class StrictValidator {
       const object = m.object;
       const at = (path: Path, message: string) => problems.push(problemAt(m, path, message));
       if (typeof object.apiVersion !== "string" || typeof object.kind !== "string") {
-        at([], "not a Kubernetes object: apiVersion and kind are required (a config file belongs in a configMapGenerator's files)");
+        at(
+          [],
+          "not a Kubernetes object: apiVersion and kind are required (a config file belongs in a configMapGenerator's files)",
+        );
         continue;
       }
       if (object.apiVersion === KUSTOMIZE_API && object.kind === "Kustomization") {
         for (const e of Value.Errors(KustomizationSchema as TSchema, object)) {
-          const path: Path = e.path.split("/").slice(1).map((s) => (/^\d+$/.test(s) ? Number(s) : s));
+          const path: Path = e.path
+            .split("/")
+            .slice(1)
+            .map((s) => (/^\d+$/.test(s) ? Number(s) : s));
           at(path, e.message === "Unexpected property" ? "unknown field" : e.message);
         }
         continue;
@@ -247,15 +278,23 @@ export class StrictValidator {
       if (!module) {
         const custom = KNOWN_CUSTOM_RESOURCES[apiVersionKind(object)];
         if (custom) {
-          notes.push(`${m.file}: ${object.kind}/${String(object.metadata?.name)}: ${apiVersionKind(object)} (${custom}) has no schema here; checked apiVersion/kind/metadata only`);
+          notes.push(
+            `${m.file}: ${object.kind}/${String(object.metadata?.name)}: ${apiVersionKind(object)} (${custom}) has no schema here; checked apiVersion/kind/metadata only`,
+          );
           if (typeof object.metadata?.name !== "string") at(["metadata", "name"], "required field is missing");
         } else {
-          at(["kind"], `unknown apiVersion/kind "${apiVersionKind(object)}": not a built-in Kubernetes kind (typo?), nor a custom resource listed in k8s/test/lib/strict-schema.ts KNOWN_CUSTOM_RESOURCES`);
+          at(
+            ["kind"],
+            `unknown apiVersion/kind "${apiVersionKind(object)}": not a built-in Kubernetes kind (typo?), nor a custom resource listed in k8s/test/checks/strict-schema.ts KNOWN_CUSTOM_RESOURCES`,
+          );
         }
         continue;
       }
       const type = this.#declared.typeOf(module);
-      if (!type) throw new Error(`no TypeScript declaration resolved for ${module}; build the StrictValidator with every manifest it will check`);
+      if (!type)
+        throw new Error(
+          `no TypeScript declaration resolved for ${module}; build the StrictValidator with every manifest it will check`,
+        );
       const found: KeyProblem[] = [];
       unknownKeys(this.#declared.checker, object.kind, object, type, [], found);
       found.push(...(await typeProblems(module, m)));

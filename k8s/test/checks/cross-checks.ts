@@ -13,7 +13,13 @@ import type { IContainer } from "kubernetes-models/v1/Container";
 import type { IProbe } from "kubernetes-models/v1/Probe";
 import type { IService } from "kubernetes-models/v1/Service";
 import { parse as parseYaml } from "yaml";
-import { dockerfileOf, IMAGE_REPOSITORY_PREFIX, imageName, SERVICES, type Service } from "../../../scripts/lib/images.ts";
+import {
+  dockerfileOf,
+  IMAGE_REPOSITORY_PREFIX,
+  imageName,
+  SERVICES,
+  type Service,
+} from "../../../scripts/cluster/images.ts";
 import { isAutoscaled } from "./autoscaling.ts";
 import { K8S_DIR, type Manifest, manifestFiles, type Path, type Problem, problemAt, REPO_ROOT } from "./manifests.ts";
 
@@ -27,7 +33,16 @@ const REQUIRED_LABELS = [NAME_LABEL, "app.kubernetes.io/part-of", "app.kubernete
 /** The env variables that choose a listening port, as the services read them (lib/env.ts envPort). */
 const PORT_ENV = ["PORT", "ADMIN_PORT", "METRICS_PORT"];
 /** Kinds whose objects belong to the cluster, not to a namespace. */
-const CLUSTER_SCOPED = new Set(["Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume", "StorageClass", "PriorityClass", "CustomResourceDefinition", "APIService"]);
+const CLUSTER_SCOPED = new Set([
+  "Namespace",
+  "ClusterRole",
+  "ClusterRoleBinding",
+  "PersistentVolume",
+  "StorageClass",
+  "PriorityClass",
+  "CustomResourceDefinition",
+  "APIService",
+]);
 
 type Labels = Record<string, string>;
 
@@ -41,7 +56,7 @@ export interface Workload {
   /** The app.kubernetes.io/name label, which is also the service directory and the image name. */
   name: string;
   /**
-   * One of Portico's own services (scripts/lib/images.ts): built here, so its image, ports, env
+   * One of Portico's own services (scripts/cluster/images.ts): built here, so its image, ports, env
    * and probes are checked against its code. Third-party workloads added later (Redis,
    * Prometheus…) get the checks that hold for any container.
    */
@@ -82,17 +97,25 @@ function env(container: IContainer, name: string): string | undefined {
 }
 
 /** A containerPort of `workload` by name or number, or undefined. */
-function findPort(workload: Workload, port: string | number): { container: IContainer; containerPort: number; name?: string } | undefined {
+function findPort(
+  workload: Workload,
+  port: string | number,
+): { container: IContainer; containerPort: number; name?: string } | undefined {
   for (const container of workload.containers) {
     for (const p of container.ports ?? []) {
-      if (typeof port === "number" ? p.containerPort === port : p.name === port) return { container, containerPort: p.containerPort, name: p.name };
+      if (typeof port === "number" ? p.containerPort === port : p.name === port)
+        return { container, containerPort: p.containerPort, name: p.name };
     }
   }
   return undefined;
 }
 
 function describePorts(workload: Workload): string {
-  return workload.containers.flatMap((c) => (c.ports ?? []).map((p) => `${p.name ?? "(unnamed)"}=${p.containerPort}`)).join(", ") || "none";
+  return (
+    workload.containers
+      .flatMap((c) => (c.ports ?? []).map((p) => `${p.name ?? "(unnamed)"}=${p.containerPort}`))
+      .join(", ") || "none"
+  );
 }
 
 // ---- the services' sources, for the checks against the code they run --------------------------
@@ -111,7 +134,9 @@ const sourceCache = new Map<string, string>();
 export function sourcesOf(service: string): string {
   let text = sourceCache.get(service);
   if (text === undefined) {
-    text = [...tsFiles(join(REPO_ROOT, service, "src")), ...tsFiles(join(REPO_ROOT, "lib"))].map((f) => readFileSync(f, "utf8")).join("\n");
+    text = [...tsFiles(join(REPO_ROOT, service, "src")), ...tsFiles(join(REPO_ROOT, "lib"))]
+      .map((f) => readFileSync(f, "utf8"))
+      .join("\n");
     sourceCache.set(service, text);
   }
   return text;
@@ -139,24 +164,43 @@ export const checkDeploymentShape: Check = (manifests) => {
       [["spec", "template", "metadata", "labels"], w.podLabels],
     ] as const) {
       for (const key of REQUIRED_LABELS) if (!labels[key]) at([...where, key], "required label is missing");
-      if (labels[NAME_LABEL] && labels[NAME_LABEL] !== d.metadata?.name) at([...where, NAME_LABEL], `must equal the ${kind}'s name "${d.metadata?.name}"`);
-      if (labels["app.kubernetes.io/part-of"] && labels["app.kubernetes.io/part-of"] !== "portico") at([...where, "app.kubernetes.io/part-of"], 'must be "portico"');
+      if (labels[NAME_LABEL] && labels[NAME_LABEL] !== d.metadata?.name)
+        at([...where, NAME_LABEL], `must equal the ${kind}'s name "${d.metadata?.name}"`);
+      if (labels["app.kubernetes.io/part-of"] && labels["app.kubernetes.io/part-of"] !== "portico")
+        at([...where, "app.kubernetes.io/part-of"], 'must be "portico"');
     }
-    if (d.metadata?.labels?.[VERSION_LABEL] !== w.podLabels[VERSION_LABEL]) at(["spec", "template", "metadata", "labels", VERSION_LABEL], `must equal the ${kind}'s own version label`);
+    if (d.metadata?.labels?.[VERSION_LABEL] !== w.podLabels[VERSION_LABEL])
+      at(["spec", "template", "metadata", "labels", VERSION_LABEL], `must equal the ${kind}'s own version label`);
     const selector = d.spec?.selector;
     const matchLabels = selector?.matchLabels ?? {};
     if (Object.keys(matchLabels).join() !== NAME_LABEL || selector?.matchExpressions) {
-      at(["spec", "selector"], `must select on ${NAME_LABEL} only (selectors are immutable; a version in them breaks every upgrade)`);
+      at(
+        ["spec", "selector"],
+        `must select on ${NAME_LABEL} only (selectors are immutable; a version in them breaks every upgrade)`,
+      );
     }
-    if (!selects(matchLabels, w.podLabels)) at(["spec", "selector", "matchLabels"], "does not match the pod template's labels");
+    if (!selects(matchLabels, w.podLabels))
+      at(["spec", "selector", "matchLabels"], "does not match the pod template's labels");
     if (!w.own) continue;
     // With an autoscaler in k8s/ the count is its own (autoscaling.ts checks minReplicas ≥ 3 there).
-    if (!isAutoscaled(manifests, w.name) && d.spec?.replicas !== REPLICAS) at(["spec", "replicas"], `must be ${REPLICAS} (or left to an autoscaler)`);
+    if (!isAutoscaled(manifests, w.name) && d.spec?.replicas !== REPLICAS)
+      at(["spec", "replicas"], `must be ${REPLICAS} (or left to an autoscaler)`);
     const strategy = d.spec?.strategy;
-    if (strategy?.type !== "RollingUpdate" || strategy.rollingUpdate?.maxSurge !== 1 || strategy.rollingUpdate?.maxUnavailable !== 0) {
-      at(["spec", "strategy"], "must be RollingUpdate with maxSurge: 1 and maxUnavailable: 0 (upgrades without downtime)");
+    if (
+      strategy?.type !== "RollingUpdate" ||
+      strategy.rollingUpdate?.maxSurge !== 1 ||
+      strategy.rollingUpdate?.maxUnavailable !== 0
+    ) {
+      at(
+        ["spec", "strategy"],
+        "must be RollingUpdate with maxSurge: 1 and maxUnavailable: 0 (upgrades without downtime)",
+      );
     }
-    if (!((d.spec?.minReadySeconds ?? 0) > 0)) at(["spec", "minReadySeconds"], "must be set above 0, so a pod that crashes right after becoming ready stops the rollout");
+    if (!((d.spec?.minReadySeconds ?? 0) > 0))
+      at(
+        ["spec", "minReadySeconds"],
+        "must be set above 0, so a pod that crashes right after becoming ready stops the rollout",
+      );
   }
   return problems;
 };
@@ -176,21 +220,34 @@ export const checkContainers: Check = (manifests) => {
       if (!c.readinessProbe) at(["readinessProbe"], "every container needs a readiness probe");
       if (!c.livenessProbe) at(["livenessProbe"], "every container needs a liveness probe");
       for (const kind of ["requests", "limits"] as const) {
-        for (const resource of ["cpu", "memory"]) if (c.resources?.[kind]?.[resource] === undefined) at(["resources", kind, resource], "must be set");
+        for (const resource of ["cpu", "memory"])
+          if (c.resources?.[kind]?.[resource] === undefined) at(["resources", kind, resource], "must be set");
       }
       const sc = c.securityContext ?? {};
       if ((sc.runAsNonRoot ?? pod.runAsNonRoot) !== true) at(["securityContext", "runAsNonRoot"], "must be true");
       if (sc.readOnlyRootFilesystem !== true) at(["securityContext", "readOnlyRootFilesystem"], "must be true");
       if (sc.allowPrivilegeEscalation !== false) at(["securityContext", "allowPrivilegeEscalation"], "must be false");
-      if (!sc.capabilities?.drop?.includes("ALL")) at(["securityContext", "capabilities", "drop"], "must drop ALL capabilities");
-      if ((sc.seccompProfile ?? pod.seccompProfile)?.type !== "RuntimeDefault") at(["securityContext", "seccompProfile", "type"], "must be RuntimeDefault");
+      if (!sc.capabilities?.drop?.includes("ALL"))
+        at(["securityContext", "capabilities", "drop"], "must drop ALL capabilities");
+      if ((sc.seccompProfile ?? pod.seccompProfile)?.type !== "RuntimeDefault")
+        at(["securityContext", "seccompProfile", "type"], "must be RuntimeDefault");
       if (!w.own) return;
-      if ((sc.runAsUser ?? pod.runAsUser) !== NONROOT_UID) at(["securityContext", "runAsUser"], `must be ${NONROOT_UID} (distroless nonroot)`);
-      if (c.imagePullPolicy !== "IfNotPresent") at(["imagePullPolicy"], "must be IfNotPresent (images are built inside minikube with unique tags)");
+      if ((sc.runAsUser ?? pod.runAsUser) !== NONROOT_UID)
+        at(["securityContext", "runAsUser"], `must be ${NONROOT_UID} (distroless nonroot)`);
+      if (c.imagePullPolicy !== "IfNotPresent")
+        at(["imagePullPolicy"], "must be IfNotPresent (images are built inside minikube with unique tags)");
       const preStop = c.lifecycle?.preStop;
-      if (preStop?.exec) at(["lifecycle", "preStop", "exec"], "the distroless images have no shell or sleep binary; use `sleep: {seconds: N}`");
+      if (preStop?.exec)
+        at(
+          ["lifecycle", "preStop", "exec"],
+          "the distroless images have no shell or sleep binary; use `sleep: {seconds: N}`",
+        );
       const preStopSeconds = preStop?.sleep?.seconds;
-      if (preStopSeconds === undefined) at(["lifecycle", "preStop", "sleep", "seconds"], "a preStop sleep must give the endpoints time to drop the pod before SIGTERM");
+      if (preStopSeconds === undefined)
+        at(
+          ["lifecycle", "preStop", "sleep", "seconds"],
+          "a preStop sleep must give the endpoints time to drop the pod before SIGTERM",
+        );
       const drain = Number(env(c, "DRAIN_DELAY_MS"));
       const shutdown = Number(env(c, "SHUTDOWN_TIMEOUT_MS"));
       if (!Number.isInteger(drain)) at(["env"], "DRAIN_DELAY_MS must be set (the services default to 0: no drain)");
@@ -200,13 +257,19 @@ export const checkContainers: Check = (manifests) => {
         const total = preStopSeconds + drain / 1000 + shutdown / 1000;
         if (total >= grace) {
           problems.push(
-            problemAt(w.m, ["spec", "template", "spec", "terminationGracePeriodSeconds"], `${grace} s does not cover preStop ${preStopSeconds} s + DRAIN_DELAY_MS ${drain} ms + SHUTDOWN_TIMEOUT_MS ${shutdown} ms = ${total} s: the kubelet would SIGKILL mid-drain`),
+            problemAt(
+              w.m,
+              ["spec", "template", "spec", "terminationGracePeriodSeconds"],
+              `${grace} s does not cover preStop ${preStopSeconds} s + DRAIN_DELAY_MS ${drain} ms + SHUTDOWN_TIMEOUT_MS ${shutdown} ms = ${total} s: the kubelet would SIGKILL mid-drain`,
+            ),
           );
         }
       }
       const fieldRef = (name: string) => c.env?.find((e) => e.name === name)?.valueFrom?.fieldRef?.fieldPath;
-      if (fieldRef("SERVICE_VERSION") !== `metadata.labels['${VERSION_LABEL}']`) at(["env"], `SERVICE_VERSION must come from the pod's ${VERSION_LABEL} label (fieldRef)`);
-      if (fieldRef("INSTANCE_ID") !== "metadata.name") at(["env"], "INSTANCE_ID must come from metadata.name (fieldRef), so x-served-by names the pod");
+      if (fieldRef("SERVICE_VERSION") !== `metadata.labels['${VERSION_LABEL}']`)
+        at(["env"], `SERVICE_VERSION must come from the pod's ${VERSION_LABEL} label (fieldRef)`);
+      if (fieldRef("INSTANCE_ID") !== "metadata.name")
+        at(["env"], "INSTANCE_ID must come from metadata.name (fieldRef), so x-served-by names the pod");
     });
   }
   return problems;
@@ -221,21 +284,38 @@ export const checkImages: Check = (manifests) => {
       const image = c.image ?? "";
       const [repository, tag, ...rest] = image.split(":");
       const at = (message: string) => problems.push(problemAt(w.m, [...CONTAINERS, i, "image"], message));
-      if (w.own && (repository !== imageName(w.name as Service) || !tag || rest.length > 0)) at(`"${image}" must be ${imageName(w.name as Service)}:<tag>, the image scripts/up.ts builds`);
-      else if (!w.own && repository?.startsWith(`${IMAGE_REPOSITORY_PREFIX}/`)) at(`"${image}" is not an image scripts/up.ts builds (${SERVICES.map(imageName).join(", ")})`);
+      if (w.own && (repository !== imageName(w.name as Service) || !tag || rest.length > 0))
+        at(`"${image}" must be ${imageName(w.name as Service)}:<tag>, the image scripts/up.ts builds`);
+      else if (!w.own && repository?.startsWith(`${IMAGE_REPOSITORY_PREFIX}/`))
+        at(`"${image}" is not an image scripts/up.ts builds (${SERVICES.map(imageName).join(", ")})`);
     });
   }
   for (const service of SERVICES) {
-    if (!workloads.some((w) => w.own && w.name === service)) problems.push({ file: "k8s/", object: `Deployment/${service}`, field: "", message: "scripts/up.ts builds this image but no Deployment runs it" });
-    if (!existsSync(join(REPO_ROOT, dockerfileOf(service)))) problems.push({ file: dockerfileOf(service), object: `image ${imageName(service)}`, field: "", message: "the Dockerfile scripts/up.ts builds from is missing" });
+    if (!workloads.some((w) => w.own && w.name === service))
+      problems.push({
+        file: "k8s/",
+        object: `Deployment/${service}`,
+        field: "",
+        message: "scripts/up.ts builds this image but no Deployment runs it",
+      });
+    if (!existsSync(join(REPO_ROOT, dockerfileOf(service))))
+      problems.push({
+        file: dockerfileOf(service),
+        object: `image ${imageName(service)}`,
+        field: "",
+        message: "the Dockerfile scripts/up.ts builds from is missing",
+      });
   }
   // Only the root kustomization sets tags: kustomize applies its `images:` to nested folders too.
   for (const k of manifests.filter((m) => m.object.kind === "Kustomization" && m.file === "k8s/kustomization.yaml")) {
     const images = (k.object.images as { name: string }[] | undefined) ?? [];
     const named = new Set(images.map((i) => i.name));
-    for (const service of SERVICES) if (!named.has(imageName(service))) problems.push(problemAt(k, ["images"], `needs an entry for ${imageName(service)} so its tag can be set`));
+    for (const service of SERVICES)
+      if (!named.has(imageName(service)))
+        problems.push(problemAt(k, ["images"], `needs an entry for ${imageName(service)} so its tag can be set`));
     images.forEach((img, i) => {
-      if (!SERVICES.some((s) => imageName(s) === img.name)) problems.push(problemAt(k, ["images", i, "name"], `"${img.name}" is not an image scripts/up.ts builds`));
+      if (!SERVICES.some((s) => imageName(s) === img.name))
+        problems.push(problemAt(k, ["images", i, "name"], `"${img.name}" is not an image scripts/up.ts builds`));
     });
   }
   return problems;
@@ -249,7 +329,15 @@ export const checkServices: Check = (manifests) => {
     const selector = svc.spec?.selector;
     const matching = workloads.filter((w) => selects(selector, w.podLabels));
     if (matching.length !== 1) {
-      problems.push(problemAt(m, ["spec", "selector"], matching.length === 0 ? "selects no pods of any Deployment in k8s/" : `selects pods of several Deployments (${matching.map((w) => w.name).join(", ")})`));
+      problems.push(
+        problemAt(
+          m,
+          ["spec", "selector"],
+          matching.length === 0
+            ? "selects no pods of any Deployment in k8s/"
+            : `selects pods of several Deployments (${matching.map((w) => w.name).join(", ")})`,
+        ),
+      );
       continue;
     }
     const w = matching[0]!;
@@ -258,9 +346,21 @@ export const checkServices: Check = (manifests) => {
       const target = p.targetPort ?? p.port;
       const found = findPort(w, target);
       if (!found) {
-        problems.push(problemAt(m, ["spec", "ports", i, p.targetPort === undefined ? "port" : "targetPort"], `${JSON.stringify(target)} is not a containerPort of Deployment/${w.name} (${describePorts(w)})`));
+        problems.push(
+          problemAt(
+            m,
+            ["spec", "ports", i, p.targetPort === undefined ? "port" : "targetPort"],
+            `${JSON.stringify(target)} is not a containerPort of Deployment/${w.name} (${describePorts(w)})`,
+          ),
+        );
       } else if (external && found.name !== "http") {
-        problems.push(problemAt(m, ["spec", "ports", i, "targetPort"], `a ${svc.spec?.type} Service exposes only the public "http" port, not "${found.name ?? found.containerPort}"`));
+        problems.push(
+          problemAt(
+            m,
+            ["spec", "ports", i, "targetPort"],
+            `a ${svc.spec?.type} Service exposes only the public "http" port, not "${found.name ?? found.containerPort}"`,
+          ),
+        );
       }
     });
   }
@@ -281,16 +381,36 @@ export const checkPortsMatchEnv: Check = (manifests) => {
       for (const name of PORT_ENV) {
         const value = env(c, name);
         const read = hasStringLiteral(source, name);
-        if (read && value === undefined) problems.push(problemAt(w.m, [...path, "env"], `${name} is read by ${w.name}/src but not set here: the containerPort would silently depend on the code's default`));
+        if (read && value === undefined)
+          problems.push(
+            problemAt(
+              w.m,
+              [...path, "env"],
+              `${name} is read by ${w.name}/src but not set here: the containerPort would silently depend on the code's default`,
+            ),
+          );
         if (value === undefined) continue;
         const index = c.env!.findIndex((e) => e.name === name);
         if (!(c.ports ?? []).some((p) => String(p.containerPort) === value)) {
-          problems.push(problemAt(w.m, [...path, "env", index, "value"], `${name}=${value} but the container declares no containerPort ${value} (${describePorts(w)})`));
+          problems.push(
+            problemAt(
+              w.m,
+              [...path, "env", index, "value"],
+              `${name}=${value} but the container declares no containerPort ${value} (${describePorts(w)})`,
+            ),
+          );
         }
         portEnv.set(Number(value), name);
       }
       (c.ports ?? []).forEach((p, j) => {
-        if (!portEnv.has(p.containerPort)) problems.push(problemAt(w.m, [...path, "ports", j, "containerPort"], `${p.containerPort} is not the value of any of ${PORT_ENV.join("/")} set on this container: the app listens elsewhere`));
+        if (!portEnv.has(p.containerPort))
+          problems.push(
+            problemAt(
+              w.m,
+              [...path, "ports", j, "containerPort"],
+              `${p.containerPort} is not the value of any of ${PORT_ENV.join("/")} set on this container: the app listens elsewhere`,
+            ),
+          );
       });
     });
   }
@@ -304,7 +424,14 @@ export const checkEnvIsRead: Check = (manifests) => {
     const source = sourcesOf(w.name);
     w.containers.forEach((c, i) => {
       (c.env ?? []).forEach((e, j) => {
-        if (!hasStringLiteral(source, e.name)) problems.push(problemAt(w.m, [...CONTAINERS, i, "env", j, "name"], `${e.name} is not read anywhere in ${w.name}/src or lib/`));
+        if (!hasStringLiteral(source, e.name))
+          problems.push(
+            problemAt(
+              w.m,
+              [...CONTAINERS, i, "env", j, "name"],
+              `${e.name} is not read anywhere in ${w.name}/src or lib/`,
+            ),
+          );
       });
     });
   }
@@ -322,14 +449,44 @@ export const checkProbes: Check = (manifests) => {
         if (!probe) continue;
         const path: Path = [...CONTAINERS, i, kind];
         if (probe.httpGet) {
-          if (!findPort(w, probe.httpGet.port)) problems.push(problemAt(w.m, [...path, "httpGet", "port"], `${JSON.stringify(probe.httpGet.port)} is not a containerPort (${describePorts(w)})`));
+          if (!findPort(w, probe.httpGet.port))
+            problems.push(
+              problemAt(
+                w.m,
+                [...path, "httpGet", "port"],
+                `${JSON.stringify(probe.httpGet.port)} is not a containerPort (${describePorts(w)})`,
+              ),
+            );
           const route = probe.httpGet.path ?? "/";
-          if (w.own && !hasStringLiteral(source, route)) problems.push(problemAt(w.m, [...path, "httpGet", "path"], `"${route}" is not a route string anywhere in ${w.name}/src or lib/`));
+          if (w.own && !hasStringLiteral(source, route))
+            problems.push(
+              problemAt(
+                w.m,
+                [...path, "httpGet", "path"],
+                `"${route}" is not a route string anywhere in ${w.name}/src or lib/`,
+              ),
+            );
         } else if (probe.grpc) {
-          if (!findPort(w, probe.grpc.port)) problems.push(problemAt(w.m, [...path, "grpc", "port"], `${probe.grpc.port} is not a containerPort (${describePorts(w)})`));
-          if (w.own && !source.includes("grpc.health.v1")) problems.push(problemAt(w.m, [...path, "grpc"], `${w.name}/src does not implement grpc.health.v1.Health, which a grpc probe calls`));
+          if (!findPort(w, probe.grpc.port))
+            problems.push(
+              problemAt(
+                w.m,
+                [...path, "grpc", "port"],
+                `${probe.grpc.port} is not a containerPort (${describePorts(w)})`,
+              ),
+            );
+          if (w.own && !source.includes("grpc.health.v1"))
+            problems.push(
+              problemAt(
+                w.m,
+                [...path, "grpc"],
+                `${w.name}/src does not implement grpc.health.v1.Health, which a grpc probe calls`,
+              ),
+            );
         } else if (w.own) {
-          problems.push(problemAt(w.m, path, "use an httpGet or grpc probe (the images have no shell for exec probes)"));
+          problems.push(
+            problemAt(w.m, path, "use an httpGet or grpc probe (the images have no shell for exec probes)"),
+          );
         }
       }
     });
@@ -340,7 +497,9 @@ export const checkProbes: Check = (manifests) => {
 function endpointsOf(value: unknown): string[] {
   const list = Array.isArray(value) ? value.map(String) : typeof value === "string" ? value.split(",") : [];
   // `${VAR:-default}` in the cluster file would take its default: that is what is checked.
-  return list.map((e) => e.trim().replace(/\$\{[A-Za-z_]\w*(?::-([^}]*))?\}/g, (_m, d: string | undefined) => d ?? "")).filter(Boolean);
+  return list
+    .map((e) => e.trim().replace(/\$\{[A-Za-z_]\w*(?::-([^}]*))?\}/g, (_m, d: string | undefined) => d ?? ""))
+    .filter(Boolean);
 }
 
 /** The gateway's routes ConfigMap: mounted where ROUTES_FILE points, upstreams are headless Services. */
@@ -355,14 +514,28 @@ export const checkGatewayRoutes: Check = (manifests) => {
   const volume = podSpec?.volumes?.find((v) => v.name === mount?.name);
   const configMapName = volume?.configMap?.name;
   if (!routesFile || !mount || !configMapName) {
-    return [problemAt(gateway.m, [...CONTAINERS, 0, "volumeMounts"], `ROUTES_FILE (${routesFile ?? "unset"}) must lie in a directory where a ConfigMap volume is mounted`)];
+    return [
+      problemAt(
+        gateway.m,
+        [...CONTAINERS, 0, "volumeMounts"],
+        `ROUTES_FILE (${routesFile ?? "unset"}) must lie in a directory where a ConfigMap volume is mounted`,
+      ),
+    ];
   }
   const key = routesFile.slice(mount.mountPath.replace(/\/$/, "").length + 1);
   const cm = ofKind<IConfigMap>(manifests, "ConfigMap").find(({ o }) => o.metadata?.name === configMapName);
-  if (!cm) return [problemAt(gateway.m, ["spec", "template", "spec", "volumes"], `ConfigMap "${configMapName}" is not defined in k8s/`)];
+  if (!cm)
+    return [
+      problemAt(
+        gateway.m,
+        ["spec", "template", "spec", "volumes"],
+        `ConfigMap "${configMapName}" is not defined in k8s/`,
+      ),
+    ];
   const text = cm.o.data?.[key];
   if (text === undefined) return [problemAt(cm.m, ["data"], `has no key "${key}" (ROUTES_FILE=${routesFile})`)];
-  const at = (field: string, message: string) => problems.push({ ...problemAt(cm.m, ["data", key], message), field: `data["${key}"] ${field}` });
+  const at = (field: string, message: string) =>
+    problems.push({ ...problemAt(cm.m, ["data", key], message), field: `data["${key}"] ${field}` });
   const routes = parseYaml(text) as { upstreams?: Record<string, { endpoints?: unknown; protocol?: string }> };
   const services = new Map(ofKind<IService>(manifests, "Service").map(({ o }) => [o.metadata?.name, o]));
   for (const [name, upstream] of Object.entries(routes.upstreams ?? {})) {
@@ -386,8 +559,13 @@ export const checkGatewayRoutes: Check = (manifests) => {
         at(`upstreams.${name}.endpoints`, `"${host}" is not a Service in k8s/ (${[...services.keys()].join(", ")})`);
         continue;
       }
-      if (svc.spec?.clusterIP !== "None") at(`upstreams.${name}.endpoints`, `Service "${serviceName}" is not headless: the gateway needs each pod's address to balance every request`);
-      if (!(svc.spec?.ports ?? []).some((p) => String(p.port) === port)) at(`upstreams.${name}.endpoints`, `Service "${serviceName}" has no port ${port}`);
+      if (svc.spec?.clusterIP !== "None")
+        at(
+          `upstreams.${name}.endpoints`,
+          `Service "${serviceName}" is not headless: the gateway needs each pod's address to balance every request`,
+        );
+      if (!(svc.spec?.ports ?? []).some((p) => String(p.port) === port))
+        at(`upstreams.${name}.endpoints`, `Service "${serviceName}" has no port ${port}`);
     }
   }
   return problems;
@@ -407,8 +585,16 @@ export function checkNoIpLiterals(root = K8S_DIR): Problem[] {
       readFileSync(full, "utf8")
         .split("\n")
         .forEach((line, i) => {
-          for (const match of line.matchAll(/(?<![\w.])(\d{1,3}(?:\.\d{1,3}){3})(?![\w.])|\[[0-9a-fA-F:]*:[0-9a-fA-F:]*\]/g)) {
-            problems.push({ file: relative(REPO_ROOT, full), line: i + 1, object: "", field: "", message: `IP literal "${match[0]}": name a Service or use DNS` });
+          for (const match of line.matchAll(
+            /(?<![\w.])(\d{1,3}(?:\.\d{1,3}){3})(?![\w.])|\[[0-9a-fA-F:]*:[0-9a-fA-F:]*\]/g,
+          )) {
+            problems.push({
+              file: relative(REPO_ROOT, full),
+              line: i + 1,
+              object: "",
+              field: "",
+              message: `IP literal "${match[0]}": name a Service or use DNS`,
+            });
           }
         });
     }
@@ -426,13 +612,30 @@ export const checkNamespaces: Check = (manifests) => {
   const problems: Problem[] = [];
   const root = manifests.find((m) => m.object.kind === "Kustomization" && m.file === "k8s/kustomization.yaml");
   const namespace = root?.object.namespace;
-  if (namespace !== NAMESPACE) problems.push(root ? problemAt(root, ["namespace"], `must be "${NAMESPACE}"`) : { file: "k8s/kustomization.yaml", object: "", field: "", message: "missing" });
+  if (namespace !== NAMESPACE)
+    problems.push(
+      root
+        ? problemAt(root, ["namespace"], `must be "${NAMESPACE}"`)
+        : { file: "k8s/kustomization.yaml", object: "", field: "", message: "missing" },
+    );
   if (!manifests.some((m) => m.object.kind === "Namespace" && m.object.metadata?.name === NAMESPACE)) {
-    problems.push({ file: "k8s/", object: `Namespace/${NAMESPACE}`, field: "", message: "no manifest creates the namespace" });
+    problems.push({
+      file: "k8s/",
+      object: `Namespace/${NAMESPACE}`,
+      field: "",
+      message: "no manifest creates the namespace",
+    });
   }
   for (const m of manifests) {
     if (m.object.kind === "Kustomization" || CLUSTER_SCOPED.has(String(m.object.kind))) continue;
-    if (m.object.metadata?.namespace !== NAMESPACE) problems.push(problemAt(m, ["metadata", "namespace"], `must be "${NAMESPACE}", so the file also works with plain \`kubectl apply -f\``));
+    if (m.object.metadata?.namespace !== NAMESPACE)
+      problems.push(
+        problemAt(
+          m,
+          ["metadata", "namespace"],
+          `must be "${NAMESPACE}", so the file also works with plain \`kubectl apply -f\``,
+        ),
+      );
   }
   return problems;
 };
@@ -458,7 +661,13 @@ export function checkEverythingDeployed(): Problem[] {
   const deployed = deployedFiles();
   return manifestFiles()
     .filter((f) => !deployed.has(f))
-    .map((f) => ({ file: relative(REPO_ROOT, f), object: "", field: "", message: "not listed in k8s/kustomization.yaml resources (directly or through a directory), so `make up` never applies it" }));
+    .map((f) => ({
+      file: relative(REPO_ROOT, f),
+      object: "",
+      field: "",
+      message:
+        "not listed in k8s/kustomization.yaml resources (directly or through a directory), so `make up` never applies it",
+    }));
 }
 
 /** Only the gateway (and Prometheus, on metrics ports) reaches webapp and rpcapp; named ports exist. */
@@ -480,7 +689,14 @@ export const checkNetworkPolicies: Check = (manifests) => {
     (np.spec?.ingress ?? []).forEach((rule, i) => {
       (rule.ports ?? []).forEach((p, j) => {
         for (const w of selected) {
-          if (p.port !== undefined && !findPort(w, p.port)) problems.push(problemAt(m, ["spec", "ingress", i, "ports", j, "port"], `${JSON.stringify(p.port)} is not a containerPort of Deployment/${w.name} (${describePorts(w)})`));
+          if (p.port !== undefined && !findPort(w, p.port))
+            problems.push(
+              problemAt(
+                m,
+                ["spec", "ingress", i, "ports", j, "port"],
+                `${JSON.stringify(p.port)} is not a containerPort of Deployment/${w.name} (${describePorts(w)})`,
+              ),
+            );
         }
       });
       for (const w of selected) {
@@ -494,15 +710,34 @@ export const checkNetworkPolicies: Check = (manifests) => {
           const peerName = peer.podSelector?.matchLabels?.[NAME_LABEL];
           const ports = (rule.ports ?? []).map((p) => String(p.port));
           const mayReach = peerName ? allowed[peerName] : undefined;
-          if (!mayReach || peer.namespaceSelector || peer.ipBlock) problems.push(problemAt(m, ["spec", "ingress", i, "from", k], `only pods named ${Object.keys(allowed).join(" or ")} in this namespace may reach ${w.name}`));
-          else if (ports.length === 0 || ports.some((p) => !mayReach.includes(p))) problems.push(problemAt(m, ["spec", "ingress", i, "ports"], `${peerName} may reach ${w.name} on ${mayReach.join(", ")} only`));
+          if (!mayReach || peer.namespaceSelector || peer.ipBlock)
+            problems.push(
+              problemAt(
+                m,
+                ["spec", "ingress", i, "from", k],
+                `only pods named ${Object.keys(allowed).join(" or ")} in this namespace may reach ${w.name}`,
+              ),
+            );
+          else if (ports.length === 0 || ports.some((p) => !mayReach.includes(p)))
+            problems.push(
+              problemAt(
+                m,
+                ["spec", "ingress", i, "ports"],
+                `${peerName} may reach ${w.name} on ${mayReach.join(", ")} only`,
+              ),
+            );
         });
       }
     });
   }
   for (const name of Object.keys(ALLOWED_PEERS)) {
     const w = workloads.find((x) => x.name === name);
-    if (w && !policies.some(({ o }) => selects(o.spec?.podSelector?.matchLabels, w.podLabels) && o.spec?.policyTypes?.includes("Ingress"))) {
+    if (
+      w &&
+      !policies.some(
+        ({ o }) => selects(o.spec?.podSelector?.matchLabels, w.podLabels) && o.spec?.policyTypes?.includes("Ingress"),
+      )
+    ) {
       problems.push(problemAt(w.m, ["metadata", "name"], "no NetworkPolicy restricts who reaches these pods"));
     }
   }
@@ -515,10 +750,12 @@ export const checkDisruptionBudgets: Check = (manifests) => {
   const pdbs = ofKind<IPodDisruptionBudget>(manifests, "PodDisruptionBudget");
   const workloads = workloadsOf(manifests);
   for (const w of workloads) {
-    if (!pdbs.some(({ o }) => selects(o.spec?.selector?.matchLabels, w.podLabels))) problems.push(problemAt(w.m, ["metadata", "name"], "no PodDisruptionBudget selects these pods"));
+    if (!pdbs.some(({ o }) => selects(o.spec?.selector?.matchLabels, w.podLabels)))
+      problems.push(problemAt(w.m, ["metadata", "name"], "no PodDisruptionBudget selects these pods"));
   }
   for (const { m, o } of pdbs) {
-    if (!workloads.some((w) => selects(o.spec?.selector?.matchLabels, w.podLabels))) problems.push(problemAt(m, ["spec", "selector"], "selects no pods of any Deployment in k8s/"));
+    if (!workloads.some((w) => selects(o.spec?.selector?.matchLabels, w.podLabels)))
+      problems.push(problemAt(m, ["spec", "selector"], "selects no pods of any Deployment in k8s/"));
   }
   return problems;
 };
@@ -536,4 +773,3 @@ export const ALL_CHECKS: Record<string, Check> = {
   checkNetworkPolicies,
   checkDisruptionBudgets,
 };
-

@@ -18,7 +18,16 @@ const HpaScalingRules = T.Object(
     stabilizationWindowSeconds: T.Optional(T.Integer({ minimum: 0, maximum: 3600 })),
     selectPolicy: T.Optional(T.Union([T.Literal("Max"), T.Literal("Min"), T.Literal("Disabled")])),
     policies: T.Optional(
-      T.Array(T.Object({ type: T.Union([T.Literal("Pods"), T.Literal("Percent")]), value: T.Integer({ minimum: 1 }), periodSeconds: T.Integer({ minimum: 1, maximum: 1800 }) }, strict)),
+      T.Array(
+        T.Object(
+          {
+            type: T.Union([T.Literal("Pods"), T.Literal("Percent")]),
+            value: T.Integer({ minimum: 1 }),
+            periodSeconds: T.Integer({ minimum: 1, maximum: 1800 }),
+          },
+          strict,
+        ),
+      ),
     ),
   },
   strict,
@@ -41,22 +50,53 @@ export const ScaledObjectSchema = T.Object(
     ),
     spec: T.Object(
       {
-        scaleTargetRef: T.Object({ apiVersion: T.Optional(Name), kind: T.Optional(Name), name: Name, envSourceContainerName: T.Optional(Name) }, strict),
+        scaleTargetRef: T.Object(
+          {
+            apiVersion: T.Optional(Name),
+            kind: T.Optional(Name),
+            name: Name,
+            envSourceContainerName: T.Optional(Name),
+          },
+          strict,
+        ),
         pollingInterval: T.Optional(T.Integer({ minimum: 1 })),
         cooldownPeriod: T.Optional(T.Integer({ minimum: 0 })),
         initialCooldownPeriod: T.Optional(T.Integer({ minimum: 0 })),
         idleReplicaCount: T.Optional(T.Integer({ minimum: 0 })),
         minReplicaCount: T.Optional(T.Integer({ minimum: 0 })),
         maxReplicaCount: T.Optional(T.Integer({ minimum: 1 })),
-        fallback: T.Optional(T.Object({ failureThreshold: T.Integer({ minimum: 1 }), replicas: T.Integer({ minimum: 0 }) }, strict)),
+        fallback: T.Optional(
+          T.Object({ failureThreshold: T.Integer({ minimum: 1 }), replicas: T.Integer({ minimum: 0 }) }, strict),
+        ),
         advanced: T.Optional(
           T.Object(
             {
               restoreToOriginalReplicaCount: T.Optional(T.Boolean()),
               horizontalPodAutoscalerConfig: T.Optional(
-                T.Object({ name: T.Optional(Name), behavior: T.Optional(T.Object({ scaleUp: T.Optional(HpaScalingRules), scaleDown: T.Optional(HpaScalingRules) }, strict)) }, strict),
+                T.Object(
+                  {
+                    name: T.Optional(Name),
+                    behavior: T.Optional(
+                      T.Object(
+                        { scaleUp: T.Optional(HpaScalingRules), scaleDown: T.Optional(HpaScalingRules) },
+                        strict,
+                      ),
+                    ),
+                  },
+                  strict,
+                ),
               ),
-              scalingModifiers: T.Optional(T.Object({ target: T.String(), activationTarget: T.Optional(T.String()), metricType: T.Optional(MetricType), formula: T.String() }, strict)),
+              scalingModifiers: T.Optional(
+                T.Object(
+                  {
+                    target: T.String(),
+                    activationTarget: T.Optional(T.String()),
+                    metricType: T.Optional(MetricType),
+                    formula: T.String(),
+                  },
+                  strict,
+                ),
+              ),
             },
             strict,
           ),
@@ -70,7 +110,17 @@ export const ScaledObjectSchema = T.Object(
               useCachedMetrics: T.Optional(T.Boolean()),
               // Every value is a string in KEDA's API: `threshold: 50` (a number) is rejected by the CRD.
               metadata: T.Record(T.String(), T.String()),
-              authenticationRef: T.Optional(T.Object({ name: Name, kind: T.Optional(T.Union([T.Literal("TriggerAuthentication"), T.Literal("ClusterTriggerAuthentication")])) }, strict)),
+              authenticationRef: T.Optional(
+                T.Object(
+                  {
+                    name: Name,
+                    kind: T.Optional(
+                      T.Union([T.Literal("TriggerAuthentication"), T.Literal("ClusterTriggerAuthentication")]),
+                    ),
+                  },
+                  strict,
+                ),
+              ),
             },
             strict,
           ),
@@ -91,7 +141,16 @@ const TRIGGER_METADATA: Record<string, { required: string[]; optional: string[] 
   memory: { required: ["value"], optional: ["containerName"] },
   prometheus: {
     required: ["serverAddress", "query", "threshold"],
-    optional: ["activationThreshold", "namespace", "customHeaders", "ignoreNullValues", "queryParameters", "unsafeSsl", "timeout", "authModes"],
+    optional: [
+      "activationThreshold",
+      "namespace",
+      "customHeaders",
+      "ignoreNullValues",
+      "queryParameters",
+      "unsafeSsl",
+      "timeout",
+      "authModes",
+    ],
   },
 };
 
@@ -117,18 +176,34 @@ export function validateScaledObject(object: KubeObject): SchemaProblem[] {
   so.spec.triggers.forEach((trigger, i) => {
     const keys = TRIGGER_METADATA[trigger.type];
     if (!keys) return;
-    for (const key of keys.required) if (trigger.metadata[key] === undefined) problems.push({ path: ["spec", "triggers", i, "metadata", key], message: `required by the ${trigger.type} trigger` });
+    for (const key of keys.required)
+      if (trigger.metadata[key] === undefined)
+        problems.push({
+          path: ["spec", "triggers", i, "metadata", key],
+          message: `required by the ${trigger.type} trigger`,
+        });
     for (const key of Object.keys(trigger.metadata)) {
       if (!keys.required.includes(key) && !keys.optional.includes(key)) {
-        problems.push({ path: ["spec", "triggers", i, "metadata", key], message: `unknown ${trigger.type} trigger metadata; allowed: ${[...keys.required, ...keys.optional].join(", ")}` });
+        problems.push({
+          path: ["spec", "triggers", i, "metadata", key],
+          message: `unknown ${trigger.type} trigger metadata; allowed: ${[...keys.required, ...keys.optional].join(", ")}`,
+        });
       }
     }
-    if ((trigger.type === "cpu" || trigger.type === "memory") && trigger.metricType !== "Utilization" && trigger.metricType !== "AverageValue") {
-      problems.push({ path: ["spec", "triggers", i, "metricType"], message: `a ${trigger.type} trigger needs metricType Utilization or AverageValue` });
+    if (
+      (trigger.type === "cpu" || trigger.type === "memory") &&
+      trigger.metricType !== "Utilization" &&
+      trigger.metricType !== "AverageValue"
+    ) {
+      problems.push({
+        path: ["spec", "triggers", i, "metricType"],
+        message: `a ${trigger.type} trigger needs metricType Utilization or AverageValue`,
+      });
     }
   });
   const { minReplicaCount = 0, maxReplicaCount = 100 } = so.spec;
-  if (maxReplicaCount < minReplicaCount) problems.push({ path: ["spec", "maxReplicaCount"], message: `is below minReplicaCount (${minReplicaCount})` });
+  if (maxReplicaCount < minReplicaCount)
+    problems.push({ path: ["spec", "maxReplicaCount"], message: `is below minReplicaCount (${minReplicaCount})` });
   return problems;
 }
 

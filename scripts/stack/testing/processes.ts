@@ -2,9 +2,9 @@
  * Real processes for end-to-end tests: spawn a service, wait until it is ready, collect its
  * output, and kill everything by PID when the test ends.
  */
-import { type Subprocess } from "bun";
+import type { Subprocess } from "bun";
 import { resolve } from "node:path";
-import { lines } from "../lines.ts";
+import { lines } from "../../../lib/lines.ts";
 
 export const REPO_ROOT = resolve(import.meta.dir, "../..");
 
@@ -46,17 +46,27 @@ export function spawnProcess(name: string, argv: string[], env: Record<string, s
 }
 
 /** Starts one of the services (`gateway`, `webapp`, `rpcapp`) from source. */
-export function spawnService(service: "gateway" | "webapp" | "rpcapp", env: Record<string, string | undefined>, name: string = service): Spawned {
+export function spawnService(
+  service: "gateway" | "webapp" | "rpcapp",
+  env: Record<string, string | undefined>,
+  name: string = service,
+): Spawned {
   return spawnProcess(name, [process.execPath, `${service}/src/main.ts`], env);
 }
 
 /** Polls `check` until it returns true, or fails with `what` and the process output. */
-export async function waitFor(what: string, check: () => Promise<boolean> | boolean, opts: { timeoutMs?: number; intervalMs?: number; proc?: Spawned } = {}): Promise<void> {
+export async function waitFor(
+  what: string,
+  check: () => Promise<boolean> | boolean,
+  opts: { timeoutMs?: number; intervalMs?: number; proc?: Spawned } = {},
+): Promise<void> {
   const { timeoutMs = 15_000, intervalMs = 25 } = opts;
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (opts.proc && opts.proc.proc.exitCode !== null) {
-      throw new Error(`${opts.proc.name} exited (${opts.proc.proc.exitCode}) while waiting for ${what}:\n${opts.proc.lines.slice(-30).join("\n")}`);
+      throw new Error(
+        `${opts.proc.name} exited (${opts.proc.proc.exitCode}) while waiting for ${what}:\n${opts.proc.lines.slice(-30).join("\n")}`,
+      );
     }
     try {
       if (await check()) return;
@@ -71,7 +81,11 @@ export async function waitFor(what: string, check: () => Promise<boolean> | bool
 
 /** Waits until GET `url` answers 200. */
 export function waitForHttp(url: string, proc?: Spawned, timeoutMs?: number): Promise<void> {
-  return waitFor(`${url} to answer 200`, async () => (await fetch(url, { signal: AbortSignal.timeout(1000) })).status === 200, { proc, timeoutMs });
+  return waitFor(
+    `${url} to answer 200`,
+    async () => (await fetch(url, { signal: AbortSignal.timeout(1000) })).status === 200,
+    { proc, timeoutMs },
+  );
 }
 
 /** Sends `signal` and waits for the exit (SIGKILL after `graceMs`). */

@@ -5,8 +5,8 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort } from "../../lib/testing/ports.ts";
-import { Stack, type StackOptions, stackOptionsFromEnv } from "./stack.ts";
+import { freePort } from "./ports.ts";
+import { Stack, type StackOptions, stackOptionsFromEnv } from "../stack.ts";
 
 export interface TestStack extends Stack {
   /** Output lines by process name. */
@@ -34,10 +34,17 @@ async function canUse(port: number): Promise<boolean> {
 }
 
 /** `create` builds the stack from its options (scripts/stack/rolling.ts passes a RollingStack). */
-export async function startTestStack(overrides: Partial<StackOptions> = {}, create: (opts: StackOptions) => Stack = (opts) => new Stack(opts)): Promise<TestStack> {
+export async function startTestStack(
+  overrides: Partial<StackOptions> = {},
+  create: (opts: StackOptions) => Stack = (opts) => new Stack(opts),
+): Promise<TestStack> {
   const output = new Map<string, string[]>();
   const defaults = stackOptionsFromEnv({});
-  const replicas = Math.max(overrides.gatewayReplicas ?? 3, overrides.webappReplicas ?? 3, overrides.rpcappReplicas ?? 3);
+  const replicas = Math.max(
+    overrides.gatewayReplicas ?? 3,
+    overrides.webappReplicas ?? 3,
+    overrides.rpcappReplicas ?? 3,
+  );
   const stack = create({
     ...defaults,
     gatewayPort: await freePort(),

@@ -10,7 +10,11 @@ export const REPO_ROOT = resolve(import.meta.dir, "../../..");
 export const K8S_DIR = join(REPO_ROOT, "k8s");
 
 export type Path = (string | number)[];
-export type KubeObject = Record<string, unknown> & { apiVersion?: unknown; kind?: unknown; metadata?: { name?: unknown; namespace?: unknown } };
+export type KubeObject = Record<string, unknown> & {
+  apiVersion?: unknown;
+  kind?: unknown;
+  metadata?: { name?: unknown; namespace?: unknown };
+};
 
 export interface Manifest {
   /** Repository-relative path, e.g. `k8s/webapp.yaml`. */
@@ -57,7 +61,9 @@ export function objectName(object: KubeObject): string {
 /** Files kustomize reads as data (generator inputs, patches), not as whole objects. */
 function dataFilesOf(kustomizationFile: string): Set<string> {
   const out = new Set<string>();
-  const k = parseAllDocuments(readFileSync(kustomizationFile, "utf8"))[0]?.toJS() as Record<string, unknown> | undefined;
+  const k = parseAllDocuments(readFileSync(kustomizationFile, "utf8"))[0]?.toJS() as
+    | Record<string, unknown>
+    | undefined;
   const dir = dirname(kustomizationFile);
   const add = (p: unknown) => typeof p === "string" && out.add(resolve(dir, p.replace(/^[^=]*=/, "")));
   for (const gen of [...asArray(k?.configMapGenerator), ...asArray(k?.secretGenerator)]) {
@@ -152,13 +158,20 @@ export function problemAt(m: Manifest, path: Path, message: string): Problem {
  * Every manifest, with one file's text edited as a person would edit it: the first `from` in
  * `file` becomes `to`. Returns the manifests and the line of the edit, for expected messages.
  */
-export function withEdit(file: string, from: string, to: string, files = manifestFiles()): { manifests: Manifest[]; line: number } {
+export function withEdit(
+  file: string,
+  from: string,
+  to: string,
+  files = manifestFiles(),
+): { manifests: Manifest[]; line: number } {
   const absolute = join(REPO_ROOT, file);
   const text = readFileSync(absolute, "utf8");
   const at = text.indexOf(from);
   if (at < 0) throw new Error(`${file} does not contain ${JSON.stringify(from)}: update the test`);
   const edited = text.slice(0, at) + to + text.slice(at + from.length);
   const line = text.slice(0, at + from.length - from.trimStart().length).split("\n").length;
-  const manifests = files.flatMap((f) => (f === absolute ? parseManifests(edited, file) : parseManifests(readFileSync(f, "utf8"), relative(REPO_ROOT, f))));
+  const manifests = files.flatMap((f) =>
+    f === absolute ? parseManifests(edited, file) : parseManifests(readFileSync(f, "utf8"), relative(REPO_ROOT, f)),
+  );
   return { manifests, line };
 }

@@ -1,6 +1,6 @@
 /**
  * Free TCP ports for tests. Ports are drawn below 32768: the kernel hands out client source
- * ports from 32768–60999, and a test server listening there can collide with them (DESIGN.md).
+ * ports from 32768–60999, and a test server listening there can collide with them (docs/design.md, "Known traps").
  */
 import { createServer } from "node:net";
 

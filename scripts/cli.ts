@@ -3,7 +3,7 @@
  * failure becomes one readable message and an exit code, and missing tools are named up front.
  */
 import { $, chalk, type ProcessOutput, quote, which } from "zx";
-import { EnvError } from "../../lib/env.ts";
+import { EnvError } from "../lib/env.ts";
 
 /** A failure to report to the user as it is: `message` on stderr, then exit with `exitCode`. */
 export class ScriptError extends Error {
@@ -51,7 +51,10 @@ export class CommandFailed extends ScriptError {
 
 /** Prints `argv`, runs it (no shell parsing: each element is one argument) and returns its output. */
 export async function run(argv: readonly string[], opts: RunOptions = {}): Promise<ProcessOutput> {
-  printCommand(argv, opts.env && Object.keys(opts.env).length > 0 ? `with ${Object.keys(opts.env).join(", ")} set` : undefined);
+  printCommand(
+    argv,
+    opts.env && Object.keys(opts.env).length > 0 ? `with ${Object.keys(opts.env).join(", ")} set` : undefined,
+  );
   const p = $({ env: { ...process.env, ...opts.env }, nothrow: true, quiet: true, verbose: false })`${argv}`;
   if (opts.stream) {
     p.stdout.pipe(process.stdout, { end: false });

@@ -29,12 +29,18 @@ dev: install ## Run the whole stack locally: 3 gateways, 3 webapps, 3 rpcapps (C
 	$(BUN) scripts/dev.ts
 
 .PHONY: test
-test: install typecheck ## Typecheck, then run every test (unit and end-to-end)
+test: install typecheck lint ## Typecheck, lint, then run every test (CI=true: any skip or todo fails)
 	$(BUN) scripts/test.ts
 
 .PHONY: typecheck
 typecheck: install ## Type-check the whole repository (strict)
 	$(BUN) x tsc --noEmit -p .
+
+ROUTES ?= gateway/routes.yaml
+
+.PHONY: check-config
+check-config: install ## Validate a routes file as the gateway would load it, like nginx -t (ROUTES=path; gateway/routes.yaml)
+	$(BUN) gateway/src/main.ts --check $(ROUTES)
 
 .PHONY: lint
 lint: install ## Format and lint check (Biome); `make format` rewrites files in place
@@ -53,7 +59,7 @@ build: install ## Compile each service into a single binary in dist/
 	$(BUN) scripts/build.ts
 
 .PHONY: bench
-bench: install ## Benchmarks: direct vs gateway vs nginx, printed as ratios
+bench: install ## Proxy benchmark: direct, bare Bun, nginx, HAProxy, Portico lean/full/gRPC (BENCH_SECONDS; BENCH_STACK=1 adds the full stack)
 	$(BUN) bench/run.ts
 
 .PHONY: up
@@ -79,6 +85,10 @@ rollback: install ## Undo the last rollout of SERVICE=<…> under load, with the
 .PHONY: load
 load: install ## Drive steady traffic through the gateway (LOAD_RPS, LOAD_DURATION_S) to show autoscaling
 	$(BUN) scripts/load.ts
+
+.PHONY: docs
+docs: install ## Regenerate docs/config-reference.md from the routes.yaml schema
+	$(BUN) scripts/docs/config-reference.ts
 
 .PHONY: clean
 clean: ## Remove build output and local data

@@ -2,9 +2,9 @@
  * Runs wrk against one URL and returns throughput and latency percentiles. POST bodies go
  * through a generated Lua script; `--latency` gives the percentiles.
  */
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { pinned, spawn, tempDir } from "./procs.ts";
 
 export interface WrkResult {
   requestsPerSecond: number;
@@ -23,10 +23,12 @@ export interface WrkOptions {
   connections: number;
   threads: number;
   durationS: number;
+  /** Pin wrk to this CPU (taskset), away from the proxy under test. */
+  cpu?: number;
 }
 
 export async function runWrk(opts: WrkOptions): Promise<WrkResult> {
-  const dir = mkdtempSync(join(tmpdir(), "portico-wrk-"));
+  const dir = tempDir("wrk");
   const script = join(dir, "request.lua");
   const headerLines = Object.entries({ "content-type": "application/json", ...opts.headers })
     .map(([k, v]) => `wrk.headers[${JSON.stringify(k)}] = ${JSON.stringify(v)}`)
@@ -35,23 +37,31 @@ export async function runWrk(opts: WrkOptions): Promise<WrkResult> {
     script,
     `wrk.method = ${JSON.stringify(opts.method ?? "GET")}\n${opts.body ? `wrk.body = ${JSON.stringify(opts.body)}\n` : ""}${headerLines}\n`,
   );
-  const proc = Bun.spawn(
-    [
-      "wrk",
-      "-t",
-      String(opts.threads),
-      "-c",
-      String(opts.connections),
-      "-d",
-      `${opts.durationS}s`,
-      "--latency",
-      "-s",
-      script,
-      opts.url,
-    ],
+  const proc = spawn(
+    "wrk",
+    pinned(
+      [
+        "wrk",
+        "-t",
+        String(opts.threads),
+        "-c",
+        String(opts.connections),
+        "-d",
+        `${opts.durationS}s`,
+        "--latency",
+        "-s",
+        script,
+        opts.url,
+      ],
+      opts.cpu,
+    ),
     { stdout: "pipe", stderr: "pipe" },
   );
-  const [out, err] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
+  const [out, err] = await Promise.all([
+    new Response(proc.stdout as ReadableStream).text(),
+    new Response(proc.stderr as ReadableStream).text(),
+  ]);
+  rmSync(dir, { recursive: true, force: true });
   if ((await proc.exited) !== 0) throw new Error(`wrk failed: ${err || out}`);
   return parseWrk(out);
 }

@@ -2,7 +2,7 @@
  * The graceful lifecycle: the order and bounds of a shutdown in-process, then a real server
  * process receiving SIGTERM/SIGINT while requests are in flight.
  */
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, describe, expect, jest, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -30,28 +30,45 @@ function lifecycle(opts: { drainDelayMs?: number; shutdownTimeoutMs?: number } =
   return { lc, exits };
 }
 
+/**
+ * The in-process tests run on Bun's fake timers: setTimeout, Bun.sleep and the clocks move only
+ * when the test advances them, so "not before the drain delay" is exact, not a time measured.
+ */
+afterEach(() => {
+  jest.useRealTimers();
+});
+
+/** Lets the promise chains woken by a timer run to their next wait (fake timers do not). */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 50; i++) await Promise.resolve();
+}
+
 describe("shutdown, in-process", () => {
   test("turns not ready at once, keeps serving for the drain delay, then runs the stop hooks in order and exits 0", async () => {
+    jest.useFakeTimers();
     const { lc, exits } = lifecycle({ drainDelayMs: 150 });
     const readiness: boolean[] = [];
     lc.onReadinessChange((ready) => readiness.push(ready));
     const events: string[] = [];
-    const at: Record<string, number> = {};
     lc.onStop("listener", async () => {
-      at.listener = performance.now();
+      events.push("listener stopping");
       await Bun.sleep(20);
-      events.push("listener");
+      events.push("listener stopped");
     });
-    lc.onStop("exporter", () => void events.push("exporter"));
-    const start = performance.now();
+    lc.onStop("exporter", () => void events.push("exporter stopped"));
     const done = lc.shutdown();
     expect(lc.isReady()).toBe(false);
     expect(lc.isLive()).toBe(true);
     expect(readiness).toEqual([false]);
-    expect(events).toEqual([]);
+    jest.advanceTimersByTime(149);
+    await settle();
+    expect(events).toEqual([]); // still serving: the drain delay is not over
+    jest.advanceTimersByTime(1);
+    await settle();
+    expect(events).toEqual(["listener stopping"]); // the next hook waits for this one
+    jest.advanceTimersByTime(20);
     await done;
-    expect(at.listener! - start).toBeGreaterThanOrEqual(145);
-    expect(events).toEqual(["listener", "exporter"]);
+    expect(events).toEqual(["listener stopping", "listener stopped", "exporter stopped"]);
     expect(exits).toEqual([0]);
   });
 
@@ -68,25 +85,33 @@ describe("shutdown, in-process", () => {
   });
 
   test("a shutdown that outlasts shutdownTimeoutMs exits 1 at the deadline, once", async () => {
+    jest.useFakeTimers();
     const { lc, exits } = lifecycle({ drainDelayMs: 50, shutdownTimeoutMs: 200 });
-    let release!: () => void;
+    let release: (() => void) | undefined;
     lc.onStop("stuck", () => new Promise<void>((r) => (release = r)));
-    const start = performance.now();
     void lc.shutdown();
-    await waitFor("the deadline exit", () => exits.length > 0, { timeoutMs: 2_000, intervalMs: 5 });
-    expect(performance.now() - start).toBeGreaterThanOrEqual(195);
+    jest.advanceTimersByTime(199);
+    await settle();
+    expect(release).toBeDefined(); // the hook is running...
+    expect(exits).toEqual([]); // ...and the deadline has not come
+    jest.advanceTimersByTime(1);
     expect(exits).toEqual([1]);
-    release();
-    await Bun.sleep(10);
+    release!();
+    await settle();
     expect(exits).toEqual([1]);
   });
 
   test("without the drain (SIGINT) the hooks run at once; a second shutdown is a no-op", async () => {
+    jest.useFakeTimers();
     const { lc, exits } = lifecycle({ drainDelayMs: 5_000, shutdownTimeoutMs: 10_000 });
-    const start = performance.now();
-    await lc.shutdown({ drain: false });
+    const stopped: string[] = [];
+    lc.onStop("listener", () => void stopped.push("listener"));
+    void lc.shutdown({ drain: false });
+    await settle(); // no timer advanced: a wait on the drain delay would leave the hooks unrun
+    expect(stopped).toEqual(["listener"]);
+    expect(exits).toEqual([0]);
     await lc.shutdown();
-    expect(performance.now() - start).toBeLessThan(500);
+    expect(stopped).toEqual(["listener"]);
     expect(exits).toEqual([0]);
   });
 
@@ -205,11 +230,15 @@ describe("a real server process", () => {
       proc,
       timeoutMs: 3_000,
     });
+    // DRAIN_DELAY_MS is 600: the listener cannot close before it (50 ms below it for the child's
+    // timer granularity; the signal is delivered after signalledAt, so the real margin is larger).
     expect(performance.now() - signalledAt).toBeGreaterThanOrEqual(550);
     expect(proc.proc.exitCode).toBeNull(); // the slow request still holds it
 
     expect(await slow).toEqual({ status: 200, body: "done after 2500 ms" });
     expect(await proc.exited).toBe(0);
+    // The exit waited for the 2500 ms request, which had been running for well under 500 ms at
+    // the signal (it was awaited just before).
     expect(performance.now() - signalledAt).toBeGreaterThanOrEqual(2_000);
     expect(logged(proc, "stopped")).toBe(true);
   });
@@ -232,6 +261,9 @@ describe("a real server process", () => {
     await waitFor("the listener to close at once", () => refusesConnections(port), { proc, timeoutMs: 1_000 });
     expect(await slow).toBe("done after 800 ms");
     expect(await proc.exited).toBe(0);
+    expect(proc.lines.some((l) => l.includes('"drain_delay_ms":0'))).toBe(true);
+    // Against DRAIN_DELAY_MS (5000), which SIGINT skips: the 800 ms request plus 1.7 s of margin
+    // for a busy machine, still half the delay that was skipped.
     expect(performance.now() - signalledAt).toBeLessThan(2_500);
   });
 
@@ -246,6 +278,8 @@ describe("a real server process", () => {
     proc.proc.kill("SIGTERM");
     expect(await proc.exited).toBe(1);
     const took = performance.now() - signalledAt;
+    // Against SHUTDOWN_TIMEOUT_MS (700): not before it (50 ms below it for timer granularity), and
+    // long before the 10 s request could have ended (2.3 s of margin for a busy machine).
     expect(took).toBeGreaterThanOrEqual(650);
     expect(took).toBeLessThan(3_000);
     expect(await slow).toBe("cut off");

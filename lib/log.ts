@@ -3,7 +3,7 @@
  *
  * pino writes synchronously to fd 1 here: its transports run in worker threads, which break
  * inside a `bun build --compile` binary (docs/design.md, "Known traps"). Pretty output is a pipe, not a mode:
- * `make dev` pipes every process through scripts/lib/pretty.ts.
+ * `make dev` pipes every process through scripts/stack/pretty.ts.
  */
 import pino, { type Logger } from "pino";
 import type { ServiceIdentity } from "./env.ts";

@@ -1,7 +1,7 @@
 /**
  * `make dev`: the whole stack as local processes — 3 webapps, 3 rpcapps, 3 gateways sharing one
  * port — with one readable log stream. Ctrl-C stops everything. Every port and replica count is an
- * environment variable (see README, "Running locally").
+ * environment variable (see docs/configuration.md, "The local stack (make dev)").
  */
 import { envPort } from "../lib/env.ts";
 import { colorFor, prettyLine } from "./stack/pretty.ts";
@@ -60,7 +60,7 @@ try {
 } catch (err) {
   console.error(`\nmake dev: ${(err as Error).message}`);
   console.error(
-    "Is another stack (or anything else) using these ports? Override them with GATEWAY_PORT, WEBAPP_BASE_PORT, … (README).",
+    "Is another stack (or anything else) using these ports? Override them with GATEWAY_PORT, WEBAPP_BASE_PORT, … (docs/configuration.md).",
   );
   await stack.stop();
   process.exit(1);
@@ -96,7 +96,8 @@ Portico is up.
               webapps and rpcapps: /metrics on their HTTP ports (make monitor: a local Prometheus scraping them all)
   traces      set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. a local Jaeger's http://127.0.0.1:4318) to export spans;
               every log line carries trace_id, span_id and request_id either way
-  logs        this terminal (JSON lines from every process, prettified; DEV_LOG_FORMAT=json for raw)
+  logs        this terminal (JSON lines from every process, prettified; DEV_LOG_FORMAT=json for raw);
+              probes (/healthz, /readyz, health checks) are not access-logged: LOG_PROBES=true make dev shows them
 
 Try:
   curl -X POST -H 'Content-type: application/json' -d '{"title":"An awesome project"}' ${gw}/projects/

@@ -3,7 +3,7 @@
  * replica, while steady traffic flows through the gateway; prints how many requests failed
  * (target 0) and exits 1 if any did.
  *
- * Where (scripts/lib/rollout-target.ts): the `make dev` stack when its control port answers —
+ * Where (scripts/cluster/rollout-target.ts): the `make dev` stack when its control port answers —
  * its replicas are restarted one by one on the current working tree, labelled with the new
  * version (scripts/stack/rolling.ts) — else the minikube cluster of `make up`:
  *

@@ -4,7 +4,7 @@
  *   1. checks that minikube, kubectl and docker are installed (exit 2 naming what is missing)
  *   2. starts minikube if it is not running (with Calico, which enforces the NetworkPolicies)
  *   3. builds the three images inside minikube's Docker (no registry), tagged with the git sha
- *      (see lib/image-tag.ts)
+ *      (see cluster/image-tag.ts)
  *   4. applies k8s/ with that tag on the images and the version label (one rollout each)
  *   5. waits for every Deployment's rollout, then prints the gateway's URL
  *

@@ -1,5 +1,6 @@
 /** What the gateway knows about one request while it handles it. */
-import type { RouteConfig } from "./config/load.ts";
+import type { GatewayConfig, RouteConfig } from "./config/load.ts";
+import type { Upstream } from "./upstream/upstream.ts";
 
 export interface RequestContext {
   id: string;
@@ -17,4 +18,20 @@ export interface RequestContext {
   endpoint?: string;
   /** The replica that answered (its x-served-by), when it said. */
   servedBy?: string;
+  /** A /healthz or /readyz probe, answered by the gateway itself (not access-logged unless LOG_PROBES). */
+  probe?: boolean;
+}
+
+/**
+ * A request that passed the guards, handed to its route's transport half (proxy/route.ts,
+ * grpc/route.ts) with the body read and checked, and the config state it started with: a reload
+ * mid-request changes neither its upstream nor its limits.
+ */
+export interface RoutedRequest {
+  req: Request;
+  ctx: RequestContext;
+  route: RouteConfig;
+  upstream: Upstream;
+  body: Uint8Array | null;
+  limits: GatewayConfig["limits"];
 }

@@ -4,16 +4,19 @@
  */
 import { problemResponse } from "../../lib/problem.ts";
 
-export function gatewayProblem(
-  status: number,
-  title: string,
-  requestId: string,
-  detail?: string,
-  extra?: Record<string, unknown>,
-  headers?: Record<string, string>,
-): Response {
+export interface GatewayProblem {
+  status: number;
+  title: string;
+  requestId: string;
+  detail?: string;
+  /** Extra members of the body (RFC 9457 §3.2), e.g. `upstream`, `errors`. */
+  extensions?: Record<string, unknown>;
+  headers?: Record<string, string>;
+}
+
+export function gatewayProblem({ status, title, requestId, detail, extensions, headers }: GatewayProblem): Response {
   return problemResponse(
-    { title, status, ...(detail ? { detail } : {}), request_id: requestId, ...extra },
+    { title, status, ...(detail ? { detail } : {}), request_id: requestId, ...extensions },
     { "x-request-id": requestId, ...headers },
   );
 }

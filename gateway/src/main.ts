@@ -1,73 +1,104 @@
 /**
- * The gateway process: reads config and env, starts the public listener (shared by every local
- * gateway process through SO_REUSEPORT) and the admin listener, and drains on SIGTERM.
+ * The gateway process: reads its settings (settings.ts, the only reader of the environment) and
+ * routes.yaml, wires the parts — telemetry, rate limiter, peer directory, dashboard, reloader —
+ * starts the public listener (shared by every local gateway process through SO_REUSEPORT) and
+ * the admin listener, and drains on SIGTERM.
+ *
+ * `gateway --check <routes.yaml>` validates a routes file and exits instead (check.ts).
  */
-import { envInt, envPort, envString, serviceIdentity } from "../../lib/env.ts";
+import { EnvError } from "../../lib/env.ts";
 import { Lifecycle } from "../../lib/lifecycle.ts";
 import { createLogger } from "../../lib/log.ts";
 import { createMetricsRegistry } from "../../lib/telemetry/metrics.ts";
 import { startTracing } from "../../lib/telemetry/tracing.ts";
 import { createAdminApp } from "./admin/app.ts";
-import { Dashboard } from "./admin/dashboard.ts";
-import { PeerDirectory } from "./admin/peers.ts";
+import { checkRoutesFile, EX_CONFIG } from "./check.ts";
 import { ConfigError } from "./config/load.ts";
-import { ConfigReloader, loadConfigFile } from "./config/reload.ts";
-import { RateLimiter } from "./ratelimit/limiter.ts";
+import { ConfigReloader, type LoadedConfig, loadConfigFile } from "./config/reload.ts";
+import { Dashboard } from "./dashboard/index.ts";
+import { TrafficRecorder } from "./dashboard/traffic.ts";
 import { applyHeaderLimit } from "./limits.ts";
-import { GatewayMetrics } from "./metrics.ts";
+import { PeerDirectory } from "./peers.ts";
+import { RateLimiter } from "./ratelimit/limiter.ts";
+import { PeerCounter } from "./ratelimit/peers.ts";
 import { Gateway } from "./server.ts";
-import { gatewayTelemetry } from "./telemetry.ts";
+import { type GatewaySettings, loadSettings } from "./settings.ts";
+import { GatewayTelemetry } from "./telemetry/index.ts";
+import { GatewayMetrics } from "./telemetry/metrics.ts";
+import { dnsServerResolver, systemResolver } from "./upstream/discovery.ts";
 
-const identity = serviceIdentity("gateway");
-const log = createLogger(identity);
-const host = envString("HOST", "0.0.0.0");
-const port = envPort("PORT", 8080);
-const adminPort = envPort("ADMIN_PORT", 9901);
-const routesFile = envString("ROUTES_FILE", "gateway/routes.yaml");
+const args = process.argv.slice(2);
+// The environment goes in as data, for the file's ${VAR} references: checking a file needs no settings.
+if (args[0] === "--check") process.exit(checkRoutesFile(args[1], process.env));
 
-let loaded;
+let settings: GatewaySettings;
 try {
-  loaded = loadConfigFile(routesFile);
+  settings = loadSettings();
+} catch (err) {
+  if (!(err instanceof EnvError)) throw err;
+  console.error(`gateway: ${err.message}`);
+  process.exit(1);
+}
+const { identity } = settings;
+const log = createLogger(identity, { level: settings.logLevel });
+
+let loaded: LoadedConfig;
+try {
+  loaded = loadConfigFile(settings.routesFile, settings.env);
 } catch (err) {
   if (err instanceof ConfigError) {
     // Printed plainly as well as logged: this is what a user editing routes.yaml reads.
     console.error(err.message);
     log.fatal({ file: err.file, problems: err.problems }, "invalid config; not starting");
-    process.exit(78); // EX_CONFIG
+    process.exit(EX_CONFIG);
   }
   throw err;
 }
 const { config } = loaded;
 
 const lifecycle = new Lifecycle({
-  drainDelayMs: envInt("DRAIN_DELAY_MS", 0, { min: 0 }),
-  shutdownTimeoutMs: envInt("SHUTDOWN_TIMEOUT_MS", 20_000, { min: 100 }),
+  drainDelayMs: settings.drainDelayMs,
+  shutdownTimeoutMs: settings.shutdownTimeoutMs,
   log,
 });
+// The other replicas, for the rate limiter's `local` fallback and the dashboard's merged view.
+const peers = new PeerDirectory({ ...settings.peers, adminPort: settings.adminPort });
 // One budget for every gateway through Redis; without REDIS_URL each process keeps its own.
 // start() waits at most 1 s for Redis, so the first requests already share the budget.
 const rateLimiter = new RateLimiter({
-  redisUrl: envString("REDIS_URL", "") || undefined,
+  redisUrl: settings.redisUrl,
   settings: config.rateLimit,
   log,
+  // Only the `local` fallback divides by the live replicas; without Redis there is no fallback.
+  ...(settings.redisUrl
+    ? { peers: new PeerCounter({ directory: peers, intervalMs: settings.peers.intervalMs, log }) }
+    : {}),
 });
 await rateLimiter.start();
-const gateway = new Gateway(config, { identity, log, lifecycle, rateLimiter });
 // Spans to OTEL_EXPORTER_OTLP_ENDPOINT (ids only without one); metrics on the admin port.
-const tracing = await startTracing(identity, { log });
-const metrics = new GatewayMetrics(createMetricsRegistry(identity), gateway, rateLimiter);
-// routes.yaml is reloaded when it changes and on SIGHUP; a bad edit is rejected and the last good config keeps serving.
-const reloader = new ConfigReloader({ file: routesFile, initial: loaded, log, apply: (next) => gateway.reload(next) });
-// The live dashboard on the admin port merges every replica listed by GATEWAY_PEERS / GATEWAY_PEERS_DNS.
-const dashboard = new Dashboard({
-  gateway,
+const tracing = await startTracing(identity, { log, env: settings.env });
+// The dashboard's per-route figures: the request path records into them through the telemetry.
+const traffic = new TrafficRecorder();
+const metrics = new GatewayMetrics(createMetricsRegistry(identity), rateLimiter);
+const gateway = new Gateway(config, {
   identity,
+  log,
   lifecycle,
   rateLimiter,
-  reloader,
-  peers: PeerDirectory.fromEnv(adminPort),
+  telemetry: new GatewayTelemetry({ tracer: tracing.tracer, metrics, recorder: traffic }),
+  resolver: settings.dnsServer ? dnsServerResolver(settings.dnsServer) : systemResolver,
+  logProbes: settings.logProbes,
 });
-gatewayTelemetry.configure({ tracer: tracing.tracer, metrics, traffic: dashboard.traffic });
+metrics.watch(gateway);
+// routes.yaml is reloaded when it changes and on SIGHUP; a bad edit is rejected and the last good config keeps serving.
+const reloader = new ConfigReloader({
+  file: settings.routesFile,
+  initial: loaded,
+  log,
+  env: settings.env,
+  apply: (next) => gateway.reload(next),
+});
+const dashboard = new Dashboard({ gateway, identity, lifecycle, rateLimiter, reloader, peers, traffic });
 // Once bound, the shared public port gets traffic at once (SO_REUSEPORT has no readiness gate):
 // resolve the upstreams' names first (each lookup is bounded), or the first requests answer 503.
 await Promise.all([...gateway.upstreams.values()].map((u) => u.ready));
@@ -75,8 +106,8 @@ await Promise.all([...gateway.upstreams.values()].map((u) => u.ready));
 // Request line + headers past limits.maxHeaderBytes get 431 from Bun's parser (process-wide setting).
 applyHeaderLimit(config.limits.maxHeaderBytes);
 const server = Bun.serve({
-  hostname: host,
-  port,
+  hostname: settings.host,
+  port: settings.port,
   // Closes idle keep-alive connections and bodies that do not arrive in time (slow clients);
   // routes slower than this extend their own request's deadline (limits.ts).
   idleTimeout: config.limits.idleTimeoutSec,
@@ -92,8 +123,8 @@ const server = Bun.serve({
   },
 });
 const admin = createAdminApp(gateway, identity, lifecycle, metrics.registry, { dashboard, reloader }).listen({
-  hostname: host,
-  port: adminPort,
+  hostname: settings.host,
+  port: settings.adminPort,
 });
 
 lifecycle.onStop("config reloader", () => reloader.stop());
@@ -113,13 +144,13 @@ lifecycle.markReady();
 log.info(
   {
     port: server.port,
-    admin_port: adminPort,
+    admin_port: settings.adminPort,
     metrics: `${admin.server?.url.href ?? ""}metrics`,
     dashboard: `${admin.server?.url.href ?? ""}dashboard`,
     traces: tracing.config.tracesUrl ?? null,
     routes: config.routes.length,
     upstreams: [...config.upstreams.keys()],
-    config: routesFile,
+    config: settings.routesFile,
   },
   "gateway ready",
 );

@@ -1,12 +1,12 @@
 /**
  * The gateway's request path, in order:
- *   request context → refuse methods/Host never routed → normalise path → match route →
- *   guards (auth, rate limit, body size) →
- *   pick endpoint → transport (HTTP forward | gRPC transcode) → response headers → access log.
+ *   request context → refuse methods/Host never routed → probes → normalise path → match route →
+ *   guards (auth, rate limit, body size, JSON depth) →
+ *   the route's transport half — HTTP forward (proxy/route.ts) | gRPC transcode (grpc/route.ts),
+ *   each sending its tries through upstream/dispatch.ts — → response headers → access log.
  * Routes themselves come from routes.yaml; this file is the index of what happens to a request.
  */
 import type { Server } from "bun";
-import * as grpc from "@grpc/grpc-js";
 import { context } from "@opentelemetry/api";
 import type { ServiceIdentity } from "../../lib/env.ts";
 import { exceedsJsonDepth, isJsonMediaType } from "../../lib/json.ts";
@@ -15,24 +15,21 @@ import type { Logger } from "../../lib/log.ts";
 import { requestIdOf } from "../../lib/request-id.ts";
 import type { GatewayConfig, RouteConfig } from "./config/load.ts";
 import { sameUpstream } from "./config/reload.ts";
-import type { RequestContext } from "./context.ts";
+import type { RequestContext, RoutedRequest } from "./context.ts";
 import { gatewayProblem } from "./errors.ts";
-import { callUnary } from "./grpc/call.ts";
-import { grpcCodeName, httpStatusFromGrpc } from "./grpc/status.ts";
-import { checkMessage } from "./grpc/transcode.ts";
+import { transcodeGrpc } from "./grpc/route.ts";
 import { applyHeaderLimit, extendDeadline } from "./limits.ts";
 import { TrustedProxies } from "./net/client-ip.ts";
-import { defaultRateLimiter, type RateLimiter } from "./ratelimit/limiter.ts";
 import { readBody } from "./proxy/body.ts";
-import { forwardHttp, prepareRequestHeaders } from "./proxy/http.ts";
-import { limitResponseSize } from "./proxy/response-limit.ts";
+import { proxyHttp } from "./proxy/route.ts";
+import { defaultRateLimiter, type RateLimiter } from "./ratelimit/limiter.ts";
+import { normalizePath } from "./routing/path.ts";
 import { refuseRequest } from "./routing/request-guard.ts";
 import { Router } from "./routing/router.ts";
-import { gatewayTelemetry } from "./telemetry.ts";
-import { normalizePath } from "./routing/path.ts";
-import { dispatch, noEndpointProblem } from "./upstream/dispatch.ts";
-import { isIdempotentMethod } from "./upstream/outcome.ts";
-import { Upstream, type UpstreamEvent } from "./upstream/upstream.ts";
+import { GatewayTelemetry } from "./telemetry/index.ts";
+import type { HostResolver } from "./upstream/discovery.ts";
+import { logUpstreamEvent } from "./upstream/event-log.ts";
+import { Upstream } from "./upstream/upstream.ts";
 
 export interface GatewayDeps {
   identity: ServiceIdentity;
@@ -40,6 +37,12 @@ export interface GatewayDeps {
   lifecycle: Lifecycle;
   /** Decides rate-limited routes (shared through Redis when configured); in memory when absent. */
   rateLimiter?: RateLimiter;
+  /** Spans, metrics and the dashboard's route figures; a bare one (global tracer, nothing counted) when absent. */
+  telemetry?: GatewayTelemetry;
+  /** How every upstream's discovery resolves names (DNS_SERVER's, settings.ts); the system's when absent. */
+  resolver?: HostResolver;
+  /** Access-log the /healthz and /readyz probes too (LOG_PROBES). */
+  logProbes?: boolean;
 }
 
 /** The parts built from one config; swapped as a whole on reload. */
@@ -50,30 +53,34 @@ interface GatewayState {
   trustedProxies: TrustedProxies;
 }
 
-const JSON_HEADERS = { "content-type": "application/json" };
-const utf8 = new TextDecoder("utf-8", { fatal: true });
-
 export class Gateway {
   #state: GatewayState;
   /** Upstreams a reload replaced, until they are closed. */
   readonly #retired = new Set<Upstream>();
+  readonly #telemetry: GatewayTelemetry;
 
   constructor(
     config: GatewayConfig,
     private readonly deps: GatewayDeps,
   ) {
-    this.#state = Gateway.#build(config, deps.log);
+    this.#telemetry = deps.telemetry ?? new GatewayTelemetry();
+    this.#state = this.#build(config);
   }
 
   /** `current`: the state in service, whose upstreams are kept where their settings did not change. */
-  static #build(config: GatewayConfig, log: Logger, current?: GatewayState): GatewayState {
+  #build(config: GatewayConfig, current?: GatewayState): GatewayState {
+    const { log, resolver } = this.deps;
     const upstreams = new Map<string, Upstream>();
     for (const settings of config.upstreams.values()) {
       const previous = current?.config.upstreams.get(settings.name);
       const kept = previous && sameUpstream(previous, settings) ? current!.upstreams.get(settings.name) : undefined;
       upstreams.set(
         settings.name,
-        kept ?? new Upstream(settings, { onEvent: (event) => logUpstreamEvent(log, event) }),
+        kept ??
+          new Upstream(settings, {
+            ...(resolver ? { resolver } : {}),
+            onEvent: (event) => logUpstreamEvent(log, event),
+          }),
       );
     }
     return {
@@ -94,7 +101,7 @@ export class Gateway {
    */
   async reload(config: GatewayConfig): Promise<void> {
     const previous = this.#state;
-    const next = Gateway.#build(config, this.deps.log, previous);
+    const next = this.#build(config, previous);
     await Promise.all(
       [...next.upstreams.values()].filter((u) => previous.upstreams.get(u.name) !== u).map((u) => u.ready),
     );
@@ -150,60 +157,71 @@ export class Gateway {
       peerIsTrusted,
     };
     // The server span; the request runs in its context, so upstream tries become its children.
-    const scope = gatewayTelemetry.begin(req.headers, ctx.id, req.method, rawPath);
+    const scope = this.#telemetry.begin(req.headers, ctx.id, req.method, rawPath);
     let response: Response;
     try {
       response = await context.with(scope, this.#handle, this, req, ctx, state, server);
     } catch (err) {
       context.with(scope, () => this.deps.log.error({ err, request_id: ctx.id }, "unhandled error in request path"));
-      response = gatewayProblem(500, "Internal gateway error", ctx.id);
+      response = gatewayProblem({ status: 500, title: "Internal gateway error", requestId: ctx.id });
     }
     response.headers.set("x-request-id", ctx.id);
     response.headers.set("x-gateway", this.deps.identity.instance);
     response.headers.set("x-gateway-version", this.deps.identity.version);
     this.deps.lifecycle.closeConnectionWhileDraining(response.headers);
-    gatewayTelemetry.end(scope, ctx, response.status);
-    context.with(scope, this.#accessLog, this, ctx, response.status);
+    this.#telemetry.end(scope, ctx, response.status);
+    if (!ctx.probe || this.deps.logProbes) context.with(scope, this.#accessLog, this, ctx, response.status);
     return response;
   };
 
   async #handle(req: Request, ctx: RequestContext, state: GatewayState, server: Server<unknown>): Promise<Response> {
+    const requestId = ctx.id;
     const refusal = refuseRequest(req.method, req.headers.get("host"));
-    if (refusal)
-      return gatewayProblem(refusal.status, refusal.title, ctx.id, refusal.detail, undefined, refusal.headers);
-    if (ctx.path === "/healthz") return Response.json({ status: "ok" });
-    if (ctx.path === "/readyz")
+    if (refusal) return gatewayProblem({ ...refusal, requestId });
+    if (ctx.path === "/healthz") {
+      ctx.probe = true;
+      return Response.json({ status: "ok" });
+    }
+    if (ctx.path === "/readyz") {
+      ctx.probe = true;
       return this.deps.lifecycle.isReady()
         ? Response.json({ status: "ready" })
-        : gatewayProblem(503, "Not ready", ctx.id, "the gateway is starting or draining");
+        : gatewayProblem({
+            status: 503,
+            title: "Not ready",
+            requestId,
+            detail: "the gateway is starting or draining",
+          });
+    }
 
     const normalized = normalizePath(ctx.path);
     if (!normalized.ok)
-      return gatewayProblem(
-        normalized.status,
-        normalized.status === 414 ? "URI too long" : "Bad request path",
-        ctx.id,
-        normalized.reason,
-      );
+      return gatewayProblem({
+        status: normalized.status,
+        title: normalized.status === 414 ? "URI too long" : "Bad request path",
+        requestId,
+        detail: normalized.reason,
+      });
     ctx.path = normalized.path;
 
     const match = state.router.match(req.method, ctx.path);
-    if (match.kind === "not-found") return gatewayProblem(404, "Not found", ctx.id, `no route for ${ctx.path}`);
+    if (match.kind === "not-found")
+      return gatewayProblem({ status: 404, title: "Not found", requestId, detail: `no route for ${ctx.path}` });
     if (match.kind === "method-not-allowed") {
-      return gatewayProblem(
-        405,
-        "Method not allowed",
-        ctx.id,
-        `${req.method} is not allowed on ${ctx.path}`,
-        { allow: match.allow },
-        { allow: match.allow.join(", ") },
-      );
+      return gatewayProblem({
+        status: 405,
+        title: "Method not allowed",
+        requestId,
+        detail: `${req.method} is not allowed on ${ctx.path}`,
+        extensions: { allow: match.allow },
+        headers: { allow: match.allow.join(", ") },
+      });
     }
     const route = match.route;
     ctx.route = route;
     if (route.auth) {
       const auth = await route.auth.check(req.headers);
-      if (!auth.ok) return auth.response(ctx.id);
+      if (!auth.ok) return auth.response(requestId);
     }
     const limit =
       route.rateLimit &&
@@ -213,177 +231,48 @@ export class Gateway {
         ctx.clientIp,
         req.headers,
       ));
-    if (limit && !limit.allowed) return limit.response(ctx.id);
-    const upstream = state.upstreams.get(route.upstream)!;
+    if (limit && !limit.allowed) return limit.response(requestId);
 
     const body = await readBody(req, route.maxBodyBytes);
     if (!body.ok) {
       return body.reason === "too-large"
-        ? gatewayProblem(413, "Content too large", ctx.id, `the body exceeds ${route.maxBodyBytes} bytes`, {
-            limit: route.maxBodyBytes,
+        ? gatewayProblem({
+            status: 413,
+            title: "Content too large",
+            requestId,
+            detail: `the body exceeds ${route.maxBodyBytes} bytes`,
+            extensions: { limit: route.maxBodyBytes },
           })
-        : gatewayProblem(
-            400,
-            "Incomplete request body",
-            ctx.id,
-            "the client closed the connection before the body was complete",
-          );
+        : gatewayProblem({
+            status: 400,
+            title: "Incomplete request body",
+            requestId,
+            detail: "the client closed the connection before the body was complete",
+          });
     }
     // Upstreams parse and validate bodies themselves, but deep nesting is where parsers and
-    // validators break; a few dozen levels are all any API here needs. Other media types pass.
-    const { maxJsonDepth } = state.config.limits;
-    if (
-      body.bytes &&
-      !route.grpcMethod &&
-      isJsonMediaType(req.headers.get("content-type")) &&
-      exceedsJsonDepth(body.bytes, maxJsonDepth)
-    ) {
-      return gatewayProblem(
-        400,
-        "Invalid request",
-        ctx.id,
-        `the JSON body is nested deeper than ${maxJsonDepth} levels`,
-      );
-    }
-    extendDeadline(server, req, route.timeoutMs, state.config.limits.idleTimeoutSec);
+    // validators break; a few dozen levels are all any API here needs. A gRPC route's body is
+    // always JSON; on HTTP routes other media types pass.
+    const { limits } = state.config;
+    const isJson = route.grpcMethod !== undefined || isJsonMediaType(req.headers.get("content-type"));
+    if (body.bytes && isJson && exceedsJsonDepth(body.bytes, limits.maxJsonDepth))
+      return tooDeepProblem(route, requestId, limits.maxJsonDepth);
+    extendDeadline(server, req, route.timeoutMs, limits.idleTimeoutSec);
+
+    const routed: RoutedRequest = {
+      req,
+      ctx,
+      route,
+      upstream: state.upstreams.get(route.upstream)!,
+      body: body.bytes,
+      limits,
+    };
+    const telemetry = this.#telemetry;
     const response = await (route.grpcMethod
-      ? this.#transcodeGrpc(req, ctx, route, upstream, body.bytes, state.config.limits)
-      : this.#forwardHttp(req, ctx, route, upstream, body.bytes, state.config.limits));
+      ? transcodeGrpc(routed, { telemetry })
+      : proxyHttp(routed, { telemetry, instance: this.deps.identity.instance }));
     limit?.setHeaders(response.headers);
     return response;
-  }
-
-  // `limits` come from the state the request started with: a reload mid-request does not change them.
-  async #forwardHttp(
-    req: Request,
-    ctx: RequestContext,
-    route: RouteConfig,
-    upstream: Upstream,
-    body: Uint8Array | null,
-    limits: GatewayConfig["limits"],
-  ): Promise<Response> {
-    const upstreamPath =
-      route.http?.rewritePrefix !== undefined && route.match === "prefix"
-        ? rewrite(ctx.path, route.path, route.http.rewritePrefix)
-        : ctx.path;
-    const pathAndQuery = upstreamPath + ctx.search;
-    const headers = prepareRequestHeaders(req, ctx, this.deps.identity.instance);
-    route.auth?.stripCredentials(headers);
-    const method = req.method;
-    const outcome = await dispatch(upstream, route, ctx, isIdempotentMethod(method), (endpoint, timeoutMs) =>
-      forwardHttp(endpoint, method, pathAndQuery, headers, body, timeoutMs),
-    );
-    switch (outcome.kind) {
-      case "no-endpoint":
-        return noEndpointProblem(upstream.name, outcome, ctx.id);
-      case "response": {
-        ctx.servedBy = outcome.response.headers.get("x-served-by") ?? undefined;
-        const maxBytes = limits.maxResponseBytes;
-        const limited = limitResponseSize(outcome.response, maxBytes);
-        if (!limited.ok)
-          return gatewayProblem(
-            502,
-            "Upstream response too large",
-            ctx.id,
-            `${upstream.name} answered with ${limited.declared} bytes; the limit is ${maxBytes}`,
-            { upstream: upstream.name },
-          );
-        return limited.response;
-      }
-      case "timeout":
-        return gatewayProblem(
-          504,
-          "Upstream timed out",
-          ctx.id,
-          `${upstream.name} did not answer within ${route.timeoutMs} ms`,
-          { upstream: upstream.name },
-        );
-      case "connect-error":
-      case "error":
-        return gatewayProblem(
-          502,
-          "Upstream unavailable",
-          ctx.id,
-          `${upstream.name} (${ctx.endpoint}): ${outcome.error.message}`,
-          { upstream: upstream.name },
-        );
-    }
-  }
-
-  async #transcodeGrpc(
-    req: Request,
-    ctx: RequestContext,
-    route: RouteConfig,
-    upstream: Upstream,
-    body: Uint8Array | null,
-    limits: GatewayConfig["limits"],
-  ): Promise<Response> {
-    const method = route.grpcMethod!;
-    let input: unknown = {};
-    if (body) {
-      if (exceedsJsonDepth(body, limits.maxJsonDepth)) {
-        return gatewayProblem(
-          400,
-          "Invalid request",
-          ctx.id,
-          `the body is nested deeper than ${limits.maxJsonDepth} levels`,
-          { errors: [{ field: "(body)", message: `nested deeper than ${limits.maxJsonDepth} levels` }] },
-        );
-      }
-      let text: string;
-      try {
-        text = utf8.decode(body);
-      } catch {
-        return gatewayProblem(400, "Invalid request body", ctx.id, "the body is not valid UTF-8");
-      }
-      try {
-        input = JSON.parse(text);
-      } catch (err) {
-        return gatewayProblem(400, "Invalid JSON", ctx.id, (err as Error).message);
-      }
-    }
-    const errors = checkMessage(method.requestType, input, {
-      maxDepth: limits.maxJsonDepth,
-      maxStringLength: limits.maxJsonStringLength,
-    });
-    if (errors.length > 0) {
-      return gatewayProblem(
-        400,
-        "Invalid request",
-        ctx.id,
-        `the body does not match ${method.requestType.fullName.slice(1)}: ${errors.map((e) => `${e.field} ${e.message}`).join("; ")}`,
-        { errors },
-      );
-    }
-    const metadata = new grpc.Metadata();
-    metadata.set("x-request-id", ctx.id);
-    metadata.set("x-forwarded-for", ctx.clientIp);
-    const userAgent = req.headers.get("user-agent");
-    if (userAgent) metadata.set("x-forwarded-user-agent", userAgent);
-    route.auth?.copyClaimHeaders(req.headers, metadata);
-    const outcome = await dispatch(upstream, route, ctx, route.grpc?.idempotent === true, (endpoint, timeoutMs) =>
-      callUnary(endpoint, method, input as object, metadata, timeoutMs),
-    );
-    if (outcome.kind === "no-endpoint") return noEndpointProblem(upstream.name, outcome, ctx.id);
-    ctx.servedBy = outcome.servedBy;
-    // The replica's identity travels back as headers, as an HTTP upstream's would.
-    const servedBy: Record<string, string> = {
-      ...(outcome.servedBy ? { "x-served-by": outcome.servedBy } : {}),
-      ...(outcome.serviceVersion ? { "x-service-version": outcome.serviceVersion } : {}),
-    };
-    if (outcome.kind === "reply")
-      return new Response(JSON.stringify(outcome.reply), { status: 200, headers: { ...JSON_HEADERS, ...servedBy } });
-    const status = httpStatusFromGrpc(outcome.code);
-    const retryAfter: Record<string, string> = status === 503 ? { "retry-after": "1" } : {};
-    // The body carries both the problem+json members and grpc-gateway's {code, message, details}.
-    return gatewayProblem(
-      status,
-      grpcCodeName(outcome.code),
-      ctx.id,
-      outcome.details,
-      { code: outcome.code, message: outcome.details, details: [], upstream: upstream.name },
-      { ...servedBy, ...retryAfter },
-    );
   }
 
   #accessLog(ctx: RequestContext, status: number): void {
@@ -405,30 +294,20 @@ export class Gateway {
   }
 }
 
-/** One log line per endpoint state change: what an operator reads when traffic moves. */
-function logUpstreamEvent(log: Logger, event: UpstreamEvent): void {
-  const base = { upstream: event.upstream };
-  switch (event.type) {
-    case "ejected":
-      return log.warn({ ...base, endpoint: event.endpoint.address, ejection_ms: event.durationMs }, "endpoint ejected");
-    case "readmitted":
-      return log.info({ ...base, endpoint: event.endpoint.address, reason: event.reason }, "endpoint readmitted");
-    case "breaker":
-      return log[event.state === "closed" ? "info" : "warn"](
-        { ...base, endpoint: event.endpoint.address, state: event.state },
-        "circuit breaker",
-      );
-    case "health":
-      return log.info({ ...base, endpoint: event.endpoint.address, health: event.health }, "endpoint health changed");
-    case "endpoints":
-      return log.info({ ...base, added: event.added, removed: event.removed }, "endpoints discovered");
-    case "resolve-failed":
-      return log.warn({ ...base, host: event.host, error: event.error }, "endpoint discovery failed");
-  }
-}
-
-function rewrite(path: string, prefix: string, replacement: string): string {
-  const rest = path.slice(prefix === "/" ? 0 : prefix.length);
-  if (replacement === "/") return rest.startsWith("/") ? rest : `/${rest}`;
-  return replacement + rest;
+/** 400 for a JSON body nested deeper than the limit; a gRPC route's also lists the field, as its other 400s do. */
+function tooDeepProblem(route: RouteConfig, requestId: string, maxDepth: number): Response {
+  if (!route.grpcMethod)
+    return gatewayProblem({
+      status: 400,
+      title: "Invalid request",
+      requestId,
+      detail: `the JSON body is nested deeper than ${maxDepth} levels`,
+    });
+  return gatewayProblem({
+    status: 400,
+    title: "Invalid request",
+    requestId,
+    detail: `the body is nested deeper than ${maxDepth} levels`,
+    extensions: { errors: [{ field: "(body)", message: `nested deeper than ${maxDepth} levels` }] },
+  });
 }

@@ -37,6 +37,13 @@ interface Probe {
   parser?: boolean;
   /** Bound on the whole probe; a slow client must have been cut by then. */
   timeoutMs?: number;
+  /** Framing probes: the X-Request-Id it carries, and that of the request hidden in it (if any). */
+  requestId?: string;
+  hiddenId?: string;
+  /** No `Connection: close`: a request hidden behind this one is only reached on an open connection. */
+  keepOpen?: boolean;
+  /** A well-framed request the upstream must receive: proves the upstream check can see arrivals. */
+  control?: boolean;
 }
 
 type Outcome = { kind: "status"; status: number; fromGateway: boolean } | { kind: "closed" } | { kind: "timeout" };
@@ -278,28 +285,149 @@ function framingProbes(): Probe[] {
     ["Expect: 100-continue with a bad body", ["Expect: 100-continue", "Content-Length: 3"], "{x}"],
     ["body on a GET", ["Content-Length: 5"], "hello"],
   ];
+  // A second request hidden in the first one's body: if an upstream ever receives it as a
+  // request of its own, its X-Request-Id shows in that upstream's access log.
+  const hidden = (id: string) => {
+    const body = '{"title":"smuggled"}';
+    return request(
+      "POST /projects/ HTTP/1.1",
+      [host, `X-Request-Id: ${id}`, "Content-Type: application/json", `Content-Length: ${body.length}`],
+      body,
+    );
+  };
+  const smuggling: [string, (hiddenId: string) => [string[], string]][] = [
+    // CL.TE: Content-Length covers the hidden request; chunked framing ends before it.
+    [
+      "CL + TE, a request hidden after the last chunk",
+      (id) => {
+        const body = `0${CRLF}${CRLF}${hidden(id)}`;
+        return [[`Content-Length: ${body.length}`, "Transfer-Encoding: chunked"], body];
+      },
+    ],
+    // TE.CL: the hidden request is a chunk's data; Content-Length ends the body before it.
+    [
+      "TE + CL, a request hidden in a chunk",
+      (id) => {
+        const inner = hidden(id);
+        return [
+          ["Transfer-Encoding: chunked", "Content-Length: 4"],
+          `${inner.length.toString(16)}${CRLF}${inner}${CRLF}0${CRLF}${CRLF}`,
+        ];
+      },
+    ],
+    [
+      "two Content-Lengths, a request hidden past the first",
+      (id) => {
+        const inner = hidden(id);
+        return [["Content-Length: 0", `Content-Length: ${inner.length}`], inner];
+      },
+    ],
+    [
+      "obs-folded Transfer-Encoding, a request hidden after the last chunk",
+      (id) => {
+        const body = `0${CRLF}${CRLF}${hidden(id)}`;
+        return [[`Content-Length: ${body.length}`, "Transfer-Encoding:", " chunked"], body];
+      },
+    ],
+  ];
   const probes: Probe[] = [];
+  let n = 0;
   for (const path of ["/verify/", "/projects/", "/nope"]) {
     for (const [name, headers, payload, extra] of cases) {
       // A GET with a body is legal HTTP: on /projects/ it would rightly list the projects.
       if (name === "body on a GET" && path === "/projects/") continue;
       // The smuggled GET is answered too on the same connection; the first answer is what counts.
       const method = name === "body on a GET" ? "GET" : path !== "/nope" ? "POST" : "PUT";
+      const requestId = `abuse-framing-${n++}`;
       probes.push({
         category: "framing",
         name: `${name} → ${method} ${path}`,
         parts: [
           request(
             `${method} ${path} HTTP/1.1`,
-            [host, "Content-Type: application/json", ...headers, ...(extra?.end || extra?.timeoutMs ? [] : [close])],
+            [
+              host,
+              `X-Request-Id: ${requestId}`,
+              "Content-Type: application/json",
+              ...headers,
+              ...(extra?.end || extra?.timeoutMs ? [] : [close]),
+            ],
             payload,
           ),
         ],
+        requestId,
         ...extra,
       });
     }
+    for (const [name, build] of smuggling) {
+      const method = path !== "/nope" ? "POST" : "PUT";
+      const requestId = `abuse-framing-${n++}`;
+      const hiddenId = `abuse-hidden-${n}`;
+      const [headers, payload] = build(hiddenId);
+      probes.push({
+        category: "framing",
+        name: `${name} → ${method} ${path}`,
+        parts: [
+          request(
+            `${method} ${path} HTTP/1.1`,
+            [host, `X-Request-Id: ${requestId}`, "Content-Type: application/json", ...headers],
+            payload,
+          ),
+        ],
+        requestId,
+        hiddenId,
+        keepOpen: true,
+        // The connection stays open for whatever the hidden request would get: bound the wait.
+        timeoutMs: 3_000,
+      });
+    }
   }
+  // The control: well-framed, refused by the webapp itself (title must be a string), so it must
+  // be in the webapp's access log once — proof that the upstream check below sees arrivals.
+  const body = '{"title": 5}';
+  probes.push({
+    category: "framing",
+    name: "control: a well-framed request the webapp refuses → POST /projects/",
+    parts: [
+      request(
+        "POST /projects/ HTTP/1.1",
+        [
+          host,
+          "X-Request-Id: abuse-framing-control",
+          "Content-Type: application/json",
+          `Content-Length: ${body.length}`,
+          close,
+        ],
+        body,
+      ),
+    ],
+    requestId: "abuse-framing-control",
+    control: true,
+  });
   return probes;
+}
+
+/** One access log line ("request") of a stack process: webapp and gateway write the same fields. */
+interface AccessLine {
+  process: string;
+  request_id: string;
+  method: string;
+  path: string;
+  status: number;
+}
+
+function accessLines(stack: TestStack, kind: "webapp" | "gateway"): AccessLine[] {
+  const found: AccessLine[] = [];
+  for (const [name, lines] of stack.output) {
+    if (!name.startsWith(`${kind}-`)) continue;
+    for (const line of lines) {
+      if (!line.includes('"msg":"request"')) continue;
+      try {
+        found.push({ process: name, ...(JSON.parse(line) as Omit<AccessLine, "process">) });
+      } catch {}
+    }
+  }
+  return found;
 }
 
 /** Raw JSON bodies that must be refused, each for the gRPC route (/verify) and the HTTP one (/projects). */
@@ -635,7 +763,8 @@ describe("the abuse suite against the local stack", () => {
       routesFile,
       `${readFileSync(join(REPO_ROOT, "gateway/routes.yaml"), "utf8")}\nlimits:\n  idleTimeoutSec: ${IDLE_TIMEOUT_SEC}\n`,
     );
-    stack = await startTestStack({ routesFile });
+    // Access logs (info) are how the framing probes are checked against what reached the webapps.
+    stack = await startTestStack({ routesFile, env: { LOG_LEVEL: "info" } });
     port = stack.opts.gatewayPort;
   }, 60_000);
 
@@ -711,6 +840,38 @@ describe("the abuse suite against the local stack", () => {
       .map(({ probe, outcome }) => `${probe.category}: ${probe.name} → ${label(outcome)}`);
     expect(probes.length).toBeGreaterThanOrEqual(500);
     expect(failures).toEqual([]);
+
+    // The first status is not the whole story for framing: what reached the upstream decides
+    // whether a request was smuggled. Each framing probe reached the webapps at most once; a
+    // request hidden in a probe never did; every request a webapp got is one a gateway framed and
+    // logged itself (so gateway and webapp agree on where each request ends).
+    await Bun.sleep(500);
+    const webappLines = accessLines(stack, "webapp").filter((l) => l.request_id?.startsWith("abuse-"));
+    const gatewayIds = new Set(accessLines(stack, "gateway").map((l) => l.request_id));
+    const framing = probes.filter((p) => p.requestId);
+    const reached = (id: string | undefined) => webappLines.filter((l) => l.request_id === id);
+    const upstreamFailures = framing.flatMap((p) => {
+      const problems: string[] = [];
+      const outer = reached(p.requestId);
+      if (outer.length > 1) problems.push(`reached the webapps ${outer.length} times`);
+      if (p.control && outer.length !== 1)
+        problems.push(`the control reached the webapps ${outer.length} times, not once`);
+      const inner = reached(p.hiddenId);
+      if (inner.length > 0)
+        problems.push(
+          `its hidden request reached ${inner.map((l) => `${l.process} (${l.method} ${l.path} → ${l.status})`).join(", ")}`,
+        );
+      return problems.map((problem) => `${p.name}: ${problem}`);
+    });
+    const unframed = webappLines
+      .filter((l) => !gatewayIds.has(l.request_id))
+      .map((l) => `${l.request_id} at ${l.process}`);
+    console.log(
+      `framing probes: ${framing.length}, of which ${framing.filter((p) => reached(p.requestId).length > 0).length} reached a webapp ` +
+        `(each once at most), ${framing.filter((p) => p.hiddenId).length} carried a hidden request, ${webappLines.filter((l) => l.request_id.startsWith("abuse-hidden-")).length} of those reached a webapp`,
+    );
+    expect(upstreamFailures).toEqual([]);
+    expect(unframed).toEqual([]);
     expect(duringSlow.status).toBe(200);
     // No slow client was left to hang on: each was cut well before its bound.
     expect(slowOutcomes.every((o) => o.kind !== "timeout")).toBe(true);
@@ -848,7 +1009,9 @@ routes:
       cut = true;
     }
     expect(received).toBeLessThanOrEqual(MAX_RESPONSE);
-    expect(cut || received < 32 * 64 * 1024).toBe(true);
+    // Cut means cut: the client must see the body fail. A stream that simply ends early would be
+    // a truncated 200 the client takes for the whole answer.
+    expect(cut).toBe(true);
     // The gateway keeps serving after cutting a response.
     expect((await fetch(`${gw}/stub/small-streamed`)).status).toBe(200);
   });

@@ -5,7 +5,7 @@
  * gateway process — HTTP and gRPC routes — whose logs and exported spans must never contain a
  * credential.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, beforeAll, describe, expect, setSystemTime, test } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
 import { decodeJwt, exportJWK, exportSPKI, generateKeyPair, SignJWT, UnsecuredJWT } from "jose";
 import { mkdtempSync, writeFileSync } from "node:fs";
@@ -160,6 +160,11 @@ function guardOf(cfg: GatewayConfig, route: string): RouteAuth {
 function bearer(value: string, extra: Record<string, string> = {}): Headers {
   return new Headers({ authorization: `Bearer ${value}`, ...extra });
 }
+
+// Tests that set the wall clock (setSystemTime) get the real one back whatever happens.
+afterEach(() => {
+  setSystemTime();
+});
 
 describe("the guard, in-process", () => {
   let cfg: GatewayConfig;
@@ -327,7 +332,12 @@ routes: [{ name: r, path: /r, upstream: up, auth: { jwt: { keyFile: rs256.pem, c
     const t = await token(rs.privateKey, { expIn: 2 });
     expect((await guardOf(short, "r").check(bearer(t))).ok).toBe(true);
     expect((await guardOf(short, "r").check(bearer(t))).ok).toBe(true);
-    await Bun.sleep(decodeJwt(t).exp! * 1000 - Date.now() + 20);
+    // The wall clock set, not waited for (the cache and jose both read Date): the last
+    // millisecond before `exp`, then `exp` itself.
+    const expiresAt = decodeJwt(t).exp! * 1000;
+    setSystemTime(new Date(expiresAt - 1));
+    expect((await guardOf(short, "r").check(bearer(t))).ok).toBe(true);
+    setSystemTime(new Date(expiresAt));
     expect(await guardOf(short, "r").check(bearer(t))).toMatchObject({ ok: false, status: 401 });
   });
 
@@ -339,7 +349,16 @@ routes: [{ name: r, path: /r, upstream: up, auth: { jwt: { keyFile: rs256.pem, c
     if (!refused.ok) expect(refused.response("r").headers.get("retry-after")).toBe("5");
 
     const esJwk = { ...(await exportJWK(es.publicKey)), kid: "es-1", alg: "ES256" };
-    const flaky = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => Response.json({ keys: [esJwk] }) });
+    let issuerUp = true;
+    let jwksFetches = 0;
+    const flaky = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      fetch: () => {
+        jwksFetches++;
+        return issuerUp ? Response.json({ keys: [esJwk] }) : new Response("down", { status: 503 });
+      },
+    });
     const guard = guardOf(
       parseConfig(
         `upstreams: { up: { protocol: http, endpoints: "127.0.0.1:1" } }
@@ -349,12 +368,15 @@ routes: [{ name: r, path: /r, upstream: up, auth: { jwt: { jwksUrl: "http://127.
       "r",
     );
     expect((await guard.check(bearer(await token(es.privateKey, { alg: "ES256", kid: "es-1" })))).ok).toBe(true);
-    flaky.stop(true);
-    await Bun.sleep(1100);
+    expect(jwksFetches).toBe(1);
+    issuerUp = false;
+    setSystemTime(new Date(Date.now() + 1_100)); // past jwksCacheMaxAgeMs (jose reads Date.now)
     // A new token (not remembered), and the cached key set is stale: the refetch fails.
     expect(
       (await guard.check(bearer(await token(es.privateKey, { alg: "ES256", kid: "es-1", claims: { n: 3 } })))).ok,
     ).toBe(true);
+    expect(jwksFetches).toBe(2);
+    flaky.stop(true);
   });
 });
 

@@ -1,5 +1,5 @@
 /** Per-endpoint circuit breaker (cockatiel), outlier ejection, and what counts as a failure. */
-import { describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, jest, test } from "bun:test";
 import { status as GrpcStatus } from "@grpc/grpc-js";
 import { EndpointBreaker, type BreakerState, isBreakerRejection } from "../src/upstream/breaker.ts";
 import { dispatch } from "../src/upstream/dispatch.ts";
@@ -8,7 +8,13 @@ import { classify, isFailure, type Outcome, type Verdict } from "../src/upstream
 import { OutlierDetector } from "../src/upstream/outlier.ts";
 import type { UpstreamEvent } from "../src/upstream/upstream.ts";
 import { waitFor } from "../../scripts/stack/testing/processes.ts";
-import { context, deferred, outcomes, testConfig, testUpstream } from "./upstream-harness.ts";
+import { context, deferred, outcomes, settle, testConfig, testUpstream } from "./upstream-harness.ts";
+
+// Tests that take jest.useFakeTimers() (Date.now, performance.now and timers on a clock the test
+// moves) get the real ones back whatever happens.
+afterEach(() => {
+  jest.useRealTimers();
+});
 
 function breaker(
   settings: Partial<{ consecutiveFailures: number; halfOpenAfterMs: number; maxHalfOpenAfterMs: number }> = {},
@@ -57,26 +63,24 @@ describe("circuit breaker", () => {
   });
 
   test("a failed probe reopens it for twice as long, up to maxHalfOpenAfterMs", async () => {
+    jest.useFakeTimers(); // cockatiel and the breaker read Date.now: each wait comes out exact
     const { b } = breaker({ halfOpenAfterMs: 30, maxHalfOpenAfterMs: 70 });
-    // Each wait is read as probeAt minus the time just before the failure that opened the breaker.
     const waits: number[] = [];
     await run(b, outcomes.refused);
     await run(b, outcomes.refused);
-    let before = Date.now();
+    const openedAt = () => Date.now(); // the clock stands still unless the test moves it
     await run(b, outcomes.refused);
-    waits.push(b.probeAt - before);
+    waits.push(b.probeAt - openedAt());
     for (let round = 0; round < 3; round++) {
-      await waitFor("the probe to be due", () => b.probeReady, { timeoutMs: 1_000, intervalMs: 2 });
-      before = Date.now();
+      jest.advanceTimersByTime(waits.at(-1)!);
+      expect(b.probeReady).toBe(false); // due 1 ms after cockatiel would let it through
+      jest.advanceTimersByTime(1);
+      expect(b.probeReady).toBe(true);
       await run(b, outcomes.refused);
       expect(b.state).toBe("open");
-      waits.push(b.probeAt - before);
+      waits.push(b.probeAt - openedAt());
     }
-    const expected = [30, 60, 70, 70];
-    waits.forEach((wait, i) => {
-      expect(wait).toBeGreaterThanOrEqual(expected[i]!);
-      expect(wait).toBeLessThan(expected[i]! + 20);
-    });
+    expect(waits).toEqual([30, 60, 70, 70]);
   });
 
   test("reset() closes it at once and forgets past failures", async () => {
@@ -200,6 +204,9 @@ describe("an upstream whose endpoints are all out", () => {
       route: "retry: { attempts: 1 }",
     });
     const route = config.routes[0]!;
+    // On a clock the test moves (Date.now, performance.now, timers): "at once" means the answer
+    // came with the clock standing still, so it waited on no timer.
+    jest.useFakeTimers();
     const events: UpstreamEvent[] = [];
     const upstream = testUpstream(config, { onEvent: (e) => events.push(e) });
     let healthy = false;
@@ -210,17 +217,17 @@ describe("an upstream whose endpoints are all out", () => {
     expect(upstream.endpoints.map((e) => e.breakerState)).toEqual(["open", "open"]);
 
     const before = sent;
-    const started = performance.now();
-    const result = await dispatch(upstream, route, context(), false, send);
-    expect(performance.now() - started).toBeLessThan(5);
+    let result: Awaited<ReturnType<typeof dispatch>> | undefined;
+    void dispatch(upstream, route, context(), false, send).then((r) => (result = r));
+    await settle();
     expect(sent).toBe(before);
     expect(result).toMatchObject({ kind: "no-endpoint", retryAfterSeconds: 2, endpoints: 2 });
 
     healthy = true;
-    await waitFor("a probe to be due", () => upstream.endpoints.some((e) => e.available), {
-      timeoutMs: 3_000,
-      intervalMs: 10,
-    });
+    jest.advanceTimersByTime(1_099);
+    expect(upstream.endpoints.some((e) => e.available)).toBe(false);
+    jest.advanceTimersByTime(2); // halfOpenAfterMs, and the 1 ms the breaker adds
+    expect(upstream.endpoints.some((e) => e.available)).toBe(true);
     expect((await dispatch(upstream, route, context(), false, send)).kind).toBe("response");
     expect(upstream.endpoints.some((e) => e.breakerState === "closed")).toBe(true);
     const breakerEvents = events.filter((e) => e.type === "breaker").map((e) => (e.type === "breaker" ? e.state : ""));

@@ -290,21 +290,33 @@ describe("the public listener", () => {
 });
 
 describe("a gateway that stops", () => {
-  test("stops at once with a dashboard open on it, and the others' page marks it unreachable", async () => {
-    const gateway3 = stack.processes.find((p) => p.name === "gateway-3")!;
+  const gateway3 = () => stack.processes.find((p) => p.name === "gateway-3")!;
+
+  test("stops at once with a dashboard event stream open on it", async () => {
     const events = await fetch(`${stack.adminUrls()[2]}/dashboard/events`);
     const reader = events.body!.getReader();
     await reader.read();
     const stoppedAt = Date.now();
-    gateway3.proc.kill("SIGTERM");
-    expect(await gateway3.proc.exited).toBe(0);
+    gateway3().proc.kill("SIGTERM");
+    expect(await gateway3().proc.exited).toBe(0);
     // The event stream is ended by the gateway, not left to the shutdown timeout (20 s).
     expect(Date.now() - stoppedAt).toBeLessThan(3_000);
     while (!(await reader.read()).done);
-    if (!hasChromium) return;
-    await page.goto(`${adminUrl()}/dashboard`);
-    await page.waitForSelector('#gateways tr[data-gateway="gateway-3"][data-state="unreachable"]', { timeout: 10_000 });
-    expect(await page.textContent("#gateway-count")).toBe("2 of 3 reachable");
-    expect(pageErrors).toEqual([]);
   }, 15_000);
+
+  // Without Chromium this is skipped (visibly); under CI requireBinary has already failed the file.
+  test.skipIf(!hasChromium)(
+    "the other gateways' page then marks it unreachable",
+    async () => {
+      // Runs after the test above, which stopped gateway-3.
+      expect(gateway3().proc.exitCode).toBe(0);
+      await page.goto(`${adminUrl()}/dashboard`);
+      await page.waitForSelector('#gateways tr[data-gateway="gateway-3"][data-state="unreachable"]', {
+        timeout: 10_000,
+      });
+      expect(await page.textContent("#gateway-count")).toBe("2 of 3 reachable");
+      expect(pageErrors).toEqual([]);
+    },
+    15_000,
+  );
 });

@@ -1,18 +1,18 @@
 /**
- * The dashboard's parts, in process: per-second route figures (admin/traffic.ts), percentiles
- * from the fixed latency buckets, the merge of several replicas' snapshots (admin/tier.ts, with
+ * The dashboard's parts, in process: per-second route figures (dashboard/traffic.ts), percentiles
+ * from the fixed latency buckets, the merge of several replicas' snapshots (dashboard/tier.ts, with
  * fake replicas on real ports), and the admin routes that serve them.
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import pino from "pino";
 import { Lifecycle } from "../../lib/lifecycle.ts";
 import { createAdminApp } from "../src/admin/app.ts";
-import { Dashboard } from "../src/admin/dashboard.ts";
-import { latencyBucket, quantileMs } from "../src/admin/latency-buckets.ts";
-import { PeerDirectory } from "../src/admin/peers.ts";
-import type { EndpointView, GatewaySnapshot } from "../src/admin/snapshot.ts";
-import { TierView } from "../src/admin/tier.ts";
-import { TrafficRecorder, WINDOW_SECONDS } from "../src/admin/traffic.ts";
+import { Dashboard } from "../src/dashboard/index.ts";
+import { latencyBucket, quantileMs } from "../src/dashboard/latency-buckets.ts";
+import type { EndpointView, GatewaySnapshot } from "../src/dashboard/snapshot.ts";
+import { TierView } from "../src/dashboard/tier.ts";
+import { TrafficRecorder, WINDOW_SECONDS } from "../src/dashboard/traffic.ts";
+import { PeerDirectory } from "../src/peers.ts";
 import { parseConfig } from "../src/config/load.ts";
 import { Gateway } from "../src/server.ts";
 
@@ -154,7 +154,8 @@ describe("the tier: snapshots of every replica, merged", () => {
     closed.stop(true);
 
     const tier = new TierView({
-      directory: new PeerDirectory({ urls: [a, b, wrong, down], adminPort: 0 }),
+      // Each replica with a spare address, idle as on a steady `make dev` tier.
+      directory: new PeerDirectory({ urls: [`${a}|${wrong}`, `${b}|${down}`], adminPort: 0 }),
       local: () => snapshot("self", second, [], 1, []),
       selfInstance: "gw-a",
       timeoutMs: 500,
@@ -200,6 +201,25 @@ describe("the tier: snapshots of every replica, merged", () => {
     const again = later.routes.find((r) => r.name === "r")!;
     expect(again.requests[second - again.from]).toBe(40);
     expect(later.upstreams[0]!.endpoints[1]!.views.map((v) => v.gateway)).toEqual(["gw-a"]);
+  });
+
+  test("a listed replica that never answered at any of its addresses is a row, unreachable; spares stay idle", async () => {
+    const second = Math.floor(Date.now() / 1000) - 3;
+    const up = serve(snapshot("gw-up", second, [1], 1, []));
+    const closed = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("") });
+    const at = (i: number) => `http://127.0.0.1:${closed.port}/${i}`;
+    const [dead, spareOfUp, spareOfDead] = [at(0), at(1), at(2)];
+    closed.stop(true);
+    const tier = new TierView({
+      directory: new PeerDirectory({ urls: [`${up}|${spareOfUp}`, `${dead}|${spareOfDead}`], adminPort: 0 }),
+      local: () => snapshot("self", second, [], 1, []),
+      selfInstance: "gw-up",
+      timeoutMs: 500,
+    });
+    const state = await tier.refresh();
+    expect(Object.fromEntries(state.gateways.map((g) => [g.url, g.reachable]))).toEqual({ [dead]: false, [up]: true });
+    expect(state.gateways.find((g) => g.url === dead)!.error).toBeTruthy();
+    expect(state.silentPeers.map((p) => p.url).sort()).toEqual([spareOfDead, spareOfUp].sort());
   });
 
   test("without peers configured the tier is this gateway alone", async () => {
@@ -267,9 +287,12 @@ describe("admin routes of the dashboard", () => {
     expect(page.headers.get("content-type")).toBe("text/html; charset=utf-8");
     expect(page.headers.get("content-security-policy")).toContain("default-src 'none'");
     const html = await page.text();
-    for (const asset of html.matchAll(/(?:src|href)="(\/dashboard\/assets\/[^"]+)"/g)) {
-      const res = await get(asset[1]!);
-      expect([asset[1], res.status]).toEqual([asset[1], 200]);
+    const assets = [...html.matchAll(/(?:src|href)="(\/dashboard\/assets\/[^"]+)"/g)].map((m) => m[1]!);
+    // Not vacuous: the page links uPlot's script and style and its own.
+    expect(assets).toHaveLength(4);
+    for (const asset of assets) {
+      const res = await get(asset);
+      expect([asset, res.status]).toEqual([asset, 200]);
       expect((await res.text()).length).toBeGreaterThan(100);
     }
     expect((await get("/dashboard/assets/..%2F..%2Fpackage.json")).status).toBe(404);

@@ -1,5 +1,5 @@
 /** Endpoint discovery: static IP literals, host names resolved (and re-resolved) to all their addresses. */
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, describe, expect, jest, test } from "bun:test";
 import {
   Discovery,
   dnsServerResolver,
@@ -10,7 +10,12 @@ import {
 import type { UpstreamEvent } from "../src/upstream/upstream.ts";
 import { waitFor } from "../../scripts/stack/testing/processes.ts";
 import { TestDnsServer } from "./resilience-harness.ts";
-import { testConfig, testUpstream } from "./upstream-harness.ts";
+import { settle, testConfig, testUpstream } from "./upstream-harness.ts";
+
+// Tests that take jest.useFakeTimers() (timers and clocks the test moves) get the real ones back.
+afterEach(() => {
+  jest.useRealTimers();
+});
 
 /** A resolver the test drives: answers from `records`, or throws the error set for a name. */
 function fakeResolver() {
@@ -96,38 +101,54 @@ describe("discovery", () => {
       resolve: () => (hang ? new Promise(() => {}) : Promise.resolve(["10.0.0.5"])),
       cancel: () => cancelled++,
     };
-    // The query timeout is refreshMs, but at least 500 ms.
+    jest.useFakeTimers();
     const { last, discovery } = discover(["svc:80"], resolver, 20);
-    const started = performance.now();
-    await discovery.ready;
-    expect(performance.now() - started).toBeLessThan(1_000);
-    expect(cancelled).toBeGreaterThan(0);
+    let ready = false;
+    void discovery.ready.then(() => (ready = true));
+    // The query timeout is refreshMs, but at least 500 ms: given up on at 500, not before.
+    jest.advanceTimersByTime(499);
+    await settle();
+    expect([ready, cancelled]).toEqual([false, 0]);
+    jest.advanceTimersByTime(1);
+    await settle();
+    expect([ready, cancelled]).toEqual([true, 1]);
     hang = false;
-    await waitFor("an answer", () => last().length === 1, { timeoutMs: 2_000, intervalMs: 5 });
+    jest.advanceTimersByTime(20); // the next refresh
+    await settle();
+    expect(last()).toEqual(["10.0.0.5:80"]);
   });
 
   test("stop() ends re-resolution", async () => {
     const { resolver, records, calls } = fakeResolver();
     records.set("svc", ["10.0.0.1"]);
+    jest.useFakeTimers();
     const { discovery } = discover(["svc:80"], resolver);
     await discovery.ready;
+    jest.advanceTimersByTime(20);
+    await settle();
+    expect(calls).toHaveLength(2); // re-resolving every refreshMs (20) until stopped
     discovery.stop();
-    const seen = calls.length;
-    await Bun.sleep(100);
-    expect(calls.length).toBe(seen);
+    jest.advanceTimersByTime(1_000);
+    await settle();
+    expect(calls).toHaveLength(2);
   });
 
   test("failures ask for a re-resolution soon, at most once a second", async () => {
     const { resolver, records, calls } = fakeResolver();
     records.set("svc", ["10.0.0.1"]);
+    jest.useFakeTimers();
     const { discovery } = discover(["svc:80"], resolver, 60_000);
     await discovery.ready;
     expect(calls.length).toBe(1);
-    for (let i = 0; i < 50; i++) discovery.refreshSoon();
-    await waitFor("one re-resolution", () => calls.length === 2, { timeoutMs: 2_000, intervalMs: 10 });
-    for (let i = 0; i < 50; i++) discovery.refreshSoon();
-    await Bun.sleep(200);
-    expect(calls.length).toBe(2);
+    for (let round = 2; round <= 3; round++) {
+      for (let i = 0; i < 50; i++) discovery.refreshSoon();
+      jest.advanceTimersByTime(999);
+      await settle();
+      expect(calls.length).toBe(round - 1); // a second has not passed since the last resolution
+      jest.advanceTimersByTime(1);
+      await settle();
+      expect(calls.length).toBe(round); // fifty asks, one resolution
+    }
   });
 });
 

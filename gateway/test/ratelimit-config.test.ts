@@ -8,6 +8,7 @@ import { freePort } from "../../scripts/stack/testing/ports.ts";
 import { requireBinary } from "../../scripts/stack/testing/processes.ts";
 import { isListening, startLocalRedis } from "../../scripts/stack/redis.ts";
 import { ConfigError, parseConfig } from "../src/config/load.ts";
+import { PeerDirectory } from "../src/peers.ts";
 import { PeerCounter } from "../src/ratelimit/peers.ts";
 
 const base = `upstreams:
@@ -145,22 +146,26 @@ describe("live gateway replicas for the local fallback", () => {
       return `http://127.0.0.1:${server.port}`;
     };
     const urls = [await serve(() => true), await serve(() => readyB), `http://127.0.0.1:${await freePort()}`];
-    const peers = new PeerCounter({ urls, log, intervalMs: 60_000 });
+    const peers = new PeerCounter({ directory: new PeerDirectory({ urls }), log, intervalMs: 60_000 });
     expect(await peers.refresh()).toBe(2);
     readyB = false; // draining
     expect(await peers.refresh()).toBe(1);
     peers.close();
 
-    const nobody = new PeerCounter({ urls: [`http://127.0.0.1:${await freePort()}`], log, intervalMs: 60_000 });
+    const nobody = new PeerCounter({
+      directory: new PeerDirectory({ urls: [`http://127.0.0.1:${await freePort()}`] }),
+      log,
+      intervalMs: 60_000,
+    });
     expect(await nobody.refresh()).toBe(1);
     nobody.close();
   });
 
   test("counts the addresses a DNS name resolves to (a headless Service's ready pods)", async () => {
-    const peers = PeerCounter.fromEnv(log, { GATEWAY_PEERS_DNS: "localhost" });
+    const peers = new PeerCounter({ directory: new PeerDirectory({ dnsName: "localhost" }), log });
     expect(await peers.refresh()).toBeGreaterThanOrEqual(1);
     peers.close();
-    expect(PeerCounter.fromEnv(log, {}).count).toBe(1);
+    expect(new PeerCounter({ directory: new PeerDirectory({}), log }).count).toBe(1);
   });
 });
 

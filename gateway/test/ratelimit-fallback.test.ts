@@ -53,7 +53,7 @@ async function limiter(fallback: FallbackMode, opts: { replicas?: number; url?: 
       keyPrefix: `test:${Math.random()}:`,
     },
     log,
-    peers: new PeerCounter({ urls: [], log }),
+    peers: new PeerCounter({ log }),
     probeIntervalMs: 50,
   });
   limiters.push(l);
@@ -123,20 +123,23 @@ describe.skipIf(!hasRedis)("when Redis is unreachable", () => {
   test("a Redis that stops answering costs one request the timeout; the next are decided at once", async () => {
     const l = await limiter("local", { replicas: 1 });
     redis.pause();
-    let start = performance.now();
+    const start = performance.now();
     await l.check("r", limits, "192.0.2.1", noHeaders);
     const first = performance.now() - start;
-    start = performance.now();
-    await admitted(l, 5);
-    const next = (performance.now() - start) / 5;
-    console.log(
-      `redis stopped: the first request waited ${first.toFixed(1)} ms (timeout ${TIMEOUT_MS} ms), the next ${next.toFixed(2)} ms each`,
-    );
+    console.log(`redis stopped: the first request waited ${first.toFixed(1)} ms (timeout ${TIMEOUT_MS} ms)`);
+    // Against the configured redisTimeoutMs (a real redis-server process): not before it; after it
+    // by at most the grace turn BoundedRedis gives a late timer (TIMEOUT_MS / 4) and 30 ms more.
     expect(first).toBeGreaterThanOrEqual(TIMEOUT_MS - 1);
-    expect(first).toBeLessThan(TIMEOUT_MS + 50);
-    expect(next).toBeLessThan(5);
-    expect(l.stats.redis.timeouts).toBeGreaterThanOrEqual(1);
+    expect(first).toBeLessThan(TIMEOUT_MS * 1.25 + 30);
+    expect(l.stats.redis.timeouts).toBe(1);
     expect(l.mode()).toBe("fallback");
+    // The next are decided at once: synchronously (a decision, not a promise), with no call to
+    // Redis. Checked, not timed.
+    const callsBefore = l.stats.redis.calls;
+    for (let i = 0; i < 5; i++) {
+      expect(l.check("r", limits, "192.0.2.1", noHeaders)).not.toBeInstanceOf(Promise);
+    }
+    expect(l.stats.redis.calls).toBe(callsBefore);
 
     // Resumed: the probe finds it and requests go back to Redis without anyone's help.
     redis.resume();

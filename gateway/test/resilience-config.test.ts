@@ -1,6 +1,19 @@
 /** The resilience keys of routes.yaml: defaults filled in, mistakes named with their line. */
 import { describe, expect, test } from "bun:test";
+import type { Static, TObject } from "@sinclair/typebox";
+import { Value } from "@sinclair/typebox/value";
 import { ConfigError, loadConfig, parseConfig } from "../src/config/load.ts";
+import {
+  BalancerSchema,
+  CircuitBreakerSchema,
+  DiscoverySchema,
+  HealthCheckSchema,
+  OutlierDetectionSchema,
+  RetrySchema,
+} from "../src/config/schema.ts";
+
+/** The defaults a section gets, from its schema: their one source. */
+const defaultsOf = <S extends TObject>(schema: S) => Value.Default(schema, {}) as Required<Static<S>>;
 
 const base = (upstreamExtra: string, routeExtra = "") => `upstreams:
   web:
@@ -26,22 +39,28 @@ function problems(text: string): string[] {
 
 describe("resilience config", () => {
   test("every key has a default, so an upstream and a route need none of them", () => {
+    const sections = {
+      discovery: DiscoverySchema,
+      balancer: BalancerSchema,
+      healthCheck: HealthCheckSchema,
+      outlierDetection: OutlierDetectionSchema,
+      circuitBreaker: CircuitBreakerSchema,
+    };
+    // A key added to a schema without a default would be missing here (retry.perTryTimeoutMs has
+    // none on purpose: without it only the route's timeout bounds the tries).
+    for (const schema of [...Object.values(sections), RetrySchema]) {
+      const keys = Object.keys(schema.properties).filter((k) => k !== "perTryTimeoutMs");
+      expect(Object.keys(defaultsOf(schema)).sort()).toEqual(keys.sort());
+    }
     const config = parseConfig(base(""), "routes.yaml");
-    expect(config.upstreams.get("web")).toMatchObject({
-      discovery: { refreshMs: 5000 },
-      balancer: { algorithm: "p2c" },
-      healthCheck: {
-        enabled: true,
-        intervalMs: 2000,
-        timeoutMs: 1000,
-        path: "/readyz",
-        unhealthyThreshold: 2,
-        healthyThreshold: 1,
-      },
-      outlierDetection: { consecutiveFailures: 3, baseEjectionMs: 2000, maxEjectionMs: 30000, maxEjectedPercent: 50 },
-      circuitBreaker: { consecutiveFailures: 5, halfOpenAfterMs: 1000, maxHalfOpenAfterMs: 10000 },
-    });
-    expect(config.routes[0]!.retry).toEqual({ attempts: 3, budgetPercent: 20, minRetriesPerSecond: 5 });
+    const upstream = config.upstreams.get("web")!;
+    for (const [name, schema] of Object.entries(sections))
+      expect({ [name]: upstream[name as keyof typeof sections] as object }).toEqual({ [name]: defaultsOf(schema) });
+    expect(config.routes[0]!.retry).toEqual(defaultsOf(RetrySchema));
+    // The ones docs/gateway.md states and its tuning advice builds on.
+    expect(upstream.circuitBreaker.consecutiveFailures).toBe(5);
+    expect(upstream.outlierDetection.consecutiveFailures).toBe(3);
+    expect(config.routes[0]!.retry.attempts).toBe(3);
   });
 
   test("a value given overrides only that key", () => {
@@ -50,9 +69,8 @@ describe("resilience config", () => {
       "routes.yaml",
     );
     expect(config.upstreams.get("web")!.circuitBreaker).toEqual({
-      consecutiveFailures: 5,
+      ...defaultsOf(CircuitBreakerSchema),
       halfOpenAfterMs: 250,
-      maxHalfOpenAfterMs: 10000,
     });
     expect(config.routes[0]!.retry.attempts).toBe(1);
   });

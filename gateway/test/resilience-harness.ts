@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
 import { type Spawned, spawnService, waitFor, waitForHttp } from "../../scripts/stack/testing/processes.ts";
-import type { EndpointView } from "../src/admin/snapshot.ts";
+import type { EndpointView } from "../src/dashboard/snapshot.ts";
 
 export const json = { "content-type": "application/json" };
 let tempDir: string | undefined;
@@ -406,6 +406,13 @@ export interface KillFigures {
   failedPercent: number;
   /** Failed requests sent after the replica had died (only ones in flight at the kill may fail). */
   failedSentAfterDeath: number;
+  /**
+   * Requests to the victim's route (any replica) open at some instant between the kill and the
+   * death: sent before the death, answered after the kill. The only ones that may fail.
+   */
+  inFlightAtKill: number;
+  /** Failed requests that were not among those: must be none. */
+  failedOutsideKill: number;
   /** Kill → the last try the gateway sent to the dead replica (then it got none until readmitted). */
   trafficStoppedAfterMs: number;
   /** Kill → the gateway takes the endpoint out of its set (ejection, breaker or health checks). */
@@ -421,11 +428,14 @@ export interface KillFigures {
 
 /**
  * The requests that fail when a replica is killed are the POSTs it was serving at that instant
- * (they cannot be replayed safely): about concurrency / 2 routes / 3 replicas of them. The failure
- * rate is that over the sample, so it is measured on at least MIN_SAMPLE requests, with 8 clients.
+ * (they cannot be replayed safely): about concurrency / 2 routes / 3 replicas of them. The bar is
+ * that count (see expectKillSurvived); the failure rate over at least MIN_SAMPLE requests, with 8
+ * clients, is printed to compare with docs/gateway.md.
  */
 const MIN_SAMPLE = 5_000;
 const KILL_CONCURRENCY = 8;
+/** The load's route to each upstream of routesYaml. */
+const ROUTE_TO: Record<string, Answer["route"]> = { webapp: "projects", rpcapp: "verify" };
 
 export async function killAndRestart(
   gateway: Gateway,
@@ -465,11 +475,16 @@ export async function killAndRestart(
   const answers = await load.stop();
   const summary = summarize(answers);
   const retries = (await upstreamView(gateway, upstream)).retries;
+  const route = ROUTE_TO[upstream];
+  if (!route) throw new Error(`no load route to upstream ${upstream}`);
+  const inFlightAtKill = (a: Answer) => a.route === route && a.at <= diedAt && a.at + a.ms >= killedAt;
   return {
     requests: summary.total,
     failed: summary.failed,
     failedPercent: Number(summary.failedPercent.toFixed(3)),
     failedSentAfterDeath: answers.filter((a) => a.at >= diedAt && !isOk(a)).length,
+    inFlightAtKill: answers.filter(inFlightAtKill).length,
+    failedOutsideKill: answers.filter((a) => !isOk(a) && !inFlightAtKill(a)).length,
     trafficStoppedAfterMs: Math.max(0, lastTryAt - killedAt),
     leftSetAfterMs: leftAt - killedAt,
     triesToDeadReplica: dead.requests - before.requests,
@@ -484,15 +499,33 @@ export async function killAndRestart(
   };
 }
 
-/** What a killed replica (HTTP or gRPC) must cost at most; the same bar for both upstreams. */
+/**
+ * What a killed replica (HTTP or gRPC) must cost at most; the same bar for both upstreams. The
+ * time bounds derive from the settings both files' routesYaml use: health checks every 500 ms
+ * with a 250 ms timeout (unhealthyThreshold 2 and healthyThreshold 1 by default), and the route
+ * timeout passed in.
+ */
 export function expectKillSurvived(figures: KillFigures, routeTimeoutMs: number): void {
-  // Only requests in flight on the replica when it died may fail (a POST cannot be replayed safely).
+  // Only requests in flight on the replica when it died may fail: a POST cannot be replayed
+  // safely. So the bar is a count, not a rate: none sent after the death, none that was not open
+  // between the kill and the death, and no more than were open then on this route (one per
+  // client at a time, KILL_CONCURRENCY of them; about a third on the victim). A rate
+  // (docs/gateway.md: ≤ 0.1%) would move with how many requests a busy machine got through in
+  // the run, whatever the gateway did; it is printed.
   expect(figures.failedSentAfterDeath).toBe(0);
-  expect(figures.failedPercent).toBeLessThanOrEqual(0.1);
-  expect(figures.trafficStoppedAfterMs).toBeLessThan(1_000);
-  // Out of the set by ejection, or at the latest by 2 failed health checks (500 ms apart).
+  expect(figures.failedOutsideKill).toBe(0);
+  expect(figures.failed).toBeLessThanOrEqual(figures.inFlightAtKill);
+  // No try reaches the dead replica once it is out of the set.
+  expect(figures.trafficStoppedAfterMs).toBeLessThanOrEqual(figures.leftSetAfterMs);
+  // Out of the set by ejection at the first refused connection, or at the latest by 2 failed
+  // health checks: 2 × 500 + 250 = 1250 ms; 750 ms of margin for a busy machine.
   expect(figures.leftSetAfterMs).toBeLessThan(2_000);
-  expect(figures.trafficAgainAfterRestartMs).toBeLessThan(5_000);
+  // Once the restarted replica is ready, a health check readmits it and the load reaches it at
+  // once: the next check, or the one after if a process just started misses the first's 250 ms
+  // timeout, 2 × 500 + 250 = 1250 ms; 1250 ms of margin. The time the process takes to start
+  // (trafficAgainAfterRestartMs) is printed, not judged: that is Bun's, not the gateway's.
+  expect(figures.trafficAgainAfterReadyMs).toBeLessThan(2_500);
+  // The route timeout bounds every answer; 500 ms of margin for a busy machine.
   expect(figures.slowestAnswerMs).toBeLessThan(routeTimeoutMs + 500);
 }
 

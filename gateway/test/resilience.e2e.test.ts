@@ -76,7 +76,7 @@ afterAll(async () => {
 });
 
 describe("a webapp replica killed under load", () => {
-  test("fails ≤ 0.1% of requests, stops getting traffic within 1 s, gets traffic again < 5 s after a restart", async () => {
+  test("fails only requests in flight on it at the kill, leaves the set < 2 s after, gets traffic again < 2.5 s after it is ready", async () => {
     await allAvailable(gateway);
     const figures = await killAndRestart(gateway, "webapp", webapps[1]!);
     console.log("[kill webapp]", JSON.stringify(figures));
@@ -90,11 +90,15 @@ describe("a frozen webapp replica (SIGSTOP)", () => {
     const figures = await freezeAndResume(gateway, "webapp", webapps[2]!);
     console.log("[freeze webapp]", JSON.stringify(figures));
     expect(figures.unanswered).toBe(0);
+    // The route timeout bounds every answer; 500 ms of margin for a busy machine.
     expect(figures.slowestAnswerMs).toBeLessThan(ROUTE_TIMEOUT_MS + 500);
-    // Requests already on the frozen replica time out (POST is not retried); then it is out...
+    // Requests already on the frozen replica time out (POST is not retried) at ROUTE_TIMEOUT_MS,
+    // and those failures eject it; 1 s of margin (health checks alone would take 2 × 500 + 250 ms)...
     expect(figures.outAfterFreezeMs).toBeLessThan(ROUTE_TIMEOUT_MS + 1_000);
     // ...and from then on at most one probe per breaker window may time out.
     expect(figures.timeoutsAfterOut).toBeLessThanOrEqual(Math.ceil(figures.outWindowMs / HALF_OPEN_AFTER_MS));
+    // Resumed, the next health check (every 500 ms, 250 ms timeout) readmits it; 2250 ms of margin
+    // (a replica that was stopped for 2.5 s has timers and sockets to catch up on first).
     expect(figures.readmittedAfterResumeMs).toBeLessThan(3_000);
   }, 30_000);
 });
@@ -147,17 +151,18 @@ describe("every endpoint down", () => {
         await w.proc.exited;
       }),
     );
-    // A few requests open the breakers / eject; from then on every answer is an immediate 503.
-    const fast503At = await timeUntil(
-      "fast 503s",
+    // A few requests open the breakers / eject; from then on no endpoint is in the set, and every
+    // answer is a 503 that tried none of them.
+    const allOutAt = await timeUntil(
+      "every webapp out of the set",
       async () => {
-        const started = performance.now();
         const res = await fetch(`${gateway.url}/projects/`, { method: "POST", headers: json, body: '{"title":"x"}' });
         await res.arrayBuffer();
-        return res.status === 503 && performance.now() - started < 50;
+        return res.status === 503 && (await upstreamView(gateway, "webapp")).endpoints.every((e) => !e.available);
       },
       5_000,
     );
+    const triesBefore = (await upstreamView(gateway, "webapp")).endpoints.reduce((n, e) => n + e.requests, 0);
     const samples = [];
     for (let i = 0; i < 20; i++) {
       const started = performance.now();
@@ -170,6 +175,8 @@ describe("every endpoint down", () => {
         body: (await res.json()) as { status: number; detail: string },
       });
     }
+    // "At once", counted rather than timed: the 20 answers sent nothing to any endpoint.
+    const triesDuring = (await upstreamView(gateway, "webapp")).endpoints.reduce((n, e) => n + e.requests, 0);
     const respawnedAt = Date.now();
     for (const w of webapps) respawn(w);
     const recoveredAt = await timeUntil(
@@ -182,18 +189,20 @@ describe("every endpoint down", () => {
     );
     await Promise.all(webapps.map((w) => waitForReady(w)));
     const figures = {
-      allOutAfterMs: fast503At - killedAt,
+      allOutAfterMs: allOutAt - killedAt,
       slowest503Ms: Math.round(Math.max(...samples.map((s) => s.ms)) * 10) / 10,
       retryAfterSeconds: [...new Set(samples.map((s) => s.retryAfter))],
       recoveredAfterRespawnMs: recoveredAt - respawnedAt,
     };
     console.log("[all webapps down]", JSON.stringify(figures), samples[0]?.body.detail);
+    expect(samples).toHaveLength(20);
     for (const s of samples) {
       expect(s.status).toBe(503);
       expect(s.type).toContain("application/problem+json");
       expect(Number(s.retryAfter)).toBeGreaterThanOrEqual(1);
-      expect(s.ms).toBeLessThan(100);
     }
-    expect(figures.recoveredAfterRespawnMs).toBeLessThan(5_000);
+    expect(triesDuring).toBe(triesBefore);
+    // Recovery by itself is the timeUntil above (10 s at most); how soon includes 3 processes
+    // starting on a busy machine, so the figure is printed, not judged.
   }, 30_000);
 });

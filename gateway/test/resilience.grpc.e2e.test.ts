@@ -61,7 +61,7 @@ afterAll(async () => {
 });
 
 describe("an rpcapp replica killed under load", () => {
-  test("fails ≤ 0.1% of requests, stops getting traffic within 1 s, gets traffic again < 5 s after a restart", async () => {
+  test("fails only requests in flight on it at the kill, leaves the set < 2 s after, gets traffic again < 2.5 s after it is ready", async () => {
     await allAvailable(gateway);
     const figures = await killAndRestart(gateway, "rpcapp", rpcapps[1]!);
     console.log("[kill rpcapp]", JSON.stringify(figures));
@@ -75,9 +75,13 @@ describe("a frozen rpcapp replica (SIGSTOP)", () => {
     const figures = await freezeAndResume(gateway, "rpcapp", rpcapps[2]!);
     console.log("[freeze rpcapp]", JSON.stringify(figures));
     expect(figures.unanswered).toBe(0);
+    // The route timeout bounds every answer; 500 ms of margin for a busy machine.
     expect(figures.slowestAnswerMs).toBeLessThan(ROUTE_TIMEOUT_MS + 500);
+    // Tries on the frozen replica fail at PER_TRY_TIMEOUT_MS and eject it, or 2 failed health
+    // checks (2 × 500 + 250 ms) take it out; the bound leaves 750 ms of margin over the latter.
     expect(figures.outAfterFreezeMs).toBeLessThan(ROUTE_TIMEOUT_MS + 1_000);
-    expect(figures.timeoutsAfterOut).toBeLessThanOrEqual(Math.ceil(figures.outWindowMs / 500));
+    expect(figures.timeoutsAfterOut).toBeLessThanOrEqual(Math.ceil(figures.outWindowMs / 500)); // halfOpenAfterMs
+    // Resumed, the next health check (every 500 ms, 250 ms timeout) readmits it; 2250 ms of margin.
     expect(figures.readmittedAfterResumeMs).toBeLessThan(3_000);
     // Idempotent calls stuck on the frozen replica were retried elsewhere, not failed.
     expect(figures.retries.attempted).toBeGreaterThan(0);

@@ -1,6 +1,6 @@
 /**
  * The runtime image, proved without Docker: the gateway is compiled exactly as the Dockerfile's
- * build stage does (scripts/lib/images.ts COMPILE_FLAGS) and run the way the distroless runtime
+ * build stage does (scripts/cluster/images.ts COMPILE_FLAGS) and run the way the distroless runtime
  * stage runs it — in an otherwise empty root holding only the binary, the shared libraries `ldd`
  * lists (with the ELF interpreter) and routes.yaml, plus /proc (which every container runtime
  * mounts), as uid/gid 65532 with no capabilities, on a read-only filesystem — and it serves: its

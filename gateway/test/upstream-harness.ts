@@ -68,6 +68,14 @@ export const outcomes = {
   reply: (): GrpcOutcome => ({ kind: "reply", reply: { message: "ok" } }),
 };
 
+/**
+ * Lets the promise chains that a fake timer (jest.useFakeTimers) woke run on to their next wait:
+ * Bun's advanceTimersByTime runs the callbacks but not the microtasks they queue.
+ */
+export async function settle(): Promise<void> {
+  for (let i = 0; i < 50; i++) await Promise.resolve();
+}
+
 /** A promise resolved from outside (a request held in flight). */
 export function deferred<T>(): { promise: Promise<T>; resolve: (value: T) => void } {
   let resolve!: (value: T) => void;

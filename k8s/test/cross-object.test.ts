@@ -15,7 +15,6 @@ import {
   checkEverythingDeployed,
   checkGatewayRoutes,
   checkImages,
-  checkNetworkPolicies,
   checkNoIpLiterals,
   checkPortsMatchEnv,
   checkProbes,
@@ -23,6 +22,7 @@ import {
   type Check,
 } from "./checks/cross-checks.ts";
 import { formatProblem, loadManifests, parseManifests, REPO_ROOT, withEdit } from "./checks/manifests.ts";
+import { checkNetworkPolicies } from "./checks/network-policies.ts";
 
 const manifests = loadManifests();
 
@@ -198,7 +198,7 @@ describe("an edit that breaks the wiring fails with file, line and field", () =>
       from: "              app.kubernetes.io/name: gateway\n      ports:\n        - port: grpc",
       to: "              app.kubernetes.io/name: gateway\n    - ports:\n        - port: grpc",
       check: checkNetworkPolicies,
-      expected: "NetworkPolicy/rpcapp-ingress spec.ingress[1]: lets any pod reach rpcapp; only the gateway may",
+      expected: "NetworkPolicy/rpcapp spec.ingress[1]: allows (anywhere) -> rpcapp:grpc",
     },
   ];
 
@@ -250,20 +250,20 @@ ${containerExtra}`;
 
   test("passes the checks that hold for any container, without Portico's own (image, uid, env, 3 replicas)", () => {
     const all = [
-      ...manifests.filter((m) => m.file !== "k8s/redis.yaml"),
-      ...parseManifests(redis(resources), "k8s/redis.yaml"),
+      ...manifests.filter((m) => m.file !== "k8s/redis-limiter.yaml"),
+      ...parseManifests(redis(resources), "k8s/redis-limiter.yaml"),
     ];
     expect(checks.flatMap((check) => check(all)).map(formatProblem)).toEqual([]);
   });
 
   test("still needs resources, like every container", () => {
     const all = [
-      ...manifests.filter((m) => m.file !== "k8s/redis.yaml"),
-      ...parseManifests(redis(""), "k8s/redis.yaml"),
+      ...manifests.filter((m) => m.file !== "k8s/redis-limiter.yaml"),
+      ...parseManifests(redis(""), "k8s/redis-limiter.yaml"),
     ];
     expect(checkContainers(all).map(formatProblem)).toContainEqual(
       expect.stringContaining(
-        "k8s/redis.yaml:15: Deployment/redis spec.template.spec.containers[0].resources.requests.cpu: must be set",
+        "k8s/redis-limiter.yaml:15: Deployment/redis spec.template.spec.containers[0].resources.requests.cpu: must be set",
       ),
     );
   });

@@ -81,6 +81,7 @@ describe.each([...SERVICES])("%s/Dockerfile", (service) => {
 
   test("copies into the runtime image only the binary, its data folder and the protos", () => {
     const sources = byKeyword(runtime, "COPY").flatMap((c) => argsOf(c).slice(0, -1));
+    expect(sources).toContain(`/out/${service}`);
     for (const source of sources) expect([`/out/${service}`, "/out/data", "proto/"]).toContain(source);
   });
 

@@ -1,6 +1,6 @@
 /**
  * Every manifest under k8s/ against the Kubernetes schema, strictly: wrong types (ajv, from
- * kubernetes-models) and unknown keys (the TypeScript declarations, see lib/strict-schema.ts).
+ * kubernetes-models) and unknown keys (the TypeScript declarations, see checks/strict-schema.ts).
  */
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
@@ -46,8 +46,13 @@ test("the manifests found are the objects Portico deploys (the walk is not vacuo
     "PodDisruptionBudget/gateway",
     "PodDisruptionBudget/webapp",
     "PodDisruptionBudget/rpcapp",
-    "NetworkPolicy/webapp-ingress",
-    "NetworkPolicy/rpcapp-ingress",
+    "NetworkPolicy/default-deny",
+    "NetworkPolicy/webapp",
+    "NetworkPolicy/rpcapp",
+    "Deployment/redis-limiter",
+    "StatefulSet/redis-store",
+    "Deployment/alertmanager",
+    "Deployment/otel-collector",
     "Kustomization/",
   ]) {
     expect(names).toContain(expected);

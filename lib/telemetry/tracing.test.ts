@@ -209,7 +209,10 @@ describe("spans across a service boundary", () => {
     // InMemorySpanExporter forgets its spans when shut down; this one keeps them.
     const exported: ReadableSpan[] = [];
     const exporter: SpanExporter = {
-      export: (spans, done) => (exported.push(...spans), done({ code: ExportResultCode.SUCCESS })),
+      export: (spans, done) => {
+        exported.push(...spans);
+        done({ code: ExportResultCode.SUCCESS });
+      },
       shutdown: async () => {},
     };
     const tracing = await startTracing(IDENTITY, { env: { OTEL_BSP_SCHEDULE_DELAY: "600000" }, exporter });
@@ -261,7 +264,12 @@ describe("log lines and the request context", () => {
     const server = startServerSpan(tracing.tracer, "GET", new Headers(), headersGetter, "req-8", {});
     await context.with(server, async () => {
       await Bun.sleep(1);
-      await new Promise<void>((resolve) => setTimeout(() => (log.info("later"), resolve()), 1));
+      await new Promise<void>((resolve) =>
+        setTimeout(() => {
+          log.info("later");
+          resolve();
+        }, 1),
+      );
     });
     expect(lines[0]).toMatchObject({
       msg: "later",

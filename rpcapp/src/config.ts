@@ -1,8 +1,13 @@
 /**
  * rpcapp's settings, read once from the environment at start-up. A bad value stops the process
  * with a message that names the variable (lib/env.ts).
+ *
+ *   LOG_PROBES   true: write an access line for probe RPCs too — grpc.health.v1.Health (Kubernetes
+ *                probes, the gateway's active health checks every ~2 s) and server reflection.
+ *                Default false: probes are counted in the metrics but not logged. The gateway and
+ *                webapp read the same variable for their own probes.
  */
-import { envInt, envPort, envString } from "../../lib/env.ts";
+import { envBool, envInt, envPort, envString } from "../../lib/env.ts";
 
 export interface RpcappConfig {
   host: string;
@@ -15,6 +20,8 @@ export interface RpcappConfig {
   maxConnectionAgeGraceMs: number;
   drainDelayMs: number;
   shutdownTimeoutMs: number;
+  /** LOG_PROBES: access lines for health checks and reflection too (see above). */
+  logProbes: boolean;
 }
 
 type Env = Record<string, string | undefined>;
@@ -28,5 +35,6 @@ export function loadConfig(env: Env = process.env): RpcappConfig {
     maxConnectionAgeGraceMs: envInt("GRPC_MAX_CONNECTION_AGE_GRACE_MS", 10_000, { min: 0 }, env),
     drainDelayMs: envInt("DRAIN_DELAY_MS", 0, { min: 0 }, env),
     shutdownTimeoutMs: envInt("SHUTDOWN_TIMEOUT_MS", 10_000, { min: 100 }, env),
+    logProbes: envBool("LOG_PROBES", false, env),
   };
 }

@@ -34,6 +34,8 @@ export interface RpcServerOptions {
   maxConnectionAgeMs?: number;
   /** How long calls still open at that age may finish before the connection is cut. Default 10 000. */
   maxConnectionAgeGraceMs?: number;
+  /** Access lines for health checks and reflection too (LOG_PROBES). Default false. */
+  logProbes?: boolean;
 }
 
 export interface RpcServer {
@@ -60,7 +62,7 @@ function serverOptions(opts: RpcServerOptions): grpc.ServerOptions {
     "grpc.keepalive_timeout_ms": 20_000,
     // VerifyRequest is a few bytes; refuse large payloads early (RESOURCE_EXHAUSTED).
     "grpc.max_receive_message_length": 1024 * 1024,
-    interceptors: [accessInterceptor(opts.identity, opts.log)],
+    interceptors: [accessInterceptor(opts.identity, opts.log, { logProbes: opts.logProbes })],
   };
 }
 

@@ -26,6 +26,28 @@ export interface UnaryResult<T> {
   headers: grpc.Metadata;
 }
 
+/** A unary method of a client from makeGenericClientConstructor, as grpc-js defines it. */
+type UnaryMethod<T> = (
+  this: grpc.Client,
+  request: object,
+  metadata: grpc.Metadata,
+  options: grpc.CallOptions,
+  callback: (error: grpc.ServiceError | null, reply: T) => void,
+) => grpc.ClientUnaryCall;
+
+/** The bidi reflection method of the generic clients. */
+type ReflectionMethod = (
+  this: grpc.Client,
+  options: grpc.CallOptions,
+) => grpc.ClientDuplexStream<object, ReflectionReply>;
+
+/** The fields of a ServerReflectionResponse (proto-loader decoding) these tests read. */
+export interface ReflectionReply {
+  listServicesResponse?: { service: { name: string }[] };
+  fileDescriptorResponse?: { fileDescriptorProto: ArrayLike<number>[] };
+  errorResponse?: { errorCode: number; errorMessage: string };
+}
+
 function unary<T>(
   client: grpc.Client,
   method: string,
@@ -34,13 +56,13 @@ function unary<T>(
 ): Promise<UnaryResult<T>> {
   return new Promise((resolve) => {
     let headers = new grpc.Metadata();
-    const call = (client as unknown as Record<string, Function>)[method]!.call(
+    const call = (client as unknown as Record<string, UnaryMethod<T>>)[method]!.call(
       client,
       request,
       metadata,
       { deadline: Date.now() + 5_000 },
-      (error: grpc.ServiceError | null, reply: T) => resolve(error ? { error, headers } : { reply, headers }),
-    ) as grpc.ClientUnaryCall;
+      (error, reply) => resolve(error ? { error, headers } : { reply, headers }),
+    );
     call.on("metadata", (m) => (headers = m));
   });
 }
@@ -90,13 +112,14 @@ export class RpcappClients {
   }
 
   /** A bidi reflection stream, left to the caller to write to and end. */
-  reflectionStream(version: "v1" | "v1alpha" = "v1"): grpc.ClientDuplexStream<object, Record<string, any>> {
-    const client = this.#reflection[version] as unknown as Record<string, Function>;
-    return client.ServerReflectionInfo!.call(client, { deadline: Date.now() + 5_000 });
+  reflectionStream(version: "v1" | "v1alpha" = "v1"): grpc.ClientDuplexStream<object, ReflectionReply> {
+    const client = this.#reflection[version];
+    const open = (client as unknown as Record<string, ReflectionMethod>).ServerReflectionInfo!;
+    return open.call(client, { deadline: Date.now() + 5_000 });
   }
 
   /** One request on its own reflection stream, e.g. `{ listServices: "*" }`. */
-  reflect(request: object, version: "v1" | "v1alpha" = "v1"): Promise<Record<string, any>> {
+  reflect(request: object, version: "v1" | "v1alpha" = "v1"): Promise<ReflectionReply> {
     return new Promise((resolve, reject) => {
       const stream = this.reflectionStream(version);
       stream.on("data", (reply) => {
@@ -110,7 +133,9 @@ export class RpcappClients {
 
   async listServices(version: "v1" | "v1alpha" = "v1"): Promise<string[]> {
     const reply = await this.reflect({ listServices: "*" }, version);
-    return (reply.listServicesResponse.service as { name: string }[]).map((s) => s.name).sort();
+    if (!reply.listServicesResponse)
+      throw new Error(`reflection answered without a service list: ${JSON.stringify(reply)}`);
+    return reply.listServicesResponse.service.map((s) => s.name).sort();
   }
 
   /** The decoded file descriptors reflection returns for a symbol. */
@@ -119,7 +144,9 @@ export class RpcappClients {
   ): Promise<{ name: string; package: string; service: { name: string; method: { name: string }[] }[] }[]> {
     const reply = await this.reflect({ fileContainingSymbol: symbol });
     if (reply.errorResponse) throw new Error(`reflection error: ${reply.errorResponse.errorMessage}`);
-    return (reply.fileDescriptorResponse.fileDescriptorProto as number[][]).map(
+    if (!reply.fileDescriptorResponse)
+      throw new Error(`reflection answered without descriptors: ${JSON.stringify(reply)}`);
+    return reply.fileDescriptorResponse.fileDescriptorProto.map(
       (bytes) => FileDescriptorProto.decode(Uint8Array.from(bytes)) as never,
     );
   }

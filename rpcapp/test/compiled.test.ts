@@ -27,16 +27,18 @@ const binary = join(binDir, "rpcapp");
 
 /**
  * Hiding the tree takes a private mount namespace (root + util-linux `unshare`). CI runs as
- * root; elsewhere the test still runs the binary from `/`, which catches relative paths only.
+ * root and must hide it; elsewhere the binary still runs from `/`, which catches relative paths
+ * only, and the test that proves the tree was hidden is skipped (visibly).
  */
 function canHideRepo(): boolean {
   if (process.getuid?.() !== 0 || !Bun.which("unshare")) return false;
   return Bun.spawnSync(["unshare", "-m", "true"]).exitCode === 0;
 }
 
+const isRepoHidden = canHideRepo();
+const isCI = process.env.CI === "true";
 let proc: Spawned;
 let clients: RpcappClients;
-let isRepoHidden = false;
 
 beforeAll(async () => {
   const build = Bun.spawnSync(
@@ -46,7 +48,6 @@ beforeAll(async () => {
   if (build.exitCode !== 0) throw new Error(`bun build --compile failed:\n${build.stderr.toString()}`);
 
   const [grpcPort, httpPort] = (await freePorts(2)) as [number, number];
-  isRepoHidden = canHideRepo();
   const argv = isRepoHidden
     ? ["unshare", "-m", "sh", "-c", 'mount -t tmpfs rpcapp-test "$HIDE" && cd / && exec "$BIN"']
     : ["sh", "-c", 'cd / && exec "$BIN"'];
@@ -69,9 +70,17 @@ afterAll(async () => {
 });
 
 describe("compiled rpcapp binary, run with no source tree", () => {
+  // Under CI this runs (and fails) when the tree cannot be hidden: the other tests then prove less.
+  test.skipIf(!isRepoHidden && !isCI)("runs with the repository hidden under an empty tmpfs", async () => {
+    expect(isRepoHidden, "hiding the source tree needs root and util-linux unshare (mount namespaces)").toBe(true);
+    // The mount table of the namespace the binary runs in: the repository is an empty tmpfs there.
+    const mounts = (await Bun.file(`/proc/${proc.pid}/mountinfo`).text()).split("\n").map((l) => l.split(" "));
+    expect(
+      mounts.filter((f) => f[4] === REPO_ROOT).map((f) => f.slice(f.indexOf("-") + 1, f.indexOf("-") + 3)),
+    ).toEqual([["tmpfs", "rpcapp-test"]]);
+  });
+
   test("serves VerifyUser with the identity headers", async () => {
-    if (!isRepoHidden)
-      console.warn("compiled.test: cannot hide the repository (needs root and unshare); ran from / only");
     const { reply, headers } = await clients.verifyUser({ id: 121, token: "a$$" });
     expect(reply).toEqual({ message: "Verified: 121" });
     expect(headers.get("x-served-by")).toEqual(["rpcapp-bin-1"]);

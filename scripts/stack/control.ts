@@ -3,7 +3,7 @@
  * run as separate processes, ask the running stack to replace its replicas one by one. The stack
  * process owns every replica (their logs, their exits), so it does the replacing itself
  * (rolling.ts) and streams its progress back as JSON lines; the caller drives the load and
- * counts failures (scripts/lib/under-load.ts).
+ * counts failures (scripts/traffic/under-load.ts).
  *
  *   GET  /stack                                   versions, processes, gateway URL
  *   GET  /targets                                 every process's /metrics, as Prometheus HTTP SD
@@ -33,7 +33,7 @@ export type ControlEvent =
   | { type: "done"; service: Kind; from: string; to: string; tookMs: number }
   | { type: "error"; message: string };
 
-/** A version becomes a label value and a header: the same rule as an image tag (scripts/lib/image-tag.ts). */
+/** A version becomes a label value and a header: the same rule as an image tag (scripts/cluster/image-tag.ts). */
 const VERSION = /^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$/;
 
 export function stackView(stack: RollingStack): StackView {

@@ -15,7 +15,7 @@ import { isIPv4 } from "node:net";
 const HEADER_BYTES = 12;
 const TYPE_A = 1;
 const CLASS_IN = 1;
-/** Low ports only (see lib/testing/ports.ts): the kernel hands out client source ports above 32767. */
+/** Low ports only (see testing/ports.ts): the kernel hands out client source ports above 32767. */
 const LOW = 20000;
 const HIGH = 32000;
 

@@ -164,11 +164,12 @@ export class RollingStack extends Stack {
   override envFor(kind: Kind, replica: number): { env: Record<string, string>; readyUrl: string } {
     const base = super.envFor(kind, replica);
     if (kind !== "gateway") return base;
-    const adminUrls = ([0, 1] as const).flatMap((side) =>
-      Array.from(
-        { length: this.opts.gatewayReplicas },
-        (_, i) => `http://${this.opts.host}:${this.portsOf("gateway", i + 1, side).ADMIN_PORT}`,
-      ),
+    // One entry per gateway slot, `|` between its two admin ports: the peers count a replica live
+    // at either, and the dashboard shows the idle one as a spare, not as a gateway that is down.
+    const adminUrls = Array.from({ length: this.opts.gatewayReplicas }, (_, i) =>
+      ([0, 1] as const)
+        .map((side) => `http://${this.opts.host}:${this.portsOf("gateway", i + 1, side).ADMIN_PORT}`)
+        .join("|"),
     );
     return {
       ...base,
@@ -177,7 +178,7 @@ export class RollingStack extends Stack {
         WEBAPP_ENDPOINTS: this.#discoveryEntries("webapp"),
         RPCAPP_ENDPOINTS: this.#discoveryEntries("rpcapp"),
         DNS_SERVER: this.dns?.address ?? "",
-        // Replacements answer on the spare admin ports: the rate limiter counts live peers there too.
+        // Replacements answer on the spare admin ports: the peers are looked for there too.
         GATEWAY_PEERS: adminUrls.join(","),
       },
     };

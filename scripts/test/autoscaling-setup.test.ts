@@ -1,5 +1,5 @@
 /**
- * `make up`'s autoscaling prerequisites (scripts/lib/autoscaling.ts) against fake tools: KEDA is
+ * `make up`'s autoscaling prerequisites (scripts/cluster/autoscaling.ts) against fake tools: KEDA is
  * installed when its CRD is missing, before k8s/ (which holds a ScaledObject) is applied.
  */
 import { afterEach, expect, test } from "bun:test";

@@ -1,7 +1,7 @@
 /**
  * `make dev`'s control port (scripts/stack/control.ts) on a real, small stack (one replica of
  * each): what it reports, what it refuses, and a rollout and a rollback driven through it with
- * the client `make rollout` uses (scripts/lib/dev-control.ts).
+ * the client `make rollout` uses (scripts/stack/dev-control.ts).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Server } from "bun";

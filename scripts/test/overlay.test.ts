@@ -10,7 +10,12 @@ import { SERVICES } from "../cluster/images.ts";
 import { writeOverlay } from "../cluster/overlay.ts";
 import { REPO_ROOT } from "./fakes.ts";
 
-type Obj = { kind: string; metadata: { name: string; labels?: Record<string, string> }; spec?: any };
+/** A rendered object, with the fields of a Deployment's spec this test reads and rewrites. */
+type Obj = {
+  kind: string;
+  metadata: { name: string; labels?: Record<string, string> };
+  spec?: { template: { metadata: { labels: Record<string, string> }; spec: { containers: { image: string }[] } } };
+};
 
 function render(dir: string): Obj[] {
   const proc = Bun.spawnSync(["kubectl", "kustomize", dir], { stderr: "pipe" });
@@ -45,12 +50,12 @@ test.skipIf(!requireBinary("kubectl") || kubectlMinor() < 21)(
         const expected = structuredClone(base[i]!);
         if (expected.kind === "Deployment" && (SERVICES as readonly string[]).includes(expected.metadata.name)) {
           const name = expected.metadata.name;
-          expect(obj.spec.template.spec.containers[0].image).toBe(`portico/${name}:${tag}`);
+          expect(obj.spec!.template.spec.containers[0]!.image).toBe(`portico/${name}:${tag}`);
           expect(obj.metadata.labels!["app.kubernetes.io/version"]).toBe(tag);
-          expect(obj.spec.template.metadata.labels["app.kubernetes.io/version"]).toBe(tag);
-          expected.spec.template.spec.containers[0].image = `portico/${name}:${tag}`;
+          expect(obj.spec!.template.metadata.labels["app.kubernetes.io/version"]).toBe(tag);
+          expected.spec!.template.spec.containers[0]!.image = `portico/${name}:${tag}`;
           expected.metadata.labels!["app.kubernetes.io/version"] = tag;
-          expected.spec.template.metadata.labels["app.kubernetes.io/version"] = tag;
+          expected.spec!.template.metadata.labels["app.kubernetes.io/version"] = tag;
         }
         expect(obj).toEqual(expected);
       }

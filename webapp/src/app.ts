@@ -1,7 +1,7 @@
 /**
  * webapp's HTTP surface: the cross-cutting hooks (identity headers, request id, trace span,
- * metrics, access log, one error mapper), then every route in one block — the route table is the
- * index of the service.
+ * metrics, access log — probes left out unless LOG_PROBES — one error mapper), then every route
+ * in one block — the route table is the index of the service.
  */
 import { type Context, trace, type Tracer } from "@opentelemetry/api";
 import { Elysia, StatusMap } from "elysia";
@@ -40,6 +40,8 @@ export interface AppOptions {
   metrics?: { registry: Registry; http: HttpServerMetrics };
   /** The global tracer when absent (a no-op one unless lib/telemetry/tracing.ts started one). */
   tracer?: Tracer;
+  /** Access-log /healthz and /readyz too; off by default, as the gateways check /readyz every few seconds. */
+  logProbes?: boolean;
 }
 
 /** What the hooks keep about a request between onRequest and onAfterResponse. */
@@ -51,6 +53,8 @@ interface RequestState {
 
 /** Requests whose spans are not worth keeping (probes, scrapes); they still get ids for their logs. */
 const UNTRACED_PATHS = new Set(["/healthz", "/readyz", "/metrics"]);
+/** Kubernetes' probes and the gateways' health checks: not access-logged unless asked (LOG_PROBES). */
+const PROBE_PATHS = new Set(["/healthz", "/readyz"]);
 
 function statusOf(status: number | string | undefined): number {
   if (typeof status === "number") return status;
@@ -66,6 +70,7 @@ export function createApp({
   maxJsonDepth,
   metrics: given,
   tracer = trace.getTracer("portico"),
+  logProbes = false,
 }: AppOptions) {
   const metrics = given ?? privateMetrics(identity);
   const requests = new WeakMap<Request, RequestState>();
@@ -144,6 +149,7 @@ export function createApp({
         }
         endHttpSpan(span, status, "server");
       }
+      if (!logProbes && PROBE_PATHS.has(path)) return;
       log.info(
         {
           method: request.method,

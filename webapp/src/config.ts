@@ -2,7 +2,7 @@
  * webapp's settings, read once from the environment at start-up. A bad value stops the process
  * with a message that names the variable (lib/env.ts).
  */
-import { EnvError, envInt, envPort, envString } from "../../lib/env.ts";
+import { EnvError, envBool, envInt, envPort, envString } from "../../lib/env.ts";
 import { redactUrl } from "../../lib/redis.ts";
 import { DEFAULT_REDIS_KEY_PREFIX, type RedisStoreConfig } from "./store/redis.ts";
 
@@ -21,6 +21,8 @@ export interface WebappConfig {
   maxJsonDepth: number;
   drainDelayMs: number;
   shutdownTimeoutMs: number;
+  /** LOG_PROBES: access-log /healthz and /readyz too (off: the gateways' health checks would fill the log). */
+  logProbes: boolean;
 }
 
 type Env = Record<string, string | undefined>;
@@ -38,6 +40,7 @@ export function loadConfig(env: Env = process.env): WebappConfig {
     maxJsonDepth: envInt("MAX_JSON_DEPTH", 32, { min: 1, max: 1000 }, env),
     drainDelayMs: envInt("DRAIN_DELAY_MS", 0, { min: 0 }, env),
     shutdownTimeoutMs: envInt("SHUTDOWN_TIMEOUT_MS", 10_000, { min: 100 }, env),
+    logProbes: envBool("LOG_PROBES", false, env),
   };
 }
 

@@ -31,6 +31,7 @@ try {
     lifecycle,
     maxBodyBytes: config.maxBodyBytes,
     maxJsonDepth: config.maxJsonDepth,
+    logProbes: config.logProbes,
     metrics: { registry, http: new HttpServerMetrics(registry) },
     tracer: tracing.tracer,
   });

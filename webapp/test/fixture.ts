@@ -19,6 +19,8 @@ export interface FixtureOptions {
   /** Leave the lifecycle not-ready, as during start-up. */
   starting?: boolean;
   store?: ProjectStore;
+  /** Access-log /healthz and /readyz too (LOG_PROBES). */
+  logProbes?: boolean;
 }
 
 export type LogLine = Record<string, unknown>;
@@ -36,6 +38,7 @@ export function webappFixture(opts: FixtureOptions = {}) {
     lifecycle,
     maxBodyBytes: opts.maxBodyBytes ?? 65_536,
     maxJsonDepth: opts.maxJsonDepth ?? 32,
+    logProbes: opts.logProbes ?? false,
   });
 
   // Elysia finds the path by skipping past the host, so the URL needs a realistic authority.

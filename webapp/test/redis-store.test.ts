@@ -34,7 +34,7 @@ const newPrefix = () => `test:${++prefixes}:`;
 /** A store that has connected (it connects in the background). */
 async function openConnected(keyPrefix: string): Promise<ProjectStore> {
   const store = openRedisStore({ url: redis.url, keyPrefix, timeoutMs: 500 });
-  await waitFor("the store to reach redis", async () => (await store.ping(), true), { timeoutMs: 5000 });
+  await waitFor("the store to reach redis", () => store.ping().then(() => true), { timeoutMs: 5000 });
   return store;
 }
 
@@ -133,7 +133,7 @@ describe("STORE=redis configuration", () => {
       sqlitePath: ":memory:",
       redis: { url: redis.url, keyPrefix: newPrefix(), timeoutMs: 500 },
     });
-    await waitFor("the store to reach redis", async () => (await store.ping(), true), { timeoutMs: 5000 });
+    await waitFor("the store to reach redis", () => store.ping().then(() => true), { timeoutMs: 5000 });
     expect((await store.create("via factory")).title).toBe("via factory");
     await store.close();
   });

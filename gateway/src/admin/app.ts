@@ -1,7 +1,7 @@
 /**
- * The admin surface, on its own port (ADMIN_PORT) so that nothing here is reachable through the
+ * The admin API, on its own port (ADMIN_PORT) so that nothing here is reachable through the
  * public listener: health, version, the loaded config and its reloads, the live upstream state,
- * metrics, and the live dashboard of the whole tier (dashboard.ts).
+ * metrics; and it mounts the live dashboard of the whole tier (../dashboard/) when given one.
  */
 import { Elysia } from "elysia";
 import type { Registry } from "prom-client";
@@ -11,8 +11,8 @@ import { problemResponse } from "../../../lib/problem.ts";
 import { metricsResponse } from "../../../lib/telemetry/metrics.ts";
 import type { ConfigReloader } from "../config/reload.ts";
 import type { Gateway } from "../server.ts";
-import type { Dashboard } from "./dashboard.ts";
-import { endpointView } from "./snapshot.ts";
+import type { Dashboard } from "../dashboard/index.ts";
+import { endpointView } from "../dashboard/snapshot.ts";
 
 export interface AdminExtras {
   /** Serves /dashboard/*; without it those paths answer 404. */
@@ -21,7 +21,7 @@ export interface AdminExtras {
   reloader?: ConfigReloader;
 }
 
-/** `metrics`: the registry served on /metrics (gateway/src/metrics.ts); 404 there without one. */
+/** `metrics`: the registry served on /metrics (../telemetry/metrics.ts); 404 there without one. */
 export function createAdminApp(
   gateway: Gateway,
   identity: ServiceIdentity,

@@ -22,7 +22,7 @@ import {
 } from "./schema.ts";
 
 export interface AuthContext {
-  env: Record<string, string | undefined>;
+  env: Readonly<Record<string, string | undefined>>;
   /** Relative key files are read from here (the routes file's folder). */
   baseDir: string;
 }

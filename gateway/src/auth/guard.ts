@@ -124,8 +124,14 @@ export class RouteAuth {
         return {
           ok: false,
           status: 503,
-          response: (id) =>
-            gatewayProblem(503, "Authentication unavailable", id, detail, undefined, { "retry-after": "5" }),
+          response: (requestId) =>
+            gatewayProblem({
+              status: 503,
+              title: "Authentication unavailable",
+              requestId,
+              detail,
+              headers: { "retry-after": "5" },
+            }),
         };
       }
       return this.#unauthorized(
@@ -176,7 +182,14 @@ export class RouteAuth {
     return {
       ok: false,
       status: 401,
-      response: (id) => gatewayProblem(401, "Unauthorized", id, detail, undefined, { "www-authenticate": challenge }),
+      response: (requestId) =>
+        gatewayProblem({
+          status: 401,
+          title: "Unauthorized",
+          requestId,
+          detail,
+          headers: { "www-authenticate": challenge },
+        }),
     };
   }
 
@@ -184,15 +197,14 @@ export class RouteAuth {
     return {
       ok: false,
       status: 403,
-      response: (id) =>
-        gatewayProblem(
-          403,
-          "Forbidden",
-          id,
+      response: (requestId) =>
+        gatewayProblem({
+          status: 403,
+          title: "Forbidden",
+          requestId,
           detail,
-          undefined,
-          challenge ? { "www-authenticate": challenge } : undefined,
-        ),
+          ...(challenge ? { headers: { "www-authenticate": challenge } } : {}),
+        }),
     };
   }
 }

@@ -101,7 +101,10 @@ export const JwtAuthSchema = T.Object(
       }),
     ),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    description: "accept a JWT (Authorization: Bearer); exactly one key source: secretEnv, keyFile or jwksUrl",
+  },
 );
 
 export const ApiKeySchema = T.Object(
@@ -130,7 +133,10 @@ export const ApiKeyAuthSchema = T.Object(
         description: "the request header carrying the key",
       }),
     ),
-    keys: T.Array(ApiKeySchema, { minItems: 1 }),
+    keys: T.Array(ApiKeySchema, {
+      minItems: 1,
+      description: "the accepted keys, by name and SHA-256 digest (never the key itself)",
+    }),
     allow: T.Optional(
       T.Array(T.String({ minLength: 1 }), {
         minItems: 1,
@@ -139,7 +145,7 @@ export const ApiKeyAuthSchema = T.Object(
       }),
     ),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, description: "accept an API key sent in a request header" },
 );
 
 export const RouteAuthSchema = T.Object(
@@ -164,7 +170,10 @@ export const RouteAuthSchema = T.Object(
       T.Boolean({ default: false, description: "also send the Authorization / API-key header upstream" }),
     ),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    description: "who may call the route: a JWT, an API key, or either; checked before the rate limit",
+  },
 );
 
 export type RawRouteAuth = Static<typeof RouteAuthSchema>;

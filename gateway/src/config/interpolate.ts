@@ -18,7 +18,10 @@ export interface InterpolationProblem {
 }
 
 /** Replaces references in every string scalar of `doc` in place; returns what could not be replaced. */
-export function interpolateDocument(doc: Document, env: Record<string, string | undefined>): InterpolationProblem[] {
+export function interpolateDocument(
+  doc: Document,
+  env: Readonly<Record<string, string | undefined>>,
+): InterpolationProblem[] {
   const problems: InterpolationProblem[] = [];
   visit(doc, {
     Scalar(key, node, ancestors) {

@@ -101,8 +101,11 @@ export class ConfigError extends Error {
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 
-/** Reads and validates a config file. Throws ConfigError naming every problem. */
-export function loadConfig(file: string, env: Record<string, string | undefined> = process.env): GatewayConfig {
+/**
+ * Reads and validates a config file. Throws ConfigError naming every problem. `env`: what
+ * `${VAR}` references read — none unless given (the gateway passes its settings' env).
+ */
+export function loadConfig(file: string, env: Readonly<Record<string, string | undefined>> = {}): GatewayConfig {
   const { text, dir } = readConfigFile(file);
   return parseConfig(text, file, env, dir);
 }
@@ -120,13 +123,14 @@ export function readConfigFile(file: string): { text: string; dir: string } {
 }
 
 /**
- * Validates config text. `file` is only used in messages; `baseDir` resolves relative proto
- * paths (the process's working directory first, then the file's own folder).
+ * Validates config text. `file` is only used in messages; `env` is what `${VAR}` references
+ * read (none unless given); `baseDir` resolves relative proto paths (the process's working
+ * directory first, then the file's own folder).
  */
 export function parseConfig(
   text: string,
   file: string,
-  env: Record<string, string | undefined> = process.env,
+  env: Readonly<Record<string, string | undefined>> = {},
   baseDir = process.cwd(),
 ): GatewayConfig {
   const lines = new LineCounter();
@@ -159,7 +163,7 @@ function buildConfig(
   raw: RawGatewayConfig,
   file: string,
   baseDir: string,
-  env: Record<string, string | undefined>,
+  env: Readonly<Record<string, string | undefined>>,
   report: (path: (string | number)[], message: string) => void,
 ): GatewayConfig {
   const upstreams = new Map<string, UpstreamConfig>();

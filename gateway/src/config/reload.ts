@@ -64,14 +64,15 @@ export interface ConfigReloaderOptions {
   /** Puts a validated config into service (Gateway.reload); a throw rejects it like a bad file. */
   apply: (config: GatewayConfig) => void | Promise<void>;
   log: Logger;
-  env?: Record<string, string | undefined>;
+  /** What `${VAR}` references read (settings.ts keeps the environment for them). */
+  env: Readonly<Record<string, string | undefined>>;
   debounceMs?: number;
   /** How often the file is re-read in case the watch missed a change (0: never). */
   pollMs?: number;
 }
 
 /** Reads and validates a config file, keeping its text. Throws ConfigError naming every problem. */
-export function loadConfigFile(file: string, env: Record<string, string | undefined> = process.env): LoadedConfig {
+export function loadConfigFile(file: string, env: Readonly<Record<string, string | undefined>>): LoadedConfig {
   const { text, dir } = readConfigFile(file);
   // Relative proto paths resolve as at start-up (load.ts): working directory, then the file's folder.
   return { config: parseConfig(text, file, env, dir), text, digest: digestOf(text) };
@@ -185,7 +186,7 @@ export class ConfigReloader {
       const digest = digestOf(text);
       if (!force && digest === this.#lastTried) return false;
       this.#lastTried = digest;
-      loaded = { config: parseConfig(text, file, this.opts.env ?? process.env, dirname(resolve(file))), text, digest };
+      loaded = { config: parseConfig(text, file, this.opts.env, dirname(resolve(file))), text, digest };
     } catch (err) {
       if (err instanceof ConfigError) return this.#reject(reason, err.message, err.problems);
       // Unreadable (mid-swap, or deleted): try again on the next event rather than remembering it.

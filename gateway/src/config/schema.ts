@@ -1,7 +1,7 @@
 /**
  * The shape of routes.yaml, as a TypeBox schema: one source for validation (unknown keys are
  * errors, so a misspelt `methds` is caught) and for the TypeScript types the gateway uses.
- * Every key is documented in gateway/README.md; keep the two in step.
+ * docs/config-reference.md is generated from it (`make docs`): the descriptions here are that reference.
  */
 import { type Static, Type as T } from "@sinclair/typebox";
 import { RouteAuthSchema } from "../auth/schema.ts";
@@ -24,7 +24,7 @@ export const DiscoverySchema = T.Object(
       Millis("how often host names in endpoints are re-resolved (also soon after a connection failure)", 5_000),
     ),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, description: "how the gateway follows the addresses behind endpoint host names" },
 );
 export const BalancerSchema = T.Object(
   {
@@ -35,11 +35,11 @@ export const BalancerSchema = T.Object(
       }),
     ),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, description: "how each request picks one endpoint" },
 );
 export const HealthCheckSchema = T.Object(
   {
-    enabled: T.Optional(T.Boolean({ default: true })),
+    enabled: T.Optional(T.Boolean({ default: true, description: "active checks on every endpoint, traffic or not" })),
     intervalMs: T.Optional(Millis("time between two checks of one endpoint", 2_000)),
     timeoutMs: T.Optional(Millis("a check not answered within this fails", 1_000)),
     path: T.Optional(
@@ -54,7 +54,10 @@ export const HealthCheckSchema = T.Object(
     unhealthyThreshold: T.Optional(Count("consecutive failed checks that take an endpoint out", 2)),
     healthyThreshold: T.Optional(Count("consecutive passed checks that bring it back", 1)),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    description: "active health checks: HTTP GET of path, or gRPC Health/Check; a passing check readmits fully",
+  },
 );
 export const OutlierDetectionSchema = T.Object(
   {
@@ -69,7 +72,10 @@ export const OutlierDetectionSchema = T.Object(
     maxEjectionMs: T.Optional(Millis("cap on one ejection's time", 30_000)),
     maxEjectedPercent: T.Optional(Percent("at most this share of the endpoints is ejected at once (at least one)", 50)),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    description: "passive ejection of an endpoint after failures in a row, for a capped time",
+  },
 );
 export const CircuitBreakerSchema = T.Object(
   {
@@ -77,7 +83,7 @@ export const CircuitBreakerSchema = T.Object(
     halfOpenAfterMs: T.Optional(Millis("time an open breaker waits before letting one probe request through", 1_000)),
     maxHalfOpenAfterMs: T.Optional(Millis("cap on that wait, which doubles after each failed probe", 10_000)),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, description: "one breaker per endpoint (closed, open, half-open)" },
 );
 export const RetrySchema = T.Object(
   {
@@ -94,7 +100,11 @@ export const RetrySchema = T.Object(
       }),
     ),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    description:
+      "retries on an endpoint not tried yet: connection failures always, 502/503/504 and timeouts only when idempotent",
+  },
 );
 
 export const UpstreamSchema = T.Object(
@@ -106,7 +116,11 @@ export const UpstreamSchema = T.Object(
       description: "host:port entries: a list or one comma-separated string; host names are resolved to all addresses",
     }),
     proto: T.Optional(
-      T.String({ minLength: 1, description: "grpc only: the .proto file that defines the methods routes call" }),
+      T.String({
+        minLength: 1,
+        description:
+          "grpc only: the .proto that defines the methods routes call, relative to the working directory; the protos in proto/ are also embedded in the binary",
+      }),
     ),
     timeoutMs: T.Optional(Millis("default per-request timeout for routes to this upstream", 10_000)),
     discovery: T.Optional(DiscoverySchema),
@@ -115,7 +129,7 @@ export const UpstreamSchema = T.Object(
     outlierDetection: T.Optional(OutlierDetectionSchema),
     circuitBreaker: T.Optional(CircuitBreakerSchema),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, description: "one upstream service: its replicas and how the gateway treats them" },
 );
 
 export const RouteSchema = T.Object(
@@ -126,10 +140,28 @@ export const RouteSchema = T.Object(
       description: "unique name, used in metrics and logs",
     }),
     path: T.String({ minLength: 1, pattern: "^/", description: "the request path to match" }),
-    match: T.Optional(T.Union([T.Literal("prefix"), T.Literal("exact")], { default: "prefix" })),
-    methods: T.Optional(T.Array(T.Union(HTTP_METHODS.map((m) => T.Literal(m))), { minItems: 1, uniqueItems: true })),
+    match: T.Optional(
+      T.Union([T.Literal("prefix"), T.Literal("exact")], {
+        default: "prefix",
+        description:
+          "prefix matches whole segments (/projects matches /projects/1, not /projectsX); a trailing slash is ignored",
+      }),
+    ),
+    methods: T.Optional(
+      T.Array(T.Union(HTTP_METHODS.map((m) => T.Literal(m))), {
+        minItems: 1,
+        uniqueItems: true,
+        description:
+          "methods routed (default: all; gRPC routes: POST); others get 405 with Allow; HEAD goes wherever GET does",
+      }),
+    ),
     upstream: T.String({ minLength: 1, description: "name of an entry in upstreams" }),
-    timeoutMs: T.Optional(Millis("overrides the upstream's timeoutMs", 10_000)),
+    timeoutMs: T.Optional(
+      Millis(
+        "total time for the upstream to answer, retries included, past it 504; unset: the upstream's timeoutMs",
+        10_000,
+      ),
+    ),
     maxBodyBytes: T.Optional(
       T.Integer({ minimum: 0, maximum: 64 * 1024 * 1024, description: "overrides limits.maxBodyBytes" }),
     ),
@@ -143,7 +175,7 @@ export const RouteSchema = T.Object(
             T.String({ pattern: "^/", description: "replaces the matched prefix in the upstream path" }),
           ),
         },
-        { additionalProperties: false },
+        { additionalProperties: false, description: "HTTP forwarding options" },
       ),
     ),
     grpc: T.Optional(
@@ -154,16 +186,26 @@ export const RouteSchema = T.Object(
             T.Boolean({ description: "the method is safe to retry after UNAVAILABLE or a timeout", default: false }),
           ),
         },
-        { additionalProperties: false },
+        {
+          additionalProperties: false,
+          description: "makes the route a JSON ⇄ gRPC transcoded call (unary methods only)",
+        },
       ),
     ),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, description: "one route: what it matches and where it sends the request" },
 );
 
 export const LimitsSchema = T.Object(
   {
-    maxBodyBytes: T.Optional(T.Integer({ minimum: 0, maximum: 64 * 1024 * 1024, default: 1024 * 1024 })),
+    maxBodyBytes: T.Optional(
+      T.Integer({
+        minimum: 0,
+        maximum: 64 * 1024 * 1024,
+        default: 1024 * 1024,
+        description: "largest request body of a route without its own maxBodyBytes; larger → 413",
+      }),
+    ),
     // The rest: see gateway/src/limits.ts for how Bun applies them (measured).
     maxHeaderBytes: T.Optional(
       T.Integer({
@@ -206,13 +248,19 @@ export const LimitsSchema = T.Object(
       }),
     ),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, description: "size and time limits on what clients and upstreams send" },
 );
 
 export const GatewayConfigSchema = T.Object(
   {
-    upstreams: T.Record(T.String({ pattern: "^[A-Za-z0-9_.-]+$" }), UpstreamSchema, { additionalProperties: false }),
-    routes: T.Array(RouteSchema, { minItems: 1 }),
+    upstreams: T.Record(T.String({ pattern: "^[A-Za-z0-9_.-]+$" }), UpstreamSchema, {
+      additionalProperties: false,
+      description: "the services routes send requests to, by name",
+    }),
+    routes: T.Array(RouteSchema, {
+      minItems: 1,
+      description: "matched in order of specificity: exact, then longest prefix",
+    }),
     limits: T.Optional(LimitsSchema),
     rateLimit: T.Optional(RateLimitSettingsSchema),
     trustedProxies: T.Optional(

@@ -1,13 +1,13 @@
 /**
- * The HTTP transport: forwards one request to one endpoint with Bun's fetch (keep-alive pooled
+ * The HTTP transport: sends one try to one endpoint's origin with Bun's fetch (keep-alive pooled
  * per origin) and returns the upstream Response itself — its headers are edited in place rather
- * than re-wrapped, which measured 3–6 µs per request cheaper (docs/design.md, "Hot-path costs"). Response bodies stream
- * through; gzip is passed through untouched (`decompress: false`).
+ * than re-wrapped, which measured 3–6 µs per request cheaper (docs/design.md, "Hot-path costs").
+ * Response bodies stream through; gzip is passed through untouched (`decompress: false`).
+ *
+ * A pure send: no retries, spans or metrics here. upstream/dispatch.ts decides where each try
+ * goes and reports it; proxy/route.ts builds what is sent.
  */
-import type { RequestContext } from "../context.ts";
-import { gatewayTelemetry } from "../telemetry.ts";
-import type { Endpoint } from "../upstream/endpoint.ts";
-import { setForwardedHeaders, stripHopByHop } from "./headers.ts";
+import { stripHopByHop } from "./headers.ts";
 
 export type HttpOutcome =
   | { kind: "response"; response: Response }
@@ -27,34 +27,9 @@ const CONNECT_ERRORS = new Set([
   "ConnectionClosed",
 ]);
 
-/** Builds the outgoing headers from the incoming request (mutated in place: no copy). */
-export function prepareRequestHeaders(req: Request, ctx: RequestContext, gatewayInstance: string): Headers {
-  const headers = req.headers;
-  stripHopByHop(headers);
-  setForwardedHeaders(headers, { clientIp: ctx.clientIp, peerIsTrusted: ctx.peerIsTrusted, proto: "http" });
-  // fetch sets Host from the endpoint's address; the client's Host travels as X-Forwarded-Host.
-  headers.delete("host");
-  headers.set("x-request-id", ctx.id);
-  headers.set("via", `1.1 ${gatewayInstance}`);
-  return headers;
-}
-
-/** Sends one try, inside a client span whose `traceparent` goes out in `headers` (telemetry.ts). */
-export function forwardHttp(
-  endpoint: Endpoint,
-  method: string,
-  pathAndQuery: string,
-  headers: Headers,
-  body: Uint8Array | null,
-  timeoutMs: number,
-): Promise<HttpOutcome> {
-  return gatewayTelemetry.traceHttp(endpoint, method, pathAndQuery, headers, () =>
-    sendHttp(endpoint, method, pathAndQuery, headers, body, timeoutMs),
-  );
-}
-
-async function sendHttp(
-  endpoint: Endpoint,
+/** Sends one try to `origin` (`http://host:port`); never rejects (failures are outcomes). */
+export async function forwardHttp(
+  origin: string,
   method: string,
   pathAndQuery: string,
   headers: Headers,
@@ -62,7 +37,7 @@ async function sendHttp(
   timeoutMs: number,
 ): Promise<HttpOutcome> {
   try {
-    const response = await fetch(endpoint.origin + pathAndQuery, {
+    const response = await fetch(origin + pathAndQuery, {
       method,
       headers,
       body,

@@ -69,25 +69,25 @@ export class RateLimitDecision {
     const live = this.rateLimitHeader;
     if (live !== null) headers.ratelimit = live;
     if (this.kind === "unavailable") {
-      return gatewayProblem(
-        503,
-        "Rate limiter unavailable",
+      return gatewayProblem({
+        status: 503,
+        title: "Rate limiter unavailable",
         requestId,
-        `route "${this.route}" is rate limited and the shared rate-limit store cannot be reached; the gateway is configured to refuse such requests meanwhile`,
-        { route: this.route },
+        detail: `route "${this.route}" is rate limited and the shared rate-limit store cannot be reached; the gateway is configured to refuse such requests meanwhile`,
+        extensions: { route: this.route },
         headers,
-      );
+      });
     }
     const refusing = this.#refusingPolicy();
     const policy = this.limits.policies[refusing]!;
-    return gatewayProblem(
-      429,
-      "Too Many Requests",
+    return gatewayProblem({
+      status: 429,
+      title: "Too Many Requests",
       requestId,
-      `rate limit "${policy.name}" of route "${this.route}" exceeded (${policy.rate} requests per ${formatPeriod(policy.periodMs)}); retry in ${this.retryAfterS} s`,
-      { route: this.route, policy: policy.name, retry_after: this.retryAfterS },
+      detail: `rate limit "${policy.name}" of route "${this.route}" exceeded (${policy.rate} requests per ${formatPeriod(policy.periodMs)}); retry in ${this.retryAfterS} s`,
+      extensions: { route: this.route, policy: policy.name, retry_after: this.retryAfterS },
       headers,
-    );
+    });
   }
 
   /** The index of the policy that refuses for longest. */

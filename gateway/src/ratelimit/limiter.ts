@@ -10,7 +10,7 @@
  *   no REDIS_URL                     → memory: each gateway process has its own budget
  *
  * @example
- *   const limiter = new RateLimiter({ redisUrl: process.env.REDIS_URL, settings: config.rateLimit, log });
+ *   const limiter = new RateLimiter({ redisUrl: settings.redisUrl, settings: config.rateLimit, log, peers });
  *   const decision = await limiter.check(route.name, route.rateLimit, ctx.clientIp, req.headers);
  *   if (!decision.allowed) return decision.response(ctx.id);
  */
@@ -31,7 +31,7 @@ export interface RateLimiterOptions {
   redisUrl?: string;
   log?: Logger;
   stats?: RateLimitStats;
-  /** Live gateway replicas for the `local` fallback; from GATEWAY_PEERS / GATEWAY_PEERS_DNS by default. */
+  /** Live gateway replicas for the `local` fallback (main.ts counts GATEWAY_PEERS / GATEWAY_PEERS_DNS); this gateway alone by default. */
   peers?: PeerCounter;
   /** How often a down Redis is retried (ms). */
   probeIntervalMs?: number;
@@ -66,8 +66,7 @@ export class RateLimiter {
     this.#log = opts.log ?? pino({ level: "silent" });
     this.stats = opts.stats ?? new RateLimitStats();
     // Only the `local` fallback divides by the replicas; without Redis there is no fallback.
-    this.#peers =
-      opts.peers ?? (opts.redisUrl ? PeerCounter.fromEnv(this.#log) : new PeerCounter({ urls: [], log: this.#log }));
+    this.#peers = opts.peers ?? new PeerCounter({ log: this.#log });
     if (opts.redisUrl) this.#redis = this.#connect(opts.redisUrl, opts.probeIntervalMs);
   }
 

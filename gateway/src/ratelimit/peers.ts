@@ -1,38 +1,22 @@
 /**
  * How many gateway replicas are live, for the `local` fallback: while Redis is unreachable each
- * gateway admits limit ÷ this number. Two sources, from the environment:
+ * gateway admits limit ÷ this number. The replicas come from the gateway's one peer directory
+ * (../peers.ts: GATEWAY_PEERS, whose addresses answering /readyz are counted, and
+ * GATEWAY_PEERS_DNS, whose records are), re-counted every GATEWAY_PEERS_INTERVAL_MS.
  *
- * - GATEWAY_PEERS: admin URLs of every gateway, this one included (`make dev` passes them). Each
- *   is probed on /readyz; the live ones are counted.
- * - GATEWAY_PEERS_DNS: a DNS name whose A/AAAA records are the replicas, e.g. the headless
- *   Service `gateway-headless` in Kubernetes, which lists only ready pods; the records are counted.
- *
- * Without either, or before the first count, the count is 1 (this gateway alone): a stricter
+ * Without a source, or before the first count, the count is 1 (this gateway alone): a stricter
  * local limit is never the answer to not knowing.
  */
-import { lookup } from "node:dns/promises";
-import { envInt, envString } from "../../../lib/env.ts";
 import type { Logger } from "../../../lib/log.ts";
+import type { PeerDirectory } from "../peers.ts";
 
 export interface PeerCounterOptions {
-  urls: string[];
-  dnsName?: string;
+  /** Where the replicas are listed; none: this gateway alone. */
+  directory?: PeerDirectory;
+  /** How often to count (ms; 5000). */
   intervalMs?: number;
   timeoutMs?: number;
   log: Logger;
-}
-
-/** Where the gateway replicas are listed: GATEWAY_PEERS (admin URLs) and GATEWAY_PEERS_DNS (also read by the dashboard, admin/peers.ts). */
-export function peerSourcesFromEnv(env: Record<string, string | undefined> = process.env): {
-  urls: string[];
-  dnsName: string | undefined;
-} {
-  const urls = envString("GATEWAY_PEERS", "", env)
-    .split(",")
-    .map((u) => u.trim().replace(/\/+$/, ""))
-    .filter(Boolean);
-  const dnsName = envString("GATEWAY_PEERS_DNS", "", env).trim() || undefined;
-  return { urls, dnsName };
 }
 
 export class PeerCounter {
@@ -47,19 +31,8 @@ export class PeerCounter {
     }
   }
 
-  /** GATEWAY_PEERS, GATEWAY_PEERS_DNS, and GATEWAY_PEERS_INTERVAL_MS (how often to count; 5000). */
-  static fromEnv(log: Logger, env: Record<string, string | undefined> = process.env): PeerCounter {
-    const { urls, dnsName } = peerSourcesFromEnv(env);
-    return new PeerCounter({
-      urls,
-      dnsName,
-      log,
-      intervalMs: envInt("GATEWAY_PEERS_INTERVAL_MS", 5000, { min: 100 }, env),
-    });
-  }
-
   get hasSource(): boolean {
-    return this.opts.urls.length > 0 || this.opts.dnsName !== undefined;
+    return this.opts.directory?.isConfigured === true;
   }
 
   /** The last count (at least 1). */
@@ -75,29 +48,8 @@ export class PeerCounter {
   }
 
   async #countNow(): Promise<number> {
-    const timeoutMs = this.opts.timeoutMs ?? 1000;
-    let live = 0;
-    if (this.opts.urls.length > 0) {
-      const answers = await Promise.all(
-        this.opts.urls.map((url) =>
-          fetch(`${url}/readyz`, { signal: AbortSignal.timeout(timeoutMs) }).then(
-            (res) => res.status === 200,
-            () => false,
-          ),
-        ),
-      );
-      live += answers.filter(Boolean).length;
-    }
-    if (this.opts.dnsName) {
-      try {
-        live += (await lookup(this.opts.dnsName, { all: true })).length;
-      } catch (err) {
-        this.opts.log.debug(
-          { err: (err as Error).message, name: this.opts.dnsName },
-          "rate limiter: cannot resolve the gateway peers",
-        );
-      }
-    }
+    const { live, error } = await this.opts.directory!.countLive(this.opts.timeoutMs ?? 1000);
+    if (error) this.opts.log.debug({ err: error }, "rate limiter: cannot resolve the gateway peers");
     const count = Math.max(1, live);
     if (count !== this.#count) {
       this.opts.log.info({ peers: count, previous: this.#count }, "rate limiter: live gateway replicas changed");

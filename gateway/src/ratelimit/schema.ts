@@ -45,7 +45,7 @@ export const RateLimitPolicySchema = T.Object(
             }),
           ),
         },
-        { additionalProperties: false },
+        { additionalProperties: false, description: "whose budget a request uses; default: the client address" },
       ),
     ),
   },
@@ -87,5 +87,5 @@ export const RateLimitSettingsSchema = T.Object(
       }),
     ),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, description: "how the shared rate limiter runs (every route's policies use it)" },
 );

@@ -7,8 +7,13 @@
  *
  * The resolver is injectable. By default it is the system's (getaddrinfo via `dns.lookup`: it
  * honours /etc/hosts and the search domains of resolv.conf, which short Service names need);
- * with `DNS_SERVER=host:port` it queries that server directly (node:dns Resolver), which is how
- * the tests serve changing A records.
+ * with `DNS_SERVER=host:port` (settings.ts) main.ts gives it one that queries that server
+ * directly (node:dns Resolver), which is how the tests and `make dev` serve changing A records.
+ *
+ * A name without addresses (NXDOMAIN, no records: a headless Service with no ready pod, a spare
+ * slot of `make dev`) is a state, not a failure: it is reported when it begins (`onNoAddresses`),
+ * not on every refresh. A DNS failure (timeout, SERVFAIL, refused) is reported every time
+ * (`onError`), and the name keeps its last known addresses meanwhile.
  */
 import { lookup } from "node:dns/promises";
 import { Resolver } from "node:dns/promises";
@@ -38,12 +43,6 @@ export function dnsServerResolver(server: string): HostResolver {
     resolve: (host) => resolver.resolve4(host),
     cancel: () => resolver.cancel(),
   };
-}
-
-/** The resolver named by the environment: `DNS_SERVER=127.0.0.1:5353`, else the system's. */
-export function resolverFromEnv(env: Record<string, string | undefined> = process.env): HostResolver {
-  const server = env.DNS_SERVER?.trim();
-  return server ? dnsServerResolver(server) : systemResolver;
 }
 
 export interface Entry {
@@ -76,7 +75,10 @@ export interface DiscoveryOptions {
   resolver: HostResolver;
   /** The full address set, whenever it changes (and once after the first resolution). */
   onChange: (addresses: string[]) => void;
+  /** A resolution failed (the name keeps its last known addresses). */
   onError?: (host: string, err: unknown) => void;
+  /** A name has no addresses now, where it had some (`hadAddresses`) or had not been resolved yet. */
+  onNoAddresses?: (host: string, err: unknown, hadAddresses: boolean) => void;
 }
 
 /** Re-resolution never happens more often than this, however many failures ask for it. */
@@ -166,8 +168,12 @@ export class Discovery {
       const addresses = await Promise.race([this.options.resolver.resolve(host), timeout]);
       this.#known.set(host, [...addresses].sort());
     } catch (err) {
-      if (isNoAddresses(err)) this.#known.set(host, []);
-      this.options.onError?.(host, err);
+      if (!isNoAddresses(err)) this.options.onError?.(host, err);
+      else {
+        const before = this.#known.get(host);
+        this.#known.set(host, []);
+        if (before === undefined || before.length > 0) this.options.onNoAddresses?.(host, err, before !== undefined);
+      }
     } finally {
       clearTimeout(timer);
     }

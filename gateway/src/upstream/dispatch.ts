@@ -1,18 +1,22 @@
 /**
  * One request's way through an upstream: pick an endpoint (balancer, skipping ejected, unhealthy
- * and open ones) → send through its breaker with what is left of the route timeout → record the
- * result → retry on another endpoint when that is safe and the route's retry budget allows.
+ * and open ones) → send through its breaker with what is left of the route timeout → classify
+ * the try once (outcome.ts) and record that verdict (breaker, latency, outlier detection, the
+ * `onTry` hook) → retry on another endpoint when that is safe and the route's retry budget allows.
  *
  * Safe to retry: nothing reached the endpoint (connection refused; any method), or an idempotent
  * request got 502/503/504, a reset, gRPC UNAVAILABLE, or a per-try timeout. The route's
  * `timeoutMs` bounds the whole request, retries included.
+ *
+ * The transports are plain send functions; what the gateway observes of each try (a client
+ * span, per-endpoint metrics) comes in through `TryHooks` (telemetry/), never from them.
  */
 import type { RouteConfig } from "../config/load.ts";
 import type { RequestContext } from "../context.ts";
 import { gatewayProblem } from "../errors.ts";
 import { isBreakerRejection } from "./breaker.ts";
 import type { Endpoint } from "./endpoint.ts";
-import { classify, isRetryable, type Outcome } from "./outcome.ts";
+import { classify, isRetryable, type Outcome, type Verdict } from "./outcome.ts";
 import { RetryBudget } from "./retry-budget.ts";
 import type { Upstream } from "./upstream.ts";
 
@@ -26,6 +30,17 @@ export interface NoEndpoint {
 
 /** Sends the request to one endpoint within `timeoutMs`; never rejects (failures are outcomes). */
 export type Send<O extends Outcome> = (endpoint: Endpoint, timeoutMs: number) => Promise<O>;
+
+/**
+ * What the request path observes of each try. `beforeTry` runs just before the send, once the
+ * breaker let the try through — where a client span starts and writes its `traceparent` into the
+ * headers or metadata about to go out; what it returns is handed back to `onTry` with the try's
+ * outcome, its verdict and its latency.
+ */
+export interface TryHooks<O extends Outcome, T = unknown> {
+  beforeTry(endpoint: Endpoint): T;
+  onTry(token: T, endpoint: Endpoint, outcome: O, verdict: Verdict, latencyMs: number): void;
+}
 
 /** Budgets live per route object: a reloaded config starts with fresh budgets. */
 const budgets = new WeakMap<RouteConfig, RetryBudget>();
@@ -43,6 +58,7 @@ export async function dispatch<O extends Outcome>(
   ctx: RequestContext,
   idempotent: boolean,
   send: Send<O>,
+  hooks?: TryHooks<O>,
 ): Promise<O | NoEndpoint> {
   const start = performance.now();
   const deadline = start + route.timeoutMs;
@@ -67,9 +83,18 @@ export async function dispatch<O extends Outcome>(
     target.inflight++;
     target.requests++;
     target.lastRequestAt = sentAt;
-    let outcome: O | undefined;
+    // Set inside the breaker's call (declared so that control flow does not narrow them away).
+    let outcome = undefined as O | undefined;
+    let verdict = "ok" as Verdict;
+    let token: unknown;
     try {
-      outcome = (await target.breaker.execute(() => send(target, timeoutMs))) as O;
+      // The breaker records the verdict given here; it does not look at the outcome itself.
+      await target.breaker.execute(async () => {
+        token = hooks?.beforeTry(target);
+        outcome = await send(target, timeoutMs);
+        verdict = classify(outcome);
+        return verdict;
+      });
     } catch (err) {
       if (!isBreakerRejection(err)) throw err;
       target.requests--;
@@ -84,8 +109,8 @@ export async function dispatch<O extends Outcome>(
     }
     attempt++;
     const now = performance.now();
-    const verdict = classify(outcome);
     upstream.record(endpoint, verdict, now - sentAt, now);
+    hooks?.onTry(token, target, outcome, verdict, now - sentAt);
     if (verdict === "ok" || attempt >= attempts || !isRetryable(verdict, idempotent) || deadline - now < 1)
       return outcome;
     const next = upstream.pick(endpoint, previous);
@@ -116,12 +141,12 @@ export function noEndpointProblem(upstreamName: string, result: NoEndpoint, requ
     result.endpoints === 0
       ? `upstream "${upstreamName}" has no endpoints (discovery found none)`
       : `all ${result.endpoints} endpoints of upstream "${upstreamName}" are out (breaker open, ejected or failing health checks)`;
-  return gatewayProblem(
-    503,
-    "No upstream available",
+  return gatewayProblem({
+    status: 503,
+    title: "No upstream available",
     requestId,
     detail,
-    { upstream: upstreamName, retry_after_s: result.retryAfterSeconds },
-    { "retry-after": String(result.retryAfterSeconds) },
-  );
+    extensions: { upstream: upstreamName, retry_after_s: result.retryAfterSeconds },
+    headers: { "retry-after": String(result.retryAfterSeconds) },
+  });
 }

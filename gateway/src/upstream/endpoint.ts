@@ -7,7 +7,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { type BreakerSettings, type BreakerState, EndpointBreaker } from "./breaker.ts";
-import { isFailure, type Outcome } from "./outcome.ts";
+import type { Verdict } from "./outcome.ts";
 
 export type Health = "unknown" | "healthy" | "unhealthy";
 
@@ -56,7 +56,8 @@ export class Endpoint {
   /** Dropped from the upstream by discovery. */
   removed = false;
   readonly origin: string;
-  readonly breaker: EndpointBreaker<Outcome>;
+  /** Fed the verdict dispatch.ts gave each try (outcome.ts): it does not classify again. */
+  readonly breaker: EndpointBreaker<Verdict>;
   #grpcClient: grpc.Client | undefined;
   #reportedBreakerState: BreakerState = "closed";
 
@@ -72,7 +73,7 @@ export class Endpoint {
     this.origin = `http://${address}`;
     this.ewmaMs = initialEwmaMs;
     this.lastSampleAt = performance.now();
-    this.breaker = new EndpointBreaker<Outcome>(breakerSettings, isFailure, () => this.#breakerChanged());
+    this.breaker = new EndpointBreaker<Verdict>(breakerSettings, isFailedTry, () => this.#breakerChanged());
   }
 
   get breakerState(): BreakerState {
@@ -161,4 +162,8 @@ export class Endpoint {
       this.onBreakerChange(this, state);
     }
   }
+}
+
+function isFailedTry(verdict: Verdict): boolean {
+  return verdict !== "ok";
 }

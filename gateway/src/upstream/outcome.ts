@@ -1,7 +1,8 @@
 /**
  * What one try on one endpoint came to, in the terms resilience decisions need: did the
  * endpoint fail (breaker, ejection, latency penalty), and is the request safe to try again
- * elsewhere. One classification for both transports.
+ * elsewhere. One classification for both transports, made once per try by dispatch.ts; the
+ * breaker, outlier detection, metrics and spans all take that verdict.
  */
 import { status as GrpcStatus } from "@grpc/grpc-js";
 import type { GrpcOutcome } from "../grpc/call.ts";
@@ -52,6 +53,7 @@ export function classify(outcome: Outcome): Verdict {
   }
 }
 
+/** Whether a try failed, for callers that hold an outcome rather than its verdict. */
 export function isFailure(outcome: Outcome): boolean {
   return classify(outcome) !== "ok";
 }

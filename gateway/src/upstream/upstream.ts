@@ -9,7 +9,7 @@
 import type { UpstreamConfig } from "../config/load.ts";
 import { type Algorithm, pickP2C, RoundRobin } from "./balancer.ts";
 import type { BreakerState } from "./breaker.ts";
-import { Discovery, type HostResolver, resolverFromEnv } from "./discovery.ts";
+import { Discovery, type HostResolver, systemResolver } from "./discovery.ts";
 import { Endpoint, type Health } from "./endpoint.ts";
 import { HealthChecker } from "./health.ts";
 import type { Verdict } from "./outcome.ts";
@@ -27,11 +27,16 @@ export type UpstreamEvent =
   | (EventBase & { type: "breaker"; endpoint: Endpoint; state: BreakerState })
   | (EventBase & { type: "health"; endpoint: Endpoint; health: Health })
   | (EventBase & { type: "endpoints"; added: string[]; removed: string[] })
-  /** A host name could not be resolved; its last known addresses stay (none after NXDOMAIN). */
-  | (EventBase & { type: "resolve-failed"; host: string; error: string });
+  /** A host name could not be resolved (timeout, SERVFAIL, refused…); its last known addresses stay. */
+  | (EventBase & { type: "resolve-failed"; host: string; error: string })
+  /**
+   * A host name has no addresses now (NXDOMAIN, no records), where it had some (`hadAddresses`)
+   * or on its first resolution: reported once, when that begins.
+   */
+  | (EventBase & { type: "no-addresses"; host: string; error: string; hadAddresses: boolean });
 
 export interface UpstreamOptions {
-  /** Host-name resolver for discovery (default: DNS_SERVER from the environment, else the system's). */
+  /** Host-name resolver for discovery (default: the system's; main.ts passes DNS_SERVER's). */
   resolver?: HostResolver;
   /** Subscribed before anything starts, so it sees the first discovery and health events. */
   onEvent?: (event: UpstreamEvent) => void;
@@ -77,15 +82,18 @@ export class Upstream {
     );
     this.#discovery = new Discovery(config.endpoints, {
       refreshMs: config.discovery.refreshMs,
-      resolver: options.resolver ?? resolverFromEnv(),
+      resolver: options.resolver ?? systemResolver,
       onChange: (addresses) => this.#apply(addresses),
       onError: (host, err) =>
+        this.#emit({ type: "resolve-failed", upstream: this.name, at: Date.now(), host, error: messageOf(err) }),
+      onNoAddresses: (host, err, hadAddresses) =>
         this.#emit({
-          type: "resolve-failed",
+          type: "no-addresses",
           upstream: this.name,
           at: Date.now(),
           host,
-          error: (err as Error).message ?? String(err),
+          error: messageOf(err),
+          hadAddresses,
         }),
     });
     this.ready = this.#discovery.ready;
@@ -246,4 +254,8 @@ export class Upstream {
       }
     }
   }
+}
+
+function messageOf(err: unknown): string {
+  return (err as Error).message ?? String(err);
 }

@@ -6,7 +6,7 @@ import type { Subprocess } from "bun";
 import { resolve } from "node:path";
 import { lines } from "../../../lib/lines.ts";
 
-export const REPO_ROOT = resolve(import.meta.dir, "../..");
+export const REPO_ROOT = resolve(import.meta.dir, "../../..");
 
 export interface Spawned {
   name: string;

@@ -7,8 +7,10 @@
  *   GET /dashboard/snapshot.json      this gateway alone (?seconds=1…300 of route history), what
  *                                     the other replicas fetch from it
  *
- * `Dashboard` owns the per-route figures the request path feeds (traffic.ts) and the merged view
- * of every replica (tier.ts), which runs only while a page is open.
+ * `Dashboard` owns the per-route figures the request path feeds (traffic.ts, through the
+ * telemetry's RouteRecorder) and the merged view of every replica the peer directory lists
+ * (tier.ts, ../peers.ts), which runs only while a page is open. The admin app (../admin/app.ts)
+ * mounts its routes.
  */
 import { Elysia } from "elysia";
 import type { ServiceIdentity } from "../../../lib/env.ts";
@@ -19,7 +21,7 @@ import type { RateLimiter } from "../ratelimit/limiter.ts";
 import type { Gateway } from "../server.ts";
 import { dashboardAsset, dashboardPage } from "./assets.ts";
 import { tierEventStream } from "./events.ts";
-import type { PeerDirectory } from "./peers.ts";
+import type { PeerDirectory } from "../peers.ts";
 import { type GatewaySnapshot, type SnapshotSources, takeSnapshot } from "./snapshot.ts";
 import { TierView } from "./tier.ts";
 import { TrafficRecorder, WINDOW_SECONDS } from "./traffic.ts";
@@ -31,16 +33,19 @@ export interface DashboardOptions {
   peers: PeerDirectory;
   rateLimiter?: RateLimiter;
   reloader?: ConfigReloader;
+  /** The per-route figures, when made before the dashboard (main.ts hands the same to the telemetry). */
+  traffic?: TrafficRecorder;
 }
 
 export class Dashboard {
-  /** Give it to gatewayTelemetry.configure: the request path records into it. */
-  readonly traffic = new TrafficRecorder();
+  /** The request path records into it (the telemetry's RouteRecorder). */
+  readonly traffic: TrafficRecorder;
   readonly tier: TierView;
   readonly #sources: SnapshotSources;
 
   constructor(opts: DashboardOptions) {
     const { reloader, rateLimiter } = opts;
+    this.traffic = opts.traffic ?? new TrafficRecorder();
     this.#sources = { ...opts, traffic: this.traffic, ...(reloader ? { reloadStatus: () => reloader.status } : {}) };
     if (rateLimiter) {
       // Denials as the limiter counts them: a 429 from an upstream is not one.

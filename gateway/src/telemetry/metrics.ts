@@ -2,15 +2,15 @@
  * The gateway's Prometheus metrics, served on the admin port's /metrics:
  *
  * - requests served (lib/telemetry: http_server_* by route name, method, status code);
- * - every try sent to an upstream endpoint, counted and timed as it happens (telemetry.ts calls
- *   `attempt()` from the transports): portico_gateway_upstream_requests_total{outcome},
- *   portico_gateway_upstream_request_duration_seconds;
+ * - every try sent to an upstream endpoint, counted and timed as it happens under the verdict
+ *   upstream/dispatch.ts gave it (./index.ts calls `attempt()` from its try hooks):
+ *   portico_gateway_upstream_requests_total{outcome}, portico_gateway_upstream_request_duration_seconds;
  * - the upstreams' state — breaker, health, ejection, load, retries — and the rate limiter's
  *   decisions, Redis latency and mode, read from their own objects when Prometheus scrapes. Those
  *   modules keep plain numbers and know nothing of Prometheus; nothing here runs per request.
  */
 import type { Registry } from "prom-client";
-import { HttpServerMetrics } from "../../lib/telemetry/metrics.ts";
+import { HttpServerMetrics } from "../../../lib/telemetry/metrics.ts";
 import {
   type CollectedValue,
   collectedMetric,
@@ -20,14 +20,14 @@ import {
   LATENCY_BUCKETS,
   type Series,
   SeriesSet,
-} from "../../lib/telemetry/series.ts";
-import type { RateLimiter } from "./ratelimit/limiter.ts";
-import { REDIS_LATENCY_BUCKETS_MS } from "./ratelimit/stats.ts";
-import type { Endpoint } from "./upstream/endpoint.ts";
-import type { Verdict } from "./upstream/outcome.ts";
-import type { Upstream } from "./upstream/upstream.ts";
+} from "../../../lib/telemetry/series.ts";
+import type { RateLimiter } from "../ratelimit/limiter.ts";
+import { REDIS_LATENCY_BUCKETS_MS } from "../ratelimit/stats.ts";
+import type { Endpoint } from "../upstream/endpoint.ts";
+import type { Verdict } from "../upstream/outcome.ts";
+import type { Upstream } from "../upstream/upstream.ts";
 
-/** What the metrics read from the gateway: its current upstreams (they change on reload). */
+/** What the metrics read from the gateway at scrape time: its current upstreams (they change on reload). */
 export interface UpstreamSource {
   readonly upstreams: ReadonlyMap<string, Upstream>;
 }
@@ -37,7 +37,6 @@ const REDIS_BUCKETS_S = REDIS_LATENCY_BUCKETS_MS.map((ms) => ms / 1000);
 
 /** The series one endpoint's tries are recorded in, found once per endpoint. */
 interface EndpointSeries {
-  upstream: string;
   latency: Series;
   outcomes: Map<Verdict, Series>;
 }
@@ -48,10 +47,14 @@ export class GatewayMetrics {
   readonly #latency = new SeriesSet(["upstream", "endpoint"], LATENCY_BUCKETS);
   /** Endpoint objects live as long as discovery keeps them; so does their entry here. */
   readonly #byEndpoint = new WeakMap<Endpoint, EndpointSeries>();
+  #gateway: UpstreamSource | undefined;
 
+  /**
+   * Made before the gateway, whose telemetry counts into it; `watch(gateway)` adds the upstreams'
+   * state once the gateway exists.
+   */
   constructor(
     readonly registry: Registry,
-    private readonly gateway: UpstreamSource,
     rateLimiter?: RateLimiter,
   ) {
     this.http = new HttpServerMetrics(registry);
@@ -70,50 +73,46 @@ export class GatewayMetrics {
       this.#latency,
       prune,
     );
-    this.#registerUpstreamState(registry);
     if (rateLimiter) registerRateLimitMetrics(registry, rateLimiter);
   }
 
-  /** Records one try on `endpoint` (called by the transports). */
-  attempt(endpoint: Endpoint, verdict: Verdict, seconds: number): void {
-    const series = this.#seriesOf(endpoint);
-    if (!series) return;
+  /** Exports the state of `gateway`'s upstreams (read at scrape time: they change on reload). */
+  watch(gateway: UpstreamSource): void {
+    if (this.#gateway) throw new Error("GatewayMetrics already watch a gateway");
+    this.#gateway = gateway;
+    this.#registerUpstreamState(this.registry, gateway);
+  }
+
+  /** Records one try on `endpoint` of `upstream`, with the verdict dispatch gave it. */
+  attempt(upstream: string, endpoint: Endpoint, verdict: Verdict, seconds: number): void {
+    let series = this.#byEndpoint.get(endpoint);
+    if (series === undefined)
+      this.#byEndpoint.set(
+        endpoint,
+        (series = { latency: this.#latency.get(upstream, endpoint.address), outcomes: new Map() }),
+      );
     series.latency.observe(seconds);
     let outcome = series.outcomes.get(verdict);
     if (outcome === undefined)
-      series.outcomes.set(verdict, (outcome = this.#attempts.get(series.upstream, endpoint.address, verdict)));
+      series.outcomes.set(verdict, (outcome = this.#attempts.get(upstream, endpoint.address, verdict)));
     outcome.inc();
-  }
-
-  #seriesOf(endpoint: Endpoint): EndpointSeries | undefined {
-    let series = this.#byEndpoint.get(endpoint);
-    if (series === undefined) {
-      const upstream = [...this.gateway.upstreams.values()].find((u) => u.endpoints.includes(endpoint));
-      if (!upstream) return undefined;
-      series = {
-        upstream: upstream.name,
-        latency: this.#latency.get(upstream.name, endpoint.address),
-        outcomes: new Map(),
-      };
-      this.#byEndpoint.set(endpoint, series);
-    }
-    return series;
   }
 
   /** Series of endpoints discovery has dropped go with them (pod IPs change on every rollout). */
   #pruneGoneEndpoints(): void {
+    if (!this.#gateway) return;
     const live = new Set<string>();
-    for (const u of this.gateway.upstreams.values()) for (const e of u.endpoints) live.add(`${u.name} ${e.address}`);
+    for (const u of this.#gateway.upstreams.values()) for (const e of u.endpoints) live.add(`${u.name} ${e.address}`);
     const keep = (labels: Readonly<Record<string, string>>) => live.has(`${labels.upstream} ${labels.endpoint}`);
     this.#attempts.retain(keep);
     this.#latency.retain(keep);
   }
 
-  #registerUpstreamState(registry: Registry): void {
+  #registerUpstreamState(registry: Registry, gateway: UpstreamSource): void {
     const perEndpoint = (name: string, help: string, type: "gauge" | "counter", value: (e: Endpoint) => number) =>
       collectedMetric(registry, name, help, type, () => {
         const values: CollectedValue[] = [];
-        for (const u of this.gateway.upstreams.values()) {
+        for (const u of gateway.upstreams.values()) {
           for (const e of u.endpoints)
             values.push({ labels: { upstream: u.name, endpoint: e.address }, value: value(e) });
         }
@@ -121,7 +120,7 @@ export class GatewayMetrics {
       });
     const perUpstream = (name: string, help: string, type: "gauge" | "counter", value: (u: Upstream) => number) =>
       collectedMetric(registry, name, help, type, () =>
-        [...this.gateway.upstreams.values()].map((u) => ({ labels: { upstream: u.name }, value: value(u) })),
+        [...gateway.upstreams.values()].map((u) => ({ labels: { upstream: u.name }, value: value(u) })),
       );
 
     perUpstream(

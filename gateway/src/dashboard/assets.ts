@@ -5,9 +5,9 @@
  */
 import uplotCss from "uplot/dist/uPlot.min.css" with { type: "text" };
 import uplotJs from "uplot/dist/uPlot.iife.min.js" with { type: "text" };
-import dashboardJs from "./dashboard/dashboard.client.js" with { type: "text" };
-import dashboardCss from "./dashboard/dashboard.css" with { type: "text" };
-import page from "./dashboard/index.html" with { type: "text" };
+import dashboardJs from "./page/dashboard.client.js" with { type: "text" };
+import dashboardCss from "./page/dashboard.css" with { type: "text" };
+import page from "./page/index.html" with { type: "text" };
 
 const SECURITY_HEADERS = {
   // uPlot styles elements through the CSSOM only, which style-src does not restrict.

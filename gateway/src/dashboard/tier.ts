@@ -4,12 +4,17 @@
  * second by second (percentiles from the merged latency histograms), endpoints listed with the
  * state each gateway sees, gateways that do not answer marked unreachable.
  *
+ * Each replica the peer directory lists (../peers.ts) is one row, at whichever of its addresses
+ * it answers: a spare address a rolling replace may move it to is idle, not failing, while the
+ * replica answers at another one; a replica none of whose addresses answers is a row marked
+ * unreachable, whether it stopped before or after the page was opened.
+ *
  * Each replica is asked only for the seconds since it last answered, and its history is kept
  * here; the last few seconds are asked again every round, so a second that was still filling up
  * on one replica is corrected on the next.
  */
 import { addSparse, LATENCY_BUCKETS, quantileMs, round3 } from "./latency-buckets.ts";
-import type { PeerDirectory } from "./peers.ts";
+import type { PeerDirectory } from "../peers.ts";
 import {
   type EndpointView,
   type GatewayInfo,
@@ -21,7 +26,7 @@ import { WINDOW_SECONDS } from "./traffic.ts";
 
 /** Seconds asked again every round (see the file comment). */
 const OVERLAP_SECONDS = 3;
-/** A replica that has not answered for this long leaves the gateway rows for silentPeers. */
+/** A replica found by an address that has not answered for this long makes way for another address of its slot. */
 const FORGET_AFTER_MS = 60_000;
 /** The routes' and gateways' summary figures cover the last this many completed seconds. */
 const SUMMARY_SECONDS = 10;
@@ -79,8 +84,8 @@ export interface TierState {
   /** Why the peer list is incomplete (a failed DNS lookup), if it is. */
   peersError: string | null;
   /**
-   * Listed replicas that never answered, or not for FORGET_AFTER_MS: spare addresses (`make dev`
-   * lists the ports a rolling replace moves to) or replicas long gone, named but not shown as rows.
+   * Idle addresses: the other addresses of a replica that answers (or answered last) at one of
+   * its own — the spare ports `make dev` lists for rolling replaces. Named, not rows, not failing.
    */
   silentPeers: { url: string; error: string | null }[];
   gateways: TierGateway[];
@@ -259,10 +264,9 @@ export class TierView {
     const from = to - (WINDOW_SECONDS - 1);
     const summaryFrom = to - SUMMARY_SECONDS;
 
-    const shown = replicas.filter(
-      (r) => r.reachable || (r.lastSeenAt !== null && now - r.lastSeenAt < FORGET_AFTER_MS),
-    );
-    const silentPeers = replicas.filter((r) => !shown.includes(r)).map((r) => ({ url: r.url ?? "", error: r.error }));
+    const rows = this.#rows(now);
+    const shown = replicas.filter((r) => rows.has(r));
+    const silentPeers = replicas.filter((r) => !rows.has(r)).map((r) => ({ url: r.url ?? "", error: r.error }));
     const gateways: TierGateway[] = shown.map((r) => {
       let served = 0;
       for (const seconds of r.history.values())
@@ -296,6 +300,36 @@ export class TierView {
       upstreams: mergeUpstreams(live),
       routes,
     };
+  }
+
+  /**
+   * The replicas shown as gateway rows: per listed replica, the addresses it answers at or
+   * answered at lately — else the one it answered at last, or its first, as unreachable; every
+   * replica found by DNS (listed while its pod is ready); this gateway alone without peers.
+   */
+  #rows(now: number): Set<Replica> {
+    const recent = (r: Replica) => r.reachable || (r.lastSeenAt !== null && now - r.lastSeenAt < FORGET_AFTER_MS);
+    const rows = new Set<Replica>();
+    const listed = new Set<string>();
+    for (const slot of this.opts.directory.slots) {
+      const members = slot.flatMap((url) => {
+        listed.add(url);
+        const replica = this.#replicas.get(url);
+        return replica ? [replica] : [];
+      });
+      const live = members.filter(recent);
+      if (live.length > 0) for (const r of live) rows.add(r);
+      else {
+        const last = members.reduce<Replica | undefined>(
+          (best, r) => (r.lastSeenAt !== null && (best?.lastSeenAt ?? -1) < r.lastSeenAt ? r : best),
+          undefined,
+        );
+        const row = last ?? members[0];
+        if (row) rows.add(row);
+      }
+    }
+    for (const r of this.#replicas.values()) if (r.url === null || !listed.has(r.url)) rows.add(r);
+    return rows;
   }
 
   #mergeRoute(view: RouteView, replicas: Replica[], from: number, to: number, summaryFrom: number): TierRoute {

@@ -2,7 +2,7 @@
  * What each route served, second by second, for the dashboard: requests, server errors (5xx),
  * rate-limit denials and a latency histogram per second, in a ring of the last WINDOW_SECONDS.
  *
- * `record` runs once per request (gateway/src/telemetry.ts), so it only indexes typed arrays: no
+ * `record` runs once per request (../telemetry/index.ts), so it only indexes typed arrays: no
  * allocation after a route's first request, no timer, the wall clock read once a second. A slot
  * is reset lazily by the first request of a new second; a quiet second costs nothing.
  */

@@ -86,7 +86,8 @@
     peersError.textContent = tier.peersError || "";
     const silent = $("silent-peers");
     silent.hidden = tier.silentPeers.length === 0;
-    silent.textContent = `Listed but not answering (never, or not for a minute): ${tier.silentPeers.map((p) => (p.error ? `${p.url} (${p.error})` : p.url)).join(", ")}`;
+    // Spare addresses a rolling replace moves a gateway to: idle on a steady tier, not a failure.
+    silent.textContent = `Idle spare addresses (a rolling replace moves a gateway there): ${tier.silentPeers.map((p) => p.url).join(", ")}`;
     const rows = tier.gateways.map((g) => {
       const info = g.info || {};
       const state = !g.reachable ? "unreachable" : info.ready ? "up" : "draining";

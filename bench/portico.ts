@@ -1,0 +1,128 @@
+/**
+ * The gateway under test, from source (`bun gateway/src/main.ts`) or the compiled binary, in one
+ * of two configurations:
+ *
+ *   lean  /projects → the 3 trivial upstreams, /verify → rpcapp (JSON → gRPC); LOG_LEVEL=warn,
+ *         no rate limit, tracing off (sampler always_off, no exporter).
+ *   full  every production feature on: a per-client-address rate limit on /projects (in memory,
+ *         or in Redis with `redisUrl`), high enough never to refuse, so every request pays the
+ *         whole check; traces sampled (parentbased_always_on, W3C traceparent passed upstream)
+ *         and exported over OTLP/HTTP to `otlpEndpoint`; the access log at info, written to a file;
+ *         RED metrics (always recorded).
+ */
+import { writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import type { Subprocess } from "bun";
+import { freePort } from "../scripts/stack/testing/ports.ts";
+import { pinned, spawn, waitHttp, tempDir } from "./procs.ts";
+
+const REPO_ROOT = resolve(import.meta.dir, "..");
+/**
+ * Where the services (`gateway/src/main.ts`, `rpcapp/src/main.ts`, the proto) are run from: this
+ * checkout, or BENCH_SERVICE_ROOT — another one (e.g. `git archive <rev> | tar -x -C /tmp/x` with
+ * node_modules linked in), to measure one revision's services with this benchmark.
+ */
+export const SERVICE_ROOT = process.env.BENCH_SERVICE_ROOT ? resolve(process.env.BENCH_SERVICE_ROOT) : REPO_ROOT;
+
+export type PorticoFlavour = { kind: "lean" } | { kind: "full"; otlpEndpoint: string; redisUrl?: string };
+
+export interface PorticoOptions {
+  flavour: PorticoFlavour;
+  /** host:port of the trivial HTTP upstreams. */
+  upstreams: string[];
+  /** host:port of rpcapp's gRPC listener, for /verify (lean only). */
+  rpcapp?: string;
+  /** The compiled binary instead of `bun gateway/src/main.ts`. */
+  binary?: string;
+  cpu?: number;
+}
+
+export interface Portico extends PreparedPortico {
+  proc: Subprocess;
+}
+
+export function routesYaml(opts: PorticoOptions): string {
+  const full = opts.flavour.kind === "full";
+  const limit = full ? ", rateLimit: { rate: 1000000, period: 1s, key: { type: ip } }" : "";
+  const grpc = opts.rpcapp && !full;
+  return `upstreams:
+  bench: { protocol: http, endpoints: "${opts.upstreams.join(",")}" }
+${grpc ? `  rpcapp: { protocol: grpc, endpoints: "${opts.rpcapp}", proto: ${join(SERVICE_ROOT, "proto/userverify.proto")} }\n` : ""}routes:
+  - { name: projects, path: /projects, match: prefix, methods: [GET, POST], upstream: bench${limit} }
+${grpc ? "  - { name: verify, path: /verify, match: exact, methods: [POST], upstream: rpcapp, grpc: { method: userverify.UserVerify/VerifyUser, idempotent: true } }\n" : ""}`;
+}
+
+export interface PreparedPortico {
+  name: string;
+  argv: string[];
+  env: Record<string, string | undefined>;
+  url: string;
+  adminUrl: string;
+  /** Where stdout (the access log, in "full") goes, or undefined (discarded). */
+  logFile?: string;
+}
+
+/** Writes the routes file and picks the ports; nothing is started yet (startup.ts times the exec). */
+export async function preparePortico(opts: PorticoOptions): Promise<PreparedPortico> {
+  const dir = tempDir("gateway");
+  const routesFile = join(dir, "routes.yaml");
+  writeFileSync(routesFile, routesYaml(opts));
+  const [port, adminPort] = [await freePort(), await freePort()];
+  const { flavour } = opts;
+  const env: Record<string, string | undefined> = {
+    ...process.env,
+    HOST: "127.0.0.1",
+    PORT: String(port),
+    ADMIN_PORT: String(adminPort),
+    ROUTES_FILE: routesFile,
+    REDIS_URL: flavour.kind === "full" ? (flavour.redisUrl ?? "") : "",
+    GATEWAY_PEERS: "",
+    GATEWAY_PEERS_DNS: "",
+    ...(flavour.kind === "lean"
+      ? { LOG_LEVEL: "warn", OTEL_EXPORTER_OTLP_ENDPOINT: "", OTEL_TRACES_SAMPLER: "always_off" }
+      : {
+          LOG_LEVEL: "info",
+          OTEL_EXPORTER_OTLP_ENDPOINT: flavour.otlpEndpoint,
+          OTEL_TRACES_SAMPLER: "parentbased_always_on",
+          OTEL_BSP_SCHEDULE_DELAY: "1000",
+        }),
+  };
+  const name = flavour.kind === "lean" ? "gateway (lean)" : `gateway (full${flavour.redisUrl ? ", redis" : ""})`;
+  const argv = pinned(opts.binary ? [opts.binary] : [process.execPath, "gateway/src/main.ts"], opts.cpu);
+  return {
+    name,
+    argv,
+    env,
+    url: `http://127.0.0.1:${port}`,
+    adminUrl: `http://127.0.0.1:${adminPort}`,
+    ...(flavour.kind === "full" ? { logFile: join(dir, "access.log") } : {}),
+  };
+}
+
+export function spawnPortico(p: PreparedPortico): Subprocess {
+  return spawn(p.name, p.argv, {
+    cwd: SERVICE_ROOT,
+    env: p.env,
+    // The access log is part of what "full" costs: written synchronously, to a file instead of a terminal.
+    stdout: p.logFile ? Bun.file(p.logFile) : "ignore",
+    stderr: "inherit",
+  });
+}
+
+export const PROJECT_BODY = JSON.stringify({ title: "An awesome project" });
+export const VERIFY_BODY = JSON.stringify({ id: 121, token: "a$$" });
+export const postJson = (body: string): RequestInit => ({
+  method: "POST",
+  body,
+  headers: { "content-type": "application/json" },
+});
+
+/** Starts a gateway and waits until a POST /projects goes through it (and /verify, when configured). */
+export async function startPortico(opts: PorticoOptions): Promise<Portico> {
+  const prepared = await preparePortico(opts);
+  const proc = spawnPortico(prepared);
+  await waitHttp(`${prepared.url}/projects`, proc, postJson(PROJECT_BODY));
+  if (opts.rpcapp && opts.flavour.kind === "lean")
+    await waitHttp(`${prepared.url}/verify`, proc, postJson(VERIFY_BODY));
+  return { proc, ...prepared };
+}

@@ -1,0 +1,88 @@
+/**
+ * Start-up time and memory of the compiled gateway (dist/gateway, `make build`), lean config:
+ *   start    exec → first proxied 2xx (POST /projects polled every 2 ms), median of `trials`
+ *   idle     RSS 1 s after that first 2xx
+ *   load     highest RSS sampled every 100 ms during a 64-connection wrk run
+ *   after    RSS 2 s after the load ends
+ */
+import type { Subprocess } from "bun";
+import { postJson, PROJECT_BODY, preparePortico, spawnPortico } from "./portico.ts";
+import { LOAD_CPU, PROXY_CPU, rssMiB, stop } from "./procs.ts";
+import { runWrk, type WrkResult } from "./wrk.ts";
+
+export interface StartupResult {
+  binary: string;
+  startMs: number[];
+  medianStartMs: number;
+  idleRssMiB: number;
+  loadRssMiB: number;
+  afterRssMiB: number;
+  load: WrkResult;
+}
+
+async function firstProxied2xx(url: string, proc: Subprocess, timeoutMs = 15_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (performance.now() < deadline) {
+    if (proc.exitCode !== null) throw new Error(`the compiled gateway exited (${proc.exitCode}) before answering`);
+    try {
+      if ((await fetch(`${url}/projects`, { ...postJson(PROJECT_BODY), signal: AbortSignal.timeout(500) })).ok) return;
+    } catch {}
+    await Bun.sleep(2);
+  }
+  throw new Error(`the compiled gateway did not proxy a request within ${timeoutMs} ms`);
+}
+
+export async function benchStartup(opts: {
+  binary: string;
+  upstreams: string[];
+  durationS: number;
+  trials?: number;
+}): Promise<StartupResult> {
+  const startMs: number[] = [];
+  const trials = opts.trials ?? 3;
+  for (let trial = 1; trial <= trials; trial++) {
+    const prepared = await preparePortico({
+      flavour: { kind: "lean" },
+      upstreams: opts.upstreams,
+      binary: opts.binary,
+      cpu: PROXY_CPU,
+    });
+    const t0 = performance.now();
+    const proc = spawnPortico(prepared);
+    try {
+      await firstProxied2xx(prepared.url, proc);
+      startMs.push(performance.now() - t0);
+      if (trial < trials) continue;
+      // Memory, on the last start only.
+      await Bun.sleep(1000);
+      const idleRssMiB = rssMiB(proc.pid);
+      let loadRssMiB = idleRssMiB;
+      const sampler = setInterval(() => {
+        loadRssMiB = Math.max(loadRssMiB, rssMiB(proc.pid) || 0);
+      }, 100);
+      const load = await runWrk({
+        url: `${prepared.url}/projects`,
+        method: "POST",
+        body: PROJECT_BODY,
+        connections: 64,
+        threads: 1,
+        durationS: opts.durationS,
+        cpu: LOAD_CPU,
+      }).finally(() => clearInterval(sampler));
+      await Bun.sleep(2000);
+      const sorted = [...startMs].sort((a, b) => a - b);
+      return {
+        binary: opts.binary,
+        startMs,
+        medianStartMs: sorted[Math.floor(sorted.length / 2)]!,
+        idleRssMiB,
+        loadRssMiB,
+        afterRssMiB: rssMiB(proc.pid),
+        load,
+      };
+    } finally {
+      await stop(proc);
+    }
+  }
+  throw new Error("no trials");
+}

@@ -1,0 +1,95 @@
+/**
+ * The gRPC half of the request path (server.ts hands it a routed request whose JSON depth it
+ * already checked): JSON body → checked against the method's request type (./transcode.ts) →
+ * unary call through upstream/dispatch.ts with the gRPC transport (./call.ts) → the reply as
+ * JSON, or the gRPC status as problem+json that also carries grpc-gateway's {code, message,
+ * details}, with the HTTP status of grpc-gateway's mapping (./status.ts).
+ */
+import * as grpc from "@grpc/grpc-js";
+import type { RoutedRequest } from "../context.ts";
+import { gatewayProblem } from "../errors.ts";
+import type { GatewayTelemetry } from "../telemetry/index.ts";
+import { dispatch, noEndpointProblem } from "../upstream/dispatch.ts";
+import { callUnary } from "./call.ts";
+import { grpcCodeName, httpStatusFromGrpc } from "./status.ts";
+import { checkMessage } from "./transcode.ts";
+
+export interface GrpcRouteDeps {
+  telemetry: GatewayTelemetry;
+}
+
+const JSON_HEADERS = { "content-type": "application/json" };
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+export async function transcodeGrpc(
+  { req, ctx, route, upstream, body, limits }: RoutedRequest,
+  deps: GrpcRouteDeps,
+): Promise<Response> {
+  const method = route.grpcMethod!;
+  const requestId = ctx.id;
+  let input: unknown = {};
+  if (body) {
+    let text: string;
+    try {
+      text = utf8.decode(body);
+    } catch {
+      return gatewayProblem({
+        status: 400,
+        title: "Invalid request body",
+        requestId,
+        detail: "the body is not valid UTF-8",
+      });
+    }
+    try {
+      input = JSON.parse(text);
+    } catch (err) {
+      return gatewayProblem({ status: 400, title: "Invalid JSON", requestId, detail: (err as Error).message });
+    }
+  }
+  const errors = checkMessage(method.requestType, input, {
+    maxDepth: limits.maxJsonDepth,
+    maxStringLength: limits.maxJsonStringLength,
+  });
+  if (errors.length > 0) {
+    return gatewayProblem({
+      status: 400,
+      title: "Invalid request",
+      requestId,
+      detail: `the body does not match ${method.requestType.fullName.slice(1)}: ${errors.map((e) => `${e.field} ${e.message}`).join("; ")}`,
+      extensions: { errors },
+    });
+  }
+  const metadata = new grpc.Metadata();
+  metadata.set("x-request-id", requestId);
+  metadata.set("x-forwarded-for", ctx.clientIp);
+  const userAgent = req.headers.get("user-agent");
+  if (userAgent) metadata.set("x-forwarded-user-agent", userAgent);
+  route.auth?.copyClaimHeaders(req.headers, metadata);
+  const outcome = await dispatch(
+    upstream,
+    route,
+    ctx,
+    route.grpc?.idempotent === true,
+    (endpoint, timeoutMs) => callUnary(endpoint.grpcClient(), method, input as object, metadata, timeoutMs),
+    deps.telemetry.grpcTries(upstream.name, method.path, metadata),
+  );
+  if (outcome.kind === "no-endpoint") return noEndpointProblem(upstream.name, outcome, requestId);
+  ctx.servedBy = outcome.servedBy;
+  // The replica's identity travels back as headers, as an HTTP upstream's would.
+  const servedBy: Record<string, string> = {
+    ...(outcome.servedBy ? { "x-served-by": outcome.servedBy } : {}),
+    ...(outcome.serviceVersion ? { "x-service-version": outcome.serviceVersion } : {}),
+  };
+  if (outcome.kind === "reply")
+    return new Response(JSON.stringify(outcome.reply), { status: 200, headers: { ...JSON_HEADERS, ...servedBy } });
+  const status = httpStatusFromGrpc(outcome.code);
+  const retryAfter: Record<string, string> = status === 503 ? { "retry-after": "1" } : {};
+  return gatewayProblem({
+    status,
+    title: grpcCodeName(outcome.code),
+    requestId,
+    detail: outcome.details,
+    extensions: { code: outcome.code, message: outcome.details, details: [], upstream: upstream.name },
+    headers: { ...servedBy, ...retryAfter },
+  });
+}

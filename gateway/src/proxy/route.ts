@@ -1,0 +1,97 @@
+/**
+ * The HTTP half of the request path (server.ts hands it a routed request): the upstream path
+ * (prefix rewrite) and outgoing headers, the tries through upstream/dispatch.ts with the HTTP
+ * transport (./http.ts), and the answer — the upstream's response as it streams, or the
+ * gateway's problem+json when no try got one or it is larger than the limit.
+ */
+import type { RequestContext, RoutedRequest } from "../context.ts";
+import { gatewayProblem } from "../errors.ts";
+import type { GatewayTelemetry } from "../telemetry/index.ts";
+import { dispatch, noEndpointProblem } from "../upstream/dispatch.ts";
+import { isIdempotentMethod } from "../upstream/outcome.ts";
+import { setForwardedHeaders, stripHopByHop } from "./headers.ts";
+import { forwardHttp } from "./http.ts";
+import { limitResponseSize } from "./response-limit.ts";
+
+export interface HttpRouteDeps {
+  telemetry: GatewayTelemetry;
+  /** This gateway's instance name, for the `Via` header. */
+  instance: string;
+}
+
+export async function proxyHttp(
+  { req, ctx, route, upstream, body, limits }: RoutedRequest,
+  deps: HttpRouteDeps,
+): Promise<Response> {
+  const upstreamPath =
+    route.http?.rewritePrefix !== undefined && route.match === "prefix"
+      ? rewrite(ctx.path, route.path, route.http.rewritePrefix)
+      : ctx.path;
+  const pathAndQuery = upstreamPath + ctx.search;
+  const headers = prepareRequestHeaders(req, ctx, deps.instance);
+  route.auth?.stripCredentials(headers);
+  const method = req.method;
+  const outcome = await dispatch(
+    upstream,
+    route,
+    ctx,
+    isIdempotentMethod(method),
+    (endpoint, timeoutMs) => forwardHttp(endpoint.origin, method, pathAndQuery, headers, body, timeoutMs),
+    deps.telemetry.httpTries(upstream.name, method, pathAndQuery, headers),
+  );
+  const requestId = ctx.id;
+  const extensions = { upstream: upstream.name };
+  switch (outcome.kind) {
+    case "no-endpoint":
+      return noEndpointProblem(upstream.name, outcome, requestId);
+    case "response": {
+      ctx.servedBy = outcome.response.headers.get("x-served-by") ?? undefined;
+      const maxBytes = limits.maxResponseBytes;
+      const limited = limitResponseSize(outcome.response, maxBytes);
+      if (!limited.ok)
+        return gatewayProblem({
+          status: 502,
+          title: "Upstream response too large",
+          requestId,
+          detail: `${upstream.name} answered with ${limited.declared} bytes; the limit is ${maxBytes}`,
+          extensions,
+        });
+      return limited.response;
+    }
+    case "timeout":
+      return gatewayProblem({
+        status: 504,
+        title: "Upstream timed out",
+        requestId,
+        detail: `${upstream.name} did not answer within ${route.timeoutMs} ms`,
+        extensions,
+      });
+    case "connect-error":
+    case "error":
+      return gatewayProblem({
+        status: 502,
+        title: "Upstream unavailable",
+        requestId,
+        detail: `${upstream.name} (${ctx.endpoint}): ${outcome.error.message}`,
+        extensions,
+      });
+  }
+}
+
+/** The outgoing headers, made from the incoming ones in place (no copy). */
+function prepareRequestHeaders(req: Request, ctx: RequestContext, gatewayInstance: string): Headers {
+  const headers = req.headers;
+  stripHopByHop(headers);
+  setForwardedHeaders(headers, { clientIp: ctx.clientIp, peerIsTrusted: ctx.peerIsTrusted, proto: "http" });
+  // fetch sets Host from the endpoint's address; the client's Host travels as X-Forwarded-Host.
+  headers.delete("host");
+  headers.set("x-request-id", ctx.id);
+  headers.set("via", `1.1 ${gatewayInstance}`);
+  return headers;
+}
+
+function rewrite(path: string, prefix: string, replacement: string): string {
+  const rest = path.slice(prefix === "/" ? 0 : prefix.length);
+  if (replacement === "/") return rest.startsWith("/") ? rest : `/${rest}`;
+  return replacement + rest;
+}

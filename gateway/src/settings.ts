@@ -1,0 +1,109 @@
+/**
+ * Every environment variable the gateway reads, read here once at start-up into typed settings
+ * that main.ts passes down: no other gateway module looks at the environment. A bad value stops
+ * the process with an EnvError that names the variable, the value and what was expected.
+ *
+ * The environment itself is kept too (`env`), as data: routes.yaml's `${VAR:-default}`
+ * references and auth's `secretEnv` read it when the file is loaded or reloaded, and the
+ * OpenTelemetry SDK's standard OTEL_* variables are parsed from it by lib/telemetry/tracing.ts.
+ */
+import { isIP } from "node:net";
+import { EnvError, envBool, envInt, envPort, envString, type ServiceIdentity, serviceIdentity } from "../../lib/env.ts";
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+export interface PeerSettings {
+  /**
+   * GATEWAY_PEERS: admin URLs of every gateway, this one included; one entry per replica, whose
+   * alternatives are separated by `|` — the addresses a rolling replace moves that replica
+   * between (`make dev` lists each slot's base and spare admin port). See peers.ts.
+   */
+  urls: string[];
+  /** GATEWAY_PEERS_DNS: a name whose A/AAAA records are the replicas (a headless Service). */
+  dnsName: string | undefined;
+  /** GATEWAY_PEERS_INTERVAL_MS: how often the rate limiter counts the live replicas. */
+  intervalMs: number;
+}
+
+export interface GatewaySettings {
+  /** SERVICE_VERSION, INSTANCE_ID (else HOSTNAME). */
+  identity: ServiceIdentity;
+  /** LOG_LEVEL (pino's levels). */
+  logLevel: string;
+  /** LOG_PROBES: access-log /healthz and /readyz too (off: probes every few seconds drown the log). */
+  logProbes: boolean;
+  /** HOST, PORT: the public listener (shared by every local gateway through SO_REUSEPORT). */
+  host: string;
+  port: number;
+  /** ADMIN_PORT: admin API, metrics and dashboard; never reachable through the public port. */
+  adminPort: number;
+  /** ROUTES_FILE. */
+  routesFile: string;
+  /** DRAIN_DELAY_MS, SHUTDOWN_TIMEOUT_MS (lib/lifecycle.ts). */
+  drainDelayMs: number;
+  shutdownTimeoutMs: number;
+  /** REDIS_URL: one rate-limit budget for every gateway; without it each process keeps its own. */
+  redisUrl: string | undefined;
+  /** DNS_SERVER (host:port): discovery asks this server instead of the system resolver. */
+  dnsServer: string | undefined;
+  peers: PeerSettings;
+  /** The environment as data, for `${VAR}` in routes.yaml, auth's secretEnv and OTEL_* (see the file comment). */
+  env: Env;
+}
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+
+/** Reads and validates the gateway's environment; throws EnvError naming the first bad variable. */
+export function loadSettings(env: Env = process.env): GatewaySettings {
+  const logLevel = envString("LOG_LEVEL", "info", env);
+  if (!LOG_LEVELS.includes(logLevel))
+    throw new EnvError(`LOG_LEVEL=${JSON.stringify(logLevel)} must be one of: ${LOG_LEVELS.join(", ")}`);
+  return {
+    identity: serviceIdentity("gateway", env),
+    logLevel,
+    logProbes: envBool("LOG_PROBES", false, env),
+    host: envString("HOST", "0.0.0.0", env),
+    port: envPort("PORT", 8080, env),
+    adminPort: envPort("ADMIN_PORT", 9901, env),
+    routesFile: envString("ROUTES_FILE", "gateway/routes.yaml", env),
+    drainDelayMs: envInt("DRAIN_DELAY_MS", 0, { min: 0 }, env),
+    shutdownTimeoutMs: envInt("SHUTDOWN_TIMEOUT_MS", 20_000, { min: 100 }, env),
+    redisUrl: envString("REDIS_URL", "", env) || undefined,
+    dnsServer: dnsServer("DNS_SERVER", env),
+    peers: {
+      urls: peerEntries(envString("GATEWAY_PEERS", "", env)),
+      dnsName: envString("GATEWAY_PEERS_DNS", "", env).trim() || undefined,
+      intervalMs: envInt("GATEWAY_PEERS_INTERVAL_MS", 5000, { min: 100 }, env),
+    },
+    env,
+  };
+}
+
+/** Comma-separated entries, each one or more `|`-separated http(s) URLs; trailing slashes dropped. */
+function peerEntries(raw: string): string[] {
+  const entries: string[] = [];
+  for (const entry of raw.split(",")) {
+    const urls = entry
+      .split("|")
+      .map((u) => u.trim().replace(/\/+$/, ""))
+      .filter(Boolean);
+    for (const url of urls) {
+      if (!URL.canParse(url) || !/^https?:$/.test(new URL(url).protocol))
+        throw new EnvError(
+          `GATEWAY_PEERS: ${JSON.stringify(url)} is not an http(s) URL; expected admin URLs such as http://10.0.0.5:9901, comma-separated (| between one replica's alternative addresses)`,
+        );
+    }
+    if (urls.length > 0) entries.push(urls.join("|"));
+  }
+  return entries;
+}
+
+/** A DNS server: an IP address (port 53), or ip:port / [ipv6]:port. */
+function dnsServer(name: string, env: Env): string | undefined {
+  const raw = envString(name, "", env).trim();
+  if (raw === "" || isIP(raw) !== 0) return raw || undefined;
+  const match = /^\[?([^\]]+?)\]?:(\d{1,5})$/.exec(raw);
+  if (!match || isIP(match[1]!) === 0 || Number(match[2]) < 1 || Number(match[2]) > 65535)
+    throw new EnvError(`${name}=${JSON.stringify(raw)} is not a DNS server address, e.g. 127.0.0.1:5353`);
+  return raw;
+}

@@ -1,0 +1,143 @@
+/**
+ * The monitoring configs in k8s/monitoring, checked by the tools that ship with Prometheus and
+ * Alertmanager (Debian's prometheus and prometheus-alertmanager): promtool for the Prometheus
+ * config with its `alerting:` block and the watchdog rule, amtool for Alertmanager's config and
+ * where each alert is routed. Under CI a missing tool fails the test instead of skipping it.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseAllDocuments, parse as parseYaml, stringify as toYaml } from "yaml";
+import { requireBinary } from "../../scripts/stack/testing/processes.ts";
+import { REPO_ROOT } from "./checks/manifests.ts";
+
+const hasPromtool = requireBinary("promtool");
+const hasAmtool = requireBinary("amtool");
+const dir = mkdtempSync(join(tmpdir(), "portico-monitoring-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** A key of a ConfigMap in a k8s/monitoring file. */
+function configMapKey(file: string, name: string, key: string): string {
+  for (const doc of parseAllDocuments(readFileSync(join(REPO_ROOT, "k8s/monitoring", file), "utf8"))) {
+    const o = doc.toJS() as { kind?: string; metadata?: { name?: string }; data?: Record<string, string> } | null;
+    if (o?.kind === "ConfigMap" && o.metadata?.name === name && o.data?.[key] !== undefined) return o.data[key];
+  }
+  throw new Error(`k8s/monitoring/${file}: no ConfigMap ${name} with key ${key}`);
+}
+
+async function tool(argv: string[]): Promise<{ exitCode: number; stdout: string; output: string }> {
+  const proc = Bun.spawn(argv, { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
+  const timer = setTimeout(() => proc.kill(), 20_000);
+  const stdout = await new Response(proc.stdout).text();
+  const output = stdout + (await new Response(proc.stderr).text());
+  clearTimeout(timer);
+  return { exitCode: await proc.exited, stdout, output };
+}
+
+const amConfig = join(dir, "alertmanager.yml");
+writeFileSync(amConfig, configMapKey("alertmanager.yaml", "alertmanager-config", "alertmanager.yml"));
+
+describe.skipIf(!hasAmtool)("Alertmanager (amtool)", () => {
+  test("amtool accepts the config", async () => {
+    const result = await tool(["amtool", "check-config", amConfig]);
+    expect({ exitCode: result.exitCode, output: result.exitCode === 0 ? "" : result.output }).toEqual({
+      exitCode: 0,
+      output: "",
+    });
+    expect(result.output).toContain("1 receivers");
+  });
+
+  test.each([
+    ["alertname=PorticoWatchdog", "log"],
+    ["alertname=PorticoHighErrorRatio service=webapp route=/projects severity=warning", "log"],
+    ["alertname=PorticoUpstreamWithoutEndpoints upstream=rpcapp severity=critical", "log"],
+  ])("%s is routed to the %s receiver", async (labels, receiver) => {
+    const result = await tool([
+      "amtool",
+      "config",
+      "routes",
+      "test",
+      `--config.file=${amConfig}`,
+      ...labels.split(" "),
+    ]);
+    expect({ exitCode: result.exitCode, receiver: result.stdout.trim() }).toEqual({
+      exitCode: 0,
+      receiver,
+    });
+  });
+
+  test("amtool rejects a route to a receiver that does not exist (the check is not vacuous)", async () => {
+    const broken = join(dir, "broken.yml");
+    writeFileSync(
+      broken,
+      readFileSync(amConfig, "utf8").replace("receiver: log\n  group_by", "receiver: pager\n  group_by"),
+    );
+    expect((await tool(["amtool", "check-config", broken])).exitCode).not.toBe(0);
+  });
+});
+
+describe.skipIf(!hasPromtool)("Prometheus (promtool)", () => {
+  test("promtool accepts the config with its alerting block (Kubernetes discovery swapped for a static target)", async () => {
+    const rules = join(dir, "alerts.yml");
+    writeFileSync(rules, configMapKey("prometheus.yaml", "prometheus-config", "alerts.yml"));
+    const config = parseYaml(configMapKey("prometheus.yaml", "prometheus-config", "prometheus.yml")) as {
+      rule_files: string[];
+      alerting: { alertmanagers: { static_configs: { targets: string[] }[] }[] };
+      scrape_configs: Record<string, unknown>[];
+    };
+    expect(config.alerting.alertmanagers[0]!.static_configs[0]!.targets).toEqual(["alertmanager:9093"]);
+    // Debian's Prometheus is built without Kubernetes discovery (checked by shape in checks/hardening.ts).
+    for (const job of config.scrape_configs)
+      if (job.kubernetes_sd_configs) {
+        delete job.kubernetes_sd_configs;
+        job.static_configs = [{ targets: ["pod:1"] }];
+      }
+    config.rule_files = [rules];
+    const file = join(dir, "prometheus.yml");
+    writeFileSync(file, toYaml(config));
+    const result = await tool(["promtool", "check", "config", file]);
+    expect({ exitCode: result.exitCode, output: result.exitCode === 0 ? "" : result.output }).toEqual({
+      exitCode: 0,
+      output: "",
+    });
+  });
+
+  test("the watchdog fires at once and keeps firing, so its silence means alerts are lost", async () => {
+    const rules = join(dir, "alerts.yml");
+    writeFileSync(rules, configMapKey("prometheus.yaml", "prometheus-config", "alerts.yml"));
+    const testFile = join(dir, "watchdog.test.yml");
+    writeFileSync(
+      testFile,
+      toYaml({
+        rule_files: [rules],
+        evaluation_interval: "15s",
+        tests: [
+          {
+            interval: "15s",
+            input_series: [],
+            alert_rule_test: [0, 60, 600].map((s) => ({
+              eval_time: `${s}s`,
+              alertname: "PorticoWatchdog",
+              exp_alerts: [
+                {
+                  exp_labels: { severity: "none" },
+                  exp_annotations: {
+                    summary: "Alerting works: Prometheus evaluates rules and Alertmanager delivers them",
+                    description:
+                      "Always firing. Its absence from the alert receiver means alerts are not being delivered.",
+                  },
+                },
+              ],
+            })),
+          },
+        ],
+      }),
+    );
+    const result = await tool(["promtool", "test", "rules", testFile]);
+    expect({ exitCode: result.exitCode, output: result.exitCode === 0 ? "" : result.output }).toEqual({
+      exitCode: 0,
+      output: "",
+    });
+  });
+});

@@ -47,7 +47,12 @@ describe("circuit breaker", () => {
     const { b, states } = breaker();
     for (let i = 0; i < 3; i++) await run(b, outcomes.refused);
     let ran = false;
-    const refused = await b.execute(async () => ((ran = true), outcomes.ok())).catch((err) => err);
+    const refused = await b
+      .execute(async () => {
+        ran = true;
+        return outcomes.ok();
+      })
+      .catch((err) => err);
     expect(isBreakerRejection(refused)).toBe(true);
     expect(ran).toBe(false);
     expect(b.probeReady).toBe(false);
@@ -211,7 +216,10 @@ describe("an upstream whose endpoints are all out", () => {
     const upstream = testUpstream(config, { onEvent: (e) => events.push(e) });
     let healthy = false;
     let sent = 0;
-    const send = async () => (sent++, healthy ? outcomes.ok() : outcomes.refused());
+    const send = async () => {
+      sent++;
+      return healthy ? outcomes.ok() : outcomes.refused();
+    };
     await dispatch(upstream, route, context(), false, send);
     await dispatch(upstream, route, context(), false, send);
     expect(upstream.endpoints.map((e) => e.breakerState)).toEqual(["open", "open"]);

@@ -47,7 +47,7 @@ describe("per-second route figures", () => {
     const traffic = new TrafficRecorder(() => wall);
     traffic.record("r", 200, 2, now);
     traffic.record("r", 503, 4, now);
-    traffic.deny("r");
+    traffic.deny("r", now); // on the test's clocks, as every call here: a real one could land in any second
     expect(traffic.series("r", 3).requests).toEqual([0, 0, 0]); // second 1_000_000 is still running
     wall += 1000;
     now += 1000;

@@ -346,6 +346,7 @@ describe("metrics", () => {
 const K8S_SERVICES = ["gateway", "webapp", "rpcapp"] as const;
 
 /** The objects of one file under k8s/. */
+// biome-ignore lint/suspicious/noExplicitAny: Kubernetes objects of many kinds, read field by field below
 async function manifests(file: string): Promise<Record<string, any>[]> {
   return parseAllDocuments(await Bun.file(join(import.meta.dir, "../..", file)).text()).map((d) => d.toJS());
 }

@@ -1,5 +1,5 @@
 /** Retries (only where safe, on another endpoint, within the route timeout) and the retry budget. */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, jest, test } from "bun:test";
 import { status as GrpcStatus } from "@grpc/grpc-js";
 import { dispatch, type NoEndpoint } from "../src/upstream/dispatch.ts";
 import type { Endpoint } from "../src/upstream/endpoint.ts";
@@ -120,18 +120,23 @@ describe("what is retried", () => {
   });
 
   test("the route timeout bounds the whole request: a try gets perTryTimeoutMs, or what is left if less", async () => {
-    const { timeouts } = await request({
-      idempotent: true,
-      timeoutMs: 300,
-      route: "retry: { perTryTimeoutMs: 120 }",
-      answer: async (_, n) => {
-        if (n < 3) await Bun.sleep(120);
-        return outcomes.timeout();
-      },
-    });
-    expect(timeouts.slice(0, 2)).toEqual([120, 120]);
-    expect(timeouts[2]).toBeLessThanOrEqual(61);
-    expect(timeouts[2]).toBeGreaterThan(20);
+    // On a test clock each of the first two tries takes exactly its 120 ms, so the third gets
+    // exactly what is left of the 300 ms route timeout.
+    jest.useFakeTimers();
+    try {
+      const { timeouts } = await request({
+        idempotent: true,
+        timeoutMs: 300,
+        route: "retry: { perTryTimeoutMs: 120 }",
+        answer: (_, n) => {
+          if (n < 3) jest.advanceTimersByTime(120);
+          return outcomes.timeout();
+        },
+      });
+      expect(timeouts).toEqual([120, 120, 60]);
+    } finally {
+      jest.useRealTimers();
+    }
   });
 });
 
@@ -162,13 +167,10 @@ describe("retry budget", () => {
     const config = testConfig({ route: "retry: { budgetPercent: 0, minRetriesPerSecond: 0 }" });
     const upstream = testUpstream(config);
     let tries = 0;
-    const result = await dispatch(
-      upstream,
-      config.routes[0]!,
-      context(),
-      false,
-      async () => (tries++, outcomes.refused()),
-    );
+    const result = await dispatch(upstream, config.routes[0]!, context(), false, async () => {
+      tries++;
+      return outcomes.refused();
+    });
     expect(result.kind).toBe("connect-error");
     expect(tries).toBe(1);
     expect(upstream.retries).toEqual({ attempted: 0, budgetExhausted: 1 });

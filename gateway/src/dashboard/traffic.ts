@@ -91,8 +91,8 @@ export class TrafficRecorder {
   }
 
   /** One request to `route` refused by the rate limiter (it is also recorded as answered, 429). */
-  deny(route: string): void {
-    this.#ring(route).deny(this.#secondAt(performance.now()));
+  deny(route: string, now: number = performance.now()): void {
+    this.#ring(route).deny(this.#secondAt(now));
   }
 
   /**

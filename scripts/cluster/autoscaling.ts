@@ -5,20 +5,95 @@
  *   `kubectl top`;
  * - KEDA, whose ScaledObject scales the gateway on its request rate. Its CRD must exist before
  *   `kubectl apply -k` meets a ScaledObject, and its admission webhook must answer, so a fresh
- *   install is waited for. KEDA_VERSION pins it (it needs Kubernetes ≥ 1.30, as preStop sleep does).
+ *   install is waited for.
+ *
+ * KEDA's release manifest is the one thing `make up` downloads, and it is applied only if its
+ * SHA-256 is the one pinned here: it is saved to a private temporary file, hashed, and applied
+ * from that file (never `kubectl apply -f <url>`, which would apply whatever the URL serves).
+ * KEDA_VERSION is tested with the Kubernetes version `make up` starts minikube with
+ * (KUBERNETES_VERSION in minikube.ts; KEDA 2.19 supports 1.32 to 1.34).
  *
  * And after applying: a Deployment without `replicas` starts with 1 pod until its autoscaler
  * raises it to the minimum (3), so `make up` waits for that before `kubectl rollout status` —
  * otherwise the rollout would be "complete" with one pod and `make smoke` would find one replica.
  */
+import { createHash } from "node:crypto";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { $, chalk } from "zx";
-import { printCommand, run } from "../cli.ts";
+import { printCommand, run, ScriptError } from "../cli.ts";
 import { kubectl, NAMESPACE } from "./minikube.ts";
 
-export const KEDA_VERSION = "2.16.1";
+export const KEDA_VERSION = "2.19.0";
+/** The Kubernetes minor versions each pinned KEDA release supports (https://keda.sh/docs/latest/operate/cluster/). */
+export const KEDA_KUBERNETES_SUPPORT: Record<string, { min: string; max: string }> = {
+  "2.19.0": { min: "1.32", max: "1.34" },
+};
+
+/**
+ * SHA-256 of each release manifest `make up` may apply, by version. Pin a release on a machine you
+ * trust, from the release page's file:
+ *   curl -fsSL https://github.com/kedacore/keda/releases/download/v2.19.0/keda-2.19.0.yaml | sha256sum
+ * A pinned sum that does not match stops `make up`. A version with no line here is installed with
+ * a warning that prints the sum of what was downloaded (trust on first use, as `kubectl apply -f
+ * <release URL>` would be), unless KEDA_REQUIRE_PIN=1 makes a pin mandatory. KEDA_SHA256 pins one
+ * run; KEDA_MANIFEST names a file or URL to use instead of the release.
+ */
+export const KEDA_MANIFEST_SHA256: Record<string, string> = {};
 
 export function kedaManifestUrl(version = process.env.KEDA_VERSION || KEDA_VERSION): string {
   return `https://github.com/kedacore/keda/releases/download/v${version}/keda-${version}.yaml`;
+}
+
+/** The manifest's bytes, from a local file or an http(s) URL. */
+async function readManifest(source: string): Promise<Buffer> {
+  if (!/^https?:\/\//.test(source)) return readFileSync(source);
+  printCommand(["fetch", source]);
+  const response = await fetch(source, { redirect: "follow", signal: AbortSignal.timeout(60_000) });
+  if (!response.ok) throw new ScriptError(`could not download ${source}: HTTP ${response.status}`);
+  return Buffer.from(await response.arrayBuffer());
+}
+
+/** KEDA's manifest, checked against its pinned SHA-256, in a private file for `kubectl apply`. */
+export async function verifiedKedaManifest(
+  env: Record<string, string | undefined> = process.env,
+): Promise<{ file: string; dispose: () => void }> {
+  const version = env.KEDA_VERSION || KEDA_VERSION;
+  const source = env.KEDA_MANIFEST || kedaManifestUrl(version);
+  const expected = (env.KEDA_SHA256 || KEDA_MANIFEST_SHA256[version] || "").toLowerCase();
+  const pinned = /^[0-9a-f]{64}$/.test(expected);
+  const howToPin =
+    `  curl -fsSL ${kedaManifestUrl(version)} | sha256sum\n` +
+    `then add "${version}": "<sum>" to KEDA_MANIFEST_SHA256 in scripts/cluster/autoscaling.ts ` +
+    "(or run once with KEDA_SHA256=<sum> make up).";
+  if (!pinned && env.KEDA_REQUIRE_PIN === "1") {
+    throw new ScriptError(
+      `no SHA-256 is pinned for KEDA ${version}, and KEDA_REQUIRE_PIN=1. On a machine you trust:\n${howToPin}`,
+    );
+  }
+  const bytes = await readManifest(source);
+  const actual = createHash("sha256").update(bytes).digest("hex");
+  if (pinned && actual !== expected) {
+    throw new ScriptError(
+      `KEDA ${version} manifest from ${source} has SHA-256 ${actual}, not the pinned ${expected}: not applied.\n` +
+        "The file changed or was tampered with; check the release before pinning a new sum.",
+    );
+  }
+  if (!pinned) {
+    console.warn(
+      chalk.yellow(
+        `warning: no SHA-256 is pinned for KEDA ${version}; applying the downloaded manifest, SHA-256 ${actual}.\n` +
+          `Check it against the release, then pin it:\n${howToPin}`,
+      ),
+    );
+  }
+  const dir = mkdtempSync(join(tmpdir(), "portico-keda-"));
+  chmodSync(dir, 0o700);
+  const file = join(dir, `keda-${version}.yaml`);
+  writeFileSync(file, bytes, { mode: 0o600 });
+  if (pinned) console.log(chalk.dim(`KEDA ${version}: SHA-256 ${actual} matches the pin`));
+  return { file, dispose: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
 export async function ensureAutoscaling(): Promise<void> {
@@ -28,8 +103,13 @@ export async function ensureAutoscaling(): Promise<void> {
   console.log(
     `KEDA is not installed in this cluster: installing it (it scales the gateway on its request rate; once per cluster)`,
   );
-  // Server-side apply: KEDA's CRDs are too large for the last-applied annotation of a client-side apply.
-  await run(kubectl("apply", "--server-side", "-f", kedaManifestUrl()), { stream: true });
+  const manifest = await verifiedKedaManifest();
+  try {
+    // Server-side apply: KEDA's CRDs are too large for the last-applied annotation of a client-side apply.
+    await run(kubectl("apply", "--server-side", "-f", manifest.file), { stream: true });
+  } finally {
+    manifest.dispose();
+  }
   await run(kubectl("wait", "--for=condition=established", "--timeout=60s", "crd/scaledobjects.keda.sh"), {
     stream: true,
   });

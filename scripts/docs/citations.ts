@@ -9,6 +9,7 @@
  */
 import { dirname, join, normalize } from "node:path";
 import { commentStyle, splitComments } from "./comments.ts";
+import packageJson from "../../package.json" with { type: "json" };
 
 const CITED_EXTENSIONS = "md|ts|js|mjs|yaml|yml|json|proto|lua|toml|sh|py|html|css";
 const PATH_TOKEN = new RegExp(`[A-Za-z0-9_.@~/-]*[A-Za-z0-9_-]\\.(?:${CITED_EXTENSIONS})(?![A-Za-z0-9_-])`, "g");
@@ -22,6 +23,11 @@ export interface StaleCitation {
 /** Bare names (no folder) are checked when they name a document or code; a bare `x.yml` is as often a key or a temp file. */
 const BARE_CHECKED = /\.(md|ts|js|mjs|proto|lua)$/;
 
+/** The packages package.json names: `ipaddr.js` in a comment is the library, not a file. */
+const DEPENDENCIES: ReadonlySet<string> = new Set(
+  Object.keys({ ...packageJson.dependencies, ...packageJson.devDependencies }),
+);
+
 function isCheckable(token: string): boolean {
   const base = token.slice(token.lastIndexOf("/") + 1);
   return !(
@@ -30,6 +36,7 @@ function isCheckable(token: string): boolean {
     token.startsWith("~") ||
     /^\.\.[^/]/.test(token) || // the kubelet's `..data/` link of a mounted ConfigMap
     token.includes("node_modules") ||
+    DEPENDENCIES.has(token) || // a package named in prose (`ipaddr.js`), not a file
     /^[A-Z][A-Za-z]*\.js$/.test(token) || // Node.js and friends: names, not files
     /^[a-z]\.[a-z]+$/.test(base) || // `x.proto`: an example name
     (!token.includes("/") && !BARE_CHECKED.test(token))

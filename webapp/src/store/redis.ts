@@ -7,9 +7,9 @@
  *   <prefix>project:<id>  the project as JSON {id, title, createdAt}
  *   <prefix>index         sorted set of every id, score = id: keyset pages with ZRANGEBYSCORE
  *
- * No key has a TTL: Redis runs with `maxmemory-policy volatile-ttl` (k8s/redis.yaml), which
- * evicts only keys that have one (the gateway's rate-limit buckets). A full Redis refuses new
- * projects (OOM → 503) rather than dropping old ones.
+ * No key has a TTL, and the store's Redis runs with `maxmemory-policy noeviction`
+ * (k8s/redis-store.yaml): a full Redis refuses new projects (OOM → 503) rather than dropping old
+ * ones. The gateway's rate-limit buckets live in another Redis (k8s/redis-limiter.yaml).
  *
  * While Redis is down, slow or refusing writes, every call fails within `timeoutMs` — at once
  * while the connection is known to be down — with StoreUnavailableError: the routes answer 503

@@ -70,6 +70,31 @@ up: install ## Build images in minikube and deploy k8s/ (prints the gateway URL)
 down: install ## Delete the portico namespace from the cluster
 	$(BUN) scripts/down.ts
 
+# The cluster's UIs and admin port are ClusterIP only (k8s/networkpolicy.yaml admits no browser):
+# each target below port-forwards one to 127.0.0.1 until Ctrl-C. KUBE_CONTEXT as for `make up`.
+KUBE_CONTEXT ?= minikube
+PORT_FORWARD = kubectl --context=$(KUBE_CONTEXT) -n portico port-forward
+
+.PHONY: dashboard
+dashboard: ## Port-forward the gateway admin port: http://127.0.0.1:9901/dashboard (after make up)
+	$(PORT_FORWARD) svc/gateway-admin 9901
+
+.PHONY: grafana
+grafana: ## Port-forward Grafana: http://127.0.0.1:3000 (user admin, password printed by make up)
+	$(PORT_FORWARD) svc/grafana 3000
+
+.PHONY: prometheus
+prometheus: ## Port-forward the cluster's Prometheus: http://127.0.0.1:9090
+	$(PORT_FORWARD) svc/prometheus 9090
+
+.PHONY: alertmanager
+alertmanager: ## Port-forward Alertmanager: http://127.0.0.1:9093
+	$(PORT_FORWARD) svc/alertmanager 9093
+
+.PHONY: jaeger
+jaeger: ## Port-forward Jaeger's UI: http://127.0.0.1:16686
+	$(PORT_FORWARD) svc/jaeger 16686
+
 .PHONY: monitor
 monitor: install ## Run Prometheus locally against the make dev processes (needs prometheus)
 	$(BUN) scripts/monitor.ts

@@ -35,8 +35,14 @@ const stack = new Stack({
   rpcappBasePort: base + 20,
   rpcappHttpBasePort: base + 30,
   dbPath: join(mkdtempSync(join(tmpdir(), "portico-bench-")), "bench.sqlite"),
-  // The benchmark measures the proxy path, not the shipped per-client limit on /verify.
-  env: { LOG_LEVEL: "warn", VERIFY_RATE_LIMIT: "1000000", VERIFY_RATE_BURST: "1000000" },
+  // The benchmark measures the proxy path, not the shipped per-client limits on /verify and /projects.
+  env: {
+    LOG_LEVEL: "warn",
+    VERIFY_RATE_LIMIT: "1000000",
+    VERIFY_RATE_BURST: "1000000",
+    PROJECTS_RATE_LIMIT: "1000000",
+    PROJECTS_RATE_BURST: "1000000",
+  },
   onLine: (name, line) => {
     if (process.env.BENCH_VERBOSE) console.error(`[${name}] ${line}`);
   },

@@ -28,7 +28,10 @@
  *   the listening socket at once (a new connection is refused, which the gateway retries on
  *   another endpoint), closes idle keep-alive connections at once, lets requests in flight finish
  *   and settles its promise when they have; grpc-js' `tryShutdown` sends GOAWAY and waits for
- *   open calls. Hooks run in registration order, each awaited.
+ *   open calls. Hooks run in registration order, each awaited. A listener that shares its port
+ *   through SO_REUSEPORT (the local gateways) resets the connections the kernel had queued to it
+ *   unless net.ipv4.tcp_migrate_req=1 moves them to another listener of the port
+ *   (docs/operations.md, "Replacing a gateway locally").
  * - `shutdownTimeoutMs` counts from the signal and includes the drain; past it the process exits
  *   1 whatever is still running, before the kubelet's SIGKILL at terminationGracePeriodSeconds.
  *

@@ -74,7 +74,23 @@ export function isRedisUnavailable(err: unknown): boolean {
   return code === "ERR_REDIS_SERVER_ERROR" && TRANSIENT_SERVER_ERROR.test(err.message);
 }
 
-export class BoundedRedis {
+/**
+ * What a caller needs of a Redis connection: BoundedRedis (one server), or SentinelRedis
+ * (./redis-sentinel.ts: whichever server the Sentinels name master).
+ */
+export interface RedisConnection {
+  /** Whether calls go to Redis now. */
+  readonly isUp: boolean;
+  /** Where calls go, without the password, for logs. */
+  readonly displayUrl: string;
+  /** One command, bounded by the timeout; fails at once with RedisUnavailableError while Redis is down. */
+  call(command: string, args: string[]): Promise<unknown>;
+  /** Tries to (re)connect now rather than at the next probe. */
+  probe(): Promise<void>;
+  close(): void;
+}
+
+export class BoundedRedis implements RedisConnection {
   readonly #client: RedisClient;
   readonly #timeoutMs: number;
   readonly #check: (redis: BoundedRedis) => Promise<unknown>;

@@ -8,6 +8,7 @@ import { colorFor, prettyLine } from "./stack/pretty.ts";
 import { isListening, isRedisInstalled } from "./stack/redis.ts";
 import { describeEvent } from "./stack/dev-control.ts";
 import { DEFAULT_CONTROL_PORT, startControlServer } from "./stack/control.ts";
+import { describeHandover, handoverModeFromEnv } from "./stack/listener-handover.ts";
 import { RollingStack } from "./stack/rolling.ts";
 import { stackOptionsFromEnv } from "./stack/stack.ts";
 
@@ -26,18 +27,24 @@ async function redisOptions(): Promise<{ redisUrl?: string; redisPort?: number }
 }
 
 // Found by the gateways through the stack's DNS, so `make rollout` can replace replicas (rolling.ts).
-const stack = new RollingStack({
-  ...stackOptionsFromEnv(),
-  ...(await redisOptions()),
-  onLine(name, line) {
-    if (raw) return void console.log(line);
-    if (!names.includes(name)) names.push(name);
-    console.log(prettyLine(name, colorFor(names.indexOf(name)), line, useColor));
+const stack = new RollingStack(
+  {
+    ...stackOptionsFromEnv(),
+    ...(await redisOptions()),
+    onLine(name, line) {
+      if (raw) return void console.log(line);
+      if (!names.includes(name)) names.push(name);
+      console.log(prettyLine(name, colorFor(names.indexOf(name)), line, useColor));
+    },
+    onExit(name, code) {
+      console.error(
+        `\n${name} exited unexpectedly (code ${code}); the rest of the stack keeps running. Ctrl-C to stop.`,
+      );
+    },
   },
-  onExit(name, code) {
-    console.error(`\n${name} exited unexpectedly (code ${code}); the rest of the stack keeps running. Ctrl-C to stop.`);
-  },
-});
+  // net.ipv4.tcp_migrate_req=1 when permitted, so a gateway rollout resets no new connection.
+  { handover: handoverModeFromEnv() },
+);
 
 let stopping = false;
 async function shutdown(signal: string) {
@@ -84,11 +91,17 @@ Portico is up.
   gateway     ${gw}   (${opts.gatewayReplicas} processes sharing the port)
   admin       ${stack.adminUrls().join("  ")}
   dashboard   ${stack.adminUrls()[0]}/dashboard   (live view of all ${opts.gatewayReplicas} gateways; any admin port serves it)
+              ${
+                stack.adminToken
+                  ? "ADMIN_TOKEN is set: the admin routes but /metrics and the probes need it; the page asks for it once"
+                  : "no authentication (ADMIN_TOKEN unset): the admin ports listen on 127.0.0.1 only"
+              }
   rate limits ${rateLimits}
   webapps     ${stack.endpoints("webapp")}
   rpcapps     ${stack.endpoints("rpcapp")} (gRPC)
   discovery   the gateways resolve the replicas through the stack's DNS server ${stack.dns?.address}
   rollouts    ${rollouts}
+              ${stack.handover ? describeHandover(stack.handover) : ""}
   metrics     ${stack
     .adminUrls()
     .map((u) => `${u}/metrics`)

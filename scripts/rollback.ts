@@ -7,12 +7,13 @@
  * `kubectl rollout status` and the old pods' drain. In `make dev`: the stack restarts the
  * replicas with the previous version label.
  *
- * Environment: as scripts/rollout.ts (LOAD_RPS, ROLLOUT_WARMUP_S, ROLLOUT_SETTLE_S,
+ * Environment: as scripts/rollout.ts (LOAD_RPS, LOAD_NEW_CONN_RPS, ROLLOUT_WARMUP_S, ROLLOUT_SETTLE_S,
  * ROLLOUT_TIMEOUT, ROLLOUT_TARGET, DEV_CONTROL_PORT, KUBE_CONTEXT).
  */
 import { chalk } from "zx";
 import { main, requireTools, run, ScriptError, step } from "./cli.ts";
 import { controlStream, describeEvent } from "./stack/dev-control.ts";
+import { gatewayHandoverWarning } from "./stack/listener-handover.ts";
 import { currentImage, syncVersionLabel, undo, waitForOldPodsGone, waitForRollout } from "./cluster/kube-rollout.ts";
 import { clusterGateway, kubectl, NAMESPACE } from "./cluster/minikube.ts";
 import { findRolloutTarget, serviceArgument } from "./cluster/rollout-target.ts";
@@ -32,6 +33,8 @@ await main("make rollback", async () => {
     console.log(
       `make dev runs ${service} ${chalk.bold(versions[service])}; back to ${chalk.bold(previous[service]!)}, replica by replica`,
     );
+    const handover = service === "gateway" ? gatewayHandoverWarning() : undefined;
+    if (handover) console.log(chalk.yellow(`warning: ${handover}`));
     await underLoad({ gatewayUrl: target.stack.gatewayUrl, what: `the rollback of ${service}`, ...load }, async () => {
       step(`rolling ${service} back in make dev (${target.controlUrl})`);
       for await (const event of controlStream(target.controlUrl, "/rollback", { service }))

@@ -17,7 +17,8 @@
  * (`kubectl rollout restart`): the same check, same version. `IMAGE_TAG=v2 make rollout …` gives
  * the same code a new version.
  *
- * Environment: LOAD_RPS (default 50), ROLLOUT_WARMUP_S (3), ROLLOUT_SETTLE_S (5),
+ * Environment: LOAD_RPS (default 50: keep-alive clients), LOAD_NEW_CONN_RPS (400: clients opening a
+ * new connection per request), ROLLOUT_WARMUP_S (3), ROLLOUT_SETTLE_S (5),
  * ROLLOUT_TIMEOUT (180s), ROLLOUT_TARGET (auto|local|minikube), DEV_CONTROL_PORT (9900),
  * IMAGE_TAG, KUBE_CONTEXT.
  */
@@ -25,6 +26,7 @@ import { resolve } from "node:path";
 import { chalk } from "zx";
 import { main, requireTools, step } from "./cli.ts";
 import { controlStream, describeEvent } from "./stack/dev-control.ts";
+import { gatewayHandoverWarning } from "./stack/listener-handover.ts";
 import { imageTag } from "./cluster/image-tag.ts";
 import { imageRef } from "./cluster/images.ts";
 import {
@@ -55,6 +57,8 @@ await main("make rollout", async () => {
     console.log(
       `make dev runs ${service} ${chalk.bold(from)}; its ${replicas} replicas are restarted one by one as ${chalk.bold(version)}${version === from ? " (the same version: a restart)" : ""}`,
     );
+    const handover = service === "gateway" ? gatewayHandoverWarning() : undefined;
+    if (handover) console.log(chalk.yellow(`warning: ${handover}`));
     await underLoad({ gatewayUrl: target.stack.gatewayUrl, what: `the rollout of ${service}`, ...load }, async () => {
       step(`rolling ${service} in make dev (${target.controlUrl})`);
       for await (const event of controlStream(target.controlUrl, "/rollout", { service, version }))

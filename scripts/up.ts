@@ -2,22 +2,28 @@
  * `make up`: the stack on minikube, from the raw YAML in k8s/.
  *
  *   1. checks that minikube, kubectl and docker are installed (exit 2 naming what is missing)
- *   2. starts minikube if it is not running (with Calico, which enforces the NetworkPolicies)
+ *   2. starts minikube if it is not running (the pinned Kubernetes version, and Calico, which
+ *      enforces the NetworkPolicies)
  *   3. builds the three images inside minikube's Docker (no registry), tagged with the git sha
  *      (see cluster/image-tag.ts)
- *   4. applies k8s/ with that tag on the images and the version label (one rollout each)
- *   5. waits for every Deployment's rollout, then prints the gateway's URL
+ *   4. installs what k8s/ needs in the cluster: metrics-server, KEDA (its manifest checked against
+ *      a pinned SHA-256), and the Secrets k8s/ reads, generated the first time (cluster/secrets.ts)
+ *   5. applies k8s/ with that tag on the images and the version label (one rollout each)
+ *   6. waits for every Deployment's rollout, then prints the gateway's URL
  *
  * Every command is printed before it runs. Environment: IMAGE_TAG (instead of the git sha),
- * ROLLOUT_TIMEOUT (default 180s), MINIKUBE_START_FLAGS (default --cni=calico), KUBE_CONTEXT
- * (default the minikube profile's, "minikube").
+ * ROLLOUT_TIMEOUT (default 180s), MINIKUBE_START_FLAGS (default --kubernetes-version=<pinned>
+ * --cni=calico), KUBE_CONTEXT (default the minikube profile's, "minikube"); the Secrets' values:
+ * ADMIN_TOKEN, GRAFANA_ADMIN_PASSWORD, REDIS_LIMITER_PASSWORD, REDIS_STORE_PASSWORD (else random);
+ * KEDA: KEDA_VERSION, KEDA_SHA256, KEDA_MANIFEST (cluster/autoscaling.ts).
  */
 import { join, resolve } from "node:path";
 import { chalk } from "zx";
 import { main, requireTools, run, ScriptError, step } from "./cli.ts";
 import { imageTag } from "./cluster/image-tag.ts";
 import { dockerfileOf, imageRef, SERVICES } from "./cluster/images.ts";
-import { dockerEnv, kubeContext, kubectl, NAMESPACE, serviceUrl } from "./cluster/minikube.ts";
+import { dockerEnv, kubeContext, kubectl, minikubeStartFlags, NAMESPACE, serviceUrl } from "./cluster/minikube.ts";
+import { ensureSecrets } from "./cluster/secrets.ts";
 import { writeOverlay } from "./cluster/overlay.ts";
 import { ensureAutoscaling, waitForAutoscaledReplicas } from "./cluster/autoscaling.ts";
 
@@ -40,8 +46,7 @@ await main("make up", async () => {
   const status = await run(["minikube", "status"], { nothrow: true });
   if (status.exitCode !== 0) {
     console.log("minikube is not running: starting it (the first start downloads its images and takes a few minutes)");
-    const flags = (process.env.MINIKUBE_START_FLAGS ?? "--cni=calico").split(/\s+/).filter(Boolean);
-    await run(["minikube", "start", ...flags], { stream: true });
+    await run(["minikube", "start", ...minikubeStartFlags()], { stream: true });
   }
 
   step("images, built inside minikube's Docker");
@@ -55,6 +60,12 @@ await main("make up", async () => {
 
   step("autoscaling: metrics-server and KEDA (k8s/autoscaling.yaml)");
   await ensureAutoscaling();
+
+  step("secrets k8s/ reads (generated once per cluster, never stored in the repository)");
+  await run(kubectl("apply", "-f", join(REPO_ROOT, "k8s/namespace.yaml")), { stream: true });
+  const secrets = await ensureSecrets();
+  if (secrets.created.length > 0) console.log(`created: ${secrets.created.join(", ")}`);
+  if (secrets.kept.length > 0) console.log(`kept as they are: ${secrets.kept.join(", ")}`);
 
   step(`deploy k8s/ into namespace ${NAMESPACE} (context ${kubeContext()})`);
   const overlay = writeOverlay(join(REPO_ROOT, "k8s"), tag);
@@ -97,7 +108,10 @@ await main("make up", async () => {
 Portico ${chalk.bold(tag)} is running in minikube (namespace ${NAMESPACE}).
   gateway   ${chalk.bold(gateway.url)}${gateway.tunnel ? `   (keep \`minikube service gateway -n ${NAMESPACE} --url\` running in another terminal to reach it)` : ""}
   try       curl -X POST -H 'Content-Type: application/json' -d '{"title":"An awesome project"}' ${gateway.url}/projects/
-  dashboard ${kubectl("-n", NAMESPACE, "port-forward", "svc/gateway-admin", "9901").join(" ")}   then open http://127.0.0.1:9901/dashboard (every gateway replica, live)
+  dashboard make dashboard   then open http://127.0.0.1:9901/dashboard (every gateway replica, live)
+  grafana   make grafana     then http://127.0.0.1:3000, user admin, password:
+            ${kubectl("-n", NAMESPACE, "get", "secret", "portico-grafana", "-o", "jsonpath={.data.admin-password}").join(" ")} | base64 -d
+  more      make prometheus, make alertmanager, make jaeger (each a port-forward; Ctrl-C ends it)
   check     make smoke
   remove    make down`);
 });

@@ -12,6 +12,8 @@ export interface RequestContext {
   /** Query string including the leading "?", or "". */
   search: string;
   clientIp: string;
+  /** The direct peer's address (normalised): the client, or the trusted proxy in front. */
+  peer: string;
   peerIsTrusted: boolean;
   route?: RouteConfig;
   /** host:port of the endpoint that served the request, once chosen. */

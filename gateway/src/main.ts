@@ -8,10 +8,11 @@
  */
 import { EnvError } from "../../lib/env.ts";
 import { Lifecycle } from "../../lib/lifecycle.ts";
-import { createLogger } from "../../lib/log.ts";
+import { bufferedLogger, createLogger } from "../../lib/log.ts";
 import { createMetricsRegistry } from "../../lib/telemetry/metrics.ts";
 import { startTracing } from "../../lib/telemetry/tracing.ts";
 import { createAdminApp } from "./admin/app.ts";
+import { AdminAuth } from "./admin/auth.ts";
 import { checkRoutesFile, EX_CONFIG } from "./check.ts";
 import { ConfigError } from "./config/load.ts";
 import { ConfigReloader, type LoadedConfig, loadConfigFile } from "./config/reload.ts";
@@ -40,7 +41,7 @@ try {
   process.exit(1);
 }
 const { identity } = settings;
-const log = createLogger(identity, { level: settings.logLevel });
+const log = createLogger(identity, { level: settings.logLevel, flushIntervalMs: settings.logFlushMs });
 
 let loaded: LoadedConfig;
 try {
@@ -85,9 +86,15 @@ const gateway = new Gateway(config, {
   log,
   lifecycle,
   rateLimiter,
-  telemetry: new GatewayTelemetry({ tracer: tracing.tracer, metrics, recorder: traffic }),
+  telemetry: new GatewayTelemetry({
+    tracer: tracing.tracer,
+    metrics,
+    recorder: traffic,
+    recording: tracing.isExporting,
+  }),
   resolver: settings.dnsServer ? dnsServerResolver(settings.dnsServer) : systemResolver,
   logProbes: settings.logProbes,
+  accessLog: bufferedLogger(log),
 });
 metrics.watch(gateway);
 // routes.yaml is reloaded when it changes and on SIGHUP; a bad edit is rejected and the last good config keeps serving.
@@ -98,7 +105,16 @@ const reloader = new ConfigReloader({
   env: settings.env,
   apply: (next) => gateway.reload(next),
 });
-const dashboard = new Dashboard({ gateway, identity, lifecycle, rateLimiter, reloader, peers, traffic });
+const dashboard = new Dashboard({
+  gateway,
+  identity,
+  lifecycle,
+  rateLimiter,
+  reloader,
+  peers,
+  traffic,
+  ...(settings.adminToken ? { peerToken: settings.adminToken } : {}),
+});
 // Once bound, the shared public port gets traffic at once (SO_REUSEPORT has no readiness gate):
 // resolve the upstreams' names first (each lookup is bounded), or the first requests answer 503.
 await Promise.all([...gateway.upstreams.values()].map((u) => u.ready));
@@ -122,10 +138,24 @@ const server = Bun.serve({
     return new Response(null, { status: 500 });
   },
 });
-const admin = createAdminApp(gateway, identity, lifecycle, metrics.registry, { dashboard, reloader }).listen({
-  hostname: settings.host,
+// With ADMIN_TOKEN every admin route but /metrics and the probes needs it; without, settings.ts
+// has kept the listener on loopback unless ADMIN_INSECURE says otherwise (docs/security.md).
+const admin = createAdminApp(gateway, identity, lifecycle, metrics.registry, {
+  dashboard,
+  reloader,
+  ...(settings.adminToken ? { auth: new AdminAuth(settings.adminToken) } : {}),
+  redaction: { env: settings.env, hide: settings.adminToken ? [settings.adminToken] : [] },
+}).listen({
+  hostname: settings.adminHost,
   port: settings.adminPort,
 });
+if (!settings.adminToken)
+  log.warn(
+    { admin_host: settings.adminHost, admin_insecure: settings.adminInsecure },
+    settings.adminInsecure
+      ? "the admin listener has no authentication and ADMIN_INSECURE lets it bind beyond loopback: whoever reaches it reads the config and the dashboard; set ADMIN_TOKEN"
+      : "the admin listener has no authentication (ADMIN_TOKEN is not set), so it listens on loopback only",
+  );
 
 lifecycle.onStop("config reloader", () => reloader.stop());
 lifecycle.onStop("public listener", () => server.stop(false));
@@ -145,6 +175,7 @@ log.info(
   {
     port: server.port,
     admin_port: settings.adminPort,
+    admin_auth: settings.adminToken ? "bearer token" : "none",
     metrics: `${admin.server?.url.href ?? ""}metrics`,
     dashboard: `${admin.server?.url.href ?? ""}dashboard`,
     traces: tracing.config.tracesUrl ?? null,

@@ -43,6 +43,8 @@ export interface GatewayDeps {
   resolver?: HostResolver;
   /** Access-log the /healthz and /readyz probes too (LOG_PROBES). */
   logProbes?: boolean;
+  /** Where access lines go (lib/log.ts `bufferedLogger`: written in batches); `log` when absent. */
+  accessLog?: Logger;
 }
 
 /** The parts built from one config; swapped as a whole on reload. */
@@ -146,7 +148,11 @@ export class Gateway {
     const queryStart = pathStart < 0 ? -1 : url.indexOf("?", pathStart);
     const rawPath = pathStart < 0 ? "" : queryStart < 0 ? url.slice(pathStart) : url.slice(pathStart, queryStart);
     const peer = server.requestIP(req)?.address ?? "unknown";
-    const { clientIp, peerIsTrusted } = state.trustedProxies.clientIp(peer, req.headers.get("x-forwarded-for"));
+    const {
+      clientIp,
+      peer: peerIp,
+      peerIsTrusted,
+    } = state.trustedProxies.resolve(peer, req.headers.get("x-forwarded-for"));
     const ctx: RequestContext = {
       id: requestIdOf(req.headers),
       start: performance.now(),
@@ -154,6 +160,7 @@ export class Gateway {
       path: rawPath,
       search: queryStart < 0 ? "" : url.slice(queryStart),
       clientIp,
+      peer: peerIp,
       peerIsTrusted,
     };
     // The server span; the request runs in its context, so upstream tries become its children.
@@ -276,7 +283,7 @@ export class Gateway {
   }
 
   #accessLog(ctx: RequestContext, status: number): void {
-    this.deps.log.info(
+    (this.deps.accessLog ?? this.deps.log).info(
       {
         request_id: ctx.id,
         method: ctx.method,

@@ -32,11 +32,29 @@ export interface GatewaySettings {
   logLevel: string;
   /** LOG_PROBES: access-log /healthz and /readyz too (off: probes every few seconds drown the log). */
   logProbes: boolean;
+  /**
+   * LOG_FLUSH_MS: access-log lines are buffered and written at most this many ms late (one write
+   * per 4 KiB, not per line: ~25 µs per request less); other lines go out at once. 0: every line
+   * is written synchronously.
+   */
+  logFlushMs: number;
   /** HOST, PORT: the public listener (shared by every local gateway through SO_REUSEPORT). */
   host: string;
   port: number;
   /** ADMIN_PORT: admin API, metrics and dashboard; never reachable through the public port. */
   adminPort: number;
+  /**
+   * ADMIN_HOST: the admin listener's address; default HOST when ADMIN_TOKEN is set, else
+   * 127.0.0.1 — an admin API without authentication is reachable from this machine only.
+   */
+  adminHost: string;
+  /**
+   * ADMIN_TOKEN: the bearer token every admin route but /metrics, /healthz and /readyz requires
+   * (admin/auth.ts), and that this gateway sends when it fetches its peers' snapshots.
+   */
+  adminToken: string | undefined;
+  /** ADMIN_INSECURE: allow a non-loopback ADMIN_HOST without ADMIN_TOKEN (refused otherwise). */
+  adminInsecure: boolean;
   /** ROUTES_FILE. */
   routesFile: string;
   /** DRAIN_DELAY_MS, SHUTDOWN_TIMEOUT_MS (lib/lifecycle.ts). */
@@ -58,13 +76,17 @@ export function loadSettings(env: Env = process.env): GatewaySettings {
   const logLevel = envString("LOG_LEVEL", "info", env);
   if (!LOG_LEVELS.includes(logLevel))
     throw new EnvError(`LOG_LEVEL=${JSON.stringify(logLevel)} must be one of: ${LOG_LEVELS.join(", ")}`);
+  const host = envString("HOST", "0.0.0.0", env);
+  const admin = adminSettings(host, env);
   return {
     identity: serviceIdentity("gateway", env),
     logLevel,
     logProbes: envBool("LOG_PROBES", false, env),
-    host: envString("HOST", "0.0.0.0", env),
+    logFlushMs: envInt("LOG_FLUSH_MS", 100, { min: 0, max: 10_000 }, env),
+    host,
     port: envPort("PORT", 8080, env),
     adminPort: envPort("ADMIN_PORT", 9901, env),
+    ...admin,
     routesFile: envString("ROUTES_FILE", "gateway/routes.yaml", env),
     drainDelayMs: envInt("DRAIN_DELAY_MS", 0, { min: 0 }, env),
     shutdownTimeoutMs: envInt("SHUTDOWN_TIMEOUT_MS", 20_000, { min: 100 }, env),
@@ -77,6 +99,32 @@ export function loadSettings(env: Env = process.env): GatewaySettings {
     },
     env,
   };
+}
+
+/** Shorter tokens are refused: the token is all that guards the config and the dashboard. */
+const MIN_ADMIN_TOKEN_LENGTH = 16;
+
+/** ADMIN_TOKEN, ADMIN_HOST, ADMIN_INSECURE; refuses an unauthenticated admin listener off loopback. */
+function adminSettings(host: string, env: Env): Pick<GatewaySettings, "adminHost" | "adminToken" | "adminInsecure"> {
+  const token = envString("ADMIN_TOKEN", "", env) || undefined;
+  if (token !== undefined && (token.length < MIN_ADMIN_TOKEN_LENGTH || /\s/.test(token)))
+    throw new EnvError(
+      `ADMIN_TOKEN must be at least ${MIN_ADMIN_TOKEN_LENGTH} characters without spaces (it is ${token.length}); generate one with: openssl rand -base64 32`,
+    );
+  const adminHost = envString("ADMIN_HOST", token ? host : "127.0.0.1", env).trim();
+  const adminInsecure = envBool("ADMIN_INSECURE", false, env);
+  if (!token && !adminInsecure && !isLoopback(adminHost))
+    throw new EnvError(
+      `ADMIN_HOST=${adminHost} would serve the admin API — the config source, upstreams, dashboard — to the network without authentication. Set ADMIN_TOKEN (a bearer token: openssl rand -base64 32), or bind it to 127.0.0.1, or set ADMIN_INSECURE=true to accept the risk`,
+    );
+  return { adminHost, adminToken: token, adminInsecure };
+}
+
+/** 127.0.0.0/8, ::1, localhost: reachable from this machine only. */
+export function isLoopback(host: string): boolean {
+  const bare = host.replace(/^\[(.*)\]$/, "$1");
+  if (bare === "localhost" || bare === "::1") return true;
+  return isIP(bare) === 4 && bare.startsWith("127.");
 }
 
 /** Comma-separated entries, each one or more `|`-separated http(s) URLs; trailing slashes dropped. */

@@ -290,7 +290,9 @@ describe("the public listener", () => {
 });
 
 describe("a gateway that stops", () => {
-  const gateway3 = () => stack.processes.find((p) => p.name === "gateway-3")!;
+  // Kept once found: the stack drops a process from its list when it exits.
+  let found: TestStack["processes"][number] | undefined;
+  const gateway3 = () => (found ??= stack.processes.find((p) => p.name === "gateway-3")!);
 
   test("stops at once with a dashboard event stream open on it", async () => {
     const events = await fetch(`${stack.adminUrls()[2]}/dashboard/events`);

@@ -43,6 +43,21 @@ describe("X-Forwarded-*", () => {
     expect(h.get("x-forwarded-proto")).toBe("https");
   });
 
+  test("from a trusted proxy are extended with the direct peer's address (the proxy), not the client's again", () => {
+    const h = new Headers({ host: "api.example", "x-forwarded-for": "10.0.0.1, 203.0.113.7" });
+    setForwardedHeaders(h, { clientIp: "203.0.113.7", peer: "10.9.9.9", peerIsTrusted: true, proto: "http" });
+    expect(h.get("x-forwarded-for")).toBe("10.0.0.1, 203.0.113.7, 10.9.9.9");
+    const resolved = new TrustedProxies(["10.0.0.0/8"]).resolve("::ffff:10.9.9.9", "10.0.0.1, 203.0.113.7");
+    expect(resolved).toEqual({ clientIp: "203.0.113.7", peer: "10.9.9.9", peerIsTrusted: true });
+    // Without trusted proxies the peer is the client; an IPv4-mapped peer is unmapped without parsing.
+    expect(new TrustedProxies([]).resolve("::ffff:192.0.2.1", "1.1.1.1")).toEqual({
+      clientIp: "192.0.2.1",
+      peer: "192.0.2.1",
+      peerIsTrusted: false,
+    });
+    expect(new TrustedProxies([]).resolve("2001:db8::1", null).peer).toBe("2001:db8::1");
+  });
+
   test("the client address is the right-most untrusted hop behind trusted proxies", () => {
     const trusted = new TrustedProxies(["10.0.0.0/8"]);
     expect(trusted.clientIp("::ffff:10.1.2.3", "203.0.113.9, 198.51.100.1, 10.0.0.5")).toEqual({

@@ -507,7 +507,7 @@ describe.skipIf(!hasPromtool)("the monitoring config in k8s/monitoring", () => {
           "prometheus.io/port": env[portEnv[service]],
           "prometheus.io/path": "/metrics",
         });
-        expect(env.OTEL_EXPORTER_OTLP_ENDPOINT).toBe("http://jaeger-collector:4318");
+        expect(env.OTEL_EXPORTER_OTLP_ENDPOINT).toBe("http://otel-collector:4318");
       }
     },
     TEST_TIMEOUT_MS,

@@ -163,3 +163,58 @@ export async function hammer(
     requests,
   };
 }
+
+/** One answer of a paced run. */
+export interface PacedAnswer {
+  target: number;
+  status: number;
+  /** performance.now() when the request was sent and when its answer arrived. */
+  sentAt: number;
+  receivedAt: number;
+}
+
+/**
+ * Sends `count` requests at a steady `ratePerSecond`, round-robin over the targets, without
+ * waiting for answers (an open loop: the offered load does not sag when answers slow down), at
+ * most `maxInFlight` at once. Unlike `hammer`, which loads the machine as hard as it can, this
+ * keeps the load known and light, so the times measured here stay close to the times the
+ * gateways and Redis decided at. A send the timer made late goes out at once (catch-up).
+ */
+export async function pace(
+  targets: { url: string; headers?: Record<string, string> }[],
+  opts: { ratePerSecond: number; count: number; maxInFlight?: number },
+): Promise<{ answers: PacedAnswer[]; skipped: number; maxLagMs: number }> {
+  const answers: PacedAnswer[] = [];
+  const inFlight = new Set<Promise<void>>();
+  const maxInFlight = opts.maxInFlight ?? 200;
+  const intervalMs = 1000 / opts.ratePerSecond;
+  let skipped = 0;
+  let maxLagMs = 0;
+  const start = performance.now();
+  for (let i = 0; i < opts.count; i++) {
+    const due = start + i * intervalMs;
+    const wait = due - performance.now();
+    if (wait > 0) await Bun.sleep(wait);
+    maxLagMs = Math.max(maxLagMs, performance.now() - due);
+    if (inFlight.size >= maxInFlight) {
+      skipped++;
+      continue;
+    }
+    const t = i % targets.length;
+    const target = targets[t]!;
+    const sentAt = performance.now();
+    const request: Promise<void> = fetch(target.url, { headers: target.headers, signal: AbortSignal.timeout(5000) })
+      .then(async (res) => {
+        await res.arrayBuffer();
+        return res.status;
+      })
+      .catch(() => 0)
+      .then((status) => {
+        answers.push({ target: t, status, sentAt, receivedAt: performance.now() });
+        inFlight.delete(request);
+      });
+    inFlight.add(request);
+  }
+  await Promise.all(inFlight);
+  return { answers, skipped, maxLagMs };
+}

@@ -76,10 +76,10 @@ describe("what is retried", () => {
     expect(tried.length).toBe(1);
   });
 
-  test("gRPC UNAVAILABLE is retried only on a route marked idempotent; 'no connection established' always", async () => {
+  test("gRPC UNAVAILABLE is retried only on a route marked idempotent; one never sent (no connection) always", async () => {
     const unavailable = () => outcomes.grpc(GrpcStatus.UNAVAILABLE, "Connection dropped");
     const notConnected = () =>
-      outcomes.grpc(GrpcStatus.UNAVAILABLE, "No connection established. Last error: connect ECONNREFUSED");
+      outcomes.grpcUnsent(GrpcStatus.UNAVAILABLE, "cannot connect to 127.0.0.1:1: connect ECONNREFUSED");
     expect(
       (
         await request({

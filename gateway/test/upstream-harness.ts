@@ -51,6 +51,7 @@ export function context(): RequestContext {
     path: "/r",
     search: "",
     clientIp: "127.0.0.1",
+    peer: "127.0.0.1",
     peerIsTrusted: false,
   };
 }
@@ -65,6 +66,8 @@ export const outcomes = {
   reset: (): HttpOutcome => ({ kind: "error", error: Object.assign(new Error("ECONNRESET"), { code: "ECONNRESET" }) }),
   timeout: (): HttpOutcome => ({ kind: "timeout" }),
   grpc: (code: GrpcStatus, details = "x"): GrpcOutcome => ({ kind: "status", code, details }),
+  /** A call the gRPC client says never reached the endpoint (grpc/h2-client.ts `unsent`). */
+  grpcUnsent: (code: GrpcStatus, details = "x"): GrpcOutcome => ({ kind: "status", code, details, unsent: true }),
   reply: (): GrpcOutcome => ({ kind: "reply", reply: { message: "ok" } }),
 };
 

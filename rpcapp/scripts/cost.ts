@@ -1,41 +1,52 @@
 /**
  * What one unary call costs rpcapp in CPU, against a bare grpc-js server measured in the same run.
  *
- *   bun rpcapp/scripts/cost.ts [--calls 20000] [--connections 4] [--streams 16] [--rounds 5]
- *                              [--sampled] [--env KEY=VALUE]…
+ *   bun rpcapp/scripts/cost.ts [--calls 4000] [--warmup 30000] [--rounds 21]
+ *                              [--connections 4] [--streams 16] [--sampled]
+ *                              [--env K=V[,K=V…]]… [--variant K=V[,K=V…]]… [--compare-tree DIR]…
  *
  * Starts rpcapp (`bun rpcapp/src/main.ts`) and rpcapp/scripts/bare-server.ts (same handler and
- * options, no interceptor) as processes on free ports, then drives each in turn with h2load from
- * its own process: `--calls` VerifyUser calls on `--connections` HTTP/2 connections with
- * `--streams` concurrent streams each, the request pre-encoded as a gRPC message and the metadata
- * the gateway sends (x-request-id, x-forwarded-for, traceparent, grpc-timeout). A call's cost is
- * the server's utime + stime over all its threads (/proc/<pid>/stat) across the run, divided by
- * the calls answered. Rounds alternate baseline and rpcapp; the median of each is reported, and
- * their ratio — on a shared machine the absolute figures drift between runs, the ratio much less.
+ * server options, no interceptor) as processes on free ports and warms each up with `--warmup`
+ * calls (the JIT keeps compiling for tens of thousands of calls). Then, for `--rounds` rounds, it
+ * drives each in turn with h2load from its own process: `--calls` VerifyUser calls on
+ * `--connections` HTTP/2 connections with `--streams` concurrent streams each, the request
+ * pre-encoded as a gRPC message with the metadata the gateway sends (x-request-id,
+ * x-forwarded-for, traceparent, grpc-timeout).
  *
- * `--sampled` sends a sampled traceparent (flags 01), as a gateway that exports traces does;
- * without it the traceparent is unsampled, as under `make dev` without an OTLP endpoint.
- * `--env` passes extra variables to rpcapp (e.g. `--env LOG_PROBES=true`).
+ * A call's cost is the CPU time of all the server's threads across a round (see `threadTimes`),
+ * divided by the calls answered; the main (JavaScript) thread's share is shown beside it, the
+ * rest being JIT and GC threads. Each server's median and lowest round are reported, with the
+ * ratio to the baseline's median: on a shared machine absolute figures drift with everyone else's
+ * load (rounds alternate servers so they see the same), the ratio much less, and the lowest round
+ * is the closest to an idle machine.
+ *
+ *   --sampled        a sampled traceparent (flags 01), as from a gateway that exports traces;
+ *                    by default unsampled, as under `make dev` without an OTLP endpoint
+ *   --env            extra environment for every rpcapp, e.g. `--env OTEL_TRACES_SAMPLER=always_on`
+ *   --variant        one more rpcapp with this environment on top, measured in the same rounds
+ *   --compare-tree   one more rpcapp run from another checkout, e.g. the last commit:
+ *                    `git archive HEAD rpcapp lib proto scripts package.json | tar -x -C /tmp/before
+ *                    && ln -s "$PWD/node_modules" /tmp/before/`, then `--compare-tree /tmp/before`
  *
  * rpcapp's answers are checked, not assumed: grpc_server_handled_total{grpc_code="OK"} on its
- * /metrics must grow by the number of calls h2load saw succeed, and its stdout by one access line
- * per call. Prerequisite: h2load (Debian package nghttp2-client).
+ * /metrics must grow by the calls h2load saw succeed, and its stdout by one access line per call.
+ * Prerequisite: h2load (Debian package nghttp2-client).
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import * as grpc from "@grpc/grpc-js";
-import { freePorts } from "../../scripts/stack/testing/ports.ts";
-import { waitFor, waitForHttp } from "../../scripts/stack/testing/processes.ts";
+import { createServer } from "node:net";
 import { RpcappClients } from "../test/clients.ts";
 
 const { values: args } = parseArgs({
   options: {
-    calls: { type: "string", default: "20000" },
+    calls: { type: "string", default: "4000" },
+    warmup: { type: "string", default: "30000" },
+    rounds: { type: "string", default: "21" },
     connections: { type: "string", default: "4" },
     streams: { type: "string", default: "16" },
-    rounds: { type: "string", default: "5" },
     sampled: { type: "boolean", default: false },
     env: { type: "string", multiple: true, default: [] },
     variant: { type: "string", multiple: true, default: [] },
@@ -43,43 +54,90 @@ const { values: args } = parseArgs({
   },
 });
 
-function positiveInt(name: string, raw: string): number {
+function positiveInt(name: string, raw: string | undefined): number {
   const n = Number(raw);
   if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} must be a positive integer, got ${raw}`);
   return n;
 }
 
-const CALLS = positiveInt("calls", args.calls!);
-const CONNECTIONS = positiveInt("connections", args.connections!);
-const STREAMS = positiveInt("streams", args.streams!);
-const ROUNDS = positiveInt("rounds", args.rounds!);
 function envPairs(list: string): Record<string, string> {
   return Object.fromEntries(
-    list.split(",").map((kv) => {
-      const eq = kv.indexOf("=");
-      if (eq <= 0) throw new Error(`expected KEY=VALUE, got ${JSON.stringify(kv)}`);
-      return [kv.slice(0, eq), kv.slice(eq + 1)];
+    list.split(",").map((pair) => {
+      const eq = pair.indexOf("=");
+      if (eq <= 0) throw new Error(`expected KEY=VALUE, got ${JSON.stringify(pair)}`);
+      return [pair.slice(0, eq), pair.slice(eq + 1)];
     }),
   );
 }
 
+const CALLS = positiveInt("calls", args.calls);
+const WARMUP = positiveInt("warmup", args.warmup);
+const ROUNDS = positiveInt("rounds", args.rounds);
+const CONNECTIONS = positiveInt("connections", args.connections);
+const STREAMS = positiveInt("streams", args.streams);
 const EXTRA_ENV: Record<string, string> = Object.assign({}, ...(args.env ?? []).map(envPairs));
-const VARIANTS = args.variant ?? [];
+const REPO_ROOT = resolve(import.meta.dir, "../..");
 
 if (!Bun.which("h2load")) {
   console.error("h2load is required: apt-get install nghttp2-client");
   process.exit(2);
 }
 
-const REPO_ROOT = resolve(import.meta.dir, "../..");
-const CLOCK_TICKS = Number(Bun.spawnSync(["getconf", "CLK_TCK"]).stdout.toString().trim()) || 100;
+// Service code may not import the test harness in scripts/ (scripts/test/imports.test.ts): the
+// two helpers this script needs from it, pared down.
 
-/** utime + stime of every thread of `pid`, in seconds. */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  // Fields after the command name, which is in parentheses and may hold spaces: state is [0].
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+/** Free ports below 32768, where the kernel never hands out client source ports. */
+async function freePorts(n: number): Promise<number[]> {
+  const ports: number[] = [];
+  const canListen = (port: number) =>
+    new Promise<boolean>((done) => {
+      const server = createServer();
+      server.once("error", () => done(false));
+      server.listen({ port, host: "127.0.0.1", exclusive: true }, () => server.close(() => done(true)));
+    });
+  while (ports.length < n) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    if (!ports.includes(port) && (await canListen(port))) ports.push(port);
+  }
+  return ports;
+}
+
+/** Polls `check` every 25 ms until it holds, or throws naming `what` after `timeoutMs`. */
+async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await Promise.resolve(check()).catch(() => false)) return;
+    await Bun.sleep(25);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+/** Time a thread has spent on a CPU, in seconds (/proc/…/schedstat counts nanoseconds); 0 once it ended. */
+function threadSeconds(pid: number, tid: string): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]) / 1e9;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * CPU seconds of each thread of a process. Read from each thread's schedstat rather than from
+ * /proc/<pid>/stat (utime + stime), whose 10 ms ticks would need rounds ten times longer for the
+ * same resolution.
+ */
+function threadTimes(pid: number): Map<string, number> {
+  const times = new Map<string, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) times.set(tid, threadSeconds(pid, tid));
+  return times;
+}
+
+/** CPU seconds spent between two readings: by every thread (one that ended in between is lost), and by the main one. */
+function cpuBetween(pid: number, before: Map<string, number>, after: Map<string, number>) {
+  let total = 0;
+  for (const [tid, seconds] of after) total += Math.max(0, seconds - (before.get(tid) ?? 0));
+  const main = String(pid);
+  return { total, main: (after.get(main) ?? 0) - (before.get(main) ?? 0) };
 }
 
 /** `VerifyRequest{id: 121, token: "a$$"}` as one length-prefixed gRPC message. */
@@ -91,16 +149,25 @@ function grpcBody(): Uint8Array {
   return frame;
 }
 
+interface Sample {
+  usPerCall: number;
+  mainUsPerCall: number;
+  reqPerSec: number;
+}
+
 interface Server {
-  name: string;
+  label: string;
   pid: number;
   port: number;
   /** Lines written to stdout so far. */
   lines(): number;
   stop(): void;
+  /** For rpcapp: its /metrics port, to check the calls were answered OK. */
+  metricsPort?: number;
+  samples: Sample[];
 }
 
-function spawn(name: string, argv: string[], env: Record<string, string>): Server {
+function spawn(label: string, argv: string[], env: Record<string, string>, metricsPort?: number): Server {
   const proc = Bun.spawn(argv, {
     cwd: REPO_ROOT,
     env: { ...process.env, ...env },
@@ -109,7 +176,7 @@ function spawn(name: string, argv: string[], env: Record<string, string>): Serve
     stderr: "inherit",
   });
   let newlines = 0;
-  // Drained as cheaply as possible: this process shares the machine with the one measured.
+  // Drained as cheaply as possible: this process shares the machine with the ones measured.
   void (async () => {
     const reader = (proc.stdout as ReadableStream<Uint8Array>).getReader();
     for (let read = await reader.read(); !read.done; read = await reader.read()) {
@@ -118,22 +185,43 @@ function spawn(name: string, argv: string[], env: Record<string, string>): Serve
     }
   })();
   return {
-    name,
+    label,
     pid: proc.pid,
     port: Number(env.PORT),
     lines: () => newlines,
     stop: () => proc.kill("SIGKILL"),
+    metricsPort,
+    samples: [],
   };
 }
 
-async function verifyOnce(target: string): Promise<void> {
-  const clients = new RpcappClients(target);
+async function startRpcapp(label: string, env: Record<string, string>, root = REPO_ROOT): Promise<Server> {
+  const [port, metricsPort] = (await freePorts(2)) as [number, number];
+  const argv = [process.execPath, join(resolve(root), "rpcapp/src/main.ts")];
+  return spawn(
+    label,
+    argv,
+    {
+      HOST: "127.0.0.1",
+      PORT: String(port),
+      METRICS_PORT: String(metricsPort),
+      INSTANCE_ID: "rpcapp-cost",
+      LOG_LEVEL: "info",
+      // Connection age would reconnect h2load mid-run; the gateway's reconnects are rare by comparison.
+      GRPC_MAX_CONNECTION_AGE_MS: "0",
+      ...env,
+    },
+    metricsPort,
+  );
+}
+
+async function verifyOnce(server: Server): Promise<void> {
+  const clients = new RpcappClients(`127.0.0.1:${server.port}`);
   try {
     const { reply, error } = await clients.verifyUser({ id: 121, token: "a$$" });
     if (error || reply?.message !== "Verified: 121") {
-      throw new Error(
-        `${target} answered ${error ? `${grpc.status[error.code]} ${error.details}` : JSON.stringify(reply)}`,
-      );
+      const answer = error ? `${grpc.status[error.code]} ${error.details}` : JSON.stringify(reply);
+      throw new Error(`${server.label} answered ${answer}`);
     }
   } finally {
     clients.close();
@@ -153,13 +241,20 @@ async function okCount(metricsPort: number): Promise<number> {
   return line ? Number(line.slice(line.lastIndexOf(" ") + 1)) : 0;
 }
 
-interface Load {
-  succeeded: number;
-  reqPerSec: number;
-}
-
-async function h2load(port: number, calls: number, bodyFile: string): Promise<Load> {
+async function h2load(
+  port: number,
+  calls: number,
+  bodyFile: string,
+): Promise<{ succeeded: number; reqPerSec: number }> {
   const flags = args.sampled ? "01" : "00";
+  const headers = [
+    "content-type: application/grpc",
+    "te: trailers",
+    "grpc-timeout: 10000m",
+    "x-request-id: cost-run-1",
+    "x-forwarded-for: 127.0.0.1",
+    `traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-${flags}`,
+  ];
   const argv = [
     "h2load",
     `-n${calls}`,
@@ -168,18 +263,7 @@ async function h2load(port: number, calls: number, bodyFile: string): Promise<Lo
     "-t1",
     "-d",
     bodyFile,
-    "-H",
-    "content-type: application/grpc",
-    "-H",
-    "te: trailers",
-    "-H",
-    "grpc-timeout: 10000m",
-    "-H",
-    "x-request-id: cost-run-1",
-    "-H",
-    "x-forwarded-for: 127.0.0.1",
-    "-H",
-    `traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-${flags}`,
+    ...headers.flatMap((h) => ["-H", h]),
     `http://127.0.0.1:${port}/userverify.UserVerify/VerifyUser`,
   ];
   const run = Bun.spawn(argv, { stdout: "pipe", stderr: "pipe" });
@@ -191,32 +275,27 @@ async function h2load(port: number, calls: number, bodyFile: string): Promise<Lo
   if (code !== 0) throw new Error(`h2load exited ${code}: ${err || out}`);
   const succeeded = Number(/(\d+) succeeded/.exec(out)?.[1] ?? Number.NaN);
   const reqPerSec = Number(/finished in [\d.]+\w*, ([\d.]+) req\/s/.exec(out)?.[1] ?? Number.NaN);
-  if (!(succeeded > 0)) throw new Error(`h2load reported no successful call:\n${out}`);
+  if (succeeded !== calls) throw new Error(`h2load: ${succeeded} of ${calls} calls succeeded:\n${out}`);
   return { succeeded, reqPerSec };
 }
 
-interface Sample {
-  usPerCall: number;
-  reqPerSec: number;
-}
-
-/**
- * One measured run after a warm-up (JIT, connection setup). `checked` is given the calls h2load
- * saw succeed and the server's stdout line count before the run, and may throw.
- */
-async function measure(
-  server: Server,
-  bodyFile: string,
-  checked?: () => Promise<(succeeded: number, linesBefore: number) => Promise<void>>,
-): Promise<Sample> {
-  await h2load(server.port, Math.ceil(CALLS / 2), bodyFile);
-  const check = await checked?.();
+/** One round on `server`; for an rpcapp, checks every call was answered OK and logged once. */
+async function measure(server: Server, bodyFile: string): Promise<Sample> {
+  const okBefore = server.metricsPort ? await okCount(server.metricsPort) : 0;
   const linesBefore = server.lines();
-  const before = cpuSeconds(server.pid);
+  const before = threadTimes(server.pid);
   const load = await h2load(server.port, CALLS, bodyFile);
-  const cpu = cpuSeconds(server.pid) - before;
-  await check?.(load.succeeded, linesBefore);
-  return { usPerCall: (cpu * 1e6) / load.succeeded, reqPerSec: load.reqPerSec };
+  const cpu = cpuBetween(server.pid, before, threadTimes(server.pid));
+  if (server.metricsPort) {
+    const ok = (await okCount(server.metricsPort)) - okBefore;
+    if (ok !== load.succeeded) throw new Error(`${server.label} counted ${ok} OK calls, h2load ${load.succeeded}`);
+    await waitFor(`${server.label}'s access lines`, () => server.lines() - linesBefore >= load.succeeded, 5_000);
+  }
+  return {
+    usPerCall: (cpu.total * 1e6) / load.succeeded,
+    mainUsPerCall: (cpu.main * 1e6) / load.succeeded,
+    reqPerSec: load.reqPerSec,
+  };
 }
 
 function median(xs: number[]): number {
@@ -229,95 +308,53 @@ const dir = mkdtempSync(join(tmpdir(), "rpcapp-cost-"));
 const bodyFile = join(dir, "verify.grpc");
 writeFileSync(bodyFile, grpcBody());
 
-interface Rpcapp {
-  label: string;
-  server: Server;
-  metricsPort: number;
-  samples: Sample[];
-}
-
-async function startRpcapp(label: string, env: Record<string, string>, root = REPO_ROOT): Promise<Rpcapp> {
-  const [port, metricsPort] = (await freePorts(2)) as [number, number];
-  const server = spawn(label, [process.execPath, join(resolve(root), "rpcapp/src/main.ts")], {
-    HOST: "127.0.0.1",
-    PORT: String(port),
-    METRICS_PORT: String(metricsPort),
-    INSTANCE_ID: "rpcapp-cost",
-    LOG_LEVEL: "info",
-    // Connection age would reconnect h2load mid-run; the gateway's reconnects are rare by comparison.
-    GRPC_MAX_CONNECTION_AGE_MS: "0",
-    ...env,
-  });
-  return { label, server, metricsPort, samples: [] };
-}
-
-/** Measures one rpcapp, checking that every call was answered OK by the handler and logged once. */
-function measureRpcapp(app: Rpcapp): Promise<Sample> {
-  if (process.env.COST_NOCHECK) return measure(app.server, bodyFile);
-  return measure(app.server, bodyFile, async () => {
-    const okBefore = await okCount(app.metricsPort);
-    return async (succeeded, linesBefore) => {
-      const ok = (await okCount(app.metricsPort)) - okBefore;
-      if (ok !== succeeded) throw new Error(`${app.label} counted ${ok} OK calls, h2load ${succeeded} successes`);
-      await waitFor(`${app.label}'s access lines`, () => app.server.lines() - linesBefore >= succeeded, {
-        timeoutMs: 5_000,
-      });
-    };
-  });
-}
-
 const [barePort] = (await freePorts(1)) as [number];
 const bare = spawn("bare grpc-js", [process.execPath, "rpcapp/scripts/bare-server.ts"], { PORT: String(barePort) });
-const bareSamples: Sample[] = [];
-const apps = [await startRpcapp("rpcapp", EXTRA_ENV)];
-for (const variant of VARIANTS)
-  apps.push(await startRpcapp(`rpcapp ${variant}`, { ...EXTRA_ENV, ...envPairs(variant) }));
-for (const tree of args["compare-tree"] ?? []) apps.push(await startRpcapp(`rpcapp in ${tree}`, EXTRA_ENV, tree));
-
-const describe = (xs: Sample[]) => {
-  const us = xs.map((s) => s.usPerCall);
-  return { median: median(us), lowest: Math.min(...us) };
-};
+const servers = [bare, await startRpcapp("rpcapp", EXTRA_ENV)];
+for (const variant of args.variant ?? []) {
+  servers.push(await startRpcapp(`rpcapp ${variant}`, { ...EXTRA_ENV, ...envPairs(variant) }));
+}
+for (const tree of args["compare-tree"] ?? []) servers.push(await startRpcapp(`rpcapp in ${tree}`, EXTRA_ENV, tree));
 
 try {
   await waitFor("the bare server", () => bare.lines() > 0);
-  await verifyOnce(`127.0.0.1:${barePort}`);
-  for (const app of apps) {
-    await waitForHttp(`http://127.0.0.1:${app.metricsPort}/readyz`);
-    await verifyOnce(`127.0.0.1:${app.server.port}`);
+  for (const server of servers) {
+    const ready = `http://127.0.0.1:${server.metricsPort}/readyz`;
+    if (server.metricsPort) await waitFor(ready, async () => (await fetch(ready)).status === 200);
+    await verifyOnce(server);
+    await h2load(server.port, WARMUP, bodyFile);
   }
 
   for (let round = 1; round <= ROUNDS; round++) {
-    const b = await measure(bare, bodyFile);
-    bareSamples.push(b);
-    const parts = [`bare ${b.usPerCall.toFixed(1)} µs/call (${b.reqPerSec.toFixed(0)} req/s)`];
-    for (const app of apps) {
-      const r = await measureRpcapp(app);
-      app.samples.push(r);
-      parts.push(`${app.label} ${r.usPerCall.toFixed(1)} µs/call (${r.reqPerSec.toFixed(0)} req/s)`);
+    const parts: string[] = [];
+    for (const server of servers) {
+      const sample = await measure(server, bodyFile);
+      server.samples.push(sample);
+      parts.push(`${server.label} ${sample.usPerCall.toFixed(1)}`);
     }
-    console.log(`round ${round}: ${parts.join(", ")}`);
+    console.log(`round ${round} (µs/call): ${parts.join(", ")}`);
   }
 
   const extra = Object.keys(EXTRA_ENV).length ? `, rpcapp env ${JSON.stringify(EXTRA_ENV)}` : "";
   console.log(
-    `\n${CALLS} VerifyUser calls × ${ROUNDS} rounds, ${CONNECTIONS} connections × ${STREAMS} streams, ` +
-      `traceparent ${args.sampled ? "sampled" : "unsampled"}${extra}`,
+    `\n${CALLS} VerifyUser calls × ${ROUNDS} rounds after ${WARMUP} warm-up calls, ${CONNECTIONS} connections × ` +
+      `${STREAMS} streams, traceparent ${args.sampled ? "sampled" : "unsampled"}${extra}`,
   );
-  const base = describe(bareSamples);
-  const width = Math.max(...apps.map((a) => a.label.length), 12);
-  console.log(
-    `${"bare grpc-js".padEnd(width)}  ${base.median.toFixed(1)} µs CPU/call (median; lowest ${base.lowest.toFixed(1)})`,
-  );
-  for (const app of apps) {
-    const own = describe(app.samples);
+  const width = Math.max(...servers.map((s) => s.label.length));
+  const baseline = median(bare.samples.map((s) => s.usPerCall));
+  console.log(`${"".padEnd(width)}  µs CPU/call: median (main thread), lowest; req/s median; vs bare`);
+  for (const server of servers) {
+    const total = median(server.samples.map((s) => s.usPerCall));
+    const main = median(server.samples.map((s) => s.mainUsPerCall));
+    const lowest = Math.min(...server.samples.map((s) => s.usPerCall));
+    const rate = median(server.samples.map((s) => s.reqPerSec));
+    const vs = server === bare ? "" : `   ${(total / baseline).toFixed(2)}× (+${(total - baseline).toFixed(1)} µs)`;
     console.log(
-      `${app.label.padEnd(width)}  ${own.median.toFixed(1)} µs CPU/call (median; lowest ${own.lowest.toFixed(1)}), ` +
-        `${(own.median / base.median).toFixed(2)}× bare (+${(own.median - base.median).toFixed(1)} µs)`,
+      `${server.label.padEnd(width)}  ${total.toFixed(1).padStart(6)} (${main.toFixed(1)}), ${lowest.toFixed(1)}; ` +
+        `${rate.toFixed(0)} req/s${vs}`,
     );
   }
 } finally {
-  bare.stop();
-  for (const app of apps) app.server.stop();
+  for (const server of servers) server.stop();
   rmSync(dir, { recursive: true, force: true });
 }

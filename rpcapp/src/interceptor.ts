@@ -1,14 +1,15 @@
 /**
  * One server interceptor for what every RPC gets, whatever its method: the identity headers as
- * response initial metadata (`x-served-by`, `x-service-version`, `x-request-id`), a server span
- * continuing the caller's trace (W3C `traceparent` in the request metadata), the RPC metrics, and
- * one JSON access-log line when the call ends (access-log.ts).
+ * response initial metadata (`x-served-by`, `x-service-version`, `x-request-id`), the trace
+ * context continuing the caller's (W3C `traceparent` in the request metadata) with a server span
+ * when spans are recorded, the RPC metrics, and one JSON access-log line when the call ends
+ * (access-log.ts).
  *
  * It runs on every call, so what can be worked out once per method is (`MethodInfo`: the name,
- * span attributes, metric series, whether it is a probe), and nothing is done twice per call.
- * Probes — grpc.health.v1 and reflection — are counted in the metrics like any call, but write no
- * access line unless `logProbes` (LOG_PROBES): the gateway's health checks alone would otherwise
- * log a line every few seconds per gateway.
+ * span attributes, metric series, whether it is a probe), and nothing is done twice per call
+ * (rpcapp/scripts/cost.ts measures what a call costs). Probes — grpc.health.v1 and reflection —
+ * are counted in the metrics like any call but write no access line unless `logProbes`
+ * (LOG_PROBES): the gateways' health checks alone would log a line every ~2 s per gateway.
  */
 import * as grpc from "@grpc/grpc-js";
 import {
@@ -25,8 +26,7 @@ import type { Logger } from "../../lib/log.ts";
 import { requestIdOrNew } from "../../lib/request-id.ts";
 import type { GrpcServerMetrics } from "../../lib/telemetry/metrics.ts";
 import type { Series } from "../../lib/telemetry/series.ts";
-const EXP_PINO = !!process.env.RPCAPP_EXP_PINO;
-import { logFieldsOf, metadataGetter, startServerSpan } from "../../lib/telemetry/spans.ts";
+import { metadataGetter, startServerSpan, unrecordedServerContext } from "../../lib/telemetry/spans.ts";
 import { AccessLog } from "./access-log.ts";
 
 /** Codes that mean the server failed, as opposed to the caller sending something wrong. */
@@ -39,29 +39,31 @@ const SERVER_FAULTS = new Set([
 /** Codes that mark a server span as failed (OpenTelemetry gRPC semantic conventions). */
 const SPAN_ERRORS = new Set([...SERVER_FAULTS, grpc.status.DEADLINE_EXCEEDED, grpc.status.UNAVAILABLE]);
 
-/** Services whose calls are probes: health checks and reflection, not traffic. */
+const HEALTH_SERVICE = "grpc.health.v1.Health";
+/** Services whose calls are probes, not traffic: health checks and reflection. */
 const PROBE_SERVICES = new Set([
-  "grpc.health.v1.Health",
+  HEALTH_SERVICE,
   "grpc.reflection.v1.ServerReflection",
   "grpc.reflection.v1alpha.ServerReflection",
 ]);
 
 export interface RpcTelemetry {
-  tracer: Tracer;
+  /** Spans go here; the global tracer (a no-op one unless tracing was started) by default. */
+  tracer?: Tracer;
+  /** Nothing is counted without them. */
   metrics?: GrpcServerMetrics;
+  /**
+   * Whether spans can be recorded at all (tracing exports them: lib/telemetry/tracing.ts
+   * `isExporting`). When not, a call takes its trace context without the SDK — the caller's
+   * trace id and sampled flag, a fresh span id, the request id — at a tenth of the cost. Default true.
+   */
+  recording?: boolean;
 }
 
-// The global tracer (a proxy: it follows the provider startTracing registers, a no-op before).
-let telemetry: RpcTelemetry = { tracer: trace.getTracer("portico") };
-
-/**
- * Sets the tracer and metrics every RPC reports to. main.ts calls it before the server starts;
- * without it (tests building a server in-process) spans go to the global tracer and no metrics
- * are kept.
- */
-export function instrumentRpcs(next: RpcTelemetry): void {
-  telemetry = next;
-  methods.clear(); // their series belonged to the previous metrics
+export interface AccessInterceptorOptions {
+  telemetry?: RpcTelemetry;
+  /** Access lines for probes (health checks, reflection) too. Default false. */
+  logProbes?: boolean;
 }
 
 /** What every call of one method shares. */
@@ -71,43 +73,30 @@ interface MethodInfo {
   /** `name` as a JSON string, for the access line. */
   quotedName: string;
   attributes: Attributes;
-  /** Health checks get trace ids for their log line, but no recorded span. */
+  /** Health checks get ids for their log line, never a recorded span: they would fill the trace store. */
   isHealth: boolean;
   isProbe: boolean;
   /** Metric series by status code, bound on first use. */
   series: (Series | undefined)[];
 }
 
-const methods = new Map<string, MethodInfo>();
-
-function methodInfo(path: string): MethodInfo {
-  let info = methods.get(path);
-  if (info === undefined) {
-    const name = path.slice(1);
-    const slash = name.indexOf("/");
-    const service = name.slice(0, slash);
-    info = {
-      name,
-      quotedName: JSON.stringify(name),
-      attributes: Object.freeze({ "rpc.system": "grpc", "rpc.service": service, "rpc.method": name.slice(slash + 1) }),
-      isHealth: service === "grpc.health.v1.Health",
-      isProbe: PROBE_SERVICES.has(service),
-      series: [],
-    };
-    methods.set(path, info);
-  }
-  return info;
+function describeMethod(path: string): MethodInfo {
+  const name = path.slice(1);
+  const slash = name.indexOf("/");
+  const service = name.slice(0, slash);
+  return {
+    name,
+    quotedName: JSON.stringify(name),
+    attributes: Object.freeze({ "rpc.system": "grpc", "rpc.service": service, "rpc.method": name.slice(slash + 1) }),
+    isHealth: service === HEALTH_SERVICE,
+    isProbe: PROBE_SERVICES.has(service),
+    series: [],
+  };
 }
 
-function seriesOf(info: MethodInfo, metrics: GrpcServerMetrics, code: grpc.status): Series {
-  let series = info.series[code];
-  if (series === undefined) info.series[code] = series = metrics.calls.get(info.name, grpc.status[code]);
-  return series;
-}
-
-export interface AccessInterceptorOptions {
-  /** Write access lines for probes (health checks, reflection) too. Default false. */
-  logProbes?: boolean;
+function traceparentOf(metadata: grpc.Metadata): string | null {
+  const value = metadata.get("traceparent")[0];
+  return typeof value === "string" ? value : null;
 }
 
 export function accessInterceptor(
@@ -117,11 +106,25 @@ export function accessInterceptor(
 ): grpc.ServerInterceptor {
   const accessLog = new AccessLog(log);
   const logProbes = opts.logProbes ?? false;
+  const tracer = opts.telemetry?.tracer ?? trace.getTracer("portico");
+  const metrics = opts.telemetry?.metrics;
+  const recording = opts.telemetry?.recording ?? true;
+  const methods = new Map<string, MethodInfo>();
+
+  const methodInfo = (path: string): MethodInfo => {
+    let info = methods.get(path);
+    if (info === undefined) methods.set(path, (info = describeMethod(path)));
+    return info;
+  };
+  const seriesOf = (info: MethodInfo, code: grpc.status, counted: GrpcServerMetrics): Series => {
+    let series = info.series[code];
+    if (series === undefined) info.series[code] = series = counted.calls.get(info.name, grpc.status[code]);
+    return series;
+  };
 
   return (method, call) => {
     const startedAt = performance.now();
     const info = methodInfo(method.path);
-    const { tracer, metrics } = telemetry;
     let requestId = "";
     let traced: Context | undefined;
     let span: Span | undefined;
@@ -133,8 +136,8 @@ export function accessInterceptor(
       isEnded = true;
       const seconds = (performance.now() - startedAt) / 1000;
       if (metrics) {
-        seriesOf(info, metrics, code).observe(seconds);
-        if (span) metrics.inFlight--;
+        seriesOf(info, code, metrics).observe(seconds);
+        if (traced) metrics.inFlight--; // counted in when its metadata arrived
       }
       if (span) {
         if (span.isRecording()) {
@@ -144,19 +147,6 @@ export function accessInterceptor(
         span.end();
       }
       if (info.isProbe && !logProbes) return;
-      if (EXP_PINO) {
-        const fields = {
-          method: info.name,
-          grpc_code: grpc.status[code],
-          duration_ms: Math.round(seconds * 1_000_000) / 1000,
-          ...(traced && logFieldsOf(traced)),
-          request_id: requestId,
-          peer: call.getPeer(),
-        };
-        if (SERVER_FAULTS.has(code)) log.error(fields, "rpc");
-        else log.info(fields, "rpc");
-        return;
-      }
       accessLog.write(SERVER_FAULTS.has(code) ? "error" : "info", {
         quotedMethod: info.quotedName,
         codeName: grpc.status[code],
@@ -172,17 +162,12 @@ export function accessInterceptor(
         next({
           onReceiveMetadata: (metadata, nextMetadata) => {
             requestId = requestIdOrNew(metadata.get("x-request-id")[0]);
-            traced = startServerSpan(
-              tracer,
-              info.name,
-              metadata,
-              metadataGetter,
-              requestId,
-              info.attributes,
-              !info.isHealth,
-            );
+            traced =
+              recording && !info.isHealth
+                ? startServerSpan(tracer, info.name, metadata, metadataGetter, requestId, info.attributes)
+                : unrecordedServerContext(traceparentOf(metadata), requestId);
             span = trace.getSpan(traced);
-            if (metrics && span) metrics.inFlight++;
+            if (metrics) metrics.inFlight++;
             nextMetadata(metadata);
           },
           // The handler runs when the request is complete: inside the trace context, so anything

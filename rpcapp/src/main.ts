@@ -9,22 +9,18 @@ import { createMetricsRegistry, GrpcServerMetrics } from "../../lib/telemetry/me
 import { startTracing } from "../../lib/telemetry/tracing.ts";
 import { loadConfig } from "./config.ts";
 import { startStatusServer } from "./http.ts";
-import { instrumentRpcs } from "./interceptor.ts";
 import { batchedStdout } from "./log-output.ts";
 import { startRpcServer } from "./server.ts";
 
 const identity = serviceIdentity("rpcapp");
-// One write(2) per event-loop turn rather than per line: an access line per RPC made the
-// per-line write the largest cost of a call (log-output.ts).
-const log = process.env.RPCAPP_EXP_SYNC
-  ? createLogger(identity)
-  : createLogger(identity, { destination: batchedStdout() });
+// One write(2) per event-loop turn rather than per line: with an access line per RPC, the
+// per-line write was the largest cost of a call (log-output.ts).
+const log = createLogger(identity, { destination: batchedStdout() });
 
 try {
   const config = loadConfig();
   const tracing = await startTracing(identity, { log });
   const registry = createMetricsRegistry(identity);
-  instrumentRpcs({ tracer: tracing.tracer, metrics: new GrpcServerMetrics(registry) });
   const lifecycle = new Lifecycle({
     drainDelayMs: config.drainDelayMs,
     shutdownTimeoutMs: config.shutdownTimeoutMs,
@@ -39,6 +35,12 @@ try {
     maxConnectionAgeMs: config.maxConnectionAgeMs,
     maxConnectionAgeGraceMs: config.maxConnectionAgeGraceMs,
     logProbes: config.logProbes,
+    telemetry: {
+      tracer: tracing.tracer,
+      metrics: new GrpcServerMetrics(registry),
+      // Without an exporter no span would leave the process: take ids only, without the SDK.
+      recording: tracing.isExporting,
+    },
   });
   const http = startStatusServer({ host: config.host, port: config.metricsPort, identity, lifecycle, registry });
 

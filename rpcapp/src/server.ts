@@ -9,7 +9,7 @@ import type { Lifecycle } from "../../lib/lifecycle.ts";
 import type { Logger } from "../../lib/log.ts";
 import { loadPackageDefinition } from "../../lib/proto.ts";
 import { HealthService } from "./health.ts";
-import { accessInterceptor } from "./interceptor.ts";
+import { accessInterceptor, type RpcTelemetry } from "./interceptor.ts";
 import { addReflection } from "./reflection.ts";
 import { serviceDefinition } from "./service-definition.ts";
 import { verifyUser } from "./verify.ts";
@@ -36,6 +36,8 @@ export interface RpcServerOptions {
   maxConnectionAgeGraceMs?: number;
   /** Access lines for health checks and reflection too (LOG_PROBES). Default false. */
   logProbes?: boolean;
+  /** Tracer, metrics and whether spans are recorded; without it no metrics are kept (tests). */
+  telemetry?: RpcTelemetry;
 }
 
 export interface RpcServer {
@@ -62,7 +64,9 @@ function serverOptions(opts: RpcServerOptions): grpc.ServerOptions {
     "grpc.keepalive_timeout_ms": 20_000,
     // VerifyRequest is a few bytes; refuse large payloads early (RESOURCE_EXHAUSTED).
     "grpc.max_receive_message_length": 1024 * 1024,
-    interceptors: [accessInterceptor(opts.identity, opts.log, { logProbes: opts.logProbes })],
+    interceptors: [
+      accessInterceptor(opts.identity, opts.log, { telemetry: opts.telemetry, logProbes: opts.logProbes }),
+    ],
   };
 }
 

@@ -3,6 +3,7 @@ import type { ServiceIdentity } from "../../lib/env.ts";
 import { Lifecycle } from "../../lib/lifecycle.ts";
 import { createLogger } from "../../lib/log.ts";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
+import type { RpcTelemetry } from "../src/interceptor.ts";
 import { startRpcServer, type RpcServer } from "../src/server.ts";
 import { RpcappClients } from "./clients.ts";
 
@@ -25,7 +26,13 @@ export function testLogger(logs: Record<string, unknown>[]) {
 }
 
 export async function startInProcess(
-  opts: { ready?: boolean; maxConnectionAgeMs?: number; maxConnectionAgeGraceMs?: number } = {},
+  opts: {
+    ready?: boolean;
+    maxConnectionAgeMs?: number;
+    maxConnectionAgeGraceMs?: number;
+    logProbes?: boolean;
+    telemetry?: RpcTelemetry;
+  } = {},
 ): Promise<InProcessRpcapp> {
   const logs: Record<string, unknown>[] = [];
   const log = testLogger(logs);
@@ -40,6 +47,8 @@ export async function startInProcess(
     lifecycle,
     maxConnectionAgeMs: opts.maxConnectionAgeMs,
     maxConnectionAgeGraceMs: opts.maxConnectionAgeGraceMs,
+    logProbes: opts.logProbes,
+    telemetry: opts.telemetry,
   });
   const clients = new RpcappClients(`127.0.0.1:${rpc.port}`);
   return {

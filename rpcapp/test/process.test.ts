@@ -1,5 +1,6 @@
 /** rpcapp as a real process (`bun rpcapp/src/main.ts`): an independent client, probes, SIGTERM. */
 import { afterAll, describe, expect, test } from "bun:test";
+import * as grpc from "@grpc/grpc-js";
 import { resolve } from "node:path";
 import { freePorts } from "../../scripts/stack/testing/ports.ts";
 import {
@@ -84,6 +85,35 @@ describe("rpcapp process", () => {
         "userverify.UserVerify": "SERVING",
         "no.such.Service": "NOT_FOUND",
       });
+    },
+  );
+
+  test.each([
+    ["unset", {}, false],
+    ["true", { LOG_PROBES: "true" }, true],
+  ])(
+    "with LOG_PROBES %s, health checks are counted in /metrics and logged only when asked",
+    async (_name, env, logged) => {
+      const { proc, grpcPort, httpPort } = await startRpcapp(env);
+      const clients = new RpcappClients(`127.0.0.1:${grpcPort}`);
+      try {
+        for (let i = 0; i < 3; i++) expect((await clients.check("")).reply).toEqual({ status: "SERVING" });
+        const metadata = new grpc.Metadata();
+        metadata.set("x-request-id", "after-the-checks");
+        await clients.verifyUser({ id: 1, token: "t" }, metadata);
+        // Lines leave in order: once this call's line is out, a health check's would be too.
+        await waitFor("the VerifyUser access line", () => proc.lines.some((l) => l.includes('"after-the-checks"')), {
+          proc,
+        });
+        const checkLines = proc.lines.filter((l) => l.includes('"method":"grpc.health.v1.Health/Check"'));
+        expect(checkLines).toHaveLength(logged ? 3 : 0);
+        const metrics = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+        expect(metrics).toContain(
+          'grpc_server_handled_total{grpc_method="grpc.health.v1.Health/Check",grpc_code="OK",service="rpcapp"} 3',
+        );
+      } finally {
+        clients.close();
+      }
     },
   );
 

@@ -8,6 +8,19 @@ import { printCommand, run, ScriptError } from "../cli.ts";
 export const NAMESPACE = "portico";
 
 /**
+ * The Kubernetes version `make up` starts minikube with: one the pinned KEDA supports
+ * (KEDA_KUBERNETES_SUPPORT in autoscaling.ts) and >= 1.30 (the preStop `sleep` action).
+ */
+export const KUBERNETES_VERSION = "v1.33.4";
+
+/** `minikube start` flags: the pinned Kubernetes, and Calico (which enforces the NetworkPolicies). */
+export function minikubeStartFlags(env: Record<string, string | undefined> = process.env): string[] {
+  return (env.MINIKUBE_START_FLAGS ?? `--kubernetes-version=${KUBERNETES_VERSION} --cni=calico`)
+    .split(/\s+/)
+    .filter(Boolean);
+}
+
+/**
  * The kubectl context every command names explicitly, so `make up` / `make down` never touch
  * whatever other cluster happens to be current. minikube names the context after its profile.
  */

@@ -4,7 +4,7 @@
  * written to the repository. A Secret that already exists is kept as it is, so running `make up`
  * again does not change a password under running pods. Rotate one by deleting it
  * (`kubectl -n portico delete secret portico-grafana`) and running `make up` again, then
- * restarting the pods that read it (docs/cluster-hardening.md, "Secrets").
+ * restarting the pods that read it (docs/deployment.md, "Secrets").
  *
  * Redis gets its users as an ACL file whose passwords are SHA-256 hashes (`#<hex>`), so the
  * Redis pods hold no password in clear but the ones they use themselves.
@@ -146,14 +146,14 @@ export async function ensureSecrets(env: Env = process.env): Promise<{ created: 
   try {
     for (const name of Object.keys(CLUSTER_SECRETS) as SecretName[]) {
       const exists = await run(kubectl("-n", NAMESPACE, "get", "secret", name, "-o", "name"), { nothrow: true });
-      if (exists.exitCode === 0) {
-        kept.push(name);
-        continue;
-      }
+      (exists.exitCode === 0 ? kept : created).push(name);
+    }
+    // Every value first (a chosen one may be refused), then the applies: none or all.
+    const data = created.map((name) => [name, generateSecret(name, env)] as const);
+    for (const [name, values] of data) {
       const file = join(dir, `${name}.yaml`);
-      writeFileSync(file, secretManifest(name, generateSecret(name, env)), { mode: 0o600 });
+      writeFileSync(file, secretManifest(name, values), { mode: 0o600 });
       await run(kubectl("apply", "-f", file));
-      created.push(name);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -124,6 +124,9 @@ export function startControlServer(
   return Bun.serve({
     hostname: opts.host ?? "127.0.0.1",
     port: opts.port,
+    // A rollout's event stream may be silent for longer than Bun's default 10 s (a replica that
+    // starts slowly on a busy machine): closing it then would cut `make rollout` off mid-rollout.
+    idleTimeout: 0,
     routes: {
       "/stack": { GET: () => Response.json(stackView(stack)) },
       "/targets": { GET: () => Response.json(prometheusTargets(stack)) },

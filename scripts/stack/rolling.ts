@@ -22,12 +22,17 @@
  *   4. wait until every gateway routes to the new replica before touching the next one, so at
  *      most one replica per service is in transition (`maxUnavailable: 0`).
  *
+ * A gateway's replacement shares the public port with the others (SO_REUSEPORT); when the old one
+ * closes its listener, the connections queued to it move to the others only with
+ * net.ipv4.tcp_migrate_req=1, which start() sets when permitted (listener-handover.ts).
+ *
  * DRAIN_DELAY_MS is 5 s here as in k8s/: a gateway stops sending to a draining replica after at
  * most two failed health checks (2 × 2 s) or one re-resolution after the first failed check
  * (≤ 2 s + 1 s); the drain must outlast both.
  */
 import { isIPv4 } from "node:net";
 import { DiscoveryDns } from "./dns.ts";
+import { ensureTcpMigrateReq, type Handover, type HandoverMode } from "./listener-handover.ts";
 import { Stack, type StackOptions, type StackProcess, waitReady } from "./stack.ts";
 
 export type Kind = StackProcess["kind"];
@@ -44,6 +49,8 @@ export interface RollingOptions {
   shutdownTimeoutMs?: number;
   /** UDP port of the stack's DNS server; 0 picks a free one. */
   dnsPort?: number;
+  /** Whether start() may set net.ipv4.tcp_migrate_req=1 (listener-handover.ts); default auto. */
+  handover?: HandoverMode;
 }
 
 /** One replica position: which process holds it now, on which of its two port sets. */
@@ -77,6 +84,9 @@ export class RolloutError extends Error {
 
 export class RollingStack extends Stack {
   dns: DiscoveryDns | undefined;
+  /** Whether a replaced gateway's queued connections move to the others (set by start()). */
+  handover: Handover | undefined;
+  readonly #handoverMode: HandoverMode;
   readonly #slots = new Map<string, Slot>();
   /** SIGTERMed replicas that have not exited yet. */
   readonly #retired = new Set<StackProcess>();
@@ -111,6 +121,7 @@ export class RollingStack extends Stack {
     self.stack = this;
     this.#userOnExit = opts.onExit;
     this.#dnsPort = rolling.dnsPort ?? 0;
+    this.#handoverMode = rolling.handover ?? "auto";
     for (const kind of KINDS) this.#history.set(kind, [opts.version]);
   }
 
@@ -185,6 +196,7 @@ export class RollingStack extends Stack {
   }
 
   override async start(timeoutMs = 30_000): Promise<void> {
+    this.handover = ensureTcpMigrateReq(this.#handoverMode);
     this.dns = await DiscoveryDns.start(this.#ip, this.#dnsPort);
     for (const kind of ["webapp", "rpcapp"] as const) {
       for (let r = 1; r <= this.replicasOf(kind); r++)
@@ -349,7 +361,7 @@ export class RollingStack extends Stack {
     const address = `${this.#ip}:${port}`;
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const views = await Promise.all(this.#servingGateways().map((admin) => upstreamsOf(admin)));
+      const views = await Promise.all(this.#servingGateways().map((admin) => upstreamsOf(admin, this.adminToken)));
       if (
         views.every((upstreams) =>
           upstreams?.some((u) => u.endpoints.some((e) => e.address === address && e.available)),
@@ -372,7 +384,7 @@ export class RollingStack extends Stack {
       .map((s) => `${this.#ip}:${s.process.env.PORT}`);
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const upstreams = await upstreamsOf(admin);
+      const upstreams = await upstreamsOf(admin, this.adminToken);
       const available = new Set(
         upstreams?.flatMap((u) => u.endpoints.filter((e) => e.available).map((e) => e.address)),
       );
@@ -410,9 +422,12 @@ interface UpstreamView {
 }
 
 /** A gateway's live upstream view (admin /upstreams), or undefined when it does not answer. */
-async function upstreamsOf(adminUrl: string): Promise<UpstreamView[] | undefined> {
+async function upstreamsOf(adminUrl: string, token: string | undefined): Promise<UpstreamView[] | undefined> {
   try {
-    const res = await fetch(`${adminUrl}/upstreams`, { signal: AbortSignal.timeout(1_000) });
+    const res = await fetch(`${adminUrl}/upstreams`, {
+      signal: AbortSignal.timeout(1_000),
+      ...(token ? { headers: { authorization: `Bearer ${token}` } } : {}),
+    });
     return res.ok ? ((await res.json()) as UpstreamView[]) : undefined;
   } catch {
     return undefined;

@@ -96,6 +96,15 @@ export class Stack {
     return Array.from({ length: n }, (_, i) => `${host}:${base + i}`).join(",");
   }
 
+  /**
+   * The gateways' ADMIN_TOKEN (from `env`, else this process's environment, which the processes
+   * inherit): the harness sends it when it reads their admin routes. Unset in `make dev` by
+   * default: the admin listeners are on loopback without authentication.
+   */
+  get adminToken(): string | undefined {
+    return this.opts.env.ADMIN_TOKEN || process.env.ADMIN_TOKEN || undefined;
+  }
+
   adminUrls(): string[] {
     return Array.from(
       { length: this.opts.gatewayReplicas },

@@ -6,6 +6,7 @@
 import {
   chmodSync,
   mkdirSync,
+  readdirSync,
   mkdtempSync,
   readFileSync,
   rmSync,
@@ -34,6 +35,7 @@ esac`,
   kubectl: `prev=""
 for a in "$@"; do
   if [ "$prev" = "-k" ]; then /bin/cat "$a/kustomization.yaml" > "$FAKE_LOG.overlay"; fi
+  if [ "$prev" = "-f" ] && [ -f "$a" ]; then /bin/mkdir -p "$FAKE_LOG.applied" && /bin/cat "$a" > "$FAKE_LOG.applied/\${a##*/}"; fi
   prev="$a"
 done
 case "$*" in
@@ -56,6 +58,8 @@ export interface Fakes {
   calls(): string[];
   /** The kustomization.yaml that `kubectl apply -k` was given, if any. */
   appliedOverlay(): string | undefined;
+  /** Each file `kubectl … -f <file>` was given, by base name, as it was when applied. */
+  appliedFiles(): Record<string, string>;
   cleanup(): void;
 }
 
@@ -80,6 +84,12 @@ export function makeFakes(scripts: FakeScripts): Fakes {
     path: `${bin}:${sys}`,
     calls: () => readFileSync(log, "utf8").split("\n").filter(Boolean),
     appliedOverlay: () => (existsSync(`${log}.overlay`) ? readFileSync(`${log}.overlay`, "utf8") : undefined),
+    appliedFiles: () =>
+      existsSync(`${log}.applied`)
+        ? Object.fromEntries(
+            readdirSync(`${log}.applied`).map((f) => [f, readFileSync(join(`${log}.applied`, f), "utf8")]),
+          )
+        : {},
     cleanup: () => rmSync(root, { recursive: true, force: true }),
   };
 }

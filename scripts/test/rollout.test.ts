@@ -33,13 +33,17 @@ esac`;
 /** A gateway stand-in: the seed's answers with version headers; once `failAfterChange` sees the mark, 503s. */
 async function fakeGateway(
   opts: { failAlways?: boolean; failAfterChange?: () => boolean } = {},
-): Promise<{ url: string; hits: () => number }> {
+): Promise<{ url: string; hits: () => number; connections: () => number }> {
   let hits = 0;
+  /** Client ports seen: one per connection (the loopback client's ephemeral ports are not reused this soon). */
+  const clientPorts = new Set<number>();
   const server = Bun.serve({
     hostname: "127.0.0.1",
     port: await freePort(),
-    fetch(req) {
+    fetch(req, srv) {
       hits++;
+      const client = srv.requestIP(req);
+      if (client) clientPorts.add(client.port);
       if (opts.failAlways || opts.failAfterChange?.())
         return Response.json({ title: "Upstream unavailable" }, { status: 503 });
       const path = new URL(req.url).pathname;
@@ -55,7 +59,7 @@ async function fakeGateway(
     },
   });
   servers.push(server);
-  return { url: `http://127.0.0.1:${server.port}`, hits: () => hits };
+  return { url: `http://127.0.0.1:${server.port}`, hits: () => hits, connections: () => clientPorts.size };
 }
 
 function withFakes(overrides: FakeScripts = {}, drop: string[] = []): Fakes {
@@ -71,6 +75,7 @@ function env(gatewayUrl: string, extra: Record<string, string> = {}): Record<str
     FAKE_SERVICE_URL: gatewayUrl,
     ROLLOUT_TARGET: "minikube",
     LOAD_RPS: "60",
+    LOAD_NEW_CONN_RPS: "40",
     ROLLOUT_WARMUP_S: "0",
     ROLLOUT_SETTLE_S: "1",
     ...extra,
@@ -113,6 +118,16 @@ describe("make rollout SERVICE=webapp (minikube)", () => {
     expect(patch.metadata.labels).toEqual({ "app.kubernetes.io/version": "abc1234" });
     expect(gateway.hits()).toBeGreaterThanOrEqual(40);
     expect(run.stdout).toMatch(/requests {3}\d+ sent in [\d.]+ s \(\d+\/s\): \d+ ok, 0 failed \(0 %\)/);
+    // Keep-alive clients and clients that open a new connection for each request, side by side.
+    expect(run.stdout).toContain("60 requests/s over keep-alive connections + 40/s each on a new connection");
+    const clients =
+      /clients {4}keep-alive (\d+) sent, 0 failed; a new connection per request (\d+) sent, 0 failed/.exec(run.stdout);
+    expect(clients).not.toBeNull();
+    const [keepAlive, fresh] = [Number(clients![1]), Number(clients![2])];
+    expect(fresh).toBeGreaterThanOrEqual(20);
+    // Each new-connection request came on a connection of its own; the keep-alive ones shared few.
+    expect(gateway.connections()).toBeGreaterThanOrEqual(fresh);
+    expect(gateway.connections()).toBeLessThan(fresh + keepAlive);
     expect(run.stdout).toContain("x-service-version: old1234");
     expect(run.stdout).toMatch(/0 of \d+ requests failed during the rollout of webapp/);
   });

@@ -4,6 +4,8 @@
  */
 import { afterEach, expect, test } from "bun:test";
 import { parse as parseYaml } from "yaml";
+import { KUBERNETES_VERSION } from "../cluster/minikube.ts";
+import { aclHash, CLUSTER_SECRETS } from "../cluster/secrets.ts";
 import { type Fakes, type FakeScripts, HAPPY, makeFakes, runScript } from "./fakes.ts";
 
 let fakes: Fakes | undefined;
@@ -35,6 +37,12 @@ test("up builds the 3 images in minikube's Docker, applies k8s/ with their tag, 
     // k8s/autoscaling.yaml: CPU metrics for the HPAs, and KEDA's CRD (installed when missing).
     "minikube addons enable metrics-server",
     "kubectl --context=minikube get crd scaledobjects.keda.sh",
+    // The Secrets k8s/ reads: the namespace first, then each one that is missing (here: none).
+    expect.stringMatching(/^kubectl --context=minikube apply -f \/.*\/k8s\/namespace\.yaml$/),
+    "kubectl --context=minikube -n portico get secret portico-admin -o name",
+    "kubectl --context=minikube -n portico get secret portico-grafana -o name",
+    "kubectl --context=minikube -n portico get secret portico-redis-limiter -o name",
+    "kubectl --context=minikube -n portico get secret portico-redis-store -o name",
     expect.stringMatching(/^kubectl --context=minikube apply -k \/.*portico-deploy-/),
     // Each Deployment leaves `replicas` to its autoscaler: wait for it to ask for 3, then for the rollout.
     "kubectl --context=minikube -n portico get deployment/webapp -o jsonpath={.spec.replicas}",
@@ -62,12 +70,16 @@ test("up builds the 3 images in minikube's Docker, applies k8s/ with their tag, 
     "$ kubectl --context=minikube -n portico rollout status deployment/gateway --timeout=180s",
   );
   expect(run.stdout).toContain("gateway   http://gateway.test:30080");
+  expect(run.stdout).toContain("dashboard make dashboard   then open http://127.0.0.1:9901/dashboard");
   expect(run.stdout).toContain(
-    "dashboard kubectl --context=minikube -n portico port-forward svc/gateway-admin 9901   then open http://127.0.0.1:9901/dashboard",
+    "kubectl --context=minikube -n portico get secret portico-grafana -o jsonpath={.data.admin-password} | base64 -d",
+  );
+  expect(run.stdout).toContain(
+    "kept as they are: portico-admin, portico-grafana, portico-redis-limiter, portico-redis-store",
   );
 });
 
-test("up starts minikube (with Calico, for the NetworkPolicies) when it is not running", async () => {
+test("up starts minikube (the pinned Kubernetes, and Calico for the NetworkPolicies) when it is not running", async () => {
   const f = withFakes({
     minikube: `case "$1" in status) echo "host: Stopped"; exit 7 ;; ${HAPPY.minikube!.slice('case "$1" in'.length)}`,
   });
@@ -78,7 +90,11 @@ test("up starts minikube (with Calico, for the NetworkPolicies) when it is not r
       .calls()
       .filter((c) => c.startsWith("minikube"))
       .slice(0, 3),
-  ).toEqual(["minikube status", "minikube start --cni=calico", "minikube docker-env --shell none"]);
+  ).toEqual([
+    "minikube status",
+    `minikube start --kubernetes-version=${KUBERNETES_VERSION} --cni=calico`,
+    "minikube docker-env --shell none",
+  ]);
 });
 
 test("uncommitted changes to what the images are built from give a -dirty tag with a hash of them", async () => {
@@ -141,7 +157,7 @@ test("KUBE_CONTEXT chooses the cluster every kubectl command names", async () =>
   const run = await runScript("up", f, { KUBE_CONTEXT: "portico-test" });
   expect(run.exitCode).toBe(0);
   const kubectlCalls = f.calls().filter((c) => c.startsWith("kubectl"));
-  expect(kubectlCalls.length).toBe(8);
+  expect(kubectlCalls.length).toBe(13);
   for (const call of kubectlCalls) expect(call).toStartWith("kubectl --context=portico-test ");
 });
 
@@ -158,4 +174,75 @@ test("IMAGE_TAG replaces the git sha, and an invalid one is refused before anyth
   expect(bad.exitCode).toBe(1);
   expect(bad.stderr).toContain('IMAGE_TAG="has space" is not a valid image tag');
   expect(g.calls()).toEqual([]);
+});
+
+/** A kubectl that finds no Secret in the cluster (so up creates them), otherwise the happy one. */
+const KUBECTL_WITHOUT_SECRETS = `case "$*" in
+  *"get secret"*) echo 'Error from server (NotFound): secrets not found' >&2; exit 1 ;;
+esac
+${HAPPY.kubectl}`;
+
+function decodedSecrets(f: Fakes): Record<string, { kind: string; data: Record<string, string> }> {
+  const out: Record<string, { kind: string; data: Record<string, string> }> = {};
+  for (const [file, text] of Object.entries(f.appliedFiles())) {
+    if (!file.startsWith("portico-")) continue;
+    const o = parseYaml(text) as { kind: string; metadata: { name: string }; data: Record<string, string> };
+    out[o.metadata.name] = {
+      kind: o.kind,
+      data: Object.fromEntries(Object.entries(o.data).map(([k, v]) => [k, Buffer.from(v, "base64").toString()])),
+    };
+  }
+  return out;
+}
+
+test("a cluster without the Secrets gets them generated: every key k8s/ reads, values never on a command line", async () => {
+  const f = withFakes({ kubectl: KUBECTL_WITHOUT_SECRETS });
+  const run = await runScript("up", f, { GRAFANA_ADMIN_PASSWORD: "a-chosen-password-0123" });
+  expect(run.stderr).toBe("");
+  expect(run.exitCode).toBe(0);
+  const secrets = decodedSecrets(f);
+  expect(Object.keys(secrets).sort()).toEqual(Object.keys(CLUSTER_SECRETS).sort());
+  for (const [name, keys] of Object.entries(CLUSTER_SECRETS))
+    expect({ name, kind: secrets[name]!.kind, keys: Object.keys(secrets[name]!.data).sort() }).toEqual({
+      name,
+      kind: "Secret",
+      keys: [...keys].sort(),
+    });
+  // A value given in the environment is used; the others are random and long.
+  expect(secrets["portico-grafana"]!.data["admin-password"]).toBe("a-chosen-password-0123");
+  const limiter = secrets["portico-redis-limiter"]!.data;
+  expect(limiter.password!.length).toBeGreaterThanOrEqual(43);
+  expect(limiter.url).toBe(`redis://gateway:${limiter.password}@redis-limiter:6379`);
+  // Redis holds the hash, never the password itself.
+  expect(limiter["users.acl"]).toContain(`user gateway on ${aclHash(limiter.password!)} ~portico:rl:*`);
+  expect(limiter["users.acl"]).not.toContain(limiter.password!);
+  expect(limiter["users.acl"]).toContain("user default off");
+  const store = secrets["portico-redis-store"]!.data;
+  expect(store.url).toBe(`redis://webapp:${store["webapp-password"]}@redis-store-0.redis-store:6379`);
+  expect(
+    new Set([
+      store["webapp-password"],
+      store["replica-password"],
+      store["sentinel-password"],
+      store["sentinel-redis-password"],
+    ]).size,
+  ).toBe(4);
+  // Applied from files before k8s/ itself; no value ever appears in a command or the output.
+  const calls = f.calls();
+  const applies = calls.filter((c) => /apply -f .*portico-secrets-.*\/portico-[a-z-]+\.yaml$/.test(c));
+  expect(applies.length).toBe(4);
+  expect(calls.findIndex((c) => c.includes("apply -k"))).toBeGreaterThan(calls.indexOf(applies.at(-1)!));
+  for (const value of [limiter.password!, store["webapp-password"]!, "a-chosen-password-0123"]) {
+    expect(calls.join("\n")).not.toContain(value);
+    expect(run.stdout).not.toContain(value);
+  }
+  expect(run.stdout).toContain("created: portico-admin, portico-grafana, portico-redis-limiter, portico-redis-store");
+});
+
+test("a chosen password too short to be one is refused before anything is applied", async () => {
+  const f = withFakes({ kubectl: KUBECTL_WITHOUT_SECRETS });
+  const run = await runScript("up", f, { GRAFANA_ADMIN_PASSWORD: "admin" });
+  expect(run.exitCode).toBe(1);
+  expect(run.stderr).toContain("GRAFANA_ADMIN_PASSWORD must be at least 16 characters");
+  expect(f.calls().filter((c) => c.includes("portico-secrets-") || c.includes("apply -k"))).toEqual([]);
 });

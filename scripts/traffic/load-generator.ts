@@ -2,8 +2,14 @@
  * Steady traffic through a gateway, counting every failure: what `make rollout`, `make rollback`
  * and `make load` drive while the stack changes under it, and what the rolling-upgrade test
  * measures. Open loop — requests start at a fixed rate whatever the latency, as real clients do,
- * with a cap on requests in flight — over keep-alive connections (Bun's fetch pool), so the
- * keep-alive races of a replica going away are exercised, not avoided.
+ * with a cap on requests in flight — from two kinds of client side by side:
+ *
+ * - keep-alive clients (Bun's fetch pool), so the keep-alive races of a replica going away are
+ *   exercised: a request written on a pooled connection the server is closing;
+ * - clients that open a new connection for each request (`newConnectionRps`; `keepalive: false`),
+ *   as scripts, health checkers and clients without a pool do, so the listener's races are
+ *   exercised too: a connection the kernel queued to a gateway whose listener then closes is
+ *   reset (docs/operations.md, "Replacing a gateway locally").
  *
  * A request fails when it gets no response (connection refused or reset, timeout) or a status
  * other than 2xx. Nothing is retried here: a retry would hide the failure the check looks for.
@@ -27,13 +33,24 @@ export const SEED_MIX: readonly RequestSpec[] = [
 ];
 
 export interface LoadOptions {
-  /** Requests started per second. */
+  /** Requests started per second over keep-alive connections. */
   rps: number;
-  /** Never more than this many unanswered at once; a start that would exceed it is counted as skipped. */
+  /** Requests started per second, each on a connection of its own (default 0: none). */
+  newConnectionRps?: number;
+  /** Never more than this many unanswered at once, both kinds together; a start that would exceed it is counted as skipped. */
   maxInFlight?: number;
   timeoutMs?: number;
   /** Sent in turn. */
   mix?: readonly RequestSpec[];
+}
+
+export type ClientKind = "keepAlive" | "newConnection";
+
+/** One kind of client's share of the report. */
+export interface ClientFigures {
+  sent: number;
+  ok: number;
+  failed: number;
 }
 
 export interface LoadReport {
@@ -43,7 +60,9 @@ export interface LoadReport {
   /** Starts skipped because `maxInFlight` requests were unanswered (the target is too slow). */
   skipped: number;
   durationMs: number;
-  /** Failure kind ("HTTP 502", "ECONNRESET", "timeout") → count. */
+  /** The figures of each kind of client (see the file comment). */
+  clients: Record<ClientKind, ClientFigures>;
+  /** Failure kind ("HTTP 502", "ECONNRESET", "timeout"; "… (new connection)" from those clients) → count. */
   failures: Record<string, number>;
   /** The first few failures, with what identifies them. */
   examples: string[];
@@ -60,9 +79,13 @@ export interface LoadReport {
 const MAX_EXAMPLES = 5;
 const TICK_MS = 5;
 
+/** How each kind of client sends: `keepalive: false` makes Bun's fetch open and close a connection per request. */
+const CLIENT_INIT: Record<ClientKind, RequestInit> = { keepAlive: {}, newConnection: { keepalive: false } };
+
 export class LoadGenerator {
   readonly #base: string;
   readonly #rps: number;
+  readonly #newConnectionRps: number;
   readonly #maxInFlight: number;
   readonly #timeoutMs: number;
   readonly #mix: readonly { spec: RequestSpec; body: string | undefined }[];
@@ -70,6 +93,7 @@ export class LoadGenerator {
   #startedAt = 0;
   #stoppedAt = 0;
   #due = 0;
+  #dueNew = 0;
   #inFlight = new Set<Promise<void>>();
   #latencies: number[] = [];
   readonly #report: Omit<LoadReport, "durationMs" | "latency"> = {
@@ -77,6 +101,7 @@ export class LoadGenerator {
     ok: 0,
     failed: 0,
     skipped: 0,
+    clients: { keepAlive: { sent: 0, ok: 0, failed: 0 }, newConnection: { sent: 0, ok: 0, failed: 0 } },
     failures: {},
     examples: [],
     gatewayVersions: {},
@@ -88,6 +113,9 @@ export class LoadGenerator {
     if (!(opts.rps > 0)) throw new Error(`the request rate must be above 0, not ${opts.rps}`);
     this.#base = baseUrl.replace(/\/+$/, "");
     this.#rps = opts.rps;
+    this.#newConnectionRps = opts.newConnectionRps ?? 0;
+    if (!(this.#newConnectionRps >= 0))
+      throw new Error(`the new-connection rate must be 0 or more, not ${opts.newConnectionRps}`);
     this.#maxInFlight = opts.maxInFlight ?? 256;
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
     this.#mix = (opts.mix ?? SEED_MIX).map((spec) => ({
@@ -127,26 +155,40 @@ export class LoadGenerator {
   }
 
   #tick(): void {
-    const due = Math.floor(((performance.now() - this.#startedAt) / 1000) * this.#rps);
+    const seconds = (performance.now() - this.#startedAt) / 1000;
+    const due = Math.floor(seconds * this.#rps);
     while (this.#due < due) {
       this.#due++;
-      if (this.#inFlight.size >= this.#maxInFlight) {
-        this.#report.skipped++;
-        continue;
-      }
-      const request = this.#send(this.#mix[this.#due % this.#mix.length]!);
-      this.#inFlight.add(request);
-      void request.finally(() => this.#inFlight.delete(request));
+      this.#launch(this.#due, "keepAlive");
+    }
+    const dueNew = Math.floor(seconds * this.#newConnectionRps);
+    while (this.#dueNew < dueNew) {
+      this.#dueNew++;
+      this.#launch(this.#dueNew, "newConnection");
     }
   }
 
-  async #send({ spec, body }: { spec: RequestSpec; body: string | undefined }): Promise<void> {
+  #launch(n: number, client: ClientKind): void {
+    if (this.#inFlight.size >= this.#maxInFlight) {
+      this.#report.skipped++;
+      return;
+    }
+    const request = this.#send(this.#mix[n % this.#mix.length]!, client);
+    this.#inFlight.add(request);
+    void request.finally(() => this.#inFlight.delete(request));
+  }
+
+  async #send({ spec, body }: { spec: RequestSpec; body: string | undefined }, client: ClientKind): Promise<void> {
     const r = this.#report;
+    const figures = r.clients[client];
     r.sent++;
+    figures.sent++;
     const requestId = crypto.randomUUID();
     const sentAt = performance.now();
+    const suffix = client === "newConnection" ? " (new connection)" : "";
     try {
       const res = await fetch(this.#base + spec.path, {
+        ...CLIENT_INIT[client],
         method: spec.method,
         headers: { "content-type": "application/json", "x-request-id": requestId },
         body,
@@ -156,25 +198,32 @@ export class LoadGenerator {
       count(r.gatewayVersions, res.headers.get("x-gateway-version") ?? "(none)");
       if (res.status >= 200 && res.status < 300) {
         r.ok++;
+        figures.ok++;
         this.#latencies.push(performance.now() - sentAt);
         count((r.serviceVersions[spec.name] ??= {}), res.headers.get("x-service-version") ?? "(none)");
         count((r.servedBy[spec.name] ??= {}), res.headers.get("x-served-by") ?? "(none)");
         return;
       }
       this.#fail(
-        `HTTP ${res.status}${res.status === 429 ? " (rate limited: lower LOAD_RPS)" : ""}`,
-        `${spec.method} ${spec.path} → ${res.status} ${text.slice(0, 160)} (x-request-id ${requestId}, gateway ${res.headers.get("x-gateway") ?? "?"})`,
+        figures,
+        `HTTP ${res.status}${res.status === 429 ? " (rate limited: lower LOAD_RPS)" : ""}${suffix}`,
+        `${spec.method} ${spec.path} → ${res.status} ${text.slice(0, 160)} (x-request-id ${requestId}, gateway ${res.headers.get("x-gateway") ?? "?"})${suffix}`,
       );
     } catch (err) {
       const e = err as Error & { code?: string };
       const kind = e.name === "TimeoutError" ? `timeout (${this.#timeoutMs} ms)` : (e.code ?? e.name);
-      this.#fail(kind, `${spec.method} ${spec.path} → ${kind}: ${e.message} (x-request-id ${requestId})`);
+      this.#fail(
+        figures,
+        `${kind}${suffix}`,
+        `${spec.method} ${spec.path} → ${kind}: ${e.message} (x-request-id ${requestId})${suffix}`,
+      );
     }
   }
 
-  #fail(kind: string, example: string): void {
+  #fail(figures: ClientFigures, kind: string, example: string): void {
     const r = this.#report;
     r.failed++;
+    figures.failed++;
     count(r.failures, kind);
     if (r.examples.length < MAX_EXAMPLES) r.examples.push(example);
   }
@@ -197,11 +246,20 @@ export function formatCounts(counts: Record<string, number>): string {
   return entries.length === 0 ? "none" : entries.map(([k, n]) => `${k} ×${n}`).join(", ");
 }
 
+function clientLine(c: ClientFigures): string {
+  return `${c.sent} sent, ${c.failed} failed`;
+}
+
 /** The report as a few lines a person reads. */
 export function formatReport(r: LoadReport): string {
   const pct = r.sent === 0 ? "0" : ((r.failed / r.sent) * 100).toFixed(r.failed === 0 ? 0 : 3);
   const lines = [
     `requests   ${r.sent} sent in ${(r.durationMs / 1000).toFixed(1)} s (${(r.sent / Math.max(1, r.durationMs / 1000)).toFixed(0)}/s): ${r.ok} ok, ${r.failed} failed (${pct} %)${r.skipped ? `, ${r.skipped} not sent (${r.skipped} starts found the in-flight cap full)` : ""}`,
+    ...(r.clients.newConnection.sent > 0
+      ? [
+          `clients    keep-alive ${clientLine(r.clients.keepAlive)}; a new connection per request ${clientLine(r.clients.newConnection)}`,
+        ]
+      : []),
     `latency    p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms, max ${r.latency.max} ms`,
     `gateway    x-gateway-version: ${formatCounts(r.gatewayVersions)}`,
     ...Object.entries(r.serviceVersions).map(

@@ -13,20 +13,27 @@ export interface UnderLoadOptions {
   gatewayUrl: string;
   /** What changes, for the messages: "the rollout of webapp". */
   what: string;
+  /** Requests/s over keep-alive connections. */
   rps: number;
+  /** Requests/s each on a new connection (0: none): the clients a gateway's listener closing can reset. */
+  newConnectionRps: number;
   warmupMs: number;
   settleMs: number;
   /** A progress line this often while the change runs. */
   progressMs?: number;
 }
 
-/** LOAD_RPS (default `rps`), ROLLOUT_WARMUP_S (3), ROLLOUT_SETTLE_S (5). */
+/** The new-connection clients' default rate: what lost requests in a local gateway handover before tcp_migrate_req. */
+export const DEFAULT_NEW_CONNECTION_RPS = 400;
+
+/** LOAD_RPS (default `rps`), LOAD_NEW_CONN_RPS (400), ROLLOUT_WARMUP_S (3), ROLLOUT_SETTLE_S (5). */
 export function loadSettingsFromEnv(
   rps: number,
   env: Record<string, string | undefined> = process.env,
-): Pick<UnderLoadOptions, "rps" | "warmupMs" | "settleMs"> {
+): Pick<UnderLoadOptions, "rps" | "newConnectionRps" | "warmupMs" | "settleMs"> {
   return {
     rps: envInt("LOAD_RPS", rps, { min: 1, max: 100_000 }, env),
+    newConnectionRps: envInt("LOAD_NEW_CONN_RPS", DEFAULT_NEW_CONNECTION_RPS, { min: 0, max: 10_000 }, env),
     warmupMs: envInt("ROLLOUT_WARMUP_S", 3, { min: 0, max: 600 }, env) * 1000,
     settleMs: envInt("ROLLOUT_SETTLE_S", 5, { min: 0, max: 600 }, env) * 1000,
   };
@@ -37,14 +44,18 @@ function progressLine(r: LoadReport): string {
     .map(([route, v]) => `${route} ${formatCounts(v)}`)
     .join("; ");
   return chalk.dim(
-    `  … ${(r.durationMs / 1000).toFixed(0)} s: ${r.sent} sent, ${r.failed} failed; gateway ${formatCounts(r.gatewayVersions)}; ${versions}`,
+    `  … ${(r.durationMs / 1000).toFixed(0)} s: ${r.sent} sent, ${r.failed} failed (${r.clients.newConnection.failed} of ${r.clients.newConnection.sent} on new connections); gateway ${formatCounts(r.gatewayVersions)}; ${versions}`,
   );
 }
 
 /** Runs `change` under load; resolves with the report when no request failed, else throws ScriptError. */
 export async function underLoad(opts: UnderLoadOptions, change: () => Promise<void>): Promise<LoadReport> {
-  step(`steady load: ${opts.rps} requests/s through ${opts.gatewayUrl} (POST /projects/ and POST /verify/ in turn)`);
-  const load = new LoadGenerator(opts.gatewayUrl, { rps: opts.rps });
+  const clients =
+    opts.newConnectionRps > 0
+      ? `${opts.rps} requests/s over keep-alive connections + ${opts.newConnectionRps}/s each on a new connection`
+      : `${opts.rps} requests/s over keep-alive connections`;
+  step(`steady load: ${clients} through ${opts.gatewayUrl} (POST /projects/ and POST /verify/ in turn)`);
+  const load = new LoadGenerator(opts.gatewayUrl, { rps: opts.rps, newConnectionRps: opts.newConnectionRps });
   load.start();
   const progress = setInterval(() => console.log(progressLine(load.snapshot())), opts.progressMs ?? 5_000);
   let report: LoadReport | undefined;

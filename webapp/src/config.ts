@@ -4,7 +4,8 @@
  */
 import { EnvError, envBool, envInt, envPort, envString } from "../../lib/env.ts";
 import { redactUrl } from "../../lib/redis.ts";
-import { DEFAULT_REDIS_KEY_PREFIX, type RedisStoreConfig } from "./store/redis.ts";
+import { parseHostPort } from "../../lib/redis-sentinel.ts";
+import { DEFAULT_REDIS_KEY_PREFIX, type RedisSentinelConfig, type RedisStoreConfig } from "./store/redis.ts";
 
 export interface WebappConfig {
   host: string;
@@ -15,6 +16,8 @@ export interface WebappConfig {
   redis: RedisStoreConfig | undefined;
   /** SQLite file (its folder is created) or `:memory:`. */
   dbPath: string;
+  /** MAX_PROJECTS: the most projects the store holds; a create beyond it gets 507. */
+  maxProjects: number;
   /** Largest request body accepted, in bytes; larger ones get 413. */
   maxBodyBytes: number;
   /** Deepest JSON nesting accepted in a body; deeper ones get 400 before they are parsed. */
@@ -35,6 +38,8 @@ export function loadConfig(env: Env = process.env): WebappConfig {
     store,
     redis: store === "redis" ? redisConfig(env) : undefined,
     dbPath: envString("DB_PATH", ".data/webapp.sqlite", env),
+    // ~0.5 KB each in Redis at the longest title: 100 000 fit well within the store's 192 MB.
+    maxProjects: envInt("MAX_PROJECTS", 100_000, { min: 1, max: 1_000_000_000 }, env),
     maxBodyBytes: envInt("MAX_BODY_BYTES", 65_536, { min: 1, max: 64 * 1024 * 1024 }, env),
     // A project is one level deep; the cap only has to stay far below what overflows a stack.
     maxJsonDepth: envInt("MAX_JSON_DEPTH", 32, { min: 1, max: 1000 }, env),
@@ -54,9 +59,46 @@ function redisConfig(env: Env): RedisStoreConfig {
     throw new EnvError(
       `REDIS_URL=${redactUrl(url)} is not a Redis URL; expected redis://host:port (or rediss://, valkey://)`,
     );
+  const timeoutMs = envInt("REDIS_TIMEOUT_MS", 500, { min: 1, max: 60_000 }, env);
+  const sentinel = sentinelConfig(env);
+  // The WAIT blocks server-side for up to its timeout: it must end before the call's own timeout,
+  // which would otherwise call Redis unreachable and drop the connection.
+  const waitTimeoutMs = envInt("REDIS_WAIT_TIMEOUT_MS", Math.max(1, Math.floor(timeoutMs / 2)), { min: 1 }, env);
+  if (waitTimeoutMs >= timeoutMs)
+    throw new EnvError(
+      `REDIS_WAIT_TIMEOUT_MS=${waitTimeoutMs} must be below REDIS_TIMEOUT_MS=${timeoutMs}: the WAIT for replicas is one Redis call`,
+    );
   return {
     url,
     keyPrefix: envString("REDIS_KEY_PREFIX", DEFAULT_REDIS_KEY_PREFIX, env),
-    timeoutMs: envInt("REDIS_TIMEOUT_MS", 500, { min: 1, max: 60_000 }, env),
+    timeoutMs,
+    sentinel,
+    // Behind Sentinels a failover promotes a replica: a create is acknowledged once one has it.
+    waitReplicas: envInt("REDIS_WAIT_REPLICAS", sentinel ? 1 : 0, { min: 0, max: 100 }, env),
+    waitTimeoutMs,
+  };
+}
+
+/** REDIS_SENTINELS and its companions; undefined without REDIS_SENTINELS (REDIS_URL's server is used). */
+function sentinelConfig(env: Env): RedisSentinelConfig | undefined {
+  const list = envString("REDIS_SENTINELS", "", env);
+  if (!list) return undefined;
+  const addresses = list
+    .split(",")
+    .map((a) => a.trim())
+    .filter(Boolean);
+  for (const address of addresses) {
+    try {
+      parseHostPort(address);
+    } catch (err) {
+      throw new EnvError(`REDIS_SENTINELS: ${(err as Error).message}`);
+    }
+  }
+  if (addresses.length === 0) throw new EnvError(`REDIS_SENTINELS=${JSON.stringify(list)} lists no host:port`);
+  const password = envString("REDIS_SENTINEL_PASSWORD", "", env);
+  return {
+    addresses,
+    masterName: envString("REDIS_SENTINEL_MASTER", "portico", env),
+    ...(password ? { password } : {}),
   };
 }

@@ -7,7 +7,7 @@ import { ParseError, ValidationError } from "elysia";
 import { STATUS_CODES } from "node:http";
 import type { Problem } from "../../lib/problem.ts";
 import { HttpProblem } from "./http-problem.ts";
-import { StoreUnavailableError } from "./store/store.ts";
+import { StoreFullError, StoreUnavailableError } from "./store/store.ts";
 
 export interface FieldError {
   field: string;
@@ -20,6 +20,13 @@ export function problemForError(error: unknown): Problem {
   if (cause instanceof HttpProblem) return cause.problem;
   if (cause instanceof StoreUnavailableError)
     return { title: "Service Unavailable", status: 503, detail: "the project store is unavailable; retry shortly" };
+  // RFC 4918's 507: the server cannot store what the request needs; not transient, so no Retry-After.
+  if (cause instanceof StoreFullError)
+    return {
+      title: "Insufficient Storage",
+      status: 507,
+      detail: `the project store is full: it holds its maximum of ${cause.maxProjects} projects, and no more can be created`,
+    };
   if (cause instanceof ValidationError) return validationProblem(cause);
   if (error instanceof ParseError)
     return { title: "Malformed request body", status: 400, detail: "the request body could not be parsed" };

@@ -18,7 +18,10 @@ try {
   const config = loadConfig();
   const tracing = await startTracing(identity, { log });
   const registry = createMetricsRegistry(identity);
-  const store = openStore({ kind: config.store, sqlitePath: config.dbPath, redis: config.redis }, log);
+  const store = openStore(
+    { kind: config.store, sqlitePath: config.dbPath, redis: config.redis, maxProjects: config.maxProjects },
+    log,
+  );
   const lifecycle = new Lifecycle({
     drainDelayMs: config.drainDelayMs,
     shutdownTimeoutMs: config.shutdownTimeoutMs,
@@ -57,7 +60,14 @@ try {
       metrics: `${app.server?.url.href}metrics`,
       traces: tracing.config.tracesUrl ?? null,
       store: config.store,
-      ...(config.redis ? { redis: redactUrl(config.redis.url) } : { db_path: config.dbPath }),
+      ...(config.redis
+        ? {
+            redis: config.redis.sentinel ? "(the master the Sentinels name)" : redactUrl(config.redis.url),
+            redis_sentinels: config.redis.sentinel?.addresses.join(",") ?? null,
+            redis_wait_replicas: config.redis.waitReplicas,
+          }
+        : { db_path: config.dbPath }),
+      max_projects: config.maxProjects,
       max_body_bytes: config.maxBodyBytes,
       max_json_depth: config.maxJsonDepth,
     },

@@ -9,7 +9,7 @@ import { TestRedis } from "../../scripts/stack/testing/redis.ts";
 import { loadConfig } from "../src/config.ts";
 import { openStore } from "../src/store/index.ts";
 import { openRedisStore } from "../src/store/redis.ts";
-import type { ProjectStore } from "../src/store/store.ts";
+import { type ProjectStore, StoreUnavailableError } from "../src/store/store.ts";
 import { describeProjectStoreContract } from "./store-contract.ts";
 
 const hasRedis = requireBinary("redis-server");
@@ -32,8 +32,8 @@ let prefixes = 0;
 const newPrefix = () => `test:${++prefixes}:`;
 
 /** A store that has connected (it connects in the background). */
-async function openConnected(keyPrefix: string): Promise<ProjectStore> {
-  const store = openRedisStore({ url: redis.url, keyPrefix, timeoutMs: 500 });
+async function openConnected(keyPrefix: string, maxProjects?: number): Promise<ProjectStore> {
+  const store = openRedisStore({ url: redis.url, keyPrefix, timeoutMs: 500, maxProjects });
   await waitFor("the store to reach redis", () => store.ping().then(() => true), { timeoutMs: 5000 });
   return store;
 }
@@ -42,9 +42,9 @@ describeProjectStoreContract(
   "Redis",
   {
     open: () => openConnected(newPrefix()),
-    openPair: async () => {
+    openPair: async (opts) => {
       const prefix = newPrefix();
-      return [await openConnected(prefix), await openConnected(prefix)];
+      return [await openConnected(prefix, opts?.maxProjects), await openConnected(prefix, opts?.maxProjects)];
     },
   },
   { skip: !hasRedis },
@@ -93,6 +93,48 @@ describe.skipIf(!hasRedis)("Redis project store: what it writes", () => {
   });
 });
 
+describe.skipIf(!hasRedis)("Redis project store: creates wait for replicas (REDIS_WAIT_REPLICAS)", () => {
+  test("without the replicas asked for, a create is not acknowledged (StoreUnavailableError naming the count); the project was written", async () => {
+    const prefix = newPrefix();
+    const store = openRedisStore({
+      url: redis.url,
+      keyPrefix: prefix,
+      timeoutMs: 500,
+      waitReplicas: 1,
+      waitTimeoutMs: 20,
+    });
+    await waitFor("the store to reach redis", () => store.ping().then(() => true), { timeoutMs: 5000 });
+    const error = await store.create("unconfirmed").catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(StoreUnavailableError);
+    expect((error as Error).message).toBe("project 1 reached the master but 0 of 1 replicas confirmed it within 20 ms");
+    expect(JSON.parse((await raw.get(`${prefix}project:1`))!)).toMatchObject({ title: "unconfirmed" });
+    await store.close();
+  });
+
+  test("concurrent creates share WAITs: one in flight at a time, so a read never queues behind more than one", async () => {
+    const store = openRedisStore({
+      url: redis.url,
+      keyPrefix: newPrefix(),
+      timeoutMs: 500,
+      waitReplicas: 1,
+      waitTimeoutMs: 20,
+    });
+    await waitFor("the store to reach redis", () => store.ping().then(() => true), { timeoutMs: 5000 });
+    const waitsBefore = await waitCalls();
+    const results = await Promise.allSettled(Array.from({ length: 30 }, (_, i) => store.create(`batch ${i}`)));
+    expect(results.every((r) => r.status === "rejected" && r.reason instanceof StoreUnavailableError)).toBe(true);
+    // The first create goes out alone; the 29 that arrive while its WAIT blocks go out together after it.
+    expect((await waitCalls()) - waitsBefore).toBe(2);
+    await store.close();
+  });
+});
+
+/** How many WAIT commands Redis has run (INFO commandstats). */
+async function waitCalls(): Promise<number> {
+  const info = (await raw.send("INFO", ["commandstats"])) as string;
+  return Number(/cmdstat_wait:calls=(\d+)/.exec(info)?.[1] ?? 0);
+}
+
 describe("STORE=redis configuration", () => {
   test("REDIS_URL is required and must be a Redis URL; its password never shows in the error", () => {
     expect(() => loadConfig({ STORE: "redis" })).toThrow(
@@ -109,13 +151,50 @@ describe("STORE=redis configuration", () => {
       url: "redis://redis:6379",
       keyPrefix: "portico:webapp:",
       timeoutMs: 500,
+      waitReplicas: 0,
+      waitTimeoutMs: 250,
     });
     expect(
       loadConfig({ STORE: "redis", REDIS_URL: "rediss://r:6380", REDIS_KEY_PREFIX: "x:", REDIS_TIMEOUT_MS: "50" })
         .redis,
-    ).toEqual({ url: "rediss://r:6380", keyPrefix: "x:", timeoutMs: 50 });
+    ).toEqual({ url: "rediss://r:6380", keyPrefix: "x:", timeoutMs: 50, waitReplicas: 0, waitTimeoutMs: 25 });
     expect(() => loadConfig({ STORE: "redis", REDIS_URL: "redis://redis:6379", REDIS_TIMEOUT_MS: "soon" })).toThrow(
       'REDIS_TIMEOUT_MS="soon" is not an integer in [1, 60000]',
+    );
+  });
+
+  test("REDIS_SENTINELS: follow the master the Sentinels name, and wait for 1 replica by default", () => {
+    const redis = loadConfig({
+      STORE: "redis",
+      REDIS_URL: "redis://webapp:pw@redis-store-0.redis-store:6379",
+      REDIS_SENTINELS: "redis-store-sentinel:26379, [::1]:26380",
+      REDIS_SENTINEL_PASSWORD: "s3cret",
+    }).redis;
+    expect(redis).toMatchObject({
+      sentinel: { addresses: ["redis-store-sentinel:26379", "[::1]:26380"], masterName: "portico", password: "s3cret" },
+      waitReplicas: 1,
+      waitTimeoutMs: 250,
+    });
+    const custom = loadConfig({
+      STORE: "redis",
+      REDIS_URL: "redis://r:6379",
+      REDIS_SENTINELS: "s:26379",
+      REDIS_SENTINEL_MASTER: "other",
+      REDIS_WAIT_REPLICAS: "0",
+    }).redis;
+    expect(custom).toMatchObject({ sentinel: { addresses: ["s:26379"], masterName: "other" }, waitReplicas: 0 });
+    expect(custom?.sentinel?.password).toBeUndefined();
+  });
+
+  test("a bad Sentinel address or a WAIT timeout not below REDIS_TIMEOUT_MS stops start-up, naming the variable", () => {
+    const base = { STORE: "redis", REDIS_URL: "redis://r:6379" };
+    expect(() => loadConfig({ ...base, REDIS_SENTINELS: "sentinel" })).toThrow(
+      'REDIS_SENTINELS: "sentinel" is not host:port (e.g. redis-sentinel:26379, [::1]:26379)',
+    );
+    expect(() => loadConfig({ ...base, REDIS_SENTINELS: "s:99999" })).toThrow("REDIS_SENTINELS");
+    expect(() => loadConfig({ ...base, REDIS_SENTINELS: " , " })).toThrow("REDIS_SENTINELS");
+    expect(() => loadConfig({ ...base, REDIS_TIMEOUT_MS: "200", REDIS_WAIT_TIMEOUT_MS: "200" })).toThrow(
+      "REDIS_WAIT_TIMEOUT_MS=200 must be below REDIS_TIMEOUT_MS=200",
     );
   });
 

@@ -13,9 +13,9 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 let files = 0;
 describeProjectStoreContract("SQLite", {
   open: async () => openSqliteStore(":memory:"),
-  openPair: async () => {
+  openPair: async (opts) => {
     const path = join(dir, `shared-${++files}.sqlite`);
-    return [openSqliteStore(path), openSqliteStore(path)];
+    return [openSqliteStore(path, opts), openSqliteStore(path, opts)];
   },
 });
 

@@ -3,13 +3,13 @@
  * own backing (sqlite-store.test.ts, redis-store.test.ts): the routes rely on nothing else.
  */
 import { describe, expect, test } from "bun:test";
-import type { ProjectStore } from "../src/store/store.ts";
+import { type ProjectStore, StoreFullError } from "../src/store/store.ts";
 
 export interface StoreUnderTest {
   /** A store on new, empty data. */
   open(): Promise<ProjectStore>;
-  /** Two stores on the same new data, as two replicas open it. */
-  openPair(): Promise<[ProjectStore, ProjectStore]>;
+  /** Two stores on the same new data, as two replicas open it (with MAX_PROJECTS when given). */
+  openPair(opts?: { maxProjects?: number }): Promise<[ProjectStore, ProjectStore]>;
 }
 
 export function describeProjectStoreContract(name: string, under: StoreUnderTest, opts: { skip?: boolean } = {}): void {
@@ -89,6 +89,24 @@ export function describeProjectStoreContract(name: string, under: StoreUnderTest
       await store.close();
       await expect(store.ping()).rejects.toThrow();
       await expect(store.create("late")).rejects.toThrow();
+    });
+    test("MAX_PROJECTS: two replicas creating at once stop at exactly the maximum; the rest fail with StoreFullError", async () => {
+      const [a, b] = await under.openPair({ maxProjects: 25 });
+      const results = await Promise.allSettled(
+        Array.from({ length: 40 }, (_, i) => (i % 2 ? a : b).create(`quota ${i}`)),
+      );
+      const created = results.filter((r) => r.status === "fulfilled");
+      const refused = results.flatMap((r) => (r.status === "rejected" ? [r.reason] : []));
+      expect(created).toHaveLength(25);
+      expect(refused).toHaveLength(15);
+      for (const err of refused) {
+        expect(err).toBeInstanceOf(StoreFullError);
+        expect((err as StoreFullError).maxProjects).toBe(25);
+      }
+      // Full is not broken: reads go on.
+      expect(await a.list({ limit: 100, after: 0 })).toHaveLength(25);
+      await a.close();
+      await b.close();
     });
   });
 }

@@ -2,6 +2,10 @@
  * The admin API, on its own port (ADMIN_PORT) so that nothing here is reachable through the
  * public listener: health, version, the loaded config and its reloads, the live upstream state,
  * metrics; and it mounts the live dashboard of the whole tier (../dashboard/) when given one.
+ *
+ * With an AdminAuth (ADMIN_TOKEN set), every route but /metrics, /healthz and /readyz needs the
+ * token (auth.ts); without one, main.ts binds the listener to loopback. The config source is
+ * shown with its secrets redacted either way (config-source.ts).
  */
 import { Elysia } from "elysia";
 import type { Registry } from "prom-client";
@@ -13,12 +17,18 @@ import type { ConfigReloader } from "../config/reload.ts";
 import type { Gateway } from "../server.ts";
 import type { Dashboard } from "../dashboard/index.ts";
 import { endpointView } from "../dashboard/snapshot.ts";
+import type { AdminAuth } from "./auth.ts";
+import { redactConfigSource } from "./config-source.ts";
 
 export interface AdminExtras {
   /** Serves /dashboard/*; without it those paths answer 404. */
   dashboard?: Dashboard;
   /** Its status is part of /config, and the text in force is /config/source. */
   reloader?: ConfigReloader;
+  /** Requires the admin token on every route but the open ones; without it, no authentication. */
+  auth?: AdminAuth;
+  /** What the config source's redaction reads: the environment (secrets the file names) and values never to show. */
+  redaction?: { env: Readonly<Record<string, string | undefined>>; hide: readonly string[] };
 }
 
 /** `metrics`: the registry served on /metrics (../telemetry/metrics.ts); 404 there without one. */
@@ -29,8 +39,25 @@ export function createAdminApp(
   metrics?: Registry,
   extras: AdminExtras = {},
 ) {
-  const { dashboard, reloader } = extras;
+  const { dashboard, reloader, auth, redaction = { env: {}, hide: [] } } = extras;
+  // The routes.yaml text in force, as written (`${VAR}` references unexpanded), secrets redacted.
+  const configSource = () =>
+    reloader
+      ? new Response(redactConfigSource(reloader.source, redaction.env, redaction.hide), {
+          headers: {
+            "content-type": "text/yaml; charset=utf-8",
+            "x-config-digest": reloader.status.digest,
+            "cache-control": "no-store",
+          },
+        })
+      : problemResponse({
+          title: "Not Found",
+          status: 404,
+          detail: "this gateway does not keep its config source (no reloader)",
+        });
   const app = new Elysia()
+    // Before routing, so an unknown path tells nothing either.
+    .onRequest(({ request }) => auth?.gate(request))
     .get("/healthz", () => ({ status: "ok" }))
     .get("/readyz", ({ set }) => {
       if (lifecycle.isReady()) return { status: "ready" };
@@ -62,18 +89,9 @@ export function createAdminApp(
         routes: routes.map(({ grpcMethod: _resolved, ...route }) => route),
       };
     })
-    // The routes.yaml text in force, as written (`${VAR}` references unexpanded).
-    .get("/config/source", () =>
-      reloader
-        ? new Response(reloader.source, {
-            headers: { "content-type": "text/yaml; charset=utf-8", "x-config-digest": reloader.status.digest },
-          })
-        : problemResponse({
-            title: "Not Found",
-            status: 404,
-            detail: "this gateway does not keep its config source (no reloader)",
-          }),
-    )
+    .get("/config/source", configSource)
+    // The dashboard page's copy: its session cookie is scoped to /dashboard (auth.ts).
+    .get("/dashboard/config-source", configSource)
     // Live resilience state per endpoint; times are epoch ms (null: never).
     .get("/upstreams", () =>
       [...gateway.upstreams.values()].map((u) => ({

@@ -35,6 +35,8 @@ export interface DashboardOptions {
   reloader?: ConfigReloader;
   /** The per-route figures, when made before the dashboard (main.ts hands the same to the telemetry). */
   traffic?: TrafficRecorder;
+  /** ADMIN_TOKEN: the peers' snapshot routes require it (../admin/auth.ts). */
+  peerToken?: string;
 }
 
 export class Dashboard {
@@ -60,6 +62,7 @@ export class Dashboard {
       directory: opts.peers,
       local: (seconds) => this.snapshot(seconds),
       selfInstance: opts.identity.instance,
+      ...(opts.peerToken ? { token: opts.peerToken } : {}),
     });
   }
 

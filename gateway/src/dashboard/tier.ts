@@ -98,6 +98,8 @@ export interface TierViewOptions {
   /** This gateway's own snapshot, used as the whole tier when no peers are configured. */
   local: (seconds: number) => GatewaySnapshot;
   selfInstance: string;
+  /** ADMIN_TOKEN, sent to the peers as a bearer token: their snapshot route requires it (../admin/auth.ts). */
+  token?: string;
   timeoutMs?: number;
   intervalMs?: number;
 }
@@ -216,7 +218,14 @@ export class TierView {
     try {
       const res = await fetch(`${replica.url}/dashboard/snapshot.json?seconds=${this.#secondsToAsk(replica)}`, {
         signal: AbortSignal.timeout(timeoutMs),
+        ...(this.opts.token ? { headers: { authorization: `Bearer ${this.opts.token}` } } : {}),
       });
+      if (res.status === 401)
+        throw new Error(
+          this.opts.token
+            ? "refused this gateway's ADMIN_TOKEN (401): the replicas must share one token"
+            : "requires an admin token (401): set the same ADMIN_TOKEN on every replica",
+        );
       if (!res.ok) throw new Error(`answered ${res.status}`);
       const body: unknown = await res.json();
       if (!isSnapshot(body))

@@ -1,13 +1,15 @@
 /**
- * The gRPC transport: one unary call on one endpoint's grpc-js client, with the metadata it is
- * given (request id, trace context) and a deadline; resolves with the reply or the gRPC status,
- * and the identity of the replica that answered.
+ * The gRPC transport: one unary call on one endpoint's channel (./h2-client.ts), with the
+ * metadata it is given (request id, client address, claims, trace context) and a deadline;
+ * resolves with the reply or the gRPC status, and the identity of the replica that answered.
  *
  * A pure send: no retries, spans or metrics here. upstream/dispatch.ts decides where each try
- * goes and reports it; grpc/route.ts builds what is sent.
+ * goes and reports it; grpc/route.ts builds what is sent (encoded once, whatever the tries).
  */
-import * as grpc from "@grpc/grpc-js";
+import type { GrpcChannel, UnaryResult } from "./h2-client.ts";
 import type { GrpcMethod } from "./method.ts";
+import { GrpcCode } from "./status.ts";
+import type { MetadataHeaders } from "./wire.ts";
 
 /** Which replica answered, and its version: its `x-served-by` / `x-service-version` initial metadata. */
 export interface ReplicaIdentity {
@@ -17,41 +19,55 @@ export interface ReplicaIdentity {
 
 export type GrpcOutcome =
   | ({ kind: "reply"; reply: Record<string, unknown> } & ReplicaIdentity)
-  | ({ kind: "status"; code: grpc.status; details: string } & ReplicaIdentity);
+  | ({
+      kind: "status";
+      code: GrpcCode;
+      details: string;
+      /** Nothing reached the endpoint (no connection, refused before processing): safe to retry. */
+      unsent?: true;
+    } & ReplicaIdentity);
 
-/** Makes one call on `client`; never rejects (a failure is a status). */
+/** Makes one call on `channel` with the already encoded `request`; never rejects (a failure is a status). */
 export function callUnary(
-  client: grpc.Client,
+  channel: GrpcChannel,
   method: GrpcMethod,
-  message: object,
-  metadata: grpc.Metadata,
+  request: Uint8Array,
+  metadata: MetadataHeaders,
   timeoutMs: number,
+  maxReplyBytes: number,
 ): Promise<GrpcOutcome> {
-  return new Promise((resolve) => {
-    const replica: ReplicaIdentity = {};
-    const call = client.makeUnaryRequest(
-      method.path,
-      method.serialize,
-      method.deserialize,
-      message,
-      metadata,
-      { deadline: Date.now() + timeoutMs },
-      (err, reply) => {
-        if (err)
-          resolve({
-            kind: "status",
-            code: err.code ?? grpc.status.UNKNOWN,
-            details: err.details ?? err.message,
-            ...replica,
-          });
-        else resolve({ kind: "reply", reply: reply ?? {}, ...replica });
-      },
-    );
-    call.on("metadata", (md: grpc.Metadata) => {
-      const [servedBy] = md.get("x-served-by");
-      const [serviceVersion] = md.get("x-service-version");
-      if (typeof servedBy === "string") replica.servedBy = servedBy;
-      if (typeof serviceVersion === "string") replica.serviceVersion = serviceVersion;
-    });
-  });
+  return channel
+    .unary({ path: method.path, message: request, metadata, timeoutMs, maxReplyBytes })
+    .then((result) => toOutcome(method, result));
+}
+
+function toOutcome(method: GrpcMethod, result: UnaryResult): GrpcOutcome {
+  const replica: ReplicaIdentity = {};
+  const headers = result.headers;
+  if (headers) {
+    const servedBy = headers["x-served-by"];
+    const serviceVersion = headers["x-service-version"];
+    if (typeof servedBy === "string") replica.servedBy = servedBy;
+    if (typeof serviceVersion === "string") replica.serviceVersion = serviceVersion;
+  }
+  if (result.kind === "status")
+    return {
+      kind: "status",
+      code: result.code,
+      details: result.details,
+      ...(result.unsent ? { unsent: true } : {}),
+      ...replica,
+    };
+  let reply: Record<string, unknown>;
+  try {
+    reply = method.decode(result.message);
+  } catch (err) {
+    return {
+      kind: "status",
+      code: GrpcCode.INTERNAL,
+      details: `the reply is not a valid ${method.responseType.fullName.slice(1)}: ${(err as Error).message}`,
+      ...replica,
+    };
+  }
+  return { kind: "reply", reply, ...replica };
 }

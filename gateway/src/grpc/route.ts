@@ -1,11 +1,11 @@
 /**
  * The gRPC half of the request path (server.ts hands it a routed request whose JSON depth it
  * already checked): JSON body → checked against the method's request type (./transcode.ts) →
- * unary call through upstream/dispatch.ts with the gRPC transport (./call.ts) → the reply as
+ * encoded once → unary call through upstream/dispatch.ts with the gRPC transport (./call.ts, on
+ * the lean HTTP/2 client ./h2-client.ts) → the reply as
  * JSON, or the gRPC status as problem+json that also carries grpc-gateway's {code, message,
  * details}, with the HTTP status of grpc-gateway's mapping (./status.ts).
  */
-import * as grpc from "@grpc/grpc-js";
 import type { RoutedRequest } from "../context.ts";
 import { gatewayProblem } from "../errors.ts";
 import type { GatewayTelemetry } from "../telemetry/index.ts";
@@ -13,6 +13,7 @@ import { dispatch, noEndpointProblem } from "../upstream/dispatch.ts";
 import { callUnary } from "./call.ts";
 import { grpcCodeName, httpStatusFromGrpc } from "./status.ts";
 import { checkMessage } from "./transcode.ts";
+import { type MetadataHeaders, metadataWriter, setMetadata } from "./wire.ts";
 
 export interface GrpcRouteDeps {
   telemetry: GatewayTelemetry;
@@ -59,18 +60,22 @@ export async function transcodeGrpc(
       extensions: { errors },
     });
   }
-  const metadata = new grpc.Metadata();
-  metadata.set("x-request-id", requestId);
-  metadata.set("x-forwarded-for", ctx.clientIp);
+  // Plain headers: the trace context hook (telemetry/) writes each try's traceparent here too.
+  const metadata: MetadataHeaders = {};
+  setMetadata(metadata, "x-request-id", requestId);
+  setMetadata(metadata, "x-forwarded-for", ctx.clientIp);
   const userAgent = req.headers.get("user-agent");
-  if (userAgent) metadata.set("x-forwarded-user-agent", userAgent);
-  route.auth?.copyClaimHeaders(req.headers, metadata);
+  if (userAgent) setMetadata(metadata, "x-forwarded-user-agent", userAgent);
+  route.auth?.copyClaimHeaders(req.headers, metadataWriter(metadata));
+  // Checked above, so fromObject alters nothing; encoded once for every try.
+  const message = method.encode(input as object);
+  const maxReplyBytes = limits.maxResponseBytes;
   const outcome = await dispatch(
     upstream,
     route,
     ctx,
     route.grpc?.idempotent === true,
-    (endpoint, timeoutMs) => callUnary(endpoint.grpcClient(), method, input as object, metadata, timeoutMs),
+    (endpoint, timeoutMs) => callUnary(endpoint.grpcChannel(), method, message, metadata, timeoutMs, maxReplyBytes),
     deps.telemetry.grpcTries(upstream.name, method.path, metadata),
   );
   if (outcome.kind === "no-endpoint") return noEndpointProblem(upstream.name, outcome, requestId);

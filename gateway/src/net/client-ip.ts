@@ -28,7 +28,25 @@ export class TrustedProxies {
 
   /** The client address for a request whose direct peer is `peer`. */
   clientIp(peer: string, forwardedFor: string | null): { clientIp: string; peerIsTrusted: boolean } {
+    const { clientIp, peerIsTrusted } = this.resolve(peer, forwardedFor);
+    return { clientIp, peerIsTrusted };
+  }
+
+  /**
+   * The client address and the direct peer's, normalised. Without trusted proxies (the common
+   * case) this is string work only: no address is parsed per request.
+   */
+  resolve(peer: string, forwardedFor: string | null): ResolvedClient {
+    if (this.#ranges.length === 0) {
+      const peerIp = unmapIPv4(peer);
+      return { clientIp: peerIp, peer: peerIp, peerIsTrusted: false };
+    }
     const peerIp = normalizeString(peer);
+    const resolved = this.#behindProxies(peerIp, forwardedFor);
+    return { clientIp: resolved.clientIp, peer: peerIp, peerIsTrusted: resolved.peerIsTrusted };
+  }
+
+  #behindProxies(peerIp: string, forwardedFor: string | null): { clientIp: string; peerIsTrusted: boolean } {
     if (!this.isTrusted(peerIp)) return { clientIp: peerIp, peerIsTrusted: false };
     if (!forwardedFor) return { clientIp: peerIp, peerIsTrusted: true };
     const hops = forwardedFor
@@ -42,6 +60,23 @@ export class TrustedProxies {
     }
     return { clientIp: normalizeString(hops[0] ?? peerIp), peerIsTrusted: true };
   }
+}
+
+export interface ResolvedClient {
+  clientIp: string;
+  /** The direct peer. */
+  peer: string;
+  peerIsTrusted: boolean;
+}
+
+/**
+ * "::ffff:127.0.0.1" → "127.0.0.1" without parsing: Bun reports an IPv4 peer of a dual-stack
+ * socket in that dotted form, and every other address already normalised (as ipaddr.js prints it).
+ */
+function unmapIPv4(address: string): string {
+  return address.length > 7 && address.charCodeAt(0) === 58 && address.startsWith("::ffff:") && address.includes(".")
+    ? address.slice(7)
+    : address;
 }
 
 /** "::ffff:127.0.0.1" → "127.0.0.1": Bun reports IPv4 peers of a dual-stack socket mapped. */

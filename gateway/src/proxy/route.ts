@@ -10,7 +10,7 @@ import type { GatewayTelemetry } from "../telemetry/index.ts";
 import { dispatch, noEndpointProblem } from "../upstream/dispatch.ts";
 import { isIdempotentMethod } from "../upstream/outcome.ts";
 import { setForwardedHeaders, stripHopByHop } from "./headers.ts";
-import { forwardHttp } from "./http.ts";
+import { forwardHttp, InvalidUpstreamResponse } from "./http.ts";
 import { limitResponseSize } from "./response-limit.ts";
 
 export interface HttpRouteDeps {
@@ -36,7 +36,7 @@ export async function proxyHttp(
     route,
     ctx,
     isIdempotentMethod(method),
-    (endpoint, timeoutMs) => forwardHttp(endpoint.origin, method, pathAndQuery, headers, body, timeoutMs),
+    (endpoint, timeoutMs) => forwardHttp(endpoint.origin, method, pathAndQuery, headers, body, timeoutMs, limits),
     deps.telemetry.httpTries(upstream.name, method, pathAndQuery, headers),
   );
   const requestId = ctx.id;
@@ -70,7 +70,7 @@ export async function proxyHttp(
     case "error":
       return gatewayProblem({
         status: 502,
-        title: "Upstream unavailable",
+        title: outcome.error instanceof InvalidUpstreamResponse ? outcome.error.title : "Upstream unavailable",
         requestId,
         detail: `${upstream.name} (${ctx.endpoint}): ${outcome.error.message}`,
         extensions,
@@ -82,11 +82,18 @@ export async function proxyHttp(
 function prepareRequestHeaders(req: Request, ctx: RequestContext, gatewayInstance: string): Headers {
   const headers = req.headers;
   stripHopByHop(headers);
-  setForwardedHeaders(headers, { clientIp: ctx.clientIp, peerIsTrusted: ctx.peerIsTrusted, proto: "http" });
+  setForwardedHeaders(headers, {
+    clientIp: ctx.clientIp,
+    peer: ctx.peer,
+    peerIsTrusted: ctx.peerIsTrusted,
+    proto: "http",
+  });
   // fetch sets Host from the endpoint's address; the client's Host travels as X-Forwarded-Host.
   headers.delete("host");
   headers.set("x-request-id", ctx.id);
-  headers.set("via", `1.1 ${gatewayInstance}`);
+  // RFC 9110 §7.6.3: each proxy appends itself to the chain it received.
+  const via = headers.get("via");
+  headers.set("via", via ? `${via}, 1.1 ${gatewayInstance}` : `1.1 ${gatewayInstance}`);
   return headers;
 }
 

@@ -93,6 +93,16 @@ export class MemoryGcra {
     if (fullInMs > 0) this.#tats.set(key, this.now() + fullInMs * 1000);
   }
 
+  /** A bucket's theoretical arrival time (µs on this store's clock), if it is not full. */
+  peek(key: string): number | undefined {
+    return this.#tats.get(key);
+  }
+
+  /** This store's clock, in µs. */
+  nowUs(): number {
+    return this.now();
+  }
+
   sweep(): void {
     const now = this.now();
     for (const [key, tat] of this.#tats) if (tat <= now) this.#tats.delete(key);

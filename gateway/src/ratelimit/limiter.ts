@@ -4,7 +4,8 @@
  *
  *   REDIS_URL set, Redis answering   → Redis: one budget shared by every gateway
  *   REDIS_URL set, Redis unreachable → the configured fallback, until Redis answers again:
- *       local  (default) this gateway admits limit ÷ live replicas, from memory
+ *       local  (default) this gateway admits limit ÷ live replicas, from memory, and writes
+ *              back what it admitted before Redis decides again (fallback-ledger.ts)
  *       open   every request is admitted (only RateLimit-Policy is sent)
  *       closed every request to a limited route gets 503 + Retry-After: 1
  *   no REDIS_URL                     → memory: each gateway process has its own budget
@@ -21,6 +22,7 @@ import { type GcraCheck, type GcraOutcome, MemoryGcra } from "./gcra.ts";
 import { PeerCounter } from "./peers.ts";
 import { DEFAULT_RATE_LIMIT_SETTINGS, type RateLimitSettings, type RouteRateLimit } from "./policy.ts";
 import { RedisGcra, redactUrl } from "./redis-gcra.ts";
+import { FallbackLedger } from "./fallback-ledger.ts";
 import { type DecisionSource, RateLimitStats } from "./stats.ts";
 
 export type LimiterMode = "memory" | "redis" | "fallback";
@@ -45,6 +47,9 @@ export interface LimiterStatus {
   replicas: number;
 }
 
+/** Buckets per write-back call: a long outage with many clients is written back in several. */
+const WRITEBACK_BATCH = 500;
+
 /** Characters of the base64 SHA-256 of an API key kept in its bucket name (132 bits). */
 const API_KEY_HASH_CHARS = 22;
 
@@ -59,6 +64,8 @@ export class RateLimiter {
    * from the shared figures: a client that had used up its budget does not get a fresh one.
    */
   readonly #memory = new MemoryGcra();
+  /** What the `local` fallback admitted per bucket, written back when Redis returns. */
+  readonly #ledger = new FallbackLedger(this.#memory);
   readonly #peers: PeerCounter;
 
   constructor(opts: RateLimiterOptions = {}) {
@@ -81,6 +88,7 @@ export class RateLimiter {
         onChange: (up) => {
           if (!up) void this.#peers.refresh();
         },
+        beforeUp: (redis) => this.#writeBack(redis),
       });
     } catch (err) {
       throw new Error(`REDIS_URL=${redactUrl(url)}: ${(err as Error).message}`);
@@ -131,14 +139,9 @@ export class RateLimiter {
     headers: Headers,
   ): RateLimitDecision | Promise<RateLimitDecision> {
     if (!this.#redis)
-      return this.#decide(
-        route,
-        limits,
-        this.#memory.take(this.#checks(route, limits, clientIp, headers, 1)),
-        "memory",
-      );
+      return this.#decide(route, limits, this.#memory.take(this.#checks(route, limits, clientIp, headers)), "memory");
     if (!this.#redis.isUp) return this.#fallback(route, limits, clientIp, headers);
-    const checks = this.#checks(route, limits, clientIp, headers, 1);
+    const checks = this.#checks(route, limits, clientIp, headers);
     return this.#redis.take(checks).then((outcome) => {
       if (!outcome) return this.#fallback(route, limits, clientIp, headers);
       // Time until full is the same for the shared bucket and for its 1/N local share
@@ -157,13 +160,39 @@ export class RateLimiter {
       case "closed":
         this.stats.recordDecision(route, "denied", "fallback");
         return new RateLimitDecision(route, limits, "unavailable", null);
-      case "local":
-        return this.#decide(
-          route,
-          limits,
-          this.#memory.take(this.#checks(route, limits, clientIp, headers, this.#replicas())),
-          "fallback",
-        );
+      case "local": {
+        const share = this.#replicas();
+        const shared = this.#checks(route, limits, clientIp, headers);
+        if (this.#redis) this.#ledger.record(shared, share);
+        return this.#decide(route, limits, this.#memory.take(shared.map((c) => shareOf(c, share))), "fallback");
+      }
+    }
+  }
+
+  /**
+   * Writes back every bucket the fallback decided, before Redis decides again (RedisGcra's
+   * `beforeUp`). The last batch is taken and written with nothing else in between, and Redis is
+   * marked up right after it resolves, so no fallback decision falls between the two.
+   */
+  async #writeBack(redis: RedisGcra): Promise<void> {
+    let buckets = 0;
+    let written = 0;
+    while (this.#ledger.size > 0) {
+      const { writebacks, restore } = this.#ledger.take(WRITEBACK_BATCH);
+      try {
+        written += await redis.writeBack(writebacks);
+        buckets += writebacks.length;
+      } catch (err) {
+        restore();
+        throw err;
+      }
+    }
+    if (buckets > 0 || this.#ledger.dropped > 0) {
+      this.#log.info(
+        { buckets, written, not_recorded: this.#ledger.dropped },
+        "rate limiter: wrote back what the fallback admitted during the outage",
+      );
+      this.#ledger.dropped = 0;
     }
   }
 
@@ -177,8 +206,8 @@ export class RateLimiter {
     return fixed === "auto" ? this.#peers.count : fixed;
   }
 
-  /** One bucket per policy; with `share` > 1 each gets rate ÷ share and burst ÷ share. */
-  #checks(route: string, limits: RouteRateLimit, clientIp: string, headers: Headers, share: number): GcraCheck[] {
+  /** One bucket per policy, with the policy's full rate and burst. */
+  #checks(route: string, limits: RouteRateLimit, clientIp: string, headers: Headers): GcraCheck[] {
     const prefix = this.#settings.keyPrefix;
     const checks: GcraCheck[] = new Array(limits.policies.length);
     for (let i = 0; i < limits.policies.length; i++) {
@@ -201,8 +230,8 @@ export class RateLimiter {
       }
       checks[i] = {
         key: `${prefix}${route}:${p.name}:${client}`,
-        intervalUs: p.intervalUs * share,
-        burst: share === 1 ? p.burst : Math.max(1, Math.floor(p.burst / share)),
+        intervalUs: p.intervalUs,
+        burst: p.burst,
       };
     }
     return checks;
@@ -213,6 +242,12 @@ export class RateLimiter {
     this.#memory.close();
     this.#peers.close();
   }
+}
+
+/** A policy's 1/`share` part: rate ÷ share and burst ÷ share (at least 1). */
+function shareOf(check: GcraCheck, share: number): GcraCheck {
+  if (share === 1) return check;
+  return { key: check.key, intervalUs: check.intervalUs * share, burst: Math.max(1, Math.floor(check.burst / share)) };
 }
 
 let sharedMemoryLimiter: RateLimiter | undefined;

@@ -5,7 +5,9 @@
  * GATEWAY_PEERS_DNS, whose records are), re-counted every GATEWAY_PEERS_INTERVAL_MS.
  *
  * Without a source, or before the first count, the count is 1 (this gateway alone): a stricter
- * local limit is never the answer to not knowing.
+ * local limit is never the answer to not knowing. A count that fails (GATEWAY_PEERS_DNS does not
+ * resolve: a DNS outage, often the same incident as the Redis one) keeps the last count instead:
+ * falling to 1 would let every gateway admit the whole limit, N times the budget in all.
  */
 import type { Logger } from "../../../lib/log.ts";
 import type { PeerDirectory } from "../peers.ts";
@@ -23,6 +25,7 @@ export class PeerCounter {
   #count = 1;
   readonly #timer: Timer | undefined;
   #refreshing: Promise<number> | undefined;
+  #failing = false;
 
   constructor(private readonly opts: PeerCounterOptions) {
     if (this.hasSource) {
@@ -49,7 +52,17 @@ export class PeerCounter {
 
   async #countNow(): Promise<number> {
     const { live, error } = await this.opts.directory!.countLive(this.opts.timeoutMs ?? 1000);
-    if (error) this.opts.log.debug({ err: error }, "rate limiter: cannot resolve the gateway peers");
+    if (error) {
+      // Logged once per failing stretch, not every interval.
+      if (!this.#failing)
+        this.opts.log.warn(
+          { err: error, peers: this.#count },
+          "rate limiter: cannot count the gateway peers; keeping the last count",
+        );
+      this.#failing = true;
+      return this.#count;
+    }
+    this.#failing = false;
     const count = Math.max(1, live);
     if (count !== this.#count) {
       this.opts.log.info({ peers: count, previous: this.#count }, "rate limiter: live gateway replicas changed");

@@ -5,13 +5,17 @@
  *
  * - While Redis is down, requests never touch it: `take` answers `null` and the caller decides by
  *   the fallback. Any failed call (timeout, closed connection, an error reply) counts as down.
- * - The probe runs the script itself on a throwaway key, so "up" also means "the script loads".
+ * - The probe runs the script itself on a throwaway key, so "up" also means "the script loads";
+ *   then `beforeUp` (the limiter's write-back of what its fallback admitted meanwhile), so that
+ *   no request is decided by Redis before Redis knows of those. Redis stays down until both work.
  * - Every Redis call's latency and outcome goes to the limiter's stats (metrics).
  */
 import type { Logger } from "../../../lib/log.ts";
 import { BoundedRedis } from "../../../lib/redis.ts";
 import type { GcraCheck, GcraOutcome, GcraResult } from "./gcra.ts";
 import script from "./gcra.lua" with { type: "text" };
+import reconcileScript from "./reconcile.lua" with { type: "text" };
+import type { Writeback } from "./fallback-ledger.ts";
 import type { RateLimitStats } from "./stats.ts";
 
 export { redactUrl } from "../../../lib/redis.ts";
@@ -25,10 +29,14 @@ export interface RedisGcraOptions {
   stats: RateLimitStats;
   /** Called when Redis becomes usable or stops being usable. */
   onChange?: (up: boolean) => void;
+  /** Runs on a reachable Redis before it is used again; a rejection keeps it down (the probe retries). */
+  beforeUp?: (redis: RedisGcra) => Promise<void>;
 }
 
 export const GCRA_SCRIPT = script;
 export const GCRA_SCRIPT_SHA = new Bun.CryptoHasher("sha1").update(script).digest("hex");
+export const RECONCILE_SCRIPT = reconcileScript;
+export const RECONCILE_SCRIPT_SHA = new Bun.CryptoHasher("sha1").update(reconcileScript).digest("hex");
 
 export class RedisGcra {
   readonly #redis: BoundedRedis;
@@ -41,7 +49,10 @@ export class RedisGcra {
     this.#redis = new BoundedRedis(url, {
       timeoutMs: opts.timeoutMs,
       probeIntervalMs: opts.probeIntervalMs ?? 250,
-      check: async () => parseReply(await this.#evalsha([GCRA_SCRIPT_SHA, "1", opts.probeKey, "1", "1000000000"]), 1),
+      check: async () => {
+        parseReply(await this.#evalsha([GCRA_SCRIPT_SHA, "1", opts.probeKey, "1", "1000000000"]), 1);
+        await opts.beforeUp?.(this);
+      },
       onCall: (ms, result) => stats.recordRedisCall(ms, result),
       onStateChange: (change) => {
         if (change.up) {
@@ -98,18 +109,38 @@ export class RedisGcra {
     }
   }
 
+  /**
+   * Writes back buckets the fallback decided (reconcile.lua), whether or not Redis is marked up
+   * (it runs before it is). Resolves with the number of buckets written.
+   */
+  async writeBack(writebacks: readonly Writeback[]): Promise<number> {
+    if (writebacks.length === 0) return 0;
+    const args = new Array<string>(2 + writebacks.length * 5);
+    args[0] = RECONCILE_SCRIPT_SHA;
+    args[1] = String(writebacks.length);
+    const argv = 2 + writebacks.length;
+    writebacks.forEach((w, i) => {
+      args[2 + i] = w.key;
+      args[argv + 4 * i] = String(w.seedUs);
+      args[argv + 4 * i + 1] = String(w.advanceUs);
+      args[argv + 4 * i + 2] = String(w.intervalUs);
+      args[argv + 4 * i + 3] = String(w.burst);
+    });
+    return Number(await this.#evalsha(args, RECONCILE_SCRIPT));
+  }
+
   /** Runs the script once on a throwaway key; marks Redis up when that works. */
   probe(): Promise<void> {
     return this.#redis.probe();
   }
 
   /** EVALSHA, loading the script with EVAL when Redis does not have it (restart, SCRIPT FLUSH). */
-  async #evalsha(args: string[]): Promise<unknown> {
+  async #evalsha(args: string[], source = GCRA_SCRIPT): Promise<unknown> {
     try {
       return await this.#redis.send("EVALSHA", args);
     } catch (err) {
       if (!(err instanceof Error) || !err.message.startsWith("NOSCRIPT")) throw err;
-      return this.#redis.send("EVAL", [GCRA_SCRIPT, ...args.slice(1)]);
+      return this.#redis.send("EVAL", [source, ...args.slice(1)]);
     }
   }
 

@@ -1,11 +1,12 @@
 /**
  * One replica of an upstream service, as the gateway sees it. Each endpoint owns what is
  * particular to it: its address, its connection (HTTP keep-alive is pooled by Bun's fetch per
- * origin; gRPC gets one grpc-js client per endpoint, so calls are balanced per request instead of
- * pinned to one connection), its circuit breaker, and its load and health figures, which the
+ * origin; gRPC gets one channel — one HTTP/2 session — per endpoint, grpc/h2-client.ts, so calls
+ * are balanced per request instead of pinned to one connection), its circuit breaker, and its
+ * load and health figures, which the
  * balancer reads on every pick and the admin API and metrics export as they are.
  */
-import * as grpc from "@grpc/grpc-js";
+import { GrpcChannel } from "../grpc/h2-client.ts";
 import { type BreakerSettings, type BreakerState, EndpointBreaker } from "./breaker.ts";
 import type { Verdict } from "./outcome.ts";
 
@@ -58,7 +59,7 @@ export class Endpoint {
   readonly origin: string;
   /** Fed the verdict dispatch.ts gave each try (outcome.ts): it does not classify again. */
   readonly breaker: EndpointBreaker<Verdict>;
-  #grpcClient: grpc.Client | undefined;
+  #grpcChannel: GrpcChannel | undefined;
   #reportedBreakerState: BreakerState = "closed";
 
   constructor(
@@ -80,26 +81,19 @@ export class Endpoint {
     return this.breaker.state;
   }
 
-  /** The grpc-js client for this endpoint, created on first use. */
-  grpcClient(): grpc.Client {
-    this.#grpcClient ??= new grpc.Client(this.address, grpc.credentials.createInsecure(), {
-      // One connection per endpoint; the gateway balances across endpoints itself.
-      "grpc.keepalive_time_ms": 30_000,
-      "grpc.keepalive_timeout_ms": 10_000,
-      "grpc.initial_reconnect_backoff_ms": 200,
-      "grpc.max_reconnect_backoff_ms": 2_000,
-    });
-    return this.#grpcClient;
+  /** The gRPC channel to this endpoint (requests and health checks), created on first use. */
+  grpcChannel(): GrpcChannel {
+    this.#grpcChannel ??= new GrpcChannel(this.address);
+    return this.#grpcChannel;
   }
 
   /**
-   * Drops the gRPC connection so the next call dials afresh. For an endpoint the health checks
-   * found down: grpc-js would otherwise wait out its reconnect backoff (up to 2 s) after the
-   * replica is back, delaying the check that readmits it.
+   * Drops the gRPC connection and its reconnect backoff, so the next call dials afresh. For an
+   * endpoint the health checks found down: the check that readmits it must not wait out a
+   * backoff (up to 2 s) after the replica is back.
    */
   resetConnection(): void {
-    this.#grpcClient?.close();
-    this.#grpcClient = undefined;
+    this.#grpcChannel?.reset();
   }
 
   /**
@@ -150,8 +144,8 @@ export class Endpoint {
     this.removed = true;
     this.available = false;
     this.breaker.close();
-    this.#grpcClient?.close();
-    this.#grpcClient = undefined;
+    this.#grpcChannel?.close();
+    this.#grpcChannel = undefined;
   }
 
   #breakerChanged(): void {

@@ -1,14 +1,15 @@
 /**
  * Active health checks: every `intervalMs`, each endpoint is asked whether it is ready —
  * HTTP `GET <path>` (2xx passes), gRPC `grpc.health.v1.Health/Check` (SERVING passes) on the
- * endpoint's own client, so the check travels the connection requests use. Checks run whether or
- * not traffic flows, which is what brings a replica back after an outage: passive signals
- * (breaker, ejection) only see endpoints that get requests.
+ * endpoint's own channel (grpc/h2-client.ts), so the check travels the connection requests use.
+ * Checks run whether or not traffic flows, which is what brings a replica back after an outage:
+ * passive signals (breaker, ejection) only see endpoints that get requests.
  */
-import * as grpc from "@grpc/grpc-js";
 import { parseProtos } from "../../../lib/proto.ts";
 import type { UpstreamConfig } from "../config/load.ts";
+import { callUnary } from "../grpc/call.ts";
 import { type GrpcMethod, resolveMethod } from "../grpc/method.ts";
+import { keepAliveAllowed } from "../proxy/http.ts";
 import type { Endpoint } from "./endpoint.ts";
 
 export type HealthSettings = UpstreamConfig["healthCheck"];
@@ -22,7 +23,12 @@ function grpcHealthCheck(): GrpcMethod {
 
 export async function checkHttp(endpoint: Endpoint, path: string, timeoutMs: number): Promise<boolean> {
   try {
-    const res = await fetch(endpoint.origin + path, { signal: AbortSignal.timeout(timeoutMs), redirect: "manual" });
+    const res = await fetch(endpoint.origin + path, {
+      signal: AbortSignal.timeout(timeoutMs),
+      redirect: "manual",
+      // Not on a pooled connection the origin's requests may no longer use (proxy/http.ts).
+      ...(keepAliveAllowed(endpoint.origin) ? {} : { keepalive: false }),
+    });
     await res.arrayBuffer();
     return res.status >= 200 && res.status < 300;
   } catch {
@@ -30,21 +36,20 @@ export async function checkHttp(endpoint: Endpoint, path: string, timeoutMs: num
   }
 }
 
-export function checkGrpc(endpoint: Endpoint, service: string, timeoutMs: number): Promise<boolean> {
+/** Largest HealthCheckResponse accepted: it holds one enum. */
+const MAX_HEALTH_REPLY_BYTES = 1024;
+
+export async function checkGrpc(endpoint: Endpoint, service: string, timeoutMs: number): Promise<boolean> {
   const method = grpcHealthCheck();
-  return new Promise((resolve) => {
-    endpoint
-      .grpcClient()
-      .makeUnaryRequest(
-        method.path,
-        method.serialize,
-        method.deserialize,
-        { service },
-        new grpc.Metadata(),
-        { deadline: Date.now() + timeoutMs },
-        (err, reply) => resolve(!err && reply?.status === "SERVING"),
-      );
-  });
+  const outcome = await callUnary(
+    endpoint.grpcChannel(),
+    method,
+    method.encode({ service }),
+    {},
+    timeoutMs,
+    MAX_HEALTH_REPLY_BYTES,
+  );
+  return outcome.kind === "reply" && outcome.reply.status === "SERVING";
 }
 
 export class HealthChecker {

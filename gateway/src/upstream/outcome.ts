@@ -4,8 +4,8 @@
  * elsewhere. One classification for both transports, made once per try by dispatch.ts; the
  * breaker, outlier detection, metrics and spans all take that verdict.
  */
-import { status as GrpcStatus } from "@grpc/grpc-js";
 import type { GrpcOutcome } from "../grpc/call.ts";
+import { GrpcCode } from "../grpc/status.ts";
 import type { HttpOutcome } from "../proxy/http.ts";
 
 export type Outcome = HttpOutcome | GrpcOutcome;
@@ -18,9 +18,6 @@ export type Outcome = HttpOutcome | GrpcOutcome;
  * - `failure`: the endpoint failed in a way a retry would not fix (500, gRPC INTERNAL…).
  */
 export type Verdict = "ok" | "connect" | "unavailable" | "timeout" | "failure";
-
-/** grpc-js's message when a call failed because no connection could be made: nothing was sent. */
-const GRPC_NOT_CONNECTED = "No connection established";
 
 export function classify(outcome: Outcome): Verdict {
   switch (outcome.kind) {
@@ -38,14 +35,16 @@ export function classify(outcome: Outcome): Verdict {
     case "error":
       return "unavailable";
     case "status":
+      // The gRPC client says when nothing reached the endpoint (grpc/h2-client.ts `unsent`).
+      if (outcome.unsent) return "connect";
       switch (outcome.code) {
-        case GrpcStatus.UNAVAILABLE:
-          return outcome.details.startsWith(GRPC_NOT_CONNECTED) ? "connect" : "unavailable";
-        case GrpcStatus.DEADLINE_EXCEEDED:
+        case GrpcCode.UNAVAILABLE:
+          return "unavailable";
+        case GrpcCode.DEADLINE_EXCEEDED:
           return "timeout";
-        case GrpcStatus.INTERNAL:
-        case GrpcStatus.UNKNOWN:
-        case GrpcStatus.DATA_LOSS:
+        case GrpcCode.INTERNAL:
+        case GrpcCode.UNKNOWN:
+        case GrpcCode.DATA_LOSS:
           return "failure";
         default:
           return "ok";

@@ -417,23 +417,12 @@ export const checkPortsMatchEnv: Check = (manifests) => {
 
 /**
  * Env variables the manifests set before the apps read them: each is a feature the cluster
- * hardening asked the apps for (docs/cluster-hardening.md, "What the apps must do"). Until the code
+ * hardening asked the apps for (listed in k8s/README.md). Until the code
  * reads one, setting it does nothing, which is why the list is explicit and checked both ways:
  * k8s/test/hardening.test.ts fails once the code reads a name still listed here, so the entry is
  * removed and checkEnvIsRead covers it like every other.
  */
-export const PENDING_APP_ENV: Readonly<Record<string, Readonly<Record<string, string>>>> = {
-  gateway: {
-    ADMIN_TOKEN:
-      "bearer token required on the admin listener's /dashboard, /config, /config/source and peer snapshot routes (/metrics, /healthz, /readyz stay open); sent by each replica when it fetches its peers' snapshots",
-  },
-  webapp: {
-    REDIS_SENTINELS:
-      "comma-separated host:port of Redis Sentinels; when set, the store asks them for the master of REDIS_SENTINEL_MASTER (and again after a failover or a READONLY reply) and connects there with REDIS_URL's user and password",
-    REDIS_SENTINEL_MASTER: "the Sentinel master name to follow (here: portico)",
-    REDIS_SENTINEL_PASSWORD: "the password the Sentinels ask for (AUTH to each Sentinel)",
-  },
-};
+export const PENDING_APP_ENV: Readonly<Record<string, Readonly<Record<string, string>>>> = {};
 
 /** Every env variable set on a container is one its code reads (a misspelt name does nothing). */
 export const checkEnvIsRead: Check = (manifests) => {

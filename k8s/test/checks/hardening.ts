@@ -1,6 +1,6 @@
 /**
  * The cluster's security and availability posture, checked on the manifests: what review found
- * missing once (docs/cluster-hardening.md), each as a check that fails if it comes back.
+ * missing once (docs/security.md, "In the cluster"), each as a check that fails if it comes back.
  * k8s/test/hardening.test.ts runs each one on the real k8s/ and on an edit that breaks it.
  */
 import type { IHorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler";
@@ -219,9 +219,9 @@ export const checkSecretReferences: Check = (manifests) => {
       const items = v.secret.items ?? [];
       if (items.length === 0)
         check(w.m, ["spec", "template", "spec", "volumes", i, "secret"], v.secret.secretName, undefined);
-      items.forEach((item, j) =>
-        check(w.m, ["spec", "template", "spec", "volumes", i, "secret", "items", j], v.secret!.secretName, item.key),
-      );
+      items.forEach((item, j) => {
+        check(w.m, ["spec", "template", "spec", "volumes", i, "secret", "items", j], v.secret!.secretName, item.key);
+      });
     });
   }
   return problems;
@@ -645,10 +645,8 @@ export const checkMonitoringWiring: Check = (manifests) => {
   const problems: Problem[] = [];
   const workloads = workloadsOf(manifests);
   const byName = (n: string) => workloads.find((w) => w.name === n);
-  const cmData = (name: string, key: string) =>
-    ofKind<IConfigMap>(manifests, "ConfigMap").find(({ o }) => o.metadata?.name === name);
   const yamlOf = (name: string, key: string) => {
-    const cm = cmData(name, key);
+    const cm = ofKind<IConfigMap>(manifests, "ConfigMap").find(({ o }) => o.metadata?.name === name);
     return cm ? { m: cm.m, doc: parseYaml(cm.o.data?.[key] ?? "") as Record<string, unknown> } : undefined;
   };
   // The services export to the collector.

@@ -6,11 +6,9 @@
  * manifests and compares it with EXPECTED_FLOWS, the list k8s/networkpolicy.yaml documents: a flow
  * missing breaks the stack, one too many is an opening nobody asked for.
  */
-import type {
-  INetworkPolicy,
-  INetworkPolicyPeer,
-  INetworkPolicyPort,
-} from "kubernetes-models/networking.k8s.io/v1/NetworkPolicy";
+import type { INetworkPolicy } from "kubernetes-models/networking.k8s.io/v1/NetworkPolicy";
+import type { INetworkPolicyPeer } from "kubernetes-models/networking.k8s.io/v1/NetworkPolicyPeer";
+import type { INetworkPolicyPort } from "kubernetes-models/networking.k8s.io/v1/NetworkPolicyPort";
 import { type Check, ofKind, selects, type Workload, workloadsOf } from "./cross-checks.ts";
 import type { Manifest, Path, Problem } from "./manifests.ts";
 import { problemAt } from "./manifests.ts";
@@ -192,7 +190,7 @@ export const checkNetworkPolicies: Check = (manifests) => {
     ({ o }) =>
       Object.keys(o.spec?.podSelector?.matchLabels ?? {}).length === 0 &&
       !o.spec?.podSelector?.matchExpressions &&
-      ["Ingress", "Egress"].every((t) => o.spec?.policyTypes?.includes(t)) &&
+      (["Ingress", "Egress"] as const).every((t) => o.spec?.policyTypes?.includes(t)) &&
       !o.spec?.ingress?.length &&
       !o.spec?.egress?.length,
   );

@@ -29,6 +29,24 @@ export async function freePort(): Promise<number> {
   throw new Error(`no free port found in ${LOW}-${HIGH}`);
 }
 
+/**
+ * The first of `n` consecutive free ports, all reserved for this test process: no later
+ * freePort() or freeBlock() hands out a port inside the block (two blocks that overlapped put a
+ * gateway's admin port and a webapp on one port).
+ */
+export async function freeBlock(n: number): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = await freePort();
+    const rest = Array.from({ length: n - 1 }, (_, i) => base + 1 + i);
+    if (rest.some((port) => port >= HIGH || handedOut.has(port))) continue;
+    if ((await Promise.all(rest.map(canListen))).every(Boolean)) {
+      for (const port of rest) handedOut.add(port);
+      return base;
+    }
+  }
+  throw new Error(`no block of ${n} free ports found in ${LOW}-${HIGH}`);
+}
+
 export async function freePorts(n: number): Promise<number[]> {
   const ports: number[] = [];
   for (let i = 0; i < n; i++) ports.push(await freePort());

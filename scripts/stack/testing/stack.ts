@@ -5,32 +5,14 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort } from "./ports.ts";
+import { freeBlock, freePort } from "./ports.ts";
+
+export { freeBlock };
 import { Stack, type StackOptions, stackOptionsFromEnv } from "../stack.ts";
 
 export interface TestStack extends Stack {
   /** Output lines by process name. */
   output: Map<string, string[]>;
-}
-
-/** A block of `n` consecutive free ports (below 32768). */
-export async function freeBlock(n: number): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = await freePort();
-    const rest = await Promise.all(Array.from({ length: n - 1 }, (_, i) => canUse(base + 1 + i)));
-    if (rest.every(Boolean)) return base;
-  }
-  throw new Error(`no block of ${n} free ports found`);
-}
-
-async function canUse(port: number): Promise<boolean> {
-  try {
-    const s = Bun.listen({ hostname: "127.0.0.1", port, socket: { data() {} } });
-    s.stop(true);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** `create` builds the stack from its options (scripts/stack/rolling.ts passes a RollingStack). */

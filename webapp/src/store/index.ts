@@ -19,18 +19,20 @@ export interface StoreConfig {
   kind: string;
   /** `DB_PATH`: the SQLite file, or `:memory:`. */
   sqlitePath: string;
-  /** `REDIS_URL`, `REDIS_KEY_PREFIX`, `REDIS_TIMEOUT_MS`; undefined without REDIS_URL. */
+  /** `REDIS_URL`, `REDIS_KEY_PREFIX`, `REDIS_TIMEOUT_MS`, the Sentinels; undefined without REDIS_URL. */
   redis?: RedisStoreConfig;
+  /** `MAX_PROJECTS`: a create beyond it is refused (507); unlimited when absent. */
+  maxProjects?: number;
 }
 
 export function openStore(config: StoreConfig, log: Logger = pino({ level: "silent" })): ProjectStore {
   switch (config.kind) {
     case "sqlite":
-      return openSqliteStore(config.sqlitePath);
+      return openSqliteStore(config.sqlitePath, { maxProjects: config.maxProjects });
     case "redis":
       if (!config.redis) throw new EnvError("STORE=redis needs REDIS_URL, e.g. REDIS_URL=redis://127.0.0.1:6379");
       try {
-        return openRedisStore(config.redis, log);
+        return openRedisStore({ ...config.redis, maxProjects: config.maxProjects }, log);
       } catch (err) {
         throw new EnvError(`REDIS_URL=${redactUrl(config.redis.url)}: ${(err as Error).message}`);
       }

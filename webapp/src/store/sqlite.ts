@@ -6,11 +6,13 @@
  * - `AUTOINCREMENT` makes SQLite take ids from one counter in the file (sqlite_sequence) under the
  *   write lock, so ids are unique across processes and never reused
  *   (https://www.sqlite.org/autoinc.html).
+ * At most `maxProjects` rows: the insert counts them in the same statement, under the same write
+ * lock, so replicas inserting together cannot pass the limit.
  */
 import { Database } from "bun:sqlite";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
-import type { ListOptions, Project, ProjectStore } from "./store.ts";
+import { type ListOptions, type Project, type ProjectStore, StoreFullError } from "./store.ts";
 
 /** How long a write waits for another process's write lock before it fails. */
 const BUSY_TIMEOUT_MS = 5000;
@@ -24,7 +26,8 @@ interface ProjectRow {
 const toProject = (row: ProjectRow): Project => ({ id: row.id, title: row.title, createdAt: row.created_at });
 
 /** Opens (creating if needed) the database at `path`, or an in-memory one for `:memory:`. */
-export function openSqliteStore(path: string): ProjectStore {
+export function openSqliteStore(path: string, opts: { maxProjects?: number } = {}): ProjectStore {
+  const maxProjects = opts.maxProjects ?? Number.MAX_SAFE_INTEGER;
   if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
   const db = new Database(path, { create: true, strict: true });
   // busy_timeout first: the statements below may already wait on a replica starting beside us.
@@ -38,8 +41,10 @@ export function openSqliteStore(path: string): ProjectStore {
     created_at TEXT NOT NULL
   )`);
 
-  const insert = db.prepare<ProjectRow, { title: string; created_at: string }>(
-    "INSERT INTO projects (title, created_at) VALUES ($title, $created_at) RETURNING id, title, created_at",
+  // No row back: the table already holds `max` projects.
+  const insert = db.prepare<ProjectRow, { title: string; created_at: string; max: number }>(
+    `INSERT INTO projects (title, created_at) SELECT $title, $created_at
+     WHERE (SELECT count(*) FROM projects) < $max RETURNING id, title, created_at`,
   );
   const selectOne = db.prepare<ProjectRow, { id: number }>("SELECT id, title, created_at FROM projects WHERE id = $id");
   const selectPage = db.prepare<ProjectRow, { after: number; limit: number }>(
@@ -49,8 +54,8 @@ export function openSqliteStore(path: string): ProjectStore {
 
   return {
     async create(title: string): Promise<Project> {
-      const row = insert.get({ title, created_at: new Date().toISOString() });
-      if (!row) throw new Error("INSERT … RETURNING returned no row");
+      const row = insert.get({ title, created_at: new Date().toISOString(), max: maxProjects });
+      if (!row) throw new StoreFullError(maxProjects);
       return toProject(row);
     },
     async get(id: number): Promise<Project | null> {

@@ -19,6 +19,18 @@ export class StoreUnavailableError extends Error {
   override name = "StoreUnavailableError";
 }
 
+/**
+ * The store holds as many projects as it is configured for (MAX_PROJECTS): nothing more can be
+ * created. Not transient, unlike StoreUnavailableError: the app answers 507, without Retry-After.
+ */
+export class StoreFullError extends Error {
+  override name = "StoreFullError";
+
+  constructor(readonly maxProjects: number) {
+    super(`the project store holds its maximum of ${maxProjects} projects`);
+  }
+}
+
 export interface ListOptions {
   /** At most this many projects. */
   limit: number;
@@ -27,6 +39,7 @@ export interface ListOptions {
 }
 
 export interface ProjectStore {
+  /** Rejects with StoreFullError when the store already holds its maximum of projects. */
   create(title: string): Promise<Project>;
   get(id: number): Promise<Project | null>;
   /** Projects in ascending id order. */

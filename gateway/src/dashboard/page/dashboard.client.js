@@ -447,7 +447,7 @@
     $("config-digest").textContent = config ? config.digest : "";
     if (config && config.digest !== configDigest) {
       configDigest = config.digest;
-      fetch("/config/source")
+      fetch("/dashboard/config-source")
         .then((res) => (res.ok ? res.text() : Promise.reject(new Error(`${res.status}`))))
         .then((text) => ($("config-source").querySelector("code").textContent = text))
         .catch(() => (configDigest = null));

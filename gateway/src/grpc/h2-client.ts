@@ -1,0 +1,558 @@
+/**
+ * A lean unary gRPC client on `node:http2`: one channel per endpoint, one HTTP/2 session at a
+ * time, a call is one stream (headers, one length-prefixed message, END_STREAM; read the initial
+ * headers, the message, the trailers). It replaces grpc-js on the request path, whose per-call
+ * machinery (Metadata maps and clones, resolving/load-balancing/retrying call layers, filters)
+ * cost about 2.6× this client's CPU per call on Bun — the gateway does its own balancing, retries
+ * and deadlines (upstream/dispatch.ts), so none of those layers had work to do. docs/design.md
+ * "Hot-path costs"; the figures are in bench/README.md ("What we tried").
+ *
+ * Connection handling:
+ * - the session is opened on the first call and re-opened on the first call after it closed (the
+ *   upstream's GOAWAY — rpcapp sends one every max_connection_age —, a reset, an error);
+ * - a failed connect fails the calls that waited for it at once, as UNAVAILABLE with `unsent`
+ *   (nothing reached the endpoint: dispatch.ts may retry any method elsewhere), and so does every
+ *   call during the backoff that follows (200 ms, doubling to 2 s, ±20 % jitter) — the way grpc-js
+ *   fails calls fast while a channel is in TRANSIENT_FAILURE. `reset()` ends the backoff
+ *   (upstream.ts calls it for an endpoint the health checks found down, so the check that
+ *   readmits it dials at once);
+ * - the server's SETTINGS_MAX_CONCURRENT_STREAMS is respected: calls past it wait, in order, for a
+ *   stream to finish (or for their deadline);
+ * - after a GOAWAY the session takes no new call; calls above its last stream id were not
+ *   processed and end UNAVAILABLE `unsent`, the others finish on it;
+ * - keepalive: while calls are in flight and none finished for `keepaliveMs`, a PING goes out;
+ *   no answer within `keepaliveTimeoutMs` drops the session (its calls end UNAVAILABLE). An idle
+ *   session is not pinged: the health checks (upstream/health.ts) travel this same session, and a
+ *   call on a dead one ends at its deadline and is retried.
+ *
+ * Per call: the `grpc-timeout` header from the time the caller gives it, and a local timer that
+ * cancels the stream (RST_STREAM CANCEL) at that time → DEADLINE_EXCEEDED; replies over
+ * `maxReplyBytes` → RESOURCE_EXHAUSTED (stream cancelled as soon as the prefix says so);
+ * compressed messages → INTERNAL (no grpc-encoding is offered, so none may come back).
+ */
+import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
+import { GrpcCode } from "./status.ts";
+import {
+  decodeGrpcMessage,
+  FRAME_HEADER_BYTES,
+  frameMessage,
+  grpcTimeout,
+  type MetadataHeaders,
+  parseGrpcStatus,
+  statusFromHttp,
+  statusFromReset,
+  type WireStatus,
+} from "./wire.ts";
+
+export interface UnaryRequest {
+  /** "/package.Service/Method" */
+  path: string;
+  /** The encoded request message (unframed). */
+  message: Uint8Array;
+  metadata: MetadataHeaders;
+  /** How long the call may take; sent as grpc-timeout and enforced here. */
+  timeoutMs: number;
+  /** Largest reply message accepted. */
+  maxReplyBytes: number;
+}
+
+export type UnaryResult =
+  | { kind: "reply"; message: Uint8Array; headers: IncomingHttpHeaders }
+  | {
+      kind: "status";
+      code: GrpcCode;
+      details: string;
+      /** The response's initial headers, when it got that far. */
+      headers?: IncomingHttpHeaders;
+      /**
+       * Nothing of the call reached the endpoint's application: no connection, the session
+       * refused it (GOAWAY before it, REFUSED_STREAM), or it waited for one and never left. Safe
+       * to retry anywhere, whatever the method.
+       */
+      unsent?: true;
+    };
+
+export interface ChannelOptions {
+  keepaliveMs: number;
+  keepaliveTimeoutMs: number;
+  initialBackoffMs: number;
+  maxBackoffMs: number;
+  /** A connect (TCP and the server's first SETTINGS) that takes longer fails. */
+  connectTimeoutMs: number;
+}
+
+export const DEFAULT_CHANNEL_OPTIONS: ChannelOptions = {
+  keepaliveMs: 30_000,
+  keepaliveTimeoutMs: 10_000,
+  initialBackoffMs: 200,
+  maxBackoffMs: 2_000,
+  connectTimeoutMs: 5_000,
+};
+
+const BACKOFF_JITTER = 0.2;
+const MAX_STREAMS_UNKNOWN = 100;
+
+/** The channel's view of one HTTP/2 session. */
+interface Session {
+  h2: ClientHttp2Session;
+  /** Settings acknowledged and usable for calls. */
+  ready: boolean;
+  /** GOAWAY received, closed or failed: takes no new call. */
+  retired: boolean;
+  calls: Set<UnaryCall>;
+  maxStreams: number;
+  /** Calls finished on this session, for keepalive (did anything come back since the last tick?). */
+  finished: number;
+  finishedAtLastTick: number;
+  pingOut: boolean;
+  timer: ReturnType<typeof setInterval> | undefined;
+}
+
+export class GrpcChannel {
+  readonly #authority: string;
+  readonly #options: ChannelOptions;
+  #session: Session | undefined;
+  /** Calls waiting for a session to be ready or for a free stream, oldest first. */
+  #waiting: UnaryCall[] = [];
+  #backoffMs: number;
+  /** performance.now() before which no connect is tried; calls fail fast until then. */
+  #retryAt = 0;
+  #lastConnectError = "";
+  #closed = false;
+
+  constructor(
+    /** host:port */
+    readonly address: string,
+    options: Partial<ChannelOptions> = {},
+  ) {
+    this.#authority = `http://${address}`;
+    this.#options = { ...DEFAULT_CHANNEL_OPTIONS, ...options };
+    this.#backoffMs = this.#options.initialBackoffMs;
+  }
+
+  /** One unary call; never rejects (every failure is a status). */
+  unary(request: UnaryRequest): Promise<UnaryResult> {
+    return new Promise((resolve) => this.dispatch(new UnaryCall(this, request, resolve)));
+  }
+
+  /** Starts `call` on the session, or queues it for one; a call refused unprocessed comes back here once. */
+  dispatch(call: UnaryCall): void {
+    if (this.#closed) {
+      call.finishUnsent(GrpcCode.UNAVAILABLE, "channel closed");
+      return;
+    }
+    const session = this.#session;
+    if (session?.ready && session.calls.size < session.maxStreams && this.#waiting.length === 0) {
+      call.start(session);
+      return;
+    }
+    if (!session) {
+      const now = performance.now();
+      if (now < this.#retryAt) {
+        const wait = Math.ceil(this.#retryAt - now);
+        call.finishUnsent(
+          GrpcCode.UNAVAILABLE,
+          `cannot connect to ${this.address} (${this.#lastConnectError}); next try in ${wait} ms`,
+        );
+        return;
+      }
+      this.#connect();
+    }
+    this.#waiting.push(call);
+    this.#pump();
+  }
+
+  /** Drops the session and forgets the backoff: the next call dials at once. */
+  reset(): void {
+    this.#backoffMs = this.#options.initialBackoffMs;
+    this.#retryAt = 0;
+    const session = this.#session;
+    if (session) this.#drop(session, "connection reset by the gateway (endpoint failed its health checks)");
+  }
+
+  /** Ends every call and the session; later calls fail. */
+  close(): void {
+    this.#closed = true;
+    const session = this.#session;
+    if (session) this.#drop(session, "channel closed");
+    this.#failWaiting("channel closed");
+  }
+
+  #connect(): void {
+    const h2 = http2.connect(this.#authority, { settings: { enablePush: false } });
+    const session: Session = {
+      h2,
+      ready: false,
+      retired: false,
+      calls: new Set(),
+      maxStreams: MAX_STREAMS_UNKNOWN,
+      finished: 0,
+      finishedAtLastTick: 0,
+      pingOut: false,
+      timer: undefined,
+    };
+    this.#session = session;
+    const connectTimer = setTimeout(() => {
+      if (!session.ready) this.#failed(session, `connect timed out after ${this.#options.connectTimeoutMs} ms`);
+    }, this.#options.connectTimeoutMs);
+    connectTimer.unref?.();
+    h2.once("remoteSettings", (settings) => {
+      clearTimeout(connectTimer);
+      if (session.retired) return;
+      session.ready = true;
+      session.maxStreams = settings.maxConcurrentStreams ?? MAX_STREAMS_UNKNOWN;
+      this.#backoffMs = this.#options.initialBackoffMs;
+      this.#startKeepalive(session);
+      this.#pump();
+    });
+    h2.on("remoteSettings", (settings) => {
+      session.maxStreams = settings.maxConcurrentStreams ?? session.maxStreams;
+    });
+    h2.on("goaway", (_errorCode: number, lastStreamId: number) => this.#goaway(session, lastStreamId));
+    h2.on("error", (err: Error) => {
+      clearTimeout(connectTimer);
+      if (!session.ready) this.#failed(session, describeError(err));
+      else this.#drop(session, `connection to ${this.address} failed: ${describeError(err)}`);
+    });
+    h2.on("close", () => {
+      clearTimeout(connectTimer);
+      if (!session.ready) this.#failed(session, "connection closed before the upstream's settings");
+      else this.#drop(session, `connection to ${this.address} closed`);
+    });
+  }
+
+  /** A connect that failed: the waiting calls fail unsent, and calls fail fast until the backoff ends. */
+  #failed(session: Session, reason: string): void {
+    if (session.retired) return;
+    this.#retire(session);
+    session.h2.destroy();
+    this.#lastConnectError = reason;
+    const jitter = 1 + BACKOFF_JITTER * (2 * Math.random() - 1);
+    this.#retryAt = performance.now() + this.#backoffMs * jitter;
+    this.#backoffMs = Math.min(this.#backoffMs * 2, this.#options.maxBackoffMs);
+    this.#failWaiting(`cannot connect to ${this.address}: ${reason}`);
+  }
+
+  /** A session that worked is gone: its calls end UNAVAILABLE; the next call reconnects. */
+  #drop(session: Session, reason: string): void {
+    if (!session.retired) this.#retire(session);
+    if (!session.h2.destroyed) session.h2.destroy();
+    for (const call of session.calls) call.finish({ kind: "status", code: GrpcCode.UNAVAILABLE, details: reason });
+    // Calls that waited for this session go to a new one.
+    if (this.#waiting.length > 0 && !this.#closed) {
+      if (!this.#session) this.#connect();
+    }
+  }
+
+  #goaway(session: Session, lastStreamId: number): void {
+    // Retired first: the refused calls' retries must go to a new session.
+    if (!session.retired) this.#retire(session);
+    for (const call of session.calls) {
+      if (call.streamId > lastStreamId) call.refused("the upstream closed the connection (GOAWAY) before the call");
+    }
+    if (session.calls.size === 0 && !session.h2.closed && !session.h2.destroyed) session.h2.close();
+    if (this.#waiting.length > 0 && !this.#closed && !this.#session) this.#connect();
+  }
+
+  #retire(session: Session): void {
+    session.retired = true;
+    clearInterval(session.timer);
+    if (this.#session === session) this.#session = undefined;
+  }
+
+  #failWaiting(reason: string): void {
+    const waiting = this.#waiting;
+    this.#waiting = [];
+    for (const call of waiting) call.finishUnsent(GrpcCode.UNAVAILABLE, reason);
+  }
+
+  /** Starts waiting calls while the session has streams to spare. */
+  #pump(): void {
+    const session = this.#session;
+    if (!session?.ready) return;
+    while (this.#waiting.length > 0 && session.calls.size < session.maxStreams) this.#waiting.shift()!.start(session);
+  }
+
+  #startKeepalive(session: Session): void {
+    const { keepaliveMs, keepaliveTimeoutMs } = this.#options;
+    session.timer = setInterval(() => {
+      const quiet = session.finished === session.finishedAtLastTick;
+      session.finishedAtLastTick = session.finished;
+      if (!quiet || session.calls.size === 0 || session.pingOut || session.retired) return;
+      session.pingOut = true;
+      const timeout = setTimeout(
+        () => this.#drop(session, `no answer to a keepalive ping within ${keepaliveTimeoutMs} ms`),
+        keepaliveTimeoutMs,
+      );
+      timeout.unref?.();
+      try {
+        session.h2.ping((err) => {
+          clearTimeout(timeout);
+          session.pingOut = false;
+          if (err && !session.retired) this.#drop(session, `keepalive ping failed: ${err.message}`);
+        });
+      } catch {
+        clearTimeout(timeout);
+        this.#drop(session, "keepalive ping could not be sent");
+      }
+    }, keepaliveMs);
+    session.timer.unref?.();
+  }
+
+  /** A call that waited and gave up (its deadline): out of the queue. */
+  unqueue(call: UnaryCall): void {
+    const at = this.#waiting.indexOf(call);
+    if (at >= 0) this.#waiting.splice(at, 1);
+  }
+
+  /** A started call ended: its stream is free for the next waiting call. */
+  released(session: Session): void {
+    session.finished++;
+    if (session.retired) {
+      if (session.calls.size === 0 && !session.h2.closed && !session.h2.destroyed) session.h2.close();
+      return;
+    }
+    if (this.#waiting.length > 0) this.#pump();
+  }
+}
+
+/** The symbol under which a stream carries its call, so its listeners are shared functions. */
+const CALL = Symbol("grpc call");
+type CallStream = ClientHttp2Stream & { [CALL]: UnaryCall };
+
+class UnaryCall {
+  #session: Session | undefined;
+  #stream: CallStream | undefined;
+  #timer: ReturnType<typeof setTimeout>;
+  readonly #startedAt = performance.now();
+  #done = false;
+  /** Refused unprocessed once and sent again (GOAWAY, REFUSED_STREAM): a second refusal ends it. */
+  #retried = false;
+  #headers: IncomingHttpHeaders | undefined;
+  #chunks: Buffer[] = [];
+  #received = 0;
+  /** Length of the first message, once its prefix arrived. */
+  #expected = -1;
+
+  constructor(
+    private readonly channel: GrpcChannel,
+    private readonly request: UnaryRequest,
+    private readonly resolve: (result: UnaryResult) => void,
+  ) {
+    // The deadline runs from the call, whatever waiting for a session or a stream takes.
+    this.#timer = setTimeout(onDeadline, request.timeoutMs, this);
+  }
+
+  /** The HTTP/2 stream id (0 before it started): GOAWAY tells which calls the server will process. */
+  get streamId(): number {
+    return this.#stream?.id ?? 0;
+  }
+
+  start(session: Session): void {
+    const { path, metadata, message } = this.request;
+    // What the wait took is out of the budget the server is told.
+    const timeoutMs = this.request.timeoutMs - (performance.now() - this.#startedAt);
+    let stream: CallStream;
+    try {
+      stream = session.h2.request({
+        ...metadata,
+        ":method": "POST",
+        ":path": path,
+        "content-type": "application/grpc",
+        te: "trailers",
+        "grpc-timeout": grpcTimeout(timeoutMs),
+      }) as CallStream;
+    } catch (err) {
+      // An illegal header (metadata is checked in wire.ts, so this is a bug worth its message).
+      this.finishUnsent(GrpcCode.INTERNAL, `the call could not be sent: ${(err as Error).message}`);
+      return;
+    }
+    this.#session = session;
+    this.#stream = stream;
+    session.calls.add(this);
+    stream[CALL] = this;
+    // 'data' is listened to from the response on: a flowing stream costs Bun a native
+    // setStreamReading call, cheaper once the reply is there (measured, ~10 % of the call).
+    stream.on("response", onResponse);
+    stream.on("trailers", onTrailers);
+    stream.on("error", ignore);
+    stream.on("close", onClose);
+    stream.end(frameMessage(message));
+  }
+
+  response(stream: CallStream, headers: IncomingHttpHeaders): void {
+    if (stream !== this.#stream) return;
+    this.#headers = headers;
+    // Trailers-Only: the status came with the headers, and no message will follow.
+    if (headers["grpc-status"] !== undefined) this.#ended(headers);
+  }
+
+  data(stream: CallStream, chunk: Buffer): void {
+    if (this.#done || stream !== this.#stream) return;
+    this.#chunks.push(chunk);
+    this.#received += chunk.byteLength;
+    if (this.#expected < 0 && this.#received >= FRAME_HEADER_BYTES) {
+      const head = this.#chunks.length === 1 ? chunk : Buffer.concat(this.#chunks);
+      this.#expected = head.readUInt32BE(1);
+      if (head[0] !== 0)
+        this.#abort(GrpcCode.INTERNAL, "the upstream sent a compressed message, and no compression was offered");
+      else if (this.#expected > this.request.maxReplyBytes)
+        this.#abort(
+          GrpcCode.RESOURCE_EXHAUSTED,
+          `reply message larger than the limit (${this.#expected} > ${this.request.maxReplyBytes} bytes)`,
+        );
+    }
+    if (!this.#done && this.#expected >= 0 && this.#received > FRAME_HEADER_BYTES + this.#expected)
+      this.#abort(GrpcCode.UNIMPLEMENTED, "the upstream sent more than one message for a unary call");
+  }
+
+  trailers(stream: CallStream, trailers: IncomingHttpHeaders): void {
+    if (stream === this.#stream) this.#ended(trailers);
+  }
+
+  /** The stream closed; if no status came, the reset code or the HTTP status says what happened. */
+  closed(stream: CallStream, rstCode: number): void {
+    if (this.#done || stream !== this.#stream) return;
+    if (rstCode === http2.constants.NGHTTP2_REFUSED_STREAM) {
+      this.refused("the upstream refused the stream (REFUSED_STREAM) before processing it");
+      return;
+    }
+    const httpStatus = Number(this.#headers?.[":status"] ?? 0);
+    const h2 = this.#session?.h2;
+    let status: WireStatus;
+    if (httpStatus !== 0 && httpStatus !== 200) status = statusFromHttp(httpStatus);
+    else if (h2 && (h2.destroyed || h2.closed))
+      status = { code: GrpcCode.UNAVAILABLE, details: "connection to the upstream lost during the call" };
+    else if (rstCode === http2.constants.NGHTTP2_NO_ERROR)
+      status = { code: GrpcCode.INTERNAL, details: "the upstream ended the call without a gRPC status" };
+    else status = statusFromReset(rstCode);
+    this.finish({ kind: "status", ...status, ...(this.#headers ? { headers: this.#headers } : {}) });
+  }
+
+  /**
+   * The server did not process the call (GOAWAY above it, REFUSED_STREAM). The first time, it is
+   * sent again — on a new session after a GOAWAY, the "transparent retry" gRPC clients make, so
+   * an upstream recycling its connections (max_connection_age) fails no call; the second time
+   * it ends UNAVAILABLE `unsent`, safe for dispatch.ts to retry elsewhere.
+   */
+  refused(details: string): void {
+    if (this.#done) return;
+    if (this.#retried) {
+      this.finishUnsent(GrpcCode.UNAVAILABLE, details);
+      return;
+    }
+    this.#retried = true;
+    this.#detach();
+    this.channel.dispatch(this);
+  }
+
+  deadline(): void {
+    if (this.#done) return;
+    const details = `no answer within ${this.request.timeoutMs} ms (the gateway cancelled the call)`;
+    if (!this.#stream) {
+      this.channel.unqueue(this);
+      // It never left: waiting for a connection or a stream took the whole budget.
+      this.finishUnsent(GrpcCode.DEADLINE_EXCEEDED, details);
+    } else this.#abort(GrpcCode.DEADLINE_EXCEEDED, details);
+  }
+
+  #ended(statusHeaders: IncomingHttpHeaders): void {
+    if (this.#done) return;
+    const headers = this.#headers ?? statusHeaders;
+    const body = this.#chunks.length === 1 ? this.#chunks[0]! : Buffer.concat(this.#chunks);
+    this.finish(endedResult(headers, statusHeaders, body, this.#expected));
+  }
+
+  /** Ends the call with `code` and cancels its stream. */
+  #abort(code: GrpcCode, details: string): void {
+    const stream = this.#stream;
+    this.finish({ kind: "status", code, details, ...(this.#headers ? { headers: this.#headers } : {}) });
+    if (stream && !stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+  }
+
+  /** Off its session and stream, as if never started. */
+  #detach(): void {
+    const session = this.#session;
+    this.#session = undefined;
+    this.#stream = undefined;
+    this.#headers = undefined;
+    this.#chunks = [];
+    this.#received = 0;
+    this.#expected = -1;
+    if (session) {
+      session.calls.delete(this);
+      this.channel.released(session);
+    }
+  }
+
+  finishUnsent(code: GrpcCode, details: string): void {
+    this.finish({ kind: "status", code, details, unsent: true });
+  }
+
+  finish(result: UnaryResult): void {
+    if (this.#done) return;
+    this.#done = true;
+    clearTimeout(this.#timer);
+    const session = this.#session;
+    if (session) {
+      session.calls.delete(this);
+      this.channel.released(session);
+    }
+    this.#chunks = [];
+    this.resolve(result);
+  }
+}
+
+/** What a call that got its status (in trailers, or Trailers-Only) came to. */
+function endedResult(
+  headers: IncomingHttpHeaders,
+  statusHeaders: IncomingHttpHeaders,
+  body: Buffer | undefined,
+  expected: number,
+): UnaryResult {
+  const code = parseGrpcStatus(statusHeaders["grpc-status"]);
+  if (code === undefined) {
+    const httpStatus = Number(headers[":status"] ?? 200);
+    const status =
+      httpStatus !== 200
+        ? statusFromHttp(httpStatus)
+        : { code: GrpcCode.INTERNAL, details: "the upstream ended the call without a gRPC status" };
+    return { kind: "status", ...status, headers };
+  }
+  if (code !== GrpcCode.OK) {
+    const details = decodeGrpcMessage(statusHeaders["grpc-message"] as string | undefined);
+    return { kind: "status", code, details, headers };
+  }
+  if (expected < 0 || !body || body.byteLength < FRAME_HEADER_BYTES + expected)
+    return {
+      kind: "status",
+      code: expected < 0 ? GrpcCode.UNIMPLEMENTED : GrpcCode.INTERNAL,
+      details: expected < 0 ? "the upstream sent no reply message" : "the reply message was cut short",
+      headers,
+    };
+  return { kind: "reply", message: body.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + expected), headers };
+}
+
+function onDeadline(call: UnaryCall): void {
+  call.deadline();
+}
+function onResponse(this: CallStream, headers: IncomingHttpHeaders): void {
+  this.on("data", onData);
+  this[CALL].response(this, headers);
+}
+function onData(this: CallStream, chunk: Buffer): void {
+  this[CALL].data(this, chunk);
+}
+function onTrailers(this: CallStream, trailers: IncomingHttpHeaders): void {
+  this[CALL].trailers(this, trailers);
+}
+function onClose(this: CallStream): void {
+  this[CALL].closed(this, this.rstCode ?? http2.constants.NGHTTP2_NO_ERROR);
+}
+/** Stream errors are followed by 'close', where the outcome is decided. */
+function ignore(): void {}
+
+function describeError(err: Error): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code && !err.message.includes(code) ? `${code}: ${err.message}` : err.message;
+}

@@ -1,0 +1,348 @@
+/**
+ * The lean unary gRPC client (src/grpc/h2-client.ts) against real servers on loopback: a grpc-js
+ * server for the ordinary path (what rpcapp runs), and a raw `node:http2` server for what a
+ * well-behaved gRPC server never sends — Trailers-Only answers, HTTP errors without a gRPC
+ * status, compressed or oversized messages, stream resets, GOAWAY, dropped connections, a
+ * stream limit, silence past the deadline.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import * as grpc from "@grpc/grpc-js";
+import http2, { type Http2Session, type ServerHttp2Stream } from "node:http2";
+import net from "node:net";
+import { loadPackageDefinition, parseProtos } from "../../lib/proto.ts";
+import { freePort } from "../../scripts/stack/testing/ports.ts";
+import { callUnary, type GrpcOutcome } from "../src/grpc/call.ts";
+import { GrpcChannel } from "../src/grpc/h2-client.ts";
+import { resolveMethod } from "../src/grpc/method.ts";
+import { GrpcCode } from "../src/grpc/status.ts";
+import { decodeGrpcMessage, frameMessage, grpcTimeout, type MetadataHeaders, setMetadata } from "../src/grpc/wire.ts";
+import { classify } from "../src/upstream/outcome.ts";
+
+const verify = resolveMethod(parseProtos(["proto/userverify.proto"]), "userverify.UserVerify/VerifyUser");
+const REQUEST = verify.encode({ id: 7, token: "t" });
+const LIMIT = 64 * 1024;
+
+const cleanup: (() => void)[] = [];
+afterAll(() => {
+  for (const f of cleanup.reverse()) f();
+});
+
+function channel(address: string, options?: ConstructorParameters<typeof GrpcChannel>[1]): GrpcChannel {
+  const ch = new GrpcChannel(address, options);
+  cleanup.push(() => ch.close());
+  return ch;
+}
+
+function call(ch: GrpcChannel, timeoutMs = 2_000, metadata: MetadataHeaders = {}): Promise<GrpcOutcome> {
+  return callUnary(ch, verify, REQUEST, metadata, timeoutMs, LIMIT);
+}
+
+/** A raw HTTP/2 server: `handle` answers each stream as the test wants. */
+async function rawServer(
+  handle: (stream: ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => void,
+  settings: http2.Settings = {},
+): Promise<{ address: string; sessions: Http2Session[]; close(): void }> {
+  const server = http2.createServer({ settings });
+  const sessions: Http2Session[] = [];
+  server.on("session", (s) => sessions.push(s));
+  server.on("stream", (stream, headers) => {
+    stream.on("error", () => {});
+    handle(stream as ServerHttp2Stream, headers);
+  });
+  const port = await freePort();
+  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+  const close = () => {
+    for (const s of sessions) s.destroy();
+    server.close();
+  };
+  cleanup.push(close);
+  return { address: `127.0.0.1:${port}`, sessions, close };
+}
+
+/**
+ * A server that answers every request with RST_STREAM `code`, written as raw frames: Bun's own
+ * HTTP/2 server sends code 0 whatever `stream.close(code)` is given (Bun 1.4.5).
+ */
+async function resetServer(code: number): Promise<{ address: string; streams: number[] }> {
+  const streams: number[] = [];
+  const frame = (type: number, flags: number, stream: number, payload: Buffer) => {
+    const head = Buffer.alloc(9);
+    head.writeUIntBE(payload.length, 0, 3);
+    head[3] = type;
+    head[4] = flags;
+    head.writeUInt32BE(stream, 5);
+    return Buffer.concat([head, payload]);
+  };
+  const server = net.createServer((socket) => {
+    socket.on("error", () => {});
+    let buffered = Buffer.alloc(0);
+    let prefaceSeen = false;
+    socket.write(frame(4, 0, 0, Buffer.alloc(0))); // SETTINGS
+    socket.on("data", (chunk: Buffer) => {
+      buffered = Buffer.concat([buffered, chunk]);
+      if (!prefaceSeen) {
+        if (buffered.length < 24) return;
+        buffered = buffered.subarray(24);
+        prefaceSeen = true;
+      }
+      while (buffered.length >= 9) {
+        const length = buffered.readUIntBE(0, 3);
+        if (buffered.length < 9 + length) return;
+        const [type, flags, stream] = [buffered[3]!, buffered[4]!, buffered.readUInt32BE(5) & 0x7fffffff];
+        buffered = buffered.subarray(9 + length);
+        if (type === 4 && (flags & 1) === 0) socket.write(frame(4, 1, 0, Buffer.alloc(0))); // SETTINGS ack
+        if (type === 1) {
+          streams.push(stream);
+          const rst = Buffer.alloc(4);
+          rst.writeUInt32BE(code);
+          socket.write(frame(3, 0, stream, rst));
+        }
+      }
+    });
+  });
+  const port = await freePort();
+  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+  cleanup.push(() => server.close());
+  return { address: `127.0.0.1:${port}`, streams };
+}
+
+const reply = (message: string) => frameMessage(verify.responseType.encode({ message }).finish());
+
+/** Answers as a gRPC server does: headers, the message, trailers. */
+function answer(stream: ServerHttp2Stream, body: Buffer | null, trailers: Record<string, string>): void {
+  stream.respond(
+    { ":status": 200, "content-type": "application/grpc", "x-served-by": "raw" },
+    { waitForTrailers: true },
+  );
+  stream.on("wantTrailers", () => stream.sendTrailers(trailers));
+  stream.end(body ?? undefined);
+}
+
+describe("wire rules", () => {
+  test("grpc-timeout is whole milliseconds, rounded up, in seconds past 8 digits", () => {
+    expect(grpcTimeout(1500)).toBe("1500m");
+    expect(grpcTimeout(0.2)).toBe("1m");
+    expect(grpcTimeout(299.1)).toBe("300m");
+    expect(grpcTimeout(200_000_000)).toBe("200000S");
+  });
+
+  test("grpc-message is percent-decoded; a malformed escape is kept as sent", () => {
+    expect(decodeGrpcMessage("bad%20100%25%20%C3%BCn%C3%AF")).toBe("bad 100% ünï");
+    expect(decodeGrpcMessage("50%")).toBe("50%");
+    expect(decodeGrpcMessage(undefined)).toBe("");
+  });
+
+  test("metadata: -bin values go base64, non-ASCII values and reserved names are left out", () => {
+    const headers: MetadataHeaders = {};
+    expect(setMetadata(headers, "X-User", "ada")).toBe(true);
+    expect(setMetadata(headers, "x-blob-bin", "ünï")).toBe(true);
+    expect(setMetadata(headers, "x-name", "Zoë")).toBe(false);
+    expect(setMetadata(headers, "grpc-timeout", "1S")).toBe(false);
+    expect(setMetadata(headers, "content-type", "text/plain")).toBe(false);
+    expect(headers).toEqual({ "x-user": "ada", "x-blob-bin": Buffer.from("ünï").toString("base64") });
+  });
+});
+
+describe("against a grpc-js server", () => {
+  test("a reply, the initial metadata, and what the server saw: metadata, -bin metadata, grpc-timeout", async () => {
+    const seen: { metadata: Record<string, unknown>; deadlineMs: number }[] = [];
+    const server = new grpc.Server();
+    const definition = loadPackageDefinition(["userverify.proto"]);
+    const service = (grpc.loadPackageDefinition(definition).userverify as grpc.GrpcObject)
+      .UserVerify as grpc.ServiceClientConstructor;
+    server.addService(service.service, {
+      VerifyUser: (
+        c: grpc.ServerUnaryCall<{ id: number; token: string }, unknown>,
+        cb: grpc.sendUnaryData<{ message: string }>,
+      ) => {
+        seen.push({ metadata: c.metadata.getMap(), deadlineMs: Number(c.getDeadline()) - Date.now() });
+        const md = new grpc.Metadata();
+        md.set("x-served-by", "grpcjs-1");
+        md.set("x-service-version", "9.9.9");
+        c.sendMetadata(md);
+        if (c.request.token === "t" && c.request.id === 7) cb(null, { message: "ok 7" });
+        else cb({ code: grpc.status.INVALID_ARGUMENT, details: "bad 100% ünï" });
+      },
+    });
+    const port = await freePort();
+    await new Promise<void>((resolve, reject) =>
+      server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (e) =>
+        e ? reject(e) : resolve(),
+      ),
+    );
+    cleanup.push(() => server.forceShutdown());
+    const ch = channel(`127.0.0.1:${port}`);
+    const metadata: MetadataHeaders = {};
+    setMetadata(metadata, "x-request-id", "req-1");
+    setMetadata(metadata, "x-claims-bin", '{"sub":"ünï"}');
+    const outcome = await callUnary(ch, verify, REQUEST, metadata, 1_500, LIMIT);
+    expect(outcome).toEqual({
+      kind: "reply",
+      reply: { message: "ok 7" },
+      servedBy: "grpcjs-1",
+      serviceVersion: "9.9.9",
+    });
+    expect(seen[0]!.metadata["x-request-id"]).toBe("req-1");
+    expect(Buffer.from(seen[0]!.metadata["x-claims-bin"] as Buffer).toString()).toBe('{"sub":"ünï"}');
+    expect(seen[0]!.deadlineMs).toBeLessThanOrEqual(1_500);
+    expect(seen[0]!.deadlineMs).toBeGreaterThan(500);
+
+    const failed = await callUnary(ch, verify, verify.encode({ id: 1, token: "x" }), {}, 1_500, LIMIT);
+    expect(failed).toMatchObject({ kind: "status", code: GrpcCode.INVALID_ARGUMENT, details: "bad 100% ünï" });
+    expect(classify(failed)).toBe("ok");
+
+    // Many at once on the one session.
+    const many = await Promise.all(Array.from({ length: 200 }, () => call(ch)));
+    expect(many.every((r) => r.kind === "reply")).toBe(true);
+  });
+});
+
+describe("against a raw HTTP/2 server", () => {
+  test("Trailers-Only: the status in the response headers", async () => {
+    const srv = await rawServer((stream) =>
+      stream.respond(
+        { ":status": 200, "content-type": "application/grpc", "grpc-status": "5", "grpc-message": "no%20such%20user" },
+        { endStream: true },
+      ),
+    );
+    expect(await call(channel(srv.address))).toMatchObject({
+      kind: "status",
+      code: GrpcCode.NOT_FOUND,
+      details: "no such user",
+    });
+  });
+
+  test("an HTTP error without a gRPC status maps by the spec's table (503 → UNAVAILABLE, 404 → UNIMPLEMENTED)", async () => {
+    let status = 503;
+    const srv = await rawServer((stream) => {
+      stream.respond({ ":status": status, "content-type": "text/plain" });
+      stream.end("nope");
+    });
+    const ch = channel(srv.address);
+    const unavailable = await call(ch);
+    expect(unavailable).toMatchObject({ kind: "status", code: GrpcCode.UNAVAILABLE });
+    expect((unavailable as { unsent?: true }).unsent).toBeUndefined();
+    status = 404;
+    expect(await call(ch)).toMatchObject({ kind: "status", code: GrpcCode.UNIMPLEMENTED });
+  });
+
+  test("a compressed message is INTERNAL; one over the limit RESOURCE_EXHAUSTED; none at all UNIMPLEMENTED", async () => {
+    let mode = "compressed";
+    const srv = await rawServer((stream) => {
+      if (mode === "compressed") {
+        const body = reply("x");
+        body[0] = 1;
+        answer(stream, body, { "grpc-status": "0" });
+      } else if (mode === "large") answer(stream, reply("x".repeat(LIMIT + 1)), { "grpc-status": "0" });
+      else answer(stream, null, { "grpc-status": "0" });
+    });
+    const ch = channel(srv.address);
+    expect(await call(ch)).toMatchObject({ kind: "status", code: GrpcCode.INTERNAL });
+    mode = "large";
+    const large = await call(ch);
+    expect(large).toMatchObject({ kind: "status", code: GrpcCode.RESOURCE_EXHAUSTED });
+    expect((large as { details: string }).details).toContain(`> ${LIMIT} bytes`);
+    mode = "empty";
+    expect(await call(ch)).toMatchObject({ kind: "status", code: GrpcCode.UNIMPLEMENTED });
+  });
+
+  test("stream resets: REFUSED_STREAM is sent once more, then UNAVAILABLE and unsent (safe to retry); CANCEL is CANCELLED", async () => {
+    const refusing = await resetServer(http2.constants.NGHTTP2_REFUSED_STREAM);
+    const refused = await call(channel(refusing.address));
+    expect(refused).toMatchObject({ kind: "status", code: GrpcCode.UNAVAILABLE, unsent: true });
+    expect(classify(refused)).toBe("connect");
+    expect(refusing.streams).toEqual([1, 3]);
+    const cancelling = await resetServer(http2.constants.NGHTTP2_CANCEL);
+    const cancelled = await call(channel(cancelling.address));
+    expect(cancelled).toMatchObject({ kind: "status", code: GrpcCode.CANCELLED });
+    expect(classify(cancelled)).toBe("ok");
+    expect(cancelling.streams).toEqual([1]);
+  });
+
+  test("no answer: DEADLINE_EXCEEDED at the deadline, and the server sees the stream cancelled", async () => {
+    const resets: number[] = [];
+    const srv = await rawServer((stream) => stream.on("close", () => resets.push(stream.rstCode)));
+    const ch = channel(srv.address);
+    const outcome = await call(ch, 150);
+    expect(outcome).toMatchObject({ kind: "status", code: GrpcCode.DEADLINE_EXCEEDED });
+    expect(classify(outcome)).toBe("timeout");
+    for (let i = 0; i < 100 && resets.length === 0; i++) await Bun.sleep(10);
+    expect(resets).toEqual([http2.constants.NGHTTP2_CANCEL]);
+  });
+
+  test("the connection dropped mid-call: UNAVAILABLE, not unsent (it may have been processed); the next call reconnects", async () => {
+    let drop = true;
+    const srv = await rawServer((stream) => {
+      if (drop) stream.session?.destroy();
+      else answer(stream, reply("again"), { "grpc-status": "0" });
+    });
+    const ch = channel(srv.address);
+    const dropped = await call(ch);
+    expect(dropped).toMatchObject({ kind: "status", code: GrpcCode.UNAVAILABLE });
+    expect((dropped as { unsent?: true }).unsent).toBeUndefined();
+    expect(classify(dropped)).toBe("unavailable");
+    drop = false;
+    expect(await call(ch)).toMatchObject({ kind: "reply" });
+    expect(srv.sessions.length).toBe(2);
+  });
+
+  test("GOAWAY: calls above the last stream id were not processed, and go again over a new session (once)", async () => {
+    const held: ServerHttp2Stream[] = [];
+    const srv = await rawServer((stream) => {
+      held.push(stream);
+      if (held.length === 3) {
+        // Processes the first of the three, refuses the other two.
+        stream.session?.goaway(http2.constants.NGHTTP2_NO_ERROR, held[0]!.id);
+        answer(held[0]!, reply("first"), { "grpc-status": "0" });
+      } else if (held.length > 3) answer(stream, reply("again"), { "grpc-status": "0" });
+    });
+    const ch = channel(srv.address);
+    const results = await Promise.all([call(ch), call(ch), call(ch)]);
+    const messages = results.map((r) => (r.kind === "reply" ? r.reply.message : r));
+    expect(messages).toEqual(["first", "again", "again"]);
+    expect(srv.sessions.length).toBe(2);
+    expect(held.length).toBe(5);
+  });
+
+  test("the server's stream limit holds: calls past it wait for a free stream, none is refused", async () => {
+    let open = 0;
+    let most = 0;
+    const srv = await rawServer(
+      (stream) => {
+        open++;
+        most = Math.max(most, open);
+        setTimeout(() => {
+          answer(stream, reply("ok"), { "grpc-status": "0" });
+          stream.on("close", () => open--);
+        }, 20);
+      },
+      { maxConcurrentStreams: 2 },
+    );
+    const ch = channel(srv.address);
+    const results = await Promise.all(Array.from({ length: 8 }, () => call(ch)));
+    expect(results.map((r) => r.kind)).toEqual(Array(8).fill("reply"));
+    expect(most).toBe(2);
+  });
+});
+
+describe("connecting", () => {
+  test("refused: UNAVAILABLE unsent (a 'connect' verdict); calls fail fast during the backoff; reset() dials at once", async () => {
+    const port = await freePort();
+    const ch = channel(`127.0.0.1:${port}`, { initialBackoffMs: 60_000, maxBackoffMs: 60_000 });
+    const refused = await call(ch);
+    expect(refused).toMatchObject({ kind: "status", code: GrpcCode.UNAVAILABLE, unsent: true });
+    expect(classify(refused)).toBe("connect");
+    expect((refused as { details: string }).details).toContain("ECONNREFUSED");
+    const during = await call(ch);
+    expect((during as { details: string }).details).toContain("next try in");
+
+    // The server comes up; the backoff (a minute) would keep failing calls, reset() ends it.
+    const server = http2.createServer();
+    server.on("stream", (stream) => answer(stream as ServerHttp2Stream, reply("up"), { "grpc-status": "0" }));
+    await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+    cleanup.push(() => server.close());
+    expect(await call(ch)).toMatchObject({ kind: "status", unsent: true });
+    ch.reset();
+    expect(await call(ch)).toMatchObject({ kind: "reply" });
+  });
+});

@@ -1,0 +1,167 @@
+/**
+ * The acceptance test of the Sentinel-following store, with real processes on 127.0.0.1: three
+ * redis-server (master + 2 replicas) and three Sentinels as in k8s/redis-store.yaml (its ACL users
+ * included), and a real webapp with STORE=redis and REDIS_SENTINELS. A bounded load of POST
+ * /projects runs while the master is killed with SIGKILL; the Sentinels promote a replica and the
+ * webapp follows by itself. Every project whose create was acknowledged (201) must be readable
+ * afterwards: the create WAITs for a replica, so an acknowledged project is on two nodes and
+ * survives the loss of one. The figures are printed.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { freePort } from "../../scripts/stack/testing/ports.ts";
+import {
+  requireBinary,
+  type Spawned,
+  spawnService,
+  stopAll,
+  waitForHttp,
+} from "../../scripts/stack/testing/processes.ts";
+import { TestSentinelSet } from "./redis-sentinels.ts";
+
+const hasRedis = requireBinary("redis-server");
+const DOWN_AFTER_MS = 1000;
+let set: TestSentinelSet;
+let webapp: { proc: Spawned; url: string };
+
+beforeAll(async () => {
+  if (!hasRedis) return;
+  set = await TestSentinelSet.start({ downAfterMs: DOWN_AFTER_MS, failoverTimeoutMs: 3000 });
+  const port = await freePort();
+  const proc = spawnService(
+    "webapp",
+    {
+      HOST: "127.0.0.1",
+      PORT: String(port),
+      INSTANCE_ID: "webapp-sentinel",
+      STORE: "redis",
+      REDIS_URL: set.webappUrl,
+      REDIS_SENTINELS: set.sentinelList,
+      REDIS_SENTINEL_MASTER: set.masterName,
+      REDIS_SENTINEL_PASSWORD: set.secret["sentinel-password"],
+      REDIS_TIMEOUT_MS: "500",
+    },
+    "webapp-sentinel",
+  );
+  webapp = { proc, url: `http://127.0.0.1:${port}` };
+  await waitForHttp(`${webapp.url}/readyz`, proc, 15_000);
+}, 60_000); // a Sentinel set takes a few seconds to discover itself
+
+afterAll(() => stopAll());
+
+interface LoadResult {
+  acknowledged: { id: number; title: string; at: number }[];
+  /** Status → count of the creates that were not acknowledged. */
+  failed: Map<number, number>;
+  /** Time of each failed create. */
+  failedAt: number[];
+}
+
+/**
+ * `workers` loops of POST /projects until `stop()` says so (or `maxMs`), each request bounded
+ * by a 3 s client timeout; a short pause after a failure keeps the loop from spinning.
+ */
+async function createLoad(
+  url: string,
+  label: string,
+  opts: { workers: number; maxMs: number; stop: (r: LoadResult) => boolean },
+): Promise<LoadResult> {
+  const result: LoadResult = { acknowledged: [], failed: new Map(), failedAt: [] };
+  const deadline = performance.now() + opts.maxMs;
+  let n = 0;
+  await Promise.all(
+    Array.from({ length: opts.workers }, async () => {
+      while (performance.now() < deadline && !opts.stop(result)) {
+        const title = `${label} ${++n}`;
+        let status = 0;
+        try {
+          const res = await fetch(`${url}/projects`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ title }),
+            signal: AbortSignal.timeout(3000),
+          });
+          status = res.status;
+          const body = (await res.json()) as { id?: number };
+          if (status === 201) {
+            result.acknowledged.push({ id: body.id!, title, at: performance.now() });
+            continue;
+          }
+        } catch {
+          // no answer: status 0
+        }
+        result.failed.set(status, (result.failed.get(status) ?? 0) + 1);
+        result.failedAt.push(performance.now());
+        await Bun.sleep(20);
+      }
+    }),
+  );
+  return result;
+}
+
+/** GETs every acknowledged project; returns those missing or different. */
+async function lostProjects(url: string, projects: LoadResult["acknowledged"]): Promise<string[]> {
+  const lost: string[] = [];
+  for (let i = 0; i < projects.length; i += 16) {
+    await Promise.all(
+      projects.slice(i, i + 16).map(async ({ id, title }) => {
+        const res = await fetch(`${url}/projects/${id}`, { signal: AbortSignal.timeout(3000) });
+        const body = (await res.json()) as { title?: string };
+        if (res.status !== 200 || body.title !== title) lost.push(`${id} (${res.status}, ${body.title ?? "-"})`);
+      }),
+    );
+  }
+  return lost;
+}
+
+const counts = (m: Map<number, number>) =>
+  [...m].map(([status, n]) => `${n}×${status === 0 ? "no answer" : status}`).join(", ") || "none";
+
+describe.skipIf(!hasRedis)("webapp behind Redis Sentinels (3 redis-server, 3 sentinels, quorum 2)", () => {
+  test("master killed mid-load: the webapp follows the promoted replica by itself and every acknowledged project is readable", async () => {
+    const oldMaster = await set.masterPort();
+    let killedAt = Infinity;
+    let acknowledged = 0;
+    // Kill once 150 creates went through; stop 2 s after the first create acknowledged after the kill.
+    const killing = (async () => {
+      const deadline = performance.now() + 10_000;
+      while (acknowledged < 150 && performance.now() < deadline) await Bun.sleep(10);
+      await set.kill(oldMaster);
+      killedAt = performance.now();
+    })();
+    const result = await createLoad(webapp.url, "failover", {
+      workers: 4,
+      maxMs: 30_000,
+      stop: (r) => {
+        acknowledged = r.acknowledged.length;
+        const after = r.acknowledged.find((p) => p.at > killedAt);
+        return after !== undefined && performance.now() - after.at > 2000;
+      },
+    });
+    await killing;
+
+    const newMaster = await set.masterPort();
+    const firstAfter = result.acknowledged.find((p) => p.at > killedAt);
+    const failoverMs = firstAfter ? firstAfter.at - killedAt : Number.NaN;
+    const lost = await lostProjects(webapp.url, result.acknowledged);
+    const failedTotal = result.failedAt.length;
+    console.log(
+      `redis failover (SIGKILL master ${oldMaster} → ${newMaster}, down-after ${DOWN_AFTER_MS} ms, WAIT 1 replica): ` +
+        `acknowledged ${result.acknowledged.length}, failed during failover ${failedTotal} (${counts(result.failed)}), ` +
+        `lost ${lost.length}; creates failing for ${failoverMs.toFixed(0)} ms after the kill`,
+    );
+    expect(newMaster).not.toBe(oldMaster);
+    expect(firstAfter).toBeDefined();
+    expect(lost).toEqual([]);
+    // The failures are the store being unavailable (503), never an error or a hang.
+    expect([...result.failed.keys()].filter((s) => s !== 503)).toEqual([]);
+    // Ids stay unique: the promoted replica's counter holds every acknowledged id.
+    const ids = result.acknowledged.map((p) => p.id);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(
+      webapp.proc.lines.some(
+        (l) =>
+          l.includes('"msg":"project store: following the master the Sentinels name"') && l.includes(`:${newMaster}"`),
+      ),
+    ).toBe(true);
+  }, 60_000);
+});

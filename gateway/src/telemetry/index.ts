@@ -157,11 +157,7 @@ export class GatewayTelemetry {
   }
 
   /** The tries of one gRPC call: each in a client span whose traceparent goes out in `metadata`. */
-  grpcTries(
-    upstream: string,
-    methodPath: string,
-    metadata: MetadataHeaders,
-  ): TryHooks<GrpcOutcome, Span | undefined> {
+  grpcTries(upstream: string, methodPath: string, metadata: MetadataHeaders): TryHooks<GrpcOutcome, Span | undefined> {
     if (!this.#recording) {
       // As httpTries: no client span, the server span's traceparent goes out in the metadata.
       const traceparent = traceparentOf(context.active());

@@ -149,12 +149,17 @@ const admin = createAdminApp(gateway, identity, lifecycle, metrics.registry, {
   hostname: settings.adminHost,
   port: settings.adminPort,
 });
-if (!settings.adminToken)
+// Without a token the admin plane is safe only on loopback (make dev): say so once, as a warning
+// only when ADMIN_INSECURE opened it wider.
+if (!settings.adminToken && settings.adminInsecure)
   log.warn(
-    { admin_host: settings.adminHost, admin_insecure: settings.adminInsecure },
-    settings.adminInsecure
-      ? "the admin listener has no authentication and ADMIN_INSECURE lets it bind beyond loopback: whoever reaches it reads the config and the dashboard; set ADMIN_TOKEN"
-      : "the admin listener has no authentication (ADMIN_TOKEN is not set), so it listens on loopback only",
+    { admin_host: settings.adminHost },
+    "the admin listener has no authentication and ADMIN_INSECURE lets it bind beyond loopback: whoever reaches it reads the config and the dashboard; set ADMIN_TOKEN",
+  );
+else if (!settings.adminToken)
+  log.info(
+    { admin_host: settings.adminHost },
+    "the admin listener has no authentication (ADMIN_TOKEN is not set), so it listens on loopback only",
   );
 
 lifecycle.onStop("config reloader", () => reloader.stop());

@@ -9,8 +9,9 @@
  * (Linux ≥ 5.14): then the kernel moves them to another socket of the group, where the new
  * gateway accepts them. Nothing in user space can do that instead: the socket cannot leave the
  * group without being closed, and Bun.serve cannot take over another process's listening socket.
- * Measured on Bun 1.4.5, Linux 6.18, 3 gateways replaced under 50 keep-alive requests/s + 400 new
- * connections/s: 1, 3 and 3 resets in 3 rollouts with it off; 0 in every rollout with it on.
+ * Measured on Bun 1.4.5, Linux 6.18, `make rollout SERVICE=gateway` (3 gateways replaced) under 50
+ * keep-alive requests/s + 400 new connections/s: 1, 0 and 2 resets in 3 rollouts with it off; 0
+ * in 5 rollouts in a row with it on (docs/operations.md, "Replacing a gateway locally").
  *
  * The setting is per network namespace and needs root (CAP_NET_ADMIN), so `make dev` sets it
  * when it may (DEV_TCP_MIGRATE_REQ=auto, the default; `off` leaves the kernel alone) and

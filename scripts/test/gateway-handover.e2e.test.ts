@@ -27,7 +27,7 @@ const KEEP_ALIVE_RPS = 50;
 const NEW_CONNECTION_RPS = 400;
 
 const PATIENT = `
-    healthCheck: { intervalMs: 2000, timeoutMs: 5000, unhealthyThreshold: 5 }
+    healthCheck: { intervalMs: 3000, timeoutMs: 3000, unhealthyThreshold: 4 }
     outlierDetection: { consecutiveFailures: 1000 }
     circuitBreaker: { consecutiveFailures: 1000 }`;
 const ROUTES = `
@@ -113,8 +113,12 @@ test.skipIf(!handover.migrates)(
 
     expect(report.examples).toEqual([]);
     expect(report.failed).toBe(0);
-    // The new-connection clients kept their rate through all 3 closes (each drain alone is 5 s).
-    expect(report.clients.newConnection.sent).toBeGreaterThanOrEqual(NEW_CONNECTION_RPS * 10);
+    // The new-connection clients kept (most of) their rate the whole time, which spans all 3 closes:
+    // the load stops only after the last old gateway has exited.
+    expect(report.clients.newConnection.sent).toBeGreaterThanOrEqual(
+      0.8 * NEW_CONNECTION_RPS * (report.durationMs / 1000),
+    );
+    expect(report.durationMs).toBeGreaterThan(5_000);
     expect(report.clients.keepAlive.sent).toBeGreaterThan(0);
     expect(Object.keys(report.gatewayVersions).sort()).toEqual(["v1", "v2"]);
     expect(stack.replacedExits.map((x) => [x.name, x.code]).sort()).toEqual([

@@ -12,19 +12,16 @@ import { dockerEnv, kubectl, NAMESPACE } from "./minikube.ts";
 
 const VERSION_LABEL = "app.kubernetes.io/version";
 
+/** One field of a Deployment, by JSONPath (`kubectl get -o jsonpath`); the command's result as it came. */
+function deploymentField(service: Service, jsonPath: string) {
+  return run(kubectl("-n", NAMESPACE, "get", `deployment/${service}`, "-o", `jsonpath={${jsonPath}}`), {
+    nothrow: true,
+  });
+}
+
 /** `portico/webapp:3f2a9c1`: what the Deployment's pods run now. */
 export async function currentImage(service: Service): Promise<string> {
-  const out = await run(
-    kubectl(
-      "-n",
-      NAMESPACE,
-      "get",
-      `deployment/${service}`,
-      "-o",
-      "jsonpath={.spec.template.spec.containers[0].image}",
-    ),
-    { nothrow: true },
-  );
+  const out = await deploymentField(service, ".spec.template.spec.containers[0].image");
   if (out.exitCode !== 0) {
     throw new ScriptError(
       `deployment/${service} is not in the cluster (namespace ${NAMESPACE}):\n${(out.stderr || out.stdout).trim()}\nDeploy the stack first: make up`,
@@ -77,17 +74,7 @@ export async function undo(service: Service): Promise<void> {
 
 /** After an undo the pods' version label is the old one again; the Deployment's own label follows it. */
 export async function syncVersionLabel(service: Service): Promise<void> {
-  const out = await run(
-    kubectl(
-      "-n",
-      NAMESPACE,
-      "get",
-      `deployment/${service}`,
-      "-o",
-      `jsonpath={.spec.template.metadata.labels.${VERSION_LABEL.replace(/\./g, "\\.")}}`,
-    ),
-    { nothrow: true },
-  );
+  const out = await deploymentField(service, `.spec.template.metadata.labels.${VERSION_LABEL.replace(/\./g, "\\.")}`);
   const version = out.stdout.trim();
   if (out.exitCode === 0 && version)
     await run(kubectl("-n", NAMESPACE, "label", `deployment/${service}`, `${VERSION_LABEL}=${version}`, "--overwrite"));

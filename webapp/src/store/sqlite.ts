@@ -6,8 +6,9 @@
  * - `AUTOINCREMENT` makes SQLite take ids from one counter in the file (sqlite_sequence) under the
  *   write lock, so ids are unique across processes and never reused
  *   (https://www.sqlite.org/autoinc.html).
- * At most `maxProjects` rows: the insert counts them in the same statement, under the same write
- * lock, so replicas inserting together cannot pass the limit.
+ * At most `maxProjects` rows: the insert reads the id counter in the same statement, under the
+ * same write lock, so replicas inserting together cannot pass the limit. Projects are never
+ * deleted, so the counter is the row count, read in O(1) where `count(*)` scans the table.
  */
 import { Database } from "bun:sqlite";
 import { mkdirSync } from "node:fs";
@@ -41,10 +42,11 @@ export function openSqliteStore(path: string, opts: { maxProjects?: number } = {
     created_at TEXT NOT NULL
   )`);
 
-  // No row back: the table already holds `max` projects.
+  // No row back: `max` projects have been created.
   const insert = db.prepare<ProjectRow, { title: string; created_at: string; max: number }>(
     `INSERT INTO projects (title, created_at) SELECT $title, $created_at
-     WHERE (SELECT count(*) FROM projects) < $max RETURNING id, title, created_at`,
+     WHERE coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'projects'), 0) < $max
+     RETURNING id, title, created_at`,
   );
   const selectOne = db.prepare<ProjectRow, { id: number }>("SELECT id, title, created_at FROM projects WHERE id = $id");
   const selectPage = db.prepare<ProjectRow, { after: number; limit: number }>(

@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join, posix } from "node:path";
 import type { IDeployment } from "kubernetes-models/apps/v1/Deployment";
 import { validate as lintDockerfile } from "dockerfile-utils";
-import { BUILD_INPUTS, COMPILE_FLAGS, dockerfileOf, SERVICES } from "../../scripts/cluster/images.ts";
+import { BUILD_INPUTS, COMPILE_FLAGS, dockerfileOf, RUNTIME_BASE_DIGEST, SERVICES } from "../../scripts/cluster/images.ts";
 import {
   argsOf,
   byKeyword,
@@ -42,7 +42,7 @@ describe.each([...SERVICES])("%s/Dockerfile", (service) => {
     expect(lintDockerfile(text).map((d) => `${file}:${d.range.start.line + 1}: ${d.message}`)).toEqual([]);
   });
 
-  test("is two stages: a build on the Bun package.json pins, a distroless cc nonroot runtime", () => {
+  test("is two stages: a build on the Bun package.json pins, a distroless cc nonroot runtime pinned by digest", () => {
     expect(stages.length).toBe(2);
     expect(build.from.getImageName()).toBe("oven/bun");
     expect(build.from.getImageTag()).toBe(packageJson.devDependencies.bun!);
@@ -51,6 +51,8 @@ describe.each([...SERVICES])("%s/Dockerfile", (service) => {
     expect(`${runtime.from.getRegistry()}/${runtime.from.getImageName()}:${runtime.from.getImageTag()}`).toBe(
       "gcr.io/distroless/cc-debian12:nonroot",
     );
+    // `nonroot` moves with every Debian update: the digest is what makes a rebuild the image reviewed.
+    expect(runtime.from.getImageDigest()).toBe(RUNTIME_BASE_DIGEST);
   });
 
   test("installs from the lockfile without devDependencies and compiles src/main.ts with --compile --bytecode --format=esm", () => {

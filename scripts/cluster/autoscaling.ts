@@ -7,10 +7,10 @@
  *   `kubectl apply -k` meets a ScaledObject, and its admission webhook must answer, so a fresh
  *   install is waited for.
  *
- * KEDA's release manifest is the one thing `make up` downloads, and it is applied only if its
- * SHA-256 is the one pinned here: it is saved to a private temporary file, hashed, and applied
- * from that file (never `kubectl apply -f <url>`, which would apply whatever the URL serves).
- * KEDA_VERSION is tested with the Kubernetes version `make up` starts minikube with
+ * KEDA's manifest is vendored in k8s/vendor/keda/ (how it was built is in its README), so `make up`
+ * downloads nothing: the file is applied only if its SHA-256 is the one pinned here, from a private
+ * copy taken after hashing it (never `kubectl apply -f <url>`, which would apply whatever the URL
+ * serves). KEDA_VERSION is tested with the Kubernetes version `make up` starts minikube with
  * (KUBERNETES_VERSION in minikube.ts; KEDA 2.19 supports 1.32 to 1.34).
  *
  * And after applying: a Deployment without `replicas` starts with 1 pod until its autoscaler
@@ -20,7 +20,7 @@
 import { createHash } from "node:crypto";
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { $, chalk } from "zx";
 import { printCommand, run, ScriptError } from "../cli.ts";
 import { kubectl, NAMESPACE } from "./minikube.ts";
@@ -32,18 +32,27 @@ export const KEDA_KUBERNETES_SUPPORT: Record<string, { min: string; max: string 
 };
 
 /**
- * SHA-256 of each release manifest `make up` may apply, by version. Pin a release on a machine you
- * trust, from the release page's file:
- *   curl -fsSL https://github.com/kedacore/keda/releases/download/v2.19.0/keda-2.19.0.yaml | sha256sum
- * A pinned sum that does not match stops `make up`. A version with no line here is installed with
- * a warning that prints the sum of what was downloaded (trust on first use, as `kubectl apply -f
- * <release URL>` would be), unless KEDA_REQUIRE_PIN=1 makes a pin mandatory. KEDA_SHA256 pins one
- * run; KEDA_MANIFEST names a file or URL to use instead of the release.
+ * SHA-256 of each KEDA manifest `make up` may apply, by version: the vendored file's (also in
+ * k8s/vendor/keda/SHA256SUMS). A manifest whose sum does not match stops `make up`. Another
+ * version (KEDA_VERSION) is downloaded from its release and needs a pin: here, or for one run
+ * KEDA_SHA256; without one it is applied with a warning that prints the sum of what was downloaded
+ * (trust on first use, as `kubectl apply -f <release URL>` would be), unless KEDA_REQUIRE_PIN=1
+ * refuses it. KEDA_MANIFEST names a file or URL to use instead.
  */
-export const KEDA_MANIFEST_SHA256: Record<string, string> = {};
+export const KEDA_MANIFEST_SHA256: Record<string, string> = {
+  "2.19.0": "9575199b019db67a86d93e5d84ddefa7538ccd3eb71e1df0e391c0aab99b399b",
+};
+
+/** The vendored manifests' folder: k8s/vendor/keda, from this file's place in the repository. */
+export const KEDA_VENDOR_DIR = resolve(import.meta.dir, "../../k8s/vendor/keda");
 
 export function kedaManifestUrl(version = process.env.KEDA_VERSION || KEDA_VERSION): string {
   return `https://github.com/kedacore/keda/releases/download/v${version}/keda-${version}.yaml`;
+}
+
+/** Where `make up` takes KEDA `version` from: the vendored file for the pinned version, else its release. */
+export function kedaManifestSource(version: string): string {
+  return version === KEDA_VERSION ? join(KEDA_VENDOR_DIR, `keda-${version}.yaml`) : kedaManifestUrl(version);
 }
 
 /** The manifest's bytes, from a local file or an http(s) URL. */
@@ -60,7 +69,7 @@ export async function verifiedKedaManifest(
   env: Record<string, string | undefined> = process.env,
 ): Promise<{ file: string; dispose: () => void }> {
   const version = env.KEDA_VERSION || KEDA_VERSION;
-  const source = env.KEDA_MANIFEST || kedaManifestUrl(version);
+  const source = env.KEDA_MANIFEST || kedaManifestSource(version);
   const expected = (env.KEDA_SHA256 || KEDA_MANIFEST_SHA256[version] || "").toLowerCase();
   const pinned = /^[0-9a-f]{64}$/.test(expected);
   const howToPin =

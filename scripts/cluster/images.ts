@@ -22,6 +22,15 @@ export const COMPILE_FLAGS = [
 ] as const;
 
 /** `portico/webapp` */
+/**
+ * The runtime base of every image, as each Dockerfile's last FROM names it. distroless publishes no
+ * version tags (`nonroot` moves with each Debian update), so the image is pinned by its index
+ * digest: this is the multi-arch digest that independent public projects pin for
+ * `cc-debian12:nonroot`; it could not be pulled where it was written. Check or refresh it with
+ * `crane digest gcr.io/distroless/cc-debian12:nonroot` (or `docker buildx imagetools inspect`).
+ */
+export const RUNTIME_BASE_DIGEST = "sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f";
+
 export function imageName(service: Service): string {
   return `${IMAGE_REPOSITORY_PREFIX}/${service}`;
 }

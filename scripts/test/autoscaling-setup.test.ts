@@ -6,10 +6,16 @@
  */
 import { afterEach, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { KEDA_KUBERNETES_SUPPORT, KEDA_VERSION, kedaManifestUrl } from "../cluster/autoscaling.ts";
+import {
+  KEDA_KUBERNETES_SUPPORT,
+  KEDA_MANIFEST_SHA256,
+  KEDA_VENDOR_DIR,
+  KEDA_VERSION,
+  kedaManifestUrl,
+} from "../cluster/autoscaling.ts";
 import { KUBERNETES_VERSION } from "../cluster/minikube.ts";
 import { type Fakes, HAPPY, makeFakes, runScript } from "./fakes.ts";
 
@@ -59,6 +65,27 @@ test("a cluster without KEDA gets the manifest whose SHA-256 matches the pin, ap
   expect(kubectl.findIndex((c) => c.includes("apply -k"))).toBeGreaterThan(3);
   expect(fakes.appliedFiles()[`keda-${KEDA_VERSION}.yaml`]).toBe(manifest.text);
   expect(run.stdout).toContain(`KEDA ${KEDA_VERSION}: SHA-256 ${manifest.sha256} matches the pin`);
+});
+
+test("by default the vendored manifest is applied, checked against its pin, and nothing is downloaded", async () => {
+  const vendored = readFileSync(join(KEDA_VENDOR_DIR, `keda-${KEDA_VERSION}.yaml`), "utf8");
+  fakes = makeFakes({ ...HAPPY, kubectl: NO_KEDA });
+  const run = await runScript("up", fakes, {});
+  expect(run.stderr).toBe("");
+  expect(run.exitCode).toBe(0);
+  expect(run.stdout).not.toContain("$ fetch");
+  expect(fakes.appliedFiles()[`keda-${KEDA_VERSION}.yaml`]).toBe(vendored);
+  expect(run.stdout).toContain(`KEDA ${KEDA_VERSION}: SHA-256 ${KEDA_MANIFEST_SHA256[KEDA_VERSION]} matches the pin`);
+});
+
+test("an edited copy of the pinned release is refused by the built-in pin, with no KEDA_SHA256 given", async () => {
+  const vendored = readFileSync(join(KEDA_VENDOR_DIR, `keda-${KEDA_VERSION}.yaml`), "utf8");
+  const edited = fakeManifest(vendored.replace("image: ghcr.io/kedacore/keda:", "image: evil.example/keda:"));
+  fakes = makeFakes({ ...HAPPY, kubectl: NO_KEDA });
+  const run = await runScript("up", fakes, { KEDA_MANIFEST: edited.file });
+  expect(run.exitCode).toBe(1);
+  expect(run.stderr).toContain(`has SHA-256 ${edited.sha256}, not the pinned ${KEDA_MANIFEST_SHA256[KEDA_VERSION]}`);
+  expect(fakes.calls().filter((c) => c.includes(" apply "))).toEqual([]);
 });
 
 test("a manifest whose SHA-256 differs from the pin is not applied, and nothing after it is", async () => {

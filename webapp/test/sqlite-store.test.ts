@@ -1,10 +1,10 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openStore } from "../src/store/index.ts";
-import { openSqliteStore } from "../src/store/sqlite.ts";
+import { openSqliteStore, WAL_SIZE_LIMIT_BYTES } from "../src/store/sqlite.ts";
 import { describeProjectStoreContract } from "./store-contract.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "webapp-store-"));
@@ -28,6 +28,39 @@ describe("SQLite project store", () => {
     const db = new Database(path, { readonly: true });
     expect(db.query("PRAGMA journal_mode").get()).toEqual({ journal_mode: "wal" });
     db.close();
+    await store.close();
+  });
+
+  test("the WAL stays at the auto-checkpoint's size however many projects are created", async () => {
+    const path = join(dir, "wal-steady.sqlite");
+    const store = openSqliteStore(path);
+    let peak = 0;
+    for (let i = 0; i < 6000; i++) {
+      const project = await store.create("t".repeat(900));
+      expect(await store.get(project.id)).not.toBeNull();
+      if (i % 500 === 0) peak = Math.max(peak, statSync(`${path}-wal`).size);
+    }
+    // 6,000 projects of ~1 KB: ~60 MB of WAL if nothing could ever restart it.
+    expect(peak).toBeLessThanOrEqual(WAL_SIZE_LIMIT_BYTES + 64 * 1024);
+    await store.close();
+  });
+
+  test("a WAL that grew while a replica held a read open is cut back once checkpoints catch up", async () => {
+    const path = join(dir, "wal-growth.sqlite");
+    const store = openSqliteStore(path);
+    await store.create("first");
+    // Another replica in the middle of a read: no checkpoint can pass its snapshot.
+    const reader = new Database(path);
+    reader.exec("BEGIN");
+    reader.query("SELECT count(*) FROM projects").get();
+    const title = "t".repeat(900);
+    for (let i = 0; i < 8000; i++) await store.create(title);
+    const grown = statSync(`${path}-wal`).size;
+    expect(grown).toBeGreaterThan(2 * WAL_SIZE_LIMIT_BYTES);
+    reader.exec("COMMIT");
+    reader.close();
+    for (let i = 0; i < 2000; i++) await store.create(title);
+    expect(statSync(`${path}-wal`).size).toBeLessThanOrEqual(WAL_SIZE_LIMIT_BYTES);
     await store.close();
   });
 });

@@ -83,8 +83,9 @@ function walkYamlFiles(dir: string, out: string[]): void {
   for (const entry of readdirSync(dir).sort()) {
     const full = join(dir, entry);
     if (statSync(full).isDirectory()) {
-      // Test fixtures and dependencies are not deployed.
-      if (entry !== "test" && entry !== "node_modules") walkYamlFiles(full, out);
+      // Test fixtures and dependencies are not deployed; vendor/ holds third-party installs that
+      // `make up` applies on their own (KEDA), checked by k8s/test/vendor.test.ts instead.
+      if (entry !== "test" && entry !== "node_modules" && entry !== "vendor") walkYamlFiles(full, out);
     } else if (/\.ya?ml$/.test(entry)) {
       out.push(full);
     }

@@ -9,6 +9,9 @@
  * At most `maxProjects` rows: the insert reads the id counter in the same statement, under the
  * same write lock, so replicas inserting together cannot pass the limit. Projects are never
  * deleted, so the counter is the row count, read in O(1) where `count(*)` scans the table.
+ * - `journal_size_limit`: a checkpoint cannot pass another replica's open read, so while one is held
+ *   the WAL grows past its usual ~4 MB, and SQLite never shrinks the file by itself. With the
+ *   limit, the first write after a checkpoint that has caught up truncates it.
  */
 import { Database } from "bun:sqlite";
 import { mkdirSync } from "node:fs";
@@ -17,6 +20,8 @@ import { type ListOptions, type Project, type ProjectStore, StoreFullError } fro
 
 /** How long a write waits for another process's write lock before it fails. */
 const BUSY_TIMEOUT_MS = 5000;
+/** The size the WAL file is cut back to once a checkpoint has caught up (the auto-checkpoint's ~4 MB). */
+export const WAL_SIZE_LIMIT_BYTES = 4 * 1024 * 1024;
 
 interface ProjectRow {
   id: number;
@@ -36,6 +41,7 @@ export function openSqliteStore(path: string, opts: { maxProjects?: number } = {
   db.exec("PRAGMA journal_mode = WAL");
   // NORMAL is safe from corruption in WAL mode; a power cut may lose only the last commits.
   db.exec("PRAGMA synchronous = NORMAL");
+  db.exec(`PRAGMA journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
   db.exec(`CREATE TABLE IF NOT EXISTS projects (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     title TEXT NOT NULL,
@@ -56,7 +62,10 @@ export function openSqliteStore(path: string, opts: { maxProjects?: number } = {
 
   return {
     async create(title: string): Promise<Project> {
-      const row = insert.get({ title, created_at: new Date().toISOString(), max: maxProjects });
+      // all(), not get(): get() leaves an INSERT … RETURNING un-reset, and the statement then holds
+      // a read snapshot until the next insert, so no checkpoint could ever restart the WAL (it grew
+      // by ~10 MB per 1,000 projects, without bound).
+      const [row] = insert.all({ title, created_at: new Date().toISOString(), max: maxProjects });
       if (!row) throw new StoreFullError(maxProjects);
       return toProject(row);
     },

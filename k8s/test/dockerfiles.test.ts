@@ -9,7 +9,13 @@ import { existsSync, readFileSync } from "node:fs";
 import { join, posix } from "node:path";
 import type { IDeployment } from "kubernetes-models/apps/v1/Deployment";
 import { validate as lintDockerfile } from "dockerfile-utils";
-import { BUILD_INPUTS, COMPILE_FLAGS, dockerfileOf, RUNTIME_BASE_DIGEST, SERVICES } from "../../scripts/cluster/images.ts";
+import {
+  BUILD_INPUTS,
+  COMPILE_FLAGS,
+  dockerfileOf,
+  RUNTIME_BASE_DIGEST,
+  SERVICES,
+} from "../../scripts/cluster/images.ts";
 import {
   argsOf,
   byKeyword,

@@ -14,7 +14,10 @@ import { parseImage } from "./checks/hardening.ts";
 const file = join(KEDA_VENDOR_DIR, `keda-${KEDA_VERSION}.yaml`);
 const bytes = readFileSync(file);
 const objects = parseAllDocuments(bytes.toString("utf8"))
-  .map((d) => d.toJS() as { kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> } })
+  .map(
+    (d) =>
+      d.toJS() as { kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> } },
+  )
   .filter(Boolean);
 
 describe(`k8s/vendor/keda/keda-${KEDA_VERSION}.yaml`, () => {

@@ -28,6 +28,10 @@ install: node_modules/.installed ## Install dependencies (Bun first, if missing)
 dev: install ## Run the whole stack locally: 3 gateways, 3 webapps, 3 rpcapps (Ctrl-C stops all)
 	$(BUN) scripts/dev.ts
 
+.PHONY: certs
+certs: install ## Make the local CA and certificates for TLS=1 make dev in .data/tls (TLS_DIR; EDGE_HOSTS adds names)
+	$(BUN) scripts/tls/certs.ts
+
 .PHONY: test
 test: install typecheck lint ## Typecheck, lint, then run every test (CI=true: any skip or todo fails)
 	$(BUN) scripts/test.ts
@@ -59,7 +63,7 @@ build: install ## Compile each service into a single binary in dist/
 	$(BUN) scripts/build.ts
 
 .PHONY: bench
-bench: install ## Proxy benchmark: direct, bare Bun, nginx, HAProxy, Portico lean/full/gRPC (BENCH_SECONDS; BENCH_STACK=1 adds the full stack)
+bench: install ## Proxy benchmark: direct, bare Bun, nginx, HAProxy, Portico lean/full/gRPC, TLS rows (BENCH_SECONDS; BENCH_STACK=1 adds the full stack)
 	$(BUN) bench/run.ts
 
 .PHONY: up

@@ -6,12 +6,24 @@
  * (`daemon off`) with a generated config in a temp dir, so its master's PID is the one we
  * spawned; the worker is its child, counted by procs.ts's process tree.
  */
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
+import { TLS12_CIPHERS } from "../lib/tls-listener.ts";
 import { pinned, spawn, waitHttp, tempDir } from "./procs.ts";
 
-export function nginxConfig(dir: string, port: number, upstreams: string[]): string {
+/** A certificate and key (PEM files) for a TLS-terminating row. */
+export interface BenchTls {
+  cert: string;
+  key: string;
+}
+
+/**
+ * With `tls`: nginx terminates TLS as the gateway does — TLS 1.2 and 1.3, the same TLS 1.2 suites
+ * (lib/tls-listener.ts), the same certificate; wrk keeps its connections, so this measures the
+ * record layer, not handshakes.
+ */
+export function nginxConfig(dir: string, port: number, upstreams: string[], tls?: BenchTls): string {
   return `daemon off;
 worker_processes 1;
 error_log ${dir}/error.log warn;
@@ -31,8 +43,16 @@ ${upstreams.map((u) => `    server ${u};`).join("\n")}
     keepalive_requests 1000000;
   }
   server {
-    listen 127.0.0.1:${port};
-    location / {
+    listen 127.0.0.1:${port}${tls ? " ssl" : ""};
+${
+  tls
+    ? `    ssl_certificate ${tls.cert};
+    ssl_certificate_key ${tls.key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ciphers ${TLS12_CIPHERS};
+`
+    : ""
+}    location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
@@ -43,15 +63,24 @@ ${upstreams.map((u) => `    server ${u};`).join("\n")}
 `;
 }
 
-export async function startNginx(port: number, upstreams: string[], cpu?: number): Promise<Subprocess> {
+export async function startNginx(
+  port: number,
+  upstreams: string[],
+  cpu?: number,
+  tls?: BenchTls & { ca: string },
+): Promise<Subprocess> {
   const dir = tempDir("nginx");
   const conf = join(dir, "nginx.conf");
-  writeFileSync(conf, nginxConfig(dir, port, upstreams));
+  writeFileSync(conf, nginxConfig(dir, port, upstreams, tls));
   // -e: nginx otherwise opens its compiled-in error log (/var/log/nginx) before reading the config.
   const proc = spawn("nginx", pinned(["nginx", "-c", conf, "-p", dir, "-e", `${dir}/error.log`], cpu), {
     stdout: "ignore",
     stderr: "inherit",
   });
-  await waitHttp(`http://127.0.0.1:${port}/healthz`, proc);
+  await waitHttp(
+    `${tls ? "https" : "http"}://127.0.0.1:${port}/healthz`,
+    proc,
+    tls ? { tls: { ca: readFileSync(tls.ca, "utf8") } } : undefined,
+  );
   return proc;
 }

@@ -10,7 +10,7 @@
  *         and exported over OTLP/HTTP to `otlpEndpoint`; the access log at info, written to a file;
  *         RED metrics (always recorded).
  */
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { freePort } from "../scripts/stack/testing/ports.ts";
@@ -32,6 +32,8 @@ export interface PorticoOptions {
   upstreams: string[];
   /** host:port of rpcapp's gRPC listener, for /verify (lean only). */
   rpcapp?: string;
+  /** Terminate TLS on an HTTPS listener (the routes' `tls` block); `url` is then https. */
+  tls?: { cert: string; key: string; ca: string };
   /** The compiled binary instead of `bun gateway/src/main.ts`. */
   binary?: string;
   cpu?: number;
@@ -49,7 +51,9 @@ export function routesYaml(opts: PorticoOptions): string {
   bench: { protocol: http, endpoints: "${opts.upstreams.join(",")}" }
 ${grpc ? `  rpcapp: { protocol: grpc, endpoints: "${opts.rpcapp}", proto: ${join(SERVICE_ROOT, "proto/userverify.proto")} }\n` : ""}routes:
   - { name: projects, path: /projects, match: prefix, methods: [GET, POST], upstream: bench${limit} }
-${grpc ? "  - { name: verify, path: /verify, match: exact, methods: [POST], upstream: rpcapp, grpc: { method: userverify.UserVerify/VerifyUser, idempotent: true } }\n" : ""}`;
+${grpc ? "  - { name: verify, path: /verify, match: exact, methods: [POST], upstream: rpcapp, grpc: { method: userverify.UserVerify/VerifyUser, idempotent: true } }\n" : ""}${
+  opts.tls ? `tls:\n  certificates:\n    - { cert: ${opts.tls.cert}, key: ${opts.tls.key} }\n` : ""
+}`;
 }
 
 export interface PreparedPortico {
@@ -67,13 +71,14 @@ export async function preparePortico(opts: PorticoOptions): Promise<PreparedPort
   const dir = tempDir("gateway");
   const routesFile = join(dir, "routes.yaml");
   writeFileSync(routesFile, routesYaml(opts));
-  const [port, adminPort] = [await freePort(), await freePort()];
+  const [port, adminPort, httpsPort] = [await freePort(), await freePort(), await freePort()];
   const { flavour } = opts;
   const env: Record<string, string | undefined> = {
     ...process.env,
     HOST: "127.0.0.1",
     PORT: String(port),
     ADMIN_PORT: String(adminPort),
+    HTTPS_PORT: String(httpsPort),
     ROUTES_FILE: routesFile,
     REDIS_URL: flavour.kind === "full" ? (flavour.redisUrl ?? "") : "",
     GATEWAY_PEERS: "",
@@ -87,13 +92,13 @@ export async function preparePortico(opts: PorticoOptions): Promise<PreparedPort
           OTEL_BSP_SCHEDULE_DELAY: "1000",
         }),
   };
-  const name = flavour.kind === "lean" ? "gateway (lean)" : `gateway (full${flavour.redisUrl ? ", redis" : ""})`;
+  const name = `${flavour.kind === "lean" ? "gateway (lean" : `gateway (full${flavour.redisUrl ? ", redis" : ""}`}${opts.tls ? ", tls" : ""})`;
   const argv = pinned(opts.binary ? [opts.binary] : [process.execPath, "gateway/src/main.ts"], opts.cpu);
   return {
     name,
     argv,
     env,
-    url: `http://127.0.0.1:${port}`,
+    url: opts.tls ? `https://127.0.0.1:${httpsPort}` : `http://127.0.0.1:${port}`,
     adminUrl: `http://127.0.0.1:${adminPort}`,
     ...(flavour.kind === "full" ? { logFile: join(dir, "access.log") } : {}),
   };
@@ -121,7 +126,8 @@ export const postJson = (body: string): RequestInit => ({
 export async function startPortico(opts: PorticoOptions): Promise<Portico> {
   const prepared = await preparePortico(opts);
   const proc = spawnPortico(prepared);
-  await waitHttp(`${prepared.url}/projects`, proc, postJson(PROJECT_BODY));
+  const trust: BunFetchRequestInit = opts.tls ? { tls: { ca: readFileSync(opts.tls.ca, "utf8") } } : {};
+  await waitHttp(`${prepared.url}/projects`, proc, { ...postJson(PROJECT_BODY), ...trust });
   if (opts.rpcapp && opts.flavour.kind === "lean")
     await waitHttp(`${prepared.url}/verify`, proc, postJson(VERIFY_BODY));
   return { proc, ...prepared };

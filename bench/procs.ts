@@ -146,7 +146,7 @@ export async function waitUntil(
 }
 
 /** Waits until `url` answers a 2xx to `init` (GET by default). */
-export function waitHttp(url: string, proc?: Subprocess, init: RequestInit = {}): Promise<void> {
+export function waitHttp(url: string, proc?: Subprocess, init: BunFetchRequestInit = {}): Promise<void> {
   return waitUntil(
     url,
     async () => (await fetch(url, { ...init, signal: AbortSignal.timeout(1000) })).ok,

@@ -16,6 +16,7 @@ import { loadavg } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { redisServerArgv } from "../scripts/stack/redis.ts";
+import { ensureLocalPki } from "../scripts/tls/pki.ts";
 import { freePort } from "../scripts/stack/testing/ports.ts";
 import { runH2loadGrpc } from "./h2load.ts";
 import { startHaproxy } from "./haproxy.ts";
@@ -30,6 +31,7 @@ import {
   spawn,
   stopAll,
   stopAllOnSignals,
+  tempDir,
   waitHttp,
   waitUntil,
 } from "./procs.ts";
@@ -59,6 +61,8 @@ const TARGET_KEYS = [
   "lean",
   "full",
   "full-redis",
+  "nginx-tls",
+  "lean-tls",
   "grpc-direct",
   "verify",
   "compiled",
@@ -168,9 +172,9 @@ const otlpSink = Bun.serve({
 try {
   // Three upstream processes; each serves one port per HTTP target (and one for the compiled gateway).
   // The lean gateway also serves /verify, so it is started (with its upstream ports) for either row.
-  const httpKeys = (["direct", "bare", "nginx", "haproxy", "lean", "full", "full-redis", "compiled"] as const).filter(
-    (key) => wanted(key) || (key === "lean" && wanted("verify")),
-  );
+  const httpKeys = (
+    ["direct", "bare", "nginx", "haproxy", "lean", "full", "full-redis", "nginx-tls", "lean-tls", "compiled"] as const
+  ).filter((key) => wanted(key) || (key === "lean" && wanted("verify")));
   const portsOf = new Map<string, number[]>();
   for (const key of httpKeys) portsOf.set(key, [await freePort(), await freePort(), await freePort()]);
   const upstreamProcs: UpstreamProcess[] = [];
@@ -346,6 +350,35 @@ try {
       }
     }
   }
+  // TLS terminated by the proxy, same certificate (ECDSA P-256 from the local CA), keep-alive
+  // clients: what the record layer costs each. wrk does not verify certificates.
+  if (wanted("nginx-tls") || wanted("lean-tls")) {
+    const pki = await ensureLocalPki(join(tempDir("bench-tls"), "pki"));
+    const tls = { cert: pki.certFile("edge"), key: pki.keyFile("edge"), ca: pki.caFile };
+    if (wanted("nginx-tls")) {
+      const name = "nginx (1 worker), TLS";
+      if (!Bun.which("nginx")) add("nginx-tls", name, { unavailable: "not installed" });
+      else {
+        const port = await freePort();
+        const started = await tryStart(name, () => startNginx(port, hostPorts("nginx-tls"), PROXY_CPU, tls));
+        add(
+          "nginx-tls",
+          name,
+          "unavailable" in started ? started : http("nginx-tls", `https://127.0.0.1:${port}/projects`, [started.pid]),
+        );
+      }
+    }
+    if (wanted("lean-tls")) {
+      const started = await tryStart("Portico lean, TLS", () =>
+        startPortico({ flavour: { kind: "lean" }, upstreams: hostPorts("lean-tls"), cpu: PROXY_CPU, tls }),
+      );
+      add(
+        "lean-tls",
+        "Portico lean, TLS",
+        "unavailable" in started ? started : http("lean-tls", `${started.url}/projects`, [started.proc.pid]),
+      );
+    }
+  }
   // Table order: the HTTP rows, then the gRPC ones.
   rows.sort((a, b) => TARGET_KEYS.indexOf(a.key as TargetKey) - TARGET_KEYS.indexOf(b.key as TargetKey));
 
@@ -427,13 +460,18 @@ try {
     const row = rows.find((r) => r.key === key);
     return row ? summarize(row, HIGH, LOW) : undefined;
   };
-  const [lean, bare, nginx, verify, grpcDirect] = (["lean", "bare", "nginx", "verify", "grpc-direct"] as const).map(
-    summary,
-  );
+  const [lean, bare, nginx, verify, grpcDirect, nginxTls, leanTls] = (
+    ["lean", "bare", "nginx", "verify", "grpc-direct", "nginx-tls", "lean-tls"] as const
+  ).map(summary);
   const times = (a?: number, b?: number) => (a && b ? `${(a / b).toFixed(2)}×` : "–");
   if (lean?.proxyUsPerReq) {
     notes.push(
       `Portico lean: CPU per request ${times(lean.proxyUsPerReq, bare?.proxyUsPerReq)} the bare Bun proxy's, ${times(lean.proxyUsPerReq, nginx?.proxyUsPerReq)} nginx's`,
+    );
+  }
+  if (leanTls) {
+    notes.push(
+      `TLS at the proxy: Portico lean ${times(leanTls.rps, nginxTls?.rps)} nginx's req/s, CPU per request ${times(leanTls.proxyUsPerReq, nginxTls?.proxyUsPerReq)} nginx's; TLS costs Portico ${times(leanTls.proxyUsPerReq, lean?.proxyUsPerReq)} its plain CPU per request, nginx ${times(nginxTls?.proxyUsPerReq, nginx?.proxyUsPerReq)}`,
     );
   }
   if (verify) {

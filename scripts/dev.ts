@@ -3,6 +3,7 @@
  * port — with one readable log stream. Ctrl-C stops everything. Every port and replica count is an
  * environment variable (see docs/configuration.md, "The local stack (make dev)").
  */
+import { join, relative } from "node:path";
 import { envPort } from "../lib/env.ts";
 import { colorFor, prettyLine } from "./stack/pretty.ts";
 import { isListening, isRedisInstalled } from "./stack/redis.ts";
@@ -74,6 +75,8 @@ try {
 }
 
 const gw = stack.gatewayUrl;
+const https = stack.gatewayHttpsUrl;
+const caFile = opts.tls ? relative(process.cwd(), join(opts.tls.dir, "ca.crt")) : "";
 // `make rollout` / `make rollback` ask this process to replace replicas (stack/control.ts).
 const controlPort = envPort("DEV_CONTROL_PORT", DEFAULT_CONTROL_PORT);
 let rollouts = `make rollout SERVICE=webapp, make rollback SERVICE=webapp (control port 127.0.0.1:${controlPort})`;
@@ -89,7 +92,11 @@ if (!stack.redisUrl) console.warn(`\nwarning: rate limits are ${rateLimits}`);
 console.log(`
 Portico is up.
   gateway     ${gw}   (${opts.gatewayReplicas} processes sharing the port)
-  admin       ${stack.adminUrls().join("  ")}
+${
+  https
+    ? `  https       ${https}   (TLS=1: the local CA is ${caFile}; gateway → webapp and rpcapp is mutual TLS)\n`
+    : ""
+}  admin       ${stack.adminUrls().join("  ")}
   dashboard   ${stack.adminUrls()[0]}/dashboard   (live view of all ${opts.gatewayReplicas} gateways; any admin port serves it)
               ${
                 stack.adminToken
@@ -106,7 +113,7 @@ Portico is up.
     .adminUrls()
     .map((u) => `${u}/metrics`)
     .join("  ")}
-              webapps and rpcapps: /metrics on their HTTP ports (make monitor: a local Prometheus scraping them all)
+              webapps and rpcapps: /metrics on their plain HTTP ports (make monitor: a local Prometheus scraping them all)
   traces      set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. a local Jaeger's http://127.0.0.1:4318) to export spans;
               every log line carries trace_id, span_id and request_id either way
   logs        this terminal (JSON lines from every process, prettified; DEV_LOG_FORMAT=json for raw);
@@ -115,5 +122,9 @@ Portico is up.
 Try:
   curl -X POST -H 'Content-type: application/json' -d '{"title":"An awesome project"}' ${gw}/projects/
   curl -X POST -H 'Content-type: application/json' -d '{"id": 121, "token": "a$$" }' ${gw}/verify/
-  make smoke      (in another shell)
+${
+  https
+    ? `  curl --cacert ${caFile} -X POST -H 'Content-type: application/json' -d '{"title":"Over TLS"}' ${https}/projects/\n`
+    : ""
+}  make smoke      (in another shell)
 `);

@@ -15,6 +15,8 @@ export interface RequestContext {
   /** The direct peer's address (normalised): the client, or the trusted proxy in front. */
   peer: string;
   peerIsTrusted: boolean;
+  /** Arrived on the HTTPS listener (X-Forwarded-Proto: https). */
+  secure: boolean;
   route?: RouteConfig;
   /** host:port of the endpoint that served the request, once chosen. */
   endpoint?: string;

@@ -1,8 +1,8 @@
 /**
  * The gateway process: reads its settings (settings.ts, the only reader of the environment) and
  * routes.yaml, wires the parts — telemetry, rate limiter, peer directory, dashboard, reloader —
- * starts the public listener (shared by every local gateway process through SO_REUSEPORT) and
- * the admin listener, and drains on SIGTERM.
+ * starts the public listeners (plain, and HTTPS when routes.yaml has a `tls` block; each shared by
+ * every local gateway process through SO_REUSEPORT) and the admin listener, and drains on SIGTERM.
  *
  * `gateway --check <routes.yaml>` validates a routes file and exits instead (check.ts).
  */
@@ -11,12 +11,14 @@ import { Lifecycle } from "../../lib/lifecycle.ts";
 import { bufferedLogger, createLogger } from "../../lib/log.ts";
 import { createMetricsRegistry } from "../../lib/telemetry/metrics.ts";
 import { startTracing } from "../../lib/telemetry/tracing.ts";
+import type { TlsListener } from "../../lib/tls-listener.ts";
 import { createAdminApp } from "./admin/app.ts";
 import { AdminAuth } from "./admin/auth.ts";
 import { checkRoutesFile, EX_CONFIG } from "./check.ts";
 import { ConfigError } from "./config/load.ts";
 import { ConfigReloader, type LoadedConfig, loadConfigFile } from "./config/reload.ts";
 import { Dashboard } from "./dashboard/index.ts";
+import { type EdgeMaterial, startEdgeTls } from "./edge/tls-listener.ts";
 import { TrafficRecorder } from "./dashboard/traffic.ts";
 import { applyHeaderLimit } from "./limits.ts";
 import { PeerDirectory } from "./peers.ts";
@@ -95,6 +97,7 @@ const gateway = new Gateway(config, {
   resolver: settings.dnsServer ? dnsServerResolver(settings.dnsServer) : systemResolver,
   logProbes: settings.logProbes,
   accessLog: bufferedLogger(log),
+  httpsPort: settings.httpsPort,
 });
 metrics.watch(gateway);
 // routes.yaml is reloaded when it changes and on SIGHUP; a bad edit is rejected and the last good config keeps serving.
@@ -103,7 +106,11 @@ const reloader = new ConfigReloader({
   initial: loaded,
   log,
   env: settings.env,
-  apply: (next) => gateway.reload(next),
+  apply: async (next) => {
+    await gateway.reload(next);
+    // Other certificates named in the tls block: the HTTPS listener hands over to them now.
+    await https?.recheck();
+  },
 });
 const dashboard = new Dashboard({
   gateway,
@@ -121,6 +128,13 @@ await Promise.all([...gateway.upstreams.values()].map((u) => u.ready));
 
 // Request line + headers past limits.maxHeaderBytes get 431 from Bun's parser (process-wide setting).
 applyHeaderLimit(config.limits.maxHeaderBytes);
+const serverError = (err: Error): Response => {
+  log.error({ err }, "server error");
+  return new Response(null, { status: 500 });
+};
+// Bun's own limit is only a backstop (it answers a bare 413); the per-route limit, checked in
+// the request path, answers problem+json. So Bun's is set well above every route's.
+const maxRequestBodySize = Math.max(gateway.maxBodyBytes * 4, 8 * 1024 * 1024);
 const server = Bun.serve({
   hostname: settings.host,
   port: settings.port,
@@ -129,15 +143,32 @@ const server = Bun.serve({
   idleTimeout: config.limits.idleTimeoutSec,
   // Several gateway processes bind the same port; the kernel spreads connections across them.
   reusePort: true,
-  // Bun's own limit is only a backstop (it answers a bare 413); the per-route limit, checked in
-  // the request path, answers problem+json. So Bun's is set well above every route's.
-  maxRequestBodySize: Math.max(gateway.maxBodyBytes * 4, 8 * 1024 * 1024),
+  maxRequestBodySize,
   fetch: gateway.fetch,
-  error(err) {
-    log.error({ err }, "server error");
-    return new Response(null, { status: 500 });
-  },
+  error: serverError,
 });
+// HTTPS_PORT, when routes.yaml has a tls block: the same routes, certificates renewed in place.
+let https: TlsListener<EdgeMaterial> | undefined;
+try {
+  https = config.tls
+    ? startEdgeTls({
+        host: settings.host,
+        port: settings.httpsPort,
+        current: () => gateway.config.tls,
+        fetch: gateway.fetchSecure,
+        error: serverError,
+        idleTimeout: config.limits.idleTimeoutSec,
+        maxRequestBodySize,
+        log,
+        registry: metrics.registry,
+      })
+    : undefined;
+} catch (err) {
+  // The files were checked at load; a failure here is the port (in use) or a file gone since.
+  log.fatal({ err, https_port: settings.httpsPort }, "cannot start the HTTPS listener; not starting");
+  console.error(`gateway: cannot start the HTTPS listener on port ${settings.httpsPort}: ${(err as Error).message}`);
+  process.exit(1);
+}
 // With ADMIN_TOKEN every admin route but /metrics and the probes needs it; without, settings.ts
 // has kept the listener on loopback unless ADMIN_INSECURE says otherwise (docs/security.md).
 const admin = createAdminApp(gateway, identity, lifecycle, metrics.registry, {
@@ -164,6 +195,7 @@ else if (!settings.adminToken)
 
 lifecycle.onStop("config reloader", () => reloader.stop());
 lifecycle.onStop("public listener", () => server.stop(false));
+if (https) lifecycle.onStop("https listener", () => https.stop());
 // Open dashboard pages hold an event stream each; the admin listener's stop waits for them.
 lifecycle.onStop("dashboard event streams", () => dashboard.close());
 lifecycle.onStop("admin listener", async () => {
@@ -179,6 +211,7 @@ lifecycle.markReady();
 log.info(
   {
     port: server.port,
+    ...(https ? { https_port: https.port, tls: https.summary() } : {}),
     admin_port: settings.adminPort,
     admin_auth: settings.adminToken ? "bearer token" : "none",
     metrics: `${admin.server?.url.href ?? ""}metrics`,

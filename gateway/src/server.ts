@@ -16,6 +16,7 @@ import { requestIdOf } from "../../lib/request-id.ts";
 import type { GatewayConfig, RouteConfig } from "./config/load.ts";
 import { sameUpstream } from "./config/reload.ts";
 import type { RequestContext, RoutedRequest } from "./context.ts";
+import { forwardedSecure, httpsRedirect } from "./edge/redirect.ts";
 import { gatewayProblem } from "./errors.ts";
 import { transcodeGrpc } from "./grpc/route.ts";
 import { applyHeaderLimit, extendDeadline } from "./limits.ts";
@@ -45,6 +46,8 @@ export interface GatewayDeps {
   logProbes?: boolean;
   /** Where access lines go (lib/log.ts `bufferedLogger`: written in batches); `log` when absent. */
   accessLog?: Logger;
+  /** The HTTPS listener's port (HTTPS_PORT): where `tls.redirectHttp` sends clients unless `tls.redirectPort` says. */
+  httpsPort?: number;
 }
 
 /** The parts built from one config; swapped as a whole on reload. */
@@ -82,6 +85,7 @@ export class Gateway {
           new Upstream(settings, {
             ...(resolver ? { resolver } : {}),
             onEvent: (event) => logUpstreamEvent(log, event),
+            log,
           }),
       );
     }
@@ -139,8 +143,13 @@ export class Gateway {
     for (const upstream of [...this.#state.upstreams.values(), ...this.#retired]) upstream.close();
   }
 
-  /** Bun.serve's fetch handler for the public listener. */
-  readonly fetch = async (req: Request, server: Server<unknown>): Promise<Response> => {
+  /** Bun.serve's fetch handler for the plain public listener (PORT). */
+  readonly fetch = (req: Request, server: Server<unknown>): Promise<Response> => this.#serve(req, server, false);
+
+  /** The same for the HTTPS listener (HTTPS_PORT, edge/tls-listener.ts). */
+  readonly fetchSecure = (req: Request, server: Server<unknown>): Promise<Response> => this.#serve(req, server, true);
+
+  async #serve(req: Request, server: Server<unknown>, secure: boolean): Promise<Response> {
     const state = this.#state;
     const { url } = req;
     // Without a usable Host (HTTP/1.0, `Host: a/b`) Bun's url is the path alone; for CONNECT, no path.
@@ -162,6 +171,7 @@ export class Gateway {
       clientIp,
       peer: peerIp,
       peerIsTrusted,
+      secure,
     };
     // The server span; the request runs in its context, so upstream tries become its children.
     const scope = this.#telemetry.begin(req.headers, ctx.id, req.method, rawPath);
@@ -175,11 +185,13 @@ export class Gateway {
     response.headers.set("x-request-id", ctx.id);
     response.headers.set("x-gateway", this.deps.identity.instance);
     response.headers.set("x-gateway-version", this.deps.identity.version);
+    const hsts = secure ? state.config.tls?.hsts : undefined;
+    if (hsts) response.headers.set("strict-transport-security", hsts);
     this.deps.lifecycle.closeConnectionWhileDraining(response.headers);
     this.#telemetry.end(scope, ctx, response.status);
     if (!ctx.probe || this.deps.logProbes) context.with(scope, this.#accessLog, this, ctx, response.status);
     return response;
-  };
+  }
 
   async #handle(req: Request, ctx: RequestContext, state: GatewayState, server: Server<unknown>): Promise<Response> {
     const requestId = ctx.id;
@@ -209,6 +221,10 @@ export class Gateway {
         requestId,
         detail: normalized.reason,
       });
+    const tls = state.config.tls;
+    // To the path as the client sent it (checked above), not the normalised one.
+    if (tls?.redirectHttp && !ctx.secure && !forwardedSecure(req.headers, ctx))
+      return httpsRedirect(req.headers, ctx, tls.redirectPort ?? this.deps.httpsPort ?? 443, requestId);
     ctx.path = normalized.path;
 
     const match = state.router.match(req.method, ctx.path);

@@ -41,6 +41,8 @@ export interface GatewaySettings {
   /** HOST, PORT: the public listener (shared by every local gateway through SO_REUSEPORT). */
   host: string;
   port: number;
+  /** HTTPS_PORT: the HTTPS listener, when routes.yaml has a `tls` block (shared like PORT). */
+  httpsPort: number;
   /** ADMIN_PORT: admin API, metrics and dashboard; never reachable through the public port. */
   adminPort: number;
   /**
@@ -85,6 +87,7 @@ export function loadSettings(env: Env = process.env): GatewaySettings {
     logFlushMs: envInt("LOG_FLUSH_MS", 100, { min: 0, max: 10_000 }, env),
     host,
     port: envPort("PORT", 8080, env),
+    httpsPort: envPort("HTTPS_PORT", 8443, env),
     adminPort: envPort("ADMIN_PORT", 9901, env),
     ...admin,
     routesFile: envString("ROUTES_FILE", "gateway/routes.yaml", env),

@@ -1,6 +1,8 @@
-import { describe, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
-import { resolve } from "node:path";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { ensureLocalPki, type LocalPki } from "../../scripts/tls/pki.ts";
 import { ConfigError, loadConfig, parseConfig } from "../src/config/load.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
@@ -115,5 +117,75 @@ describe("routes.yaml loading", () => {
     expect(problemsOf(`${shipped}\ntrustedProxies: ["10.0.0.0/8", "not-an-ip"]\n`)[0]).toMatchObject({
       field: "trustedProxies[1]",
     });
+  });
+});
+
+describe("routes.yaml tls blocks", () => {
+  const dir = mkdtempSync(join(tmpdir(), "config-tls-"));
+  let pki: LocalPki;
+  beforeAll(async () => {
+    pki = await ensureLocalPki(dir);
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  test("the shipped file turns every tls block on with TLS=true and reads the files from TLS_DIR", () => {
+    const config = parseConfig(shipped, "routes.yaml", { TLS: "true", TLS_DIR: dir }, ROOT);
+    expect(config.upstreams.get("webapp")?.tls).toMatchObject({
+      paths: { ca: pki.caFile, cert: pki.certFile("gateway-client"), key: pki.keyFile("gateway-client") },
+      serverName: "localhost",
+    });
+    expect(config.upstreams.get("rpcapp")?.tls?.material.cert).toBe(
+      readFileSync(pki.certFile("gateway-client"), "utf8"),
+    );
+    expect(config.tls?.certificates.map((c) => c.paths.cert)).toEqual([pki.certFile("edge")]);
+    // Off by default: nothing is read, so make dev needs no certificates.
+    const plain = parseConfig(shipped, "routes.yaml", { TLS_DIR: "/nonexistent" }, ROOT);
+    expect(plain.tls).toBeUndefined();
+    expect(plain.upstreams.get("webapp")?.tls).toBeUndefined();
+  });
+
+  test("a missing file, or a key that is not the certificate's, is reported at its line and field", () => {
+    const text = shipped.replace("${TLS_DIR:-.data/tls}/edge.key", `${dir}/webapp.key`);
+    const problems = problemsOf(text, { TLS: "true", TLS_DIR: "/nonexistent" });
+    const lineOf = (needle: string) => text.split("\n").findIndex((l) => l.includes(needle)) + 1;
+    expect(problems).toContainEqual(
+      expect.objectContaining({
+        field: "upstreams.webapp.tls.ca",
+        line: lineOf("ca: ${TLS_DIR:-.data/tls}/ca.crt"),
+        message: "CA bundle /nonexistent/ca.crt: ENOENT",
+      }),
+    );
+    const mismatch = problemsOf(text.replace("${TLS_DIR:-.data/tls}/edge.crt", `${dir}/edge.crt`), {
+      TLS: "true",
+      TLS_DIR: dir,
+    });
+    expect(mismatch).toEqual([
+      expect.objectContaining({
+        field: "tls.certificates[0].key",
+        line: lineOf(`${dir}/webapp.key`),
+        message: `private key ${dir}/webapp.key is not the key of certificate ${dir}/edge.crt`,
+      }),
+    ]);
+  });
+
+  test("several endpoint host names need a serverName; an SNI name given twice is refused", () => {
+    const severalHosts = shipped.replace(
+      "endpoints: ${WEBAPP_ENDPOINTS:-127.0.0.1:3001,127.0.0.1:3002,127.0.0.1:3003}",
+      "endpoints: a.example:1,b.example:1",
+    );
+    const withoutName = severalHosts.replace("      serverName: localhost\n", "");
+    expect(problemsOf(withoutName, { TLS: "true", TLS_DIR: dir })).toEqual([
+      expect.objectContaining({ field: "upstreams.webapp.tls", message: expect.stringContaining("serverName") }),
+    ]);
+    const twice = shipped.replace(
+      "      key: ${TLS_DIR:-.data/tls}/edge.key\n",
+      "      key: ${TLS_DIR:-.data/tls}/edge.key\n      serverNames: [api.example]\n    - cert: ${TLS_DIR}/webapp.crt\n      key: ${TLS_DIR}/webapp.key\n      serverNames: [API.example]\n",
+    );
+    expect(problemsOf(twice, { TLS: "true", TLS_DIR: dir })).toEqual([
+      expect.objectContaining({
+        field: "tls.certificates[1].serverNames",
+        message: '"API.example" is already another certificate\'s',
+      }),
+    ]);
   });
 });

@@ -53,6 +53,7 @@ export function context(): RequestContext {
     clientIp: "127.0.0.1",
     peer: "127.0.0.1",
     peerIsTrusted: false,
+    secure: false,
   };
 }
 

@@ -6,8 +6,13 @@
  *                probes, the gateway's active health checks every ~2 s) and server reflection.
  *                Default false: probes are counted in the metrics but not logged. The gateway and
  *                webapp read the same variable for their own probes.
+ *   TLS_CERT_FILE, TLS_KEY_FILE   the gRPC port serves TLS only (both or neither; lib/tls.ts).
+ *   TLS_CLIENT_CA_FILE            and requires a client certificate signed by this CA (mutual TLS).
+ *   TLS_RELOAD_INTERVAL_MS        how often the files are checked for a renewal (default 5000).
+ *                The HTTP port (METRICS_PORT) stays plain: probes and scrapers have no certificate.
  */
 import { envBool, envInt, envPort, envString } from "../../lib/env.ts";
+import { type ServiceTlsSettings, serviceTlsFromEnv } from "../../lib/tls.ts";
 
 export interface RpcappConfig {
   host: string;
@@ -22,6 +27,8 @@ export interface RpcappConfig {
   shutdownTimeoutMs: number;
   /** LOG_PROBES: access lines for health checks and reflection too (see above). */
   logProbes: boolean;
+  /** TLS on the gRPC port; undefined: plain text (see above). */
+  tls?: ServiceTlsSettings;
 }
 
 type Env = Record<string, string | undefined>;
@@ -36,5 +43,6 @@ export function loadConfig(env: Env = process.env): RpcappConfig {
     drainDelayMs: envInt("DRAIN_DELAY_MS", 0, { min: 0 }, env),
     shutdownTimeoutMs: envInt("SHUTDOWN_TIMEOUT_MS", 10_000, { min: 100 }, env),
     logProbes: envBool("LOG_PROBES", false, env),
+    tls: serviceTlsFromEnv(env),
   };
 }

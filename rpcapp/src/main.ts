@@ -11,6 +11,7 @@ import { loadConfig } from "./config.ts";
 import { startStatusServer } from "./http.ts";
 import { batchedStdout } from "./log-output.ts";
 import { startRpcServer } from "./server.ts";
+import { startRpcTls } from "./tls.ts";
 
 const identity = serviceIdentity("rpcapp");
 // One write(2) per event-loop turn rather than per line: with an access line per RPC, the
@@ -21,6 +22,8 @@ try {
   const config = loadConfig();
   const tracing = await startTracing(identity, { log });
   const registry = createMetricsRegistry(identity);
+  // Files read and checked before anything listens: a missing or mismatched one stops the start.
+  const tls = config.tls && startRpcTls(config.tls, { log, registry });
   const lifecycle = new Lifecycle({
     drainDelayMs: config.drainDelayMs,
     shutdownTimeoutMs: config.shutdownTimeoutMs,
@@ -35,6 +38,7 @@ try {
     maxConnectionAgeMs: config.maxConnectionAgeMs,
     maxConnectionAgeGraceMs: config.maxConnectionAgeGraceMs,
     logProbes: config.logProbes,
+    ...(tls && { credentials: tls.credentials }),
     telemetry: {
       tracer: tracing.tracer,
       metrics: new GrpcServerMetrics(registry),
@@ -51,6 +55,7 @@ try {
   const grpcGraceMs = Math.max(100, config.shutdownTimeoutMs - config.drainDelayMs - 500);
   lifecycle.onStop("grpc", () => rpc.stop(grpcGraceMs));
   lifecycle.onStop("http", () => http.stop());
+  if (tls) lifecycle.onStop("tls", () => tls.stop());
   // Last, so the spans of the calls drained above are exported too.
   lifecycle.onStop("tracing", () => tracing.shutdown());
   lifecycle.handleSignals();
@@ -62,6 +67,8 @@ try {
       metrics: `${http.url.href}metrics`,
       traces: tracing.config.tracesUrl ?? null,
       host: config.host,
+      // The HTTP port stays plain text (probes and scrapers present no certificate).
+      tls: tls ? tls.summary() : null,
     },
     "rpcapp listening",
   );

@@ -38,6 +38,8 @@ export interface RpcServerOptions {
   logProbes?: boolean;
   /** Tracer, metrics and whether spans are recorded; without it no metrics are kept (tests). */
   telemetry?: RpcTelemetry;
+  /** TLS (tls.ts) when TLS_CERT_FILE is set: the port then serves TLS only. Default plain text. */
+  credentials?: grpc.ServerCredentials;
 }
 
 export interface RpcServer {
@@ -84,8 +86,9 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   server.addService(serviceDefinition(definition, HEALTH_SERVICE), health.handlers);
   addReflection(server, definition);
 
+  const credentials = opts.credentials ?? grpc.ServerCredentials.createInsecure();
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(bindAddress(opts.host, opts.port), grpc.ServerCredentials.createInsecure(), (err, bound) =>
+    server.bindAsync(bindAddress(opts.host, opts.port), credentials, (err, bound) =>
       err
         ? reject(new Error(`gRPC cannot listen on ${bindAddress(opts.host, opts.port)}: ${err.message}`))
         : resolve(bound),

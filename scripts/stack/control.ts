@@ -53,9 +53,15 @@ export function stackView(stack: RollingStack): StackView {
  * during a rollout, so a fixed target list goes stale; `http_sd_configs` on this URL does not.
  */
 export function prometheusTargets(stack: RollingStack): { targets: string[]; labels: Record<string, string> }[] {
-  const metricsPort: Record<Kind, string> = { gateway: "ADMIN_PORT", webapp: "PORT", rpcapp: "METRICS_PORT" };
+  // webapp serves /metrics on PORT, or on METRICS_PORT when PORT is HTTPS (TLS on).
+  const metricsPort = (p: { kind: Kind; ports: Record<string, number> }) =>
+    p.kind === "gateway"
+      ? p.ports.ADMIN_PORT
+      : p.kind === "rpcapp"
+        ? p.ports.METRICS_PORT
+        : (p.ports.METRICS_PORT ?? p.ports.PORT);
   return stack.describe().map((p) => ({
-    targets: [`${stack.opts.host}:${p.ports[metricsPort[p.kind]]}`],
+    targets: [`${stack.opts.host}:${metricsPort(p)}`],
     labels: { job: p.kind, instance: p.name },
   }));
 }

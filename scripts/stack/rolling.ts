@@ -143,7 +143,10 @@ export class RollingStack extends Stack {
     const offset = replica - 1 + side * this.replicasOf(kind);
     switch (kind) {
       case "webapp":
-        return { PORT: this.opts.webappBasePort + offset };
+        // With TLS, PORT is HTTPS only: probes and scrapes go to METRICS_PORT.
+        return this.opts.tls
+          ? { PORT: this.opts.webappBasePort + offset, METRICS_PORT: this.opts.webappMetricsBasePort + offset }
+          : { PORT: this.opts.webappBasePort + offset };
       case "rpcapp":
         return { PORT: this.opts.rpcappBasePort + offset, METRICS_PORT: this.opts.rpcappHttpBasePort + offset };
       case "gateway":
@@ -152,7 +155,7 @@ export class RollingStack extends Stack {
   }
 
   #readyUrl(kind: Kind, ports: Record<string, number>): string {
-    const port = kind === "webapp" ? ports.PORT : kind === "rpcapp" ? ports.METRICS_PORT : ports.ADMIN_PORT;
+    const port = kind === "gateway" ? ports.ADMIN_PORT : (ports.METRICS_PORT ?? ports.PORT);
     return `http://${this.opts.host}:${port}/readyz`;
   }
 

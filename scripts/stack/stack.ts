@@ -4,9 +4,10 @@
  * end-to-end tests and benchmarks start the same stack on free ports.
  */
 import { mkdirSync } from "node:fs";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { lines } from "../../lib/lines.ts";
+import { ensureLocalPki } from "../tls/pki.ts";
 import { type LocalRedis, startLocalRedis } from "./redis.ts";
 
 export const REPO_ROOT = resolve(import.meta.dir, "../..");
@@ -21,6 +22,14 @@ export interface StackOptions {
   webappBasePort: number;
   rpcappBasePort: number;
   rpcappHttpBasePort: number;
+  /** With TLS: webapp's plain listener for probes and /metrics (its PORT serves HTTPS only). */
+  webappMetricsBasePort: number;
+  /**
+   * `TLS=1 make dev`: HTTPS at the gateways' httpsPort and mutual TLS from the gateways to every
+   * webapp and rpcapp, with a local CA and certificates in `dir` (scripts/tls/pki.ts, made on the
+   * first run). The plain gateway port stays open as well.
+   */
+  tls?: { dir: string; httpsPort: number };
   host: string;
   /** SQLite file shared by the webapps. */
   dbPath: string;
@@ -67,12 +76,21 @@ export function stackOptionsFromEnv(
     webappBasePort: int("WEBAPP_BASE_PORT", 3001),
     rpcappBasePort: int("RPCAPP_BASE_PORT", 5001),
     rpcappHttpBasePort: int("RPCAPP_HTTP_BASE_PORT", 5101),
+    webappMetricsBasePort: int("WEBAPP_METRICS_BASE_PORT", 3101),
+    ...(isOn(env.TLS)
+      ? { tls: { dir: resolve(REPO_ROOT, env.TLS_DIR || ".data/tls"), httpsPort: int("GATEWAY_HTTPS_PORT", 8443) } }
+      : {}),
     host: env.DEV_HOST ?? "127.0.0.1",
     dbPath: env.DB_PATH ?? resolve(REPO_ROOT, ".data/webapp.sqlite"),
     routesFile: env.ROUTES_FILE ?? "gateway/routes.yaml",
     version: env.SERVICE_VERSION ?? "dev",
     env: {},
   };
+}
+
+/** TLS=1, true, yes or on. */
+function isOn(value: string | undefined): boolean {
+  return ["1", "true", "yes", "on"].includes((value ?? "").trim().toLowerCase());
 }
 
 export class Stack {
@@ -85,6 +103,11 @@ export class Stack {
 
   get gatewayUrl(): string {
     return `http://${this.opts.host}:${this.opts.gatewayPort}`;
+  }
+
+  /** The gateways' HTTPS listener, with TLS on. */
+  get gatewayHttpsUrl(): string | undefined {
+    return this.opts.tls && `https://${this.opts.host}:${this.opts.tls.httpsPort}`;
   }
 
   endpoints(kind: "webapp" | "rpcapp"): string {
@@ -122,18 +145,41 @@ export class Stack {
       SERVICE_VERSION: this.opts.version,
       ...this.opts.env,
     };
+    const tls = this.opts.tls;
+    // Each service's own certificate, and the CA a client certificate must chain to (mutual TLS).
+    const serviceTls = (name: string): Record<string, string> =>
+      tls
+        ? {
+            TLS_CERT_FILE: join(tls.dir, `${name}.crt`),
+            TLS_KEY_FILE: join(tls.dir, `${name}.key`),
+            TLS_CLIENT_CA_FILE: join(tls.dir, "ca.crt"),
+          }
+        : {};
     switch (kind) {
       case "webapp": {
         const port = this.opts.webappBasePort + i;
+        // With TLS, PORT serves HTTPS to the gateways only; probes and scrapes use METRICS_PORT.
+        const plain = tls ? this.opts.webappMetricsBasePort + i : port;
         return {
-          env: { ...common, PORT: String(port), DB_PATH: this.opts.dbPath },
-          readyUrl: `http://${host}:${port}/readyz`,
+          env: {
+            ...common,
+            PORT: String(port),
+            DB_PATH: this.opts.dbPath,
+            ...serviceTls("webapp"),
+            ...(tls ? { METRICS_PORT: String(plain) } : {}),
+          },
+          readyUrl: `http://${host}:${plain}/readyz`,
         };
       }
       case "rpcapp": {
         const httpPort = this.opts.rpcappHttpBasePort + i;
         return {
-          env: { ...common, PORT: String(this.opts.rpcappBasePort + i), METRICS_PORT: String(httpPort) },
+          env: {
+            ...common,
+            PORT: String(this.opts.rpcappBasePort + i),
+            METRICS_PORT: String(httpPort),
+            ...serviceTls("rpcapp"),
+          },
           readyUrl: `http://${host}:${httpPort}/readyz`,
         };
       }
@@ -149,6 +195,8 @@ export class Stack {
             RPCAPP_ENDPOINTS: this.endpoints("rpcapp"),
             GATEWAY_PEERS: this.adminUrls().join(","),
             ...(this.redisUrl ? { REDIS_URL: this.redisUrl } : {}),
+            // routes.yaml's tls blocks read these (`${TLS:-false}`, `${TLS_DIR:-.data/tls}`).
+            ...(tls ? { TLS: "true", TLS_DIR: tls.dir, HTTPS_PORT: String(tls.httpsPort) } : {}),
           },
           readyUrl: `http://${host}:${adminPort}/readyz`,
         };
@@ -183,6 +231,8 @@ export class Stack {
   /** Starts every replica (services before gateways) and waits until all are ready. */
   async start(timeoutMs = 30_000): Promise<void> {
     mkdirSync(resolve(REPO_ROOT, ".data"), { recursive: true });
+    // The local CA and certificates: made on the first run, renewed when close to expiry.
+    if (this.opts.tls) await ensureLocalPki(this.opts.tls.dir);
     const services = [
       ...Array.from({ length: this.opts.webappReplicas }, (_, i) => this.spawn("webapp", i + 1)),
       ...Array.from({ length: this.opts.rpcappReplicas }, (_, i) => this.spawn("rpcapp", i + 1)),

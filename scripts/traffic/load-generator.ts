@@ -42,6 +42,8 @@ export interface LoadOptions {
   timeoutMs?: number;
   /** Sent in turn. */
   mix?: readonly RequestSpec[];
+  /** For an https base URL: the CA (PEM) the gateway's certificate must chain to. */
+  caPem?: string;
 }
 
 export type ClientKind = "keepAlive" | "newConnection";
@@ -109,6 +111,8 @@ export class LoadGenerator {
     servedBy: {},
   };
 
+  readonly #tls: { tls?: { ca: string } };
+
   constructor(baseUrl: string, opts: LoadOptions) {
     if (!(opts.rps > 0)) throw new Error(`the request rate must be above 0, not ${opts.rps}`);
     this.#base = baseUrl.replace(/\/+$/, "");
@@ -118,6 +122,7 @@ export class LoadGenerator {
       throw new Error(`the new-connection rate must be 0 or more, not ${opts.newConnectionRps}`);
     this.#maxInFlight = opts.maxInFlight ?? 256;
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
+    this.#tls = opts.caPem === undefined ? {} : { tls: { ca: opts.caPem } };
     this.#mix = (opts.mix ?? SEED_MIX).map((spec) => ({
       spec,
       body: spec.body === undefined ? undefined : JSON.stringify(spec.body),
@@ -189,6 +194,7 @@ export class LoadGenerator {
     try {
       const res = await fetch(this.#base + spec.path, {
         ...CLIENT_INIT[client],
+        ...this.#tls,
         method: spec.method,
         headers: { "content-type": "application/json", "x-request-id": requestId },
         body,
@@ -225,7 +231,9 @@ export class LoadGenerator {
     r.failed++;
     figures.failed++;
     count(r.failures, kind);
-    if (r.examples.length < MAX_EXAMPLES) r.examples.push(example);
+    // When, from the start of the load, so a failure can be set against what the stack was doing.
+    const at = ((performance.now() - this.#startedAt) / 1000).toFixed(1);
+    if (r.examples.length < MAX_EXAMPLES) r.examples.push(`${example} at +${at} s`);
   }
 }
 

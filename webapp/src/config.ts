@@ -5,11 +5,22 @@
 import { EnvError, envBool, envInt, envPort, envString } from "../../lib/env.ts";
 import { redactUrl } from "../../lib/redis.ts";
 import { parseHostPort } from "../../lib/redis-sentinel.ts";
+import { type ServiceTlsSettings, serviceTlsFromEnv } from "../../lib/tls.ts";
 import { DEFAULT_REDIS_KEY_PREFIX, type RedisSentinelConfig, type RedisStoreConfig } from "./store/redis.ts";
 
 export interface WebappConfig {
   host: string;
   port: number;
+  /**
+   * TLS_CERT_FILE / TLS_KEY_FILE (mutual with TLS_CLIENT_CA_FILE): PORT serves HTTPS only.
+   * Undefined: plain HTTP, as without it.
+   */
+  tls: ServiceTlsSettings | undefined;
+  /**
+   * METRICS_PORT: with TLS only, a plain-HTTP listener for /healthz, /readyz and /metrics (kubelet
+   * probes and Prometheus present no client certificate). Unused without TLS: PORT serves them.
+   */
+  metricsPort: number;
   /** `sqlite` (default) or `redis`; see store/index.ts. */
   store: string;
   /** Only with STORE=redis, which requires REDIS_URL. */
@@ -32,9 +43,18 @@ type Env = Record<string, string | undefined>;
 
 export function loadConfig(env: Env = process.env): WebappConfig {
   const store = envString("STORE", "sqlite", env);
+  const port = envPort("PORT", 8080, env);
+  const tls = serviceTlsFromEnv(env);
+  const metricsPort = envPort("METRICS_PORT", 9090, env);
+  if (tls && port !== 0 && metricsPort === port)
+    throw new EnvError(
+      `METRICS_PORT=${metricsPort} is PORT too: with TLS on, PORT serves HTTPS and METRICS_PORT plain HTTP for probes and scrapes`,
+    );
   return {
     host: envString("HOST", "0.0.0.0", env),
-    port: envPort("PORT", 8080, env),
+    port,
+    tls,
+    metricsPort,
     store,
     redis: store === "redis" ? redisConfig(env) : undefined,
     dbPath: envString("DB_PATH", ".data/webapp.sqlite", env),

@@ -5,6 +5,7 @@
  * `gateway/routes.yaml:14:5 routes[1].methds: unknown field (did you mean "methods"?)`.
  */
 import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
 import { dirname, resolve } from "node:path";
 import type { Static, TSchema } from "@sinclair/typebox";
 import { Value, type ValueError, ValueErrorType } from "@sinclair/typebox/value";
@@ -19,6 +20,7 @@ import { checkCidrs } from "../net/client-ip.ts";
 import { compilePolicies, type RateLimitSettings, type RouteRateLimit } from "../ratelimit/policy.ts";
 import { RateLimitSettingsSchema } from "../ratelimit/schema.ts";
 import { interpolateDocument } from "./interpolate.ts";
+import { compileListenerTls, compileUpstreamTls, type ListenerTls, type UpstreamTls } from "./tls.ts";
 import { GatewayConfigSchema, HTTP_METHODS, type HttpMethod, type RawGatewayConfig } from "./schema.ts";
 import {
   BalancerSchema,
@@ -44,6 +46,8 @@ export interface UpstreamConfig {
   healthCheck: Required<Static<typeof HealthCheckSchema>>;
   outlierDetection: Required<Static<typeof OutlierDetectionSchema>>;
   circuitBreaker: Required<Static<typeof CircuitBreakerSchema>>;
+  /** TLS to the endpoints (HTTPS, gRPC over TLS), mutual when a client certificate is given. */
+  tls?: UpstreamTls;
 }
 
 /** A route's retry policy; `perTryTimeoutMs` absent means one try may use the whole route timeout. */
@@ -76,6 +80,8 @@ export interface GatewayConfig {
   limits: Required<Static<typeof LimitsSchema>>;
   trustedProxies: string[];
   rateLimit: RateLimitSettings;
+  /** The public HTTPS listener; absent: plain HTTP only. */
+  tls?: ListenerTls;
 }
 
 export interface ConfigProblem {
@@ -183,6 +189,20 @@ function buildConfig(
       timeoutMs: u.timeoutMs ?? DEFAULT_TIMEOUT_MS,
       ...resilienceOf(u, (key, message) => report(["upstreams", name, ...key], message)),
     };
+    const tls = compileUpstreamTls(u.tls, baseDir, (key, message) =>
+      report(["upstreams", name, "tls", ...key], message),
+    );
+    if (tls) {
+      upstream.tls = tls;
+      const names = new Set(
+        endpoints.map((e) => e.slice(0, e.lastIndexOf(":")).replace(/^\[|\]$/g, "")).filter((h) => isIP(h) === 0),
+      );
+      if (!tls.serverName && names.size > 1)
+        report(
+          ["upstreams", name, "tls"],
+          `the endpoints name several hosts (${[...names].join(", ")}): set serverName, the name their certificates carry`,
+        );
+    }
     if (u.protocol === "grpc") {
       if (!u.proto) {
         report(
@@ -275,6 +295,7 @@ function buildConfig(
   });
   const trustedProxies = raw.trustedProxies ?? [];
   for (const { index, message } of checkCidrs(trustedProxies)) report(["trustedProxies", index], message);
+  const tls = compileListenerTls(raw.tls, baseDir, (key, message) => report(["tls", ...key], message));
   return {
     file,
     upstreams,
@@ -282,6 +303,7 @@ function buildConfig(
     limits,
     trustedProxies,
     rateLimit: withDefaults(RateLimitSettingsSchema, raw.rateLimit),
+    ...(tls ? { tls } : {}),
   };
 }
 

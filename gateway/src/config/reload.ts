@@ -84,7 +84,9 @@ export function loadConfigFile(file: string, env: Readonly<Record<string, string
  * proto is left out: routes carry their own resolved methods.
  */
 export function sameUpstream(a: UpstreamConfig, b: UpstreamConfig): boolean {
-  const settings = ({ protoRoot: _parsed, ...rest }: UpstreamConfig) => JSON.stringify(rest);
+  // The TLS files' contents are followed by the upstream's own watcher: only where they are counts.
+  const settings = ({ protoRoot: _parsed, tls, ...rest }: UpstreamConfig) =>
+    JSON.stringify({ ...rest, tls: tls && { ...tls, material: undefined } });
   return settings(a) === settings(b);
 }
 

@@ -107,6 +107,34 @@ export const RetrySchema = T.Object(
   },
 );
 
+/** TLS towards one upstream (gateway as the client): HTTPS to http upstreams, gRPC over TLS to grpc ones. */
+export const UpstreamTlsSchema = T.Object(
+  {
+    enabled: T.Optional(
+      T.Boolean({ default: true, description: "false: plain text, the other keys ignored (e.g. `${TLS:-false}`)" }),
+    ),
+    ca: T.String({
+      minLength: 1,
+      description: "PEM CA bundle the upstream's certificates must chain to (the cluster CA)",
+    }),
+    cert: T.Optional(
+      T.String({ minLength: 1, description: "PEM client certificate the gateway presents (mutual TLS); with key" }),
+    ),
+    key: T.Optional(T.String({ minLength: 1, description: "PEM private key of cert" })),
+    serverName: T.Optional(
+      T.String({
+        minLength: 1,
+        description:
+          "the name the upstream's certificate must carry (SNI and verification); default: the host name of its endpoints (e.g. webapp-headless)",
+      }),
+    ),
+    reloadIntervalMs: T.Optional(
+      Millis("how often the files are checked for a renewal; new connections use the new files", 5_000),
+    ),
+  },
+  { additionalProperties: false, description: "TLS to this upstream; the files are re-read when they change" },
+);
+
 export const UpstreamSchema = T.Object(
   {
     protocol: T.Union([T.Literal("http"), T.Literal("grpc")], {
@@ -128,6 +156,7 @@ export const UpstreamSchema = T.Object(
     healthCheck: T.Optional(HealthCheckSchema),
     outlierDetection: T.Optional(OutlierDetectionSchema),
     circuitBreaker: T.Optional(CircuitBreakerSchema),
+    tls: T.Optional(UpstreamTlsSchema),
   },
   { additionalProperties: false, description: "one upstream service: its replicas and how the gateway treats them" },
 );
@@ -251,6 +280,74 @@ export const LimitsSchema = T.Object(
   { additionalProperties: false, description: "size and time limits on what clients and upstreams send" },
 );
 
+/** The public HTTPS listener (HTTPS_PORT). */
+export const ListenerTlsSchema = T.Object(
+  {
+    enabled: T.Optional(
+      T.Boolean({
+        default: true,
+        description: "false: no HTTPS listener, the other keys ignored (e.g. `${TLS:-false}`)",
+      }),
+    ),
+    certificates: T.Array(
+      T.Object(
+        {
+          cert: T.String({ minLength: 1, description: "PEM certificate chain, leaf first" }),
+          key: T.String({ minLength: 1, description: "PEM private key of cert" }),
+          serverNames: T.Optional(
+            T.Array(T.String({ minLength: 1 }), {
+              minItems: 1,
+              description:
+                "SNI names this certificate answers (exact, or `*.example.com`); the first certificate also answers every other name",
+            }),
+          ),
+        },
+        { additionalProperties: false },
+      ),
+      { minItems: 1, description: "one or more certificates; the first is the default" },
+    ),
+    redirectHttp: T.Optional(
+      T.Boolean({
+        default: false,
+        description:
+          "the plain listener answers 308 to the same URL over https (HTTPS_PORT); off: it serves routes too",
+      }),
+    ),
+    redirectPort: T.Optional(
+      T.Integer({
+        minimum: 1,
+        maximum: 65_535,
+        description:
+          "the port in the redirect's Location: where clients reach HTTPS (e.g. 443 behind a load balancer); default HTTPS_PORT",
+      }),
+    ),
+    hsts: T.Optional(
+      T.Object(
+        {
+          maxAgeSec: T.Integer({ minimum: 0, maximum: 63_072_000, description: "Strict-Transport-Security max-age" }),
+          includeSubDomains: T.Optional(
+            T.Boolean({ default: false, description: "the policy covers every subdomain of the host too" }),
+          ),
+          preload: T.Optional(
+            T.Boolean({
+              default: false,
+              description: "asks browsers to ship the policy built in (hstspreload.org; hard to undo)",
+            }),
+          ),
+        },
+        { additionalProperties: false, description: "sent on every HTTPS response when set" },
+      ),
+    ),
+    reloadIntervalMs: T.Optional(
+      Millis("how often the files are checked for a renewal; new handshakes get the new certificate", 5_000),
+    ),
+  },
+  {
+    additionalProperties: false,
+    description: "HTTPS for clients: TLS 1.2 and 1.3, certificates reloaded when their files change",
+  },
+);
+
 export const GatewayConfigSchema = T.Object(
   {
     upstreams: T.Record(T.String({ pattern: "^[A-Za-z0-9_.-]+$" }), UpstreamSchema, {
@@ -263,6 +360,7 @@ export const GatewayConfigSchema = T.Object(
     }),
     limits: T.Optional(LimitsSchema),
     rateLimit: T.Optional(RateLimitSettingsSchema),
+    tls: T.Optional(ListenerTlsSchema),
     trustedProxies: T.Optional(
       T.Array(T.String({ minLength: 1 }), {
         description: "CIDRs of proxies in front of the gateway whose X-Forwarded-For is believed; empty: trust none",

@@ -30,7 +30,12 @@
  * `maxReplyBytes` → RESOURCE_EXHAUSTED (stream cancelled as soon as the prefix says so);
  * compressed messages → INTERNAL (no grpc-encoding is offered, so none may come back).
  */
-import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
+import http2, {
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  type IncomingHttpHeaders,
+  type SecureClientSessionOptions,
+} from "node:http2";
 import { GrpcCode } from "./status.ts";
 import {
   decodeGrpcMessage,
@@ -79,9 +84,14 @@ export interface ChannelOptions {
   maxBackoffMs: number;
   /** A connect (TCP and the server's first SETTINGS) that takes longer fails. */
   connectTimeoutMs: number;
+  /**
+   * gRPC over TLS: the TLS options for each new session (CA, client certificate, expected name),
+   * asked at every connect so renewed files are used by the next session. Undefined: h2c.
+   */
+  secure?: () => SecureClientSessionOptions;
 }
 
-export const DEFAULT_CHANNEL_OPTIONS: ChannelOptions = {
+export const DEFAULT_CHANNEL_OPTIONS: Omit<ChannelOptions, "secure"> = {
   keepaliveMs: 30_000,
   keepaliveTimeoutMs: 10_000,
   initialBackoffMs: 200,
@@ -125,7 +135,7 @@ export class GrpcChannel {
     readonly address: string,
     options: Partial<ChannelOptions> = {},
   ) {
-    this.#authority = `http://${address}`;
+    this.#authority = `${options.secure ? "https" : "http"}://${address}`;
     this.#options = { ...DEFAULT_CHANNEL_OPTIONS, ...options };
     this.#backoffMs = this.#options.initialBackoffMs;
   }
@@ -179,7 +189,7 @@ export class GrpcChannel {
   }
 
   #connect(): void {
-    const h2 = http2.connect(this.#authority, { settings: { enablePush: false } });
+    const h2 = http2.connect(this.#authority, { ...this.#options.secure?.(), settings: { enablePush: false } });
     const session: Session = {
       h2,
       ready: false,

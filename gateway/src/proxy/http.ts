@@ -18,6 +18,15 @@
  */
 import { isHopByHop, stripHopByHop } from "./headers.ts";
 
+/** What Bun's fetch takes as `tls` for an https origin (upstream/tls.ts builds it). */
+export interface FetchTls {
+  ca: string;
+  cert?: string;
+  key?: string;
+  /** The name the origin's certificate must carry (the origin is dialled by address). */
+  serverName: string;
+}
+
 export type HttpOutcome =
   | { kind: "response"; response: Response }
   /** Nothing reached the upstream (refused, reset before sending): safe to retry anywhere. */
@@ -89,6 +98,8 @@ export async function forwardHttp(
   body: Uint8Array | null,
   timeoutMs: number,
   limits: ResponseLimits,
+  /** TLS to the origin (https); undefined for http. */
+  tls?: FetchTls,
 ): Promise<HttpOutcome> {
   try {
     const keepalive = keepAliveAllowed(origin);
@@ -100,6 +111,7 @@ export async function forwardHttp(
       decompress: false,
       signal: AbortSignal.timeout(timeoutMs),
       ...(keepalive ? {} : { keepalive: false }),
+      ...(tls ? { tls } : {}),
     } as RequestInit);
     const head = checkHead(upstream.headers, limits.maxHeaderBytes);
     if (head !== HEAD_CLEAN) {

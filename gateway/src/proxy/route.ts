@@ -36,7 +36,8 @@ export async function proxyHttp(
     route,
     ctx,
     isIdempotentMethod(method),
-    (endpoint, timeoutMs) => forwardHttp(endpoint.origin, method, pathAndQuery, headers, body, timeoutMs, limits),
+    (endpoint, timeoutMs) =>
+      forwardHttp(endpoint.origin, method, pathAndQuery, headers, body, timeoutMs, limits, endpoint.fetchTls()),
     deps.telemetry.httpTries(upstream.name, method, pathAndQuery, headers),
   );
   const requestId = ctx.id;
@@ -86,7 +87,7 @@ function prepareRequestHeaders(req: Request, ctx: RequestContext, gatewayInstanc
     clientIp: ctx.clientIp,
     peer: ctx.peer,
     peerIsTrusted: ctx.peerIsTrusted,
-    proto: "http",
+    proto: ctx.secure ? "https" : "http",
   });
   // fetch sets Host from the endpoint's address; the client's Host travels as X-Forwarded-Host.
   headers.delete("host");

@@ -7,6 +7,8 @@
  * balancer reads on every pick and the admin API and metrics export as they are.
  */
 import { GrpcChannel } from "../grpc/h2-client.ts";
+import type { FetchTls } from "../proxy/http.ts";
+import type { UpstreamTlsClient } from "./tls.ts";
 import { type BreakerSettings, type BreakerState, EndpointBreaker } from "./breaker.ts";
 import type { Verdict } from "./outcome.ts";
 
@@ -70,11 +72,18 @@ export class Endpoint {
     /** Starting latency figure: the upstream's mean, so a new endpoint neither floods nor starves. */
     initialEwmaMs: number,
     private readonly onBreakerChange: (endpoint: Endpoint, state: BreakerState) => void = () => {},
+    /** TLS to this endpoint (https, gRPC over TLS); undefined: plain text. */
+    private readonly tls?: UpstreamTlsClient,
   ) {
-    this.origin = `http://${address}`;
+    this.origin = `${tls ? "https" : "http"}://${address}`;
     this.ewmaMs = initialEwmaMs;
     this.lastSampleAt = performance.now();
     this.breaker = new EndpointBreaker<Verdict>(breakerSettings, isFailedTry, () => this.#breakerChanged());
+  }
+
+  /** `tls` for a fetch to this endpoint; undefined in plain text. */
+  fetchTls(): FetchTls | undefined {
+    return this.tls?.fetchOptions(this.address);
   }
 
   get breakerState(): BreakerState {
@@ -83,7 +92,8 @@ export class Endpoint {
 
   /** The gRPC channel to this endpoint (requests and health checks), created on first use. */
   grpcChannel(): GrpcChannel {
-    this.#grpcChannel ??= new GrpcChannel(this.address);
+    const tls = this.tls;
+    this.#grpcChannel ??= new GrpcChannel(this.address, tls ? { secure: () => tls.http2Options(this.address) } : {});
     return this.#grpcChannel;
   }
 

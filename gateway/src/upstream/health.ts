@@ -23,8 +23,10 @@ function grpcHealthCheck(): GrpcMethod {
 
 export async function checkHttp(endpoint: Endpoint, path: string, timeoutMs: number): Promise<boolean> {
   try {
+    const tls = endpoint.fetchTls();
     const res = await fetch(endpoint.origin + path, {
       signal: AbortSignal.timeout(timeoutMs),
+      ...(tls ? { tls } : {}),
       redirect: "manual",
       // Not on a pooled connection the origin's requests may no longer use (proxy/http.ts).
       ...(keepAliveAllowed(endpoint.origin) ? {} : { keepalive: false }),

@@ -14,6 +14,8 @@ import { Endpoint, type Health } from "./endpoint.ts";
 import { HealthChecker } from "./health.ts";
 import type { Verdict } from "./outcome.ts";
 import { OutlierDetector } from "./outlier.ts";
+import { UpstreamTlsClient } from "./tls.ts";
+import type { Logger } from "../../../lib/log.ts";
 
 interface EventBase {
   upstream: string;
@@ -40,6 +42,8 @@ export interface UpstreamOptions {
   resolver?: HostResolver;
   /** Subscribed before anything starts, so it sees the first discovery and health events. */
   onEvent?: (event: UpstreamEvent) => void;
+  /** Where TLS file renewals are logged. */
+  log?: Logger;
 }
 
 /** Latency figure for endpoints when none has answered yet. */
@@ -61,9 +65,12 @@ export class Upstream {
   readonly #outlier: OutlierDetector;
   readonly #health: HealthChecker;
   readonly #discovery: Discovery;
+  /** TLS to the endpoints, when the upstream has `tls`. */
+  readonly tls: UpstreamTlsClient | undefined;
 
   constructor(config: UpstreamConfig, options: UpstreamOptions = {}) {
     this.name = config.name;
+    if (config.tls) this.tls = new UpstreamTlsClient(config.name, config.tls, config.endpoints, options.log);
     this.protocol = config.protocol;
     this.algorithm = config.balancer.algorithm;
     this.#config = config;
@@ -146,6 +153,7 @@ export class Upstream {
   }
 
   close(): void {
+    this.tls?.close();
     this.#discovery.stop();
     this.#health.stop();
     this.#outlier.stop();
@@ -228,8 +236,13 @@ export class Upstream {
   }
 
   #createEndpoint(address: string): Endpoint {
-    return new Endpoint(address, this.protocol, this.#config.circuitBreaker, this.#meanEwmaMs(), (endpoint, state) =>
-      this.#emit({ type: "breaker", upstream: this.name, at: Date.now(), endpoint, state }),
+    return new Endpoint(
+      address,
+      this.protocol,
+      this.#config.circuitBreaker,
+      this.#meanEwmaMs(),
+      (endpoint, state) => this.#emit({ type: "breaker", upstream: this.name, at: Date.now(), endpoint, state }),
+      this.tls,
     );
   }
 

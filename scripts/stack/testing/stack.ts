@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freeBlock, freePort } from "./ports.ts";
 
-export { freeBlock };
+export { freeBlock, freePort };
 import { Stack, type StackOptions, stackOptionsFromEnv } from "../stack.ts";
 
 export interface TestStack extends Stack {
@@ -34,6 +34,7 @@ export async function startTestStack(
     webappBasePort: await freeBlock(replicas),
     rpcappBasePort: await freeBlock(replicas),
     rpcappHttpBasePort: await freeBlock(replicas),
+    webappMetricsBasePort: await freeBlock(replicas),
     dbPath: join(mkdtempSync(join(tmpdir(), "portico-test-")), "webapp.sqlite"),
     ...overrides,
     env: { LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "info", ...overrides.env },

@@ -1,0 +1,100 @@
+/**
+ * The gateway as a TLS client of one upstream: the CA it trusts, the client certificate it presents
+ * (mutual TLS) and the name the upstream's certificate must carry. Endpoints are dialled by
+ * address (discovery resolved the name), so the expected name is given explicitly: the upstream's
+ * `tls.serverName`, else the host name its endpoints were configured with (the headless Service,
+ * whose names each service's certificate carries), else — when the endpoints are IP literals —
+ * each endpoint's own IP.
+ *
+ * The files are polled (lib/tls.ts); a renewal is used by connections opened after it (Bun's fetch
+ * pool and the HTTP/2 sessions keep the connections they have until they close).
+ */
+import { isIP } from "node:net";
+import type { SecureClientSessionOptions } from "node:http2";
+import type { Logger } from "../../../lib/log.ts";
+import { type ClientTlsMaterial, PemWatcher, readClientTls } from "../../../lib/tls.ts";
+import type { UpstreamTls } from "../config/tls.ts";
+import type { FetchTls } from "../proxy/http.ts";
+
+export class UpstreamTlsClient {
+  readonly #watcher: PemWatcher<ClientTlsMaterial>;
+  readonly #defaultName: string | undefined;
+  /** One options object per endpoint host and material version, built once. */
+  #fetchOptions = new Map<string, FetchTls>();
+  reloads = 0;
+
+  constructor(
+    readonly upstream: string,
+    settings: UpstreamTls,
+    configuredEndpoints: readonly string[],
+    log?: Logger,
+  ) {
+    this.#defaultName = settings.serverName ?? configuredHostName(configuredEndpoints);
+    this.#watcher = new PemWatcher(
+      () => readClientTls(settings.paths),
+      {
+        intervalMs: settings.reloadIntervalMs,
+        onChange: () => {
+          this.#fetchOptions = new Map();
+          this.reloads++;
+          log?.info({ upstream, event: "tls-reloaded" }, "upstream TLS files reloaded: new connections use them");
+        },
+        onError: (err) =>
+          log?.warn(
+            { upstream, event: "tls-reload-failed", err: err.message },
+            "upstream TLS files changed but cannot be used yet: keeping the previous ones",
+          ),
+      },
+      settings.material,
+    ).start();
+  }
+
+  /** The name `address`'s certificate must carry. */
+  serverNameFor(address: string): string {
+    return this.#defaultName ?? hostOf(address);
+  }
+
+  /** `tls` for fetch to `address` (host:port). */
+  fetchOptions(address: string): FetchTls {
+    const host = hostOf(address);
+    let options = this.#fetchOptions.get(host);
+    if (!options) {
+      const { ca, cert, key } = this.#watcher.current;
+      options = { ca, ...(cert && key ? { cert, key } : {}), serverName: this.serverNameFor(address) };
+      this.#fetchOptions.set(host, options);
+    }
+    return options;
+  }
+
+  /** Options for `http2.connect` to `address`, from the files as they are now. */
+  http2Options(address: string): SecureClientSessionOptions {
+    const { ca, cert, key } = this.#watcher.current;
+    return {
+      ca,
+      ...(cert && key ? { cert, key } : {}),
+      servername: this.serverNameFor(address),
+      ALPNProtocols: ["h2"],
+    };
+  }
+
+  /** Re-reads the files now (tests, and SIGHUP). */
+  check(): Promise<void> {
+    return this.#watcher.check();
+  }
+
+  close(): void {
+    this.#watcher.stop();
+  }
+}
+
+function hostOf(address: string): string {
+  const colon = address.lastIndexOf(":");
+  const host = colon > 0 ? address.slice(0, colon) : address;
+  return host.startsWith("[") ? host.slice(1, -1) : host;
+}
+
+/** The one host name the endpoints were configured with; undefined when they are IP literals or name several hosts. */
+function configuredHostName(endpoints: readonly string[]): string | undefined {
+  const names = new Set(endpoints.map(hostOf).filter((h) => isIP(h) === 0));
+  return names.size === 1 ? [...names][0] : undefined;
+}

@@ -2,7 +2,8 @@
  * The abuse suite: hundreds of generated hostile requests, sent over raw TCP to a running local
  * stack (3 gateways, 3 webapps, 3 rpcapps): malformed HTTP framing, invalid header bytes,
  * conflicting lengths, truncated bodies, oversized headers, slow clients, hostile JSON, hostile
- * paths, methods never routed. Every answer must be a 4xx or a closed connection, each within
+ * paths, methods never routed — in plain HTTP, and again over TLS on the HTTPS listener with mutual
+ * TLS behind it (`TLS=1 make dev`). Every answer must be a 4xx or a closed connection, each within
  * its bound — never a 5xx for the client's fault, never a hang — and afterwards every process is
  * alive, ready, and the gateways' memory is back within bounds. The counts by outcome are printed.
  *
@@ -16,8 +17,9 @@
  * X-Forwarded-* / Host from an untrusted client.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
@@ -51,10 +53,15 @@ type Outcome = { kind: "status"; status: number; fromGateway: boolean } | { kind
 const IDLE_TIMEOUT_SEC = 2;
 const enc = new TextEncoder();
 
+/** Over TLS: the CA the gateway's certificate chains to (the HTTPS listener). */
+type Transport = { tls: false } | { tls: true; ca: string };
+
 /** Sends a probe on a fresh connection; the outcome is the first final status line, or how it ended. */
-function send(port: number, probe: Probe): Promise<Outcome> {
+function send(port: number, probe: Probe, transport: Transport = { tls: false }): Promise<Outcome> {
   return new Promise((resolve) => {
-    const socket = connect({ host: "127.0.0.1", port });
+    const socket = transport.tls
+      ? tlsConnect({ host: "127.0.0.1", port, ca: transport.ca, servername: "localhost" })
+      : connect({ host: "127.0.0.1", port });
     let received = Buffer.alloc(0);
     let settled = false;
     const timers: ReturnType<typeof setTimeout>[] = [];
@@ -88,7 +95,7 @@ function send(port: number, probe: Probe): Promise<Outcome> {
     });
     socket.on("error", () => {});
     socket.on("close", () => finish(parsed() ?? { kind: "closed" }));
-    socket.on("connect", () => {
+    socket.on(transport.tls ? "secureConnect" : "connect", () => {
       probe.parts.forEach((part, i) => {
         timers.push(
           setTimeout(
@@ -733,14 +740,14 @@ function rssBytes(pid: number): number {
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) * 1024;
 }
 
-async function runAll(port: number, probes: Probe[], concurrency: number): Promise<Outcome[]> {
+async function runAll(port: number, probes: Probe[], concurrency: number, transport: Transport): Promise<Outcome[]> {
   const outcomes: Outcome[] = new Array(probes.length);
   let next = 0;
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
       while (next < probes.length) {
         const i = next++;
-        outcomes[i] = await send(port, probes[i]!);
+        outcomes[i] = await send(port, probes[i]!, transport);
       }
     }),
   );
@@ -751,9 +758,17 @@ function label(outcome: Outcome): string {
   return outcome.kind === "status" ? String(outcome.status) : outcome.kind;
 }
 
-describe("the abuse suite against the local stack", () => {
+describe.each([
+  ["in plain HTTP", false],
+  ["over TLS (the HTTPS listener; mutual TLS behind it)", true],
+] as const)("the abuse suite against the local stack, %s", (_mode, overTls) => {
   let stack: TestStack;
   let port: number;
+  let transport: Transport = { tls: false };
+  /** Where the well-behaved requests go: the port under test. */
+  let base: string;
+  let trust: { tls?: { ca: string } } = {};
+  const tlsDir = overTls ? mkdtempSync(join(tmpdir(), "portico-abuse-tls-")) : undefined;
 
   beforeAll(async () => {
     // The shipped routes, with a short idle timeout so that slow clients are cut quickly here.
@@ -764,21 +779,36 @@ describe("the abuse suite against the local stack", () => {
       `${readFileSync(join(REPO_ROOT, "gateway/routes.yaml"), "utf8")}\nlimits:\n  idleTimeoutSec: ${IDLE_TIMEOUT_SEC}\n`,
     );
     // Access logs (info) are how the framing probes are checked against what reached the webapps.
-    stack = await startTestStack({ routesFile, env: { LOG_LEVEL: "info" } });
-    port = stack.opts.gatewayPort;
+    stack = await startTestStack({
+      routesFile,
+      env: { LOG_LEVEL: "info" },
+      ...(tlsDir ? { tls: { dir: tlsDir, httpsPort: await freePort() } } : {}),
+    });
+    if (stack.opts.tls) {
+      const ca = readFileSync(join(stack.opts.tls.dir, "ca.crt"), "utf8");
+      port = stack.opts.tls.httpsPort;
+      transport = { tls: true, ca };
+      base = stack.gatewayHttpsUrl!;
+      trust = { tls: { ca } };
+    } else {
+      port = stack.opts.gatewayPort;
+      base = stack.gatewayUrl;
+    }
   }, 60_000);
 
   afterAll(async () => {
     await stack?.stop();
     await stopAll();
+    if (tlsDir) rmSync(tlsDir, { recursive: true, force: true });
   });
 
   test("≥ 500 hostile requests: every answer a 4xx or a closed connection, none hangs; all processes stay healthy", async () => {
     const gateways = stack.processes.filter((p) => p.kind === "gateway");
     // Warm up (JIT, connection pools) so the memory baseline is the serving state, not start-up.
     for (let i = 0; i < 60; i++) {
-      await fetch(`${stack.gatewayUrl}/projects/?limit=1`, { headers: { connection: "close" } });
-      await fetch(`${stack.gatewayUrl}/verify/`, {
+      await fetch(`${base}/projects/?limit=1`, { headers: { connection: "close" }, ...trust });
+      await fetch(`${base}/verify/`, {
+        ...trust,
         method: "POST",
         headers: { "content-type": "application/json", connection: "close" },
         body: '{"id": 1, "token": "t"}',
@@ -801,14 +831,14 @@ describe("the abuse suite against the local stack", () => {
     const slowRun = Promise.all(
       slow.map(async (p) => {
         const t0 = performance.now();
-        const outcome = await send(port, p);
+        const outcome = await send(port, p, transport);
         const kind = p.name.replace(/ #\d+$/, "");
         cutAfter.set(kind, [...(cutAfter.get(kind) ?? []), Math.round((performance.now() - t0) / 100) / 10]);
         return outcome;
       }),
     );
-    const fastOutcomes = await runAll(port, fast, 16);
-    const duringSlow = await fetch(`${stack.gatewayUrl}/healthz`, { signal: AbortSignal.timeout(2000) });
+    const fastOutcomes = await runAll(port, fast, 16, transport);
+    const duringSlow = await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(2000), ...trust });
     const slowOutcomes = await slowRun;
     const seconds = (performance.now() - started) / 1000;
 
@@ -824,7 +854,7 @@ describe("the abuse suite against the local stack", () => {
       byCategory.set(probes[i]!.category, cat);
     }
     const sorted = [...counts].sort(([a], [b]) => a.localeCompare(b));
-    console.log(`\nabuse suite: ${probes.length} hostile requests in ${seconds.toFixed(1)} s`);
+    console.log(`\nabuse suite, ${_mode}: ${probes.length} hostile requests in ${seconds.toFixed(1)} s`);
     console.log(`| outcome | count |\n|---|---|\n${sorted.map(([k, n]) => `| ${k} | ${n} |`).join("\n")}`);
     console.log("by category:", Object.fromEntries([...byCategory].map(([c, m]) => [c, Object.fromEntries(m)])));
     console.log("slow clients cut after (s):", Object.fromEntries(cutAfter));
@@ -882,7 +912,8 @@ describe("the abuse suite against the local stack", () => {
       expect((await fetch(p.readyUrl)).status).toBe(200);
     }
     // The seed requests still work.
-    const seed = await fetch(`${stack.gatewayUrl}/verify/`, {
+    const seed = await fetch(`${base}/verify/`, {
+      ...trust,
       method: "POST",
       headers: { "content-type": "application/json" },
       body: '{"id": 121, "token": "a$$"}',

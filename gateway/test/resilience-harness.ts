@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
 import { type Spawned, spawnService, waitFor, waitForHttp } from "../../scripts/stack/testing/processes.ts";
+import type { LocalPki } from "../../scripts/tls/pki.ts";
 import type { EndpointView } from "../src/dashboard/snapshot.ts";
 
 export const json = { "content-type": "application/json" };
@@ -45,15 +46,31 @@ export interface Replica {
   proc: Spawned;
 }
 
-/** Starts one replica (webapp: its own SQLite file, so a frozen replica cannot hold the others' write lock). */
+/** The local CA and certificates (scripts/tls/pki.ts) for replicas that speak mutual TLS. */
+export type ReplicaTls = Pick<LocalPki, "caFile" | "certFile" | "keyFile">;
+
+/**
+ * Starts one replica (webapp: its own SQLite file, so a frozen replica cannot hold the others'
+ * write lock). With `tls`, its API port speaks mutual TLS only (its own certificate, clients
+ * signed by the CA) and /readyz is on its plain METRICS_PORT.
+ */
 export async function startReplica(
   kind: "webapp" | "rpcapp",
   name: string,
   host = "127.0.0.1",
   port?: number,
+  tls?: ReplicaTls,
 ): Promise<Replica> {
   const mainPort = port ?? (await freePort());
-  const readyPort = kind === "webapp" ? mainPort : await freePort();
+  const readyPort = kind === "webapp" && !tls ? mainPort : await freePort();
+  const tlsEnv: Record<string, string> = tls
+    ? {
+        TLS_CERT_FILE: tls.certFile(kind),
+        TLS_KEY_FILE: tls.keyFile(kind),
+        TLS_CLIENT_CA_FILE: tls.caFile,
+        ...(kind === "webapp" ? { METRICS_PORT: String(readyPort) } : {}),
+      }
+    : {};
   const env: Record<string, string> =
     kind === "webapp"
       ? {
@@ -62,18 +79,26 @@ export async function startReplica(
           INSTANCE_ID: name,
           DB_PATH: join(temp(), `${name}.sqlite`),
           LOG_LEVEL: "warn",
+          ...tlsEnv,
         }
-      : { HOST: host, PORT: String(mainPort), METRICS_PORT: String(readyPort), INSTANCE_ID: name, LOG_LEVEL: "warn" };
+      : {
+          HOST: host,
+          PORT: String(mainPort),
+          METRICS_PORT: String(readyPort),
+          INSTANCE_ID: name,
+          LOG_LEVEL: "warn",
+          ...tlsEnv,
+        };
   const replica: Replica = { kind, name, host, port: mainPort, readyPort, env, proc: spawnService(kind, env, name) };
   await waitForReady(replica);
   return replica;
 }
 
-/** Starts webapp-1..3 and rpcapp-1..3, all at once. */
-export async function startReplicaSets(): Promise<{ webapps: Replica[]; rpcapps: Replica[] }> {
+/** Starts webapp-1..3 and rpcapp-1..3, all at once (with `tls`, speaking mutual TLS). */
+export async function startReplicaSets(tls?: ReplicaTls): Promise<{ webapps: Replica[]; rpcapps: Replica[] }> {
   const [webapps, rpcapps] = await Promise.all([
-    Promise.all([1, 2, 3].map((i) => startReplica("webapp", `webapp-${i}`))),
-    Promise.all([1, 2, 3].map((i) => startReplica("rpcapp", `rpcapp-${i}`))),
+    Promise.all([1, 2, 3].map((i) => startReplica("webapp", `webapp-${i}`, "127.0.0.1", undefined, tls))),
+    Promise.all([1, 2, 3].map((i) => startReplica("rpcapp", `rpcapp-${i}`, "127.0.0.1", undefined, tls))),
   ]);
   return { webapps, rpcapps };
 }
@@ -608,4 +633,53 @@ export async function allAvailable(
     const views = await Promise.all(upstreams.map((u) => upstreamView(gateway, u)));
     return views.every((v) => v.endpoints.every((e) => e.available && e.health === "healthy"));
   });
+}
+
+/** Shortened through routes.yaml so each scenario runs in seconds; the behaviour is the defaults'. */
+export const RESILIENCE_TIMINGS = { routeTimeoutMs: 1_000, halfOpenAfterMs: 500 } as const;
+
+/**
+ * The routes the kill and freeze scenarios run on: route timeout 1 s, health checks every 500 ms.
+ * With `tls`, the gateway speaks mutual TLS to both upstreams (HTTPS, gRPC over TLS), presenting
+ * `gateway-client` and checking the replicas' certificates for `localhost`.
+ */
+export function resilienceRoutes(webapp: string, rpcapp: string, tls?: ReplicaTls): string {
+  const { routeTimeoutMs, halfOpenAfterMs } = RESILIENCE_TIMINGS;
+  const tlsBlock = tls
+    ? `\n    tls: { ca: "${tls.caFile}", cert: "${tls.certFile("gateway-client")}", key: "${tls.keyFile("gateway-client")}", serverName: localhost }`
+    : "";
+  return `upstreams:
+  webapp:
+    protocol: http
+    endpoints: "${webapp}"
+    healthCheck: { intervalMs: 500, timeoutMs: 250 }
+    outlierDetection: { baseEjectionMs: 1000 }
+    circuitBreaker: { halfOpenAfterMs: ${halfOpenAfterMs}, maxHalfOpenAfterMs: 2000 }${tlsBlock}
+  rpcapp:
+    protocol: grpc
+    endpoints: "${rpcapp}"
+    proto: proto/userverify.proto
+    healthCheck: { intervalMs: 500, timeoutMs: 250 }
+    outlierDetection: { baseEjectionMs: 1000 }
+    circuitBreaker: { halfOpenAfterMs: ${halfOpenAfterMs}, maxHalfOpenAfterMs: 2000 }${tlsBlock}
+routes:
+  - { name: projects, path: /projects, upstream: webapp, timeoutMs: ${routeTimeoutMs} }
+  - { name: verify, path: /verify, match: exact, upstream: rpcapp, timeoutMs: ${routeTimeoutMs}, grpc: { method: userverify.UserVerify/VerifyUser, idempotent: true } }
+`;
+}
+
+/** What a frozen webapp replica (SIGSTOP for 2.5 s, then SIGCONT) may cost, on resilienceRoutes' timings. */
+export function expectWebappFreezeSurvived(figures: FreezeFigures): void {
+  const { routeTimeoutMs, halfOpenAfterMs } = RESILIENCE_TIMINGS;
+  expect(figures.unanswered).toBe(0);
+  // The route timeout bounds every answer; 500 ms of margin for a busy machine.
+  expect(figures.slowestAnswerMs).toBeLessThan(routeTimeoutMs + 500);
+  // Requests already on the frozen replica time out (POST is not retried) at the route timeout,
+  // and those failures eject it; 1 s of margin (health checks alone would take 2 × 500 + 250 ms)...
+  expect(figures.outAfterFreezeMs).toBeLessThan(routeTimeoutMs + 1_000);
+  // ...and from then on at most one probe per breaker window may time out.
+  expect(figures.timeoutsAfterOut).toBeLessThanOrEqual(Math.ceil(figures.outWindowMs / halfOpenAfterMs));
+  // Resumed, the next health check (every 500 ms, 250 ms timeout) readmits it; 2250 ms of margin
+  // (a replica that was stopped for 2.5 s has timers and sockets to catch up on first).
+  expect(figures.readmittedAfterResumeMs).toBeLessThan(3_000);
 }

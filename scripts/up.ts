@@ -7,7 +7,8 @@
  *   3. builds the three images inside minikube's Docker (no registry), tagged with the git sha
  *      (see cluster/image-tag.ts)
  *   4. installs what k8s/ needs in the cluster: metrics-server, KEDA (its manifest checked against
- *      a pinned SHA-256), and the Secrets k8s/ reads, generated the first time (cluster/secrets.ts)
+ *      a pinned SHA-256), and the Secrets k8s/ reads, generated the first time: passwords
+ *      (cluster/secrets.ts) and the TLS certificates with their CA (cluster/tls.ts)
  *   5. applies k8s/ with that tag on the images and the version label (one rollout each)
  *   6. waits for every Deployment's rollout, then prints the gateway's URL
  *
@@ -15,7 +16,8 @@
  * ROLLOUT_TIMEOUT (default 180s), MINIKUBE_START_FLAGS (default --kubernetes-version=<pinned>
  * --cni=calico), KUBE_CONTEXT (default the minikube profile's, "minikube"); the Secrets' values:
  * ADMIN_TOKEN, GRAFANA_ADMIN_PASSWORD, REDIS_LIMITER_PASSWORD, REDIS_STORE_PASSWORD (else random);
- * KEDA: KEDA_VERSION, KEDA_SHA256, KEDA_MANIFEST (cluster/autoscaling.ts).
+ * EDGE_HOSTS (more DNS names for a new HTTPS certificate); KEDA: KEDA_VERSION, KEDA_SHA256,
+ * KEDA_MANIFEST (cluster/autoscaling.ts).
  */
 import { join, resolve } from "node:path";
 import { chalk } from "zx";
@@ -24,6 +26,7 @@ import { imageTag } from "./cluster/image-tag.ts";
 import { dockerfileOf, imageRef, SERVICES } from "./cluster/images.ts";
 import { dockerEnv, kubeContext, kubectl, minikubeStartFlags, NAMESPACE, serviceUrl } from "./cluster/minikube.ts";
 import { ensureSecrets } from "./cluster/secrets.ts";
+import { ensureTlsSecrets } from "./cluster/tls.ts";
 import { writeOverlay } from "./cluster/overlay.ts";
 import { ensureAutoscaling, waitForAutoscaledReplicas } from "./cluster/autoscaling.ts";
 
@@ -64,8 +67,13 @@ await main("make up", async () => {
   step("secrets k8s/ reads (generated once per cluster, never stored in the repository)");
   await run(kubectl("apply", "-f", join(REPO_ROOT, "k8s/namespace.yaml")), { stream: true });
   const secrets = await ensureSecrets();
-  if (secrets.created.length > 0) console.log(`created: ${secrets.created.join(", ")}`);
-  if (secrets.kept.length > 0) console.log(`kept as they are: ${secrets.kept.join(", ")}`);
+  // The certificates of every hop: a self-signed CA and its leaves when the namespace has none,
+  // existing ones (an earlier run's, cert-manager's) left as they are.
+  const tls = await ensureTlsSecrets();
+  const created = [...secrets.created, ...tls.created];
+  const kept = [...secrets.kept, ...tls.kept];
+  if (created.length > 0) console.log(`created: ${created.join(", ")}`);
+  if (kept.length > 0) console.log(`kept as they are: ${kept.join(", ")}`);
 
   step(`deploy k8s/ into namespace ${NAMESPACE} (context ${kubeContext()})`);
   const overlay = writeOverlay(join(REPO_ROOT, "k8s"), tag);
@@ -104,11 +112,20 @@ await main("make up", async () => {
   step("gateway");
   const gateway = await serviceUrl("gateway");
   gateway.close();
+  // The Service's second port is HTTPS (k8s/gateway.yaml); minikube prints every URL as http://.
+  const https = gateway.urls[1]?.replace(/^http:/, "https:");
+  const caCommand = `${kubectl("-n", NAMESPACE, "get", "secret", "portico-edge-tls", "-o", "'jsonpath={.data.ca\\.crt}'").join(" ")} | base64 -d > portico-ca.crt`;
   console.log(`
 Portico ${chalk.bold(tag)} is running in minikube (namespace ${NAMESPACE}).
   gateway   ${chalk.bold(gateway.url)}${gateway.tunnel ? `   (keep \`minikube service gateway -n ${NAMESPACE} --url\` running in another terminal to reach it)` : ""}
-  try       curl -X POST -H 'Content-Type: application/json' -d '{"title":"An awesome project"}' ${gateway.url}/projects/
-  dashboard make dashboard   then open http://127.0.0.1:9901/dashboard (every gateway replica, live)
+${https ? `  https     ${chalk.bold(https)}   (every hop behind it is mutual TLS)\n` : ""}  try       curl -X POST -H 'Content-Type: application/json' -d '{"title":"An awesome project"}' ${gateway.url}/projects/
+${
+  https
+    ? `  tls       ${caCommand}
+            curl --cacert portico-ca.crt ${https}/projects/
+`
+    : ""
+}  dashboard make dashboard   then open http://127.0.0.1:9901/dashboard (every gateway replica, live)
   grafana   make grafana     then http://127.0.0.1:3000, user admin, password:
             ${kubectl("-n", NAMESPACE, "get", "secret", "portico-grafana", "-o", "jsonpath={.data.admin-password}").join(" ")} | base64 -d
   more      make prometheus, make alertmanager, make jaeger (each a port-forward; Ctrl-C ends it)

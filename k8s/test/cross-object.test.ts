@@ -73,15 +73,33 @@ describe("the gateway's routes ConfigMap", () => {
   test("has the same sections, routes and upstreams as gateway/routes.yaml, written the same way, but for the endpoints", () => {
     const dev = parseYaml(readFileSync(join(REPO_ROOT, "gateway/routes.yaml"), "utf8")) as Record<string, unknown>;
     const cluster = parseYaml(clusterText) as Record<string, unknown>;
+    // The TLS blocks are compared on their own below: the cluster verifies each upstream by its own name.
     const upstreamsWithoutEndpoints = (c: Record<string, unknown>) =>
       Object.fromEntries(
-        Object.entries(c.upstreams as Record<string, { endpoints?: unknown }>).map(
-          ([k, { endpoints: _e, ...rest }]) => [k, rest],
+        Object.entries(c.upstreams as Record<string, { endpoints?: unknown; tls?: unknown }>).map(
+          ([k, { endpoints: _e, tls: _t, ...rest }]) => [k, rest],
         ),
       );
     expect(Object.keys(cluster).sort()).toEqual(Object.keys(dev).sort());
     expect(cluster.routes).toEqual(dev.routes);
     expect(upstreamsWithoutEndpoints(cluster)).toEqual(upstreamsWithoutEndpoints(dev));
+  });
+
+  test("has gateway/routes.yaml's TLS blocks (`${TLS:-false}`, `${TLS_DIR:-…}`), without its serverName: localhost", () => {
+    type Tls = { serverName?: string } & Record<string, unknown>;
+    const dev = parseYaml(readFileSync(join(REPO_ROOT, "gateway/routes.yaml"), "utf8")) as {
+      upstreams: Record<string, { tls?: Tls }>;
+      tls?: unknown;
+    };
+    const cluster = parseYaml(clusterText) as typeof dev;
+    expect(cluster.tls).toEqual(dev.tls);
+    for (const [name, upstream] of Object.entries(dev.upstreams)) {
+      const { serverName, ...rest } = upstream.tls ?? {};
+      // Every local certificate carries localhost; in the cluster each upstream is verified by its
+      // headless Service's name, which only its own certificate carries (checks/tls.ts checkTlsNames).
+      expect({ name, serverName }).toEqual({ name, serverName: "localhost" });
+      expect({ name, tls: cluster.upstreams[name]?.tls }).toEqual({ name, tls: rest });
+    }
   });
 });
 
@@ -90,11 +108,11 @@ describe("an edit that breaks the wiring fails with file, line and field", () =>
     {
       what: "a Service targetPort renamed",
       file: "k8s/webapp.yaml",
-      from: "targetPort: http",
-      to: "targetPort: htp",
+      from: "targetPort: https",
+      to: "targetPort: htps",
       check: checkServices,
       expected:
-        'Service/webapp spec.ports[0].targetPort: "htp" is not a containerPort of Deployment/webapp (http=8080)',
+        'Service/webapp spec.ports[0].targetPort: "htps" is not a containerPort of Deployment/webapp (https=8080, metrics=9090)',
     },
     {
       what: "a Service targetPort set to another number",
@@ -111,7 +129,7 @@ describe("an edit that breaks the wiring fails with file, line and field", () =>
       to: "      port: 80\n      targetPort: admin",
       check: checkServices,
       expected:
-        'Service/gateway spec.ports[0].targetPort: a NodePort Service exposes only the public "http" port, not "admin"',
+        'Service/gateway spec.ports[0].targetPort: a NodePort Service exposes only the public "http" and "https" ports, not "admin"',
     },
     {
       what: "a containerPort that PORT does not name",
@@ -121,6 +139,15 @@ describe("an edit that breaks the wiring fails with file, line and field", () =>
       check: checkPortsMatchEnv,
       expected:
         "Deployment/webapp spec.template.spec.containers[0].env[0].value: PORT=8080 but the container declares no containerPort 8080",
+    },
+    {
+      what: "the gateway's HTTPS port without the HTTPS_PORT it listens on",
+      file: "k8s/gateway.yaml",
+      from: '            - name: HTTPS_PORT\n              value: "8443"\n',
+      to: "",
+      check: checkPortsMatchEnv,
+      expected:
+        "Deployment/gateway spec.template.spec.containers[0].env: HTTPS_PORT is read by gateway/src but not set here",
     },
     {
       what: "a probe path the app does not serve",
@@ -210,7 +237,7 @@ describe("an edit that breaks the wiring fails with file, line and field", () =>
   });
 
   test("the reported line is the edited line", () => {
-    const { manifests: edited, line } = withEdit("k8s/webapp.yaml", "targetPort: http", "targetPort: htp");
+    const { manifests: edited, line } = withEdit("k8s/webapp.yaml", "targetPort: https", "targetPort: htps");
     expect(checkServices(edited).map(formatProblem)[0]).toStartWith(
       `k8s/webapp.yaml:${line}: Service/webapp spec.ports[0].targetPort:`,
     );

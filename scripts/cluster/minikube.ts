@@ -68,6 +68,11 @@ export async function dockerEnv(): Promise<Record<string, string>> {
 export interface ServiceUrl {
   url: string;
   /**
+   * Every URL printed within the wait, one per Service port in the Service's order (`url` is the
+   * first): for the gateway, http then https (k8s/gateway.yaml). minikube writes each as http://.
+   */
+  urls: string[];
+  /**
    * Ends the `minikube service` process when it is still running: with the Docker driver on macOS
    * and Windows it keeps a tunnel open and the URL works only while it runs.
    */
@@ -112,8 +117,9 @@ export async function serviceUrl(name: string, timeoutMs = 60_000): Promise<Serv
       `\`${argv.join(" ")}\` printed no URL${timedOut ? ` within ${timeoutMs / 1000} s` : ""}:\n${(out.stderr + out.stdout).trim()}`,
     );
   }
-  // On Linux it prints the URL and exits; still running a moment later means it holds a tunnel.
+  // On Linux it prints the URLs and exits; still running a moment later means it holds a tunnel.
   await Promise.race([done, Bun.sleep(1000)]);
   if (!settled) console.log(chalk.dim("(minikube keeps a tunnel open for this URL while the command runs)"));
-  return { url, close, tunnel: !settled };
+  const urls = [...buffered.matchAll(/https?:\/\/\S+/g)].map((m) => m[0]);
+  return { url, urls, close, tunnel: !settled };
 }

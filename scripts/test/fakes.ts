@@ -29,13 +29,15 @@ export const HAPPY: FakeScripts = {
   minikube: `case "$1" in
   status) echo "host: Running"; echo "kubelet: Running" ;;
   docker-env) echo "DOCKER_TLS_VERIFY=1"; echo "DOCKER_HOST=tcp://minikube.test:2376"; echo "DOCKER_CERT_PATH=/fake/certs"; echo "SSH_AUTH_SOCK=" ;;
-  service) echo "\${FAKE_SERVICE_URL:-http://gateway.test:30080}" ;;
+  ip) echo "192.0.2.10" ;;
+  service) echo "\${FAKE_SERVICE_URL:-http://gateway.test:30080}"; echo "\${FAKE_SERVICE_HTTPS_URL:-http://gateway.test:30443}" ;;
 esac`,
   docker: `echo "docker env: DOCKER_HOST=$DOCKER_HOST" >> "$FAKE_LOG"; echo "Successfully built"`,
   kubectl: `prev=""
 for a in "$@"; do
   if [ "$prev" = "-k" ]; then /bin/cat "$a/kustomization.yaml" > "$FAKE_LOG.overlay"; fi
   if [ "$prev" = "-f" ] && [ -f "$a" ]; then /bin/mkdir -p "$FAKE_LOG.applied" && /bin/cat "$a" > "$FAKE_LOG.applied/\${a##*/}"; fi
+  if [ "$prev" = "-f" ] && [ "$a" = "-" ]; then /bin/mkdir -p "$FAKE_LOG.stdin" && /bin/cat > "$FAKE_LOG.stdin/$$.yaml"; fi
   prev="$a"
 done
 case "$*" in
@@ -60,6 +62,8 @@ export interface Fakes {
   appliedOverlay(): string | undefined;
   /** Each file `kubectl … -f <file>` was given, by base name, as it was when applied. */
   appliedFiles(): Record<string, string>;
+  /** What each `kubectl … -f -` read on its standard input. */
+  appliedStdin(): string[];
   cleanup(): void;
 }
 
@@ -90,6 +94,10 @@ export function makeFakes(scripts: FakeScripts): Fakes {
             readdirSync(`${log}.applied`).map((f) => [f, readFileSync(join(`${log}.applied`, f), "utf8")]),
           )
         : {},
+    appliedStdin: () =>
+      existsSync(`${log}.stdin`)
+        ? readdirSync(`${log}.stdin`).map((f) => readFileSync(join(`${log}.stdin`, f), "utf8"))
+        : [],
     cleanup: () => rmSync(root, { recursive: true, force: true }),
   };
 }

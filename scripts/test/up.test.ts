@@ -43,6 +43,11 @@ test("up builds the 3 images in minikube's Docker, applies k8s/ with their tag, 
     "kubectl --context=minikube -n portico get secret portico-grafana -o name",
     "kubectl --context=minikube -n portico get secret portico-redis-limiter -o name",
     "kubectl --context=minikube -n portico get secret portico-redis-store -o name",
+    // The certificates: here all present, so no CA is read or made and nothing is applied.
+    "kubectl --context=minikube -n portico get secret portico-edge-tls -o name",
+    "kubectl --context=minikube -n portico get secret portico-gateway-client-tls -o name",
+    "kubectl --context=minikube -n portico get secret portico-webapp-tls -o name",
+    "kubectl --context=minikube -n portico get secret portico-rpcapp-tls -o name",
     expect.stringMatching(/^kubectl --context=minikube apply -k \/.*portico-deploy-/),
     // Each Deployment leaves `replicas` to its autoscaler: wait for it to ask for 3, then for the rollout.
     "kubectl --context=minikube -n portico get deployment/webapp -o jsonpath={.spec.replicas}",
@@ -70,12 +75,18 @@ test("up builds the 3 images in minikube's Docker, applies k8s/ with their tag, 
     "$ kubectl --context=minikube -n portico rollout status deployment/gateway --timeout=180s",
   );
   expect(run.stdout).toContain("gateway   http://gateway.test:30080");
+  // The Service's second URL is its HTTPS port; the CA to trust it comes from the edge Secret.
+  expect(run.stdout).toContain("https     https://gateway.test:30443");
+  expect(run.stdout).toContain(
+    "kubectl --context=minikube -n portico get secret portico-edge-tls -o 'jsonpath={.data.ca\\.crt}' | base64 -d > portico-ca.crt",
+  );
+  expect(run.stdout).toContain("curl --cacert portico-ca.crt https://gateway.test:30443/projects/");
   expect(run.stdout).toContain("dashboard make dashboard   then open http://127.0.0.1:9901/dashboard");
   expect(run.stdout).toContain(
     "kubectl --context=minikube -n portico get secret portico-grafana -o jsonpath={.data.admin-password} | base64 -d",
   );
   expect(run.stdout).toContain(
-    "kept as they are: portico-admin, portico-grafana, portico-redis-limiter, portico-redis-store",
+    "kept as they are: portico-admin, portico-grafana, portico-redis-limiter, portico-redis-store, portico-edge-tls, portico-gateway-client-tls, portico-webapp-tls, portico-rpcapp-tls",
   );
 });
 
@@ -157,7 +168,7 @@ test("KUBE_CONTEXT chooses the cluster every kubectl command names", async () =>
   const run = await runScript("up", f, { KUBE_CONTEXT: "portico-test" });
   expect(run.exitCode).toBe(0);
   const kubectlCalls = f.calls().filter((c) => c.startsWith("kubectl"));
-  expect(kubectlCalls.length).toBe(13);
+  expect(kubectlCalls.length).toBe(17);
   for (const call of kubectlCalls) expect(call).toStartWith("kubectl --context=portico-test ");
 });
 

@@ -45,7 +45,8 @@ export class TlsListener {
           intervalMs: settings.reloadIntervalMs,
           onChange,
           // Once per bad version: the current certificate keeps serving and the next poll tries again.
-          onError: (err) => log.warn({ err }, "tls files changed but cannot be used yet; the current certificate stays"),
+          onError: (err) =>
+            log.warn({ err }, "tls files changed but cannot be used yet; the current certificate stays"),
         }),
       tls: (material) => ({
         cert: material.cert,

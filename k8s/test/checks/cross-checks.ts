@@ -29,7 +29,9 @@ export const NAME_LABEL = "app.kubernetes.io/name";
 const VERSION_LABEL = "app.kubernetes.io/version";
 const REQUIRED_LABELS = [NAME_LABEL, "app.kubernetes.io/part-of", "app.kubernetes.io/component", VERSION_LABEL];
 /** The env variables that choose a listening port, as the services read them (lib/env.ts envPort). */
-const PORT_ENV = ["PORT", "ADMIN_PORT", "METRICS_PORT"];
+const PORT_ENV = ["PORT", "HTTPS_PORT", "ADMIN_PORT", "METRICS_PORT"];
+/** The container ports a NodePort may expose: the gateway's routes, in plain HTTP and over TLS. */
+const PUBLIC_PORTS = ["http", "https"];
 /** Kinds whose objects belong to the cluster, not to a namespace. */
 const CLUSTER_SCOPED = new Set([
   "Namespace",
@@ -144,6 +146,11 @@ export function sourcesOf(service: string): string {
 function hasStringLiteral(source: string, value: string): boolean {
   const escaped = value.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
   return new RegExp(`["'\`]${escaped}["'\`]`).test(source);
+}
+
+/** Whether the source reads env variable `name`: by name as a string (`envInt("PORT", …)`) or as a property (`env.TLS_CLIENT_CA_FILE`). */
+function readsEnv(source: string, name: string): boolean {
+  return hasStringLiteral(source, name) || new RegExp(`\\benv\\.${name}\\b`).test(source);
 }
 
 // ---- checks ------------------------------------------------------------------------------------
@@ -351,12 +358,12 @@ export const checkServices: Check = (manifests) => {
             `${JSON.stringify(target)} is not a containerPort of Deployment/${w.name} (${describePorts(w)})`,
           ),
         );
-      } else if (external && found.name !== "http") {
+      } else if (external && !PUBLIC_PORTS.includes(found.name ?? "")) {
         problems.push(
           problemAt(
             m,
             ["spec", "ports", i, "targetPort"],
-            `a ${svc.spec?.type} Service exposes only the public "http" port, not "${found.name ?? found.containerPort}"`,
+            `a ${svc.spec?.type} Service exposes only the public ${PUBLIC_PORTS.map((n) => `"${n}"`).join(" and ")} ports, not "${found.name ?? found.containerPort}"`,
           ),
         );
       }
@@ -424,20 +431,34 @@ export const checkPortsMatchEnv: Check = (manifests) => {
  */
 export const PENDING_APP_ENV: Readonly<Record<string, Readonly<Record<string, string>>>> = {};
 
+/**
+ * `${VAR}` references in the ConfigMaps a workload mounts: the gateway reads these variables
+ * through its routes.yaml (gateway/src/config/interpolate.ts), not by name in its code.
+ */
+export function configReferences(manifests: Manifest[], w: Workload): Set<string> {
+  const mounted = new Set((w.deployment.spec?.template.spec?.volumes ?? []).map((v) => v.configMap?.name));
+  const text = ofKind<IConfigMap>(manifests, "ConfigMap")
+    .filter(({ o }) => mounted.has(o.metadata?.name))
+    .flatMap(({ o }) => Object.values(o.data ?? {}))
+    .join("\n");
+  return new Set([...text.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)/g)].map((m) => m[1]!));
+}
+
 /** Every env variable set on a container is one its code reads (a misspelt name does nothing). */
 export const checkEnvIsRead: Check = (manifests) => {
   const problems: Problem[] = [];
   for (const w of ownWorkloadsOf(manifests)) {
     const source = sourcesOf(w.name);
     const pending = PENDING_APP_ENV[w.name] ?? {};
+    const referenced = configReferences(manifests, w);
     w.containers.forEach((c, i) => {
       (c.env ?? []).forEach((e, j) => {
-        if (!(e.name in pending) && !hasStringLiteral(source, e.name))
+        if (!(e.name in pending) && !referenced.has(e.name) && !readsEnv(source, e.name))
           problems.push(
             problemAt(
               w.m,
               [...CONTAINERS, i, "env", j, "name"],
-              `${e.name} is not read anywhere in ${w.name}/src or lib/`,
+              `${e.name} is not read anywhere in ${w.name}/src or lib/, nor referenced in a ConfigMap it mounts`,
             ),
           );
       });

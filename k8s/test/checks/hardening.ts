@@ -10,6 +10,7 @@ import type { IContainer } from "kubernetes-models/v1/Container";
 import type { IService } from "kubernetes-models/v1/Service";
 import { parse as parseYaml } from "yaml";
 import { CLUSTER_SECRETS } from "../../../scripts/cluster/secrets.ts";
+import { TLS_SECRET_KEYS, TLS_SECRETS } from "../../../scripts/cluster/tls.ts";
 import { IMAGE_REPOSITORY_PREFIX } from "../../../scripts/cluster/images.ts";
 import {
   type Check,
@@ -190,10 +191,19 @@ export const checkNoPlaintextCredentials: Check = (manifests) => {
   return problems;
 };
 
-/** Every Secret and key the manifests read is one `make up` generates (scripts/cluster/secrets.ts). */
+/**
+ * The Secrets `make up` creates for the pods, with their keys: the passwords (scripts/cluster/secrets.ts)
+ * and the certificates (scripts/cluster/tls.ts). Not the CA's own Secret: its key stays out of pods.
+ */
+export const POD_SECRETS: Readonly<Record<string, readonly string[]>> = {
+  ...CLUSTER_SECRETS,
+  ...Object.fromEntries(Object.keys(TLS_SECRETS).map((name) => [name, TLS_SECRET_KEYS])),
+};
+
+/** Every Secret and key the manifests read (env, secret and projected volumes) is one `make up` creates. */
 export const checkSecretReferences: Check = (manifests) => {
   const problems: Problem[] = [];
-  const known = CLUSTER_SECRETS as Record<string, readonly string[]>;
+  const known = POD_SECRETS;
   const check = (m: Manifest, path: Path, name: string | undefined, key: string | undefined) => {
     const keys = name === undefined ? undefined : known[name];
     if (!keys)
@@ -201,7 +211,7 @@ export const checkSecretReferences: Check = (manifests) => {
         problemAt(
           m,
           path,
-          `Secret "${name}" is not one scripts/cluster/secrets.ts creates (${Object.keys(known).join(", ")})`,
+          `Secret "${name}" is not one \`make up\` creates for pods (scripts/cluster/secrets.ts, scripts/cluster/tls.ts: ${Object.keys(known).join(", ")})`,
         ),
       );
     else if (key !== undefined && !keys.includes(key))
@@ -215,13 +225,28 @@ export const checkSecretReferences: Check = (manifests) => {
       });
     }
     (podSpecOf(w)?.volumes ?? []).forEach((v, i) => {
-      if (!v.secret) return;
-      const items = v.secret.items ?? [];
-      if (items.length === 0)
-        check(w.m, ["spec", "template", "spec", "volumes", i, "secret"], v.secret.secretName, undefined);
-      items.forEach((item, j) => {
-        check(w.m, ["spec", "template", "spec", "volumes", i, "secret", "items", j], v.secret!.secretName, item.key);
-      });
+      const volume: Path = ["spec", "template", "spec", "volumes", i];
+      const sources = [
+        ...(v.secret ? [{ path: [...volume, "secret"], name: v.secret.secretName, items: v.secret.items }] : []),
+        ...(v.projected?.sources ?? []).flatMap((src, j) =>
+          src.secret
+            ? [
+                {
+                  path: [...volume, "projected", "sources", j, "secret"],
+                  name: src.secret.name,
+                  items: src.secret.items,
+                },
+              ]
+            : [],
+        ),
+      ];
+      for (const source of sources) {
+        const items = source.items ?? [];
+        if (items.length === 0) check(w.m, source.path, source.name, undefined);
+        items.forEach((item, j) => {
+          check(w.m, [...source.path, "items", j], source.name, item.key);
+        });
+      }
     });
   }
   return problems;

@@ -79,13 +79,18 @@ function asArray(v: unknown): unknown[] {
   return Array.isArray(v) ? v : [];
 }
 
+/** Folders under k8s/ whose YAML is not part of what `kubectl apply -k k8s/` deploys. */
+export const NOT_DEPLOYED: ReadonlySet<string> = new Set(["test", "node_modules", "vendor", "examples"]);
+
 function walkYamlFiles(dir: string, out: string[]): void {
   for (const entry of readdirSync(dir).sort()) {
     const full = join(dir, entry);
     if (statSync(full).isDirectory()) {
       // Test fixtures and dependencies are not deployed; vendor/ holds third-party installs that
-      // `make up` applies on their own (KEDA), checked by k8s/test/vendor.test.ts instead.
-      if (entry !== "test" && entry !== "node_modules" && entry !== "vendor") walkYamlFiles(full, out);
+      // `make up` applies on their own (KEDA), checked by k8s/test/vendor.test.ts instead;
+      // examples/ holds alternatives a person applies by hand, never `make up` (cert-manager's
+      // issuers), checked by their own tests (k8s/test/cert-manager.test.ts).
+      if (!NOT_DEPLOYED.has(entry)) walkYamlFiles(full, out);
     } else if (/\.ya?ml$/.test(entry)) {
       out.push(full);
     }

@@ -16,7 +16,8 @@ import { problemAt } from "./manifests.ts";
 /** Each flow the stack needs: `source -> destination:port` (a named containerPort, or number/protocol). */
 export const EXPECTED_FLOWS: readonly string[] = [
   "(anywhere) -> gateway:http",
-  "gateway -> webapp:http",
+  "(anywhere) -> gateway:https",
+  "gateway -> webapp:https",
   "gateway -> rpcapp:grpc",
   "gateway -> gateway:admin",
   "gateway -> redis-limiter:redis",
@@ -29,7 +30,7 @@ export const EXPECTED_FLOWS: readonly string[] = [
   "rpcapp -> otel-collector:otlp-http",
   "otel-collector -> jaeger:otlp-grpc",
   "prometheus -> gateway:admin",
-  "prometheus -> webapp:http",
+  "prometheus -> webapp:metrics",
   "prometheus -> rpcapp:metrics",
   "prometheus -> alertmanager:http",
   "prometheus -> otel-collector:metrics",
@@ -37,6 +38,9 @@ export const EXPECTED_FLOWS: readonly string[] = [
   "prometheus -> (anywhere):443/TCP",
   "prometheus -> (anywhere):6443/TCP",
   "prometheus -> (anywhere):8443/TCP",
+  // The rule above names ports only (the API server is no pod), so it reaches the gateway's HTTPS
+  // port 8443 too: a port open to everyone anyway.
+  "prometheus -> gateway:https",
   "alertmanager -> otel-collector:alerts",
   "grafana -> prometheus:http",
   "grafana -> jaeger:http",

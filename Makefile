@@ -111,6 +111,10 @@ rollout: install ## Roll SERVICE=<gateway|webapp|rpcapp> to a new image under lo
 rollback: install ## Undo the last rollout of SERVICE=<…> under load, with the same check
 	$(BUN) scripts/rollback.ts $(SERVICE)
 
+.PHONY: canary
+canary: install ## Release a new SERVICE=<webapp|rpcapp> as a canary the gateways step up, judge, then promote or roll back (CANARY_FAULT=errors|latency: a drill)
+	$(BUN) scripts/canary.ts $(SERVICE)
+
 .PHONY: load
 load: install ## Drive steady traffic through the gateway (LOAD_RPS, LOAD_DURATION_S) to show autoscaling
 	$(BUN) scripts/load.ts

@@ -13,6 +13,7 @@ import { createMetricsRegistry } from "../../lib/telemetry/metrics.ts";
 import { startTracing } from "../../lib/telemetry/tracing.ts";
 import type { TlsListener } from "../../lib/tls-listener.ts";
 import { createAdminApp } from "./admin/app.ts";
+import { logCanaryEvent } from "./canary/event-log.ts";
 import { AdminAuth } from "./admin/auth.ts";
 import { checkRoutesFile, EX_CONFIG } from "./check.ts";
 import { ConfigError } from "./config/load.ts";
@@ -98,6 +99,7 @@ const gateway = new Gateway(config, {
   logProbes: settings.logProbes,
   accessLog: bufferedLogger(log),
   httpsPort: settings.httpsPort,
+  onCanaryEvent: (upstream, event) => logCanaryEvent(log, upstream, event),
 });
 metrics.watch(gateway);
 // routes.yaml is reloaded when it changes and on SIGHUP; a bad edit is rejected and the last good config keeps serving.

@@ -16,6 +16,7 @@ import { requestIdOf } from "../../lib/request-id.ts";
 import type { GatewayConfig, RouteConfig } from "./config/load.ts";
 import { sameUpstream } from "./config/reload.ts";
 import type { RequestContext, RoutedRequest } from "./context.ts";
+import { Canary, type CanaryEvent } from "./canary/controller.ts";
 import { forwardedSecure, httpsRedirect } from "./edge/redirect.ts";
 import { gatewayProblem } from "./errors.ts";
 import { transcodeGrpc } from "./grpc/route.ts";
@@ -46,6 +47,8 @@ export interface GatewayDeps {
   logProbes?: boolean;
   /** Where access lines go (lib/log.ts `bufferedLogger`: written in batches); `log` when absent. */
   accessLog?: Logger;
+  /** Canary state changes, for the log and metrics (main.ts). */
+  onCanaryEvent?: (upstream: string, event: CanaryEvent) => void;
   /** The HTTPS listener's port (HTTPS_PORT): where `tls.redirectHttp` sends clients unless `tls.redirectPort` says. */
   httpsPort?: number;
 }
@@ -62,6 +65,8 @@ export class Gateway {
   #state: GatewayState;
   /** Upstreams a reload replaced, until they are closed. */
   readonly #retired = new Set<Upstream>();
+  /** One canary controller per upstream name: it outlives reloads, which only change its policy. */
+  readonly #canaries = new Map<string, Canary>();
   readonly #telemetry: GatewayTelemetry;
 
   constructor(
@@ -88,6 +93,16 @@ export class Gateway {
             log,
           }),
       );
+    }
+    for (const [name, upstream] of upstreams) {
+      const policy = config.upstreams.get(name)!.canary;
+      let canary = this.#canaries.get(name);
+      if (canary) canary.policy = policy;
+      else {
+        canary = new Canary(name, policy, (event) => this.deps.onCanaryEvent?.(name, event));
+        this.#canaries.set(name, canary);
+      }
+      upstream.canary = canary;
     }
     return {
       config,
@@ -132,6 +147,11 @@ export class Gateway {
 
   get upstreams(): ReadonlyMap<string, Upstream> {
     return this.#state.upstreams;
+  }
+
+  /** The canary controller of an upstream in service (admin API, dashboard, metrics). */
+  canary(upstream: string): Canary | undefined {
+    return this.#state.upstreams.has(upstream) ? this.#canaries.get(upstream) : undefined;
   }
 
   /** The largest body any route accepts: Bun's own limit is set just above it. */

@@ -90,6 +90,7 @@ describe("the tier: snapshots of every replica, merged", () => {
     failures: 0,
     ewmaMs: 1,
     lastRequestAt: null,
+    version: null,
     ...over,
   });
   const snapshot = (
@@ -112,7 +113,7 @@ describe("the tier: snapshots of every replica, merged", () => {
     },
     limiter: { mode: "redis", fallback: "local", redis: "redis://r:6379", replicas: 2 },
     config: null,
-    upstreams: [{ name: "web", protocol: "http", endpoints }],
+    upstreams: [{ name: "web", protocol: "http", endpoints, canary: null }],
     routes: [
       {
         name: "r",

@@ -495,7 +495,9 @@ describe.skipIf(!hasPromtool)("the monitoring config in k8s/monitoring", () => {
   test(
     "every Deployment's scrape annotations name the port its /metrics is served on",
     async () => {
-      const portEnv = { gateway: "ADMIN_PORT", webapp: "PORT", rpcapp: "METRICS_PORT" } as const;
+      // webapp serves /metrics on PORT, or on METRICS_PORT when PORT speaks TLS (TLS_CERT_FILE).
+      const portEnv = (service: string, env: Record<string, string | undefined>) =>
+        service === "gateway" ? "ADMIN_PORT" : service === "rpcapp" || "TLS_CERT_FILE" in env ? "METRICS_PORT" : "PORT";
       for (const service of K8S_SERVICES) {
         const deployment = (await manifests(`k8s/${service}.yaml`)).find((o) => o.kind === "Deployment")!;
         const pod = deployment.spec.template;
@@ -504,7 +506,7 @@ describe.skipIf(!hasPromtool)("the monitoring config in k8s/monitoring", () => {
         expect({ service, ...pod.metadata.annotations }).toEqual({
           service,
           "prometheus.io/scrape": "true",
-          "prometheus.io/port": env[portEnv[service]],
+          "prometheus.io/port": env[portEnv(service, env)],
           "prometheus.io/path": "/metrics",
         });
         expect(env.OTEL_EXPORTER_OTLP_ENDPOINT).toBe("http://otel-collector:4318");

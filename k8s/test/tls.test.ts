@@ -200,8 +200,8 @@ const edits: Edit[] = [
   {
     what: "an upstream verified as localhost, a name every certificate carries",
     file: "k8s/gateway.yaml",
-    from: "          key: ${TLS_DIR:-.data/tls}/gateway-client.key\n      rpcapp:",
-    to: "          key: ${TLS_DIR:-.data/tls}/gateway-client.key\n          serverName: localhost\n      rpcapp:",
+    from: "          key: ${TLS_DIR:-.data/tls}/gateway-client.key\n        # `make canary SERVICE=webapp`",
+    to: "          key: ${TLS_DIR:-.data/tls}/gateway-client.key\n          serverName: localhost\n        # `make canary SERVICE=webapp`",
     check: checkTlsNames,
     expected:
       'upstreams.webapp.tls.serverName: "localhost" is also in the certificate of portico-edge-tls, portico-rpcapp-tls',
@@ -209,8 +209,8 @@ const edits: Edit[] = [
   {
     what: "an upstream verified for a name its certificate does not carry",
     file: "k8s/gateway.yaml",
-    from: "          key: ${TLS_DIR:-.data/tls}/gateway-client.key\n\n",
-    to: "          key: ${TLS_DIR:-.data/tls}/gateway-client.key\n          serverName: rpcapp.portico.svc\n\n",
+    from: "          key: ${TLS_DIR:-.data/tls}/gateway-client.key\n        canary: *canary\n",
+    to: "          key: ${TLS_DIR:-.data/tls}/gateway-client.key\n          serverName: rpcapp.portico.svc\n        canary: *canary\n",
     check: checkTlsNames,
     expected:
       'the gateway verifies rpcapp as "rpcapp.portico.svc", which the certificate in portico-rpcapp-tls does not carry',

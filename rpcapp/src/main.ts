@@ -2,6 +2,7 @@
  * rpcapp: the UserVerify gRPC service. This file only wires config, servers and signals;
  * the services live in server.ts, the HTTP probes in http.ts.
  */
+import { faultFromEnv } from "../../lib/fault.ts";
 import { serviceIdentity } from "../../lib/env.ts";
 import { Lifecycle } from "../../lib/lifecycle.ts";
 import { createLogger } from "../../lib/log.ts";
@@ -38,6 +39,7 @@ try {
     maxConnectionAgeMs: config.maxConnectionAgeMs,
     maxConnectionAgeGraceMs: config.maxConnectionAgeGraceMs,
     logProbes: config.logProbes,
+    fault: faultFromEnv(),
     ...(tls && { credentials: tls.credentials }),
     telemetry: {
       tracer: tracing.tracer,

@@ -3,6 +3,7 @@
  * the index of the service. main.ts only wires config and signals around it; tests start it
  * in-process on a free port.
  */
+import type { Fault } from "../../lib/fault.ts";
 import * as grpc from "@grpc/grpc-js";
 import type { ServiceIdentity } from "../../lib/env.ts";
 import type { Lifecycle } from "../../lib/lifecycle.ts";
@@ -12,7 +13,7 @@ import { HealthService } from "./health.ts";
 import { accessInterceptor, type RpcTelemetry } from "./interceptor.ts";
 import { addReflection } from "./reflection.ts";
 import { serviceDefinition } from "./service-definition.ts";
-import { verifyUser } from "./verify.ts";
+import { verifyUserWith } from "./verify.ts";
 
 export const USER_VERIFY_SERVICE = "userverify.UserVerify";
 export const HEALTH_SERVICE = "grpc.health.v1.Health";
@@ -36,6 +37,8 @@ export interface RpcServerOptions {
   maxConnectionAgeGraceMs?: number;
   /** Access lines for health checks and reflection too (LOG_PROBES). Default false. */
   logProbes?: boolean;
+  /** Injected errors and delay on VerifyUser (lib/fault.ts: release drills); none when absent. Health is never affected. */
+  fault?: Fault;
   /** Tracer, metrics and whether spans are recorded; without it no metrics are kept (tests). */
   telemetry?: RpcTelemetry;
   /** TLS (tls.ts) when TLS_CERT_FILE is set: the port then serves TLS only. Default plain text. */
@@ -82,7 +85,7 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   opts.lifecycle.onReadinessChange((ready) => health.setAll(ready ? "SERVING" : "NOT_SERVING"));
 
   const server = new grpc.Server(serverOptions(opts));
-  server.addService(serviceDefinition(definition, USER_VERIFY_SERVICE), { VerifyUser: verifyUser });
+  server.addService(serviceDefinition(definition, USER_VERIFY_SERVICE), { VerifyUser: verifyUserWith(opts.fault) });
   server.addService(serviceDefinition(definition, HEALTH_SERVICE), health.handlers);
   addReflection(server, definition);
 

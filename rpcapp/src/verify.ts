@@ -1,5 +1,6 @@
 /** `userverify.UserVerify/VerifyUser`: the seed's verification call. */
 import * as grpc from "@grpc/grpc-js";
+import type { Fault } from "../../lib/fault.ts";
 
 /** Wire shapes of proto/userverify.proto (proto3 defaults fill absent fields: 0 and ""). */
 export interface VerifyRequest {
@@ -27,3 +28,20 @@ export const verifyUser: grpc.handleUnaryCall<VerifyRequest, VerifyReply> = (cal
   }
   callback(null, { message: `Verified: ${call.request.id}` });
 };
+
+/** verifyUser with a drill's injected delay and errors (lib/fault.ts); verifyUser itself when off. */
+export function verifyUserWith(fault: Fault | undefined): grpc.handleUnaryCall<VerifyRequest, VerifyReply> {
+  if (!fault?.enabled) return verifyUser;
+  return (call, callback) => {
+    const answer = () => {
+      if (fault.fails())
+        callback({
+          code: grpc.status.INTERNAL,
+          details: "injected fault (FAULT_ERROR_PERCENT): this replica runs a release drill",
+        });
+      else verifyUser(call, callback);
+    };
+    if (fault.delayMs > 0) setTimeout(answer, fault.delayMs);
+    else answer();
+  };
+}

@@ -66,6 +66,12 @@ export function prometheusTargets(stack: RollingStack): { targets: string[]; lab
   }));
 }
 
+/** What `make canary CANARY_FAULT=…` gives the canary replicas (lib/fault.ts): a bad release to catch. */
+export const CANARY_FAULTS = {
+  errors: { FAULT_ERROR_PERCENT: "5" },
+  latency: { FAULT_DELAY_MS: "50" },
+} as const;
+
 export function startControlServer(
   stack: RollingStack,
   opts: { port: number; host?: string; onEvent?: (e: ControlEvent) => void },
@@ -91,6 +97,20 @@ export function startControlServer(
         detail: "another rollout is running in this stack; wait for it to finish",
       });
     return { service: body.service as Kind, version: body.version as string | undefined };
+  }
+
+  async function parseCanaryService(req: Request): Promise<"webapp" | "rpcapp" | Response> {
+    let body: { service?: unknown };
+    try {
+      body = (await req.json()) as typeof body;
+    } catch {
+      return bad('the body must be JSON: {"service":"webapp"}');
+    }
+    const service = body?.service;
+    if (service !== "webapp" && service !== "rpcapp") return bad('"service" must be webapp or rpcapp');
+    if (stack.canariesOf(service).length === 0)
+      return problemResponse({ title: "Conflict", status: 409, detail: `no canary of ${service} runs in this stack` });
+    return service;
   }
 
   /** Runs `change` and streams its events, then `done` or `error`, one JSON object per line. */
@@ -147,6 +167,41 @@ export function startControlServer(
           });
         },
       },
+      // Canary replicas beside the stable ones (scripts/stack/canary.ts drives the gateways' side).
+      "/canary/start": {
+        POST: async (req) => {
+          const text = await req.text();
+          const parsed = await parse(new Request(req.url, { method: "POST", body: text }), true);
+          if (parsed instanceof Response) return parsed;
+          if (parsed.service === "gateway") return bad("a canary is of webapp or rpcapp: the gateways run it");
+          const { fault } = JSON.parse(text) as { fault?: unknown };
+          if (fault !== undefined && !(typeof fault === "string" && fault in CANARY_FAULTS))
+            return bad(`"fault" must be one of ${Object.keys(CANARY_FAULTS).join(", ")}`);
+          const service = parsed.service;
+          const env = fault ? CANARY_FAULTS[fault as keyof typeof CANARY_FAULTS] : {};
+          return stream(service, async (onEvent) => {
+            await stack.startCanaries(service, parsed.version!, env, onEvent);
+            return parsed.version!;
+          });
+        },
+      },
+      "/canary/promote": {
+        POST: async (req) => {
+          const parsed = await parseCanaryService(req);
+          if (parsed instanceof Response) return parsed;
+          return stream(parsed, (onEvent) => stack.promoteCanaries(parsed, onEvent));
+        },
+      },
+      "/canary/remove": {
+        POST: async (req) => {
+          const parsed = await parseCanaryService(req);
+          if (parsed instanceof Response) return parsed;
+          return stream(parsed, async (onEvent) => {
+            await stack.removeCanaries(parsed, onEvent);
+            return stack.currentVersion(parsed);
+          });
+        },
+      },
       "/rollback": {
         POST: async (req) => {
           const parsed = await parse(req, false);
@@ -166,7 +221,7 @@ export function startControlServer(
       problemResponse({
         title: "Not Found",
         status: 404,
-        detail: `no route for ${req.method} ${new URL(req.url).pathname}; try GET /stack, GET /targets, POST /rollout, POST /rollback`,
+        detail: `no route for ${req.method} ${new URL(req.url).pathname}; try GET /stack, GET /targets, POST /rollout, POST /rollback, POST /canary/start, POST /canary/promote, POST /canary/remove`,
       }),
   });
 }

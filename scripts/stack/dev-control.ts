@@ -39,7 +39,7 @@ export async function answersHealthz(base: string): Promise<boolean> {
  */
 export async function* controlStream(
   url: string,
-  path: "/rollout" | "/rollback",
+  path: "/rollout" | "/rollback" | "/canary/start" | "/canary/promote" | "/canary/remove",
   body: object,
 ): AsyncGenerator<ControlEvent> {
   const res = await fetch(`${url}${path}`, {
@@ -70,7 +70,9 @@ export async function* controlStream(
 export function describeEvent(e: ControlEvent): string {
   switch (e.type) {
     case "starting":
-      return `start ${e.instance} (version ${e.version}) to replace ${e.replacing}`;
+      return e.replacing
+        ? `start ${e.instance} (version ${e.version}) to replace ${e.replacing}`
+        : `start ${e.instance} (version ${e.version}) beside the stable replicas`;
     case "ready":
       return `${e.instance} ready after ${e.readyMs} ms`;
     case "draining":

@@ -102,6 +102,8 @@ export class RollingStack extends Stack {
   #stoppingAll = false;
   #rolling = false;
   readonly #dnsPort: number;
+  /** Canary replicas by kind (scripts/stack/canary.ts): one per slot, on its spare ports. */
+  readonly #canaries = new Map<Kind, StackProcess[]>();
 
   constructor(opts: StackOptions, rolling: RollingOptions = {}) {
     const self: { stack?: RollingStack } = {};
@@ -272,6 +274,114 @@ export class RollingStack extends Stack {
         onEvent({ type: "settled", instance: p.name, code });
       }),
     );
+  }
+
+  /** The canary replicas of `kind`, if a canary runs. */
+  canariesOf(kind: Kind): readonly StackProcess[] {
+    return this.#canaries.get(kind) ?? [];
+  }
+
+  /**
+   * Starts a replica of `kind` running `version` beside each stable one, on the slot's spare
+   * ports, and registers it in DNS: the gateways find it as they would a canary Deployment's pods
+   * behind the same headless Service. `env` adds to theirs (FAULT_* for a drill). Returns once every
+   * gateway routes to all of them; a canary that fails to start takes the others down with it.
+   */
+  async startCanaries(
+    kind: "webapp" | "rpcapp",
+    version: string,
+    env: Record<string, string> = {},
+    onEvent: (e: RolloutEvent) => void = () => {},
+  ): Promise<void> {
+    if (this.#rolling) throw new RolloutError("another rollout is running in this stack; wait for it to finish");
+    if (this.#canaries.has(kind)) throw new RolloutError(`a canary of ${kind} is already running in this stack`);
+    this.#rolling = true;
+    const started: StackProcess[] = [];
+    try {
+      for (let replica = 1; replica <= this.replicasOf(kind); replica++) {
+        const slot = this.#slots.get(`${kind}-${replica}`)!;
+        const ports = this.portsOf(kind, replica, slot.side === 0 ? 1 : 0);
+        const previousHolder = [...this.#retired].find(
+          (p) => p.kind === kind && Object.entries(ports).every(([k, v]) => p.env[k] === String(v)),
+        );
+        if (previousHolder) await previousHolder.proc.exited;
+        const instance = `${kind}-${replica}.canary`;
+        onEvent({ type: "starting", instance, version, replacing: "" });
+        const startedAt = performance.now();
+        const canary = this.spawn(kind, replica, {
+          ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])),
+          INSTANCE_ID: instance,
+          SERVICE_VERSION: version,
+          ...env,
+        });
+        canary.readyUrl = this.#readyUrl(kind, ports);
+        started.push(canary);
+        await waitReady(canary, 30_000);
+        onEvent({ type: "ready", instance, readyMs: Math.round(performance.now() - startedAt) });
+        this.dns!.set(this.#dnsName(kind, ports.PORT!), [this.#ip]);
+        await this.#waitRouted(kind, String(ports.PORT), 20_000);
+        onEvent({ type: "routed", instance, waitedMs: Math.round(performance.now() - startedAt) });
+      }
+      this.#canaries.set(kind, started);
+    } catch (err) {
+      for (const p of started) {
+        this.dns?.delete(this.#dnsName(kind, Number(p.env.PORT)));
+        p.proc.kill("SIGKILL");
+      }
+      throw err;
+    } finally {
+      this.#rolling = false;
+    }
+  }
+
+  /**
+   * The canary passed: each canary replica takes its slot, and the stable replica it stood beside
+   * drains and exits, as in a rollout — no new process, the canaries already serve.
+   */
+  async promoteCanaries(kind: "webapp" | "rpcapp", onEvent: (e: RolloutEvent) => void = () => {}): Promise<string> {
+    const canaries = this.#canaries.get(kind);
+    if (!canaries) throw new RolloutError(`no canary of ${kind} runs in this stack`);
+    this.#lastReplaced = [];
+    const version = canaries[0]!.env.SERVICE_VERSION!;
+    for (const [i, canary] of canaries.entries()) {
+      const replica = i + 1;
+      const slot = this.#slots.get(`${kind}-${replica}`)!;
+      const old = slot.process;
+      this.dns!.delete(this.#dnsName(kind, Number(old.env.PORT)));
+      this.#retired.add(old);
+      this.#lastReplaced.push(old);
+      try {
+        old.proc.kill("SIGTERM");
+      } catch {}
+      onEvent({ type: "draining", instance: old.name });
+      this.#slots.set(`${kind}-${replica}`, {
+        kind,
+        replica,
+        side: slot.side === 0 ? 1 : 0,
+        generation: slot.generation + 1,
+        process: canary,
+      });
+    }
+    this.#canaries.delete(kind);
+    this.#history.get(kind)!.push(version);
+    return version;
+  }
+
+  /** The canary failed or was called off: its replicas leave DNS, drain and exit; the stable ones stay. */
+  async removeCanaries(kind: "webapp" | "rpcapp", onEvent: (e: RolloutEvent) => void = () => {}): Promise<void> {
+    const canaries = this.#canaries.get(kind);
+    if (!canaries) throw new RolloutError(`no canary of ${kind} runs in this stack`);
+    this.#lastReplaced = [];
+    for (const canary of canaries) {
+      this.dns!.delete(this.#dnsName(kind, Number(canary.env.PORT)));
+      this.#retired.add(canary);
+      this.#lastReplaced.push(canary);
+      try {
+        canary.proc.kill("SIGTERM");
+      } catch {}
+      onEvent({ type: "draining", instance: canary.name });
+    }
+    this.#canaries.delete(kind);
   }
 
   /** Every process, with its version and whether it is draining. */

@@ -7,6 +7,7 @@ import { type Context, trace, type Tracer } from "@opentelemetry/api";
 import { Elysia, StatusMap } from "elysia";
 import type { Registry } from "prom-client";
 import type { ServiceIdentity } from "../../lib/env.ts";
+import type { Fault } from "../../lib/fault.ts";
 import type { Lifecycle } from "../../lib/lifecycle.ts";
 import type { Logger } from "../../lib/log.ts";
 import { problemResponse } from "../../lib/problem.ts";
@@ -42,6 +43,8 @@ export interface AppOptions {
   tracer?: Tracer;
   /** Access-log /healthz and /readyz too; off by default, as the gateways check /readyz every few seconds. */
   logProbes?: boolean;
+  /** Injected errors and delay on the API (lib/fault.ts: release drills); none when absent. */
+  fault?: Fault;
 }
 
 /** What the hooks keep about a request between onRequest and onAfterResponse. */
@@ -71,6 +74,7 @@ export function createApp({
   metrics: given,
   tracer = trace.getTracer("portico"),
   logProbes = false,
+  fault,
 }: AppOptions) {
   const metrics = given ?? privateMetrics(identity);
   const requests = new WeakMap<Request, RequestState>();
@@ -164,6 +168,17 @@ export function createApp({
       );
     })
 
+    // A drill's bad release (FAULT_*): the API only, never the probes, so the replica stays in rotation.
+    .onBeforeHandle(async ({ path }) => {
+      if (!fault?.enabled || !path.startsWith("/projects")) return;
+      if (fault.delayMs > 0) await Bun.sleep(fault.delayMs);
+      if (fault.fails())
+        return problemResponse({
+          title: "Internal Server Error",
+          status: 500,
+          detail: "injected fault (FAULT_ERROR_PERCENT): this replica runs a release drill",
+        });
+    })
     .get("/healthz", () => ({ status: "ok" }))
     .get("/readyz", async ({ request }) => {
       if (!lifecycle.isReady()) {

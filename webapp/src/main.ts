@@ -5,6 +5,7 @@
  * serves HTTPS only, renewing its certificate in place (tls-listener.ts), and METRICS_PORT serves
  * the probes and /metrics in plain HTTP (status-listener.ts).
  */
+import { faultFromEnv } from "../../lib/fault.ts";
 import { EnvError, serviceIdentity } from "../../lib/env.ts";
 import { Lifecycle } from "../../lib/lifecycle.ts";
 import { createLogger } from "../../lib/log.ts";
@@ -43,6 +44,7 @@ try {
     maxBodyBytes: config.maxBodyBytes,
     maxJsonDepth: config.maxJsonDepth,
     logProbes: config.logProbes,
+    fault: faultFromEnv(),
     metrics: { registry, http: new HttpServerMetrics(registry) },
     tracer: tracing.tracer,
   });

@@ -1,7 +1,7 @@
 /**
  * The admin API, on its own port (ADMIN_PORT) so that nothing here is reachable through the
  * public listener: health, version, the loaded config and its reloads, the live upstream state,
- * metrics; and it mounts the live dashboard of the whole tier (../dashboard/) when given one.
+ * metrics, the canaries (canary.ts); and it mounts the live dashboard of the whole tier (../dashboard/) when given one.
  *
  * With an AdminAuth (ADMIN_TOKEN set), every route but /metrics, /healthz and /readyz needs the
  * token (auth.ts); without one, main.ts binds the listener to loopback. The config source is
@@ -18,6 +18,7 @@ import type { Gateway } from "../server.ts";
 import type { Dashboard } from "../dashboard/index.ts";
 import { endpointView } from "../dashboard/snapshot.ts";
 import type { AdminAuth } from "./auth.ts";
+import { canaryRoutes } from "./canary.ts";
 import { redactConfigSource } from "./config-source.ts";
 
 export interface AdminExtras {
@@ -101,6 +102,7 @@ export function createAdminApp(
         retries: { ...u.retries },
         endpoints: u.endpoints.map(endpointView),
       })),
-    );
+    )
+    .use(canaryRoutes(gateway));
   return dashboard ? app.use(dashboard.routes()) : app;
 }

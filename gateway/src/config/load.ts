@@ -24,6 +24,7 @@ import { compileListenerTls, compileUpstreamTls, type ListenerTls, type Upstream
 import { GatewayConfigSchema, HTTP_METHODS, type HttpMethod, type RawGatewayConfig } from "./schema.ts";
 import {
   BalancerSchema,
+  CanarySchema,
   CircuitBreakerSchema,
   DiscoverySchema,
   HealthCheckSchema,
@@ -46,9 +47,14 @@ export interface UpstreamConfig {
   healthCheck: Required<Static<typeof HealthCheckSchema>>;
   outlierDetection: Required<Static<typeof OutlierDetectionSchema>>;
   circuitBreaker: Required<Static<typeof CircuitBreakerSchema>>;
+  /** How a canary version is stepped up and judged (canary/controller.ts). */
+  canary: CanaryPolicy;
   /** TLS to the endpoints (HTTPS, gRPC over TLS), mutual when a client certificate is given. */
   tls?: UpstreamTls;
 }
+
+/** An upstream's canary policy, every key filled in (schema.ts CanarySchema). */
+export type CanaryPolicy = Required<Static<typeof CanarySchema>>;
 
 /** A route's retry policy; `perTryTimeoutMs` absent means one try may use the whole route timeout. */
 export type RetryConfig = Required<Omit<Static<typeof RetrySchema>, "perTryTimeoutMs">> & { perTryTimeoutMs?: number };
@@ -319,6 +325,7 @@ function resilienceOf(u: RawGatewayConfig["upstreams"][string], report: (key: st
     healthCheck: withDefaults(HealthCheckSchema, u.healthCheck),
     outlierDetection: withDefaults(OutlierDetectionSchema, u.outlierDetection),
     circuitBreaker: withDefaults(CircuitBreakerSchema, u.circuitBreaker),
+    canary: withDefaults(CanarySchema, u.canary) as CanaryPolicy,
   };
   const { healthCheck: h, outlierDetection: o, circuitBreaker: c } = settings;
   if (h.timeoutMs > h.intervalMs)
@@ -328,6 +335,9 @@ function resilienceOf(u: RawGatewayConfig["upstreams"][string], report: (key: st
     );
   if (o.baseEjectionMs > o.maxEjectionMs)
     report(["outlierDetection", "baseEjectionMs"], `${o.baseEjectionMs} is above maxEjectionMs (${o.maxEjectionMs})`);
+  const steps = settings.canary.steps;
+  if (steps.some((step, i) => i > 0 && step <= steps[i - 1]!))
+    report(["canary", "steps"], `${JSON.stringify(steps)} must rise: each step above the one before`);
   if (c.halfOpenAfterMs > c.maxHalfOpenAfterMs)
     report(
       ["circuitBreaker", "halfOpenAfterMs"],

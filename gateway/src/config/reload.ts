@@ -81,11 +81,12 @@ export function loadConfigFile(file: string, env: Readonly<Record<string, string
 /**
  * Whether a reloaded upstream has the same settings as the one in service, so the gateway can
  * keep it — its endpoints' health, breakers and connections — across the reload. The parsed
- * proto is left out: routes carry their own resolved methods.
+ * proto is left out: routes carry their own resolved methods; so is the canary policy, which the
+ * gateway hands to the upstream's running canary as it is (server.ts).
  */
 export function sameUpstream(a: UpstreamConfig, b: UpstreamConfig): boolean {
   // The TLS files' contents are followed by the upstream's own watcher: only where they are counts.
-  const settings = ({ protoRoot: _parsed, tls, ...rest }: UpstreamConfig) =>
+  const settings = ({ protoRoot: _parsed, canary: _policy, tls, ...rest }: UpstreamConfig) =>
     JSON.stringify({ ...rest, tls: tls && { ...tls, material: undefined } });
   return settings(a) === settings(b);
 }

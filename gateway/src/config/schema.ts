@@ -107,6 +107,63 @@ export const RetrySchema = T.Object(
   },
 );
 
+/** Progressive delivery: how a canary version of this upstream is stepped up and judged (canary/controller.ts). */
+export const CanarySchema = T.Object(
+  {
+    steps: T.Optional(
+      T.Array(T.Integer({ minimum: 1, maximum: 100 }), {
+        minItems: 1,
+        maxItems: 20,
+        default: [5, 25, 50, 100],
+        description:
+          "the canary's share of requests (percent) at each step, rising; a last step of 100 promotes it, else it stays at the last",
+      }),
+    ),
+    minRequests: T.Optional(
+      Count("requests the canary must answer at a step (on this gateway) before the step is judged", 100, 1_000_000),
+    ),
+    minStepMs: T.Optional(Millis("the shortest time a step lasts before it is judged", 10_000)),
+    maxErrorRateIncrease: T.Optional(
+      T.Number({
+        minimum: 0,
+        maximum: 100,
+        default: 1,
+        description:
+          "the canary fails when its error rate (5xx, resets, timeouts, gRPC UNAVAILABLE/INTERNAL…) is more than this many points above the stable version's in the same window",
+      }),
+    ),
+    maxP99Ratio: T.Optional(
+      T.Number({
+        minimum: 1,
+        maximum: 100,
+        default: 1.2,
+        description: "the canary fails when its p99 latency is above this × the stable version's p99…",
+      }),
+    ),
+    p99SlackMs: T.Optional(
+      T.Number({
+        minimum: 0,
+        maximum: 60_000,
+        default: 5,
+        description: "…and above the stable p99 + this many ms (differences below it are noise at low latencies)",
+      }),
+    ),
+    stickyHeader: T.Optional(
+      T.String({
+        minLength: 1,
+        pattern: "^[A-Za-z0-9-]+$",
+        description:
+          "a request header whose value keeps a client on one version while the weight stays (hashed against the weight); without it, requests are split one by one",
+      }),
+    ),
+  },
+  {
+    additionalProperties: false,
+    description:
+      "the policy a canary of this upstream follows once started through the admin API (POST /canary/<upstream>/start)",
+  },
+);
+
 /** TLS towards one upstream (gateway as the client): HTTPS to http upstreams, gRPC over TLS to grpc ones. */
 export const UpstreamTlsSchema = T.Object(
   {
@@ -157,6 +214,7 @@ export const UpstreamSchema = T.Object(
     outlierDetection: T.Optional(OutlierDetectionSchema),
     circuitBreaker: T.Optional(CircuitBreakerSchema),
     tls: T.Optional(UpstreamTlsSchema),
+    canary: T.Optional(CanarySchema),
   },
   { additionalProperties: false, description: "one upstream service: its replicas and how the gateway treats them" },
 );

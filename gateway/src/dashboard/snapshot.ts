@@ -4,6 +4,7 @@
  * reloads, every upstream endpoint as this gateway sees it, and each route's last seconds.
  */
 import type { ServiceIdentity } from "../../../lib/env.ts";
+import type { Canary } from "../canary/controller.ts";
 import type { Lifecycle } from "../../../lib/lifecycle.ts";
 import type { ReloadStatus } from "../config/reload.ts";
 import type { LimiterStatus, RateLimiter } from "../ratelimit/limiter.ts";
@@ -33,6 +34,19 @@ export interface EndpointView {
   failures: number;
   ewmaMs: number;
   lastRequestAt: number | null;
+  /** The version the replica reports (x-service-version), once known. */
+  version: string | null;
+}
+
+/** A canary in progress on one gateway, in brief (the full state is GET /canary on its admin port). */
+export interface CanarySummary {
+  state: "running" | "paused" | "promoted" | "aborted";
+  version: string;
+  weight: number;
+  step: number | null;
+  steps: number[];
+  /** The last step's verdict and reason, or the abort's. */
+  last: string | null;
 }
 
 export interface GatewayInfo extends ServiceIdentity {
@@ -59,7 +73,12 @@ export interface GatewaySnapshot {
   gateway: GatewayInfo;
   limiter: LimiterStatus | null;
   config: ReloadStatus | null;
-  upstreams: { name: string; protocol: "http" | "grpc"; endpoints: EndpointView[] }[];
+  upstreams: {
+    name: string;
+    protocol: "http" | "grpc";
+    endpoints: EndpointView[];
+    canary: CanarySummary | null;
+  }[];
   routes: (RouteView & { series: RouteSeries })[];
 }
 
@@ -90,6 +109,20 @@ export function endpointView(e: Endpoint): EndpointView {
     ewmaMs: round3(e.ewmaMs),
     // performance.now() → epoch ms
     lastRequestAt: e.lastRequestAt > 0 ? Math.round(performance.timeOrigin + e.lastRequestAt) : null,
+    version: e.version ?? null,
+  };
+}
+
+export function canarySummary(canary: Canary | undefined): CanarySummary | null {
+  if (!canary || canary.state === "idle" || canary.version === undefined) return null;
+  const last = canary.history.at(-1);
+  return {
+    state: canary.state,
+    version: canary.version,
+    weight: canary.weight,
+    step: canary.step >= 0 ? canary.step + 1 : null,
+    steps: canary.policy.steps,
+    last: last ? `step ${last.step} (${last.weight}%) ${last.verdict}: ${last.reason}` : null,
   };
 }
 
@@ -116,6 +149,7 @@ export function takeSnapshot(sources: SnapshotSources, seconds: number): Gateway
       name: u.name,
       protocol: u.protocol,
       endpoints: u.endpoints.map(endpointView),
+      canary: canarySummary(u.canary),
     })),
     routes: routes.map((r) => ({
       name: r.name,

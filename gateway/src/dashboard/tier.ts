@@ -16,6 +16,7 @@
 import { addSparse, LATENCY_BUCKETS, quantileMs, round3 } from "./latency-buckets.ts";
 import type { PeerDirectory } from "../peers.ts";
 import {
+  type CanarySummary,
   type EndpointView,
   type GatewayInfo,
   type GatewaySnapshot,
@@ -61,6 +62,8 @@ export interface TierUpstream {
   name: string;
   protocol: "http" | "grpc";
   endpoints: TierEndpoint[];
+  /** Each gateway's canary of this upstream, where one is in progress. */
+  canaries: (CanarySummary & { gateway: string })[];
 }
 
 export interface TierRoute extends RouteView {
@@ -413,13 +416,21 @@ function sumSeconds(
 function mergeUpstreams(live: Replica[]): TierUpstream[] {
   const upstreams = new Map<
     string,
-    { name: string; protocol: "http" | "grpc"; endpoints: Map<string, TierEndpoint> }
+    {
+      name: string;
+      protocol: "http" | "grpc";
+      endpoints: Map<string, TierEndpoint>;
+      canaries: (CanarySummary & { gateway: string })[];
+    }
   >();
   for (const r of live) {
     const snapshot = r.snapshot!;
     for (const u of snapshot.upstreams) {
       let merged = upstreams.get(u.name);
-      if (!merged) upstreams.set(u.name, (merged = { name: u.name, protocol: u.protocol, endpoints: new Map() }));
+      if (!merged)
+        upstreams.set(u.name, (merged = { name: u.name, protocol: u.protocol, endpoints: new Map(), canaries: [] }));
+      // A peer on an older version sends no canary field.
+      if (u.canary) merged.canaries.push({ ...u.canary, gateway: snapshot.gateway.instance });
       for (const e of u.endpoints) {
         let endpoint = merged.endpoints.get(e.address);
         if (!endpoint)
@@ -438,6 +449,7 @@ function mergeUpstreams(live: Replica[]): TierUpstream[] {
       endpoints: [...u.endpoints.values()].sort((a, b) =>
         a.address.localeCompare(b.address, undefined, { numeric: true }),
       ),
+      canaries: u.canaries.sort((a, b) => a.gateway.localeCompare(b.gateway)),
     }));
 }
 

@@ -77,6 +77,7 @@ export async function transcodeGrpc(
     route.grpc?.idempotent === true,
     (endpoint, timeoutMs) => callUnary(endpoint.grpcChannel(), method, message, metadata, timeoutMs, maxReplyBytes),
     deps.telemetry.grpcTries(upstream.name, method.path, metadata),
+    upstream.stickyKey(req.headers),
   );
   if (outcome.kind === "no-endpoint") return noEndpointProblem(upstream.name, outcome, requestId);
   ctx.servedBy = outcome.servedBy;

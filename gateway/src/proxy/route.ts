@@ -39,6 +39,7 @@ export async function proxyHttp(
     (endpoint, timeoutMs) =>
       forwardHttp(endpoint.origin, method, pathAndQuery, headers, body, timeoutMs, limits, endpoint.fetchTls()),
     deps.telemetry.httpTries(upstream.name, method, pathAndQuery, headers),
+    upstream.stickyKey(req.headers),
   );
   const requestId = ctx.id;
   const extensions = { upstream: upstream.name };

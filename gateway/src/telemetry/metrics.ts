@@ -171,6 +171,33 @@ export class GatewayMetrics {
       "gauge",
       (e) => e.ewmaMs / 1000,
     );
+    // Canaries (canary/controller.ts): one series per upstream with a canary in progress.
+    const canaries = () =>
+      [...gateway.upstreams.values()].flatMap((u) =>
+        u.canary?.active && u.canary.version ? [{ upstream: u.name, canary: u.canary, version: u.canary.version }] : [],
+      );
+    collectedMetric(
+      registry,
+      "portico_gateway_canary_weight_percent",
+      "Percent of the upstream's requests sent to the canary version now (0 after a failed analysis, 100 once promoted).",
+      "gauge",
+      () => canaries().map((c) => ({ labels: { upstream: c.upstream, version: c.version }, value: c.canary.weight })),
+    );
+    collectedMetric(
+      registry,
+      "portico_gateway_canary_analyses_total",
+      "Canary steps judged on this gateway, by result: passed, failed (a failure sets the weight to 0).",
+      "counter",
+      () =>
+        [...gateway.upstreams.values()].flatMap((u) =>
+          u.canary
+            ? [
+                { labels: { upstream: u.name, result: "passed" }, value: u.canary.judged.passed },
+                { labels: { upstream: u.name, result: "failed" }, value: u.canary.judged.failed },
+              ]
+            : [],
+        ),
+    );
     perUpstream(
       "portico_gateway_upstream_retries_total",
       "Retries sent to another endpoint after a failed try.",

@@ -16,7 +16,7 @@ import type { RequestContext } from "../context.ts";
 import { gatewayProblem } from "../errors.ts";
 import { isBreakerRejection } from "./breaker.ts";
 import type { Endpoint } from "./endpoint.ts";
-import { classify, isRetryable, type Outcome, type Verdict } from "./outcome.ts";
+import { classify, isRetryable, type Outcome, type Verdict, versionOf } from "./outcome.ts";
 import { RetryBudget } from "./retry-budget.ts";
 import type { Upstream } from "./upstream.ts";
 
@@ -59,6 +59,8 @@ export async function dispatch<O extends Outcome>(
   idempotent: boolean,
   send: Send<O>,
   hooks?: TryHooks<O>,
+  /** The canary's sticky header value, when its policy names one (Upstream.stickyKey). */
+  stickyKey: string | null = null,
 ): Promise<O | NoEndpoint> {
   const start = performance.now();
   const deadline = start + route.timeoutMs;
@@ -66,7 +68,10 @@ export async function dispatch<O extends Outcome>(
   const budget = budgetOf(route);
   budget.recordRequest(start);
   let previous: Endpoint | undefined;
-  let endpoint = upstream.pick();
+  // With a canary running, the request goes to one version's endpoints (retries too).
+  const canary = upstream.canary;
+  const toCanary = canary?.active ? canary.chooseCanary(stickyKey) : undefined;
+  let endpoint = upstream.pick(undefined, undefined, toCanary);
   let attempt = 0;
   let refusals = 0;
   for (;;) {
@@ -104,16 +109,16 @@ export async function dispatch<O extends Outcome>(
     if (outcome === undefined) {
       // The breaker reopened between pick and send (a probe raced us): not a try, pick again.
       if (++refusals > upstream.endpoints.length) return noEndpoint(upstream);
-      endpoint = upstream.pick(target, previous);
+      endpoint = upstream.pick(target, previous, toCanary);
       continue;
     }
     attempt++;
     const now = performance.now();
-    upstream.record(endpoint, verdict, now - sentAt, now);
+    upstream.record(endpoint, verdict, now - sentAt, now, versionOf(outcome));
     hooks?.onTry(token, target, outcome, verdict, now - sentAt);
     if (verdict === "ok" || attempt >= attempts || !isRetryable(verdict, idempotent) || deadline - now < 1)
       return outcome;
-    const next = upstream.pick(endpoint, previous);
+    const next = upstream.pick(endpoint, previous, toCanary);
     if (!next) return outcome;
     if (!budget.tryRetry(now)) {
       upstream.retries.budgetExhausted++;

@@ -58,6 +58,8 @@ export class Endpoint {
   available = true;
   /** Dropped from the upstream by discovery. */
   removed = false;
+  /** The version the replica reports (`x-service-version`), from its health checks and answers. */
+  version: string | undefined;
   readonly origin: string;
   /** Fed the verdict dispatch.ts gave each try (outcome.ts): it does not classify again. */
   readonly breaker: EndpointBreaker<Verdict>;

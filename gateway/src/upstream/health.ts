@@ -3,7 +3,9 @@
  * HTTP `GET <path>` (2xx passes), gRPC `grpc.health.v1.Health/Check` (SERVING passes) on the
  * endpoint's own channel (grpc/h2-client.ts), so the check travels the connection requests use.
  * Checks run whether or not traffic flows, which is what brings a replica back after an outage:
- * passive signals (breaker, ejection) only see endpoints that get requests.
+ * passive signals (breaker, ejection) only see endpoints that get requests. Each answer also says
+ * which version the replica runs (`x-service-version`), so a canary's endpoints are known before
+ * any request reaches them (canary/controller.ts).
  */
 import { parseProtos } from "../../../lib/proto.ts";
 import type { UpstreamConfig } from "../config/load.ts";
@@ -21,7 +23,13 @@ function grpcHealthCheck(): GrpcMethod {
   return healthMethod;
 }
 
-export async function checkHttp(endpoint: Endpoint, path: string, timeoutMs: number): Promise<boolean> {
+/** A check's verdict, and the version the replica reported with it (if it did). */
+export interface CheckResult {
+  passed: boolean;
+  version?: string;
+}
+
+export async function checkHttp(endpoint: Endpoint, path: string, timeoutMs: number): Promise<CheckResult> {
   try {
     const tls = endpoint.fetchTls();
     const res = await fetch(endpoint.origin + path, {
@@ -32,16 +40,17 @@ export async function checkHttp(endpoint: Endpoint, path: string, timeoutMs: num
       ...(keepAliveAllowed(endpoint.origin) ? {} : { keepalive: false }),
     });
     await res.arrayBuffer();
-    return res.status >= 200 && res.status < 300;
+    const version = res.headers.get("x-service-version");
+    return { passed: res.status >= 200 && res.status < 300, ...(version ? { version } : {}) };
   } catch {
-    return false;
+    return { passed: false };
   }
 }
 
 /** Largest HealthCheckResponse accepted: it holds one enum. */
 const MAX_HEALTH_REPLY_BYTES = 1024;
 
-export async function checkGrpc(endpoint: Endpoint, service: string, timeoutMs: number): Promise<boolean> {
+export async function checkGrpc(endpoint: Endpoint, service: string, timeoutMs: number): Promise<CheckResult> {
   const method = grpcHealthCheck();
   const outcome = await callUnary(
     endpoint.grpcChannel(),
@@ -51,7 +60,10 @@ export async function checkGrpc(endpoint: Endpoint, service: string, timeoutMs: 
     timeoutMs,
     MAX_HEALTH_REPLY_BYTES,
   );
-  return outcome.kind === "reply" && outcome.reply.status === "SERVING";
+  return {
+    passed: outcome.kind === "reply" && outcome.reply.status === "SERVING",
+    ...(outcome.serviceVersion ? { version: outcome.serviceVersion } : {}),
+  };
 }
 
 export class HealthChecker {
@@ -64,7 +76,7 @@ export class HealthChecker {
     private readonly settings: HealthSettings,
     private readonly protocol: "http" | "grpc",
     private readonly endpoints: () => readonly Endpoint[],
-    private readonly onResult: (endpoint: Endpoint, passed: boolean) => void,
+    private readonly onResult: (endpoint: Endpoint, result: CheckResult) => void,
   ) {}
 
   start(): void {
@@ -87,9 +99,9 @@ export class HealthChecker {
     const { path, service, timeoutMs } = this.settings;
     const probe =
       this.protocol === "http" ? checkHttp(endpoint, path, timeoutMs) : checkGrpc(endpoint, service, timeoutMs);
-    void probe.then((passed) => {
+    void probe.then((result) => {
       this.#checking.delete(endpoint);
-      if (this.#timer && !endpoint.removed) this.onResult(endpoint, passed);
+      if (this.#timer && !endpoint.removed) this.onResult(endpoint, result);
     });
   }
 

@@ -52,6 +52,19 @@ export function classify(outcome: Outcome): Verdict {
   }
 }
 
+/** The version the replica reported with its answer (`x-service-version`), if any. */
+export function versionOf(outcome: Outcome): string | undefined {
+  switch (outcome.kind) {
+    case "response":
+      return outcome.response.headers.get("x-service-version") ?? undefined;
+    case "reply":
+    case "status":
+      return outcome.serviceVersion;
+    default:
+      return undefined;
+  }
+}
+
 /** Whether a try failed, for callers that hold an outcome rather than its verdict. */
 export function isFailure(outcome: Outcome): boolean {
   return classify(outcome) !== "ok";

@@ -15,6 +15,7 @@ import { HealthChecker } from "./health.ts";
 import type { Verdict } from "./outcome.ts";
 import { OutlierDetector } from "./outlier.ts";
 import { UpstreamTlsClient } from "./tls.ts";
+import type { Canary } from "../canary/controller.ts";
 import type { Logger } from "../../../lib/log.ts";
 
 interface EventBase {
@@ -67,6 +68,12 @@ export class Upstream {
   readonly #discovery: Discovery;
   /** TLS to the endpoints, when the upstream has `tls`. */
   readonly tls: UpstreamTlsClient | undefined;
+  /** The canary controller of this upstream's name (kept by the gateway across reloads). */
+  canary: Canary | undefined;
+  /** The endpoints of the canary's version and the others', rebuilt when a version or the set changes. */
+  #subsets:
+    | { of: readonly Endpoint[]; version: string | undefined; canary: Endpoint[]; stable: Endpoint[] }
+    | undefined;
 
   constructor(config: UpstreamConfig, options: UpstreamOptions = {}) {
     this.name = config.name;
@@ -84,9 +91,10 @@ export class Upstream {
       (endpoint) =>
         this.#emit({ type: "readmitted", upstream: this.name, at: Date.now(), endpoint, reason: "ejection-expired" }),
     );
-    this.#health = new HealthChecker(config.healthCheck, config.protocol, endpoints, (endpoint, passed) =>
-      this.#onHealthCheck(endpoint, passed),
-    );
+    this.#health = new HealthChecker(config.healthCheck, config.protocol, endpoints, (endpoint, result) => {
+      this.learnVersion(endpoint, result.version);
+      this.#onHealthCheck(endpoint, result.passed);
+    });
     this.#discovery = new Discovery(config.endpoints, {
       refreshMs: config.discovery.refreshMs,
       resolver: options.resolver ?? systemResolver,
@@ -116,14 +124,55 @@ export class Upstream {
     return { discovery, balancer, healthCheck, outlierDetection, circuitBreaker };
   }
 
-  /** The endpoint for the next request, other than the ones given (already tried); undefined if none is available. */
-  pick(skipA?: Endpoint, skipB?: Endpoint): Endpoint | undefined {
-    if (this.algorithm === "round-robin") return this.#roundRobin.pick(this.endpoints, skipA, skipB);
-    return pickP2C(this.endpoints, performance.now(), skipA, skipB);
+  /**
+   * The endpoint for the next request, other than the ones given (already tried); undefined if none
+   * is available. `toCanary` (a canary is running): among the canary version's endpoints (true) or
+   * the others' (false); when that side has none available, among all, so a canary never turns a
+   * request away that another endpoint could serve.
+   */
+  pick(skipA?: Endpoint, skipB?: Endpoint, toCanary?: boolean): Endpoint | undefined {
+    if (toCanary !== undefined) {
+      const subsets = this.#subsetsNow();
+      const side = toCanary ? subsets.canary : subsets.stable;
+      const chosen = this.#pickFrom(side, skipA, skipB);
+      if (chosen) return chosen;
+    }
+    return this.#pickFrom(this.endpoints, skipA, skipB);
+  }
+
+  #pickFrom(endpoints: readonly Endpoint[], skipA?: Endpoint, skipB?: Endpoint): Endpoint | undefined {
+    if (this.algorithm === "round-robin") return this.#roundRobin.pick(endpoints, skipA, skipB);
+    return pickP2C(endpoints, performance.now(), skipA, skipB);
+  }
+
+  #subsetsNow() {
+    const version = this.canary?.version;
+    const cached = this.#subsets;
+    if (cached && cached.of === this.endpoints && cached.version === version) return cached;
+    const canary: Endpoint[] = [];
+    const stable: Endpoint[] = [];
+    for (const e of this.endpoints) (e.version !== undefined && e.version === version ? canary : stable).push(e);
+    this.#subsets = { of: this.endpoints, version, canary, stable };
+    return this.#subsets;
+  }
+
+  /** The sticky header's value for the canary split, when a canary runs and its policy names one. */
+  stickyKey(headers: Headers): string | null {
+    const header = this.canary?.active ? this.canary.policy.stickyHeader : undefined;
+    return header ? headers.get(header) : null;
+  }
+
+  /** The version a replica reported; a change regroups the endpoints (canary or stable). */
+  learnVersion(endpoint: Endpoint, version: string | undefined): void {
+    if (version === undefined || endpoint.version === version) return;
+    endpoint.version = version;
+    this.#subsets = undefined;
   }
 
   /** Feeds one try's result to the latency figure and outlier detection (the breaker saw it already). */
-  record(endpoint: Endpoint, verdict: Verdict, latencyMs: number, now: number): void {
+  record(endpoint: Endpoint, verdict: Verdict, latencyMs: number, now: number, version?: string): void {
+    this.learnVersion(endpoint, version);
+    this.canary?.record(endpoint.version, verdict !== "ok", latencyMs);
     if (verdict === "ok") {
       endpoint.sample(latencyMs, false, now);
       this.#outlier.onSuccess(endpoint);

@@ -316,6 +316,19 @@
         "div",
         { class: "upstream", "data-upstream": u.name },
         h("h3", {}, `${u.name} `, h("span", { class: "muted" }, `${u.protocol} · ${u.endpoints.length} endpoint(s)`)),
+        ...(u.canaries ?? []).map((c) =>
+          h(
+            "p",
+            { class: "canary", "data-canary-state": c.state, "data-canary-weight": String(c.weight) },
+            h(
+              "span",
+              { class: "badge", "data-state": c.state === "aborted" ? "unhealthy" : "healthy" },
+              `canary ${c.version}`,
+            ),
+            ` ${c.gateway}: ${c.state}, ${c.weight}%${c.step ? ` (step ${c.step}/${c.steps.length})` : ""}`,
+            c.last ? h("span", { class: "muted" }, ` — ${c.last}`) : null,
+          ),
+        ),
         h(
           "table",
           {},
@@ -327,6 +340,7 @@
               {},
               ...[
                 "endpoint",
+                "version",
                 "state",
                 "per gateway",
                 "health",
@@ -373,6 +387,7 @@
         "data-last-readmitted": lastReadmittedAt ?? "",
       },
       h("td", {}, h("code", {}, e.address)),
+      h("td", {}, [...new Set(views.map((v) => v.version).filter(Boolean))].join(", ") || "–"),
       h("td", {}, h("span", { class: "badge", "data-state": e.summary }, e.summary)),
       h(
         "td",

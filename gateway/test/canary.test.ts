@@ -1,0 +1,187 @@
+/**
+ * The canary controller on a clock the test moves: the steps and their judgement, the exact
+ * split, sticky keys, and the admin API's state rules. The processes-on-loopback proof is
+ * canary.e2e.test.ts.
+ */
+import { describe, expect, test } from "bun:test";
+import { Canary, type CanaryEvent, CanaryError, type CanaryPolicyView } from "../src/canary/controller.ts";
+import { LatencyWindow } from "../src/canary/latency.ts";
+
+const POLICY: CanaryPolicyView = {
+  steps: [5, 25, 50, 100],
+  minRequests: 50,
+  minStepMs: 1000,
+  maxErrorRateIncrease: 1,
+  maxP99Ratio: 1.2,
+  p99SlackMs: 5,
+};
+
+function setup(policy: Partial<CanaryPolicyView> = {}) {
+  let now = 1_000_000;
+  const events: CanaryEvent[] = [];
+  const canary = new Canary(
+    "webapp",
+    { ...POLICY, ...policy },
+    (e) => events.push(e),
+    () => now,
+  );
+  return {
+    canary,
+    events,
+    advance: (ms: number) => {
+      now += ms;
+    },
+  };
+}
+
+/**
+ * `n` requests through the split, answered as `answer` says per side; the clock moves `msEach`
+ * per request. Returns how many went to the canary.
+ */
+function drive(
+  s: ReturnType<typeof setup>,
+  n: number,
+  answer: (toCanary: boolean, i: number) => { failed: boolean; ms: number },
+  msEach = 10,
+): number {
+  let toCanary = 0;
+  for (let i = 0; i < n; i++) {
+    const canary = s.canary.chooseCanary(null);
+    if (canary) toCanary++;
+    const { failed, ms } = answer(canary, i);
+    s.canary.record(canary ? s.canary.version : "v1", failed, ms);
+    s.advance(msEach);
+  }
+  return toCanary;
+}
+
+const healthy = () => ({ failed: false, ms: 4 });
+
+describe("the canary controller", () => {
+  test("a good version passes every step and is promoted; each step's share is its weight", () => {
+    const s = setup();
+    s.canary.start("v2");
+    expect(s.canary.weight).toBe(5);
+    // 5 %: 50 canary answers take 1000 requests (10 s at 10 ms each, past minStepMs); 25 %: 200; 50 %: 100.
+    drive(s, 1000, healthy);
+    expect(s.canary.weight).toBe(25);
+    drive(s, 200, healthy);
+    expect(s.canary.weight).toBe(50);
+    drive(s, 100, healthy);
+    expect(s.canary.state).toBe("promoted");
+    expect(s.canary.weight).toBe(100);
+    expect(s.canary.history.map((h) => [h.weight, h.verdict, h.measuredShare])).toEqual([
+      [5, "passed", 5],
+      [25, "passed", 25],
+      [50, "passed", 50],
+    ]);
+    expect(s.events.map((e) => e.type)).toEqual(["started", "step", "step", "step", "promoted"]);
+    // Promoted: every request goes to the canary.
+    expect(drive(s, 20, healthy)).toBe(20);
+  });
+
+  test("a step is not judged before minStepMs, however many answers it has", () => {
+    const s = setup({ minStepMs: 60_000 });
+    s.canary.start("v2");
+    drive(s, 2000, healthy, 1);
+    expect(s.canary.weight).toBe(5);
+    s.advance(60_000);
+    drive(s, 20, healthy, 1);
+    expect(s.canary.weight).toBe(25);
+  });
+
+  test("5 % of answers failing on the canary aborts it within its first step, before minStepMs", () => {
+    const s = setup({ minStepMs: 3_600_000 });
+    s.canary.start("v2");
+    let canaryAnswers = 0;
+    drive(s, 2000, (toCanary) => {
+      if (!toCanary) return healthy();
+      canaryAnswers++;
+      return { failed: canaryAnswers % 20 === 0, ms: 4 };
+    });
+    expect(s.canary.state).toBe("aborted");
+    expect(s.canary.weight).toBe(0);
+    const [report] = s.canary.history;
+    expect(report).toMatchObject({ step: 1, weight: 5, verdict: "failed" });
+    expect(report!.reason).toContain("error rate");
+    const aborted = s.events.find((e) => e.type === "aborted");
+    expect(aborted).toMatchObject({ version: "v2" });
+    // After the abort nothing more goes to the canary.
+    expect(drive(s, 100, healthy)).toBe(0);
+  });
+
+  test("the stable version's own errors raise the bar: a canary no worse than stable passes", () => {
+    const s = setup();
+    s.canary.start("v2");
+    drive(s, 1000, (_toCanary, i) => ({ failed: i % 25 === 0, ms: 4 }));
+    expect(s.canary.state).toBe("running");
+    expect(s.canary.weight).toBe(25);
+  });
+
+  test("50 ms more on the canary fails the latency check at the end of its first step", () => {
+    const s = setup();
+    s.canary.start("v2");
+    drive(s, 1000, (toCanary) => ({ failed: false, ms: toCanary ? 54 : 4 }));
+    expect(s.canary.state).toBe("aborted");
+    expect(s.canary.history[0]!.reason).toMatch(/^p99 /);
+  });
+
+  test("a latency within the slack (p99 + 5 ms) passes even at low latencies", () => {
+    const s = setup();
+    s.canary.start("v2");
+    drive(s, 1000, (toCanary) => ({ failed: false, ms: toCanary ? 7 : 4 }));
+    expect(s.canary.weight).toBe(25);
+  });
+
+  test("steps that end below 100 % stay at the last weight, paused, until promoted by hand", () => {
+    const s = setup({ steps: [10, 20] });
+    s.canary.start("v2");
+    drive(s, 500, healthy);
+    drive(s, 250, healthy);
+    expect(s.canary.state).toBe("paused");
+    expect(s.canary.weight).toBe(20);
+    s.canary.promote();
+    expect(s.canary.weight).toBe(100);
+  });
+
+  test("a sticky key always lands on the same side for a given weight", () => {
+    const s = setup({ stickyHeader: "x-user" });
+    s.canary.start("v2");
+    const side = (key: string) => s.canary.chooseCanary(key);
+    const keys = Array.from({ length: 2000 }, (_, i) => `user-${i}`);
+    const first = keys.map(side);
+    expect(keys.map(side)).toEqual(first);
+    const share = first.filter(Boolean).length / keys.length;
+    expect(share).toBeGreaterThan(0.03);
+    expect(share).toBeLessThan(0.07);
+  });
+
+  test("the state rules: no second start, no resume while running, weights 0–100 only", () => {
+    const s = setup();
+    expect(() => s.canary.pause()).toThrow(CanaryError);
+    s.canary.start("v2");
+    expect(() => s.canary.start("v3")).toThrow(/promote, abort or reset it first/);
+    expect(() => s.canary.resume()).toThrow(/it is running/);
+    expect(() => s.canary.setWeight(101)).toThrow(/0 to 100/);
+    s.canary.setWeight(30);
+    expect(s.canary.state).toBe("paused");
+    expect(s.canary.weight).toBe(30);
+    s.canary.resume();
+    expect(s.canary.state).toBe("running");
+    s.canary.abort();
+    s.canary.reset();
+    expect(s.canary.view()).toMatchObject({ state: "idle", version: null, weight: 0 });
+    s.canary.start("v3");
+    expect(s.canary.version).toBe("v3");
+  });
+});
+
+describe("the latency window", () => {
+  test("its p99 is within 5 % of the true value", () => {
+    const w = new LatencyWindow();
+    for (let i = 1; i <= 1000; i++) w.add(i / 10);
+    expect(w.percentile(0.99)).toBeGreaterThanOrEqual(99);
+    expect(w.percentile(0.99)).toBeLessThanOrEqual(99 * 1.05);
+    expect(new LatencyWindow().percentile(0.99)).toBe(0);
+  });
+});

@@ -1,0 +1,43 @@
+/**
+ * Fault injection for release drills: a replica started with FAULT_ERROR_PERCENT and/or
+ * FAULT_DELAY_MS answers that share of its API requests with an error (500, gRPC INTERNAL) and/or
+ * that much later — what `make canary CANARY_FAULT=errors|latency` gives its canary, to show the
+ * gateway stopping a bad version. Off (both 0) by default; probes, /metrics and health checks are
+ * never affected, so a faulty replica stays in rotation like a real bad release.
+ *
+ * The errors are spread exactly, not at random: with 5, one request in twenty fails, in every
+ * window, so a drill's outcome does not depend on luck.
+ */
+import { envInt } from "./env.ts";
+
+type Env = Record<string, string | undefined>;
+
+export class Fault {
+  #accumulator = 0;
+
+  constructor(
+    readonly errorPercent: number,
+    readonly delayMs: number,
+  ) {}
+
+  get enabled(): boolean {
+    return this.errorPercent > 0 || this.delayMs > 0;
+  }
+
+  /** Whether this request gets the injected error. */
+  fails(): boolean {
+    if (this.errorPercent <= 0) return false;
+    this.#accumulator += this.errorPercent;
+    if (this.#accumulator < 100) return false;
+    this.#accumulator -= 100;
+    return true;
+  }
+}
+
+/** FAULT_ERROR_PERCENT (0–100) and FAULT_DELAY_MS (0–60000); both 0 unless set. */
+export function faultFromEnv(env: Env = process.env): Fault {
+  return new Fault(
+    envInt("FAULT_ERROR_PERCENT", 0, { min: 0, max: 100 }, env),
+    envInt("FAULT_DELAY_MS", 0, { min: 0, max: 60_000 }, env),
+  );
+}

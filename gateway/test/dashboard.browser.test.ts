@@ -175,6 +175,43 @@ describe.skipIf(!hasChromium)("the dashboard page", () => {
     expect(pageErrors).toEqual([]);
   }, 15_000);
 
+  test("a canary started on one gateway shows above its upstream, with each endpoint's version; gone once reset", async () => {
+    const admin = stack.adminUrls()[1]!;
+    // Every replica runs the stack's version: all of them are the canary side here.
+    const version = stack.opts.version;
+    const post = (action: string, body: object = {}) =>
+      fetch(`${admin}/canary/webapp/${action}`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    await page.waitForFunction(
+      (v) =>
+        [...document.querySelectorAll('[data-upstream="webapp"] tr[data-endpoint] td:nth-child(2)')].every(
+          (td) => td.textContent === v,
+        ),
+      version,
+      { timeout: 10_000 },
+    );
+    expect((await post("start", { version })).status).toBe(200);
+    try {
+      await page.waitForSelector(
+        '[data-upstream="webapp"] .canary[data-canary-state="running"][data-canary-weight="5"]',
+        {
+          timeout: 10_000,
+        },
+      );
+      expect(await page.textContent('[data-upstream="webapp"] .canary')).toContain(`canary ${version}`);
+      expect(await page.textContent('[data-upstream="webapp"] .canary')).toContain("gateway-2: running, 5% (step 1/4)");
+    } finally {
+      expect((await post("reset")).status).toBe(200);
+    }
+    await page.waitForFunction(() => !document.querySelector('[data-upstream="webapp"] .canary'), undefined, {
+      timeout: 10_000,
+    });
+    expect(pageErrors).toEqual([]);
+  }, 30_000);
+
   test("a webapp replica frozen under load shows its breaker open or ejected within seconds, then readmitted once thawed", async () => {
     const frozen = stack.opts.webappBasePort + 1; // webapp-2
     const address = `127.0.0.1:${frozen}`;

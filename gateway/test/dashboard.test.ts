@@ -204,6 +204,36 @@ describe("the tier: snapshots of every replica, merged", () => {
     expect(later.upstreams[0]!.endpoints[1]!.views.map((v) => v.gateway)).toEqual(["gw-a"]);
   });
 
+  test("each gateway's canary and each endpoint's version reach the tier, by gateway", async () => {
+    const second = Math.floor(Date.now() / 1000) - 3;
+    const withCanary = (instance: string, state: "running" | "aborted", weight: number): GatewaySnapshot => {
+      const s = snapshot(instance, second, [1], 1, [
+        endpoint("10.0.0.1:80", { version: "v1" }),
+        endpoint("10.0.0.9:80", { version: "v2" }),
+      ]);
+      s.upstreams[0]!.canary = { state, version: "v2", weight, step: 1, steps: [5, 25, 50, 100], last: null };
+      return s;
+    };
+    const a = serve(withCanary("gw-a", "running", 5));
+    const b = serve(withCanary("gw-b", "aborted", 0));
+    const tier = new TierView({
+      directory: new PeerDirectory({ urls: [a, b], adminPort: 0 }),
+      local: () => snapshot("self", second, [], 1, []),
+      selfInstance: "gw-a",
+      timeoutMs: 500,
+    });
+    const state = await tier.refresh();
+    const web = state.upstreams.find((u) => u.name === "web")!;
+    expect(web.canaries.map((c) => [c.gateway, c.state, c.weight])).toEqual([
+      ["gw-a", "running", 5],
+      ["gw-b", "aborted", 0],
+    ]);
+    expect(web.endpoints.map((e) => [e.address, e.views.map((v) => v.version)])).toEqual([
+      ["10.0.0.1:80", ["v1", "v1"]],
+      ["10.0.0.9:80", ["v2", "v2"]],
+    ]);
+  });
+
   test("a listed replica that never answered at any of its addresses is a row, unreachable; spares stay idle", async () => {
     const second = Math.floor(Date.now() / 1000) - 3;
     const up = serve(snapshot("gw-up", second, [1], 1, []));

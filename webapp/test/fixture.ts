@@ -4,6 +4,7 @@
  */
 import { expect } from "bun:test";
 import type { ServiceIdentity } from "../../lib/env.ts";
+import type { Fault } from "../../lib/fault.ts";
 import { Lifecycle } from "../../lib/lifecycle.ts";
 import { createLogger } from "../../lib/log.ts";
 import { waitFor } from "../../scripts/stack/testing/processes.ts";
@@ -21,6 +22,8 @@ export interface FixtureOptions {
   store?: ProjectStore;
   /** Access-log /healthz and /readyz too (LOG_PROBES). */
   logProbes?: boolean;
+  /** A release drill's injected errors and delay (lib/fault.ts). */
+  fault?: Fault;
 }
 
 export type LogLine = Record<string, unknown>;
@@ -39,6 +42,7 @@ export function webappFixture(opts: FixtureOptions = {}) {
     maxBodyBytes: opts.maxBodyBytes ?? 65_536,
     maxJsonDepth: opts.maxJsonDepth ?? 32,
     logProbes: opts.logProbes ?? false,
+    ...(opts.fault ? { fault: opts.fault } : {}),
   });
 
   // Elysia finds the path by skipping past the host, so the URL needs a realistic authority.

@@ -4,7 +4,6 @@ import * as grpc from "@grpc/grpc-js";
 import { resolve } from "node:path";
 import { freePorts } from "../../scripts/stack/testing/ports.ts";
 import {
-  requireBinary,
   spawnProcess,
   spawnService,
   stopAll,
@@ -13,6 +12,7 @@ import {
   type Spawned,
 } from "../../scripts/stack/testing/processes.ts";
 import { RpcappClients } from "./clients.ts";
+import { pythonWithGrpc } from "./python.ts";
 
 afterAll(stopAll);
 
@@ -30,18 +30,6 @@ async function startRpcapp(
   });
   await waitForHttp(`http://127.0.0.1:${httpPort}/readyz`, proc);
   return { proc, grpcPort, httpPort };
-}
-
-/**
- * A python3 that can `import grpc`. Debian's python3-grpcio installs into the system python,
- * which a pyenv (or venv) python3 earlier on PATH does not see, so /usr/bin/python3 is tried too.
- */
-function pythonWithGrpc(): string | undefined {
-  if (!requireBinary("python3")) return undefined;
-  for (const candidate of [Bun.which("python3"), "/usr/bin/python3"]) {
-    if (candidate && Bun.spawnSync([candidate, "-c", "import grpc"]).exitCode === 0) return candidate;
-  }
-  return undefined;
 }
 
 const python = pythonWithGrpc();

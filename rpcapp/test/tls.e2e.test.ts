@@ -18,7 +18,6 @@ import { loadPackageDefinition } from "../../lib/proto.ts";
 import { createCa, ensureLocalPki, issue, type LocalPki, loadCa, localIdentities } from "../../scripts/tls/pki.ts";
 import { freePorts } from "../../scripts/stack/testing/ports.ts";
 import {
-  requireBinary,
   type Spawned,
   spawnProcess,
   spawnService,
@@ -28,6 +27,7 @@ import {
 } from "../../scripts/stack/testing/processes.ts";
 import { reflectionDefinition } from "../src/reflection.ts";
 import { serviceDefinition } from "../src/service-definition.ts";
+import { pythonWithGrpc } from "./python.ts";
 
 const contracts = loadPackageDefinition(["userverify.proto", "grpc/health/v1/health.proto"]);
 const reflection = reflectionDefinition();
@@ -183,18 +183,6 @@ function startLine(proc: Spawned): Record<string, unknown> | undefined {
 
 async function metricsText(httpPort: number): Promise<string> {
   return (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
-}
-
-/**
- * A python3 that can `import grpc`. Debian's python3-grpcio installs into the system python,
- * which a pyenv (or venv) python3 earlier on PATH does not see, so /usr/bin/python3 is tried too.
- */
-function pythonWithGrpc(): string | undefined {
-  if (!requireBinary("python3")) return undefined;
-  for (const candidate of [Bun.which("python3"), "/usr/bin/python3"]) {
-    if (candidate && Bun.spawnSync([candidate, "-c", "import grpc"]).exitCode === 0) return candidate;
-  }
-  return undefined;
 }
 
 const python = pythonWithGrpc();

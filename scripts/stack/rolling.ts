@@ -346,14 +346,7 @@ export class RollingStack extends Stack {
     for (const [i, canary] of canaries.entries()) {
       const replica = i + 1;
       const slot = this.#slots.get(`${kind}-${replica}`)!;
-      const old = slot.process;
-      this.dns!.delete(this.#dnsName(kind, Number(old.env.PORT)));
-      this.#retired.add(old);
-      this.#lastReplaced.push(old);
-      try {
-        old.proc.kill("SIGTERM");
-      } catch {}
-      onEvent({ type: "draining", instance: old.name });
+      this.#retire(slot.process, onEvent);
       this.#slots.set(`${kind}-${replica}`, {
         kind,
         replica,
@@ -372,16 +365,19 @@ export class RollingStack extends Stack {
     const canaries = this.#canaries.get(kind);
     if (!canaries) throw new RolloutError(`no canary of ${kind} runs in this stack`);
     this.#lastReplaced = [];
-    for (const canary of canaries) {
-      this.dns!.delete(this.#dnsName(kind, Number(canary.env.PORT)));
-      this.#retired.add(canary);
-      this.#lastReplaced.push(canary);
-      try {
-        canary.proc.kill("SIGTERM");
-      } catch {}
-      onEvent({ type: "draining", instance: canary.name });
-    }
+    for (const canary of canaries) this.#retire(canary, onEvent);
     this.#canaries.delete(kind);
+  }
+
+  /** A webapp or rpcapp replica leaves: out of DNS first (the gateways stop picking it), then SIGTERM to drain. */
+  #retire(replica: StackProcess, onEvent: (e: RolloutEvent) => void): void {
+    this.dns!.delete(this.#dnsName(replica.kind as "webapp" | "rpcapp", Number(replica.env.PORT)));
+    this.#retired.add(replica);
+    this.#lastReplaced.push(replica);
+    try {
+      replica.proc.kill("SIGTERM");
+    } catch {}
+    onEvent({ type: "draining", instance: replica.name });
   }
 
   /** Every process, with its version and whether it is draining. */

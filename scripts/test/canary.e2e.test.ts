@@ -32,7 +32,8 @@ beforeAll(async () => {
       rpcappBasePort: await freeBlock(4),
       rpcappHttpBasePort: await freeBlock(4),
       version: "v1",
-      env: { LOG_LEVEL: "warn", CANARY_MIN_REQUESTS: "20", CANARY_MIN_STEP_MS: "1500" },
+      // 40 canary answers per step: at one error in twenty per canary replica, every gateway sees some.
+      env: { LOG_LEVEL: "warn", CANARY_MIN_REQUESTS: "40", CANARY_MIN_STEP_MS: "1500" },
     },
     (opts) => new RollingStack(opts),
   )) as TestStack & RollingStack;

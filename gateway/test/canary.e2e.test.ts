@@ -229,7 +229,7 @@ describe("a canary of an HTTP upstream", () => {
     console.log(`[canary latency] ${JSON.stringify(view.history)}`);
     expect(view.history).toHaveLength(1);
     expect(view.history[0]).toMatchObject({ step: 1, weight: 5, verdict: "failed" });
-    expect(view.history[0]!.reason).toMatch(/^p99 /);
+    expect(view.history[0]!.reason).toMatch(/^p9\d(\.\d)? /);
     expectSharesMatch(view);
   }, 60_000);
 

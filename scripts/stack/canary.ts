@@ -160,7 +160,15 @@ export async function runCanary(opts: CanaryRunOptions): Promise<CanaryOutcome> 
   );
   await control("/canary/start", { service, version: opts.version, ...(opts.fault ? { fault: opts.fault } : {}) });
 
-  const load = new LoadGenerator(opts.gatewayUrl, { rps: opts.rps, mix: canaryMix(service), maxInFlight: 2_000 });
+  // Half the requests on connections of their own: the kernel spreads new connections over the
+  // gateways, where a few keep-alive ones may all land on one and starve another's analysis.
+  const half = Math.max(1, Math.round(opts.rps / 2));
+  const load = new LoadGenerator(opts.gatewayUrl, {
+    rps: half,
+    newConnectionRps: half,
+    mix: canaryMix(service),
+    maxInFlight: 2_000,
+  });
   load.start();
   let outcome: Pick<CanaryOutcome, "verdict" | "reason" | "steps">;
   let report: LoadReport;

@@ -62,7 +62,7 @@ const run = (service: "webapp" | "rpcapp", version: string, fault?: "errors") =>
     version,
     ...(fault ? { fault } : {}),
     rps: 200,
-    timeoutMs: 60_000,
+    timeoutMs: 90_000,
     print: (line) => {
       lines.push(line);
       console.log(`  ${line}`);
@@ -91,7 +91,7 @@ test("a good webapp version is promoted through every step with 0 failed request
   ]);
   expect(stack.currentVersion("webapp")).toBe("v2");
   expect(lines.some((l) => l.startsWith("PROMOTE:"))).toBe(true);
-}, 120_000);
+}, 150_000);
 
 test("an rpcapp drill failing 5 % of calls is rolled back within its first step; rpcapp stays on v1", async () => {
   const outcome = await run("rpcapp", "v2-bad", "errors");
@@ -109,4 +109,4 @@ test("an rpcapp drill failing 5 % of calls is rolled back within its first step;
   expect(rpcapps.map((p) => p.version)).toEqual(["v1", "v1"]);
   expect(stack.canariesOf("rpcapp")).toEqual([]);
   expect(stack.currentVersion("rpcapp")).toBe("v1");
-}, 120_000);
+}, 150_000);

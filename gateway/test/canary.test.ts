@@ -6,6 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import { Canary, type CanaryEvent, CanaryError, type CanaryPolicyView } from "../src/canary/controller.ts";
 import { LatencyWindow } from "../src/canary/latency.ts";
+import { testConfig, testUpstream } from "./upstream-harness.ts";
 
 const POLICY: CanaryPolicyView = {
   steps: [5, 25, 50, 100],
@@ -193,5 +194,33 @@ describe("the latency window", () => {
     expect(w.percentile(0.99)).toBeGreaterThanOrEqual(99);
     expect(w.percentile(0.99)).toBeLessThanOrEqual(99 * 1.05);
     expect(new LatencyWindow().percentile(0.99)).toBe(0);
+  });
+});
+
+describe("an upstream's endpoints under a canary", () => {
+  test("the split goes by reported version; an endpoint of unknown version gets nothing while either side can serve", async () => {
+    const upstream = testUpstream(testConfig({ endpoints: "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3,127.0.0.1:4" }));
+    await upstream.ready;
+    const [a, b, c, d] = upstream.endpoints;
+    upstream.learnVersion(a!, "v1");
+    upstream.learnVersion(b!, "v1");
+    upstream.learnVersion(c!, "v2");
+    // d has not said its version yet (just discovered).
+    const canary = new Canary("up", POLICY);
+    upstream.canary = canary;
+    canary.start("v2");
+    const picked = (toCanary: boolean) =>
+      new Set(Array.from({ length: 200 }, () => upstream.pick(undefined, undefined, toCanary)!.address));
+    expect(picked(true)).toEqual(new Set([c!.address]));
+    expect(picked(false)).toEqual(new Set([a!.address, b!.address]));
+    // No canary endpoint available: its share goes to the stable version, still not to d.
+    c!.available = false;
+    expect(picked(true)).toEqual(new Set([a!.address, b!.address]));
+    // Without a canary every endpoint takes traffic, whatever its version.
+    canary.reset();
+    c!.available = true;
+    const idle = new Set(Array.from({ length: 400 }, () => upstream.pick()!.address));
+    expect(idle).toEqual(new Set([a!.address, b!.address, c!.address, d!.address]));
+    upstream.close();
   });
 });

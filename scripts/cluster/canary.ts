@@ -13,12 +13,14 @@
  *   3. the gateways' admin API — each gateway pod's admin port through `kubectl port-forward`
  *      (a local port per pod, read from its output), the token from the Secret portico-admin;
  *      a gateway already running a canary of this service stops the run before anything changes;
- *   4. the canary Deployment (canaryDeployment below), applied on standard input, and
- *      `kubectl rollout status`;
- *   5. steady load through the gateway's Service (`minikube service`), on the service's route only,
- *      half of it on a new connection per request so that every gateway pod gets its share;
- *      once every gateway has found the canary's pod and its version, every gateway starts its
- *      canary and each step's verdict is printed as it comes;
+ *   4. every gateway starts its canary of the new version — before the canary exists, so its pod
+ *      gets the first step's share from its first request (a gateway running a canary sends
+ *      nothing to an endpoint whose version it does not know yet);
+ *   5. the canary Deployment (canaryDeployment below), applied on standard input, and
+ *      `kubectl rollout status`; steady load through the gateway's Service (`minikube service`),
+ *      on the service's route only, half of it on a new connection per request so that every
+ *      gateway pod gets its share; once every gateway has found the canary's pod and its version,
+ *      each step's verdict is printed as it comes;
  *   6. promoted on every gateway: deployment/<service> is rolled to the new image (one patch:
  *      image and version label, as `make rollout`) while the gateways send the new version 100 %,
  *      then the canary Deployment is deleted and the gateways' canaries reset. One gateway aborting
@@ -417,7 +419,7 @@ export async function runClusterCanary(opts: ClusterCanaryOptions): Promise<void
   let load: LoadGenerator | undefined;
   let report: LoadReport | undefined;
   let applied = false;
-  let outcome: Awaited<ReturnType<GatewayCanaries["drive"]>> | undefined;
+  let outcome: Awaited<ReturnType<GatewayCanaries["follow"]>> | undefined;
   try {
     step("the gateways' admin API");
     const pods = await gatewayPods();
@@ -437,8 +439,12 @@ export async function runClusterCanary(opts: ClusterCanaryOptions): Promise<void
     const gatewaysAdmin = canaries;
 
     try {
-      step(`deployment/${canaryName(service)}: one pod of ${version} beside the stable ones`);
+      // The gateways first: the canary pod then gets the first step's share from its first request
+      // (a gateway running a canary sends nothing to an endpoint whose version it does not know).
+      step(`canary of ${service}: ${stableVersion} (stable) → ${version}, judged by every gateway`);
       applied = true;
+      await gatewaysAdmin.startAll(version, print);
+      step(`deployment/${canaryName(service)}: one pod of ${version} beside the stable ones`);
       await applyObject(canaryDeployment(stableDeployment(service), { service, tag: version, fault }));
       await waitForCanary(service, rolloutTimeout);
 
@@ -458,8 +464,8 @@ export async function runClusterCanary(opts: ClusterCanaryOptions): Promise<void
       print(`${half * 2} requests/s to ${gateway.url} on ${service}'s route, half on connections of their own`);
       await waitForDiscovery(admins, service, version, token);
 
-      step(`canary of ${service}: ${stableVersion} (stable) → ${version}, judged by every gateway`);
-      outcome = await gatewaysAdmin.drive(version, timeoutMs, print);
+      step("every step's analysis, as each gateway judges it");
+      outcome = await gatewaysAdmin.follow(timeoutMs, print);
       if (outcome.verdict === "promoted") {
         print(`PROMOTE: ${outcome.reason}; deployment/${service} is rolled to ${imageRef(service, version)}`);
         step(`roll deployment/${service}`);

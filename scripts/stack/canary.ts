@@ -3,12 +3,13 @@
  * stepped up and judged by the gateways themselves (gateway/src/canary/controller.ts), then
  * promoted or rolled back — the whole release, hands off:
  *
- *   1. canary replicas of the new version start beside the stable ones (rolling.ts
+ *   1. every gateway starts its canary (admin API `POST /canary/<service>/start`) before the
+ *      canary exists, so its replicas get the first step's share from their first request;
+ *   2. canary replicas of the new version start beside the stable ones (rolling.ts
  *      startCanaries: the spare ports, found by the gateways through DNS);
- *   2. steady traffic through the gateways (only the canary's route: its analysis needs requests);
- *   3. every gateway starts its canary (admin API `POST /canary/<service>/start`) and moves it
- *      through the steps of routes.yaml's policy on its own traffic; each step's verdict is printed
- *      as it comes;
+ *   3. steady traffic through the gateways (only the canary's route: its analysis needs
+ *      requests); each gateway moves its canary through the steps of routes.yaml's policy on its
+ *      own traffic, and each step's verdict is printed as it comes;
  *   4. all promoted: the canary replicas take the stable ones' places (promoteCanaries), which
  *      drain and exit; one gateway aborting is enough to stop it everywhere — weights go to 0,
  *      the canary replicas drain and exit (removeCanaries) — and the run fails;
@@ -98,22 +99,32 @@ export class GatewayCanaries {
   }
 
   /**
-   * Starts the canary of `version` on every gateway and follows it, printing each step's verdict as
-   * it comes, until every gateway promoted it or one aborted it — then the others abort too — or
-   * `timeoutMs` passed (an abort as well).
+   * Starts the canary of `version` on every gateway. Called before the canary replicas exist, so
+   * they get the first step's share from their first request: while a canary runs a gateway sends
+   * an endpoint whose version it does not know yet nothing, and the canary's side goes to the
+   * stable version until it has endpoints.
    */
-  async drive(
-    version: string,
+  async startAll(version: string, print: (line: string) => void): Promise<void> {
+    const gateways = Object.entries(this.gateways);
+    let weight = 0;
+    for (const [, base] of gateways) weight = (await this.call(base, "/start", { version })).weight;
+    print(
+      `every gateway (${gateways.map(([n]) => n).join(", ")}) started its canary: ${weight}% of ${this.service}'s requests to ${version}`,
+    );
+  }
+
+  /**
+   * Follows every gateway's canary, printing each step's verdict as it comes, until every gateway
+   * promoted it or one aborted it — then the others abort too — or `timeoutMs` passed (an abort
+   * as well).
+   */
+  async follow(
     timeoutMs: number,
     print: (line: string) => void,
   ): Promise<Pick<CanaryOutcome, "verdict" | "reason" | "steps">> {
     const gateways = Object.entries(this.gateways);
     const seen = new Map<string, number>(gateways.map(([name]) => [name, 0]));
     const views = new Map<string, GatewayCanaryView>();
-    for (const [name, base] of gateways) views.set(name, await this.call(base, "/start", { version }));
-    print(
-      `every gateway (${gateways.map(([n]) => n).join(", ")}) started its canary: ${views.values().next().value?.weight}% of ${this.service}'s requests to ${version}`,
-    );
     let verdict: CanaryOutcome["verdict"] = "aborted";
     let reason = "";
     const deadline = Date.now() + timeoutMs;
@@ -155,10 +166,17 @@ export async function runCanary(opts: CanaryRunOptions): Promise<CanaryOutcome> 
   };
   const canaries = new GatewayCanaries(opts.gateways, service, opts.adminToken);
 
+  // The gateways first: the canary replicas then get the first step's share from their first request.
+  await canaries.startAll(opts.version, print);
   print(
     `canary replicas of ${service} ${opts.version}${opts.fault ? ` (drill: ${opts.fault})` : ""} start beside the stable ones`,
   );
-  await control("/canary/start", { service, version: opts.version, ...(opts.fault ? { fault: opts.fault } : {}) });
+  try {
+    await control("/canary/start", { service, version: opts.version, ...(opts.fault ? { fault: opts.fault } : {}) });
+  } catch (err) {
+    await canaries.resetAll().catch(() => undefined);
+    throw err;
+  }
 
   // Half the requests on connections of their own: the kernel spreads new connections over the
   // gateways, where a few keep-alive ones may all land on one and starve another's analysis.
@@ -174,7 +192,7 @@ export async function runCanary(opts: CanaryRunOptions): Promise<CanaryOutcome> 
   let report: LoadReport;
   try {
     await Bun.sleep(1_000);
-    outcome = await canaries.drive(opts.version, opts.timeoutMs, print);
+    outcome = await canaries.follow(opts.timeoutMs, print);
     if (outcome.verdict === "aborted") {
       print(`ABORT: ${outcome.reason}; every gateway sends the canary 0%, its replicas drain and exit`);
       await control("/canary/remove", { service });

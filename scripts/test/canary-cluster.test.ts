@@ -6,8 +6,9 @@
  * sequence of commands and admin calls, in order: promoted (the stable Deployment rolled, the
  * canary removed, the gateways reset), rolled back (exit 1, the canary removed after its pods are
  * gone, the stable Deployment untouched), a canary already running (nothing applied), a canary pod
- * that never gets ready (removed, no gateway started). In every case the port-forwards end, and
- * the admin token never shows on a command line or in the output.
+ * that never gets ready (the gateways' canaries aborted and reset, the Deployment removed). In
+ * every case the port-forwards end, and the admin token never shows on a command line or in the
+ * output.
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { appendFileSync, existsSync, readFileSync } from "node:fs";
@@ -248,11 +249,12 @@ const BEFORE = [
   PF(PODS[1]),
 ];
 const APPLY = [`${K} apply -f -`, `${K} rollout status deployment/webapp-canary --timeout=180s`];
+/** Every gateway starts its canary before the canary pod exists (it gets the first step's share from its first request). */
 const STARTED = [
-  "minikube service gateway -n portico --url",
   `admin ${PODS[0]} POST /canary/webapp/start {"version":"v2"}`,
   `admin ${PODS[1]} POST /canary/webapp/start {"version":"v2"}`,
 ];
+const LOAD = ["minikube service gateway -n portico --url"];
 const REMOVE_CANARY = [
   `${K} delete deployment/webapp-canary --ignore-not-found`,
   `${K} get pods -l app.kubernetes.io/name=webapp,portico.dev/track=canary -o name`,
@@ -285,8 +287,9 @@ describe("make canary SERVICE=webapp in the cluster", () => {
       expect(run.exitCode).toBe(0);
       expect(f.calls()).toEqual([
         ...BEFORE,
-        ...APPLY,
         ...STARTED,
+        ...APPLY,
+        ...LOAD,
         expect.stringMatching(/^kubectl --context=minikube -n portico patch deployment\/webapp --type=strategic -p /),
         `${K} rollout status deployment/webapp --timeout=180s`,
         ...REMOVE_CANARY,
@@ -340,8 +343,9 @@ describe("make canary SERVICE=webapp in the cluster", () => {
       expect(run.stderr).toContain("the canary was rolled back (see the verdict above)");
       expect(f.calls()).toEqual([
         ...BEFORE,
-        ...APPLY,
         ...STARTED,
+        ...APPLY,
+        ...LOAD,
         // The failing gateway has aborted itself already (409, ignored); the other one is stopped now.
         `admin ${PODS[0]} POST /canary/webapp/abort`,
         `admin ${PODS[1]} POST /canary/webapp/abort`,
@@ -384,7 +388,7 @@ describe("make canary SERVICE=webapp in the cluster", () => {
   );
 
   test(
-    "a canary pod that never gets ready: it is removed before any gateway starts a canary; exit 1",
+    "a canary pod that never gets ready: every gateway's canary is aborted and reset, the Deployment removed; exit 1",
     async () => {
       const { f, gateway, env } = await setup(["passes", "passes"]);
       const run = await runScript("canary", f, { ...env, FAKE_CANARY_STUCK: "1" }, ["webapp"]);
@@ -392,15 +396,17 @@ describe("make canary SERVICE=webapp in the cluster", () => {
       expect(run.stderr).toContain("deployment/webapp-canary did not become ready within 180s");
       expect(f.calls()).toEqual([
         ...BEFORE,
+        ...STARTED,
         ...APPLY,
         `${K} get pods -l app.kubernetes.io/name=webapp,portico.dev/track=canary -o wide`,
-        // Stopped like an abort: each gateway asked (409: nothing to abort), the Deployment removed, reset.
+        // Stopped like an abort: each gateway's canary aborted, the Deployment removed, the gateways reset.
         `admin ${PODS[0]} POST /canary/webapp/abort`,
         `admin ${PODS[1]} POST /canary/webapp/abort`,
         ...REMOVE_CANARY,
         ...RESET,
       ]);
-      expect(f.calls().some((c) => c.includes("/start"))).toBe(false);
+      // No load was started for a canary that never served.
+      expect(f.calls()).not.toContain(LOAD[0]);
       expect(gateway.paths).toEqual([]);
       expectCleanAndSecret(f, run);
     },

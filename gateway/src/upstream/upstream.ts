@@ -132,9 +132,13 @@ export class Upstream {
    */
   pick(skipA?: Endpoint, skipB?: Endpoint, toCanary?: boolean): Endpoint | undefined {
     if (toCanary !== undefined) {
+      // The chosen side, else the other: an endpoint whose version is not known yet (a replica
+      // just discovered, before its first health check answers) gets a request only when no
+      // endpoint of either side can take it — never a share of traffic nobody judges.
       const subsets = this.#subsetsNow();
-      const side = toCanary ? subsets.canary : subsets.stable;
-      const chosen = this.#pickFrom(side, skipA, skipB);
+      const chosen =
+        this.#pickFrom(toCanary ? subsets.canary : subsets.stable, skipA, skipB) ??
+        this.#pickFrom(toCanary ? subsets.stable : subsets.canary, skipA, skipB);
       if (chosen) return chosen;
     }
     return this.#pickFrom(this.endpoints, skipA, skipB);
@@ -151,7 +155,10 @@ export class Upstream {
     if (cached && cached.of === this.endpoints && cached.version === version) return cached;
     const canary: Endpoint[] = [];
     const stable: Endpoint[] = [];
-    for (const e of this.endpoints) (e.version !== undefined && e.version === version ? canary : stable).push(e);
+    for (const e of this.endpoints) {
+      if (e.version === undefined) continue;
+      (e.version === version ? canary : stable).push(e);
+    }
     this.#subsets = { of: this.endpoints, version, canary, stable };
     return this.#subsets;
   }

@@ -6,6 +6,9 @@
 import { describe, expect, test } from "bun:test";
 import { Canary, type CanaryEvent, CanaryError, type CanaryPolicyView } from "../src/canary/controller.ts";
 import { LatencyWindow } from "../src/canary/latency.ts";
+import pino from "pino";
+import { Lifecycle } from "../../lib/lifecycle.ts";
+import { Gateway } from "../src/server.ts";
 import { testConfig, testUpstream } from "./upstream-harness.ts";
 
 const POLICY: CanaryPolicyView = {
@@ -222,5 +225,36 @@ describe("an upstream's endpoints under a canary", () => {
     const idle = new Set(Array.from({ length: 400 }, () => upstream.pick()!.address));
     expect(idle).toEqual(new Set([a!.address, b!.address, c!.address, d!.address]));
     upstream.close();
+  });
+});
+
+describe("a canary across routes.yaml reloads", () => {
+  test("a running canary keeps its state when the policy changes, and follows the new policy", async () => {
+    const log = pino({ level: "silent" });
+    const lifecycle = new Lifecycle({ drainDelayMs: 0, shutdownTimeoutMs: 1000, log });
+    const gateway = new Gateway(testConfig({ upstream: "canary: { steps: [5, 50] }" }), {
+      identity: { service: "gateway", version: "t", instance: "gw-test" },
+      log,
+      lifecycle,
+    });
+    try {
+      const before = gateway.canary("up")!;
+      before.start("v2");
+      await gateway.reload(testConfig({ upstream: "canary: { steps: [10, 20, 100], minRequests: 7 }" }));
+      const after = gateway.canary("up")!;
+      expect(after).toBe(before);
+      expect(after.view()).toMatchObject({ state: "running", version: "v2", weight: 5 });
+      expect(after.policy).toMatchObject({ steps: [10, 20, 100], minRequests: 7 });
+      // The upstream in service routes through it.
+      expect(gateway.upstreams.get("up")!.canary).toBe(after);
+      // A different upstream setting replaces the Upstream object; the canary stays.
+      await gateway.reload(
+        testConfig({ upstream: "canary: { steps: [10, 20, 100] }, balancer: { algorithm: round-robin }" }),
+      );
+      expect(gateway.upstreams.get("up")!.canary).toBe(before);
+      expect(before.state).toBe("running");
+    } finally {
+      gateway.close();
+    }
   });
 });

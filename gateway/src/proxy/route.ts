@@ -10,7 +10,7 @@ import type { GatewayTelemetry } from "../telemetry/index.ts";
 import { dispatch, noEndpointProblem } from "../upstream/dispatch.ts";
 import { isIdempotentMethod } from "../upstream/outcome.ts";
 import { setForwardedHeaders, stripHopByHop } from "./headers.ts";
-import { forwardHttp, InvalidUpstreamResponse } from "./http.ts";
+import { InvalidUpstreamResponse } from "./http.ts";
 import { limitResponseSize } from "./response-limit.ts";
 
 export interface HttpRouteDeps {
@@ -36,8 +36,7 @@ export async function proxyHttp(
     route,
     ctx,
     isIdempotentMethod(method),
-    (endpoint, timeoutMs) =>
-      forwardHttp(endpoint.origin, method, pathAndQuery, headers, body, timeoutMs, limits, endpoint.fetchTls()),
+    (endpoint, timeoutMs) => endpoint.httpPool().send(method, pathAndQuery, headers, body, timeoutMs, limits),
     deps.telemetry.httpTries(upstream.name, method, pathAndQuery, headers),
     upstream.stickyKey(req.headers),
   );
@@ -90,7 +89,7 @@ function prepareRequestHeaders(req: Request, ctx: RequestContext, gatewayInstanc
     peerIsTrusted: ctx.peerIsTrusted,
     proto: ctx.secure ? "https" : "http",
   });
-  // fetch sets Host from the endpoint's address; the client's Host travels as X-Forwarded-Host.
+  // The client sets Host to the endpoint's address; the client's Host travels as X-Forwarded-Host.
   headers.delete("host");
   headers.set("x-request-id", ctx.id);
   // RFC 9110 §7.6.3: each proxy appends itself to the chain it received.

@@ -1,13 +1,13 @@
 /**
  * One replica of an upstream service, as the gateway sees it. Each endpoint owns what is
- * particular to it: its address, its connection (HTTP keep-alive is pooled by Bun's fetch per
- * origin; gRPC gets one channel — one HTTP/2 session — per endpoint, grpc/h2-client.ts, so calls
- * are balanced per request instead of pinned to one connection), its circuit breaker, and its
+ * particular to it: its address, its connections (HTTP/1.1: a keep-alive pool, proxy/h1-client.ts;
+ * gRPC: one channel — one HTTP/2 session —, grpc/h2-client.ts, so calls are balanced per request
+ * instead of pinned to one connection), its circuit breaker, and its
  * load and health figures, which the
  * balancer reads on every pick and the admin API and metrics export as they are.
  */
 import { GrpcChannel } from "../grpc/h2-client.ts";
-import type { FetchTls } from "../proxy/http.ts";
+import { H1Pool } from "../proxy/h1-client.ts";
 import type { UpstreamTlsClient } from "./tls.ts";
 import { type BreakerSettings, type BreakerState, EndpointBreaker } from "./breaker.ts";
 import type { Verdict } from "./outcome.ts";
@@ -64,6 +64,7 @@ export class Endpoint {
   /** Fed the verdict dispatch.ts gave each try (outcome.ts): it does not classify again. */
   readonly breaker: EndpointBreaker<Verdict>;
   #grpcChannel: GrpcChannel | undefined;
+  #httpPool: H1Pool | undefined;
   #reportedBreakerState: BreakerState = "closed";
 
   constructor(
@@ -83,9 +84,11 @@ export class Endpoint {
     this.breaker = new EndpointBreaker<Verdict>(breakerSettings, isFailedTry, () => this.#breakerChanged());
   }
 
-  /** `tls` for a fetch to this endpoint; undefined in plain text. */
-  fetchTls(): FetchTls | undefined {
-    return this.tls?.fetchOptions(this.address);
+  /** The keep-alive pool of HTTP/1.1 connections to this endpoint (requests and health checks), created on first use. */
+  httpPool(): H1Pool {
+    const tls = this.tls;
+    this.#httpPool ??= new H1Pool(this.address, tls ? () => tls.clientOptions(this.address) : undefined);
+    return this.#httpPool;
   }
 
   get breakerState(): BreakerState {
@@ -158,6 +161,7 @@ export class Endpoint {
     this.breaker.close();
     this.#grpcChannel?.close();
     this.#grpcChannel = undefined;
+    this.#httpPool?.close();
   }
 
   #breakerChanged(): void {

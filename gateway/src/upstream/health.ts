@@ -11,7 +11,6 @@ import { parseProtos } from "../../../lib/proto.ts";
 import type { UpstreamConfig } from "../config/load.ts";
 import { callUnary } from "../grpc/call.ts";
 import { type GrpcMethod, resolveMethod } from "../grpc/method.ts";
-import { keepAliveAllowed } from "../proxy/http.ts";
 import type { Endpoint } from "./endpoint.ts";
 
 export type HealthSettings = UpstreamConfig["healthCheck"];
@@ -29,22 +28,21 @@ export interface CheckResult {
   version?: string;
 }
 
+/** What a health check's answer may be: small (a status document). */
+const HEALTH_LIMITS = { maxHeaderBytes: 16 * 1024, maxResponseBytes: 64 * 1024 };
+
+/** `GET <path>` on the endpoint's own pool, so the check travels the connections requests use. */
 export async function checkHttp(endpoint: Endpoint, path: string, timeoutMs: number): Promise<CheckResult> {
+  const outcome = await endpoint.httpPool().send("GET", path, new Headers(), null, timeoutMs, HEALTH_LIMITS);
+  if (outcome.kind !== "response") return { passed: false };
+  const res = outcome.response;
   try {
-    const tls = endpoint.fetchTls();
-    const res = await fetch(endpoint.origin + path, {
-      signal: AbortSignal.timeout(timeoutMs),
-      ...(tls ? { tls } : {}),
-      redirect: "manual",
-      // Not on a pooled connection the origin's requests may no longer use (proxy/http.ts).
-      ...(keepAliveAllowed(endpoint.origin) ? {} : { keepalive: false }),
-    });
     await res.arrayBuffer();
-    const version = res.headers.get("x-service-version");
-    return { passed: res.status >= 200 && res.status < 300, ...(version ? { version } : {}) };
   } catch {
     return { passed: false };
   }
+  const version = res.headers.get("x-service-version");
+  return { passed: res.status >= 200 && res.status < 300, ...(version ? { version } : {}) };
 }
 
 /** Largest HealthCheckResponse accepted: it holds one enum. */

@@ -6,21 +6,21 @@
  * whose names each service's certificate carries), else — when the endpoints are IP literals —
  * each endpoint's own IP.
  *
- * The files are polled (lib/tls.ts); a renewal is used by connections opened after it (Bun's fetch
- * pool and the HTTP/2 sessions keep the connections they have until they close).
+ * The files are polled (lib/tls.ts); a renewal is used by connections opened after it (the HTTP/1.1
+ * pools and the HTTP/2 sessions keep the connections they have until they close).
  */
 import { isIP } from "node:net";
 import type { SecureClientSessionOptions } from "node:http2";
 import type { Logger } from "../../../lib/log.ts";
 import { type ClientTlsMaterial, PemWatcher, readClientTls } from "../../../lib/tls.ts";
 import type { UpstreamTls } from "../config/tls.ts";
-import type { FetchTls } from "../proxy/http.ts";
+import type { ClientTls } from "../proxy/h1-client.ts";
 
 export class UpstreamTlsClient {
   readonly #watcher: PemWatcher<ClientTlsMaterial>;
   readonly #defaultName: string | undefined;
   /** One options object per endpoint host and material version, built once. */
-  #fetchOptions = new Map<string, FetchTls>();
+  #clientOptions = new Map<string, ClientTls>();
   reloads = 0;
 
   constructor(
@@ -35,7 +35,7 @@ export class UpstreamTlsClient {
       {
         intervalMs: settings.reloadIntervalMs,
         onChange: () => {
-          this.#fetchOptions = new Map();
+          this.#clientOptions = new Map();
           this.reloads++;
           log?.info({ upstream, event: "tls-reloaded" }, "upstream TLS files reloaded: new connections use them");
         },
@@ -54,14 +54,14 @@ export class UpstreamTlsClient {
     return this.#defaultName ?? hostOf(address);
   }
 
-  /** `tls` for fetch to `address` (host:port). */
-  fetchOptions(address: string): FetchTls {
+  /** TLS for a new HTTP/1.1 connection to `address` (host:port). */
+  clientOptions(address: string): ClientTls {
     const host = hostOf(address);
-    let options = this.#fetchOptions.get(host);
+    let options = this.#clientOptions.get(host);
     if (!options) {
       const { ca, cert, key } = this.#watcher.current;
       options = { ca, ...(cert && key ? { cert, key } : {}), serverName: this.serverNameFor(address) };
-      this.#fetchOptions.set(host, options);
+      this.#clientOptions.set(host, options);
     }
     return options;
   }

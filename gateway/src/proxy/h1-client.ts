@@ -1,0 +1,703 @@
+/**
+ * The gateway's HTTP/1.1 client for one upstream endpoint: a pool of keep-alive connections on
+ * `Bun.connect`, each reading its answers with llhttp — Node's HTTP parser, which Bun ships
+ * natively as `node:_http_common`'s HTTPParser — in strict mode. It replaced Bun's `fetch` on the data
+ * path (bench/README.md, "2026-12-05 — an HTTP/1.1 client of our own"): 13 µs less CPU per
+ * proxied request, a pool as large as the load needs (fetch keeps at most 64 idle sockets per
+ * process and reopened ~1,000 upstream connections per benchmark run), and a connection whose
+ * answer is refused can be closed — fetch had already pooled it by the time JavaScript saw the
+ * answer.
+ *
+ * What the parser refuses, each as an `invalid` outcome (a 502 of the gateway's own) with the
+ * connection closed: Content-Length with Transfer-Encoding, repeated Content-Length, a
+ * Transfer-Encoding other than `chunked`, obs-fold, bare CR or LF, invalid header tokens,
+ * a malformed status line or chunk size, a head over limits.maxHeaderBytes. Interim answers (1xx)
+ * are skipped; a 101 is refused (the gateway never asks for an upgrade).
+ *
+ * One request per connection at a time (no pipelining). A try's outcome settles once the answer
+ * is known to be usable:
+ *   - a body with a Content-Length up to SMALL_BODY_BYTES is read whole first (one Response from
+ *     memory: the common API answer);
+ *   - any other body streams through once its first chunk has arrived (a failure before it is an
+ *     error outcome, never a response cut after its head), then with back-pressure: the socket is
+ *     paused while the client's side of the stream is full;
+ *   - no body (HEAD, 204, 304, an empty chunked body): at the end of the message.
+ * The try's timeout covers that; a streaming body then gets the same span of silence between
+ * chunks before it is cut (time the client's side spent full, with the socket paused, not counted).
+ *
+ * Idle connections are kept (most recently used first, up to MAX_IDLE) and closed after
+ * IDLE_TIMEOUT_MS without use (a sweep every SWEEP_MS; uSockets' own socket timeouts tick in 4 s
+ * steps, too coarse here) — shorter than common servers' keep-alive timeouts (Node 5 s,
+ * Bun.serve 10 s), so the gateway, not the upstream, ends an idle connection and a request is
+ * rarely written onto one the upstream is closing.
+ */
+import type { Socket } from "bun";
+import { HTTPParser } from "node:_http_common";
+import { isHopByHop } from "./headers.ts";
+import { type HttpOutcome, InvalidUpstreamResponse, type ResponseLimits, SMALL_BODY_BYTES } from "./http.ts";
+
+/** TLS to an https endpoint (upstream/tls.ts builds it; the endpoint is dialled by address). */
+export interface ClientTls {
+  ca: string;
+  cert?: string;
+  key?: string;
+  /** The name the endpoint's certificate must carry, and the SNI sent. */
+  serverName: string;
+}
+
+/** Idle connections kept per endpoint; one released beyond this is closed. */
+export const MAX_IDLE = 256;
+/** An idle connection unused this long is closed (within SWEEP_MS more). */
+export const IDLE_TIMEOUT_MS = 3_000;
+const SWEEP_MS = 1_000;
+/** llhttp's own ceiling on a head; limits.maxHeaderBytes (≤ 1 MiB, schema) is checked exactly below it. */
+const PARSER_MAX_HEAD_BYTES = 2 * 1024 * 1024;
+
+const { kOnMessageBegin, kOnHeaders, kOnHeadersComplete, kOnBody, kOnMessageComplete } = HTTPParser;
+
+/** One request and its answer on one connection. */
+class Exchange {
+  settled = false;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  /** Header names and values (llhttp hands them over in batches of up to 32 pairs). */
+  raw: string[] = [];
+  interim = false;
+  status = 0;
+  statusText = "";
+  headers: Headers | undefined;
+  /** The body streams to the client once its first chunk is in; else it is read whole before the outcome settles. */
+  streams = false;
+  /** Declared Content-Length (-1: none), and body bytes seen so far. */
+  length = -1;
+  bodyBytes = 0;
+  chunks: Uint8Array<ArrayBuffer>[] = [];
+  controller: ReadableStreamDefaultController<Uint8Array> | undefined;
+  /** The head is in: a failure from here on (after settling) cuts the body. */
+  headDone = false;
+
+  constructor(
+    readonly resolve: (outcome: HttpOutcome) => void,
+    readonly isHead: boolean,
+    readonly limits: ResponseLimits,
+    /** The try's timeout; also the silence a streaming body may keep between chunks. */
+    readonly timeoutMs: number,
+  ) {}
+}
+
+class Connection {
+  socket: Socket<Connection> | undefined;
+  readonly parser = new HTTPParser();
+  exchange: Exchange | undefined;
+  /** Request bytes the socket has not taken yet (written on drain). */
+  outbox: Uint8Array | undefined;
+  closed = false;
+  /** The answer in progress asks the connection to close (Connection: close, HTTP/1.0, close-delimited). */
+  keepAlive = true;
+  /** Idle in the pool, since (performance.now()). */
+  idle = false;
+  idleSince = 0;
+  /** Whether the TLS handshake failed (the request never reached the server). */
+  handshakeFailed = false;
+  /** An answer began with no request waiting for it: the connection cannot be trusted. */
+  stray = false;
+  /**
+   * Inside `parser.execute` (its callbacks run there): closing the connection then would free the
+   * parser under itself, so it is marked and done once execute returns.
+   */
+  parsing = false;
+  closeAfterParse = false;
+  /**
+   * Body bytes still to come of a streamed answer with a Content-Length, passed on as the socket
+   * delivers them instead of through the parser (which copies every chunk); -1: none.
+   */
+  passThrough = -1;
+
+  constructor(readonly pool: H1Pool) {
+    const parser = this.parser;
+    parser.initialize(HTTPParser.RESPONSE, {}, PARSER_MAX_HEAD_BYTES, 0);
+    parser[kOnMessageBegin] = () => {
+      if (!this.exchange) this.stray = true;
+    };
+    parser[kOnHeaders] = (names: string[]) => this.#onHeaders(names);
+    parser[kOnHeadersComplete] = (
+      _major: number,
+      _minor: number,
+      raw: string[] | undefined,
+      _method: unknown,
+      _url: unknown,
+      status: number,
+      statusText: string,
+      _upgrade: boolean,
+      keepAlive: boolean,
+    ) => this.#onHeadersComplete(raw, status, statusText, keepAlive);
+    parser[kOnBody] = (chunk: Uint8Array<ArrayBuffer>) => this.#onBody(chunk);
+    parser[kOnMessageComplete] = () => this.#onMessageComplete();
+  }
+
+  /** Sends one request; the exchange settles through `exchange.resolve`. */
+  send(exchange: Exchange, request: Uint8Array): void {
+    this.exchange = exchange;
+    this.keepAlive = true;
+    exchange.timer = setTimeout(() => this.#timedOut(), exchange.timeoutMs);
+    const socket = this.socket!;
+    const written = socket.write(request);
+    if (written < request.byteLength) this.outbox = written > 0 ? request.subarray(written) : request;
+  }
+
+  drain(): void {
+    const rest = this.outbox;
+    if (!rest || !this.socket) return;
+    const written = this.socket.write(rest);
+    this.outbox = written >= rest.byteLength ? undefined : written > 0 ? rest.subarray(written) : rest;
+  }
+
+  data(chunk: Uint8Array): void {
+    const exchange = this.exchange;
+    if (!exchange) {
+      // Nothing was asked: an upstream writing unprompted cannot be trusted with the next request.
+      this.destroy();
+      return;
+    }
+    if (this.passThrough > 0) {
+      this.#passBody(exchange, chunk);
+      return;
+    }
+    this.parsing = true;
+    const result = this.parser.execute(chunk);
+    this.parsing = false;
+    if (result instanceof Error) this.#refuse(parseError(result));
+    // Bytes after the answer (the start of one nobody asked for), or a close decided in a callback.
+    else if (this.stray || this.closeAfterParse) this.destroy();
+    else if (this.exchange === exchange && exchange.streams && exchange.length > 0) {
+      // The head is parsed and the length known: the rest of the body bypasses the parser.
+      const rest = exchange.length - exchange.bodyBytes;
+      if (rest > 0) this.passThrough = rest;
+    }
+  }
+
+  #passBody(exchange: Exchange, chunk: Uint8Array): void {
+    const take = Math.min(this.passThrough, chunk.byteLength);
+    this.passThrough -= take;
+    this.#onBody((take === chunk.byteLength ? chunk : chunk.subarray(0, take)) as Uint8Array<ArrayBuffer>);
+    if (this.passThrough > 0 || this.exchange !== exchange) return;
+    this.passThrough = -1;
+    // The parser still expects those bytes: it starts afresh for the next answer.
+    this.parser.initialize(HTTPParser.RESPONSE, {}, PARSER_MAX_HEAD_BYTES, 0);
+    this.#onMessageComplete();
+    // More than the declared length: bytes nobody asked for.
+    if (take < chunk.byteLength) this.destroy();
+  }
+
+  /** The upstream finished sending (FIN): what it sent is all there will be. */
+  ended(): void {
+    this.closedBySocket();
+    this.socket?.terminate();
+  }
+
+  /** The socket closed (either side). */
+  closedBySocket(error?: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.pool.forget(this);
+    const exchange = this.exchange;
+    if (exchange && !error) {
+      // A body delimited by the connection's end completes here.
+      const result = this.parser.finish();
+      // HPE_INVALID_EOF_STATE: the message was not complete (told below as a close mid-answer).
+      if (result instanceof Error && this.exchange && result.code !== "HPE_INVALID_EOF_STATE") {
+        this.#refuse(parseError(result));
+        return;
+      }
+    }
+    if (this.exchange) this.#fail(this.exchange, error ?? this.#closedError());
+    this.parser.close();
+  }
+
+  destroy(): void {
+    if (this.parsing) {
+      this.closeAfterParse = true;
+      return;
+    }
+    if (!this.closed) this.socket?.terminate();
+    this.closedBySocket();
+  }
+
+  #streamStalled(exchange: Exchange): void {
+    if (this.exchange !== exchange) return;
+    this.#fail(exchange, new Error(`the upstream sent nothing for ${exchange.timeoutMs} ms mid-body`));
+    this.destroy();
+  }
+
+  #closedError(): Error {
+    const exchange = this.exchange;
+    if (this.handshakeFailed) return connectError("the TLS handshake with the upstream failed");
+    return exchange?.headDone
+      ? new Error("the upstream closed the connection before the body was complete")
+      : new Error("the upstream closed the connection before answering");
+  }
+
+  #onHeaders(names: string[]): void {
+    const exchange = this.exchange;
+    // After the head: trailers of a chunked body, which a Response cannot carry on; dropped.
+    if (!exchange || exchange.headDone) return;
+    for (const item of names) exchange.raw.push(item);
+  }
+
+  #onHeadersComplete(raw: string[] | undefined, status: number, statusText: string, keepAlive: boolean): number {
+    const exchange = this.exchange;
+    if (!exchange) return 0;
+    if (raw) for (const item of raw) exchange.raw.push(item);
+    const names = exchange.raw;
+    exchange.raw = [];
+    if (status < 200) {
+      if (status === 101) {
+        this.#refuse(new InvalidUpstreamResponse("Upstream switched protocols", "the upstream answered 101 unasked"));
+        return 0;
+      }
+      exchange.interim = true;
+      return 0;
+    }
+    exchange.interim = false;
+    this.keepAlive = keepAlive;
+    const headers = new Headers();
+    let bytes = 0;
+    let length = -1;
+    let connectionNames: string | undefined;
+    for (let i = 0; i < names.length; i += 2) {
+      const name = names[i]!;
+      const value = names[i + 1]!;
+      bytes += name.length + value.length;
+      const lower = name.toLowerCase();
+      if (lower === "content-length") length = Number(value);
+      else if (lower === "transfer-encoding") {
+        // llhttp reads a final "chunked" as chunked and anything else as "until close"; the
+        // gateway does not decode transfer codings, so only chunked passes.
+        if (value.trim().toLowerCase() !== "chunked") {
+          this.#refuse(
+            new InvalidUpstreamResponse(
+              "Upstream response framing is not supported",
+              `Transfer-Encoding "${value}"; only chunked is accepted`,
+            ),
+          );
+          return 0;
+        }
+        continue;
+      } else if (lower === "connection") connectionNames = value;
+      if (isHopByHop(lower)) continue;
+      headers.append(name, value);
+    }
+    if (bytes > exchange.limits.maxHeaderBytes) {
+      this.#refuse(
+        new InvalidUpstreamResponse(
+          "Upstream response headers too large",
+          `the response headers are ${bytes} bytes; the limit is ${exchange.limits.maxHeaderBytes}`,
+        ),
+      );
+      return 0;
+    }
+    if (connectionNames)
+      for (const name of connectionNames.split(",")) {
+        const trimmed = name.trim();
+        if (trimmed) headers.delete(trimmed);
+      }
+    exchange.status = status;
+    exchange.statusText = statusText;
+    exchange.headers = headers;
+    exchange.headDone = true;
+    exchange.length = exchange.isHead || nullBodyStatus(status) ? 0 : length;
+    // Above the response cap the body is left unread: proxy/response-limit.ts refuses it by its length.
+    exchange.streams = !(length >= 0 && length <= SMALL_BODY_BYTES && length <= exchange.limits.maxResponseBytes);
+    if (exchange.streams && length > exchange.limits.maxResponseBytes) this.#settleStream(exchange);
+    // 1: no body follows (the answer to HEAD declares the GET's length without sending it).
+    return exchange.isHead ? 1 : 0;
+  }
+
+  #onBody(chunk: Uint8Array<ArrayBuffer>): void {
+    const exchange = this.exchange;
+    if (!exchange || exchange.interim) return;
+    exchange.bodyBytes += chunk.byteLength;
+    if (!exchange.streams) {
+      exchange.chunks.push(chunk);
+      return;
+    }
+    if (!exchange.settled) this.#settleStream(exchange);
+    const controller = exchange.controller;
+    if (!controller) return;
+    controller.enqueue(chunk);
+    if ((controller.desiredSize ?? 1) > 0) exchange.timer?.refresh();
+    else {
+      // The client's side is full: the upstream waits for us, not the other way round.
+      clearTimeout(exchange.timer);
+      this.socket?.pause();
+    }
+  }
+
+  #onMessageComplete(): void {
+    const exchange = this.exchange;
+    if (!exchange) return;
+    if (exchange.interim) {
+      exchange.interim = false;
+      return;
+    }
+    this.exchange = undefined;
+    clearTimeout(exchange.timer);
+    if (!exchange.settled) {
+      exchange.settled = true;
+      const { chunks } = exchange;
+      const body = exchange.isHead || nullBodyStatus(exchange.status) ? null : concat(chunks);
+      exchange.resolve({
+        kind: "response",
+        response: new Response(body, {
+          status: exchange.status,
+          statusText: exchange.statusText,
+          headers: exchange.headers!,
+        }),
+      });
+    } else if (exchange.controller) {
+      exchange.controller.close();
+    }
+    this.#release();
+  }
+
+  /** Settles the try with a streamed body (its first chunk about to be enqueued, or never read). */
+  #settleStream(exchange: Exchange): void {
+    exchange.settled = true;
+    clearTimeout(exchange.timer);
+    // Between chunks, the same span of silence the try had before its answer.
+    exchange.timer = setTimeout(() => this.#streamStalled(exchange), exchange.timeoutMs);
+    const body = new ReadableStream<Uint8Array>(
+      {
+        start: (controller) => {
+          exchange.controller = controller;
+        },
+        pull: () => {
+          if (this.exchange !== exchange || !this.socket) return;
+          exchange.timer?.refresh();
+          this.socket.resume();
+        },
+        cancel: () => {
+          // The client went away (or the body was refused): the rest of it is never read.
+          clearTimeout(exchange.timer);
+          if (this.exchange === exchange) {
+            exchange.controller = undefined;
+            this.exchange = undefined;
+            this.destroy();
+          }
+        },
+      },
+      { highWaterMark: 64 * 1024, size: (chunk) => chunk?.byteLength ?? 0 },
+    );
+    exchange.resolve({
+      kind: "response",
+      response: new Response(body, {
+        status: exchange.status,
+        statusText: exchange.statusText,
+        headers: exchange.headers!,
+      }),
+    });
+  }
+
+  #release(): void {
+    if (this.closed) return;
+    if (!this.keepAlive || this.outbox) {
+      this.destroy();
+      return;
+    }
+    this.socket!.resume();
+    this.pool.release(this);
+  }
+
+  #timedOut(): void {
+    const exchange = this.exchange;
+    if (!exchange || exchange.settled) return;
+    exchange.settled = true;
+    this.exchange = undefined;
+    exchange.resolve({ kind: "timeout" });
+    this.destroy();
+  }
+
+  /** The answer is refused: the try fails and the connection, whose framing is now unknown, closes. */
+  #refuse(error: Error): void {
+    const exchange = this.exchange;
+    if (exchange) this.#fail(exchange, error);
+    this.destroy();
+  }
+
+  #fail(exchange: Exchange, error: Error): void {
+    if (this.exchange === exchange) this.exchange = undefined;
+    clearTimeout(exchange.timer);
+    if (!exchange.settled) {
+      exchange.settled = true;
+      exchange.resolve(
+        (error as { connect?: boolean }).connect ? { kind: "connect-error", error } : { kind: "error", error },
+      );
+    } else if (exchange.controller) {
+      exchange.controller.error(error);
+      exchange.controller = undefined;
+    }
+  }
+}
+
+const handlers = {
+  open(socket: Socket<Connection>) {
+    socket.data.socket = socket;
+  },
+  data(socket: Socket<Connection>, chunk: Uint8Array) {
+    socket.data.data(chunk);
+  },
+  drain(socket: Socket<Connection>) {
+    socket.data.drain();
+  },
+  end(socket: Socket<Connection>) {
+    socket.data.ended();
+  },
+  close(socket: Socket<Connection>, error?: Error) {
+    socket.data.closedBySocket(error);
+  },
+  error(socket: Socket<Connection>, error: Error) {
+    socket.data.closedBySocket(error);
+  },
+  handshake(socket: Socket<Connection>, success: boolean, authorizationError: Error | null) {
+    if (success && !authorizationError) return;
+    socket.data.handshakeFailed = true;
+    socket.terminate();
+    socket.data.closedBySocket();
+  },
+};
+
+/** A connection-error outcome's error: the request never reached the upstream (safe to retry anywhere). */
+function connectError(message: string, cause?: unknown): Error {
+  return Object.assign(new Error(message, cause === undefined ? {} : { cause }), { connect: true });
+}
+
+function parseError(error: Error & { code?: string }): Error {
+  switch (error.code) {
+    case "HPE_HEADER_OVERFLOW":
+      return new InvalidUpstreamResponse(
+        "Upstream response headers too large",
+        `the response head exceeds ${PARSER_MAX_HEAD_BYTES} bytes`,
+      );
+    case "HPE_UNEXPECTED_CONTENT_LENGTH":
+    case "HPE_INVALID_TRANSFER_ENCODING":
+      return new InvalidUpstreamResponse(
+        "Upstream response framing is ambiguous",
+        "the response has both Content-Length and Transfer-Encoding, or Content-Length twice",
+      );
+    default:
+      return new InvalidUpstreamResponse(
+        "Upstream response is not valid HTTP",
+        `llhttp ${error.code ?? "error"}${(error as { reason?: string }).reason ? `: ${(error as { reason?: string }).reason}` : ""}`,
+      );
+  }
+}
+
+function nullBodyStatus(status: number): boolean {
+  return status === 204 || status === 304;
+}
+
+function concat(chunks: Uint8Array<ArrayBuffer>[]): Uint8Array<ArrayBuffer> {
+  if (chunks.length === 1) return chunks[0]!;
+  let size = 0;
+  for (const chunk of chunks) size += chunk.byteLength;
+  const bytes = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return bytes;
+}
+
+/** Keep-alive connections to one endpoint (`host:port`), plain or TLS. */
+export class H1Pool {
+  readonly #idle: Connection[] = [];
+  readonly #open = new Set<Connection>();
+  readonly #host: string;
+  readonly #port: number;
+  #closed = false;
+  /** Connections opened so far (metrics and tests). */
+  opened = 0;
+
+  constructor(
+    /** host:port; an IPv6 host in brackets. */
+    readonly address: string,
+    /** TLS for each new connection (read when it is opened, so renewed files are used); undefined: plain. */
+    private readonly tls?: () => ClientTls | undefined,
+  ) {
+    const colon = address.lastIndexOf(":");
+    const host = address.slice(0, colon);
+    this.#host = host.startsWith("[") ? host.slice(1, -1) : host;
+    this.#port = Number(address.slice(colon + 1));
+  }
+
+  get idleCount(): number {
+    return this.#idle.length;
+  }
+
+  get openCount(): number {
+    return this.#open.size;
+  }
+
+  /**
+   * Sends one request and settles with the answer (never rejects). `headers` are sent as they
+   * are, with Host set to the endpoint's address and Content-Length to the body's.
+   */
+  async send(
+    method: string,
+    pathAndQuery: string,
+    headers: Headers,
+    body: Uint8Array | null,
+    timeoutMs: number,
+    limits: ResponseLimits,
+  ): Promise<HttpOutcome> {
+    const request = serialize(method, pathAndQuery, this.address, headers, body);
+    let connection = this.#takeIdle();
+    if (!connection) {
+      const started = performance.now();
+      const opened = await this.#connect(timeoutMs);
+      if (opened.kind !== "connection") return opened.outcome;
+      connection = opened.connection;
+      timeoutMs = Math.max(1, timeoutMs - (performance.now() - started));
+    }
+    const target = connection;
+    return new Promise<HttpOutcome>((resolve) => {
+      target.send(new Exchange(resolve, method === "HEAD", limits, timeoutMs), request);
+    });
+  }
+
+  #takeIdle(): Connection | undefined {
+    const idle = this.#idle;
+    while (idle.length > 0) {
+      const connection = idle.pop()!;
+      connection.idle = false;
+      if (!connection.closed) return connection;
+    }
+    return undefined;
+  }
+
+  async #connect(
+    timeoutMs: number,
+  ): Promise<{ kind: "connection"; connection: Connection } | { kind: "failed"; outcome: HttpOutcome }> {
+    if (this.#closed) return { kind: "failed", outcome: { kind: "connect-error", error: connectError("pool closed") } };
+    const connection = new Connection(this);
+    const tls = this.tls?.();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(resolve, timeoutMs, "timeout");
+    });
+    const connecting = Bun.connect<Connection>({
+      hostname: this.#host,
+      port: this.#port,
+      socket: handlers,
+      data: connection,
+      ...(tls ? { tls: { ca: tls.ca, cert: tls.cert, key: tls.key, serverName: tls.serverName } } : {}),
+    });
+    try {
+      const winner = await Promise.race([connecting, timedOut]);
+      if (winner === "timeout") {
+        void connecting.then((socket) => socket.terminate()).catch(() => {});
+        return { kind: "failed", outcome: { kind: "timeout" } };
+      }
+      connection.socket = winner;
+      this.opened++;
+      if (connection.handshakeFailed)
+        return {
+          kind: "failed",
+          outcome: { kind: "connect-error", error: connectError("the TLS handshake with the upstream failed") },
+        };
+      if (this.#closed || connection.closed) {
+        connection.destroy();
+        const reason = this.#closed ? "pool closed" : "the connection closed as it opened";
+        return { kind: "failed", outcome: { kind: "connect-error", error: connectError(reason) } };
+      }
+      this.#open.add(connection);
+      return { kind: "connection", connection };
+    } catch (err) {
+      const error = err as Error & { code?: string };
+      const message = `cannot connect to ${this.address}: ${error.code ?? error.message}`;
+      return {
+        kind: "failed",
+        outcome: { kind: "connect-error", error: Object.assign(connectError(message, err), { code: error.code }) },
+      };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** A connection whose answer ended cleanly and may carry another request. */
+  release(connection: Connection): void {
+    if (this.#closed || this.#idle.length >= MAX_IDLE) {
+      connection.destroy();
+      return;
+    }
+    connection.idle = true;
+    connection.idleSince = performance.now();
+    this.#idle.push(connection);
+    sweeper.watch(this);
+  }
+
+  /** Closes the connections idle for longer than IDLE_TIMEOUT_MS; whether any stay idle. */
+  sweep(now: number): boolean {
+    const idle = this.#idle;
+    // Most recently used last: the oldest are first.
+    while (idle.length > 0 && now - idle[0]!.idleSince >= IDLE_TIMEOUT_MS) idle[0]!.destroy();
+    return idle.length > 0;
+  }
+
+  /** A connection closed: out of the pool. */
+  forget(connection: Connection): void {
+    this.#open.delete(connection);
+    if (!connection.idle) return;
+    connection.idle = false;
+    const at = this.#idle.indexOf(connection);
+    if (at >= 0) this.#idle.splice(at, 1);
+  }
+
+  /** Closes the idle connections now and the busy ones when their answer is complete. */
+  close(): void {
+    this.#closed = true;
+    for (const connection of [...this.#idle]) connection.destroy();
+  }
+}
+
+/** One timer for every pool with idle connections, running only while there are some. */
+const sweeper = {
+  pools: new Set<H1Pool>(),
+  timer: undefined as ReturnType<typeof setInterval> | undefined,
+  watch(pool: H1Pool): void {
+    this.pools.add(pool);
+    if (this.timer) return;
+    this.timer = setInterval(() => {
+      const now = performance.now();
+      for (const p of this.pools) if (!p.sweep(now)) this.pools.delete(p);
+      if (this.pools.size === 0) {
+        clearInterval(this.timer);
+        this.timer = undefined;
+      }
+    }, SWEEP_MS);
+    this.timer.unref();
+  },
+};
+
+/** The request head and body as one buffer: one write, one packet for a small request. */
+function serialize(
+  method: string,
+  pathAndQuery: string,
+  host: string,
+  headers: Headers,
+  body: Uint8Array | null,
+): Uint8Array {
+  let head = `${method} ${pathAndQuery} HTTP/1.1\r\nhost: ${host}\r\n`;
+  headers.forEach((value, name) => {
+    if (name !== "content-length" && name !== "host") head += `${name}: ${value}\r\n`;
+  });
+  const size = body ? body.byteLength : 0;
+  // A body-less GET/HEAD says nothing about a length, as browsers and fetch do.
+  if (size > 0 || (method !== "GET" && method !== "HEAD")) head += `content-length: ${size}\r\n`;
+  head += "\r\n";
+  // Header values are byte strings (Headers allows nothing else): one byte per character.
+  const bytes = Buffer.allocUnsafe(head.length + size);
+  bytes.write(head, 0, "latin1");
+  if (size > 0) bytes.set(body!, head.length);
+  return bytes;
+}

@@ -1,0 +1,395 @@
+/**
+ * proxy/h1-client.ts, the gateway's HTTP/1.1 client, against raw TCP upstreams on loopback that
+ * write exactly the bytes each case needs: what becomes an error outcome inside the try (a 502 of
+ * the gateway's own) rather than a response whose body fails after its head is out; which
+ * answers are refused and close their connection; how connections are kept, reused and closed;
+ * TLS with the name checked and a client certificate presented.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import type { Socket, TCPSocketListener } from "bun";
+import { H1Pool, IDLE_TIMEOUT_MS } from "../src/proxy/h1-client.ts";
+import { type HttpOutcome, InvalidUpstreamResponse, SMALL_BODY_BYTES } from "../src/proxy/http.ts";
+import { createCa, issue } from "../../scripts/tls/pki.ts";
+
+const CRLF = "\r\n";
+const LIMITS = { maxHeaderBytes: 16 * 1024, maxResponseBytes: 1024 * 1024 };
+const BIG = "b".repeat(SMALL_BODY_BYTES + 1000);
+
+interface Conn {
+  id: number;
+  /** Request heads seen on this connection. */
+  requests: string[];
+  pending: string;
+}
+
+/** Each request is answered by the script its path names (`/<script>`), on whatever connection it came. */
+const scripts: Record<string, (socket: Socket<Conn>) => void> = {
+  ok: (s) =>
+    s.write(`HTTP/1.1 200 OK${CRLF}Content-Length: 2${CRLF}Keep-Alive: timeout=5${CRLF}X-Kept: 1${CRLF}${CRLF}ok`),
+  "connection-named": (s) =>
+    s.write(`HTTP/1.1 200 OK${CRLF}Connection: x-private${CRLF}X-Private: 1${CRLF}Content-Length: 2${CRLF}${CRLF}ok`),
+  both: (s) =>
+    s.write(
+      `HTTP/1.1 200 OK${CRLF}Content-Length: 3${CRLF}Transfer-Encoding: chunked${CRLF}${CRLF}5${CRLF}hello${CRLF}0${CRLF}${CRLF}`,
+    ),
+  "two-lengths": (s) => s.write(`HTTP/1.1 200 OK${CRLF}Content-Length: 2${CRLF}Content-Length: 2${CRLF}${CRLF}ok`),
+  "obs-fold": (s) => s.write(`HTTP/1.1 200 OK${CRLF}X-Folded: a${CRLF} b${CRLF}Content-Length: 2${CRLF}${CRLF}ok`),
+  "bare-lf": (s) => s.write(`HTTP/1.1 200 OK\nContent-Length: 2\n\nok`),
+  gzip: (s) => s.write(`HTTP/1.1 200 OK${CRLF}Transfer-Encoding: gzip${CRLF}${CRLF}zzzz`),
+  huge: (s) =>
+    s.write(`HTTP/1.1 200 OK${CRLF}X-Huge: ${"h".repeat(32 * 1024)}${CRLF}Content-Length: 2${CRLF}${CRLF}ok`),
+  interim: (s) =>
+    s.write(`HTTP/1.1 100 Continue${CRLF}${CRLF}HTTP/1.1 201 Created${CRLF}Content-Length: 7${CRLF}${CRLF}created`),
+  upgrade: (s) => s.write(`HTTP/1.1 101 Switching Protocols${CRLF}Upgrade: websocket${CRLF}${CRLF}`),
+  "no-content": (s) => s.write(`HTTP/1.1 204 No Content${CRLF}${CRLF}`),
+  head: (s) => s.write(`HTTP/1.1 200 OK${CRLF}Content-Length: 1234${CRLF}${CRLF}`),
+  close: (s) => s.write(`HTTP/1.1 200 OK${CRLF}Connection: close${CRLF}Content-Length: 2${CRLF}${CRLF}ok`),
+  "until-close": (s) => {
+    s.write(`HTTP/1.1 200 OK${CRLF}${CRLF}all of it`);
+    s.end();
+  },
+  "dies-after-head": (s) => {
+    s.write(`HTTP/1.1 200 OK${CRLF}Content-Length: 100${CRLF}${CRLF}only ten b`);
+    s.end();
+  },
+  "dies-before-answer": (s) => s.end(),
+  "chunked-dies-before-body": (s) => {
+    s.write(`HTTP/1.1 200 OK${CRLF}Transfer-Encoding: chunked${CRLF}${CRLF}`);
+    s.end();
+  },
+  "chunked-streams": (s) => {
+    s.write(`HTTP/1.1 200 OK${CRLF}Transfer-Encoding: chunked${CRLF}${CRLF}5${CRLF}first${CRLF}`);
+    setTimeout(() => s.write(`6${CRLF}second${CRLF}0${CRLF}Trailer-X: 1${CRLF}${CRLF}`), 50);
+  },
+  "chunked-stalls": (s) =>
+    s.write(`HTTP/1.1 200 OK${CRLF}Transfer-Encoding: chunked${CRLF}${CRLF}5${CRLF}first${CRLF}`),
+  big: (s) => s.write(`HTTP/1.1 200 OK${CRLF}Content-Length: ${BIG.length}${CRLF}${CRLF}${BIG}`),
+  "big-in-parts": (s) => {
+    // The head alone, then the body in three writes: past the head it bypasses the parser.
+    s.write(`HTTP/1.1 200 OK${CRLF}Content-Length: ${BIG.length}${CRLF}${CRLF}`);
+    const third = Math.ceil(BIG.length / 3);
+    setTimeout(() => s.write(BIG.slice(0, third)), 10);
+    setTimeout(() => s.write(BIG.slice(third, 2 * third)), 20);
+    setTimeout(() => s.write(BIG.slice(2 * third)), 30);
+  },
+  "big-and-more": (s) => {
+    s.write(`HTTP/1.1 200 OK${CRLF}Content-Length: ${BIG.length}${CRLF}${CRLF}`);
+    setTimeout(() => s.write(`${BIG}extra bytes`), 10);
+  },
+  "too-big": (s) => s.write(`HTTP/1.1 200 OK${CRLF}Content-Length: ${LIMITS.maxResponseBytes + 1}${CRLF}${CRLF}xx`),
+  silent: () => {},
+  extra: (s) => s.write(`HTTP/1.1 200 OK${CRLF}Content-Length: 2${CRLF}${CRLF}okHTTP/1.1 200 OK${CRLF}${CRLF}`),
+};
+
+let server: TCPSocketListener<Conn>;
+let connections = 0;
+const open = new Set<Socket<Conn>>();
+
+function answer(socket: Socket<Conn>, chunk: Buffer): void {
+  const conn = socket.data;
+  conn.pending += chunk.toString("latin1");
+  for (;;) {
+    const end = conn.pending.indexOf(CRLF + CRLF);
+    if (end < 0) return;
+    const head = conn.pending.slice(0, end);
+    const length = Number(/\r\ncontent-length: (\d+)/i.exec(head)?.[1] ?? 0);
+    if (conn.pending.length < end + 4 + length) return;
+    conn.pending = conn.pending.slice(end + 4 + length);
+    conn.requests.push(head);
+    const target = /^[A-Z]+ \/([^ ?]*)/.exec(head)?.[1] ?? "";
+    scripts[target]?.(socket);
+  }
+}
+
+beforeAll(() => {
+  server = Bun.listen<Conn>({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      open(socket) {
+        socket.data = { id: ++connections, requests: [], pending: "" };
+        open.add(socket);
+      },
+      data: answer,
+      close(socket) {
+        open.delete(socket);
+      },
+    },
+  });
+});
+
+afterAll(() => server.stop(true));
+
+const pool = () => new H1Pool(`127.0.0.1:${server.port}`);
+const send = (p: H1Pool, script: string, method = "GET", timeoutMs = 2_000): Promise<HttpOutcome> =>
+  p.send(method, `/${script}`, new Headers(), null, timeoutMs, LIMITS);
+
+function responseOf(outcome: HttpOutcome): Response {
+  if (outcome.kind !== "response") throw new Error(`expected a response, got ${JSON.stringify(outcome)}`);
+  return outcome.response;
+}
+
+function refusal(outcome: HttpOutcome): InvalidUpstreamResponse {
+  if (outcome.kind !== "error") throw new Error(`expected an error, got ${outcome.kind}`);
+  expect(outcome.error).toBeInstanceOf(InvalidUpstreamResponse);
+  return outcome.error as InvalidUpstreamResponse;
+}
+
+describe("answers", () => {
+  test("a small body is read inside the try; hop-by-hop headers and those Connection names are dropped", async () => {
+    const p = pool();
+    const response = responseOf(await send(p, "ok"));
+    expect(response.headers.get("keep-alive")).toBeNull();
+    expect(response.headers.get("x-kept")).toBe("1");
+    expect(await response.text()).toBe("ok");
+    const named = responseOf(await send(p, "connection-named"));
+    expect(named.headers.get("x-private")).toBeNull();
+    expect(named.headers.get("connection")).toBeNull();
+    p.close();
+  });
+
+  test("the request carries Host (the endpoint), the headers given, and Content-Length from the body", async () => {
+    const p = pool();
+    const before = connections;
+    const headers = new Headers({ "x-request-id": "abc", "content-length": "999", host: "client.example" });
+    const body = new TextEncoder().encode('{"title":"x"}');
+    responseOf(await p.send("POST", "/ok?a=1", headers, body, 2_000, LIMITS));
+    const socket = [...open].find((s) => s.data.id === before + 1)!;
+    const head = socket.data.requests[0]!;
+    expect(head.split(CRLF)[0]).toBe("POST /ok?a=1 HTTP/1.1");
+    expect(head).toContain(`${CRLF}host: 127.0.0.1:${server.port}`);
+    expect(head).toContain(`${CRLF}x-request-id: abc`);
+    expect(head).toContain(`${CRLF}content-length: ${body.byteLength}`);
+    expect(head).not.toContain("client.example");
+    expect(head).not.toContain("999");
+    p.close();
+  });
+
+  test("1xx answers are skipped; a 101 nobody asked for is refused", async () => {
+    const p = pool();
+    const created = responseOf(await send(p, "interim"));
+    expect(created.status).toBe(201);
+    expect(await created.text()).toBe("created");
+    expect(refusal(await send(p, "upgrade")).title).toBe("Upstream switched protocols");
+    p.close();
+  });
+
+  test("no body: HEAD (with the GET's length), 204; a body delimited by the connection's close", async () => {
+    const p = pool();
+    const head = responseOf(await send(p, "head", "HEAD"));
+    expect(head.headers.get("content-length")).toBe("1234");
+    expect(head.body).toBeNull();
+    const empty = responseOf(await send(p, "no-content"));
+    expect(empty.status).toBe(204);
+    expect(empty.body).toBeNull();
+    expect(await responseOf(await send(p, "until-close")).text()).toBe("all of it");
+    p.close();
+  });
+
+  test("a body over SMALL_BODY_BYTES streams, whole", async () => {
+    const p = pool();
+    expect(await responseOf(await send(p, "big")).text()).toBe(BIG);
+    p.close();
+  });
+
+  test("a streamed body with a Content-Length, in parts: whole, and the connection carries the next answer", async () => {
+    const p = pool();
+    expect(await responseOf(await send(p, "big-in-parts")).text()).toBe(BIG);
+    expect(p.idleCount).toBe(1);
+    expect(await responseOf(await send(p, "big-in-parts")).text()).toBe(BIG);
+    expect(await responseOf(await send(p, "ok")).text()).toBe("ok");
+    expect(p.opened).toBe(1);
+    p.close();
+  });
+
+  test("bytes past the declared length close the connection; the body delivered is the declared one", async () => {
+    const p = pool();
+    expect(await responseOf(await send(p, "big-and-more")).text()).toBe(BIG);
+    expect(p.openCount).toBe(0);
+    p.close();
+  });
+
+  test("a body past maxResponseBytes by its Content-Length is handed over unread", async () => {
+    const p = pool();
+    const response = responseOf(await send(p, "too-big"));
+    expect(response.headers.get("content-length")).toBe(String(LIMITS.maxResponseBytes + 1));
+    await response.body!.cancel();
+    p.close();
+  });
+});
+
+describe("failures inside the try", () => {
+  test("an upstream that dies after its head (declared 100 bytes, sent 10) is an error, not a response", async () => {
+    const outcome = await send(pool(), "dies-after-head");
+    expect(outcome.kind).toBe("error");
+    if (outcome.kind === "error") expect(outcome.error.message).toContain("before the body was complete");
+  });
+
+  test("one that closes without answering is an error (the request may have been read)", async () => {
+    const outcome = await send(pool(), "dies-before-answer");
+    expect(outcome.kind).toBe("error");
+  });
+
+  test("a chunked body that fails before its first chunk is an error; one that streams is passed on, trailers dropped", async () => {
+    const p = pool();
+    expect((await send(p, "chunked-dies-before-body")).kind).toBe("error");
+    expect(await responseOf(await send(p, "chunked-streams")).text()).toBe("firstsecond");
+    p.close();
+  });
+
+  test("no answer within the timeout: a timeout outcome, and the connection is closed", async () => {
+    const p = pool();
+    expect((await send(p, "silent", "GET", 150)).kind).toBe("timeout");
+    expect(p.openCount).toBe(0);
+    p.close();
+  });
+
+  test("a streaming body that goes silent is cut once it has been silent for the try's timeout", async () => {
+    const p = pool();
+    const response = responseOf(await send(p, "chunked-stalls", "GET", 500));
+    const started = performance.now();
+    await expect(response.text()).rejects.toThrow();
+    expect(performance.now() - started).toBeGreaterThanOrEqual(450);
+    p.close();
+  });
+
+  test("nothing listening: a connect error (safe to retry anywhere)", async () => {
+    const closed = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = closed.port;
+    closed.stop(true);
+    const outcome = await new H1Pool(`127.0.0.1:${port}`).send("POST", "/", new Headers(), null, 2_000, LIMITS);
+    expect(outcome.kind).toBe("connect-error");
+  });
+});
+
+describe("refused answers close their connection", () => {
+  test.each([
+    ["both", "Upstream response framing is ambiguous"],
+    ["two-lengths", "Upstream response framing is ambiguous"],
+    ["obs-fold", "Upstream response is not valid HTTP"],
+    ["bare-lf", "Upstream response is not valid HTTP"],
+    ["gzip", "Upstream response framing is not supported"],
+    ["huge", "Upstream response headers too large"],
+  ])("%s → %s", async (script, title) => {
+    const p = pool();
+    responseOf(await send(p, "ok"));
+    expect(p.idleCount).toBe(1);
+    expect(refusal(await send(p, script)).title).toBe(title);
+    expect(p.openCount).toBe(0);
+    // The next try opens a connection of its own.
+    const before = connections;
+    responseOf(await send(p, "ok"));
+    expect(connections - before).toBe(1);
+    p.close();
+  });
+
+  test("bytes after the answer (a second answer nobody asked for) close the connection", async () => {
+    const p = pool();
+    expect(await responseOf(await send(p, "extra")).text()).toBe("ok");
+    await Bun.sleep(20);
+    expect(p.openCount).toBe(0);
+    p.close();
+  });
+});
+
+describe("the pool", () => {
+  test("keeps connections alive and reuses them; Connection: close and a cancelled body are not reused", async () => {
+    const p = pool();
+    const before = connections;
+    for (let i = 0; i < 5; i++) expect(await responseOf(await send(p, "ok")).text()).toBe("ok");
+    expect(connections - before).toBe(1);
+    const answers = await Promise.all(Array.from({ length: 8 }, () => send(p, "ok")));
+    for (const a of answers) expect(await responseOf(a).text()).toBe("ok");
+    expect(p.opened).toBe(8);
+    expect(p.idleCount).toBe(8);
+    responseOf(await send(p, "close"));
+    await Bun.sleep(20);
+    expect(p.idleCount).toBe(7);
+    const streamed = responseOf(await send(p, "chunked-stalls"));
+    await streamed.body!.cancel();
+    expect(p.idleCount).toBe(6);
+    p.close();
+    await Bun.sleep(20);
+    expect(p.openCount).toBe(0);
+  });
+
+  test(`an idle connection is closed after ${IDLE_TIMEOUT_MS} ms, before common servers' keep-alive timeouts (5 s)`, async () => {
+    const p = pool();
+    responseOf(await send(p, "ok"));
+    expect(p.idleCount).toBe(1);
+    await Bun.sleep(IDLE_TIMEOUT_MS - 500);
+    expect(p.idleCount).toBe(1);
+    await Bun.sleep(1_800);
+    expect(p.idleCount).toBe(0);
+    expect(p.openCount).toBe(0);
+  }, 10_000);
+
+  test("a request body larger than the socket takes at once is written whole (drain)", async () => {
+    let received = 0;
+    const echo = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      maxRequestBodySize: 64 * 1024 * 1024,
+      async fetch(req) {
+        received = (await req.arrayBuffer()).byteLength;
+        return new Response(String(received));
+      },
+    });
+    const p = new H1Pool(`127.0.0.1:${echo.port}`);
+    const body = new Uint8Array(16 * 1024 * 1024).fill(7);
+    const response = responseOf(await p.send("POST", "/", new Headers(), body, 10_000, LIMITS));
+    expect(await response.text()).toBe(String(body.byteLength));
+    expect(received).toBe(body.byteLength);
+    p.close();
+    echo.stop(true);
+  }, 20_000);
+});
+
+describe("TLS", () => {
+  let ca: Awaited<ReturnType<typeof createCa>>;
+  let other: Awaited<ReturnType<typeof createCa>>;
+  let tlsServer: ReturnType<typeof Bun.serve>;
+  let client: { cert: string; key: string };
+
+  beforeAll(async () => {
+    ca = await createCa("h1 test CA");
+    other = await createCa("another CA");
+    const serverCert = await issue(ca, { commonName: "webapp", dnsNames: ["webapp.test"], usage: "server" });
+    const clientCert = await issue(ca, { commonName: "gateway", usage: "client" });
+    client = { cert: clientCert.cert, key: clientCert.key };
+    tlsServer = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      tls: { cert: serverCert.cert, key: serverCert.key, ca: ca.cert, requestCert: true, rejectUnauthorized: true },
+      fetch: () => new Response("secret"),
+    });
+  });
+
+  afterAll(() => tlsServer.stop(true));
+
+  const tlsPool = (tls: { ca: string; cert?: string; key?: string; serverName: string }) =>
+    new H1Pool(`127.0.0.1:${tlsServer.port}`, () => tls);
+
+  test("the name and the client certificate check out: the answer comes back over TLS", async () => {
+    const p = tlsPool({ ca: ca.cert, ...client, serverName: "webapp.test" });
+    expect(await responseOf(await send(p, "")).text()).toBe("secret");
+    expect(await responseOf(await send(p, "")).text()).toBe("secret");
+    expect(p.opened).toBe(1);
+    p.close();
+  });
+
+  test("a certificate for another name, or from another CA, is refused before anything is sent", async () => {
+    for (const tls of [
+      { ca: ca.cert, ...client, serverName: "rpcapp.test" },
+      { ca: other.cert, ...client, serverName: "webapp.test" },
+    ]) {
+      const outcome = await send(tlsPool(tls), "");
+      expect(outcome.kind).toBe("connect-error");
+    }
+  });
+
+  test("without a client certificate the server refuses the connection", async () => {
+    const outcome = await send(tlsPool({ ca: ca.cert, serverName: "webapp.test" }), "");
+    expect(outcome.kind === "connect-error" || outcome.kind === "error").toBe(true);
+  });
+});

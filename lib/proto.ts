@@ -5,11 +5,12 @@
  * `bun build --compile` binary: `protoLoader.loadSync(path)` would look for a file that a clean
  * image does not have (see docs/design.md, "Known traps"). A file that exists on disk wins over the
  * embedded copy, so a gateway can be pointed at a proto shipped in a ConfigMap.
+ *
+ * Parsing needs protobufjs only; what grpc-js needs (package definitions) is in lib/grpc-proto.ts,
+ * so the gateway, which speaks gRPC with its own client, does not load grpc-js at start-up.
  */
 import { existsSync, readFileSync } from "node:fs";
 import { isAbsolute, resolve } from "node:path";
-import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
 import protobuf from "protobufjs";
 import healthProto from "../proto/grpc/health/v1/health.proto" with { type: "text" };
 import userverifyProto from "../proto/userverify.proto" with { type: "text" };
@@ -18,15 +19,6 @@ import userverifyProto from "../proto/userverify.proto" with { type: "text" };
 export const EMBEDDED_PROTOS: Readonly<Record<string, string>> = {
   "userverify.proto": userverifyProto,
   "grpc/health/v1/health.proto": healthProto,
-};
-
-/** Options shared by every loader, so the gateway and rpcapp see the same field names. */
-export const PROTO_OPTIONS: protoLoader.Options = {
-  keepCase: true,
-  longs: String,
-  enums: String,
-  defaults: true,
-  oneofs: true,
 };
 
 export class ProtoLoadError extends Error {
@@ -73,19 +65,4 @@ export function parseProtos(files: readonly string[], baseDir = process.cwd()): 
   for (const file of files) visit(file, baseDir);
   root.resolveAll();
   return root;
-}
-
-/** A grpc-js package definition for the given proto files. */
-export function loadPackageDefinition(files: readonly string[], baseDir?: string): protoLoader.PackageDefinition {
-  return packageDefinitionFromRoot(parseProtos(files, baseDir));
-}
-
-/** A grpc-js package definition for an already parsed Root. */
-export function packageDefinitionFromRoot(root: protobuf.Root): protoLoader.PackageDefinition {
-  return protoLoader.fromJSON(root.toJSON(), PROTO_OPTIONS);
-}
-
-/** A grpc-js object tree (`pkg.userverify.UserVerify`, …) for the given proto files. */
-export function loadGrpcObject(files: readonly string[], baseDir?: string): grpc.GrpcObject {
-  return grpc.loadPackageDefinition(loadPackageDefinition(files, baseDir));
 }

@@ -12,13 +12,11 @@ import { bufferedLogger, createLogger } from "../../lib/log.ts";
 import { createMetricsRegistry } from "../../lib/telemetry/metrics.ts";
 import { startTracing } from "../../lib/telemetry/tracing.ts";
 import type { TlsListener } from "../../lib/tls-listener.ts";
-import { createAdminApp } from "./admin/app.ts";
 import { logCanaryEvent } from "./canary/event-log.ts";
 import { AdminAuth } from "./admin/auth.ts";
 import { checkRoutesFile, EX_CONFIG } from "./check.ts";
 import { ConfigError } from "./config/load.ts";
 import { ConfigReloader, type LoadedConfig, loadConfigFile } from "./config/reload.ts";
-import { Dashboard } from "./dashboard/index.ts";
 import { type EdgeMaterial, startEdgeTls } from "./edge/tls-listener.ts";
 import { TrafficRecorder } from "./dashboard/traffic.ts";
 import { applyHeaderLimit } from "./limits.ts";
@@ -114,16 +112,6 @@ const reloader = new ConfigReloader({
     await https?.recheck();
   },
 });
-const dashboard = new Dashboard({
-  gateway,
-  identity,
-  lifecycle,
-  rateLimiter,
-  reloader,
-  peers,
-  traffic,
-  ...(settings.adminToken ? { peerToken: settings.adminToken } : {}),
-});
 // Once bound, the shared public port gets traffic at once (SO_REUSEPORT has no readiness gate):
 // resolve the upstreams' names first (each lookup is bounded), or the first requests answer 503.
 await Promise.all([...gateway.upstreams.values()].map((u) => u.ready));
@@ -171,6 +159,22 @@ try {
   console.error(`gateway: cannot start the HTTPS listener on port ${settings.httpsPort}: ${(err as Error).message}`);
   process.exit(1);
 }
+// The admin plane (Elysia: the API, the dashboard, /metrics) is loaded once the public listener
+// serves, so its module loading is not on the way to the first proxied request.
+const [{ createAdminApp }, { Dashboard }] = await Promise.all([
+  import("./admin/app.ts"),
+  import("./dashboard/index.ts"),
+]);
+const dashboard = new Dashboard({
+  gateway,
+  identity,
+  lifecycle,
+  rateLimiter,
+  reloader,
+  peers,
+  traffic,
+  ...(settings.adminToken ? { peerToken: settings.adminToken } : {}),
+});
 // With ADMIN_TOKEN every admin route but /metrics and the probes needs it; without, settings.ts
 // has kept the listener on loopback unless ADMIN_INSECURE says otherwise (docs/security.md).
 const admin = createAdminApp(gateway, identity, lifecycle, metrics.registry, {

@@ -11,7 +11,7 @@ import { decodeJwt, exportJWK, exportSPKI, generateKeyPair, SignJWT, UnsecuredJW
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { loadGrpcObject } from "../../lib/proto.ts";
+import { loadGrpcObject } from "../../lib/grpc-proto.ts";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
 import { REPO_ROOT, spawnService, type Spawned, stopAll, waitFor } from "../../scripts/stack/testing/processes.ts";
 import { apiKeyDigest } from "../src/auth/api-key.ts";

@@ -1,7 +1,7 @@
 /** Active health checks: HTTP GET /readyz and gRPC grpc.health.v1.Health/Check, against stub servers. */
 import { afterAll, describe, expect, test } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
-import { loadGrpcObject } from "../../lib/proto.ts";
+import { loadGrpcObject } from "../../lib/grpc-proto.ts";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
 import { waitFor } from "../../scripts/stack/testing/processes.ts";
 import { dispatch } from "../src/upstream/dispatch.ts";

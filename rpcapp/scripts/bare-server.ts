@@ -7,7 +7,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { envPort } from "../../lib/env.ts";
-import { loadPackageDefinition } from "../../lib/proto.ts";
+import { loadPackageDefinition } from "../../lib/grpc-proto.ts";
 import { USER_VERIFY_SERVICE } from "../src/server.ts";
 import { serviceDefinition } from "../src/service-definition.ts";
 import { verifyUser } from "../src/verify.ts";

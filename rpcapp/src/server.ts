@@ -8,7 +8,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { ServiceIdentity } from "../../lib/env.ts";
 import type { Lifecycle } from "../../lib/lifecycle.ts";
 import type { Logger } from "../../lib/log.ts";
-import { loadPackageDefinition } from "../../lib/proto.ts";
+import { loadPackageDefinition } from "../../lib/grpc-proto.ts";
 import { HealthService } from "./health.ts";
 import { accessInterceptor, type RpcTelemetry } from "./interceptor.ts";
 import { addReflection } from "./reflection.ts";

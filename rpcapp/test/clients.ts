@@ -4,7 +4,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { FileDescriptorProto } from "protobufjs/ext/descriptor";
-import { loadPackageDefinition } from "../../lib/proto.ts";
+import { loadPackageDefinition } from "../../lib/grpc-proto.ts";
 import { reflectionDefinition } from "../src/reflection.ts";
 import { serviceDefinition } from "../src/service-definition.ts";
 

@@ -14,7 +14,7 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import * as tls from "node:tls";
-import { loadPackageDefinition } from "../../lib/proto.ts";
+import { loadPackageDefinition } from "../../lib/grpc-proto.ts";
 import { createCa, ensureLocalPki, issue, type LocalPki, loadCa, localIdentities } from "../../scripts/tls/pki.ts";
 import { freePorts } from "../../scripts/stack/testing/ports.ts";
 import {

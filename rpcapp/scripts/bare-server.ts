@@ -18,6 +18,7 @@ const server = new grpc.Server({
   "grpc.keepalive_time_ms": 60_000,
   "grpc.keepalive_timeout_ms": 20_000,
   "grpc.max_receive_message_length": 1024 * 1024,
+  "grpc.enable_channelz": 0,
 });
 const definition = loadPackageDefinition(["userverify.proto"]);
 server.addService(serviceDefinition(definition, USER_VERIFY_SERVICE), { VerifyUser: verifyUser });

@@ -82,6 +82,15 @@ class Exchange {
     /** The try's timeout; also the silence a streaming body may keep between chunks. */
     readonly timeoutMs: number,
   ) {}
+
+  /** Settles the try with the answer's head and `body`. */
+  respond(body: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null): void {
+    this.settled = true;
+    this.resolve({
+      kind: "response",
+      response: new Response(body, { status: this.status, statusText: this.statusText, headers: this.headers! }),
+    });
+  }
 }
 
 class Connection {
@@ -341,19 +350,9 @@ class Connection {
     }
     this.exchange = undefined;
     clearTimeout(exchange.timer);
-    if (!exchange.settled) {
-      exchange.settled = true;
-      const { chunks } = exchange;
-      const body = exchange.isHead || nullBodyStatus(exchange.status) ? null : concat(chunks);
-      exchange.resolve({
-        kind: "response",
-        response: new Response(body, {
-          status: exchange.status,
-          statusText: exchange.statusText,
-          headers: exchange.headers!,
-        }),
-      });
-    } else if (exchange.controller) {
+    if (!exchange.settled)
+      exchange.respond(exchange.isHead || nullBodyStatus(exchange.status) ? null : concat(exchange.chunks));
+    else if (exchange.controller) {
       exchange.controller.close();
     }
     this.#release();
@@ -361,7 +360,6 @@ class Connection {
 
   /** Settles the try with a streamed body (its first chunk about to be enqueued, or never read). */
   #settleStream(exchange: Exchange): void {
-    exchange.settled = true;
     clearTimeout(exchange.timer);
     // Between chunks, the same span of silence the try had before its answer.
     exchange.timer = setTimeout(() => this.#streamStalled(exchange), exchange.timeoutMs);
@@ -387,14 +385,7 @@ class Connection {
       },
       { highWaterMark: 64 * 1024, size: (chunk) => chunk?.byteLength ?? 0 },
     );
-    exchange.resolve({
-      kind: "response",
-      response: new Response(body, {
-        status: exchange.status,
-        statusText: exchange.statusText,
-        headers: exchange.headers!,
-      }),
-    });
+    exchange.respond(body);
   }
 
   #release(): void {

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Socket, TCPSocketListener } from "bun";
 import { H1Pool, IDLE_TIMEOUT_MS } from "../src/proxy/h1-client.ts";
 import { type HttpOutcome, InvalidUpstreamResponse, SMALL_BODY_BYTES } from "../src/proxy/http.ts";
+import { limitResponseSize } from "../src/proxy/response-limit.ts";
 import { createCa, issue } from "../../scripts/tls/pki.ts";
 
 const CRLF = "\r\n";
@@ -78,6 +79,23 @@ const scripts: Record<string, (socket: Socket<Conn>) => void> = {
   },
   "too-big": (s) => s.write(`HTTP/1.1 200 OK${CRLF}Content-Length: ${LIMITS.maxResponseBytes + 1}${CRLF}${CRLF}xx`),
   silent: () => {},
+  "odd-status": (s) => s.write(`HTTP/1.1 999 Odd${CRLF}Content-Length: 2${CRLF}${CRLF}ok`),
+  "low-status": (s) =>
+    s.write(
+      `HTTP/1.1 050 Low${CRLF}Content-Length: 2${CRLF}${CRLF}noHTTP/1.1 200 OK${CRLF}Content-Length: 2${CRLF}${CRLF}ok`,
+    ),
+  "odd-connection": (s) =>
+    s.write(
+      `HTTP/1.1 200 OK${CRLF}Connection: close;, x y, X-Drop${CRLF}X-Drop: 1${CRLF}Content-Length: 2${CRLF}${CRLF}ok`,
+    ),
+  "fill-then-stall": (s) =>
+    // More than the stream's high-water mark at once (the socket is paused), then silence.
+    s.write(
+      `HTTP/1.1 200 OK${CRLF}Transfer-Encoding: chunked${CRLF}${CRLF}${(200 * 1024).toString(16)}${CRLF}${"f".repeat(200 * 1024)}${CRLF}`,
+    ),
+  "head-large": (s) => s.write(`HTTP/1.1 200 OK${CRLF}Content-Length: ${LIMITS.maxResponseBytes * 5}${CRLF}${CRLF}`),
+  "not-modified-large": (s) =>
+    s.write(`HTTP/1.1 304 Not Modified${CRLF}Content-Length: ${LIMITS.maxResponseBytes * 5}${CRLF}${CRLF}`),
   extra: (s) => s.write(`HTTP/1.1 200 OK${CRLF}Content-Length: 2${CRLF}${CRLF}okHTTP/1.1 200 OK${CRLF}${CRLF}`),
 };
 
@@ -209,6 +227,29 @@ describe("answers", () => {
     p.close();
   });
 
+  test("HEAD and 304 declaring a length past maxResponseBytes carry no body: nothing for the cap to refuse", async () => {
+    const p = pool();
+    for (const [script, method] of [
+      ["head-large", "HEAD"],
+      ["not-modified-large", "GET"],
+    ] as const) {
+      const response = responseOf(await send(p, script, method));
+      expect(response.body).toBeNull();
+      expect(response.headers.get("content-length")).toBe(String(LIMITS.maxResponseBytes * 5));
+      expect(limitResponseSize(response, LIMITS.maxResponseBytes).ok).toBe(true);
+    }
+    expect(p.opened).toBe(1);
+    p.close();
+  });
+
+  test("a Connection header naming things that are not header names: the names that are go, the rest is ignored", async () => {
+    const p = pool();
+    const response = responseOf(await send(p, "odd-connection"));
+    expect(response.headers.get("x-drop")).toBeNull();
+    expect(await response.text()).toBe("ok");
+    p.close();
+  });
+
   test("a body past maxResponseBytes by its Content-Length is handed over unread", async () => {
     const p = pool();
     const response = responseOf(await send(p, "too-big"));
@@ -253,6 +294,17 @@ describe("failures inside the try", () => {
     p.close();
   });
 
+  test("a streaming body that stalls after the client's side was full (socket paused, then resumed) is still cut", async () => {
+    const p = pool();
+    const response = responseOf(await send(p, "fill-then-stall", "GET", 300));
+    await Bun.sleep(100);
+    const started = performance.now();
+    await expect(response.text()).rejects.toThrow();
+    expect(performance.now() - started).toBeLessThan(3_000);
+    expect(p.openCount).toBe(0);
+    p.close();
+  });
+
   test("nothing listening: a connect error (safe to retry anywhere)", async () => {
     const closed = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
     const port = closed.port;
@@ -270,6 +322,8 @@ describe("refused answers close their connection", () => {
     ["bare-lf", "Upstream response is not valid HTTP"],
     ["gzip", "Upstream response framing is not supported"],
     ["huge", "Upstream response headers too large"],
+    ["odd-status", "Upstream response is not valid HTTP"],
+    ["low-status", "Upstream response is not valid HTTP"],
   ])("%s → %s", async (script, title) => {
     const p = pool();
     responseOf(await send(p, "ok"));

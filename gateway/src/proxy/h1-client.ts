@@ -45,6 +45,9 @@ export interface ClientTls {
   serverName: string;
 }
 
+/** An HTTP token (RFC 9110 §5.6.2): what a header name is. */
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
 /** Idle connections kept per endpoint; one released beyond this is closed. */
 export const MAX_IDLE = 256;
 /** An idle connection unused this long is closed (within SWEEP_MS more). */
@@ -72,6 +75,8 @@ class Exchange {
   bodyBytes = 0;
   chunks: Uint8Array<ArrayBuffer>[] = [];
   controller: ReadableStreamDefaultController<Uint8Array> | undefined;
+  /** The socket is paused because the client's side of the stream is full. */
+  paused = false;
   /** The head is in: a failure from here on (after settling) cuts the body. */
   headDone = false;
 
@@ -84,12 +89,19 @@ class Exchange {
   ) {}
 
   /** Settles the try with the answer's head and `body`. */
-  respond(body: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null): void {
+  /** Settles the try with the answer's head and `body`; false if that is no valid Response (then an error outcome). */
+  respond(body: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null): boolean {
     this.settled = true;
-    this.resolve({
-      kind: "response",
-      response: new Response(body, { status: this.status, statusText: this.statusText, headers: this.headers! }),
-    });
+    let response: Response;
+    try {
+      response = new Response(body, { status: this.status, statusText: this.statusText, headers: this.headers! });
+    } catch (err) {
+      const error = new InvalidUpstreamResponse("Upstream response is not valid HTTP", (err as Error).message);
+      this.resolve({ kind: "error", error });
+      return false;
+    }
+    this.resolve({ kind: "response", response });
+    return true;
   }
 }
 
@@ -171,9 +183,7 @@ class Connection {
       this.#passBody(exchange, chunk);
       return;
     }
-    this.parsing = true;
-    const result = this.parser.execute(chunk);
-    this.parsing = false;
+    const result = this.#parse(() => this.parser.execute(chunk));
     if (result instanceof Error) this.#refuse(parseError(result));
     // Bytes after the answer (the start of one nobody asked for), or a close decided in a callback.
     else if (this.stray || this.closeAfterParse) this.destroy();
@@ -181,6 +191,21 @@ class Connection {
       // The head is parsed and the length known: the rest of the body bypasses the parser.
       const rest = exchange.length - exchange.bodyBytes;
       if (rest > 0) this.passThrough = rest;
+    }
+  }
+
+  /**
+   * Runs the parser (its callbacks run inside); an exception from a callback — an answer that
+   * cannot become a Response — is returned as the parse error it amounts to.
+   */
+  #parse<T>(run: () => T): T | (Error & { code: string }) {
+    this.parsing = true;
+    try {
+      return run();
+    } catch (err) {
+      return Object.assign(err instanceof Error ? err : new Error(String(err)), { code: "HPE_USER" });
+    } finally {
+      this.parsing = false;
     }
   }
 
@@ -211,7 +236,7 @@ class Connection {
     const exchange = this.exchange;
     if (exchange && !error) {
       // A body delimited by the connection's end completes here.
-      const result = this.parser.finish();
+      const result = this.#parse(() => this.parser.finish());
       // HPE_INVALID_EOF_STATE: the message was not complete (told below as a close mid-answer).
       if (result instanceof Error && this.exchange && result.code !== "HPE_INVALID_EOF_STATE") {
         this.#refuse(parseError(result));
@@ -229,6 +254,11 @@ class Connection {
     }
     if (!this.closed) this.socket?.terminate();
     this.closedBySocket();
+  }
+
+  #armStall(exchange: Exchange): void {
+    clearTimeout(exchange.timer);
+    exchange.timer = setTimeout(() => this.#streamStalled(exchange), exchange.timeoutMs);
   }
 
   #streamStalled(exchange: Exchange): void {
@@ -258,6 +288,10 @@ class Connection {
     if (raw) for (const item of raw) exchange.raw.push(item);
     const names = exchange.raw;
     exchange.raw = [];
+    if (status < 100 || status > 599) {
+      this.#refuse(new InvalidUpstreamResponse("Upstream response is not valid HTTP", `status ${status}`));
+      return 0;
+    }
     if (status < 200) {
       if (status === 101) {
         this.#refuse(new InvalidUpstreamResponse("Upstream switched protocols", "the upstream answered 101 unasked"));
@@ -307,7 +341,8 @@ class Connection {
     if (connectionNames)
       for (const name of connectionNames.split(",")) {
         const trimmed = name.trim();
-        if (trimmed) headers.delete(trimmed);
+        // Only header names can name headers; anything else in the list names nothing.
+        if (TOKEN.test(trimmed)) headers.delete(trimmed);
       }
     exchange.status = status;
     exchange.statusText = statusText;
@@ -315,8 +350,13 @@ class Connection {
     exchange.headDone = true;
     exchange.length = exchange.isHead || nullBodyStatus(status) ? 0 : length;
     // Above the response cap the body is left unread: proxy/response-limit.ts refuses it by its length.
-    exchange.streams = !(length >= 0 && length <= SMALL_BODY_BYTES && length <= exchange.limits.maxResponseBytes);
-    if (exchange.streams && length > exchange.limits.maxResponseBytes) this.#settleStream(exchange);
+    const bodyLength = exchange.length;
+    exchange.streams = !(
+      bodyLength >= 0 &&
+      bodyLength <= SMALL_BODY_BYTES &&
+      bodyLength <= exchange.limits.maxResponseBytes
+    );
+    if (exchange.streams && bodyLength > exchange.limits.maxResponseBytes) this.#settleStream(exchange);
     // 1: no body follows (the answer to HEAD declares the GET's length without sending it).
     return exchange.isHead ? 1 : 0;
   }
@@ -337,6 +377,7 @@ class Connection {
     else {
       // The client's side is full: the upstream waits for us, not the other way round.
       clearTimeout(exchange.timer);
+      exchange.paused = true;
       this.socket?.pause();
     }
   }
@@ -350,27 +391,29 @@ class Connection {
     }
     this.exchange = undefined;
     clearTimeout(exchange.timer);
-    if (!exchange.settled)
-      exchange.respond(exchange.isHead || nullBodyStatus(exchange.status) ? null : concat(exchange.chunks));
-    else if (exchange.controller) {
-      exchange.controller.close();
-    }
+    if (!exchange.settled) {
+      if (!exchange.respond(exchange.isHead || nullBodyStatus(exchange.status) ? null : concat(exchange.chunks))) {
+        this.destroy();
+        return;
+      }
+    } else if (exchange.controller) exchange.controller.close();
     this.#release();
   }
 
   /** Settles the try with a streamed body (its first chunk about to be enqueued, or never read). */
   #settleStream(exchange: Exchange): void {
-    clearTimeout(exchange.timer);
     // Between chunks, the same span of silence the try had before its answer.
-    exchange.timer = setTimeout(() => this.#streamStalled(exchange), exchange.timeoutMs);
+    this.#armStall(exchange);
     const body = new ReadableStream<Uint8Array>(
       {
         start: (controller) => {
           exchange.controller = controller;
         },
         pull: () => {
-          if (this.exchange !== exchange || !this.socket) return;
-          exchange.timer?.refresh();
+          if (this.exchange !== exchange || !this.socket || !exchange.paused) return;
+          // A cleared timer cannot be refreshed: the silence is timed afresh from here.
+          exchange.paused = false;
+          this.#armStall(exchange);
           this.socket.resume();
         },
         cancel: () => {
@@ -385,7 +428,11 @@ class Connection {
       },
       { highWaterMark: 64 * 1024, size: (chunk) => chunk?.byteLength ?? 0 },
     );
-    exchange.respond(body);
+    if (!exchange.respond(body)) {
+      exchange.controller = undefined;
+      if (this.exchange === exchange) this.exchange = undefined;
+      this.destroy();
+    }
   }
 
   #release(): void {
@@ -474,6 +521,8 @@ function parseError(error: Error & { code?: string }): Error {
         "Upstream response framing is ambiguous",
         "the response has both Content-Length and Transfer-Encoding, or Content-Length twice",
       );
+    case "HPE_USER":
+      return new InvalidUpstreamResponse("Upstream response is not valid HTTP", error.message);
     default:
       return new InvalidUpstreamResponse(
         "Upstream response is not valid HTTP",

@@ -16,16 +16,15 @@
 import { context, trace } from "@opentelemetry/api";
 import type { SpanExporter } from "@opentelemetry/sdk-trace";
 import { freePort } from "../scripts/stack/testing/ports.ts";
-import { startClientSpan, startServerSpan } from "../lib/telemetry/spans.ts";
+import { headersGetter, headersSetter, startClientSpan, startServerSpan } from "../lib/telemetry/spans.ts";
 import { startTracing } from "../lib/telemetry/tracing.ts";
+import { spawn, stop, waitHttp } from "./procs.ts";
 
 const MODES = ["unsampled", "recorded", "exported"] as const;
 type Mode = (typeof MODES)[number];
 const IN_FLIGHT = 64;
 const PER_WORKER = 3_000;
 
-const headersGetter = { get: (h: Headers, k: string) => h.get(k) ?? undefined, keys: (h: Headers) => [...h.keys()] };
-const headersSetter = { set: (h: Headers, k: string, v: string) => h.set(k, v) };
 const turn = () => new Promise((resolve) => setImmediate(resolve));
 const dropping = {
   export: (_spans: unknown, done: (result: { code: number }) => void) => done({ code: 0 }),
@@ -102,16 +101,19 @@ if (mode) {
 }
 
 const port = await freePort();
-const sinkProc = Bun.spawn([process.execPath, `${import.meta.dir}/upstream.ts`, String(port)], {
+const sinkProc = spawn("otlp sink", [process.execPath, `${import.meta.dir}/upstream.ts`, String(port)], {
   stdout: "ignore",
   stderr: "inherit",
 });
 try {
-  await Bun.sleep(300);
+  await waitHttp(`http://127.0.0.1:${port}/readyz`, sinkProc);
   const figures = new Map<Mode, number>();
   for (const m of MODES) {
-    const child = Bun.spawn([process.execPath, import.meta.path, m, `127.0.0.1:${port}`], { stderr: "inherit" });
-    const out = await new Response(child.stdout).text();
+    const child = spawn(`spans ${m}`, [process.execPath, import.meta.path, m, `127.0.0.1:${port}`], {
+      stdout: "pipe",
+      stderr: "inherit",
+    });
+    const out = await new Response(child.stdout as ReadableStream).text();
     if ((await child.exited) !== 0) throw new Error(`the ${m} run failed`);
     figures.set(m, Number(out.trim()));
   }
@@ -120,6 +122,5 @@ try {
   for (const [m, us] of figures)
     console.log(`  ${m.padEnd(10)} ${us.toFixed(2).padStart(6)}  ${(us / base).toFixed(2)}×`);
 } finally {
-  sinkProc.kill();
-  await sinkProc.exited;
+  await stop(sinkProc);
 }

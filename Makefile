@@ -62,6 +62,10 @@ smoke: install ## Seed requests + load-balancing check through the gateway (GATE
 build: install ## Compile each service into a single binary in dist/
 	$(BUN) scripts/build.ts
 
+.PHONY: bytecode-order
+bytecode-order: install ## Re-record <service>/bytecode.order (what each binary runs first; make build lays it out first)
+	$(BUN) scripts/bytecode-order.ts
+
 .PHONY: bench
 bench: install ## Proxy benchmark: direct, bare Bun, nginx, HAProxy, Portico lean/full/gRPC, TLS rows (BENCH_SECONDS; BENCH_STACK=1 adds the full stack)
 	$(BUN) bench/run.ts

@@ -1,6 +1,6 @@
 /**
  * The runtime image, proved without Docker: the gateway is compiled exactly as the Dockerfile's
- * build stage does (scripts/cluster/images.ts COMPILE_FLAGS) and run the way the distroless runtime
+ * build stage does (scripts/cluster/images.ts compileFlags) and run the way the distroless runtime
  * stage runs it — in an otherwise empty root holding only the binary, the shared libraries `ldd`
  * lists (with the ELF interpreter) and routes.yaml, plus /proc (which every container runtime
  * mounts), as uid/gid 65532 with no capabilities, on a read-only filesystem — and it serves: its
@@ -40,7 +40,7 @@ import {
   waitFor,
   waitForHttp,
 } from "../../scripts/stack/testing/processes.ts";
-import { COMPILE_FLAGS } from "../../scripts/cluster/images.ts";
+import { compileFlags } from "../../scripts/cluster/images.ts";
 
 const NONROOT = 65532;
 const TOOLS = ["unshare", "chroot", "mount", "ldd"];
@@ -130,7 +130,7 @@ describe.skipIf(!runnable)("the compiled gateway in an empty, read-only root as 
     const binary = join(work, "gateway");
     const started = performance.now();
     const build = Bun.spawnSync(
-      [process.execPath, "build", ...COMPILE_FLAGS, "gateway/src/main.ts", "--outfile", binary],
+      [process.execPath, "build", ...compileFlags("gateway"), "gateway/src/main.ts", "--outfile", binary],
       { cwd: REPO_ROOT },
     );
     buildSeconds = (performance.now() - started) / 1000;

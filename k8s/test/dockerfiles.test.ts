@@ -11,7 +11,8 @@ import type { IDeployment } from "kubernetes-models/apps/v1/Deployment";
 import { validate as lintDockerfile } from "dockerfile-utils";
 import {
   BUILD_INPUTS,
-  COMPILE_FLAGS,
+  bytecodeOrderFile,
+  compileFlags,
   dockerfileOf,
   RUNTIME_BASE_DIGEST,
   SERVICES,
@@ -61,15 +62,24 @@ describe.each([...SERVICES])("%s/Dockerfile", (service) => {
     expect(runtime.from.getImageDigest()).toBe(RUNTIME_BASE_DIGEST);
   });
 
-  test("installs from the lockfile without devDependencies and compiles src/main.ts with --compile --bytecode --format=esm", () => {
+  test("installs from the lockfile without devDependencies and compiles src/main.ts with --compile --bytecode --format=esm and its bytecode order", () => {
     const runs = byKeyword(build, "RUN").map(argsOf);
     expect(runs).toContainEqual(["bun", "install", "--frozen-lockfile", "--production"]);
     const compile = runs.find((args) => args[0] === "bun" && args[1] === "build")!;
     expect(compile).toBeDefined();
     expect(compile).toEqual(
-      expect.arrayContaining([...COMPILE_FLAGS, `${service}/src/main.ts`, "--outfile", `/out/${service}`]),
+      expect.arrayContaining([...compileFlags(service), `${service}/src/main.ts`, "--outfile", `/out/${service}`]),
     );
     expect(existsSync(join(REPO_ROOT, service, "src/main.ts"))).toBe(true);
+    // The order file is read by that RUN: it must be in the build context and copied before it.
+    const order = bytecodeOrderFile(service);
+    expect(existsSync(join(REPO_ROOT, order))).toBe(true);
+    expect(isInBuildContext(order, dockerignore)).toBe(true);
+    expect(
+      byKeyword(build, "COPY")
+        .flatMap((c) => argsOf(c).slice(0, -1))
+        .some((c) => order.startsWith(c)),
+    ).toBe(true);
   });
 
   test("runs, as numeric non-root user 65532, exactly the binary it compiled, and nothing needs a shell", () => {

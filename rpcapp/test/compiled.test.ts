@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePorts } from "../../scripts/stack/testing/ports.ts";
-import { COMPILE_FLAGS } from "../../scripts/cluster/images.ts";
+import { compileFlags } from "../../scripts/cluster/images.ts";
 import {
   REPO_ROOT,
   spawnProcess,
@@ -42,7 +42,7 @@ let clients: RpcappClients;
 
 beforeAll(async () => {
   const build = Bun.spawnSync(
-    [process.execPath, "build", ...COMPILE_FLAGS, "rpcapp/src/main.ts", "--outfile", binary],
+    [process.execPath, "build", ...compileFlags("rpcapp"), "rpcapp/src/main.ts", "--outfile", binary],
     { cwd: REPO_ROOT, stdout: "pipe", stderr: "pipe", timeout: 50_000 },
   );
   if (build.exitCode !== 0) throw new Error(`bun build --compile failed:\n${build.stderr.toString()}`);

@@ -8,7 +8,9 @@
  *         or in Redis with `redisUrl`), high enough never to refuse, so every request pays the
  *         whole check; traces sampled (parentbased_always_on, W3C traceparent passed upstream)
  *         and exported over OTLP/HTTP to `otlpEndpoint`; the access log at info, written to a file;
- *         RED metrics (always recorded).
+ *         RED metrics (always recorded). With `traceRatio` (make bench's "full-ratio" row), the same
+ *         with head sampling: that share of traces recorded and exported
+ *         (parentbased_traceidratio), every request still given a trace context passed upstream.
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -24,7 +26,10 @@ const REPO_ROOT = resolve(import.meta.dir, "..");
  */
 export const SERVICE_ROOT = process.env.BENCH_SERVICE_ROOT ? resolve(process.env.BENCH_SERVICE_ROOT) : REPO_ROOT;
 
-export type PorticoFlavour = { kind: "lean" } | { kind: "full"; otlpEndpoint: string; redisUrl?: string };
+export type PorticoFlavour =
+  | { kind: "lean" }
+  /** `traceRatio`: record that share of traces (parentbased_traceidratio); every trace by default. */
+  | { kind: "full"; otlpEndpoint: string; redisUrl?: string; traceRatio?: number };
 
 export interface PorticoOptions {
   flavour: PorticoFlavour;
@@ -88,7 +93,9 @@ export async function preparePortico(opts: PorticoOptions): Promise<PreparedPort
       : {
           LOG_LEVEL: "info",
           OTEL_EXPORTER_OTLP_ENDPOINT: flavour.otlpEndpoint,
-          OTEL_TRACES_SAMPLER: "parentbased_always_on",
+          ...(flavour.traceRatio === undefined
+            ? { OTEL_TRACES_SAMPLER: "parentbased_always_on" }
+            : { OTEL_TRACES_SAMPLER: "parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG: String(flavour.traceRatio) }),
           OTEL_BSP_SCHEDULE_DELAY: "1000",
         }),
   };

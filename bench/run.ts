@@ -52,6 +52,8 @@ const REPO_ROOT = resolve(import.meta.dir, "..");
 const seconds = Number(process.env.BENCH_SECONDS ?? 5);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
 const HIGH = 64;
+/** The "full-ratio" row's head sampling: a share of traces a busy production gateway might record. */
+const TRACE_RATIO = 0.1;
 const LOW = 8;
 const TARGET_KEYS = [
   "direct",
@@ -61,6 +63,7 @@ const TARGET_KEYS = [
   "lean",
   "full",
   "full-redis",
+  "full-ratio",
   "nginx-tls",
   "lean-tls",
   "grpc-direct",
@@ -173,7 +176,19 @@ try {
   // Three upstream processes; each serves one port per HTTP target (and one for the compiled gateway).
   // The lean gateway also serves /verify, so it is started (with its upstream ports) for either row.
   const httpKeys = (
-    ["direct", "bare", "nginx", "haproxy", "lean", "full", "full-redis", "nginx-tls", "lean-tls", "compiled"] as const
+    [
+      "direct",
+      "bare",
+      "nginx",
+      "haproxy",
+      "lean",
+      "full",
+      "full-redis",
+      "full-ratio",
+      "nginx-tls",
+      "lean-tls",
+      "compiled",
+    ] as const
   ).filter((key) => wanted(key) || (key === "lean" && wanted("verify")));
   const portsOf = new Map<string, number[]>();
   for (const key of httpKeys) portsOf.set(key, [await freePort(), await freePort(), await freePort()]);
@@ -321,6 +336,23 @@ try {
     );
     if (!("unavailable" in full) && full.logFile)
       accessLogs.push({ name: "full, limit in memory", file: full.logFile });
+  }
+  if (wanted("full-ratio")) {
+    const name = `Portico full, ${TRACE_RATIO * 100} % of traces recorded`;
+    const started = await tryStart(name, () =>
+      startPortico({
+        flavour: { kind: "full", otlpEndpoint: `http://127.0.0.1:${otlpSink.port}`, traceRatio: TRACE_RATIO },
+        upstreams: hostPorts("full-ratio"),
+        cpu: PROXY_CPU,
+      }),
+    );
+    add(
+      "full-ratio",
+      name,
+      "unavailable" in started ? started : http("full-ratio", `${started.url}/projects`, [started.proc.pid]),
+    );
+    if (!("unavailable" in started) && started.logFile)
+      accessLogs.push({ name: `full, ${TRACE_RATIO * 100} % of traces recorded`, file: started.logFile });
   }
   if (wanted("full-redis")) {
     const name = "Portico full, limit in Redis";

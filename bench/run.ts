@@ -71,6 +71,8 @@ const TARGET_KEYS = [
   "compiled",
 ] as const;
 type TargetKey = (typeof TARGET_KEYS)[number];
+/** The rows driven against rpcapp; every other row's upstreams are the trivial HTTP ones. */
+const GRPC_KEYS: ReadonlySet<TargetKey> = new Set(["grpc-direct", "verify"]);
 const only = process.env.BENCH_ONLY?.split(",").map((s) => s.trim());
 const unknown = only?.filter((k) => !(TARGET_KEYS as readonly string[]).includes(k)) ?? [];
 if (unknown.length) {
@@ -175,21 +177,9 @@ const otlpSink = Bun.serve({
 try {
   // Three upstream processes; each serves one port per HTTP target (and one for the compiled gateway).
   // The lean gateway also serves /verify, so it is started (with its upstream ports) for either row.
-  const httpKeys = (
-    [
-      "direct",
-      "bare",
-      "nginx",
-      "haproxy",
-      "lean",
-      "full",
-      "full-redis",
-      "full-ratio",
-      "nginx-tls",
-      "lean-tls",
-      "compiled",
-    ] as const
-  ).filter((key) => wanted(key) || (key === "lean" && wanted("verify")));
+  const httpKeys = TARGET_KEYS.filter((key) => !GRPC_KEYS.has(key)).filter(
+    (key) => wanted(key) || (key === "lean" && wanted("verify")),
+  );
   const portsOf = new Map<string, number[]>();
   for (const key of httpKeys) portsOf.set(key, [await freePort(), await freePort(), await freePort()]);
   const upstreamProcs: UpstreamProcess[] = [];

@@ -10,7 +10,9 @@
  * stack on loopback with the development routes (gateway/routes.yaml, static endpoints), each with
  * BUN_BYTECODE_ORDER_OUT set. Through the gateway go the smoke test's requests (create, read back,
  * list, verify: scripts/traffic/smoke-checks.ts), then one Prometheus scrape of every service; a
- * SIGTERM ends each, and Bun writes the file as the process exits.
+ * SIGTERM ends each, and Bun writes the file as the process exits. This is `make dev`'s setup:
+ * the SQLite store, no Redis, no trace exporter; what only those run in the cluster (the Redis store
+ * and limiter, the OTLP exporter) is laid out after the recorded functions, like a stale entry.
  *
  * Re-run it after a change that adds modules or start-up work. A stale file still applies: what it
  * does not name is laid out after what it does, so it costs nothing in correctness, only pages.
@@ -19,7 +21,7 @@
  *     --out   where the order files go, as DIR/<service>.order (default: each service's folder,
  *             as <service>/bytecode.order)
  */
-import { copyFileSync, mkdtempSync, rmSync, statSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -43,7 +45,9 @@ interface Running {
 async function waitReady(r: Running): Promise<void> {
   const deadline = performance.now() + READY_TIMEOUT_MS;
   while (performance.now() < deadline) {
-    if (r.proc.exitCode !== null) throw new ScriptError(`${r.service} exited (${r.proc.exitCode}) before it was ready`);
+    const { exitCode, signalCode } = r.proc;
+    if (exitCode !== null || signalCode !== null)
+      throw new ScriptError(`${r.service} exited (${signalCode ?? exitCode}) before it was ready`);
     try {
       if ((await fetch(`${r.statusUrl}/readyz`, { signal: AbortSignal.timeout(1000) })).ok) return;
     } catch {}
@@ -71,6 +75,16 @@ await main("bytecode-order", async () => {
   const wanted = new Set<Service>(positionals.length > 0 ? (positionals as Service[]) : SERVICES);
   const work = mkdtempSync(join(tmpdir(), "portico-bytecode-order-"));
   const running: Running[] = [];
+  const cleanUp = () => {
+    for (const r of running) if (r.proc.exitCode === null && r.proc.signalCode === null) r.proc.kill("SIGKILL");
+    rmSync(work, { recursive: true, force: true });
+  };
+  // Interrupted (Ctrl-C, a test's timeout): no service is left running, no folder behind.
+  for (const signal of ["SIGINT", "SIGTERM"] as const)
+    process.on(signal, () => {
+      cleanUp();
+      process.exit(130);
+    });
   try {
     step("compile each service without an order file");
     for (const service of SERVICES)
@@ -78,8 +92,11 @@ await main("bytecode-order", async () => {
 
     step("run them as a one-replica stack on loopback, recording");
     const [webappPort, rpcappPort, rpcappStatusPort, gatewayPort, adminPort] = await freePorts(5);
+    // Only what the run sets: nothing from the caller's shell (a STORE, REDIS_URL or sampler there)
+    // changes what is recorded.
     const common = (service: Service) => ({
-      ...process.env,
+      PATH: process.env.PATH ?? "/usr/bin:/bin",
+      HOME: process.env.HOME ?? tmpdir(),
       HOST: "127.0.0.1",
       INSTANCE_ID: `${service}-order`,
       LOG_LEVEL: "info",
@@ -87,7 +104,7 @@ await main("bytecode-order", async () => {
       BUN_BYTECODE_ORDER_OUT: join(work, `${service}.order`),
     });
     const env: Record<Service, Record<string, string | undefined>> = {
-      webapp: { ...common("webapp"), PORT: String(webappPort), DB_PATH: join(work, "webapp.sqlite") },
+      webapp: { ...common("webapp"), PORT: String(webappPort), STORE: "sqlite", DB_PATH: join(work, "webapp.sqlite") },
       rpcapp: { ...common("rpcapp"), PORT: String(rpcappPort), METRICS_PORT: String(rpcappStatusPort) },
       gateway: {
         ...common("gateway"),
@@ -125,25 +142,27 @@ await main("bytecode-order", async () => {
         `requests through the gateway failed:\n${failed.map((r) => `  ${r.check}: ${r.detail}`).join("\n")}`,
       );
     for (const r of running) {
-      const res = await fetch(`${r.statusUrl}/metrics`);
+      const res = await fetch(`${r.statusUrl}/metrics`, { signal: AbortSignal.timeout(5000) });
       if (!res.ok) throw new ScriptError(`${r.service}: GET /metrics answered ${res.status}`);
       await res.arrayBuffer();
     }
 
     step("stop each with SIGTERM (the order file is written at exit) and keep the files");
     for (const r of [...running].reverse()) await stopGracefully(r);
-    for (const r of running) {
-      if (!wanted.has(r.service)) continue;
-      const size = statSync(r.orderFile, { throwIfNoEntry: false })?.size ?? 0;
-      if (size === 0) throw new ScriptError(`${r.service} wrote no order file (${r.orderFile}): is this Bun ≥ 1.4?`);
+    // Every file checked before any is replaced: a failed run leaves the committed ones as they were.
+    const kept = running.filter((r) => wanted.has(r.service));
+    for (const r of kept)
+      if (!(statSync(r.orderFile, { throwIfNoEntry: false })?.size ?? 0))
+        throw new ScriptError(`${r.service} wrote no order file (${r.orderFile}): is this Bun ≥ 1.4?`);
+    if (values.out) mkdirSync(values.out, { recursive: true });
+    for (const r of kept) {
       const target = values.out
         ? join(values.out, `${r.service}.order`)
         : join(REPO_ROOT, bytecodeOrderFile(r.service));
       copyFileSync(r.orderFile, target);
-      console.log(`${r.service}: ${target} (${Math.round(size / 1024)} KiB)`);
+      console.log(`${r.service}: ${target} (${Math.round(statSync(target).size / 1024)} KiB)`);
     }
   } finally {
-    for (const r of running) if (r.proc.exitCode === null) r.proc.kill("SIGKILL");
-    rmSync(work, { recursive: true, force: true });
+    cleanUp();
   }
 });

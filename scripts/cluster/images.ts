@@ -8,10 +8,11 @@ export type Service = (typeof SERVICES)[number];
 export const IMAGE_REPOSITORY_PREFIX = "portico";
 
 /**
- * `bun build` flags for a service binary, in `make build` and in every Dockerfile's build stage
- * (k8s/test/dockerfiles.test.ts checks the Dockerfiles use exactly these). A compiled binary
- * would otherwise read a .env and a bunfig.toml from its working directory at start-up: a stray
- * file there must not change how a service runs (https://bun.sh/docs/bundler/executables).
+ * `bun build` flags every service binary shares; `compileFlags` adds each one's bytecode order,
+ * and that is what `make build` and every Dockerfile's build stage use (k8s/test/dockerfiles.test.ts
+ * checks). A compiled binary would otherwise read a .env and a bunfig.toml from its working
+ * directory at start-up: a stray file there must not change how a service runs
+ * (https://bun.sh/docs/bundler/executables).
  */
 export const COMPILE_FLAGS = [
   "--compile",

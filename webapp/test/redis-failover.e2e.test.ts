@@ -132,10 +132,12 @@ describe.skipIf(!hasRedis)("webapp behind Redis Sentinels (3 redis-server, 3 sen
       killedAt = performance.now();
       const promotionDeadline = killedAt + 20_000;
       while (performance.now() < promotionDeadline) {
-        if ((await set.masterPort().catch(() => oldMaster)) !== oldMaster) break;
+        if ((await set.masterPort().catch(() => oldMaster)) !== oldMaster) {
+          promotedAt = performance.now();
+          break;
+        }
         await Bun.sleep(50);
       }
-      promotedAt = performance.now();
     })();
     const result = await createLoad(webapp.url, "failover", {
       workers: 4,

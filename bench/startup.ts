@@ -1,7 +1,8 @@
 /**
  * Start-up time and memory of the compiled gateway (dist/gateway, `make build`), lean config:
  *   start    exec → first proxied 2xx (POST /projects polled every 2 ms), median of `trials`
- *   idle     RSS 1 s after that first 2xx
+ *   idle     RSS 1 s after that first 2xx, median of the same starts (it moves by ~2 MiB between
+ *            starts of one binary)
  *   load     highest RSS sampled every 100 ms during a 64-connection wrk run
  *   after    RSS 2 s after the load ends
  */
@@ -14,10 +15,18 @@ export interface StartupResult {
   binary: string;
   startMs: number[];
   medianStartMs: number;
+  /** Each start's idle RSS. */
+  idleRssEachMiB: number[];
+  /** Their median. */
   idleRssMiB: number;
   loadRssMiB: number;
   afterRssMiB: number;
   load: WrkResult;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
 }
 
 async function firstProxied2xx(url: string, proc: Subprocess, timeoutMs = 15_000): Promise<void> {
@@ -39,6 +48,7 @@ export async function benchStartup(opts: {
   trials?: number;
 }): Promise<StartupResult> {
   const startMs: number[] = [];
+  const idleRssEachMiB: number[] = [];
   const trials = opts.trials ?? 3;
   for (let trial = 1; trial <= trials; trial++) {
     const prepared = await preparePortico({
@@ -52,11 +62,12 @@ export async function benchStartup(opts: {
     try {
       await firstProxied2xx(prepared.url, proc);
       startMs.push(performance.now() - t0);
-      if (trial < trials) continue;
-      // Memory, on the last start only.
       await Bun.sleep(1000);
-      const idleRssMiB = rssMiB(proc.pid);
-      let loadRssMiB = idleRssMiB;
+      idleRssEachMiB.push(rssMiB(proc.pid));
+      if (trial < trials) continue;
+      // The load, on the last start only.
+      const idleRssMiB = median(idleRssEachMiB);
+      let loadRssMiB = idleRssEachMiB.at(-1)!;
       const sampler = setInterval(() => {
         loadRssMiB = Math.max(loadRssMiB, rssMiB(proc.pid) || 0);
       }, 100);
@@ -70,11 +81,11 @@ export async function benchStartup(opts: {
         cpu: LOAD_CPU,
       }).finally(() => clearInterval(sampler));
       await Bun.sleep(2000);
-      const sorted = [...startMs].sort((a, b) => a - b);
       return {
         binary: opts.binary,
         startMs,
-        medianStartMs: sorted[Math.floor(sorted.length / 2)]!,
+        medianStartMs: median(startMs),
+        idleRssEachMiB,
         idleRssMiB,
         loadRssMiB,
         afterRssMiB: rssMiB(proc.pid),

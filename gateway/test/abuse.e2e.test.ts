@@ -18,6 +18,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import http2 from "node:http2";
 import { connect } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { tmpdir } from "node:os";
@@ -943,9 +944,26 @@ describe.each([
 describe("limits that need a misbehaving upstream", () => {
   let gw: string;
   let stub: ReturnType<typeof Bun.serve>;
+  let grpcStub: http2.Http2Server | undefined;
   const MAX_RESPONSE = 1024 * 1024;
 
   beforeAll(async () => {
+    // A gRPC server whose every reply is a message past the limit (declared in its length prefix).
+    grpcStub = http2.createServer();
+    grpcStub.on("stream", (stream: http2.ServerHttp2Stream) => {
+      stream.on("error", () => {});
+      const frame = Buffer.alloc(5 + MAX_RESPONSE + 16, 0x61);
+      frame[0] = 0;
+      frame.writeUInt32BE(MAX_RESPONSE + 16, 1);
+      stream.respond(
+        { ":status": 200, "content-type": "application/grpc", "x-served-by": "grpc-stub" },
+        { waitForTrailers: true },
+      );
+      stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+      stream.end(frame);
+    });
+    const grpcPort = await freePort();
+    await new Promise<void>((resolve) => grpcStub!.listen(grpcPort, "127.0.0.1", resolve));
     stub = Bun.serve({
       hostname: "127.0.0.1",
       port: 0,
@@ -981,10 +999,12 @@ describe("limits that need a misbehaving upstream", () => {
       `limits: { idleTimeoutSec: ${IDLE_TIMEOUT_SEC}, maxResponseBytes: ${MAX_RESPONSE} }
 upstreams:
   stub: { protocol: http, endpoints: "127.0.0.1:${stub.port}", healthCheck: { enabled: false }, outlierDetection: { consecutiveFailures: 1000 } }
+  grpcstub: { protocol: grpc, endpoints: "127.0.0.1:${grpcPort}", proto: ${join(REPO_ROOT, "proto/userverify.proto")}, healthCheck: { enabled: false } }
 routes:
   - { name: slow, path: /slow, match: exact, upstream: stub, timeoutMs: 8000, retry: { attempts: 1 } }
   - { name: slow-timeout, path: /slow-timeout, match: exact, upstream: stub, timeoutMs: 3000, retry: { attempts: 1 } }
   - { name: stub, path: /stub, upstream: stub }
+  - { name: verify-big, path: /verify-big, match: exact, methods: [POST], upstream: grpcstub, grpc: { method: userverify.UserVerify/VerifyUser } }
 `,
     );
     const [port, adminPort] = [await freePort(), await freePort()];
@@ -1001,6 +1021,7 @@ routes:
 
   afterAll(async () => {
     stub?.stop(true);
+    grpcStub?.close();
     await stopAll();
   });
 
@@ -1045,6 +1066,22 @@ routes:
     expect(cut).toBe(true);
     // The gateway keeps serving after cutting a response.
     expect((await fetch(`${gw}/stub/small-streamed`)).status).toBe(200);
+  });
+
+  test("a gRPC reply over limits.maxResponseBytes: 502 as on the HTTP route, not a 429 telling the client to slow down", async () => {
+    const res = await fetch(`${gw}/verify-big`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ id: 121, token: "a$$" }),
+    });
+    const problem = (await res.json()) as { title: string; detail: string; upstream: string };
+    expect({ status: res.status, title: problem.title, upstream: problem.upstream }).toEqual({
+      status: 502,
+      title: "Upstream response too large",
+      upstream: "grpcstub",
+    });
+    expect(problem.detail).toContain(`${MAX_RESPONSE + 16}-byte reply message; the limit is ${MAX_RESPONSE}`);
+    expect(res.headers.get("x-served-by")).toBe("grpc-stub");
   });
 
   test("Host and X-Forwarded-* from an untrusted client are replaced, never passed on or extended", async () => {

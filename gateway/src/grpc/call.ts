@@ -25,6 +25,8 @@ export type GrpcOutcome =
       details: string;
       /** Nothing reached the endpoint (no connection, refused before processing): safe to retry. */
       unsent?: true;
+      /** The reply's declared length, over the limit: refused unread (the upstream's fault, not the caller's). */
+      replyTooLarge?: number;
     } & ReplicaIdentity);
 
 /** Makes one call on `channel` with the already encoded `request`; never rejects (a failure is a status). */
@@ -56,6 +58,7 @@ function toOutcome(method: GrpcMethod, result: UnaryResult): GrpcOutcome {
       code: result.code,
       details: result.details,
       ...(result.unsent ? { unsent: true } : {}),
+      ...(result.replyTooLarge !== undefined ? { replyTooLarge: result.replyTooLarge } : {}),
       ...replica,
     };
   let reply: Record<string, unknown>;

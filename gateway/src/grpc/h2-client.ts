@@ -27,7 +27,8 @@
  *
  * Per call: the `grpc-timeout` header from the time the caller gives it, and a local timer that
  * cancels the stream (RST_STREAM CANCEL) at that time → DEADLINE_EXCEEDED; replies over
- * `maxReplyBytes` → RESOURCE_EXHAUSTED (stream cancelled as soon as the prefix says so);
+ * `maxReplyBytes` → RESOURCE_EXHAUSTED with `replyTooLarge` (stream cancelled as soon as the
+ * prefix says so; grpc/route.ts answers it 502, the upstream's fault, as the HTTP route does);
  * compressed messages → INTERNAL (no grpc-encoding is offered, so none may come back).
  */
 import http2, {
@@ -75,6 +76,8 @@ export type UnaryResult =
        * to retry anywhere, whatever the method.
        */
       unsent?: true;
+      /** The reply's declared length, when it was over `maxReplyBytes` and refused unread. */
+      replyTooLarge?: number;
     };
 
 export interface ChannelOptions {
@@ -410,6 +413,7 @@ class UnaryCall {
         this.#abort(
           GrpcCode.RESOURCE_EXHAUSTED,
           `reply message larger than the limit (${this.#expected} > ${this.request.maxReplyBytes} bytes)`,
+          { replyTooLarge: this.#expected },
         );
     }
     if (!this.#done && this.#expected >= 0 && this.#received > FRAME_HEADER_BYTES + this.#expected)
@@ -474,9 +478,9 @@ class UnaryCall {
   }
 
   /** Ends the call with `code` and cancels its stream. */
-  #abort(code: GrpcCode, details: string): void {
+  #abort(code: GrpcCode, details: string, extra: { replyTooLarge?: number } = {}): void {
     const stream = this.#stream;
-    this.finish({ kind: "status", code, details, ...(this.#headers ? { headers: this.#headers } : {}) });
+    this.finish({ kind: "status", code, details, ...extra, ...(this.#headers ? { headers: this.#headers } : {}) });
     if (stream && !stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
   }
 

@@ -88,6 +88,18 @@ export async function transcodeGrpc(
   };
   if (outcome.kind === "reply")
     return new Response(JSON.stringify(outcome.reply), { status: 200, headers: { ...JSON_HEADERS, ...servedBy } });
+  // Refused by the gateway's own limit: the upstream's fault, answered as the HTTP route answers it
+  // (proxy/route.ts) — not grpc-gateway's 429 for RESOURCE_EXHAUSTED, which would tell the client
+  // to slow down.
+  if (outcome.replyTooLarge !== undefined)
+    return gatewayProblem({
+      status: 502,
+      title: "Upstream response too large",
+      requestId,
+      detail: `${upstream.name} answered with a ${outcome.replyTooLarge}-byte reply message; the limit is ${maxReplyBytes}`,
+      extensions: { upstream: upstream.name },
+      headers: servedBy,
+    });
   const status = httpStatusFromGrpc(outcome.code);
   const retryAfter: Record<string, string> = status === 503 ? { "retry-after": "1" } : {};
   return gatewayProblem({

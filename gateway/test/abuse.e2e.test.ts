@@ -945,6 +945,7 @@ describe("limits that need a misbehaving upstream", () => {
   let gw: string;
   let stub: ReturnType<typeof Bun.serve>;
   let grpcStub: http2.Http2Server | undefined;
+  let echoStub: http2.Http2Server | undefined;
   const MAX_RESPONSE = 1024 * 1024;
 
   beforeAll(async () => {
@@ -964,6 +965,23 @@ describe("limits that need a misbehaving upstream", () => {
     });
     const grpcPort = await freePort();
     await new Promise<void>((resolve) => grpcStub!.listen(grpcPort, "127.0.0.1", resolve));
+    // One that answers VerifyReply { message } with the trace metadata it received.
+    echoStub = http2.createServer();
+    echoStub.on("stream", (stream: http2.ServerHttp2Stream, headers) => {
+      stream.on("error", () => {});
+      stream.resume();
+      stream.on("end", () => {
+        const text = `traceparent=${headers.traceparent ?? ""} tracestate=${headers.tracestate ?? ""}`;
+        const message = Buffer.concat([Buffer.from([0x0a, Buffer.byteLength(text)]), Buffer.from(text)]);
+        const frame = Buffer.alloc(5);
+        frame.writeUInt32BE(message.length, 1);
+        stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+        stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+        stream.end(Buffer.concat([frame, message]));
+      });
+    });
+    const echoPort = await freePort();
+    await new Promise<void>((resolve) => echoStub!.listen(echoPort, "127.0.0.1", resolve));
     stub = Bun.serve({
       hostname: "127.0.0.1",
       port: 0,
@@ -1000,11 +1018,13 @@ describe("limits that need a misbehaving upstream", () => {
 upstreams:
   stub: { protocol: http, endpoints: "127.0.0.1:${stub.port}", healthCheck: { enabled: false }, outlierDetection: { consecutiveFailures: 1000 } }
   grpcstub: { protocol: grpc, endpoints: "127.0.0.1:${grpcPort}", proto: ${join(REPO_ROOT, "proto/userverify.proto")}, healthCheck: { enabled: false } }
+  grpcecho: { protocol: grpc, endpoints: "127.0.0.1:${echoPort}", proto: ${join(REPO_ROOT, "proto/userverify.proto")}, healthCheck: { enabled: false } }
 routes:
   - { name: slow, path: /slow, match: exact, upstream: stub, timeoutMs: 8000, retry: { attempts: 1 } }
   - { name: slow-timeout, path: /slow-timeout, match: exact, upstream: stub, timeoutMs: 3000, retry: { attempts: 1 } }
   - { name: stub, path: /stub, upstream: stub }
   - { name: verify-big, path: /verify-big, match: exact, methods: [POST], upstream: grpcstub, grpc: { method: userverify.UserVerify/VerifyUser } }
+  - { name: verify-echo, path: /verify-echo, match: exact, methods: [POST], upstream: grpcecho, grpc: { method: userverify.UserVerify/VerifyUser } }
 `,
     );
     const [port, adminPort] = [await freePort(), await freePort()];
@@ -1022,6 +1042,7 @@ routes:
   afterAll(async () => {
     stub?.stop(true);
     grpcStub?.close();
+    echoStub?.close();
     await stopAll();
   });
 
@@ -1082,6 +1103,24 @@ routes:
     });
     expect(problem.detail).toContain(`${MAX_RESPONSE + 16}-byte reply message; the limit is ${MAX_RESPONSE}`);
     expect(res.headers.get("x-served-by")).toBe("grpc-stub");
+  });
+
+  test("gRPC route, tracing off: the caller's trace id and tracestate reach the upstream's metadata", async () => {
+    const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const res = await fetch(`${gw}/verify-echo`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        traceparent: `00-${traceId}-00f067aa0ba902b7-01`,
+        tracestate: "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7",
+      },
+      body: JSON.stringify({ id: 121, token: "a$$" }),
+    });
+    expect(res.status).toBe(200);
+    const { message } = (await res.json()) as { message: string };
+    // The gateway's own span id as the parent, the caller's trace and sampled flag.
+    expect(message).toMatch(new RegExp(`^traceparent=00-${traceId}-[0-9a-f]{16}-01 `));
+    expect(message).toEndWith(" tracestate=congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
   });
 
   test("Host and X-Forwarded-* from an untrusted client are replaced, never passed on or extended", async () => {

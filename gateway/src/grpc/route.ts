@@ -66,6 +66,11 @@ export async function transcodeGrpc(
   setMetadata(metadata, "x-forwarded-for", ctx.clientIp);
   const userAgent = req.headers.get("user-agent");
   if (userAgent) setMetadata(metadata, "x-forwarded-user-agent", userAgent);
+  // The caller's vendor trace state travels on beside the traceparent (W3C Trace Context §3.3), as
+  // it does in an HTTP route's forwarded headers; when spans are recorded, the propagator writes
+  // the same state over it (telemetry/).
+  const tracestate = req.headers.get("tracestate");
+  if (tracestate) setMetadata(metadata, "tracestate", tracestate);
   route.auth?.copyClaimHeaders(req.headers, metadataWriter(metadata));
   // Checked above, so fromObject alters nothing; encoded once for every try.
   const message = method.encode(input as object);

@@ -42,6 +42,27 @@ describe("routes.yaml loading", () => {
     ).toBe(1500);
   });
 
+  test("a route without timeoutMs takes its upstream's; an upstream without one, 10 s", () => {
+    const config = parseConfig(
+      `upstreams:
+  slow: { protocol: http, endpoints: "127.0.0.1:1", timeoutMs: 30000 }
+  plain: { protocol: http, endpoints: "127.0.0.1:2" }
+routes:
+  - { name: inherits, path: /a, upstream: slow }
+  - { name: own, path: /b, upstream: slow, timeoutMs: 500 }
+  - { name: default, path: /c, upstream: plain }
+`,
+      "routes.yaml",
+      {},
+      ROOT,
+    );
+    expect(Object.fromEntries(config.routes.map((r) => [r.name, r.timeoutMs]))).toEqual({
+      inherits: 30_000,
+      own: 500,
+      default: 10_000,
+    });
+  });
+
   test("a misspelt key is rejected with its line, its field and a suggestion", () => {
     const text = shipped.replace("    methods: [GET, POST]", "    methds: [GET, POST]");
     const line = text.split("\n").findIndex((l) => l.includes("methds")) + 1;

@@ -244,11 +244,14 @@ export const RouteSchema = T.Object(
       }),
     ),
     upstream: T.String({ minLength: 1, description: "name of an entry in upstreams" }),
+    // No default of its own: unset, the route takes its upstream's timeoutMs (config/load.ts).
     timeoutMs: T.Optional(
-      Millis(
-        "total time for the upstream to answer, retries included, past it 504; unset: the upstream's timeoutMs",
-        10_000,
-      ),
+      T.Integer({
+        minimum: 1,
+        maximum: 3_600_000,
+        description:
+          "total time for the upstream to answer, retries included, past it 504 (default: the upstream's timeoutMs)",
+      }),
     ),
     maxBodyBytes: T.Optional(
       T.Integer({ minimum: 0, maximum: 64 * 1024 * 1024, description: "overrides limits.maxBodyBytes" }),

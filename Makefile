@@ -120,7 +120,7 @@ canary: install ## Release a new SERVICE=<webapp|rpcapp> as a canary the gateway
 	$(BUN) scripts/canary.ts $(SERVICE)
 
 .PHONY: load
-load: install ## Drive steady traffic through the gateway (LOAD_RPS, LOAD_DURATION_S) to show autoscaling
+load: install ## Drive steady traffic through the gateway (LOAD_RPS, LOAD_NEW_CONN_RPS, LOAD_DURATION_S) to show autoscaling
 	$(BUN) scripts/load.ts
 
 .PHONY: docs

@@ -6,7 +6,12 @@
  * Ctrl-C stops early and still reports.
  *
  * Which gateway: GATEWAY_URL; else `make dev`'s; else minikube's (`minikube service gateway`).
- * Environment: LOAD_RPS (default 300), LOAD_DURATION_S (180), LOAD_MAX_IN_FLIGHT (256).
+ * Environment: LOAD_RPS (default 300, over keep-alive connections), LOAD_NEW_CONN_RPS (100, each
+ * on a connection of its own, beside them), LOAD_DURATION_S (180), LOAD_MAX_IN_FLIGHT (256).
+ *
+ * Why new connections: a keep-alive connection stays with the gateway pod it was opened to, so
+ * pods the autoscaler adds would get none of the keep-alive load; clients that connect anew, as
+ * most real ones do now and then, are what reaches them.
  */
 import { chalk, which } from "zx";
 import { envInt } from "../lib/env.ts";
@@ -41,6 +46,7 @@ await main("make load", async () => {
   const rps = envInt("LOAD_RPS", 300, { min: 1, max: 100_000 });
   const durationS = envInt("LOAD_DURATION_S", 180, { min: 1, max: 86_400 });
   const maxInFlight = envInt("LOAD_MAX_IN_FLIGHT", 256, { min: 1, max: 100_000 });
+  const newConnectionRps = envInt("LOAD_NEW_CONN_RPS", 100, { min: 0, max: 10_000 });
 
   step("find the gateway");
   const gateway = await findGateway();
@@ -49,8 +55,10 @@ await main("make load", async () => {
   if (inCluster)
     console.log(chalk.dim(`watch the autoscalers in another terminal: kubectl -n ${NAMESPACE} get hpa -w`));
 
-  step(`${rps} requests/s for ${durationS} s (POST /projects/ and POST /verify/ in turn)`);
-  const load = new LoadGenerator(gateway.url, { rps, maxInFlight });
+  step(
+    `${rps} requests/s on keep-alive connections and ${newConnectionRps}/s each on a new one, for ${durationS} s (POST /projects/ and POST /verify/ in turn)`,
+  );
+  const load = new LoadGenerator(gateway.url, { rps, newConnectionRps, maxInFlight });
   let stopping: (() => void) | undefined;
   const stopped = new Promise<void>((resolve) => (stopping = resolve));
   process.once("SIGINT", () => stopping?.());

@@ -311,38 +311,26 @@ try {
     }
   }
 
-  if (wanted("full")) {
-    const full = await tryStart("Portico full", () =>
-      startPortico({
-        flavour: { kind: "full", otlpEndpoint: `http://127.0.0.1:${otlpSink.port}` },
-        upstreams: hostPorts("full"),
-        cpu: PROXY_CPU,
-      }),
-    );
-    add(
-      "full",
-      "Portico full, limit in memory",
-      "unavailable" in full ? full : http("full", `${full.url}/projects`, [full.proc.pid]),
-    );
-    if (!("unavailable" in full) && full.logFile)
-      accessLogs.push({ name: "full, limit in memory", file: full.logFile });
-  }
-  if (wanted("full-ratio")) {
-    const name = `Portico full, ${TRACE_RATIO * 100} % of traces recorded`;
+  // Every feature on, limit in memory: every trace recorded, or a share of them (head sampling).
+  for (const [key, name, traceRatio] of [
+    ["full", "Portico full, limit in memory", undefined],
+    ["full-ratio", `Portico full, ${TRACE_RATIO * 100} % of traces recorded`, TRACE_RATIO],
+  ] as const) {
+    if (!wanted(key)) continue;
     const started = await tryStart(name, () =>
       startPortico({
-        flavour: { kind: "full", otlpEndpoint: `http://127.0.0.1:${otlpSink.port}`, traceRatio: TRACE_RATIO },
-        upstreams: hostPorts("full-ratio"),
+        flavour: {
+          kind: "full",
+          otlpEndpoint: `http://127.0.0.1:${otlpSink.port}`,
+          ...(traceRatio === undefined ? {} : { traceRatio }),
+        },
+        upstreams: hostPorts(key),
         cpu: PROXY_CPU,
       }),
     );
-    add(
-      "full-ratio",
-      name,
-      "unavailable" in started ? started : http("full-ratio", `${started.url}/projects`, [started.proc.pid]),
-    );
+    add(key, name, "unavailable" in started ? started : http(key, `${started.url}/projects`, [started.proc.pid]));
     if (!("unavailable" in started) && started.logFile)
-      accessLogs.push({ name: `full, ${TRACE_RATIO * 100} % of traces recorded`, file: started.logFile });
+      accessLogs.push({ name: name.replace(/^Portico /, ""), file: started.logFile });
   }
   if (wanted("full-redis")) {
     const name = "Portico full, limit in Redis";

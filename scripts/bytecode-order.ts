@@ -28,32 +28,20 @@ import { parseArgs } from "node:util";
 import type { Subprocess } from "bun";
 import { main, run, ScriptError, step } from "./cli.ts";
 import { bytecodeOrderFile, COMPILE_FLAGS, SERVICES, type Service } from "./cluster/images.ts";
+import { waitReady } from "./stack/stack.ts";
 import { freePorts } from "./stack/testing/ports.ts";
 import { runSmoke } from "./traffic/smoke-checks.ts";
 
 const REPO_ROOT = resolve(import.meta.dir, "..");
-const READY_TIMEOUT_MS = 30_000;
 
 interface Running {
-  service: Service;
+  name: Service;
+  /** Polled by stack.ts `waitReady`. */
+  readyUrl: string;
   proc: Subprocess;
   orderFile: string;
   /** Where it answers /readyz and /metrics. */
   statusUrl: string;
-}
-
-async function waitReady(r: Running): Promise<void> {
-  const deadline = performance.now() + READY_TIMEOUT_MS;
-  while (performance.now() < deadline) {
-    const { exitCode, signalCode } = r.proc;
-    if (exitCode !== null || signalCode !== null)
-      throw new ScriptError(`${r.service} exited (${signalCode ?? exitCode}) before it was ready`);
-    try {
-      if ((await fetch(`${r.statusUrl}/readyz`, { signal: AbortSignal.timeout(1000) })).ok) return;
-    } catch {}
-    await Bun.sleep(20);
-  }
-  throw new ScriptError(`${r.service} was not ready at ${r.statusUrl}/readyz within ${READY_TIMEOUT_MS} ms`);
 }
 
 async function stopGracefully(r: Running): Promise<void> {
@@ -62,9 +50,9 @@ async function stopGracefully(r: Running): Promise<void> {
   const code = await Promise.race([r.proc.exited, Bun.sleep(15_000).then(() => "timeout" as const)]);
   if (code === "timeout") {
     r.proc.kill("SIGKILL");
-    throw new ScriptError(`${r.service} did not exit within 15 s of SIGTERM; its order file may be incomplete`);
+    throw new ScriptError(`${r.name} did not exit within 15 s of SIGTERM; its order file may be incomplete`);
   }
-  if (code !== 0) throw new ScriptError(`${r.service} exited ${code} on SIGTERM`);
+  if (code !== 0) throw new ScriptError(`${r.name} exited ${code} on SIGTERM`);
 }
 
 await main("bytecode-order", async () => {
@@ -120,14 +108,18 @@ await main("bytecode-order", async () => {
     const statusPort: Record<Service, number> = { webapp: webappPort!, rpcapp: rpcappStatusPort!, gateway: adminPort! };
     // Upstreams first: the gateway is only ready once it has found them.
     for (const service of ["webapp", "rpcapp", "gateway"] as const) {
+      const statusUrl = `http://127.0.0.1:${statusPort[service]}`;
       const r: Running = {
-        service,
+        name: service,
+        readyUrl: `${statusUrl}/readyz`,
         proc: Bun.spawn([join(work, service)], { cwd: work, env: env[service], stdout: "ignore", stderr: "inherit" }),
         orderFile: join(work, `${service}.order`),
-        statusUrl: `http://127.0.0.1:${statusPort[service]}`,
+        statusUrl,
       };
       running.push(r);
-      await waitReady(r);
+      await waitReady(r).catch((err: Error) => {
+        throw new ScriptError(err.message);
+      });
     }
 
     step("the smoke test's requests through the gateway, then a scrape of every service");
@@ -143,24 +135,22 @@ await main("bytecode-order", async () => {
       );
     for (const r of running) {
       const res = await fetch(`${r.statusUrl}/metrics`, { signal: AbortSignal.timeout(5000) });
-      if (!res.ok) throw new ScriptError(`${r.service}: GET /metrics answered ${res.status}`);
+      if (!res.ok) throw new ScriptError(`${r.name}: GET /metrics answered ${res.status}`);
       await res.arrayBuffer();
     }
 
     step("stop each with SIGTERM (the order file is written at exit) and keep the files");
     for (const r of [...running].reverse()) await stopGracefully(r);
     // Every file checked before any is replaced: a failed run leaves the committed ones as they were.
-    const kept = running.filter((r) => wanted.has(r.service));
+    const kept = running.filter((r) => wanted.has(r.name));
     for (const r of kept)
       if (!(statSync(r.orderFile, { throwIfNoEntry: false })?.size ?? 0))
-        throw new ScriptError(`${r.service} wrote no order file (${r.orderFile}): is this Bun ≥ 1.4?`);
+        throw new ScriptError(`${r.name} wrote no order file (${r.orderFile}): is this Bun ≥ 1.4?`);
     if (values.out) mkdirSync(values.out, { recursive: true });
     for (const r of kept) {
-      const target = values.out
-        ? join(values.out, `${r.service}.order`)
-        : join(REPO_ROOT, bytecodeOrderFile(r.service));
+      const target = values.out ? join(values.out, `${r.name}.order`) : join(REPO_ROOT, bytecodeOrderFile(r.name));
       copyFileSync(r.orderFile, target);
-      console.log(`${r.service}: ${target} (${Math.round(statSync(target).size / 1024)} KiB)`);
+      console.log(`${r.name}: ${target} (${Math.round(statSync(target).size / 1024)} KiB)`);
     }
   } finally {
     cleanUp();

@@ -273,10 +273,16 @@ export class Stack {
   }
 }
 
-export async function waitReady(p: StackProcess, timeoutMs = 30_000): Promise<void> {
+/** Polls `p.readyUrl` until it answers 200; fails at once when the process exits (or is killed by a signal). */
+export async function waitReady(
+  p: Pick<StackProcess, "name" | "readyUrl"> & { proc: Subprocess },
+  timeoutMs = 30_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (p.proc.exitCode !== null) throw new Error(`${p.name} exited with code ${p.proc.exitCode} before it was ready`);
+    const { exitCode, signalCode } = p.proc;
+    if (exitCode !== null || signalCode !== null)
+      throw new Error(`${p.name} exited with ${signalCode ?? `code ${exitCode}`} before it was ready`);
     try {
       const res = await fetch(p.readyUrl, { signal: AbortSignal.timeout(1000) });
       if (res.status === 200) return;

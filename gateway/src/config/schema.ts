@@ -7,8 +7,14 @@ import { type Static, Type as T } from "@sinclair/typebox";
 import { RouteAuthSchema } from "../auth/schema.ts";
 import { RateLimitSettingsSchema, RouteRateLimitSchema } from "../ratelimit/schema.ts";
 
-const Millis = (description: string, defaultValue: number) =>
-  T.Integer({ minimum: 1, maximum: 3_600_000, description, default: defaultValue });
+/** A duration in ms; without `defaultValue`, an unset one is worked out by the loader (config/load.ts). */
+const Millis = (description: string, defaultValue?: number) =>
+  T.Integer({
+    minimum: 1,
+    maximum: 3_600_000,
+    description,
+    ...(defaultValue === undefined ? {} : { default: defaultValue }),
+  });
 
 export const HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] as const;
 
@@ -93,11 +99,7 @@ export const RetrySchema = T.Object(
       T.Integer({ minimum: 0, maximum: 10_000, description: "retries always allowed at low traffic", default: 5 }),
     ),
     perTryTimeoutMs: T.Optional(
-      T.Integer({
-        minimum: 1,
-        maximum: 3_600_000,
-        description: "timeout of one try (default: none); the route's timeoutMs still bounds the whole request",
-      }),
+      Millis("timeout of one try (default: none); the route's timeoutMs still bounds the whole request"),
     ),
   },
   {
@@ -244,14 +246,10 @@ export const RouteSchema = T.Object(
       }),
     ),
     upstream: T.String({ minLength: 1, description: "name of an entry in upstreams" }),
-    // No default of its own: unset, the route takes its upstream's timeoutMs (config/load.ts).
     timeoutMs: T.Optional(
-      T.Integer({
-        minimum: 1,
-        maximum: 3_600_000,
-        description:
-          "total time for the upstream to answer, retries included, past it 504 (default: the upstream's timeoutMs)",
-      }),
+      Millis(
+        "total time for the upstream to answer, retries included, past it 504 (default: the upstream's timeoutMs)",
+      ),
     ),
     maxBodyBytes: T.Optional(
       T.Integer({ minimum: 0, maximum: 64 * 1024 * 1024, description: "overrides limits.maxBodyBytes" }),

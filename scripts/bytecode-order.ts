@@ -62,6 +62,7 @@ await main("bytecode-order", async () => {
     throw new ScriptError(`unknown service(s): ${unknown.join(", ")}; choose from ${SERVICES.join(", ")}`, 2);
   const wanted = new Set<Service>(positionals.length > 0 ? (positionals as Service[]) : SERVICES);
   const work = mkdtempSync(join(tmpdir(), "portico-bytecode-order-"));
+  const orderFileOf = (service: Service) => join(work, `${service}.order`);
   const running: Running[] = [];
   const cleanUp = () => {
     for (const r of running) if (r.proc.exitCode === null && r.proc.signalCode === null) r.proc.kill("SIGKILL");
@@ -89,7 +90,7 @@ await main("bytecode-order", async () => {
       INSTANCE_ID: `${service}-order`,
       LOG_LEVEL: "info",
       OTEL_EXPORTER_OTLP_ENDPOINT: "",
-      BUN_BYTECODE_ORDER_OUT: join(work, `${service}.order`),
+      BUN_BYTECODE_ORDER_OUT: orderFileOf(service),
     });
     const env: Record<Service, Record<string, string | undefined>> = {
       webapp: { ...common("webapp"), PORT: String(webappPort), STORE: "sqlite", DB_PATH: join(work, "webapp.sqlite") },
@@ -113,7 +114,7 @@ await main("bytecode-order", async () => {
         name: service,
         readyUrl: `${statusUrl}/readyz`,
         proc: Bun.spawn([join(work, service)], { cwd: work, env: env[service], stdout: "ignore", stderr: "inherit" }),
-        orderFile: join(work, `${service}.order`),
+        orderFile: orderFileOf(service),
         statusUrl,
       };
       running.push(r);

@@ -18,7 +18,6 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import http2 from "node:http2";
 import { connect } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { tmpdir } from "node:os";
@@ -26,6 +25,10 @@ import { join } from "node:path";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
 import { REPO_ROOT, spawnService, stopAll, waitFor } from "../../scripts/stack/testing/processes.ts";
 import { startTestStack, type TestStack } from "../../scripts/stack/testing/stack.ts";
+import { parseProtos } from "../../lib/proto.ts";
+import { resolveMethod } from "../src/grpc/method.ts";
+import { frameMessage } from "../src/grpc/wire.ts";
+import { answer, type RawServer, rawServer } from "./raw-h2-server.ts";
 
 /** What one probe sends, and what it may be answered with. */
 interface Probe {
@@ -944,44 +947,25 @@ describe.each([
 describe("limits that need a misbehaving upstream", () => {
   let gw: string;
   let stub: ReturnType<typeof Bun.serve>;
-  let grpcStub: http2.Http2Server | undefined;
-  let echoStub: http2.Http2Server | undefined;
+  let grpcStub: RawServer | undefined;
+  let echoStub: RawServer | undefined;
   const MAX_RESPONSE = 1024 * 1024;
+  const verify = resolveMethod(parseProtos(["proto/userverify.proto"]), "userverify.UserVerify/VerifyUser");
 
   beforeAll(async () => {
     // A gRPC server whose every reply is a message past the limit (declared in its length prefix).
-    grpcStub = http2.createServer();
-    grpcStub.on("stream", (stream: http2.ServerHttp2Stream) => {
-      stream.on("error", () => {});
-      const frame = Buffer.alloc(5 + MAX_RESPONSE + 16, 0x61);
-      frame[0] = 0;
-      frame.writeUInt32BE(MAX_RESPONSE + 16, 1);
-      stream.respond(
-        { ":status": 200, "content-type": "application/grpc", "x-served-by": "grpc-stub" },
-        { waitForTrailers: true },
-      );
-      stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
-      stream.end(frame);
-    });
-    const grpcPort = await freePort();
-    await new Promise<void>((resolve) => grpcStub!.listen(grpcPort, "127.0.0.1", resolve));
+    const tooLarge = frameMessage(Buffer.alloc(MAX_RESPONSE + 16, 0x61));
+    grpcStub = await rawServer((stream) =>
+      answer(stream, tooLarge, { "grpc-status": "0" }, { "x-served-by": "grpc-stub" }),
+    );
     // One that answers VerifyReply { message } with the trace metadata it received.
-    echoStub = http2.createServer();
-    echoStub.on("stream", (stream: http2.ServerHttp2Stream, headers) => {
-      stream.on("error", () => {});
+    echoStub = await rawServer((stream, headers) => {
       stream.resume();
       stream.on("end", () => {
-        const text = `traceparent=${headers.traceparent ?? ""} tracestate=${headers.tracestate ?? ""}`;
-        const message = Buffer.concat([Buffer.from([0x0a, Buffer.byteLength(text)]), Buffer.from(text)]);
-        const frame = Buffer.alloc(5);
-        frame.writeUInt32BE(message.length, 1);
-        stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
-        stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
-        stream.end(Buffer.concat([frame, message]));
+        const message = `traceparent=${headers.traceparent ?? ""} tracestate=${headers.tracestate ?? ""}`;
+        answer(stream, frameMessage(verify.responseType.encode({ message }).finish()), { "grpc-status": "0" });
       });
     });
-    const echoPort = await freePort();
-    await new Promise<void>((resolve) => echoStub!.listen(echoPort, "127.0.0.1", resolve));
     stub = Bun.serve({
       hostname: "127.0.0.1",
       port: 0,
@@ -1017,8 +1001,8 @@ describe("limits that need a misbehaving upstream", () => {
       `limits: { idleTimeoutSec: ${IDLE_TIMEOUT_SEC}, maxResponseBytes: ${MAX_RESPONSE} }
 upstreams:
   stub: { protocol: http, endpoints: "127.0.0.1:${stub.port}", healthCheck: { enabled: false }, outlierDetection: { consecutiveFailures: 1000 } }
-  grpcstub: { protocol: grpc, endpoints: "127.0.0.1:${grpcPort}", proto: ${join(REPO_ROOT, "proto/userverify.proto")}, healthCheck: { enabled: false } }
-  grpcecho: { protocol: grpc, endpoints: "127.0.0.1:${echoPort}", proto: ${join(REPO_ROOT, "proto/userverify.proto")}, healthCheck: { enabled: false } }
+  grpcstub: { protocol: grpc, endpoints: "${grpcStub.address}", proto: ${join(REPO_ROOT, "proto/userverify.proto")}, healthCheck: { enabled: false } }
+  grpcecho: { protocol: grpc, endpoints: "${echoStub.address}", proto: ${join(REPO_ROOT, "proto/userverify.proto")}, healthCheck: { enabled: false } }
 routes:
   - { name: slow, path: /slow, match: exact, upstream: stub, timeoutMs: 8000, retry: { attempts: 1 } }
   - { name: slow-timeout, path: /slow-timeout, match: exact, upstream: stub, timeoutMs: 3000, retry: { attempts: 1 } }

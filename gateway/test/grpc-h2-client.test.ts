@@ -7,7 +7,7 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
-import http2, { type Http2Session, type ServerHttp2Stream } from "node:http2";
+import http2, { type ServerHttp2Stream } from "node:http2";
 import net from "node:net";
 import { parseProtos } from "../../lib/proto.ts";
 import { loadPackageDefinition } from "../../lib/grpc-proto.ts";
@@ -18,6 +18,7 @@ import { resolveMethod } from "../src/grpc/method.ts";
 import { GrpcCode } from "../src/grpc/status.ts";
 import { decodeGrpcMessage, frameMessage, grpcTimeout, type MetadataHeaders, setMetadata } from "../src/grpc/wire.ts";
 import { classify } from "../src/upstream/outcome.ts";
+import { answer, type RawServer, rawServer as startRawServer } from "./raw-h2-server.ts";
 
 const verify = resolveMethod(parseProtos(["proto/userverify.proto"]), "userverify.UserVerify/VerifyUser");
 const REQUEST = verify.encode({ id: 7, token: "t" });
@@ -38,26 +39,11 @@ function call(ch: GrpcChannel, timeoutMs = 2_000, metadata: MetadataHeaders = {}
   return callUnary(ch, verify, REQUEST, metadata, timeoutMs, LIMIT);
 }
 
-/** A raw HTTP/2 server: `handle` answers each stream as the test wants. */
-async function rawServer(
-  handle: (stream: ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => void,
-  settings: http2.Settings = {},
-): Promise<{ address: string; sessions: Http2Session[]; close(): void }> {
-  const server = http2.createServer({ settings });
-  const sessions: Http2Session[] = [];
-  server.on("session", (s) => sessions.push(s));
-  server.on("stream", (stream, headers) => {
-    stream.on("error", () => {});
-    handle(stream as ServerHttp2Stream, headers);
-  });
-  const port = await freePort();
-  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
-  const close = () => {
-    for (const s of sessions) s.destroy();
-    server.close();
-  };
-  cleanup.push(close);
-  return { address: `127.0.0.1:${port}`, sessions, close };
+/** A raw HTTP/2 server (raw-h2-server.ts), closed when the file's tests end. */
+async function rawServer(...args: Parameters<typeof startRawServer>): Promise<RawServer> {
+  const server = await startRawServer(...args);
+  cleanup.push(() => server.close());
+  return server;
 }
 
 /**
@@ -108,16 +94,6 @@ async function resetServer(code: number): Promise<{ address: string; streams: nu
 }
 
 const reply = (message: string) => frameMessage(verify.responseType.encode({ message }).finish());
-
-/** Answers as a gRPC server does: headers, the message, trailers. */
-function answer(stream: ServerHttp2Stream, body: Buffer | null, trailers: Record<string, string>): void {
-  stream.respond(
-    { ":status": 200, "content-type": "application/grpc", "x-served-by": "raw" },
-    { waitForTrailers: true },
-  );
-  stream.on("wantTrailers", () => stream.sendTrailers(trailers));
-  stream.end(body ?? undefined);
-}
 
 describe("wire rules", () => {
   test("grpc-timeout is whole milliseconds, rounded up, in seconds past 8 digits", () => {

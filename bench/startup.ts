@@ -4,7 +4,8 @@
  *   idle     RSS 1 s after that first 2xx, median of the same starts (it moves by ~2 MiB between
  *            starts of one binary)
  *   load     highest RSS sampled every 100 ms during a 64-connection wrk run
- *   after    RSS 2 s after the load ends
+ *   after    RSS 2 s and 5 s after the load ends (GC_WHEN_IDLE collects ~0.5 s after it; what
+ *            that frees leaves the process over the next seconds)
  */
 import type { Subprocess } from "bun";
 import { postJson, PROJECT_BODY, preparePortico, spawnPortico } from "./portico.ts";
@@ -21,6 +22,7 @@ export interface StartupResult {
   idleRssMiB: number;
   loadRssMiB: number;
   afterRssMiB: number;
+  after5sRssMiB: number;
   load: WrkResult;
 }
 
@@ -81,6 +83,8 @@ export async function benchStartup(opts: {
         cpu: LOAD_CPU,
       }).finally(() => clearInterval(sampler));
       await Bun.sleep(2000);
+      const afterRssMiB = rssMiB(proc.pid);
+      await Bun.sleep(3000);
       return {
         binary: opts.binary,
         startMs,
@@ -88,7 +92,8 @@ export async function benchStartup(opts: {
         idleRssEachMiB,
         idleRssMiB,
         loadRssMiB,
-        afterRssMiB: rssMiB(proc.pid),
+        afterRssMiB,
+        after5sRssMiB: rssMiB(proc.pid),
         load,
       };
     } finally {

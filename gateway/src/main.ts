@@ -7,6 +7,7 @@
  * `gateway --check <routes.yaml>` validates a routes file and exits instead (check.ts).
  */
 import { EnvError } from "../../lib/env.ts";
+import { collectWhenIdle } from "../../lib/idle-gc.ts";
 import { Lifecycle } from "../../lib/lifecycle.ts";
 import { bufferedLogger, createLogger } from "../../lib/log.ts";
 import { createMetricsRegistry } from "../../lib/telemetry/metrics.ts";
@@ -213,6 +214,7 @@ lifecycle.onStop("rate limiter", () => rateLimiter.close());
 lifecycle.onStop("tracing", () => tracing.shutdown());
 lifecycle.handleSignals();
 reloader.start();
+collectWhenIdle(settings.gcWhenIdle, log);
 lifecycle.markReady();
 log.info(
   {

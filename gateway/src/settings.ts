@@ -62,6 +62,8 @@ export interface GatewaySettings {
   /** DRAIN_DELAY_MS, SHUTDOWN_TIMEOUT_MS (lib/lifecycle.ts). */
   drainDelayMs: number;
   shutdownTimeoutMs: number;
+  /** GC_WHEN_IDLE: a full collection and heap shrink when the process goes idle after work (lib/idle-gc.ts). */
+  gcWhenIdle: boolean;
   /** REDIS_URL: one rate-limit budget for every gateway; without it each process keeps its own. */
   redisUrl: string | undefined;
   /** DNS_SERVER (host:port): discovery asks this server instead of the system resolver. */
@@ -93,6 +95,7 @@ export function loadSettings(env: Env = process.env): GatewaySettings {
     routesFile: envString("ROUTES_FILE", "gateway/routes.yaml", env),
     drainDelayMs: envInt("DRAIN_DELAY_MS", 0, { min: 0 }, env),
     shutdownTimeoutMs: envInt("SHUTDOWN_TIMEOUT_MS", 20_000, { min: 100 }, env),
+    gcWhenIdle: envBool("GC_WHEN_IDLE", true, env),
     redisUrl: envString("REDIS_URL", "", env) || undefined,
     dnsServer: dnsServer("DNS_SERVER", env),
     peers: {

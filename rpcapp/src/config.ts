@@ -25,6 +25,8 @@ export interface RpcappConfig {
   maxConnectionAgeGraceMs: number;
   drainDelayMs: number;
   shutdownTimeoutMs: number;
+  /** GC_WHEN_IDLE: a full collection and heap shrink when the process goes idle after work (lib/idle-gc.ts). */
+  gcWhenIdle: boolean;
   /** LOG_PROBES: access lines for health checks and reflection too (see above). */
   logProbes: boolean;
   /** TLS on the gRPC port; undefined: plain text (see above). */
@@ -42,6 +44,7 @@ export function loadConfig(env: Env = process.env): RpcappConfig {
     maxConnectionAgeGraceMs: envInt("GRPC_MAX_CONNECTION_AGE_GRACE_MS", 10_000, { min: 0 }, env),
     drainDelayMs: envInt("DRAIN_DELAY_MS", 0, { min: 0 }, env),
     shutdownTimeoutMs: envInt("SHUTDOWN_TIMEOUT_MS", 10_000, { min: 100 }, env),
+    gcWhenIdle: envBool("GC_WHEN_IDLE", true, env),
     logProbes: envBool("LOG_PROBES", false, env),
     tls: serviceTlsFromEnv(env),
   };

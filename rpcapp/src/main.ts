@@ -4,6 +4,7 @@
  */
 import { faultFromEnv } from "../../lib/fault.ts";
 import { serviceIdentity } from "../../lib/env.ts";
+import { collectWhenIdle } from "../../lib/idle-gc.ts";
 import { Lifecycle } from "../../lib/lifecycle.ts";
 import { createLogger } from "../../lib/log.ts";
 import { createMetricsRegistry, GrpcServerMetrics } from "../../lib/telemetry/metrics.ts";
@@ -61,6 +62,7 @@ try {
   // Last, so the spans of the calls drained above are exported too.
   lifecycle.onStop("tracing", () => tracing.shutdown());
   lifecycle.handleSignals();
+  collectWhenIdle(config.gcWhenIdle, log);
   lifecycle.markReady();
   log.info(
     {

@@ -35,6 +35,8 @@ export interface WebappConfig {
   maxJsonDepth: number;
   drainDelayMs: number;
   shutdownTimeoutMs: number;
+  /** GC_WHEN_IDLE: a full collection and heap shrink when the process goes idle after work (lib/idle-gc.ts). */
+  gcWhenIdle: boolean;
   /** LOG_PROBES: access-log /healthz and /readyz too (off: the gateways' health checks would fill the log). */
   logProbes: boolean;
 }
@@ -65,6 +67,7 @@ export function loadConfig(env: Env = process.env): WebappConfig {
     maxJsonDepth: envInt("MAX_JSON_DEPTH", 32, { min: 1, max: 1000 }, env),
     drainDelayMs: envInt("DRAIN_DELAY_MS", 0, { min: 0 }, env),
     shutdownTimeoutMs: envInt("SHUTDOWN_TIMEOUT_MS", 10_000, { min: 100 }, env),
+    gcWhenIdle: envBool("GC_WHEN_IDLE", true, env),
     logProbes: envBool("LOG_PROBES", false, env),
   };
 }

@@ -7,6 +7,7 @@
  */
 import { faultFromEnv } from "../../lib/fault.ts";
 import { EnvError, serviceIdentity } from "../../lib/env.ts";
+import { collectWhenIdle } from "../../lib/idle-gc.ts";
 import { Lifecycle } from "../../lib/lifecycle.ts";
 import { createLogger } from "../../lib/log.ts";
 import { redactUrl } from "../../lib/redis.ts";
@@ -56,6 +57,7 @@ try {
   // Last, so the spans of the requests drained above are exported too.
   lifecycle.onStop("tracing", () => tracing.shutdown());
   lifecycle.handleSignals();
+  collectWhenIdle(config.gcWhenIdle, log);
   lifecycle.markReady();
   log.info(
     {

@@ -20,7 +20,7 @@ import { ensureLocalPki } from "../scripts/tls/pki.ts";
 import { freePort } from "../scripts/stack/testing/ports.ts";
 import { runH2loadGrpc } from "./h2load.ts";
 import { startHaproxy } from "./haproxy.ts";
-import { startNginx } from "./nginx.ts";
+import { type BenchTls, startNginx } from "./nginx.ts";
 import { postJson, PROJECT_BODY, SERVICE_ROOT, startPortico, VERIFY_BODY } from "./portico.ts";
 import {
   cpuSeconds,
@@ -58,6 +58,7 @@ const LOW = 8;
 const TARGET_KEYS = [
   "direct",
   "bare",
+  "raw",
   "nginx",
   "haproxy",
   "lean",
@@ -65,6 +66,7 @@ const TARGET_KEYS = [
   "full-redis",
   "full-ratio",
   "nginx-tls",
+  "raw-tls",
   "lean-tls",
   "grpc-direct",
   "verify",
@@ -218,6 +220,15 @@ try {
       "unavailable" in started ? started : http("bare", `http://127.0.0.1:${port}/projects`, [started.pid]),
     );
   }
+  if (wanted("raw")) {
+    const port = await freePort();
+    const started = await tryStart("raw Bun proxy", () => startRawProxy(port, hostPorts("raw")));
+    add(
+      "raw",
+      "Bun.listen + Bun.connect, bytes only (raw-proxy.ts)",
+      "unavailable" in started ? started : http("raw", `http://127.0.0.1:${port}/projects`, [started.pid]),
+    );
+  }
   for (const [key, name, binary, start] of [
     ["nginx", "nginx (1 worker)", "nginx", startNginx],
     ["haproxy", "HAProxy (1 thread)", "haproxy", startHaproxy],
@@ -362,7 +373,7 @@ try {
   }
   // TLS terminated by the proxy, same certificate (ECDSA P-256 from the local CA), keep-alive
   // clients: what the record layer costs each. wrk does not verify certificates.
-  if (wanted("nginx-tls") || wanted("lean-tls")) {
+  if (wanted("nginx-tls") || wanted("raw-tls") || wanted("lean-tls")) {
     const pki = await ensureLocalPki(join(tempDir("bench-tls"), "pki"));
     const tls = { cert: pki.certFile("edge"), key: pki.keyFile("edge"), ca: pki.caFile };
     if (wanted("nginx-tls")) {
@@ -377,6 +388,15 @@ try {
           "unavailable" in started ? started : http("nginx-tls", `https://127.0.0.1:${port}/projects`, [started.pid]),
         );
       }
+    }
+    if (wanted("raw-tls")) {
+      const port = await freePort();
+      const started = await tryStart("raw Bun proxy, TLS", () => startRawProxy(port, hostPorts("raw-tls"), tls));
+      add(
+        "raw-tls",
+        "Bun.listen + Bun.connect, bytes only, TLS",
+        "unavailable" in started ? started : http("raw-tls", `https://127.0.0.1:${port}/projects`, [started.pid]),
+      );
     }
     if (wanted("lean-tls")) {
       const started = await tryStart("Portico lean, TLS", () =>
@@ -505,6 +525,19 @@ try {
 } finally {
   await stopAll();
   otlpSink.stop(true);
+}
+
+/** bench/raw-proxy.ts: the least a proxy on Bun can cost (no HTTP objects, no checks). */
+async function startRawProxy(port: number, upstreams: string[], tls?: BenchTls & { ca: string }): Promise<Subprocess> {
+  const argv = [process.execPath, "bench/raw-proxy.ts", String(port), upstreams.join(",")];
+  if (tls) argv.push(tls.cert, tls.key);
+  const proc = spawn("raw proxy", pinned(argv, PROXY_CPU), { cwd: REPO_ROOT, stdout: "inherit", stderr: "inherit" });
+  await waitHttp(
+    `${tls ? "https" : "http"}://127.0.0.1:${port}/projects`,
+    proc,
+    tls ? { ...postJson(PROJECT_BODY), tls: { ca: readFileSync(tls.ca, "utf8") } } : postJson(PROJECT_BODY),
+  );
+  return proc;
 }
 
 function existsFile(path: string): boolean {

@@ -5,7 +5,7 @@
  * with the report (exit 1 if any request failed: scaling out and in must lose none either).
  * Ctrl-C stops early and still reports.
  *
- * Which gateway: GATEWAY_URL; else `make dev`'s; else minikube's (`minikube service gateway`).
+ * Which gateway: GATEWAY_URL; else `make dev`'s; else minikube's (traffic/find-gateway.ts).
  * Environment: LOAD_RPS (default 300, over keep-alive connections), LOAD_NEW_CONN_RPS (100, each
  * on a connection of its own, beside them), LOAD_DURATION_S (180), LOAD_MAX_IN_FLIGHT (256).
  *
@@ -13,34 +13,12 @@
  * pods the autoscaler adds would get none of the keep-alive load; clients that connect anew, as
  * most real ones do now and then, are what reaches them.
  */
-import { chalk, which } from "zx";
+import { chalk } from "zx";
 import { envInt } from "../lib/env.ts";
-import { EXIT_MISSING_TOOL, main, run, ScriptError, step } from "./cli.ts";
-import { answersHealthz, findDevStack } from "./stack/dev-control.ts";
+import { main, run, ScriptError, step } from "./cli.ts";
+import { findGateway } from "./traffic/find-gateway.ts";
 import { formatCounts, formatReport, LoadGenerator } from "./traffic/load-generator.ts";
-import { kubectl, NAMESPACE, serviceUrl } from "./cluster/minikube.ts";
-
-async function findGateway(): Promise<{
-  url: string;
-  from: "GATEWAY_URL" | "make dev" | "minikube";
-  close: () => void;
-}> {
-  const none = () => {};
-  if (process.env.GATEWAY_URL)
-    return { url: process.env.GATEWAY_URL.replace(/\/+$/, ""), from: "GATEWAY_URL", close: none };
-  const dev = await findDevStack();
-  if (dev) return { url: dev.gatewayUrl, from: "make dev", close: none };
-  const local = `http://127.0.0.1:${envInt("GATEWAY_PORT", 8080, { min: 1, max: 65535 })}`;
-  if (await answersHealthz(local)) return { url: local, from: "make dev", close: none };
-  if (which.sync("minikube", { nothrow: true })) {
-    const service = await serviceUrl("gateway", 30_000);
-    return { url: service.url, from: "minikube", close: service.close };
-  }
-  throw new ScriptError(
-    `no gateway found: nothing answers ${local}/healthz and minikube is not installed. Start one with \`make dev\` or \`make up\`, or set GATEWAY_URL.`,
-    EXIT_MISSING_TOOL,
-  );
-}
+import { kubectl, NAMESPACE } from "./cluster/minikube.ts";
 
 await main("make load", async () => {
   const rps = envInt("LOAD_RPS", 300, { min: 1, max: 100_000 });

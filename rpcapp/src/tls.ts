@@ -11,10 +11,19 @@
  * KEY_VALUES_MISMATCH, upon which grpc-js drops EVERY new connection until the pair matches again,
  * logging an error at each poll. Here the files are read by lib/tls.ts's TlsFileWatcher, which only
  * passes on a complete, checked pair, and `MaterialProvider` hands that to grpc-js.
+ *
+ * The TLS 1.2 suites are the HTTPS listeners' (lib/tls-listener.ts `TLS12_CIPHERS`: forward secrecy
+ * and AEAD only). grpc-js takes no cipher option but GRPC_SSL_CIPHER_SUITES, read once when it
+ * loads; without either, its secure contexts use the runtime's `tls.DEFAULT_CIPHERS`, which on Bun
+ * 1.4 accepts ECDHE-…-AES128-SHA and -AES256-SHA (CBC with SHA-1) from a TLS 1.2 client. So
+ * `startRpcTls` sets `tls.DEFAULT_CIPHERS` for the process (rpcapp's only other TLS is the OTLP
+ * exporter's, as a client, which these suites suit as well), unless GRPC_SSL_CIPHER_SUITES says.
  */
 import * as grpc from "@grpc/grpc-js";
+import tls from "node:tls";
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { Logger } from "../../lib/log.ts";
+import { TLS12_CIPHERS } from "../../lib/tls-listener.ts";
 import { readTlsMaterial, type ServiceTlsSettings, TlsFileWatcher, type TlsMaterial } from "../../lib/tls.ts";
 
 type CertificateProvider = grpc.experimental.CertificateProvider;
@@ -103,6 +112,7 @@ function registerMetrics(registry: Registry) {
  */
 export function startRpcTls(settings: ServiceTlsSettings, opts: { log: Logger; registry?: Registry }): RpcTls {
   const { log } = opts;
+  if (!process.env.GRPC_SSL_CIPHER_SUITES) tls.DEFAULT_CIPHERS = TLS12_CIPHERS;
   const first = readTlsMaterial(settings.paths);
   const provider = new MaterialProvider(first);
   const metrics = opts.registry && registerMetrics(opts.registry);

@@ -239,6 +239,33 @@ describe("rpcapp with mutual TLS", () => {
     expect((await verifyOnce(app.grpcPort, gatewayCredentials())).reply).toEqual({ message: "Verified: 121" });
   });
 
+  test("TLS 1.2 with forward secrecy and AEAD only: a client offering CBC with SHA-1 alone is refused", async () => {
+    const handshake = (ciphers: string) =>
+      new Promise<string>((resolve) => {
+        const socket = tls.connect(
+          {
+            host: "127.0.0.1",
+            port: app.grpcPort,
+            servername: "localhost",
+            ALPNProtocols: ["h2"],
+            minVersion: "TLSv1.2",
+            maxVersion: "TLSv1.2",
+            ciphers,
+            ca: read(pki.caFile),
+            key: read(pki.keyFile("gateway-client")),
+            cert: read(pki.certFile("gateway-client")),
+          },
+          () => {
+            resolve(`${socket.getProtocol()} ${socket.getCipher().standardName}`);
+            socket.destroy();
+          },
+        );
+        socket.on("error", (err) => resolve(`refused: ${err.message}`));
+      });
+    expect(await handshake("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA")).toStartWith("refused");
+    expect(await handshake("ECDHE-ECDSA-AES128-GCM-SHA256")).toBe("TLSv1.2 TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256");
+  });
+
   test("keeps /healthz, /readyz and /metrics plain HTTP, with the certificate's expiry in /metrics", async () => {
     for (const path of ["/healthz", "/readyz"]) {
       expect((await fetch(`http://127.0.0.1:${app.httpPort}${path}`)).status).toBe(200);

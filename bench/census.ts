@@ -1,0 +1,131 @@
+/**
+ * What one proxied request allocates on the gateway's JavaScript heap, by object type:
+ *
+ *   bun bench/census.ts [lean|full …]   (default: lean full)
+ *
+ * The gateway (from source, the `make bench` configs of bench/portico.ts, GC_WHEN_IDLE off) runs
+ * with bench/census-hook.ts preloaded; after a warm-up, the hook counts the heap's objects by
+ * type, `REQUESTS` sequential `POST /projects` go through on one keep-alive connection, and it
+ * counts again. A collection inside the window would hide garbage, so a window where any type's
+ * count fell is measured again. Unlike CPU time the figures do not depend on the machine's load:
+ * the same tree gives the same counts run after run (±0.1 per request), so a change to the request
+ * path can be judged by them in seconds. bench/README.md has what they showed.
+ */
+import { readFileSync, rmSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { freePort } from "../scripts/stack/testing/ports.ts";
+import { postJson, PROJECT_BODY, preparePortico, SERVICE_ROOT, type PorticoFlavour } from "./portico.ts";
+import { spawn, stopAll, stopAllOnSignals, tempDir, waitHttp, waitUntil } from "./procs.ts";
+import { runWrk } from "./wrk.ts";
+
+const REPO_ROOT = resolve(import.meta.dir, "..");
+const REQUESTS = 400;
+const ATTEMPTS = 5;
+const flavours = process.argv.slice(2).length ? process.argv.slice(2) : ["lean", "full"];
+for (const f of flavours)
+  if (f !== "lean" && f !== "full") {
+    console.error(`bench/census.ts: unknown flavour ${f}; choose lean or full`);
+    process.exit(2);
+  }
+stopAllOnSignals();
+
+interface Census {
+  objects: number;
+  heapBytes: number;
+  counts: Record<string, number>;
+}
+
+async function censusOf(flavourName: string, upstreams: string[], otlpPort: number): Promise<Census> {
+  const flavour: PorticoFlavour =
+    flavourName === "lean" ? { kind: "lean" } : { kind: "full", otlpEndpoint: `http://127.0.0.1:${otlpPort}` };
+  const prepared = await preparePortico({ flavour, upstreams });
+  const out = join(tempDir("census"), "census.json");
+  const proc = spawn(
+    `gateway (${flavourName}, census)`,
+    [process.execPath, "--preload", join(REPO_ROOT, "bench/census-hook.ts"), "gateway/src/main.ts"],
+    {
+      cwd: SERVICE_ROOT,
+      env: { ...prepared.env, GC_WHEN_IDLE: "false", CENSUS_OUT: out },
+      stdout: "ignore",
+      stderr: "inherit",
+    },
+  );
+  const url = `${prepared.url}/projects`;
+  await waitHttp(url, proc, postJson(PROJECT_BODY));
+  // Warm: the JIT's tiers, the upstream pool, lazily built state.
+  await runWrk({ url, method: "POST", body: PROJECT_BODY, connections: 8, threads: 1, durationS: 2 });
+  const read = (): Record<string, unknown> | undefined => {
+    try {
+      return JSON.parse(readFileSync(out, "utf8"));
+    } catch {
+      return undefined;
+    }
+  };
+  for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
+    rmSync(out, { force: true });
+    proc.kill("SIGUSR2");
+    await waitUntil("the census to start", () => read()?.started === true, { proc });
+    rmSync(out, { force: true });
+    for (let i = 0; i < REQUESTS; i++) {
+      const res = await fetch(url, postJson(PROJECT_BODY));
+      await res.arrayBuffer();
+      if (res.status !== 201) throw new Error(`POST /projects answered ${res.status}`);
+    }
+    // Let the last answers' work (access log, span end) finish inside the window.
+    await Bun.sleep(50);
+    proc.kill("SIGUSR2");
+    await waitUntil("the census", () => read()?.counts !== undefined, { proc });
+    const census = read() as unknown as Census;
+    if (Object.values(census.counts).every((n) => n > -10)) return census;
+    console.error(`  ${flavourName}: a collection ran inside the window; measuring again (${attempt}/${ATTEMPTS})`);
+  }
+  throw new Error(`${flavourName}: every window saw a collection`);
+}
+
+try {
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const upstream = spawn("upstreams", [process.execPath, "bench/upstream.ts", ...ports.map(String)], {
+    cwd: REPO_ROOT,
+    stdout: "ignore",
+    stderr: "inherit",
+  });
+  for (const port of ports) await waitHttp(`http://127.0.0.1:${port}/readyz`, upstream);
+  const otlp = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    async fetch(req) {
+      await req.arrayBuffer();
+      return Response.json({});
+    },
+  });
+  const results = new Map<string, Census>();
+  for (const flavour of flavours) {
+    console.error(`census of ${flavour}…`);
+    results.set(
+      flavour,
+      await censusOf(
+        flavour,
+        ports.map((p) => `127.0.0.1:${p}`),
+        otlp.port!,
+      ),
+    );
+  }
+  otlp.stop(true);
+  const types = new Set<string>();
+  for (const c of results.values())
+    for (const [t, n] of Object.entries(c.counts)) if (n / REQUESTS >= 0.5) types.add(t);
+  const perRequest = (c: Census, t: string) => (c.counts[t] ?? 0) / REQUESTS;
+  const first = [...results.values()][0]!;
+  const rows = [...types].sort((a, b) => perRequest(first, b) - perRequest(first, a));
+  const width = Math.max(...rows.map((t) => t.length), 22);
+  console.log(`\nobjects allocated per proxied POST /projects (${REQUESTS} in a row, one connection)\n`);
+  console.log(`${"type".padEnd(width)}${flavours.map((f) => f.padStart(10)).join("")}`);
+  for (const t of rows)
+    console.log(
+      `${t.padEnd(width)}${[...results.values()].map((c) => perRequest(c, t).toFixed(1).padStart(10)).join("")}`,
+    );
+  const totals = [...results.values()].map((c) => Object.values(c.counts).reduce((a, n) => a + n, 0) / REQUESTS);
+  console.log(`${"all objects".padEnd(width)}${totals.map((n) => n.toFixed(1).padStart(10)).join("")}`);
+} finally {
+  await stopAll();
+}

@@ -32,6 +32,8 @@ export function exceedsJsonDepth(bytes: Uint8Array, maxDepth: number): boolean {
 
 /** `application/json`, or any `application/<x>+json` (RFC 6839), parameters ignored. */
 export function isJsonMediaType(contentType: string | null): boolean {
+  // The common case without the splitting and lower-casing below (four strings and an array).
+  if (contentType === "application/json") return true;
   const mediaType = (contentType ?? "").split(";", 1)[0]!.trim().toLowerCase();
   return mediaType === "application/json" || /^application\/[\w.+-]+\+json$/.test(mediaType);
 }

@@ -1,7 +1,7 @@
 /**
  * What one proxied request allocates on the gateway's JavaScript heap, by object type:
  *
- *   bun bench/census.ts [lean|full …]   (default: lean full)
+ *   bun bench/census.ts [lean|full|full-ratio …]   (default: lean full)
  *
  * The gateway (from source, the `make bench` configs of bench/portico.ts, GC_WHEN_IDLE off) runs
  * with bench/census-hook.ts preloaded; after a warm-up, the hook counts the heap's objects by
@@ -22,9 +22,11 @@ const REPO_ROOT = resolve(import.meta.dir, "..");
 const REQUESTS = 400;
 const ATTEMPTS = 5;
 const flavours = process.argv.slice(2).length ? process.argv.slice(2) : ["lean", "full"];
+/** The `make bench` rows of the same names (bench/portico.ts); full-ratio records one trace in ten. */
+const FLAVOURS = ["lean", "full", "full-ratio"];
 for (const f of flavours)
-  if (f !== "lean" && f !== "full") {
-    console.error(`bench/census.ts: unknown flavour ${f}; choose lean or full`);
+  if (!FLAVOURS.includes(f)) {
+    console.error(`bench/census.ts: unknown flavour ${f}; choose from ${FLAVOURS.join(", ")}`);
     process.exit(2);
   }
 stopAllOnSignals();
@@ -36,8 +38,11 @@ interface Census {
 }
 
 async function censusOf(flavourName: string, upstreams: string[], otlpPort: number): Promise<Census> {
+  const otlpEndpoint = `http://127.0.0.1:${otlpPort}`;
   const flavour: PorticoFlavour =
-    flavourName === "lean" ? { kind: "lean" } : { kind: "full", otlpEndpoint: `http://127.0.0.1:${otlpPort}` };
+    flavourName === "lean"
+      ? { kind: "lean" }
+      : { kind: "full", otlpEndpoint, ...(flavourName === "full-ratio" ? { traceRatio: 0.1 } : {}) };
   const prepared = await preparePortico({ flavour, upstreams });
   const out = join(tempDir("census"), "census.json");
   const proc = spawn(

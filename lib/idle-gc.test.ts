@@ -1,8 +1,4 @@
 import { describe, expect, test } from "bun:test";
-import { loadConfig as loadRpcappConfig } from "../rpcapp/src/config.ts";
-import { loadConfig as loadWebappConfig } from "../webapp/src/config.ts";
-import { loadSettings } from "../gateway/src/settings.ts";
-import { EnvError } from "./env.ts";
 import { IdleGc } from "./idle-gc.ts";
 
 /** A collector on a scripted clock: each `spell(ms, cpuMs)` advances time and CPU, then ticks. */
@@ -116,21 +112,6 @@ describe("IdleGc", () => {
       expect(gc.collections).toBeGreaterThanOrEqual(1);
     } finally {
       gc.stop();
-    }
-  });
-});
-
-describe("GC_WHEN_IDLE", () => {
-  test("on by default in every service; false turns it off; anything else is refused, naming it", () => {
-    for (const load of [
-      (env: Record<string, string>) => loadSettings(env).gcWhenIdle,
-      (env: Record<string, string>) => loadWebappConfig(env).gcWhenIdle,
-      (env: Record<string, string>) => loadRpcappConfig(env).gcWhenIdle,
-    ]) {
-      expect(load({})).toBe(true);
-      expect(load({ GC_WHEN_IDLE: "false" })).toBe(false);
-      expect(() => load({ GC_WHEN_IDLE: "later" })).toThrow(EnvError);
-      expect(() => load({ GC_WHEN_IDLE: "later" })).toThrow(/GC_WHEN_IDLE="later" is not a boolean/);
     }
   });
 });

@@ -13,4 +13,10 @@ describe("loadConfig", () => {
     expect(() => loadConfig({ LOG_PROBES: "sometimes" })).toThrow(EnvError);
     expect(() => loadConfig({ LOG_PROBES: "sometimes" })).toThrow(/LOG_PROBES="sometimes" is not a boolean/);
   });
+
+  test("GC_WHEN_IDLE is on unless false, and refused when not a boolean (lib/idle-gc.ts)", () => {
+    expect(loadConfig({}).gcWhenIdle).toBe(true);
+    expect(loadConfig({ GC_WHEN_IDLE: "false" }).gcWhenIdle).toBe(false);
+    expect(() => loadConfig({ GC_WHEN_IDLE: "later" })).toThrow(/GC_WHEN_IDLE="later" is not a boolean/);
+  });
 });

@@ -1,7 +1,11 @@
 /**
  * What one proxied request allocates on the gateway's JavaScript heap, by object type:
  *
- *   bun bench/census.ts [lean|full|full-ratio …]   (default: lean full)
+ *   bun bench/census.ts [lean|full|full-ratio …] [--env K=V …]   (default: lean full)
+ *
+ * `--env` sets a variable for every gateway measured, on top of its flavour's: an ablation by
+ * allocation, e.g. `bun bench/census.ts full-ratio --env LOG_LEVEL=warn` for what the access log
+ * allocates.
  *
  * The gateway (from source, the `make bench` configs of bench/portico.ts, GC_WHEN_IDLE off) runs
  * with bench/census-hook.ts preloaded; after a warm-up, the hook counts the heap's objects by
@@ -13,6 +17,7 @@
  */
 import { readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
 import { freePort } from "../scripts/stack/testing/ports.ts";
 import { postJson, PROJECT_BODY, preparePortico, SERVICE_ROOT, type PorticoFlavour } from "./portico.ts";
 import { spawn, stopAll, stopAllOnSignals, tempDir, waitHttp, waitUntil } from "./procs.ts";
@@ -21,7 +26,21 @@ import { runWrk } from "./wrk.ts";
 const REPO_ROOT = resolve(import.meta.dir, "..");
 const REQUESTS = 400;
 const ATTEMPTS = 5;
-const flavours = process.argv.slice(2).length ? process.argv.slice(2) : ["lean", "full"];
+const { values: options, positionals } = parseArgs({
+  args: process.argv.slice(2),
+  options: { env: { type: "string", multiple: true } },
+  allowPositionals: true,
+});
+const flavours = positionals.length ? positionals : ["lean", "full"];
+const extraEnv: Record<string, string> = {};
+for (const pair of options.env ?? []) {
+  const eq = pair.indexOf("=");
+  if (eq < 1) {
+    console.error(`bench/census.ts: --env ${pair}: expected NAME=value`);
+    process.exit(2);
+  }
+  extraEnv[pair.slice(0, eq)] = pair.slice(eq + 1);
+}
 /** The `make bench` rows of the same names (bench/portico.ts); full-ratio records one trace in ten. */
 const FLAVOURS = ["lean", "full", "full-ratio"];
 for (const f of flavours)
@@ -50,7 +69,7 @@ async function censusOf(flavourName: string, upstreams: string[], otlpPort: numb
     [process.execPath, "--preload", join(REPO_ROOT, "bench/census-hook.ts"), "gateway/src/main.ts"],
     {
       cwd: SERVICE_ROOT,
-      env: { ...prepared.env, GC_WHEN_IDLE: "false", CENSUS_OUT: out },
+      env: { ...prepared.env, ...extraEnv, GC_WHEN_IDLE: "false", CENSUS_OUT: out },
       stdout: "ignore",
       stderr: "inherit",
     },
@@ -123,14 +142,19 @@ try {
   const first = [...results.values()][0]!;
   const rows = [...types].sort((a, b) => perRequest(first, b) - perRequest(first, a));
   const width = Math.max(...rows.map((t) => t.length), 22);
-  console.log(`\nobjects allocated per proxied POST /projects (${REQUESTS} in a row, one connection)\n`);
-  console.log(`${"type".padEnd(width)}${flavours.map((f) => f.padStart(10)).join("")}`);
+  const envNote = Object.entries(extraEnv)
+    .map(([k, v]) => ` ${k}=${v}`)
+    .join("");
+  console.log(
+    `\nobjects allocated per proxied POST /projects (${REQUESTS} in a row, one connection${envNote ? `;${envNote}` : ""})\n`,
+  );
+  console.log(`${"type".padEnd(width)}${flavours.map((f) => f.padStart(12)).join("")}`);
   for (const t of rows)
     console.log(
-      `${t.padEnd(width)}${[...results.values()].map((c) => perRequest(c, t).toFixed(1).padStart(10)).join("")}`,
+      `${t.padEnd(width)}${[...results.values()].map((c) => perRequest(c, t).toFixed(1).padStart(12)).join("")}`,
     );
   const totals = [...results.values()].map((c) => Object.values(c.counts).reduce((a, n) => a + n, 0) / REQUESTS);
-  console.log(`${"all objects".padEnd(width)}${totals.map((n) => n.toFixed(1).padStart(10)).join("")}`);
+  console.log(`${"all objects".padEnd(width)}${totals.map((n) => n.toFixed(1).padStart(12)).join("")}`);
 } finally {
   await stopAll();
 }

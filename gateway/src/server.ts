@@ -7,7 +7,7 @@
  * Routes themselves come from routes.yaml; this file is the index of what happens to a request.
  */
 import type { Server } from "bun";
-import { context } from "@opentelemetry/api";
+import { context, trace } from "@opentelemetry/api";
 import type { ServiceIdentity } from "../../lib/env.ts";
 import { exceedsJsonDepth, isJsonMediaType } from "../../lib/json.ts";
 import type { Lifecycle } from "../../lib/lifecycle.ts";
@@ -28,6 +28,7 @@ import { defaultRateLimiter, type RateLimiter } from "./ratelimit/limiter.ts";
 import { normalizePath } from "./routing/path.ts";
 import { refuseRequest } from "./routing/request-guard.ts";
 import { Router } from "./routing/router.ts";
+import { AccessLog } from "./telemetry/access-log.ts";
 import { GatewayTelemetry } from "./telemetry/index.ts";
 import type { HostResolver } from "./upstream/discovery.ts";
 import { logUpstreamEvent } from "./upstream/event-log.ts";
@@ -68,12 +69,14 @@ export class Gateway {
   /** One canary controller per upstream name: it outlives reloads, which only change its policy. */
   readonly #canaries = new Map<string, Canary>();
   readonly #telemetry: GatewayTelemetry;
+  readonly #accessLog: AccessLog;
 
   constructor(
     config: GatewayConfig,
     private readonly deps: GatewayDeps,
   ) {
     this.#telemetry = deps.telemetry ?? new GatewayTelemetry();
+    this.#accessLog = new AccessLog(deps.accessLog ?? deps.log);
     this.#state = this.#build(config);
   }
 
@@ -209,7 +212,8 @@ export class Gateway {
     if (hsts) response.headers.set("strict-transport-security", hsts);
     this.deps.lifecycle.closeConnectionWhileDraining(response.headers);
     this.#telemetry.end(scope, ctx, response.status);
-    if (!ctx.probe || this.deps.logProbes) context.with(scope, this.#accessLog, this, ctx, response.status);
+    if (!ctx.probe || this.deps.logProbes)
+      this.#accessLog.write(ctx, response.status, trace.getSpan(scope)?.spanContext());
     return response;
   }
 
@@ -316,24 +320,6 @@ export class Gateway {
       : proxyHttp(routed, { telemetry, instance: this.deps.identity.instance }));
     limit?.setHeaders(response.headers);
     return response;
-  }
-
-  #accessLog(ctx: RequestContext, status: number): void {
-    (this.deps.accessLog ?? this.deps.log).info(
-      {
-        request_id: ctx.id,
-        method: ctx.method,
-        path: ctx.path,
-        route: ctx.route?.name,
-        status,
-        duration_ms: Math.round((performance.now() - ctx.start) * 1000) / 1000,
-        upstream: ctx.route?.upstream,
-        endpoint: ctx.endpoint,
-        served_by: ctx.servedBy,
-        client_ip: ctx.clientIp,
-      },
-      "request",
-    );
   }
 }
 

@@ -1,7 +1,10 @@
 /**
  * What one proxied request allocates on the gateway's JavaScript heap, by object type:
  *
- *   bun bench/census.ts [lean|full|full-ratio …] [--env K=V …]   (default: lean full)
+ *   bun bench/census.ts [lean|full|full-ratio|verify …] [--env K=V …]   (default: lean full)
+ *
+ * `verify`: the lean gateway's `POST /verify`, transcoded to gRPC, against an rpcapp it starts
+ * (logs at warn, tracing off, as in `make bench`); the others proxy `POST /projects`.
  *
  * `--env` sets a variable for every gateway measured, on top of its flavour's: an ablation by
  * allocation, e.g. `bun bench/census.ts full-ratio --env LOG_LEVEL=warn` for what the access log
@@ -19,7 +22,7 @@ import { readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { freePort } from "../scripts/stack/testing/ports.ts";
-import { postJson, PROJECT_BODY, preparePortico, SERVICE_ROOT, type PorticoFlavour } from "./portico.ts";
+import { type PorticoFlavour, postJson, PROJECT_BODY, preparePortico, SERVICE_ROOT, VERIFY_BODY } from "./portico.ts";
 import { spawn, stopAll, stopAllOnSignals, tempDir, waitHttp, waitUntil } from "./procs.ts";
 import { runWrk } from "./wrk.ts";
 
@@ -42,7 +45,7 @@ for (const pair of options.env ?? []) {
   extraEnv[pair.slice(0, eq)] = pair.slice(eq + 1);
 }
 /** The `make bench` rows of the same names (bench/portico.ts); full-ratio records one trace in ten. */
-const FLAVOURS = ["lean", "full", "full-ratio"];
+const FLAVOURS = ["lean", "full", "full-ratio", "verify"];
 for (const f of flavours)
   if (!FLAVOURS.includes(f)) {
     console.error(`bench/census.ts: unknown flavour ${f}; choose from ${FLAVOURS.join(", ")}`);
@@ -56,13 +59,18 @@ interface Census {
   counts: Record<string, number>;
 }
 
-async function censusOf(flavourName: string, upstreams: string[], otlpPort: number): Promise<Census> {
+async function censusOf(
+  flavourName: string,
+  upstreams: string[],
+  otlpPort: number,
+  rpcapp: string | undefined,
+): Promise<Census> {
   const otlpEndpoint = `http://127.0.0.1:${otlpPort}`;
   const flavour: PorticoFlavour =
-    flavourName === "lean"
+    flavourName === "lean" || flavourName === "verify"
       ? { kind: "lean" }
       : { kind: "full", otlpEndpoint, ...(flavourName === "full-ratio" ? { traceRatio: 0.1 } : {}) };
-  const prepared = await preparePortico({ flavour, upstreams });
+  const prepared = await preparePortico({ flavour, upstreams, ...(rpcapp ? { rpcapp } : {}) });
   const out = join(tempDir("census"), "census.json");
   const proc = spawn(
     `gateway (${flavourName}, census)`,
@@ -74,10 +82,12 @@ async function censusOf(flavourName: string, upstreams: string[], otlpPort: numb
       stderr: "inherit",
     },
   );
-  const url = `${prepared.url}/projects`;
-  await waitHttp(url, proc, postJson(PROJECT_BODY));
+  const [path, body] = flavourName === "verify" ? ["/verify", VERIFY_BODY] : ["/projects", PROJECT_BODY];
+  const expected = flavourName === "verify" ? 200 : 201;
+  const url = `${prepared.url}${path}`;
+  await waitHttp(url, proc, postJson(body));
   // Warm: the JIT's tiers, the upstream pool, lazily built state.
-  await runWrk({ url, method: "POST", body: PROJECT_BODY, connections: 8, threads: 1, durationS: 2 });
+  await runWrk({ url, method: "POST", body, connections: 8, threads: 1, durationS: 2 });
   const read = (): Record<string, unknown> | undefined => {
     try {
       return JSON.parse(readFileSync(out, "utf8"));
@@ -91,9 +101,9 @@ async function censusOf(flavourName: string, upstreams: string[], otlpPort: numb
     await waitUntil("the census to start", () => read()?.started === true, { proc });
     rmSync(out, { force: true });
     for (let i = 0; i < REQUESTS; i++) {
-      const res = await fetch(url, postJson(PROJECT_BODY));
+      const res = await fetch(url, postJson(body));
       await res.arrayBuffer();
-      if (res.status !== 201) throw new Error(`POST /projects answered ${res.status}`);
+      if (res.status !== expected) throw new Error(`POST ${path} answered ${res.status}`);
     }
     // Let the last answers' work (access log, span end) finish inside the window.
     await Bun.sleep(50);
@@ -122,6 +132,27 @@ try {
       return Response.json({});
     },
   });
+  // rpcapp for `verify`: the real service, as make bench runs it.
+  let rpcapp: string | undefined;
+  if (flavours.includes("verify")) {
+    const [port, metricsPort] = [await freePort(), await freePort()];
+    const proc = spawn("rpcapp", [process.execPath, "rpcapp/src/main.ts"], {
+      cwd: SERVICE_ROOT,
+      env: {
+        ...process.env,
+        HOST: "127.0.0.1",
+        PORT: String(port),
+        METRICS_PORT: String(metricsPort),
+        LOG_LEVEL: "warn",
+        OTEL_EXPORTER_OTLP_ENDPOINT: "",
+        OTEL_TRACES_SAMPLER: "always_off",
+      },
+      stdout: "ignore",
+      stderr: "inherit",
+    });
+    await waitHttp(`http://127.0.0.1:${metricsPort}/readyz`, proc);
+    rpcapp = `127.0.0.1:${port}`;
+  }
   const results = new Map<string, Census>();
   for (const flavour of flavours) {
     console.error(`census of ${flavour}…`);
@@ -131,6 +162,7 @@ try {
         flavour,
         ports.map((p) => `127.0.0.1:${p}`),
         otlp.port!,
+        flavour === "verify" ? rpcapp : undefined,
       ),
     );
   }
@@ -146,7 +178,7 @@ try {
     .map(([k, v]) => ` ${k}=${v}`)
     .join("");
   console.log(
-    `\nobjects allocated per proxied POST /projects (${REQUESTS} in a row, one connection${envNote ? `;${envNote}` : ""})\n`,
+    `\nobjects allocated per proxied request — POST /projects, or /verify for verify — (${REQUESTS} in a row, one connection${envNote ? `;${envNote}` : ""})\n`,
   );
   console.log(`${"type".padEnd(width)}${flavours.map((f) => f.padStart(12)).join("")}`);
   for (const t of rows)

@@ -22,7 +22,15 @@ import { readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { freePort } from "../scripts/stack/testing/ports.ts";
-import { type PorticoFlavour, postJson, PROJECT_BODY, preparePortico, SERVICE_ROOT, VERIFY_BODY } from "./portico.ts";
+import {
+  type PorticoFlavour,
+  postJson,
+  PROJECT_BODY,
+  preparePortico,
+  SERVICE_ROOT,
+  startRpcapp,
+  VERIFY_BODY,
+} from "./portico.ts";
 import { spawn, stopAll, stopAllOnSignals, tempDir, waitHttp, waitUntil } from "./procs.ts";
 import { runWrk } from "./wrk.ts";
 
@@ -134,25 +142,7 @@ try {
   });
   // rpcapp for `verify`: the real service, as make bench runs it.
   let rpcapp: string | undefined;
-  if (flavours.includes("verify")) {
-    const [port, metricsPort] = [await freePort(), await freePort()];
-    const proc = spawn("rpcapp", [process.execPath, "rpcapp/src/main.ts"], {
-      cwd: SERVICE_ROOT,
-      env: {
-        ...process.env,
-        HOST: "127.0.0.1",
-        PORT: String(port),
-        METRICS_PORT: String(metricsPort),
-        LOG_LEVEL: "warn",
-        OTEL_EXPORTER_OTLP_ENDPOINT: "",
-        OTEL_TRACES_SAMPLER: "always_off",
-      },
-      stdout: "ignore",
-      stderr: "inherit",
-    });
-    await waitHttp(`http://127.0.0.1:${metricsPort}/readyz`, proc);
-    rpcapp = `127.0.0.1:${port}`;
-  }
+  if (flavours.includes("verify")) rpcapp = (await startRpcapp("ignore")).hostPort;
   const results = new Map<string, Census>();
   for (const flavour of flavours) {
     console.error(`census of ${flavour}…`);

@@ -141,3 +141,26 @@ export async function startPortico(opts: PorticoOptions): Promise<Portico> {
     await waitHttp(`${prepared.url}/verify`, proc, postJson(VERIFY_BODY));
   return { proc, ...prepared };
 }
+
+/** rpcapp for the gRPC rows: the real service from SERVICE_ROOT, tracing off, logs at warn; ready when it returns. */
+export async function startRpcapp(
+  stdout: "inherit" | "ignore" = "inherit",
+): Promise<{ proc: Subprocess; hostPort: string }> {
+  const [port, metricsPort] = [await freePort(), await freePort()];
+  const proc = spawn("rpcapp", [process.execPath, "rpcapp/src/main.ts"], {
+    cwd: SERVICE_ROOT,
+    env: {
+      ...process.env,
+      HOST: "127.0.0.1",
+      PORT: String(port),
+      METRICS_PORT: String(metricsPort),
+      LOG_LEVEL: "warn",
+      OTEL_EXPORTER_OTLP_ENDPOINT: "",
+      OTEL_TRACES_SAMPLER: "always_off",
+    },
+    stdout,
+    stderr: "inherit",
+  });
+  await waitHttp(`http://127.0.0.1:${metricsPort}/readyz`, proc);
+  return { proc, hostPort: `127.0.0.1:${port}` };
+}

@@ -21,7 +21,7 @@ import { freePort } from "../scripts/stack/testing/ports.ts";
 import { runH2loadGrpc } from "./h2load.ts";
 import { startHaproxy } from "./haproxy.ts";
 import { type BenchTls, startNginx } from "./nginx.ts";
-import { postJson, PROJECT_BODY, SERVICE_ROOT, startPortico, VERIFY_BODY } from "./portico.ts";
+import { postJson, PROJECT_BODY, SERVICE_ROOT, startPortico, startRpcapp, VERIFY_BODY } from "./portico.ts";
 import {
   cpuSeconds,
   LOAD_CPU,
@@ -246,26 +246,8 @@ try {
   // rpcapp for the gRPC rows: the real service, tracing off, logs at warn.
   let rpcapp: { hostPort: string; pid: number } | undefined;
   if (wanted("grpc-direct") || wanted("verify")) {
-    const [port, metricsPort] = [await freePort(), await freePort()];
-    const started = await tryStart("rpcapp", async () => {
-      const proc = spawn("rpcapp", [process.execPath, "rpcapp/src/main.ts"], {
-        cwd: SERVICE_ROOT,
-        env: {
-          ...process.env,
-          HOST: "127.0.0.1",
-          PORT: String(port),
-          METRICS_PORT: String(metricsPort),
-          LOG_LEVEL: "warn",
-          OTEL_EXPORTER_OTLP_ENDPOINT: "",
-          OTEL_TRACES_SAMPLER: "always_off",
-        },
-        stdout: "inherit",
-        stderr: "inherit",
-      });
-      await waitHttp(`http://127.0.0.1:${metricsPort}/readyz`, proc);
-      return proc;
-    });
-    if (!("unavailable" in started)) rpcapp = { hostPort: `127.0.0.1:${port}`, pid: started.pid };
+    const started = await tryStart("rpcapp", () => startRpcapp());
+    if (!("unavailable" in started)) rpcapp = { hostPort: started.hostPort, pid: started.proc.pid };
     else {
       if (wanted("grpc-direct")) add("grpc-direct", "gRPC direct (h2load → rpcapp)", started);
       if (wanted("verify")) add("verify", "Portico lean /verify → rpcapp", started);

@@ -6,14 +6,22 @@
  * never affected, so a faulty replica stays in rotation like a real bad release.
  *
  * The errors are spread exactly, not at random: with 5, one request in twenty fails, in every
- * window, so a drill's outcome does not depend on luck.
+ * window, so a drill's outcome does not depend on luck — and, given a caller (rpcapp passes the
+ * peer of the call: one HTTP/2 connection per gateway), one in twenty of each caller's requests.
+ * With one count for all callers, the order in which their requests interleave decides who gets
+ * the failures: in the canary drill test one gateway judged 100 canary answers without a failure
+ * while another got every one of them.
  */
 import { envInt } from "./env.ts";
 
 type Env = Record<string, string | undefined>;
 
+/** Callers remembered at once; past it they start afresh (a drill has a handful: the gateways). */
+const MAX_CALLERS = 256;
+
 export class Fault {
   #accumulator = 0;
+  readonly #byCaller = new Map<string, number>();
 
   constructor(
     readonly errorPercent: number,
@@ -24,13 +32,21 @@ export class Fault {
     return this.errorPercent > 0 || this.delayMs > 0;
   }
 
-  /** Whether this request gets the injected error. */
-  fails(): boolean {
+  /** Whether this request gets the injected error; with `caller`, counted among that caller's requests. */
+  fails(caller?: string): boolean {
     if (this.errorPercent <= 0) return false;
-    this.#accumulator += this.errorPercent;
-    if (this.#accumulator < 100) return false;
-    this.#accumulator -= 100;
-    return true;
+    if (caller === undefined) {
+      this.#accumulator += this.errorPercent;
+      if (this.#accumulator < 100) return false;
+      this.#accumulator -= 100;
+      return true;
+    }
+    if (!this.#byCaller.has(caller) && this.#byCaller.size >= MAX_CALLERS) this.#byCaller.clear();
+    let accumulator = (this.#byCaller.get(caller) ?? 0) + this.errorPercent;
+    const fails = accumulator >= 100;
+    if (fails) accumulator -= 100;
+    this.#byCaller.set(caller, accumulator);
+    return fails;
   }
 }
 

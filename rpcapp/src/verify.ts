@@ -34,7 +34,8 @@ export function verifyUserWith(fault: Fault | undefined): grpc.handleUnaryCall<V
   if (!fault?.enabled) return verifyUser;
   return (call, callback) => {
     const answer = () => {
-      if (fault.fails())
+      // Counted per connection, i.e. per gateway: each sees exactly its share (lib/fault.ts).
+      if (fault.fails(call.getPeer()))
         callback({
           code: grpc.status.INTERNAL,
           details: "injected fault (FAULT_ERROR_PERCENT): this replica runs a release drill",

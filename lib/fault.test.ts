@@ -29,9 +29,22 @@ describe("Fault", () => {
     });
     expect(sharedByCaller.get("gateway-1") ?? 0).toBe(0);
     expect(sharedByCaller.get("gateway-2")).toBe(20);
-    // Per caller: ten each, one in every twenty of its own requests.
+    // Per caller: ten each, one in every twenty of its own requests (the first, the 21st, …).
     const perCaller = failures(new Fault(5, 0), alternating);
     expect(Object.fromEntries(perCaller)).toEqual({ "gateway-1": 10, "gateway-2": 10 });
+  });
+
+  test("a new caller's first request fails: callers that reconnect every 15 requests still see at least their share", () => {
+    // 600 requests on connections of 15 each (rpcapp recycles connections): starting each caller
+    // at zero would give none of them a failure.
+    const callers = Array.from({ length: 600 }, (_, i) => `127.0.0.1:${40000 + Math.floor(i / 15)}`);
+    const seen = failures(new Fault(5, 0), callers);
+    expect(seen.size).toBe(40);
+    expect([...seen.values()].every((n) => n === 1)).toBe(true);
+    // And on a long-lived caller, exactly one in twenty from the first on.
+    const fault = new Fault(5, 0);
+    const outcomes = Array.from({ length: 60 }, () => fault.fails("gateway-1"));
+    expect(outcomes.flatMap((failed, i) => (failed ? [i] : []))).toEqual([0, 20, 40]);
   });
 
   test("0 % never fails; 100 % always; the variables are read and bounded", () => {

@@ -10,7 +10,10 @@
  * peer of the call: one HTTP/2 connection per gateway), one in twenty of each caller's requests.
  * With one count for all callers, the order in which their requests interleave decides who gets
  * the failures: in the canary drill test one gateway judged 100 canary answers without a failure
- * while another got every one of them.
+ * while another got every one of them. A caller's first request fails, then one in every twenty
+ * after it: a connection lives only so long (rpcapp recycles them every
+ * GRPC_MAX_CONNECTION_AGE_MS), and a caller that started at zero and made fewer than twenty
+ * requests on it would never see one — so a caller sees at least the share, never less.
  */
 import { envInt } from "./env.ts";
 
@@ -42,7 +45,8 @@ export class Fault {
       return true;
     }
     if (!this.#byCaller.has(caller) && this.#byCaller.size >= MAX_CALLERS) this.#byCaller.clear();
-    let accumulator = (this.#byCaller.get(caller) ?? 0) + this.errorPercent;
+    // A new caller starts one step short of a failure (see the file comment).
+    let accumulator = (this.#byCaller.get(caller) ?? 100 - this.errorPercent) + this.errorPercent;
     const fails = accumulator >= 100;
     if (fails) accumulator -= 100;
     this.#byCaller.set(caller, accumulator);

@@ -29,6 +29,10 @@ const scripts: Record<string, (socket: Socket<Conn>) => void> = {
     s.write(`HTTP/1.1 200 OK${CRLF}Content-Length: 2${CRLF}Keep-Alive: timeout=5${CRLF}X-Kept: 1${CRLF}${CRLF}ok`),
   "connection-named": (s) =>
     s.write(`HTTP/1.1 200 OK${CRLF}Connection: x-private${CRLF}X-Private: 1${CRLF}Content-Length: 2${CRLF}${CRLF}ok`),
+  "two-connection-lines": (s) =>
+    s.write(
+      `HTTP/1.1 200 OK${CRLF}Connection: x-a${CRLF}Connection: x-b${CRLF}X-A: 1${CRLF}X-B: 1${CRLF}X-C: 1${CRLF}Content-Length: 2${CRLF}${CRLF}ok`,
+    ),
   both: (s) =>
     s.write(
       `HTTP/1.1 200 OK${CRLF}Content-Length: 3${CRLF}Transfer-Encoding: chunked${CRLF}${CRLF}5${CRLF}hello${CRLF}0${CRLF}${CRLF}`,
@@ -163,6 +167,13 @@ describe("answers", () => {
     const named = responseOf(await send(p, "connection-named"));
     expect(named.headers.get("x-private")).toBeNull();
     expect(named.headers.get("connection")).toBeNull();
+    // Names listed over several Connection lines are one list (RFC 9110 §5.3): all of them go.
+    const twoLines = responseOf(await send(p, "two-connection-lines"));
+    expect([twoLines.headers.get("x-a"), twoLines.headers.get("x-b"), twoLines.headers.get("x-c")]).toEqual([
+      null,
+      null,
+      "1",
+    ]);
     p.close();
   });
 

@@ -328,7 +328,7 @@ class Connection {
           return 0;
         }
         continue;
-      } else if (lower === "connection") connectionNames = value;
+      } else if (lower === "connection") connectionNames = connectionNames ? `${connectionNames}, ${value}` : value;
       if (isHopByHop(lower)) continue;
       headers.push([name, value]);
     }

@@ -13,7 +13,8 @@ export function limitResponseSize(response: Response, maxBytes: number): Limited
   // client's answers with a Content-Length) makes it a ReadableStream, which Bun.serve then
   // writes out through JavaScript instead of in one native write (bench/README.md, 2026-12-06).
   const declared = response.headers.get("content-length");
-  if (declared !== null && Number(declared) <= maxBytes) return { ok: true, response };
+  // `!(n > max)`: a length that is no number (which llhttp refuses before this) passes, as before.
+  if (declared !== null && !(Number(declared) > maxBytes)) return { ok: true, response };
   // HEAD answers and 204/304 declare a length but carry no body.
   const body = response.body;
   if (!body) return { ok: true, response };

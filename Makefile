@@ -67,7 +67,7 @@ bytecode-order: install ## Re-record <service>/bytecode.order (what each binary 
 	$(BUN) scripts/bytecode-order.ts
 
 .PHONY: bench
-bench: install ## Proxy benchmark: direct, bare Bun, nginx, HAProxy, Portico lean/full/gRPC, TLS rows (BENCH_SECONDS; BENCH_STACK=1 adds the full stack)
+bench: install ## Proxy benchmark: direct, bare and bytes-only Bun proxies, nginx, HAProxy, Portico lean/full/gRPC, TLS rows (BENCH_SECONDS; BENCH_STACK=1 adds the full stack)
 	$(BUN) bench/run.ts
 
 .PHONY: up

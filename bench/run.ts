@@ -205,15 +205,7 @@ try {
     add("direct", "direct (wrk → 1 upstream)", http("direct", `http://${hostPorts("direct")[0]}/projects`, []));
   if (wanted("bare")) {
     const port = await freePort();
-    const started = await tryStart("bare Bun proxy", async () => {
-      const proc = spawn(
-        "bare proxy",
-        pinned([process.execPath, "bench/bare-proxy.ts", String(port), hostPorts("bare").join(",")], PROXY_CPU),
-        { cwd: REPO_ROOT, stdout: "inherit", stderr: "inherit" },
-      );
-      await waitHttp(`http://127.0.0.1:${port}/projects`, proc, postJson(PROJECT_BODY));
-      return proc;
-    });
+    const started = await tryStart("bare Bun proxy", () => startBunProxy("bare", port, hostPorts("bare")));
     add(
       "bare",
       "Bun.serve + fetch (bare-proxy.ts)",
@@ -222,7 +214,7 @@ try {
   }
   if (wanted("raw")) {
     const port = await freePort();
-    const started = await tryStart("raw Bun proxy", () => startRawProxy(port, hostPorts("raw")));
+    const started = await tryStart("raw Bun proxy", () => startBunProxy("raw", port, hostPorts("raw")));
     add(
       "raw",
       "Bun.listen + Bun.connect, bytes only (raw-proxy.ts)",
@@ -373,7 +365,7 @@ try {
     }
     if (wanted("raw-tls")) {
       const port = await freePort();
-      const started = await tryStart("raw Bun proxy, TLS", () => startRawProxy(port, hostPorts("raw-tls"), tls));
+      const started = await tryStart("raw Bun proxy, TLS", () => startBunProxy("raw", port, hostPorts("raw-tls"), tls));
       add(
         "raw-tls",
         "Bun.listen + Bun.connect, bytes only, TLS",
@@ -509,11 +501,23 @@ try {
   otlpSink.stop(true);
 }
 
-/** bench/raw-proxy.ts: the least a proxy on Bun can cost (no HTTP objects, no checks). */
-async function startRawProxy(port: number, upstreams: string[], tls?: BenchTls & { ca: string }): Promise<Subprocess> {
-  const argv = [process.execPath, "bench/raw-proxy.ts", String(port), upstreams.join(",")];
+/**
+ * bench/bare-proxy.ts (Bun.serve + fetch) or bench/raw-proxy.ts (bytes only, the least a proxy on
+ * Bun can cost; `tls` terminates TLS), pinned like every proxy row; ready when a POST goes through.
+ */
+async function startBunProxy(
+  kind: "bare" | "raw",
+  port: number,
+  upstreams: string[],
+  tls?: BenchTls & { ca: string },
+): Promise<Subprocess> {
+  const argv = [process.execPath, `bench/${kind}-proxy.ts`, String(port), upstreams.join(",")];
   if (tls) argv.push(tls.cert, tls.key);
-  const proc = spawn("raw proxy", pinned(argv, PROXY_CPU), { cwd: REPO_ROOT, stdout: "inherit", stderr: "inherit" });
+  const proc = spawn(`${kind} proxy`, pinned(argv, PROXY_CPU), {
+    cwd: REPO_ROOT,
+    stdout: "inherit",
+    stderr: "inherit",
+  });
   await waitHttp(
     `${tls ? "https" : "http"}://127.0.0.1:${port}/projects`,
     proc,

@@ -11,6 +11,7 @@
  * of the output. Used by the gateway's access log (gateway/src/telemetry/access-log.ts) and
  * rpcapp's (rpcapp/src/access-log.ts).
  */
+import type { SpanContext } from "@opentelemetry/api";
 import pino, { type Logger } from "pino";
 
 const symbols = pino.symbols;
@@ -46,6 +47,11 @@ export class AccessLineWriter {
       this.#timeField = `,"time":"${new Date(now).toISOString()}"`;
     }
     return this.#timeField;
+  }
+
+  /** `,"trace_id":…,"span_id":…` for a span's ids (hex, nothing to escape), or "" without one. */
+  static spanMembers(span: SpanContext | undefined): string {
+    return span ? `,"trace_id":"${span.traceId}","span_id":"${span.spanId}"` : "";
   }
 
   /** Whether a line at `level` would be written (the logger's level, which may change). */

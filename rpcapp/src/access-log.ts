@@ -33,11 +33,10 @@ export class AccessLog {
 
   write(level: "info" | "error", entry: AccessEntry): void {
     if (!this.#writer.enabled(level)) return;
-    const ids = entry.span ? `,"trace_id":"${entry.span.traceId}","span_id":"${entry.span.spanId}"` : "";
     const durationMs = Math.round(entry.seconds * 1_000_000) / 1000;
     this.#writer.write(
       level,
-      `${ids},"request_id":"${entry.requestId}","method":${entry.quotedMethod},"grpc_code":"${entry.codeName}",` +
+      `${AccessLineWriter.spanMembers(entry.span)},"request_id":"${entry.requestId}","method":${entry.quotedMethod},"grpc_code":"${entry.codeName}",` +
         `"duration_ms":${durationMs},"peer":${JSON.stringify(entry.peer)}`,
       '"rpc"',
     );

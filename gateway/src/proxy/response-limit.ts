@@ -13,14 +13,15 @@ export function limitResponseSize(response: Response, maxBytes: number): Limited
   // client's answers with a Content-Length) makes it a ReadableStream, which Bun.serve then
   // writes out through JavaScript instead of in one native write (bench/README.md, 2026-12-06).
   const declared = response.headers.get("content-length");
+  const length = declared === null ? undefined : Number(declared);
   // `!(n > max)`: a length that is no number (which llhttp refuses before this) passes, as before.
-  if (declared !== null && !(Number(declared) > maxBytes)) return { ok: true, response };
+  if (length !== undefined && !(length > maxBytes)) return { ok: true, response };
   // HEAD answers and 204/304 declare a length but carry no body.
   const body = response.body;
   if (!body) return { ok: true, response };
-  if (declared !== null) {
+  if (length !== undefined) {
     void body.cancel().catch(() => {});
-    return { ok: false, declared: Number(declared) };
+    return { ok: false, declared: length };
   }
   let seen = 0;
   const counted = body.pipeThrough(

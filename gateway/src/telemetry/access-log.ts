@@ -55,7 +55,7 @@ export class AccessLog {
     if (!this.#writer.enabled("info")) return;
     const route = ctx.route && routeMembersOf(ctx.route);
     const durationMs = Math.round((performance.now() - ctx.start) * 1000) / 1000;
-    let members = span ? `,"trace_id":"${span.traceId}","span_id":"${span.spanId}"` : "";
+    let members = AccessLineWriter.spanMembers(span);
     members += `,"request_id":"${ctx.id}","method":${quotedMethod(ctx.method)},"path":${JSON.stringify(ctx.path)}`;
     if (route) members += route.route;
     members += `,"status":${status},"duration_ms":${durationMs}`;

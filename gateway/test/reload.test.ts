@@ -1,16 +1,17 @@
 /**
  * Config hot reload, on a real gateway process: an edit of routes.yaml is served without a
  * restart, a bad edit is rejected (the last good config keeps serving, the error is on the admin
- * API with file:line), SIGHUP reloads, and a Kubernetes-style ConfigMap update (a symlink swap in
- * the mounted directory) is picked up.
+ * API with file:line), SIGHUP reloads, a Kubernetes-style ConfigMap update (a symlink swap in
+ * the mounted directory) is picked up, and a file written beside routes.yaml all the time (a log)
+ * does not hold a reload back.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
 import { type Spawned, spawnService, stopAll, waitFor, waitForHttp } from "../../scripts/stack/testing/processes.ts";
-import type { ReloadStatus } from "../src/config/reload.ts";
+import { concernsConfig, type ReloadStatus } from "../src/config/reload.ts";
 
 let upstream: ReturnType<typeof Bun.serve>;
 const dirs: string[] = [];
@@ -180,5 +181,40 @@ describe("a ConfigMap mounted as a directory", () => {
       timeoutMs: 5_000,
     });
     expect(await statusOf(`${gw.url}/first`)).toBe(404);
+  }, 20_000);
+});
+
+describe("other files in the config directory", () => {
+  test("only the config file and the kubelet's `..` entries concern the watch", () => {
+    for (const name of ["routes.yaml", "..data", "..data_tmp", "..2024_01_01_00_01_00.2", null, undefined])
+      expect(concernsConfig(name, "routes.yaml")).toBe(true);
+    expect(concernsConfig(Buffer.from("routes.yaml"), "routes.yaml")).toBe(true);
+    for (const name of ["access.log", ".routes.yaml.swp", "routes.yaml~", "other.yaml", "routes.yml"])
+      expect(concernsConfig(name, "routes.yaml")).toBe(false);
+  });
+
+  test("a log appended to beside routes.yaml every 20 ms does not hold an edit back until the poll", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "portico-reload-busy-"));
+    dirs.push(dir);
+    const file = join(dir, "routes.yaml");
+    writeFileSync(file, routesYaml([{ name: "first", path: "/first" }]));
+    const gw = await startGateway(file);
+    // Each append is a watch event in the directory, well inside the 150 ms debounce: a debounce
+    // that every event restarted would read the file only at the 10 s poll.
+    const log = join(dir, "access.log");
+    const writer = setInterval(() => appendFileSync(log, `{"msg":"request"}\n`), 20);
+    try {
+      await Bun.sleep(300);
+      writeFileSync(file, routesYaml([{ name: "first", path: "/first" }, { name: "second", path: "/second" }]));
+      await waitFor("/second to be served", async () => (await statusOf(`${gw.url}/second`)) === 200, {
+        proc: gw.proc,
+        timeoutMs: 5_000,
+      });
+    } finally {
+      clearInterval(writer);
+    }
+    const status = await reloadStatus(gw);
+    expect(status.reloads).toBe(1);
+    expect(status.failures).toBe(0);
   }, 20_000);
 });

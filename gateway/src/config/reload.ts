@@ -8,13 +8,16 @@
  * of symlinks (routes.yaml → ..data/routes.yaml, ..data → ..2024_…) and the kubelet updates it by
  * swapping `..data`, which a watch on the file itself never sees
  * (https://kubernetes.io/docs/concepts/configuration/configmap/#mounted-configmaps-are-updated-automatically).
- * Editors that save by rename are caught the same way. Events are debounced, and a change is
- * applied only if the file's text changed, so edits elsewhere in the directory cost one read.
- * A slow poll backs the watch up on file systems where inotify sees nothing.
+ * Editors that save by rename are caught the same way. Only events that name the file or the
+ * kubelet's `..` entries count (`concernsConfig`): a log written beside the file costs nothing
+ * and cannot hold a reload back. The first event that counts schedules one read `debounceMs`
+ * later, which the events after it within that time join; a change is applied only if the
+ * file's text changed. A slow poll backs the watch up on file systems where inotify sees
+ * nothing (or names no file).
  */
 import { createHash } from "node:crypto";
 import { type FSWatcher, readFileSync, watch } from "node:fs";
-import { dirname, resolve } from "node:path";
+import { basename, dirname, resolve } from "node:path";
 import type { Logger } from "../../../lib/log.ts";
 import {
   ConfigError,
@@ -133,7 +136,10 @@ export class ConfigReloader {
   start(): void {
     const dir = dirname(resolve(this.opts.file));
     try {
-      this.#watcher = watch(dir, { persistent: false }, () => this.#schedule());
+      const name = basename(resolve(this.opts.file));
+      this.#watcher = watch(dir, { persistent: false }, (_event, filename) => {
+        if (concernsConfig(filename, name)) this.#schedule();
+      });
       this.#watcher.on("error", (err) =>
         this.opts.log.warn(
           { err: err.message, dir },
@@ -175,9 +181,13 @@ export class ConfigReloader {
   }
 
   #schedule(): void {
-    clearTimeout(this.#debounce);
-    // A kubelet swap or an editor's save is several events within milliseconds: read once after.
-    this.#debounce = setTimeout(() => void this.reload("watch"), this.opts.debounceMs ?? 150);
+    // A kubelet swap or an editor's save is several events within milliseconds: read once after
+    // the first. Not postponed by later events: a stream of them would hold the reload back.
+    if (this.#debounce) return;
+    this.#debounce = setTimeout(() => {
+      this.#debounce = undefined;
+      void this.reload("watch");
+    }, this.opts.debounceMs ?? 150);
     this.#debounce.unref();
   }
 
@@ -242,6 +252,18 @@ export class ConfigReloader {
     );
     return false;
   }
+}
+
+/**
+ * Whether a change in the config file's directory, as `fs.watch` names it, can concern the file
+ * `configName`: the file itself (an edit, an editor's rename over it), one of the kubelet's
+ * `..data`, `..data_tmp`, `..<timestamp>` entries of a mounted ConfigMap, or an event that names
+ * nothing (some platforms). Anything else — a log, an editor's swap file — cannot.
+ */
+export function concernsConfig(filename: string | Buffer | null | undefined, configName: string): boolean {
+  if (filename === null || filename === undefined) return true;
+  const name = typeof filename === "string" ? filename : filename.toString();
+  return name === configName || name.startsWith("..");
 }
 
 function digestOf(text: string): string {

@@ -94,6 +94,23 @@ function describeMethod(path: string): MethodInfo {
   };
 }
 
+/** Where `noteStatus` leaves the code of a status grpc-js's base call sent by itself. */
+const BASE_STATUS = Symbol("status sent by grpc-js's base call");
+type NotedCall = grpc.ServerInterceptingCallInterface & { [BASE_STATUS]?: grpc.status };
+
+/**
+ * grpc-js ends some calls itself, on its base call, where no interceptor sees the status: the
+ * deadline passing (`grpc-timeout`), a request it cannot decode or that is over the size limit, a
+ * malformed `grpc-timeout`. The interceptor is then told only `onCancel`. Put in place of the
+ * base call's `sendStatus`, this notes the code on the call and sends the status as before, so
+ * the call is logged and counted as what the client got, not as CANCELLED. A shared function
+ * (not a closure per call): it finds the base method on the call's prototype.
+ */
+function noteStatus(this: NotedCall, status: grpc.PartialStatusObject): void {
+  this[BASE_STATUS] = status.code;
+  (Object.getPrototypeOf(this) as NotedCall).sendStatus.call(this, status);
+}
+
 function traceparentOf(metadata: grpc.Metadata): string | null {
   const value = metadata.get("traceparent")[0];
   return typeof value === "string" ? value : null;
@@ -124,6 +141,8 @@ export function accessInterceptor(
 
   return (method, call) => {
     const startedAt = performance.now();
+    // The base call (this is the only interceptor): see noteStatus.
+    call.sendStatus = noteStatus;
     const info = methodInfo(method.path);
     let requestId = "";
     let traced: Context | undefined;
@@ -173,7 +192,8 @@ export function accessInterceptor(
           // The handler runs when the request is complete: inside the trace context, so anything
           // it logs or calls carries the trace.
           onReceiveHalfClose: (nextHalfClose) => (traced ? context.with(traced, nextHalfClose) : nextHalfClose()),
-          onCancel: () => end(grpc.status.CANCELLED),
+          // A status grpc-js sent by itself, or the client's cancellation.
+          onCancel: () => end((call as NotedCall)[BASE_STATUS] ?? grpc.status.CANCELLED),
         }),
       sendMetadata: (metadata, next) => {
         isMetadataSent = true;

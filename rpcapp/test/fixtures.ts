@@ -1,5 +1,6 @@
 /** An in-process rpcapp for tests: real gRPC server on a free port, logs captured as objects. */
 import type { ServiceIdentity } from "../../lib/env.ts";
+import type { Fault } from "../../lib/fault.ts";
 import { Lifecycle } from "../../lib/lifecycle.ts";
 import { createLogger } from "../../lib/log.ts";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
@@ -32,6 +33,7 @@ export async function startInProcess(
     maxConnectionAgeGraceMs?: number;
     logProbes?: boolean;
     telemetry?: RpcTelemetry;
+    fault?: Fault;
   } = {},
 ): Promise<InProcessRpcapp> {
   const logs: Record<string, unknown>[] = [];
@@ -49,6 +51,7 @@ export async function startInProcess(
     maxConnectionAgeGraceMs: opts.maxConnectionAgeGraceMs,
     logProbes: opts.logProbes,
     telemetry: opts.telemetry,
+    fault: opts.fault,
   });
   const clients = new RpcappClients(`127.0.0.1:${rpc.port}`);
   return {

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
+import http2 from "node:http2";
+import { Fault } from "../../lib/fault.ts";
 import { waitFor } from "../../scripts/stack/testing/processes.ts";
 import { startInProcess, TEST_IDENTITY, type InProcessRpcapp } from "./fixtures.ts";
 
@@ -76,6 +78,68 @@ describe("access log", () => {
     });
     expect(lines[0]!.duration_ms).toBeNumber();
     expect(lines[0]!.peer).toMatch(/^127\.0\.0\.1:\d+$/);
+  });
+});
+
+/**
+ * One call over a bare HTTP/2 stream, so that nothing client-side (a grpc-js deadline, its
+ * serializer) steps in: the headers and the framed message are sent as given, and the status
+ * the server answers is read from the trailers (or a trailers-only response).
+ */
+async function rawCall(port: number, headers: Record<string, string>, message: Uint8Array): Promise<number> {
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  try {
+    return await new Promise<number>((resolve, reject) => {
+      const framed = Buffer.alloc(5 + message.byteLength);
+      framed.writeUInt32BE(message.byteLength, 1);
+      framed.set(message, 5);
+      const stream = session.request({
+        ":method": "POST",
+        ":path": "/userverify.UserVerify/VerifyUser",
+        "content-type": "application/grpc",
+        te: "trailers",
+        ...headers,
+      });
+      const status = (h: http2.IncomingHttpHeaders) => {
+        if (h["grpc-status"] !== undefined) resolve(Number(h["grpc-status"]));
+      };
+      stream.on("response", status);
+      stream.on("trailers", status);
+      stream.on("data", () => {});
+      stream.on("error", reject);
+      stream.on("close", () => reject(new Error("the stream closed without a gRPC status")));
+      stream.end(framed);
+    });
+  } finally {
+    session.close();
+  }
+}
+
+describe("calls grpc-js ends by itself are logged and counted with the status the client got", () => {
+  test("a request that cannot be decoded: INTERNAL, at error level, not CANCELLED", async () => {
+    const code = await rawCall(app.rpc.port, { "x-request-id": "undecodable-req" }, new Uint8Array([0xff, 0xff]));
+    expect(code).toBe(grpc.status.INTERNAL);
+    await waitFor("the access line", () => app.logs.some((l) => l.request_id === "undecodable-req"));
+    const lines = app.logs.filter((l) => l.request_id === "undecodable-req");
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ msg: "rpc", grpc_code: "INTERNAL", level: "error" });
+  });
+
+  test("a deadline that passes while the handler works: DEADLINE_EXCEEDED, not CANCELLED", async () => {
+    // The handler answers after 400 ms; the call allows 50 and the client never cancels it, so
+    // the status is grpc-js's own (its deadline timer), not a cancellation.
+    const slow = await startInProcess({ fault: new Fault(0, 400) });
+    try {
+      const code = await rawCall(slow.rpc.port, { "grpc-timeout": "50m", "x-request-id": "late-req" }, new Uint8Array());
+      expect(code).toBe(grpc.status.DEADLINE_EXCEEDED);
+      await waitFor("the access line", () => slow.logs.some((l) => l.request_id === "late-req"));
+      // The handler's late answer must not add a second line.
+      await Bun.sleep(500);
+      const lines = slow.logs.filter((l) => l.request_id === "late-req");
+      expect(lines.map((l) => l.grpc_code)).toEqual(["DEADLINE_EXCEEDED"]);
+    } finally {
+      await slow.close();
+    }
   });
 });
 

@@ -136,7 +136,7 @@ export function formatStartup(s: StartupResult): string {
   return [
     `compiled gateway (${s.binary}), lean config:`,
     `  start (exec → first proxied 2xx): ${s.medianStartMs.toFixed(0)} ms median of ${s.startMs.map((m) => m.toFixed(0)).join(", ")}`,
-    `  RSS: idle ${s.idleRssMiB.toFixed(1)} MiB (median of ${s.idleRssEachMiB.map((m) => m.toFixed(1)).join(", ")}), under ${64}-connection load ${s.loadRssMiB.toFixed(1)} MiB (${s.load.requestsPerSecond.toFixed(0)} req/s), 2 s after ${s.afterRssMiB.toFixed(1)} MiB, 5 s after ${s.after5sRssMiB.toFixed(1)} MiB`,
+    `  RSS: idle ${s.idleRssMiB.toFixed(1)} MiB (median of ${s.idleRssEachMiB.map((m) => m.toFixed(1)).join(", ")}), under ${64}-connection load ${s.loadRssMiB.toFixed(1)} MiB (${s.load.requestsPerSecond.toFixed(0)} req/s), 2 s after ${s.afterRssMiB.toFixed(1)} MiB, 5 s after ${s.after5sRssMiB.toFixed(1)} MiB, 32 s after (quiet: compiled code dropped) ${s.afterQuietRssMiB.toFixed(1)} MiB`,
   ].join("\n");
 }
 

@@ -418,11 +418,13 @@ try {
     progress(`round ${round}/${rounds}: ${active.length} targets × ${HIGH} and ${LOW} connections, ${seconds} s each`);
     for (const row of active) {
       const target = targets.get(row.key)!;
-      // 1 s unmeasured right before the target's runs: JIT in the first round, and in every round
-      // the upstream connection pools the proxy let go idle while the other targets ran (HAProxy
+      // 2 s unmeasured right before the target's runs: JIT in the first round, and in every round
+      // what the proxy let go while the other targets ran — its idle upstream connections (HAProxy
       // purges idle server connections after 5 s, nginx after 60 s), so that "new upstream conns"
-      // counts what a proxy opens under steady load, not its reconnects after a pause.
-      await load(target, HIGH, 1).catch((err) => progress(`  ${row.name}: warm-up failed: ${err}`));
+      // counts what a proxy opens under steady load, not its reconnects after a pause, and a Bun
+      // service's compiled code, which it drops after 30 s of quiet (GC_WHEN_IDLE, lib/idle-gc.ts):
+      // the rows compare proxies in service, not their first second after a rest.
+      await load(target, HIGH, 2).catch((err) => progress(`  ${row.name}: warm-up failed: ${err}`));
       for (const connections of [HIGH, LOW]) {
         try {
           const run = await measure(target, connections, round);

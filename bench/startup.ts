@@ -4,8 +4,9 @@
  *   idle     RSS 1 s after that first 2xx, median of the same starts (it moves by ~2 MiB between
  *            starts of one binary)
  *   load     highest RSS sampled every 100 ms during a 64-connection wrk run
- *   after    RSS 2 s and 5 s after the load ends (GC_WHEN_IDLE collects ~0.5 s after it; what
- *            that frees leaves the process over the next seconds)
+ *   after    RSS 2 s and 5 s after the load ends (GC_WHEN_IDLE collects garbage ~0.5 s after it;
+ *            what that frees leaves the process over the next seconds), and 32 s after, once 30 s
+ *            of quiet made it drop its compiled code and free pages too (lib/idle-gc.ts)
  */
 import type { Subprocess } from "bun";
 import { postJson, PROJECT_BODY, preparePortico, spawnPortico } from "./portico.ts";
@@ -23,6 +24,8 @@ export interface StartupResult {
   loadRssMiB: number;
   afterRssMiB: number;
   after5sRssMiB: number;
+  /** After GC_WHEN_IDLE's shrink (30 s of quiet). */
+  afterQuietRssMiB: number;
   load: WrkResult;
 }
 
@@ -85,6 +88,8 @@ export async function benchStartup(opts: {
       await Bun.sleep(2000);
       const afterRssMiB = rssMiB(proc.pid);
       await Bun.sleep(3000);
+      const after5sRssMiB = rssMiB(proc.pid);
+      await Bun.sleep(27_000);
       return {
         binary: opts.binary,
         startMs,
@@ -93,7 +98,8 @@ export async function benchStartup(opts: {
         idleRssMiB,
         loadRssMiB,
         afterRssMiB,
-        after5sRssMiB: rssMiB(proc.pid),
+        after5sRssMiB,
+        afterQuietRssMiB: rssMiB(proc.pid),
         load,
       };
     } finally {

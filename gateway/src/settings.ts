@@ -62,7 +62,7 @@ export interface GatewaySettings {
   /** DRAIN_DELAY_MS, SHUTDOWN_TIMEOUT_MS (lib/lifecycle.ts). */
   drainDelayMs: number;
   shutdownTimeoutMs: number;
-  /** GC_WHEN_IDLE: a full collection and heap shrink when the process goes idle after work (lib/idle-gc.ts). */
+  /** GC_WHEN_IDLE: a full collection when the process goes quiet after work, a shrink after 30 s of quiet (lib/idle-gc.ts). */
   gcWhenIdle: boolean;
   /** REDIS_URL: one rate-limit budget for every gateway; without it each process keeps its own. */
   redisUrl: string | undefined;

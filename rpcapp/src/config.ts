@@ -25,7 +25,7 @@ export interface RpcappConfig {
   maxConnectionAgeGraceMs: number;
   drainDelayMs: number;
   shutdownTimeoutMs: number;
-  /** GC_WHEN_IDLE: a full collection and heap shrink when the process goes idle after work (lib/idle-gc.ts). */
+  /** GC_WHEN_IDLE: a full collection when the process goes quiet after work, a shrink after 30 s of quiet (lib/idle-gc.ts). */
   gcWhenIdle: boolean;
   /** LOG_PROBES: access lines for health checks and reflection too (see above). */
   logProbes: boolean;

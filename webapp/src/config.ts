@@ -35,7 +35,7 @@ export interface WebappConfig {
   maxJsonDepth: number;
   drainDelayMs: number;
   shutdownTimeoutMs: number;
-  /** GC_WHEN_IDLE: a full collection and heap shrink when the process goes idle after work (lib/idle-gc.ts). */
+  /** GC_WHEN_IDLE: a full collection when the process goes quiet after work, a shrink after 30 s of quiet (lib/idle-gc.ts). */
   gcWhenIdle: boolean;
   /** LOG_PROBES: access-log /healthz and /readyz too (off: the gateways' health checks would fill the log). */
   logProbes: boolean;

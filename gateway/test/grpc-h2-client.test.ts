@@ -46,20 +46,22 @@ async function rawServer(...args: Parameters<typeof startRawServer>): Promise<Ra
   return server;
 }
 
+/** One HTTP/2 frame (RFC 9113 §4.1), for servers that must send what node:http2 would not. */
+function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
+  const head = Buffer.alloc(9);
+  head.writeUIntBE(payload.length, 0, 3);
+  head[3] = type;
+  head[4] = flags;
+  head.writeUInt32BE(stream, 5);
+  return Buffer.concat([head, payload]);
+}
+
 /**
  * A server that answers every request with RST_STREAM `code`, written as raw frames: Bun's own
  * HTTP/2 server sends code 0 whatever `stream.close(code)` is given (Bun 1.4.5).
  */
 async function resetServer(code: number): Promise<{ address: string; streams: number[] }> {
   const streams: number[] = [];
-  const frame = (type: number, flags: number, stream: number, payload: Buffer) => {
-    const head = Buffer.alloc(9);
-    head.writeUIntBE(payload.length, 0, 3);
-    head[3] = type;
-    head[4] = flags;
-    head.writeUInt32BE(stream, 5);
-    return Buffer.concat([head, payload]);
-  };
   const server = net.createServer((socket) => {
     socket.on("error", () => {});
     let buffered = Buffer.alloc(0);
@@ -201,6 +203,78 @@ describe("against a raw HTTP/2 server", () => {
     expect((unavailable as { unsent?: true }).unsent).toBeUndefined();
     status = 404;
     expect(await call(ch)).toMatchObject({ kind: "status", code: GrpcCode.UNIMPLEMENTED });
+  });
+
+  test("an answer that is not gRPC — a proxy's error page, an HTML 200 — is its HTTP status, its body unread", async () => {
+    let mode = "html-503";
+    const srv = await rawServer((stream) => {
+      if (mode === "html-503") {
+        stream.respond({ ":status": 503, "content-type": "text/html" });
+        stream.end("<html><body>no healthy upstream</body></html>");
+      } else if (mode === "zeros-502") {
+        // Its first bytes would read as an uncompressed message of 2^24 bytes: over the limit.
+        stream.respond({ ":status": 502, "content-type": "application/octet-stream" });
+        stream.end(Buffer.from([0, 1, 0, 0, 0, 0, 0, 0]));
+      } else {
+        stream.respond({ ":status": 200, "content-type": "text/html" });
+        stream.end("<html>hello</html>");
+      }
+    });
+    const ch = channel(srv.address);
+    const unavailable = await call(ch);
+    expect(unavailable).toMatchObject({ kind: "status", code: GrpcCode.UNAVAILABLE });
+    expect((unavailable as { details: string }).details).toBe("upstream answered HTTP 503 without a gRPC status");
+    expect(classify(unavailable)).toBe("unavailable"); // retryable, where INTERNAL would not be
+    mode = "zeros-502";
+    const badGateway = await call(ch);
+    expect(badGateway).toMatchObject({ kind: "status", code: GrpcCode.UNAVAILABLE });
+    expect((badGateway as { replyTooLarge?: number }).replyTooLarge).toBeUndefined();
+    mode = "html-200";
+    const html = await call(ch);
+    expect(html).toMatchObject({ kind: "status", code: GrpcCode.UNKNOWN });
+    expect((html as { details: string }).details).toContain('content-type "text/html", not application/grpc');
+  });
+
+  test("a stream limit raised from 0 starts the waiting calls at once", async () => {
+    const srv = await rawServer((stream) => answer(stream, reply("ok"), { "grpc-status": "0" }), {
+      maxConcurrentStreams: 0,
+    });
+    const raised: number[] = [];
+    const start = performance.now();
+    const ch = channel(srv.address);
+    const calls = Promise.all([call(ch, 3_000), call(ch, 3_000)]);
+    // Raised once the client's session is up and its calls wait.
+    while (srv.sessions.length === 0) await Bun.sleep(5);
+    await Bun.sleep(100);
+    srv.sessions[0]!.settings({ maxConcurrentStreams: 100 }, () => raised.push(performance.now() - start));
+    const results = await calls;
+    expect(results.map((r) => r.kind)).toEqual(["reply", "reply"]);
+    // Without the pump on new settings they waited out their 3 s deadline.
+    expect(performance.now() - start).toBeLessThan(2_000);
+    expect(raised).toHaveLength(1);
+  });
+
+  test("GOAWAY before the server's settings is a failed connect: the calls fail unsent and the backoff holds", async () => {
+    let connections = 0;
+    const server = net.createServer((socket) => {
+      connections++;
+      socket.on("error", () => {});
+      socket.on("data", () => {});
+      socket.write(Buffer.concat([frame(7, 0, 0, Buffer.alloc(8)), frame(4, 0, 0, Buffer.alloc(0))]));
+      setTimeout(() => socket.destroy(), 50);
+    });
+    const port = await freePort();
+    await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+    cleanup.push(() => server.close());
+    const ch = channel(`127.0.0.1:${port}`, { initialBackoffMs: 500, maxBackoffMs: 500 });
+    const failed = await call(ch, 1_000);
+    expect(failed).toMatchObject({ kind: "status", code: GrpcCode.UNAVAILABLE, unsent: true });
+    expect((failed as { details: string }).details).toContain("GOAWAY before its settings");
+    const during = await call(ch, 1_000);
+    expect((during as { details: string }).details).toContain("next try in");
+    await Bun.sleep(200);
+    // One connection for the first call; none while backing off (a loop made thousands).
+    expect(connections).toBe(1);
   });
 
   test("a compressed message is INTERNAL; one over the limit RESOURCE_EXHAUSTED; none at all UNIMPLEMENTED", async () => {

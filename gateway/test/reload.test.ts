@@ -205,7 +205,13 @@ describe("other files in the config directory", () => {
     const writer = setInterval(() => appendFileSync(log, `{"msg":"request"}\n`), 20);
     try {
       await Bun.sleep(300);
-      writeFileSync(file, routesYaml([{ name: "first", path: "/first" }, { name: "second", path: "/second" }]));
+      writeFileSync(
+        file,
+        routesYaml([
+          { name: "first", path: "/first" },
+          { name: "second", path: "/second" },
+        ]),
+      );
       await waitFor("/second to be served", async () => (await statusOf(`${gw.url}/second`)) === 200, {
         proc: gw.proc,
         timeoutMs: 5_000,

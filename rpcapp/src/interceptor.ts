@@ -106,7 +106,7 @@ type NotedCall = grpc.ServerInterceptingCallInterface & { [BASE_STATUS]?: grpc.s
  * the call is logged and counted as what the client got, not as CANCELLED. A shared function
  * (not a closure per call): it finds the base method on the call's prototype.
  */
-function noteStatus(this: NotedCall, status: grpc.PartialStatusObject): void {
+function noteStatus(this: NotedCall, status: Parameters<grpc.ServerInterceptingCallInterface["sendStatus"]>[0]): void {
   this[BASE_STATUS] = status.code;
   (Object.getPrototypeOf(this) as NotedCall).sendStatus.call(this, status);
 }

@@ -130,7 +130,11 @@ describe("calls grpc-js ends by itself are logged and counted with the status th
     // the status is grpc-js's own (its deadline timer), not a cancellation.
     const slow = await startInProcess({ fault: new Fault(0, 400) });
     try {
-      const code = await rawCall(slow.rpc.port, { "grpc-timeout": "50m", "x-request-id": "late-req" }, new Uint8Array());
+      const code = await rawCall(
+        slow.rpc.port,
+        { "grpc-timeout": "50m", "x-request-id": "late-req" },
+        new Uint8Array(),
+      );
       expect(code).toBe(grpc.status.DEADLINE_EXCEEDED);
       await waitFor("the access line", () => slow.logs.some((l) => l.request_id === "late-req"));
       // The handler's late answer must not add a second line.

@@ -16,8 +16,9 @@
  *   fails calls fast while a channel is in TRANSIENT_FAILURE. `reset()` ends the backoff
  *   (upstream.ts calls it for an endpoint the health checks found down, so the check that
  *   readmits it dials at once);
+ * - a GOAWAY before the server's first SETTINGS is a failed connect too (backoff included);
  * - the server's SETTINGS_MAX_CONCURRENT_STREAMS is respected: calls past it wait, in order, for a
- *   stream to finish (or for their deadline);
+ *   stream to finish or the limit to be raised (or for their deadline);
  * - after a GOAWAY the session takes no new call; calls above its last stream id were not
  *   processed and end UNAVAILABLE `unsent`, the others finish on it;
  * - keepalive: while calls are in flight and none finished for `keepaliveMs`, a PING goes out;
@@ -29,7 +30,9 @@
  * cancels the stream (RST_STREAM CANCEL) at that time → DEADLINE_EXCEEDED; replies over
  * `maxReplyBytes` → RESOURCE_EXHAUSTED with `replyTooLarge` (stream cancelled as soon as the
  * prefix says so; grpc/route.ts answers it 502, the upstream's fault, as the HTTP route does);
- * compressed messages → INTERNAL (no grpc-encoding is offered, so none may come back).
+ * compressed messages → INTERNAL (no grpc-encoding is offered, so none may come back); an answer
+ * that is not gRPC (HTTP status other than 200, or a content-type other than application/grpc, and
+ * no grpc-status) → the HTTP status's code by the spec's table, UNKNOWN for a 200, body unread.
  */
 import http2, {
   type ClientHttp2Session,
@@ -220,6 +223,8 @@ export class GrpcChannel {
     });
     h2.on("remoteSettings", (settings) => {
       session.maxStreams = settings.maxConcurrentStreams ?? session.maxStreams;
+      // A raised limit (from 0, even: RFC 9113 §6.5.2) starts waiting calls now, not when a call ends.
+      if (session.ready && !session.retired) this.#pump();
     });
     h2.on("goaway", (_errorCode: number, lastStreamId: number) => this.#goaway(session, lastStreamId));
     h2.on("error", (err: Error) => {
@@ -258,6 +263,12 @@ export class GrpcChannel {
   }
 
   #goaway(session: Session, lastStreamId: number): void {
+    // Before its settings (a server draining as it accepts, or one that breaks the preface): a
+    // connect that failed, with the backoff — not a new connection at once, in a loop.
+    if (!session.ready) {
+      this.#failed(session, "the upstream sent GOAWAY before its settings");
+      return;
+    }
     // Retired first: the refused calls' retries must go to a new session.
     if (!session.retired) this.#retire(session);
     for (const call of session.calls) {
@@ -397,7 +408,22 @@ class UnaryCall {
     if (stream !== this.#stream) return;
     this.#headers = headers;
     // Trailers-Only: the status came with the headers, and no message will follow.
-    if (headers["grpc-status"] !== undefined) this.#ended(headers);
+    if (headers["grpc-status"] !== undefined) {
+      this.#ended(headers);
+      return;
+    }
+    // Not a gRPC answer (a proxy's or load balancer's error page, an HTTP server): its body is not
+    // length-prefixed messages. The HTTP status says what happened (the spec's mapping table), as
+    // grpc-js reads it; the stream is cancelled unread.
+    const httpStatus = Number(headers[":status"] ?? 0);
+    if (httpStatus !== 200) {
+      const status = statusFromHttp(httpStatus);
+      this.#abort(status.code, status.details);
+    } else if (!isGrpcContentType(headers["content-type"]))
+      this.#abort(
+        GrpcCode.UNKNOWN,
+        `the upstream answered with content-type ${JSON.stringify(headers["content-type"] ?? "")}, not application/grpc`,
+      );
   }
 
   data(stream: CallStream, chunk: Buffer): void {
@@ -545,6 +571,11 @@ function endedResult(
       headers,
     };
   return { kind: "reply", message: body.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + expected), headers };
+}
+
+/** `application/grpc`, or one of its `+proto`-style subtypes, with or without parameters. */
+function isGrpcContentType(value: string | undefined): boolean {
+  return value?.startsWith("application/grpc") === true && !value.startsWith("application/grpc-web");
 }
 
 function onDeadline(call: UnaryCall): void {

@@ -41,6 +41,14 @@ const scripts: Record<string, (socket: Socket<Conn>) => void> = {
   "obs-fold": (s) => s.write(`HTTP/1.1 200 OK${CRLF}X-Folded: a${CRLF} b${CRLF}Content-Length: 2${CRLF}${CRLF}ok`),
   "bare-lf": (s) => s.write(`HTTP/1.1 200 OK\nContent-Length: 2\n\nok`),
   gzip: (s) => s.write(`HTTP/1.1 200 OK${CRLF}Transfer-Encoding: gzip${CRLF}${CRLF}zzzz`),
+  "chunked-twice": (s) =>
+    s.write(
+      `HTTP/1.1 200 OK${CRLF}Transfer-Encoding: chunked${CRLF}Transfer-Encoding: chunked${CRLF}${CRLF}2${CRLF}ok${CRLF}0${CRLF}${CRLF}`,
+    ),
+  "http10-chunked": (s) =>
+    s.write(
+      `HTTP/1.0 200 OK${CRLF}Connection: keep-alive${CRLF}Transfer-Encoding: chunked${CRLF}${CRLF}2${CRLF}ok${CRLF}0${CRLF}${CRLF}`,
+    ),
   huge: (s) =>
     s.write(`HTTP/1.1 200 OK${CRLF}X-Huge: ${"h".repeat(32 * 1024)}${CRLF}Content-Length: 2${CRLF}${CRLF}ok`),
   interim: (s) =>
@@ -334,6 +342,7 @@ describe("refused answers close their connection", () => {
     ["obs-fold", "Upstream response is not valid HTTP"],
     ["bare-lf", "Upstream response is not valid HTTP"],
     ["gzip", "Upstream response framing is not supported"],
+    ["chunked-twice", "Upstream response framing is not supported"],
     ["huge", "Upstream response headers too large"],
     ["odd-status", "Upstream response is not valid HTTP"],
     ["low-status", "Upstream response is not valid HTTP"],
@@ -347,6 +356,14 @@ describe("refused answers close their connection", () => {
     const before = connections;
     responseOf(await send(p, "ok"));
     expect(connections - before).toBe(1);
+    p.close();
+  });
+
+  test("an HTTP/1.0 answer in chunks (no such coding in 1.0) is read, and its connection closed after it", async () => {
+    const p = pool();
+    expect(await responseOf(await send(p, "http10-chunked")).text()).toBe("ok");
+    await Bun.sleep(20);
+    expect([p.idleCount, p.openCount]).toEqual([0, 0]);
     p.close();
   });
 

@@ -10,9 +10,10 @@
  *
  * What the parser refuses, each as an `invalid` outcome (a 502 of the gateway's own) with the
  * connection closed: Content-Length with Transfer-Encoding, repeated Content-Length, a
- * Transfer-Encoding other than `chunked`, obs-fold, bare CR or LF, invalid header tokens,
- * a malformed status line or chunk size, a head over limits.maxHeaderBytes. Interim answers (1xx)
- * are skipped; a 101 is refused (the gateway never asks for an upgrade).
+ * Transfer-Encoding other than `chunked` or `chunked` twice, obs-fold, bare CR or LF, invalid
+ * header tokens, a malformed status line or chunk size, a head over limits.maxHeaderBytes. Interim
+ * answers (1xx) are skipped; a 101 is refused (the gateway never asks for an upgrade). An HTTP/1.0
+ * answer in chunks is read, and its connection closed after it (RFC 9112 §6.1).
  *
  * One request per connection at a time (no pipelining). A try's outcome settles once the answer
  * is known to be usable:
@@ -142,8 +143,8 @@ class Connection {
     };
     parser[kOnHeaders] = (names: string[]) => this.#onHeaders(names);
     parser[kOnHeadersComplete] = (
-      _major: number,
-      _minor: number,
+      major: number,
+      minor: number,
       raw: string[] | undefined,
       _method: unknown,
       _url: unknown,
@@ -151,7 +152,7 @@ class Connection {
       statusText: string,
       _upgrade: boolean,
       keepAlive: boolean,
-    ) => this.#onHeadersComplete(raw, status, statusText, keepAlive);
+    ) => this.#onHeadersComplete(raw, status, statusText, keepAlive, major === 1 && minor === 0);
     parser[kOnBody] = (chunk: Uint8Array<ArrayBuffer>) => this.#onBody(chunk);
     parser[kOnMessageComplete] = () => this.#onMessageComplete();
   }
@@ -185,7 +186,7 @@ class Connection {
       return;
     }
     const result = this.#parse(() => this.parser.execute(chunk));
-    if (result instanceof Error) this.#refuse(parseError(result));
+    if (result instanceof Error) this.#refuse(parseError(result, this.exchange?.limits.maxHeaderBytes));
     // Bytes after the answer (the start of one nobody asked for), or a close decided in a callback.
     else if (this.stray || this.closeAfterParse) this.destroy();
     else if (this.exchange === exchange && exchange.streams && exchange.length > 0) {
@@ -240,7 +241,7 @@ class Connection {
       const result = this.#parse(() => this.parser.finish());
       // HPE_INVALID_EOF_STATE: the message was not complete (told below as a close mid-answer).
       if (result instanceof Error && this.exchange && result.code !== "HPE_INVALID_EOF_STATE") {
-        this.#refuse(parseError(result));
+        this.#refuse(parseError(result, this.exchange?.limits.maxHeaderBytes));
         return;
       }
     }
@@ -283,7 +284,13 @@ class Connection {
     for (const item of names) exchange.raw.push(item);
   }
 
-  #onHeadersComplete(raw: string[] | undefined, status: number, statusText: string, keepAlive: boolean): number {
+  #onHeadersComplete(
+    raw: string[] | undefined,
+    status: number,
+    statusText: string,
+    keepAlive: boolean,
+    http10: boolean,
+  ): number {
     const exchange = this.exchange;
     if (!exchange) return 0;
     if (raw) for (const item of raw) exchange.raw.push(item);
@@ -302,12 +309,12 @@ class Connection {
       return 0;
     }
     exchange.interim = false;
-    this.keepAlive = keepAlive;
     // Pairs, not a Headers: `new Response` makes its own Headers from them either way, and
     // building one here first cost a native append per header and a copy (bench/census.ts).
     let headers: [string, string][] = [];
     let bytes = 0;
     let length = -1;
+    let chunked = false;
     let connectionNames: string | undefined;
     for (let i = 0; i < names.length; i += 2) {
       const name = names[i]!;
@@ -327,11 +334,26 @@ class Connection {
           );
           return 0;
         }
+        // Two lines are one list (RFC 9110 §5.3): chunked twice, as "chunked, chunked" is.
+        if (chunked) {
+          this.#refuse(
+            new InvalidUpstreamResponse(
+              "Upstream response framing is not supported",
+              "Transfer-Encoding chunked is repeated; it may be applied once (RFC 9112 §7)",
+            ),
+          );
+          return 0;
+        }
+        chunked = true;
+        // HTTP/1.0 has no chunked coding: the framing is faulty, and the connection is closed
+        // after this answer (RFC 9112 §6.1).
+        if (http10) keepAlive = false;
         continue;
       } else if (lower === "connection") connectionNames = connectionNames ? `${connectionNames}, ${value}` : value;
       if (isHopByHop(lower)) continue;
       headers.push([name, value]);
     }
+    this.keepAlive = keepAlive;
     if (bytes > exchange.limits.maxHeaderBytes) {
       this.#refuse(
         new InvalidUpstreamResponse(
@@ -514,18 +536,24 @@ function connectError(message: string, cause?: unknown): Error {
   return Object.assign(new Error(message, cause === undefined ? {} : { cause }), { connect: true });
 }
 
-function parseError(error: Error & { code?: string }): Error {
+/** What llhttp refused, told as the gateway's 502 tells it; `maxHeaderBytes`: the exchange's limit. */
+function parseError(error: Error & { code?: string }, maxHeaderBytes?: number): Error {
   switch (error.code) {
     case "HPE_HEADER_OVERFLOW":
       return new InvalidUpstreamResponse(
         "Upstream response headers too large",
-        `the response head exceeds ${PARSER_MAX_HEAD_BYTES} bytes`,
+        `the response head exceeds ${PARSER_MAX_HEAD_BYTES} bytes` +
+          (maxHeaderBytes !== undefined ? `; the limit is ${maxHeaderBytes}` : ""),
       );
     case "HPE_UNEXPECTED_CONTENT_LENGTH":
-    case "HPE_INVALID_TRANSFER_ENCODING":
       return new InvalidUpstreamResponse(
         "Upstream response framing is ambiguous",
         "the response has both Content-Length and Transfer-Encoding, or Content-Length twice",
+      );
+    case "HPE_INVALID_TRANSFER_ENCODING":
+      return new InvalidUpstreamResponse(
+        "Upstream response framing is ambiguous",
+        "the response's Transfer-Encoding is empty or not last-chunked, or comes with a Content-Length",
       );
     case "HPE_USER":
       return new InvalidUpstreamResponse("Upstream response is not valid HTTP", error.message);

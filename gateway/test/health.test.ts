@@ -90,6 +90,35 @@ describe("HTTP health checks (GET /readyz)", () => {
     });
     expect(received).toBeGreaterThanOrEqual(2); // unhealthyThreshold: 2 checks, both unanswered
   });
+  test("an answer over 64 KiB fails the check, with a declared length or in chunks", async () => {
+    const big = new Uint8Array(1024 * 1024);
+    let mode: "small" | "declared" | "chunked" = "small";
+    const stub = Bun.serve({
+      hostname: "127.0.0.1",
+      port: await freePort(),
+      fetch: () => {
+        if (mode === "small") return new Response("ok");
+        if (mode === "declared") return new Response(big);
+        return new Response(
+          new ReadableStream({
+            pull(controller) {
+              controller.enqueue(big.subarray(0, 16 * 1024)); // forever, 16 KiB at a time
+            },
+          }),
+        );
+      },
+    });
+    cleanup.push(() => stub.stop(true));
+    const upstream = testUpstream(testConfig({ endpoints: `127.0.0.1:${stub.port}`, healthCheck: CHECKS }));
+    cleanup.push(() => upstream.close());
+    const endpoint = upstream.endpoints[0]!;
+    await waitFor("healthy", () => endpoint.health === "healthy", { timeoutMs: 2_000, intervalMs: 5 });
+    for (const next of ["declared", "small", "chunked"] as const) {
+      mode = next;
+      const want = next === "small" ? "healthy" : "unhealthy";
+      await waitFor(`${want} (${next})`, () => endpoint.health === want, { timeoutMs: 3_000, intervalMs: 5 });
+    }
+  });
 });
 
 describe("gRPC health checks (grpc.health.v1.Health/Check)", () => {

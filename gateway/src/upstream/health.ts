@@ -10,6 +10,7 @@
 import { parseProtos } from "../../../lib/proto.ts";
 import type { UpstreamConfig } from "../config/load.ts";
 import { callUnary } from "../grpc/call.ts";
+import { limitResponseSize } from "../proxy/response-limit.ts";
 import { type GrpcMethod, resolveMethod } from "../grpc/method.ts";
 import type { Endpoint } from "./endpoint.ts";
 
@@ -36,8 +37,13 @@ export async function checkHttp(endpoint: Endpoint, path: string, timeoutMs: num
   const outcome = await endpoint.httpPool().send("GET", path, new Headers(), null, timeoutMs, HEALTH_LIMITS);
   if (outcome.kind !== "response") return { passed: false };
   const res = outcome.response;
+  // A status document is small: an answer over the cap fails the check, its body not read (a
+  // declared length over it) or cut at the cap (chunked), so no endpoint makes every check buffer
+  // whatever it sends.
+  const limited = limitResponseSize(res, HEALTH_LIMITS.maxResponseBytes);
+  if (!limited.ok) return { passed: false };
   try {
-    await res.arrayBuffer();
+    await limited.response.arrayBuffer();
   } catch {
     return { passed: false };
   }

@@ -457,11 +457,10 @@ class UnaryCall {
       this.refused("the upstream refused the stream (REFUSED_STREAM) before processing it");
       return;
     }
-    const httpStatus = Number(this.#headers?.[":status"] ?? 0);
+    // A non-200 answer was settled when its headers came (response()).
     const h2 = this.#session?.h2;
     let status: WireStatus;
-    if (httpStatus !== 0 && httpStatus !== 200) status = statusFromHttp(httpStatus);
-    else if (h2 && (h2.destroyed || h2.closed))
+    if (h2 && (h2.destroyed || h2.closed))
       status = { code: GrpcCode.UNAVAILABLE, details: "connection to the upstream lost during the call" };
     else if (rstCode === http2.constants.NGHTTP2_NO_ERROR)
       status = { code: GrpcCode.INTERNAL, details: "the upstream ended the call without a gRPC status" };
@@ -551,14 +550,14 @@ function endedResult(
   expected: number,
 ): UnaryResult {
   const code = parseGrpcStatus(statusHeaders["grpc-status"]);
-  if (code === undefined) {
-    const httpStatus = Number(headers[":status"] ?? 200);
-    const status =
-      httpStatus !== 200
-        ? statusFromHttp(httpStatus)
-        : { code: GrpcCode.INTERNAL, details: "the upstream ended the call without a gRPC status" };
-    return { kind: "status", ...status, headers };
-  }
+  // Here the answer was a 200 (response() settled any other): no status is the upstream's fault.
+  if (code === undefined)
+    return {
+      kind: "status",
+      code: GrpcCode.INTERNAL,
+      details: "the upstream ended the call without a gRPC status",
+      headers,
+    };
   if (code !== GrpcCode.OK) {
     const details = decodeGrpcMessage(statusHeaders["grpc-message"] as string | undefined);
     return { kind: "status", code, details, headers };

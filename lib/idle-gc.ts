@@ -70,8 +70,6 @@ export class IdleGc {
   #armed = true;
   /** Busy since the last shrink: a long enough quiet shrinks. */
   #shrinkArmed = true;
-  /** Start-up's first quiet spell, if it comes within startupMs, shrinks at once (its code is not the request path's). */
-  #startingUp = true;
   readonly #startedAt: number;
   #lastBusyAt: number;
   #lastCollectAt = Number.NEGATIVE_INFINITY;
@@ -108,17 +106,18 @@ export class IdleGc {
       return undefined;
     }
     if (share > idleShare) return undefined;
-    // Traffic from the start (a pod in service as soon as it is ready) ends start-up too: that
-    // code is the request path's, kept until a long quiet like any other.
-    if (this.#startingUp && at - this.#startedAt >= startupMs) this.#startingUp = false;
+    // Start-up's first quiet spell, within startupMs, shrinks at once: its code is not the request
+    // path's. Traffic from the start (a pod in service as soon as it is ready) ends start-up too:
+    // that code is the request path's, kept until a long quiet like any other.
+    const endOfStartup = this.shrinks === 0 && at - this.#startedAt < startupMs;
     let step: IdleGcStep | undefined;
-    if (this.#shrinkArmed && (this.#startingUp || at - this.#lastBusyAt >= shrinkAfterMs)) step = "shrink";
+    if (this.#shrinkArmed && (endOfStartup || at - this.#lastBusyAt >= shrinkAfterMs)) step = "shrink";
     else if (this.#armed && at - this.#lastCollectAt >= minGapMs) step = "collect";
     if (!step) return undefined;
     if (step === "shrink") {
       this.#opts.shrink();
       this.shrinks++;
-      this.#shrinkArmed = this.#startingUp = false;
+      this.#shrinkArmed = false;
     } else this.#opts.collect();
     const done = now();
     this.collections++;

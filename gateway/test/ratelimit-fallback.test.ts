@@ -12,6 +12,7 @@ import {
   compilePolicies,
   DEFAULT_RATE_LIMIT_SETTINGS,
   type FallbackMode,
+  type RateLimitSettings,
   type RouteRateLimit,
 } from "../src/ratelimit/policy.ts";
 import pino from "pino";
@@ -36,22 +37,26 @@ afterEach(async () => {
 
 afterAll(stopAll);
 
+const compile = (policy: Parameters<typeof compilePolicies>[0]): RouteRateLimit =>
+  compilePolicies(policy, (path, message) => {
+    throw new Error(`${path.join(".")}: ${message}`);
+  });
 /** burst 10, 10 per minute, keyed by IP. */
-const limits: RouteRateLimit = compilePolicies({ rate: 10, period: "1m" }, (path, message) => {
-  throw new Error(`${path.join(".")}: ${message}`);
-});
+const limits = compile({ rate: 10, period: "1m" });
 const noHeaders = new Headers();
 
-async function limiter(fallback: FallbackMode, opts: { replicas?: number; url?: string } = {}): Promise<RateLimiter> {
+/** The limiter's settings; `keyPrefix` keeps a reconfigured limiter on its own keys. */
+function settings(fallback: FallbackMode, replicas: number, keyPrefix = `test:${Math.random()}:`): RateLimitSettings {
+  return { ...DEFAULT_RATE_LIMIT_SETTINGS, fallback, redisTimeoutMs: TIMEOUT_MS, replicas, keyPrefix };
+}
+
+async function limiter(
+  fallback: FallbackMode,
+  opts: { replicas?: number; url?: string; keyPrefix?: string } = {},
+): Promise<RateLimiter> {
   const l = new RateLimiter({
     redisUrl: opts.url ?? redis.url,
-    settings: {
-      ...DEFAULT_RATE_LIMIT_SETTINGS,
-      fallback,
-      redisTimeoutMs: TIMEOUT_MS,
-      replicas: opts.replicas ?? 1,
-      keyPrefix: `test:${Math.random()}:`,
-    },
+    settings: settings(fallback, opts.replicas ?? 1, opts.keyPrefix),
     log,
     peers: new PeerCounter({ log }),
     probeIntervalMs: 50,
@@ -63,9 +68,9 @@ async function limiter(fallback: FallbackMode, opts: { replicas?: number; url?: 
 }
 
 /** How many of `n` requests from one client are admitted. */
-async function admitted(l: RateLimiter, n: number, ip = "192.0.2.1"): Promise<number> {
+async function admitted(l: RateLimiter, n: number, ip = "192.0.2.1", policy = limits): Promise<number> {
   let ok = 0;
-  for (let i = 0; i < n; i++) if ((await l.check("r", limits, ip, noHeaders)).allowed) ok++;
+  for (let i = 0; i < n; i++) if ((await l.check("r", policy, ip, noHeaders)).allowed) ok++;
   return ok;
 }
 
@@ -168,6 +173,125 @@ describe.skipIf(!hasRedis)("when Redis is unreachable", () => {
     await waitFor("the limiter to connect", () => l.mode() === "redis", { timeoutMs: 3000 });
     expect((await l.check("r", limits, "192.0.2.1", noHeaders)).allowed).toBe(true);
     await late.kill();
+  });
+});
+
+/** n per hour (burst n): what is earned back during a test is negligible. */
+const hourly = (n: number) => compile({ rate: n, period: "1h" });
+const A = "192.0.2.1";
+const B = "192.0.2.2";
+
+/**
+ * Kills Redis (the limiter sees the connection close and turns to the fallback at once, with no
+ * call left in flight), runs `during`, restarts Redis empty and waits until the limiter has written
+ * back and decides by Redis again.
+ */
+async function outage(l: RateLimiter, during: () => Promise<void>): Promise<void> {
+  await redis.kill();
+  await waitFor("the limiter to turn to its fallback", () => l.mode() === "fallback", { timeoutMs: 3000 });
+  await during();
+  await redis.restart();
+  await waitFor("the limiter to use redis again", () => l.mode() === "redis", { timeoutMs: 3000 });
+}
+
+describe.skipIf(!hasRedis)("the local fallback's write-back: what was admitted is counted once", () => {
+  test("under steady fallback traffic the write-back ends, Redis decides again, and no request is lost or counted twice", async () => {
+    // 100,000 a week: one request earned back every 6 s, nothing within the test, and no client
+    // reaches its burst. 2,000 clients: several write-back batches, each refilled while it runs.
+    const policy = compile({ rate: 100_000, period: "168h" });
+    const clients = Array.from({ length: 2000 }, (_, i) => `198.51.${i >> 8}.${i & 255}`);
+    const l = await limiter("local", { replicas: 1 });
+    await redis.kill();
+    await waitFor("the limiter to turn to its fallback", () => l.mode() === "fallback", { timeoutMs: 3000 });
+
+    // 20 requests every event-loop turn, decided by the fallback while Redis is away, then by Redis.
+    const counts = new Map<string, number>();
+    const count = (ip: string, allowed: boolean) => allowed && counts.set(ip, (counts.get(ip) ?? 0) + 1);
+    const decided: Promise<unknown>[] = [];
+    let sending = true;
+    const traffic = (async () => {
+      for (let i = 0; sending; ) {
+        for (let j = 0; j < 20; j++, i++) {
+          const ip = clients[i % clients.length]!;
+          const decision = l.check("r", policy, ip, noHeaders);
+          if (decision instanceof Promise) decided.push(decision.then((d) => count(ip, d.allowed)));
+          else count(ip, decision.allowed);
+        }
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    })();
+    try {
+      await Bun.sleep(300); // every client decided by the fallback at least once
+      await redis.restart();
+      await waitFor("the limiter to use redis again", () => l.mode() === "redis", { timeoutMs: 3000 });
+    } finally {
+      sending = false;
+      await traffic;
+      await Promise.all(decided);
+    }
+    expect(l.stats.decisions.get("r")!.fallback).toBeGreaterThan(2000);
+    // Redis knows of every request admitted, whoever decided it: the next leaves burst − count − 1.
+    const off: string[] = [];
+    for (const ip of clients) {
+      const d = await l.check("r", policy, ip, noHeaders);
+      const expected = 100_000 - (counts.get(ip) ?? 0) - 1;
+      if (!d.allowed || d.results![0]!.remaining !== expected)
+        off.push(`${ip}: ${d.results![0]!.remaining} ≠ ${expected}`);
+    }
+    expect(off).toEqual([]);
+  });
+
+  test("a change of the replica count mid-outage counts each request at the share it was admitted under", async () => {
+    // A: 1 admitted as one of 3 gateways (burst 30 ÷ 3), then 27 as the only one: 28. Counted at
+    // the first share, 28 × ⅓ = 9⅓ → Redis thought 10 used and admitted 20 more: 48 against 30.
+    // B, the other way: 1 as the only one, then 9 as one of 3: 10 (not 28).
+    const policy = hourly(30);
+    const keyPrefix = `test:${Math.random()}:`;
+    const l = await limiter("local", { replicas: 3, keyPrefix });
+    await outage(l, async () => {
+      expect(await admitted(l, 1, A, policy)).toBe(1);
+      l.reconfigure(settings("local", 1, keyPrefix));
+      expect(await admitted(l, 40, A, policy)).toBe(27);
+      expect(await admitted(l, 1, B, policy)).toBe(1);
+      l.reconfigure(settings("local", 3, keyPrefix));
+      expect(await admitted(l, 40, B, policy)).toBe(9);
+    });
+    expect(await admitted(l, 40, A, policy)).toBe(30 - 28);
+    expect(await admitted(l, 40, B, policy)).toBe(30 - 10);
+  });
+
+  test("a request whose call was in flight when Redis stalled is counted once: by Redis, which applied it late", async () => {
+    const policy = hourly(10);
+    const l = await limiter("local", { replicas: 1 });
+    redis.pause();
+    // The first request's call times out and the fallback admits it; the call waits in the stopped
+    // Redis and is applied when it resumes. The other four are the fallback's alone.
+    expect(await admitted(l, 5, A, policy)).toBe(5);
+    expect(l.stats.redis.timeouts).toBe(1);
+    redis.resume();
+    await waitFor("the limiter to use redis again", () => l.mode() === "redis", { timeoutMs: 3000 });
+    expect(await admitted(l, 20, A, policy)).toBe(10 - 5);
+  });
+
+  test("a request whose call was in flight when Redis died is counted once: by the fallback", async () => {
+    const policy = hourly(10);
+    const l = await limiter("local", { replicas: 1 });
+    redis.pause();
+    expect(await admitted(l, 5, A, policy)).toBe(5);
+    await redis.kill(); // the call is never applied
+    await redis.restart();
+    await waitFor("the limiter to use redis again", () => l.mode() === "redis", { timeoutMs: 3000 });
+    expect(await admitted(l, 20, A, policy)).toBe(10 - 5);
+  });
+
+  test("a second outage starts from what the first one's write-back left in Redis, not from the debt already written back", async () => {
+    const policy = hourly(10);
+    const l = await limiter("local", { replicas: 2 });
+    await outage(l, async () => expect(await admitted(l, 8, A, policy)).toBe(5)); // burst 10 ÷ 2
+    // Redis counts 5 of 10 used. This gateway does not ask it about A again before the next outage,
+    // which starts from those 5 left: this gateway's half is 2. Then Redis has 3 left.
+    await outage(l, async () => expect(await admitted(l, 8, A, policy)).toBe(2));
+    expect(await admitted(l, 8, A, policy)).toBe(3);
   });
 });
 

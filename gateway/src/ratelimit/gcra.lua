@@ -10,11 +10,23 @@
 --   reset        until the full burst is available again
 --   retry-after  until this policy admits a request again (0 when it admitted this one)
 --
+-- With a call log (a gateway's numbered calls, redis-gcra.ts: a call whose answer is lost is then
+-- counted once, here or in that gateway's fallback, never in both), after the policies:
+-- KEYS[n+1]    the gateway's call log: the numbers of the admitting calls applied, not yet acknowledged
+-- KEYS[n+2]    its fence: a call numbered up to it is refused unapplied (returns { -1 })
+-- ARGV[2n+1]   this call's number
+-- ARGV[2n+2]   the gateway has the answers of every call up to this number (dropped from the log)
+--
 -- The clock is Redis's own (TIME), so gateways with skewed clocks share one timeline. Scripts
 -- that call TIME and then write are replicated by effects (the default since Redis 5).
+local n, log, seq = #KEYS, nil, nil
+if #ARGV < 2 * n then
+  n = n - 2
+  log, seq = KEYS[n + 1], tonumber(ARGV[2 * n + 1])
+  if seq <= (tonumber(redis.call('GET', KEYS[n + 2])) or 0) then return { -1 } end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local n = #KEYS
 local out = { 1 }
 local tats = {}
 local new_tats = {}
@@ -46,6 +58,12 @@ for i = 1, n do
 end
 
 if out[1] == 1 then
+  if log then
+    -- Logged before the buckets: a write refused (out of memory) then leaves nothing applied.
+    redis.call('ZADD', log, seq, seq)
+    -- A log just created lives a day from its last renewal (below): one left by a gateway gone goes.
+    if redis.call('ZCARD', log) == 1 then redis.call('PEXPIRE', log, 86400000) end
+  end
   for i = 1, n do
     -- %.0f: tostring() would print 1.7e+15 and lose the microseconds.
     redis.call('SET', KEYS[i], string.format('%.0f', new_tats[i]), 'PX', math.max(1, out[3 * i]))
@@ -58,5 +76,10 @@ else
       out[3 * i] = math.ceil((tats[i] - now) / 1000)
     end
   end
+end
+-- Every 32nd call (each write costs Redis ~1 µs): answered calls leave the log, its day is renewed.
+if log and seq % 32 == 0 then
+  redis.call('ZREMRANGEBYSCORE', log, '-inf', ARGV[2 * n + 2])
+  redis.call('PEXPIRE', log, 86400000)
 end
 return out

@@ -86,11 +86,12 @@ export class MemoryGcra {
   }
 
   /**
-   * Sets a bucket to what another store said of it: full again in `fullInMs`. The `local`
-   * fallback thus starts from the shared figures this gateway last saw, not from full buckets.
+   * Sets a bucket to what another store said of it: full again in `fullInMs` (0: full now). The
+   * `local` fallback thus starts from the shared figures this gateway last saw, not from full buckets.
    */
   remember(key: string, fullInMs: number): void {
     if (fullInMs > 0) this.#tats.set(key, this.now() + fullInMs * 1000);
+    else this.#tats.delete(key);
   }
 
   /** A bucket's theoretical arrival time (µs on this store's clock), if it is not full. */

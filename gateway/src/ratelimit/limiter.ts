@@ -49,6 +49,11 @@ export interface LimiterStatus {
 
 /** Buckets per write-back call: a long outage with many clients is written back in several. */
 const WRITEBACK_BATCH = 500;
+/**
+ * Write-back rounds beyond those the ledger's size called for at the start: the fallback keeps
+ * deciding (and recording) during each round, so "until the ledger is empty" may never come.
+ */
+const EXTRA_WRITEBACK_ROUNDS = 2;
 
 /** Characters of the base64 SHA-256 of an API key kept in its bucket name (132 bits). */
 const API_KEY_HASH_CHARS = 22;
@@ -82,6 +87,7 @@ export class RateLimiter {
       return new RedisGcra(url, {
         timeoutMs: this.#settings.redisTimeoutMs,
         probeKey: `${this.#settings.keyPrefix}probe`,
+        callLogKey: `${this.#settings.keyPrefix}calls:${crypto.randomUUID()}`,
         log: this.#log,
         stats: this.stats,
         ...(probeIntervalMs ? { probeIntervalMs } : {}),
@@ -143,7 +149,8 @@ export class RateLimiter {
     if (!this.#redis.isUp) return this.#fallback(route, limits, clientIp, headers);
     const checks = this.#checks(route, limits, clientIp, headers);
     return this.#redis.take(checks).then((outcome) => {
-      if (!outcome) return this.#fallback(route, limits, clientIp, headers);
+      if (!outcome || "unanswered" in outcome)
+        return this.#fallback(route, limits, clientIp, headers, outcome?.unanswered);
       // Time until full is the same for the shared bucket and for its 1/N local share
       // (burst ÷ N requests earned at rate ÷ N), so it carries over as it is.
       if (this.#settings.fallback === "local")
@@ -152,7 +159,14 @@ export class RateLimiter {
     });
   }
 
-  #fallback(route: string, limits: RouteRateLimit, clientIp: string, headers: Headers): RateLimitDecision {
+  /** `unanswered`: the number of this request's Redis call, which Redis may have applied all the same. */
+  #fallback(
+    route: string,
+    limits: RouteRateLimit,
+    clientIp: string,
+    headers: Headers,
+    unanswered?: number,
+  ): RateLimitDecision {
     switch (this.#settings.fallback) {
       case "open":
         this.stats.recordDecision(route, "allowed", "fallback");
@@ -163,36 +177,82 @@ export class RateLimiter {
       case "local": {
         const share = this.#replicas();
         const shared = this.#checks(route, limits, clientIp, headers);
-        if (this.#redis) this.#ledger.record(shared, share);
-        return this.#decide(route, limits, this.#memory.take(shared.map((c) => shareOf(c, share))), "fallback");
+        const ledger = this.#ledger;
+        ledger.record(shared, share);
+        const outcome = this.#memory.take(shared.map((c) => shareOf(c, share)));
+        if (outcome.allowed) {
+          // Counted by Redis or by the ledger, not both: an unanswered call waits for the fence.
+          if (unanswered === undefined) ledger.charge(shared);
+          else ledger.unanswered(unanswered, () => ledger.charge(shared));
+        }
+        return this.#decide(route, limits, outcome, "fallback");
       }
     }
   }
 
   /**
    * Writes back every bucket the fallback decided, before Redis decides again (RedisGcra's
-   * `beforeUp`). The last batch is taken and written with nothing else in between, and Redis is
-   * marked up right after it resolves, so no fallback decision falls between the two.
+   * `beforeUp`):
+   * 1. the calls whose answers were lost are settled (RedisGcra.fence): each is counted by Redis,
+   *    which applied it, or by the ledger, never both;
+   * 2. batches while requests are still decided by the fallback (which records as it goes): as
+   *    many as the ledger held at the start, and a few more for what arrives meanwhile — not
+   *    "until empty", which steady traffic puts off for ever;
+   * 3. the rest, sent at once, and requests sent to Redis right behind them (useBeforeUp), so
+   *    that none is decided by the fallback after the last batch is taken. Should one of these
+   *    fail, Redis stays down and the next probe starts over.
    */
   async #writeBack(redis: RedisGcra): Promise<void> {
+    const ledger = this.#ledger;
+    ledger.settle(await redis.fence());
     let buckets = 0;
     let written = 0;
-    while (this.#ledger.size > 0) {
-      const { writebacks, restore } = this.#ledger.take(WRITEBACK_BATCH);
-      try {
-        written += await redis.writeBack(writebacks);
-        buckets += writebacks.length;
-      } catch (err) {
-        restore();
-        throw err;
-      }
+    const count = (figures: number[]) => {
+      buckets += figures.length;
+      written += figures.filter((ms) => ms > 0).length;
+    };
+    for (let rounds = Math.ceil(ledger.size / WRITEBACK_BATCH) + EXTRA_WRITEBACK_ROUNDS; rounds > 0; rounds--) {
+      if (ledger.size <= WRITEBACK_BATCH) break;
+      count(await this.#writeBatch(redis, false));
     }
-    if (buckets > 0 || this.#ledger.dropped > 0) {
+    const last: Promise<number[]>[] = [];
+    while (ledger.size > 0) last.push(this.#writeBatch(redis, true));
+    redis.useBeforeUp(true);
+    const results = await Promise.allSettled(last);
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed) {
+      redis.useBeforeUp(false);
+      throw failed.reason;
+    }
+    for (const r of results) if (r.status === "fulfilled") count(r.value);
+    // A request sent to Redis meanwhile failed (and stopped useBeforeUp): its fence comes first.
+    if (!redis.isUp) throw new Error("a request failed while the write-back finished");
+    ledger.endWriteBack();
+    if (buckets > 0 || ledger.dropped > 0) {
       this.#log.info(
-        { buckets, written, not_recorded: this.#ledger.dropped },
+        { buckets, written, not_recorded: ledger.dropped },
         "rate limiter: wrote back what the fallback admitted during the outage",
       );
-      this.#ledger.dropped = 0;
+      ledger.dropped = 0;
+    }
+  }
+
+  /**
+   * Takes one batch out of the ledger and sends it (before any await, so that the final batches
+   * go out together); resolves with what Redis says of each bucket now. A batch whose answer is
+   * lost goes back into the ledger only if the fence says Redis did not apply it.
+   */
+  async #writeBatch(redis: RedisGcra, ordered: boolean): Promise<number[]> {
+    const { writebacks, restore } = this.#ledger.take(WRITEBACK_BATCH);
+    if (writebacks.length === 0) return [];
+    const { seq, fullInMs } = redis.writeBack(writebacks, ordered);
+    try {
+      const figures = await fullInMs;
+      this.#ledger.writtenBack(writebacks, figures);
+      return figures;
+    } catch (err) {
+      this.#ledger.unanswered(seq, restore);
+      throw err;
     }
   }
 

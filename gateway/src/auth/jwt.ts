@@ -5,15 +5,20 @@
  * Verifying costs 50–170 µs per token here (HS256 … ES256), several times a whole proxied
  * request, so a verified token is remembered until it expires (at most a minute, so a key removed
  * from a JWKS stops working soon): a bounded map keyed by the token, checked before jose.
+ * So a token must be spelled one way only: jose decodes base64url loosely, and would take `=`
+ * padding or spare bits set in a segment's last character as the same token under another string.
  */
 import type { KeyObject } from "node:crypto";
 import {
   createLocalJWKSet,
   createRemoteJWKSet,
-  type JSONWebKeySet,
-  type JWSHeaderParameters,
+  type ExportedJWKSCache,
   type FlattenedJWSInput,
+  type JSONWebKeySet,
+  type JWKSCacheInput,
+  type JWSHeaderParameters,
   type JWTPayload,
+  jwksCache,
   jwtVerify,
   type JWTVerifyGetKey,
   type JWTVerifyOptions,
@@ -46,6 +51,29 @@ const CACHE_MAX_MS = 60_000;
 /** Longer tokens are verified every time rather than held in memory. */
 const CACHE_MAX_TOKEN_CHARS = 8192;
 
+const B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+const B64URL_CHARS = /^[A-Za-z0-9_-]*$/;
+
+/**
+ * Three segments in canonical base64url (RFC 7515 §2): its alphabet only, no padding, and the
+ * unused low bits of the last character zero. Checked a segment at a time with a plain character
+ * class: one regex for the whole rule backtracks (0.7 s on a megabyte).
+ */
+function isCanonicalJws(token: string): boolean {
+  const segments = token.split(".", 4);
+  return segments.length === 3 && segments.every(isCanonicalSegment);
+}
+
+function isCanonicalSegment(segment: string): boolean {
+  if (!B64URL_CHARS.test(segment)) return false;
+  // Characters past the last whole group of 4 (3 bytes): 2 carry one byte and 4 spare bits,
+  // 3 carry two bytes and 2 spare bits; 1 carries no whole byte.
+  const tail = segment.length % 4;
+  if (tail === 0) return true;
+  if (tail === 1) return false;
+  return (B64URL.indexOf(segment.at(-1)!) & (tail === 2 ? 0b1111 : 0b11)) === 0;
+}
+
 export class JwtVerifier {
   readonly #key: KeyObject | Uint8Array | JWTVerifyGetKey;
   readonly #options: JWTVerifyOptions;
@@ -71,6 +99,8 @@ export class JwtVerifier {
       if (now < known.until) return { ok: true, payload: known.payload };
       this.#verified.delete(token);
     }
+    // After the cache: a token there passed this check when it was verified.
+    if (!isCanonicalJws(token)) return { ok: false, reason: "invalid", description: "the token is malformed" };
     let payload: JWTPayload;
     try {
       ({ payload } = await jwtVerify(token, this.#key as KeyObject, this.#options));
@@ -111,37 +141,61 @@ function keyOf(source: JwtKeySource): KeyObject | Uint8Array | JWTVerifyGetKey {
   }
 }
 
+/** After a failed JWKS fetch the next waits this long, doubling with each failure in a row. */
+const JWKS_RETRY_FIRST_MS = 1000;
+
+/** jose's lookup errors that are about the token, not about fetching the keys. */
+const TOKEN_ERRORS = new Set([
+  "ERR_JWKS_NO_MATCHING_KEY",
+  "ERR_JWKS_MULTIPLE_MATCHING_KEYS",
+  "ERR_JOSE_NOT_SUPPORTED",
+  "ERR_JOSE_ALG_NOT_ALLOWED",
+]);
+
 /**
- * A JWKS URL as a key lookup. When a refetch fails (the issuer is down) the last keys fetched keep
- * verifying tokens: an outage of the issuer should not log every user out.
+ * A JWKS URL as a key lookup. jose fetches when the keys are older than the cache age or a `kid`
+ * is unknown (past the cooldown), one fetch shared by the lookups waiting for it. When a fetch
+ * fails (the issuer is down or answers garbage) the last keys fetched keep verifying tokens: an
+ * outage of the issuer should not log every user out. And nothing is fetched again for a while
+ * (1 s, 2 s, 4 s … up to the cooldown, at least 1 s): jose's cache age and cooldown count from the
+ * last good fetch, so without this every request of an outage would ask the issuer again.
  */
 function remoteKeys(source: Extract<JwtKeySource, { kind: "remote" }>): JWTVerifyGetKey {
+  // jose records each good fetch here: when (`uat`) and the key set.
+  const fetched: Partial<ExportedJWKSCache> = {};
   const remote = createRemoteJWKSet(new URL(source.url), {
     cacheMaxAge: source.cacheMaxAgeMs,
     cooldownDuration: source.cooldownMs,
     timeoutDuration: source.timeoutMs,
+    [jwksCache]: fetched as JWKSCacheInput,
   });
-  let stale: ReturnType<typeof createLocalJWKSet> | undefined;
+  const retryMaxMs = Math.max(source.cooldownMs, JWKS_RETRY_FIRST_MS);
+  let retryAt = 0; // no fetch before this (Date.now())
+  let failures = 0; // failed fetches with no good one between them
+  let failedSince: number | undefined; // `fetched.uat` when they began
+  let last: { uat: number; keys: ReturnType<typeof createLocalJWKSet> } | undefined;
+
+  /** The keys of the last good fetch, fetching nothing. */
+  const lastKeys = (header: JWSHeaderParameters, token: FlattenedJWSInput, why: string) => {
+    if (fetched.uat === undefined || fetched.jwks === undefined)
+      throw new KeysUnavailable(`the signing keys could not be fetched (${why})`);
+    if (last?.uat !== fetched.uat) last = { uat: fetched.uat, keys: createLocalJWKSet(fetched.jwks) };
+    return last.keys(header, token);
+  };
+
   return async (header: JWSHeaderParameters, token: FlattenedJWSInput) => {
+    if (Date.now() < retryAt) return lastKeys(header, token, "waiting after a failed fetch");
     try {
-      const key = await remote(header, token);
-      stale = undefined;
-      return key;
+      return await remote(header, token);
     } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (
-        code === "ERR_JWKS_NO_MATCHING_KEY" ||
-        code === "ERR_JWKS_MULTIPLE_MATCHING_KEYS" ||
-        code === "ERR_JOSE_NOT_SUPPORTED" ||
-        code === "ERR_JOSE_ALG_NOT_ALLOWED"
-      )
-        throw err;
-      const last = remote.jwks();
-      if (last) {
-        stale ??= createLocalJWKSet(last);
-        return stale(header, token);
+      if (TOKEN_ERRORS.has((err as { code?: string }).code ?? "")) throw err;
+      // Counted once by the lookups that shared the fetch: the first sets retryAt.
+      if (Date.now() >= retryAt) {
+        failures = fetched.uat === failedSince ? failures + 1 : 1;
+        failedSince = fetched.uat;
+        retryAt = Date.now() + Math.min(JWKS_RETRY_FIRST_MS * 2 ** (failures - 1), retryMaxMs);
       }
-      throw new KeysUnavailable(`the signing keys could not be fetched (${(err as Error).message})`);
+      return lastKeys(header, token, (err as Error).message);
     }
   };
 }

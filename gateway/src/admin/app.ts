@@ -4,8 +4,11 @@
  * metrics, the canaries (canary.ts); and it mounts the live dashboard of the whole tier (../dashboard/) when given one.
  *
  * With an AdminAuth (ADMIN_TOKEN set), every route but /metrics, /healthz and /readyz needs the
- * token (auth.ts); without one, main.ts binds the listener to loopback. The config source is
- * shown with its secrets redacted either way (config-source.ts).
+ * token (auth.ts); without one, main.ts binds the listener to loopback. Either way no web page
+ * of another origin gets in (request-guard.ts): a foreign Origin is 403, a state-changing request
+ * without `Content-Type: application/json` 415, and without a token a Host that is not loopback,
+ * an address or ADMIN_HOST (DNS rebinding) 403. The config source is shown with its secrets
+ * redacted either way (config-source.ts).
  */
 import { Elysia } from "elysia";
 import type { Registry } from "prom-client";
@@ -17,9 +20,10 @@ import type { ConfigReloader } from "../config/reload.ts";
 import type { Gateway } from "../server.ts";
 import type { Dashboard } from "../dashboard/index.ts";
 import { endpointView } from "../dashboard/snapshot.ts";
-import type { AdminAuth } from "./auth.ts";
+import { type AdminAuth, LOGIN_PATH } from "./auth.ts";
 import { canaryRoutes } from "./canary.ts";
 import { redactConfigSource } from "./config-source.ts";
+import { contentTypeProblem, originProblem } from "./request-guard.ts";
 
 export interface AdminExtras {
   /** Serves /dashboard/*; without it those paths answer 404. */
@@ -57,8 +61,14 @@ export function createAdminApp(
           detail: "this gateway does not keep its config source (no reloader)",
         });
   const app = new Elysia()
-    // Before routing, so an unknown path tells nothing either.
-    .onRequest(({ request }) => auth?.gate(request))
+    // Before routing, so an unknown path tells nothing either: first whether a browser page of
+    // another origin (or a rebound name) sent it, then the token, then the body's type.
+    .onRequest(
+      async ({ request, server }) =>
+        originProblem(request, { authenticated: auth !== undefined, listenerHost: server?.hostname }) ??
+        (await auth?.gate(request)) ??
+        contentTypeProblem(request, auth ? LOGIN_PATH : undefined),
+    )
     .get("/healthz", () => ({ status: "ok" }))
     .get("/readyz", ({ set }) => {
       if (lifecycle.isReady()) return { status: "ready" };

@@ -29,6 +29,8 @@ import { problemResponse } from "../../../lib/problem.ts";
 export const OPEN_ADMIN_PATHS: ReadonlySet<string> = new Set(["/metrics", "/healthz", "/readyz"]);
 export const SESSION_COOKIE = "portico_admin";
 const COOKIE_PATH = "/dashboard";
+/** The sign-in form's target: the one admin POST that takes a form, not JSON (request-guard.ts). */
+export const LOGIN_PATH = `${COOKIE_PATH}/login`;
 const REALM = "portico-admin";
 const SESSION_LABEL = "portico admin dashboard session v1";
 
@@ -65,7 +67,7 @@ export class AdminAuth {
     const onDashboard = path === COOKIE_PATH || path.startsWith(`${COOKIE_PATH}/`);
     if (onDashboard && bearer === "none") {
       if (this.#cookie(request) === "valid") return undefined;
-      if (path === `${COOKIE_PATH}/login` && request.method === "POST") return this.#login(await formToken(request));
+      if (path === LOGIN_PATH && request.method === "POST") return this.#login(await formToken(request));
       const given = url.searchParams.get("token");
       if (path === COOKIE_PATH && given !== null) return this.#login(given);
       if (path === COOKIE_PATH && wantsHtml(request)) return loginPage(401);
@@ -153,7 +155,7 @@ function loginPage(status: number, error?: string): Response {
 <h1>Portico dashboard</h1>
 <p>This admin listener needs the gateway's admin token (ADMIN_TOKEN).</p>
 ${error ? `<p class="error" role="alert">${error}</p>` : ""}
-<form method="post" action="${COOKIE_PATH}/login">
+<form method="post" action="${LOGIN_PATH}">
 <label for="token">Admin token</label>
 <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
 <button type="submit">Open the dashboard</button>

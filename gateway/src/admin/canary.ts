@@ -8,8 +8,9 @@
  *   POST /canary/<upstream>/weight        {"weight":10}: a fixed weight (the steps pause)
  *
  * Each answers the canary's state afterwards; a wrong state is 409, a bad body 400, an unknown
- * upstream 404, all problem+json. Every gateway replica runs its own canary: `make canary` and the
- * cluster script call each of them.
+ * upstream 404, all problem+json. Every POST carries `Content-Type: application/json`, body or
+ * not (415 before it gets here otherwise: request-guard.ts), and the body is parsed as JSON.
+ * Every gateway replica runs its own canary: `make canary` and the cluster script call each of them.
  */
 import { Elysia } from "elysia";
 import { problemResponse } from "../../../lib/problem.ts";

@@ -23,6 +23,7 @@ import { transcodeGrpc } from "./grpc/route.ts";
 import { applyHeaderLimit, extendDeadline } from "./limits.ts";
 import { TrustedProxies } from "./net/client-ip.ts";
 import { readBody } from "./proxy/body.ts";
+import { stripHopByHop } from "./proxy/headers.ts";
 import { proxyHttp } from "./proxy/route.ts";
 import { defaultRateLimiter, type RateLimiter } from "./ratelimit/limiter.ts";
 import { normalizePath } from "./routing/path.ts";
@@ -266,6 +267,8 @@ export class Gateway {
     }
     const route = match.route;
     ctx.route = route;
+    // Before the guards, so `Connection: x-auth-subject` cannot remove a header they set.
+    stripHopByHop(req.headers);
     if (route.auth) {
       const auth = await route.auth.check(req.headers);
       if (!auth.ok) return auth.response(requestId);

@@ -990,7 +990,11 @@ describe("limits that need a misbehaving upstream", () => {
         }
         return Response.json({
           host: req.headers.get("host"),
-          forwarded: Object.fromEntries([...req.headers].filter(([k]) => k.startsWith("x-forwarded") || k === "via")),
+          forwarded: Object.fromEntries(
+            [...req.headers].filter(
+              ([k]) => k.startsWith("x-forwarded") || k === "via" || k === "x-real-ip" || k === "forwarded",
+            ),
+          ),
         });
       },
     });
@@ -1107,10 +1111,12 @@ routes:
     expect(message).toEndWith(" tracestate=congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
   });
 
-  test("Host and X-Forwarded-* from an untrusted client are replaced, never passed on or extended", async () => {
+  test("Host, X-Forwarded-*, X-Real-IP and Forwarded from an untrusted client are replaced or dropped, never passed on", async () => {
     const res = await fetch(`${gw}/stub/echo`, {
       headers: {
         host: "public.example",
+        "x-real-ip": "6.6.6.6",
+        forwarded: "for=6.6.6.6;proto=https",
         "x-forwarded-for": "6.6.6.6",
         "x-forwarded-host": "evil.example",
         "x-forwarded-proto": "https",
@@ -1121,5 +1127,7 @@ routes:
     expect(seen.forwarded["x-forwarded-for"]).toBe("127.0.0.1");
     expect(seen.forwarded["x-forwarded-host"]).toBe("public.example");
     expect(seen.forwarded["x-forwarded-proto"]).toBe("http");
+    expect(seen.forwarded["x-real-ip"]).toBe("127.0.0.1");
+    expect(seen.forwarded.forwarded).toBeUndefined();
   });
 });

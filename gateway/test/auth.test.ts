@@ -15,6 +15,7 @@ import { loadGrpcObject } from "../../lib/grpc-proto.ts";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
 import { REPO_ROOT, spawnService, type Spawned, stopAll, waitFor } from "../../scripts/stack/testing/processes.ts";
 import { apiKeyDigest } from "../src/auth/api-key.ts";
+import { parseResponse, rawExchange } from "./spy/raw-client.ts";
 import type { RouteAuth } from "../src/auth/guard.ts";
 import { ConfigError, type GatewayConfig, parseConfig } from "../src/config/load.ts";
 
@@ -346,7 +347,8 @@ routes: [{ name: r, path: /r, upstream: up, auth: { jwt: { keyFile: rs256.pem, c
     const down = guardOf(config({ jwksUrl: `http://127.0.0.1:${closed}/jwks.json` }), "es");
     const refused = await down.check(bearer(await token(es.privateKey, { alg: "ES256", kid: "es-1" })));
     expect(refused).toMatchObject({ ok: false, status: 503 });
-    if (!refused.ok) expect(refused.response("r").headers.get("retry-after")).toBe("5");
+    // Nothing is fetched again for a second (jwt-hardening.test.ts: the back-off).
+    if (!refused.ok) expect(refused.response("r").headers.get("retry-after")).toBe("1");
 
     const esJwk = { ...(await exportJWK(es.publicKey)), kid: "es-1", alg: "ES256" };
     let issuerUp = true;
@@ -597,6 +599,43 @@ describe("through a gateway process", () => {
     expect(either.status).toBe(200);
     expect(((await either.json()) as { headers: Record<string, string> }).headers["x-partner-key"]).toBe(KEY_B);
     expect((await call("/open")).status).toBe(200);
+  });
+
+  test("a client cannot keep or forge a claim header: not through Connection, not under an underscore name", async () => {
+    // Connection names headers the gateway must drop; were it applied after the guard set the
+    // claim headers, `Connection: x-auth-subject` would remove the verified identity. Some
+    // upstream stacks (CGI, WSGI, PHP) read `x_auth_subject` as `x-auth-subject`.
+    sentCredentials.push(KEY_A);
+    const port = Number(new URL(gw).port);
+    const exchange = await rawExchange(
+      port,
+      "GET /keys HTTP/1.1\r\nHost: gw\r\n" +
+        `x-api-key: ${KEY_A}\r\nConnection: close, x-auth-subject\r\n` +
+        "x_auth_subject: admin\r\nX-Auth_Subject: root\r\n\r\n",
+    );
+    const res = parseResponse(exchange.bytes);
+    expect(res?.status).toBe(200);
+    const seen = (JSON.parse(res!.body.toString()) as { headers: Record<string, string> }).headers;
+    expect(seen["x-auth-subject"]).toBe("partner-a");
+    expect(Object.keys(seen).filter((name) => name.replaceAll("_", "-") === "x-auth-subject")).toEqual([
+      "x-auth-subject",
+    ]);
+  });
+
+  test("a path with percent-encoded letters meets the guard of the route it names, and is sent decoded", async () => {
+    expect((await call("/%6Beys/1")).status).toBe(401);
+    const ok = await call("/%6B%65ys/%31", { "x-api-key": KEY_A });
+    expect(ok.status).toBe(200);
+    expect(((await ok.json()) as { path: string }).path).toBe("/keys/1");
+  });
+
+  test("a Connection header naming something that is not a header name is ignored, not a 500", async () => {
+    const port = Number(new URL(gw).port);
+    const exchange = await rawExchange(
+      port,
+      "GET /open HTTP/1.1\r\nHost: gw\r\nConnection: close, foo bar, (x)\r\n\r\n",
+    );
+    expect(parseResponse(exchange.bytes)?.status).toBe(200);
   });
 
   test("gRPC routes: the claims travel as metadata, the token does not", async () => {

@@ -4,6 +4,7 @@ import { setForwardedHeaders, stripHopByHop } from "../src/proxy/headers.ts";
 import { TrustedProxies } from "../src/net/client-ip.ts";
 import { status as GrpcStatus } from "@grpc/grpc-js";
 import { grpcCodeName, httpStatusFromGrpc } from "../src/grpc/status.ts";
+import { parseGrpcStatus } from "../src/grpc/wire.ts";
 
 describe("hop-by-hop headers", () => {
   test("are removed, with any header the Connection header names", () => {
@@ -17,6 +18,12 @@ describe("hop-by-hop headers", () => {
       "proxy-authorization": "Basic x",
       "x-kept": "yes",
     });
+    stripHopByHop(h);
+    expect([...h].map(([k]) => k)).toEqual(["x-kept"]);
+  });
+
+  test("a Connection token that is no header name names nothing", () => {
+    const h = new Headers({ connection: "close, foo bar, (x), , x-hop", "x-hop": "1", "x-kept": "yes" });
     stripHopByHop(h);
     expect([...h].map(([k]) => k)).toEqual(["x-kept"]);
   });
@@ -34,6 +41,15 @@ describe("X-Forwarded-*", () => {
     expect(h.get("x-forwarded-for")).toBe("10.0.0.7");
     expect(h.get("x-forwarded-proto")).toBe("http");
     expect(h.get("x-forwarded-host")).toBe("api.example");
+  });
+
+  test("X-Real-IP is the client address the gateway resolved; an untrusted client's Forwarded is dropped", () => {
+    const h = new Headers({ "x-real-ip": "1.2.3.4", forwarded: "for=1.2.3.4;proto=https" });
+    setForwardedHeaders(h, { clientIp: "10.0.0.7", peerIsTrusted: false, proto: "http" });
+    expect([h.get("x-real-ip"), h.get("forwarded")]).toEqual(["10.0.0.7", null]);
+    const behind = new Headers({ "x-real-ip": "1.2.3.4", forwarded: "for=203.0.113.7" });
+    setForwardedHeaders(behind, { clientIp: "203.0.113.7", peer: "10.9.9.9", peerIsTrusted: true, proto: "http" });
+    expect([behind.get("x-real-ip"), behind.get("forwarded")]).toEqual(["203.0.113.7", "for=203.0.113.7"]);
   });
 
   test("from a trusted proxy are extended", () => {
@@ -65,6 +81,15 @@ describe("X-Forwarded-*", () => {
       peerIsTrusted: true,
     });
     expect(trusted.clientIp("203.0.113.50", "1.1.1.1")).toEqual({ clientIp: "203.0.113.50", peerIsTrusted: false });
+    // Some proxies write the hop with its port, IPv6 in brackets.
+    expect(trusted.clientIp("10.1.2.3", "6.6.6.6, 203.0.113.9:5678, 10.0.0.5:80").clientIp).toBe("203.0.113.9");
+    expect(trusted.clientIp("10.1.2.3", "6.6.6.6, [2001:db8::1]:443, 10.0.0.5").clientIp).toBe("2001:db8::1");
+    expect(trusted.clientIp("10.1.2.3", "6.6.6.6, [2001:db8::2]").clientIp).toBe("2001:db8::2");
+    // A hop that is no address ends the walk at the last trusted hop: never the left-most,
+    // which the client wrote.
+    expect(trusted.clientIp("10.1.2.3", "6.6.6.6, unknown, 10.0.0.5").clientIp).toBe("10.0.0.5");
+    expect(trusted.clientIp("10.1.2.3", "6.6.6.6, unknown").clientIp).toBe("10.1.2.3");
+    expect(trusted.clientIp("10.1.2.3", "10.0.0.4, 10.0.0.5").clientIp).toBe("10.0.0.4");
     expect(new TrustedProxies([]).clientIp("::ffff:127.0.0.1", "1.1.1.1")).toEqual({
       clientIp: "127.0.0.1",
       peerIsTrusted: false,
@@ -111,5 +136,16 @@ describe("gRPC status mapping (as grpc-gateway)", () => {
       expect([code, httpStatusFromGrpc(code), grpcCodeName(code)]).toEqual([code, grpcGatewayHttp[name], name]);
     }
     expect(httpStatusFromGrpc(99)).toBe(500);
+  });
+});
+
+describe("grpc-status as an upstream sends it", () => {
+  test("only a decimal code 0–16 is a status; anything else Number() would read is UNKNOWN", () => {
+    expect([parseGrpcStatus("0"), parseGrpcStatus("5"), parseGrpcStatus("16"), parseGrpcStatus(["3"])]).toEqual([
+      0, 5, 16, 3,
+    ]);
+    for (const lax of ["0x0", " 0", "0 ", "1e1", "+1", "-0", "5.0", "", "17", "0b1"])
+      expect([lax, parseGrpcStatus(lax)]).toEqual([lax, GrpcStatus.UNKNOWN]);
+    expect(parseGrpcStatus(undefined)).toBeUndefined();
   });
 });

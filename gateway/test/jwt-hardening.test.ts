@@ -197,6 +197,30 @@ describe("a JWKS endpoint that fails is not asked again before a back-off", () =
     expect(issuer.hits).toBe(9);
   });
 
+  test("the 503's Retry-After is the time left until the next fetch, in whole seconds", async () => {
+    const issuer = jwksEndpoint(down);
+    servers.push(issuer);
+    const g = guard(`{ jwksUrl: "http://127.0.0.1:${issuer.server.port}/k", jwksCooldownMs: 8000 }`);
+    const start = Date.now();
+    const retryAfter = async (ms: number) => {
+      setSystemTime(new Date(start + ms));
+      const decision = await g.check(
+        new Headers({ authorization: `Bearer ${await token(es.privateKey, "ES256", { kid: "es-1" })}` }),
+      );
+      expect(decision).toMatchObject({ ok: false, status: 503 });
+      return decision.ok ? undefined : decision.response("r").headers.get("retry-after");
+    };
+    // Failures at 0 s (wait 1), 1 s (wait 2), 3 s (wait 4), 7 s (wait 8, the cap).
+    expect(await retryAfter(0)).toBe("1");
+    expect(await retryAfter(1_000)).toBe("2");
+    expect(await retryAfter(1_500)).toBe("2");
+    expect(await retryAfter(2_001)).toBe("1");
+    expect(await retryAfter(3_000)).toBe("4");
+    expect(await retryAfter(7_000)).toBe("8");
+    expect(await retryAfter(14_999)).toBe("1");
+    expect(issuer.hits).toBe(4);
+  });
+
   test("tokens verified with the cached keys meanwhile (no fetch) do not reset the back-off", async () => {
     const keys = { keys: [await jwk(es, "es-1")] };
     const issuer = jwksEndpoint(() => Response.json(keys));

@@ -57,6 +57,18 @@ describe("path normalisation", () => {
     expect(normalizePath("/projects/./1/")).toEqual({ ok: true, path: "/projects/1/" });
   });
 
+  test("percent-encoded letters, digits and - . _ ~ are decoded, so an encoded path cannot miss its route", () => {
+    // An upstream decodes `/%61dmin` to `/admin`; matched raw it would miss the /admin route and
+    // its guards, and fall to a broader one.
+    expect(normalizePath("/%61dmin/x")).toEqual({ ok: true, path: "/admin/x" });
+    expect(normalizePath("/projects/%31%2D%5f%7E%2E")).toEqual({ ok: true, path: "/projects/1-_~." });
+    const verify = normalizePath("/%76erify");
+    expect(verify.ok && name("POST", verify.path)).toBe("verify");
+    // Reserved and other characters stay encoded, their hex digits in upper case (RFC 3986 §6.2.2.1).
+    expect(normalizePath("/a/%3f%20%c3%a9%3D")).toEqual({ ok: true, path: "/a/%3F%20%C3%A9%3D" });
+    expect(normalizePath("/a/%25%34%31")).toEqual({ ok: true, path: "/a/%2541" });
+  });
+
   test("climbing above the root, encoded slashes, backslashes and bad escapes are rejected", () => {
     for (const bad of ["/../etc/passwd", "/projects/..%2fadmin", "/a%5cb", "/a\\b", "/%zz", "/x%00"]) {
       expect(normalizePath(bad)).toMatchObject({ ok: false, status: 400 });

@@ -5,7 +5,8 @@
  *   - no credential, or one that does not verify       → 401 + WWW-Authenticate (RFC 6750 §3)
  *   - a verified identity without access (scopes,
  *     required claims, API key not allowed here)       → 403 (Bearer: error="insufficient_scope")
- *   - the JWKS cannot be fetched and no keys are known  → 503 + Retry-After (not the client's fault)
+ *   - the JWKS cannot be fetched and no keys are known  → 503 + Retry-After: when the gateway will
+ *                                                         fetch again (not the client's fault)
  *
  * The credential is never logged, traced or echoed; by default it is not forwarded either (the
  * gateway terminated it; an upstream that wants the caller reads the forwarded claims instead).
@@ -58,9 +59,12 @@ const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 export class RouteAuth {
   readonly #s: RouteAuthSettings;
   readonly #challenge: string;
+  /** The claim header names, lower case with `_` as `-`: the form under which some upstreams read them. */
+  readonly #claimAliases: ReadonlySet<string>;
 
   constructor(settings: RouteAuthSettings) {
     this.#s = settings;
+    this.#claimAliases = new Set(settings.forwardClaims.map(([, header]) => header.toLowerCase().replaceAll("_", "-")));
     const challenges: string[] = [];
     if (settings.jwt) challenges.push(bearerChallenge(settings.realm));
     if (settings.apiKey) challenges.push(apiKeyChallenge(settings.realm, settings.apiKey.verifier.header));
@@ -71,6 +75,7 @@ export class RouteAuth {
   async check(headers: Headers): Promise<AuthDecision> {
     const { jwt, apiKey, forwardClaims } = this.#s;
     for (const [, header] of forwardClaims) headers.delete(header);
+    if (forwardClaims.length > 0) dropUnderscoreAliases(headers, this.#claimAliases);
     const authorization = jwt ? headers.get("authorization") : null;
     if (jwt && authorization !== null && /^bearer(\s|$)/i.test(authorization)) {
       const token = BEARER.exec(authorization)?.[1];
@@ -120,7 +125,7 @@ export class RouteAuth {
     const result = await jwt.verifier.verify(token);
     if (!result.ok) {
       if (result.reason === "unavailable") {
-        const detail = result.description;
+        const { description: detail, retryAfterSec } = result;
         return {
           ok: false,
           status: 503,
@@ -130,7 +135,7 @@ export class RouteAuth {
               title: "Authentication unavailable",
               requestId,
               detail,
-              headers: { "retry-after": "5" },
+              headers: { "retry-after": String(retryAfterSec) },
             }),
         };
       }
@@ -263,4 +268,17 @@ function headerValue(value: unknown): string {
         ? String(value)
         : JSON.stringify(value);
   return PRINTABLE_ASCII.test(text) ? text : encodeURIComponent(text);
+}
+
+/**
+ * Removes headers that some upstream stacks read as a claim header: CGI, WSGI, PHP and Rack turn
+ * `-` and `_` alike into `_` (`x_auth_subject` is `HTTP_X_AUTH_SUBJECT`, as `x-auth-subject` is),
+ * and the last one wins. One pass over the request's names, on routes that forward claims.
+ */
+function dropUnderscoreAliases(headers: Headers, claims: ReadonlySet<string>): void {
+  let aliases: string[] | undefined;
+  // The claim headers themselves are gone already, so a name found here is an alias.
+  for (const name of headers.keys())
+    if (claims.has(name.includes("_") ? name.replaceAll("_", "-") : name)) (aliases ??= []).push(name);
+  if (aliases) for (const name of aliases) headers.delete(name);
 }

@@ -44,7 +44,7 @@ export type JwtResult =
   /** The token is not acceptable: 401. `description` is safe to show (never the token). */
   | { ok: false; reason: "invalid"; description: string }
   /** The keys could not be fetched: not the client's fault (503). */
-  | { ok: false; reason: "unavailable"; description: string };
+  | { ok: false; reason: "unavailable"; description: string; retryAfterSec: number };
 
 const CACHE_ENTRIES = 1024;
 const CACHE_MAX_MS = 60_000;
@@ -119,6 +119,13 @@ export class JwtVerifier {
 /** Thrown by the remote key lookup when the JWKS cannot be had: the gateway's problem, not the token's. */
 class KeysUnavailable extends Error {
   override name = "KeysUnavailable";
+  constructor(
+    message: string,
+    /** Seconds until the keys are fetched again: the client's Retry-After. */
+    readonly retryAfterSec: number,
+  ) {
+    super(message);
+  }
 }
 
 /** Fetched key sets by URL and settings, shared by every route (and kept across config reloads). */
@@ -178,7 +185,11 @@ function remoteKeys(source: Extract<JwtKeySource, { kind: "remote" }>): JWTVerif
   /** The keys of the last good fetch, fetching nothing. */
   const lastKeys = (header: JWSHeaderParameters, token: FlattenedJWSInput, why: string) => {
     if (fetched.uat === undefined || fetched.jwks === undefined)
-      throw new KeysUnavailable(`the signing keys could not be fetched (${why})`);
+      throw new KeysUnavailable(
+        `the signing keys could not be fetched (${why})`,
+        // When the next fetch may be made: the back-off's end, at least a second from now.
+        Math.max(1, Math.ceil((retryAt - Date.now()) / 1000)),
+      );
     if (last?.uat !== fetched.uat) last = { uat: fetched.uat, keys: createLocalJWKSet(fetched.jwks) };
     return last.keys(header, token);
   };
@@ -203,7 +214,12 @@ function remoteKeys(source: Extract<JwtKeySource, { kind: "remote" }>): JWTVerif
 /** jose's error → what the client is told (RFC 6750 error_description: no quotes, no token). */
 function describeFailure(err: unknown): Extract<JwtResult, { ok: false }> {
   if (err instanceof KeysUnavailable)
-    return { ok: false, reason: "unavailable", description: "the signing keys are unavailable; retry later" };
+    return {
+      ok: false,
+      reason: "unavailable",
+      description: "the signing keys are unavailable; retry later",
+      retryAfterSec: err.retryAfterSec,
+    };
   const e = err as { code?: string; claim?: string; reason?: string };
   const invalid = (description: string) => ({ ok: false as const, reason: "invalid" as const, description });
   switch (e.code) {

@@ -69,7 +69,8 @@ export const JwtAuthSchema = T.Object(
         minimum: 0,
         maximum: 3_600_000,
         default: 30_000,
-        description: "an unknown `kid` refetches the JWKS at most this often",
+        description:
+          "an unknown `kid` refetches the JWKS at most this often; also the longest wait between fetches while the JWKS endpoint fails (from 1 s, doubling)",
       }),
     ),
     jwksTimeoutMs: T.Optional(

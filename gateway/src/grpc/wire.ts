@@ -120,10 +120,14 @@ export function statusFromReset(rstCode: number): WireStatus {
   }
 }
 
-/** Parses grpc-status; anything but a decimal code in range is the server's bug: UNKNOWN. */
+/**
+ * Parses grpc-status; anything but a decimal code in range is the server's bug: UNKNOWN. Digits
+ * only: `Number` alone would take `0x0`, ` 0`, `1e1` or `5.0` as codes.
+ */
 export function parseGrpcStatus(raw: string | string[] | undefined): GrpcCode | undefined {
   if (raw === undefined) return undefined;
-  const text = Array.isArray(raw) ? raw[0] : raw;
+  const text = (Array.isArray(raw) ? raw[0] : raw) ?? "";
+  if (!/^\d{1,2}$/.test(text)) return GrpcCode.UNKNOWN;
   const code = Number(text);
-  return Number.isInteger(code) && code >= 0 && code <= 16 && text !== "" ? (code as GrpcCode) : GrpcCode.UNKNOWN;
+  return code <= 16 ? (code as GrpcCode) : GrpcCode.UNKNOWN;
 }

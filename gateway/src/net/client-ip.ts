@@ -53,12 +53,16 @@ export class TrustedProxies {
       .split(",")
       .map((s) => s.trim())
       .filter(Boolean);
+    // Walking from the right, every hop so far was written by a trusted proxy. A hop that is no
+    // address ends the walk at the last trusted one: what lies left of it is the client's to write.
+    let nearest = peerIp;
     for (let i = hops.length - 1; i >= 0; i--) {
-      const hop = normalizeString(hops[i]!);
-      if (!ipaddr.isValid(hop)) break;
+      const hop = hopAddress(hops[i]!);
+      if (hop === undefined) break;
       if (!this.isTrusted(hop)) return { clientIp: hop, peerIsTrusted: true };
+      nearest = hop;
     }
-    return { clientIp: normalizeString(hops[0] ?? peerIp), peerIsTrusted: true };
+    return { clientIp: nearest, peerIsTrusted: true };
   }
 }
 
@@ -77,6 +81,26 @@ function unmapIPv4(address: string): string {
   return address.length > 7 && address.charCodeAt(0) === 58 && address.startsWith("::ffff:") && address.includes(".")
     ? address.slice(7)
     : address;
+}
+
+/**
+ * One X-Forwarded-For entry as an address, normalised: `203.0.113.9`, `203.0.113.9:5678`,
+ * `2001:db8::1`, `[2001:db8::1]` or `[2001:db8::1]:443` (some proxies write the port). Undefined
+ * when it is none of these (`unknown`, a name, garbage).
+ */
+function hopAddress(hop: string): string | undefined {
+  let address = hop;
+  if (hop.charCodeAt(0) === 91 /* [ */) {
+    const close = hop.indexOf("]");
+    if (close < 0 || (close !== hop.length - 1 && !/^:\d{1,5}$/.test(hop.slice(close + 1)))) return undefined;
+    address = hop.slice(1, close);
+  } else if (hop.indexOf(":") > 0 && hop.indexOf(":") === hop.lastIndexOf(":")) {
+    // One colon: IPv4 with a port (an IPv6 address has at least two).
+    const colon = hop.indexOf(":");
+    if (!/^\d{1,5}$/.test(hop.slice(colon + 1))) return undefined;
+    address = hop.slice(0, colon);
+  }
+  return ipaddr.isValid(address) ? normalize(address).toString() : undefined;
 }
 
 /** "::ffff:127.0.0.1" → "127.0.0.1": Bun reports IPv4 peers of a dual-stack socket mapped. */

@@ -35,11 +35,15 @@ export function stripHopByHop(headers: Headers): void {
   if (connection) {
     for (const name of connection.split(",")) {
       const trimmed = name.trim();
-      if (trimmed) headers.delete(trimmed);
+      // A token that is no header name names nothing (and Headers.delete would throw on it).
+      if (trimmed && HEADER_NAME.test(trimmed)) headers.delete(trimmed);
     }
   }
   for (const name of HOP_BY_HOP) headers.delete(name);
 }
+
+/** RFC 9110 §5.1: a field name is a token. */
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 export interface ForwardedInfo {
   clientIp: string;
@@ -53,9 +57,15 @@ export interface ForwardedInfo {
   proto: "http" | "https";
 }
 
-/** Sets X-Forwarded-For/-Proto/-Host on the outgoing request headers. */
+/**
+ * Sets X-Forwarded-For/-Proto/-Host and X-Real-IP (the client address as resolved, which
+ * upstreams and their frameworks read as the client) on the outgoing request headers. RFC 7239
+ * `Forwarded` is not written; one from an untrusted client is removed, as its X-Forwarded-* are
+ * replaced, since an upstream might believe it.
+ */
 export function setForwardedHeaders(headers: Headers, info: ForwardedInfo): void {
   const host = headers.get("host");
+  headers.set("x-real-ip", info.clientIp);
   if (info.peerIsTrusted) {
     const prior = headers.get("x-forwarded-for");
     const hop = info.peer ?? info.clientIp;
@@ -63,6 +73,7 @@ export function setForwardedHeaders(headers: Headers, info: ForwardedInfo): void
     if (!headers.has("x-forwarded-proto")) headers.set("x-forwarded-proto", info.proto);
     if (!headers.has("x-forwarded-host") && host) headers.set("x-forwarded-host", host);
   } else {
+    headers.delete("forwarded");
     headers.set("x-forwarded-for", info.clientIp);
     headers.set("x-forwarded-proto", info.proto);
     if (host) headers.set("x-forwarded-host", host);

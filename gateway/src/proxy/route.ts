@@ -9,7 +9,7 @@ import { gatewayProblem } from "../errors.ts";
 import type { GatewayTelemetry } from "../telemetry/index.ts";
 import { dispatch, noEndpointProblem } from "../upstream/dispatch.ts";
 import { isIdempotentMethod } from "../upstream/outcome.ts";
-import { setForwardedHeaders, stripHopByHop } from "./headers.ts";
+import { setForwardedHeaders } from "./headers.ts";
 import { InvalidUpstreamResponse } from "./http.ts";
 import { limitResponseSize } from "./response-limit.ts";
 
@@ -81,8 +81,8 @@ export async function proxyHttp(
 
 /** The outgoing headers, made from the incoming ones in place (no copy). */
 function prepareRequestHeaders(req: Request, ctx: RequestContext, gatewayInstance: string): Headers {
+  // Hop-by-hop headers went in server.ts, before the guards.
   const headers = req.headers;
-  stripHopByHop(headers);
   setForwardedHeaders(headers, {
     clientIp: ctx.clientIp,
     peer: ctx.peer,

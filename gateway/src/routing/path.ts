@@ -1,7 +1,7 @@
 /**
  * Request-path normalisation, done once before matching, so that what a route matches is exactly
  * what the upstream receives: `/projects/../admin`, `/%2e%2e/admin` and `//admin` cannot reach a
- * path that no route exposes.
+ * path that no route exposes, and `/%61dmin` is matched (and sent) as `/admin`.
  */
 export const MAX_PATH_LENGTH = 4096;
 
@@ -39,7 +39,22 @@ export function normalizePath(raw: string): NormalizedPath {
       out.pop();
       continue;
     }
-    out.push(segment);
+    out.push(segment.includes("%") ? canonicalEscapes(segment) : segment);
   }
   return { ok: true, path: `/${out.join("/")}` };
+}
+
+const ESCAPE = /%([0-9A-Fa-f]{2})/g;
+const UNRESERVED = /[A-Za-z0-9\-._~]/;
+
+/**
+ * RFC 3986 §6.2.2: `%61` and `a` are the same path, and an upstream decodes one to the other, so
+ * unreserved characters are decoded (else `/%61dmin` would miss the `/admin` route and its
+ * guards, and match a broader one); every other escape stays, with upper-case hex digits.
+ */
+function canonicalEscapes(segment: string): string {
+  return segment.replace(ESCAPE, (encoded, hex: string) => {
+    const char = String.fromCharCode(Number.parseInt(hex, 16));
+    return UNRESERVED.test(char) ? char : encoded.toUpperCase();
+  });
 }

@@ -23,7 +23,7 @@ import { transcodeGrpc } from "./grpc/route.ts";
 import { applyHeaderLimit, extendDeadline } from "./limits.ts";
 import { TrustedProxies } from "./net/client-ip.ts";
 import { readBody } from "./proxy/body.ts";
-import { stripHopByHop } from "./proxy/headers.ts";
+import { ForgedHeaders, stripHopByHop } from "./proxy/headers.ts";
 import { proxyHttp } from "./proxy/route.ts";
 import { defaultRateLimiter, type RateLimiter } from "./ratelimit/limiter.ts";
 import { normalizePath } from "./routing/path.ts";
@@ -61,6 +61,8 @@ interface GatewayState {
   router: Router<RouteConfig>;
   upstreams: Map<string, Upstream>;
   trustedProxies: TrustedProxies;
+  /** Claim headers of every route, and `_` spellings of the gateway's headers: removed from every request. */
+  forged: ForgedHeaders;
 }
 
 export class Gateway {
@@ -113,6 +115,7 @@ export class Gateway {
       router: new Router(config.routes),
       upstreams,
       trustedProxies: new TrustedProxies(config.trustedProxies),
+      forged: new ForgedHeaders(config.routes.flatMap((route) => route.auth?.claimHeaders ?? [])),
     };
   }
 
@@ -267,8 +270,18 @@ export class Gateway {
     }
     const route = match.route;
     ctx.route = route;
+    // RFC 9110 gives a body no meaning on GET and HEAD, and Bun reads one without handing it
+    // over: refused rather than dropped on the way.
+    if ((req.method === "GET" || req.method === "HEAD") && carriesBody(req.headers))
+      return gatewayProblem({
+        status: 400,
+        title: "Bad request",
+        requestId,
+        detail: `a ${req.method} request cannot carry a body here`,
+      });
     // Before the guards, so `Connection: x-auth-subject` cannot remove a header they set.
     stripHopByHop(req.headers);
+    state.forged.strip(req.headers);
     if (route.auth) {
       const auth = await route.auth.check(req.headers);
       if (!auth.ok) return auth.response(requestId);
@@ -324,6 +337,12 @@ export class Gateway {
     limit?.setHeaders(response.headers);
     return response;
   }
+}
+
+/** Whether a request declares a body: chunked, or a Content-Length other than 0. */
+function carriesBody(headers: Headers): boolean {
+  const length = headers.get("content-length");
+  return (length !== null && length !== "0" && !/^0(?:\s*,\s*0)*$/.test(length)) || headers.has("transfer-encoding");
 }
 
 /** 400 for a JSON body nested deeper than the limit; a gRPC route's also lists the field, as its other 400s do. */

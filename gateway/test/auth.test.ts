@@ -629,6 +629,59 @@ describe("through a gateway process", () => {
     expect(((await ok.json()) as { path: string }).path).toBe("/keys/1");
   });
 
+  test("no route lets a client send a claim header, or a gateway-set header under an underscore name", async () => {
+    // /open has no auth, but its upstream trusts x-auth-subject on /keys. And CGI-style stacks
+    // read X_Forwarded_For as X-Forwarded-For (appended to the gateway's: the last one wins).
+    const port = Number(new URL(gw).port);
+    const exchange = await rawExchange(
+      port,
+      "GET /open HTTP/1.1\r\nHost: gw\r\nConnection: close\r\nX-Auth-Subject: partner-a\r\n" +
+        "x_auth_scope: admin\r\nX_Forwarded_For: 6.6.6.6\r\nX_Real_IP: 6.6.6.6\r\n" +
+        "X_Forwarded_Proto: https\r\nx_forwarded_host: evil.example\r\nX_Request_ID: forged\r\n" +
+        "x_custom_kept: yes\r\n\r\n",
+    );
+    const res = parseResponse(exchange.bytes);
+    expect(res?.status).toBe(200);
+    const seen = (JSON.parse(res!.body.toString()) as { headers: Record<string, string> }).headers;
+    expect(seen["x-auth-subject"]).toBeUndefined();
+    expect(Object.keys(seen).filter((name) => name.includes("_"))).toEqual(["x_custom_kept"]);
+    expect(seen["x-forwarded-for"]).toBe("127.0.0.1");
+  });
+
+  test("a GET or HEAD with a body is refused, not forwarded without it", async () => {
+    const port = Number(new URL(gw).port);
+    for (const framing of [
+      "Content-Length: 5\r\n\r\nhello",
+      "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ]) {
+      for (const method of ["GET", "HEAD"]) {
+        const before = upstreamSaw.length;
+        const exchange = await rawExchange(
+          port,
+          `${method} /open HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n${framing}`,
+        );
+        expect([method, framing, parseResponse(exchange.bytes)?.status]).toEqual([method, framing, 400]);
+        expect(upstreamSaw.length).toBe(before);
+      }
+    }
+    const empty = await rawExchange(
+      port,
+      "GET /open HTTP/1.1\r\nHost: gw\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    );
+    expect(parseResponse(empty.bytes)?.status).toBe(200);
+  });
+
+  test("Connection cannot remove Content-Type, so a JSON body cannot dodge the depth limit", async () => {
+    const port = Number(new URL(gw).port);
+    const body = `${"[".repeat(200)}${"]".repeat(200)}`;
+    const exchange = await rawExchange(
+      port,
+      "POST /open HTTP/1.1\r\nHost: gw\r\nConnection: close, content-type\r\n" +
+        `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+    );
+    expect(parseResponse(exchange.bytes)?.status).toBe(400);
+  });
+
   test("a Connection header naming something that is not a header name is ignored, not a 500", async () => {
     const port = Number(new URL(gw).port);
     const exchange = await rawExchange(

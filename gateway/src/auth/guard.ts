@@ -10,7 +10,8 @@
  *
  * The credential is never logged, traced or echoed; by default it is not forwarded either (the
  * gateway terminated it; an upstream that wants the caller reads the forwarded claims instead).
- * Claim headers arriving from the client are always removed, so an upstream can trust them.
+ * Claim headers arriving from the client are always removed (by the gateway, from every request,
+ * and here again), so an upstream can trust them.
  */
 import type { JWTPayload } from "jose";
 import { gatewayProblem } from "../errors.ts";
@@ -59,12 +60,9 @@ const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 export class RouteAuth {
   readonly #s: RouteAuthSettings;
   readonly #challenge: string;
-  /** The claim header names, lower case with `_` as `-`: the form under which some upstreams read them. */
-  readonly #claimAliases: ReadonlySet<string>;
 
   constructor(settings: RouteAuthSettings) {
     this.#s = settings;
-    this.#claimAliases = new Set(settings.forwardClaims.map(([, header]) => header.toLowerCase().replaceAll("_", "-")));
     const challenges: string[] = [];
     if (settings.jwt) challenges.push(bearerChallenge(settings.realm));
     if (settings.apiKey) challenges.push(apiKeyChallenge(settings.realm, settings.apiKey.verifier.header));
@@ -74,8 +72,9 @@ export class RouteAuth {
   /** Decides the request; on success the claim headers are set on `headers` for the upstream. */
   async check(headers: Headers): Promise<AuthDecision> {
     const { jwt, apiKey, forwardClaims } = this.#s;
+    // The gateway removes them (and their `_` spellings) from every request first (ForgedHeaders);
+    // this keeps the guard sound on its own.
     for (const [, header] of forwardClaims) headers.delete(header);
-    if (forwardClaims.length > 0) dropUnderscoreAliases(headers, this.#claimAliases);
     const authorization = jwt ? headers.get("authorization") : null;
     if (jwt && authorization !== null && /^bearer(\s|$)/i.test(authorization)) {
       const token = BEARER.exec(authorization)?.[1];
@@ -92,6 +91,11 @@ export class RouteAuth {
       `this route needs ${[jwt && "a Bearer token", apiKey && `an API key in ${apiKey.verifier.header}`].filter(Boolean).join(" or ")}`,
       this.#challenge,
     );
+  }
+
+  /** The headers the verified claims travel in (lower case). */
+  get claimHeaders(): readonly string[] {
+    return this.#s.forwardClaims.map(([, header]) => header);
   }
 
   /** Removes the credential the gateway consumed, unless the route forwards it (call before forwarding). */
@@ -268,17 +272,4 @@ function headerValue(value: unknown): string {
         ? String(value)
         : JSON.stringify(value);
   return PRINTABLE_ASCII.test(text) ? text : encodeURIComponent(text);
-}
-
-/**
- * Removes headers that some upstream stacks read as a claim header: CGI, WSGI, PHP and Rack turn
- * `-` and `_` alike into `_` (`x_auth_subject` is `HTTP_X_AUTH_SUBJECT`, as `x-auth-subject` is),
- * and the last one wins. One pass over the request's names, on routes that forward claims.
- */
-function dropUnderscoreAliases(headers: Headers, claims: ReadonlySet<string>): void {
-  let aliases: string[] | undefined;
-  // The claim headers themselves are gone already, so a name found here is an alias.
-  for (const name of headers.keys())
-    if (claims.has(name.includes("_") ? name.replaceAll("_", "-") : name)) (aliases ??= []).push(name);
-  if (aliases) for (const name of aliases) headers.delete(name);
 }

@@ -164,7 +164,7 @@ export const RouteAuthSchema = T.Object(
     forwardClaims: T.Optional(
       T.Record(T.String({ minLength: 1 }), T.String({ maxLength: 128, pattern: HEADER_NAME }), {
         description:
-          "verified claim → request header sent upstream; the same headers coming from the client are always removed",
+          "verified claim → request header sent upstream; the same headers coming from a client are removed from every request, on every route",
       }),
     ),
     forwardCredential: T.Optional(

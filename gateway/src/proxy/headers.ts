@@ -36,7 +36,7 @@ export function stripHopByHop(headers: Headers): void {
     for (const name of connection.split(",")) {
       const trimmed = name.trim();
       // A token that is no header name names nothing (and Headers.delete would throw on it).
-      if (trimmed && HEADER_NAME.test(trimmed)) headers.delete(trimmed);
+      if (trimmed && HEADER_NAME.test(trimmed) && !END_TO_END.has(trimmed.toLowerCase())) headers.delete(trimmed);
     }
   }
   for (const name of HOP_BY_HOP) headers.delete(name);
@@ -44,6 +44,42 @@ export function stripHopByHop(headers: Headers): void {
 
 /** RFC 9110 §5.1: a field name is a token. */
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/**
+ * Headers `Connection` cannot name away: what the body is (the JSON depth check reads
+ * Content-Type) and where it goes. They describe the message, not the connection.
+ */
+const END_TO_END = new Set(["content-type", "content-length", "host"]);
+
+/** Headers the gateway writes for the upstream; a client's `_` spellings of them are removed. */
+const GATEWAY_SET = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "x-request-id"];
+
+/**
+ * Removes what a client could forge for an upstream to believe: the claim headers of every
+ * route's `auth.forwardClaims` (on every route: an open route may share the upstream that trusts
+ * them), and the `_` spellings of those and of the headers the gateway sets. CGI, WSGI, PHP and
+ * Rack read `x_forwarded_for` as `x-forwarded-for` (`HTTP_X_FORWARDED_FOR`), and of two the last
+ * wins. One pass over the request's names: a Set lookup each, a replace for names with `_`.
+ */
+export class ForgedHeaders {
+  /** Claim header names, lower case with `_` as `-`. */
+  readonly #claims: ReadonlySet<string>;
+  /** The same and the gateway's own, for names with `_`. */
+  readonly #aliased: ReadonlySet<string>;
+
+  constructor(claimHeaders: Iterable<string>) {
+    this.#claims = new Set([...claimHeaders].map((name) => name.toLowerCase().replaceAll("_", "-")));
+    this.#aliased = new Set([...this.#claims, ...GATEWAY_SET]);
+  }
+
+  strip(headers: Headers): void {
+    let forged: string[] | undefined;
+    for (const name of headers.keys())
+      if (name.includes("_") ? this.#aliased.has(name.replaceAll("_", "-")) : this.#claims.has(name))
+        (forged ??= []).push(name);
+    if (forged) for (const name of forged) headers.delete(name);
+  }
+}
 
 export interface ForwardedInfo {
   clientIp: string;

@@ -20,8 +20,12 @@ export interface Refusal {
 
 const ROUTABLE: ReadonlySet<string> = new Set(HTTP_METHODS);
 const ALLOW = HTTP_METHODS.join(", ");
-/** RFC 3986 host (reg-name, IPv4 or [IPv6]) and an optional port; empty is legal (HTTP/1.0). */
-const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::\d{1,5})?$/;
+/**
+ * A host (a name, IPv4 or [IPv6]) and an optional port; empty is legal (HTTP/1.0). RFC 3986's
+ * reg-name also admits `!$&'()*+,;=`, which no DNS name holds and which would reach the upstream
+ * in X-Forwarded-Host: `a,b` reads as a list there.
+ */
+const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%]*)(?::\d{1,5})?$/;
 
 export function refuseRequest(method: string, host: string | null): Refusal | undefined {
   if (!ROUTABLE.has(method))

@@ -8,11 +8,12 @@ import * as grpc from "@grpc/grpc-js";
 import type { ServiceIdentity } from "../../lib/env.ts";
 import type { Lifecycle } from "../../lib/lifecycle.ts";
 import type { Logger } from "../../lib/log.ts";
-import { loadPackageDefinition } from "../../lib/grpc-proto.ts";
+import { packageDefinitionFromRoot } from "../../lib/grpc-proto.ts";
+import { parseProtos } from "../../lib/proto.ts";
 import { HealthService } from "./health.ts";
 import { accessInterceptor, type RpcTelemetry } from "./interceptor.ts";
 import { addReflection } from "./reflection.ts";
-import { serviceDefinition } from "./service-definition.ts";
+import { servedServiceDefinition } from "./service-definition.ts";
 import { verifyUserWith } from "./verify.ts";
 
 export const USER_VERIFY_SERVICE = "userverify.UserVerify";
@@ -83,13 +84,18 @@ function bindAddress(host: string, port: number): string {
 }
 
 export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer> {
-  const definition = loadPackageDefinition(["userverify.proto", "grpc/health/v1/health.proto"]);
+  // Parsed once: proto-loader's definition (response encoding, reflection) and the requests'
+  // strict decoding (servedServiceDefinition) come from the same Root.
+  const root = parseProtos(["userverify.proto", "grpc/health/v1/health.proto"]);
+  const definition = packageDefinitionFromRoot(root);
   const health = new HealthService(["", USER_VERIFY_SERVICE], opts.lifecycle.isReady() ? "SERVING" : "NOT_SERVING");
   opts.lifecycle.onReadinessChange((ready) => health.setAll(ready ? "SERVING" : "NOT_SERVING"));
 
   const server = new grpc.Server(serverOptions(opts));
-  server.addService(serviceDefinition(definition, USER_VERIFY_SERVICE), { VerifyUser: verifyUserWith(opts.fault) });
-  server.addService(serviceDefinition(definition, HEALTH_SERVICE), health.handlers);
+  server.addService(servedServiceDefinition(definition, root, USER_VERIFY_SERVICE), {
+    VerifyUser: verifyUserWith(opts.fault),
+  });
+  server.addService(servedServiceDefinition(definition, root, HEALTH_SERVICE), health.handlers);
   addReflection(server, definition);
 
   const credentials = opts.credentials ?? grpc.ServerCredentials.createInsecure();

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
 import http2 from "node:http2";
 import { Fault } from "../../lib/fault.ts";
+import { createMetricsRegistry, GrpcServerMetrics } from "../../lib/telemetry/metrics.ts";
 import { waitFor } from "../../scripts/stack/testing/processes.ts";
 import { startInProcess, TEST_IDENTITY, type InProcessRpcapp } from "./fixtures.ts";
 
@@ -86,22 +87,28 @@ describe("access log", () => {
  * serializer) steps in: the headers and the framed message are sent as given, and the status
  * the server answers is read from the trailers (or a trailers-only response).
  */
-async function rawCall(port: number, headers: Record<string, string>, message: Uint8Array): Promise<number> {
+async function rawCall(
+  port: number,
+  headers: Record<string, string>,
+  message: Uint8Array,
+  path = "/userverify.UserVerify/VerifyUser",
+): Promise<{ code: number; details: string }> {
   const session = http2.connect(`http://127.0.0.1:${port}`);
   try {
-    return await new Promise<number>((resolve, reject) => {
+    return await new Promise<{ code: number; details: string }>((resolve, reject) => {
       const framed = Buffer.alloc(5 + message.byteLength);
       framed.writeUInt32BE(message.byteLength, 1);
       framed.set(message, 5);
       const stream = session.request({
         ":method": "POST",
-        ":path": "/userverify.UserVerify/VerifyUser",
+        ":path": path,
         "content-type": "application/grpc",
         te: "trailers",
         ...headers,
       });
       const status = (h: http2.IncomingHttpHeaders) => {
-        if (h["grpc-status"] !== undefined) resolve(Number(h["grpc-status"]));
+        if (h["grpc-status"] !== undefined)
+          resolve({ code: Number(h["grpc-status"]), details: decodeURIComponent(String(h["grpc-message"] ?? "")) });
       };
       stream.on("response", status);
       stream.on("trailers", status);
@@ -117,7 +124,7 @@ async function rawCall(port: number, headers: Record<string, string>, message: U
 
 describe("calls grpc-js ends by itself are logged and counted with the status the client got", () => {
   test("a request that cannot be decoded: INTERNAL, at error level, not CANCELLED", async () => {
-    const code = await rawCall(app.rpc.port, { "x-request-id": "undecodable-req" }, new Uint8Array([0xff, 0xff]));
+    const { code } = await rawCall(app.rpc.port, { "x-request-id": "undecodable-req" }, new Uint8Array([0xff, 0xff]));
     expect(code).toBe(grpc.status.INTERNAL);
     await waitFor("the access line", () => app.logs.some((l) => l.request_id === "undecodable-req"));
     const lines = app.logs.filter((l) => l.request_id === "undecodable-req");
@@ -130,7 +137,7 @@ describe("calls grpc-js ends by itself are logged and counted with the status th
     // the status is grpc-js's own (its deadline timer), not a cancellation.
     const slow = await startInProcess({ fault: new Fault(0, 400) });
     try {
-      const code = await rawCall(
+      const { code } = await rawCall(
         slow.rpc.port,
         { "grpc-timeout": "50m", "x-request-id": "late-req" },
         new Uint8Array(),
@@ -144,6 +151,61 @@ describe("calls grpc-js ends by itself are logged and counted with the status th
     } finally {
       await slow.close();
     }
+  });
+});
+
+/**
+ * Requests that are not a valid encoding of their message: a length-delimited field running past
+ * the end of the message, or a proto3 `string` that is not UTF-8. They must be refused as
+ * undecodable (grpc-js's own INTERNAL "Error deserializing request"), never answered as if the
+ * decoder had guessed the rest — a lenient decoder clamps the field to the bytes present.
+ */
+describe("requests that are not valid protobuf are refused as undecodable", () => {
+  let counted: InProcessRpcapp;
+  let metrics: GrpcServerMetrics;
+  beforeAll(async () => {
+    metrics = new GrpcServerMetrics(createMetricsRegistry(TEST_IDENTITY, { processMetrics: false }));
+    counted = await startInProcess({ telemetry: { metrics } });
+  });
+  afterAll(() => counted.close());
+
+  test.each([
+    // id 1, token declared 80 bytes long with 1 present.
+    ["a truncated string field", "truncated-token", [0x08, 0x01, 0x12, 0x50, 0x61]],
+    // id 5, token declared 127 bytes long with none present.
+    ["a string field with no bytes at all", "empty-truncated-token", [0x08, 0x05, 0x12, 0x7f]],
+    // token declared 80 bytes long with 1 present, no id.
+    ["a truncated string field alone", "lone-truncated-token", [0x12, 0x50, 0x61]],
+    // id 1, token ff fe: not UTF-8, which proto3 requires of a string.
+    ["a token that is not UTF-8", "non-utf8-token", [0x08, 0x01, 0x12, 0x02, 0xff, 0xfe]],
+    // id 1, token ed a0 80: an encoded UTF-16 surrogate, not valid UTF-8 either.
+    ["a token holding an encoded surrogate", "surrogate-token", [0x08, 0x01, 0x12, 0x03, 0xed, 0xa0, 0x80]],
+  ])("VerifyUser: %s answers INTERNAL, logged at error level and counted", async (_name, requestId, bytes) => {
+    const before = metrics.calls.get("userverify.UserVerify/VerifyUser", "INTERNAL").count;
+    const reply = await rawCall(counted.rpc.port, { "x-request-id": requestId }, new Uint8Array(bytes));
+    expect(reply).toEqual({ code: grpc.status.INTERNAL, details: "Error deserializing request" });
+    await waitFor("the access line", () => counted.logs.some((l) => l.request_id === requestId));
+    const lines = counted.logs.filter((l) => l.request_id === requestId);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ msg: "rpc", grpc_code: "INTERNAL", level: "error" });
+    expect(metrics.calls.get("userverify.UserVerify/VerifyUser", "INTERNAL").count).toBe(before + 1);
+  });
+
+  test("VerifyUser: a token of multi-byte UTF-8 is still verified", async () => {
+    const token = new TextEncoder().encode("é✓😀");
+    const reply = await rawCall(counted.rpc.port, {}, new Uint8Array([0x08, 0x07, 0x12, token.byteLength, ...token]));
+    expect(reply).toEqual({ code: grpc.status.OK, details: "OK" });
+  });
+
+  test("Health/Check: a truncated service name answers INTERNAL too", async () => {
+    // service declared 80 bytes long with 1 present.
+    const reply = await rawCall(
+      counted.rpc.port,
+      {},
+      new Uint8Array([0x0a, 0x50, 0x61]),
+      "/grpc.health.v1.Health/Check",
+    );
+    expect(reply).toEqual({ code: grpc.status.INTERNAL, details: "Error deserializing request" });
   });
 });
 

@@ -6,13 +6,14 @@
  * JSON, or the gRPC status as problem+json that also carries grpc-gateway's {code, message,
  * details}, with the HTTP status of grpc-gateway's mapping (./status.ts).
  */
+import type protobuf from "protobufjs";
 import type { RoutedRequest } from "../context.ts";
 import { gatewayProblem } from "../errors.ts";
 import type { GatewayTelemetry } from "../telemetry/index.ts";
 import { dispatch, noEndpointProblem } from "../upstream/dispatch.ts";
 import { callUnary } from "./call.ts";
 import { grpcCodeName, httpStatusFromGrpc } from "./status.ts";
-import { checkMessage } from "./transcode.ts";
+import { checkMessage, type FieldError } from "./transcode.ts";
 import { type MetadataHeaders, metadataWriter, setMetadata } from "./wire.ts";
 
 export interface GrpcRouteDeps {
@@ -51,15 +52,7 @@ export async function transcodeGrpc(
     maxDepth: limits.maxJsonDepth,
     maxStringLength: limits.maxJsonStringLength,
   });
-  if (errors.length > 0) {
-    return gatewayProblem({
-      status: 400,
-      title: "Invalid request",
-      requestId,
-      detail: `the body does not match ${method.requestType.fullName.slice(1)}: ${errors.map((e) => `${e.field} ${e.message}`).join("; ")}`,
-      extensions: { errors },
-    });
-  }
+  if (errors.length > 0) return invalidRequest(requestId, method.requestType, errors);
   // Plain headers: the trace context hook (telemetry/) writes each try's traceparent here too.
   const metadata: MetadataHeaders = {};
   setMetadata(metadata, "x-request-id", requestId);
@@ -72,8 +65,17 @@ export async function transcodeGrpc(
   const tracestate = req.headers.get("tracestate");
   if (tracestate) setMetadata(metadata, "tracestate", tracestate);
   route.auth?.copyClaimHeaders(req.headers, metadataWriter(metadata));
-  // Checked above, so fromObject alters nothing; encoded once for every try.
-  const message = method.encode(input as object);
+  // Checked above, so fromObject alters nothing; encoded once for every try. Should protobufjs
+  // still refuse something the check let through, that is the body's fault: a 400, never a 500.
+  let message: Uint8Array;
+  try {
+    message = method.encode(input as object);
+  } catch (err) {
+    const reason = String((err as Error)?.message ?? err).slice(0, 200);
+    return invalidRequest(requestId, method.requestType, [
+      { field: "(body)", message: `cannot be encoded: ${reason}` },
+    ]);
+  }
   const maxReplyBytes = limits.maxResponseBytes;
   const outcome = await dispatch(
     upstream,
@@ -114,5 +116,18 @@ export async function transcodeGrpc(
     detail: outcome.details,
     extensions: { code: outcome.code, message: outcome.details, details: [], upstream: upstream.name },
     headers: { ...servedBy, ...retryAfter },
+  });
+}
+
+/** The body does not fit the request message: every error in `errors`, the first in `detail`. */
+function invalidRequest(requestId: string, type: protobuf.Type, errors: FieldError[]): Response {
+  const [first] = errors;
+  const more = errors.length > 1 ? ` (and ${errors.length - 1} more in errors)` : "";
+  return gatewayProblem({
+    status: 400,
+    title: "Invalid request",
+    requestId,
+    detail: `the body does not match ${type.fullName.slice(1)}: ${first!.field} ${first!.message}${more}`,
+    extensions: { errors },
   });
 }

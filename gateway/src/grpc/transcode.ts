@@ -39,14 +39,30 @@ const INTEGER_RANGES: Record<string, [bigint, bigint]> = {
   uint64: UINT64,
   fixed64: UINT64,
 };
-const BASE64 = /^[A-Za-z0-9+/\-_]*={0,2}$/;
-/** Largest finite 32-bit float: a larger JSON number would be encoded as Infinity. */
-const FLOAT_MAX = 3.4028234663852886e38;
+/**
+ * Errors listed in one 400. The next error adds a last entry saying there were more, and the walk
+ * stops there: a body of 100,000 bad keys costs what 21 do, not a 13 MB answer.
+ */
+export const MAX_FIELD_ERRORS = 20;
+/**
+ * proto3 JSON bytes, as Go's protojson reads them: the standard or the URL-safe alphabet (not both
+ * in one string), padded to a multiple of 4 with `=` or not padded at all. Anything else —
+ * a length of 1 mod 4, a stray or misplaced `=` — is refused here, as protobufjs' decoder would
+ * otherwise throw at encode time or misread it.
+ */
+const BASE64 =
+  /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?$|^(?:[A-Za-z0-9\-_]{4})*(?:[A-Za-z0-9\-_]{2}(?:==)?|[A-Za-z0-9\-_]{3}=?)?$/;
+/** Integer map keys, as protojson parses them: Go's ParseInt (optional sign) / ParseUint (digits only), base 10. */
+const SIGNED_KEY = /^([+-]?)0*(\d{1,20})$/;
+const UNSIGNED_KEY = /^()0*(\d{1,20})$/;
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+/** Longest field path, and client value, echoed in an error. */
+const MAX_ECHO = 128;
 
 /**
- * Checks `value` against `type`; returns every problem found (empty when it fits). The value
- * is then safe to pass to `type.fromObject` unchanged.
+ * Checks `value` against `type`; returns the problems found (empty when it fits): at most
+ * MAX_FIELD_ERRORS of them, then one `(body)` entry saying there were more. The value is then
+ * safe to pass to `type.fromObject` unchanged.
  */
 export function checkMessage(
   type: protobuf.Type,
@@ -58,6 +74,33 @@ export function checkMessage(
   return errors;
 }
 
+/** Records one error, unless the list is full; the walkers stop once `errors.length > MAX_FIELD_ERRORS`. */
+function report(errors: FieldError[], field: string, message: string): void {
+  if (errors.length < MAX_FIELD_ERRORS) {
+    // A hostile key can be as long as the body: echo a bounded prefix of the path.
+    errors.push({ field: field.length > MAX_ECHO ? `${field.slice(0, MAX_ECHO)}…` : field, message });
+  } else if (errors.length === MAX_FIELD_ERRORS) {
+    errors.push({
+      field: "(body)",
+      message: `more than ${MAX_FIELD_ERRORS} errors; the rest of the body was not checked`,
+    });
+  }
+}
+
+/** A client's value, as an error message quotes it: a bounded prefix, never a whole structure. */
+function echo(value: unknown): string {
+  if (typeof value === "string")
+    return value.length > MAX_ECHO ? `${JSON.stringify(value.slice(0, MAX_ECHO))}…` : JSON.stringify(value);
+  if (Array.isArray(value)) return "an array";
+  if (typeof value === "object" && value !== null) return "an object";
+  return String(value);
+}
+
+/** Names from the schema, as an error lists them: the first 16. */
+function nameList(names: string[]): string {
+  return names.length > 16 ? `${names.slice(0, 16).join(", ")}, … (${names.length} in all)` : names.join(", ");
+}
+
 function checkObject(
   type: protobuf.Type,
   value: unknown,
@@ -67,64 +110,99 @@ function checkObject(
   errors: FieldError[],
 ): void {
   if (depth > limits.maxDepth) {
-    errors.push({ field: path || "(body)", message: `nested deeper than ${limits.maxDepth} levels` });
+    report(errors, path || "(body)", `nested deeper than ${limits.maxDepth} levels`);
     return;
   }
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    errors.push({ field: path || "(body)", message: `must be a JSON object (${type.name})` });
+    report(errors, path || "(body)", `must be a JSON object (${type.name})`);
     return;
   }
   const oneofsSet = new Map<string, string>();
   for (const key of Object.keys(value)) {
+    if (errors.length > MAX_FIELD_ERRORS) return;
     const fieldPath = path ? `${path}.${key}` : key;
     const field = Object.hasOwn(type.fields, key) ? type.fields[key] : undefined;
     if (!field) {
-      // A hostile key can be as long as the body: echo a bounded prefix of it.
-      const named = fieldPath.length > 128 ? `${fieldPath.slice(0, 128)}…` : fieldPath;
-      errors.push({
-        field: named,
-        message: `unknown field for ${type.name} (known: ${Object.keys(type.fields).join(", ")})`,
-      });
+      // The known fields are named in the first such error for this type, not in every one.
+      const head = `unknown field for ${type.name}`;
+      const named = errors.some((e) => e.message.startsWith(`${head} (known:`));
+      report(errors, fieldPath, named ? head : `${head} (known: ${nameList(Object.keys(type.fields))})`);
       continue;
     }
     const fieldValue = (value as Record<string, unknown>)[key];
     if (fieldValue === null) continue; // proto3 JSON: null means "the default value"
     if (field.partOf) {
       const other = oneofsSet.get(field.partOf.name);
-      if (other)
-        errors.push({
-          field: fieldPath,
-          message: `only one of oneof "${field.partOf.name}" may be set (also got ${other})`,
-        });
+      if (other) report(errors, fieldPath, `only one of oneof "${field.partOf.name}" may be set (also got ${other})`);
       oneofsSet.set(field.partOf.name, key);
     }
     field.resolve();
     if (field.map) {
-      const mapField = field as unknown as protobuf.MapField;
+      const keyType = (field as unknown as protobuf.MapField).keyType;
       if (typeof fieldValue !== "object" || Array.isArray(fieldValue)) {
-        errors.push({ field: fieldPath, message: "must be a JSON object (map)" });
+        report(errors, fieldPath, "must be a JSON object (map)");
         continue;
       }
+      // Keys that spell one key differently ("1", "01", "+1") would be merged silently downstream.
+      const seen = keyType === "string" ? undefined : new Map<string, string>();
       for (const [k, v] of Object.entries(fieldValue as Record<string, unknown>)) {
-        if (mapField.keyType !== "string") checkScalar(mapField.keyType, k, `${fieldPath}.${k}`, limits, errors, true);
-        checkValue(field, v, `${fieldPath}.${k}`, depth + 1, limits, errors);
+        if (errors.length > MAX_FIELD_ERRORS) return;
+        const entryPath = `${fieldPath}.${k}`;
+        if (seen) {
+          const canonical = checkMapKey(keyType, k, entryPath, errors);
+          if (canonical !== undefined) {
+            const other = seen.get(canonical);
+            if (other === undefined) seen.set(canonical, k);
+            else report(errors, entryPath, `duplicate map key (the same ${keyType} key as ${echo(other)})`);
+          }
+        } else checkScalar("string", k, entryPath, limits, errors);
+        checkValue(field, v, entryPath, depth + 1, limits, errors);
       }
     } else if (field.repeated) {
       if (!Array.isArray(fieldValue)) {
-        errors.push({ field: fieldPath, message: "must be a JSON array" });
+        report(errors, fieldPath, "must be a JSON array");
         continue;
       }
       if (depth + 1 > limits.maxDepth) {
-        errors.push({ field: fieldPath, message: `nested deeper than ${limits.maxDepth} levels` });
+        report(errors, fieldPath, `nested deeper than ${limits.maxDepth} levels`);
         continue;
       }
-      fieldValue.forEach((item, i) => {
-        checkValue(field, item, `${fieldPath}[${i}]`, depth + 1, limits, errors);
-      });
+      for (let i = 0; i < fieldValue.length; i++) {
+        if (errors.length > MAX_FIELD_ERRORS) return;
+        checkValue(field, fieldValue[i], `${fieldPath}[${i}]`, depth + 1, limits, errors);
+      }
     } else {
       checkValue(field, fieldValue, fieldPath, depth, limits, errors);
     }
   }
+}
+
+/**
+ * A non-string map key, read as protojson reads it; returns the key's canonical spelling (so
+ * aliases compare equal) or undefined after reporting why it is not a key of `type`.
+ */
+function checkMapKey(type: string, key: string, path: string, errors: FieldError[]): string | undefined {
+  if (type === "bool") {
+    if (key === "true" || key === "false") return key;
+    report(errors, path, `must be true or false (bool map key); got ${echo(key)}`);
+    return undefined;
+  }
+  const range = INTEGER_RANGES[type];
+  if (!range) {
+    report(errors, path, `unsupported map key type ${type}`);
+    return undefined;
+  }
+  const parts = (range[0] === 0n ? UNSIGNED_KEY : SIGNED_KEY).exec(key);
+  if (!parts) {
+    report(errors, path, `must be an integer (${type}) map key; got ${echo(key)}`);
+    return undefined;
+  }
+  const asBigInt = BigInt(`${parts[1] === "-" ? "-" : ""}${parts[2]}`);
+  if (asBigInt < range[0] || asBigInt > range[1]) {
+    report(errors, path, `${asBigInt} is out of range for ${type} [${range[0]}, ${range[1]}]`);
+    return undefined;
+  }
+  return asBigInt.toString();
 }
 
 function checkValue(
@@ -144,37 +222,27 @@ function checkValue(
       typeof value === "string"
         ? Object.hasOwn(enumType.values, value)
         : Number.isInteger(value) && Object.values(enumType.values).includes(value as number);
-    if (!ok) errors.push({ field: path, message: `must be one of ${Object.keys(enumType.values).join(", ")}` });
+    if (!ok) report(errors, path, `must be one of ${nameList(Object.keys(enumType.values))}`);
   } else {
-    checkScalar(field.type, value, path, limits, errors, false);
+    checkScalar(field.type, value, path, limits, errors);
   }
 }
 
-function checkScalar(
-  type: string,
-  value: unknown,
-  path: string,
-  limits: TranscodeLimits,
-  errors: FieldError[],
-  isMapKey: boolean,
-): void {
+function checkScalar(type: string, value: unknown, path: string, limits: TranscodeLimits, errors: FieldError[]): void {
   const range = INTEGER_RANGES[type];
   if (range) {
     let asBigInt: bigint | undefined;
     if (typeof value === "number" && Number.isInteger(value)) {
       if (!Number.isSafeInteger(value)) {
-        errors.push({ field: path, message: `${value} loses precision as a JSON number; send it as a string` });
+        report(errors, path, `${value} loses precision as a JSON number; send it as a string`);
         return;
       }
       asBigInt = BigInt(value);
     } else if (typeof value === "string" && /^-?\d{1,20}$/.test(value)) asBigInt = BigInt(value);
     if (asBigInt === undefined) {
-      errors.push({
-        field: path,
-        message: `must be an integer (${type})${isMapKey ? " map key" : ""}; got ${JSON.stringify(value)}`,
-      });
+      report(errors, path, `must be an integer (${type}); got ${echo(value)}`);
     } else if (asBigInt < range[0] || asBigInt > range[1]) {
-      errors.push({ field: path, message: `${asBigInt} is out of range for ${type} [${range[0]}, ${range[1]}]` });
+      report(errors, path, `${asBigInt} is out of range for ${type} [${range[0]}, ${range[1]}]`);
     }
     return;
   }
@@ -182,36 +250,33 @@ function checkScalar(
     case "double":
     case "float":
       if (!(typeof value === "number" || value === "NaN" || value === "Infinity" || value === "-Infinity")) {
-        errors.push({ field: path, message: `must be a number (${type})` });
+        report(errors, path, `must be a number (${type})`);
       } else if (typeof value === "number" && !Number.isFinite(value)) {
         // JSON.parse turns 1e999 into Infinity; proto3 JSON spells infinity as the string "Infinity".
-        errors.push({
-          field: path,
-          message: `is out of range for ${type} (write "Infinity" or "-Infinity" as a string)`,
-        });
-      } else if (type === "float" && typeof value === "number" && Math.abs(value) > FLOAT_MAX) {
-        errors.push({ field: path, message: `${value} is out of range for float` });
+        report(errors, path, `is out of range for ${type} (write "Infinity" or "-Infinity" as a string)`);
+      } else if (type === "float" && typeof value === "number" && !Number.isFinite(Math.fround(value))) {
+        // Judged on the 32-bit value: 3.4028235e38 (FLT_MAX as usually written) rounds to FLT_MAX.
+        report(errors, path, `${value} is out of range for float (it rounds to Infinity)`);
       }
       return;
     case "bool":
-      if (typeof value !== "boolean" && !(isMapKey && (value === "true" || value === "false")))
-        errors.push({ field: path, message: "must be true or false" });
+      if (typeof value !== "boolean") report(errors, path, "must be true or false");
       return;
     case "string":
-      if (typeof value !== "string") errors.push({ field: path, message: `must be a string; got ${typeof value}` });
+      if (typeof value !== "string") report(errors, path, `must be a string; got ${typeof value}`);
       else if (value.length > limits.maxStringLength)
-        errors.push({ field: path, message: `longer than ${limits.maxStringLength} characters` });
-      else if (LONE_SURROGATE.test(value))
-        errors.push({ field: path, message: "is not valid Unicode (lone surrogate)" });
+        report(errors, path, `longer than ${limits.maxStringLength} characters`);
+      else if (LONE_SURROGATE.test(value)) report(errors, path, "is not valid Unicode (lone surrogate)");
       return;
     case "bytes":
-      if (typeof value !== "string" || !BASE64.test(value))
-        errors.push({ field: path, message: "must be a base64 string" });
+      if (typeof value !== "string") report(errors, path, `must be a base64 string; got ${typeof value}`);
       else if (value.length > limits.maxStringLength)
-        errors.push({ field: path, message: `longer than ${limits.maxStringLength} characters` });
+        report(errors, path, `longer than ${limits.maxStringLength} characters`);
+      else if (!BASE64.test(value))
+        report(errors, path, "must be base64 (standard or URL-safe alphabet, padded to a multiple of 4 or unpadded)");
       return;
     default:
-      errors.push({ field: path, message: `unsupported field type ${type}` });
+      report(errors, path, `unsupported field type ${type}`);
   }
 }
 

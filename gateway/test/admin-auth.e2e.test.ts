@@ -8,11 +8,11 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
+import { launchChromium } from "../../scripts/stack/testing/browser.ts";
 import { requireBinary, spawnService, stopAll, waitFor } from "../../scripts/stack/testing/processes.ts";
 import { startTestStack, type TestStack } from "../../scripts/stack/testing/stack.ts";
 import { loadSettings } from "../src/settings.ts";
@@ -212,12 +212,7 @@ describe("with ADMIN_TOKEN", () => {
     test.skipIf(!hasChromium)(
       "in Chromium: the form's token opens the live page, whose event stream and config source the cookie carries",
       async () => {
-        const profile = mkdtempSync(join(tmpdir(), "portico-chromium-"));
-        const context = await chromium.launchPersistentContext(profile, {
-          executablePath: Bun.which("chromium") ?? "/usr/bin/chromium",
-          headless: true,
-          args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
-        });
+        const context = await launchChromium();
         try {
           const page = context.pages()[0] ?? (await context.newPage());
           const pageErrors: string[] = [];
@@ -241,7 +236,6 @@ describe("with ADMIN_TOKEN", () => {
           expect(pageErrors).toEqual([]);
         } finally {
           await context.close();
-          rmSync(profile, { recursive: true, force: true });
         }
       },
       30_000,

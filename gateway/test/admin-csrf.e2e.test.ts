@@ -15,11 +15,8 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Server } from "bun";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
+import { launchChromium } from "../../scripts/stack/testing/browser.ts";
 import { requireBinary, type Spawned, spawnService, stopAll, waitFor } from "../../scripts/stack/testing/processes.ts";
 
 const TOKEN = "csrf-test-admin-token-0123456789";
@@ -221,12 +218,7 @@ fetch(${JSON.stringify(target)}, { method: "POST", mode: "no-cors", body: JSON.s
             { headers: { "content-type": "text/html" } },
           ),
       });
-      const profile = mkdtempSync(join(tmpdir(), "portico-chromium-"));
-      const context = await chromium.launchPersistentContext(profile, {
-        executablePath: Bun.which("chromium") ?? "/usr/bin/chromium",
-        headless: true,
-        args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
-      });
+      const context = await launchChromium();
       try {
         const page = context.pages()[0] ?? (await context.newPage());
         const answers: number[] = [];
@@ -252,7 +244,6 @@ fetch(${JSON.stringify(target)}, { method: "POST", mode: "no-cors", body: JSON.s
         expect(pageErrors).toEqual([]);
       } finally {
         await context.close();
-        rmSync(profile, { recursive: true, force: true });
         evil.stop(true);
       }
       expect(await canaryState(open)).toBe("idle");

@@ -9,7 +9,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type BrowserContext, chromium, type Page } from "playwright-core";
+import type { BrowserContext, Page } from "playwright-core";
+import { launchChromium } from "../../scripts/stack/testing/browser.ts";
 import { REPO_ROOT, requireBinary } from "../../scripts/stack/testing/processes.ts";
 import { startTestStack, type TestStack } from "../../scripts/stack/testing/stack.ts";
 
@@ -52,21 +53,9 @@ routes:
     rateLimit: { rate: ${LIMITED_RATE}, period: 1s, key: { type: global } }
 `;
 
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
-
 let stack: TestStack;
 let context: BrowserContext | undefined;
 let page: Page;
-let profileDir: string | undefined;
 let routesDir: string;
 /** Console errors and uncaught exceptions of the page, over the whole run. */
 const pageErrors: string[] = [];
@@ -92,19 +81,11 @@ beforeAll(async () => {
 afterAll(async () => {
   await context?.close();
   await stack?.stop(3000);
-  if (profileDir) rmSync(profileDir, { recursive: true, force: true });
   if (routesDir) rmSync(routesDir, { recursive: true, force: true });
 });
 
 async function launchBrowser(): Promise<BrowserContext> {
-  // A fresh profile each run (playwright wants it as userDataDir, not as --user-data-dir).
-  profileDir = mkdtempSync(join(tmpdir(), "portico-chromium-"));
-  return chromium.launchPersistentContext(profileDir, {
-    executablePath: Bun.which("chromium") ?? "/usr/bin/chromium",
-    headless: true,
-    args: CHROMIUM_ARGS,
-    viewport: { width: 1400, height: 1000 },
-  });
+  return launchChromium({ viewport: { width: 1400, height: 1000 } });
 }
 
 const adminUrl = () => stack.adminUrls()[0]!;

@@ -34,6 +34,11 @@ export function exceedsJsonDepth(bytes: Uint8Array, maxDepth: number): boolean {
 export function isJsonMediaType(contentType: string | null): boolean {
   // The common case without the splitting and lower-casing below (four strings and an array).
   if (contentType === "application/json") return true;
-  const mediaType = (contentType ?? "").split(";", 1)[0]!.trim().toLowerCase();
-  return mediaType === "application/json" || /^application\/[\w.+-]+\+json$/.test(mediaType);
+  const type = mediaType(contentType);
+  return type === "application/json" || /^application\/[\w.+-]+\+json$/.test(type);
+}
+
+/** A Content-Type's media type, lower case, without parameters (`; charset=utf-8`); "" for none. */
+export function mediaType(contentType: string | null): string {
+  return (contentType ?? "").split(";", 1)[0]!.trim().toLowerCase();
 }

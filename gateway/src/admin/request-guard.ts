@@ -24,10 +24,11 @@
  * A request built in the process (`app.handle`, the tests) has no Host header: nothing to check.
  */
 import { isIP } from "node:net";
+import { mediaType } from "../../../lib/json.ts";
 import { problemResponse } from "../../../lib/problem.ts";
 
 /** The methods that may change state; GET, HEAD and OPTIONS never do here. */
-export const STATE_CHANGING_METHODS: ReadonlySet<string> = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+const STATE_CHANGING_METHODS: ReadonlySet<string> = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 
 export interface OriginGuard {
   /** ADMIN_TOKEN is set: the token, not the Host, keeps pages out. */
@@ -57,7 +58,8 @@ export function originProblem(request: Request, guard: OriginGuard): Response | 
  */
 export function contentTypeProblem(request: Request, formPath?: string): Response | undefined {
   if (!STATE_CHANGING_METHODS.has(request.method)) return undefined;
-  if (isJson(request.headers.get("content-type"))) return undefined;
+  // Exactly application/json (any case, any parameters), as the 415 says.
+  if (mediaType(request.headers.get("content-type")) === "application/json") return undefined;
   if (formPath !== undefined && new URL(request.url).pathname === formPath) return undefined;
   const given = request.headers.get("content-type");
   return problemResponse({
@@ -65,12 +67,6 @@ export function contentTypeProblem(request: Request, formPath?: string): Respons
     status: 415,
     detail: `a ${request.method} to the admin API must carry Content-Type: application/json (${given === null ? "none was sent" : `not ${JSON.stringify(given)}`}), with a JSON body or none (e.g. curl -X ${request.method} -H 'Content-Type: application/json' -d '{}'): any web page can send a form, text/plain or no type across sites, never application/json`,
   });
-}
-
-/** `application/json`, in any case, with or without parameters (`; charset=utf-8`). */
-function isJson(contentType: string | null): boolean {
-  const [type = ""] = (contentType ?? "").split(";", 1);
-  return type.trim().toLowerCase() === "application/json";
 }
 
 /** A Host (`name[:port]`, `[v6]:port`) naming this machine, an address, or the bound name. */

@@ -198,11 +198,7 @@ function checkMapKey(type: string, key: string, path: string, errors: FieldError
     return undefined;
   }
   const asBigInt = BigInt(`${parts[1] === "-" ? "-" : ""}${parts[2]}`);
-  if (asBigInt < range[0] || asBigInt > range[1]) {
-    report(errors, path, `${asBigInt} is out of range for ${type} [${range[0]}, ${range[1]}]`);
-    return undefined;
-  }
-  return asBigInt.toString();
+  return inRange(type, range, asBigInt, path, errors) ? asBigInt.toString() : undefined;
 }
 
 function checkValue(
@@ -228,6 +224,19 @@ function checkValue(
   }
 }
 
+/** Whether an integer fits its type's range; reports it when not. */
+function inRange(
+  type: string,
+  [min, max]: [bigint, bigint],
+  value: bigint,
+  path: string,
+  errors: FieldError[],
+): boolean {
+  if (value >= min && value <= max) return true;
+  report(errors, path, `${value} is out of range for ${type} [${min}, ${max}]`);
+  return false;
+}
+
 function checkScalar(type: string, value: unknown, path: string, limits: TranscodeLimits, errors: FieldError[]): void {
   const range = INTEGER_RANGES[type];
   if (range) {
@@ -239,11 +248,8 @@ function checkScalar(type: string, value: unknown, path: string, limits: Transco
       }
       asBigInt = BigInt(value);
     } else if (typeof value === "string" && /^-?\d{1,20}$/.test(value)) asBigInt = BigInt(value);
-    if (asBigInt === undefined) {
-      report(errors, path, `must be an integer (${type}); got ${echo(value)}`);
-    } else if (asBigInt < range[0] || asBigInt > range[1]) {
-      report(errors, path, `${asBigInt} is out of range for ${type} [${range[0]}, ${range[1]}]`);
-    }
+    if (asBigInt === undefined) report(errors, path, `must be an integer (${type}); got ${echo(value)}`);
+    else inRange(type, range, asBigInt, path, errors);
     return;
   }
   switch (type) {

@@ -90,13 +90,13 @@ function unmapIPv4(address: string): string {
  */
 function hopAddress(hop: string): string | undefined {
   let address = hop;
+  const colon = hop.indexOf(":");
   if (hop.charCodeAt(0) === 91 /* [ */) {
     const close = hop.indexOf("]");
     if (close < 0 || (close !== hop.length - 1 && !/^:\d{1,5}$/.test(hop.slice(close + 1)))) return undefined;
     address = hop.slice(1, close);
-  } else if (hop.indexOf(":") > 0 && hop.indexOf(":") === hop.lastIndexOf(":")) {
+  } else if (colon > 0 && colon === hop.lastIndexOf(":")) {
     // One colon: IPv4 with a port (an IPv6 address has at least two).
-    const colon = hop.indexOf(":");
     if (!/^\d{1,5}$/.test(hop.slice(colon + 1))) return undefined;
     address = hop.slice(0, colon);
   }

@@ -132,19 +132,13 @@ export class RedisGcra {
   async take(checks: readonly GcraCheck[]): Promise<GcraOutcome | Unanswered | null> {
     if (!this.isUp) return null;
     const n = checks.length;
-    // sha, numkeys, the buckets, the call log and its fence; per bucket its interval and burst;
-    // then this call's number and the number acknowledged (#numbered).
-    const args = new Array<string>(6 + n * 3);
-    args[0] = GCRA_SCRIPT_SHA;
-    args[1] = String(n + 2);
+    const args = this.#scriptArgs(GCRA_SCRIPT_SHA, n, 2);
     for (let i = 0; i < n; i++) {
       const c = checks[i]!;
       args[2 + i] = c.key;
       args[4 + n + 2 * i] = String(c.intervalUs);
       args[5 + n + 2 * i] = String(c.burst);
     }
-    args[2 + n] = this.#log[0];
-    args[3 + n] = this.#log[1];
     const seq = this.#numbered(args);
     try {
       const outcome = parseReply(await this.#evalsha(args), n);
@@ -166,9 +160,7 @@ export class RedisGcra {
    */
   writeBack(writebacks: readonly Writeback[], ordered = false): { seq: number; fullInMs: Promise<number[]> } {
     const n = writebacks.length;
-    const args = new Array<string>(6 + n * 5);
-    args[0] = RECONCILE_SCRIPT_SHA;
-    args[1] = String(n + 2);
+    const args = this.#scriptArgs(RECONCILE_SCRIPT_SHA, n, 4);
     for (let i = 0; i < n; i++) {
       const w = writebacks[i]!;
       args[2 + i] = w.key;
@@ -177,12 +169,8 @@ export class RedisGcra {
       args[6 + n + 4 * i] = String(w.intervalUs);
       args[7 + n + 4 * i] = String(w.burst);
     }
-    args[2 + n] = this.#log[0];
-    args[3 + n] = this.#log[1];
     const seq = this.#numbered(args);
-    const reply = ordered
-      ? this.#redis.send("EVAL", [RECONCILE_SCRIPT, ...args.slice(1)])
-      : this.#evalsha(args, RECONCILE_SCRIPT);
+    const reply = ordered ? this.#eval(args, RECONCILE_SCRIPT) : this.#evalsha(args, RECONCILE_SCRIPT);
     const fullInMs = reply.then(
       (r) => {
         const figures = parseFigures(r, n);
@@ -214,6 +202,21 @@ export class RedisGcra {
     return new Set(reply.map(Number));
   }
 
+  /**
+   * The arguments of a numbered script call on `n` buckets, with `perKey` fields each: sha,
+   * numkeys, the buckets (args[2 + i]), the call log and its fence, the buckets' fields
+   * (args[4 + n + perKey * i + j]), then the call's number and the number acknowledged
+   * (#numbered). The caller fills in the buckets and their fields.
+   */
+  #scriptArgs(sha: string, n: number, perKey: number): string[] {
+    const args = new Array<string>(6 + n * (perKey + 1));
+    args[0] = sha;
+    args[1] = String(n + 2);
+    args[2 + n] = this.#log[0];
+    args[3 + n] = this.#log[1];
+    return args;
+  }
+
   /** Numbers a call: its number and the number acknowledged go in the last two of `args`. */
   #numbered(args: string[]): number {
     const seq = ++this.#seq;
@@ -236,8 +239,13 @@ export class RedisGcra {
       return await this.#redis.send("EVALSHA", args);
     } catch (err) {
       if (!(err instanceof Error) || !err.message.startsWith("NOSCRIPT")) throw err;
-      return this.#redis.send("EVAL", [source, ...args.slice(1)]);
+      return this.#eval(args, source);
     }
+  }
+
+  /** EVALSHA's `args` sent as EVAL of `source` (the sha replaced by the script). */
+  #eval(args: string[], source: string): Promise<unknown> {
+    return this.#redis.send("EVAL", [source, ...args.slice(1)]);
   }
 
   close(): void {

@@ -329,6 +329,7 @@ export class Gateway {
       upstream: state.upstreams.get(route.upstream)!,
       body: body.bytes,
       limits,
+      signal: req.signal,
     };
     const telemetry = this.#telemetry;
     const response = await (route.grpcMethod

@@ -254,3 +254,57 @@ describe("an upstream whose endpoints are all out", () => {
     upstream.close();
   });
 });
+
+describe("a try the client cancelled (it went away mid-request)", () => {
+  test("a try the client cancelled is no evidence: answered at once, not retried, not counted by the breaker, health or latency", async () => {
+    const config = testConfig({
+      endpoints: "127.0.0.1:1",
+      upstream: "circuitBreaker: { consecutiveFailures: 2 }",
+      route: "retry: { attempts: 3 }",
+    });
+    const upstream = testUpstream(config);
+    const [endpoint] = upstream.endpoints;
+    let sent = 0;
+    const cancelled = async () => {
+      sent++;
+      return outcomes.cancelled();
+    };
+    for (let i = 0; i < 5; i++) {
+      const result = await dispatch(upstream, config.routes[0]!, context(), true, cancelled);
+      expect(result).toEqual({ kind: "cancelled" });
+    }
+    expect(sent).toBe(5);
+    expect(endpoint!.breakerState).toBe("closed");
+    expect(endpoint!.failures).toBe(0);
+    expect(endpoint!.available).toBe(true);
+    // Nor does it reset a run of failures: one more failure after the cancelled tries opens it.
+    await dispatch(upstream, config.routes[0]!, context(), false, async () => outcomes.status(503));
+    await dispatch(upstream, config.routes[0]!, context(), false, cancelled);
+    await dispatch(upstream, config.routes[0]!, context(), false, async () => outcomes.status(503));
+    expect(endpoint!.breakerState).toBe("open");
+    upstream.close();
+  });
+
+  test("a half-open breaker's probe that the client cancelled does not close it", async () => {
+    const config = testConfig({
+      endpoints: "127.0.0.1:1",
+      upstream:
+        "circuitBreaker: { consecutiveFailures: 1, halfOpenAfterMs: 30 }, outlierDetection: { maxEjectedPercent: 0 }",
+      route: "retry: { attempts: 1 }",
+    });
+    const upstream = testUpstream(config);
+    const [endpoint] = upstream.endpoints;
+    const route = config.routes[0]!;
+    await dispatch(upstream, route, context(), false, async () => outcomes.refused());
+    expect(endpoint!.breakerState).toBe("open");
+    await waitFor("the probe to be due", () => endpoint!.available, { timeoutMs: 1_000, intervalMs: 5 });
+    expect(await dispatch(upstream, route, context(), false, async () => outcomes.cancelled())).toEqual({
+      kind: "cancelled",
+    });
+    expect(endpoint!.breakerState).toBe("open");
+    await waitFor("the next probe", () => endpoint!.available, { timeoutMs: 1_000, intervalMs: 5 });
+    expect((await dispatch(upstream, route, context(), false, async () => outcomes.ok())).kind).toBe("response");
+    expect(endpoint!.breakerState).toBe("closed");
+    upstream.close();
+  });
+});

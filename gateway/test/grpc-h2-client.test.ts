@@ -323,6 +323,56 @@ describe("against a raw HTTP/2 server", () => {
     expect(resets).toEqual([http2.constants.NGHTTP2_CANCEL]);
   });
 
+  test("the caller went away (its signal aborts): cancelled at once, the server sees CANCEL, and the session carries on", async () => {
+    const resets: number[] = [];
+    let answering = false;
+    const srv = await rawServer((stream) => {
+      if (answering) answer(stream, reply("ok"), { "grpc-status": "0" });
+      else stream.on("close", () => resets.push(stream.rstCode));
+    });
+    const ch = channel(srv.address);
+    const controller = new AbortController();
+    const pending = callUnary(ch, verify, REQUEST, {}, 5_000, LIMIT, controller.signal);
+    await Bun.sleep(100);
+    const started = performance.now();
+    controller.abort();
+    const outcome = await pending;
+    expect(outcome).toEqual({ kind: "cancelled" });
+    expect(classify(outcome)).toBe("cancelled");
+    expect(performance.now() - started).toBeLessThan(1_000);
+    for (let i = 0; i < 100 && resets.length === 0; i++) await Bun.sleep(10);
+    expect(resets).toEqual([http2.constants.NGHTTP2_CANCEL]);
+    answering = true;
+    expect((await call(ch)).kind).toBe("reply");
+    expect(srv.sessions.length).toBe(1);
+    // Aborted before the call: nothing is sent.
+    expect(await callUnary(ch, verify, REQUEST, {}, 1_000, LIMIT, controller.signal)).toEqual({ kind: "cancelled" });
+  });
+
+  test("a call waiting for a stream that is cancelled leaves the queue; the others go on", async () => {
+    let started = 0;
+    const srv = await rawServer(
+      (stream) => {
+        started++;
+        setTimeout(() => answer(stream, reply("ok"), { "grpc-status": "0" }), 150);
+      },
+      { maxConcurrentStreams: 1 },
+    );
+    const ch = channel(srv.address);
+    await call(ch); // the session is up and its limit known
+    started = 0;
+    const controller = new AbortController();
+    const first = call(ch);
+    const waiting = callUnary(ch, verify, REQUEST, {}, 5_000, LIMIT, controller.signal);
+    const third = call(ch);
+    await Bun.sleep(30);
+    controller.abort();
+    expect(await waiting).toEqual({ kind: "cancelled" });
+    expect((await first).kind).toBe("reply");
+    expect((await third).kind).toBe("reply");
+    expect(started).toBe(2);
+  });
+
   test("the connection dropped mid-call: UNAVAILABLE, not unsent (it may have been processed); the next call reconnects", async () => {
     let drop = true;
     const srv = await rawServer((stream) => {

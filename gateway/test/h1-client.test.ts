@@ -326,6 +326,42 @@ describe("failures inside the try", () => {
     p.close();
   });
 
+  test("the client went away (its signal aborts) before the answer: cancelled at once, and the upstream sees its connection close", async () => {
+    const p = pool();
+    const controller = new AbortController();
+    const accepted = connections;
+    const ours = () => [...open].filter((socket) => socket.data.id > accepted);
+    const pending = p.send("POST", "/silent", new Headers(), new Uint8Array([1]), 5_000, LIMITS, controller.signal);
+    for (let i = 0; i < 200 && ours()[0]?.data.requests.length !== 1; i++) await Bun.sleep(5);
+    expect(ours().map((socket) => socket.data.requests.length)).toEqual([1]);
+    const started = performance.now();
+    controller.abort();
+    expect(await pending).toEqual({ kind: "cancelled" });
+    expect(performance.now() - started).toBeLessThan(1_000);
+    for (let i = 0; i < 200 && ours().length > 0; i++) await Bun.sleep(5);
+    expect(ours()).toEqual([]);
+    expect(p.openCount).toBe(0);
+    // Already aborted: nothing is sent at all.
+    const requestsBefore = connections;
+    expect(await p.send("GET", "/ok", new Headers(), null, 1_000, LIMITS, controller.signal)).toEqual({
+      kind: "cancelled",
+    });
+    expect(connections).toBe(requestsBefore);
+    p.close();
+  });
+
+  test("an abort after the answer changes nothing: the connection goes back to the pool", async () => {
+    const p = pool();
+    const controller = new AbortController();
+    const response = responseOf(await p.send("GET", "/ok", new Headers(), null, 1_000, LIMITS, controller.signal));
+    expect(await response.text()).toBe("ok");
+    controller.abort();
+    await Bun.sleep(20);
+    expect(p.idleCount).toBe(1);
+    expect(responseOf(await send(p, "ok")).status).toBe(200);
+    p.close();
+  });
+
   test("nothing listening: a connect error (safe to retry anywhere)", async () => {
     const closed = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
     const port = closed.port;

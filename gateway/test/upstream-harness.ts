@@ -66,6 +66,8 @@ export const outcomes = {
   }),
   reset: (): HttpOutcome => ({ kind: "error", error: Object.assign(new Error("ECONNRESET"), { code: "ECONNRESET" }) }),
   timeout: (): HttpOutcome => ({ kind: "timeout" }),
+  /** The client went away and the transport abandoned the try. */
+  cancelled: (): HttpOutcome => ({ kind: "cancelled" }),
   grpc: (code: GrpcStatus, details = "x"): GrpcOutcome => ({ kind: "status", code, details }),
   /** A call the gRPC client says never reached the endpoint (grpc/h2-client.ts `unsent`). */
   grpcUnsent: (code: GrpcStatus, details = "x"): GrpcOutcome => ({ kind: "status", code, details, unsent: true }),

@@ -27,7 +27,9 @@ export type GrpcOutcome =
       unsent?: true;
       /** The reply's declared length, over the limit: refused unread (the upstream's fault, not the caller's). */
       replyTooLarge?: number;
-    } & ReplicaIdentity);
+    } & ReplicaIdentity)
+  /** The client went away first: the call was cancelled (RST_STREAM CANCEL) or never left the queue. */
+  | { kind: "cancelled" };
 
 /** Makes one call on `channel` with the already encoded `request`; never rejects (a failure is a status). */
 export function callUnary(
@@ -37,13 +39,16 @@ export function callUnary(
   metadata: MetadataHeaders,
   timeoutMs: number,
   maxReplyBytes: number,
+  /** The client's request: when it aborts (the client went away), the call is cancelled. */
+  signal?: AbortSignal,
 ): Promise<GrpcOutcome> {
   return channel
-    .unary({ path: method.path, message: request, metadata, timeoutMs, maxReplyBytes })
+    .unary({ path: method.path, message: request, metadata, timeoutMs, maxReplyBytes, signal })
     .then((result) => toOutcome(method, result));
 }
 
 function toOutcome(method: GrpcMethod, result: UnaryResult): GrpcOutcome {
+  if (result.kind === "cancelled") return result;
   const replica: ReplicaIdentity = {};
   const headers = result.headers;
   if (headers) {

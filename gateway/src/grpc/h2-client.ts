@@ -63,6 +63,8 @@ export interface UnaryRequest {
   timeoutMs: number;
   /** Largest reply message accepted. */
   maxReplyBytes: number;
+  /** Aborted when whoever asked for the call is gone: the call is cancelled (RST_STREAM CANCEL). */
+  signal?: AbortSignal | undefined;
 }
 
 export type UnaryResult =
@@ -81,7 +83,9 @@ export type UnaryResult =
       unsent?: true;
       /** The reply's declared length, when it was over `maxReplyBytes` and refused unread. */
       replyTooLarge?: number;
-    };
+    }
+  /** `request.signal` aborted first: the stream was reset with CANCEL, or the call never left the queue. */
+  | { kind: "cancelled" };
 
 export interface ChannelOptions {
   keepaliveMs: number;
@@ -148,6 +152,7 @@ export class GrpcChannel {
 
   /** One unary call; never rejects (every failure is a status). */
   unary(request: UnaryRequest): Promise<UnaryResult> {
+    if (request.signal?.aborted) return Promise.resolve({ kind: "cancelled" });
     return new Promise((resolve) => this.dispatch(new UnaryCall(this, request, resolve)));
   }
 
@@ -365,6 +370,7 @@ class UnaryCall {
   ) {
     // The deadline runs from the call, whatever waiting for a session or a stream takes.
     this.#timer = setTimeout(onDeadline, request.timeoutMs, this);
+    request.signal?.addEventListener("abort", () => this.cancel(), ONCE);
   }
 
   /** The HTTP/2 stream id (0 before it started): GOAWAY tells which calls the server will process. */
@@ -495,6 +501,15 @@ class UnaryCall {
     } else this.#abort(GrpcCode.DEADLINE_EXCEEDED, details);
   }
 
+  /** Whoever asked for the call is gone: the stream is reset with CANCEL, or the call leaves the queue. */
+  cancel(): void {
+    if (this.#done) return;
+    const stream = this.#stream;
+    if (!stream) this.channel.unqueue(this);
+    this.finish({ kind: "cancelled" });
+    if (stream && !stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+  }
+
   #ended(statusHeaders: IncomingHttpHeaders): void {
     if (this.#done) return;
     const headers = this.#headers ?? statusHeaders;
@@ -576,6 +591,8 @@ function endedResult(
 function isGrpcContentType(value: string | undefined): boolean {
   return value?.startsWith("application/grpc") === true && !value.startsWith("application/grpc-web");
 }
+
+const ONCE: AddEventListenerOptions = { once: true };
 
 function onDeadline(call: UnaryCall): void {
   call.deadline();

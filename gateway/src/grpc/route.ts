@@ -10,7 +10,7 @@ import type protobuf from "protobufjs";
 import type { RoutedRequest } from "../context.ts";
 import { gatewayProblem } from "../errors.ts";
 import type { GatewayTelemetry } from "../telemetry/index.ts";
-import { dispatch, noEndpointProblem } from "../upstream/dispatch.ts";
+import { clientGoneProblem, dispatch, noEndpointProblem } from "../upstream/dispatch.ts";
 import { callUnary } from "./call.ts";
 import { grpcCodeName, httpStatusFromGrpc } from "./status.ts";
 import { checkMessage, type FieldError } from "./transcode.ts";
@@ -24,7 +24,7 @@ const JSON_HEADERS = { "content-type": "application/json" };
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 export async function transcodeGrpc(
-  { req, ctx, route, upstream, body, limits }: RoutedRequest,
+  { req, ctx, route, upstream, body, limits, signal }: RoutedRequest,
   deps: GrpcRouteDeps,
 ): Promise<Response> {
   const method = route.grpcMethod!;
@@ -82,11 +82,13 @@ export async function transcodeGrpc(
     route,
     ctx,
     route.grpc?.idempotent === true,
-    (endpoint, timeoutMs) => callUnary(endpoint.grpcChannel(), method, message, metadata, timeoutMs, maxReplyBytes),
+    (endpoint, timeoutMs) =>
+      callUnary(endpoint.grpcChannel(), method, message, metadata, timeoutMs, maxReplyBytes, signal),
     deps.telemetry.grpcTries(upstream.name, method.path, metadata),
     upstream.stickyKey(req.headers),
   );
   if (outcome.kind === "no-endpoint") return noEndpointProblem(upstream.name, outcome, requestId);
+  if (outcome.kind === "cancelled") return clientGoneProblem(upstream.name, ctx.endpoint, requestId);
   ctx.servedBy = outcome.servedBy;
   // The replica's identity travels back as headers, as an HTTP upstream's would.
   const servedBy: Record<string, string> = {

@@ -157,11 +157,12 @@ class Connection {
     parser[kOnMessageComplete] = () => this.#onMessageComplete();
   }
 
-  /** Sends one request; the exchange settles through `exchange.resolve`. */
-  send(exchange: Exchange, request: Uint8Array): void {
+  /** Sends one request; the exchange settles through `exchange.resolve`, or `cancelled` when `signal` aborts first. */
+  send(exchange: Exchange, request: Uint8Array, signal: AbortSignal | undefined): void {
     this.exchange = exchange;
     this.keepAlive = true;
     exchange.timer = setTimeout(() => this.#timedOut(), exchange.timeoutMs);
+    signal?.addEventListener("abort", () => this.#cancelled(exchange), ONCE);
     const socket = this.socket!;
     const written = socket.write(request);
     if (written < request.byteLength) this.outbox = written > 0 ? request.subarray(written) : request;
@@ -482,6 +483,20 @@ class Connection {
     this.destroy();
   }
 
+  /**
+   * Whoever asked is gone before the answer: the try settles `cancelled` and the connection closes,
+   * which is how an HTTP/1.1 upstream learns of it (an answer it is still writing has nowhere to
+   * go, so the connection could not carry another request anyway).
+   */
+  #cancelled(exchange: Exchange): void {
+    if (this.exchange !== exchange || exchange.settled) return;
+    exchange.settled = true;
+    this.exchange = undefined;
+    clearTimeout(exchange.timer);
+    exchange.resolve({ kind: "cancelled" });
+    this.destroy();
+  }
+
   /** The answer is refused: the try fails and the connection, whose framing is now unknown, closes. */
   #refuse(error: Error): void {
     const exchange = this.exchange;
@@ -614,7 +629,9 @@ export class H1Pool {
 
   /**
    * Sends one request and settles with the answer (never rejects). `headers` are sent as they
-   * are, with Host set to the endpoint's address and Content-Length to the body's.
+   * are, with Host set to the endpoint's address and Content-Length to the body's. When `signal`
+   * aborts before the answer's head (the client went away), the try settles `cancelled` and its
+   * connection closes.
    */
   async send(
     method: string,
@@ -623,7 +640,9 @@ export class H1Pool {
     body: Uint8Array | null,
     timeoutMs: number,
     limits: ResponseLimits,
+    signal?: AbortSignal,
   ): Promise<HttpOutcome> {
+    if (signal?.aborted) return CANCELLED;
     const request = serialize(method, pathAndQuery, this.address, headers, body);
     let connection = this.#takeIdle();
     if (!connection) {
@@ -632,10 +651,15 @@ export class H1Pool {
       if (opened.kind !== "connection") return opened.outcome;
       connection = opened.connection;
       timeoutMs = Math.max(1, timeoutMs - (performance.now() - started));
+      if (signal?.aborted) {
+        // Gone while the connection opened: it is kept for the next request.
+        this.release(connection);
+        return CANCELLED;
+      }
     }
     const target = connection;
     return new Promise<HttpOutcome>((resolve) => {
-      target.send(new Exchange(resolve, method === "HEAD", limits, timeoutMs), request);
+      target.send(new Exchange(resolve, method === "HEAD", limits, timeoutMs), request, signal);
     });
   }
 
@@ -733,6 +757,9 @@ export class H1Pool {
     for (const connection of [...this.#idle]) connection.destroy();
   }
 }
+
+const CANCELLED: HttpOutcome = { kind: "cancelled" };
+const ONCE: AddEventListenerOptions = { once: true };
 
 /** One timer for every pool with idle connections, running only while there are some. */
 const sweeper = {

@@ -21,6 +21,8 @@ export type HttpOutcome =
   /** Nothing reached the upstream (refused, reset before sending): safe to retry anywhere. */
   | { kind: "connect-error"; error: Error }
   | { kind: "timeout" }
+  /** The client went away before the answer (its request's signal aborted): the try was abandoned. */
+  | { kind: "cancelled" }
   /** The connection failed after the request may have been sent, or the answer was not acceptable HTTP. */
   | { kind: "error"; error: Error };
 

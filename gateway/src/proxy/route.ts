@@ -7,7 +7,7 @@
 import type { RequestContext, RoutedRequest } from "../context.ts";
 import { gatewayProblem } from "../errors.ts";
 import type { GatewayTelemetry } from "../telemetry/index.ts";
-import { dispatch, noEndpointProblem } from "../upstream/dispatch.ts";
+import { clientGoneProblem, dispatch, noEndpointProblem } from "../upstream/dispatch.ts";
 import { isIdempotentMethod } from "../upstream/outcome.ts";
 import { setForwardedHeaders } from "./headers.ts";
 import { InvalidUpstreamResponse } from "./http.ts";
@@ -20,7 +20,7 @@ export interface HttpRouteDeps {
 }
 
 export async function proxyHttp(
-  { req, ctx, route, upstream, body, limits }: RoutedRequest,
+  { req, ctx, route, upstream, body, limits, signal }: RoutedRequest,
   deps: HttpRouteDeps,
 ): Promise<Response> {
   const upstreamPath =
@@ -36,7 +36,7 @@ export async function proxyHttp(
     route,
     ctx,
     isIdempotentMethod(method),
-    (endpoint, timeoutMs) => endpoint.httpPool().send(method, pathAndQuery, headers, body, timeoutMs, limits),
+    (endpoint, timeoutMs) => endpoint.httpPool().send(method, pathAndQuery, headers, body, timeoutMs, limits, signal),
     deps.telemetry.httpTries(upstream.name, method, pathAndQuery, headers),
     upstream.stickyKey(req.headers),
   );
@@ -45,6 +45,8 @@ export async function proxyHttp(
   switch (outcome.kind) {
     case "no-endpoint":
       return noEndpointProblem(upstream.name, outcome, requestId);
+    case "cancelled":
+      return clientGoneProblem(upstream.name, ctx.endpoint, requestId);
     case "response": {
       ctx.servedBy = outcome.response.headers.get("x-served-by") ?? undefined;
       const maxBytes = limits.maxResponseBytes;

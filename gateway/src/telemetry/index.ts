@@ -151,7 +151,9 @@ export class GatewayTelemetry {
         this.#attempt(upstream, endpoint, verdict, latencyMs);
         if (!span) return;
         if (outcome.kind === "response") endHttpSpan(span, outcome.response.status, "client");
-        else endSpanWithError(span, outcome.kind, outcome.kind === "timeout" ? undefined : outcome.error.message);
+        else if (outcome.kind === "timeout") endSpanWithError(span, "timeout");
+        else if (outcome.kind === "cancelled") endSpanWithError(span, "cancelled", "the client went away");
+        else endSpanWithError(span, outcome.kind, outcome.error.message);
       },
     };
   }
@@ -186,7 +188,11 @@ export class GatewayTelemetry {
       },
       onTry: (span, endpoint, outcome, verdict, latencyMs) => {
         this.#attempt(upstream, endpoint, verdict, latencyMs);
-        if (span) endGrpcSpan(span, outcome.kind === "reply" ? GrpcCode.OK : outcome.code);
+        if (span)
+          endGrpcSpan(
+            span,
+            outcome.kind === "reply" ? GrpcCode.OK : outcome.kind === "cancelled" ? GrpcCode.CANCELLED : outcome.code,
+          );
       },
     };
   }

@@ -10,6 +10,12 @@
  *
  * The transports are plain send functions; what the gateway observes of each try (a client
  * span, per-endpoint metrics) comes in through `TryHooks` (telemetry/), never from them.
+ *
+ * A client that goes away mid-request aborts its request's signal; the transports then abandon
+ * the try (the HTTP connection is closed, the gRPC stream reset with CANCEL) and it comes back
+ * `cancelled`: returned at once, never retried, and no evidence about the endpoint — not counted
+ * for health, latency, ejection or the canary, and not by a closed breaker. A half-open
+ * breaker's probe that is cancelled counts as failed: only an answer closes a breaker.
  */
 import type { RouteConfig } from "../config/load.ts";
 import type { RequestContext } from "../context.ts";
@@ -41,6 +47,9 @@ export interface TryHooks<O extends Outcome, T = unknown> {
   beforeTry(endpoint: Endpoint): T;
   onTry(token: T, endpoint: Endpoint, outcome: O, verdict: Verdict, latencyMs: number): void;
 }
+
+/** Thrown inside the breaker's call for a cancelled try: cockatiel then records neither success nor failure. */
+const NOT_COUNTED = new Error("the try was cancelled: not counted by the breaker");
 
 /** Budgets live per route object: a reloaded config starts with fresh budgets. */
 const budgets = new WeakMap<RouteConfig, RetryBudget>();
@@ -98,11 +107,15 @@ export async function dispatch<O extends Outcome>(
         token = hooks?.beforeTry(target);
         outcome = await send(target, timeoutMs);
         verdict = classify(outcome);
+        // A closed breaker skips it; a half-open one takes "cancelled" as the failed probe it is.
+        if (verdict === "cancelled" && target.breaker.state !== "half-open") throw NOT_COUNTED;
         return verdict;
       });
     } catch (err) {
-      if (!isBreakerRejection(err)) throw err;
-      target.requests--;
+      if (err !== NOT_COUNTED) {
+        if (!isBreakerRejection(err)) throw err;
+        target.requests--;
+      }
     } finally {
       target.inflight--;
     }
@@ -114,6 +127,10 @@ export async function dispatch<O extends Outcome>(
     }
     attempt++;
     const now = performance.now();
+    if (verdict === "cancelled") {
+      hooks?.onTry(token, target, outcome, verdict, now - sentAt);
+      return outcome;
+    }
     upstream.record(endpoint, verdict, now - sentAt, now, versionOf(outcome));
     hooks?.onTry(token, target, outcome, verdict, now - sentAt);
     if (verdict === "ok" || attempt >= attempts || !isRetryable(verdict, idempotent) || deadline - now < 1)
@@ -138,6 +155,20 @@ function noEndpoint(upstream: Upstream): NoEndpoint {
 /** Frees the connection of a response that a retry replaces. */
 function discard(outcome: Outcome): void {
   if (outcome.kind === "response") outcome.response.body?.cancel().catch(() => {});
+}
+
+/**
+ * What a request whose client went away ends with: nobody reads it (Bun.serve drops it), but the
+ * access log, the metrics and the server span say 499, nginx's "client closed request".
+ */
+export function clientGoneProblem(upstreamName: string, endpoint: string | undefined, requestId: string): Response {
+  return gatewayProblem({
+    status: 499,
+    title: "Client closed request",
+    requestId,
+    detail: `the client went away before ${upstreamName}${endpoint ? ` (${endpoint})` : ""} answered; the upstream call was cancelled`,
+    extensions: { upstream: upstreamName },
+  });
 }
 
 /** The 503 for "no endpoint can take this now": problem+json with Retry-After, at once. */

@@ -66,7 +66,7 @@ export async function checkGrpc(endpoint: Endpoint, service: string, timeoutMs: 
   );
   return {
     passed: outcome.kind === "reply" && outcome.reply.status === "SERVING",
-    ...(outcome.serviceVersion ? { version: outcome.serviceVersion } : {}),
+    ...(outcome.kind !== "cancelled" && outcome.serviceVersion ? { version: outcome.serviceVersion } : {}),
   };
 }
 

@@ -15,9 +15,12 @@ export type Outcome = HttpOutcome | GrpcOutcome;
  * - `connect`: nothing reached the endpoint — safe to retry for any method;
  * - `unavailable`: 502/503/504, a reset after sending, gRPC UNAVAILABLE — retry if idempotent;
  * - `timeout`: no answer in time (the request may have been processed) — retry if idempotent;
- * - `failure`: the endpoint failed in a way a retry would not fix (500, gRPC INTERNAL…).
+ * - `failure`: the endpoint failed in a way a retry would not fix (500, gRPC INTERNAL…);
+ * - `cancelled`: the client went away first and the try was abandoned — it says nothing of the
+ *   endpoint (not counted for health, latency or the canary; see dispatch.ts for the breaker), and
+ *   nobody is left to retry for.
  */
-export type Verdict = "ok" | "connect" | "unavailable" | "timeout" | "failure";
+export type Verdict = "ok" | "connect" | "unavailable" | "timeout" | "failure" | "cancelled";
 
 export function classify(outcome: Outcome): Verdict {
   switch (outcome.kind) {
@@ -32,6 +35,8 @@ export function classify(outcome: Outcome): Verdict {
       return "connect";
     case "timeout":
       return "timeout";
+    case "cancelled":
+      return "cancelled";
     case "error":
       return "unavailable";
     case "status":

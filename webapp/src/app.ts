@@ -169,15 +169,17 @@ export function createApp({
     })
 
     // A drill's bad release (FAULT_*): the API only, never the probes, so the replica stays in rotation.
-    .onBeforeHandle(async ({ path }) => {
+    .onBeforeHandle(async ({ path, set }) => {
       if (!fault?.enabled || !path.startsWith("/projects")) return;
       if (fault.delayMs > 0) await Bun.sleep(fault.delayMs);
-      if (fault.fails())
-        return problemResponse({
-          title: "Internal Server Error",
-          status: 500,
-          detail: "injected fault (FAULT_ERROR_PERCENT): this replica runs a release drill",
-        });
+      if (!fault.fails()) return;
+      // The access log, the metrics and the span read the status from `set` (as onError's answers do).
+      set.status = 500;
+      return problemResponse({
+        title: "Internal Server Error",
+        status: 500,
+        detail: "injected fault (FAULT_ERROR_PERCENT): this replica runs a release drill",
+      });
     })
     .get("/healthz", () => ({ status: "ok" }))
     .get("/readyz", async ({ request }) => {

@@ -37,6 +37,7 @@ try {
     shutdownTimeoutMs: config.shutdownTimeoutMs,
     log,
   });
+  const http = new HttpServerMetrics(registry);
   const app = createApp({
     store,
     identity,
@@ -46,13 +47,14 @@ try {
     maxJsonDepth: config.maxJsonDepth,
     logProbes: config.logProbes,
     fault: faultFromEnv(),
-    metrics: { registry, http: new HttpServerMetrics(registry) },
+    metrics: { registry, http },
     tracer: tracing.tracer,
   });
 
   const listening = config.tls
     ? listenTls(config, config.tls, app, lifecycle, registry)
     : listenPlain(config, app, lifecycle);
+  lifecycle.onStop("access-log", () => afterLastResponse(http));
   lifecycle.onStop("store", () => store.close());
   // Last, so the spans of the requests drained above are exported too.
   lifecycle.onStop("tracing", () => tracing.shutdown());
@@ -84,6 +86,16 @@ try {
 }
 
 type App = ReturnType<typeof createApp>;
+
+/**
+ * Elysia writes a request's access line, metrics and span end a turn after its response
+ * (onAfterResponse, on setImmediate): once the listeners have stopped, the drained requests'
+ * are waited for (up to `timeoutMs`), or the exit would lose them.
+ */
+async function afterLastResponse(http: HttpServerMetrics, timeoutMs = 2_000): Promise<void> {
+  const until = performance.now() + timeoutMs;
+  while (http.inFlight > 0 && performance.now() < until) await Bun.sleep(5);
+}
 
 /** PORT in plain HTTP: every route, as without TLS. */
 function listenPlain(config: WebappConfig, app: App, lifecycle: Lifecycle) {

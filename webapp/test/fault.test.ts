@@ -25,6 +25,16 @@ describe("fault injection", () => {
     expect(((await failing.json()) as { detail: string }).detail).toContain("injected fault");
   });
 
+  test("an injected 500 is a 500 in the access log and the metrics too (what the error-ratio alert reads)", async () => {
+    const w = webappFixture({ fault: new Fault(100, 0) });
+    const res = await w.postJson("/projects", { title: "x" }, { "x-request-id": "drill-1" });
+    expect(res.status).toBe(500);
+    expect((await w.accessLogFor("drill-1")).status).toBe(500);
+    const metrics = await (await w.request("GET", "/metrics")).text();
+    expect(metrics).toMatch(/^http_server_requests_total\{[^}]*route="\/projects"[^}]*status_code="500"[^}]*\} 1$/m);
+    expect(metrics).not.toMatch(/^http_server_requests_total\{[^}]*route="\/projects"[^}]*status_code="200"/m);
+  });
+
   test("probes and /metrics are never failed or delayed", async () => {
     const w = webappFixture({ fault: new Fault(100, 2_000) });
     for (const path of ["/healthz", "/readyz", "/metrics"]) {

@@ -100,6 +100,20 @@ describe("two webapp replicas on one SQLite file", () => {
   });
 });
 
+describe("shutdown", () => {
+  test("a request in flight at SIGTERM is answered, and access-logged before the process exits", async () => {
+    const [replica] = await startReplicas("webapp-inflight", { DB_PATH: ":memory:", FAULT_DELAY_MS: "800" }, 1);
+    const { proc, url } = replica!;
+    const answer = fetch(`${url}/projects`, { headers: { "x-request-id": "inflight-1" } });
+    await Bun.sleep(200);
+    const exited = stopProcess(proc, "SIGTERM");
+    expect((await answer).status).toBe(200);
+    expect(await exited).toBe(0);
+    const line = proc.lines.find((l) => l.includes('"msg":"request"') && l.includes('"request_id":"inflight-1"'));
+    expect(line && JSON.parse(line)).toMatchObject({ status: 200, path: "/projects" });
+  });
+});
+
 describe("start-up", () => {
   test("an unknown STORE stops the process with exit 1 and a message naming STORE", async () => {
     const proc = spawnService("webapp", { PORT: "0", STORE: "postgres", DB_PATH: ":memory:" }, "webapp-bad-store");

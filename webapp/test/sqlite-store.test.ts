@@ -4,7 +4,8 @@ import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openStore } from "../src/store/index.ts";
-import { openSqliteStore, WAL_SIZE_LIMIT_BYTES } from "../src/store/sqlite.ts";
+import { BUSY_TIMEOUT_MS, openSqliteStore, WAL_SIZE_LIMIT_BYTES } from "../src/store/sqlite.ts";
+import { StoreUnavailableError } from "../src/store/store.ts";
 import { describeProjectStoreContract } from "./store-contract.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "webapp-store-"));
@@ -61,6 +62,27 @@ describe("SQLite project store", () => {
     reader.close();
     for (let i = 0; i < 2000; i++) await store.create(title);
     expect(statSync(`${path}-wal`).size).toBeLessThanOrEqual(WAL_SIZE_LIMIT_BYTES);
+    await store.close();
+  });
+
+  test("a write lock held by another program: StoreUnavailableError (503) after BUSY_TIMEOUT_MS, not a 500 after seconds", async () => {
+    const path = join(dir, "locked.sqlite");
+    const store = openSqliteStore(path);
+    await store.create("before");
+    const other = new Database(path);
+    other.exec("BEGIN IMMEDIATE");
+    other.exec("INSERT INTO projects (title, created_at) VALUES ('held', 'now')");
+    const started = performance.now();
+    const err = await store.create("blocked").catch((e: unknown) => e);
+    const waited = performance.now() - started;
+    expect(err).toBeInstanceOf(StoreUnavailableError);
+    expect(String((err as Error).message)).toContain("SQLITE_BUSY");
+    expect(waited).toBeGreaterThanOrEqual(BUSY_TIMEOUT_MS * 0.8);
+    // Readers are not blocked by a writer in WAL mode.
+    expect((await store.get(1))?.title).toBe("before");
+    other.exec("ROLLBACK");
+    other.close();
+    expect((await store.create("after")).title).toBe("after");
     await store.close();
   });
 });

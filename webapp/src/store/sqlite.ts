@@ -2,7 +2,9 @@
  * ProjectStore on bun:sqlite. Under `make dev` three webapp processes open the same file, so:
  * - WAL lets readers and the single writer proceed together;
  * - `busy_timeout` makes a writer wait for the lock instead of failing with SQLITE_BUSY
- *   (https://www.sqlite.org/pragma.html#pragma_busy_timeout);
+ *   (https://www.sqlite.org/pragma.html#pragma_busy_timeout) — briefly: bun:sqlite is synchronous,
+ *   so the wait blocks the whole process (probes included). A lock held longer (another program's
+ *   open transaction on the file) is StoreUnavailableError: a 503 with Retry-After, not a 500;
  * - `AUTOINCREMENT` makes SQLite take ids from one counter in the file (sqlite_sequence) under the
  *   write lock, so ids are unique across processes and never reused
  *   (https://www.sqlite.org/autoinc.html).
@@ -16,10 +18,13 @@
 import { Database } from "bun:sqlite";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
-import { type ListOptions, type Project, type ProjectStore, StoreFullError } from "./store.ts";
+import { type ListOptions, type Project, type ProjectStore, StoreFullError, StoreUnavailableError } from "./store.ts";
 
-/** How long a write waits for another process's write lock before it fails. */
-const BUSY_TIMEOUT_MS = 5000;
+/**
+ * How long a write waits for another process's write lock before it fails. The replicas' own
+ * writes hold it for microseconds; the wait blocks the event loop, so it is kept short.
+ */
+export const BUSY_TIMEOUT_MS = 250;
 /** The size the WAL file is cut back to once a checkpoint has caught up (the auto-checkpoint's ~4 MB). */
 export const WAL_SIZE_LIMIT_BYTES = 4 * 1024 * 1024;
 
@@ -65,19 +70,19 @@ export function openSqliteStore(path: string, opts: { maxProjects?: number } = {
       // all(), not get(): get() leaves an INSERT … RETURNING un-reset, and the statement then holds
       // a read snapshot until the next insert, so no checkpoint could ever restart the WAL (it grew
       // by ~10 MB per 1,000 projects, without bound).
-      const [row] = insert.all({ title, created_at: new Date().toISOString(), max: maxProjects });
+      const [row] = unlessLocked(() => insert.all({ title, created_at: new Date().toISOString(), max: maxProjects }));
       if (!row) throw new StoreFullError(maxProjects);
       return toProject(row);
     },
     async get(id: number): Promise<Project | null> {
-      const row = selectOne.get({ id });
+      const row = unlessLocked(() => selectOne.get({ id }));
       return row ? toProject(row) : null;
     },
     async list({ limit, after }: ListOptions): Promise<Project[]> {
-      return selectPage.all({ after, limit }).map(toProject);
+      return unlessLocked(() => selectPage.all({ after, limit })).map(toProject);
     },
     async ping(): Promise<void> {
-      selectOneValue.get();
+      unlessLocked(() => selectOneValue.get());
     },
     async close(): Promise<void> {
       // Unfinalized statements keep a "closed" connection alive and working (sqlite3_close_v2).
@@ -85,4 +90,16 @@ export function openSqliteStore(path: string, opts: { maxProjects?: number } = {
       db.close();
     },
   };
+}
+
+/** Runs a statement; the database locked past BUSY_TIMEOUT_MS (SQLITE_BUSY, SQLITE_LOCKED) is StoreUnavailableError. */
+function unlessLocked<T>(run: () => T): T {
+  try {
+    return run();
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === "string" && (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED")))
+      throw new StoreUnavailableError(`the SQLite database is locked by another connection (${code})`, { cause: err });
+    throw err;
+  }
 }

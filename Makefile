@@ -80,7 +80,7 @@ down: install ## Delete the portico namespace from the cluster
 
 # The cluster's UIs and admin port are ClusterIP only (k8s/networkpolicy.yaml admits no browser):
 # each target below port-forwards one to 127.0.0.1 until Ctrl-C. KUBE_CONTEXT as for `make up`.
-KUBE_CONTEXT ?= minikube
+KUBE_CONTEXT ?= $(or $(MINIKUBE_PROFILE),minikube)
 PORT_FORWARD = kubectl --context=$(KUBE_CONTEXT) -n portico port-forward
 
 .PHONY: dashboard

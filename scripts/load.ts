@@ -17,7 +17,7 @@ import { chalk } from "zx";
 import { envInt } from "../lib/env.ts";
 import { main, run, ScriptError, step } from "./cli.ts";
 import { findGateway } from "./traffic/find-gateway.ts";
-import { formatCounts, formatReport, LoadGenerator } from "./traffic/load-generator.ts";
+import { formatCounts, formatReport, LoadGenerator, TRAFFIC_MIX } from "./traffic/load-generator.ts";
 import { kubectl, NAMESPACE } from "./cluster/minikube.ts";
 
 await main("make load", async () => {
@@ -34,9 +34,9 @@ await main("make load", async () => {
     console.log(chalk.dim(`watch the autoscalers in another terminal: kubectl -n ${NAMESPACE} get hpa -w`));
 
   step(
-    `${rps} requests/s on keep-alive connections and ${newConnectionRps}/s each on a new one, for ${durationS} s (POST /projects/ and POST /verify/ in turn)`,
+    `${rps} requests/s on keep-alive connections and ${newConnectionRps}/s each on a new one, for ${durationS} s (GET /projects/?limit=10 and POST /verify/ in turn)`,
   );
-  const load = new LoadGenerator(gateway.url, { rps, newConnectionRps, maxInFlight });
+  const load = new LoadGenerator(gateway.url, { rps, newConnectionRps, maxInFlight, mix: TRAFFIC_MIX });
   let stopping: (() => void) | undefined;
   const stopped = new Promise<void>((resolve) => (stopping = resolve));
   process.once("SIGINT", () => stopping?.());

@@ -14,7 +14,7 @@
  *
  * Every command is printed before it runs. Environment: IMAGE_TAG (instead of the git sha),
  * ROLLOUT_TIMEOUT (default 180s), MINIKUBE_START_FLAGS (default --kubernetes-version=<pinned>
- * --cni=calico), KUBE_CONTEXT (default the minikube profile's, "minikube"); the Secrets' values:
+ * --cni=calico --cpus=4 --memory=6g), KUBE_CONTEXT (default the minikube profile's, "minikube"); the Secrets' values:
  * ADMIN_TOKEN, GRAFANA_ADMIN_PASSWORD, REDIS_LIMITER_PASSWORD, REDIS_STORE_PASSWORD (else random);
  * EDGE_HOSTS (more DNS names for a new HTTPS certificate); KEDA: KEDA_VERSION, KEDA_SHA256,
  * KEDA_MANIFEST (cluster/autoscaling.ts).

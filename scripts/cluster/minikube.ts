@@ -13,11 +13,15 @@ export const NAMESPACE = "portico";
  */
 export const KUBERNETES_VERSION = "v1.33.4";
 
-/** `minikube start` flags: the pinned Kubernetes, and Calico (which enforces the NetworkPolicies). */
+/**
+ * `minikube start` flags: the pinned Kubernetes, Calico (which enforces the NetworkPolicies), and
+ * room for the stack — its 18 pods request 1.13 CPU and 1.8 GiB, the control plane, Calico and
+ * KEDA about 1.4 CPU more, past the default 2-CPU node (docs/deployment.md).
+ */
+export const DEFAULT_MINIKUBE_START_FLAGS = `--kubernetes-version=${KUBERNETES_VERSION} --cni=calico --cpus=4 --memory=6g`;
+
 export function minikubeStartFlags(env: Record<string, string | undefined> = process.env): string[] {
-  return (env.MINIKUBE_START_FLAGS ?? `--kubernetes-version=${KUBERNETES_VERSION} --cni=calico`)
-    .split(/\s+/)
-    .filter(Boolean);
+  return (env.MINIKUBE_START_FLAGS ?? DEFAULT_MINIKUBE_START_FLAGS).split(/\s+/).filter(Boolean);
 }
 
 /**

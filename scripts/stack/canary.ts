@@ -16,7 +16,7 @@
  *   5. the gateways' canaries are reset (traffic spread over every endpoint again) and the load's
  *      report printed: every failed request is counted.
  */
-import { formatReport, LoadGenerator, type LoadReport, SEED_MIX } from "../traffic/load-generator.ts";
+import { formatReport, LoadGenerator, type LoadReport, TRAFFIC_MIX } from "../traffic/load-generator.ts";
 import { type ControlEvent, controlStream } from "./dev-control.ts";
 
 export interface CanaryStepView {
@@ -211,5 +211,5 @@ export async function runCanary(opts: CanaryRunOptions): Promise<CanaryOutcome> 
 
 /** The load a canary of `service` needs: its own route's requests only (the analysis counts them). */
 export function canaryMix(service: "webapp" | "rpcapp") {
-  return SEED_MIX.filter((m) => m.name === (service === "webapp" ? "projects" : "verify"));
+  return TRAFFIC_MIX.filter((m) => m.name === (service === "webapp" ? "projects" : "verify"));
 }

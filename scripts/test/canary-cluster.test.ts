@@ -314,9 +314,10 @@ describe("make canary SERVICE=webapp in the cluster", () => {
       );
       expect(patch.spec.template.spec.containers).toEqual([{ name: "webapp", image: "portico/webapp:v2" }]);
       expect(patch.spec.template.metadata.labels).toEqual({ "app.kubernetes.io/version": "v2" });
-      // The load went through the gateway's Service, on webapp's route only.
+      // The load went through the gateway's Service, on webapp's route only, and read only: it
+      // must not fill webapp's store.
       expect(gateway.paths.length).toBeGreaterThan(20);
-      expect(new Set(gateway.paths)).toEqual(new Set(["POST /projects/"]));
+      expect(new Set(gateway.paths)).toEqual(new Set(["GET /projects/"]));
       // Half of it on a new connection per request, so kube-proxy spreads it over every gateway pod.
       const clients = /keep-alive (\d+) sent, 0 failed; a new connection per request (\d+) sent/.exec(run.stdout);
       expect(clients).not.toBeNull();

@@ -16,10 +16,12 @@ afterEach(() => {
   server?.close();
 });
 
-/** Answers the seed mix (POST /projects/, POST /verify/) as the gateway does; counts connections. */
-async function countingGateway(): Promise<{ url: string; connections: () => number }> {
+/** Answers the load's mix (GET /projects/?limit=10, POST /verify/) as the gateway does; counts connections and requests. */
+async function countingGateway(): Promise<{ url: string; connections: () => number; requests: Set<string> }> {
   let connections = 0;
+  const requests = new Set<string>();
   server = createServer((req, res) => {
+    requests.add(`${req.method} ${req.url}`);
     req.resume();
     req.on("end", () => {
       const created = req.url === "/projects/";
@@ -30,7 +32,7 @@ async function countingGateway(): Promise<{ url: string; connections: () => numb
   server.on("connection", () => connections++);
   const port = await freePort();
   await new Promise<void>((resolve) => server!.listen(port, "127.0.0.1", resolve));
-  return { url: `http://127.0.0.1:${port}`, connections: () => connections };
+  return { url: `http://127.0.0.1:${port}`, connections: () => connections, requests };
 }
 
 test("keep-alive clients and, beside them, clients opening a connection per request; nothing failed", async () => {
@@ -56,6 +58,8 @@ test("keep-alive clients and, beside them, clients opening a connection per requ
     number,
   ];
   expect([keepAliveFailed, newFailed]).toEqual([0, 0]);
+  // Reads on webapp's route: minutes of creates would fill its store (it keeps every project).
+  expect(gateway.requests).toEqual(new Set(["GET /projects/?limit=10", "POST /verify/"]));
   expect(newSent).toBeGreaterThanOrEqual(15);
   // Every new-connection request had its own; the keep-alive ones shared a few.
   expect(gateway.connections()).toBeGreaterThanOrEqual(newSent);

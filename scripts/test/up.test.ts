@@ -103,7 +103,7 @@ test("up starts minikube (the pinned Kubernetes, and Calico for the NetworkPolic
       .slice(0, 3),
   ).toEqual([
     "minikube status",
-    `minikube start --kubernetes-version=${KUBERNETES_VERSION} --cni=calico`,
+    `minikube start --kubernetes-version=${KUBERNETES_VERSION} --cni=calico --cpus=4 --memory=6g`,
     "minikube docker-env --shell none",
   ]);
 });
@@ -170,6 +170,18 @@ test("KUBE_CONTEXT chooses the cluster every kubectl command names", async () =>
   const kubectlCalls = f.calls().filter((c) => c.startsWith("kubectl"));
   expect(kubectlCalls.length).toBe(17);
   for (const call of kubectlCalls) expect(call).toStartWith("kubectl --context=portico-test ");
+});
+
+test("the Makefile's port-forward targets name the context the scripts use: KUBE_CONTEXT, else MINIKUBE_PROFILE, else minikube", () => {
+  const dryRun = (env: Record<string, string>) => {
+    const { KUBE_CONTEXT: _k, MINIKUBE_PROFILE: _p, ...rest } = process.env;
+    const out = Bun.spawnSync(["make", "-s", "-n", "dashboard"], { env: { ...rest, ...env } });
+    expect(out.exitCode).toBe(0);
+    return out.stdout.toString();
+  };
+  expect(dryRun({})).toContain("kubectl --context=minikube ");
+  expect(dryRun({ MINIKUBE_PROFILE: "dev" })).toContain("kubectl --context=dev ");
+  expect(dryRun({ MINIKUBE_PROFILE: "dev", KUBE_CONTEXT: "other" })).toContain("kubectl --context=other ");
 });
 
 test("IMAGE_TAG replaces the git sha, and an invalid one is refused before anything runs", async () => {

@@ -32,6 +32,18 @@ export const SEED_MIX: readonly RequestSpec[] = [
   { name: "verify", method: "POST", path: "/verify/", body: { id: 121, token: "a$$" } },
 ];
 
+/**
+ * What the tools that run for minutes send — `make load`, `make rollout`, `make rollback`, the
+ * canaries: the seed's two routes, with webapp read instead of written. webapp keeps every project
+ * it creates, up to MAX_PROJECTS (docs/services.md), so minutes of creates at hundreds per second
+ * would fill a persistent store within a few runs, and every create after that — `make smoke`'s
+ * included — would fail with 507.
+ */
+export const TRAFFIC_MIX: readonly RequestSpec[] = [
+  { name: "projects", method: "GET", path: "/projects/?limit=10" },
+  { name: "verify", method: "POST", path: "/verify/", body: { id: 121, token: "a$$" } },
+];
+
 export interface LoadOptions {
   /** Requests started per second over keep-alive connections. */
   rps: number;

@@ -7,7 +7,7 @@
 import { chalk } from "zx";
 import { envInt } from "../../lib/env.ts";
 import { ScriptError, step } from "../cli.ts";
-import { formatCounts, formatReport, LoadGenerator, type LoadReport } from "./load-generator.ts";
+import { formatCounts, formatReport, LoadGenerator, type LoadReport, TRAFFIC_MIX } from "./load-generator.ts";
 
 export interface UnderLoadOptions {
   gatewayUrl: string;
@@ -54,8 +54,12 @@ export async function underLoad(opts: UnderLoadOptions, change: () => Promise<vo
     opts.newConnectionRps > 0
       ? `${opts.rps} requests/s over keep-alive connections + ${opts.newConnectionRps}/s each on a new connection`
       : `${opts.rps} requests/s over keep-alive connections`;
-  step(`steady load: ${clients} through ${opts.gatewayUrl} (POST /projects/ and POST /verify/ in turn)`);
-  const load = new LoadGenerator(opts.gatewayUrl, { rps: opts.rps, newConnectionRps: opts.newConnectionRps });
+  step(`steady load: ${clients} through ${opts.gatewayUrl} (GET /projects/?limit=10 and POST /verify/ in turn)`);
+  const load = new LoadGenerator(opts.gatewayUrl, {
+    rps: opts.rps,
+    newConnectionRps: opts.newConnectionRps,
+    mix: TRAFFIC_MIX,
+  });
   load.start();
   const progress = setInterval(() => console.log(progressLine(load.snapshot())), opts.progressMs ?? 5_000);
   let report: LoadReport | undefined;

@@ -13,6 +13,13 @@ export function envString(name: string, fallback: string, env: Env = process.env
   return raw === undefined || raw === "" ? fallback : raw;
 }
 
+/** The longest delay a timer takes (2³¹ − 1 ms, ~24.8 days): past it, setTimeout fires after 1 ms. */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * An integer within `opts`' bounds. A duration in milliseconds (a name ending in `_MS`) is also
+ * capped at MAX_TIMER_MS unless `opts.max` says otherwise: a larger one would fire at once.
+ */
 export function envInt(
   name: string,
   fallback: number,
@@ -22,7 +29,7 @@ export function envInt(
   const raw = env[name];
   if (raw === undefined || raw === "") return fallback;
   const value = Number(raw);
-  const { min = Number.MIN_SAFE_INTEGER, max = Number.MAX_SAFE_INTEGER } = opts;
+  const { min = Number.MIN_SAFE_INTEGER, max = name.endsWith("_MS") ? MAX_TIMER_MS : Number.MAX_SAFE_INTEGER } = opts;
   if (!/^-?\d+$/.test(raw.trim()) || value < min || value > max) {
     throw new EnvError(`${name}=${JSON.stringify(raw)} is not an integer in [${min}, ${max}]`);
   }
@@ -62,4 +69,18 @@ export function serviceIdentity(service: string, env: Env = process.env): Servic
     version: envString("SERVICE_VERSION", "dev", env),
     instance: envString("INSTANCE_ID", envString("HOSTNAME", `${service}-${process.pid}`, env), env),
   };
+}
+
+/**
+ * What a service reads from the environment before it has a logger (its identity, LOG_LEVEL):
+ * a bad value stops the start with one plain line naming the variable, not a stack trace.
+ */
+export function startupEnv<T>(service: string, read: () => T): T {
+  try {
+    return read();
+  } catch (err) {
+    if (!(err instanceof EnvError)) throw err;
+    console.error(`${service}: ${err.message}`);
+    process.exit(1);
+  }
 }

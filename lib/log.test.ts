@@ -5,6 +5,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { resolve } from "node:path";
+import { EnvError } from "./env.ts";
+import { logLevelFromEnv } from "./log.ts";
 
 const LOG_MODULE = resolve(import.meta.dir, "log.ts");
 
@@ -53,4 +55,30 @@ await Bun.sleep(1500);
 console.log(JSON.stringify({ msg: "marker" }));`);
     expect(msgs(lines)).toEqual(["a1", "marker"]);
   });
+});
+
+describe("LOG_LEVEL", () => {
+  test("one of pino's levels; unset or empty is info; anything else an EnvError naming it", () => {
+    expect(logLevelFromEnv({})).toBe("info");
+    expect(logLevelFromEnv({ LOG_LEVEL: "" })).toBe("info");
+    expect(logLevelFromEnv({ LOG_LEVEL: "warn" })).toBe("warn");
+    expect(() => logLevelFromEnv({ LOG_LEVEL: "verbose" })).toThrow(EnvError);
+    expect(() => logLevelFromEnv({ LOG_LEVEL: "WARN" })).toThrow(/LOG_LEVEL="WARN" must be one of: fatal, error/);
+  });
+
+  test.each(["webapp", "rpcapp", "gateway"])(
+    "%s stops at start with one plain line naming LOG_LEVEL, exit 1",
+    async (service) => {
+      const proc = Bun.spawn([process.execPath, resolve(import.meta.dir, `../${service}/src/main.ts`)], {
+        env: { ...process.env, LOG_LEVEL: "verbose", PORT: "0", METRICS_PORT: "0", ADMIN_PORT: "0" },
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      const [code, stderr] = await Promise.all([proc.exited, new Response(proc.stderr).text()]);
+      expect(code).toBe(1);
+      expect(stderr.trim()).toBe(
+        `${service}: LOG_LEVEL="verbose" must be one of: fatal, error, warn, info, debug, trace, silent`,
+      );
+    },
+  );
 });

@@ -7,7 +7,7 @@
  */
 import { writeSync } from "node:fs";
 import pino, { type Logger } from "pino";
-import type { ServiceIdentity } from "./env.ts";
+import { envEnum, type ServiceIdentity } from "./env.ts";
 import { activeLogFields } from "./telemetry/spans.ts";
 
 export type { Logger };
@@ -97,9 +97,18 @@ class LineBuffer {
   }
 }
 
+/** pino's levels, as LOG_LEVEL takes them. */
+export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
+/** LOG_LEVEL, checked (EnvError naming it); unset or empty: info. */
+export function logLevelFromEnv(env: Record<string, string | undefined> = process.env): string {
+  return envEnum("LOG_LEVEL", LOG_LEVELS, "info", env);
+}
+
+/** `opts.level`, else LOG_LEVEL; throws EnvError for a LOG_LEVEL pino has no level for. */
 export function createLogger(identity: ServiceIdentity, opts: LoggerOptions = {}): Logger {
   const options: pino.LoggerOptions = {
-    level: opts.level ?? process.env.LOG_LEVEL ?? "info",
+    level: opts.level ?? logLevelFromEnv(),
     base: { service: identity.service, version: identity.version, instance: identity.instance },
     timestamp: pino.stdTimeFunctions.isoTime,
     messageKey: "msg",

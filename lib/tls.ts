@@ -40,6 +40,15 @@ export class TlsFileError extends Error {
   override name = "TlsFileError";
 }
 
+/** One PEM block (RFC 7468): its label and its base64 body. */
+const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----\r?\n([\s\S]*?)-----END \1-----/g;
+
+/**
+ * Reads a PEM file whose every block is complete: a file caught half-written (a chain cut inside
+ * its intermediate, a CA bundle cut after its first certificates) has a BEGIN line without its
+ * END, and is refused here rather than served. Text outside the blocks (a bundle's comments) is
+ * allowed, as RFC 7468 allows it. Every CERTIFICATE block must parse.
+ */
 function readPem(path: string, what: string): string {
   let text: string;
   try {
@@ -47,7 +56,22 @@ function readPem(path: string, what: string): string {
   } catch (err) {
     throw new TlsFileError(`${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
   }
-  if (!text.includes("-----BEGIN ")) throw new TlsFileError(`${what} ${path}: not a PEM file`);
+  const begins = text.split("-----BEGIN ").length - 1;
+  if (begins === 0) throw new TlsFileError(`${what} ${path}: not a PEM file`);
+  let blocks = 0;
+  for (const block of text.matchAll(PEM_BLOCK)) {
+    blocks++;
+    if (block[1] !== "CERTIFICATE") continue;
+    try {
+      new X509Certificate(block[0]);
+    } catch (err) {
+      throw new TlsFileError(`${what} ${path}: certificate ${blocks} does not parse (${(err as Error).message})`);
+    }
+  }
+  if (blocks !== begins)
+    throw new TlsFileError(
+      `${what} ${path}: ${begins - blocks} of its ${begins} PEM blocks are incomplete (a BEGIN line without its END: the file is being written?)`,
+    );
   return text;
 }
 

@@ -201,8 +201,11 @@ else if (!settings.adminToken)
   );
 
 lifecycle.onStop("config reloader", () => reloader.stop());
-lifecycle.onStop("public listener", () => server.stop(false));
-if (https) lifecycle.onStop("https listener", () => https.stop());
+// Both public listeners close together: one after the other, the second kept accepting new
+// connections for as long as the first one's requests took to finish.
+lifecycle.onStop("public listeners", async () => {
+  await Promise.all([server.stop(false), https?.stop()]);
+});
 // Open dashboard pages hold an event stream each; the admin listener's stop waits for them.
 lifecycle.onStop("dashboard event streams", () => dashboard.close());
 lifecycle.onStop("admin listener", async () => {

@@ -9,6 +9,7 @@
  */
 import { isIP } from "node:net";
 import { EnvError, envBool, envInt, envPort, envString, type ServiceIdentity, serviceIdentity } from "../../lib/env.ts";
+import { logLevelFromEnv } from "../../lib/log.ts";
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -73,13 +74,9 @@ export interface GatewaySettings {
   env: Env;
 }
 
-const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
-
 /** Reads and validates the gateway's environment; throws EnvError naming the first bad variable. */
 export function loadSettings(env: Env = process.env): GatewaySettings {
-  const logLevel = envString("LOG_LEVEL", "info", env);
-  if (!LOG_LEVELS.includes(logLevel))
-    throw new EnvError(`LOG_LEVEL=${JSON.stringify(logLevel)} must be one of: ${LOG_LEVELS.join(", ")}`);
+  const logLevel = logLevelFromEnv(env);
   const host = envString("HOST", "0.0.0.0", env);
   const admin = adminSettings(host, env);
   return {

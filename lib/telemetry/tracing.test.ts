@@ -65,6 +65,11 @@ describe("configuration from the OTEL_* environment", () => {
   test("a bad value stops start-up with a message naming the variable", () => {
     const bad: [Record<string, string>, string][] = [
       [{ OTEL_EXPORTER_OTLP_ENDPOINT: "jaeger:4318" }, "OTEL_EXPORTER_OTLP_ENDPOINT"],
+      [{ OTEL_EXPORTER_OTLP_ENDPOINT: "http://jaeger:4318 oops" }, "OTEL_EXPORTER_OTLP_ENDPOINT"],
+      [{ OTEL_EXPORTER_OTLP_ENDPOINT: "http://jaeger:99999" }, "OTEL_EXPORTER_OTLP_ENDPOINT"],
+      [{ OTEL_EXPORTER_OTLP_ENDPOINT: "http://:::" }, "OTEL_EXPORTER_OTLP_ENDPOINT"],
+      [{ OTEL_EXPORTER_OTLP_ENDPOINT: "http://jaeger:4318?x=1" }, "OTEL_EXPORTER_OTLP_ENDPOINT"],
+      [{ OTEL_EXPORTER_OTLP_ENDPOINT: "ftp://jaeger:4318" }, "OTEL_EXPORTER_OTLP_ENDPOINT"],
       [{ OTEL_TRACES_SAMPLER: "sometimes" }, "OTEL_TRACES_SAMPLER"],
       [{ OTEL_TRACES_SAMPLER_ARG: "1.5" }, "OTEL_TRACES_SAMPLER_ARG"],
       [{ OTEL_TRACES_SAMPLER_ARG: "half" }, "OTEL_TRACES_SAMPLER_ARG"],
@@ -220,6 +225,31 @@ describe("spans across a service boundary", () => {
     expect(exported).toHaveLength(0);
     await tracing.shutdown();
     expect(exported.map((s) => s.attributes["portico.request_id"])).toEqual(["req-6"]);
+  });
+
+  test("a collector that is down or silent at shutdown: a warning, resolved within ~2 s (a clean exit stays 0)", async () => {
+    for (const exporter of [
+      // Refused: the export fails.
+      {
+        export: (_spans, done) => done({ code: ExportResultCode.FAILED, error: new Error("ECONNREFUSED") }),
+        shutdown: async () => {
+          throw new Error("ECONNREFUSED");
+        },
+      },
+      // Accepts and never answers.
+      { export: () => {}, shutdown: () => new Promise<void>(() => {}) },
+    ] satisfies SpanExporter[]) {
+      const lines: Record<string, unknown>[] = [];
+      const log = createLogger(IDENTITY, {
+        destination: { write: (line: string) => void lines.push(JSON.parse(line)) },
+      });
+      const tracing = await startTracing(IDENTITY, { env: { OTEL_BSP_SCHEDULE_DELAY: "600000" }, exporter, log });
+      trace.getSpan(startServerSpan(tracing.tracer, "GET", new Headers(), headersGetter, "req-7", {}))!.end();
+      const started = performance.now();
+      await tracing.shutdown();
+      expect(performance.now() - started).toBeLessThan(3_000);
+      expect(lines.some((l) => l.level === "warn" && String(l.msg).includes("at shutdown"))).toBe(true);
+    }
   });
 });
 

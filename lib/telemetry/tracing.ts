@@ -55,11 +55,7 @@ export interface TracingConfig {
 
 export function tracingConfigFromEnv(env: Env = process.env): TracingConfig {
   const endpoint = envString("OTEL_EXPORTER_OTLP_ENDPOINT", "", env).trim();
-  if (endpoint !== "" && !/^https?:\/\/[^/\s]+/.test(endpoint)) {
-    throw new EnvError(
-      `OTEL_EXPORTER_OTLP_ENDPOINT=${JSON.stringify(endpoint)} is not an http(s) URL, e.g. http://jaeger:4318`,
-    );
-  }
+  if (endpoint !== "") checkOtlpEndpoint(endpoint);
   const rawRatio = envString("OTEL_TRACES_SAMPLER_ARG", "1", env);
   const ratio = Number(rawRatio);
   if (!Number.isFinite(ratio) || ratio < 0 || ratio > 1 || rawRatio.trim() === "") {
@@ -72,6 +68,31 @@ export function tracingConfigFromEnv(env: Env = process.env): TracingConfig {
     scheduleDelayMs: envInt("OTEL_BSP_SCHEDULE_DELAY", 5000, { min: 1, max: 600_000 }, env),
   };
 }
+
+/**
+ * A base URL the exporter can append `/v1/traces` to: http(s), a host, a valid port, no query or
+ * fragment (they would end up before the path), nothing the URL parser had to repair.
+ */
+function checkOtlpEndpoint(endpoint: string): void {
+  const bad = (why: string) =>
+    new EnvError(
+      `OTEL_EXPORTER_OTLP_ENDPOINT=${JSON.stringify(endpoint)} ${why}; it takes a base URL such as http://jaeger:4318`,
+    );
+  let url: URL;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    throw bad("is not a URL");
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") throw bad("is not an http(s) URL");
+  if (url.hostname === "" || /\s/.test(endpoint)) throw bad("has no usable host");
+  if (url.search !== "" || url.hash !== "" || endpoint.includes("?") || endpoint.includes("#"))
+    throw bad("has a query or fragment");
+  if (url.username !== "" || url.password !== "") throw bad("carries credentials (they would be logged)");
+}
+
+/** Past this, shutdown stops waiting for the last spans' export (the collector may be down). */
+const SHUTDOWN_EXPORT_MS = 2_000;
 
 export function samplerFor(name: SamplerName, ratio: number): Sampler {
   switch (name) {
@@ -179,6 +200,24 @@ export async function startTracing(identity: ServiceIdentity, opts: StartTracing
     isExporting: exporter !== undefined,
     config,
     flush: () => provider.forceFlush({ timeoutMillis: 5000 }),
-    shutdown: () => provider.shutdown(),
+    // An unreachable collector must not fail a clean shutdown (exit 1) nor spend its budget: the
+    // last spans get SHUTDOWN_EXPORT_MS, and a failure is a warning.
+    shutdown: async () => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const gaveUp = new Promise<"timeout">((resolve) => {
+        timer = setTimeout(resolve, SHUTDOWN_EXPORT_MS, "timeout");
+      });
+      try {
+        if ((await Promise.race([provider.shutdown(), gaveUp])) === "timeout")
+          opts.log?.warn(
+            { traces: config.tracesUrl, waited_ms: SHUTDOWN_EXPORT_MS },
+            "the last spans were not exported at shutdown: the collector did not answer in time",
+          );
+      } catch (err) {
+        opts.log?.warn({ err, traces: config.tracesUrl }, "the last spans could not be exported at shutdown");
+      } finally {
+        clearTimeout(timer);
+      }
+    },
   };
 }

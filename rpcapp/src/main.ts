@@ -3,7 +3,7 @@
  * the services live in server.ts, the HTTP probes in http.ts.
  */
 import { faultFromEnv } from "../../lib/fault.ts";
-import { serviceIdentity } from "../../lib/env.ts";
+import { serviceIdentity, startupEnv } from "../../lib/env.ts";
 import { collectWhenIdle } from "../../lib/idle-gc.ts";
 import { Lifecycle } from "../../lib/lifecycle.ts";
 import { createLogger } from "../../lib/log.ts";
@@ -15,10 +15,10 @@ import { batchedStdout } from "./log-output.ts";
 import { startRpcServer } from "./server.ts";
 import { startRpcTls } from "./tls.ts";
 
-const identity = serviceIdentity("rpcapp");
+const identity = startupEnv("rpcapp", () => serviceIdentity("rpcapp"));
 // One write(2) per event-loop turn rather than per line: with an access line per RPC, the
 // per-line write was the largest cost of a call (log-output.ts).
-const log = createLogger(identity, { destination: batchedStdout() });
+const log = startupEnv("rpcapp", () => createLogger(identity, { destination: batchedStdout() }));
 
 try {
   const config = loadConfig();

@@ -6,7 +6,7 @@
  * the probes and /metrics in plain HTTP (status-listener.ts).
  */
 import { faultFromEnv } from "../../lib/fault.ts";
-import { EnvError, serviceIdentity } from "../../lib/env.ts";
+import { EnvError, serviceIdentity, startupEnv } from "../../lib/env.ts";
 import { collectWhenIdle } from "../../lib/idle-gc.ts";
 import { Lifecycle } from "../../lib/lifecycle.ts";
 import { createLogger } from "../../lib/log.ts";
@@ -21,8 +21,8 @@ import { startStatusListener } from "./status-listener.ts";
 import { TlsListener } from "./tls-listener.ts";
 import { openStore } from "./store/index.ts";
 
-const identity = serviceIdentity("webapp");
-const log = createLogger(identity);
+const identity = startupEnv("webapp", () => serviceIdentity("webapp"));
+const log = startupEnv("webapp", () => createLogger(identity));
 
 try {
   const config = loadConfig();

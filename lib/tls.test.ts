@@ -1,0 +1,85 @@
+/**
+ * lib/tls.ts: the files a renewal is caught writing are refused, never served — a certificate
+ * chain or a CA bundle cut inside a later block used to pass (only the first block was parsed),
+ * and rpcapp's gRPC port then dropped every new connection until the next poll.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createCa, issue } from "../scripts/tls/pki.ts";
+import { readClientTls, readTlsMaterial, TlsFileError, TlsFileWatcher } from "./tls.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "portico-lib-tls-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const root = await createCa("test root");
+const other = await createCa("another root");
+const leafA = await issue(root, { commonName: "a.test", dnsNames: ["a.test"], usage: "server" });
+const leafB = await issue(root, { commonName: "b.test", dnsNames: ["b.test"], usage: "server" });
+
+let n = 0;
+function file(content: string): string {
+  const path = join(dir, `f${++n}.pem`);
+  writeFileSync(path, content);
+  return path;
+}
+
+/** `text` cut in the middle of its last PEM block, as a writer caught half-way leaves it. */
+const cutInLastBlock = (text: string) => text.slice(0, text.lastIndexOf("-----BEGIN ") + 90);
+
+describe("a file caught half-written is refused", () => {
+  const chain = `${leafA.cert.trimEnd()}\n${other.cert}`;
+  const bundle = `${root.cert.trimEnd()}\n${other.cert}`;
+
+  test("whole files pass: a chain, a CA bundle, a bundle with comments between its certificates", () => {
+    expect(readTlsMaterial({ cert: file(chain), key: file(leafA.key), ca: file(bundle) }).subject).toContain("a.test");
+    const commented = `# Issuer: test root\n${root.cert}\n# Issuer: another root\n${other.cert}`;
+    expect(readClientTls({ ca: file(commented) }).ca).toBe(commented);
+  });
+
+  test("a chain cut inside its second certificate", () => {
+    expect(() => readTlsMaterial({ cert: file(cutInLastBlock(chain)), key: file(leafA.key) })).toThrow(
+      /1 of its 2 PEM blocks are incomplete/,
+    );
+  });
+
+  test("a CA bundle cut inside its second certificate, or inside its last END line", () => {
+    const cut = file(cutInLastBlock(bundle));
+    expect(() => readTlsMaterial({ cert: file(leafA.cert), key: file(leafA.key), ca: cut })).toThrow(TlsFileError);
+    expect(() => readClientTls({ ca: cut })).toThrow(/incomplete/);
+    const endCut = file(bundle.trimEnd().slice(0, -3));
+    expect(() => readClientTls({ ca: endCut })).toThrow(/1 of its 2 PEM blocks are incomplete/);
+  });
+
+  test("a complete block that is no certificate names which one", () => {
+    const broken = `${root.cert.trimEnd()}\n-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n`;
+    expect(() => readClientTls({ ca: file(broken) })).toThrow(/certificate 2 does not parse/);
+  });
+
+  test("the watcher keeps serving the old pair while the new chain is half-written, then takes it whole", async () => {
+    const certPath = file(leafA.cert);
+    const keyPath = file(leafA.key);
+    const changes: string[] = [];
+    const errors: string[] = [];
+    const watcher = new TlsFileWatcher(
+      { cert: certPath, key: keyPath },
+      {
+        intervalMs: 60_000,
+        onChange: (m) => void changes.push(m.subject),
+        onError: (e) => void errors.push(e.message),
+      },
+    );
+    const renewed = `${leafB.cert.trimEnd()}\n${root.cert}`;
+    writeFileSync(keyPath, leafB.key);
+    writeFileSync(certPath, cutInLastBlock(renewed));
+    await watcher.check();
+    expect(changes).toEqual([]);
+    expect(watcher.current.subject).toContain("a.test");
+    expect(errors).toHaveLength(1);
+    writeFileSync(certPath, renewed);
+    await watcher.check();
+    expect(changes).toHaveLength(1);
+    expect(watcher.current.subject).toContain("b.test");
+  });
+});

@@ -58,6 +58,12 @@ export function parseProtos(files: readonly string[], baseDir = process.cwd()): 
       throw new ProtoLoadError(`cannot parse ${name}: ${(err as Error).message}`);
     }
     for (const dep of [...(parsed.imports ?? []), ...(parsed.weakImports ?? [])]) {
+      // protojson spells the well-known types its own way (a Timestamp is an RFC 3339 string, a
+      // wrapper its bare value), which the gateway's transcoding does not: refused by name.
+      if (dep.startsWith("google/protobuf/"))
+        throw new ProtoLoadError(
+          `${name} imports ${dep}: the well-known types (google.protobuf.*) are not supported by the gateway's JSON transcoding; use plain fields (e.g. int64 seconds, string)`,
+        );
       // Imports are relative to the proto root (`proto/`), as protoc resolves them.
       visit(dep, dir);
     }

@@ -1,6 +1,9 @@
 import { describe, expect, test } from "bun:test";
 import protobuf from "protobufjs";
-import { parseProtos } from "../../lib/proto.ts";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseProtos, ProtoLoadError } from "../../lib/proto.ts";
 import type { RoutedRequest } from "../src/context.ts";
 import { resolveMethod } from "../src/grpc/method.ts";
 import { transcodeGrpc } from "../src/grpc/route.ts";
@@ -346,4 +349,20 @@ describe("the gRPC route's 400s", () => {
     const problem = (await res.json()) as { errors: { field: string; message: string }[] };
     expect(problem.errors).toEqual([{ field: "(body)", message: expect.stringContaining("invalid encoding") }]);
   });
+});
+
+test("a proto importing a well-known type is refused by name (protojson spells those types its own way)", () => {
+  const dir = mkdtempSync(join(tmpdir(), "portico-wkt-"));
+  try {
+    writeFileSync(
+      join(dir, "events.proto"),
+      'syntax = "proto3";\npackage ev;\nimport "google/protobuf/timestamp.proto";\nmessage E { google.protobuf.Timestamp at = 1; }\n',
+    );
+    expect(() => parseProtos(["events.proto"], dir)).toThrow(ProtoLoadError);
+    expect(() => parseProtos(["events.proto"], dir)).toThrow(
+      /imports google\/protobuf\/timestamp\.proto: the well-known types \(google\.protobuf\.\*\) are not supported/,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -200,12 +200,11 @@ export class TlsListener<M extends { version: string }> {
     try {
       this.#server = this.#serve(material, old.port ?? this.opts.port);
     } catch (err) {
-      // Not expected (the files were checked); the watcher moves on, so say what to do.
-      this.opts.log.error(
-        { err, tls: { subject: summary.subject } },
-        "cannot serve the renewed tls certificate; the current one stays until the files change again or a restart",
-      );
-      return;
+      // Not expected (the files were checked): the watcher keeps the current material, reports
+      // this through its onError, and tries the files again at its next poll.
+      throw new Error(`cannot serve the renewed tls certificate (${summary.subject}): ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     this.#retiring.add(old);
     await Bun.sleep(this.#handoverMs);

@@ -82,4 +82,30 @@ describe("a file caught half-written is refused", () => {
     expect(changes).toHaveLength(1);
     expect(watcher.current.subject).toContain("b.test");
   });
+
+  test("a version the owner cannot put into use (onChange throws) is not taken as current, and is tried again", async () => {
+    const certPath = file(leafA.cert);
+    const keyPath = file(leafA.key);
+    const errors: string[] = [];
+    let refuse = true;
+    const watcher = new TlsFileWatcher(
+      { cert: certPath, key: keyPath },
+      {
+        intervalMs: 60_000,
+        onChange: () => {
+          if (refuse) throw new Error("cannot serve it");
+        },
+        onError: (e) => void errors.push(e.message),
+      },
+    );
+    writeFileSync(keyPath, leafB.key);
+    writeFileSync(certPath, leafB.cert);
+    await watcher.check();
+    await watcher.check();
+    expect(watcher.current.subject).toContain("a.test");
+    expect(errors).toEqual(["cannot serve it"]);
+    refuse = false;
+    await watcher.check();
+    expect(watcher.current.subject).toContain("b.test");
+  });
 });

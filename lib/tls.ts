@@ -152,24 +152,27 @@ export class PemWatcher<T extends { version: string }> {
     return this;
   }
 
-  /** One poll; resolves once a change (if any) has been applied by `onChange`. */
+  /**
+   * One poll; resolves once a change (if any) has been applied by `onChange`. Files that cannot be
+   * read or checked, or a version `onChange` could not put into use (it threw), leave the current
+   * material as it is: reported once through `onError`, tried again at the next poll. Never rejects.
+   */
   async check(): Promise<void> {
     if (this.#busy) return;
     this.#busy = true;
     try {
-      let next: T;
-      try {
-        next = this.read();
-      } catch (err) {
-        const message = (err as Error).message;
-        if (message !== this.#lastError) this.opts.onError(err as Error);
-        this.#lastError = message;
+      const next = this.read();
+      if (next.version === this.#current.version) {
+        this.#lastError = "";
         return;
       }
-      this.#lastError = "";
-      if (next.version === this.#current.version) return;
       await this.opts.onChange(next);
+      this.#lastError = "";
       this.#current = next;
+    } catch (err) {
+      const message = (err as Error).message;
+      if (message !== this.#lastError) this.opts.onError(err as Error);
+      this.#lastError = message;
     } finally {
       this.#busy = false;
     }

@@ -1,20 +1,23 @@
 # Portico — every target a user runs. `make` (or `make help`) lists them.
-# Bun is taken from PATH; on a machine with only Node.js and npm, the pinned Bun from package.json
-# is installed into .tools/ first, so `make dev` and `make test` work on a fresh clone.
+# Bun is taken from PATH when it is at least the version pinned in package.json; otherwise (none,
+# or an older one, which cannot read the lockfile) the pinned Bun is installed from npm into
+# .tools/ first, so `make dev` and `make test` work on a fresh clone with only Node.js and npm.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 BUN_VERSION := $(shell node -p "require('./package.json').devDependencies.bun" 2>/dev/null || echo 1.4.5)
-BUN ?= $(shell command -v bun 2>/dev/null || echo $(CURDIR)/.tools/node_modules/.bin/bun)
+SYSTEM_BUN := $(shell command -v bun 2>/dev/null)
+SYSTEM_BUN_OK := $(if $(SYSTEM_BUN),$(shell printf '%s\n%s\n' "$(BUN_VERSION)" "$$("$(SYSTEM_BUN)" --version 2>/dev/null)" | sort -V -C && echo yes))
+BUN ?= $(if $(SYSTEM_BUN_OK),$(SYSTEM_BUN),$(CURDIR)/.tools/node_modules/.bin/bun)
 export PATH := $(dir $(BUN)):$(PATH)
 SERVICE ?=
 
 .PHONY: help
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(CURDIR)/.tools/node_modules/.bin/bun:
-	@echo "bun not found on PATH: installing bun@$(BUN_VERSION) from npm into .tools/"
+	@echo "no bun >= $(BUN_VERSION) on PATH$(if $(SYSTEM_BUN), ($(SYSTEM_BUN) is older)): installing bun@$(BUN_VERSION) from npm into .tools/"
 	npm install --prefix .tools --no-save --no-audit --no-fund bun@$(BUN_VERSION)
 
 node_modules/.installed: package.json bun.lock | $(BUN)
@@ -33,8 +36,8 @@ certs: install ## Make the local CA and certificates for TLS=1 make dev in .data
 	$(BUN) scripts/tls/certs.ts
 
 .PHONY: test
-test: install typecheck lint ## Typecheck, lint, then run every test (CI=true: any skip or todo fails)
-	$(BUN) scripts/test.ts
+test: install typecheck lint ## Typecheck, lint, then run every test (CI=true: any skip or todo fails; ARGS=paths runs those only)
+	$(BUN) scripts/test.ts $(ARGS)
 
 .PHONY: typecheck
 typecheck: install ## Type-check the whole repository (strict)

@@ -27,15 +27,20 @@ type Ports = Pick<
   | "rpcappReplicas"
   | "adminBasePort"
   | "webappBasePort"
+  | "webappMetricsBasePort"
   | "rpcappHttpBasePort"
->;
+> & { tls?: unknown };
 
-/** host:port of every process's /metrics, by job (the service name, as in the cluster). */
+/**
+ * host:port of every process's /metrics, by job (the service name, as in the cluster). With TLS
+ * (`TLS=1`, as the stack was started) webapp's PORT speaks HTTPS only and its /metrics is on the
+ * plain METRICS_PORT; the gateway's admin port and rpcapp's HTTP port stay plain either way.
+ */
 export function localTargets(ports: Ports): Record<"gateway" | "webapp" | "rpcapp", string[]> {
   const range = (base: number, n: number) => Array.from({ length: n }, (_, i) => `${ports.host}:${base + i}`);
   return {
     gateway: range(ports.adminBasePort, ports.gatewayReplicas),
-    webapp: range(ports.webappBasePort, ports.webappReplicas),
+    webapp: range(ports.tls ? ports.webappMetricsBasePort : ports.webappBasePort, ports.webappReplicas),
     rpcapp: range(ports.rpcappHttpBasePort, ports.rpcappReplicas),
   };
 }

@@ -773,10 +773,10 @@ describe.each([
   let base: string;
   let trust: { tls?: { ca: string } } = {};
   const tlsDir = overTls ? mkdtempSync(join(tmpdir(), "portico-abuse-tls-")) : undefined;
+  const dir = mkdtempSync(join(tmpdir(), "portico-abuse-"));
 
   beforeAll(async () => {
     // The shipped routes, with a short idle timeout so that slow clients are cut quickly here.
-    const dir = mkdtempSync(join(tmpdir(), "portico-abuse-"));
     const routesFile = join(dir, "routes.yaml");
     writeFileSync(
       routesFile,
@@ -804,6 +804,7 @@ describe.each([
     await stack?.stop();
     await stopAll();
     if (tlsDir) rmSync(tlsDir, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
   });
 
   test("≥ 500 hostile requests: every answer a 4xx or a closed connection, none hangs; all processes stay healthy", async () => {

@@ -100,6 +100,8 @@ export class Gateway {
           }),
       );
     }
+    // An upstream gone from the config takes its canary along: it would come back with the old state.
+    for (const name of this.#canaries.keys()) if (!upstreams.has(name)) this.#canaries.delete(name);
     for (const [name, upstream] of upstreams) {
       const policy = config.upstreams.get(name)!.canary;
       let canary = this.#canaries.get(name);
@@ -130,9 +132,12 @@ export class Gateway {
   async reload(config: GatewayConfig): Promise<void> {
     const previous = this.#state;
     const next = this.#build(config, previous);
-    await Promise.all(
-      [...next.upstreams.values()].filter((u) => previous.upstreams.get(u.name) !== u).map((u) => u.ready),
-    );
+    const rebuilt = [...next.upstreams.values()].filter((u) => previous.upstreams.get(u.name) !== u);
+    await Promise.all(rebuilt.map((u) => u.ready));
+    for (const u of rebuilt) {
+      const replaced = previous.upstreams.get(u.name);
+      if (replaced) u.adoptVersions(replaced);
+    }
     this.#state = next;
     applyHeaderLimit(config.limits.maxHeaderBytes);
     this.deps.rateLimiter?.reconfigure(config.rateLimit);

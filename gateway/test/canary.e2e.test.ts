@@ -248,6 +248,10 @@ describe("a canary of an HTTP upstream", () => {
     expect((await fetch(`${gw.admin}/canary/nowhere`)).status).toBe(404);
     expect((await post("start", { version: "v2" })).status).toBe(200);
     expect((await post("start", { version: "v3" })).status).toBe(409);
+    // A weight that is no integer from 0 to 100 is a bad body (400), not a state conflict.
+    for (const weight of [-5, 150, 12.5, "30"])
+      expect([weight, (await post("weight", { weight })).status]).toEqual([weight, 400]);
+    expect((await post("weight", '{"weight":1e999}')).status).toBe(400);
     const weighted = (await (await post("weight", { weight: 30 })).json()) as CanaryView;
     expect(weighted).toMatchObject({ state: "paused", weight: 30 });
     expect(((await (await post("abort")).json()) as CanaryView).weight).toBe(0);

@@ -158,6 +158,61 @@ describe("the canary controller", () => {
     expect(s.canary.weight).toBe(100);
   });
 
+  test("paused, the weight holds and the judging goes on: at the last step, or at a weight set by hand", () => {
+    const last = setup({ steps: [10, 20] });
+    last.canary.start("v2");
+    drive(last, 1500, healthy);
+    expect(last.canary.state).toBe("paused");
+    expect(last.canary.history).toHaveLength(2);
+    // Windows that pass start the next one (no new report); one that fails aborts it.
+    drive(last, 1500, (toCanary) => ({ failed: toCanary, ms: 4 }));
+    expect(last.canary.state).toBe("aborted");
+    expect(last.canary.history.at(-1)).toMatchObject({ verdict: "failed", weight: 20 });
+
+    const byHand = setup({ minStepMs: 3_600_000 });
+    byHand.canary.start("v2");
+    byHand.canary.setWeight(50);
+    drive(byHand, 2000, (toCanary, i) => ({ failed: toCanary && i % 5 === 0, ms: 4 }));
+    expect(byHand.canary.state).toBe("aborted");
+    expect(byHand.canary.view().current).toBeNull();
+  });
+
+  test("a canary failing every request is stopped by its first errors: ejected, it would never reach minRequests", () => {
+    const s = setup({ minRequests: 100, minStepMs: 3_600_000 });
+    s.canary.start("v2");
+    // The canary side answers three times (all failures), then outlier detection takes it out.
+    let canaryAnswers = 0;
+    for (let i = 0; i < 2000 && s.canary.state === "running"; i++) {
+      if (s.canary.chooseCanary(null) && canaryAnswers < 3) {
+        canaryAnswers++;
+        s.canary.record("v2", true, 4);
+      } else s.canary.record("v1", false, 4);
+      s.advance(10);
+    }
+    expect(s.canary.state).toBe("aborted");
+    // 100 answers at the stable side's 0 % + 1 point hold one error: the second ends it.
+    expect(s.canary.history[0]).toMatchObject({ verdict: "failed", canary: { requests: 2, errors: 2 } });
+  });
+
+  test("a canary with a few answers at the step's end is compared at the median at least, not at its fastest", () => {
+    const s = setup({ minRequests: 2, steps: [5, 100] });
+    s.canary.start("v2");
+    // 40 requests over 1.2 s: the step is judged at its end on the canary's 2 answers.
+    drive(s, 40, (toCanary) => ({ failed: false, ms: toCanary ? 2_000 : 5 }), 30);
+    expect(s.canary.state).toBe("aborted");
+    expect(s.canary.history[0]).toMatchObject({ canary: { requests: 2 } });
+    expect(s.canary.history[0]!.reason).toStartWith("p50 ");
+  });
+
+  test("reset forgets the last canary's history", () => {
+    const s = setup({ steps: [10, 20] });
+    s.canary.start("v2");
+    drive(s, 500, healthy);
+    expect(s.canary.history.length).toBeGreaterThan(0);
+    s.canary.reset();
+    expect(s.canary.view()).toMatchObject({ state: "idle", version: null, history: [] });
+  });
+
   test("a sticky key always lands on the same side for a given weight", () => {
     const s = setup({ stickyHeader: "x-user" });
     s.canary.start("v2");
@@ -253,6 +308,45 @@ describe("a canary across routes.yaml reloads", () => {
       );
       expect(gateway.upstreams.get("up")!.canary).toBe(before);
       expect(before.state).toBe("running");
+    } finally {
+      gateway.close();
+    }
+  });
+
+  test("a rebuilt upstream keeps its endpoints' known versions, so the split holds; a removed upstream takes its canary along", async () => {
+    const log = pino({ level: "silent" });
+    const lifecycle = new Lifecycle({ drainDelayMs: 0, shutdownTimeoutMs: 1000, log });
+    const endpoints = "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3";
+    const gateway = new Gateway(testConfig({ endpoints, upstream: "canary: { steps: [10, 100] }" }), {
+      identity: { service: "gateway", version: "t", instance: "gw-test" },
+      log,
+      lifecycle,
+    });
+    try {
+      const first = gateway.upstreams.get("up")!;
+      await first.ready;
+      const [a, b, c] = first.endpoints;
+      first.learnVersion(a!, "v1");
+      first.learnVersion(b!, "v1");
+      first.learnVersion(c!, "v2");
+      gateway.canary("up")!.start("v2");
+      gateway.canary("up")!.abort();
+      await gateway.reload(
+        testConfig({ endpoints, upstream: "canary: { steps: [10, 100] }, balancer: { algorithm: round-robin }" }),
+      );
+      const rebuilt = gateway.upstreams.get("up")!;
+      expect(rebuilt).not.toBe(first);
+      expect(rebuilt.endpoints.map((e) => e.version)).toEqual(["v1", "v1", "v2"]);
+      // Aborted: weight 0, and the rebuilt upstream sends the aborted version nothing.
+      const picked = new Set(Array.from({ length: 100 }, () => rebuilt.pick(undefined, undefined, false)!.address));
+      expect(picked).toEqual(new Set([a!.address, b!.address]));
+
+      // Gone from the file, then back: a fresh controller, not the aborted one.
+      const other = testConfig({ endpoints }).upstreams.get("up")!;
+      const without = { ...testConfig({ endpoints }), upstreams: new Map([["other", { ...other, name: "other" }]]) };
+      await gateway.reload({ ...without, routes: [] });
+      await gateway.reload(testConfig({ endpoints, upstream: "canary: { steps: [10, 100] }" }));
+      expect(gateway.canary("up")!.view()).toMatchObject({ state: "idle", weight: 0, history: [] });
     } finally {
       gateway.close();
     }

@@ -34,7 +34,25 @@ export interface GatewayCanaryView {
   state: "idle" | "running" | "paused" | "promoted" | "aborted";
   version: string | null;
   weight: number;
+  /** The step in force (1-based), of `steps`. */
+  step: number | null;
+  steps: number[];
   history: CanaryStepView[];
+}
+
+/**
+ * Every step passed: promoted, or — a policy whose last step is below 100 % — holding at that
+ * last step after passing it (the gateway waits there for an operator; here, the run promotes).
+ */
+function passedEveryStep(view: GatewayCanaryView): boolean {
+  if (view.state === "promoted") return true;
+  const last = view.history.at(-1);
+  return (
+    view.state === "paused" &&
+    view.step === view.steps.length &&
+    last?.verdict === "passed" &&
+    last.step === view.steps.length
+  );
 }
 
 export interface CanaryRunOptions {
@@ -139,12 +157,19 @@ export class GatewayCanaries {
       const states = [...views.values()].map((v) => v.state);
       if (states.includes("aborted")) {
         const [who, view] = [...views.entries()].find(([, v]) => v.state === "aborted")!;
-        reason = `${who}: ${view.history.at(-1)?.reason ?? "aborted"}`;
+        const last = view.history.at(-1);
+        // Its analysis failed (the last step's report says why), or something else aborted it.
+        reason = `${who}: ${last?.verdict === "failed" ? last.reason : "aborted on the gateway (its admin API), not by an analysis"}`;
         break;
       }
-      if (states.every((s) => s === "promoted")) {
+      if ([...views.values()].every(passedEveryStep)) {
+        const holding = gateways.filter(([name]) => views.get(name)?.state === "paused");
+        for (const [, base] of holding) await this.call(base, "/promote", {});
         verdict = "promoted";
-        reason = "every step passed on every gateway";
+        reason =
+          holding.length > 0
+            ? `every step passed on every gateway (the policy ends at ${views.get(holding[0]![0])!.weight}%: promoted)`
+            : "every step passed on every gateway";
         break;
       }
       if (Date.now() > deadline) {

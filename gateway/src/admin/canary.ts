@@ -70,7 +70,8 @@ export function canaryRoutes(gateway: Gateway) {
       if (canary instanceof Response) return canary;
       const json = await body(request);
       if (json instanceof Response) return json;
-      if (typeof json.weight !== "number") return bad('"weight" must be a number from 0 to 100');
+      if (typeof json.weight !== "number" || !Number.isInteger(json.weight) || json.weight < 0 || json.weight > 100)
+        return bad('"weight" must be an integer from 0 to 100');
       const weight = json.weight;
       return act(() => canary.setWeight(weight)) ?? canary.view();
     })

@@ -13,12 +13,16 @@
  *
  * - A step is judged once the canary answered `minRequests` requests in it and `minStepMs` passed;
  *   the error check runs as soon as `minRequests` is reached, so a failing canary is stopped
- *   without waiting for the step's time. Latency is judged at the step's end only (a p99 needs
- *   the whole window). A window's p99 rests on its slowest 1 %: with fewer than 200 answers that
- *   is its one or two slowest, where a single GC pause or the canary's first, cold connection
- *   lands. So both sides are compared at the quantile that leaves at least two answers of the
- *   canary's above it (p95 at 40 answers, p99 from 200 on), and the report names which.
- *   the whole window).
+ *   without waiting for the step's time — and before it, as soon as the canary's errors alone
+ *   exceed what `minRequests` answers may hold at the stable side's rate: a canary failing every
+ *   request is ejected by outlier detection after a few, and would otherwise never reach
+ *   `minRequests`. Latency is judged at the step's end only (a p99 needs the whole window). A
+ *   window's p99 rests on its slowest 1 %: with fewer than 200 answers that is its one or two
+ *   slowest, where a single GC pause or the canary's first, cold connection lands. So both sides
+ *   are compared at the quantile that leaves at least two answers of the canary's above it (p95
+ *   at 40 answers, p99 from 200 on; the median at least), and the report names which.
+ * - Paused (a weight set by hand, or the last step passed below 100 %), the weight holds and the
+ *   judging goes on: a window that fails aborts the canary, one that passes starts the next window.
  * - The split is exact, not random: an accumulator sends the canary its share request by request
  *   (5 % is one request in twenty, in every window), so a short step's measured share is its
  *   weight. With `stickyHeader`, a request carrying that header goes where its value hashes
@@ -182,6 +186,7 @@ export class Canary {
     this.version = undefined;
     this.weight = 0;
     this.step = -1;
+    this.history.length = 0;
     this.onEvent({ type: "reset", version });
   }
 
@@ -206,12 +211,20 @@ export class Canary {
 
   /** One try's result on an endpoint of `version`; judges the step when it is due. */
   record(version: string | undefined, failed: boolean, latencyMs: number): void {
-    if (this.state !== "running") return;
-    const side = version === this.version ? this.#window.canary : this.#window.stable;
+    if (this.state !== "running" && this.state !== "paused") return;
+    const { canary, stable } = this.#window;
+    const side = version === this.version ? canary : stable;
     side.requests++;
     if (failed) side.errors++;
     side.latency.add(latencyMs);
-    if (this.#window.canary.requests >= this.policy.minRequests) this.#judge();
+    const p = this.policy;
+    if (canary.requests >= p.minRequests) this.#judge();
+    // Already more errors than minRequests answers may hold at the stable side's rate: the step
+    // cannot pass, and a canary failing every request would not live to minRequests (ejected).
+    else if (failed && side === canary) {
+      const stableRate = stable.requests ? (stable.errors / stable.requests) * 100 : 0;
+      if (canary.errors > (p.minRequests * (stableRate + p.maxErrorRateIncrease)) / 100) this.#judge();
+    }
   }
 
   /** The state for the admin API and the dashboard. */
@@ -269,8 +282,8 @@ export class Canary {
       this.abort(`analysis failed at step ${failed.step} (${failed.weight}%): ${failed.reason}`, failed);
       return;
     }
-    if (elapsed < p.minStepMs) return;
-    const q = Math.min(0.99, 1 - 2 / canary.requests);
+    if (elapsed < p.minStepMs || canary.requests < p.minRequests) return;
+    const q = Math.max(0.5, Math.min(0.99, 1 - 2 / canary.requests));
     const name = `p${Math.round(q * 1000) / 10}`;
     const canaryMs = round2(canary.latency.percentile(q));
     const stableMs = round2(stable.latency.percentile(q));
@@ -283,6 +296,11 @@ export class Canary {
       this.#close(failed);
       this.judged.failed++;
       this.abort(`analysis failed at step ${failed.step} (${failed.weight}%): ${failed.reason}`, failed);
+      return;
+    }
+    // Paused: the weight holds; a window that passes starts the next one.
+    if (this.state === "paused") {
+      this.#resetWindow();
       return;
     }
     const passed = report(

@@ -23,7 +23,7 @@ export function logCanaryEvent(log: Logger, upstream: string, event: CanaryEvent
     case "aborted":
       log.warn(
         { ...base, version: event.version, reason: event.reason, ...(event.report ? { step: event.report } : {}) },
-        "canary aborted: its weight is 0, the stable version takes every request",
+        "canary aborted: its weight is 0, the stable version takes every request it can serve",
       );
       break;
     case "weight":

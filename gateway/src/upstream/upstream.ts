@@ -170,6 +170,17 @@ export class Upstream {
   }
 
   /** The version a replica reported; a change regroups the endpoints (canary or stable). */
+  /**
+   * Each endpoint's version as `from` (the upstream this one replaces on a reload) knew it, by
+   * address: a canary's split holds through the reload instead of sending requests to endpoints
+   * of unknown version until this upstream's own health checks answer.
+   */
+  adoptVersions(from: Upstream): void {
+    const known = new Map(from.endpoints.map((e) => [e.address, e.version]));
+    for (const endpoint of this.endpoints)
+      if (endpoint.version === undefined) this.learnVersion(endpoint, known.get(endpoint.address));
+  }
+
   learnVersion(endpoint: Endpoint, version: string | undefined): void {
     if (version === undefined || endpoint.version === version) return;
     endpoint.version = version;

@@ -59,6 +59,11 @@ try {
 }
 const { config } = loaded;
 
+// SIGHUP's default action ends the process: until the reloader takes it over, at the end of
+// start-up, it is only noted (the file is being read anyway).
+const hupDuringStart = () => log.info("SIGHUP during start-up: ignored, routes.yaml is read as the gateway starts");
+process.on("SIGHUP", hupDuringStart);
+
 const lifecycle = new Lifecycle({
   drainDelayMs: settings.drainDelayMs,
   shutdownTimeoutMs: settings.shutdownTimeoutMs,
@@ -108,6 +113,12 @@ const reloader = new ConfigReloader({
   log,
   env: settings.env,
   apply: async (next) => {
+    // The HTTPS listener starts with the process: a tls block added by a reload would have nothing
+    // to serve it, and its redirectHttp would send every client to a port nobody listens on.
+    if (next.tls && !https)
+      throw new Error(
+        "the tls block is new, and the HTTPS listener starts only with the process: restart the gateway to serve HTTPS",
+      );
     await gateway.reload(next);
     // Other certificates named in the tls block: the HTTPS listener hands over to them now.
     await https?.recheck();
@@ -217,6 +228,7 @@ lifecycle.onStop("rate limiter", () => rateLimiter.close());
 lifecycle.onStop("tracing", () => tracing.shutdown());
 lifecycle.handleSignals();
 reloader.start();
+process.off("SIGHUP", hupDuringStart);
 collectWhenIdle(settings.gcWhenIdle, log);
 lifecycle.markReady();
 log.info(

@@ -1,16 +1,22 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { ensureLocalPki, type LocalPki } from "../../scripts/tls/pki.ts";
+import { parseDocument } from "yaml";
+import { interpolateDocument } from "../src/config/interpolate.ts";
 import { ConfigError, loadConfig, parseConfig } from "../src/config/load.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 const shipped = readFileSync(resolve(ROOT, "gateway/routes.yaml"), "utf8");
 
 function problemsOf(text: string, env: Record<string, string> = {}) {
+  return problemsIn(text, ROOT, env);
+}
+
+function problemsIn(text: string, dir: string, env: Record<string, string> = {}) {
   try {
-    parseConfig(text, "routes.yaml", env, ROOT);
+    parseConfig(text, "routes.yaml", env, dir);
   } catch (err) {
     if (err instanceof ConfigError) return err.problems;
     throw err;
@@ -138,6 +144,109 @@ routes:
     expect(problemsOf(`${shipped}\ntrustedProxies: ["10.0.0.0/8", "not-an-ip"]\n`)[0]).toMatchObject({
       field: "trustedProxies[1]",
     });
+  });
+});
+
+describe("what a file or its environment cannot do to the loader", () => {
+  const minimal = (extra = "", route = "{ name: r, path: /r, upstream: a }") =>
+    `upstreams:\n  a: { protocol: http, endpoints: "127.0.0.1:1"${extra} }\nroutes:\n  - ${route}\n`;
+
+  test('an environment value is text, never YAML: no crash on `[`, no `#…` cut off; numbers and booleans keep their type; `:-` with nothing is ""', () => {
+    for (const value of ["[127.0.0.1:3001", "a: b: c", '"5000', "{", "*x"]) {
+      // As the endpoints' text: checked like any other, never a YAML parse error thrown out.
+      let outcome = "loaded";
+      try {
+        parseConfig(shipped, "routes.yaml", { WEBAPP_ENDPOINTS: value }, ROOT);
+      } catch (err) {
+        expect(err).toBeInstanceOf(ConfigError);
+        outcome = (err as ConfigError).problems[0]!.field;
+      }
+      expect([value, outcome]).toEqual([value, "upstreams.webapp.endpoints"]);
+    }
+    const text =
+      'upstreams:\n  a:\n    protocol: http\n    endpoints: "127.0.0.1:1"\n    healthCheck:\n      path: ${HC}\nroutes:\n  - { name: r, path: /r, upstream: a }\n';
+    const config = parseConfig(text, "routes.yaml", { HC: "/ready #v2" }, ROOT);
+    expect(config.upstreams.get("a")!.healthCheck.path).toBe("/ready #v2");
+    const typed = parseConfig(
+      text.replace("    healthCheck:", "    timeoutMs: ${T}\n    healthCheck:"),
+      "routes.yaml",
+      { T: "1500", HC: "/h" },
+      ROOT,
+    );
+    expect(typed.upstreams.get("a")!.timeoutMs).toBe(1500);
+    const doc = parseDocument("empty: ${A:-}\nflag: ${B:-false}\nword: ${C:-null}\n");
+    expect(interpolateDocument(doc, {})).toEqual([]);
+    expect(doc.toJS()).toEqual({ empty: "", flag: false, word: "null" });
+  });
+
+  test('YAML aliases: one to no anchor, a "billion laughs", a cycle — each a ConfigError at its line, none a crash', () => {
+    expect(problemsOf(minimal(", healthCheck: *nope"))[0]).toMatchObject({
+      line: 2,
+      field: "upstreams.a.healthCheck",
+      message: expect.stringContaining("Unresolved alias"),
+    });
+    let laughs = "x0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
+    for (let i = 1; i < 6; i++)
+      laughs += `x${i}: &a${i} [${Array(10)
+        .fill(`*a${i - 1}`)
+        .join(", ")}]\n`;
+    expect(problemsOf(`${laughs}${minimal()}`)[0]!.message).toContain("at most 1000 aliases");
+    expect(problemsOf(`trustedProxies: &t [*t]\n${minimal()}`)[0]!.message).toContain(
+      "a value that contains itself (a cyclic YAML alias)",
+    );
+  });
+
+  test("a bad upstream name says what names look like; a pattern keeps its case; a huge value is cut in the message", () => {
+    const named = problemsOf(
+      minimal().replace("  a: {", "  9bad name: {").replace("upstream: a", 'upstream: "9bad name"'),
+    );
+    expect(named[0]!.message).toBe('"9bad name" is not a valid name here: names match ^[A-Za-z0-9_.-]+$');
+    const huge = problemsOf(`${minimal()}limits: ${JSON.stringify(Array(5000).fill(7))}\n`);
+    expect(huge[0]!.message.length).toBeLessThan(400);
+    expect(huge[0]!.message).toMatch(/… \(\d+ characters\)/);
+  });
+
+  test("a route path no request can match is refused, with what to write instead", () => {
+    for (const [path, why] of [
+      ["/a//b", 'write "/a/b"'],
+      ["/d/../e", 'write "/e"'],
+      ["/%61dmin", 'write "/admin"'],
+      ['"/q?x=1"', "no query"],
+      ['"/a b"', "whitespace"],
+      ['"//"', "never matches"],
+    ] as const) {
+      const [problem] = problemsOf(minimal("", `{ name: r, path: ${path}, upstream: a }`));
+      expect([path, problem!.field, problem!.message]).toEqual([path, "routes[0].path", expect.stringContaining(why)]);
+    }
+    expect(() =>
+      parseConfig(minimal("", "{ name: r, path: /ok/, upstream: a }"), "routes.yaml", {}, ROOT),
+    ).not.toThrow();
+  });
+
+  test("a relative proto path is looked up in the working directory first, then beside the routes file", () => {
+    const dir = mkdtempSync(join(tmpdir(), "config-paths-"));
+    try {
+      mkdirSync(join(dir, "protos"));
+      writeFileSync(join(dir, "protos", "b.proto"), readFileSync(resolve(ROOT, "proto/userverify.proto")));
+      const text = `upstreams:\n  g: { protocol: grpc, endpoints: "127.0.0.1:1", proto: protos/b.proto }\nroutes:\n  - { name: v, path: /v, methods: [POST], upstream: g, grpc: { method: userverify.UserVerify/VerifyUser } }\n`;
+      // Beside the file (the working directory, the repository, has no protos/b.proto).
+      expect(parseConfig(text, "routes.yaml", {}, dir).upstreams.get("g")!.protoRoot).toBeDefined();
+      // The working directory's (the repository's proto/userverify.proto) wins over one beside
+      // the file: this one defines an Extra method the repository's does not.
+      mkdirSync(join(dir, "proto"));
+      const extra = readFileSync(resolve(ROOT, "proto/userverify.proto"), "utf8").replace(
+        /service UserVerify \{/,
+        "service UserVerify {\n  rpc Extra (VerifyRequest) returns (VerifyReply);",
+      );
+      expect(extra).toContain("rpc Extra");
+      writeFileSync(join(dir, "proto", "userverify.proto"), extra);
+      const extraRoute = text
+        .replace("protos/b.proto", "proto/userverify.proto")
+        .replace("UserVerify/VerifyUser", "UserVerify/Extra");
+      expect(problemsIn(extraRoute, dir)[0]!.message).toContain("userverify.UserVerify/Extra is not defined");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -9,8 +9,11 @@
  * the gateway's "config reloaded" log lines.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { renameSync, writeFileSync } from "node:fs";
-import { stopAll } from "../../scripts/stack/testing/processes.ts";
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { stopAll, waitFor } from "../../scripts/stack/testing/processes.ts";
+import { ensureLocalPki } from "../../scripts/tls/pki.ts";
 import type { ReloadStatus } from "../src/config/reload.ts";
 import { removeTempFiles } from "./resilience-harness.ts";
 import { type SpyGateway, spyRoutesYaml, startSpyGateway } from "./spy/spy-gateway.ts";
@@ -123,3 +126,32 @@ test("a reload every 200 ms during 5 s of ~200 req/s keep-alive load: 0 failed r
   expect(inForce).toBe(true);
   expect(gw.proc.proc.exitCode).toBeNull();
 }, 30_000);
+
+test("a reload that adds a tls block to a gateway started without one is refused: no redirect to a port nothing serves", async () => {
+  const pkiDir = join(mkdtempSync(join(tmpdir(), "portico-reload-tls-")), "pki");
+  const pki = await ensureLocalPki(pkiDir);
+  try {
+    const before = await reloadStatus();
+    const withTls = `${configFor(0)}tls:\n  redirectHttp: true\n  certificates:\n    - { cert: ${pki.dir}/edge.crt, key: ${pki.dir}/edge.key }\n`;
+    writeFileSync(`${gw.routesFile}.next`, withTls);
+    renameSync(`${gw.routesFile}.next`, gw.routesFile);
+    gw.proc.proc.kill("SIGHUP");
+    await waitFor(
+      "the reload to be refused",
+      async () => (await reloadStatus()).lastError?.at !== before.lastError?.at,
+      {
+        timeoutMs: 5_000,
+        intervalMs: 50,
+      },
+    );
+    const after = await reloadStatus();
+    expect(after.lastError?.message).toContain("restart the gateway to serve HTTPS");
+    expect(after.reloads).toBe(before.reloads);
+    // Still plain HTTP, no 308 to the HTTPS port.
+    const res = await fetch(`http://127.0.0.1:${gw.port}/spy/after-tls`, { redirect: "manual" });
+    expect(res.status).toBe(200);
+  } finally {
+    writeFileSync(gw.routesFile, configFor(0));
+    rmSync(dirname(pkiDir), { recursive: true, force: true });
+  }
+});

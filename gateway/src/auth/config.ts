@@ -3,9 +3,9 @@
  * public key, a secret that is missing or short, an algorithm the key cannot make, a header the
  * gateway owns — each is a config error at its line, never a 500 at the first request.
  */
+import { configFilePath } from "../config/paths.ts";
 import { createPublicKey, type KeyObject, type webcrypto } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { isAbsolute, resolve } from "node:path";
 import type { JSONWebKeySet, JWK } from "jose";
 import { Value } from "@sinclair/typebox/value";
 import { ApiKeyVerifier, type StoredApiKey } from "./api-key.ts";
@@ -232,7 +232,7 @@ function compileApiKey(raw: RawApiKeyAuth, report: AuthReport): ApiKeyGuard | un
 
 /** PEM (SPKI), one JWK, or a JWKS. Private keys are refused: the gateway only ever verifies. */
 function loadKeyFile(file: string, baseDir: string, report: (message: string) => void): JwtKeySource | undefined {
-  const path = isAbsolute(file) ? file : resolve(baseDir, file);
+  const path = configFilePath(baseDir, file);
   let text: string;
   try {
     text = readFileSync(path, "utf8").trim();

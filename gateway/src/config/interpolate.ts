@@ -4,7 +4,7 @@
  * line numbers in errors stay those of the file the user edits, and an environment value can
  * never inject YAML structure.
  */
-import { isPair, isScalar, isSeq, parse as parseYaml, type Document, visit } from "yaml";
+import { isPair, isScalar, isSeq, type Document, visit } from "yaml";
 
 const REFERENCE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
 const WHOLE_REFERENCE = /^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}$/;
@@ -43,14 +43,10 @@ export function interpolateDocument(
         });
         return;
       }
-      // A scalar that is one whole reference takes the type its value has in YAML, so
-      // `timeoutMs: ${TIMEOUT_MS:-5000}` is a number, not the string "5000".
-      if (WHOLE_REFERENCE.test(source) && node.type === "PLAIN") {
-        const typed: unknown = parseYaml(replaced);
-        node.value = isScalarValue(typed) ? typed : replaced;
-      } else {
-        node.value = replaced;
-      }
+      // A scalar that is one whole reference takes a number's or a boolean's type when its value
+      // is exactly one, so `timeoutMs: ${TIMEOUT_MS:-5000}` is a number, not the string "5000";
+      // anything else stays the text as given (never parsed as YAML: `a #b` keeps its `#b`).
+      node.value = WHOLE_REFERENCE.test(source) && node.type === "PLAIN" ? typedValue(replaced) : replaced;
     },
   });
   return problems;
@@ -68,6 +64,10 @@ function fieldOf(key: number | "key" | "value" | null, ancestors: readonly unkno
   return name;
 }
 
-function isScalarValue(v: unknown): v is string | number | boolean | null {
-  return v === null || ["string", "number", "boolean"].includes(typeof v);
+/** A decimal number (YAML 1.2's core forms) or true/false as such; any other text as it is ("" included). */
+function typedValue(text: string): string | number | boolean {
+  if (/^[-+]?(?:\d+|\d*\.\d+)(?:[eE][-+]?\d+)?$/.test(text)) return Number(text);
+  if (text === "true") return true;
+  if (text === "false") return false;
+  return text;
 }

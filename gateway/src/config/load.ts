@@ -4,12 +4,22 @@
  * Every problem is reported at once, each with file:line:column and the field's path, e.g.
  * `gateway/routes.yaml:14:5 routes[1].methds: unknown field (did you mean "methods"?)`.
  */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { dirname, resolve } from "node:path";
 import type { Static, TSchema } from "@sinclair/typebox";
 import { Value, type ValueError, ValueErrorType } from "@sinclair/typebox/value";
-import { isMap, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from "yaml";
+import {
+  isMap,
+  isPair,
+  isScalar,
+  isSeq,
+  LineCounter,
+  parseDocument,
+  type Document,
+  type Node as YamlNode,
+  visit,
+} from "yaml";
 import type protobuf from "protobufjs";
 import { parseProtos, ProtoLoadError } from "../../../lib/proto.ts";
 import { compileRouteAuth } from "../auth/config.ts";
@@ -17,6 +27,7 @@ import type { RouteAuth } from "../auth/guard.ts";
 import { type GrpcMethod, resolveMethod } from "../grpc/method.ts";
 import { closest } from "../../../lib/suggest.ts";
 import { checkCidrs } from "../net/client-ip.ts";
+import { normalizePath } from "../routing/path.ts";
 import { compilePolicies, type RateLimitSettings, type RouteRateLimit } from "../ratelimit/policy.ts";
 import { RateLimitSettingsSchema } from "../ratelimit/schema.ts";
 import { interpolateDocument } from "./interpolate.ts";
@@ -136,8 +147,8 @@ export function readConfigFile(file: string): { text: string; dir: string } {
 
 /**
  * Validates config text. `file` is only used in messages; `env` is what `${VAR}` references
- * read (none unless given); `baseDir` resolves relative proto paths (the process's working
- * directory first, then the file's own folder).
+ * read (none unless given); `baseDir` is the file's own folder: relative paths in it (protos,
+ * certificates, key files) are looked up in the working directory first, then there (paths.ts).
  */
 export function parseConfig(
   text: string,
@@ -157,7 +168,18 @@ export function parseConfig(
   for (const p of interpolateDocument(doc, env)) problems.push(at(p.offset, p.field, p.message));
   if (problems.length > 0) throw new ConfigError(file, problems);
 
-  const raw: unknown = doc.toJS();
+  let raw: unknown;
+  try {
+    // An alias to no anchor, or one expanding past reason ("billion laughs"), throws here.
+    raw = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (err) {
+    const alias = firstAlias(doc);
+    const message = (err as Error).message;
+    const hint = /unresolved/i.test(message)
+      ? "YAML aliases: *name must follow an &name anchor"
+      : `a file may expand at most ${MAX_ALIAS_COUNT} aliases`;
+    throw new ConfigError(file, [at(alias?.offset ?? 0, alias?.field ?? "", `${message} (${hint})`)]);
+  }
   if (!Value.Check(GatewayConfigSchema, raw)) {
     for (const error of firstErrorPerPath(unionBranchErrors(Value.Errors(GatewayConfigSchema, raw)))) {
       problems.push(schemaProblem(doc, lines, error));
@@ -218,7 +240,9 @@ function buildConfig(
       } else {
         upstream.proto = u.proto;
         try {
-          upstream.protoRoot = parseProtos([u.proto], baseDir);
+          // From the working directory if the file is there, else the routes file's folder (and
+          // the protos embedded in the binary, when neither has it).
+          upstream.protoRoot = parseProtos([u.proto], existsSync(resolve(u.proto)) ? process.cwd() : baseDir);
         } catch (err) {
           report(["upstreams", name, "proto"], err instanceof ProtoLoadError ? err.message : String(err));
         }
@@ -238,6 +262,8 @@ function buildConfig(
     names.add(r.name);
     const match = r.match ?? "prefix";
     const path = r.path.length > 1 ? r.path.replace(/\/+$/, "") : r.path;
+    const unmatchable = unmatchablePath(path, r.path);
+    if (unmatchable) report(where("path"), unmatchable);
     if (paths.has(`${match} ${path}`)) report(where("path"), `another route already matches ${match} "${path}"`);
     paths.add(`${match} ${path}`);
     const upstream = upstreams.get(r.upstream);
@@ -354,8 +380,8 @@ function resilienceOf(u: RawGatewayConfig["upstreams"][string], report: (key: st
 }
 
 function checkHostPort(endpoint: string): string | null {
-  const m = /^(\[[0-9a-fA-F:]+\]|[^:\s/]+):(\d+)$/.exec(endpoint);
-  if (!m) return "expected host:port";
+  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):(\d+)$/.exec(endpoint);
+  if (!m) return "expected host:port (a DNS name, an IPv4 address or a [bracketed] IPv6 one)";
   const port = Number(m[2]);
   if (port < 1 || port > 65535) return `port ${port} is out of range 1-65535`;
   return null;
@@ -402,6 +428,8 @@ function schemaProblem(doc: Document, lines: LineCounter, error: ValueError): Co
 function describe(error: ValueError, path: (string | number)[], isUnknownKey: boolean): string {
   if (isUnknownKey) {
     const key = String(path.at(-1));
+    const names = parentSchemaPattern(path);
+    if (names) return `"${key}" is not a valid name here: names match ${names}`;
     const allowed = Object.keys(parentSchemaProperties(path) ?? {});
     const guess = closest(key, allowed);
     return `unknown field${guess ? ` (did you mean "${guess}"?)` : ""}; allowed: ${allowed.join(", ")}`;
@@ -409,14 +437,70 @@ function describe(error: ValueError, path: (string | number)[], isUnknownKey: bo
   if (error.type === ValueErrorType.ObjectRequiredProperty) return "required field is missing";
   const schema = error.schema as TSchema & { anyOf?: TSchema[] };
   if (schema.anyOf?.every((s) => s.const !== undefined)) {
-    return `must be one of ${schema.anyOf.map((s) => JSON.stringify(s.const)).join(", ")}; got ${JSON.stringify(error.value)}`;
+    return `must be one of ${schema.anyOf.map((s) => JSON.stringify(s.const)).join(", ")}; got ${shown(error.value)}`;
   }
   const description = typeof schema.description === "string" ? ` (${schema.description})` : "";
-  return `${error.message.toLowerCase()}; got ${JSON.stringify(error.value)}${description}`;
+  // Only the first letter lowered: the rest may be a pattern, whose case matters.
+  const message = error.message.charAt(0).toLowerCase() + error.message.slice(1);
+  return `${message}; got ${shown(error.value)}${description}`;
+}
+
+/**
+ * Why a route's path can never match a request, if it cannot: requests are matched on their
+ * normalised path (routing/path.ts) with the query split off, so `/a//b`, `/d/../e`, `/q?x=1` or a
+ * path with spaces would answer 404 to every request.
+ */
+function unmatchablePath(path: string, written: string): string | undefined {
+  if (/[?#\s]/.test(path))
+    return `"${written}" never matches: a route path has no query, fragment or whitespace (requests are matched without their query)`;
+  const normalized = normalizePath(path);
+  if (!normalized.ok) return `"${written}" never matches: ${normalized.reason}`;
+  if (normalized.path !== path)
+    return `"${written}" never matches: requests are matched on their normalised path; write "${normalized.path}"`;
+  return undefined;
+}
+
+/** Aliases a file may use in all (each counts its expansion): far above any real routes.yaml, far below a "billion laughs". */
+const MAX_ALIAS_COUNT = 1_000;
+
+/** A value as an error shows it: JSON, cut to 200 characters; one that contains itself (a cyclic alias) said so. */
+function shown(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    return "a value that contains itself (a cyclic YAML alias)";
+  }
+  return text.length > 200 ? `${text.slice(0, 200)}… (${text.length} characters)` : text;
+}
+
+/** The first alias (`*name`) in the document: where an alias problem is reported. */
+function firstAlias(doc: Document): { offset: number; field: string } | undefined {
+  let found: { offset: number; field: string } | undefined;
+  visit(doc, {
+    Alias(_key, node, ancestors) {
+      const path: string[] = [];
+      for (const a of ancestors) if (isPair(a) && isScalar(a.key)) path.push(String(a.key.value));
+      found = { offset: node.range?.[0] ?? 0, field: path.join(".") };
+      return visit.BREAK;
+    },
+  });
+  return found;
+}
+
+/** The key pattern of a map (`patternProperties`, e.g. upstream names) that holds the key at `path`. */
+function parentSchemaPattern(path: (string | number)[]): string | undefined {
+  const parent = parentSchema(path);
+  return parent?.patternProperties ? Object.keys(parent.patternProperties as object)[0] : undefined;
 }
 
 /** The `properties` of the object schema that holds the key at `path`. */
 function parentSchemaProperties(path: (string | number)[]): Record<string, TSchema> | undefined {
+  return parentSchema(path)?.properties as Record<string, TSchema> | undefined;
+}
+
+/** The object schema that holds the key at `path`. */
+function parentSchema(path: (string | number)[]): TSchema | undefined {
   let schema: TSchema | undefined = GatewayConfigSchema;
   for (const [i, segment] of path.slice(0, -1).entries()) {
     if (!schema) return undefined;
@@ -427,7 +511,7 @@ function parentSchemaProperties(path: (string | number)[]): Record<string, TSche
     const shape = typeof path[i + 1] === "number" ? "array" : "object";
     if (schema?.anyOf) schema = (schema.anyOf as TSchema[]).find((s) => s.type === shape) ?? schema;
   }
-  return schema?.properties as Record<string, TSchema> | undefined;
+  return schema;
 }
 
 /** Where the value at `path` starts in the source; falls back to the nearest existing parent. */

@@ -207,7 +207,7 @@ export const UpstreamSchema = T.Object(
       T.String({
         minLength: 1,
         description:
-          "grpc only: the .proto that defines the methods routes call, relative to the working directory; the protos in proto/ are also embedded in the binary",
+          "grpc only: the .proto that defines the methods routes call; a relative path is looked up in the working directory, then beside routes.yaml, then among the protos embedded in the binary (those in proto/)",
       }),
     ),
     timeoutMs: T.Optional(Millis("default per-request timeout for routes to this upstream", 10_000)),

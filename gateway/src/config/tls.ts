@@ -3,9 +3,10 @@
  * upstream's client side (`upstreams.<name>.tls`). The files are read and checked at load, so a
  * missing file or a key that is not its certificate's is a config error with file and line, like
  * any other; once running, the watchers in edge/tls-listener.ts and upstream/tls.ts follow renewals.
- * Relative paths are taken from the same folder as `proto` paths (the working directory).
+ * Relative paths are looked up as `proto` paths are: in the working directory, then beside the
+ * routes file (paths.ts).
  */
-import { resolve } from "node:path";
+import { configFilePath } from "./paths.ts";
 import type { Static } from "@sinclair/typebox";
 import {
   type ClientTlsMaterial,
@@ -59,8 +60,8 @@ export function compileUpstreamTls(
     return undefined;
   }
   const paths: ClientTlsPaths = {
-    ca: resolve(baseDir, raw.ca),
-    ...(raw.cert && raw.key ? { cert: resolve(baseDir, raw.cert), key: resolve(baseDir, raw.key) } : {}),
+    ca: configFilePath(baseDir, raw.ca),
+    ...(raw.cert && raw.key ? { cert: configFilePath(baseDir, raw.cert), key: configFilePath(baseDir, raw.key) } : {}),
   };
   let material: ClientTlsMaterial;
   try {
@@ -86,7 +87,7 @@ export function compileListenerTls(
   const certificates: ListenerCertificate[] = [];
   const seen = new Set<string>();
   raw.certificates.forEach((c, i) => {
-    const paths = { cert: resolve(baseDir, c.cert), key: resolve(baseDir, c.key) };
+    const paths = { cert: configFilePath(baseDir, c.cert), key: configFilePath(baseDir, c.key) };
     for (const name of c.serverNames ?? []) {
       const lower = name.toLowerCase();
       if (seen.has(lower)) report(["certificates", i, "serverNames"], `"${name}" is already another certificate's`);

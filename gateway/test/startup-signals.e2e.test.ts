@@ -1,0 +1,51 @@
+/**
+ * A SIGHUP while the gateway starts (here, while it waits on a DNS server that never answers)
+ * is noted, not fatal: SIGHUP's default action ends a process, and the reloader only takes the
+ * signal over at the end of start-up.
+ */
+import { afterAll, expect, test } from "bun:test";
+import { createSocket } from "node:dgram";
+import { freePort } from "../../scripts/stack/testing/ports.ts";
+import { spawnService, stopAll, waitFor } from "../../scripts/stack/testing/processes.ts";
+import { removeTempFiles, writeRoutes } from "./resilience-harness.ts";
+
+const silentDns = createSocket("udp4");
+
+afterAll(async () => {
+  await stopAll();
+  silentDns.close();
+  removeTempFiles();
+});
+
+test("SIGHUP during start-up does not end the gateway; it starts and serves", async () => {
+  const dnsPort = await freePort();
+  await new Promise<void>((resolve) => silentDns.bind(dnsPort, "127.0.0.1", resolve));
+  const routes = writeRoutes(
+    "startup-hup",
+    `upstreams:\n  a: { protocol: http, endpoints: "never-answered.test:80", healthCheck: { enabled: false } }\nroutes:\n  - { name: r, path: /r, upstream: a }\n`,
+  );
+  const [port, adminPort] = [await freePort(), await freePort()];
+  const proc = spawnService(
+    "gateway",
+    {
+      HOST: "127.0.0.1",
+      PORT: String(port),
+      ADMIN_PORT: String(adminPort),
+      ROUTES_FILE: routes,
+      DNS_SERVER: `127.0.0.1:${dnsPort}`,
+      LOG_LEVEL: "info",
+    },
+    "gateway-startup-hup",
+  );
+  // Start-up is waiting on the silent DNS server (each lookup is bounded, a few seconds).
+  await waitFor("the gateway to be running", () => proc.lines.length > 0, { timeoutMs: 10_000, intervalMs: 20 });
+  await Bun.sleep(300);
+  proc.proc.kill("SIGHUP");
+  await waitFor(
+    "the gateway to be ready",
+    async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`).catch(() => undefined))?.status === 200,
+    { timeoutMs: 20_000, intervalMs: 100, proc },
+  );
+  expect(proc.proc.exitCode).toBeNull();
+  expect(proc.lines.some((l) => l.includes("SIGHUP during start-up"))).toBe(true);
+}, 40_000);

@@ -7,10 +7,9 @@
  * request goes through. A client that leaves mid-upload never reaches the upstream at all.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import * as grpc from "@grpc/grpc-js";
-import { loadPackageDefinition } from "../../lib/grpc-proto.ts";
-import { freePort } from "../../scripts/stack/testing/ports.ts";
+import type * as grpc from "@grpc/grpc-js";
 import { stopAll, waitFor } from "../../scripts/stack/testing/processes.ts";
+import { startUserVerifyServer } from "./grpc-upstream.ts";
 import { endpointView, type Gateway, removeTempFiles, startGateway, writeRoutes } from "./resilience-harness.ts";
 import { accessLog } from "./spy/spy-gateway.ts";
 import { type SpyRequest, UpstreamSpy } from "./spy/upstream-spy.ts";
@@ -26,31 +25,18 @@ let gw: Gateway;
 
 beforeAll(async () => {
   spy = await UpstreamSpy.start();
-  grpcServer = new grpc.Server();
-  const definition = loadPackageDefinition(["userverify.proto"]);
-  const service = (grpc.loadPackageDefinition(definition).userverify as grpc.GrpcObject)
-    .UserVerify as grpc.ServiceClientConstructor;
-  grpcServer.addService(service.service, {
-    VerifyUser: (
-      call: grpc.ServerUnaryCall<{ id: number; token: string }, unknown>,
-      cb: grpc.sendUnaryData<unknown>,
-    ) => {
-      const entry = { requestId: String(call.metadata.get("x-request-id")[0] ?? ""), cancelled: false, at: 0 };
-      entry.at = performance.now();
-      calls.push(entry);
-      call.on("cancelled", () => {
-        Object.assign(entry, { cancelled: true, cancelledAt: performance.now() });
-      });
-      // id 1 answers; any other never does (until the deadline).
-      if (call.request.id === 1) cb(null, { message: "ok" });
-    },
+  const started = await startUserVerifyServer((call, cb) => {
+    const entry = { requestId: String(call.metadata.get("x-request-id")[0] ?? ""), cancelled: false, at: 0 };
+    entry.at = performance.now();
+    calls.push(entry);
+    call.on("cancelled", () => {
+      Object.assign(entry, { cancelled: true, cancelledAt: performance.now() });
+    });
+    // id 1 answers; any other never does (until the deadline).
+    if (call.request.id === 1) cb(null, { message: "ok" });
   });
-  grpcPort = await freePort();
-  await new Promise<void>((resolve, reject) =>
-    grpcServer.bindAsync(`127.0.0.1:${grpcPort}`, grpc.ServerCredentials.createInsecure(), (e) =>
-      e ? reject(e) : resolve(),
-    ),
-  );
+  grpcServer = started.server;
+  grpcPort = started.ports[0]!;
   const breaker = "circuitBreaker: { consecutiveFailures: 2 }, outlierDetection: { consecutiveFailures: 2 }";
   const routes = writeRoutes(
     "client-gone",

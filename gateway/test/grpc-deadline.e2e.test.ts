@@ -16,10 +16,8 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
-import { join } from "node:path";
-import { freePort } from "../../scripts/stack/testing/ports.ts";
-import { REPO_ROOT, stopAll } from "../../scripts/stack/testing/processes.ts";
+import { startUserVerifyServer } from "./grpc-upstream.ts";
+import { stopAll } from "../../scripts/stack/testing/processes.ts";
 import { type Gateway, removeTempFiles, startGateway, writeRoutes } from "./resilience-harness.ts";
 
 const ROUTE_TIMEOUT_MS = 3_000;
@@ -65,21 +63,10 @@ function verifyUser(
 }
 
 beforeAll(async () => {
-  const definition = protoLoader.loadSync(join(REPO_ROOT, "proto/userverify.proto"), { keepCase: true });
-  const service = (grpc.loadPackageDefinition(definition).userverify as grpc.GrpcObject)
-    .UserVerify as grpc.ServiceClientConstructor;
-  server = new grpc.Server();
-  server.addService(service.service, { VerifyUser: verifyUser });
   // Two ports: a retry goes to another endpoint (dispatch.ts), so the spy listens as two.
-  for (let i = 0; i < 2; i++) {
-    const port = await freePort();
-    await new Promise<void>((resolve, reject) =>
-      server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err) =>
-        err ? reject(err) : resolve(),
-      ),
-    );
-    ports.push(port);
-  }
+  const started = await startUserVerifyServer(verifyUser, 2);
+  server = started.server;
+  ports.push(...started.ports);
   const method = "userverify.UserVerify/VerifyUser";
   const routes = writeRoutes(
     "grpc-deadline",

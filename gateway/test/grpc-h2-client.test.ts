@@ -10,7 +10,6 @@ import * as grpc from "@grpc/grpc-js";
 import http2, { type ServerHttp2Stream } from "node:http2";
 import net from "node:net";
 import { parseProtos } from "../../lib/proto.ts";
-import { loadPackageDefinition } from "../../lib/grpc-proto.ts";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
 import { callUnary, type GrpcOutcome } from "../src/grpc/call.ts";
 import { GrpcChannel } from "../src/grpc/h2-client.ts";
@@ -18,6 +17,7 @@ import { resolveMethod } from "../src/grpc/method.ts";
 import { GrpcCode } from "../src/grpc/status.ts";
 import { decodeGrpcMessage, frameMessage, grpcTimeout, type MetadataHeaders, setMetadata } from "../src/grpc/wire.ts";
 import { classify } from "../src/upstream/outcome.ts";
+import { startUserVerifyServer } from "./grpc-upstream.ts";
 import { answer, type RawServer, rawServer as startRawServer } from "./raw-h2-server.ts";
 
 const verify = resolveMethod(parseProtos(["proto/userverify.proto"]), "userverify.UserVerify/VerifyUser");
@@ -125,32 +125,17 @@ describe("wire rules", () => {
 describe("against a grpc-js server", () => {
   test("a reply, the initial metadata, and what the server saw: metadata, -bin metadata, grpc-timeout", async () => {
     const seen: { metadata: Record<string, unknown>; deadlineMs: number }[] = [];
-    const server = new grpc.Server();
-    const definition = loadPackageDefinition(["userverify.proto"]);
-    const service = (grpc.loadPackageDefinition(definition).userverify as grpc.GrpcObject)
-      .UserVerify as grpc.ServiceClientConstructor;
-    server.addService(service.service, {
-      VerifyUser: (
-        c: grpc.ServerUnaryCall<{ id: number; token: string }, unknown>,
-        cb: grpc.sendUnaryData<{ message: string }>,
-      ) => {
-        seen.push({ metadata: c.metadata.getMap(), deadlineMs: Number(c.getDeadline()) - Date.now() });
-        const md = new grpc.Metadata();
-        md.set("x-served-by", "grpcjs-1");
-        md.set("x-service-version", "9.9.9");
-        c.sendMetadata(md);
-        if (c.request.token === "t" && c.request.id === 7) cb(null, { message: "ok 7" });
-        else cb({ code: grpc.status.INVALID_ARGUMENT, details: "bad 100% ünï" });
-      },
+    const { server, ports } = await startUserVerifyServer((c, cb) => {
+      seen.push({ metadata: c.metadata.getMap(), deadlineMs: Number(c.getDeadline()) - Date.now() });
+      const md = new grpc.Metadata();
+      md.set("x-served-by", "grpcjs-1");
+      md.set("x-service-version", "9.9.9");
+      c.sendMetadata(md);
+      if (c.request.token === "t" && c.request.id === 7) cb(null, { message: "ok 7" });
+      else cb({ code: grpc.status.INVALID_ARGUMENT, details: "bad 100% ünï" });
     });
-    const port = await freePort();
-    await new Promise<void>((resolve, reject) =>
-      server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (e) =>
-        e ? reject(e) : resolve(),
-      ),
-    );
     cleanup.push(() => server.forceShutdown());
-    const ch = channel(`127.0.0.1:${port}`);
+    const ch = channel(`127.0.0.1:${ports[0]}`);
     const metadata: MetadataHeaders = {};
     setMetadata(metadata, "x-request-id", "req-1");
     setMetadata(metadata, "x-claims-bin", '{"sub":"ünï"}');

@@ -122,7 +122,19 @@ export interface Gateway {
   proc: Spawned;
 }
 
+/** Starts a gateway and waits until its admin port says it is ready. */
 export async function startGateway(
+  name: string,
+  routesFile: string,
+  env: Record<string, string> = {},
+): Promise<Gateway> {
+  const gateway = await spawnGateway(name, routesFile, env);
+  await waitForHttp(`${gateway.adminUrl}/readyz`, gateway.proc);
+  return gateway;
+}
+
+/** Starts a gateway on free ports and returns at once (a test that acts while it starts). */
+export async function spawnGateway(
   name: string,
   routesFile: string,
   env: Record<string, string> = {},
@@ -141,9 +153,7 @@ export async function startGateway(
     },
     name,
   );
-  const adminUrl = `http://127.0.0.1:${adminPort}`;
-  await waitForHttp(`${adminUrl}/readyz`, proc);
-  return { url: `http://127.0.0.1:${port}`, adminUrl, proc };
+  return { url: `http://127.0.0.1:${port}`, adminUrl: `http://127.0.0.1:${adminPort}`, proc };
 }
 
 /** One upstream as GET /upstreams on the admin port shows it (admin/app.ts). */

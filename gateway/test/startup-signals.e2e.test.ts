@@ -6,8 +6,8 @@
 import { afterAll, expect, test } from "bun:test";
 import { createSocket } from "node:dgram";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
-import { spawnService, stopAll, waitFor } from "../../scripts/stack/testing/processes.ts";
-import { removeTempFiles, writeRoutes } from "./resilience-harness.ts";
+import { stopAll, waitFor } from "../../scripts/stack/testing/processes.ts";
+import { removeTempFiles, spawnGateway, writeRoutes } from "./resilience-harness.ts";
 
 const silentDns = createSocket("udp4");
 
@@ -24,26 +24,17 @@ test("SIGHUP during start-up does not end the gateway; it starts and serves", as
     "startup-hup",
     `upstreams:\n  a: { protocol: http, endpoints: "never-answered.test:80", healthCheck: { enabled: false } }\nroutes:\n  - { name: r, path: /r, upstream: a }\n`,
   );
-  const [port, adminPort] = [await freePort(), await freePort()];
-  const proc = spawnService(
-    "gateway",
-    {
-      HOST: "127.0.0.1",
-      PORT: String(port),
-      ADMIN_PORT: String(adminPort),
-      ROUTES_FILE: routes,
-      DNS_SERVER: `127.0.0.1:${dnsPort}`,
-      LOG_LEVEL: "info",
-    },
-    "gateway-startup-hup",
-  );
+  const { proc, adminUrl } = await spawnGateway("gateway-startup-hup", routes, {
+    DNS_SERVER: `127.0.0.1:${dnsPort}`,
+    LOG_LEVEL: "info",
+  });
   // Start-up is waiting on the silent DNS server (each lookup is bounded, a few seconds).
   await waitFor("the gateway to be running", () => proc.lines.length > 0, { timeoutMs: 10_000, intervalMs: 20 });
   await Bun.sleep(300);
   proc.proc.kill("SIGHUP");
   await waitFor(
     "the gateway to be ready",
-    async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`).catch(() => undefined))?.status === 200,
+    async () => (await fetch(`${adminUrl}/readyz`).catch(() => undefined))?.status === 200,
     { timeoutMs: 20_000, intervalMs: 100, proc },
   );
   expect(proc.proc.exitCode).toBeNull();

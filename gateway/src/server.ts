@@ -136,7 +136,7 @@ export class Gateway {
     await Promise.all(rebuilt.map((u) => u.ready));
     for (const u of rebuilt) {
       const replaced = previous.upstreams.get(u.name);
-      if (replaced) u.adoptVersions(replaced);
+      if (replaced) u.takeOver(replaced);
     }
     this.#state = next;
     applyHeaderLimit(config.limits.maxHeaderBytes);

@@ -313,7 +313,7 @@ describe("a canary across routes.yaml reloads", () => {
     }
   });
 
-  test("a rebuilt upstream keeps its endpoints' known versions, so the split holds; a removed upstream takes its canary along", async () => {
+  test("a rebuilt upstream keeps its endpoints' known versions (the split holds) and its counters (they must not go down); a removed upstream takes its canary along", async () => {
     const log = pino({ level: "silent" });
     const lifecycle = new Lifecycle({ drainDelayMs: 0, shutdownTimeoutMs: 1000, log });
     const endpoints = "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3";
@@ -331,12 +331,17 @@ describe("a canary across routes.yaml reloads", () => {
       first.learnVersion(c!, "v2");
       gateway.canary("up")!.start("v2");
       gateway.canary("up")!.abort();
+      first.retries.attempted = 2;
+      first.retries.budgetExhausted = 1;
+      a!.ejections = 3;
       await gateway.reload(
         testConfig({ endpoints, upstream: "canary: { steps: [10, 100] }, balancer: { algorithm: round-robin }" }),
       );
       const rebuilt = gateway.upstreams.get("up")!;
       expect(rebuilt).not.toBe(first);
       expect(rebuilt.endpoints.map((e) => e.version)).toEqual(["v1", "v1", "v2"]);
+      expect(rebuilt.retries).toEqual({ attempted: 2, budgetExhausted: 1 });
+      expect(rebuilt.endpoints.map((e) => e.ejections)).toEqual([3, 0, 0]);
       // Aborted: weight 0, and the rebuilt upstream sends the aborted version nothing.
       const picked = new Set(Array.from({ length: 100 }, () => rebuilt.pick(undefined, undefined, false)!.address));
       expect(picked).toEqual(new Set([a!.address, b!.address]));

@@ -433,6 +433,22 @@ describe.skipIf(!hasPromtool)("the monitoring config in k8s/monitoring", () => {
                   'portico_gateway_upstream_endpoint_available{upstream="webapp",endpoint="webapp-3:8080",instance="gateway-1"}',
                   "1x40",
                 ),
+                series(
+                  'portico_gateway_upstream_endpoint_available{upstream="webapp",endpoint="webapp-2:8080",instance="gateway-1"}',
+                  "1 0x40",
+                ),
+                // Open, but its probe is due and no request came to move it: available, no alert.
+                series(
+                  'portico_gateway_upstream_breaker_state{upstream="webapp",endpoint="webapp-4:8080",instance="gateway-1"}',
+                  "0 2x40",
+                ),
+                series(
+                  'portico_gateway_upstream_endpoint_available{upstream="webapp",endpoint="webapp-4:8080",instance="gateway-1"}',
+                  "1 0 0 0 1x40",
+                ),
+                // Discovery found no endpoint at all: no per-endpoint series, only the count.
+                series('portico_gateway_upstream_endpoints{upstream="ghost",instance="gateway-1"}', "0x40"),
+                series('portico_gateway_upstream_endpoints{upstream="webapp",instance="gateway-1"}', "3x40"),
                 series('portico_gateway_ratelimit_mode{mode="fallback",instance="gateway-1"}', "0 1x40"),
                 series('portico_gateway_ratelimit_mode{mode="fallback",instance="gateway-2"}', "0x40"),
                 series('up{job="webapp",instance="webapp-1"}', "1 0x40"),
@@ -466,7 +482,10 @@ describe.skipIf(!hasPromtool)("the monitoring config in k8s/monitoring", () => {
                 {
                   eval_time: "3m",
                   alertname: "PorticoUpstreamWithoutEndpoints",
-                  exp_alerts: [{ exp_labels: { severity: "critical", upstream: "rpcapp" } }],
+                  exp_alerts: [
+                    { exp_labels: { severity: "critical", upstream: "ghost" } },
+                    { exp_labels: { severity: "critical", upstream: "rpcapp" } },
+                  ],
                 },
                 {
                   eval_time: "3m",

@@ -171,14 +171,21 @@ export class Upstream {
 
   /** The version a replica reported; a change regroups the endpoints (canary or stable). */
   /**
-   * Each endpoint's version as `from` (the upstream this one replaces on a reload) knew it, by
-   * address: a canary's split holds through the reload instead of sending requests to endpoints
-   * of unknown version until this upstream's own health checks answer.
+   * What outlives a reload that rebuilds the upstream, taken from `from` (the one this replaces):
+   * each endpoint's version, by address, so a canary's split holds instead of sending requests to
+   * endpoints of unknown version until this upstream's own health checks answer; and the counts
+   * behind Prometheus counters (retries, ejections), which must not go down in a running process.
    */
-  adoptVersions(from: Upstream): void {
-    const known = new Map(from.endpoints.map((e) => [e.address, e.version]));
-    for (const endpoint of this.endpoints)
-      if (endpoint.version === undefined) this.learnVersion(endpoint, known.get(endpoint.address));
+  takeOver(from: Upstream): void {
+    const previous = new Map(from.endpoints.map((e) => [e.address, e]));
+    for (const endpoint of this.endpoints) {
+      const before = previous.get(endpoint.address);
+      if (!before) continue;
+      if (endpoint.version === undefined) this.learnVersion(endpoint, before.version);
+      endpoint.ejections += before.ejections;
+    }
+    this.retries.attempted += from.retries.attempted;
+    this.retries.budgetExhausted += from.retries.budgetExhausted;
   }
 
   learnVersion(endpoint: Endpoint, version: string | undefined): void {

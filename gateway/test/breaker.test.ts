@@ -192,6 +192,29 @@ describe("outlier ejection", () => {
     detector.stop();
   });
 
+  test("an ejection that ends while the endpoint fails its health checks reports no readmission; Retry-After is the next check", () => {
+    jest.useFakeTimers();
+    const { list, events, detector } = make(3);
+    const e = list[0]!;
+    detector.onFailure(e, true);
+    e.health = "unhealthy";
+    e.refreshAvailability();
+    jest.advanceTimersByTime(40);
+    expect(e.ejected).toBe(false);
+    expect(e.available).toBe(false);
+    expect(events).toEqual(["eject 10.0.0.1:80 40"]);
+    // Out until a health check passes (which also ends ejection and breaker): that is when it
+    // may take traffic, not when its 40 ms ejection would have ended.
+    detector.onFailure(list[1]!, true);
+    const now = Date.now();
+    const l = list[1]!;
+    l.health = "unhealthy";
+    l.refreshAvailability();
+    expect(l.ejected).toBe(true);
+    expect(l.availableFrom(now, now + 10)).toBe(now + 10);
+    detector.stop();
+  });
+
   test("one refused connection ejects at once: nothing listens there", () => {
     const { list, detector } = make(3);
     detector.onFailure(list[0]!, true);

@@ -98,8 +98,12 @@ describe("discovery", () => {
     let hang = true;
     let cancelled = 0;
     const resolver: HostResolver = {
-      resolve: () => (hang ? new Promise(() => {}) : Promise.resolve(["10.0.0.5"])),
-      cancel: () => cancelled++,
+      resolve: (_host, signal) => {
+        if (!hang) return Promise.resolve(["10.0.0.5"]);
+        // Only this query is abandoned (its own signal), never another upstream's.
+        signal?.addEventListener("abort", () => cancelled++);
+        return new Promise(() => {});
+      },
     };
     jest.useFakeTimers();
     const { last, discovery } = discover(["svc:80"], resolver, 20);
@@ -195,6 +199,42 @@ describe("the node:dns resolver (DNS_SERVER)", () => {
       expect(await resolver.resolve("svc.test")).toEqual(["127.0.0.4"]);
       const missing = await resolver.resolve("nope.test").catch((err) => err);
       expect((missing as { code?: string }).code).toBe("ENOTFOUND");
+    } finally {
+      dns.close();
+    }
+  });
+});
+
+describe("the DNS_SERVER resolver against a real DNS server on loopback", () => {
+  test("a name that had no records (NODATA) is asked again, and found once it has some; AAAA when there is no A", async () => {
+    const dns = await TestDnsServer.start();
+    try {
+      const resolver = dnsServerResolver(dns.address);
+      dns.records.set("svc.test", []);
+      await expect(resolver.resolve("svc.test")).rejects.toMatchObject({
+        code: expect.stringMatching(/ENODATA|ENOTFOUND/),
+      });
+      dns.records.set("svc.test", ["10.0.0.7"]);
+      expect(await resolver.resolve("svc.test")).toEqual(["10.0.0.7"]);
+      dns.records6.set("v6only.test", ["fd00::7"]);
+      expect(await resolver.resolve("v6only.test")).toEqual(["fd00::7"]);
+    } finally {
+      dns.close();
+    }
+  });
+
+  test("abandoning one query leaves the others (another upstream's) to finish", async () => {
+    const dns = await TestDnsServer.start();
+    try {
+      const resolver = dnsServerResolver(dns.address);
+      dns.silent.add("hangs.test");
+      dns.records.set("answers.test", ["10.0.0.8"]);
+      const abandoned = new AbortController();
+      const hanging = resolver.resolve("hangs.test", abandoned.signal).catch((err: { code?: string }) => err.code);
+      const other = resolver.resolve("answers.test");
+      abandoned.abort();
+      expect(await other).toEqual(["10.0.0.8"]);
+      expect(await hanging).toBe("ECANCELLED");
     } finally {
       dns.close();
     }

@@ -355,11 +355,14 @@ export class DelayProxy {
 }
 
 /**
- * A DNS server on UDP for the tests: answers A queries from `records` (TTL 0, so nothing caches
- * them), NXDOMAIN for names it does not know, and no answers for other record types.
+ * A DNS server on UDP for the tests: answers A queries from `records` and AAAA queries from
+ * `records6` (TTL 0, so nothing caches them), NXDOMAIN for names it knows in neither, and no
+ * answers (NODATA) for a type a known name has none of. `silent` names get no answer at all.
  */
 export class TestDnsServer {
   readonly records = new Map<string, string[]>();
+  readonly records6 = new Map<string, string[]>();
+  readonly silent = new Set<string>();
   queries = 0;
 
   private constructor(
@@ -409,27 +412,38 @@ export class TestDnsServer {
     const type = query.readUInt16BE(offset);
     offset += 4;
     const name = labels.join(".").toLowerCase();
-    const known = this.records.get(name);
-    const addresses = type === 1 ? (known ?? []) : [];
+    if (this.silent.has(name)) return;
+    const known = this.records.has(name) || this.records6.has(name);
+    const addresses = type === 1 ? (this.records.get(name) ?? []) : type === 28 ? (this.records6.get(name) ?? []) : [];
     const header = Buffer.alloc(12);
     header.writeUInt16BE(query.readUInt16BE(0), 0); // id
     header.writeUInt16BE(0x8180 | (known ? 0 : 3), 2); // response, recursion available, NOERROR | NXDOMAIN
     header.writeUInt16BE(1, 4);
     header.writeUInt16BE(addresses.length, 6);
     const answers = addresses.map((ip) => {
-      const rr = Buffer.alloc(16);
+      const bytes = type === 1 ? Buffer.from(ip.split(".").map(Number)) : ipv6Bytes(ip);
+      const rr = Buffer.alloc(12 + bytes.length);
       rr.writeUInt16BE(0xc00c, 0); // the name: a pointer to the question's
-      rr.writeUInt16BE(1, 2); // A
+      rr.writeUInt16BE(type, 2); // A or AAAA
       rr.writeUInt16BE(1, 4); // IN
       rr.writeUInt32BE(0, 6); // TTL 0
-      rr.writeUInt16BE(4, 10);
-      ip.split(".").forEach((part, i) => {
-        rr[12 + i] = Number(part);
-      });
+      rr.writeUInt16BE(bytes.length, 10);
+      bytes.copy(rr, 12);
       return rr;
     });
     this.socket.send(Buffer.concat([header, query.subarray(12, offset), ...answers]), from.port, from.address);
   }
+}
+
+/** An IPv6 address's 16 bytes (`::` expanded). */
+function ipv6Bytes(ip: string): Buffer {
+  const [head = "", tail = ""] = ip.split("::");
+  const left = head ? head.split(":") : [];
+  const right = ip.includes("::") && tail ? tail.split(":") : [];
+  const groups = [...left, ...Array(8 - left.length - right.length).fill("0"), ...right];
+  const bytes = Buffer.alloc(16);
+  for (const [i, g] of groups.entries()) bytes.writeUInt16BE(Number.parseInt(g, 16), i * 2);
+  return bytes;
 }
 
 export const sleep = (ms: number) => Bun.sleep(ms);

@@ -119,6 +119,20 @@ describe("what is retried", () => {
     expect(status(result)).toBe(503);
   });
 
+  test("with more attempts than two, every try still goes to an endpoint not tried yet; none left ends the retries", async () => {
+    for (let run = 0; run < 50; run++) {
+      const { tried } = await request({
+        idempotent: true,
+        upstream: "circuitBreaker: { consecutiveFailures: 1000 }, outlierDetection: { consecutiveFailures: 1000 }",
+        route: "retry: { attempts: 5, budgetPercent: 100, minRetriesPerSecond: 1000 }",
+        answer: () => outcomes.status(503),
+      });
+      // Three endpoints: three tries, each on its own, then nothing untried is left.
+      expect(new Set(tried).size).toBe(tried.length);
+      expect(tried.length).toBe(3);
+    }
+  });
+
   test("the route timeout bounds the whole request: a try gets perTryTimeoutMs, or what is left if less", async () => {
     // On a test clock each of the first two tries takes exactly its 120 ms, so the third gets
     // exactly what is left of the 300 ms route timeout.

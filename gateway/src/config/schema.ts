@@ -69,14 +69,16 @@ export const OutlierDetectionSchema = T.Object(
   {
     consecutiveFailures: T.Optional(
       Count(
-        "consecutive failed requests (connection error, 5xx, timeout, gRPC UNAVAILABLE) that eject an endpoint",
+        "consecutive failed requests (connection error, 5xx other than 501, timeout, gRPC UNAVAILABLE) that eject an endpoint",
         3,
         1000,
       ),
     ),
     baseEjectionMs: T.Optional(Millis("first ejection time; doubles with each ejection in a row", 2_000)),
     maxEjectionMs: T.Optional(Millis("cap on one ejection's time", 30_000)),
-    maxEjectedPercent: T.Optional(Percent("at most this share of the endpoints is ejected at once (at least one)", 50)),
+    maxEjectedPercent: T.Optional(
+      Percent("at most this share of the endpoints is ejected at once (at least one; 0 turns ejection off)", 50),
+    ),
   },
   {
     additionalProperties: false,

@@ -20,10 +20,11 @@ import { Resolver } from "node:dns/promises";
 import { isIP } from "node:net";
 
 export interface HostResolver {
-  /** All addresses of `host`; rejects with code ENOTFOUND/ENODATA when the name has none. */
-  resolve(host: string): Promise<string[]>;
-  /** Abandons queries in flight (called when one takes too long). */
-  cancel?(): void;
+  /**
+   * All addresses of `host`; rejects with code ENOTFOUND/ENODATA when the name has none. `signal`
+   * abandons this query (it took too long, or discovery stopped), and only this one.
+   */
+  resolve(host: string, signal?: AbortSignal): Promise<string[]>;
 }
 
 /** getaddrinfo: /etc/hosts, resolv.conf search domains. IPv4 addresses are preferred when there are both. */
@@ -35,13 +36,32 @@ export const systemResolver: HostResolver = {
   },
 };
 
-/** Queries one DNS server (host:port) for A records, bypassing the system resolver. */
+/**
+ * Queries one DNS server (host:port) for A records, bypassing the system resolver; AAAA when a
+ * name has no A record. A Resolver per query: Bun's keeps a "no data" answer for the instance's
+ * whole life, whatever its TTL (a name once empty would never be asked again), and cancel()
+ * abandons every query on the instance, other upstreams' included.
+ */
 export function dnsServerResolver(server: string): HostResolver {
-  const resolver = new Resolver({ timeout: 1_000, tries: 2 });
-  resolver.setServers([server]);
   return {
-    resolve: (host) => resolver.resolve4(host),
-    cancel: () => resolver.cancel(),
+    async resolve(host, signal) {
+      const resolver = new Resolver({ timeout: 1_000, tries: 2 });
+      resolver.setServers([server]);
+      const abandon = () => resolver.cancel();
+      signal?.addEventListener("abort", abandon, { once: true });
+      try {
+        try {
+          return await resolver.resolve4(host);
+        } catch (err) {
+          if (!isNoAddresses(err)) throw err;
+          const v6 = await resolver.resolve6(host).catch(() => []);
+          if (v6.length > 0) return v6;
+          throw err;
+        }
+      } finally {
+        signal?.removeEventListener("abort", abandon);
+      }
+    },
   };
 }
 
@@ -95,6 +115,8 @@ export class Discovery {
   #lastRefreshAt = 0;
   #lastSet = "";
   #stopped = false;
+  /** Queries in flight, abandoned by stop(). */
+  readonly #inFlight = new Set<AbortController>();
   /** Settles once every name has been resolved once (at once if there are none). */
   readonly ready: Promise<void>;
 
@@ -143,7 +165,7 @@ export class Discovery {
     this.#stopped = true;
     clearInterval(this.#timer);
     clearTimeout(this.#soon);
-    this.options.resolver.cancel?.();
+    for (const query of this.#inFlight) query.abort();
   }
 
   async #resolveAll(): Promise<void> {
@@ -155,17 +177,19 @@ export class Discovery {
 
   async #resolveOne(host: string): Promise<void> {
     // A resolver that never answers must not stall discovery: bound every query.
+    const query = new AbortController();
+    this.#inFlight.add(query);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        this.options.resolver.cancel?.();
+        query.abort();
         reject(
           Object.assign(new Error(`resolving ${host} took over ${this.#queryTimeoutMs} ms`), { code: "ETIMEOUT" }),
         );
       }, this.#queryTimeoutMs);
     });
     try {
-      const addresses = await Promise.race([this.options.resolver.resolve(host), timeout]);
+      const addresses = await Promise.race([this.options.resolver.resolve(host, query.signal), timeout]);
       this.#known.set(host, [...addresses].sort());
     } catch (err) {
       if (!isNoAddresses(err)) this.options.onError?.(host, err);
@@ -176,6 +200,7 @@ export class Discovery {
       }
     } finally {
       clearTimeout(timer);
+      this.#inFlight.delete(query);
     }
   }
 

@@ -83,6 +83,8 @@ export async function dispatch<O extends Outcome>(
   let endpoint = upstream.pick(undefined, undefined, toCanary);
   let attempt = 0;
   let refusals = 0;
+  /** Every endpoint tried, from the third try on (the first two are pick()'s own skips). */
+  let tried: Set<Endpoint> | undefined;
   for (;;) {
     if (!endpoint) return noEndpoint(upstream);
     ctx.endpoint = endpoint.address;
@@ -135,7 +137,13 @@ export async function dispatch<O extends Outcome>(
     hooks?.onTry(token, target, outcome, verdict, now - sentAt);
     if (verdict === "ok" || attempt >= attempts || !isRetryable(verdict, idempotent) || deadline - now < 1)
       return outcome;
-    const next = upstream.pick(endpoint, previous, toCanary);
+    // pick() skips the last two endpoints tried; from the third try on, every one tried is kept.
+    if (attempt >= 2) {
+      tried ??= new Set(previous ? [previous] : []);
+      tried.add(endpoint);
+    }
+    let next = upstream.pick(endpoint, previous, toCanary);
+    if (next && tried?.has(next)) next = upstream.pickUntried(tried, toCanary);
     if (!next) return outcome;
     if (!budget.tryRetry(now)) {
       upstream.retries.budgetExhausted++;

@@ -146,12 +146,14 @@ export class Endpoint {
 
   /** Epoch ms from which this endpoint may be picked again, as far as timers know (now if it may be now). */
   availableFrom(now: number, nextHealthCheckAt: number): number {
+    // Unhealthy, only a passing health check brings it back — and that check also ends an
+    // ejection and closes the breaker (upstream.ts): their own times do not apply.
+    if (this.health === "unhealthy") return Math.max(now, nextHealthCheckAt);
     let at = now;
     if (this.ejected) at = Math.max(at, this.ejectedUntil);
     if (this.breaker.state === "open") at = Math.max(at, this.breaker.probeAt);
     // A probe is out: its answer comes within the route timeout; a second is a fair guess.
     if (this.breaker.state === "half-open") at = Math.max(at, now + 1_000);
-    if (this.health === "unhealthy") at = Math.max(at, nextHealthCheckAt);
     return at;
   }
 

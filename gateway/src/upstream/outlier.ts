@@ -67,7 +67,9 @@ export class OutlierDetector {
     endpoint.consecutiveFailures = 0;
     endpoint.lastReadmittedAt = Date.now();
     endpoint.refreshAvailability();
-    this.onReadmit(endpoint);
+    // Still out (failing its health checks, or its breaker open): no "readmitted" to report yet;
+    // the health check or the breaker that lets it back says so then.
+    if (endpoint.available) this.onReadmit(endpoint);
   }
 
   /** Drops the endpoint's timer (readmitted, removed, or shutting down). */

@@ -144,6 +144,22 @@ export class Upstream {
     return this.#pickFrom(this.endpoints, skipA, skipB);
   }
 
+  /**
+   * As pick, among the endpoints not in `tried`: for a fourth or later try, where pick's two skips
+   * no longer cover every endpoint tried.
+   */
+  pickUntried(tried: ReadonlySet<Endpoint>, toCanary?: boolean): Endpoint | undefined {
+    const untried = (list: readonly Endpoint[]) => list.filter((e) => !tried.has(e));
+    if (toCanary !== undefined) {
+      const subsets = this.#subsetsNow();
+      const chosen =
+        this.#pickFrom(untried(toCanary ? subsets.canary : subsets.stable)) ??
+        this.#pickFrom(untried(toCanary ? subsets.stable : subsets.canary));
+      if (chosen) return chosen;
+    }
+    return this.#pickFrom(untried(this.endpoints));
+  }
+
   #pickFrom(endpoints: readonly Endpoint[], skipA?: Endpoint, skipB?: Endpoint): Endpoint | undefined {
     if (this.algorithm === "round-robin") return this.#roundRobin.pick(endpoints, skipA, skipB);
     return pickP2C(endpoints, performance.now(), skipA, skipB);

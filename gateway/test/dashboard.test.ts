@@ -111,7 +111,7 @@ describe("the tier: snapshots of every replica, merged", () => {
       ready: true,
       pid: 1,
     },
-    limiter: { mode: "redis", fallback: "local", redis: "redis://r:6379", replicas: 2 },
+    limiter: { mode: "redis", fallback: "local", redis: "redis://r:6379", replicas: 2, writingBack: false },
     config: null,
     upstreams: [{ name: "web", protocol: "http", endpoints, canary: null }],
     routes: [

@@ -457,7 +457,7 @@ export async function runClusterCanary(opts: ClusterCanaryOptions): Promise<void
       load = new LoadGenerator(gateway.url, {
         rps: half,
         newConnectionRps: half,
-        mix: canaryMix(service),
+        mix: canaryMix(service, true),
         maxInFlight: 2_000,
       });
       load.start();

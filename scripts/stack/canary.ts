@@ -16,7 +16,7 @@
  *   5. the gateways' canaries are reset (traffic spread over every endpoint again) and the load's
  *      report printed: every failed request is counted.
  */
-import { formatReport, LoadGenerator, type LoadReport, TRAFFIC_MIX } from "../traffic/load-generator.ts";
+import { formatReport, LoadGenerator, type LoadReport, SEED_MIX, TRAFFIC_MIX } from "../traffic/load-generator.ts";
 import { type ControlEvent, controlStream } from "./dev-control.ts";
 
 export interface CanaryStepView {
@@ -234,7 +234,13 @@ export async function runCanary(opts: CanaryRunOptions): Promise<CanaryOutcome> 
   return { ...outcome, load: report };
 }
 
-/** The load a canary of `service` needs: its own route's requests only (the analysis counts them). */
-export function canaryMix(service: "webapp" | "rpcapp") {
-  return TRAFFIC_MIX.filter((m) => m.name === (service === "webapp" ? "projects" : "verify"));
+/**
+ * The load a canary of `service` needs: its own route's requests only (the analysis counts them).
+ * `persistentStore`: the cluster's, whose projects outlive every run — webapp's route is read, as
+ * rollouts and `make load` read it; the local stack keeps the seed's create, whose latency its
+ * canaries have been judged on (`rm -rf .data` empties that store).
+ */
+export function canaryMix(service: "webapp" | "rpcapp", persistentStore = false) {
+  const mix = persistentStore ? TRAFFIC_MIX : SEED_MIX;
+  return mix.filter((m) => m.name === (service === "webapp" ? "projects" : "verify"));
 }

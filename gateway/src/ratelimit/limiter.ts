@@ -45,6 +45,8 @@ export interface LimiterStatus {
   redis: string | null;
   /** The divisor the `local` fallback uses now. */
   replicas: number;
+  /** Redis answers again and the fallback's admissions are being written back (mode may already say redis). */
+  writingBack: boolean;
 }
 
 /** Buckets per write-back call: a long outage with many clients is written back in several. */
@@ -72,6 +74,8 @@ export class RateLimiter {
   /** What the `local` fallback admitted per bucket, written back when Redis returns. */
   readonly #ledger = new FallbackLedger(this.#memory);
   readonly #peers: PeerCounter;
+  /** Inside #writeBack: Redis answers again, and the last batches' answers may still be on the way. */
+  #writingBack = false;
 
   constructor(opts: RateLimiterOptions = {}) {
     this.#settings = opts.settings ?? DEFAULT_RATE_LIMIT_SETTINGS;
@@ -129,6 +133,7 @@ export class RateLimiter {
       fallback: this.#settings.fallback,
       redis: this.#redis?.displayUrl ?? null,
       replicas: this.#replicas(),
+      writingBack: this.#writingBack,
     };
   }
 
@@ -203,6 +208,15 @@ export class RateLimiter {
    *    fail, Redis stays down and the next probe starts over.
    */
   async #writeBack(redis: RedisGcra): Promise<void> {
+    this.#writingBack = true;
+    try {
+      await this.#writeBackAll(redis);
+    } finally {
+      this.#writingBack = false;
+    }
+  }
+
+  async #writeBackAll(redis: RedisGcra): Promise<void> {
     const ledger = this.#ledger;
     ledger.settle(await redis.fence());
     let buckets = 0;

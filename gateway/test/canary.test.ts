@@ -204,6 +204,25 @@ describe("the canary controller", () => {
     expect(s.canary.history[0]!.reason).toStartWith("p50 ");
   });
 
+  test("a new replica's cold first answers count for errors, not latency: a good release's slow start does not fail it", () => {
+    const judged = (markCold: boolean) => {
+      const s = setup({ minRequests: 100 });
+      s.canary.start("v2");
+      let canaryAnswers = 0;
+      for (let i = 0; i < 4000 && s.canary.history.length === 0; i++) {
+        if (s.canary.chooseCanary(null)) {
+          // Two new replicas, three slow answers each before their code is hot.
+          const cold = ++canaryAnswers <= 6;
+          s.canary.record("v2", false, cold ? 40 : 4, markCold && cold);
+        } else s.canary.record("v1", false, 4);
+        s.advance(10);
+      }
+      return s.canary.history[0]!;
+    };
+    expect(judged(true)).toMatchObject({ verdict: "passed", canary: { requests: 100 } });
+    expect(judged(false)).toMatchObject({ verdict: "failed" });
+  });
+
   test("reset forgets the last canary's history", () => {
     const s = setup({ steps: [10, 20] });
     s.canary.start("v2");

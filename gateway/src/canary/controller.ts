@@ -20,7 +20,10 @@
  *   window's p99 rests on its slowest 1 %: with fewer than 200 answers that is its one or two
  *   slowest, where a single GC pause or the canary's first, cold connection lands. So both sides
  *   are compared at the quantile that leaves at least two answers of the canary's above it (p95
- *   at 40 answers, p99 from 200 on; the median at least), and the report names which.
+ *   at 40 answers, p99 from 200 on; the median at least), and the report names which. Each
+ *   endpoint's first answers (COLD_ANSWERS, upstream.ts) count for errors but not for latency:
+ *   a replica just started runs its first requests on cold code and new connections, and two
+ *   new canary replicas made enough slow answers to fail a good release's p98 on a busy machine.
  * - Paused (a weight set by hand, or the last step passed below 100 %), the weight holds and the
  *   judging goes on: a window that fails aborts the canary, one that passes starts the next window.
  * - The split is exact, not random: an accumulator sends the canary its share request by request
@@ -209,14 +212,19 @@ export class Canary {
     return false;
   }
 
-  /** One try's result on an endpoint of `version`; judges the step when it is due. */
-  record(version: string | undefined, failed: boolean, latencyMs: number): void {
+  /**
+   * One try's result on an endpoint of `version`; judges the step when it is due. `cold`: one of
+   * the endpoint's first answers (a replica just started: its code not yet compiled, its
+   * connections new) — counted for errors, left out of the latency comparison, which judges the
+   * release and not its start-up.
+   */
+  record(version: string | undefined, failed: boolean, latencyMs: number, cold = false): void {
     if (this.state !== "running" && this.state !== "paused") return;
     const { canary, stable } = this.#window;
     const side = version === this.version ? canary : stable;
     side.requests++;
     if (failed) side.errors++;
-    side.latency.add(latencyMs);
+    if (!cold) side.latency.add(latencyMs);
     const p = this.policy;
     if (canary.requests >= p.minRequests) this.#judge();
     // Already more errors than minRequests answers may hold at the stable side's rate: the step
@@ -283,12 +291,13 @@ export class Canary {
       return;
     }
     if (elapsed < p.minStepMs || canary.requests < p.minRequests) return;
-    const q = Math.max(0.5, Math.min(0.99, 1 - 2 / canary.requests));
+    // Over the answers the latency window holds (a replica's cold first answers are not in it).
+    const q = Math.max(0.5, Math.min(0.99, 1 - 2 / Math.max(1, canary.latency.count)));
     const name = `p${Math.round(q * 1000) / 10}`;
     const canaryMs = round2(canary.latency.percentile(q));
     const stableMs = round2(stable.latency.percentile(q));
     const p99Limit = Math.max(stableMs * p.maxP99Ratio, stableMs + p.p99SlackMs);
-    if (stable.requests > 0 && canaryMs > p99Limit) {
+    if (stable.latency.count > 0 && canary.latency.count > 0 && canaryMs > p99Limit) {
       const failed = report(
         "failed",
         `${name} ${canaryMs} ms > ${round2(p99Limit)} ms (stable ${name} ${stableMs} ms × ${p.maxP99Ratio}, or + ${p.p99SlackMs} ms)`,

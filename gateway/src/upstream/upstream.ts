@@ -50,6 +50,9 @@ export interface UpstreamOptions {
 /** Latency figure for endpoints when none has answered yet. */
 const DEFAULT_EWMA_MS = 1;
 
+/** An endpoint's answers that a canary's latency check leaves out: the first ones, while it is cold. */
+export const COLD_ANSWERS = 10;
+
 export class Upstream {
   readonly name: string;
   readonly protocol: "http" | "grpc";
@@ -213,7 +216,9 @@ export class Upstream {
   /** Feeds one try's result to the latency figure and outlier detection (the breaker saw it already). */
   record(endpoint: Endpoint, verdict: Verdict, latencyMs: number, now: number, version?: string): void {
     this.learnVersion(endpoint, version);
-    this.canary?.record(endpoint.version, verdict !== "ok", latencyMs);
+    // An endpoint's first answers run cold (its code not yet compiled, its connections new): they
+    // count for errors, not for latency (canary/controller.ts).
+    this.canary?.record(endpoint.version, verdict !== "ok", latencyMs, endpoint.requests <= COLD_ANSWERS);
     if (verdict === "ok") {
       endpoint.sample(latencyMs, false, now);
       this.#outlier.onSuccess(endpoint);

@@ -6,7 +6,7 @@
  *
  * `gateway --check <routes.yaml>` validates a routes file and exits instead (check.ts).
  */
-import { EnvError } from "../../lib/env.ts";
+import { startupEnv } from "../../lib/env.ts";
 import { collectWhenIdle } from "../../lib/idle-gc.ts";
 import { Lifecycle } from "../../lib/lifecycle.ts";
 import { bufferedLogger, createLogger } from "../../lib/log.ts";
@@ -34,14 +34,7 @@ const args = process.argv.slice(2);
 // The environment goes in as data, for the file's ${VAR} references: checking a file needs no settings.
 if (args[0] === "--check") process.exit(checkRoutesFile(args[1], process.env));
 
-let settings: GatewaySettings;
-try {
-  settings = loadSettings();
-} catch (err) {
-  if (!(err instanceof EnvError)) throw err;
-  console.error(`gateway: ${err.message}`);
-  process.exit(1);
-}
+const settings: GatewaySettings = startupEnv("gateway", loadSettings);
 const { identity } = settings;
 const log = createLogger(identity, { level: settings.logLevel, flushIntervalMs: settings.logFlushMs });
 

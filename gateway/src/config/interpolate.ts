@@ -52,8 +52,8 @@ export function interpolateDocument(
   return problems;
 }
 
-/** Names the field a visited scalar belongs to, from its ancestors (pairs and sequences). */
-function fieldOf(key: number | "key" | "value" | null, ancestors: readonly unknown[]): string {
+/** Names the field a visited node belongs to, from its ancestors (pairs and sequences). */
+export function fieldOf(key: number | "key" | "value" | null, ancestors: readonly unknown[]): string {
   let name = "";
   const chain = [...ancestors.slice(1), key];
   for (let i = 0; i < chain.length; i++) {

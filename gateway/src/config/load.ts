@@ -4,22 +4,12 @@
  * Every problem is reported at once, each with file:line:column and the field's path, e.g.
  * `gateway/routes.yaml:14:5 routes[1].methds: unknown field (did you mean "methods"?)`.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { dirname, resolve } from "node:path";
 import type { Static, TSchema } from "@sinclair/typebox";
 import { Value, type ValueError, ValueErrorType } from "@sinclair/typebox/value";
-import {
-  isMap,
-  isPair,
-  isScalar,
-  isSeq,
-  LineCounter,
-  parseDocument,
-  type Document,
-  type Node as YamlNode,
-  visit,
-} from "yaml";
+import { isMap, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode, visit } from "yaml";
 import type protobuf from "protobufjs";
 import { parseProtos, ProtoLoadError } from "../../../lib/proto.ts";
 import { compileRouteAuth } from "../auth/config.ts";
@@ -30,7 +20,8 @@ import { checkCidrs } from "../net/client-ip.ts";
 import { normalizePath } from "../routing/path.ts";
 import { compilePolicies, type RateLimitSettings, type RouteRateLimit } from "../ratelimit/policy.ts";
 import { RateLimitSettingsSchema } from "../ratelimit/schema.ts";
-import { interpolateDocument } from "./interpolate.ts";
+import { fieldOf, interpolateDocument } from "./interpolate.ts";
+import { configFileDir } from "./paths.ts";
 import { compileListenerTls, compileUpstreamTls, type ListenerTls, type UpstreamTls } from "./tls.ts";
 import { GatewayConfigSchema, HTTP_METHODS, type HttpMethod, type RawGatewayConfig } from "./schema.ts";
 import {
@@ -242,7 +233,7 @@ function buildConfig(
         try {
           // From the working directory if the file is there, else the routes file's folder (and
           // the protos embedded in the binary, when neither has it).
-          upstream.protoRoot = parseProtos([u.proto], existsSync(resolve(u.proto)) ? process.cwd() : baseDir);
+          upstream.protoRoot = parseProtos([u.proto], configFileDir(baseDir, u.proto));
         } catch (err) {
           report(["upstreams", name, "proto"], err instanceof ProtoLoadError ? err.message : String(err));
         }
@@ -478,10 +469,8 @@ function shown(value: unknown): string {
 function firstAlias(doc: Document): { offset: number; field: string } | undefined {
   let found: { offset: number; field: string } | undefined;
   visit(doc, {
-    Alias(_key, node, ancestors) {
-      const path: string[] = [];
-      for (const a of ancestors) if (isPair(a) && isScalar(a.key)) path.push(String(a.key.value));
-      found = { offset: node.range?.[0] ?? 0, field: path.join(".") };
+    Alias(key, node, ancestors) {
+      found = { offset: node.range?.[0] ?? 0, field: fieldOf(key, ancestors) };
       return visit.BREAK;
     },
   });

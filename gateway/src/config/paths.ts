@@ -8,7 +8,10 @@ import { existsSync } from "node:fs";
 import { isAbsolute, resolve } from "node:path";
 
 export function configFilePath(fileDir: string, path: string): string {
-  if (isAbsolute(path)) return path;
-  const fromWorkingDir = resolve(path);
-  return existsSync(fromWorkingDir) ? fromWorkingDir : resolve(fileDir, path);
+  return isAbsolute(path) ? path : resolve(configFileDir(fileDir, path), path);
+}
+
+/** The folder a relative `path` is taken from: the working directory if the file is there, else `fileDir`. */
+export function configFileDir(fileDir: string, path: string): string {
+  return existsSync(resolve(path)) ? process.cwd() : fileDir;
 }

@@ -104,7 +104,16 @@ async function lostProjects(url: string, projects: LoadResult["acknowledged"]): 
   for (let i = 0; i < projects.length; i += 16) {
     await Promise.all(
       projects.slice(i, i + 16).map(async ({ id, title }) => {
-        const res = await fetch(`${url}/projects/${id}`, { signal: AbortSignal.timeout(3000) });
+        // A 503 says the store could not answer then (the failover may still be settling), not
+        // that the project is gone: asked again, as its Retry-After says, for up to 10 s.
+        let res: Response;
+        const until = performance.now() + 10_000;
+        for (;;) {
+          res = await fetch(`${url}/projects/${id}`, { signal: AbortSignal.timeout(3000) });
+          if (res.status !== 503 || performance.now() > until) break;
+          await res.body?.cancel();
+          await Bun.sleep(250);
+        }
         const body = (await res.json()) as { title?: string };
         if (res.status !== 200 || body.title !== title) lost.push(`${id} (${res.status}, ${body.title ?? "-"})`);
       }),

@@ -134,7 +134,7 @@ try {
   for (const port of ports) await waitHttp(`http://127.0.0.1:${port}/readyz`, upstream);
   const otlp = Bun.serve({
     hostname: "127.0.0.1",
-    port: 0,
+    port: await freePort(),
     async fetch(req) {
       await req.arrayBuffer();
       return Response.json({});

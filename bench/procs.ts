@@ -28,8 +28,12 @@ export function pinningNote(): string {
 
 export type SpawnOptions = Parameters<typeof Bun.spawn>[1];
 
-/** Bun.spawn, registered for clean-up. */
+/** Set once the benchmark is being stopped (a signal): nothing new may start after that. */
+let stopping = false;
+
+/** Bun.spawn, registered for clean-up; refused once the benchmark is stopping. */
 export function spawn(name: string, argv: string[], opts: SpawnOptions = {}): Subprocess {
+  if (stopping) throw new Error(`${name}: not started, the benchmark is stopping`);
   const proc = Bun.spawn(argv, { stdin: "ignore", ...opts } as Parameters<typeof Bun.spawn>[1]);
   running.set(proc.pid, { name, proc });
   void proc.exited.then(() => running.delete(proc.pid));
@@ -54,9 +58,12 @@ export function tempDir(prefix: string): string {
   return dir;
 }
 
-/** Stops every process started here, then removes the temp dirs they used. */
+/**
+ * Stops every process started here, then removes the temp dirs they used. Loops until none is
+ * left: the run's own code may have started one while the first ones stopped.
+ */
 export async function stopAll(): Promise<void> {
-  await Promise.all([...running.values()].map(({ proc }) => stop(proc)));
+  while (running.size > 0) await Promise.all([...running.values()].map(({ proc }) => stop(proc)));
   for (const dir of tempDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 }
 
@@ -67,6 +74,7 @@ export function stopAllOnSignals(): void {
   handlersInstalled = true;
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
     process.on(signal, () => {
+      stopping = true;
       console.error(`\n${signal}: stopping ${running.size} process(es) the benchmark started…`);
       void stopAll().finally(() => process.exit(130));
     });
@@ -101,18 +109,27 @@ export function processTree(pid: number): number[] {
 
 /**
  * CPU seconds (user + system) used so far by these processes and their descendants, all threads:
- * /proc/<pid>/stat counts the whole thread group. A process that exits between two readings loses
- * its share; the benchmark's targets do not fork during a run.
+ * /proc/<pid>/stat counts the whole thread group. A descendant that exits between two readings
+ * loses its share (the benchmark's targets do not fork during a run); one of `pids` that is gone
+ * (or a zombie) throws, so that a proxy that died during a run drops the run instead of making
+ * its CPU per request negative.
  */
 export function cpuSeconds(pids: number[]): number {
   let ticks = 0;
+  const top = new Set(pids);
   for (const pid of pids.flatMap(processTree)) {
+    let stat: string;
     try {
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-      // Fields after the parenthesised command name (which may contain spaces): state is field 3.
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      ticks += Number(fields[11]) + Number(fields[12]); // utime (14), stime (15)
-    } catch {}
+      stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    } catch {
+      if (top.has(pid)) throw new Error(`process ${pid} exited during the run`);
+      continue;
+    }
+    // Fields after the parenthesised command name (which may contain spaces): state is field 3.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (top.has(pid) && (fields[0] === "Z" || fields[0] === "X"))
+      throw new Error(`process ${pid} exited during the run`);
+    ticks += Number(fields[11]) + Number(fields[12]); // utime (14), stime (15)
   }
   return ticks / CLK_TCK;
 }

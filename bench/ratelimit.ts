@@ -8,12 +8,12 @@
  * `bun bench/ratelimit.ts` runs it standalone (BENCH_DURATION_S, default 3; BENCH_CONNECTIONS 64;
  * BENCH_THREADS 2; BENCH_ROUNDS 2); `make bench` (bench/run.ts) can call `benchRateLimit()`.
  */
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { freePort } from "../scripts/stack/testing/ports.ts";
 import { isRedisInstalled, startLocalRedis } from "../scripts/stack/redis.ts";
+import { spawn, stop, stopAll, stopAllOnSignals, tempDir } from "./procs.ts";
 import { runWrk, type WrkResult } from "./wrk.ts";
 
 const REPO_ROOT = resolve(import.meta.dir, "..");
@@ -39,7 +39,8 @@ export async function benchRateLimit(opts: RateLimitBenchOptions): Promise<RateL
   const progress = opts.progress ?? ((line: string) => console.error(line));
   if (!Bun.which("wrk")) throw new Error("the rate-limit benchmark needs wrk (Debian: apt-get install wrk)");
   const stub = Bun.serve({ hostname: "127.0.0.1", port: await freePort(), fetch: () => new Response("ok") });
-  const routesFile = join(mkdtempSync(join(tmpdir(), "portico-bench-ratelimit-")), "routes.yaml");
+  // Removed with the gateways by procs.ts's stopAll() (the caller's, or the standalone run's below).
+  const routesFile = join(tempDir("ratelimit"), "routes.yaml");
   // 1,000,000 per second is the most a policy may say: nothing is refused, everything is checked.
   writeFileSync(
     routesFile,
@@ -73,7 +74,7 @@ routes:
     };
     const start = async (redisUrl?: string) => {
       const [port, adminPort] = [await freePort(), await freePort()];
-      const proc = Bun.spawn([process.execPath, "gateway/src/main.ts"], {
+      const proc = spawn("gateway (rate-limit bench)", [process.execPath, "gateway/src/main.ts"], {
         cwd: REPO_ROOT,
         env: {
           ...process.env,
@@ -110,8 +111,7 @@ routes:
       ["limited route (in memory)", `${memoryGateway}/limited`],
     ]);
   } finally {
-    for (const p of processes) p.kill("SIGTERM");
-    await Promise.all(processes.map((p) => p.exited));
+    await Promise.all(processes.map((p) => stop(p)));
     await redis?.stop();
     stub.stop(true);
   }
@@ -161,12 +161,13 @@ export function formatRateLimitBench(rows: RateLimitBenchRow[]): string {
 }
 
 if (import.meta.main) {
+  stopAllOnSignals();
   const rows = await benchRateLimit({
     durationS: Number(process.env.BENCH_DURATION_S ?? 3),
     connections: Number(process.env.BENCH_CONNECTIONS ?? 64),
     threads: Number(process.env.BENCH_THREADS ?? 2),
     rounds: Number(process.env.BENCH_ROUNDS ?? 2),
-  });
+  }).finally(stopAll);
   console.log(`\nPortico rate-limit benchmark — ${navigator.hardwareConcurrency} cores, Bun ${Bun.version}`);
   console.log(formatRateLimitBench(rows));
 }

@@ -24,6 +24,8 @@ export interface Row {
   /** Why there are no figures ("not installed", a start-up error). */
   unavailable?: string;
   runs: Run[];
+  /** Runs that produced no figures (wrk failed, a process died): the row is incomplete. */
+  failed?: { round: number; connections: number; error: string }[];
 }
 
 export interface Summary {
@@ -107,15 +109,19 @@ function tableCells(rows: Row[], meta: Meta): string[][] {
   const body = rows.map((row) => {
     const s = summarize(row, meta.high, meta.low);
     if (!s) return [row.name, row.unavailable ?? "no figures", "", "", "", "", "", "", "", ""];
+    // A row with failed requests is not comparable: a refusal is answered faster than a proxied
+    // request, so its req/s and CPU per request would flatter it.
+    const comparable = s.errors === 0;
+    const failed = row.failed?.length ?? 0;
     return [
-      row.name,
+      failed ? `${row.name} (incomplete: ${failed} of ${row.runs.length + failed} runs failed)` : row.name,
       fmt(s.rps),
       fmt(s.p50Ms, 2),
       fmt(s.p99Ms, 2),
       fmt(s.p99At8Ms, 2),
       String(s.errors),
-      nginxRps ? `${(s.rps / nginxRps).toFixed(2)}×` : "–",
-      fmt(s.proxyUsPerReq),
+      nginxRps && comparable ? `${(s.rps / nginxRps).toFixed(2)}×` : "–",
+      comparable ? fmt(s.proxyUsPerReq) : "–",
       fmt(s.upstreamUsPerReq),
       s.newConns64 === undefined ? "–" : `${fmt(s.newConns64)}/${fmt(s.newConns8)}`,
     ];

@@ -433,7 +433,10 @@ try {
             `  ${row.name} @${connections}: ${run.result.requestsPerSecond.toFixed(0)} req/s, p99 ${run.result.p99Ms.toFixed(2)} ms${run.result.errors ? `, ${run.result.errors} errors` : ""}`,
           );
         } catch (err) {
-          progress(`  ${row.name} @${connections}: ${(err as Error).message}`);
+          const error = (err as Error).message.split("\n")[0]!;
+          progress(`  ${row.name} @${connections}: ${error}`);
+          (row.failed ??= []).push({ round, connections, error });
+          notes.push(`${row.name} @${connections}, round ${round}: no figures (${error})`);
         }
       }
     }
@@ -462,9 +465,18 @@ try {
   }
 
   // The comparisons the issue asks about, spelled out.
+  // A row whose runs had failed requests is left out of the comparisons (as of its table cells).
+  const notComparable = rows
+    .map((row) => ({ row, s: summarize(row, HIGH, LOW) }))
+    .filter(({ s }) => s !== undefined && s.errors > 0);
+  if (notComparable.length)
+    notes.push(
+      `not comparable: ${notComparable.map(({ row, s }) => `${row.name} (${s!.errors} errors)`).join(", ")} — a failed request is answered faster than a proxied one, so their ratios and CPU per request are not shown`,
+    );
   const summary = (key: TargetKey) => {
     const row = rows.find((r) => r.key === key);
-    return row ? summarize(row, HIGH, LOW) : undefined;
+    const s = row ? summarize(row, HIGH, LOW) : undefined;
+    return s && s.errors === 0 ? s : undefined;
   };
   const [lean, bare, nginx, verify, grpcDirect, nginxTls, leanTls] = (
     ["lean", "bare", "nginx", "verify", "grpc-direct", "nginx-tls", "lean-tls"] as const
@@ -557,7 +569,8 @@ function version(argv: string[], pattern: RegExp): string | undefined {
   return pattern.exec(`${r.stdout.toString()}${r.stderr.toString()}`)?.[1];
 }
 
-const commit = `${git(["rev-parse", "--short", "HEAD"]) || "unknown"}${git(["status", "--porcelain"]) ? "+dirty" : ""}`;
+// "+dirty": the tree differs from the commit — results files (the bench's own output) aside.
+const commit = `${git(["rev-parse", "--short", "HEAD"]) || "unknown"}${git(["status", "--porcelain", "--", ".", ":!bench/results"]) ? "+dirty" : ""}`;
 const tools: Record<string, string> = {};
 for (const [name, argv, pattern] of [
   ["wrk", ["wrk", "-v"], /wrk (\S+)/],
@@ -595,7 +608,10 @@ if (startup !== undefined)
 
 const resultsDir = join(REPO_ROOT, "bench/results");
 mkdirSync(resultsDir, { recursive: true });
-const base = join(resultsDir, `${meta.date}-${commit}`);
+// A second run on the same day and commit gets its own file (-2, -3 …) instead of replacing the first.
+let base = join(resultsDir, `${meta.date}-${commit}`);
+for (let n = 2; existsFile(`${base}.md`) || existsFile(`${base}.json`); n++)
+  base = join(resultsDir, `${meta.date}-${commit}-${n}`);
 writeFileSync(`${base}.md`, markdown(rows, meta, startup));
 writeFileSync(`${base}.json`, `${JSON.stringify({ meta, rows, startup }, null, 2)}\n`);
 console.log(`\nwritten: ${base}.md, ${base}.json`);

@@ -10,11 +10,9 @@
 import { freePort } from "../scripts/stack/testing/ports.ts";
 import { Stack, stackOptionsFromEnv } from "../scripts/stack/stack.ts";
 import { startNginx } from "./nginx.ts";
-import { stop, stopAll } from "./procs.ts";
+import { stop, stopAll, tempDir } from "./procs.ts";
 import { benchRateLimit, formatRateLimitBench } from "./ratelimit.ts";
 import { runWrk, type WrkResult } from "./wrk.ts";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const durationS = Number(process.env.BENCH_DURATION_S ?? 8);
@@ -34,7 +32,8 @@ const stack = new Stack({
   webappBasePort: base + 10,
   rpcappBasePort: base + 20,
   rpcappHttpBasePort: base + 30,
-  dbPath: join(mkdtempSync(join(tmpdir(), "portico-bench-")), "bench.sqlite"),
+  // Removed by stopAll() at the end (it grows by ~10k projects a second under load).
+  dbPath: join(tempDir("stack"), "bench.sqlite"),
   // The benchmark measures the proxy path, not the shipped per-client limits on /verify and /projects,
   // nor the store's cap: at ~10k creates/s the default MAX_PROJECTS (100,000) is reached within the
   // first runs, and every later create would be a fast 507.
@@ -92,6 +91,7 @@ try {
   );
 } finally {
   await stack.stop();
+  await stopAll(); // nothing else runs now: this removes the store's folder
 }
 
 const direct = rows[0]!.result;
@@ -118,5 +118,5 @@ if (failing.length > 0)
 // Rate limiting: a Redis-limited route against an unlimited one, same gateway, same run.
 if (process.env.BENCH_SKIP_RATELIMIT !== "1") {
   console.error("\nrate limiting: limited (Redis) vs unlimited route…");
-  console.log(`\n${formatRateLimitBench(await benchRateLimit({ durationS, connections, threads }))}`);
+  console.log(`\n${formatRateLimitBench(await benchRateLimit({ durationS, connections, threads }).finally(stopAll))}`);
 }

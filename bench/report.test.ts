@@ -1,0 +1,82 @@
+/**
+ * The benchmark's own arithmetic and bookkeeping, which decide whether its table tells the truth:
+ * CPU read from /proc for processes that may die mid-run, and the table's treatment of rows whose
+ * runs failed or whose requests did.
+ */
+import { describe, expect, test } from "bun:test";
+import { cpuSeconds } from "./procs.ts";
+import { formatTable, type Meta, type Row, type Run } from "./report.ts";
+
+const meta: Meta = {
+  date: "2026-12-07",
+  commit: "test",
+  cores: 2,
+  bun: Bun.version,
+  tools: {},
+  seconds: 1,
+  rounds: 2,
+  high: 64,
+  low: 8,
+  pinning: "",
+  loadAverageBefore: "",
+  loadAverageAfter: "",
+  notes: [],
+};
+
+const run = (round: number, connections: number, rps: number, errors = 0): Run => ({
+  round,
+  connections,
+  result: { requestsPerSecond: rps, p50Ms: 1, p99Ms: 2, requests: rps, errors },
+  proxyCpuS: rps * 50e-6, // 50 µs per request
+  upstreamCpuS: rps * 20e-6,
+  newUpstreamConnections: 1,
+});
+
+/** The table's cells of one row, by column name. */
+function cells(rows: Row[], name: string): Record<string, string> {
+  const lines = formatTable(rows, meta).split("\n");
+  const header = lines[0]!.split(/\s{2,}/);
+  const line = lines.find((l) => l.startsWith(name))!;
+  const values = line.split(/\s{2,}/);
+  return Object.fromEntries(header.map((h, i) => [h, values[i]!]));
+}
+
+describe("the proxy table", () => {
+  const nginx: Row = { key: "nginx", name: "nginx", runs: [run(1, 64, 20_000), run(1, 8, 18_000)] };
+
+  test("a clean row has its ratio to nginx and its CPU per request", () => {
+    const row: Row = { key: "lean", name: "lean", runs: [run(1, 64, 10_000), run(1, 8, 9_000)] };
+    expect(cells([nginx, row], "lean")).toMatchObject({ "× nginx": "0.50×", "proxy µs/req": "50" });
+  });
+
+  test("a row with failed requests gets no ratio and no CPU figure: a refusal is cheaper than a proxied request", () => {
+    const row: Row = { key: "lean", name: "lean", runs: [run(1, 64, 30_000, 500), run(1, 8, 9_000)] };
+    const c = cells([nginx, row], "lean");
+    expect(c).toMatchObject({ errors: "500", "× nginx": "–", "proxy µs/req": "–" });
+  });
+
+  test("a row with runs that gave no figures says it is incomplete", () => {
+    const row: Row = {
+      key: "bare",
+      name: "bare",
+      runs: [run(1, 64, 10_000), run(1, 8, 9_000), run(2, 64, 10_000)],
+      failed: [{ round: 2, connections: 8, error: "process 1 exited during the run" }],
+    };
+    expect(formatTable([nginx, row], meta)).toContain("bare (incomplete: 1 of 4 runs failed)");
+  });
+});
+
+describe("CPU from /proc", () => {
+  test("a live process's CPU is read; one that exited throws instead of counting as 0", async () => {
+    const proc = Bun.spawn(["sleep", "30"], { stdout: "ignore" });
+    try {
+      expect(cpuSeconds([process.pid])).toBeGreaterThan(0);
+      expect(cpuSeconds([proc.pid])).toBeGreaterThanOrEqual(0);
+    } finally {
+      proc.kill("SIGKILL");
+      await proc.exited;
+    }
+    // Reaped: /proc has no entry for it any more (a negative CPU figure came from reading it as 0).
+    expect(() => cpuSeconds([proc.pid])).toThrow(`process ${proc.pid} exited during the run`);
+  });
+});

@@ -271,6 +271,30 @@ describe.skipIf(!hasChromium)("the dashboard page", () => {
     expect(pageErrors).toEqual([]);
   }, 15_000);
 
+  test("a reload that redefines a route under the same name, and adds one before it, redraws its card and the order", async () => {
+    const before = await page.textContent('[data-route="limited"] .where');
+    expect(before).toContain(`limit ${LIMITED_RATE}/1s`);
+    // Every gateway watches routes.yaml: the new text is taken in by all three.
+    const reloaded = ROUTES.replace(
+      "routes:\n",
+      "routes:\n  - { name: early, path: /early, methods: [GET], upstream: webapp }\n",
+    ).replace(`rateLimit: { rate: ${LIMITED_RATE}, period: 1s`, `rateLimit: { rate: ${LIMITED_RATE * 2}, period: 1s`);
+    expect(reloaded).not.toBe(ROUTES);
+    writeFileSync(join(routesDir, "routes.yaml"), reloaded);
+    await page.waitForFunction(
+      (rate) => document.querySelector('[data-route="limited"] .where')?.textContent?.includes(`limit ${rate}/1s`),
+      LIMITED_RATE * 2,
+      { timeout: 10_000 },
+    );
+    expect(await page.$$eval("[data-route]", (els) => els.map((e) => e.getAttribute("data-route")))).toEqual([
+      "early",
+      "projects",
+      "verify",
+      "limited",
+    ]);
+    expect(pageErrors).toEqual([]);
+  }, 15_000);
+
   test("a screenshot of the live page is written to .artifacts/dashboard.png", async () => {
     mkdirSync(join(REPO_ROOT, ".artifacts"), { recursive: true });
     await page.screenshot({ path: SCREENSHOT, fullPage: true });

@@ -8,8 +8,9 @@ import pino from "pino";
 import { Lifecycle } from "../../lib/lifecycle.ts";
 import { createAdminApp } from "../src/admin/app.ts";
 import { Dashboard } from "../src/dashboard/index.ts";
-import { latencyBucket, quantileMs } from "../src/dashboard/latency-buckets.ts";
-import type { EndpointView, GatewaySnapshot } from "../src/dashboard/snapshot.ts";
+import { LATENCY_BUCKETS, latencyBucket, quantileMs } from "../src/dashboard/latency-buckets.ts";
+import { recent } from "../src/dashboard/events.ts";
+import { type EndpointView, type GatewaySnapshot, SNAPSHOT_SCHEMA } from "../src/dashboard/snapshot.ts";
 import { TierView } from "../src/dashboard/tier.ts";
 import { TrafficRecorder, WINDOW_SECONDS } from "../src/dashboard/traffic.ts";
 import { PeerDirectory } from "../src/peers.ts";
@@ -25,18 +26,28 @@ afterAll(() =>
 
 describe("latency buckets", () => {
   test("p50 and p99 of a known distribution come out within a bucket's width (19%)", () => {
-    const counts = new Float64Array(80);
+    const counts = new Float64Array(LATENCY_BUCKETS);
     // 1..1000 ms, one request each: p50 ≈ 500 ms, p99 ≈ 990 ms.
     for (let ms = 1; ms <= 1000; ms++) counts[latencyBucket(ms)]!++;
     expect(quantileMs(counts, 0.5)!).toBeWithin(500 / 1.19, 500 * 1.19);
     expect(quantileMs(counts, 0.99)!).toBeWithin(990 / 1.19, 990 * 1.19);
-    expect(quantileMs(new Float64Array(80), 0.5)).toBeNull();
+    expect(quantileMs(new Float64Array(LATENCY_BUCKETS), 0.5)).toBeNull();
+  });
+
+  test("latencies up to the longest route timeout (1 h) keep their size: none is cut to a last bucket", () => {
+    for (const ms of [60_000, 600_000, 3_600_000]) {
+      const counts = new Float64Array(LATENCY_BUCKETS);
+      counts[latencyBucket(ms)] = 100;
+      expect(latencyBucket(ms)).toBeLessThan(LATENCY_BUCKETS - 1);
+      expect(quantileMs(counts, 0.5)!).toBeWithin(ms / 1.19, ms * 1.19);
+      expect(quantileMs(counts, 0.99)!).toBeWithin(ms / 1.19, ms * 1.19);
+    }
   });
 
   test("nonsense latencies land in the end buckets instead of throwing", () => {
     expect([latencyBucket(-1), latencyBucket(Number.NaN), latencyBucket(0)]).toEqual([0, 0, 0]);
-    expect(latencyBucket(Number.POSITIVE_INFINITY)).toBe(79);
-    expect(latencyBucket(1e12)).toBe(79);
+    expect(latencyBucket(Number.POSITIVE_INFINITY)).toBe(LATENCY_BUCKETS - 1);
+    expect(latencyBucket(1e12)).toBe(LATENCY_BUCKETS - 1);
   });
 });
 
@@ -100,7 +111,7 @@ describe("the tier: snapshots of every replica, merged", () => {
     latencyMs: number,
     endpoints: EndpointView[],
   ): GatewaySnapshot => ({
-    schema: 1,
+    schema: SNAPSHOT_SCHEMA,
     at: Date.now(),
     gateway: {
       service: "gateway",
@@ -202,6 +213,51 @@ describe("the tier: snapshots of every replica, merged", () => {
     const again = later.routes.find((r) => r.name === "r")!;
     expect(again.requests[second - again.from]).toBe(40);
     expect(later.upstreams[0]!.endpoints[1]!.views.map((v) => v.gateway)).toEqual(["gw-a"]);
+  });
+
+  test("a replica that missed rounds sends the seconds it missed: merged, and resent to an open page", async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const a = serve(snapshot("gw-a", now - 3, [5], 1, []));
+    let answer: GatewaySnapshot | null = snapshot("gw-b", now - 3, [1], 1, []);
+    const bServer = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      fetch: () => (answer ? Response.json(answer) : new Response("frozen", { status: 503 })),
+    });
+    servers.push(bServer);
+    const b = `http://127.0.0.1:${bServer.port}`;
+    const tier = new TierView({
+      directory: new PeerDirectory({ urls: [a, b], adminPort: 0 }),
+      local: () => snapshot("self", now, [], 1, []),
+      selfInstance: "gw-a",
+      timeoutMs: 500,
+    });
+    const figuresAt = (state: Awaited<ReturnType<TierView["refresh"]>>, t: number) => {
+      const route = state.routes.find((r) => r.name === "r")!;
+      return route.requests[t - route.from];
+    };
+    const first = await tier.refresh();
+    expect(figuresAt(first, now - 3)).toBe(6);
+    expect(figuresAt(first, now - 12)).toBe(0);
+    // b misses a round; nothing new came in, so nothing older than the last seconds changed.
+    answer = null;
+    const missed = await tier.refresh();
+    expect(missed.gateways.find((g) => g.url === b)!.reachable).toBe(false);
+    // b answers again, with a second long past that it had not reported (and the one it had).
+    answer = snapshot("gw-b", now - 12, [7, 0, 0, 0, 0, 0, 0, 0, 0, 1], 1, []);
+    const back = await tier.refresh();
+    expect(figuresAt(back, now - 12)).toBe(7);
+    expect(figuresAt(back, now - 3)).toBe(6);
+    expect(back.changedFrom).toBeLessThanOrEqual(now - 12);
+    // What an open page is sent after its first event reaches back to that second.
+    const sent = recent(back).routes.find((r) => r.name === "r")!;
+    expect(sent.from).toBeLessThanOrEqual(now - 12);
+    expect(sent.requests[now - 12 - sent.from]).toBe(7);
+    // The next round, with b answering only its last seconds again, resends only the last few.
+    answer = snapshot("gw-b", now - 3, [1], 1, []);
+    const quiet = recent(await tier.refresh()).routes.find((r) => r.name === "r")!;
+    expect(quiet.requests.length).toBeLessThan(9);
+    expect(figuresAt(await tier.refresh(), now - 12)).toBe(7);
   });
 
   test("each gateway's canary and each endpoint's version reach the tier, by gateway", async () => {
@@ -337,7 +393,10 @@ describe("admin routes of the dashboard", () => {
     expect(body.gateway.instance).toBe("gw-test");
     expect(body.routes.map((r) => [r.name, r.series.requests.length])).toEqual([["r", 5]]);
     expect(body.upstreams[0]!.endpoints.map((e) => e.address)).toEqual(["127.0.0.1:9"]);
-    for (const bad of ["0", "301", "abc", "1.5"]) {
+    // The window keeps 299 completed seconds: 300, the most one may ask, answers them all.
+    const all = (await (await get("/dashboard/snapshot.json?seconds=300")).json()) as GatewaySnapshot;
+    expect(all.routes[0]!.series.requests).toHaveLength(WINDOW_SECONDS - 1);
+    for (const bad of ["0", "301", "abc", "1.5", "1e2", "0x10", " 5", "-1"]) {
       const res = await get(`/dashboard/snapshot.json?seconds=${bad}`);
       expect([bad, res.status, res.headers.get("content-type")]).toEqual([bad, 400, "application/problem+json"]);
     }

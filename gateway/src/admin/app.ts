@@ -110,7 +110,7 @@ export function createAdminApp(
         protocol: u.protocol,
         settings: u.settings,
         retries: { ...u.retries },
-        endpoints: u.endpoints.map(endpointView),
+        endpoints: u.endpoints.map((e) => endpointView(e)),
       })),
     )
     .use(canaryRoutes(gateway));

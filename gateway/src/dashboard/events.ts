@@ -1,12 +1,13 @@
 /**
  * /dashboard/events: the tier's state as Server-Sent Events, one `state` event per second
  * (https://html.spec.whatwg.org/multipage/server-sent-events.html). The first event of a
- * connection carries the routes' whole history; the next ones only their last few seconds, which
- * the page writes over what it has (so a second corrected by a late replica is redrawn).
+ * connection carries the routes' whole history; the next ones only their last few seconds, and
+ * every second the round changed (a replica that answers again sends the seconds it missed),
+ * which the page writes over what it has (so a second corrected by a late replica is redrawn).
  */
 import type { TierState, TierView } from "./tier.ts";
 
-/** Seconds of route history re-sent in every event after the first. */
+/** Seconds of route history re-sent in every event after the first, at the least. */
 const RESENT_SECONDS = 5;
 /** Events a client may fall behind by before it is dropped (it reconnects, and gets the history anew). */
 const MAX_QUEUED_EVENTS = 30;
@@ -56,12 +57,12 @@ export function tierEventStream(tier: TierView, signal: AbortSignal): Response {
   });
 }
 
-/** The state with each route's series cut to its last RESENT_SECONDS. */
-function recent(state: TierState): TierState {
+/** The state with each route's series cut to the seconds it changed, and at least its last RESENT_SECONDS. */
+export function recent(state: TierState): TierState {
   return {
     ...state,
     routes: state.routes.map((r) => {
-      const cut = Math.max(0, r.requests.length - RESENT_SECONDS);
+      const cut = Math.max(0, Math.min(r.requests.length - RESENT_SECONDS, state.changedFrom - r.from));
       return {
         ...r,
         from: r.from + cut,

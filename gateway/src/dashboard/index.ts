@@ -88,7 +88,8 @@ export class Dashboard {
       .get("/dashboard/events", ({ request }) => tierEventStream(this.tier, request.signal))
       .get("/dashboard/snapshot.json", ({ query }) => {
         const raw = query.seconds;
-        const seconds = raw === undefined ? WINDOW_SECONDS : Number(raw);
+        // Digits only: Number() would also take "1e2", "0x10" or " 5".
+        const seconds = raw === undefined ? WINDOW_SECONDS : /^\d{1,4}$/.test(raw) ? Number(raw) : Number.NaN;
         if (!Number.isInteger(seconds) || seconds < 1 || seconds > WINDOW_SECONDS) {
           return problemResponse({
             title: "Bad request",

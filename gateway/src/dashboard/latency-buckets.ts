@@ -1,11 +1,12 @@
 /**
  * Latency histograms for the dashboard: fixed log-scale buckets, four per doubling (each bound
- * 19% above the last), from 50 µs to ~44 s. Fixed bounds make histograms from different seconds
+ * 19% above the last), from 50 µs to ~66 min — past the longest timeout a route may have (1 h), so
+ * no request the gateway waits for lands in an open-ended bucket. Fixed bounds make histograms from different seconds
  * and different gateways add up bucket by bucket, so p50/p99 of the whole tier are computed from
  * the merged counts — percentiles themselves cannot be averaged.
  */
 
-export const LATENCY_BUCKETS = 80;
+export const LATENCY_BUCKETS = 107;
 const MIN_MS = 0.05;
 const STEPS_PER_DOUBLING = 4;
 

@@ -15,13 +15,14 @@ import { round3 } from "./latency-buckets.ts";
 import type { RouteSeries, TrafficRecorder } from "./traffic.ts";
 
 /** Bumped when the snapshot's shape changes, so a mixed-version tier says so instead of guessing. */
-export const SNAPSHOT_SCHEMA = 1;
+export const SNAPSHOT_SCHEMA = 2;
 
 /** One endpoint as this gateway sees it; times are epoch ms (null: never). */
 export interface EndpointView {
   address: string;
   available: boolean;
-  health: Endpoint["health"];
+  /** "off": the upstream's active health checks are disabled (no verdict will come). */
+  health: Endpoint["health"] | "off";
   breaker: Endpoint["breakerState"];
   breakerProbeAt: number | null;
   ejected: boolean;
@@ -91,11 +92,11 @@ export interface SnapshotSources {
   reloadStatus?: () => ReloadStatus;
 }
 
-export function endpointView(e: Endpoint): EndpointView {
+export function endpointView(e: Endpoint, healthChecked = true): EndpointView {
   return {
     address: e.address,
     available: e.available,
-    health: e.health,
+    health: healthChecked ? e.health : "off",
     breaker: e.breakerState,
     breakerProbeAt: e.breakerState === "open" ? e.breaker.probeAt : null,
     ejected: e.ejected,
@@ -148,7 +149,7 @@ export function takeSnapshot(sources: SnapshotSources, seconds: number): Gateway
     upstreams: [...gateway.upstreams.values()].map((u) => ({
       name: u.name,
       protocol: u.protocol,
-      endpoints: u.endpoints.map(endpointView),
+      endpoints: u.endpoints.map((e) => endpointView(e, u.settings.healthCheck.enabled)),
       canary: canarySummary(u.canary),
     })),
     routes: routes.map((r) => ({

@@ -11,7 +11,10 @@
  *
  * Each replica is asked only for the seconds since it last answered, and its history is kept
  * here; the last few seconds are asked again every round, so a second that was still filling up
- * on one replica is corrected on the next.
+ * on one replica is corrected on the next. A replica that answers again after missing rounds
+ * sends the seconds it missed. Only the seconds some answer changed are merged again (the rest is
+ * kept from earlier rounds: the merge runs on the event loop that proxies requests), and the state
+ * says from which second on its figures changed, so an open page is sent those seconds anew.
  */
 import { addSparse, LATENCY_BUCKETS, quantileMs, round3 } from "./latency-buckets.ts";
 import type { PeerDirectory } from "../peers.ts";
@@ -29,6 +32,8 @@ import { WINDOW_SECONDS } from "./traffic.ts";
 const OVERLAP_SECONDS = 3;
 /** A replica found by an address that has not answered for this long makes way for another address of its slot. */
 const FORGET_AFTER_MS = 60_000;
+/** A replica's history drops the seconds that left the window once they are this many. */
+const PRUNE_EVERY_SECONDS = 10;
 /** The routes' and gateways' summary figures cover the last this many completed seconds. */
 const SUMMARY_SECONDS = 10;
 
@@ -78,8 +83,24 @@ export interface TierRoute extends RouteView {
   summary: { rps: number; errorRatio: number | null; deniedPerS: number; p50: number | null; p99: number | null };
 }
 
+/** A route's merged series as of the last round, kept for the next (its seconds `from`, `from + 1`, …). */
+interface MergedSeries {
+  from: number;
+  requests: number[];
+  errors: number[];
+  denied: number[];
+  p50: (number | null)[];
+  p99: (number | null)[];
+}
+
 export interface TierState {
   at: number;
+  /**
+   * Epoch second from which on the route figures differ from the previous round's state (at
+   * least the series' start): an answer filled or corrected them — a replica's still-filling
+   * seconds, or the seconds it missed while unreachable.
+   */
+  changedFrom: number;
   /** The gateway that merged this (the one serving the page). */
   servedBy: string;
   /** Seconds in each route series (the completed seconds a replica keeps). */
@@ -122,6 +143,8 @@ interface Replica {
   snapshot: GatewaySnapshot | null;
   /** route → epoch second → figures */
   history: Map<string, Map<number, SecondFigures>>;
+  /** Seconds before this epoch second have been dropped from `history`. */
+  prunedBefore: number;
 }
 
 const SEVERITY: readonly EndpointSummary[] = ["healthy", "unknown", "half-open", "open", "ejected", "unhealthy"];
@@ -134,6 +157,10 @@ export class TierView {
   #looping = false;
   #latest: TierState | undefined;
   readonly #scratch = new Float64Array(LATENCY_BUCKETS);
+  /** route → its merged series, kept between rounds. */
+  readonly #merged = new Map<string, MergedSeries>();
+  /** The oldest second an answer wrote since the last merge (-Infinity: merge everything again). */
+  #changedFrom = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly opts: TierViewOptions) {}
 
@@ -178,7 +205,11 @@ export class TierView {
       const { urls, error } = await directory.list();
       this.#peersError = error;
       // Replicas found by DNS leave with their pod; the ones listed by URL stay, marked unreachable.
-      for (const url of this.#replicas.keys()) if (!urls.includes(url)) this.#replicas.delete(url);
+      for (const url of this.#replicas.keys())
+        if (!urls.includes(url)) {
+          this.#replicas.delete(url);
+          this.#changedFrom = Number.NEGATIVE_INFINITY; // its history leaves every second it served
+        }
       await Promise.all(urls.map((url) => this.#fetch(this.#replica(url))));
     }
     this.#latest = this.#merge(Date.now());
@@ -206,7 +237,15 @@ export class TierView {
     if (!replica)
       this.#replicas.set(
         key,
-        (replica = { url, reachable: false, error: null, lastSeenAt: null, snapshot: null, history: new Map() }),
+        (replica = {
+          url,
+          reachable: false,
+          error: null,
+          lastSeenAt: null,
+          snapshot: null,
+          history: new Map(),
+          prunedBefore: 0,
+        }),
       );
     return replica;
   }
@@ -256,6 +295,7 @@ export class TierView {
       let seconds = replica.history.get(route.name);
       if (!seconds) replica.history.set(route.name, (seconds = new Map()));
       const s = route.series;
+      if (s.requests.length > 0 && s.from < this.#changedFrom) this.#changedFrom = s.from;
       for (let k = 0; k < s.requests.length; k++) {
         seconds.set(s.from + k, {
           requests: num(s.requests[k]),
@@ -264,7 +304,12 @@ export class TierView {
           latency: Array.isArray(s.latency[k]) ? s.latency[k]! : [],
         });
       }
-      for (const t of seconds.keys()) if (t < oldest) seconds.delete(t);
+    }
+    // Seconds that left the window, every few seconds (a walk over every kept second each round
+    // would be most of a round's cost with many routes).
+    if (oldest - replica.prunedBefore >= PRUNE_EVERY_SECONDS) {
+      for (const seconds of replica.history.values()) for (const t of seconds.keys()) if (t < oldest) seconds.delete(t);
+      replica.prunedBefore = oldest;
     }
   }
 
@@ -300,10 +345,16 @@ export class TierView {
     const routeViews = new Map<string, RouteView>();
     for (const r of live)
       for (const route of r.snapshot!.routes) if (!routeViews.has(route.name)) routeViews.set(route.name, route);
-    const routes = [...routeViews.values()].map((view) => this.#mergeRoute(view, replicas, from, to, summaryFrom));
+    const changedFrom = Math.max(from, Math.min(this.#changedFrom, to));
+    this.#changedFrom = Number.POSITIVE_INFINITY;
+    for (const name of this.#merged.keys()) if (!routeViews.has(name)) this.#merged.delete(name);
+    const routes = [...routeViews.values()].map((view) =>
+      this.#mergeRoute(view, replicas, from, to, summaryFrom, changedFrom),
+    );
 
     return {
       at: now,
+      changedFrom,
       servedBy: this.opts.selfInstance,
       windowSeconds: to - from,
       peersError: this.#peersError,
@@ -344,25 +395,36 @@ export class TierView {
     return rows;
   }
 
-  #mergeRoute(view: RouteView, replicas: Replica[], from: number, to: number, summaryFrom: number): TierRoute {
+  #mergeRoute(
+    view: RouteView,
+    replicas: Replica[],
+    from: number,
+    to: number,
+    summaryFrom: number,
+    changedFrom: number,
+  ): TierRoute {
     const histories = replicas
       .map((r) => r.history.get(view.name))
       .filter((h): h is Map<number, SecondFigures> => h !== undefined);
     const latency = this.#scratch;
-    const series: Pick<TierRoute, "requests" | "errors" | "denied" | "p50" | "p99"> = {
-      requests: [],
-      errors: [],
-      denied: [],
-      p50: [],
-      p99: [],
-    };
-    for (let t = from; t < to; t++) {
+    // Last round's series moved to start at `from`; the seconds past its end, and those from
+    // `changedFrom` on, are merged anew.
+    let merged = this.#merged.get(view.name);
+    if (!merged) this.#merged.set(view.name, (merged = { from, requests: [], errors: [], denied: [], p50: [], p99: [] }));
+    const series = [merged.requests, merged.errors, merged.denied, merged.p50, merged.p99] as const;
+    const shift = from - merged.from;
+    if (shift < 0 || shift >= merged.requests.length) for (const values of series) values.length = 0;
+    else if (shift > 0) for (const values of series) values.splice(0, shift);
+    merged.from = from;
+    const kept = Math.min(merged.requests.length, Math.max(0, changedFrom - from), to - from);
+    for (const values of series) values.length = kept;
+    for (let t = from + kept; t < to; t++) {
       const { requests, errors, denied } = sumSeconds(histories, t, t + 1, latency);
-      series.requests.push(requests);
-      series.errors.push(errors);
-      series.denied.push(denied);
-      series.p50.push(quantileMs(latency, 0.5));
-      series.p99.push(quantileMs(latency, 0.99));
+      merged.requests.push(requests);
+      merged.errors.push(errors);
+      merged.denied.push(denied);
+      merged.p50.push(quantileMs(latency, 0.5));
+      merged.p99.push(quantileMs(latency, 0.99));
     }
     // The summary window's latency, merged over all its seconds.
     const { requests, errors, denied } = sumSeconds(histories, summaryFrom, to, latency);
@@ -374,7 +436,12 @@ export class TierView {
       upstream: view.upstream,
       rateLimit: view.rateLimit,
       from,
-      ...series,
+      // Copies: the kept series changes in place next round, and a state may be read after it.
+      requests: merged.requests.slice(),
+      errors: merged.errors.slice(),
+      denied: merged.denied.slice(),
+      p50: merged.p50.slice(),
+      p99: merged.p99.slice(),
       summary: {
         rps: round3(requests / SUMMARY_SECONDS),
         errorRatio: requests > 0 ? round3(errors / requests) : null,

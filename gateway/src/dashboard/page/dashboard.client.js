@@ -62,7 +62,13 @@
 
   const events = new EventSource("/dashboard/events");
   events.addEventListener("open", () => setConnection("live", "live"));
-  events.addEventListener("error", () => setConnection("lost", "connection lost, retrying…"));
+  // EventSource retries by itself after a dropped connection, but gives up for good when an
+  // answer is not a stream (401: the session is no longer accepted, e.g. a new ADMIN_TOKEN).
+  events.addEventListener("error", () =>
+    events.readyState === EventSource.CLOSED
+      ? setConnection("lost", "disconnected: the gateway refused the event stream (signed out?) — reload the page")
+      : setConnection("lost", "connection lost, retrying…"),
+  );
   events.addEventListener("state", (e) => {
     latest = JSON.parse(/** @type {MessageEvent} */ (e).data);
     render(latest);
@@ -177,6 +183,9 @@
       for (let k = 0; k < r.requests.length; k++)
         route.seconds.set(r.from + k, [r.requests[k], r.errors[k], r.denied[k], r.p50[k], r.p99[k]]);
     }
+    // Cards in the config's order (a reload may add a route before others, or reorder them).
+    const order = tier.routes.map((r) => routes.get(r.name).card);
+    if (order.some((card, i) => container.children[i] !== card)) container.replaceChildren(...order);
     // All charts share one time axis: from the first second anything happened (at least the last
     // minute, at most the whole window), so a young tier is not a flat line with a spike at the end.
     const last = Math.max(0, ...tier.routes.map((r) => r.from + r.requests.length - 1));
@@ -200,6 +209,12 @@
     );
   }
 
+  /** The route's definition in a line: a reload may change it under the same name. */
+  function whereText(r) {
+    const limit = r.rateLimit ? ` · limit ${r.rateLimit}` : "";
+    return `${r.methods.join(" ")} ${r.path}${r.match === "prefix" ? "*" : ""} → ${r.upstream}${limit}`;
+  }
+
   function createRoute(r) {
     const trafficEl = h("div", { class: "chart", "data-chart": "traffic" });
     const latencyEl = h("div", { class: "chart", "data-chart": "latency" });
@@ -207,12 +222,7 @@
       "article",
       { class: "route", "data-route": r.name },
       h("h3", {}, r.name),
-      h(
-        "p",
-        { class: "where" },
-        `${r.methods.join(" ")} ${r.path}${r.match === "prefix" ? "*" : ""} → ${r.upstream}`,
-        r.rateLimit ? ` · limit ${r.rateLimit}` : "",
-      ),
+      h("p", { class: "where" }, whereText(r)),
       h(
         "div",
         { class: "figures" },
@@ -286,6 +296,10 @@
     }
     route.traffic.setData([xs, series[0], series[1], series[2]]);
     route.latency.setData([xs, series[3], series[4]]);
+
+    const where = route.card.querySelector(".where");
+    const text = whereText(r);
+    if (where.textContent !== text) where.textContent = text;
 
     const sum = r.summary;
     const set = (key, text, alert) => {
@@ -414,7 +428,9 @@
           ? `unhealthy ${of(unhealthy)}`
           : count((v) => v.health === "healthy") === views.length
             ? "healthy"
-            : "checking",
+            : count((v) => v.health === "off") === views.length
+              ? "checks off"
+              : "checking",
       ),
       h("td", {}, breaker),
       h(

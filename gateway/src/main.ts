@@ -187,10 +187,21 @@ const admin = createAdminApp(gateway, identity, lifecycle, metrics.registry, {
   reloader,
   ...(settings.adminToken ? { auth: new AdminAuth(settings.adminToken) } : {}),
   redaction: { env: settings.env, hide: settings.adminToken ? [settings.adminToken] : [] },
-}).listen({
-  hostname: settings.adminHost,
-  port: settings.adminPort,
 });
+try {
+  admin.listen({
+    hostname: settings.adminHost,
+    port: settings.adminPort,
+    // Elysia turns reusePort on by default: a second gateway on a taken ADMIN_PORT would then
+    // share it, the kernel handing each admin connection (metrics scrapes, the dashboard's peer
+    // fetches, a token-less process answering for one with a token) to either. It must fail.
+    reusePort: false,
+  });
+} catch (err) {
+  log.fatal({ err, admin_port: settings.adminPort }, "cannot start the admin listener; not starting");
+  console.error(`gateway: cannot start the admin listener on port ${settings.adminPort}: ${(err as Error).message}`);
+  process.exit(1);
+}
 // Without a token the admin plane is safe only on loopback (make dev): say so once, as a warning
 // only when ADMIN_INSECURE opened it wider.
 if (!settings.adminToken && settings.adminInsecure)

@@ -1,7 +1,8 @@
 /**
- * A SIGHUP while the gateway starts (here, while it waits on a DNS server that never answers)
- * is noted, not fatal: SIGHUP's default action ends a process, and the reloader only takes the
- * signal over at the end of start-up.
+ * Start-up of a gateway process: a SIGHUP while it starts (here, while it waits on a DNS server
+ * that never answers) is noted, not fatal — SIGHUP's default action ends a process, and the
+ * reloader only takes the signal over at the end of start-up; a taken ADMIN_PORT stops it with a
+ * clear line instead of sharing the port with the process that holds it.
  */
 import { afterAll, expect, test } from "bun:test";
 import { createSocket } from "node:dgram";
@@ -39,4 +40,27 @@ test("SIGHUP during start-up does not end the gateway; it starts and serves", as
   );
   expect(proc.proc.exitCode).toBeNull();
   expect(proc.lines.some((l) => l.includes("SIGHUP during start-up"))).toBe(true);
+}, 40_000);
+
+test("a second gateway on a taken ADMIN_PORT exits with a clear line; the first keeps its admin port alone", async () => {
+  const routes = writeRoutes(
+    "startup-admin-port",
+    `upstreams:\n  a: { protocol: http, endpoints: "127.0.0.1:9", healthCheck: { enabled: false } }\nroutes:\n  - { name: r, path: /r, upstream: a }\n`,
+  );
+  const first = await spawnGateway("gateway-admin-first", routes);
+  const readyz = async () => (await fetch(`${first.adminUrl}/readyz`).catch(() => undefined))?.status === 200;
+  await waitFor("the first gateway to be ready", readyz, { timeoutMs: 20_000, intervalMs: 50, proc: first.proc });
+  const adminPort = new URL(first.adminUrl).port;
+  const second = await spawnGateway("gateway-admin-second", routes, { ADMIN_PORT: adminPort });
+  expect(await second.proc.proc.exited).toBe(1);
+  await waitFor(
+    "the start-up error line",
+    () => second.proc.lines.some((l) => l.includes(`cannot start the admin listener on port ${adminPort}`)),
+    { timeoutMs: 2000 },
+  );
+  // Every admin answer comes from the first gateway (with a shared port, some came from the second).
+  for (let i = 0; i < 8; i++) {
+    const version = (await (await fetch(`${first.adminUrl}/version`)).json()) as { instance: string };
+    expect(version.instance).toBe("gateway-admin-first");
+  }
 }, 40_000);

@@ -104,7 +104,24 @@ describe("the gateway's routes ConfigMap", () => {
 });
 
 describe("an edit that breaks the wiring fails with file, line and field", () => {
-  const cases: { what: string; file: string; from: string; to: string; check: Check; expected: string }[] = [
+  // An init container inserted before the gateway's (or webapp's) container, with `fields` under it.
+  const initContainer = (service: string, image: string, fields: string) => ({
+    from: `      containers:\n        - name: ${service}\n`,
+    to: `      initContainers:\n        - name: setup\n          image: ${image}\n${fields}      containers:\n        - name: ${service}\n`,
+  });
+  const escalationOnly =
+    "          securityContext:\n            allowPrivilegeEscalation: false\n            capabilities:\n              drop: [ALL]\n";
+  const lockedDown =
+    "          imagePullPolicy: IfNotPresent\n          resources: {requests: {cpu: 10m, memory: 16Mi}, limits: {cpu: 100m, memory: 32Mi}}\n          securityContext:\n            readOnlyRootFilesystem: true\n            allowPrivilegeEscalation: false\n            capabilities:\n              drop: [ALL]\n";
+  const cases: {
+    what: string;
+    file: string;
+    from: string;
+    to: string;
+    check: Check;
+    /** A problem (or each of several) the edited manifests must show. */
+    expected: string | string[];
+  }[] = [
     {
       what: "a Service targetPort renamed",
       file: "k8s/webapp.yaml",
@@ -194,6 +211,35 @@ describe("an edit that breaks the wiring fails with file, line and field", () =>
         'Deployment/rpcapp spec.template.spec.containers[0].image: "portico/rpc-app:dev" must be portico/rpcapp:<tag>',
     },
     {
+      what: "an init container without resources or a read-only root filesystem",
+      file: "k8s/gateway.yaml",
+      ...initContainer("gateway", "portico/gateway:dev", escalationOnly),
+      check: checkContainers,
+      expected: [
+        "Deployment/gateway spec.template.spec.initContainers[0].resources.requests.cpu: must be set",
+        "Deployment/gateway spec.template.spec.initContainers[0].resources.limits.memory: must be set",
+        "Deployment/gateway spec.template.spec.initContainers[0].securityContext.readOnlyRootFilesystem: must be true",
+      ],
+    },
+    {
+      what: "a sidecar init container (restartPolicy Always) without probes",
+      file: "k8s/gateway.yaml",
+      ...initContainer("gateway", "portico/gateway:dev", `          restartPolicy: Always\n${lockedDown}`),
+      check: checkContainers,
+      expected: [
+        "Deployment/gateway spec.template.spec.initContainers[0].readinessProbe: a sidecar (restartPolicy Always) init container needs a readiness probe",
+        "Deployment/gateway spec.template.spec.initContainers[0].livenessProbe: a sidecar (restartPolicy Always) init container needs a liveness probe",
+      ],
+    },
+    {
+      what: "an init container on a Portico image that up.ts does not build",
+      file: "k8s/webapp.yaml",
+      ...initContainer("webapp", "portico/migrate:dev", lockedDown),
+      check: checkImages,
+      expected:
+        'Deployment/webapp spec.template.spec.initContainers[0].image: "portico/migrate:dev" is not an image scripts/up.ts builds',
+    },
+    {
       what: "an upstream pointed at an IP address",
       file: "k8s/gateway.yaml",
       from: "endpoints: webapp-headless:8080",
@@ -232,8 +278,21 @@ describe("an edit that breaks the wiring fails with file, line and field", () =>
   test.each(cases)("$what ($file)", ({ file, from, to, check, expected }) => {
     const { manifests: edited } = withEdit(file, from, to);
     const problems = check(edited).map(formatProblem);
-    expect(problems).toContainEqual(expect.stringContaining(expected));
-    expect(problems.find((p) => p.includes(expected))).toMatch(new RegExp(`^${file.replace(".", "\\.")}:\\d+: `));
+    for (const e of [expected].flat()) {
+      expect(problems).toContainEqual(expect.stringContaining(e));
+      expect(problems.find((p) => p.includes(e))).toMatch(new RegExp(`^${file.replace(".", "\\.")}:\\d+: `));
+    }
+  });
+
+  test("a plain init container, locked down, passes: it needs no probes (it runs to completion)", () => {
+    for (const [service, image] of [
+      ["gateway", "portico/gateway:dev"],
+      ["webapp", "portico/gateway:dev"], // any image up.ts builds, in an init container
+    ] as const) {
+      const { from, to } = initContainer(service, image, lockedDown);
+      const { manifests: edited } = withEdit(`k8s/${service}.yaml`, from, to);
+      expect([checkContainers, checkImages, checkProbes].flatMap((c) => c(edited)).map(formatProblem)).toEqual([]);
+    }
   });
 
   test("the reported line is the edited line", () => {

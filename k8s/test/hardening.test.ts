@@ -6,7 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { PENDING_APP_ENV, sourcesOf, type Check } from "./checks/cross-checks.ts";
+import { type Check, matchesSelector, PENDING_APP_ENV, sourcesOf } from "./checks/cross-checks.ts";
 import {
   checkDisruptionBudgets,
   checkExposure,
@@ -18,11 +18,12 @@ import {
   checkPodSecurityRestricted,
   checkRedis,
   checkSecretReferences,
+  checkServiceAccounts,
   checkStartupProbes,
   checkTopologySpread,
   HARDENING_CHECKS,
 } from "./checks/hardening.ts";
-import { formatProblem, loadManifests, parseManifests, REPO_ROOT, withEdit } from "./checks/manifests.ts";
+import { formatProblem, loadManifests, parseManifests, REPO_ROOT, withEdit, withEdits } from "./checks/manifests.ts";
 import { allowedFlows, checkNetworkPolicies } from "./checks/network-policies.ts";
 
 const manifests = loadManifests();
@@ -43,13 +44,41 @@ describe("k8s/ as it is", () => {
   });
 });
 
+describe("label selectors, as the API server reads them (checks/cross-checks.ts matchesSelector)", () => {
+  const pod = { "app.kubernetes.io/name": "webapp", tier: "backend" };
+  test.each([
+    ["{} selects every pod", {}, true],
+    ["a missing selector selects none", undefined, false],
+    ["matchLabels, all of them", { matchLabels: { "app.kubernetes.io/name": "webapp", tier: "backend" } }, true],
+    ["matchLabels, one differing", { matchLabels: { "app.kubernetes.io/name": "webapp", tier: "db" } }, false],
+    ["In", { matchExpressions: [{ key: "tier", operator: "In", values: ["db", "backend"] }] }, true],
+    ["In, no value matching", { matchExpressions: [{ key: "tier", operator: "In", values: ["db"] }] }, false],
+    ["NotIn", { matchExpressions: [{ key: "tier", operator: "NotIn", values: ["db"] }] }, true],
+    ["NotIn, on a missing label", { matchExpressions: [{ key: "zone", operator: "NotIn", values: ["a"] }] }, true],
+    ["NotIn, the value listed", { matchExpressions: [{ key: "tier", operator: "NotIn", values: ["backend"] }] }, false],
+    ["Exists", { matchExpressions: [{ key: "tier", operator: "Exists" }] }, true],
+    ["DoesNotExist", { matchExpressions: [{ key: "tier", operator: "DoesNotExist" }] }, false],
+    [
+      "matchLabels AND matchExpressions",
+      { matchLabels: { tier: "backend" }, matchExpressions: [{ key: "zone", operator: "Exists" }] },
+      false,
+    ],
+    ["an unknown operator", { matchExpressions: [{ key: "tier", operator: "Equals", values: ["backend"] }] }, false],
+  ] as const)("%s", (_what, selector, expected) => {
+    expect(matchesSelector(selector as Parameters<typeof matchesSelector>[0], pod)).toBe(expected);
+  });
+});
+
 interface Gap {
   gap: string;
   file: string;
   from: string;
   to: string;
+  /** Further edits to the same file, made after the first: a flow needs both of its sides. */
+  also?: { from: string; to: string }[];
   check: Check;
-  expected: string;
+  /** A problem (or each of several) the edited manifests must show. */
+  expected: string | string[];
 }
 
 const gaps: Gap[] = [
@@ -109,6 +138,134 @@ const gaps: Gap[] = [
     to: "  ingress:\n    - ports:\n        - port: redis",
     check: checkNetworkPolicies,
     expected: "NetworkPolicy/redis-limiter spec.ingress[0]: allows (anywhere) -> redis-limiter:redis",
+  },
+  {
+    gap: "a peer podSelector: {} on both sides (every pod of the namespace) opening gateway -> redis-store",
+    file: "k8s/networkpolicy.yaml",
+    from: "  egress:\n    - to:\n        - podSelector:\n            matchLabels:\n              app.kubernetes.io/name: webapp\n",
+    to: "  egress:\n    - to:\n        - podSelector: {}\n    - to:\n        - podSelector:\n            matchLabels:\n              app.kubernetes.io/name: webapp\n",
+    also: [
+      {
+        from: "  ingress:\n    - from:\n        - podSelector:\n            matchLabels:\n              app.kubernetes.io/name: webapp\n        - podSelector:\n            matchLabels:\n              app.kubernetes.io/name: redis-store\n",
+        to: "  ingress:\n    - from:\n        - podSelector: {}\n        - podSelector:\n            matchLabels:\n              app.kubernetes.io/name: webapp\n        - podSelector:\n            matchLabels:\n              app.kubernetes.io/name: redis-store\n",
+      },
+    ],
+    check: checkNetworkPolicies,
+    expected: [
+      "NetworkPolicy/redis-store spec.ingress[0]: allows gateway -> redis-store:redis,",
+      "NetworkPolicy/redis-store spec.ingress[0]: allows gateway -> redis-store:sentinel,",
+    ],
+  },
+  {
+    gap: "gateway -> webapp widened to a port range (endPort 9999 takes in webapp's plain metrics port 9090)",
+    file: "k8s/networkpolicy.yaml",
+    from: "              app.kubernetes.io/name: webapp\n      ports:\n        - port: https\n",
+    to: "              app.kubernetes.io/name: webapp\n      ports:\n        - port: 8080\n          endPort: 9999\n",
+    also: [
+      {
+        from: "              app.kubernetes.io/name: gateway\n      ports:\n        - port: https\n",
+        to: "              app.kubernetes.io/name: gateway\n      ports:\n        - port: 8080\n          endPort: 9999\n",
+      },
+    ],
+    check: checkNetworkPolicies,
+    expected: "NetworkPolicy/webapp spec.ingress[0]: allows gateway -> webapp:metrics,",
+  },
+  {
+    gap: "peers selecting by matchExpressions (Exists, NotIn) opening webapp -> redis-limiter",
+    file: "k8s/networkpolicy.yaml",
+    from: "      ports:\n        - port: redis\n          protocol: TCP\n        - port: sentinel\n          protocol: TCP\n",
+    to: "      ports:\n        - port: redis\n          protocol: TCP\n        - port: sentinel\n          protocol: TCP\n    - to:\n        - podSelector:\n            matchExpressions:\n              - {key: app.kubernetes.io/name, operator: Exists}\n      ports:\n        - port: redis\n          protocol: TCP\n",
+    also: [
+      {
+        from: "  ingress:\n    - from:\n        - podSelector:\n            matchLabels:\n              app.kubernetes.io/name: gateway\n      ports:\n        - port: redis\n",
+        to: "  ingress:\n    - from:\n        - podSelector:\n            matchLabels:\n              app.kubernetes.io/name: gateway\n        - podSelector:\n            matchExpressions:\n              - {key: app.kubernetes.io/name, operator: NotIn, values: [grafana]}\n      ports:\n        - port: redis\n",
+      },
+    ],
+    check: checkNetworkPolicies,
+    expected: "NetworkPolicy/redis-limiter spec.ingress[0]: allows webapp -> redis-limiter:redis,",
+  },
+  {
+    gap: "a selector operator the API server does not know",
+    file: "k8s/networkpolicy.yaml",
+    from: "  podSelector:\n    matchLabels:\n      app.kubernetes.io/name: jaeger\n",
+    to: "  podSelector:\n    matchExpressions:\n      - {key: app.kubernetes.io/name, operator: Equals, values: [jaeger]}\n",
+    check: checkNetworkPolicies,
+    expected:
+      'NetworkPolicy/jaeger spec.podSelector.matchExpressions[0]: operator "Equals" is not one of In, NotIn, Exists, DoesNotExist',
+  },
+  // The Kubernetes API: tokens and RBAC
+  {
+    gap: "Prometheus' Role widened to secrets and every verb",
+    file: "k8s/monitoring/prometheus.yaml",
+    from: "    resources: [pods]\n    verbs: [get, list, watch]\n",
+    to: '    resources: [pods, secrets]\n    verbs: ["*"]\n',
+    check: checkServiceAccounts,
+    expected: [
+      "Role/prometheus-discovery rules[0].resources: [pods, secrets]: a Role here reads [pods] only",
+      "Role/prometheus-discovery rules[0].verbs: [*]: a Role here is read-only, verbs within [get, list, watch]",
+    ],
+  },
+  {
+    gap: "a Role over another API group",
+    file: "k8s/monitoring/prometheus.yaml",
+    from: '  - apiGroups: [""]\n    resources: [pods]',
+    to: '  - apiGroups: ["", apps]\n    resources: [pods]',
+    check: checkServiceAccounts,
+    expected: 'Role/prometheus-discovery rules[0].apiGroups: ["", apps]: a Role here reads the core API group only',
+  },
+  {
+    gap: "webapp's pods mounting an API token",
+    file: "k8s/webapp.yaml",
+    from: "      automountServiceAccountToken: false\n",
+    to: "      automountServiceAccountToken: true\n",
+    check: checkServiceAccounts,
+    expected: "Deployment/webapp spec.template.spec.automountServiceAccountToken: must be false",
+  },
+  {
+    gap: "the gateway's pods left with the default token (automountServiceAccountToken unset)",
+    file: "k8s/gateway.yaml",
+    from: "      automountServiceAccountToken: false # nothing here calls the Kubernetes API\n",
+    to: "",
+    check: checkServiceAccounts,
+    expected: "Deployment/gateway spec.template.spec.automountServiceAccountToken: must be false",
+  },
+  {
+    gap: "Prometheus' token under the namespace's default ServiceAccount",
+    file: "k8s/monitoring/prometheus.yaml",
+    from: "      serviceAccountName: prometheus\n",
+    to: "",
+    check: checkServiceAccounts,
+    expected: "Deployment/prometheus spec.template.spec.serviceAccountName: prometheus mounts an API token",
+  },
+  {
+    gap: "Prometheus' discovery made cluster-wide (ClusterRole and ClusterRoleBinding)",
+    file: "k8s/monitoring/prometheus.yaml",
+    from: "kind: Role\nmetadata:\n  name: prometheus-discovery\n",
+    to: "kind: ClusterRole\nmetadata:\n  name: prometheus-discovery\n",
+    also: [{ from: "kind: RoleBinding\n", to: "kind: ClusterRoleBinding\n" }],
+    check: checkServiceAccounts,
+    expected: [
+      "ClusterRole/prometheus-discovery kind: a ClusterRole grants access across the cluster",
+      "ClusterRoleBinding/prometheus-discovery kind: a ClusterRoleBinding grants access across the cluster",
+    ],
+  },
+  {
+    gap: "a RoleBinding to the built-in ClusterRole admin",
+    file: "k8s/monitoring/prometheus.yaml",
+    from: "  kind: Role\n  name: prometheus-discovery\n",
+    to: "  kind: ClusterRole\n  name: admin\n",
+    check: checkServiceAccounts,
+    expected:
+      "RoleBinding/prometheus-discovery roleRef: must name one of k8s/'s Roles (prometheus-discovery), not ClusterRole/admin",
+  },
+  {
+    gap: "a RoleBinding to another namespace's ServiceAccount",
+    file: "k8s/monitoring/prometheus.yaml",
+    from: "  - kind: ServiceAccount\n    name: prometheus\n    namespace: portico\n",
+    to: "  - kind: ServiceAccount\n    name: prometheus\n    namespace: kube-system\n",
+    check: checkServiceAccounts,
+    expected:
+      "RoleBinding/prometheus-discovery subjects[0]: ServiceAccount kube-system/prometheus: bind only ServiceAccounts of namespace portico",
   },
   // Client addresses
   {
@@ -329,10 +486,10 @@ const gaps: Gap[] = [
 ];
 
 describe("each gap review found fails again when an edit brings it back", () => {
-  test.each(gaps)("$gap ($file)", ({ file, from, to, check, expected }) => {
-    const { manifests: edited } = withEdit(file, from, to);
+  test.each(gaps)("$gap ($file)", ({ file, from, to, also = [], check, expected }) => {
+    const { manifests: edited } = withEdits(file, [{ from, to }, ...also]);
     const problems = check(edited).map(formatProblem);
-    expect(problems).toContainEqual(expect.stringContaining(expected));
+    for (const e of [expected].flat()) expect(problems).toContainEqual(expect.stringContaining(e));
   });
 
   test("the reported line is the edited line", () => {

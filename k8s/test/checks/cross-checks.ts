@@ -63,9 +63,35 @@ export interface Workload {
   own: boolean;
   podLabels: Labels;
   containers: IContainer[];
+  /** The pod's init containers: plain ones run to completion first, sidecars (restartPolicy Always) run alongside. */
+  initContainers: IContainer[];
 }
 
 export const CONTAINERS: Path = ["spec", "template", "spec", "containers"];
+export const INIT_CONTAINERS: Path = ["spec", "template", "spec", "initContainers"];
+
+/** A container of a pod template with its path: the rules on containers hold for init containers too. */
+export interface PodContainer {
+  c: IContainer;
+  path: Path;
+  /** An init container… */
+  init: boolean;
+  /** …that keeps running beside the others (restartPolicy Always): it serves, so it is probed like them. */
+  sidecar: boolean;
+}
+
+/** Init containers, then containers, each with its path in the manifest. */
+export function allContainers(w: Workload): PodContainer[] {
+  return [
+    ...w.initContainers.map((c, i) => ({
+      c,
+      path: [...INIT_CONTAINERS, i],
+      init: true,
+      sidecar: c.restartPolicy === "Always",
+    })),
+    ...w.containers.map((c, i) => ({ c, path: [...CONTAINERS, i], init: false, sidecar: false })),
+  ];
+}
 
 export function workloadsOf(manifests: Manifest[]): Workload[] {
   return manifests
@@ -75,7 +101,16 @@ export function workloadsOf(manifests: Manifest[]): Workload[] {
       const podLabels = deployment.spec?.template.metadata?.labels ?? {};
       const name = podLabels[NAME_LABEL] ?? String(deployment.metadata?.name);
       const own = m.object.kind === "Deployment" && (SERVICES as readonly string[]).includes(name);
-      return { m, deployment, name, own, podLabels, containers: deployment.spec?.template.spec?.containers ?? [] };
+      const spec = deployment.spec?.template.spec;
+      return {
+        m,
+        deployment,
+        name,
+        own,
+        podLabels,
+        containers: spec?.containers ?? [],
+        initContainers: spec?.initContainers ?? [],
+      };
     });
 }
 
@@ -87,9 +122,61 @@ export function ofKind<T>(manifests: Manifest[], kind: string): { m: Manifest; o
   return manifests.filter((m) => m.object.kind === kind).map((m) => ({ m, o: m.object as unknown as T }));
 }
 
+/**
+ * A Service's `selector` (a plain map): an empty or missing one selects no pod (the Service's
+ * endpoints are then managed by hand). Not for the LabelSelectors of Deployments, NetworkPolicies
+ * or disruption budgets, where an empty selector selects every pod: matchesSelector.
+ */
 export function selects(selector: Labels | undefined, labels: Labels): boolean {
   const entries = Object.entries(selector ?? {});
   return entries.length > 0 && entries.every(([k, v]) => labels[k] === v);
+}
+
+export interface LabelSelectorRequirement {
+  key: string;
+  operator: string;
+  values?: string[];
+}
+
+/** A LabelSelector (NetworkPolicy, PodDisruptionBudget, Deployment…). */
+export interface LabelSelector {
+  matchLabels?: Labels;
+  matchExpressions?: LabelSelectorRequirement[];
+}
+
+export const SELECTOR_OPERATORS = ["In", "NotIn", "Exists", "DoesNotExist"] as const;
+
+/** No term at all: `{}` selects every pod of the namespace. */
+export function isEmptySelector(selector: LabelSelector | undefined): boolean {
+  return Object.keys(selector?.matchLabels ?? {}).length === 0 && (selector?.matchExpressions ?? []).length === 0;
+}
+
+/**
+ * Whether a LabelSelector selects a pod with `labels`, as the API server decides: every
+ * matchLabels entry and every matchExpressions requirement holds, so an empty selector selects
+ * every pod; a missing (null) one selects none. An operator the API does not know selects nothing
+ * (the API server rejects it anyway).
+ */
+export function matchesSelector(selector: LabelSelector | undefined, labels: Labels): boolean {
+  if (!selector) return false;
+  const byLabels = Object.entries(selector.matchLabels ?? {}).every(([k, v]) => labels[k] === v);
+  return (
+    byLabels &&
+    (selector.matchExpressions ?? []).every(({ key, operator, values = [] }) => {
+      switch (operator) {
+        case "In":
+          return key in labels && values.includes(labels[key]!);
+        case "NotIn":
+          return !(key in labels) || !values.includes(labels[key]!);
+        case "Exists":
+          return key in labels;
+        case "DoesNotExist":
+          return !(key in labels);
+        default:
+          return false;
+      }
+    })
+  );
 }
 
 function env(container: IContainer, name: string): string | undefined {
@@ -211,19 +298,24 @@ export const checkDeploymentShape: Check = (manifests) => {
 };
 
 /**
- * Probes, resources and a locked-down security context on every container; for Portico's own,
- * also the nonroot uid, pull policy, preStop, shutdown timing and identity env.
+ * Probes, resources and a locked-down security context on every container, init containers
+ * included (probes only where the container keeps running: not on a plain init container, which
+ * runs to completion and may not have any, but on a sidecar, restartPolicy Always); for
+ * Portico's own, also the nonroot uid and pull policy, and on its main containers the preStop,
+ * shutdown timing and identity env.
  */
 export const checkContainers: Check = (manifests) => {
   const problems: Problem[] = [];
   for (const w of workloadsOf(manifests)) {
     const podSpec = w.deployment.spec?.template.spec;
     const pod = podSpec?.securityContext ?? {};
-    w.containers.forEach((c, i) => {
-      const path: Path = [...CONTAINERS, i];
+    for (const { c, path, init, sidecar } of allContainers(w)) {
       const at = (field: Path, message: string) => problems.push(problemAt(w.m, [...path, ...field], message));
-      if (!c.readinessProbe) at(["readinessProbe"], "every container needs a readiness probe");
-      if (!c.livenessProbe) at(["livenessProbe"], "every container needs a liveness probe");
+      const what = sidecar ? "a sidecar (restartPolicy Always) init container" : "every container";
+      if (!init || sidecar) {
+        if (!c.readinessProbe) at(["readinessProbe"], `${what} needs a readiness probe`);
+        if (!c.livenessProbe) at(["livenessProbe"], `${what} needs a liveness probe`);
+      }
       for (const kind of ["requests", "limits"] as const) {
         for (const resource of ["cpu", "memory"])
           if (c.resources?.[kind]?.[resource] === undefined) at(["resources", kind, resource], "must be set");
@@ -236,11 +328,12 @@ export const checkContainers: Check = (manifests) => {
         at(["securityContext", "capabilities", "drop"], "must drop ALL capabilities");
       if ((sc.seccompProfile ?? pod.seccompProfile)?.type !== "RuntimeDefault")
         at(["securityContext", "seccompProfile", "type"], "must be RuntimeDefault");
-      if (!w.own) return;
+      if (!w.own) continue;
       if ((sc.runAsUser ?? pod.runAsUser) !== NONROOT_UID)
         at(["securityContext", "runAsUser"], `must be ${NONROOT_UID} (distroless nonroot)`);
       if (c.imagePullPolicy !== "IfNotPresent")
         at(["imagePullPolicy"], "must be IfNotPresent (images are built inside minikube with unique tags)");
+      if (init) continue; // the drain below is the serving container's
       const preStop = c.lifecycle?.preStop;
       if (preStop?.exec)
         at(
@@ -275,25 +368,32 @@ export const checkContainers: Check = (manifests) => {
         at(["env"], `SERVICE_VERSION must come from the pod's ${VERSION_LABEL} label (fieldRef)`);
       if (fieldRef("INSTANCE_ID") !== "metadata.name")
         at(["env"], "INSTANCE_ID must come from metadata.name (fieldRef), so x-served-by names the pod");
-    });
+    }
   }
   return problems;
 };
 
-/** Portico's Deployments run exactly the images scripts/up.ts builds, from Dockerfiles that exist. */
+/**
+ * Portico's Deployments run exactly the images scripts/up.ts builds, from Dockerfiles that exist:
+ * each main container its own service's image; an init container there may run any image up.ts
+ * builds (or a third-party one, pinned by hardening.ts). No other workload runs a Portico image.
+ */
 export const checkImages: Check = (manifests) => {
   const problems: Problem[] = [];
   const workloads = workloadsOf(manifests);
+  const built = SERVICES.map(imageName);
   for (const w of workloads) {
-    w.containers.forEach((c, i) => {
+    for (const { c, path, init } of allContainers(w)) {
       const image = c.image ?? "";
       const [repository, tag, ...rest] = image.split(":");
-      const at = (message: string) => problems.push(problemAt(w.m, [...CONTAINERS, i, "image"], message));
-      if (w.own && (repository !== imageName(w.name as Service) || !tag || rest.length > 0))
+      const ours = repository?.startsWith(`${IMAGE_REPOSITORY_PREFIX}/`);
+      const at = (message: string) => problems.push(problemAt(w.m, [...path, "image"], message));
+      if (w.own && !init && (repository !== imageName(w.name as Service) || !tag || rest.length > 0))
         at(`"${image}" must be ${imageName(w.name as Service)}:<tag>, the image scripts/up.ts builds`);
-      else if (!w.own && repository?.startsWith(`${IMAGE_REPOSITORY_PREFIX}/`))
-        at(`"${image}" is not an image scripts/up.ts builds (${SERVICES.map(imageName).join(", ")})`);
-    });
+      else if (w.own && init && ours && (!built.includes(repository!) || !tag || rest.length > 0))
+        at(`"${image}" is not an image scripts/up.ts builds (${built.map((b) => `${b}:<tag>`).join(", ")})`);
+      else if (!w.own && ours) at(`"${image}" is not an image scripts/up.ts builds (${built.join(", ")})`);
+    }
   }
   for (const service of SERVICES) {
     if (!workloads.some((w) => w.own && w.name === service))

@@ -13,8 +13,10 @@ import { CLUSTER_SECRETS } from "../../../scripts/cluster/secrets.ts";
 import { TLS_SECRET_KEYS, TLS_SECRETS } from "../../../scripts/cluster/tls.ts";
 import { IMAGE_REPOSITORY_PREFIX } from "../../../scripts/cluster/images.ts";
 import {
+  allContainers,
   type Check,
   CONTAINERS,
+  matchesSelector,
   NAME_LABEL,
   NAMESPACE,
   ofKind,
@@ -28,18 +30,6 @@ type PodSpec = NonNullable<NonNullable<Workload["deployment"]["spec"]>["template
 
 function podSpecOf(w: Workload): PodSpec | undefined {
   return w.deployment.spec?.template.spec;
-}
-
-/** Containers and init containers, each with its path in the manifest. */
-function allContainers(w: Workload): { c: IContainer; path: Path }[] {
-  const spec = podSpecOf(w);
-  return [
-    ...(spec?.initContainers ?? []).map((c, i) => ({
-      c,
-      path: ["spec", "template", "spec", "initContainers", i] as Path,
-    })),
-    ...(spec?.containers ?? []).map((c, i) => ({ c, path: [...CONTAINERS, i] as Path })),
-  ];
 }
 
 // ---- Pod Security: the "restricted" profile --------------------------------------------------
@@ -252,6 +242,125 @@ export const checkSecretReferences: Check = (manifests) => {
   return problems;
 };
 
+// ---- the Kubernetes API: service accounts and RBAC ----------------------------------------------
+
+/**
+ * The pods that call the Kubernetes API, each with the reason; every other pod template sets
+ * `automountServiceAccountToken: false`, so a compromised container holds no API credential.
+ */
+export const API_CLIENTS: Readonly<Record<string, string>> = {
+  prometheus:
+    "Kubernetes service discovery (kubernetes_sd_configs in monitoring/prometheus.yaml) lists and watches the namespace's pods",
+};
+
+/** What a Role may grant: reading pods (service discovery), nothing more. */
+const ROLE_API_GROUPS = [""];
+const ROLE_RESOURCES = ["pods"];
+const ROLE_VERBS = ["get", "list", "watch"];
+
+interface PolicyRule {
+  apiGroups?: string[];
+  resources?: string[];
+  verbs?: string[];
+  resourceNames?: string[];
+  nonResourceURLs?: string[];
+}
+
+const list = (values: readonly string[]) => `[${values.map((v) => (v === "" ? '""' : v)).join(", ")}]`;
+
+/**
+ * Least privilege towards the API: no pod mounts a token but the API_CLIENTS, which run under a
+ * ServiceAccount of their own; no ClusterRole or ClusterRoleBinding (nothing here needs the
+ * cluster); a Role only reads pods; a RoleBinding binds one of k8s/'s Roles to ServiceAccounts
+ * of this namespace defined in k8s/.
+ */
+export const checkServiceAccounts: Check = (manifests) => {
+  const problems: Problem[] = [];
+  const accounts = new Set(
+    manifests.filter((m) => m.object.kind === "ServiceAccount").map((m) => String(m.object.metadata?.name)),
+  );
+  const roles = new Set(manifests.filter((m) => m.object.kind === "Role").map((m) => String(m.object.metadata?.name)));
+  for (const w of workloadsOf(manifests)) {
+    const spec = podSpecOf(w);
+    const podPath: Path = ["spec", "template", "spec"];
+    const reason = API_CLIENTS[w.name];
+    if (reason === undefined) {
+      if (spec?.automountServiceAccountToken !== false)
+        problems.push(
+          problemAt(
+            w.m,
+            [...podPath, "automountServiceAccountToken"],
+            `must be false: ${w.name} does not call the Kubernetes API, so its pods hold no token (hardening.ts API_CLIENTS lists the pods that do)`,
+          ),
+        );
+    } else if (
+      !spec?.serviceAccountName ||
+      spec.serviceAccountName === "default" ||
+      !accounts.has(spec.serviceAccountName)
+    )
+      problems.push(
+        problemAt(
+          w.m,
+          [...podPath, "serviceAccountName"],
+          `${w.name} mounts an API token (${reason}): it must run under a ServiceAccount of its own, defined in k8s/, not "${spec?.serviceAccountName ?? "default"}"`,
+        ),
+      );
+  }
+  for (const m of manifests) {
+    const kind = String(m.object.kind);
+    if (kind === "ClusterRole" || kind === "ClusterRoleBinding")
+      problems.push(
+        problemAt(
+          m,
+          ["kind"],
+          `a ${kind} grants access across the cluster: nothing in k8s/ needs more than this namespace (use a Role and RoleBinding)`,
+        ),
+      );
+    if (kind === "Role")
+      ((m.object.rules as PolicyRule[] | undefined) ?? []).forEach((rule, i) => {
+        const at = (field: string, message: string) => problems.push(problemAt(m, ["rules", i, field], message));
+        const outside = (values: string[] | undefined, allowed: string[]) =>
+          (values ?? []).length === 0 || (values ?? []).some((v) => !allowed.includes(v));
+        if (outside(rule.apiGroups, ROLE_API_GROUPS))
+          at(
+            "apiGroups",
+            `${list(rule.apiGroups ?? [])}: a Role here reads the core API group only, ${list(ROLE_API_GROUPS)}`,
+          );
+        if (outside(rule.resources, ROLE_RESOURCES))
+          at(
+            "resources",
+            `${list(rule.resources ?? [])}: a Role here reads ${list(ROLE_RESOURCES)} only (service discovery), never secrets or "*"`,
+          );
+        if (outside(rule.verbs, ROLE_VERBS))
+          at("verbs", `${list(rule.verbs ?? [])}: a Role here is read-only, verbs within ${list(ROLE_VERBS)}`);
+        if (rule.nonResourceURLs?.length) at("nonResourceURLs", "not for a Role: no non-resource URL is needed");
+      });
+    if (kind === "RoleBinding") {
+      const ref = m.object.roleRef as { kind?: string; name?: string } | undefined;
+      if (ref?.kind !== "Role" || !roles.has(String(ref.name)))
+        problems.push(
+          problemAt(
+            m,
+            ["roleRef"],
+            `must name one of k8s/'s Roles (${[...roles].join(", ") || "none"}), not ${ref?.kind}/${ref?.name}: a ClusterRole (admin, edit…) grants far more`,
+          ),
+        );
+      const subjects = (m.object.subjects as { kind?: string; name?: string; namespace?: string }[] | undefined) ?? [];
+      subjects.forEach((subject, i) => {
+        if (subject.kind !== "ServiceAccount" || subject.namespace !== NAMESPACE || !accounts.has(String(subject.name)))
+          problems.push(
+            problemAt(
+              m,
+              ["subjects", i],
+              `${subject.kind} ${subject.namespace ? `${subject.namespace}/` : ""}${subject.name}: bind only ServiceAccounts of namespace ${NAMESPACE} defined in k8s/ (${[...accounts].join(", ") || "none"})`,
+            ),
+          );
+      });
+    }
+  }
+  return problems;
+};
+
 // ---- exposure ----------------------------------------------------------------------------------
 
 /**
@@ -313,7 +422,7 @@ export const checkDisruptionBudgets: Check = (manifests) => {
   const workloads = workloadsOf(manifests);
   for (const w of workloads) {
     const replicas = replicasOf(manifests, w);
-    const mine = pdbs.filter(({ o }) => selects(o.spec?.selector?.matchLabels, w.podLabels));
+    const mine = pdbs.filter(({ o }) => matchesSelector(o.spec?.selector, w.podLabels));
     if (replicas <= 1) {
       for (const { m } of mine)
         problems.push(
@@ -355,7 +464,7 @@ export const checkDisruptionBudgets: Check = (manifests) => {
     }
   }
   for (const { m, o } of pdbs)
-    if (!workloads.some((w) => selects(o.spec?.selector?.matchLabels, w.podLabels)))
+    if (!workloads.some((w) => matchesSelector(o.spec?.selector, w.podLabels)))
       problems.push(problemAt(m, ["spec", "selector"], "selects no pods of any workload in k8s/"));
   return problems;
 };
@@ -772,6 +881,7 @@ export const HARDENING_CHECKS: Record<string, Check> = {
   checkPodSecurityRestricted,
   checkNoPlaintextCredentials,
   checkSecretReferences,
+  checkServiceAccounts,
   checkExposure,
   checkDisruptionBudgets,
   checkTopologySpread,

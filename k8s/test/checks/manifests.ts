@@ -172,12 +172,27 @@ export function withEdit(
   to: string,
   files = manifestFiles(),
 ): { manifests: Manifest[]; line: number } {
+  return withEdits(file, [{ from, to }], files);
+}
+
+/**
+ * Like withEdit, with several edits to the same file, made in order (each on the text the ones
+ * before it left): a gap that takes both sides of a flow, say. `line` is the first edit's.
+ */
+export function withEdits(
+  file: string,
+  edits: readonly { from: string; to: string }[],
+  files = manifestFiles(),
+): { manifests: Manifest[]; line: number } {
   const absolute = join(REPO_ROOT, file);
-  const text = readFileSync(absolute, "utf8");
-  const at = text.indexOf(from);
-  if (at < 0) throw new Error(`${file} does not contain ${JSON.stringify(from)}: update the test`);
-  const edited = text.slice(0, at) + to + text.slice(at + from.length);
-  const line = text.slice(0, at + from.length - from.trimStart().length).split("\n").length;
+  let edited = readFileSync(absolute, "utf8");
+  let line = 0;
+  edits.forEach(({ from, to }, i) => {
+    const at = edited.indexOf(from);
+    if (at < 0) throw new Error(`${file} does not contain ${JSON.stringify(from)}: update the test`);
+    if (i === 0) line = edited.slice(0, at + from.length - from.trimStart().length).split("\n").length;
+    edited = edited.slice(0, at) + to + edited.slice(at + from.length);
+  });
   const manifests = files.flatMap((f) =>
     f === absolute ? parseManifests(edited, file) : parseManifests(readFileSync(f, "utf8"), relative(REPO_ROOT, f)),
   );

@@ -9,7 +9,16 @@
 import type { INetworkPolicy } from "kubernetes-models/networking.k8s.io/v1/NetworkPolicy";
 import type { INetworkPolicyPeer } from "kubernetes-models/networking.k8s.io/v1/NetworkPolicyPeer";
 import type { INetworkPolicyPort } from "kubernetes-models/networking.k8s.io/v1/NetworkPolicyPort";
-import { type Check, ofKind, selects, type Workload, workloadsOf } from "./cross-checks.ts";
+import {
+  type Check,
+  isEmptySelector,
+  type LabelSelector,
+  matchesSelector,
+  ofKind,
+  SELECTOR_OPERATORS,
+  type Workload,
+  workloadsOf,
+} from "./cross-checks.ts";
 import type { Manifest, Path, Problem } from "./manifests.ts";
 import { problemAt } from "./manifests.ts";
 
@@ -62,17 +71,41 @@ interface Rule {
 
 const ANYWHERE = "(anywhere)";
 
+/** `k=v,key In (a b),key` : a selector's terms, as a flow names them. */
+function selectorTerms(selector: LabelSelector | undefined): string {
+  return [
+    ...Object.entries(selector?.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`),
+    ...(selector?.matchExpressions ?? []).map(
+      ({ key, operator, values }) => `${key} ${operator}${values?.length ? ` (${values.join(" ")})` : ""}`,
+    ),
+  ].join(",");
+}
+
 function peerName(peer: INetworkPolicyPeer): string {
   if (peer.ipBlock) return `(ipBlock ${peer.ipBlock.cidr})`;
-  const ns = peer.namespaceSelector?.matchLabels?.["kubernetes.io/metadata.name"] ?? "any namespace";
-  const pods = Object.entries(peer.podSelector?.matchLabels ?? {})
-    .map(([k, v]) => `${k}=${v}`)
-    .join(",");
+  const byName = peer.namespaceSelector?.matchLabels?.["kubernetes.io/metadata.name"];
+  const ns =
+    byName && selectorTerms(peer.namespaceSelector) === `kubernetes.io/metadata.name=${byName}`
+      ? byName
+      : isEmptySelector(peer.namespaceSelector)
+        ? "any namespace"
+        : `(${selectorTerms(peer.namespaceSelector)})`;
+  const pods = selectorTerms(peer.podSelector);
   return `(namespace ${ns}${pods ? `, ${pods}` : ""})`;
 }
 
 function portLabel(p: INetworkPolicyPort): string {
-  return typeof p.port === "string" ? p.port : `${p.port ?? "*"}/${p.protocol ?? "TCP"}`;
+  if (typeof p.port === "string") return p.port;
+  const range = p.port !== undefined && p.endPort !== undefined ? `${p.port}-${p.endPort}` : `${p.port ?? "*"}`;
+  return `${range}/${p.protocol ?? "TCP"}`;
+}
+
+/** Whether a rule's port entry admits a container port: by name, by number, in [port, endPort], or any (no port). */
+function portMatches(p: INetworkPolicyPort, cp: { name?: string; number: number; protocol: string }): boolean {
+  if ((p.protocol ?? "TCP") !== cp.protocol) return false;
+  if (p.port === undefined) return true; // every port of the protocol
+  if (typeof p.port === "string") return p.port === cp.name;
+  return p.endPort === undefined ? p.port === cp.number : p.port <= cp.number && cp.number <= p.endPort;
 }
 
 /** The container ports of `w` a rule's port entries admit (all of them when it names none). */
@@ -81,22 +114,17 @@ function admittedPorts(w: Workload, ports: INetworkPolicyPort[] | undefined): { 
     (c.ports ?? []).map((p) => ({ name: p.name, number: p.containerPort, protocol: p.protocol ?? "TCP" })),
   );
   if (!ports || ports.length === 0) return all;
-  return all.filter((cp) =>
-    ports.some(
-      (p) =>
-        (p.protocol ?? "TCP") === cp.protocol &&
-        (typeof p.port === "string" ? p.port === cp.name : p.port === cp.number),
-    ),
-  );
+  return all.filter((cp) => ports.some((p) => portMatches(p, cp)));
 }
 
 function rulesOf(manifests: Manifest[], w: Workload, kind: "ingress" | "egress"): Rule[] | undefined {
   const policyType = kind === "ingress" ? "Ingress" : "Egress";
-  const policies = ofKind<INetworkPolicy>(manifests, "NetworkPolicy").filter(({ o }) => {
-    const selector = o.spec?.podSelector?.matchLabels ?? {};
-    const all = Object.keys(selector).length === 0 && !o.spec?.podSelector?.matchExpressions;
-    return (all || selects(selector, w.podLabels)) && (o.spec?.policyTypes ?? ["Ingress"]).includes(policyType);
-  });
+  // The policy's own podSelector picks the pods it isolates: `{}` (the default-deny) picks them all.
+  const policies = ofKind<INetworkPolicy>(manifests, "NetworkPolicy").filter(
+    ({ o }) =>
+      matchesSelector(o.spec?.podSelector ?? {}, w.podLabels) &&
+      (o.spec?.policyTypes ?? ["Ingress"]).includes(policyType),
+  );
   if (policies.length === 0) return undefined; // not isolated in this direction: everything allowed
   return policies.flatMap(({ m, o }) =>
     (o.spec?.[kind] ?? []).map((rule, i) => ({
@@ -111,8 +139,25 @@ function rulesOf(manifests: Manifest[], w: Workload, kind: "ingress" | "egress")
   );
 }
 
+/**
+ * Whether a peer admits a pod of this namespace: a podSelector alone does (`{}` selects every pod);
+ * a namespaceSelector or ipBlock peer counts as outside (allowedFlows names it as such).
+ */
 function admitsPod(peer: INetworkPolicyPeer, w: Workload): boolean {
-  return !peer.namespaceSelector && !peer.ipBlock && selects(peer.podSelector?.matchLabels, w.podLabels);
+  return !peer.namespaceSelector && !peer.ipBlock && matchesSelector(peer.podSelector, w.podLabels);
+}
+
+/** A selector the API server would reject, or one this check would misread. */
+function selectorProblems(m: Manifest, path: Path, selector: LabelSelector | undefined): Problem[] {
+  return (selector?.matchExpressions ?? []).flatMap(({ operator, values }, i) => {
+    const at = (message: string) => [problemAt(m, [...path, "matchExpressions", i], message)];
+    if (!(SELECTOR_OPERATORS as readonly string[]).includes(operator))
+      return at(`operator "${operator}" is not one of ${SELECTOR_OPERATORS.join(", ")}`);
+    const needsValues = operator === "In" || operator === "NotIn";
+    if (needsValues !== (values ?? []).length > 0)
+      return at(`${operator} ${needsValues ? "needs values" : "takes no values"}`);
+    return [];
+  });
 }
 
 export interface Flow {
@@ -192,8 +237,7 @@ export const checkNetworkPolicies: Check = (manifests) => {
   const workloads = workloadsOf(manifests);
   const denyAll = policies.find(
     ({ o }) =>
-      Object.keys(o.spec?.podSelector?.matchLabels ?? {}).length === 0 &&
-      !o.spec?.podSelector?.matchExpressions &&
+      isEmptySelector(o.spec?.podSelector) &&
       (["Ingress", "Egress"] as const).every((t) => o.spec?.policyTypes?.includes(t)) &&
       !o.spec?.ingress?.length &&
       !o.spec?.egress?.length,
@@ -207,8 +251,9 @@ export const checkNetworkPolicies: Check = (manifests) => {
         "no policy denies all ingress AND egress for every pod (podSelector {}, policyTypes [Ingress, Egress], no rules)",
     });
   for (const { m, o } of policies) {
-    const selector = o.spec?.podSelector?.matchLabels ?? {};
-    if (Object.keys(selector).length > 0 && !workloads.some((w) => selects(selector, w.podLabels)))
+    const selector = o.spec?.podSelector ?? {};
+    problems.push(...selectorProblems(m, ["spec", "podSelector"], selector));
+    if (!isEmptySelector(selector) && !workloads.some((w) => matchesSelector(selector, w.podLabels)))
       problems.push(problemAt(m, ["spec", "podSelector"], "selects no pods of any workload in k8s/"));
     for (const kind of ["ingress", "egress"] as const) {
       (o.spec?.[kind] ?? []).forEach((rule, i) => {
@@ -216,12 +261,25 @@ export const checkNetworkPolicies: Check = (manifests) => {
           kind === "ingress"
             ? (rule as { from?: INetworkPolicyPeer[] }).from
             : (rule as { to?: INetworkPolicyPeer[] }).to;
+        (peers ?? []).forEach((peer, j) => {
+          const at: Path = ["spec", kind, i, kind === "ingress" ? "from" : "to", j];
+          problems.push(...selectorProblems(m, [...at, "podSelector"], peer.podSelector));
+          problems.push(...selectorProblems(m, [...at, "namespaceSelector"], peer.namespaceSelector));
+        });
         // A named port is looked up on the receiving pods: the selected ones for ingress, the peers for egress.
         const receivers =
           kind === "ingress"
-            ? workloads.filter((w) => Object.keys(selector).length === 0 || selects(selector, w.podLabels))
+            ? workloads.filter((w) => matchesSelector(selector, w.podLabels))
             : workloads.filter((w) => (peers ?? []).some((p) => admitsPod(p, w)));
         (rule.ports ?? []).forEach((p, j) => {
+          if (p.endPort !== undefined && (typeof p.port !== "number" || p.endPort < p.port))
+            problems.push(
+              problemAt(
+                m,
+                ["spec", kind, i, "ports", j, "endPort"],
+                "needs a numeric port no greater than it (the API server rejects a named port with an endPort)",
+              ),
+            );
           if (typeof p.port !== "string") return;
           if (!receivers.some((w) => w.containers.some((c) => (c.ports ?? []).some((cp) => cp.name === p.port))))
             problems.push(

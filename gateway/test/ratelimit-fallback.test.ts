@@ -133,9 +133,12 @@ describe.skipIf(!hasRedis)("when Redis is unreachable", () => {
     const first = performance.now() - start;
     console.log(`redis stopped: the first request waited ${first.toFixed(1)} ms (timeout ${TIMEOUT_MS} ms)`);
     // Against the configured redisTimeoutMs (a real redis-server process): not before it; after it
-    // by at most the grace turn BoundedRedis gives a late timer (TIMEOUT_MS / 4) and 30 ms more.
+    // by the grace turn BoundedRedis gives a late timer (TIMEOUT_MS / 4) and however late this
+    // process's timers run — on a loaded CI machine that was 202 ms for an 80 ms timeout, so the
+    // bound is loose: the paused Redis never answers, and the next timeout that could end the wait
+    // (the client's own, seconds) is far above it.
     expect(first).toBeGreaterThanOrEqual(TIMEOUT_MS - 1);
-    expect(first).toBeLessThan(TIMEOUT_MS * 1.25 + 30);
+    expect(first).toBeLessThan(TIMEOUT_MS * 10);
     expect(l.stats.redis.timeouts).toBe(1);
     expect(l.mode()).toBe("fallback");
     // The next are decided at once: synchronously (a decision, not a promise), with no call to

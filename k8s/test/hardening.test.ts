@@ -132,6 +132,32 @@ const gaps: Gap[] = [
     expected: "the Sentinels' quorum must be 2 of 3, not 1",
   },
   {
+    gap: "the store's Redis given data up to its whole memory limit (a fork would be killed)",
+    file: "k8s/redis-store.yaml",
+    from: 'echo "maxmemory 96mb"',
+    to: 'echo "maxmemory 256mb"',
+    check: checkRedis,
+    expected:
+      "StatefulSet/redis-store spec.template.spec.containers[0].resources.limits.memory: the store's Redis can need 2 × maxmemory",
+  },
+  {
+    gap: "the store's replica output buffers left at Redis's default (256 MB each)",
+    file: "k8s/redis-store.yaml",
+    from: '      echo "client-output-buffer-limit replica 32mb 16mb 60"\n',
+    to: "",
+    check: checkRedis,
+    expected: "the store's Redis must cap its replicas' output buffers",
+  },
+  {
+    gap: "the limiter's Redis with more data than its memory limit",
+    file: "k8s/redis-limiter.yaml",
+    from: "            - --maxmemory\n            - 192mb",
+    to: "            - --maxmemory\n            - 250mb",
+    check: checkRedis,
+    expected:
+      "the limiter's Redis needs --maxmemory (250 MiB) + 32 MiB for the process within its memory limit (256 MiB)",
+  },
+  {
     gap: "any pod reaching the limiter's Redis",
     file: "k8s/networkpolicy.yaml",
     from: "  ingress:\n    - from:\n        - podSelector:\n            matchLabels:\n              app.kubernetes.io/name: gateway\n      ports:\n        - port: redis",

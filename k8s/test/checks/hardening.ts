@@ -728,8 +728,82 @@ export const checkRedis: Check = (manifests) => {
     else if (Number(monitor[2]) !== 2)
       problems.push(problemAt(store.m, CONTAINERS, `the Sentinels' quorum must be 2 of 3, not ${monitor[2]}`));
   }
+  problems.push(...redisMemoryBudget(manifests, limiter, store));
   return problems;
 };
+
+/** MiB in a Kubernetes quantity ("320Mi", "1Gi") or a Redis size ("96mb", "1gb"); NaN otherwise. */
+function mebibytes(quantity: string | undefined): number {
+  const m = /^(\d+)(Mi|Gi|mb|gb)$/.exec(quantity ?? "");
+  if (!m) return Number.NaN;
+  return Number(m[1]) * (m[2] === "Gi" || m[2] === "gb" ? 1024 : 1);
+}
+
+/** What a redis-server process needs beside its data (code, connections, fragmentation), in MiB. */
+const REDIS_PROCESS_MIB = 32;
+
+/**
+ * A Redis must fit its memory limit at its worst, or the kernel kills it (and the store fails
+ * over): `maxmemory` bounds the data only. A Redis that forks — an append-only-file rewrite, a
+ * snapshot, a replica's full sync — can need the data twice (copy-on-write under writes), and a
+ * master holds an output buffer per replica (Redis's default allows 256 MB each), so the store's
+ * must cap them.
+ */
+function redisMemoryBudget(
+  manifests: Manifest[],
+  limiter: Workload | undefined,
+  store: Workload | undefined,
+): Problem[] {
+  const problems: Problem[] = [];
+  const redisServer = (w: Workload) =>
+    redisContainers(w).find(({ c }) => (c.ports ?? []).some((p) => p.containerPort === 6379));
+  const limitOf = (w: Workload) => {
+    const server = redisServer(w);
+    return { server, limit: mebibytes(server?.c.resources?.limits?.memory as string | undefined) };
+  };
+  if (limiter) {
+    const { server, limit } = limitOf(limiter);
+    const args = server?.c.args ?? [];
+    const data = mebibytes(args[args.indexOf("--maxmemory") + 1]);
+    if (server && !(data + REDIS_PROCESS_MIB <= limit))
+      problems.push(
+        problemAt(
+          limiter.m,
+          [...server.path, "resources", "limits", "memory"],
+          `the limiter's Redis needs --maxmemory (${data} MiB) + ${REDIS_PROCESS_MIB} MiB for the process within its memory limit (${limit} MiB)`,
+        ),
+      );
+  }
+  if (store) {
+    const { server, limit } = limitOf(store);
+    const scripts = (podSpecOf(store)?.volumes ?? [])
+      .map((v) => configMapText(manifests, v.configMap?.name))
+      .join("\n");
+    const data = mebibytes(/^\s*echo "maxmemory (\S+)"/m.exec(scripts)?.[1]);
+    const buffer = /^\s*echo "client-output-buffer-limit replica (\S+) /m.exec(scripts)?.[1];
+    const replicas = replicasOf(manifests, store) - 1;
+    if (server && buffer === undefined)
+      problems.push(
+        problemAt(
+          store.m,
+          [...server.path, "resources", "limits", "memory"],
+          "the store's Redis must cap its replicas' output buffers (client-output-buffer-limit replica): Redis's default lets each grow to 256 MB",
+        ),
+      );
+    else if (server) {
+      const need = 2 * data + replicas * mebibytes(buffer) + REDIS_PROCESS_MIB;
+      if (!(need <= limit))
+        problems.push(
+          problemAt(
+            store.m,
+            [...server.path, "resources", "limits", "memory"],
+            `the store's Redis can need 2 × maxmemory (a fork's copy-on-write) + ${replicas} × its replica output buffer + ${REDIS_PROCESS_MIB} MiB = ${need} MiB, over its memory limit (${limit} MiB)`,
+          ),
+        );
+    }
+  }
+  return problems;
+}
 
 // ---- Grafana and the monitoring path -------------------------------------------------------------
 

@@ -84,14 +84,7 @@ export interface TierRoute extends RouteView {
 }
 
 /** A route's merged series as of the last round, kept for the next (its seconds `from`, `from + 1`, …). */
-interface MergedSeries {
-  from: number;
-  requests: number[];
-  errors: number[];
-  denied: number[];
-  p50: (number | null)[];
-  p99: (number | null)[];
-}
+type MergedSeries = Pick<TierRoute, "from" | "requests" | "errors" | "denied" | "p50" | "p99">;
 
 export interface TierState {
   at: number;

@@ -123,11 +123,12 @@ describe.skipIf(!hasRedis)("BoundedRedis", () => {
       const behind = await Promise.all(Array.from({ length: 5 }, () => timed(r.call("GET", ["lib:kept"]))));
       const { ms, error } = await first;
       expect(error).toBeInstanceOf(RedisTimeoutError);
-      // Against the configured timeout (a real redis-server process): never before it; after it by
-      // at most the grace turn BoundedRedis gives a late timer (TIMEOUT_MS / 4) plus 150 ms for
-      // this process to be scheduled on a busy 2-core machine.
+      // Against the configured timeout (a real redis-server process): never before it. After it
+      // by the grace turn BoundedRedis gives a late timer (TIMEOUT_MS / 4) and however late this
+      // process's timers run on a loaded machine (CI has seen 120 ms): the bound only has to be
+      // far below any other timeout that could end the wait.
       expect(ms).toBeGreaterThanOrEqual(TIMEOUT_MS - 1);
-      expect(ms).toBeLessThan(TIMEOUT_MS * 1.25 + 150);
+      expect(ms).toBeLessThan(TIMEOUT_MS * 10);
       expect(behind).toHaveLength(5);
       for (const later of behind) {
         expect(isRedisUnavailable(later.error)).toBe(true);
@@ -145,6 +146,32 @@ describe.skipIf(!hasRedis)("BoundedRedis", () => {
     await waitFor("the probe to find Redis again", () => r.isUp, { timeoutMs: 5000 });
     expect(changes.at(-1)).toMatchObject({ up: true });
     expect(await r.call("GET", ["lib:kept"])).toBe("before");
+  });
+
+  test("a stopped Redis while this process is busy: the call at the head times out, the ones queued behind it fail with it", async () => {
+    const { redis: r, calls } = client();
+    await r.start(3000);
+    redis.pause();
+    try {
+      const first = timed(r.call("GET", ["lib:kept"]));
+      await Bun.sleep(TIMEOUT_MS / 2);
+      const behind = Promise.all(Array.from({ length: 5 }, () => timed(r.call("GET", ["lib:kept"]))));
+      // The process is off the CPU past every call's deadline (a loaded machine, a long GC): all
+      // their timers come due late, together; the head's is given its grace turn first.
+      const spinUntil = performance.now() + TIMEOUT_MS;
+      while (performance.now() < spinUntil) {}
+      const { error } = await first;
+      expect(error).toBeInstanceOf(RedisTimeoutError);
+      for (const later of await behind) {
+        expect(isRedisUnavailable(later.error)).toBe(true);
+        expect(later.error).not.toBeInstanceOf(RedisTimeoutError);
+      }
+      expect(calls.filter((c) => c === "timeout")).toHaveLength(1);
+      expect(r.isUp).toBe(false);
+    } finally {
+      redis.resume();
+    }
+    await waitFor("the probe to find Redis again", () => r.isUp, { timeoutMs: 5000 });
   });
 
   test("a killed Redis: calls fail at once; restarted on its port, the client is back by itself", async () => {
@@ -173,9 +200,9 @@ describe.skipIf(!hasRedis)("BoundedRedis", () => {
     const { redis: r } = client(`redis://127.0.0.1:${port}`);
     const started = await timed(r.start(300));
     expect(r.isUp).toBe(false);
-    // Against start()'s wait of 300 ms (it races every probe against it): 700 ms of margin for
-    // this process to be scheduled on a busy 2-core machine. A hang would take 10 s or forever.
-    expect(started.ms).toBeLessThan(1000);
+    // Against start()'s wait of 300 ms (it races every probe against it), with the margin a busy
+    // 2-core machine needs. A hang would take 10 s or forever.
+    expect(started.ms).toBeLessThan(3000);
     expect((await timed(r.call("PING", []))).error).toBeInstanceOf(RedisUnavailableError);
     const late = await TestRedis.start(port);
     await waitFor("the probe to connect", () => r.isUp, { timeoutMs: 5000 });

@@ -101,6 +101,10 @@ export class BoundedRedis implements RedisConnection {
   #probing: Promise<void> | undefined;
   #connecting: Promise<void> | undefined;
   #downSince = performance.now();
+  /** Calls waiting for their reply, oldest first: only the oldest may time out (send()). */
+  readonly #pending = new Set<object>();
+  /** Counts the connections dropped by a timeout: a call outlived by its connection did not time out. */
+  #dropped = 0;
 
   /** Throws when `url` is not a Redis URL Bun accepts (redis://, rediss://, valkey://, …). */
   constructor(
@@ -160,36 +164,62 @@ export class BoundedRedis implements RedisConnection {
     const start = performance.now();
     const timeoutMs = this.#timeoutMs;
     const onCall = this.#opts.onCall;
+    const dropped = this.#dropped;
+    const pending = this.#pending;
+    const call = {};
+    pending.add(call);
     return new Promise((resolve, reject) => {
       let timedOut = false;
       let graceGiven = false;
       const expire = () => {
+        const now = performance.now();
+        // An earlier call's timeout dropped the connection this call was queued on: it fails with
+        // that one, it did not wait out a timeout of its own (the connection's own rejection,
+        // should it come later, finds the call settled).
+        if (dropped !== this.#dropped) {
+          timedOut = true;
+          pending.delete(call);
+          onCall?.(now - start, "error");
+          reject(new RedisUnavailableError("the connection was dropped: a call queued before this one timed out"));
+          return;
+        }
+        // Replies come in order: while an older call waits, this one's reply cannot have come
+        // either, and the older one's timeout decides for both. (When this process was busy,
+        // every call's timer comes due at once; the head is the one that times out.)
+        if (pending.values().next().value !== call) {
+          timer = setTimeout(expire, Math.max(1, timeoutMs / 4));
+          return;
+        }
         // A timer that fires late means this process was busy (GC, a burst of requests), and the
         // reply may be sitting unread in the socket: timers run before I/O in each loop turn. So
         // a late timer gives the reply one more short turn before Redis is called unreachable.
-        const late = performance.now() - start - timeoutMs;
+        const late = now - start - timeoutMs;
         if (!graceGiven && late > timeoutMs / 4) {
           graceGiven = true;
           timer = setTimeout(expire, Math.max(1, timeoutMs / 4));
           return;
         }
         timedOut = true;
+        pending.delete(call);
         onCall?.(performance.now() - start, "timeout");
         reject(new RedisTimeoutError(`no answer from redis within ${timeoutMs} ms`));
         this.markDown(`no answer within ${timeoutMs} ms`);
         // A connection that stopped answering holds every call queued behind this one: drop it.
+        this.#dropped++;
         this.#client.close();
       };
       let timer = setTimeout(expire, timeoutMs);
       this.#client.send(command, args).then(
         (reply) => {
           clearTimeout(timer);
+          pending.delete(call);
           if (timedOut) return;
           onCall?.(performance.now() - start, "ok");
           resolve(reply);
         },
         (err) => {
           clearTimeout(timer);
+          pending.delete(call);
           if (timedOut) return;
           onCall?.(performance.now() - start, "error");
           reject(err);

@@ -262,9 +262,9 @@ describe("a real server process", () => {
     expect(await slow).toBe("done after 800 ms");
     expect(await proc.exited).toBe(0);
     expect(proc.lines.some((l) => l.includes('"drain_delay_ms":0'))).toBe(true);
-    // Against DRAIN_DELAY_MS (5000), which SIGINT skips: the 800 ms request plus 1.7 s of margin
-    // for a busy machine, still half the delay that was skipped.
-    expect(performance.now() - signalledAt).toBeLessThan(2_500);
+    // Against DRAIN_DELAY_MS (5000), which SIGINT skips: the 800 ms request plus the margin a busy
+    // machine needs, still below the delay that was skipped.
+    expect(performance.now() - signalledAt).toBeLessThan(4_500);
   });
 
   test("a request longer than SHUTDOWN_TIMEOUT_MS is cut off: the process exits 1 at the deadline", async () => {

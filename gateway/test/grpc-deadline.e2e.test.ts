@@ -22,7 +22,7 @@ import { type Gateway, removeTempFiles, startGateway, writeRoutes } from "./resi
 
 const ROUTE_TIMEOUT_MS = 3_000;
 const PER_TRY_TIMEOUT_MS = 800;
-const FIRST_TRY_MS = 500;
+const FIRST_TRY_MS = 1_000;
 const MARGIN_MS = 200;
 /** grpc-timeout is an integer count of a unit; the deadline may round up by at most 1 ms. */
 const ROUNDING_MS = 2;

@@ -196,8 +196,10 @@ describe.skipIf(!hasRedis)("Redis goes away and comes back: the limit holds over
     console.log(
       `rate-limit outage (redis stopped, then resumed; limit ${OUTAGE_LIMIT}/h, fallback local): before ${run.before}, during ${run.during.join("/")} (max latency ${run.maxLatencyMs.toFixed(0)} ms), after ${run.after}: total ${total} (≤ ${Math.floor(OUTAGE_LIMIT * 1.1)})`,
     );
-    // A stopped Redis is cut short by the timeout; the rest is 2 busy cores (see REDIS_TIMEOUT_MS).
-    expect(run.maxLatencyMs).toBeLessThan(REDIS_TIMEOUT_MS + 400);
+    // A stopped Redis is cut short by the timeout: no request waits on it much longer. The bound is
+    // loose (3 gateways, Redis and the load share 2 cores, and timers run late), yet far below the
+    // load's own 5 s request timeout, the wait a missing Redis timeout would end in.
+    expect(run.maxLatencyMs).toBeLessThan(REDIS_TIMEOUT_MS * 10);
     expect(run.before).toBe(OUTAGE_LIMIT / 3);
     // Each gateway's share (30) minus its share of what Redis had already admitted (10).
     for (const admitted of run.during) expect(admitted).toBeOneOf([20, 21]);

@@ -696,11 +696,13 @@ routes:
 export function expectWebappFreezeSurvived(figures: FreezeFigures): void {
   const { routeTimeoutMs, halfOpenAfterMs } = RESILIENCE_TIMINGS;
   expect(figures.unanswered).toBe(0);
-  // The route timeout bounds every answer; 500 ms of margin for a busy machine.
-  expect(figures.slowestAnswerMs).toBeLessThan(routeTimeoutMs + 500);
+  // The route timeout bounds every answer: the freeze (2.5 s) would otherwise; its double leaves a
+  // busy machine room and stays below the freeze.
+  expect(figures.slowestAnswerMs).toBeLessThan(routeTimeoutMs * 2);
   // Requests already on the frozen replica time out (POST is not retried) at the route timeout,
-  // and those failures eject it; 1 s of margin (health checks alone would take 2 × 500 + 250 ms)...
-  expect(figures.outAfterFreezeMs).toBeLessThan(routeTimeoutMs + 1_000);
+  // and those failures eject it (health checks alone would take 2 × 500 + 250 ms): out while it
+  // is still frozen (2.5 s), with what margin a busy machine needs...
+  expect(figures.outAfterFreezeMs).toBeLessThan(2_400);
   // ...and from then on at most one probe per breaker window may time out.
   expect(figures.timeoutsAfterOut).toBeLessThanOrEqual(Math.ceil(figures.outWindowMs / halfOpenAfterMs));
   // Resumed, the next health check (every 500 ms, 250 ms timeout) readmits it; 2250 ms of margin

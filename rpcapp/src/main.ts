@@ -3,7 +3,7 @@
  * the services live in server.ts, the HTTP probes in http.ts.
  */
 import { faultFromEnv } from "../../lib/fault.ts";
-import { serviceIdentity, startupEnv } from "../../lib/env.ts";
+import { EnvError, serviceIdentity, startupEnv } from "../../lib/env.ts";
 import { collectWhenIdle } from "../../lib/idle-gc.ts";
 import { Lifecycle } from "../../lib/lifecycle.ts";
 import { createLogger } from "../../lib/log.ts";
@@ -14,6 +14,7 @@ import { startStatusServer } from "./http.ts";
 import { batchedStdout } from "./log-output.ts";
 import { startRpcServer } from "./server.ts";
 import { startRpcTls } from "./tls.ts";
+import { TlsFileError } from "../../lib/tls.ts";
 
 const identity = startupEnv("rpcapp", () => serviceIdentity("rpcapp"));
 // One write(2) per event-loop turn rather than per line: with an access line per RPC, the
@@ -77,6 +78,9 @@ try {
     "rpcapp listening",
   );
 } catch (err) {
-  log.fatal({ err }, "rpcapp failed to start");
+  // A bad setting or certificate file is the operator's to fix: one line naming it, as webapp and
+  // the gateway write it, not a stack trace.
+  if (err instanceof EnvError || err instanceof TlsFileError) log.fatal(err.message);
+  else log.fatal({ err }, "rpcapp failed to start");
   process.exit(1);
 }

@@ -141,9 +141,18 @@ describe("rpcapp process", () => {
     }
   });
 
-  test("refuses to start on an invalid env value, naming the variable", async () => {
-    const proc = spawnProcess("rpcapp-bad-env", [process.execPath, "rpcapp/src/main.ts"], { PORT: "not-a-port" });
+  test("refuses to start on an invalid env value, naming the variable in one line", async () => {
+    const proc = spawnProcess("rpcapp-bad-env", [process.execPath, "rpcapp/src/main.ts"], {
+      PORT: "0",
+      METRICS_PORT: "0",
+      GRPC_MAX_CONNECTION_AGE_MS: "-1",
+    });
     expect(await proc.exited).toBe(1);
-    await waitFor("the error line", () => proc.lines.some((l) => l.includes('PORT=\\"not-a-port\\"')));
+    await waitFor("the error line", () => proc.lines.some((l) => l.includes("GRPC_MAX_CONNECTION_AGE_MS")));
+    const line = JSON.parse(proc.lines.find((l) => l.includes("GRPC_MAX_CONNECTION_AGE_MS"))!);
+    // The message is the setting's own, as webapp and the gateway write it: no stack trace.
+    expect(line.level).toBe("fatal");
+    expect(line.msg).toStartWith('GRPC_MAX_CONNECTION_AGE_MS="-1"');
+    expect(line.err).toBeUndefined();
   });
 });

@@ -2,7 +2,8 @@
  * Environment variables the code reads, found in its text: `process.env.X`, `Bun.env.X`,
  * `env.X` / `env["X"]` (an environment record passed down, as gateway/src/settings.ts does), the
  * lib/env.ts helpers (`envInt("X", …)`, `envString("X", …)` and the like), small local helpers of
- * the same shape (`int("X", 3)`), and `${X}` / `${X:-default}` references in routes.yaml.
+ * the same shape (`int("X", 3)`), helpers handed a name with the environment record
+ * (`dnsServer("DNS_SERVER", env)`), and `${X}` / `${X:-default}` references in routes.yaml.
  */
 import { commentStyle, splitComments } from "./comments.ts";
 
@@ -12,6 +13,11 @@ const CODE_PATTERNS: readonly RegExp[] = [
   /\benv\.([A-Z][A-Z0-9_]*)\b/g,
   /\benv\[\s*["'`]([A-Z][A-Z0-9_]*)["'`]\s*\]/g,
   /\b(?:env[A-Z]\w*|int|num|str|bool|port)\(\s*["'`]([A-Z][A-Z0-9_]*)["'`]\s*,/g,
+  // Other helpers handed a variable's name with the environment record (`dnsServer("DNS_SERVER",
+  // env)`, `chosen(env, "X")`), and `replicas("GATEWAY_REPLICAS")`.
+  /\b\w+\(\s*["'`]([A-Z][A-Z0-9_]*)["'`]\s*,\s*env\b/g,
+  /\b\w+\(\s*env\s*,\s*["'`]([A-Z][A-Z0-9_]*)["'`]/g,
+  /\breplicas\(\s*["'`]([A-Z][A-Z0-9_]*)["'`]\s*[,)]/g,
 ];
 const YAML_PATTERN = /\$\{([A-Z_][A-Z0-9_]*)(?::?-[^}]*)?\}/g;
 

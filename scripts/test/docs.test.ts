@@ -127,8 +127,21 @@ describe("environment variables", () => {
       'const c = envInt("CHARLIE", 5, { min: 0 }, env);',
       "const d = env.DELTA;",
       'const e = int("ECHO_PORT", 3);',
+      'const f = dnsServer("FOXTROT_SERVER", env);',
+      'const g = chosen(env, "GOLF_PASSWORD");',
+      'const h = replicas("HOTEL_REPLICAS");',
+      'if (err.code === "NOT_AN_ENV_VAR" || fail("ERR_CODE", 1)) {}',
     ].join("\n");
-    expect([...envVarsRead("lib/x.ts", source)].sort()).toEqual(["ALPHA", "BRAVO", "CHARLIE", "DELTA", "ECHO_PORT"]);
+    expect([...envVarsRead("lib/x.ts", source)].sort()).toEqual([
+      "ALPHA",
+      "BRAVO",
+      "CHARLIE",
+      "DELTA",
+      "ECHO_PORT",
+      "FOXTROT_SERVER",
+      "GOLF_PASSWORD",
+      "HOTEL_REPLICAS",
+    ]);
     expect([...envVarsRead("gateway/routes.yaml", "endpoints: ${WEBAPP_ENDPOINTS:-127.0.0.1:3001}")]).toEqual([
       "WEBAPP_ENDPOINTS",
     ]);

@@ -60,7 +60,7 @@ export function loadConfig(env: Env = process.env): WebappConfig {
     store,
     redis: store === "redis" ? redisConfig(env) : undefined,
     dbPath: envString("DB_PATH", ".data/webapp.sqlite", env),
-    // ~0.5 KB each in Redis at the longest title: 100 000 fit well within the store's 192 MB.
+    // ~0.5 KB each in Redis at the longest title: 100 000 (~50 MB) fit well within the store's 96 MB (k8s/redis-store.yaml).
     maxProjects: envInt("MAX_PROJECTS", 100_000, { min: 1, max: 1_000_000_000 }, env),
     maxBodyBytes: envInt("MAX_BODY_BYTES", 65_536, { min: 1, max: 64 * 1024 * 1024 }, env),
     // A project is one level deep; the cap only has to stay far below what overflows a stack.

@@ -27,10 +27,18 @@ async function redisOptions(): Promise<{ redisUrl?: string; redisPort?: number }
   return { redisPort: 6390 };
 }
 
+let fromEnv: ReturnType<typeof stackOptionsFromEnv>;
+try {
+  fromEnv = stackOptionsFromEnv();
+} catch (err) {
+  console.error(`make dev: ${(err as Error).message} (docs/configuration.md, "The local stack (make dev)")`);
+  process.exit(1);
+}
+
 // Found by the gateways through the stack's DNS, so `make rollout` can replace replicas (rolling.ts).
 const stack = new RollingStack(
   {
-    ...stackOptionsFromEnv(),
+    ...fromEnv,
     ...(await redisOptions()),
     onLine(name, line) {
       if (raw) return void console.log(line);
@@ -47,17 +55,16 @@ const stack = new RollingStack(
   { handover: handoverModeFromEnv() },
 );
 
-let stopping = false;
+/** Set by the first SIGINT/SIGTERM; settles never (the process exits when the stack has stopped). */
+let shuttingDown: Promise<void> | undefined;
 async function shutdown(signal: string) {
-  if (stopping) return;
-  stopping = true;
   console.log(`\n${signal}: stopping ${stack.processes.length} processes…`);
   await stack.stop();
   console.log("stopped.");
   process.exit(0);
 }
-process.on("SIGINT", () => void shutdown("SIGINT"));
-process.on("SIGTERM", () => void shutdown("SIGTERM"));
+process.on("SIGINT", () => void (shuttingDown ??= shutdown("SIGINT")));
+process.on("SIGTERM", () => void (shuttingDown ??= shutdown("SIGTERM")));
 
 const { opts } = stack;
 console.log(
@@ -66,6 +73,9 @@ console.log(
 try {
   await stack.start();
 } catch (err) {
+  // Ctrl-C during start-up: the processes being stopped fail their readiness checks, which is
+  // no sign of a port conflict. The shutdown under way says what happens and exits.
+  if (shuttingDown) await shuttingDown;
   console.error(`\nmake dev: ${(err as Error).message}`);
   console.error(
     "Is another stack (or anything else) using these ports? Override them with GATEWAY_PORT, WEBAPP_BASE_PORT, … (docs/configuration.md).",
@@ -73,6 +83,9 @@ try {
   await stack.stop();
   process.exit(1);
 }
+
+// Ctrl-C just as the last process became ready: no banner, no control port.
+if (shuttingDown) await shuttingDown;
 
 const gw = stack.gatewayUrl;
 const https = stack.gatewayHttpsUrl;

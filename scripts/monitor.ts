@@ -1,7 +1,10 @@
 /**
  * `make monitor`: a local Prometheus scraping the `make dev` processes — the gateways' admin ports,
- * the webapps and the rpcapps' HTTP ports, taken from the same settings `make dev` uses
- * (scripts/stack/stack.ts, so GATEWAY_REPLICAS, ADMIN_BASE_PORT… apply here too) — with the
+ * the webapps and the rpcapps' HTTP ports — with the cluster's alert rules. When `make dev`'s
+ * control port answers (DEV_CONTROL_PORT), Prometheus discovers them there (its `/targets`, HTTP
+ * service discovery): replicas move to their spare ports with every rollout, and the list follows.
+ * Otherwise the targets are the base ports, from the same settings `make dev` uses
+ * (scripts/stack/stack.ts, so GATEWAY_REPLICAS, ADMIN_BASE_PORT… apply here too). The
  * cluster's alert rules (k8s/monitoring/prometheus.yaml). Its data goes to a temporary folder,
  * removed on exit. Needs the `prometheus` binary (Debian: apt-get install prometheus).
  *
@@ -13,6 +16,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseAllDocuments, stringify } from "yaml";
 import { envPort, envString } from "../lib/env.ts";
+import { controlUrl, findDevStack } from "./stack/dev-control.ts";
 import { isListening } from "./stack/redis.ts";
 import { type StackOptions, stackOptionsFromEnv } from "./stack/stack.ts";
 
@@ -56,21 +60,34 @@ export function clusterPrometheusFile(key: string, file = CLUSTER_PROMETHEUS_FIL
   throw new Error(`${file}: ConfigMap prometheus-config has no key ${key}`);
 }
 
-/** prometheus.yml for the local processes; `rulesFile` is loaded when given. */
+/**
+ * prometheus.yml for the local processes; `rulesFile` is loaded when given. With `controlUrl` (a
+ * running `make dev`'s control port), the targets come from its `/targets` (HTTP service
+ * discovery, which sets each target's `job` and `instance`), refreshed every scrape interval;
+ * without it, they are the base ports (`localTargets`).
+ */
 export function localPrometheusConfig(
   ports: Ports,
-  opts: { scrapeInterval?: string; rulesFile?: string } = {},
+  opts: { scrapeInterval?: string; rulesFile?: string; controlUrl?: string } = {},
 ): string {
   const interval = opts.scrapeInterval ?? "5s";
-  const targets = localTargets(ports);
+  const scrapeConfigs = opts.controlUrl
+    ? [
+        {
+          job_name: "portico-dev",
+          metrics_path: "/metrics",
+          http_sd_configs: [{ url: `${opts.controlUrl}/targets`, refresh_interval: interval }],
+        },
+      ]
+    : Object.entries(localTargets(ports)).map(([job, list]) => ({
+        job_name: job,
+        metrics_path: "/metrics",
+        static_configs: [{ targets: list }],
+      }));
   return stringify({
     global: { scrape_interval: interval, scrape_timeout: interval, evaluation_interval: interval },
     ...(opts.rulesFile ? { rule_files: [opts.rulesFile] } : {}),
-    scrape_configs: Object.entries(targets).map(([job, list]) => ({
-      job_name: job,
-      metrics_path: "/metrics",
-      static_configs: [{ targets: list }],
-    })),
+    scrape_configs: scrapeConfigs,
   });
 }
 
@@ -89,9 +106,16 @@ if (import.meta.main) {
   const rulesFile = join(dir, "alerts.yml");
   writeFileSync(rulesFile, clusterPrometheusFile("alerts.yml"));
   const configFile = join(dir, "prometheus.yml");
+  // A running `make dev` says where its processes are now (after a rollout: the spare ports).
+  const control = controlUrl();
+  const discovered = (await findDevStack(control)) !== undefined;
   writeFileSync(
     configFile,
-    localPrometheusConfig(stack, { scrapeInterval: envString("MONITOR_SCRAPE_INTERVAL", "5s"), rulesFile }),
+    localPrometheusConfig(stack, {
+      scrapeInterval: envString("MONITOR_SCRAPE_INTERVAL", "5s"),
+      rulesFile,
+      ...(discovered ? { controlUrl: control } : {}),
+    }),
   );
 
   const argv = [
@@ -120,9 +144,12 @@ if (import.meta.main) {
   }
   if (proc.exitCode === null) {
     const targets = localTargets(stack);
+    const where = discovered
+      ? `discovered from make dev's control port, ${control}/targets: they follow its rollouts`
+      : `gateway ${targets.gateway.join(" ")}, webapp ${targets.webapp.join(" ")}, rpcapp ${targets.rpcapp.join(" ")}; make dev's control port (${control}) did not answer, so a rollout's replicas on their spare ports are not scraped: restart make monitor once make dev runs`;
     console.log(`
 Prometheus is up: ${url}
-  targets   ${url}/targets   (gateway ${targets.gateway.join(" ")}, webapp ${targets.webapp.join(" ")}, rpcapp ${targets.rpcapp.join(" ")})
+  targets   ${url}/targets   (${where})
   alerts    ${url}/alerts    (the cluster's rules, k8s/monitoring/prometheus.yaml)
   try       ${url}/graph?g0.expr=${encodeURIComponent("sum by (service, route) (rate(http_server_requests_total[1m]))")}
   data      ${dir} (removed on exit)

@@ -53,7 +53,11 @@ await main("make rollout", async () => {
     const from = target.stack.versions[service];
     step("version");
     const version = await imageTag();
-    const replicas = target.stack.processes.filter((p) => p.kind === service && p.state === "serving").length;
+    // The stack's own count: a replica that crashed is replaced too, though nothing serves there
+    // (a stack started before it reported one: the replicas that serve).
+    const replicas =
+      (target.stack.replicas as Partial<Record<string, number>> | undefined)?.[service] ??
+      target.stack.processes.filter((p) => p.kind === service && p.state === "serving").length;
     console.log(
       `make dev runs ${service} ${chalk.bold(from)}; its ${replicas} replicas are restarted one by one as ${chalk.bold(version)}${version === from ? " (the same version: a restart)" : ""}`,
     );

@@ -25,6 +25,8 @@ export interface StackView {
   /** What `make rollback` would return to, per service (null: nothing to roll back). */
   previous: Record<Kind, string | null>;
   rolling: boolean;
+  /** The replica slots of each service (a replica that crashed is not in `processes` but has a slot). */
+  replicas: Record<Kind, number>;
   processes: ProcessView[];
 }
 
@@ -43,6 +45,7 @@ export function stackView(stack: RollingStack): StackView {
     versions: by((k) => stack.currentVersion(k)),
     previous: by((k) => stack.previousVersion(k) ?? null),
     rolling: stack.isRolling,
+    replicas: by((k) => stack.replicasOf(k)),
     processes: stack.describe(),
   };
 }
@@ -90,12 +93,9 @@ export function startControlServer(
     if (needsVersion && (typeof body.version !== "string" || !VERSION.test(body.version))) {
       return bad('"version" must be a tag: letters, digits, ".", "_", "-", at most 63');
     }
-    if (stack.isRolling)
-      return problemResponse({
-        title: "Conflict",
-        status: 409,
-        detail: "another rollout is running in this stack; wait for it to finish",
-      });
+    // A canary of the service holds the spare ports a rollout starts its replicas on.
+    const conflict = stack.rolloutConflict(body.service as Kind);
+    if (conflict) return problemResponse({ title: "Conflict", status: 409, detail: conflict });
     return { service: body.service as Kind, version: body.version as string | undefined };
   }
 
@@ -110,6 +110,12 @@ export function startControlServer(
     if (service !== "webapp" && service !== "rpcapp") return bad('"service" must be webapp or rpcapp');
     if (stack.canariesOf(service).length === 0)
       return problemResponse({ title: "Conflict", status: 409, detail: `no canary of ${service} runs in this stack` });
+    if (stack.isRolling)
+      return problemResponse({
+        title: "Conflict",
+        status: 409,
+        detail: `a rollout is running in this stack: wait for it to finish before promoting or removing the canary of ${service}`,
+      });
     return service;
   }
 

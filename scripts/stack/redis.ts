@@ -6,11 +6,12 @@
  */
 import type { Subprocess } from "bun";
 import { connect } from "node:net";
+import { lines } from "../../lib/lines.ts";
 
 export interface LocalRedis {
   url: string;
   port: number;
-  proc: Subprocess<"ignore", "ignore", "ignore">;
+  proc: Subprocess<"ignore", "pipe", "pipe">;
   stop(): Promise<void>;
 }
 
@@ -51,24 +52,55 @@ export function isListening(port: number, host = "127.0.0.1", timeoutMs = 300): 
 
 /**
  * Starts redis-server on `port` and waits until it accepts connections. Its own output (a start-up
- * banner and kernel-tuning warnings) is dropped: the gateways log what matters, Redis going away
- * and coming back. Fails with a message naming the port when it is taken or redis does not come up.
+ * banner and kernel-tuning warnings) is not shown: the gateways log what matters, Redis going away
+ * and coming back. Its last lines are kept, though, for the message when it does not come up
+ * (why it exited: a bad option, a bind error). Fails with a message naming the port when it is
+ * taken or redis does not come up. `signal` aborts the start (the stack is stopping): the
+ * redis-server is killed and the promise rejects.
  */
-export async function startLocalRedis(opts: { port: number; host?: string; timeoutMs?: number }): Promise<LocalRedis> {
+export async function startLocalRedis(opts: {
+  port: number;
+  host?: string;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}): Promise<LocalRedis> {
   const host = opts.host ?? "127.0.0.1";
   if (await isListening(opts.port, host)) {
     throw new Error(
       `port ${opts.port} is already in use (another redis?); set REDIS_PORT to another port, or REDIS_URL to use a running Redis`,
     );
   }
-  const proc = Bun.spawn(redisServerArgv(opts.port, host), { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+  opts.signal?.throwIfAborted();
+  const proc = Bun.spawn(redisServerArgv(opts.port, host), { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const tail: string[] = [];
+  const keep = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const line of lines(stream)) {
+      tail.push(line);
+      if (tail.length > 10) tail.shift();
+    }
+  };
+  const drained = Promise.all([keep(proc.stdout), keep(proc.stderr)]);
+  const lastLines = async () => {
+    // What it wrote before exiting may still be in the pipes: read it first (briefly).
+    await Promise.race([drained, Bun.sleep(500)]);
+    return tail.length > 0 ? `\nredis-server's last lines:\n${tail.join("\n")}` : "";
+  };
   const deadline = Date.now() + (opts.timeoutMs ?? 5000);
   while (!(await isListening(opts.port, host))) {
+    if (opts.signal?.aborted) {
+      proc.kill("SIGKILL");
+      await proc.exited;
+      throw new Error(`redis-server on ${host}:${opts.port} was stopped while starting: the stack is stopping`);
+    }
     if (proc.exitCode !== null)
-      throw new Error(`redis-server exited with code ${proc.exitCode} before listening on ${host}:${opts.port}`);
+      throw new Error(
+        `redis-server exited with code ${proc.exitCode} before listening on ${host}:${opts.port}${await lastLines()}`,
+      );
     if (Date.now() > deadline) {
       proc.kill("SIGKILL");
-      throw new Error(`redis-server did not listen on ${host}:${opts.port} within ${opts.timeoutMs ?? 5000} ms`);
+      throw new Error(
+        `redis-server did not listen on ${host}:${opts.port} within ${opts.timeoutMs ?? 5000} ms${await lastLines()}`,
+      );
     }
     await Bun.sleep(25);
   }

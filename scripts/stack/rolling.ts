@@ -33,7 +33,8 @@
 import { isIPv4 } from "node:net";
 import { DiscoveryDns } from "./dns.ts";
 import { ensureTcpMigrateReq, type Handover, type HandoverMode } from "./listener-handover.ts";
-import { Stack, type StackOptions, type StackProcess, waitReady } from "./stack.ts";
+import { isListening } from "./redis.ts";
+import { Stack, type StackOptions, type StackProcess } from "./stack.ts";
 
 export type Kind = StackProcess["kind"];
 export const KINDS: readonly Kind[] = ["webapp", "rpcapp", "gateway"];
@@ -102,6 +103,7 @@ export class RollingStack extends Stack {
   #stoppingAll = false;
   #rolling = false;
   readonly #dnsPort: number;
+  readonly #shutdownTimeoutMs: number;
   /** Canary replicas by kind (scripts/stack/canary.ts): one per slot, on its spare ports. */
   readonly #canaries = new Map<Kind, StackProcess[]>();
 
@@ -123,6 +125,7 @@ export class RollingStack extends Stack {
     self.stack = this;
     this.#userOnExit = opts.onExit;
     this.#dnsPort = rolling.dnsPort ?? 0;
+    this.#shutdownTimeoutMs = shutdownTimeoutMs;
     this.#handoverMode = rolling.handover ?? "auto";
     for (const kind of KINDS) this.#history.set(kind, [opts.version]);
   }
@@ -220,8 +223,11 @@ export class RollingStack extends Stack {
       await this.#waitRouted(slot.kind as "webapp" | "rpcapp", slot.process.env.PORT!, timeoutMs);
   }
 
-  /** SIGINT first: the lifecycle then skips the drain delay (nothing balances across a stopping stack). */
-  override async stop(graceMs = 10_000): Promise<void> {
+  /**
+   * SIGINT first: the lifecycle then skips the drain delay (nothing balances across a stopping
+   * stack). SIGKILL only past SHUTDOWN_TIMEOUT_MS, by which the processes have stopped by themselves.
+   */
+  override async stop(graceMs = this.#shutdownTimeoutMs + 2_000): Promise<void> {
     this.#stoppingAll = true;
     for (const p of this.processes) {
       try {
@@ -229,7 +235,10 @@ export class RollingStack extends Stack {
       } catch {}
     }
     await super.stop(graceMs);
-    this.dns?.close();
+    // stop() may run twice (a second signal, a failed start stopped again): close the DNS once.
+    try {
+      this.dns?.close();
+    } catch {}
   }
 
   currentVersion(kind: Kind): string {
@@ -306,6 +315,7 @@ export class RollingStack extends Stack {
         );
         if (previousHolder) await previousHolder.proc.exited;
         const instance = `${kind}-${replica}.canary`;
+        await this.#assertSpareFree(instance, ports);
         onEvent({ type: "starting", instance, version, replacing: "" });
         const startedAt = performance.now();
         const canary = this.spawn(kind, replica, {
@@ -316,7 +326,7 @@ export class RollingStack extends Stack {
         });
         canary.readyUrl = this.#readyUrl(kind, ports);
         started.push(canary);
-        await waitReady(canary, 30_000);
+        await this.waitReady(canary, 30_000);
         onEvent({ type: "ready", instance, readyMs: Math.round(performance.now() - startedAt) });
         this.dns!.set(this.#dnsName(kind, ports.PORT!), [this.#ip]);
         await this.#waitRouted(kind, String(ports.PORT), 20_000);
@@ -341,6 +351,7 @@ export class RollingStack extends Stack {
   async promoteCanaries(kind: "webapp" | "rpcapp", onEvent: (e: RolloutEvent) => void = () => {}): Promise<string> {
     const canaries = this.#canaries.get(kind);
     if (!canaries) throw new RolloutError(`no canary of ${kind} runs in this stack`);
+    this.#refuseWhileRolling(kind);
     this.#lastReplaced = [];
     const version = canaries[0]!.env.SERVICE_VERSION!;
     for (const [i, canary] of canaries.entries()) {
@@ -364,14 +375,28 @@ export class RollingStack extends Stack {
   async removeCanaries(kind: "webapp" | "rpcapp", onEvent: (e: RolloutEvent) => void = () => {}): Promise<void> {
     const canaries = this.#canaries.get(kind);
     if (!canaries) throw new RolloutError(`no canary of ${kind} runs in this stack`);
+    this.#refuseWhileRolling(kind);
     this.#lastReplaced = [];
     for (const canary of canaries) this.#retire(canary, onEvent);
     this.#canaries.delete(kind);
   }
 
+  /**
+   * A promotion or a removal resets the list of replaced replicas that a running rollout reports
+   * on (settled()), and a promotion moves slots a rollout may be replacing: neither while one runs.
+   */
+  #refuseWhileRolling(kind: Kind): void {
+    if (this.#rolling)
+      throw new RolloutError(
+        `a rollout is running in this stack: wait for it to finish before promoting or removing the canary of ${kind}`,
+      );
+  }
+
   /** A webapp or rpcapp replica leaves: out of DNS first (the gateways stop picking it), then SIGTERM to drain. */
   #retire(replica: StackProcess, onEvent: (e: RolloutEvent) => void): void {
     this.dns!.delete(this.#dnsName(replica.kind as "webapp" | "rpcapp", Number(replica.env.PORT)));
+    // Exited already (crashed; its exit was reported then): nothing to drain or to wait for.
+    if (hasExited(replica)) return;
     this.#retired.add(replica);
     this.#lastReplaced.push(replica);
     try {
@@ -394,13 +419,28 @@ export class RollingStack extends Stack {
     }));
   }
 
+  /**
+   * Why `kind` cannot be rolled out or back now, if it cannot: its canary holds the slots' spare
+   * ports, where the replacements would start (they would fail with "port in use", and the
+   * canary would answer their readiness checks).
+   */
+  rolloutConflict(kind: Kind): string | undefined {
+    if (this.#rolling) return "another rollout is running in this stack; wait for it to finish";
+    if (this.#canaries.has(kind))
+      return `a canary of ${kind} runs in this stack on the replicas' spare ports: promote it or remove it first (POST /canary/promote or /canary/remove on the control port)`;
+    return undefined;
+  }
+
   async #replaceAll(kind: Kind, version: string, onEvent: (e: RolloutEvent) => void): Promise<void> {
-    if (this.#rolling) throw new RolloutError("another rollout is running in this stack; wait for it to finish");
+    const conflict = this.rolloutConflict(kind);
+    if (conflict) throw new RolloutError(conflict);
     this.#rolling = true;
     this.#lastReplaced = [];
     try {
-      for (let replica = 1; replica <= this.replicasOf(kind); replica++)
+      for (let replica = 1; replica <= this.replicasOf(kind); replica++) {
+        if (this.stopping) throw new RolloutError(`the stack is stopping: the rollout of ${kind} stops here`);
         await this.#replaceOne(kind, replica, version, onEvent);
+      }
     } finally {
       this.#rolling = false;
     }
@@ -419,6 +459,9 @@ export class RollingStack extends Stack {
 
     const instance = `${kind}-${replica}.${slot.generation + 1}`;
     const old = slot.process;
+    await this.#assertSpareFree(instance, ports).catch((err: Error) => {
+      throw new RolloutError(`${old.name} keeps serving and the rollout stops here: ${err.message}`);
+    });
     onEvent({ type: "starting", instance, version, replacing: old.name });
     const startedAt = performance.now();
     const next = this.spawn(kind, replica, {
@@ -428,7 +471,7 @@ export class RollingStack extends Stack {
     });
     next.readyUrl = this.#readyUrl(kind, ports);
     try {
-      await waitReady(next, 30_000);
+      await this.waitReady(next, 30_000);
       if (kind === "gateway") await this.#waitGatewayRoutes(next, 15_000);
     } catch (err) {
       next.proc.kill("SIGKILL");
@@ -443,12 +486,16 @@ export class RollingStack extends Stack {
       this.dns!.set(this.#dnsName(kind, ports.PORT!), [this.#ip]);
       this.dns!.delete(this.#dnsName(kind, Number(old.env.PORT)));
     }
-    this.#retired.add(old);
-    this.#lastReplaced.push(old);
-    try {
-      old.proc.kill("SIGTERM");
-    } catch {}
-    onEvent({ type: "draining", instance: old.name });
+    // A replica that crashed before its turn was reported when it exited: not retired (it would
+    // stay in #retired for good, its exit reported again by every later rollout), nothing to drain.
+    if (!hasExited(old)) {
+      this.#retired.add(old);
+      this.#lastReplaced.push(old);
+      try {
+        old.proc.kill("SIGTERM");
+      } catch {}
+      onEvent({ type: "draining", instance: old.name });
+    }
     this.#slots.set(`${kind}-${replica}`, { kind, replica, side, generation: slot.generation + 1, process: next });
 
     if (kind !== "gateway") {
@@ -456,6 +503,23 @@ export class RollingStack extends Stack {
       await this.#waitRouted(kind, String(ports.PORT), 20_000);
       onEvent({ type: "routed", instance, waitedMs: Math.round(performance.now() - waitedFrom) });
     }
+  }
+
+  /**
+   * Fails when another process already listens on a port `instance` is about to get (whatever
+   * holds a spare port would otherwise answer its readiness checks while it fails to start).
+   */
+  async #assertSpareFree(instance: string, ports: Record<string, number>): Promise<void> {
+    const ip = this.#ip;
+    const taken = (
+      await Promise.all(
+        Object.entries(ports).map(async ([name, port]) => ((await isListening(port, ip)) ? `${name}=${port}` : "")),
+      )
+    ).filter(Boolean);
+    if (taken.length > 0)
+      throw new Error(
+        `another process listens on ${taken.join(", ")}, where ${instance} was to start (not a replica of this stack: stop it, or restart make dev on other ports)`,
+      );
   }
 
   /** The gateways that are not draining, as admin base URLs. */
@@ -470,7 +534,16 @@ export class RollingStack extends Stack {
     const address = `${this.#ip}:${port}`;
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const views = await Promise.all(this.#servingGateways().map((admin) => upstreamsOf(admin, this.adminToken)));
+      // No gateway left (the stack is stopping, or they all exited): nothing routes, and going on
+      // to the next replica would replace a serving one with one that no one reaches.
+      const gateways = this.#servingGateways();
+      if (gateways.length === 0 || this.stopping)
+        throw new RolloutError(
+          this.stopping
+            ? `the stack is stopping: the gateways will not route to ${kind} at ${address}`
+            : `no gateway serves in this stack, so none routes to ${kind} at ${address}; restart make dev`,
+        );
+      const views = await Promise.all(gateways.map((admin) => upstreamsOf(admin, this.adminToken)));
       if (
         views.every((upstreams) =>
           upstreams?.some((u) => u.endpoints.some((e) => e.address === address && e.available)),
@@ -541,4 +614,9 @@ async function upstreamsOf(adminUrl: string, token: string | undefined): Promise
   } catch {
     return undefined;
   }
+}
+
+/** Whether `p` has exited (by itself or by a signal). */
+function hasExited(p: StackProcess): boolean {
+  return p.proc.exitCode !== null || p.proc.signalCode !== null;
 }

@@ -8,7 +8,7 @@ import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { lines } from "../../lib/lines.ts";
 import { ensureLocalPki } from "../tls/pki.ts";
-import { type LocalRedis, startLocalRedis } from "./redis.ts";
+import { isListening, type LocalRedis, startLocalRedis } from "./redis.ts";
 
 export const REPO_ROOT = resolve(import.meta.dir, "../..");
 
@@ -60,25 +60,34 @@ export interface StackProcess {
 export function stackOptionsFromEnv(
   env: Record<string, string | undefined> = process.env,
 ): Omit<StackOptions, "onLine"> {
-  const int = (name: string, fallback: number) => {
+  // Port 0 would let the kernel pick a different port per process (the gateways could not share
+  // one, nothing would find the replicas), and 0 replicas a stack without a gateway or a backend:
+  // both are refused here rather than failing later with a less clear message.
+  const int = (name: string, fallback: number, what: "port" | "count") => {
     const raw = env[name];
     if (raw === undefined || raw === "") return fallback;
     const n = Number(raw);
-    if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`${name}=${raw} is not a valid number`);
+    const [min, max] = what === "port" ? [1, 65535] : [1, Number.MAX_SAFE_INTEGER];
+    if (!Number.isInteger(n) || n < min || n > max)
+      throw new Error(
+        `${name}=${raw} is not valid: ${what === "port" ? "a port from 1 to 65535" : "a whole number of replicas, at least 1,"} is expected`,
+      );
     return n;
   };
+  const port = (name: string, fallback: number) => int(name, fallback, "port");
+  const replicas = (name: string) => int(name, 3, "count");
   return {
-    gatewayPort: int("GATEWAY_PORT", 8080),
-    gatewayReplicas: int("GATEWAY_REPLICAS", 3),
-    webappReplicas: int("WEBAPP_REPLICAS", 3),
-    rpcappReplicas: int("RPCAPP_REPLICAS", 3),
-    adminBasePort: int("ADMIN_BASE_PORT", 9901),
-    webappBasePort: int("WEBAPP_BASE_PORT", 3001),
-    rpcappBasePort: int("RPCAPP_BASE_PORT", 5001),
-    rpcappHttpBasePort: int("RPCAPP_HTTP_BASE_PORT", 5101),
-    webappMetricsBasePort: int("WEBAPP_METRICS_BASE_PORT", 3101),
+    gatewayPort: port("GATEWAY_PORT", 8080),
+    gatewayReplicas: replicas("GATEWAY_REPLICAS"),
+    webappReplicas: replicas("WEBAPP_REPLICAS"),
+    rpcappReplicas: replicas("RPCAPP_REPLICAS"),
+    adminBasePort: port("ADMIN_BASE_PORT", 9901),
+    webappBasePort: port("WEBAPP_BASE_PORT", 3001),
+    rpcappBasePort: port("RPCAPP_BASE_PORT", 5001),
+    rpcappHttpBasePort: port("RPCAPP_HTTP_BASE_PORT", 5101),
+    webappMetricsBasePort: port("WEBAPP_METRICS_BASE_PORT", 3101),
     ...(isOn(env.TLS)
-      ? { tls: { dir: resolve(REPO_ROOT, env.TLS_DIR || ".data/tls"), httpsPort: int("GATEWAY_HTTPS_PORT", 8443) } }
+      ? { tls: { dir: resolve(REPO_ROOT, env.TLS_DIR || ".data/tls"), httpsPort: port("GATEWAY_HTTPS_PORT", 8443) } }
       : {}),
     host: env.DEV_HOST ?? "127.0.0.1",
     dbPath: env.DB_PATH ?? resolve(REPO_ROOT, ".data/webapp.sqlite"),
@@ -98,6 +107,10 @@ export class Stack {
   /** The redis-server this stack started, if any. */
   redis: LocalRedis | undefined;
   #stopping = false;
+  /** Aborted by stop(): a redis-server still starting is killed rather than left behind. */
+  readonly #abort = new AbortController();
+  /** The redis-server being started, so stop() can wait for it (and stop it) mid-start. */
+  #redisStarting: Promise<LocalRedis> | undefined;
 
   constructor(readonly opts: StackOptions) {}
 
@@ -204,8 +217,18 @@ export class Stack {
     }
   }
 
-  /** Starts one replica process (does not wait for readiness). */
+  /** Whether stop() was called: nothing new starts from then on. */
+  get stopping(): boolean {
+    return this.#stopping;
+  }
+
+  /**
+   * Starts one replica process (does not wait for readiness). Refused once stop() was called: a
+   * start-up or a rollout still running would otherwise start processes that stop() has no longer
+   * got in its list, and they would outlive the stack.
+   */
   spawn(kind: StackProcess["kind"], replica: number, extraEnv: Record<string, string> = {}): StackProcess {
+    if (this.#stopping) throw new StackStoppingError(`the stack is stopping: ${kind}-${replica} is not started`);
     const { env, readyUrl } = this.envFor(kind, replica);
     const fullEnv = { ...env, ...extraEnv };
     const name = fullEnv.INSTANCE_ID!;
@@ -228,8 +251,46 @@ export class Stack {
     return started;
   }
 
+  /**
+   * Every port start() is about to listen on, named for the message when one is taken: the
+   * gateways' public (and HTTPS) port, their admin ports, the services' ports, the local Redis.
+   */
+  portsToStart(): { port: number; what: string }[] {
+    const o = this.opts;
+    const range = (base: number, n: number, what: string) =>
+      Array.from({ length: n }, (_, i) => ({ port: base + i, what: `${what}-${i + 1}` }));
+    return [
+      { port: o.gatewayPort, what: "GATEWAY_PORT" },
+      ...(o.tls ? [{ port: o.tls.httpsPort, what: "GATEWAY_HTTPS_PORT" }] : []),
+      ...range(o.adminBasePort, o.gatewayReplicas, "admin of gateway"),
+      ...range(o.webappBasePort, o.webappReplicas, "webapp"),
+      ...(o.tls ? range(o.webappMetricsBasePort, o.webappReplicas, "metrics of webapp") : []),
+      ...range(o.rpcappBasePort, o.rpcappReplicas, "rpcapp"),
+      ...range(o.rpcappHttpBasePort, o.rpcappReplicas, "HTTP of rpcapp"),
+      ...(!o.redisUrl && o.redisPort !== undefined ? [{ port: o.redisPort, what: "REDIS_PORT" }] : []),
+    ];
+  }
+
+  /**
+   * Fails, naming them, when any of `ports` already accepts connections. A taken port is not
+   * always caught by the process that wants it: the gateways' public listener shares its port on
+   * purpose (SO_REUSEPORT), so it would join another stack's gateways; and a replica that fails
+   * with "port in use" may have its /readyz answered by the process holding the port first.
+   */
+  async assertPortsFree(ports: { port: number; what: string }[]): Promise<void> {
+    const checked = await Promise.all(
+      ports.map(async (p) => ({ ...p, taken: await isListening(p.port, connectHost(this.opts.host)) })),
+    );
+    const taken = checked.filter((p) => p.taken);
+    if (taken.length > 0)
+      throw new Error(
+        `port${taken.length > 1 ? "s" : ""} already in use: ${taken.map((p) => `${p.port} (${p.what})`).join(", ")}`,
+      );
+  }
+
   /** Starts every replica (services before gateways) and waits until all are ready. */
   async start(timeoutMs = 30_000): Promise<void> {
+    await this.assertPortsFree(this.portsToStart());
     mkdirSync(resolve(REPO_ROOT, ".data"), { recursive: true });
     // The local CA and certificates: made on the first run, renewed when close to expiry.
     if (this.opts.tls) await ensureLocalPki(this.opts.tls.dir);
@@ -237,34 +298,62 @@ export class Stack {
       ...Array.from({ length: this.opts.webappReplicas }, (_, i) => this.spawn("webapp", i + 1)),
       ...Array.from({ length: this.opts.rpcappReplicas }, (_, i) => this.spawn("rpcapp", i + 1)),
     ];
-    await Promise.all(services.map((p) => waitReady(p, timeoutMs)));
+    await Promise.all(services.map((p) => this.waitReady(p, timeoutMs)));
     if (!this.opts.redisUrl && this.opts.redisPort !== undefined) {
-      this.redis = await startLocalRedis({ port: this.opts.redisPort, host: this.opts.host });
+      if (this.#stopping) throw new StackStoppingError("the stack is stopping: redis-server is not started");
+      this.#redisStarting = startLocalRedis({
+        port: this.opts.redisPort,
+        host: this.opts.host,
+        signal: this.#abort.signal,
+      });
+      this.redis = await this.#redisStarting;
     }
     const gateways = Array.from({ length: this.opts.gatewayReplicas }, (_, i) => this.spawn("gateway", i + 1));
-    await Promise.all(gateways.map((p) => waitReady(p, timeoutMs)));
+    await Promise.all(gateways.map((p) => this.waitReady(p, timeoutMs)));
   }
 
-  /** SIGTERM to everything, SIGKILL after `graceMs`. */
-  async stop(graceMs = 10_000): Promise<void> {
+  /**
+   * waitReady(), and the answer must come from `p` itself (its INSTANCE_ID), not from another
+   * process that holds the port `p` was given: `p` then fails with "port in use" a moment later.
+   */
+  waitReady(p: StackProcess, timeoutMs = 30_000): Promise<void> {
+    return waitReady(p, timeoutMs, { instance: p.name, token: this.adminToken });
+  }
+
+  /**
+   * SIGTERM to everything, SIGKILL after `graceMs` (by default, past the services' own
+   * SHUTDOWN_TIMEOUT_MS: they stop by themselves first, finishing their requests in flight).
+   * Nothing starts once it was called (spawn refuses), a redis-server still starting is stopped
+   * too, and it returns only when no process of the stack is left.
+   */
+  async stop(graceMs = shutdownTimeoutOf(this.opts.env) + 2_000): Promise<void> {
     this.#stopping = true;
-    const all = [...this.processes];
-    for (const p of all) {
-      try {
-        p.proc.kill("SIGCONT");
-        p.proc.kill("SIGTERM");
-      } catch {}
+    this.#abort.abort();
+    // A redis-server mid-start: the abort kills it, or it came up just now and is stopped below.
+    const starting = await this.#redisStarting?.catch(() => undefined);
+    for (let all = [...this.processes]; all.length > 0; all = [...this.processes]) {
+      for (const p of all) {
+        try {
+          p.proc.kill("SIGCONT");
+          p.proc.kill("SIGTERM");
+        } catch {}
+      }
+      const timer = setTimeout(
+        () =>
+          all.forEach((p) => {
+            p.proc.kill("SIGKILL");
+          }),
+        graceMs,
+      );
+      await Promise.all(all.map((p) => p.proc.exited));
+      clearTimeout(timer);
+      // spawn's exit handlers take each out of the list; made sure of here, so the loop ends.
+      for (const p of all) {
+        const i = this.processes.indexOf(p);
+        if (i >= 0) this.processes.splice(i, 1);
+      }
     }
-    const timer = setTimeout(
-      () =>
-        all.forEach((p) => {
-          p.proc.kill("SIGKILL");
-        }),
-      graceMs,
-    );
-    await Promise.all(all.map((p) => p.proc.exited));
-    clearTimeout(timer);
-    await this.redis?.stop();
+    await (this.redis ?? starting)?.stop();
   }
 
   /** The Redis the gateways share, when there is one. */
@@ -273,23 +362,70 @@ export class Stack {
   }
 }
 
-/** Polls `p.readyUrl` until it answers 200; fails at once when the process exits (or is killed by a signal). */
+/** Thrown when something would start after stop() was called. */
+export class StackStoppingError extends Error {
+  override name = "StackStoppingError";
+}
+
+/** The services' SHUTDOWN_TIMEOUT_MS as `env` sets it, else their default (15 s). */
+function shutdownTimeoutOf(env: Record<string, string>): number {
+  const ms = Number(env.SHUTDOWN_TIMEOUT_MS);
+  return Number.isInteger(ms) && ms > 0 ? ms : 15_000;
+}
+
+/** Where to connect to reach a listener on `host` (a wildcard address is reached on loopback). */
+function connectHost(host: string): string {
+  return host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
+}
+
+/**
+ * Polls `p.readyUrl` until it answers 200; fails at once when the process exits (or is killed by a
+ * signal). With `identity`, the answer counts only when it comes from that instance: webapp and
+ * rpcapp name themselves in `x-served-by`; a gateway's admin port does not, so its /version is
+ * asked (with the admin token, if any).
+ */
 export async function waitReady(
   p: Pick<StackProcess, "name" | "readyUrl"> & { proc: Subprocess },
   timeoutMs = 30_000,
+  identity?: { instance: string; token?: string },
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  let answeredBy: string | undefined;
   while (Date.now() < deadline) {
     const { exitCode, signalCode } = p.proc;
     if (exitCode !== null || signalCode !== null)
-      throw new Error(`${p.name} exited with ${signalCode ?? `code ${exitCode}`} before it was ready`);
+      throw new Error(
+        `${p.name} exited with ${signalCode ?? `code ${exitCode}`} before it was ready${answeredBy ? ` (${p.readyUrl} was answered by ${answeredBy}: another process holds its port)` : ""}`,
+      );
     try {
       const res = await fetch(p.readyUrl, { signal: AbortSignal.timeout(1000) });
-      if (res.status === 200) return;
+      if (res.status === 200) {
+        if (!identity) return;
+        answeredBy = await instanceOf(res, p.readyUrl, identity.token);
+        if (answeredBy === identity.instance) return;
+      }
     } catch {}
     await Bun.sleep(50);
   }
-  throw new Error(`${p.name} was not ready at ${p.readyUrl} within ${timeoutMs} ms`);
+  throw new Error(
+    answeredBy && answeredBy !== identity?.instance
+      ? `${p.name} was not ready within ${timeoutMs} ms: ${p.readyUrl} is answered by ${answeredBy}, another process on its port`
+      : `${p.name} was not ready at ${p.readyUrl} within ${timeoutMs} ms`,
+  );
+}
+
+/** Which instance answered: its `x-served-by`, else the `instance` of /version at the same origin. */
+async function instanceOf(res: Response, readyUrl: string, token: string | undefined): Promise<string> {
+  const servedBy = res.headers.get("x-served-by");
+  if (servedBy !== null) return servedBy;
+  const version = await fetch(new URL("/version", readyUrl), {
+    signal: AbortSignal.timeout(1000),
+    ...(token ? { headers: { authorization: `Bearer ${token}` } } : {}),
+  });
+  const body = (await version.json().catch(() => ({}))) as { instance?: unknown };
+  return typeof body.instance === "string"
+    ? body.instance
+    : `an unknown process (no x-served-by, /version ${version.status})`;
 }
 
 async function pipeLines(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {

@@ -15,7 +15,7 @@ import type { Server } from "bun";
 import { startControlServer } from "../stack/control.ts";
 import { runCanary } from "../stack/canary.ts";
 import { RollingStack } from "../stack/rolling.ts";
-import { freeBlock, freePort, startTestStack, type TestStack } from "../stack/testing/stack.ts";
+import { freePort, rollingLayout, startTestStack, type TestStack } from "../stack/testing/stack.ts";
 
 let stack: TestStack & RollingStack;
 let control: Server<undefined>;
@@ -24,13 +24,7 @@ const lines: string[] = [];
 beforeAll(async () => {
   stack = (await startTestStack(
     {
-      gatewayReplicas: 2,
-      webappReplicas: 2,
-      rpcappReplicas: 2,
-      adminBasePort: await freeBlock(4),
-      webappBasePort: await freeBlock(4),
-      rpcappBasePort: await freeBlock(4),
-      rpcappHttpBasePort: await freeBlock(4),
+      ...(await rollingLayout({ gateway: 2, webapp: 2, rpcapp: 2 })),
       version: "v1",
       // 100 canary answers per step, as routes.yaml has it: the drill's canary replicas each fail
       // one request in twenty of their own, and which gateway's requests those are is chance. With

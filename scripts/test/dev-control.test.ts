@@ -5,31 +5,16 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Server } from "bun";
-import { freePort } from "../stack/testing/ports.ts";
 import { type ControlEvent, controlStream, findDevStack } from "../stack/dev-control.ts";
-import { startControlServer } from "../stack/control.ts";
-import { RollingStack } from "../stack/rolling.ts";
-import { freeBlock, startTestStack, type TestStack } from "../stack/testing/stack.ts";
+import type { RollingStack } from "../stack/rolling.ts";
+import { startControlledStack, type TestStack } from "../stack/testing/stack.ts";
 
 let stack: TestStack & RollingStack;
 let control: Server<undefined>;
 let url: string;
 
 beforeAll(async () => {
-  const one = { gatewayReplicas: 1, webappReplicas: 1, rpcappReplicas: 1 };
-  const ports = {
-    adminBasePort: await freeBlock(2),
-    webappBasePort: await freeBlock(2),
-    rpcappBasePort: await freeBlock(2),
-    rpcappHttpBasePort: await freeBlock(2),
-  };
-  // No load here, so a short drain keeps the test short.
-  stack = (await startTestStack(
-    { ...one, ...ports, version: "v1", env: { LOG_LEVEL: "warn" } },
-    (opts) => new RollingStack(opts, { drainDelayMs: 300, shutdownTimeoutMs: 5_000 }),
-  )) as TestStack & RollingStack;
-  control = startControlServer(stack, { port: await freePort() });
-  url = `http://127.0.0.1:${control.port}`;
+  ({ stack, control, url } = await startControlledStack());
 }, 60_000);
 
 afterAll(async () => {

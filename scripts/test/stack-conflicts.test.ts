@@ -1,0 +1,211 @@
+/**
+ * The local stack against what it does not own (real processes): ports another process holds,
+ * a readiness answer from someone else, a canary in the way of a rollout, a replica that crashed
+ * before its turn, a redis-server that does not start, and settings that cannot work.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Server } from "bun";
+import { controlStream } from "../stack/dev-control.ts";
+import { startLocalRedis } from "../stack/redis.ts";
+import { type RolloutEvent, RollingStack } from "../stack/rolling.ts";
+import { type Stack, stackOptionsFromEnv, waitReady } from "../stack/stack.ts";
+import { requireBinary, spawnProcess, stopAll, stopProcess } from "../stack/testing/processes.ts";
+import {
+  freeBlock,
+  freePort,
+  oneReplicaDevEnv,
+  startControlledStack,
+  startTestStack,
+  type TestStack,
+} from "../stack/testing/stack.ts";
+
+const servers: Server<undefined>[] = [];
+afterAll(async () => {
+  for (const s of servers) s.stop(true);
+  await stopAll();
+});
+
+/** Another process's listener, as a second `make dev` or anything else would hold the port. */
+function squat(port: number, instance = "someone-else", reusePort = false): Server<undefined> {
+  const server = Bun.serve({
+    hostname: "127.0.0.1",
+    port,
+    reusePort,
+    fetch: (req) =>
+      new URL(req.url).pathname === "/version"
+        ? Response.json({ instance })
+        : new Response("ready", { headers: instance.startsWith("gateway") ? {} : { "x-served-by": instance } }),
+  });
+  servers.push(server);
+  return server;
+}
+
+test("GATEWAY_PORT=0 and *_REPLICAS=0 are refused, saying what is expected", () => {
+  expect(() => stackOptionsFromEnv({ GATEWAY_PORT: "0" })).toThrow(
+    "GATEWAY_PORT=0 is not valid: a port from 1 to 65535 is expected",
+  );
+  expect(() => stackOptionsFromEnv({ WEBAPP_REPLICAS: "0" })).toThrow(
+    "WEBAPP_REPLICAS=0 is not valid: a whole number of replicas, at least 1, is expected",
+  );
+  expect(() => stackOptionsFromEnv({ GATEWAY_REPLICAS: "1.5" })).toThrow("GATEWAY_REPLICAS=1.5 is not valid");
+  expect(stackOptionsFromEnv({ GATEWAY_REPLICAS: "1" }).gatewayReplicas).toBe(1);
+});
+
+describe("a port the stack needs is taken", () => {
+  test("the gateway port held through SO_REUSEPORT (as another stack's gateways hold it): nothing starts", async () => {
+    const gatewayPort = await freePort();
+    squat(gatewayPort, "gateway-of-another-stack", true);
+    let created: Stack | undefined;
+    const started = startTestStack({ gatewayPort, gatewayReplicas: 1, webappReplicas: 1, rpcappReplicas: 1 }, (o) => {
+      created = new RollingStack(o);
+      return created;
+    });
+    await expect(started).rejects.toThrow(`port already in use: ${gatewayPort} (GATEWAY_PORT)`);
+    expect(created!.processes).toEqual([]);
+  }, 60_000);
+
+  test("make dev exits with the hint docs/operations.md quotes, without claiming to be up", async () => {
+    const webappBasePort = await freeBlock(2);
+    squat(webappBasePort, "webapp-1");
+    const dir = mkdtempSync(join(tmpdir(), "portico-dev-ports-"));
+    const dev = spawnProcess(
+      "dev",
+      [process.execPath, "scripts/dev.ts"],
+      await oneReplicaDevEnv(dir, { WEBAPP_BASE_PORT: String(webappBasePort), REDIS_URL: "redis://127.0.0.1:1" }),
+    );
+    try {
+      const code = await Promise.race([dev.exited, Bun.sleep(30_000).then(() => "still running")]);
+      const output = dev.lines.join("\n");
+      expect(output).not.toContain("Portico is up");
+      expect(code).toBe(1);
+      expect(output).toContain(`make dev: port already in use: ${webappBasePort} (webapp-1)`);
+      expect(output).toContain("Is another stack (or anything else) using these ports?");
+    } finally {
+      await stopProcess(dev, "SIGINT", 20_000);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
+describe("readiness is the spawned process's own", () => {
+  test("a 200 from another instance on the port does not count (x-served-by; a gateway's /version)", async () => {
+    const sleeper = spawnProcess("sleeper", ["sleep", "30"]);
+    try {
+      for (const [instance, name] of [
+        ["webapp-9", "webapp-1"],
+        ["gateway-9", "gateway-1"],
+      ] as const) {
+        const port = await freePort();
+        squat(port, instance);
+        const p = { name, readyUrl: `http://127.0.0.1:${port}/readyz`, proc: sleeper.proc };
+        await expect(waitReady(p, 1_500, { instance: name })).rejects.toThrow(
+          `${name} was not ready within 1500 ms: http://127.0.0.1:${port}/readyz is answered by ${instance}`,
+        );
+        await waitReady(p, 1_500, { instance });
+      }
+    } finally {
+      await stopProcess(sleeper, "SIGKILL");
+    }
+  });
+});
+
+describe("rollouts, canaries and crashed replicas on a real stack", () => {
+  let stack: TestStack & RollingStack;
+  let control: Server<undefined>;
+  let url: string;
+
+  beforeAll(async () => {
+    ({ stack, control, url } = await startControlledStack());
+  }, 60_000);
+
+  afterAll(async () => {
+    control?.stop(true);
+    await stack?.stop(5_000);
+  });
+
+  const post = (path: string, body: object) =>
+    fetch(`${url}${path}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+
+  test("while a canary runs: no rollout or rollback of its service (409); no promotion during another rollout (409)", async () => {
+    await stack.startCanaries("webapp", "v2");
+    for (const path of ["/rollout", "/rollback"]) {
+      const res = await post(path, { service: "webapp", version: "v3" });
+      expect(res.status).toBe(409);
+      expect((await res.json()).detail).toContain("a canary of webapp runs in this stack");
+    }
+    await expect(stack.rollingReplace("webapp", "v3")).rejects.toThrow("promote it or remove it first");
+
+    const rpcappRollout = post("/rollout", { service: "rpcapp", version: "v2" });
+    const response = await rpcappRollout;
+    expect(response.status).toBe(200);
+    const promote = await post("/canary/promote", { service: "webapp" });
+    expect(promote.status).toBe(409);
+    expect((await promote.json()).detail).toContain("a rollout is running in this stack");
+    expect(await response.text()).toContain('"type":"done"');
+
+    const events: string[] = [];
+    for await (const e of controlStream(url, "/canary/remove", { service: "webapp" })) events.push(e.type);
+    expect(events.at(-1)).toBe("done");
+    expect(stack.describe().find((p) => p.kind === "webapp")).toMatchObject({ name: "webapp-1", version: "v1" });
+  }, 60_000);
+
+  test("a foreign process on a spare port: the rollout stops before starting a replica there", async () => {
+    const spare = stack.portsOf("webapp", 1, 1).PORT!;
+    const other = squat(spare, "webapp-1.2");
+    try {
+      await expect(stack.rollingReplace("webapp", "v4")).rejects.toThrow(
+        `webapp-1 keeps serving and the rollout stops here: another process listens on PORT=${spare}`,
+      );
+      expect(
+        stack
+          .describe()
+          .filter((p) => p.kind === "webapp")
+          .map((p) => p.name),
+      ).toEqual(["webapp-1"]);
+    } finally {
+      other.stop(true);
+    }
+  }, 60_000);
+
+  test("a replica that crashed before its turn is not reported again by every later rollout", async () => {
+    const webapp = stack.processes.find((p) => p.name === "webapp-1")!;
+    webapp.proc.kill("SIGKILL");
+    await webapp.proc.exited;
+    const first: RolloutEvent[] = [];
+    await stack.rollingReplace("webapp", "v5", (e) => first.push(e));
+    await stack.settled((e) => first.push(e));
+    expect(first.filter((e) => "instance" in e && e.instance === "webapp-1")).toEqual([]);
+    const second: RolloutEvent[] = [];
+    await stack.rollingReplace("webapp", "v6", (e) => second.push(e));
+    await stack.settled((e) => second.push(e));
+    expect(second.filter((e) => e.type === "settled").map((e) => (e as { instance: string }).instance)).toEqual([
+      "webapp-1.2",
+    ]);
+  }, 60_000);
+});
+
+test.skipIf(!requireBinary("redis-server"))(
+  "a redis-server that fails to start: its last lines, which say why, are in the error",
+  async () => {
+    // 192.0.2.1 (TEST-NET-1) is on no interface here: redis-server cannot bind it, says so, exits 1.
+    const started = startLocalRedis({ port: await freePort(), host: "192.0.2.1" });
+    const outcome = await started.then(
+      async (redis) => {
+        await redis.stop();
+        return "started";
+      },
+      (err: Error) => err.message,
+    );
+    expect(outcome).toMatch(
+      /^redis-server exited with code 1 before listening on 192\.0\.2\.1:\d+\nredis-server's last lines:\n/,
+    );
+    expect(outcome).toContain("Cannot assign requested address");
+  },
+);

@@ -23,7 +23,7 @@ import { connect as tlsConnect } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
-import { REPO_ROOT, spawnService, stopAll, waitFor } from "../../scripts/stack/testing/processes.ts";
+import { REPO_ROOT, spawnService, stopAll, waitFor, testTempDir } from "../../scripts/stack/testing/processes.ts";
 import { startTestStack, type TestStack } from "../../scripts/stack/testing/stack.ts";
 import { parseProtos } from "../../lib/proto.ts";
 import { resolveMethod } from "../src/grpc/method.ts";
@@ -999,7 +999,7 @@ describe("limits that need a misbehaving upstream", () => {
         });
       },
     });
-    const dir = mkdtempSync(join(tmpdir(), "portico-limits-"));
+    const dir = testTempDir("limits");
     const routes = join(dir, "routes.yaml");
     writeFileSync(
       routes,

@@ -8,12 +8,11 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
 import { launchChromium } from "../../scripts/stack/testing/browser.ts";
-import { requireBinary, spawnService, stopAll, waitFor } from "../../scripts/stack/testing/processes.ts";
+import { requireBinary, spawnService, stopAll, waitFor, testTempDir } from "../../scripts/stack/testing/processes.ts";
 import { startTestStack, type TestStack } from "../../scripts/stack/testing/stack.ts";
 import { loadSettings } from "../src/settings.ts";
 
@@ -67,7 +66,7 @@ const admin = (i = 0) => stack.adminUrls()[i]!;
 const bearer = { authorization: `Bearer ${TOKEN}` };
 
 beforeAll(async () => {
-  const dir = mkdtempSync(join(tmpdir(), "portico-admin-auth-"));
+  const dir = testTempDir("admin-auth");
   writeFileSync(join(dir, "routes.yaml"), ROUTES);
   stack = await startTestStack({
     gatewayReplicas: 2,

@@ -8,12 +8,18 @@
 import { afterAll, afterEach, beforeAll, describe, expect, setSystemTime, test } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
 import { decodeJwt, exportJWK, exportSPKI, generateKeyPair, SignJWT, UnsecuredJWT } from "jose";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadGrpcObject } from "../../lib/grpc-proto.ts";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
-import { REPO_ROOT, spawnService, type Spawned, stopAll, waitFor } from "../../scripts/stack/testing/processes.ts";
+import {
+  REPO_ROOT,
+  spawnService,
+  type Spawned,
+  stopAll,
+  waitFor,
+  testTempDir,
+} from "../../scripts/stack/testing/processes.ts";
 import { apiKeyDigest } from "../src/auth/api-key.ts";
 import { parseResponse, rawExchange } from "./spy/raw-client.ts";
 import type { RouteAuth } from "../src/auth/guard.ts";
@@ -123,7 +129,7 @@ beforeAll(async () => {
     generateKeyPair("ES256", { extractable: true }),
   ]);
   rsPem = await exportSPKI(rs.publicKey);
-  dir = mkdtempSync(join(tmpdir(), "portico-auth-"));
+  dir = testTempDir("auth");
   writeFileSync(join(dir, "rs256.pem"), rsPem);
   const esJwk = { ...(await exportJWK(es.publicKey)), kid: "es-1", alg: "ES256", use: "sig" };
   jwks = Bun.serve({

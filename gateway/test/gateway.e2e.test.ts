@@ -3,12 +3,11 @@
  * the seed requests, load spread across replicas, and every bad-input answer.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { connect } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
-import { spawnService, stopAll, waitFor } from "../../scripts/stack/testing/processes.ts";
+import { spawnService, stopAll, waitFor, testTempDir } from "../../scripts/stack/testing/processes.ts";
 import { startTestStack, type TestStack } from "../../scripts/stack/testing/stack.ts";
 
 let stack: TestStack;
@@ -179,7 +178,7 @@ describe("bad input gets a clear problem+json answer", () => {
 
 describe("upstream failures never hang or crash the gateway", () => {
   test("every endpoint down → 502/503 problem+json, quickly", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "portico-down-"));
+    const dir = testTempDir("down");
     const routes = join(dir, "routes.yaml");
     const dead = await freePort();
     writeFileSync(
@@ -220,7 +219,7 @@ routes:
 
 describe("config errors stop the gateway with the line", () => {
   test("a misspelt key exits non-zero naming file, line and field", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "portico-badcfg-"));
+    const dir = testTempDir("badcfg");
     const routes = join(dir, "routes.yaml");
     writeFileSync(
       routes,

@@ -10,7 +10,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, setSystemTime, test } from "bun:test";
 import { exportJWK, exportSPKI, generateKeyPair, SignJWT } from "jose";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { RouteAuth } from "../src/auth/guard.ts";
@@ -37,6 +37,7 @@ beforeAll(async () => {
   writeFileSync(join(dir, "rs256.pem"), await exportSPKI(rs.publicKey));
   writeFileSync(join(dir, "es256.json"), JSON.stringify(await jwk(es, "es-1")));
 });
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 afterEach(() => {
   setSystemTime();

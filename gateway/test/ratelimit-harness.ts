@@ -3,11 +3,16 @@
  * restartable on the same port), a stub upstream, a routes.yaml in a temp dir, and gateway
  * processes started from source. Everything is cleaned up by PID in afterAll → stopAll().
  */
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
-import { type Spawned, spawnService, waitFor, waitForHttp } from "../../scripts/stack/testing/processes.ts";
+import {
+  type Spawned,
+  spawnService,
+  testTempDir,
+  waitFor,
+  waitForHttp,
+} from "../../scripts/stack/testing/processes.ts";
 
 export { TestRedis } from "../../scripts/stack/testing/redis.ts";
 
@@ -34,9 +39,9 @@ export async function startStubUpstream(): Promise<{
   };
 }
 
-/** Writes `yaml` as routes.yaml in a fresh temp dir and returns its path. */
+/** Writes `yaml` as routes.yaml in a fresh temp dir (removed by stopAll()) and returns its path. */
 export function writeRoutes(yaml: string): string {
-  const file = join(mkdtempSync(join(tmpdir(), "portico-ratelimit-")), "routes.yaml");
+  const file = join(testTempDir("ratelimit"), "routes.yaml");
   writeFileSync(file, yaml);
   return file;
 }

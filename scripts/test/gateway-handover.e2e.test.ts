@@ -14,12 +14,11 @@
  * to take all of them out (503), which says nothing about the listeners this test is about.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ensureTcpMigrateReq } from "../stack/listener-handover.ts";
 import { RollingStack } from "../stack/rolling.ts";
-import { waitFor } from "../stack/testing/processes.ts";
+import { stopAll, testTempDir, waitFor } from "../stack/testing/processes.ts";
 import { freeBlock, startTestStack, type TestStack } from "../stack/testing/stack.ts";
 import { formatReport, LoadGenerator } from "../traffic/load-generator.ts";
 
@@ -63,7 +62,7 @@ beforeAll(async () => {
   if (!handover.migrates) return;
   // The shape of `make dev`: with a single replica behind a route, one health check missed on a
   // busy machine would fail requests that have nothing to do with the handover. Base + spare ports.
-  const dir = mkdtempSync(join(tmpdir(), "portico-handover-"));
+  const dir = testTempDir("handover");
   writeFileSync(join(dir, "routes.yaml"), ROUTES);
   stack = (await startTestStack(
     {
@@ -81,6 +80,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await stack?.stop(5_000);
+  await stopAll(); // the temp dir
 });
 
 test.skipIf(!handover.migrates)(

@@ -7,12 +7,17 @@
  * failover takes seconds. Processes are cleaned up by PID with the test file's others (stopAll).
  */
 import { RedisClient } from "bun";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { STORE_MASTER_NAME, storeSecret } from "../../scripts/cluster/secrets.ts";
 import { freePorts } from "../../scripts/stack/testing/ports.ts";
-import { type Spawned, spawnProcess, stopProcess, waitFor } from "../../scripts/stack/testing/processes.ts";
+import {
+  type Spawned,
+  spawnProcess,
+  stopProcess,
+  testTempDir,
+  waitFor,
+} from "../../scripts/stack/testing/processes.ts";
 import { isListening } from "../../scripts/stack/redis.ts";
 
 export interface SentinelSetOptions {
@@ -25,7 +30,7 @@ export interface SentinelSetOptions {
 export class TestSentinelSet {
   readonly secret = storeSecret();
   readonly masterName = STORE_MASTER_NAME;
-  readonly dir = mkdtempSync(join(tmpdir(), "portico-sentinel-"));
+  readonly dir = testTempDir("sentinel");
   /** redis-server processes by port. */
   readonly nodes = new Map<number, Spawned>();
   readonly sentinels = new Map<number, Spawned>();

@@ -3,7 +3,9 @@
  * output, and kill everything by PID when the test ends.
  */
 import type { Subprocess } from "bun";
-import { resolve } from "node:path";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 import { lines } from "../../../lib/lines.ts";
 
 export const REPO_ROOT = resolve(import.meta.dir, "../../..");
@@ -98,7 +100,22 @@ export async function stopProcess(p: Spawned, signal: NodeJS.Signals = "SIGTERM"
   return code;
 }
 
-/** Kills every process this test file started (use in afterAll). Resumes stopped ones first. */
+const tempDirs: string[] = [];
+
+/**
+ * A fresh folder under the system temp dir (`portico-<prefix>-…`) for a test's files — configs,
+ * keys, databases; stopAll() removes it once the processes that used it have stopped.
+ */
+export function testTempDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `portico-${prefix}-`));
+  tempDirs.push(dir);
+  return dir;
+}
+
+/**
+ * Kills every process this test file started (use in afterAll), resuming stopped ones first,
+ * then removes the folders testTempDir() made.
+ */
 export async function stopAll(): Promise<void> {
   const all = [...running];
   for (const p of all) {
@@ -107,6 +124,7 @@ export async function stopAll(): Promise<void> {
     } catch {}
   }
   await Promise.all(all.map((p) => stopProcess(p, "SIGKILL", 2000)));
+  for (const dir of tempDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 }
 
 /** Whether a prerequisite binary is installed; under CI a missing one is an error, not a skip. */

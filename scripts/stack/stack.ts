@@ -367,10 +367,13 @@ export class StackStoppingError extends Error {
   override name = "StackStoppingError";
 }
 
-/** The services' SHUTDOWN_TIMEOUT_MS as `env` sets it, else their default (15 s). */
+/**
+ * The services' SHUTDOWN_TIMEOUT_MS as `env` sets it (make dev: rolling.ts's 15 s), else the
+ * longest of their own defaults (the gateway's 20 s; webapp's and rpcapp's are 10 s).
+ */
 function shutdownTimeoutOf(env: Record<string, string>): number {
   const ms = Number(env.SHUTDOWN_TIMEOUT_MS);
-  return Number.isInteger(ms) && ms > 0 ? ms : 15_000;
+  return Number.isInteger(ms) && ms > 0 ? ms : 20_000;
 }
 
 /** Where to connect to reach a listener on `host` (a wildcard address is reached on loopback). */

@@ -403,7 +403,8 @@ export class TierView {
     // Last round's series moved to start at `from`; the seconds past its end, and those from
     // `changedFrom` on, are merged anew.
     let merged = this.#merged.get(view.name);
-    if (!merged) this.#merged.set(view.name, (merged = { from, requests: [], errors: [], denied: [], p50: [], p99: [] }));
+    if (!merged)
+      this.#merged.set(view.name, (merged = { from, requests: [], errors: [], denied: [], p50: [], p99: [] }));
     const series = [merged.requests, merged.errors, merged.denied, merged.p50, merged.p99] as const;
     const shift = from - merged.from;
     if (shift < 0 || shift >= merged.requests.length) for (const values of series) values.length = 0;

@@ -9,6 +9,9 @@
  *                         ──▶ the old one answers with `Connection: close` for `handoverMs`
  *                         ──▶ old.stop(false): requests in flight finish; "tls certificate reloaded"
  *
+ * The watcher waits for the handover, not for the old listener's requests in flight: a long one
+ * (a slow upload, a stream) would otherwise hold off the next renewal until it ended.
+ *
  * - The material comes from a PemWatcher (lib/tls.ts) that passes on only a complete, matching
  *   version of the files: a certificate written before its key keeps the current listener.
  * - While both listen, the kernel hashes each new connection to one of them: some handshakes still
@@ -30,8 +33,9 @@
  * could both pass that check.
  */
 import type { Server, TLSOptions } from "bun";
-import { Counter, Gauge, type Registry } from "prom-client";
+import type { Registry } from "prom-client";
 import type { Logger } from "./log.ts";
+import { collectedMetric } from "./telemetry/series.ts";
 import type { PemWatcher } from "./tls.ts";
 
 /**
@@ -76,24 +80,55 @@ export interface TlsListenerOptions<M extends { version: string }> {
   /** Refuse a port someone else already holds (see the file comment); false where replicas share it. */
   exclusive: boolean;
   log: Logger;
-  /** The certificate's expiry and the reloads are exported on it when given. */
+  /** The certificate's expiry and the reloads are exported on it when given (`certificate="server"`). */
   registry?: Registry;
   handoverMs?: number;
 }
 
-function registerMetrics(registry: Registry) {
-  return {
-    expiry: new Gauge({
-      name: "tls_certificate_expiry_timestamp_seconds",
-      help: "When the certificate the HTTPS port presents expires (Unix time, seconds; the earliest when it presents several): alert well before it.",
-      registers: [registry],
-    }),
-    reloads: new Counter({
-      name: "tls_certificate_reloads_total",
-      help: "Renewed certificates taken into use without a restart.",
-      registers: [registry],
-    }),
-  };
+/** One certificate a process holds, as the TLS metrics show it. */
+export interface CertificateSeries {
+  /**
+   * Which certificate: `certificate="server"` for the one an HTTPS port presents (the gateway's
+   * edge certificate, webapp's), `"upstream-client"` with `upstream` for the gateway's client
+   * certificate towards an upstream.
+   */
+  labels: Readonly<Record<string, string>>;
+  notAfter: Date;
+  /** Renewals taken into use without a restart. */
+  reloads: number;
+}
+
+/** The certificates each registry exports, from every part of the process that holds one. */
+const certificateSources = new WeakMap<Registry, Set<() => CertificateSeries[]>>();
+
+/**
+ * Exports what `source` returns (read at each scrape) as `tls_certificate_expiry_timestamp_seconds`
+ * and `tls_certificate_reloads_total`: one pair of metrics per registry, shared by every certificate
+ * the process holds, so one alert rule covers them all.
+ */
+export function exportCertificates(registry: Registry, source: () => CertificateSeries[]): void {
+  let sources = certificateSources.get(registry);
+  if (!sources) {
+    const all = new Set<() => CertificateSeries[]>();
+    sources = all;
+    certificateSources.set(registry, all);
+    const series = () => [...all].flatMap((read) => read());
+    collectedMetric(
+      registry,
+      "tls_certificate_expiry_timestamp_seconds",
+      'When a certificate this process presents expires (Unix time, seconds): certificate="server" is its HTTPS port\'s (the earliest when it presents several), "upstream-client" the gateway\'s client certificate towards `upstream`. Alert well before it.',
+      "gauge",
+      () => series().map((c) => ({ labels: { ...c.labels }, value: c.notAfter.getTime() / 1000 })),
+    );
+    collectedMetric(
+      registry,
+      "tls_certificate_reloads_total",
+      "Renewed certificates taken into use without a restart, by certificate (as for the expiry).",
+      "counter",
+      () => series().map((c) => ({ labels: { ...c.labels }, value: c.reloads })),
+    );
+  }
+  sources.add(source);
 }
 
 const closeAfter = async (answer: Response | Promise<Response>): Promise<Response> => {
@@ -121,7 +156,9 @@ export class TlsListener<M extends { version: string }> {
   /** Replaced listeners closed, with requests still in flight. */
   readonly #closing = new Set<Promise<void>>();
   readonly #watcher: PemWatcher<M>;
-  readonly #metrics: ReturnType<typeof registerMetrics> | undefined;
+  /** What new handshakes get once any handover is done: the expiry metric's value. */
+  #served: MaterialSummary;
+  #reloads = 0;
   readonly #handoverMs: number;
   #stopped = false;
 
@@ -133,8 +170,11 @@ export class TlsListener<M extends { version: string }> {
     this.#handoverMs = opts.handoverMs ?? HANDOVER_MS;
     this.#watcher = opts.watch((material) => this.#replace(material));
     const first = this.#watcher.current;
-    this.#metrics = opts.registry && registerMetrics(opts.registry);
-    this.#metrics?.expiry.set(opts.summarize(first).notAfter.getTime() / 1000);
+    this.#served = opts.summarize(first);
+    if (opts.registry)
+      exportCertificates(opts.registry, () => [
+        { labels: { certificate: "server" }, notAfter: this.#served.notAfter, reloads: this.#reloads },
+      ]);
     if (opts.exclusive) assertPortFree(opts.host, opts.port);
     this.#server = this.#serve(first, opts.port);
     this.#watcher.start();
@@ -214,13 +254,14 @@ export class TlsListener<M extends { version: string }> {
     // requests in flight on it finish, and stop() waits for them too.
     const closing = old.stop(false);
     this.#closing.add(closing);
-    this.#metrics?.expiry.set(summary.notAfter.getTime() / 1000);
-    this.#metrics?.reloads.inc();
+    const forget = () => void this.#closing.delete(closing);
+    // Not awaited: the watcher is free for the next renewal while those requests finish.
+    closing.then(forget, forget);
+    this.#served = summary;
+    this.#reloads++;
     this.opts.log.info(
       { tls: { subject: summary.subject, notAfter: summary.notAfter.toISOString() }, handover_ms: this.#handoverMs },
       "tls certificate reloaded",
     );
-    await closing;
-    this.#closing.delete(closing);
   }
 }

@@ -1,9 +1,12 @@
 /**
  * lib/tls.ts: the files a renewal is caught writing are refused, never served — a certificate
  * chain or a CA bundle cut inside a later block used to pass (only the first block was parsed),
- * and rpcapp's gRPC port then dropped every new connection until the next poll.
+ * and rpcapp's gRPC port then dropped every new connection until the next poll. Nor is a
+ * certificate outside its validity window: a renewal to an expired one used to replace a working
+ * certificate, and every handshake failed from then on.
  */
 import { afterAll, describe, expect, test } from "bun:test";
+import { X509Certificate } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -107,5 +110,66 @@ describe("a file caught half-written is refused", () => {
     refuse = false;
     await watcher.check();
     expect(watcher.current.subject).toContain("b.test");
+  });
+});
+
+describe("a certificate outside its validity window is refused", () => {
+  const DAY = 86_400_000;
+  const expired = issue(root, {
+    commonName: "expired.test",
+    dnsNames: ["expired.test"],
+    usage: "server",
+    validFrom: new Date(Date.now() - 100 * DAY),
+    validDays: 10,
+  });
+  const notYet = issue(root, {
+    commonName: "future.test",
+    dnsNames: ["future.test"],
+    usage: "client",
+    validFrom: new Date(Date.now() + 10 * DAY),
+  });
+
+  test("expired, or not valid yet: a TlsFileError naming the file and the date, for a server and a client pair", async () => {
+    const old = await expired;
+    const certPath = file(old.cert);
+    const error = (() => {
+      try {
+        readTlsMaterial({ cert: certPath, key: file(old.key) });
+      } catch (err) {
+        return err;
+      }
+    })();
+    expect(error).toBeInstanceOf(TlsFileError);
+    const until = new Date(new X509Certificate(old.cert).validTo).toISOString();
+    expect((error as Error).message).toBe(
+      `certificate ${certPath} expired at ${until}: every TLS handshake with it would fail; renew it (locally: make certs)`,
+    );
+    const future = await notYet;
+    const futurePath = file(future.cert);
+    expect(() => readClientTls({ ca: file(root.cert), cert: futurePath, key: file(future.key) })).toThrow(
+      `certificate ${futurePath} is not valid before ${new Date(new X509Certificate(future.cert).validFrom).toISOString()}`,
+    );
+  });
+
+  test("a renewal to an expired certificate keeps the current one and is reported once, however many polls see it", async () => {
+    const certPath = file(leafA.cert);
+    const keyPath = file(leafA.key);
+    const changes: string[] = [];
+    const errors: string[] = [];
+    const watcher = new TlsFileWatcher(
+      { cert: certPath, key: keyPath },
+      {
+        intervalMs: 60_000,
+        onChange: (m) => void changes.push(m.subject),
+        onError: (e) => void errors.push(e.message),
+      },
+    );
+    const old = await expired;
+    writeFileSync(keyPath, old.key);
+    writeFileSync(certPath, old.cert);
+    for (let i = 0; i < 3; i++) await watcher.check();
+    expect(changes).toEqual([]);
+    expect(watcher.current.subject).toContain("a.test");
+    expect(errors).toEqual([expect.stringContaining(`certificate ${certPath} expired at`)]);
   });
 });

@@ -7,7 +7,9 @@
  * renews its files by swapping a `..data` symlink, which inotify on the file itself does not see,
  * and cert-manager or a person may write the certificate and the key one after the other; a poll
  * that finds a pair that does not match keeps the old material and tries again at the next tick, so
- * a half-written update is never served.
+ * a half-written update is never served. Nor is a certificate outside its validity window (expired,
+ * or not valid yet): every handshake with it would fail, so at start it stops the service, and on a
+ * renewal the current certificate stays.
  */
 import { createHash, createPrivateKey, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -75,7 +77,24 @@ function readPem(path: string, what: string): string {
   return text;
 }
 
-/** Reads and checks `paths`: each parses, and the key is the certificate's. */
+/**
+ * Refuses a leaf outside its validity window at `now`. The message names the dates, not `now`:
+ * a watcher reports a refused version once per message, so it must not change from poll to poll.
+ */
+function checkValidity(leaf: X509Certificate, path: string, now: number): void {
+  const notBefore = new Date(leaf.validFrom);
+  const notAfter = new Date(leaf.validTo);
+  if (now > notAfter.getTime())
+    throw new TlsFileError(
+      `certificate ${path} expired at ${notAfter.toISOString()}: every TLS handshake with it would fail; renew it (locally: make certs)`,
+    );
+  if (now < notBefore.getTime())
+    throw new TlsFileError(
+      `certificate ${path} is not valid before ${notBefore.toISOString()}: every TLS handshake with it would fail until then; check this machine's clock, or the issuer's`,
+    );
+}
+
+/** Reads and checks `paths`: each parses, the key is the certificate's, and the certificate is valid now. */
 export function readTlsMaterial(paths: TlsPaths): TlsMaterial {
   const cert = readPem(paths.cert, "certificate");
   const key = readPem(paths.key, "private key");
@@ -93,6 +112,7 @@ export function readTlsMaterial(paths: TlsPaths): TlsMaterial {
     throw new TlsFileError(`private key ${paths.key}: ${(err as Error).message}`);
   }
   if (!matches) throw new TlsFileError(`private key ${paths.key} is not the key of certificate ${paths.cert}`);
+  checkValidity(leaf, paths.cert, Date.now());
   if (ca !== undefined) {
     try {
       new X509Certificate(ca);
@@ -207,9 +227,11 @@ export interface ClientTlsMaterial {
   cert?: string;
   key?: string;
   version: string;
+  /** The client certificate's expiry (with `cert`), for the expiry metric. */
+  notAfter?: Date;
 }
 
-/** Reads and checks a client's files: the CA parses; a certificate and key, if given, belong together. */
+/** Reads and checks a client's files: the CA parses; a certificate and key, if given, belong together and are valid now. */
 export function readClientTls(paths: ClientTlsPaths): ClientTlsMaterial {
   const ca = readPem(paths.ca, "CA bundle");
   try {
@@ -226,6 +248,7 @@ export function readClientTls(paths: ClientTlsPaths): ClientTlsMaterial {
     cert: pair.cert,
     key: pair.key,
     version: createHash("sha256").update(ca).update("\0").update(pair.version).digest("hex"),
+    notAfter: pair.notAfter,
   };
 }
 

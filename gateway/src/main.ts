@@ -25,7 +25,7 @@ import { PeerDirectory } from "./peers.ts";
 import { RateLimiter } from "./ratelimit/limiter.ts";
 import { PeerCounter } from "./ratelimit/peers.ts";
 import { Gateway } from "./server.ts";
-import { type GatewaySettings, loadSettings } from "./settings.ts";
+import { checkHttpsPort, type GatewaySettings, loadSettings } from "./settings.ts";
 import { GatewayTelemetry } from "./telemetry/index.ts";
 import { GatewayMetrics } from "./telemetry/metrics.ts";
 import { dnsServerResolver, systemResolver } from "./upstream/discovery.ts";
@@ -51,6 +51,9 @@ try {
   throw err;
 }
 const { config } = loaded;
+// With a tls block the HTTPS listener starts too: on PORT itself (HTTPS_PORT's default 8443 chosen
+// as PORT, say) both listeners would share the port and half the connections of each would fail.
+if (config.tls) startupEnv("gateway", () => checkHttpsPort(settings));
 
 // SIGHUP's default action ends the process: until the reloader takes it over, at the end of
 // start-up, it is only noted (the file is being read anyway).
@@ -127,6 +130,13 @@ const serverError = (err: Error): Response => {
   log.error({ err }, "server error");
   return new Response(null, { status: 500 });
 };
+// The HTTPS listener's: its answers carry HSTS like every other HTTPS answer of the gateway.
+const serverErrorSecure = (err: Error): Response => {
+  const response = serverError(err);
+  const hsts = gateway.config.tls?.hsts;
+  if (hsts) response.headers.set("strict-transport-security", hsts);
+  return response;
+};
 // Bun's own limit is only a backstop (it answers a bare 413); the per-route limit, checked in
 // the request path, answers problem+json. So Bun's is set well above every route's.
 const maxRequestBodySize = Math.max(gateway.maxBodyBytes * 4, 8 * 1024 * 1024);
@@ -151,7 +161,7 @@ try {
         port: settings.httpsPort,
         current: () => gateway.config.tls,
         fetch: gateway.fetchSecure,
-        error: serverError,
+        error: serverErrorSecure,
         idleTimeout: config.limits.idleTimeoutSec,
         maxRequestBodySize,
         log,

@@ -79,14 +79,19 @@ export function loadSettings(env: Env = process.env): GatewaySettings {
   const logLevel = logLevelFromEnv(env);
   const host = envString("HOST", "0.0.0.0", env);
   const admin = adminSettings(host, env);
+  const port = envPort("PORT", 8080, env);
+  const httpsPort = envPort("HTTPS_PORT", 8443, env);
+  // Set to PORT on purpose, it is a mistake with or without a tls block; its default meeting PORT
+  // matters only with one (checkHttpsPort, once routes.yaml is read).
+  if (env.HTTPS_PORT?.trim()) checkHttpsPort({ port, httpsPort });
   return {
     identity: serviceIdentity("gateway", env),
     logLevel,
     logProbes: envBool("LOG_PROBES", false, env),
     logFlushMs: envInt("LOG_FLUSH_MS", 100, { min: 0, max: 10_000 }, env),
     host,
-    port: envPort("PORT", 8080, env),
-    httpsPort: envPort("HTTPS_PORT", 8443, env),
+    port,
+    httpsPort,
     adminPort: envPort("ADMIN_PORT", 9901, env),
     ...admin,
     routesFile: envString("ROUTES_FILE", "gateway/routes.yaml", env),
@@ -102,6 +107,19 @@ export function loadSettings(env: Env = process.env): GatewaySettings {
     },
     env,
   };
+}
+
+/**
+ * PORT and HTTPS_PORT must differ when the HTTPS listener opens (routes.yaml has a tls block): both
+ * listeners bind with SO_REUSEPORT, so the second does not fail — the kernel hashes each new
+ * connection to one of them, and about half the connections of either scheme reach the wrong one
+ * and fail. 0 (each gets a free port) excepted.
+ */
+export function checkHttpsPort(settings: Pick<GatewaySettings, "port" | "httpsPort">): void {
+  if (settings.port !== 0 && settings.httpsPort === settings.port)
+    throw new EnvError(
+      `HTTPS_PORT=${settings.httpsPort} is PORT too: the HTTPS listener (routes.yaml's tls block) and the plain one would share the port and about half the connections of each would fail; give HTTPS_PORT another port`,
+    );
 }
 
 /** Shorter tokens are refused: the token is all that guards the config and the dashboard. */

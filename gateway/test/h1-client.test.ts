@@ -498,18 +498,64 @@ describe("TLS", () => {
     p.close();
   });
 
-  test("a certificate for another name, or from another CA, is refused before anything is sent", async () => {
-    for (const tls of [
-      { ca: ca.cert, ...client, serverName: "rpcapp.test" },
-      { ca: other.cert, ...client, serverName: "webapp.test" },
-    ]) {
-      const outcome = await send(tlsPool(tls), "");
+  /** The outcome's kind and error message. */
+  const failure = (outcome: HttpOutcome) => ({
+    kind: outcome.kind,
+    message: outcome.kind === "connect-error" || outcome.kind === "error" ? outcome.error.message : "",
+  });
+
+  test("a certificate for another name, or from another CA, is refused before anything is sent, and the 502 says why", async () => {
+    const cases = [
+      [
+        { ca: ca.cert, ...client, serverName: "rpcapp.test" },
+        /: ERR_TLS_CERT_ALTNAME_INVALID Hostname\/IP does not match/,
+      ],
+      // The server sends its CA along (it has one for client certificates): a root the gateway does not trust.
+      [{ ca: other.cert, ...client, serverName: "webapp.test" }, /: SELF_SIGNED_CERT_IN_CHAIN self.signed certificate/],
+    ] as const;
+    for (const [tls, why] of cases) {
+      const outcome = failure(await send(tlsPool(tls), ""));
       expect(outcome.kind).toBe("connect-error");
+      expect(outcome.message).toStartWith("the TLS handshake with the upstream failed: ");
+      expect(outcome.message).toMatch(why);
     }
   });
 
-  test("without a client certificate the server refuses the connection", async () => {
-    const outcome = await send(tlsPool({ ca: ca.cert, serverName: "webapp.test" }), "");
-    expect(outcome.kind === "connect-error" || outcome.kind === "error").toBe(true);
+  test("an expired server certificate: the connect error carries the TLS error's code and text", async () => {
+    const expired = await issue(ca, {
+      commonName: "webapp",
+      dnsNames: ["webapp.test"],
+      usage: "server",
+      validFrom: new Date(Date.now() - 100 * 86_400_000),
+      validDays: 10,
+    });
+    const server = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      tls: { cert: expired.cert, key: expired.key },
+      fetch: () => new Response("stale"),
+    });
+    const p = new H1Pool(`127.0.0.1:${server.port}`, () => ({ ca: ca.cert, ...client, serverName: "webapp.test" }));
+    expect(failure(await send(p, ""))).toEqual({
+      kind: "connect-error",
+      message: "the TLS handshake with the upstream failed: CERT_HAS_EXPIRED certificate has expired",
+    });
+    p.close();
+    server.stop(true);
+  });
+
+  test("the upstream refusing the gateway's client certificate (another CA's, or none) is told as such", async () => {
+    const stranger = await issue(other, { commonName: "gateway", usage: "client" });
+    const refused = "it may have refused the gateway's client certificate";
+    // TLS 1.3: the client's handshake is over before the server checks the certificate, and an
+    // unknown CA ends in a close without a byte (it used to read "closed the connection before answering").
+    expect(failure(await send(tlsPool({ ca: ca.cert, ...stranger, serverName: "webapp.test" }), ""))).toEqual({
+      kind: "error",
+      message: expect.stringContaining(refused),
+    });
+    // No certificate at all: the server's alert, with the same explanation.
+    const none = failure(await send(tlsPool({ ca: ca.cert, serverName: "webapp.test" }), ""));
+    expect(none.message).toContain(refused);
+    expect(none.message).toContain("TLSV1_ALERT_CERTIFICATE_REQUIRED");
   });
 });

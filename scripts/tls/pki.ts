@@ -12,7 +12,7 @@
  *   namespace and `svc.cluster.local` forms).
  */
 import "reflect-metadata";
-import { X509Certificate as NodeX509 } from "node:crypto";
+import { createPrivateKey, X509Certificate as NodeX509 } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as x509 from "@peculiar/x509";
@@ -79,12 +79,14 @@ export interface LeafOptions {
   /** `server`: serverAuth; `client`: clientAuth; `both`: either. */
   usage: "server" | "client" | "both";
   validDays?: number;
+  /** When validity starts; default an hour ago (clock skew). Tests date certificates with it. */
+  validFrom?: Date;
 }
 
 /** A certificate for `opts`, signed by `ca`. */
 export async function issue(ca: CertificateAuthority, opts: LeafOptions): Promise<IssuedPem> {
   const keys = await crypto.subtle.generateKey(ALGORITHM, true, ["sign", "verify"]);
-  const notBefore = new Date(Date.now() - 3_600_000);
+  const notBefore = opts.validFrom ?? new Date(Date.now() - 3_600_000);
   const purposes = {
     server: [x509.ExtendedKeyUsage.serverAuth],
     client: [x509.ExtendedKeyUsage.clientAuth],
@@ -174,12 +176,40 @@ function writePrivate(path: string, text: string): void {
   chmodSync(path, 0o600);
 }
 
-/** Whether `certFile` exists, was issued by `ca` and is valid for at least `days` more days. */
-function stillGood(certFile: string, keyFile: string, ca: NodeX509, days: number): boolean {
+/** An IP address as @peculiar/x509 prints it (IPv6 compressed), so "::1" and "0:0:0:0:0:0:0:1" compare equal. */
+function canonicalIp(ip: string): string {
+  return ip.includes(":") ? new URL(`http://[${ip}]/`).hostname.slice(1, -1) : ip;
+}
+
+/** The requested names `cert` lacks: DNS names (case-insensitive) and IP addresses. */
+function missingNames(cert: x509.X509Certificate, opts: LeafOptions): string[] {
+  const names = cert.getExtension(x509.SubjectAlternativeNameExtension)?.names.items ?? [];
+  const dns = new Set(names.filter((n) => n.type === "dns").map((n) => n.value.toLowerCase()));
+  const ips = new Set(names.filter((n) => n.type === "ip").map((n) => canonicalIp(n.value)));
+  return [
+    ...(opts.dnsNames ?? []).filter((name) => !dns.has(name.toLowerCase())),
+    ...(opts.ipAddresses ?? []).filter((ip) => !ips.has(canonicalIp(ip))),
+  ];
+}
+
+/**
+ * Whether `certFile` can be kept: it exists, was issued by `ca`, is valid for at least `days` more
+ * days, carries every name `opts` asks for (EDGE_HOSTS may have grown since it was issued), and
+ * `keyFile` is its key. An interrupted run writes the key before the certificate, and leaves a pair
+ * that does not match — which every service refuses to start with.
+ */
+function stillGood(certFile: string, keyFile: string, ca: NodeX509, days: number, opts: LeafOptions): boolean {
   if (!existsSync(certFile) || !existsSync(keyFile)) return false;
   try {
-    const cert = new NodeX509(readFileSync(certFile));
-    return cert.checkIssued(ca) && cert.verify(ca.publicKey) && Date.parse(cert.validTo) - Date.now() > days * DAY_MS;
+    const pem = readFileSync(certFile);
+    const cert = new NodeX509(pem);
+    return (
+      cert.checkIssued(ca) &&
+      cert.verify(ca.publicKey) &&
+      Date.parse(cert.validTo) - Date.now() > days * DAY_MS &&
+      missingNames(new x509.X509Certificate(pem), opts).length === 0 &&
+      cert.checkPrivateKey(createPrivateKey(readFileSync(keyFile)))
+    );
   } catch {
     return false;
   }
@@ -187,7 +217,8 @@ function stillGood(certFile: string, keyFile: string, ca: NodeX509, days: number
 
 /**
  * Makes sure `dir` holds a CA and a certificate for each identity, issuing only what is missing,
- * not from this CA, or within `renewDays` of expiry. Keys are written 0600, the folder 0700.
+ * not from this CA, within `renewDays` of expiry, short of a name the identity asks for, or not the
+ * pair of its key file. Keys are written 0600, the folder 0700.
  */
 export async function ensureLocalPki(
   dir: string,
@@ -215,7 +246,7 @@ export async function ensureLocalPki(
   const certFile = (name: string) => join(dir, `${name}.crt`);
   const keyFile = (name: string) => join(dir, `${name}.key`);
   for (const [name, opts] of Object.entries(identities)) {
-    if (stillGood(certFile(name), keyFile(name), caCert, renewDays)) continue;
+    if (stillGood(certFile(name), keyFile(name), caCert, renewDays, opts)) continue;
     const leaf = await issue(ca, opts);
     // Key first: a watcher that sees the new certificate with the old key waits for the pair.
     writePrivate(keyFile(name), leaf.key);

@@ -31,6 +31,7 @@ import {
 
 const RELOAD_MS = 200;
 const E2E_TIMEOUT_MS = 60_000;
+const DAY_MS = 86_400_000;
 const dir = mkdtempSync(join(tmpdir(), "webapp-tls-"));
 /** The files the webapp serves (copies, so the tests can renew them). */
 const served = { cert: join(dir, "served", "webapp.crt"), key: join(dir, "served", "webapp.key") };
@@ -275,6 +276,39 @@ describe("webapp over mutual TLS", () => {
   );
 
   test(
+    "a renewal to an expired certificate is not served: logged once naming the file, the current one keeps serving",
+    async () => {
+      const current = read(served.cert);
+      const expired = await issue(ca, {
+        ...localIdentities().webapp!,
+        validFrom: new Date(Date.now() - 100 * DAY_MS),
+        validDays: 10,
+      });
+      const warningsBefore = tlsWarnings().length;
+      const reloadsBefore = reloads().length;
+      replaceFile(served.key, expired.key);
+      replaceFile(served.cert, expired.cert);
+      await waitFor("the warning about the expired certificate", () => tlsWarnings().length > warningsBefore, {
+        proc: webapp,
+      });
+      expect(tlsWarnings().at(-1)).toContain(`certificate ${served.cert} expired at `);
+      await Bun.sleep(RELOAD_MS * 5);
+      expect(tlsWarnings()).toHaveLength(warningsBefore + 1);
+      expect(reloads()).toHaveLength(reloadsBefore);
+      await expectPresented(current, 5);
+      expect((await fetch(`${url}/projects?limit=1`, { tls: gatewayTls })).status).toBe(200);
+
+      // A valid renewal after it is taken in.
+      const next = await webappLeaf();
+      replaceFile(served.key, next.key);
+      replaceFile(served.cert, next.cert);
+      await waitForReload(reloadsBefore + 1);
+      await expectPresented(next.cert);
+    },
+    E2E_TIMEOUT_MS,
+  );
+
+  test(
     "a second webapp with TLS on the same PORT fails to start, as without TLS",
     async () => {
       const [metricsPort] = await freePorts(1);
@@ -335,6 +369,29 @@ describe("start-up", () => {
         "webapp-wrong-key",
         { TLS_CERT_FILE: pki.certFile("webapp"), TLS_KEY_FILE: other },
         `private key ${other} is not the key of certificate ${pki.certFile("webapp")}`,
+      );
+    },
+    E2E_TIMEOUT_MS,
+  );
+
+  test(
+    "an expired certificate stops the process with exit 1 naming the file and when it expired",
+    async () => {
+      const expired = await issue(ca, {
+        ...localIdentities().webapp!,
+        validFrom: new Date(Date.now() - 100 * DAY_MS),
+        validDays: 10,
+      });
+      mkdirSync(join(dir, "expired"), { recursive: true });
+      const cert = join(dir, "expired", "webapp.crt");
+      const key = join(dir, "expired", "webapp.key");
+      writeFileSync(cert, expired.cert);
+      writeFileSync(key, expired.key, { mode: 0o600 });
+      const until = new Date(new X509Certificate(expired.cert).validTo).toISOString();
+      await expectStartFailure(
+        "webapp-expired",
+        { TLS_CERT_FILE: cert, TLS_KEY_FILE: key },
+        `certificate ${cert} expired at ${until}`,
       );
     },
     E2E_TIMEOUT_MS,

@@ -232,14 +232,29 @@ export class GrpcChannel {
       if (session.ready && !session.retired) this.#pump();
     });
     h2.on("goaway", (_errorCode: number, lastStreamId: number) => this.#goaway(session, lastStreamId));
+    // How far the connect got, so a failure before the settings says what failed: the TCP connect,
+    // the TLS handshake (the gateway refused the upstream's certificate), or what came after it.
+    let stage: "tcp" | "tls" | "h2" = "tcp";
+    h2.socket?.once("connect", () => {
+      if (stage === "tcp") stage = "tls";
+    });
+    // After the TLS handshake on a secure session (after the TCP connect for h2c).
+    h2.once("connect", () => {
+      stage = "h2";
+    });
+    const secure = this.#options.secure !== undefined;
     h2.on("error", (err: Error) => {
       clearTimeout(connectTimer);
-      if (!session.ready) this.#failed(session, describeError(err));
+      if (!session.ready) this.#failed(session, connectFailure(err, secure ? stage : "tcp"));
       else this.#drop(session, `connection to ${this.address} failed: ${describeError(err)}`);
     });
     h2.on("close", () => {
       clearTimeout(connectTimer);
-      if (!session.ready) this.#failed(session, "connection closed before the upstream's settings");
+      if (!session.ready)
+        this.#failed(
+          session,
+          secure && stage === "h2" ? CLIENT_CERT_REFUSED : "connection closed before the upstream's settings",
+        );
       else this.#drop(session, `connection to ${this.address} closed`);
     });
   }
@@ -612,6 +627,24 @@ function onClose(this: CallStream): void {
 }
 /** Stream errors are followed by 'close', where the outcome is decided. */
 function ignore(): void {}
+
+/**
+ * A secure session that closes (or fails) after the TLS handshake and before the upstream's
+ * settings: the upstream most likely checked the gateway's client certificate and refused it —
+ * with TLS 1.3 the client's handshake is over before the server has seen that certificate.
+ */
+const CLIENT_CERT_REFUSED =
+  "the upstream closed the TLS connection right after the handshake, before its settings: it may have refused the gateway's client certificate (is it signed by a CA the upstream trusts, still valid, and issued for client authentication?)";
+
+/** A connect's error before the settings, told by where it happened on a secure session (`tcp` for h2c). */
+function connectFailure(err: Error, stage: "tcp" | "tls" | "h2"): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  const tls = code && !err.message.includes(code) ? `${code} ${err.message}` : err.message;
+  if (stage === "tls") return `the TLS handshake with the upstream failed: ${tls}`;
+  if (stage === "h2" && (err as NodeJS.ErrnoException).syscall === undefined && /SSL|TLS/.test(tls))
+    return `${CLIENT_CERT_REFUSED} (${tls})`;
+  return describeError(err);
+}
 
 function describeError(err: Error): string {
   const code = (err as NodeJS.ErrnoException).code;

@@ -119,8 +119,13 @@ class Connection {
   /** Idle in the pool, since (performance.now()). */
   idle = false;
   idleSince = 0;
-  /** Whether the TLS handshake failed (the request never reached the server). */
+  /** Whether the TLS handshake failed (the request never reached the server), and why. */
   handshakeFailed = false;
+  handshakeError: Error | null = null;
+  /** performance.now() when the TLS handshake completed; 0: plain, or not yet. */
+  handshakeAt = 0;
+  /** Whether the upstream has sent anything on this connection. */
+  received = false;
   /** An answer began with no request waiting for it: the connection cannot be trusted. */
   stray = false;
   /**
@@ -176,6 +181,7 @@ class Connection {
   }
 
   data(chunk: Uint8Array): void {
+    this.received = true;
     const exchange = this.exchange;
     if (!exchange) {
       // Nothing was asked: an upstream writing unprompted cannot be trusted with the next request.
@@ -246,8 +252,25 @@ class Connection {
         return;
       }
     }
-    if (this.exchange) this.#fail(this.exchange, error ?? this.#closedError());
+    if (this.exchange) this.#fail(this.exchange, error ? this.#explained(error) : this.#closedError());
     this.parser.close();
+  }
+
+  /**
+   * A TLS connection that closes within a moment of its handshake without having sent a byte: the
+   * upstream most likely checked the gateway's client certificate and refused it. With TLS 1.3 the
+   * client's handshake is over before the server has seen that certificate, so the refusal comes as
+   * a close (Bun reports no alert for an unknown CA or an expired certificate) or an error
+   * (TLSV1_ALERT_CERTIFICATE_REQUIRED) just after it.
+   */
+  #refusedAfterHandshake(): boolean {
+    return this.handshakeAt > 0 && !this.received && performance.now() - this.handshakeAt < CLIENT_CERT_REFUSAL_MS;
+  }
+
+  /** A socket error, with what it most likely means when it is the client certificate's refusal. */
+  #explained(error: Error): Error {
+    if (!this.#refusedAfterHandshake()) return error;
+    return new Error(`${CLIENT_CERT_REFUSED} (${describeTlsError(error)})`, { cause: error });
   }
 
   destroy(): void {
@@ -272,7 +295,8 @@ class Connection {
 
   #closedError(): Error {
     const exchange = this.exchange;
-    if (this.handshakeFailed) return connectError("the TLS handshake with the upstream failed");
+    if (this.handshakeFailed) return connectError(handshakeFailure(this.handshakeError));
+    if (this.#refusedAfterHandshake()) return new Error(CLIENT_CERT_REFUSED);
     return exchange?.headDone
       ? new Error("the upstream closed the connection before the body was complete")
       : new Error("the upstream closed the connection before answering");
@@ -539,12 +563,35 @@ const handlers = {
     socket.data.closedBySocket(error);
   },
   handshake(socket: Socket<Connection>, success: boolean, authorizationError: Error | null) {
-    if (success && !authorizationError) return;
+    if (success && !authorizationError) {
+      socket.data.handshakeAt = performance.now();
+      return;
+    }
     socket.data.handshakeFailed = true;
+    socket.data.handshakeError = authorizationError;
     socket.terminate();
     socket.data.closedBySocket();
   },
 };
+
+/** How soon after the handshake a silent close is read as the upstream refusing the client certificate. */
+const CLIENT_CERT_REFUSAL_MS = 1000;
+
+const CLIENT_CERT_REFUSED =
+  "the upstream closed the TLS connection right after the handshake without answering: it may have refused the gateway's client certificate (is it signed by a CA the upstream trusts, still valid, and issued for client authentication?)";
+
+/** `err`'s code and message, as the connect error tells them: "CERT_HAS_EXPIRED certificate has expired". */
+function describeTlsError(err: Error): string {
+  const code = (err as { code?: string }).code;
+  return code && !err.message.includes(code) ? `${code} ${err.message}` : err.message;
+}
+
+/** Why the handshake failed, from Bun's authorizationError (why the gateway refused the upstream's certificate). */
+function handshakeFailure(authorizationError: Error | null): string {
+  return authorizationError
+    ? `the TLS handshake with the upstream failed: ${describeTlsError(authorizationError)}`
+    : "the TLS handshake with the upstream failed";
+}
 
 /** A connection-error outcome's error: the request never reached the upstream (safe to retry anywhere). */
 function connectError(message: string, cause?: unknown): Error {
@@ -701,7 +748,7 @@ export class H1Pool {
       if (connection.handshakeFailed)
         return {
           kind: "failed",
-          outcome: { kind: "connect-error", error: connectError("the TLS handshake with the upstream failed") },
+          outcome: { kind: "connect-error", error: connectError(handshakeFailure(connection.handshakeError)) },
         };
       if (this.#closed || connection.closed) {
         connection.destroy();

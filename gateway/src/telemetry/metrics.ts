@@ -7,10 +7,13 @@
  *   portico_gateway_upstream_requests_total{outcome}, portico_gateway_upstream_request_duration_seconds;
  * - the upstreams' state — breaker, health, ejection, load, retries — and the rate limiter's
  *   decisions, Redis latency and mode, read from their own objects when Prometheus scrapes. Those
- *   modules keep plain numbers and know nothing of Prometheus; nothing here runs per request.
+ *   modules keep plain numbers and know nothing of Prometheus; nothing here runs per request;
+ * - each upstream's client certificate (mutual TLS): its expiry and reloads, in the same metrics
+ *   as the HTTPS listener's certificate (lib/tls-listener.ts), `certificate="upstream-client"`.
  */
 import type { Registry } from "prom-client";
 import { HttpServerMetrics } from "../../../lib/telemetry/metrics.ts";
+import { exportCertificates } from "../../../lib/tls-listener.ts";
 import {
   type CollectedValue,
   collectedMetric,
@@ -209,6 +212,16 @@ export class GatewayMetrics {
       "Retries not sent because the route's retry budget was spent.",
       "counter",
       (u) => u.retries.budgetExhausted,
+    );
+    // The client certificate the gateway presents to each upstream with mutual TLS: it expires
+    // like the edge certificate does, and every request to the upstream fails when it has.
+    exportCertificates(registry, () =>
+      [...gateway.upstreams.values()].flatMap((u) => {
+        const notAfter = u.tls?.notAfter;
+        return u.tls && notAfter
+          ? [{ labels: { certificate: "upstream-client", upstream: u.name }, notAfter, reloads: u.tls.reloads }]
+          : [];
+      }),
     );
   }
 }

@@ -23,7 +23,16 @@ export function logUpstreamEvent(log: Logger, event: UpstreamEvent): void {
       );
       break;
     case "health":
-      log.info({ ...base, endpoint: event.endpoint.address, health: event.health }, "endpoint health changed");
+      log.info(
+        {
+          ...base,
+          endpoint: event.endpoint.address,
+          health: event.health,
+          // Why the check that tipped it failed (a TLS refusal, a status, a timeout).
+          ...(event.reason ? { reason: event.reason } : {}),
+        },
+        "endpoint health changed",
+      );
       break;
     case "endpoints":
       log.info({ ...base, added: event.added, removed: event.removed }, "endpoints discovered");

@@ -12,6 +12,7 @@ import type { UpstreamConfig } from "../config/load.ts";
 import { callUnary } from "../grpc/call.ts";
 import { limitResponseSize } from "../proxy/response-limit.ts";
 import { type GrpcMethod, resolveMethod } from "../grpc/method.ts";
+import { grpcCodeName } from "../grpc/status.ts";
 import type { Endpoint } from "./endpoint.ts";
 
 export type HealthSettings = UpstreamConfig["healthCheck"];
@@ -27,6 +28,11 @@ function grpcHealthCheck(): GrpcMethod {
 export interface CheckResult {
   passed: boolean;
   version?: string;
+  /**
+   * Why a check failed, as an operator needs it to act: a refused certificate, a refused
+   * connection, a status. For the log line of the endpoint's move to unhealthy.
+   */
+  reason?: string;
 }
 
 /** What a health check's answer may be: small (a status document). */
@@ -35,20 +41,28 @@ const HEALTH_LIMITS = { maxHeaderBytes: 16 * 1024, maxResponseBytes: 64 * 1024 }
 /** `GET <path>` on the endpoint's own pool, so the check travels the connections requests use. */
 export async function checkHttp(endpoint: Endpoint, path: string, timeoutMs: number): Promise<CheckResult> {
   const outcome = await endpoint.httpPool().send("GET", path, new Headers(), null, timeoutMs, HEALTH_LIMITS);
-  if (outcome.kind !== "response") return { passed: false };
+  if (outcome.kind === "timeout") return { passed: false, reason: `no answer to GET ${path} within ${timeoutMs} ms` };
+  if (outcome.kind === "cancelled") return { passed: false, reason: "cancelled" };
+  if (outcome.kind !== "response") return { passed: false, reason: outcome.error.message };
   const res = outcome.response;
   // A status document is small: an answer over the cap fails the check, its body not read (a
   // declared length over it) or cut at the cap (chunked), so no endpoint makes every check buffer
   // whatever it sends.
   const limited = limitResponseSize(res, HEALTH_LIMITS.maxResponseBytes);
-  if (!limited.ok) return { passed: false };
+  const tooLarge = `the answer to GET ${path} is over ${HEALTH_LIMITS.maxResponseBytes} bytes`;
+  if (!limited.ok) return { passed: false, reason: tooLarge };
   try {
     await limited.response.arrayBuffer();
-  } catch {
-    return { passed: false };
+  } catch (err) {
+    return { passed: false, reason: `the answer to GET ${path} broke off: ${(err as Error).message}` };
   }
   const version = res.headers.get("x-service-version");
-  return { passed: res.status >= 200 && res.status < 300, ...(version ? { version } : {}) };
+  const passed = res.status >= 200 && res.status < 300;
+  return {
+    passed,
+    ...(version ? { version } : {}),
+    ...(passed ? {} : { reason: `GET ${path} answered ${res.status}` }),
+  };
 }
 
 /** Largest HealthCheckResponse accepted: it holds one enum. */
@@ -64,9 +78,17 @@ export async function checkGrpc(endpoint: Endpoint, service: string, timeoutMs: 
     timeoutMs,
     MAX_HEALTH_REPLY_BYTES,
   );
+  const passed = outcome.kind === "reply" && outcome.reply.status === "SERVING";
+  const reason =
+    outcome.kind === "status"
+      ? `${grpcCodeName(outcome.code)}: ${outcome.details}`
+      : outcome.kind === "reply"
+        ? `the health service answered ${String(outcome.reply.status)} for ${JSON.stringify(service)}`
+        : "cancelled";
   return {
-    passed: outcome.kind === "reply" && outcome.reply.status === "SERVING",
+    passed,
     ...(outcome.kind !== "cancelled" && outcome.serviceVersion ? { version: outcome.serviceVersion } : {}),
+    ...(passed ? {} : { reason }),
   };
 }
 

@@ -7,7 +7,9 @@
  * each endpoint's own IP.
  *
  * The files are polled (lib/tls.ts); a renewal is used by connections opened after it (the HTTP/1.1
- * pools and the HTTP/2 sessions keep the connections they have until they close).
+ * pools and the HTTP/2 sessions keep the connections they have until they close). The client
+ * certificate's expiry and reloads are on /metrics (telemetry/metrics.ts:
+ * `tls_certificate_expiry_timestamp_seconds{certificate="upstream-client",upstream=…}`).
  */
 import { isIP } from "node:net";
 import type { SecureClientSessionOptions } from "node:http2";
@@ -21,6 +23,7 @@ export class UpstreamTlsClient {
   readonly #defaultName: string | undefined;
   /** One options object per endpoint host and material version, built once. */
   #clientOptions = new Map<string, ClientTls>();
+  /** Renewed files taken into use (the reloads metric). */
   reloads = 0;
 
   constructor(
@@ -47,6 +50,11 @@ export class UpstreamTlsClient {
       },
       settings.material,
     ).start();
+  }
+
+  /** When the client certificate in use expires; undefined without one (no mutual TLS). */
+  get notAfter(): Date | undefined {
+    return this.#watcher.current.notAfter;
   }
 
   /** The name `address`'s certificate must carry. */

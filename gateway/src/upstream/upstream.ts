@@ -28,7 +28,8 @@ export type UpstreamEvent =
   | (EventBase & { type: "ejected"; endpoint: Endpoint; durationMs: number })
   | (EventBase & { type: "readmitted"; endpoint: Endpoint; reason: "ejection-expired" | "health-check" })
   | (EventBase & { type: "breaker"; endpoint: Endpoint; state: BreakerState })
-  | (EventBase & { type: "health"; endpoint: Endpoint; health: Health })
+  /** `reason`: why the last check failed, when the endpoint went unhealthy. */
+  | (EventBase & { type: "health"; endpoint: Endpoint; health: Health; reason?: string })
   | (EventBase & { type: "endpoints"; added: string[]; removed: string[] })
   /** A host name could not be resolved (timeout, SERVFAIL, refused…); its last known addresses stay. */
   | (EventBase & { type: "resolve-failed"; host: string; error: string })
@@ -96,7 +97,7 @@ export class Upstream {
     );
     this.#health = new HealthChecker(config.healthCheck, config.protocol, endpoints, (endpoint, result) => {
       this.learnVersion(endpoint, result.version);
-      this.#onHealthCheck(endpoint, result.passed);
+      this.#onHealthCheck(endpoint, result.passed, result.reason);
     });
     this.#discovery = new Discovery(config.endpoints, {
       refreshMs: config.discovery.refreshMs,
@@ -256,7 +257,7 @@ export class Upstream {
     this.#listeners.clear();
   }
 
-  #onHealthCheck(endpoint: Endpoint, passed: boolean): void {
+  #onHealthCheck(endpoint: Endpoint, passed: boolean, reason?: string): void {
     const { healthyThreshold, unhealthyThreshold } = this.#config.healthCheck;
     if (passed) {
       endpoint.checksFailedInRow = 0;
@@ -273,14 +274,21 @@ export class Upstream {
     endpoint.checksFailedInRow++;
     this.#discovery.refreshSoon();
     if (endpoint.health !== "unhealthy" && endpoint.checksFailedInRow >= unhealthyThreshold)
-      this.#setHealth(endpoint, "unhealthy");
+      this.#setHealth(endpoint, "unhealthy", reason);
     if (endpoint.health === "unhealthy") endpoint.resetConnection();
   }
 
-  #setHealth(endpoint: Endpoint, health: Health): void {
+  #setHealth(endpoint: Endpoint, health: Health, reason?: string): void {
     endpoint.health = health;
     endpoint.refreshAvailability();
-    this.#emit({ type: "health", upstream: this.name, at: Date.now(), endpoint, health });
+    this.#emit({
+      type: "health",
+      upstream: this.name,
+      at: Date.now(),
+      endpoint,
+      health,
+      ...(reason ? { reason } : {}),
+    });
   }
 
   #readmit(endpoint: Endpoint): void {

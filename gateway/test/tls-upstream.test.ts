@@ -1,0 +1,146 @@
+/**
+ * The gateway as a TLS client of its upstreams, against real TLS servers on 127.0.0.1 with
+ * certificates from the repo's PKI helpers:
+ * - a failed handshake says why, on both transports: the TLS error's code and text when the
+ *   gateway refuses the upstream's certificate, and that the upstream may have refused the
+ *   gateway's client certificate when it closes right after the handshake (it used to read "the
+ *   upstream closed the connection before answering" / "connection closed before the upstream's
+ *   settings");
+ * - a failed health check carries that reason, for the line that marks the endpoint unhealthy;
+ * - the client certificate's expiry and reloads are on /metrics, beside the edge certificate's
+ *   (`certificate="upstream-client"`): only the edge one used to be.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { X509Certificate } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import http2, { type ServerHttp2Stream } from "node:http2";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Registry } from "prom-client";
+import { type CertificateAuthority, createCa, issue } from "../../scripts/tls/pki.ts";
+import { GatewayMetrics } from "../src/telemetry/metrics.ts";
+import { checkGrpc, checkHttp } from "../src/upstream/health.ts";
+import type { Upstream } from "../src/upstream/upstream.ts";
+import { testConfig, testUpstream } from "./upstream-harness.ts";
+
+const DAY_MS = 86_400_000;
+const dir = mkdtempSync(join(tmpdir(), "portico-tls-upstream-"));
+const cleanup: (() => void)[] = [];
+afterAll(() => {
+  for (const f of cleanup) f();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+let ca: CertificateAuthority;
+let stranger: CertificateAuthority;
+const file = (name: string, text: string) => {
+  const path = join(dir, name);
+  writeFileSync(path, text);
+  return path;
+};
+
+beforeAll(async () => {
+  ca = await createCa("upstream test CA");
+  stranger = await createCa("a CA the upstream does not trust");
+  file("ca.crt", ca.cert);
+  const client = await issue(ca, { commonName: "gateway", usage: "client" });
+  file("client.crt", client.cert);
+  file("client.key", client.key);
+  const foreign = await issue(stranger, { commonName: "gateway", usage: "client" });
+  file("foreign.crt", foreign.cert);
+  file("foreign.key", foreign.key);
+});
+
+const server = (opts: { validFrom?: Date; validDays?: number } = {}) =>
+  issue(ca, { commonName: "upstream", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"], usage: "server", ...opts });
+
+/** An upstream at `port` whose tls block presents `client` (a pair in `dir`). */
+async function upstreamAt(port: number, protocol: "http" | "grpc", client = "client"): Promise<Upstream> {
+  const tls = `tls: { ca: ${join(dir, "ca.crt")}, cert: ${join(dir, `${client}.crt`)}, key: ${join(dir, `${client}.key`)}, serverName: localhost }`;
+  const upstream = testUpstream(testConfig({ endpoints: `127.0.0.1:${port}`, protocol, upstream: tls }));
+  cleanup.push(() => upstream.close());
+  await upstream.ready;
+  return upstream;
+}
+
+/** A gRPC server over TLS (node:http2) that answers every call SERVING; `mutual`: it requires a client certificate from `ca`. */
+async function grpcServer(cert: { cert: string; key: string }, mutual: boolean): Promise<number> {
+  const h2 = http2.createSecureServer({
+    cert: cert.cert,
+    key: cert.key,
+    ...(mutual ? { ca: ca.cert, requestCert: true, rejectUnauthorized: true } : {}),
+  });
+  h2.on("stream", (stream: ServerHttp2Stream) => {
+    stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+    stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+    // HealthCheckResponse { status: SERVING (1) }
+    stream.end(Buffer.from([0, 0, 0, 0, 2, 0x08, 0x01]));
+  });
+  await new Promise<void>((resolve) => h2.listen(0, "127.0.0.1", resolve));
+  cleanup.push(() => h2.close());
+  return (h2.address() as { port: number }).port;
+}
+
+describe("a failed handshake says why", () => {
+  test("gRPC: the upstream's expired certificate, with the TLS error's code and text", async () => {
+    const expired = await server({ validFrom: new Date(Date.now() - 100 * DAY_MS), validDays: 10 });
+    const port = await grpcServer(expired, false);
+    const upstream = await upstreamAt(port, "grpc");
+    expect(await checkGrpc(upstream.endpoints[0]!, "", 2000)).toEqual({
+      passed: false,
+      reason: `UNAVAILABLE: cannot connect to 127.0.0.1:${port}: the TLS handshake with the upstream failed: CERT_HAS_EXPIRED certificate has expired`,
+    });
+  });
+
+  test("gRPC: the upstream refusing the gateway's client certificate", async () => {
+    const port = await grpcServer(await server(), true);
+    const trusted = await upstreamAt(port, "grpc");
+    expect(await checkGrpc(trusted.endpoints[0]!, "", 2000)).toEqual({ passed: true });
+    const refused = await upstreamAt(port, "grpc", "foreign");
+    const result = await checkGrpc(refused.endpoints[0]!, "", 2000);
+    expect(result.passed).toBe(false);
+    expect(result.reason).toContain(`cannot connect to 127.0.0.1:${port}: the upstream closed the TLS connection`);
+    expect(result.reason).toContain("it may have refused the gateway's client certificate");
+  });
+
+  test("HTTP: the upstream refusing the gateway's client certificate, as the health check's reason", async () => {
+    const cert = await server();
+    const https = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      tls: { cert: cert.cert, key: cert.key, ca: ca.cert, requestCert: true, rejectUnauthorized: true },
+      fetch: () => new Response("ready"),
+    });
+    cleanup.push(() => https.stop(true));
+    const trusted = await upstreamAt(https.port!, "http");
+    expect(await checkHttp(trusted.endpoints[0]!, "/readyz", 2000)).toEqual({ passed: true });
+    const refused = await upstreamAt(https.port!, "http", "foreign");
+    const result = await checkHttp(refused.endpoints[0]!, "/readyz", 2000);
+    expect(result.passed).toBe(false);
+    expect(result.reason).toContain("it may have refused the gateway's client certificate");
+  });
+});
+
+test("the client certificate's expiry and reloads are on /metrics, next to the edge certificate's metric", async () => {
+  const https = Bun.serve({ hostname: "127.0.0.1", port: 0, tls: await server(), fetch: () => new Response("ok") });
+  cleanup.push(() => https.stop(true));
+  const upstream = await upstreamAt(https.port!, "http");
+  const metrics = new GatewayMetrics(new Registry());
+  metrics.watch({ upstreams: new Map([[upstream.name, upstream]]) });
+  const seconds = (pem: string) => new Date(new X509Certificate(pem).validTo).getTime() / 1000;
+  const labels = `{certificate="upstream-client",upstream="${upstream.name}"}`;
+
+  const before = await metrics.registry.metrics();
+  const first = await Bun.file(join(dir, "client.crt")).text();
+  expect(before).toContain(`tls_certificate_expiry_timestamp_seconds${labels} ${seconds(first)}`);
+  expect(before).toContain(`tls_certificate_reloads_total${labels} 0`);
+
+  // A renewal with a later expiry: the series follows it.
+  const renewed = await issue(ca, { commonName: "gateway", usage: "client", validDays: 120 });
+  file("client.key", renewed.key);
+  file("client.crt", renewed.cert);
+  await upstream.tls!.check();
+  const after = await metrics.registry.metrics();
+  expect(after).toContain(`tls_certificate_expiry_timestamp_seconds${labels} ${seconds(renewed.cert)}`);
+  expect(after).toContain(`tls_certificate_reloads_total${labels} 1`);
+});

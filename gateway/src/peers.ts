@@ -60,18 +60,23 @@ export class PeerDirectory {
   }
 
   /**
-   * How many replicas are live now: the listed addresses whose /readyz answers 200 (a draining
-   * replica answers 503), plus the DNS records (a headless Service lists only ready pods).
+   * How many gateway processes serve now: the listed addresses whose /readyz answers 200 (a
+   * draining replica answers 503), plus the DNS records not listed already (a headless Service
+   * lists only ready pods). Addresses, not slots: while a rolling replace has both a replica and
+   * its successor ready on one slot's two addresses, both take traffic (they share the public
+   * port), and the `local` fallback's share divides the limit among everyone who admits.
    */
   async countLive(timeoutMs: number): Promise<{ live: number; error: string | null }> {
-    const probes = this.slots.flat().map((url) =>
+    const listed = new Set(this.slots.flat());
+    const probes = [...listed].map((url) =>
       fetch(`${url}/readyz`, { signal: AbortSignal.timeout(timeoutMs) }).then(
         (res) => res.status === 200,
         () => false,
       ),
     );
     const [answers, found] = await Promise.all([Promise.all(probes), this.#lookup()]);
-    return { live: answers.filter(Boolean).length + found.urls.length, error: found.error };
+    const unlisted = new Set(found.urls.filter((url) => !listed.has(url)));
+    return { live: answers.filter(Boolean).length + unlisted.size, error: found.error };
   }
 
   async #lookup(): Promise<{ urls: string[]; error: string | null }> {

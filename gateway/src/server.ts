@@ -81,15 +81,21 @@ export class Gateway {
     this.#telemetry = deps.telemetry ?? new GatewayTelemetry();
     this.#accessLog = new AccessLog(deps.accessLog ?? deps.log);
     this.#state = this.#build(config);
+    this.#applyCanaries(this.#state);
   }
 
-  /** `current`: the state in service, whose upstreams are kept where their settings did not change. */
+  /**
+   * The state `config` describes. `current`: the state in service, whose upstreams are kept where
+   * their settings did not change; a replaced one hands its last known addresses to its successor.
+   * Changes nothing in service (the canaries follow in #applyCanaries, at the swap).
+   */
   #build(config: GatewayConfig, current?: GatewayState): GatewayState {
     const { log, resolver } = this.deps;
     const upstreams = new Map<string, Upstream>();
     for (const settings of config.upstreams.values()) {
       const previous = current?.config.upstreams.get(settings.name);
-      const kept = previous && sameUpstream(previous, settings) ? current!.upstreams.get(settings.name) : undefined;
+      const inService = current?.upstreams.get(settings.name);
+      const kept = previous && sameUpstream(previous, settings) ? inService : undefined;
       upstreams.set(
         settings.name,
         kept ??
@@ -97,20 +103,9 @@ export class Gateway {
             ...(resolver ? { resolver } : {}),
             onEvent: (event) => logUpstreamEvent(log, event),
             log,
+            ...(inService ? { knownAddresses: inService.knownAddresses } : {}),
           }),
       );
-    }
-    // An upstream gone from the config takes its canary along: it would come back with the old state.
-    for (const name of this.#canaries.keys()) if (!upstreams.has(name)) this.#canaries.delete(name);
-    for (const [name, upstream] of upstreams) {
-      const policy = config.upstreams.get(name)!.canary;
-      let canary = this.#canaries.get(name);
-      if (canary) canary.policy = policy;
-      else {
-        canary = new Canary(name, policy, (event) => this.deps.onCanaryEvent?.(name, event));
-        this.#canaries.set(name, canary);
-      }
-      upstream.canary = canary;
     }
     return {
       config,
@@ -119,6 +114,26 @@ export class Gateway {
       trustedProxies: new TrustedProxies(config.trustedProxies),
       forged: new ForgedHeaders(config.routes.flatMap((route) => route.auth?.claimHeaders ?? [])),
     };
+  }
+
+  /**
+   * Each upstream of `state` gets the canary controller of its name, with the policy the config
+   * gives it; an upstream gone from the config takes its canary along (it would come back with the
+   * old state). Run when `state` goes into service: until then the canaries in service, and the
+   * admin API over them, stay as they are.
+   */
+  #applyCanaries(state: GatewayState): void {
+    for (const name of this.#canaries.keys()) if (!state.upstreams.has(name)) this.#canaries.delete(name);
+    for (const [name, upstream] of state.upstreams) {
+      const policy = state.config.upstreams.get(name)!.canary;
+      let canary = this.#canaries.get(name);
+      if (canary) canary.policy = policy;
+      else {
+        canary = new Canary(name, policy, (event) => this.deps.onCanaryEvent?.(name, event));
+        this.#canaries.set(name, canary);
+      }
+      upstream.canary = canary;
+    }
   }
 
   /**
@@ -138,6 +153,7 @@ export class Gateway {
       const replaced = previous.upstreams.get(u.name);
       if (replaced) u.takeOver(replaced);
     }
+    this.#applyCanaries(next);
     this.#state = next;
     applyHeaderLimit(config.limits.maxHeaderBytes);
     this.deps.rateLimiter?.reconfigure(config.rateLimit);
@@ -327,11 +343,15 @@ export class Gateway {
       return tooDeepProblem(route, requestId, limits.maxJsonDepth);
     extendDeadline(server, req, route.timeoutMs, limits.idleTimeoutSec);
 
+    // The state's own upstream; if a reload retired it meanwhile (a slow upload outlasted the grace
+    // the retired upstreams get), the one in service under its name, should there be one.
+    let upstream = state.upstreams.get(route.upstream)!;
+    if (upstream.closed) upstream = this.#state.upstreams.get(route.upstream) ?? upstream;
     const routed: RoutedRequest = {
       req,
       ctx,
       route,
-      upstream: state.upstreams.get(route.upstream)!,
+      upstream,
       body: body.bytes,
       limits,
       signal: req.signal,

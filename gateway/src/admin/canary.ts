@@ -50,7 +50,7 @@ export function canaryRoutes(gateway: Gateway) {
   };
 
   return new Elysia()
-    .get("/canary", () => [...gateway.upstreams.keys()].map((name) => gateway.canary(name)!.view()))
+    .get("/canary", () => [...gateway.upstreams.keys()].flatMap((name) => gateway.canary(name)?.view() ?? []))
     .get("/canary/:upstream", ({ params }) => {
       const canary = find(params.upstream);
       return canary instanceof Response ? canary : canary.view();

@@ -99,6 +99,11 @@ export interface DiscoveryOptions {
   onError?: (host: string, err: unknown) => void;
   /** A name has no addresses now, where it had some (`hadAddresses`) or had not been resolved yet. */
   onNoAddresses?: (host: string, err: unknown, hadAddresses: boolean) => void;
+  /**
+   * Last known addresses per host name to start from (the discovery this one replaces, on a
+   * reload): published at once, and kept as any known addresses are when a resolution fails.
+   */
+  known?: ReadonlyMap<string, readonly string[]>;
 }
 
 /** Re-resolution never happens more often than this, however many failures ask for it. */
@@ -126,12 +131,21 @@ export class Discovery {
   ) {
     this.#entries = entries.map(parseEntry);
     this.#named = this.#entries.filter((e) => !e.isStatic);
+    for (const { host } of this.#named) {
+      const known = options.known?.get(host);
+      if (known) this.#known.set(host, [...known]);
+    }
     this.#publish();
     this.ready = this.#named.length === 0 ? Promise.resolve() : this.refresh();
     if (this.#named.length > 0) {
       this.#timer = setInterval(() => void this.refresh(), options.refreshMs);
       this.#timer.unref?.();
     }
+  }
+
+  /** Last known addresses per host name (what a replacement starts from: `known`). */
+  get known(): ReadonlyMap<string, readonly string[]> {
+    return this.#known;
   }
 
   /** Whether any entry is a name (so the set can change at run time). */

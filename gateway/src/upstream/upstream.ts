@@ -46,6 +46,11 @@ export interface UpstreamOptions {
   onEvent?: (event: UpstreamEvent) => void;
   /** Where TLS file renewals are logged. */
   log?: Logger;
+  /**
+   * Last known addresses of the upstream this one replaces (a reload): its names start from them,
+   * so a reload while DNS fails keeps serving the addresses it had (discovery.ts `known`).
+   */
+  knownAddresses?: ReadonlyMap<string, readonly string[]>;
 }
 
 /** Latency figure for endpoints when none has answered yet. */
@@ -70,6 +75,7 @@ export class Upstream {
   readonly #outlier: OutlierDetector;
   readonly #health: HealthChecker;
   readonly #discovery: Discovery;
+  #closed = false;
   /** TLS to the endpoints, when the upstream has `tls`. */
   readonly tls: UpstreamTlsClient | undefined;
   /** The canary controller of this upstream's name (kept by the gateway across reloads). */
@@ -105,6 +111,7 @@ export class Upstream {
       onChange: (addresses) => this.#apply(addresses),
       onError: (host, err) =>
         this.#emit({ type: "resolve-failed", upstream: this.name, at: Date.now(), host, error: messageOf(err) }),
+      ...(options.knownAddresses ? { known: options.knownAddresses } : {}),
       onNoAddresses: (host, err, hadAddresses) =>
         this.#emit({
           type: "no-addresses",
@@ -248,7 +255,18 @@ export class Upstream {
     return () => this.#listeners.delete(listener);
   }
 
+  /** Last known addresses per host name (handed to the upstream that replaces this one). */
+  get knownAddresses(): ReadonlyMap<string, readonly string[]> {
+    return this.#discovery.known;
+  }
+
+  /** Closed: replaced by a reload and retired, or the gateway stopped. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
   close(): void {
+    this.#closed = true;
     this.tls?.close();
     this.#discovery.stop();
     this.#health.stop();

@@ -1,0 +1,210 @@
+/**
+ * A reload meeting the other moving parts, in process (a Gateway on a real listener, stub
+ * upstreams on loopback, a resolver the test controls):
+ * - DNS failing while a reload rebuilds an upstream: the new one starts from the addresses the old
+ *   one knew (it used to start empty, and every request got 503 until DNS answered);
+ * - a request whose body was still arriving when its upstream was retired: it goes to the one in
+ *   service (it used to reach the closed one: 503 "all endpoints are out");
+ * - the canary admin routes while a reload waits for DNS: they answer for the canaries in service
+ *   (GET /canary answered 500, and a running canary could not be aborted).
+ * And the rate limiter's peer count: an address listed and also found by DNS counts once.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import type { Server } from "bun";
+import pino from "pino";
+import { Lifecycle } from "../../lib/lifecycle.ts";
+import { canaryRoutes } from "../src/admin/canary.ts";
+import { parseConfig } from "../src/config/load.ts";
+import { PeerDirectory } from "../src/peers.ts";
+import { Gateway } from "../src/server.ts";
+import type { HostResolver } from "../src/upstream/discovery.ts";
+
+const log = pino({ level: "silent" });
+const servers: Server<undefined>[] = [];
+const gateways: Gateway[] = [];
+afterAll(() => {
+  for (const g of gateways) g.close();
+  for (const s of servers) s.stop(true);
+});
+
+function stub(version: string): Server<undefined> {
+  const server = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    async fetch(req) {
+      await req.arrayBuffer();
+      return new Response(`ok ${version}`, { headers: { "x-service-version": version } });
+    },
+  });
+  servers.push(server);
+  return server;
+}
+
+function gatewayOf(yaml: string, resolver?: HostResolver): Gateway {
+  const gateway = new Gateway(parseConfig(yaml, "routes.yaml"), {
+    identity: { service: "gateway", version: "t", instance: "gw" },
+    log,
+    lifecycle: new Lifecycle({ drainDelayMs: 0, shutdownTimeoutMs: 1000, log }),
+    ...(resolver ? { resolver } : {}),
+  });
+  gateways.push(gateway);
+  return gateway;
+}
+
+/** The gateway on a listener of its own. */
+function listen(gateway: Gateway): Server<undefined> {
+  const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: gateway.fetch });
+  servers.push(server as Server<undefined>);
+  return server as Server<undefined>;
+}
+
+/** A resolver for `web.test` whose answer the test switches; "fail" times out like a DNS outage. */
+function switchableResolver(address: string) {
+  const state = { mode: "answer" as "answer" | "fail" };
+  const resolver: HostResolver = {
+    async resolve(host) {
+      if (state.mode === "fail") throw Object.assign(new Error(`query for ${host} timed out`), { code: "ETIMEOUT" });
+      return [address];
+    },
+  };
+  return { state, resolver };
+}
+
+describe("a reload while DNS fails", () => {
+  test("the rebuilt upstream keeps the addresses the one it replaces knew", async () => {
+    const up = stub("v1");
+    const { state, resolver } = switchableResolver("127.0.0.1");
+    const routes = (timeoutMs: number) => `
+upstreams:
+  web: { protocol: http, endpoints: "web.test:${up.port}", timeoutMs: ${timeoutMs}, healthCheck: { enabled: false }, discovery: { refreshMs: 200 } }
+routes:
+  - { name: r, path: /r, upstream: web }
+`;
+    const gateway = gatewayOf(routes(5000), resolver);
+    await gateway.upstreams.get("web")!.ready;
+    const server = listen(gateway);
+    expect((await fetch(`http://127.0.0.1:${server.port}/r`)).status).toBe(200);
+
+    state.mode = "fail";
+    await Bun.sleep(400); // a refresh or two fail: the kept addresses serve
+    expect((await fetch(`http://127.0.0.1:${server.port}/r`)).status).toBe(200);
+    // A setting of the upstream changes: it is rebuilt, and its first lookup fails too.
+    const before = gateway.upstreams.get("web")!;
+    await gateway.reload(parseConfig(routes(6000), "routes.yaml"));
+    expect(gateway.upstreams.get("web")).not.toBe(before);
+    expect(gateway.upstreams.get("web")!.endpoints.map((e) => e.address)).toEqual([`127.0.0.1:${up.port}`]);
+    const statuses = await Promise.all(
+      Array.from({ length: 10 }, () => fetch(`http://127.0.0.1:${server.port}/r`).then((r) => r.status)),
+    );
+    expect(statuses).toEqual(Array(10).fill(200));
+  });
+});
+
+describe("a request whose body arrives across a reload", () => {
+  test("is sent through the upstream in service when the one it started with was retired", async () => {
+    const up = stub("v1");
+    // The retired upstream is closed after the longest route timeout: 300 ms here.
+    const routes = (timeoutMs: number) => `
+upstreams:
+  up: { protocol: http, endpoints: "127.0.0.1:${up.port}", timeoutMs: ${timeoutMs}, healthCheck: { enabled: false } }
+routes:
+  - { name: r, path: /r, methods: [POST], upstream: up, timeoutMs: 300 }
+`;
+    const gateway = gatewayOf(routes(5000));
+    const server = listen(gateway);
+    const answer = new Promise<string>((resolve, reject) => {
+      let text = "";
+      void Bun.connect({
+        hostname: "127.0.0.1",
+        port: server.port!,
+        socket: {
+          async open(socket) {
+            socket.write("POST /r HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\n01234");
+            await Bun.sleep(100);
+            await gateway.reload(parseConfig(routes(6000), "routes.yaml")); // `up` rebuilt
+            await Bun.sleep(600); // past the grace: the upstream the request started with is closed
+            socket.write("56789");
+          },
+          data(socket, chunk) {
+            text += Buffer.from(chunk).toString();
+            if (text.includes("\r\n\r\n")) {
+              resolve(text);
+              socket.end();
+            }
+          },
+          error: (_socket, err) => reject(err),
+        },
+      });
+    });
+    expect((await answer).split("\r\n")[0]).toBe("HTTP/1.1 200 OK");
+  });
+});
+
+describe("the canary admin routes while a reload waits for DNS", () => {
+  test("answer for the canaries in service: a running one can be aborted", async () => {
+    const resolver: HostResolver = {
+      async resolve() {
+        await Bun.sleep(1500);
+        return ["127.0.0.1"];
+      },
+    };
+    const gateway = gatewayOf(
+      `
+upstreams:
+  up: { protocol: http, endpoints: "127.0.0.1:1", healthCheck: { enabled: false } }
+routes:
+  - { name: r, path: /r, upstream: up }
+`,
+      resolver,
+    );
+    const admin = canaryRoutes(gateway);
+    const call = (method: string, path: string, body: object = {}) =>
+      admin.handle(
+        new Request(`http://admin${path}`, {
+          method,
+          headers: { "content-type": "application/json" },
+          ...(method === "POST" ? { body: JSON.stringify(body) } : {}),
+        }),
+      );
+    expect((await call("POST", "/canary/up/start", { version: "v2" })).status).toBe(200);
+    // The route moves to an upstream whose name takes 1.5 s to resolve; `up` leaves the config.
+    const reloading = gateway.reload(
+      parseConfig(
+        `
+upstreams:
+  slow: { protocol: http, endpoints: "slow.test:80", healthCheck: { enabled: false } }
+routes:
+  - { name: r, path: /r, upstream: slow }
+`,
+        "routes.yaml",
+      ),
+    );
+    await Bun.sleep(100);
+    const list = await call("GET", "/canary");
+    expect(list.status).toBe(200);
+    expect(((await list.json()) as { upstream: string; state: string }[]).map((c) => [c.upstream, c.state])).toEqual([
+      ["up", "running"],
+    ]);
+    const abort = await call("POST", "/canary/up/abort");
+    expect(abort.status).toBe(200);
+    expect(((await abort.json()) as { state: string }).state).toBe("aborted");
+    await reloading;
+    expect(((await (await call("GET", "/canary")).json()) as { upstream: string }[]).map((c) => c.upstream)).toEqual([
+      "slow",
+    ]);
+  });
+});
+
+describe("the rate limiter's peer count", () => {
+  test("an address both listed and found by DNS counts once", async () => {
+    const peer = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("ready") });
+    servers.push(peer);
+    const directory = new PeerDirectory({
+      urls: [`http://127.0.0.1:${peer.port}`],
+      dnsName: "gateway-headless",
+      adminPort: peer.port,
+      resolve: async () => ["127.0.0.1"],
+    });
+    expect(await directory.countLive(1000)).toEqual({ live: 1, error: null });
+  });
+});

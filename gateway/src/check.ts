@@ -11,11 +11,31 @@ import { loadConfigFile } from "./config/reload.ts";
 const EX_USAGE = 64;
 export const EX_CONFIG = 78;
 
+const USAGE = "usage: gateway [--check <routes.yaml>]  (settings come from the environment: docs/configuration.md)";
+
+/**
+ * The gateway's command line: nothing (start), `--check FILE` or `--check=FILE`. Anything else —
+ * a mistyped flag, a file without `--check` — is refused with the usage line and 64 rather than
+ * ignored: a config check that started a gateway instead would bind ports and never end.
+ */
+export function parseArgs(
+  args: readonly string[],
+): { kind: "start" } | { kind: "check"; file: string | undefined } | { kind: "usage" } {
+  if (args.length === 0) return { kind: "start" };
+  const [first, ...rest] = args;
+  if (first === "--check" && rest.length <= 1) return { kind: "check", file: rest[0] };
+  if (first?.startsWith("--check=") && rest.length === 0) return { kind: "check", file: first.slice(8) || undefined };
+  return { kind: "usage" };
+}
+
+/** Prints the usage line; the exit code for a command line the gateway does not take. */
+export function usage(): number {
+  console.error(USAGE);
+  return EX_USAGE;
+}
+
 export function checkRoutesFile(file: string | undefined, env: Readonly<Record<string, string | undefined>>): number {
-  if (!file) {
-    console.error("usage: gateway --check <routes.yaml>");
-    return EX_USAGE;
-  }
+  if (!file) return usage();
   try {
     loadConfigFile(file, env);
     console.log("ok");

@@ -15,7 +15,7 @@ import { startTracing } from "../../lib/telemetry/tracing.ts";
 import type { TlsListener } from "../../lib/tls-listener.ts";
 import { logCanaryEvent } from "./canary/event-log.ts";
 import { AdminAuth } from "./admin/auth.ts";
-import { checkRoutesFile, EX_CONFIG } from "./check.ts";
+import { checkRoutesFile, EX_CONFIG, parseArgs, usage } from "./check.ts";
 import { ConfigError } from "./config/load.ts";
 import { ConfigReloader, type LoadedConfig, loadConfigFile } from "./config/reload.ts";
 import { type EdgeMaterial, startEdgeTls } from "./edge/tls-listener.ts";
@@ -30,9 +30,10 @@ import { GatewayTelemetry } from "./telemetry/index.ts";
 import { GatewayMetrics } from "./telemetry/metrics.ts";
 import { dnsServerResolver, systemResolver } from "./upstream/discovery.ts";
 
-const args = process.argv.slice(2);
+const command = parseArgs(process.argv.slice(2));
+if (command.kind === "usage") process.exit(usage());
 // The environment goes in as data, for the file's ${VAR} references: checking a file needs no settings.
-if (args[0] === "--check") process.exit(checkRoutesFile(args[1], process.env));
+if (command.kind === "check") process.exit(checkRoutesFile(command.file, process.env));
 
 const settings: GatewaySettings = startupEnv("gateway", loadSettings);
 const { identity } = settings;

@@ -9,18 +9,25 @@ const dir = mkdtempSync(join(tmpdir(), "portico-check-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 async function check(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const proc = Bun.spawn([process.execPath, "gateway/src/main.ts", "--check", ...args], {
+  return gateway("--check", ...args);
+}
+
+/** The gateway's entry point with `args`; a run that started a gateway instead is killed after 10 s. */
+async function gateway(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const proc = Bun.spawn([process.execPath, "gateway/src/main.ts", ...args], {
     cwd: ROOT,
     // Nothing from this shell may decide the outcome: ${VAR} references take their defaults.
     env: { PATH: process.env.PATH ?? "" },
     stdout: "pipe",
     stderr: "pipe",
   });
+  const timer = setTimeout(() => proc.kill("SIGKILL"), 10_000);
   const [code, stdout, stderr] = await Promise.all([
     proc.exited,
     new Response(proc.stdout).text(),
     new Response(proc.stderr).text(),
   ]);
+  clearTimeout(timer);
   return { code, stdout, stderr };
 }
 
@@ -52,8 +59,26 @@ describe("gateway --check", () => {
     expect(stderr).toContain(`${file}:8:16 routes[0].timeoutMs: `);
   });
 
-  test("without a file: a usage line and exit 64", async () => {
-    const { code, stderr } = await check();
-    expect([code, stderr.trim()]).toEqual([64, "usage: gateway --check <routes.yaml>"]);
+  test("--check=FILE is --check FILE", async () => {
+    const { code, stdout } = await gateway("--check=gateway/routes.yaml");
+    expect([code, stdout.trim()]).toEqual([0, "ok"]);
+  });
+
+  test("without a file, or with an argument the gateway does not take: the usage line and exit 64, nothing started", async () => {
+    for (const args of [
+      ["--check"],
+      ["--check="],
+      ["--chek", "gateway/routes.yaml"],
+      ["gateway/routes.yaml"],
+      ["--check", "a", "b"],
+    ]) {
+      const { code, stdout, stderr } = await gateway(...args);
+      expect([args, code, stdout, stderr.trim()]).toEqual([
+        args,
+        64,
+        "",
+        "usage: gateway [--check <routes.yaml>]  (settings come from the environment: docs/configuration.md)",
+      ]);
+    }
   });
 });

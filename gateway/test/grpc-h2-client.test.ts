@@ -11,6 +11,7 @@ import http2, { type ServerHttp2Stream } from "node:http2";
 import net from "node:net";
 import { parseProtos } from "../../lib/proto.ts";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
+import { waitFor } from "../../scripts/stack/testing/processes.ts";
 import { callUnary, type GrpcOutcome } from "../src/grpc/call.ts";
 import { GrpcChannel } from "../src/grpc/h2-client.ts";
 import { resolveMethod } from "../src/grpc/method.ts";
@@ -229,7 +230,7 @@ describe("against a raw HTTP/2 server", () => {
     const ch = channel(srv.address);
     const calls = Promise.all([call(ch, 3_000), call(ch, 3_000)]);
     // Raised once the client's session is up and its calls wait.
-    while (srv.sessions.length === 0) await Bun.sleep(5);
+    await waitFor("the client's session", () => srv.sessions.length > 0, { timeoutMs: 2_000, intervalMs: 5 });
     await Bun.sleep(100);
     srv.sessions[0]!.settings({ maxConcurrentStreams: 100 }, () => raised.push(performance.now() - start));
     const results = await calls;

@@ -31,6 +31,23 @@ function file(content: string): string {
 /** `text` cut in the middle of its last PEM block, as a writer caught half-way leaves it. */
 const cutInLastBlock = (text: string) => text.slice(0, text.lastIndexOf("-----BEGIN ") + 90);
 
+/** A TlsFileWatcher on fresh copies of leaf A's files, recording the subjects it takes and its errors. */
+function watchLeafA() {
+  const certPath = file(leafA.cert);
+  const keyPath = file(leafA.key);
+  const changes: string[] = [];
+  const errors: string[] = [];
+  const watcher = new TlsFileWatcher(
+    { cert: certPath, key: keyPath },
+    {
+      intervalMs: 60_000,
+      onChange: (m) => void changes.push(m.subject),
+      onError: (e) => void errors.push(e.message),
+    },
+  );
+  return { certPath, keyPath, changes, errors, watcher };
+}
+
 describe("a file caught half-written is refused", () => {
   const chain = `${leafA.cert.trimEnd()}\n${other.cert}`;
   const bundle = `${root.cert.trimEnd()}\n${other.cert}`;
@@ -61,18 +78,7 @@ describe("a file caught half-written is refused", () => {
   });
 
   test("the watcher keeps serving the old pair while the new chain is half-written, then takes it whole", async () => {
-    const certPath = file(leafA.cert);
-    const keyPath = file(leafA.key);
-    const changes: string[] = [];
-    const errors: string[] = [];
-    const watcher = new TlsFileWatcher(
-      { cert: certPath, key: keyPath },
-      {
-        intervalMs: 60_000,
-        onChange: (m) => void changes.push(m.subject),
-        onError: (e) => void errors.push(e.message),
-      },
-    );
+    const { certPath, keyPath, changes, errors, watcher } = watchLeafA();
     const renewed = `${leafB.cert.trimEnd()}\n${root.cert}`;
     writeFileSync(keyPath, leafB.key);
     writeFileSync(certPath, cutInLastBlock(renewed));
@@ -152,18 +158,7 @@ describe("a certificate outside its validity window is refused", () => {
   });
 
   test("a renewal to an expired certificate keeps the current one and is reported once, however many polls see it", async () => {
-    const certPath = file(leafA.cert);
-    const keyPath = file(leafA.key);
-    const changes: string[] = [];
-    const errors: string[] = [];
-    const watcher = new TlsFileWatcher(
-      { cert: certPath, key: keyPath },
-      {
-        intervalMs: 60_000,
-        onChange: (m) => void changes.push(m.subject),
-        onError: (e) => void errors.push(e.message),
-      },
-    );
+    const { certPath, keyPath, changes, errors, watcher } = watchLeafA();
     const old = await expired;
     writeFileSync(keyPath, old.key);
     writeFileSync(certPath, old.cert);

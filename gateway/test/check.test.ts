@@ -2,34 +2,14 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
+import { runGateway } from "./run-entry.ts";
 
-const ROOT = resolve(import.meta.dir, "../..");
 const dir = mkdtempSync(join(tmpdir(), "portico-check-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-async function check(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return gateway("--check", ...args);
-}
-
-/** The gateway's entry point with `args`; a run that started a gateway instead is killed after 10 s. */
-async function gateway(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const proc = Bun.spawn([process.execPath, "gateway/src/main.ts", ...args], {
-    cwd: ROOT,
-    // Nothing from this shell may decide the outcome: ${VAR} references take their defaults.
-    env: { PATH: process.env.PATH ?? "" },
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const timer = setTimeout(() => proc.kill("SIGKILL"), 10_000);
-  const [code, stdout, stderr] = await Promise.all([
-    proc.exited,
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-  ]);
-  clearTimeout(timer);
-  return { code, stdout, stderr };
-}
+const check = (...args: string[]) => runGateway(["--check", ...args]);
+const gateway = (...args: string[]) => runGateway(args, {}, 10_000);
 
 describe("gateway --check", () => {
   test("the shipped routes.yaml: exit 0, prints ok, starts nothing", async () => {

@@ -9,34 +9,18 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { EnvError } from "../../lib/env.ts";
 import { freePorts } from "../../scripts/stack/testing/ports.ts";
 import { createCa, issue } from "../../scripts/tls/pki.ts";
 import { checkHttpsPort, loadSettings } from "../src/settings.ts";
+import { runGateway } from "./run-entry.ts";
 
-const ROOT = resolve(import.meta.dir, "../..");
 const DAY_MS = 86_400_000;
 const dir = mkdtempSync(join(tmpdir(), "portico-tls-start-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** The gateway's entry point with `args` and only `env`; its exit code and output. */
-async function gateway(args: string[], env: Record<string, string>) {
-  const proc = Bun.spawn([process.execPath, "gateway/src/main.ts", ...args], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH ?? "", ...env },
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const timer = setTimeout(() => proc.kill(), 20_000);
-  const [code, stdout, stderr] = await Promise.all([
-    proc.exited,
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-  ]);
-  clearTimeout(timer);
-  return { code, stdout, stderr };
-}
+const gateway = (args: string[], env: Record<string, string>) => runGateway(args, env);
 
 describe("PORT and HTTPS_PORT", () => {
   test("HTTPS_PORT set to PORT stops the start with one line; PORT on HTTPS_PORT's default is left to the tls check", async () => {

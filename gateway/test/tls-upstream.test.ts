@@ -121,12 +121,41 @@ describe("a failed handshake says why", () => {
   });
 });
 
+describe("an HTTPS upstream without mutual TLS that closes without answering", () => {
+  test("is not said to have refused a client certificate the gateway never presented", async () => {
+    const cert = await server();
+    // Reads the request and closes: crashed, restarting, or refusing it.
+    const closing = Bun.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      tls: { cert: cert.cert, key: cert.key },
+      socket: {
+        data(socket) {
+          socket.end();
+        },
+      },
+    });
+    cleanup.push(() => closing.stop(true));
+    const tls = `tls: { ca: ${join(dir, "ca.crt")}, serverName: localhost }`;
+    const upstream = testUpstream(
+      testConfig({ endpoints: `127.0.0.1:${closing.port}`, protocol: "http", upstream: tls }),
+    );
+    cleanup.push(() => upstream.close());
+    await upstream.ready;
+    const result = await checkHttp(upstream.endpoints[0]!, "/readyz", 2000);
+    expect(result.passed).toBe(false);
+    expect(result.reason).toBe("the upstream closed the connection before answering");
+  });
+});
+
 test("the client certificate's expiry and reloads are on /metrics, next to the edge certificate's metric", async () => {
   const https = Bun.serve({ hostname: "127.0.0.1", port: 0, tls: await server(), fetch: () => new Response("ok") });
   cleanup.push(() => https.stop(true));
   const upstream = await upstreamAt(https.port!, "http");
   const metrics = new GatewayMetrics(new Registry());
-  metrics.watch({ upstreams: new Map([[upstream.name, upstream]]) });
+  // Read at each scrape, as the gateway's upstreams are (a reload replaces them).
+  const gateway = { upstreams: new Map([[upstream.name, upstream]]) };
+  metrics.watch(gateway);
   const seconds = (pem: string) => new Date(new X509Certificate(pem).validTo).getTime() / 1000;
   const labels = `{certificate="upstream-client",upstream="${upstream.name}"}`;
 
@@ -143,4 +172,11 @@ test("the client certificate's expiry and reloads are on /metrics, next to the e
   const after = await metrics.registry.metrics();
   expect(after).toContain(`tls_certificate_expiry_timestamp_seconds${labels} ${seconds(renewed.cert)}`);
   expect(after).toContain(`tls_certificate_reloads_total${labels} 1`);
+
+  // A config reload that rebuilds the upstream: the count goes on from where it was (a counter
+  // must not go down in a running process).
+  const rebuilt = await upstreamAt(https.port!, "http");
+  rebuilt.takeOver(upstream);
+  gateway.upstreams = new Map([[rebuilt.name, rebuilt]]);
+  expect(await metrics.registry.metrics()).toContain(`tls_certificate_reloads_total${labels} 1`);
 });

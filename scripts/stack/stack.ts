@@ -326,7 +326,7 @@ export class Stack {
    * Nothing starts once it was called (spawn refuses), a redis-server still starting is stopped
    * too, and it returns only when no process of the stack is left.
    */
-  async stop(graceMs = shutdownTimeoutOf(this.opts.env) + 2_000): Promise<void> {
+  async stop(graceMs = shutdownTimeoutOf({ ...process.env, ...this.opts.env }) + 2_000): Promise<void> {
     this.#stopping = true;
     this.#abort.abort();
     // A redis-server mid-start: the abort kills it, or it came up just now and is stopped below.
@@ -371,7 +371,7 @@ export class StackStoppingError extends Error {
  * The services' SHUTDOWN_TIMEOUT_MS as `env` sets it (make dev: rolling.ts's 15 s), else the
  * longest of their own defaults (the gateway's 20 s; webapp's and rpcapp's are 10 s).
  */
-function shutdownTimeoutOf(env: Record<string, string>): number {
+function shutdownTimeoutOf(env: Record<string, string | undefined>): number {
   const ms = Number(env.SHUTDOWN_TIMEOUT_MS);
   return Number.isInteger(ms) && ms > 0 ? ms : 20_000;
 }

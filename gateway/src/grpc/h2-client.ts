@@ -200,7 +200,8 @@ export class GrpcChannel {
   }
 
   #connect(): void {
-    const h2 = http2.connect(this.#authority, { ...this.#options.secure?.(), settings: { enablePush: false } });
+    const secureOptions = this.#options.secure?.();
+    const h2 = http2.connect(this.#authority, { ...secureOptions, settings: { enablePush: false } });
     const session: Session = {
       h2,
       ready: false,
@@ -242,10 +243,12 @@ export class GrpcChannel {
     h2.once("connect", () => {
       stage = "h2";
     });
-    const secure = this.#options.secure !== undefined;
+    const secure = secureOptions !== undefined;
+    // Only a session that presents a client certificate can have it refused.
+    const clientCert = secureOptions?.cert !== undefined;
     h2.on("error", (err: Error) => {
       clearTimeout(connectTimer);
-      if (!session.ready) this.#failed(session, connectFailure(err, secure ? stage : "tcp"));
+      if (!session.ready) this.#failed(session, connectFailure(err, secure ? stage : "tcp", clientCert));
       else this.#drop(session, `connection to ${this.address} failed: ${describeError(err)}`);
     });
     h2.on("close", () => {
@@ -253,7 +256,7 @@ export class GrpcChannel {
       if (!session.ready)
         this.#failed(
           session,
-          secure && stage === "h2" ? CLIENT_CERT_REFUSED : "connection closed before the upstream's settings",
+          clientCert && stage === "h2" ? CLIENT_CERT_REFUSED : "connection closed before the upstream's settings",
         );
       else this.#drop(session, `connection to ${this.address} closed`);
     });
@@ -637,11 +640,11 @@ const CLIENT_CERT_REFUSED =
   "the upstream closed the TLS connection right after the handshake, before its settings: it may have refused the gateway's client certificate (is it signed by a CA the upstream trusts, still valid, and issued for client authentication?)";
 
 /** A connect's error before the settings, told by where it happened on a secure session (`tcp` for h2c). */
-function connectFailure(err: Error, stage: "tcp" | "tls" | "h2"): string {
+function connectFailure(err: Error, stage: "tcp" | "tls" | "h2", clientCert: boolean): string {
   const code = (err as NodeJS.ErrnoException).code;
   const tls = code && !err.message.includes(code) ? `${code} ${err.message}` : err.message;
   if (stage === "tls") return `the TLS handshake with the upstream failed: ${tls}`;
-  if (stage === "h2" && (err as NodeJS.ErrnoException).syscall === undefined && /SSL|TLS/.test(tls))
+  if (clientCert && stage === "h2" && (err as NodeJS.ErrnoException).syscall === undefined && /SSL|TLS/.test(tls))
     return `${CLIENT_CERT_REFUSED} (${tls})`;
   return describeError(err);
 }

@@ -124,6 +124,8 @@ class Connection {
   handshakeError: Error | null = null;
   /** performance.now() when the TLS handshake completed; 0: plain, or not yet. */
   handshakeAt = 0;
+  /** Whether the gateway presents a client certificate on this connection (mutual TLS). */
+  clientCert = false;
   /** Whether the upstream has sent anything on this connection. */
   received = false;
   /** An answer began with no request waiting for it: the connection cannot be trusted. */
@@ -264,7 +266,12 @@ class Connection {
    * (TLSV1_ALERT_CERTIFICATE_REQUIRED) just after it.
    */
   #refusedAfterHandshake(): boolean {
-    return this.handshakeAt > 0 && !this.received && performance.now() - this.handshakeAt < CLIENT_CERT_REFUSAL_MS;
+    return (
+      this.clientCert &&
+      this.handshakeAt > 0 &&
+      !this.received &&
+      performance.now() - this.handshakeAt < CLIENT_CERT_REFUSAL_MS
+    );
   }
 
   /** A socket error, with what it most likely means when it is the client certificate's refusal. */
@@ -726,6 +733,7 @@ export class H1Pool {
     if (this.#closed) return { kind: "failed", outcome: { kind: "connect-error", error: connectError("pool closed") } };
     const connection = new Connection(this);
     const tls = this.tls?.();
+    connection.clientCert = tls?.cert !== undefined;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timedOut = new Promise<"timeout">((resolve) => {
       timer = setTimeout(resolve, timeoutMs, "timeout");

@@ -213,6 +213,7 @@ export class Upstream {
     }
     this.retries.attempted += from.retries.attempted;
     this.retries.budgetExhausted += from.retries.budgetExhausted;
+    if (this.tls && from.tls) this.tls.reloads += from.tls.reloads;
   }
 
   learnVersion(endpoint: Endpoint, version: string | undefined): void {

@@ -553,9 +553,11 @@ describe("TLS", () => {
       kind: "error",
       message: expect.stringContaining(refused),
     });
-    // No certificate at all: the server's alert, with the same explanation.
+    // No certificate at all: the server's alert, and what to do about it.
     const none = failure(await send(tlsPool({ ca: ca.cert, serverName: "webapp.test" }), ""));
-    expect(none.message).toContain(refused);
+    expect(none.message).toContain(
+      "the upstream requires a client certificate (mutual TLS) and the gateway presents none",
+    );
     expect(none.message).toContain("TLSV1_ALERT_CERTIFICATE_REQUIRED");
   });
 });

@@ -644,8 +644,11 @@ function connectFailure(err: Error, stage: "tcp" | "tls" | "h2", clientCert: boo
   const code = (err as NodeJS.ErrnoException).code;
   const tls = code && !err.message.includes(code) ? `${code} ${err.message}` : err.message;
   if (stage === "tls") return `the TLS handshake with the upstream failed: ${tls}`;
-  if (clientCert && stage === "h2" && (err as NodeJS.ErrnoException).syscall === undefined && /SSL|TLS/.test(tls))
-    return `${CLIENT_CERT_REFUSED} (${tls})`;
+  if (stage === "h2" && (err as NodeJS.ErrnoException).syscall === undefined && /SSL|TLS/.test(tls)) {
+    if (clientCert) return `${CLIENT_CERT_REFUSED} (${tls})`;
+    if (/CERTIFICATE_REQUIRED/.test(tls))
+      return `the upstream requires a client certificate (mutual TLS) and the gateway presents none: give the upstream's tls block a cert and key (${tls})`;
+  }
   return describeError(err);
 }
 

@@ -263,21 +263,24 @@ class Connection {
    * upstream most likely checked the gateway's client certificate and refused it. With TLS 1.3 the
    * client's handshake is over before the server has seen that certificate, so the refusal comes as
    * a close (Bun reports no alert for an unknown CA or an expired certificate) or an error
-   * (TLSV1_ALERT_CERTIFICATE_REQUIRED) just after it.
+   * (TLSV1_ALERT_CERTIFICATE_REQUIRED) just after it. Only said when the gateway presents one.
    */
   #refusedAfterHandshake(): boolean {
-    return (
-      this.clientCert &&
-      this.handshakeAt > 0 &&
-      !this.received &&
-      performance.now() - this.handshakeAt < CLIENT_CERT_REFUSAL_MS
-    );
+    return this.clientCert && this.#justAfterHandshake();
   }
 
-  /** A socket error, with what it most likely means when it is the client certificate's refusal. */
+  #justAfterHandshake(): boolean {
+    return this.handshakeAt > 0 && !this.received && performance.now() - this.handshakeAt < CLIENT_CERT_REFUSAL_MS;
+  }
+
+  /** A socket error, with what it most likely means when it is about the client certificate. */
   #explained(error: Error): Error {
-    if (!this.#refusedAfterHandshake()) return error;
-    return new Error(`${CLIENT_CERT_REFUSED} (${describeTlsError(error)})`, { cause: error });
+    if (this.#refusedAfterHandshake())
+      return new Error(`${CLIENT_CERT_REFUSED} (${describeTlsError(error)})`, { cause: error });
+    // The gateway presents none, and the upstream's alert says it wants one.
+    if (this.#justAfterHandshake() && CERTIFICATE_REQUIRED.test(describeTlsError(error)))
+      return new Error(`${CLIENT_CERT_MISSING} (${describeTlsError(error)})`, { cause: error });
+    return error;
   }
 
   destroy(): void {
@@ -583,6 +586,12 @@ const handlers = {
 
 /** How soon after the handshake a silent close is read as the upstream refusing the client certificate. */
 const CLIENT_CERT_REFUSAL_MS = 1000;
+
+/** The TLS alert of a server that requires a client certificate and got none. */
+const CERTIFICATE_REQUIRED = /CERTIFICATE_REQUIRED/;
+
+const CLIENT_CERT_MISSING =
+  "the upstream requires a client certificate (mutual TLS) and the gateway presents none: give the upstream's tls block a cert and key";
 
 const CLIENT_CERT_REFUSED =
   "the upstream closed the TLS connection right after the handshake without answering: it may have refused the gateway's client certificate (is it signed by a CA the upstream trusts, still valid, and issued for client authentication?)";

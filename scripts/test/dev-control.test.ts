@@ -3,36 +3,23 @@
  * each): what it reports, what it refuses, and a rollout and a rollback driven through it with
  * the client `make rollout` uses (scripts/stack/dev-control.ts).
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import type { Server } from "bun";
+import { describe, expect, test } from "bun:test";
+import { useControlledStack } from "../stack/testing/controlled-stack.ts";
 import { type ControlEvent, controlStream, findDevStack } from "../stack/dev-control.ts";
-import type { RollingStack } from "../stack/rolling.ts";
-import { startControlledStack, type TestStack } from "../stack/testing/stack.ts";
 
-let stack: TestStack & RollingStack;
-let control: Server<undefined>;
-let url: string;
-
-beforeAll(async () => {
-  ({ stack, control, url } = await startControlledStack());
-}, 60_000);
-
-afterAll(async () => {
-  control?.stop(true);
-  await stack?.stop(5_000);
-});
+const s = useControlledStack();
 
 async function collect(path: "/rollout" | "/rollback", body: object): Promise<ControlEvent[]> {
   const events: ControlEvent[] = [];
-  for await (const e of controlStream(url, path, body)) events.push(e);
+  for await (const e of controlStream(s.url, path, body)) events.push(e);
   return events;
 }
 
 describe("make dev's control port", () => {
   test("GET /stack: the gateway URL, each service's version, nothing to roll back yet, every process", async () => {
-    const view = await findDevStack(url);
+    const view = await findDevStack(s.url);
     expect(view).toMatchObject({
-      gatewayUrl: stack.gatewayUrl,
+      gatewayUrl: s.stack.gatewayUrl,
       versions: { gateway: "v1", webapp: "v1", rpcapp: "v1" },
       previous: { gateway: null, webapp: null, rpcapp: null },
       rolling: false,
@@ -45,7 +32,7 @@ describe("make dev's control port", () => {
   });
 
   test("GET /targets: each process's /metrics address for Prometheus' HTTP service discovery", async () => {
-    const targets = (await (await fetch(`${url}/targets`)).json()) as {
+    const targets = (await (await fetch(`${s.url}/targets`)).json()) as {
       targets: string[];
       labels: Record<string, string>;
     }[];
@@ -55,7 +42,7 @@ describe("make dev's control port", () => {
 
   test("bad input is a 400 naming what is expected; a rollback with no history a 409", async () => {
     const post = (path: string, body: string) =>
-      fetch(`${url}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body });
+      fetch(`${s.url}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body });
     const notJson = await post("/rollout", "{");
     expect(notJson.status).toBe(400);
     expect((await notJson.json()).detail).toContain("the body must be JSON");
@@ -73,14 +60,14 @@ describe("make dev's control port", () => {
     expect(rollout.map((e) => e.type)).toEqual(["starting", "ready", "draining", "routed", "settled", "done"]);
     expect(rollout.at(-1)).toMatchObject({ type: "done", service: "webapp", from: "v1", to: "v2" });
     expect(rollout.find((e) => e.type === "settled")).toMatchObject({ instance: "webapp-1", code: 0 });
-    const view = (await findDevStack(url))!;
+    const view = (await findDevStack(s.url))!;
     expect(view.versions.webapp).toBe("v2");
     expect(view.previous.webapp).toBe("v1");
     expect(view.processes.filter((p) => p.kind === "webapp").map((p) => [p.name, p.version])).toEqual([
       ["webapp-1.2", "v2"],
     ]);
     // The gateway routes to it: the answer says so.
-    const res = await fetch(`${stack.gatewayUrl}/projects/`, {
+    const res = await fetch(`${s.stack.gatewayUrl}/projects/`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: '{"title":"after the rollout"}',
@@ -93,6 +80,6 @@ describe("make dev's control port", () => {
 
     const rollback = await collect("/rollback", { service: "webapp" });
     expect(rollback.at(-1)).toMatchObject({ type: "done", from: "v2", to: "v1" });
-    expect((await findDevStack(url))!.versions.webapp).toBe("v1");
+    expect((await findDevStack(s.url))!.versions.webapp).toBe("v1");
   });
 });

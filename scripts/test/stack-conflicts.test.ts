@@ -3,7 +3,8 @@
  * a readiness answer from someone else, a canary in the way of a rollout, a replica that crashed
  * before its turn, a redis-server that does not start, and settings that cannot work.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, test } from "bun:test";
+import { useControlledStack } from "../stack/testing/controlled-stack.ts";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,14 +14,7 @@ import { startLocalRedis } from "../stack/redis.ts";
 import { type RolloutEvent, RollingStack } from "../stack/rolling.ts";
 import { type Stack, stackOptionsFromEnv, waitReady } from "../stack/stack.ts";
 import { requireBinary, spawnProcess, stopAll, stopProcess } from "../stack/testing/processes.ts";
-import {
-  freeBlock,
-  freePort,
-  oneReplicaDevEnv,
-  startControlledStack,
-  startTestStack,
-  type TestStack,
-} from "../stack/testing/stack.ts";
+import { freeBlock, freePort, oneReplicaDevEnv, startTestStack } from "../stack/testing/stack.ts";
 
 const servers: Server<undefined>[] = [];
 afterAll(async () => {
@@ -113,34 +107,23 @@ describe("readiness is the spawned process's own", () => {
 });
 
 describe("rollouts, canaries and crashed replicas on a real stack", () => {
-  let stack: TestStack & RollingStack;
-  let control: Server<undefined>;
-  let url: string;
-
-  beforeAll(async () => {
-    ({ stack, control, url } = await startControlledStack());
-  }, 60_000);
-
-  afterAll(async () => {
-    control?.stop(true);
-    await stack?.stop(5_000);
-  });
+  const s = useControlledStack();
 
   const post = (path: string, body: object) =>
-    fetch(`${url}${path}`, {
+    fetch(`${s.url}${path}`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify(body),
     });
 
   test("while a canary runs: no rollout or rollback of its service (409); no promotion during another rollout (409)", async () => {
-    await stack.startCanaries("webapp", "v2");
+    await s.stack.startCanaries("webapp", "v2");
     for (const path of ["/rollout", "/rollback"]) {
       const res = await post(path, { service: "webapp", version: "v3" });
       expect(res.status).toBe(409);
       expect((await res.json()).detail).toContain("a canary of webapp runs in this stack");
     }
-    await expect(stack.rollingReplace("webapp", "v3")).rejects.toThrow("promote it or remove it first");
+    await expect(s.stack.rollingReplace("webapp", "v3")).rejects.toThrow("promote it or remove it first");
 
     const rpcappRollout = post("/rollout", { service: "rpcapp", version: "v2" });
     const response = await rpcappRollout;
@@ -151,20 +134,20 @@ describe("rollouts, canaries and crashed replicas on a real stack", () => {
     expect(await response.text()).toContain('"type":"done"');
 
     const events: string[] = [];
-    for await (const e of controlStream(url, "/canary/remove", { service: "webapp" })) events.push(e.type);
+    for await (const e of controlStream(s.url, "/canary/remove", { service: "webapp" })) events.push(e.type);
     expect(events.at(-1)).toBe("done");
-    expect(stack.describe().find((p) => p.kind === "webapp")).toMatchObject({ name: "webapp-1", version: "v1" });
+    expect(s.stack.describe().find((p) => p.kind === "webapp")).toMatchObject({ name: "webapp-1", version: "v1" });
   }, 60_000);
 
   test("a foreign process on a spare port: the rollout stops before starting a replica there", async () => {
-    const spare = stack.portsOf("webapp", 1, 1).PORT!;
+    const spare = s.stack.portsOf("webapp", 1, 1).PORT!;
     const other = squat(spare, "webapp-1.2");
     try {
-      await expect(stack.rollingReplace("webapp", "v4")).rejects.toThrow(
+      await expect(s.stack.rollingReplace("webapp", "v4")).rejects.toThrow(
         `webapp-1 keeps serving and the rollout stops here: another process listens on PORT=${spare}`,
       );
       expect(
-        stack
+        s.stack
           .describe()
           .filter((p) => p.kind === "webapp")
           .map((p) => p.name),
@@ -175,16 +158,16 @@ describe("rollouts, canaries and crashed replicas on a real stack", () => {
   }, 60_000);
 
   test("a replica that crashed before its turn is not reported again by every later rollout", async () => {
-    const webapp = stack.processes.find((p) => p.name === "webapp-1")!;
+    const webapp = s.stack.processes.find((p) => p.name === "webapp-1")!;
     webapp.proc.kill("SIGKILL");
     await webapp.proc.exited;
     const first: RolloutEvent[] = [];
-    await stack.rollingReplace("webapp", "v5", (e) => first.push(e));
-    await stack.settled((e) => first.push(e));
+    await s.stack.rollingReplace("webapp", "v5", (e) => first.push(e));
+    await s.stack.settled((e) => first.push(e));
     expect(first.filter((e) => "instance" in e && e.instance === "webapp-1")).toEqual([]);
     const second: RolloutEvent[] = [];
-    await stack.rollingReplace("webapp", "v6", (e) => second.push(e));
-    await stack.settled((e) => second.push(e));
+    await s.stack.rollingReplace("webapp", "v6", (e) => second.push(e));
+    await s.stack.settled((e) => second.push(e));
     expect(second.filter((e) => e.type === "settled").map((e) => (e as { instance: string }).instance)).toEqual([
       "webapp-1.2",
     ]);

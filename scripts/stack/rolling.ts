@@ -394,8 +394,10 @@ export class RollingStack extends Stack {
 
   /** A webapp or rpcapp replica leaves: out of DNS first (the gateways stop picking it), then SIGTERM to drain. */
   #retire(replica: StackProcess, onEvent: (e: RolloutEvent) => void): void {
-    this.dns!.delete(this.#dnsName(replica.kind as "webapp" | "rpcapp", Number(replica.env.PORT)));
-    // Exited already (crashed; its exit was reported then): nothing to drain or to wait for.
+    // Gateways are not in the DNS: they share the public port.
+    if (replica.kind !== "gateway") this.dns!.delete(this.#dnsName(replica.kind, Number(replica.env.PORT)));
+    // Exited already (crashed; its exit was reported then, and it would stay in #retired for good,
+    // reported again by every later rollout): nothing to drain or to wait for.
     if (hasExited(replica)) return;
     this.#retired.add(replica);
     this.#lastReplaced.push(replica);
@@ -482,20 +484,8 @@ export class RollingStack extends Stack {
     }
     onEvent({ type: "ready", instance, readyMs: Math.round(performance.now() - startedAt) });
 
-    if (kind !== "gateway") {
-      this.dns!.set(this.#dnsName(kind, ports.PORT!), [this.#ip]);
-      this.dns!.delete(this.#dnsName(kind, Number(old.env.PORT)));
-    }
-    // A replica that crashed before its turn was reported when it exited: not retired (it would
-    // stay in #retired for good, its exit reported again by every later rollout), nothing to drain.
-    if (!hasExited(old)) {
-      this.#retired.add(old);
-      this.#lastReplaced.push(old);
-      try {
-        old.proc.kill("SIGTERM");
-      } catch {}
-      onEvent({ type: "draining", instance: old.name });
-    }
+    if (kind !== "gateway") this.dns!.set(this.#dnsName(kind, ports.PORT!), [this.#ip]);
+    this.#retire(old, onEvent);
     this.#slots.set(`${kind}-${replica}`, { kind, replica, side, generation: slot.generation + 1, process: next });
 
     if (kind !== "gateway") {

@@ -98,7 +98,7 @@ class LineBuffer {
 }
 
 /** pino's levels, as LOG_LEVEL takes them. */
-export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
 /** LOG_LEVEL, checked (EnvError naming it); unset or empty: info. */
 export function logLevelFromEnv(env: Record<string, string | undefined> = process.env): string {

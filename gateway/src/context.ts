@@ -38,6 +38,4 @@ export interface RoutedRequest {
   upstream: Upstream;
   body: Uint8Array | null;
   limits: GatewayConfig["limits"];
-  /** Aborts when the client goes away (Bun.serve's `req.signal`): the upstream call is cancelled. */
-  signal: AbortSignal;
 }

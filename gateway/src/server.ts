@@ -354,7 +354,6 @@ export class Gateway {
       upstream,
       body: body.bytes,
       limits,
-      signal: req.signal,
     };
     const telemetry = this.#telemetry;
     const response = await (route.grpcMethod

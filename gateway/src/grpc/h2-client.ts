@@ -40,6 +40,13 @@ import http2, {
   type IncomingHttpHeaders,
   type SecureClientSessionOptions,
 } from "node:http2";
+import {
+  CLIENT_CERT_MISSING,
+  clientCertRefused,
+  handshakeFailure,
+  isCertificateRequired,
+  tlsErrorText,
+} from "../upstream/tls-failure.ts";
 import { GrpcCode } from "./status.ts";
 import {
   decodeGrpcMessage,
@@ -631,23 +638,16 @@ function onClose(this: CallStream): void {
 /** Stream errors are followed by 'close', where the outcome is decided. */
 function ignore(): void {}
 
-/**
- * A secure session that closes (or fails) after the TLS handshake and before the upstream's
- * settings: the upstream most likely checked the gateway's client certificate and refused it —
- * with TLS 1.3 the client's handshake is over before the server has seen that certificate.
- */
-const CLIENT_CERT_REFUSED =
-  "the upstream closed the TLS connection right after the handshake, before its settings: it may have refused the gateway's client certificate (is it signed by a CA the upstream trusts, still valid, and issued for client authentication?)";
+/** A secure session that closes (or fails) after the TLS handshake and before the upstream's settings. */
+const CLIENT_CERT_REFUSED = clientCertRefused(", before its settings");
 
 /** A connect's error before the settings, told by where it happened on a secure session (`tcp` for h2c). */
 function connectFailure(err: Error, stage: "tcp" | "tls" | "h2", clientCert: boolean): string {
-  const code = (err as NodeJS.ErrnoException).code;
-  const tls = code && !err.message.includes(code) ? `${code} ${err.message}` : err.message;
-  if (stage === "tls") return `the TLS handshake with the upstream failed: ${tls}`;
+  if (stage === "tls") return handshakeFailure(err);
+  const tls = tlsErrorText(err);
   if (stage === "h2" && (err as NodeJS.ErrnoException).syscall === undefined && /SSL|TLS/.test(tls)) {
     if (clientCert) return `${CLIENT_CERT_REFUSED} (${tls})`;
-    if (/CERTIFICATE_REQUIRED/.test(tls))
-      return `the upstream requires a client certificate (mutual TLS) and the gateway presents none: give the upstream's tls block a cert and key (${tls})`;
+    if (isCertificateRequired(err)) return `${CLIENT_CERT_MISSING} (${tls})`;
   }
   return describeError(err);
 }

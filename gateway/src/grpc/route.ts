@@ -24,7 +24,7 @@ const JSON_HEADERS = { "content-type": "application/json" };
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 export async function transcodeGrpc(
-  { req, ctx, route, upstream, body, limits, signal }: RoutedRequest,
+  { req, ctx, route, upstream, body, limits }: RoutedRequest,
   deps: GrpcRouteDeps,
 ): Promise<Response> {
   const method = route.grpcMethod!;
@@ -77,6 +77,8 @@ export async function transcodeGrpc(
     ]);
   }
   const maxReplyBytes = limits.maxResponseBytes;
+  // Aborts when the client goes away (Bun.serve's): the upstream call is cancelled.
+  const signal = req.signal;
   const outcome = await dispatch(
     upstream,
     route,

@@ -34,6 +34,13 @@
  */
 import type { Socket } from "bun";
 import { HTTPParser } from "node:_http_common";
+import {
+  CLIENT_CERT_MISSING,
+  clientCertRefused,
+  handshakeFailure,
+  isCertificateRequired,
+  tlsErrorText,
+} from "../upstream/tls-failure.ts";
 import { isHopByHop } from "./headers.ts";
 import { type HttpOutcome, InvalidUpstreamResponse, type ResponseLimits, SMALL_BODY_BYTES } from "./http.ts";
 
@@ -276,10 +283,10 @@ class Connection {
   /** A socket error, with what it most likely means when it is about the client certificate. */
   #explained(error: Error): Error {
     if (this.#refusedAfterHandshake())
-      return new Error(`${CLIENT_CERT_REFUSED} (${describeTlsError(error)})`, { cause: error });
+      return new Error(`${CLIENT_CERT_REFUSED} (${tlsErrorText(error)})`, { cause: error });
     // The gateway presents none, and the upstream's alert says it wants one.
-    if (this.#justAfterHandshake() && CERTIFICATE_REQUIRED.test(describeTlsError(error)))
-      return new Error(`${CLIENT_CERT_MISSING} (${describeTlsError(error)})`, { cause: error });
+    if (this.#justAfterHandshake() && isCertificateRequired(error))
+      return new Error(`${CLIENT_CERT_MISSING} (${tlsErrorText(error)})`, { cause: error });
     return error;
   }
 
@@ -587,27 +594,7 @@ const handlers = {
 /** How soon after the handshake a silent close is read as the upstream refusing the client certificate. */
 const CLIENT_CERT_REFUSAL_MS = 1000;
 
-/** The TLS alert of a server that requires a client certificate and got none. */
-const CERTIFICATE_REQUIRED = /CERTIFICATE_REQUIRED/;
-
-const CLIENT_CERT_MISSING =
-  "the upstream requires a client certificate (mutual TLS) and the gateway presents none: give the upstream's tls block a cert and key";
-
-const CLIENT_CERT_REFUSED =
-  "the upstream closed the TLS connection right after the handshake without answering: it may have refused the gateway's client certificate (is it signed by a CA the upstream trusts, still valid, and issued for client authentication?)";
-
-/** `err`'s code and message, as the connect error tells them: "CERT_HAS_EXPIRED certificate has expired". */
-function describeTlsError(err: Error): string {
-  const code = (err as { code?: string }).code;
-  return code && !err.message.includes(code) ? `${code} ${err.message}` : err.message;
-}
-
-/** Why the handshake failed, from Bun's authorizationError (why the gateway refused the upstream's certificate). */
-function handshakeFailure(authorizationError: Error | null): string {
-  return authorizationError
-    ? `the TLS handshake with the upstream failed: ${describeTlsError(authorizationError)}`
-    : "the TLS handshake with the upstream failed";
-}
+const CLIENT_CERT_REFUSED = clientCertRefused(" without answering");
 
 /** A connection-error outcome's error: the request never reached the upstream (safe to retry anywhere). */
 function connectError(message: string, cause?: unknown): Error {

@@ -20,7 +20,7 @@ export interface HttpRouteDeps {
 }
 
 export async function proxyHttp(
-  { req, ctx, route, upstream, body, limits, signal }: RoutedRequest,
+  { req, ctx, route, upstream, body, limits }: RoutedRequest,
   deps: HttpRouteDeps,
 ): Promise<Response> {
   const upstreamPath =
@@ -31,6 +31,8 @@ export async function proxyHttp(
   const headers = prepareRequestHeaders(req, ctx, deps.instance);
   route.auth?.stripCredentials(headers);
   const method = req.method;
+  // Aborts when the client goes away (Bun.serve's): the upstream call is cancelled.
+  const signal = req.signal;
   const outcome = await dispatch(
     upstream,
     route,

@@ -142,8 +142,7 @@ export async function dispatch<O extends Outcome>(
       tried ??= new Set(previous ? [previous] : []);
       tried.add(endpoint);
     }
-    let next = upstream.pick(endpoint, previous, toCanary);
-    if (next && tried?.has(next)) next = upstream.pickUntried(tried, toCanary);
+    const next = upstream.pick(endpoint, previous, toCanary, tried);
     if (!next) return outcome;
     if (!budget.tryRetry(now)) {
       upstream.retries.budgetExhausted++;

@@ -57,7 +57,7 @@ export interface UpstreamOptions {
 const DEFAULT_EWMA_MS = 1;
 
 /** An endpoint's answers that a canary's latency check leaves out: the first ones, while it is cold. */
-export const COLD_ANSWERS = 10;
+const COLD_ANSWERS = 10;
 
 export class Upstream {
   readonly name: string;
@@ -141,37 +141,33 @@ export class Upstream {
    * the others' (false); when that side has none available, among all, so a canary never turns a
    * request away that another endpoint could serve.
    */
-  pick(skipA?: Endpoint, skipB?: Endpoint, toCanary?: boolean): Endpoint | undefined {
+  pick(
+    skipA?: Endpoint,
+    skipB?: Endpoint,
+    toCanary?: boolean,
+    /** Every endpoint tried, for a fourth or later try, where the two skips no longer cover them. */
+    tried?: ReadonlySet<Endpoint>,
+  ): Endpoint | undefined {
     if (toCanary !== undefined) {
       // The chosen side, else the other: an endpoint whose version is not known yet (a replica
       // just discovered, before its first health check answers) gets a request only when no
       // endpoint of either side can take it — never a share of traffic nobody judges.
       const subsets = this.#subsetsNow();
       const chosen =
-        this.#pickFrom(toCanary ? subsets.canary : subsets.stable, skipA, skipB) ??
-        this.#pickFrom(toCanary ? subsets.stable : subsets.canary, skipA, skipB);
+        this.#pickFrom(toCanary ? subsets.canary : subsets.stable, skipA, skipB, tried) ??
+        this.#pickFrom(toCanary ? subsets.stable : subsets.canary, skipA, skipB, tried);
       if (chosen) return chosen;
     }
-    return this.#pickFrom(this.endpoints, skipA, skipB);
+    return this.#pickFrom(this.endpoints, skipA, skipB, tried);
   }
 
-  /**
-   * As pick, among the endpoints not in `tried`: for a fourth or later try, where pick's two skips
-   * no longer cover every endpoint tried.
-   */
-  pickUntried(tried: ReadonlySet<Endpoint>, toCanary?: boolean): Endpoint | undefined {
-    const untried = (list: readonly Endpoint[]) => list.filter((e) => !tried.has(e));
-    if (toCanary !== undefined) {
-      const subsets = this.#subsetsNow();
-      const chosen =
-        this.#pickFrom(untried(toCanary ? subsets.canary : subsets.stable)) ??
-        this.#pickFrom(untried(toCanary ? subsets.stable : subsets.canary));
-      if (chosen) return chosen;
-    }
-    return this.#pickFrom(untried(this.endpoints));
-  }
-
-  #pickFrom(endpoints: readonly Endpoint[], skipA?: Endpoint, skipB?: Endpoint): Endpoint | undefined {
+  #pickFrom(
+    all: readonly Endpoint[],
+    skipA?: Endpoint,
+    skipB?: Endpoint,
+    tried?: ReadonlySet<Endpoint>,
+  ): Endpoint | undefined {
+    const endpoints = tried ? all.filter((e) => !tried.has(e)) : all;
     if (this.algorithm === "round-robin") return this.#roundRobin.pick(endpoints, skipA, skipB);
     return pickP2C(endpoints, performance.now(), skipA, skipB);
   }
@@ -196,7 +192,6 @@ export class Upstream {
     return header ? headers.get(header) : null;
   }
 
-  /** The version a replica reported; a change regroups the endpoints (canary or stable). */
   /**
    * What outlives a reload that rebuilds the upstream, taken from `from` (the one this replaces):
    * each endpoint's version, by address, so a canary's split holds instead of sending requests to
@@ -216,6 +211,7 @@ export class Upstream {
     if (this.tls && from.tls) this.tls.reloads += from.tls.reloads;
   }
 
+  /** The version a replica reported; a change regroups the endpoints (canary or stable). */
   learnVersion(endpoint: Endpoint, version: string | undefined): void {
     if (version === undefined || endpoint.version === version) return;
     endpoint.version = version;

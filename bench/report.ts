@@ -40,6 +40,14 @@ export interface Summary {
   newConns8?: number;
 }
 
+/**
+ * Whether a row's figures can be compared with the others': not with failed requests — a refusal
+ * is answered faster than a proxied request, so its req/s and CPU per request would flatter it.
+ */
+export function comparable(summary: Summary): boolean {
+  return summary.errors === 0;
+}
+
 const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : Number.NaN);
 const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 
@@ -109,9 +117,7 @@ function tableCells(rows: Row[], meta: Meta): string[][] {
   const body = rows.map((row) => {
     const s = summarize(row, meta.high, meta.low);
     if (!s) return [row.name, row.unavailable ?? "no figures", "", "", "", "", "", "", "", ""];
-    // A row with failed requests is not comparable: a refusal is answered faster than a proxied
-    // request, so its req/s and CPU per request would flatter it.
-    const comparable = s.errors === 0;
+    const ok = comparable(s);
     const failed = row.failed?.length ?? 0;
     return [
       failed ? `${row.name} (incomplete: ${failed} of ${row.runs.length + failed} runs failed)` : row.name,
@@ -120,8 +126,8 @@ function tableCells(rows: Row[], meta: Meta): string[][] {
       fmt(s.p99Ms, 2),
       fmt(s.p99At8Ms, 2),
       String(s.errors),
-      nginxRps && comparable ? `${(s.rps / nginxRps).toFixed(2)}×` : "–",
-      comparable ? fmt(s.proxyUsPerReq) : "–",
+      nginxRps && ok ? `${(s.rps / nginxRps).toFixed(2)}×` : "–",
+      ok ? fmt(s.proxyUsPerReq) : "–",
       fmt(s.upstreamUsPerReq),
       s.newConns64 === undefined ? "–" : `${fmt(s.newConns64)}/${fmt(s.newConns8)}`,
     ];

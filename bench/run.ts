@@ -36,6 +36,7 @@ import {
   waitUntil,
 } from "./procs.ts";
 import {
+  comparable,
   formatMeta,
   formatStartup,
   formatTable,
@@ -466,17 +467,15 @@ try {
 
   // The comparisons the issue asks about, spelled out.
   // A row whose runs had failed requests is left out of the comparisons (as of its table cells).
-  const notComparable = rows
-    .map((row) => ({ row, s: summarize(row, HIGH, LOW) }))
-    .filter(({ s }) => s !== undefined && s.errors > 0);
+  const summaries = rows.map((row) => ({ row, s: summarize(row, HIGH, LOW) }));
+  const notComparable = summaries.filter(({ s }) => s !== undefined && !comparable(s));
   if (notComparable.length)
     notes.push(
       `not comparable: ${notComparable.map(({ row, s }) => `${row.name} (${s!.errors} errors)`).join(", ")} — a failed request is answered faster than a proxied one, so their ratios and CPU per request are not shown`,
     );
   const summary = (key: TargetKey) => {
-    const row = rows.find((r) => r.key === key);
-    const s = row ? summarize(row, HIGH, LOW) : undefined;
-    return s && s.errors === 0 ? s : undefined;
+    const s = summaries.find(({ row }) => row.key === key)?.s;
+    return s && comparable(s) ? s : undefined;
   };
   const [lean, bare, nginx, verify, grpcDirect, nginxTls, leanTls] = (
     ["lean", "bare", "nginx", "verify", "grpc-direct", "nginx-tls", "lean-tls"] as const

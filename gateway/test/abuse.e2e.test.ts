@@ -17,10 +17,9 @@
  * X-Forwarded-* / Host from an untrusted client.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { connect as tlsConnect } from "node:tls";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
 import { REPO_ROOT, spawnService, stopAll, waitFor, testTempDir } from "../../scripts/stack/testing/processes.ts";
@@ -772,10 +771,12 @@ describe.each([
   /** Where the well-behaved requests go: the port under test. */
   let base: string;
   let trust: { tls?: { ca: string } } = {};
-  const tlsDir = overTls ? mkdtempSync(join(tmpdir(), "portico-abuse-tls-")) : undefined;
-  const dir = mkdtempSync(join(tmpdir(), "portico-abuse-"));
 
   beforeAll(async () => {
+    // Made here, not when the describe is collected: the other mode's afterAll (stopAll()) would
+    // remove them before this one's tests run.
+    const tlsDir = overTls ? testTempDir("abuse-tls") : undefined;
+    const dir = testTempDir("abuse");
     // The shipped routes, with a short idle timeout so that slow clients are cut quickly here.
     const routesFile = join(dir, "routes.yaml");
     writeFileSync(
@@ -803,8 +804,6 @@ describe.each([
   afterAll(async () => {
     await stack?.stop();
     await stopAll();
-    if (tlsDir) rmSync(tlsDir, { recursive: true, force: true });
-    rmSync(dir, { recursive: true, force: true });
   });
 
   test("≥ 500 hostile requests: every answer a 4xx or a closed connection, none hangs; all processes stay healthy", async () => {

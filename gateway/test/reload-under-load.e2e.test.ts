@@ -9,10 +9,9 @@
  * the gateway's "config reloaded" log lines.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { stopAll, waitFor } from "../../scripts/stack/testing/processes.ts";
+import { renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { stopAll, testTempDir, waitFor } from "../../scripts/stack/testing/processes.ts";
 import { ensureLocalPki } from "../../scripts/tls/pki.ts";
 import type { ReloadStatus } from "../src/config/reload.ts";
 import { removeTempFiles } from "./resilience-harness.ts";
@@ -128,7 +127,7 @@ test("a reload every 200 ms during 5 s of ~200 req/s keep-alive load: 0 failed r
 }, 30_000);
 
 test("a reload that adds a tls block to a gateway started without one is refused: no redirect to a port nothing serves", async () => {
-  const pkiDir = join(mkdtempSync(join(tmpdir(), "portico-reload-tls-")), "pki");
+  const pkiDir = join(testTempDir("reload-tls"), "pki");
   const pki = await ensureLocalPki(pkiDir);
   try {
     const before = await reloadStatus();
@@ -152,6 +151,5 @@ test("a reload that adds a tls block to a gateway started without one is refused
     expect(res.status).toBe(200);
   } finally {
     writeFileSync(gw.routesFile, configFor(0));
-    rmSync(dirname(pkiDir), { recursive: true, force: true });
   }
 });

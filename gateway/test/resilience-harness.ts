@@ -7,23 +7,27 @@
  */
 import { expect } from "bun:test";
 import dgram from "node:dgram";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
-import { type Spawned, spawnService, waitFor, waitForHttp } from "../../scripts/stack/testing/processes.ts";
+import {
+  type Spawned,
+  spawnService,
+  testTempDir,
+  waitFor,
+  waitForHttp,
+} from "../../scripts/stack/testing/processes.ts";
 import type { LocalPki } from "../../scripts/tls/pki.ts";
 import type { EndpointView } from "../src/dashboard/snapshot.ts";
 
 export const json = { "content-type": "application/json" };
 let tempDir: string | undefined;
-/** This test file's temp folder (routes files, SQLite files), created on first use. */
-const temp = (): string => (tempDir ??= mkdtempSync(join(tmpdir(), "portico-resilience-")));
+/** This test file's temp folder (routes files, SQLite files), created on first use; stopAll() removes it. */
+const temp = (): string => (tempDir ??= testTempDir("resilience"));
 
-/** Removes the temp folder (call after stopAll()); a later use creates a new one. */
+/** Forgets the temp folder (call after stopAll(), which removes it); a later use creates a new one. */
 export function removeTempFiles(): void {
-  if (tempDir) rmSync(tempDir, { recursive: true, force: true });
   tempDir = undefined;
 }
 

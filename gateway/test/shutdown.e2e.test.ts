@@ -4,18 +4,16 @@
  * then the process exits 0.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "node:tls";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
-import { stopAll, stopProcess, waitFor } from "../../scripts/stack/testing/processes.ts";
+import { stopAll, stopProcess, testTempDir, waitFor } from "../../scripts/stack/testing/processes.ts";
 import { ensureLocalPki } from "../../scripts/tls/pki.ts";
 import { removeTempFiles } from "./resilience-harness.ts";
 import { type SpyGateway, startSpyGateway } from "./spy/spy-gateway.ts";
 import { httpResponse, type SpyConnection, UpstreamSpy } from "./spy/upstream-spy.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "portico-shutdown-"));
+const dir = testTempDir("shutdown");
 let spy: UpstreamSpy;
 let gw: SpyGateway;
 let httpsPort: number;
@@ -41,7 +39,6 @@ afterAll(async () => {
   spy?.stop();
   await stopAll();
   removeTempFiles();
-  rmSync(dir, { recursive: true, force: true });
 });
 
 /** Whether a new TLS handshake on the HTTPS port completes. */

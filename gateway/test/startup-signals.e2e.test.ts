@@ -8,7 +8,7 @@ import { afterAll, expect, test } from "bun:test";
 import { createSocket } from "node:dgram";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
 import { stopAll, waitFor } from "../../scripts/stack/testing/processes.ts";
-import { removeTempFiles, spawnGateway, writeRoutes } from "./resilience-harness.ts";
+import { removeTempFiles, spawnGateway, startGateway, writeRoutes } from "./resilience-harness.ts";
 
 const silentDns = createSocket("udp4");
 
@@ -47,9 +47,7 @@ test("a second gateway on a taken ADMIN_PORT exits with a clear line; the first 
     "startup-admin-port",
     `upstreams:\n  a: { protocol: http, endpoints: "127.0.0.1:9", healthCheck: { enabled: false } }\nroutes:\n  - { name: r, path: /r, upstream: a }\n`,
   );
-  const first = await spawnGateway("gateway-admin-first", routes);
-  const readyz = async () => (await fetch(`${first.adminUrl}/readyz`).catch(() => undefined))?.status === 200;
-  await waitFor("the first gateway to be ready", readyz, { timeoutMs: 20_000, intervalMs: 50, proc: first.proc });
+  const first = await startGateway("gateway-admin-first", routes);
   const adminPort = new URL(first.adminUrl).port;
   const second = await spawnGateway("gateway-admin-second", routes, { ADMIN_PORT: adminPort });
   expect(await second.proc.proc.exited).toBe(1);

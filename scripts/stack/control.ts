@@ -108,14 +108,8 @@ export function startControlServer(
     }
     const service = body?.service;
     if (service !== "webapp" && service !== "rpcapp") return bad('"service" must be webapp or rpcapp');
-    if (stack.canariesOf(service).length === 0)
-      return problemResponse({ title: "Conflict", status: 409, detail: `no canary of ${service} runs in this stack` });
-    if (stack.isRolling)
-      return problemResponse({
-        title: "Conflict",
-        status: 409,
-        detail: `a rollout is running in this stack: wait for it to finish before promoting or removing the canary of ${service}`,
-      });
+    const conflict = stack.canaryConflict(service);
+    if (conflict) return problemResponse({ title: "Conflict", status: 409, detail: conflict });
     return service;
   }
 

@@ -33,8 +33,7 @@
 import { isIPv4 } from "node:net";
 import { DiscoveryDns } from "./dns.ts";
 import { ensureTcpMigrateReq, type Handover, type HandoverMode } from "./listener-handover.ts";
-import { isListening } from "./redis.ts";
-import { Stack, type StackOptions, type StackProcess } from "./stack.ts";
+import { Stack, type StackOptions, type StackProcess, takenPorts } from "./stack.ts";
 
 export type Kind = StackProcess["kind"];
 export const KINDS: readonly Kind[] = ["webapp", "rpcapp", "gateway"];
@@ -100,10 +99,8 @@ export class RollingStack extends Stack {
   readonly #userOnExit: StackOptions["onExit"];
   /** The last lines of each process, for the message when a replacement fails to start. */
   readonly #tails = new Map<string, string[]>();
-  #stoppingAll = false;
   #rolling = false;
   readonly #dnsPort: number;
-  readonly #shutdownTimeoutMs: number;
   /** Canary replicas by kind (scripts/stack/canary.ts): one per slot, on its spare ports. */
   readonly #canaries = new Map<Kind, StackProcess[]>();
 
@@ -125,7 +122,6 @@ export class RollingStack extends Stack {
     self.stack = this;
     this.#userOnExit = opts.onExit;
     this.#dnsPort = rolling.dnsPort ?? 0;
-    this.#shutdownTimeoutMs = shutdownTimeoutMs;
     this.#handoverMode = rolling.handover ?? "auto";
     for (const kind of KINDS) this.#history.set(kind, [opts.version]);
   }
@@ -225,10 +221,10 @@ export class RollingStack extends Stack {
 
   /**
    * SIGINT first: the lifecycle then skips the drain delay (nothing balances across a stopping
-   * stack). SIGKILL only past SHUTDOWN_TIMEOUT_MS, by which the processes have stopped by themselves.
+   * stack). SIGKILL only past SHUTDOWN_TIMEOUT_MS (Stack.stop()'s default: the constructor puts it
+   * in the env), by which the processes have stopped by themselves.
    */
-  override async stop(graceMs = this.#shutdownTimeoutMs + 2_000): Promise<void> {
-    this.#stoppingAll = true;
+  override async stop(graceMs?: number): Promise<void> {
     for (const p of this.processes) {
       try {
         p.proc.kill("SIGINT");
@@ -349,9 +345,9 @@ export class RollingStack extends Stack {
    * drains and exits, as in a rollout — no new process, the canaries already serve.
    */
   async promoteCanaries(kind: "webapp" | "rpcapp", onEvent: (e: RolloutEvent) => void = () => {}): Promise<string> {
-    const canaries = this.#canaries.get(kind);
-    if (!canaries) throw new RolloutError(`no canary of ${kind} runs in this stack`);
-    this.#refuseWhileRolling(kind);
+    const conflict = this.canaryConflict(kind);
+    if (conflict) throw new RolloutError(conflict);
+    const canaries = this.#canaries.get(kind)!;
     this.#lastReplaced = [];
     const version = canaries[0]!.env.SERVICE_VERSION!;
     for (const [i, canary] of canaries.entries()) {
@@ -373,23 +369,24 @@ export class RollingStack extends Stack {
 
   /** The canary failed or was called off: its replicas leave DNS, drain and exit; the stable ones stay. */
   async removeCanaries(kind: "webapp" | "rpcapp", onEvent: (e: RolloutEvent) => void = () => {}): Promise<void> {
-    const canaries = this.#canaries.get(kind);
-    if (!canaries) throw new RolloutError(`no canary of ${kind} runs in this stack`);
-    this.#refuseWhileRolling(kind);
+    const conflict = this.canaryConflict(kind);
+    if (conflict) throw new RolloutError(conflict);
+    const canaries = this.#canaries.get(kind)!;
     this.#lastReplaced = [];
     for (const canary of canaries) this.#retire(canary, onEvent);
     this.#canaries.delete(kind);
   }
 
   /**
-   * A promotion or a removal resets the list of replaced replicas that a running rollout reports
-   * on (settled()), and a promotion moves slots a rollout may be replacing: neither while one runs.
+   * Why the canary of `kind` cannot be promoted or removed now, if it cannot: there is none, or a
+   * rollout runs — a promotion or a removal resets the list of replaced replicas that a running
+   * rollout reports on (settled()), and a promotion moves slots a rollout may be replacing.
    */
-  #refuseWhileRolling(kind: Kind): void {
+  canaryConflict(kind: Kind): string | undefined {
+    if (!this.#canaries.has(kind)) return `no canary of ${kind} runs in this stack`;
     if (this.#rolling)
-      throw new RolloutError(
-        `a rollout is running in this stack: wait for it to finish before promoting or removing the canary of ${kind}`,
-      );
+      return `a rollout is running in this stack: wait for it to finish before promoting or removing the canary of ${kind}`;
+    return undefined;
   }
 
   /** A webapp or rpcapp replica leaves: out of DNS first (the gateways stop picking it), then SIGTERM to drain. */
@@ -500,15 +497,13 @@ export class RollingStack extends Stack {
    * holds a spare port would otherwise answer its readiness checks while it fails to start).
    */
   async #assertSpareFree(instance: string, ports: Record<string, number>): Promise<void> {
-    const ip = this.#ip;
-    const taken = (
-      await Promise.all(
-        Object.entries(ports).map(async ([name, port]) => ((await isListening(port, ip)) ? `${name}=${port}` : "")),
-      )
-    ).filter(Boolean);
+    const taken = await takenPorts(
+      Object.entries(ports).map(([name, port]) => ({ name, port })),
+      this.#ip,
+    );
     if (taken.length > 0)
       throw new Error(
-        `another process listens on ${taken.join(", ")}, where ${instance} was to start (not a replica of this stack: stop it, or restart make dev on other ports)`,
+        `another process listens on ${taken.map((p) => `${p.name}=${p.port}`).join(", ")}, where ${instance} was to start (not a replica of this stack: stop it, or restart make dev on other ports)`,
       );
   }
 
@@ -584,7 +579,7 @@ export class RollingStack extends Stack {
       this.replacedExits.push({ name, code });
       return;
     }
-    if (!this.#stoppingAll) this.#userOnExit?.(name, code);
+    if (!this.stopping) this.#userOnExit?.(name, code);
   }
 }
 

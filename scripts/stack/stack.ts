@@ -278,10 +278,7 @@ export class Stack {
    * with "port in use" may have its /readyz answered by the process holding the port first.
    */
   async assertPortsFree(ports: { port: number; what: string }[]): Promise<void> {
-    const checked = await Promise.all(
-      ports.map(async (p) => ({ ...p, taken: await isListening(p.port, connectHost(this.opts.host)) })),
-    );
-    const taken = checked.filter((p) => p.taken);
+    const taken = await takenPorts(ports, connectHost(this.opts.host));
     if (taken.length > 0)
       throw new Error(
         `port${taken.length > 1 ? "s" : ""} already in use: ${taken.map((p) => `${p.port} (${p.what})`).join(", ")}`,
@@ -374,6 +371,12 @@ export class StackStoppingError extends Error {
 function shutdownTimeoutOf(env: Record<string, string | undefined>): number {
   const ms = Number(env.SHUTDOWN_TIMEOUT_MS);
   return Number.isInteger(ms) && ms > 0 ? ms : 20_000;
+}
+
+/** Those of `ports` that already accept connections on `host`. */
+export async function takenPorts<T extends { port: number }>(ports: readonly T[], host: string): Promise<T[]> {
+  const listening = await Promise.all(ports.map((p) => isListening(p.port, host)));
+  return ports.filter((_, i) => listening[i]);
 }
 
 /** Where to connect to reach a listener on `host` (a wildcard address is reached on loopback). */

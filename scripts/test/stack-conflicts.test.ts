@@ -5,9 +5,6 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { useControlledStack } from "../stack/testing/controlled-stack.ts";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { Server } from "bun";
 import { controlStream } from "../stack/dev-control.ts";
 import { startLocalRedis } from "../stack/redis.ts";
@@ -64,11 +61,10 @@ describe("a port the stack needs is taken", () => {
   test("make dev exits with the hint docs/operations.md quotes, without claiming to be up", async () => {
     const webappBasePort = await freeBlock(2);
     squat(webappBasePort, "webapp-1");
-    const dir = mkdtempSync(join(tmpdir(), "portico-dev-ports-"));
     const dev = spawnProcess(
       "dev",
       [process.execPath, "scripts/dev.ts"],
-      await oneReplicaDevEnv(dir, { WEBAPP_BASE_PORT: String(webappBasePort), REDIS_URL: "redis://127.0.0.1:1" }),
+      await oneReplicaDevEnv({ WEBAPP_BASE_PORT: String(webappBasePort), REDIS_URL: "redis://127.0.0.1:1" }),
     );
     try {
       const code = await Promise.race([dev.exited, Bun.sleep(30_000).then(() => "still running")]);
@@ -79,7 +75,6 @@ describe("a port the stack needs is taken", () => {
       expect(output).toContain("Is another stack (or anything else) using these ports?");
     } finally {
       await stopProcess(dev, "SIGINT", 20_000);
-      rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
 });

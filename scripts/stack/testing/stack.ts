@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freeBlock, freePort } from "./ports.ts";
+import { testTempDir } from "./processes.ts";
 
 export { freeBlock, freePort };
 import type { Server } from "bun";
@@ -20,12 +21,10 @@ export interface TestStack extends Stack {
 
 /**
  * The environment of a one-replica `make dev` (scripts/dev.ts) on free ports, its SQLite file in
- * `dataDir`: for tests that run the command itself. `overrides` wins (a port a test squats on).
+ * a testTempDir() (stopAll() removes it): for tests that run the command itself. `overrides` wins
+ * (a port a test squats on).
  */
-export async function oneReplicaDevEnv(
-  dataDir: string,
-  overrides: Record<string, string> = {},
-): Promise<Record<string, string>> {
+export async function oneReplicaDevEnv(overrides: Record<string, string> = {}): Promise<Record<string, string>> {
   return {
     GATEWAY_PORT: String(await freePort()),
     ADMIN_BASE_PORT: String(await freeBlock(2)),
@@ -37,7 +36,7 @@ export async function oneReplicaDevEnv(
     GATEWAY_REPLICAS: "1",
     WEBAPP_REPLICAS: "1",
     RPCAPP_REPLICAS: "1",
-    DB_PATH: join(dataDir, "webapp.sqlite"),
+    DB_PATH: join(testTempDir("dev"), "webapp.sqlite"),
     DEV_TCP_MIGRATE_REQ: "off",
     NO_COLOR: "1",
     ...overrides,

@@ -31,6 +31,11 @@ export class AccessLog {
     this.#writer = new AccessLineWriter(log);
   }
 
+  /** Whether a line at `level` would be written: when not, the caller need not gather its entry. */
+  enabled(level: "info" | "error"): boolean {
+    return this.#writer.enabled(level);
+  }
+
   write(level: "info" | "error", entry: AccessEntry): void {
     if (!this.#writer.enabled(level)) return;
     const durationMs = Math.round(entry.seconds * 1_000_000) / 1000;

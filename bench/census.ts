@@ -14,7 +14,8 @@
  * with bench/census-hook.ts preloaded; after a warm-up, the hook counts the heap's objects by
  * type, `REQUESTS` sequential `POST /projects` go through on one keep-alive connection, and it
  * counts again. A collection inside the window would hide garbage, so a window where any type's
- * count fell is measured again. Unlike CPU time the figures do not depend on the machine's load:
+ * count fell, or with fewer `Request` objects than requests (Bun.serve makes one per request and
+ * nothing keeps it), is measured again. Unlike CPU time the figures do not depend on the machine's load:
  * the same tree gives the same counts run after run (±0.1 per request), so a change to the request
  * path can be judged by them in seconds. bench/README.md has what they showed.
  */

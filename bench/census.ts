@@ -33,6 +33,7 @@ import {
   VERIFY_BODY,
 } from "./portico.ts";
 import { spawn, stopAll, stopAllOnSignals, tempDir, waitHttp, waitUntil } from "./procs.ts";
+import { censusWindowIsClean } from "./report.ts";
 import { runWrk } from "./wrk.ts";
 
 const REPO_ROOT = resolve(import.meta.dir, "..");
@@ -119,9 +120,7 @@ async function censusOf(
     proc.kill("SIGUSR2");
     await waitUntil("the census", () => read()?.counts !== undefined, { proc });
     const census = read() as unknown as Census;
-    // Bun.serve makes one Request per request and nothing keeps it: fewer than REQUESTS of them
-    // means a collection ran in the window, even one early enough for every count to end positive.
-    if ((census.counts.Request ?? 0) >= REQUESTS && Object.values(census.counts).every((n) => n > -10)) return census;
+    if (censusWindowIsClean(census.counts, REQUESTS)) return census;
     console.error(`  ${flavourName}: a collection ran inside the window; measuring again (${attempt}/${ATTEMPTS})`);
   }
   throw new Error(`${flavourName}: every window saw a collection`);

@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { cpuSeconds } from "./procs.ts";
-import { formatTable, type Meta, type Row, type Run } from "./report.ts";
+import { censusWindowIsClean, formatTable, type Meta, type Row, type Run } from "./report.ts";
 
 const meta: Meta = {
   date: "2026-12-07",
@@ -78,5 +78,26 @@ describe("CPU from /proc", () => {
     }
     // Reaped: /proc has no entry for it any more (a negative CPU figure came from reading it as 0).
     expect(() => cpuSeconds([proc.pid])).toThrow(`process ${proc.pid} exited during the run`);
+  });
+});
+
+describe("a census window", () => {
+  // What `bun bench/census.ts verify` measured on one tree: a whole window, and two with a
+  // collection in them whose counts all ended positive (38.9 and 81.0 objects per request).
+  const whole = { Request: 400, Response: 400, Object: 24_600, Array: 20_400, string: 16_000 };
+  const collectedEarly = { Request: 40, Response: 40, Object: 3_520, Array: 2_800, string: 2_200 };
+  const collectedLate = { Object: 7_280, Array: 5_840, string: 4_680 };
+
+  test("is taken when it holds one Request per request and nothing fell", () => {
+    expect(censusWindowIsClean(whole, 400)).toBe(true);
+  });
+
+  test("is measured again when a collection left every count positive but short", () => {
+    expect(censusWindowIsClean(collectedEarly, 400)).toBe(false);
+    expect(censusWindowIsClean(collectedLate, 400)).toBe(false);
+  });
+
+  test("is measured again when some type's count fell", () => {
+    expect(censusWindowIsClean({ ...whole, Map: -200 }, 400)).toBe(false);
   });
 });

@@ -48,6 +48,17 @@ export function comparable(summary: Summary): boolean {
   return summary.errors === 0;
 }
 
+/**
+ * Whether a census window (bench/census.ts: the heap's objects by type counted before and after
+ * `requests` requests, as differences) saw no collection: a collection frees garbage, so some
+ * type's count falls — or, early in the window, every count ends positive but short. Bun.serve
+ * makes one `Request` per request and nothing keeps it, so fewer than `requests` of them tells
+ * the second case.
+ */
+export function censusWindowIsClean(counts: Record<string, number>, requests: number): boolean {
+  return (counts.Request ?? 0) >= requests && Object.values(counts).every((n) => n > -10);
+}
+
 const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : Number.NaN);
 const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 

@@ -7,6 +7,9 @@
  *   service (it used to reach the closed one: 503 "all endpoints are out");
  * - the canary admin routes while a reload waits for DNS: they answer for the canaries in service
  *   (GET /canary answered 500, and a running canary could not be aborted).
+ * - an endpoint the health checks found down, when a reload rebuilds its upstream: it stays out
+ *   until the new upstream's checks pass (it came back as "unknown" and took traffic until they
+ *   failed again).
  * And the rate limiter's peer count: an address listed and also found by DNS counts once.
  */
 import { afterAll, describe, expect, test } from "bun:test";
@@ -206,5 +209,46 @@ describe("the rate limiter's peer count", () => {
       resolve: async () => ["127.0.0.1"],
     });
     expect(await directory.countLive(1000)).toEqual({ live: 1, error: null });
+  });
+});
+
+describe("a reload that rebuilds an upstream with an endpoint down", () => {
+  test("keeps the endpoint out until the new upstream's own checks say otherwise", async () => {
+    const up = stub("v1");
+    // A port nothing listens on: every check and every request to it is refused.
+    const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const deadPort = probe.port;
+    probe.stop(true);
+    const dead = `127.0.0.1:${deadPort}`;
+    // Two failed checks take an endpoint out (the default); the reload lengthens the interval.
+    const routes = (intervalMs: number) => `
+upstreams:
+  web:
+    protocol: http
+    endpoints: "127.0.0.1:${up.port},${dead}"
+    healthCheck: { intervalMs: ${intervalMs}, timeoutMs: 150, unhealthyThreshold: 2, path: /ok }
+routes:
+  - { name: r, path: /r, upstream: web }
+`;
+    const gateway = gatewayOf(routes(200));
+    const server = listen(gateway);
+    const before = gateway.upstreams.get("web")!;
+    await before.ready;
+    const deadOf = (u: typeof before) => u.endpoints.find((e) => e.address === dead)!;
+    const deadline = Date.now() + 5_000;
+    while (deadOf(before).health !== "unhealthy" && Date.now() < deadline) await Bun.sleep(20);
+    expect(deadOf(before).health).toBe("unhealthy");
+
+    // A setting changes: the upstream is rebuilt. Its first check of the dead endpoint fails at
+    // once, one of the two that would take it out; the second is 10 s off. The old verdict holds.
+    await gateway.reload(parseConfig(routes(10_000), "routes.yaml"));
+    const after = gateway.upstreams.get("web")!;
+    expect(after).not.toBe(before);
+    expect(deadOf(after).health).toBe("unhealthy");
+    for (let i = 0; i < 20; i++) expect((await fetch(`http://127.0.0.1:${server.port}/r`)).status).toBe(200);
+    // Every request went to the live endpoint at once: none was sent to the dead one and retried.
+    expect({ retries: after.retries.attempted - before.retries.attempted, sentToDead: deadOf(after).requests }).toEqual(
+      { retries: 0, sentToDead: 0 },
+    );
   });
 });

@@ -195,15 +195,23 @@ export class Upstream {
   /**
    * What outlives a reload that rebuilds the upstream, taken from `from` (the one this replaces):
    * each endpoint's version, by address, so a canary's split holds instead of sending requests to
-   * endpoints of unknown version until this upstream's own health checks answer; and the counts
-   * behind Prometheus counters (retries, ejections), which must not go down in a running process.
+   * endpoints of unknown version until this upstream's own health checks answer; an endpoint the
+   * old checks found down, which stays out until this upstream's checks pass (`healthyThreshold`),
+   * instead of taking traffic as "unknown" until `unhealthyThreshold` of them failed again; and the
+   * counts behind Prometheus counters (retries, ejections), which must not go down in a running process.
    */
   takeOver(from: Upstream): void {
     const previous = new Map(from.endpoints.map((e) => [e.address, e]));
+    const checked = this.#config.healthCheck.enabled;
     for (const endpoint of this.endpoints) {
       const before = previous.get(endpoint.address);
       if (!before) continue;
       if (endpoint.version === undefined) this.learnVersion(endpoint, before.version);
+      // Only where this upstream's own checks will say otherwise, and only before they have.
+      if (checked && endpoint.health === "unknown" && before.health === "unhealthy") {
+        endpoint.health = "unhealthy";
+        endpoint.refreshAvailability();
+      }
       endpoint.ejections += before.ejections;
     }
     this.retries.attempted += from.retries.attempted;

@@ -9,7 +9,8 @@
  *   (GET /canary answered 500, and a running canary could not be aborted).
  * - an endpoint the health checks found down, when a reload rebuilds its upstream: it stays out
  *   until the new upstream's checks pass (it came back as "unknown" and took traffic until they
- *   failed again).
+ *   failed again) — unless the reload changed the check itself, and the 503 meanwhile says to
+ *   retry when the check under way is due, not at the next round.
  * And the rate limiter's peer count: an address listed and also found by DNS counts once.
  */
 import { afterAll, describe, expect, test } from "bun:test";
@@ -250,5 +251,71 @@ routes:
     expect({ retries: after.retries.attempted - before.retries.attempted, sentToDead: deadOf(after).requests }).toEqual(
       { retries: 0, sentToDead: 0 },
     );
+  });
+});
+
+/** An upstream whose health path answers as the test says: "fail" 503, "slow" 200 after 300 ms, else 200; /bad is 404. */
+function switchableStub() {
+  const state = { health: "ok" as "ok" | "fail" | "slow" };
+  const server = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    async fetch(req) {
+      await req.arrayBuffer();
+      const path = new URL(req.url).pathname;
+      if (path === "/bad") return new Response("no such page", { status: 404 });
+      if (path === "/ok" && state.health === "fail") return new Response("down", { status: 503 });
+      if (path === "/ok" && state.health === "slow") await Bun.sleep(300);
+      return new Response("ok");
+    },
+  });
+  servers.push(server);
+  return { port: server.port!, state };
+}
+
+describe("a reload that rebuilds an upstream whose endpoints are all down", () => {
+  const routes = (port: number, check: string) => `
+upstreams:
+  web: { protocol: http, endpoints: "127.0.0.1:${port}", healthCheck: { ${check} } }
+routes:
+  - { name: r, path: /r, upstream: web }
+`;
+  async function downBeforeReload(gateway: Gateway) {
+    const before = gateway.upstreams.get("web")!;
+    await before.ready;
+    const deadline = Date.now() + 5_000;
+    while (before.endpoints[0]!.health !== "unhealthy" && Date.now() < deadline) await Bun.sleep(10);
+    expect(before.endpoints[0]!.health).toBe("unhealthy");
+  }
+
+  test("that fixes the health check: the endpoint serves at once, the old check's verdict is not kept", async () => {
+    const { port } = switchableStub();
+    const check = (path: string) => `path: ${path}, intervalMs: 1000, unhealthyThreshold: 1, healthyThreshold: 2`;
+    const gateway = gatewayOf(routes(port, check("/bad")));
+    const server = listen(gateway);
+    await downBeforeReload(gateway);
+    await gateway.reload(parseConfig(routes(port, check("/ok")), "routes.yaml"));
+    expect(gateway.upstreams.get("web")!.endpoints[0]!.health).not.toBe("unhealthy");
+    expect((await fetch(`http://127.0.0.1:${server.port}/r`)).status).toBe(200);
+  });
+
+  test("with the same check: 503 meanwhile, with Retry-After when the check under way is due", async () => {
+    const { port, state } = switchableStub();
+    state.health = "fail";
+    const check = (intervalMs: number) =>
+      `path: /ok, intervalMs: ${intervalMs}, timeoutMs: 1000, unhealthyThreshold: 1`;
+    const gateway = gatewayOf(routes(port, check(1000)));
+    const server = listen(gateway);
+    await downBeforeReload(gateway);
+    // Back, answering its checks in 300 ms; the reload's new upstream checks it at once, then every 10 s.
+    state.health = "slow";
+    await gateway.reload(parseConfig(routes(port, check(10_000)), "routes.yaml"));
+    const first = await fetch(`http://127.0.0.1:${server.port}/r`);
+    expect({ status: first.status, retryAfter: first.headers.get("retry-after") }).toEqual({
+      status: 503,
+      retryAfter: "1",
+    });
+    await Bun.sleep(500);
+    expect((await fetch(`http://127.0.0.1:${server.port}/r`)).status).toBe(200);
   });
 });

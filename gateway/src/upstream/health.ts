@@ -94,7 +94,8 @@ export async function checkGrpc(endpoint: Endpoint, service: string, timeoutMs: 
 
 export class HealthChecker {
   #timer: ReturnType<typeof setInterval> | undefined;
-  readonly #checking = new Set<Endpoint>();
+  /** Endpoints with a check out, and the epoch ms by which its verdict is due (its timeout). */
+  readonly #checking = new Map<Endpoint, number>();
   /** Epoch ms of the next round (for Retry-After). */
   nextCheckAt = 0;
 
@@ -121,14 +122,22 @@ export class HealthChecker {
   /** Checks one endpoint now (a newcomer); a no-op unless started. */
   check(endpoint: Endpoint): void {
     if (!this.#timer || this.#checking.has(endpoint) || endpoint.removed) return;
-    this.#checking.add(endpoint);
     const { path, service, timeoutMs } = this.settings;
+    this.#checking.set(endpoint, Date.now() + timeoutMs);
     const probe =
       this.protocol === "http" ? checkHttp(endpoint, path, timeoutMs) : checkGrpc(endpoint, service, timeoutMs);
     void probe.then((result) => {
       this.#checking.delete(endpoint);
       if (this.#timer && !endpoint.removed) this.onResult(endpoint, result);
     });
+  }
+
+  /**
+   * Epoch ms by which the next verdict on `endpoint` is due: the end of its check under way, or
+   * the next round's (for Retry-After: an unhealthy endpoint comes back only with a passing check).
+   */
+  verdictDueAt(endpoint: Endpoint): number {
+    return this.#checking.get(endpoint) ?? (this.nextCheckAt || Date.now() + this.settings.intervalMs);
   }
 
   stop(): void {

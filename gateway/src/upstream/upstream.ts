@@ -202,13 +202,15 @@ export class Upstream {
    */
   takeOver(from: Upstream): void {
     const previous = new Map(from.endpoints.map((e) => [e.address, e]));
-    const checked = this.#config.healthCheck.enabled;
+    // A verdict stands only for the same check: a reload that changed it (a path, a service, the
+    // TLS settings, a timeout that was too short) may be the fix for what the old one reported.
+    const sameCheck = this.#config.healthCheck.enabled && sameHealthCheck(from.#config, this.#config);
     for (const endpoint of this.endpoints) {
       const before = previous.get(endpoint.address);
       if (!before) continue;
       if (endpoint.version === undefined) this.learnVersion(endpoint, before.version);
       // Only where this upstream's own checks will say otherwise, and only before they have.
-      if (checked && endpoint.health === "unknown" && before.health === "unhealthy") {
+      if (sameCheck && endpoint.health === "unknown" && before.health === "unhealthy") {
         endpoint.health = "unhealthy";
         endpoint.refreshAvailability();
       }
@@ -247,9 +249,8 @@ export class Upstream {
   /** Seconds until some endpoint may take traffic again (for Retry-After when none can now). */
   retryAfterSeconds(): number {
     const now = Date.now();
-    const nextCheckAt = this.#health.nextCheckAt || now + this.#config.healthCheck.intervalMs;
     let soonest = Infinity;
-    for (const e of this.endpoints) soonest = Math.min(soonest, e.availableFrom(now, nextCheckAt));
+    for (const e of this.endpoints) soonest = Math.min(soonest, e.availableFrom(now, this.#health.verdictDueAt(e)));
     if (soonest === Infinity) soonest = now + (this.#discovery.isDynamic ? this.#discovery.refreshMs : 1_000);
     return Math.max(1, Math.ceil((soonest - now) / 1_000));
   }
@@ -397,4 +398,11 @@ export class Upstream {
 
 function messageOf(err: unknown): string {
   return (err as Error).message ?? String(err);
+}
+
+/** Whether two upstreams check their endpoints the same way (the schedule — interval, thresholds — aside). */
+function sameHealthCheck(a: UpstreamConfig, b: UpstreamConfig): boolean {
+  const check = ({ protocol, tls, healthCheck: { path, service, timeoutMs } }: UpstreamConfig) =>
+    JSON.stringify({ protocol, tls: tls && { ...tls, material: undefined }, path, service, timeoutMs });
+  return check(a) === check(b);
 }

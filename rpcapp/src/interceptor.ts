@@ -94,21 +94,31 @@ function describeMethod(path: string): MethodInfo {
   };
 }
 
+/** The base call's view of the request's events (grpc-js does not export the type's name). */
+type CallListener = Parameters<grpc.ServerInterceptingCallInterface["start"]>[0];
+type StatusToSend = Parameters<grpc.ServerInterceptingCallInterface["sendStatus"]>[0];
+
 /** Where `noteStatus` leaves the code of a status grpc-js's base call sent by itself. */
 const BASE_STATUS = Symbol("status sent by grpc-js's base call");
-type NotedCall = grpc.ServerInterceptingCallInterface & { [BASE_STATUS]?: grpc.status };
+/** The base call's observer, for the identity headers of a status it sends by itself. */
+const OBSERVED = Symbol("the call's observer");
+type NotedCall = grpc.ServerInterceptingCallInterface & { [BASE_STATUS]?: grpc.status; [OBSERVED]?: ObservedCall };
 
 /**
  * grpc-js ends some calls itself, on its base call, where no interceptor sees the status: the
  * deadline passing (`grpc-timeout`), a request it cannot decode or that is over the size limit, a
  * malformed `grpc-timeout`. The interceptor is then told only `onCancel`. Put in place of the
- * base call's `sendStatus`, this notes the code on the call and sends the status as before, so
- * the call is logged and counted as what the client got, not as CANCELLED. A shared function
- * (not a closure per call): it finds the base method on the call's prototype.
+ * base call's `sendStatus`, this notes the code on the call, so the call is logged and counted as
+ * what the client got, not as CANCELLED; and when nothing was sent yet (the answer is then
+ * trailers-only), it adds the identity headers to the status's metadata, which grpc-js sends in
+ * that one header block — every answer says who gave it. A shared function (not a closure per
+ * call): it finds the base method on the call's prototype.
  */
-function noteStatus(this: NotedCall, status: Parameters<grpc.ServerInterceptingCallInterface["sendStatus"]>[0]): void {
+function noteStatus(this: NotedCall, status: StatusToSend): void {
   this[BASE_STATUS] = status.code;
-  (Object.getPrototypeOf(this) as NotedCall).sendStatus.call(this, status);
+  const observed = this[OBSERVED];
+  const sent = observed && !observed.metadataSent ? observed.withIdentity(status) : status;
+  (Object.getPrototypeOf(this) as NotedCall).sendStatus.call(this, sent);
 }
 
 function traceparentOf(metadata: grpc.Metadata): string | null {
@@ -126,10 +136,6 @@ interface Observer {
   recording: boolean;
 }
 
-/** The base call's view of the request's events (grpc-js does not export the type's name). */
-type CallListener = Parameters<grpc.ServerInterceptingCallInterface["start"]>[0];
-type StatusToSend = Parameters<grpc.ServerInterceptingCallInterface["sendStatus"]>[0];
-
 /**
  * One call, observed: the interceptor's whole per-call state in one object whose methods are on
  * its prototype. It stands between grpc-js's base call and the handler both ways — as the call the
@@ -146,7 +152,8 @@ class ObservedCall extends grpc.ServerInterceptingCall {
   #requestId = "";
   #traced: Context | undefined;
   #span: Span | undefined;
-  #metadataSent = false;
+  /** Initial metadata went out (through `sendMetadata`, the only way to the base call's). */
+  metadataSent = false;
   #ended = false;
   /** The call was cancelled (or grpc-js ended it): later events from the base call are dropped. */
   #cancelled = false;
@@ -159,6 +166,7 @@ class ObservedCall extends grpc.ServerInterceptingCall {
     super(base);
     // The base call (this is the only interceptor): see noteStatus.
     base.sendStatus = noteStatus;
+    base[OBSERVED] = this;
   }
 
   // --- the call, as the handler sees it ---
@@ -169,23 +177,32 @@ class ObservedCall extends grpc.ServerInterceptingCall {
   }
 
   override sendMetadata(metadata: grpc.Metadata): void {
-    this.#metadataSent = true;
+    this.metadataSent = true;
+    this.base.sendMetadata(this.#withIdentity(metadata));
+  }
+
+  /** `status` with the identity headers in its metadata: for a trailers-only answer grpc-js sends itself. */
+  withIdentity(status: StatusToSend): StatusToSend {
+    return { ...status, metadata: this.#withIdentity(status.metadata?.clone() ?? new grpc.Metadata()) };
+  }
+
+  #withIdentity(metadata: grpc.Metadata): grpc.Metadata {
     const { identity } = this.observer;
     metadata.set("x-served-by", identity.instance);
     metadata.set("x-service-version", identity.version);
     metadata.set("x-request-id", this.#requestId || crypto.randomUUID());
-    this.base.sendMetadata(metadata);
+    return metadata;
   }
 
   override sendMessage(message: unknown, callback: () => void): void {
-    if (!this.#metadataSent) this.sendMetadata(new grpc.Metadata());
+    if (!this.metadataSent) this.sendMetadata(new grpc.Metadata());
     this.base.sendMessage(message, callback);
   }
 
   override sendStatus(status: StatusToSend): void {
     // A call that fails before any message would otherwise go out as "trailers-only", with
     // no initial metadata at all; send the headers first so every response carries them.
-    if (!this.#metadataSent) this.sendMetadata(new grpc.Metadata());
+    if (!this.metadataSent) this.sendMetadata(new grpc.Metadata());
     this.#end(status.code);
     this.base.sendStatus(status);
   }

@@ -92,31 +92,46 @@ async function rawCall(
   headers: Record<string, string>,
   message: Uint8Array,
   path = "/userverify.UserVerify/VerifyUser",
-): Promise<{ code: number; details: string }> {
+): Promise<{ code: number; details: string; identity: Record<string, unknown> }> {
   const session = http2.connect(`http://127.0.0.1:${port}`);
   try {
-    return await new Promise<{ code: number; details: string }>((resolve, reject) => {
-      const framed = Buffer.alloc(5 + message.byteLength);
-      framed.writeUInt32BE(message.byteLength, 1);
-      framed.set(message, 5);
-      const stream = session.request({
-        ":method": "POST",
-        ":path": path,
-        "content-type": "application/grpc",
-        te: "trailers",
-        ...headers,
-      });
-      const status = (h: http2.IncomingHttpHeaders) => {
-        if (h["grpc-status"] !== undefined)
-          resolve({ code: Number(h["grpc-status"]), details: decodeURIComponent(String(h["grpc-message"] ?? "")) });
-      };
-      stream.on("response", status);
-      stream.on("trailers", status);
-      stream.on("data", () => {});
-      stream.on("error", reject);
-      stream.on("close", () => reject(new Error("the stream closed without a gRPC status")));
-      stream.end(framed);
-    });
+    return await new Promise<{ code: number; details: string; identity: Record<string, unknown> }>(
+      (resolve, reject) => {
+        const framed = Buffer.alloc(5 + message.byteLength);
+        framed.writeUInt32BE(message.byteLength, 1);
+        framed.set(message, 5);
+        const stream = session.request({
+          ":method": "POST",
+          ":path": path,
+          "content-type": "application/grpc",
+          te: "trailers",
+          ...headers,
+        });
+        // The identity headers, from the initial headers (or the only ones, when trailers-only).
+        let identity: Record<string, unknown> = {};
+        const status = (h: http2.IncomingHttpHeaders) => {
+          if (h["grpc-status"] !== undefined)
+            resolve({
+              code: Number(h["grpc-status"]),
+              details: decodeURIComponent(String(h["grpc-message"] ?? "")),
+              identity,
+            });
+        };
+        stream.on("response", (h) => {
+          identity = {
+            "x-served-by": h["x-served-by"],
+            "x-service-version": h["x-service-version"],
+            "x-request-id": h["x-request-id"],
+          };
+          status(h);
+        });
+        stream.on("trailers", status);
+        stream.on("data", () => {});
+        stream.on("error", reject);
+        stream.on("close", () => reject(new Error("the stream closed without a gRPC status")));
+        stream.end(framed);
+      },
+    );
   } finally {
     session.close();
   }
@@ -124,8 +139,18 @@ async function rawCall(
 
 describe("calls grpc-js ends by itself are logged and counted with the status the client got", () => {
   test("a request that cannot be decoded: INTERNAL, at error level, not CANCELLED", async () => {
-    const { code } = await rawCall(app.rpc.port, { "x-request-id": "undecodable-req" }, new Uint8Array([0xff, 0xff]));
+    const { code, identity } = await rawCall(
+      app.rpc.port,
+      { "x-request-id": "undecodable-req" },
+      new Uint8Array([0xff, 0xff]),
+    );
     expect(code).toBe(grpc.status.INTERNAL);
+    // Trailers-only, and still saying who answered, as every answer does.
+    expect(identity).toEqual({
+      "x-served-by": TEST_IDENTITY.instance,
+      "x-service-version": TEST_IDENTITY.version,
+      "x-request-id": "undecodable-req",
+    });
     await waitFor("the access line", () => app.logs.some((l) => l.request_id === "undecodable-req"));
     const lines = app.logs.filter((l) => l.request_id === "undecodable-req");
     expect(lines).toHaveLength(1);
@@ -137,12 +162,17 @@ describe("calls grpc-js ends by itself are logged and counted with the status th
     // the status is grpc-js's own (its deadline timer), not a cancellation.
     const slow = await startInProcess({ fault: new Fault(0, 400) });
     try {
-      const { code } = await rawCall(
+      const { code, identity } = await rawCall(
         slow.rpc.port,
         { "grpc-timeout": "50m", "x-request-id": "late-req" },
         new Uint8Array(),
       );
       expect(code).toBe(grpc.status.DEADLINE_EXCEEDED);
+      expect(identity).toEqual({
+        "x-served-by": TEST_IDENTITY.instance,
+        "x-service-version": TEST_IDENTITY.version,
+        "x-request-id": "late-req",
+      });
       await waitFor("the access line", () => slow.logs.some((l) => l.request_id === "late-req"));
       // The handler's late answer must not add a second line.
       await Bun.sleep(500);
@@ -183,7 +213,7 @@ describe("requests that are not valid protobuf are refused as undecodable", () =
   ])("VerifyUser: %s answers INTERNAL, logged at error level and counted", async (_name, requestId, bytes) => {
     const before = metrics.calls.get("userverify.UserVerify/VerifyUser", "INTERNAL").count;
     const reply = await rawCall(counted.rpc.port, { "x-request-id": requestId }, new Uint8Array(bytes));
-    expect(reply).toEqual({ code: grpc.status.INTERNAL, details: "Error deserializing request" });
+    expect(reply).toMatchObject({ code: grpc.status.INTERNAL, details: "Error deserializing request" });
     await waitFor("the access line", () => counted.logs.some((l) => l.request_id === requestId));
     const lines = counted.logs.filter((l) => l.request_id === requestId);
     expect(lines).toHaveLength(1);
@@ -194,7 +224,7 @@ describe("requests that are not valid protobuf are refused as undecodable", () =
   test("VerifyUser: a token of multi-byte UTF-8 is still verified", async () => {
     const token = new TextEncoder().encode("é✓😀");
     const reply = await rawCall(counted.rpc.port, {}, new Uint8Array([0x08, 0x07, 0x12, token.byteLength, ...token]));
-    expect(reply).toEqual({ code: grpc.status.OK, details: "OK" });
+    expect(reply).toMatchObject({ code: grpc.status.OK, details: "OK" });
   });
 
   test("Health/Check: a truncated service name answers INTERNAL too", async () => {
@@ -205,7 +235,7 @@ describe("requests that are not valid protobuf are refused as undecodable", () =
       new Uint8Array([0x0a, 0x50, 0x61]),
       "/grpc.health.v1.Health/Check",
     );
-    expect(reply).toEqual({ code: grpc.status.INTERNAL, details: "Error deserializing request" });
+    expect(reply).toMatchObject({ code: grpc.status.INTERNAL, details: "Error deserializing request" });
   });
 });
 

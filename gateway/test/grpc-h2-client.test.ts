@@ -17,6 +17,7 @@ import { GrpcChannel } from "../src/grpc/h2-client.ts";
 import { resolveMethod } from "../src/grpc/method.ts";
 import { GrpcCode } from "../src/grpc/status.ts";
 import { decodeGrpcMessage, frameMessage, grpcTimeout, type MetadataHeaders, setMetadata } from "../src/grpc/wire.ts";
+import { CLIENT_WATCH_MS } from "../src/upstream/client-watch.ts";
 import { classify } from "../src/upstream/outcome.ts";
 import { startUserVerifyServer } from "./grpc-upstream.ts";
 import { answer, type RawServer, rawServer as startRawServer } from "./raw-h2-server.ts";
@@ -318,7 +319,7 @@ describe("against a raw HTTP/2 server", () => {
     });
     const ch = channel(srv.address);
     const controller = new AbortController();
-    const pending = callUnary(ch, verify, REQUEST, {}, 5_000, LIMIT, controller.signal);
+    const pending = callUnary(ch, verify, REQUEST, {}, 5_000, LIMIT, controller);
     await Bun.sleep(100);
     const started = performance.now();
     controller.abort();
@@ -331,8 +332,27 @@ describe("against a raw HTTP/2 server", () => {
     answering = true;
     expect((await call(ch)).kind).toBe("reply");
     expect(srv.sessions.length).toBe(1);
-    // Aborted before the call: nothing is sent.
-    expect(await callUnary(ch, verify, REQUEST, {}, 1_000, LIMIT, controller.signal)).toEqual({ kind: "cancelled" });
+    // Gone before a call the server sits on: cancelled at the first look, CLIENT_WATCH_MS in, not at the deadline.
+    answering = false;
+    const started2 = performance.now();
+    expect(await callUnary(ch, verify, REQUEST, {}, 5_000, LIMIT, controller)).toEqual({ kind: "cancelled" });
+    expect(performance.now() - started2).toBeGreaterThanOrEqual(CLIENT_WATCH_MS - 2);
+    expect(performance.now() - started2).toBeLessThan(2_500);
+  });
+
+  test("a call answered within CLIENT_WATCH_MS never looks at its client", async () => {
+    const srv = await rawServer((stream) => answer(stream, reply("ok"), { "grpc-status": "0" }));
+    const ch = channel(srv.address);
+    let looked = 0;
+    const client = {
+      get signal(): AbortSignal {
+        looked++;
+        return new AbortController().signal;
+      },
+    };
+    expect((await callUnary(ch, verify, REQUEST, {}, 1_000, LIMIT, client)).kind).toBe("reply");
+    await Bun.sleep(CLIENT_WATCH_MS + 20);
+    expect(looked).toBe(0);
   });
 
   test("a call waiting for a stream that is cancelled leaves the queue; the others go on", async () => {
@@ -349,7 +369,7 @@ describe("against a raw HTTP/2 server", () => {
     started = 0;
     const controller = new AbortController();
     const first = call(ch);
-    const waiting = callUnary(ch, verify, REQUEST, {}, 5_000, LIMIT, controller.signal);
+    const waiting = callUnary(ch, verify, REQUEST, {}, 5_000, LIMIT, controller);
     const third = call(ch);
     await Bun.sleep(30);
     controller.abort();

@@ -8,6 +8,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Socket, TCPSocketListener } from "bun";
 import { H1Pool, IDLE_TIMEOUT_MS } from "../src/proxy/h1-client.ts";
+import { CLIENT_WATCH_MS } from "../src/upstream/client-watch.ts";
 import { type HttpOutcome, InvalidUpstreamResponse, SMALL_BODY_BYTES } from "../src/proxy/http.ts";
 import { limitResponseSize } from "../src/proxy/response-limit.ts";
 import { createCa, issue } from "../../scripts/tls/pki.ts";
@@ -331,7 +332,7 @@ describe("failures inside the try", () => {
     const controller = new AbortController();
     const accepted = connections;
     const ours = () => [...open].filter((socket) => socket.data.id > accepted);
-    const pending = p.send("POST", "/silent", new Headers(), new Uint8Array([1]), 5_000, LIMITS, controller.signal);
+    const pending = p.send("POST", "/silent", new Headers(), new Uint8Array([1]), 5_000, LIMITS, controller);
     for (let i = 0; i < 200 && ours()[0]?.data.requests.length !== 1; i++) await Bun.sleep(5);
     expect(ours().map((socket) => socket.data.requests.length)).toEqual([1]);
     const started = performance.now();
@@ -341,19 +342,49 @@ describe("failures inside the try", () => {
     for (let i = 0; i < 200 && ours().length > 0; i++) await Bun.sleep(5);
     expect(ours()).toEqual([]);
     expect(p.openCount).toBe(0);
-    // Already aborted: nothing is sent at all.
-    const requestsBefore = connections;
-    expect(await p.send("GET", "/ok", new Headers(), null, 1_000, LIMITS, controller.signal)).toEqual({
+    p.close();
+  });
+
+  test("a client gone before the try: cancelled at the first look (CLIENT_WATCH_MS in), not at the timeout", async () => {
+    const p = pool();
+    // On a connection already open (a new one's connect is slow enough to look at the client after it).
+    expect(responseOf(await send(p, "ok")).status).toBe(200);
+    const controller = new AbortController();
+    controller.abort();
+    const accepted = connections - 1;
+    const ours = () => [...open].filter((socket) => socket.data.id > accepted);
+    const started = performance.now();
+    expect(await p.send("POST", "/silent", new Headers(), new Uint8Array([1]), 5_000, LIMITS, controller)).toEqual({
       kind: "cancelled",
     });
-    expect(connections).toBe(requestsBefore);
+    const took = performance.now() - started;
+    expect(took).toBeGreaterThanOrEqual(CLIENT_WATCH_MS - 2);
+    expect(took).toBeLessThan(2_500);
+    for (let i = 0; i < 200 && ours().length > 0; i++) await Bun.sleep(5);
+    expect(ours()).toEqual([]);
+    p.close();
+  });
+
+  test("a try answered within CLIENT_WATCH_MS never looks at its client", async () => {
+    const p = pool();
+    expect(responseOf(await send(p, "ok")).status).toBe(200);
+    let looked = 0;
+    const client = {
+      get signal(): AbortSignal {
+        looked++;
+        return new AbortController().signal;
+      },
+    };
+    expect(responseOf(await p.send("GET", "/ok", new Headers(), null, 1_000, LIMITS, client)).status).toBe(200);
+    await Bun.sleep(CLIENT_WATCH_MS + 20);
+    expect(looked).toBe(0);
     p.close();
   });
 
   test("an abort after the answer changes nothing: the connection goes back to the pool", async () => {
     const p = pool();
     const controller = new AbortController();
-    const response = responseOf(await p.send("GET", "/ok", new Headers(), null, 1_000, LIMITS, controller.signal));
+    const response = responseOf(await p.send("GET", "/ok", new Headers(), null, 1_000, LIMITS, controller));
     expect(await response.text()).toBe("ok");
     controller.abort();
     await Bun.sleep(20);

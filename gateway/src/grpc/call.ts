@@ -6,6 +6,7 @@
  * A pure send: no retries, spans or metrics here. upstream/dispatch.ts decides where each try
  * goes and reports it; grpc/route.ts builds what is sent (encoded once, whatever the tries).
  */
+import type { ClientWatch } from "../upstream/client-watch.ts";
 import type { GrpcChannel, UnaryResult } from "./h2-client.ts";
 import type { GrpcMethod } from "./method.ts";
 import { GrpcCode } from "./status.ts";
@@ -39,11 +40,11 @@ export function callUnary(
   metadata: MetadataHeaders,
   timeoutMs: number,
   maxReplyBytes: number,
-  /** The client's request: when it aborts (the client went away), the call is cancelled. */
-  signal?: AbortSignal,
+  /** Whoever asked for the call (the client's request): once it is gone, the call is cancelled. */
+  client?: ClientWatch,
 ): Promise<GrpcOutcome> {
   return channel
-    .unary({ path: method.path, message: request, metadata, timeoutMs, maxReplyBytes, signal })
+    .unary({ path: method.path, message: request, metadata, timeoutMs, maxReplyBytes, client })
     .then((result) => toOutcome(method, result));
 }
 

@@ -47,6 +47,7 @@ import {
   isCertificateRequired,
   tlsErrorText,
 } from "../upstream/tls-failure.ts";
+import { CLIENT_WATCH_MS, type ClientWatch } from "../upstream/client-watch.ts";
 import { GrpcCode } from "./status.ts";
 import {
   decodeGrpcMessage,
@@ -70,8 +71,11 @@ export interface UnaryRequest {
   timeoutMs: number;
   /** Largest reply message accepted. */
   maxReplyBytes: number;
-  /** Aborted when whoever asked for the call is gone: the call is cancelled (RST_STREAM CANCEL). */
-  signal?: AbortSignal | undefined;
+  /**
+   * Whoever asked for the call: once it is gone the call is cancelled (RST_STREAM CANCEL, or out of
+   * the queue). Looked at from CLIENT_WATCH_MS into the call on (upstream/client-watch.ts).
+   */
+  client?: ClientWatch | undefined;
 }
 
 export type UnaryResult =
@@ -91,7 +95,7 @@ export type UnaryResult =
       /** The reply's declared length, when it was over `maxReplyBytes` and refused unread. */
       replyTooLarge?: number;
     }
-  /** `request.signal` aborted first: the stream was reset with CANCEL, or the call never left the queue. */
+  /** `request.client` went away first: the stream was reset with CANCEL, or the call never left the queue. */
   | { kind: "cancelled" };
 
 export interface ChannelOptions {
@@ -159,7 +163,6 @@ export class GrpcChannel {
 
   /** One unary call; never rejects (every failure is a status). */
   unary(request: UnaryRequest): Promise<UnaryResult> {
-    if (request.signal?.aborted) return Promise.resolve({ kind: "cancelled" });
     return new Promise((resolve) => this.dispatch(new UnaryCall(this, request, resolve)));
   }
 
@@ -394,8 +397,23 @@ class UnaryCall {
     private readonly resolve: (result: UnaryResult) => void,
   ) {
     // The deadline runs from the call, whatever waiting for a session or a stream takes.
-    this.#timer = setTimeout(onDeadline, request.timeoutMs, this);
-    request.signal?.addEventListener("abort", () => this.cancel(), ONCE);
+    this.#timer =
+      request.client && request.timeoutMs > CLIENT_WATCH_MS
+        ? setTimeout(onWatch, CLIENT_WATCH_MS, this)
+        : setTimeout(onDeadline, request.timeoutMs, this);
+  }
+
+  /** CLIENT_WATCH_MS into the call: cancelled if its client is gone, else watched until the deadline. */
+  watchClient(): void {
+    if (this.#done) return;
+    const signal = this.request.client!.signal;
+    if (signal.aborted) {
+      this.cancel();
+      return;
+    }
+    signal.addEventListener("abort", () => this.cancel(), ONCE);
+    const left = this.request.timeoutMs - (performance.now() - this.#startedAt);
+    this.#timer = setTimeout(onDeadline, Math.max(0, left), this);
   }
 
   /** The HTTP/2 stream id (0 before it started): GOAWAY tells which calls the server will process. */
@@ -621,6 +639,9 @@ const ONCE: AddEventListenerOptions = { once: true };
 
 function onDeadline(call: UnaryCall): void {
   call.deadline();
+}
+function onWatch(call: UnaryCall): void {
+  call.watchClient();
 }
 function onResponse(this: CallStream, headers: IncomingHttpHeaders): void {
   this.on("data", onData);

@@ -11,7 +11,7 @@ import type { RoutedRequest } from "../context.ts";
 import { gatewayProblem } from "../errors.ts";
 import type { GatewayTelemetry } from "../telemetry/index.ts";
 import { clientGoneProblem, dispatch, noEndpointProblem } from "../upstream/dispatch.ts";
-import { callUnary } from "./call.ts";
+import { callUnary, type GrpcOutcome } from "./call.ts";
 import { grpcCodeName, httpStatusFromGrpc } from "./status.ts";
 import { checkMessage, type FieldError } from "./transcode.ts";
 import { type MetadataHeaders, metadataWriter, setMetadata } from "./wire.ts";
@@ -21,6 +21,7 @@ export interface GrpcRouteDeps {
 }
 
 const JSON_HEADERS = { "content-type": "application/json" };
+const CANCELLED: GrpcOutcome = { kind: "cancelled" };
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 export async function transcodeGrpc(
@@ -77,15 +78,18 @@ export async function transcodeGrpc(
     ]);
   }
   const maxReplyBytes = limits.maxResponseBytes;
-  // Aborts when the client goes away (Bun.serve's): the upstream call is cancelled.
-  const signal = req.signal;
+  // The client's request: a call whose client went away is cancelled (upstream/client-watch.ts),
+  // and a retry is not sent for one already gone.
+  let tries = 0;
   const outcome = await dispatch(
     upstream,
     route,
     ctx,
     route.grpc?.idempotent === true,
     (endpoint, timeoutMs) =>
-      callUnary(endpoint.grpcChannel(), method, message, metadata, timeoutMs, maxReplyBytes, signal),
+      ++tries > 1 && req.signal.aborted
+        ? Promise.resolve(CANCELLED)
+        : callUnary(endpoint.grpcChannel(), method, message, metadata, timeoutMs, maxReplyBytes, req),
     deps.telemetry.grpcTries(upstream.name, method.path, metadata),
     upstream.stickyKey(req.headers),
   );

@@ -41,6 +41,7 @@ import {
   isCertificateRequired,
   tlsErrorText,
 } from "../upstream/tls-failure.ts";
+import { CLIENT_WATCH_MS, type ClientWatch } from "../upstream/client-watch.ts";
 import { isHopByHop } from "./headers.ts";
 import { type HttpOutcome, InvalidUpstreamResponse, type ResponseLimits, SMALL_BODY_BYTES } from "./http.ts";
 
@@ -70,6 +71,10 @@ const { kOnMessageBegin, kOnHeaders, kOnHeadersComplete, kOnBody, kOnMessageComp
 class Exchange {
   settled = false;
   timer: ReturnType<typeof setTimeout> | undefined;
+  /** Whoever asked for the answer, looked at from CLIENT_WATCH_MS into the try on (client-watch.ts). */
+  client: ClientWatch | undefined;
+  /** performance.now() when the request was written. */
+  sentAt = 0;
   /** Header names and values (llhttp hands them over in batches of up to 32 pairs). */
   raw: string[] = [];
   interim = false;
@@ -171,12 +176,19 @@ class Connection {
     parser[kOnMessageComplete] = () => this.#onMessageComplete();
   }
 
-  /** Sends one request; the exchange settles through `exchange.resolve`, or `cancelled` when `signal` aborts first. */
-  send(exchange: Exchange, request: Uint8Array, signal: AbortSignal | undefined): void {
+  /**
+   * Sends one request; the exchange settles through `exchange.resolve`, or `cancelled` when its
+   * client is found gone (from CLIENT_WATCH_MS on: client-watch.ts).
+   */
+  send(exchange: Exchange, request: Uint8Array, client: ClientWatch | undefined): void {
     this.exchange = exchange;
     this.keepAlive = true;
-    exchange.timer = setTimeout(() => this.#timedOut(), exchange.timeoutMs);
-    signal?.addEventListener("abort", () => this.#cancelled(exchange), ONCE);
+    exchange.client = client;
+    exchange.sentAt = performance.now();
+    exchange.timer =
+      client && exchange.timeoutMs > CLIENT_WATCH_MS
+        ? setTimeout(() => this.#watchClient(exchange), CLIENT_WATCH_MS)
+        : setTimeout(() => this.#timedOut(), exchange.timeoutMs);
     const socket = this.socket!;
     const written = socket.write(request);
     if (written < request.byteLength) this.outbox = written > 0 ? request.subarray(written) : request;
@@ -529,6 +541,19 @@ class Connection {
    * which is how an HTTP/1.1 upstream learns of it (an answer it is still writing has nowhere to
    * go, so the connection could not carry another request anyway).
    */
+  /** CLIENT_WATCH_MS into an unanswered try: cancelled if its client is gone, else watched until the timeout. */
+  #watchClient(exchange: Exchange): void {
+    if (this.exchange !== exchange || exchange.settled) return;
+    const signal = exchange.client!.signal;
+    if (signal.aborted) {
+      this.#cancelled(exchange);
+      return;
+    }
+    signal.addEventListener("abort", () => this.#cancelled(exchange), ONCE);
+    const left = exchange.timeoutMs - (performance.now() - exchange.sentAt);
+    exchange.timer = setTimeout(() => this.#timedOut(), Math.max(0, left));
+  }
+
   #cancelled(exchange: Exchange): void {
     if (this.exchange !== exchange || exchange.settled) return;
     exchange.settled = true;
@@ -679,9 +704,9 @@ export class H1Pool {
 
   /**
    * Sends one request and settles with the answer (never rejects). `headers` are sent as they
-   * are, with Host set to the endpoint's address and Content-Length to the body's. When `signal`
-   * aborts before the answer's head (the client went away), the try settles `cancelled` and its
-   * connection closes.
+   * are, with Host set to the endpoint's address and Content-Length to the body's. When `client`
+   * is found gone before the answer's head (looked at from CLIENT_WATCH_MS into the try on, and
+   * after a connect: client-watch.ts), the try settles `cancelled` and its connection closes.
    */
   async send(
     method: string,
@@ -690,9 +715,8 @@ export class H1Pool {
     body: Uint8Array | null,
     timeoutMs: number,
     limits: ResponseLimits,
-    signal?: AbortSignal,
+    client?: ClientWatch,
   ): Promise<HttpOutcome> {
-    if (signal?.aborted) return CANCELLED;
     const request = serialize(method, pathAndQuery, this.address, headers, body);
     let connection = this.#takeIdle();
     if (!connection) {
@@ -701,15 +725,15 @@ export class H1Pool {
       if (opened.kind !== "connection") return opened.outcome;
       connection = opened.connection;
       timeoutMs = Math.max(1, timeoutMs - (performance.now() - started));
-      if (signal?.aborted) {
-        // Gone while the connection opened: it is kept for the next request.
+      if (client?.signal.aborted) {
+        // Gone while the connection opened (a connect is slow enough to look): it is kept for the next request.
         this.release(connection);
         return CANCELLED;
       }
     }
     const target = connection;
     return new Promise<HttpOutcome>((resolve) => {
-      target.send(new Exchange(resolve, method === "HEAD", limits, timeoutMs), request, signal);
+      target.send(new Exchange(resolve, method === "HEAD", limits, timeoutMs), request, client);
     });
   }
 

@@ -10,8 +10,10 @@ import type { GatewayTelemetry } from "../telemetry/index.ts";
 import { clientGoneProblem, dispatch, noEndpointProblem } from "../upstream/dispatch.ts";
 import { isIdempotentMethod } from "../upstream/outcome.ts";
 import { setForwardedHeaders } from "./headers.ts";
-import { InvalidUpstreamResponse } from "./http.ts";
+import { type HttpOutcome, InvalidUpstreamResponse } from "./http.ts";
 import { limitResponseSize } from "./response-limit.ts";
+
+const CANCELLED: HttpOutcome = { kind: "cancelled" };
 
 export interface HttpRouteDeps {
   telemetry: GatewayTelemetry;
@@ -31,14 +33,18 @@ export async function proxyHttp(
   const headers = prepareRequestHeaders(req, ctx, deps.instance);
   route.auth?.stripCredentials(headers);
   const method = req.method;
-  // Aborts when the client goes away (Bun.serve's): the upstream call is cancelled.
-  const signal = req.signal;
+  // The client's request: a try whose client went away is cancelled (upstream/client-watch.ts),
+  // and a retry is not sent for one already gone.
+  let tries = 0;
   const outcome = await dispatch(
     upstream,
     route,
     ctx,
     isIdempotentMethod(method),
-    (endpoint, timeoutMs) => endpoint.httpPool().send(method, pathAndQuery, headers, body, timeoutMs, limits, signal),
+    (endpoint, timeoutMs) =>
+      ++tries > 1 && req.signal.aborted
+        ? Promise.resolve(CANCELLED)
+        : endpoint.httpPool().send(method, pathAndQuery, headers, body, timeoutMs, limits, req),
     deps.telemetry.httpTries(upstream.name, method, pathAndQuery, headers),
     upstream.stickyKey(req.headers),
   );

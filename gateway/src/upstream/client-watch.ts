@@ -1,0 +1,21 @@
+/**
+ * How the transports learn that the client of a request went away, so that its upstream call is
+ * abandoned (the HTTP connection closed, the gRPC stream reset with CANCEL) rather than left to
+ * run to its timeout (upstream/dispatch.ts).
+ *
+ * Bun.serve's `req.signal` says it, but costs to use: the signal is made on first access and a
+ * listener on it is more work per request — together ~4 µs of a ~70 µs proxied request, while
+ * nearly every answer comes in a few ms (bench/README.md, 2026-12-07). So a transport looks at the
+ * client only once a call has run `CLIENT_WATCH_MS`: then a client already gone cancels it at
+ * once, and a listener catches one that goes later. Bun tracks the disconnect whether or not the
+ * signal was made yet, so a late first look still sees it. The price: a client that leaves in a
+ * call's first `CLIENT_WATCH_MS` has it cancelled at that point instead of at once.
+ */
+
+/** Whoever asked for the call: a Request from Bun.serve, an AbortController, `{ signal }`. */
+export interface ClientWatch {
+  readonly signal: AbortSignal;
+}
+
+/** How far into a call the transports first look at its client. */
+export const CLIENT_WATCH_MS = 20;

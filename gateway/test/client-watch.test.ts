@@ -1,0 +1,117 @@
+/**
+ * A client that goes away, as the request path sees it (upstream/client-watch.ts): the transports
+ * look at the client only from CLIENT_WATCH_MS into a try on, so a try that fails sooner is not
+ * cancelled by them — dispatch's retry must then not be sent for a client already gone. In process:
+ * a Gateway on a real listener, stub upstreams on loopback, a raw TCP client that sends a request
+ * and closes at once.
+ */
+import { afterAll, expect, test } from "bun:test";
+import * as grpc from "@grpc/grpc-js";
+import type { Server } from "bun";
+import pino from "pino";
+import { Lifecycle } from "../../lib/lifecycle.ts";
+import { parseConfig } from "../src/config/load.ts";
+import { Gateway } from "../src/server.ts";
+import { startUserVerifyServer } from "./grpc-upstream.ts";
+
+const log = pino({ level: "silent" });
+const servers: Server<undefined>[] = [];
+const gateways: Gateway[] = [];
+const stops: (() => void)[] = [];
+afterAll(() => {
+  for (const g of gateways) g.close();
+  for (const s of servers) s.stop(true);
+  for (const stop of stops) stop();
+});
+
+function gatewayOf(yaml: string): { gateway: Gateway; port: number } {
+  const gateway = new Gateway(parseConfig(yaml, "routes.yaml"), {
+    identity: { service: "gateway", version: "t", instance: "gw" },
+    log,
+    lifecycle: new Lifecycle({ drainDelayMs: 0, shutdownTimeoutMs: 1000, log }),
+  });
+  gateways.push(gateway);
+  const listener = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: gateway.fetch });
+  servers.push(listener as Server<undefined>);
+  return { gateway, port: listener.port! };
+}
+
+/** An upstream that answers every request 503 after `delayMs`, counting them. */
+function failing(delayMs: number) {
+  const state = { requests: 0 };
+  const server = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    async fetch(req) {
+      state.requests++;
+      await req.arrayBuffer();
+      await Bun.sleep(delayMs);
+      return new Response("busy", { status: 503 });
+    },
+  });
+  servers.push(server);
+  return { port: server.port!, state };
+}
+
+/** Sends one request (a path: a GET of it; else the request as written) and closes the connection without waiting. */
+async function sendAndLeave(port: number, request: string): Promise<void> {
+  const socket = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } });
+  socket.write(request.startsWith("/") ? `GET ${request} HTTP/1.1\r\nHost: gw.test\r\n\r\n` : request);
+  socket.flush();
+  await Bun.sleep(2);
+  socket.end();
+}
+
+test("HTTP: a retry is not sent for a client that went away during the try before it", async () => {
+  const a = failing(15);
+  const b = failing(15);
+  const c = failing(15);
+  const { gateway, port } = gatewayOf(`
+upstreams:
+  web: { protocol: http, endpoints: "127.0.0.1:${a.port},127.0.0.1:${b.port},127.0.0.1:${c.port}", healthCheck: { enabled: false } }
+routes:
+  - { name: r, path: /r, methods: [GET], upstream: web, retry: { attempts: 3 } }
+`);
+  await gateway.upstreams.get("web")!.ready;
+  const total = () => a.state.requests + b.state.requests + c.state.requests;
+
+  // While connected, a 503 is retried on the other endpoints: three tries.
+  expect((await fetch(`http://127.0.0.1:${port}/r`)).status).toBe(503);
+  expect(total()).toBe(3);
+
+  // Gone 2 ms in: the first try's 503 (15 ms, before the transport looks at the client) is the only one.
+  await sendAndLeave(port, "/r");
+  await Bun.sleep(300);
+  expect(total() - 3).toBe(1);
+});
+
+test("gRPC: the same for a call answered UNAVAILABLE", async () => {
+  let calls = 0;
+  const { server, ports } = await startUserVerifyServer((_call, callback) => {
+    calls++;
+    setTimeout(() => callback({ code: grpc.status.UNAVAILABLE, details: "busy" }), 15);
+  }, 3);
+  stops.push(() => server.forceShutdown());
+  const { gateway, port } = gatewayOf(`
+upstreams:
+  rpc: { protocol: grpc, endpoints: "${ports.map((p) => `127.0.0.1:${p}`).join(",")}", proto: proto/userverify.proto, healthCheck: { enabled: false } }
+routes:
+  - { name: v, path: /v, match: exact, methods: [POST], upstream: rpc, grpc: { method: userverify.UserVerify/VerifyUser, idempotent: true }, retry: { attempts: 3 } }
+`);
+  await gateway.upstreams.get("rpc")!.ready;
+  const body = JSON.stringify({ id: 1, token: "t" });
+  const post = (path: string) =>
+    `POST ${path} HTTP/1.1\r\nHost: gw.test\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+
+  const stay = await fetch(`http://127.0.0.1:${port}/v`, {
+    method: "POST",
+    body,
+    headers: { "content-type": "application/json" },
+  });
+  expect(stay.status).toBe(503);
+  expect(calls).toBe(3);
+
+  await sendAndLeave(port, post("/v"));
+  await Bun.sleep(300);
+  expect(calls - 3).toBe(1);
+});

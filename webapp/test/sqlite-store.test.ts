@@ -65,6 +65,34 @@ describe("SQLite project store", () => {
     await store.close();
   });
 
+  test("opening waits for a replica that holds the new file's lock longer than a request would wait", async () => {
+    const path = join(dir, "opening.sqlite");
+    // Another process creates the file and holds its write lock for 3× BUSY_TIMEOUT_MS, as a
+    // replica starting beside this one does on a busy machine (it failed "database is locked").
+    const holder = Bun.spawn(
+      [
+        process.execPath,
+        "-e",
+        `const { Database } = require("bun:sqlite");
+         const db = new Database(${JSON.stringify(path)}, { create: true });
+         db.exec("PRAGMA journal_mode = WAL");
+         db.exec("BEGIN EXCLUSIVE");
+         db.exec("CREATE TABLE IF NOT EXISTS projects (id INTEGER PRIMARY KEY AUTOINCREMENT, title TEXT NOT NULL, created_at TEXT NOT NULL)");
+         console.log("locked");
+         setTimeout(() => { db.exec("COMMIT"); db.close(); }, ${BUSY_TIMEOUT_MS * 3});`,
+      ],
+      { stdout: "pipe", stderr: "inherit" },
+    );
+    const reader = holder.stdout.getReader();
+    expect(new TextDecoder().decode((await reader.read()).value)).toContain("locked");
+    const started = performance.now();
+    const store = openSqliteStore(path);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(BUSY_TIMEOUT_MS * 2);
+    expect((await store.create("first")).title).toBe("first");
+    await store.close();
+    expect(await holder.exited).toBe(0);
+  });
+
   test("a write lock held by another program: StoreUnavailableError (503) after BUSY_TIMEOUT_MS, not a 500 after seconds", async () => {
     const path = join(dir, "locked.sqlite");
     const store = openSqliteStore(path);

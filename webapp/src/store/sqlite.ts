@@ -25,6 +25,12 @@ import { type ListOptions, type Project, type ProjectStore, StoreFullError, Stor
  * writes hold it for microseconds; the wait blocks the event loop, so it is kept short.
  */
 export const BUSY_TIMEOUT_MS = 250;
+/**
+ * How long opening the store may wait on the file's lock: replicas starting together switch the
+ * file to WAL and create the table at once (one takes the lock, the others wait), and on a busy
+ * machine that takes longer than a request may wait. Nothing is served yet, so blocking is fine.
+ */
+export const OPEN_BUSY_TIMEOUT_MS = 10_000;
 /** The size the WAL file is cut back to once a checkpoint has caught up (the auto-checkpoint's ~4 MB). */
 export const WAL_SIZE_LIMIT_BYTES = 4 * 1024 * 1024;
 
@@ -42,16 +48,19 @@ export function openSqliteStore(path: string, opts: { maxProjects?: number } = {
   if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
   const db = new Database(path, { create: true, strict: true });
   // busy_timeout first: the statements below may already wait on a replica starting beside us.
+  db.exec(`PRAGMA busy_timeout = ${OPEN_BUSY_TIMEOUT_MS}`);
+  whileBusy(OPEN_BUSY_TIMEOUT_MS, () => {
+    db.exec("PRAGMA journal_mode = WAL");
+    // NORMAL is safe from corruption in WAL mode; a power cut may lose only the last commits.
+    db.exec("PRAGMA synchronous = NORMAL");
+    db.exec(`PRAGMA journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
+    db.exec(`CREATE TABLE IF NOT EXISTS projects (
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
+      title TEXT NOT NULL,
+      created_at TEXT NOT NULL
+    )`);
+  });
   db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
-  db.exec("PRAGMA journal_mode = WAL");
-  // NORMAL is safe from corruption in WAL mode; a power cut may lose only the last commits.
-  db.exec("PRAGMA synchronous = NORMAL");
-  db.exec(`PRAGMA journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
-  db.exec(`CREATE TABLE IF NOT EXISTS projects (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    title TEXT NOT NULL,
-    created_at TEXT NOT NULL
-  )`);
 
   // No row back: `max` projects have been created.
   const insert = db.prepare<ProjectRow, { title: string; created_at: string; max: number }>(
@@ -90,6 +99,25 @@ export function openSqliteStore(path: string, opts: { maxProjects?: number } = {
       db.close();
     },
   };
+}
+
+/**
+ * Runs `setUp` again while it fails with SQLITE_BUSY, for up to `budgetMs`: SQLite answers BUSY at
+ * once, without waiting out busy_timeout, where waiting could deadlock (two connections each
+ * holding a read lock and asking for the write lock, as replicas switching a new file to WAL do).
+ */
+function whileBusy(budgetMs: number, setUp: () => void): void {
+  const deadline = performance.now() + budgetMs;
+  for (;;) {
+    try {
+      setUp();
+      return;
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      if (typeof code !== "string" || !code.startsWith("SQLITE_BUSY") || performance.now() > deadline) throw err;
+      Bun.sleepSync(5 + Math.random() * 20);
+    }
+  }
 }
 
 /** Runs a statement; the database locked past BUSY_TIMEOUT_MS (SQLITE_BUSY, SQLITE_LOCKED) is StoreUnavailableError. */

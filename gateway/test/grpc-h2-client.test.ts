@@ -299,6 +299,17 @@ describe("against a raw HTTP/2 server", () => {
     expect(cancelling.streams).toEqual([1]);
   });
 
+  test("a call refused unprocessed is not sent again for a client already gone: cancelled", async () => {
+    const refusing = await resetServer(http2.constants.NGHTTP2_REFUSED_STREAM);
+    const controller = new AbortController();
+    controller.abort();
+    // Refused within CLIENT_WATCH_MS, before the call looked at its client: the refusal looks.
+    expect(await callUnary(channel(refusing.address), verify, REQUEST, {}, 5_000, LIMIT, controller)).toEqual({
+      kind: "cancelled",
+    });
+    expect(refusing.streams).toEqual([1]);
+  });
+
   test("no answer: DEADLINE_EXCEEDED at the deadline, and the server sees the stream cancelled", async () => {
     const resets: number[] = [];
     const srv = await rawServer((stream) => stream.on("close", () => resets.push(stream.rstCode)));

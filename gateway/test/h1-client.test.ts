@@ -365,6 +365,21 @@ describe("failures inside the try", () => {
     p.close();
   });
 
+  test("a try watched for its client times out no sooner than its timeout", async () => {
+    const p = pool();
+    const early: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      expect(responseOf(await send(p, "ok")).status).toBe(200); // an idle connection for the try
+      const started = performance.now();
+      const outcome = await p.send("GET", "/silent", new Headers(), null, 50, LIMITS, new AbortController());
+      const took = performance.now() - started;
+      expect(outcome.kind).toBe("timeout");
+      if (took < 50) early.push(took);
+    }
+    expect(early).toEqual([]);
+    p.close();
+  });
+
   test("a try answered within CLIENT_WATCH_MS never looks at its client", async () => {
     const p = pool();
     expect(responseOf(await send(p, "ok")).status).toBe(200);

@@ -412,7 +412,8 @@ class UnaryCall {
       return;
     }
     signal.addEventListener("abort", () => this.cancel(), ONCE);
-    const left = this.request.timeoutMs - (performance.now() - this.#startedAt);
+    // Rounded up: timers truncate a fraction, and the deadline must not come early.
+    const left = Math.ceil(this.request.timeoutMs - (performance.now() - this.#startedAt));
     this.#timer = setTimeout(onDeadline, Math.max(0, left), this);
   }
 
@@ -525,6 +526,12 @@ class UnaryCall {
    */
   refused(details: string): void {
     if (this.#done) return;
+    // Not sent again for a client already gone (a refusal may come before the first look at it).
+    if (this.request.client?.signal.aborted) {
+      this.#detach();
+      this.finish({ kind: "cancelled" });
+      return;
+    }
     if (this.#retried) {
       this.finishUnsent(GrpcCode.UNAVAILABLE, details);
       return;

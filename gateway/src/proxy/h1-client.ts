@@ -550,7 +550,8 @@ class Connection {
       return;
     }
     signal.addEventListener("abort", () => this.#cancelled(exchange), ONCE);
-    const left = exchange.timeoutMs - (performance.now() - exchange.sentAt);
+    // Rounded up: timers truncate a fraction, and the timeout must not come early.
+    const left = Math.ceil(exchange.timeoutMs - (performance.now() - exchange.sentAt));
     exchange.timer = setTimeout(() => this.#timedOut(), Math.max(0, left));
   }
 

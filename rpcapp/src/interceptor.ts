@@ -178,15 +178,15 @@ class ObservedCall extends grpc.ServerInterceptingCall {
 
   override sendMetadata(metadata: grpc.Metadata): void {
     this.metadataSent = true;
-    this.base.sendMetadata(this.#withIdentity(metadata));
+    this.base.sendMetadata(this.#addIdentity(metadata));
   }
 
   /** `status` with the identity headers in its metadata: for a trailers-only answer grpc-js sends itself. */
   withIdentity(status: StatusToSend): StatusToSend {
-    return { ...status, metadata: this.#withIdentity(status.metadata?.clone() ?? new grpc.Metadata()) };
+    return { ...status, metadata: this.#addIdentity(status.metadata?.clone() ?? new grpc.Metadata()) };
   }
 
-  #withIdentity(metadata: grpc.Metadata): grpc.Metadata {
+  #addIdentity(metadata: grpc.Metadata): grpc.Metadata {
     const { identity } = this.observer;
     metadata.set("x-served-by", identity.instance);
     metadata.set("x-service-version", identity.version);

@@ -118,15 +118,17 @@ function recording(opts: StackOptions): RollingStack {
   return stack;
 }
 
+/** A recording RollingStack of these replica counts, started (logs at warn). */
+async function startRecordingStack(replicas: Parameters<typeof rollingLayout>[0]): Promise<TestStack & RollingStack> {
+  return (await startTestStack(
+    { ...(await rollingLayout(replicas)), env: { LOG_LEVEL: "warn" } },
+    recording,
+  )) as TestStack & RollingStack;
+}
+
 describe("stop() and rollouts", () => {
   test("stop() during a rollout: the rollout fails at once and no process of the stack survives", async () => {
-    const stack = (await startTestStack(
-      {
-        ...(await rollingLayout({ gateway: 1, webapp: 2, rpcapp: 1 })),
-        env: { LOG_LEVEL: "warn" },
-      },
-      recording,
-    )) as TestStack & RollingStack;
+    const stack = await startRecordingStack({ gateway: 1, webapp: 2, rpcapp: 1 });
     let stopped: Promise<void> | undefined;
     const events: RolloutEvent[] = [];
     // Stopped as the first replica drains: the rollout is then waiting for the gateway to route
@@ -150,13 +152,7 @@ describe("stop() and rollouts", () => {
   }, 60_000);
 
   test("a rollout with no gateway left fails instead of replacing replicas nothing reaches", async () => {
-    const stack = (await startTestStack(
-      {
-        ...(await rollingLayout({ gateway: 1, webapp: 1, rpcapp: 1 })),
-        env: { LOG_LEVEL: "warn" },
-      },
-      recording,
-    )) as TestStack & RollingStack;
+    const stack = await startRecordingStack({ gateway: 1, webapp: 1, rpcapp: 1 });
     // The harness's stack (no dbPath given) has its SQLite file in a temporary folder of its own.
     const folder = dirname(stack.opts.dbPath);
     expect(folder.startsWith(join(tmpdir(), "portico-test-"))).toBe(true);

@@ -47,7 +47,7 @@ import {
   isCertificateRequired,
   tlsErrorText,
 } from "../upstream/tls-failure.ts";
-import { CLIENT_WATCH_MS, type ClientWatch } from "../upstream/client-watch.ts";
+import { CLIENT_WATCH_MS, type ClientWatch, lookAtClient, watchesClient } from "../upstream/client-watch.ts";
 import { GrpcCode } from "./status.ts";
 import {
   decodeGrpcMessage,
@@ -397,24 +397,16 @@ class UnaryCall {
     private readonly resolve: (result: UnaryResult) => void,
   ) {
     // The deadline runs from the call, whatever waiting for a session or a stream takes.
-    this.#timer =
-      request.client && request.timeoutMs > CLIENT_WATCH_MS
-        ? setTimeout(onWatch, CLIENT_WATCH_MS, this)
-        : setTimeout(onDeadline, request.timeoutMs, this);
+    this.#timer = watchesClient(request.client, request.timeoutMs)
+      ? setTimeout(onWatch, CLIENT_WATCH_MS, this)
+      : setTimeout(onDeadline, request.timeoutMs, this);
   }
 
   /** CLIENT_WATCH_MS into the call: cancelled if its client is gone, else watched until the deadline. */
   watchClient(): void {
     if (this.#done) return;
-    const signal = this.request.client!.signal;
-    if (signal.aborted) {
-      this.cancel();
-      return;
-    }
-    signal.addEventListener("abort", () => this.cancel(), ONCE);
-    // Rounded up: timers truncate a fraction, and the deadline must not come early.
-    const left = Math.ceil(this.request.timeoutMs - (performance.now() - this.#startedAt));
-    this.#timer = setTimeout(onDeadline, Math.max(0, left), this);
+    const left = lookAtClient(this.request.client!, () => this.cancel(), this.#startedAt, this.request.timeoutMs);
+    if (left !== undefined) this.#timer = setTimeout(onDeadline, left, this);
   }
 
   /** The HTTP/2 stream id (0 before it started): GOAWAY tells which calls the server will process. */
@@ -641,8 +633,6 @@ function endedResult(
 function isGrpcContentType(value: string | undefined): boolean {
   return value?.startsWith("application/grpc") === true && !value.startsWith("application/grpc-web");
 }
-
-const ONCE: AddEventListenerOptions = { once: true };
 
 function onDeadline(call: UnaryCall): void {
   call.deadline();

@@ -11,7 +11,7 @@ import type { RoutedRequest } from "../context.ts";
 import { gatewayProblem } from "../errors.ts";
 import type { GatewayTelemetry } from "../telemetry/index.ts";
 import { clientGoneProblem, dispatch, noEndpointProblem } from "../upstream/dispatch.ts";
-import { callUnary, type GrpcOutcome } from "./call.ts";
+import { callUnary } from "./call.ts";
 import { grpcCodeName, httpStatusFromGrpc } from "./status.ts";
 import { checkMessage, type FieldError } from "./transcode.ts";
 import { type MetadataHeaders, metadataWriter, setMetadata } from "./wire.ts";
@@ -21,7 +21,6 @@ export interface GrpcRouteDeps {
 }
 
 const JSON_HEADERS = { "content-type": "application/json" };
-const CANCELLED: GrpcOutcome = { kind: "cancelled" };
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 export async function transcodeGrpc(
@@ -78,20 +77,18 @@ export async function transcodeGrpc(
     ]);
   }
   const maxReplyBytes = limits.maxResponseBytes;
-  // The client's request: a call whose client went away is cancelled (upstream/client-watch.ts),
-  // and a retry is not sent for one already gone.
-  let tries = 0;
+  // The client's request (`req`): a call whose client went away is cancelled, and a retry is not
+  // sent for one already gone (upstream/client-watch.ts).
   const outcome = await dispatch(
     upstream,
     route,
     ctx,
     route.grpc?.idempotent === true,
     (endpoint, timeoutMs) =>
-      ++tries > 1 && req.signal.aborted
-        ? Promise.resolve(CANCELLED)
-        : callUnary(endpoint.grpcChannel(), method, message, metadata, timeoutMs, maxReplyBytes, req),
+      callUnary(endpoint.grpcChannel(), method, message, metadata, timeoutMs, maxReplyBytes, req),
     deps.telemetry.grpcTries(upstream.name, method.path, metadata),
     upstream.stickyKey(req.headers),
+    req,
   );
   if (outcome.kind === "no-endpoint") return noEndpointProblem(upstream.name, outcome, requestId);
   if (outcome.kind === "cancelled") return clientGoneProblem(upstream.name, ctx.endpoint, requestId);

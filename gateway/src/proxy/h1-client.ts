@@ -41,7 +41,7 @@ import {
   isCertificateRequired,
   tlsErrorText,
 } from "../upstream/tls-failure.ts";
-import { CLIENT_WATCH_MS, type ClientWatch } from "../upstream/client-watch.ts";
+import { CLIENT_WATCH_MS, type ClientWatch, lookAtClient, watchesClient } from "../upstream/client-watch.ts";
 import { isHopByHop } from "./headers.ts";
 import { type HttpOutcome, InvalidUpstreamResponse, type ResponseLimits, SMALL_BODY_BYTES } from "./http.ts";
 
@@ -185,10 +185,9 @@ class Connection {
     this.keepAlive = true;
     exchange.client = client;
     exchange.sentAt = performance.now();
-    exchange.timer =
-      client && exchange.timeoutMs > CLIENT_WATCH_MS
-        ? setTimeout(() => this.#watchClient(exchange), CLIENT_WATCH_MS)
-        : setTimeout(() => this.#timedOut(), exchange.timeoutMs);
+    exchange.timer = watchesClient(client, exchange.timeoutMs)
+      ? setTimeout(() => this.#watchClient(exchange), CLIENT_WATCH_MS)
+      : setTimeout(() => this.#timedOut(), exchange.timeoutMs);
     const socket = this.socket!;
     const written = socket.write(request);
     if (written < request.byteLength) this.outbox = written > 0 ? request.subarray(written) : request;
@@ -536,25 +535,18 @@ class Connection {
     this.destroy();
   }
 
+  /** CLIENT_WATCH_MS into an unanswered try: cancelled if its client is gone, else watched until the timeout. */
+  #watchClient(exchange: Exchange): void {
+    if (this.exchange !== exchange || exchange.settled) return;
+    const left = lookAtClient(exchange.client!, () => this.#cancelled(exchange), exchange.sentAt, exchange.timeoutMs);
+    if (left !== undefined) exchange.timer = setTimeout(() => this.#timedOut(), left);
+  }
+
   /**
    * Whoever asked is gone before the answer: the try settles `cancelled` and the connection closes,
    * which is how an HTTP/1.1 upstream learns of it (an answer it is still writing has nowhere to
    * go, so the connection could not carry another request anyway).
    */
-  /** CLIENT_WATCH_MS into an unanswered try: cancelled if its client is gone, else watched until the timeout. */
-  #watchClient(exchange: Exchange): void {
-    if (this.exchange !== exchange || exchange.settled) return;
-    const signal = exchange.client!.signal;
-    if (signal.aborted) {
-      this.#cancelled(exchange);
-      return;
-    }
-    signal.addEventListener("abort", () => this.#cancelled(exchange), ONCE);
-    // Rounded up: timers truncate a fraction, and the timeout must not come early.
-    const left = Math.ceil(exchange.timeoutMs - (performance.now() - exchange.sentAt));
-    exchange.timer = setTimeout(() => this.#timedOut(), Math.max(0, left));
-  }
-
   #cancelled(exchange: Exchange): void {
     if (this.exchange !== exchange || exchange.settled) return;
     exchange.settled = true;
@@ -835,7 +827,6 @@ export class H1Pool {
 }
 
 const CANCELLED: HttpOutcome = { kind: "cancelled" };
-const ONCE: AddEventListenerOptions = { once: true };
 
 /** One timer for every pool with idle connections, running only while there are some. */
 const sweeper = {

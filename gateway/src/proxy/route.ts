@@ -10,10 +10,8 @@ import type { GatewayTelemetry } from "../telemetry/index.ts";
 import { clientGoneProblem, dispatch, noEndpointProblem } from "../upstream/dispatch.ts";
 import { isIdempotentMethod } from "../upstream/outcome.ts";
 import { setForwardedHeaders } from "./headers.ts";
-import { type HttpOutcome, InvalidUpstreamResponse } from "./http.ts";
+import { InvalidUpstreamResponse } from "./http.ts";
 import { limitResponseSize } from "./response-limit.ts";
-
-const CANCELLED: HttpOutcome = { kind: "cancelled" };
 
 export interface HttpRouteDeps {
   telemetry: GatewayTelemetry;
@@ -33,20 +31,17 @@ export async function proxyHttp(
   const headers = prepareRequestHeaders(req, ctx, deps.instance);
   route.auth?.stripCredentials(headers);
   const method = req.method;
-  // The client's request: a try whose client went away is cancelled (upstream/client-watch.ts),
-  // and a retry is not sent for one already gone.
-  let tries = 0;
+  // The client's request (`req`): a try whose client went away is cancelled, and a retry is not
+  // sent for one already gone (upstream/client-watch.ts).
   const outcome = await dispatch(
     upstream,
     route,
     ctx,
     isIdempotentMethod(method),
-    (endpoint, timeoutMs) =>
-      ++tries > 1 && req.signal.aborted
-        ? Promise.resolve(CANCELLED)
-        : endpoint.httpPool().send(method, pathAndQuery, headers, body, timeoutMs, limits, req),
+    (endpoint, timeoutMs) => endpoint.httpPool().send(method, pathAndQuery, headers, body, timeoutMs, limits, req),
     deps.telemetry.httpTries(upstream.name, method, pathAndQuery, headers),
     upstream.stickyKey(req.headers),
+    req,
   );
   const requestId = ctx.id;
   const extensions = { upstream: upstream.name };

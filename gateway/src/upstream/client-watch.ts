@@ -19,3 +19,31 @@ export interface ClientWatch {
 
 /** How far into a call the transports first look at its client. */
 export const CLIENT_WATCH_MS = 20;
+
+/** Whether a call of `timeoutMs` for `client` starts with the watch timer rather than its timeout. */
+export function watchesClient(client: ClientWatch | undefined, timeoutMs: number): client is ClientWatch {
+  return client !== undefined && timeoutMs > CLIENT_WATCH_MS;
+}
+
+/**
+ * The first look at a call's client, when its watch timer fires: `cancel` is called now if the
+ * client is gone (and undefined returned), else when it goes; returns the ms left of `timeoutMs`
+ * since `startedAt` (performance.now()), rounded up — timers truncate a fraction, and a timeout
+ * must not come early — for the timer that replaces the watch.
+ */
+export function lookAtClient(
+  client: ClientWatch,
+  cancel: () => void,
+  startedAt: number,
+  timeoutMs: number,
+): number | undefined {
+  const signal = client.signal;
+  if (signal.aborted) {
+    cancel();
+    return undefined;
+  }
+  signal.addEventListener("abort", cancel, ONCE);
+  return Math.max(0, Math.ceil(timeoutMs - (performance.now() - startedAt)));
+}
+
+const ONCE: AddEventListenerOptions = { once: true };

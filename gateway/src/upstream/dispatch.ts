@@ -22,6 +22,7 @@ import type { RequestContext } from "../context.ts";
 import { gatewayProblem } from "../errors.ts";
 import { isBreakerRejection } from "./breaker.ts";
 import type { Endpoint } from "./endpoint.ts";
+import type { ClientWatch } from "./client-watch.ts";
 import { classify, isRetryable, type Outcome, type Verdict, versionOf } from "./outcome.ts";
 import { RetryBudget } from "./retry-budget.ts";
 import type { Upstream } from "./upstream.ts";
@@ -48,6 +49,9 @@ export interface TryHooks<O extends Outcome, T = unknown> {
   onTry(token: T, endpoint: Endpoint, outcome: O, verdict: Verdict, latencyMs: number): void;
 }
 
+/** Both transports' outcome for a client gone (HttpOutcome and GrpcOutcome share it). */
+const CANCELLED: Outcome = { kind: "cancelled" };
+
 /** Thrown inside the breaker's call for a cancelled try: cockatiel then records neither success nor failure. */
 const NOT_COUNTED = new Error("the try was cancelled: not counted by the breaker");
 
@@ -70,6 +74,12 @@ export async function dispatch<O extends Outcome>(
   hooks?: TryHooks<O>,
   /** The canary's sticky header value, when its policy names one (Upstream.stickyKey). */
   stickyKey: string | null = null,
+  /**
+   * Whoever asked (the client's request): a retry is not sent once it is gone. The transports
+   * look at it themselves only CLIENT_WATCH_MS into a try (client-watch.ts), so a try that failed
+   * sooner leaves it to the retry.
+   */
+  client?: ClientWatch,
 ): Promise<O | NoEndpoint> {
   const start = performance.now();
   const deadline = start + route.timeoutMs;
@@ -107,7 +117,8 @@ export async function dispatch<O extends Outcome>(
       // The breaker records the verdict given here; it does not look at the outcome itself.
       await target.breaker.execute(async () => {
         token = hooks?.beforeTry(target);
-        outcome = await send(target, timeoutMs);
+        // A try not sent counts as the transports count a cancelled one.
+        outcome = attempt > 0 && client?.signal.aborted ? (CANCELLED as O) : await send(target, timeoutMs);
         verdict = classify(outcome);
         // A closed breaker skips it; a half-open one takes "cancelled" as the failed probe it is.
         if (verdict === "cancelled" && target.breaker.state !== "half-open") throw NOT_COUNTED;

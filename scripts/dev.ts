@@ -4,7 +4,7 @@
  * environment variable (see docs/configuration.md, "The local stack (make dev)").
  */
 import { join, relative } from "node:path";
-import { envPort } from "../lib/env.ts";
+import { envPort, startupEnv } from "../lib/env.ts";
 import { colorFor, prettyLine } from "./stack/pretty.ts";
 import { isListening, isRedisInstalled } from "./stack/redis.ts";
 import { describeEvent } from "./stack/dev-control.ts";
@@ -27,13 +27,7 @@ async function redisOptions(): Promise<{ redisUrl?: string; redisPort?: number }
   return { redisPort: 6390 };
 }
 
-let fromEnv: ReturnType<typeof stackOptionsFromEnv>;
-try {
-  fromEnv = stackOptionsFromEnv();
-} catch (err) {
-  console.error(`make dev: ${(err as Error).message} (docs/configuration.md, "The local stack (make dev)")`);
-  process.exit(1);
-}
+const fromEnv = startupEnv("make dev", () => stackOptionsFromEnv());
 
 // Found by the gateways through the stack's DNS, so `make rollout` can replace replicas (rolling.ts).
 const stack = new RollingStack(

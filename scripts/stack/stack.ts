@@ -6,6 +6,7 @@
 import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
+import { EnvError } from "../../lib/env.ts";
 import { lines } from "../../lib/lines.ts";
 import { ensureLocalPki } from "../tls/pki.ts";
 import { isListening, type LocalRedis, startLocalRedis } from "./redis.ts";
@@ -69,8 +70,8 @@ export function stackOptionsFromEnv(
     const n = Number(raw);
     const [min, max] = what === "port" ? [1, 65535] : [1, Number.MAX_SAFE_INTEGER];
     if (!Number.isInteger(n) || n < min || n > max)
-      throw new Error(
-        `${name}=${raw} is not valid: ${what === "port" ? "a port from 1 to 65535" : "a whole number of replicas, at least 1,"} is expected`,
+      throw new EnvError(
+        `${name}=${raw} is not valid: ${what === "port" ? "a port from 1 to 65535" : "a whole number of replicas, at least 1,"} is expected (docs/configuration.md, "The local stack (make dev)")`,
       );
     return n;
   };

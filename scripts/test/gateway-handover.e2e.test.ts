@@ -19,7 +19,7 @@ import { join } from "node:path";
 import { ensureTcpMigrateReq } from "../stack/listener-handover.ts";
 import { RollingStack } from "../stack/rolling.ts";
 import { stopAll, testTempDir, waitFor } from "../stack/testing/processes.ts";
-import { freeBlock, startTestStack, type TestStack } from "../stack/testing/stack.ts";
+import { rollingLayout, startTestStack, type TestStack } from "../stack/testing/stack.ts";
 import { formatReport, LoadGenerator } from "../traffic/load-generator.ts";
 
 const KEEP_ALIVE_RPS = 50;
@@ -67,10 +67,7 @@ beforeAll(async () => {
   stack = (await startTestStack(
     {
       routesFile: join(dir, "routes.yaml"),
-      adminBasePort: await freeBlock(6),
-      webappBasePort: await freeBlock(6),
-      rpcappBasePort: await freeBlock(6),
-      rpcappHttpBasePort: await freeBlock(6),
+      ...(await rollingLayout({ gateway: 3, webapp: 3, rpcapp: 3 })),
       version: "v1",
       env: { LOG_LEVEL: "warn" },
     },

@@ -45,7 +45,7 @@ import {
   clientCertRefused,
   handshakeFailure,
   isCertificateRequired,
-  tlsErrorText,
+  errorText,
 } from "../upstream/tls-failure.ts";
 import { CLIENT_WATCH_MS, type ClientWatch, lookAtClient, watchesClient } from "../upstream/client-watch.ts";
 import { GrpcCode } from "./status.ts";
@@ -259,7 +259,7 @@ export class GrpcChannel {
     h2.on("error", (err: Error) => {
       clearTimeout(connectTimer);
       if (!session.ready) this.#failed(session, connectFailure(err, secure ? stage : "tcp", clientCert));
-      else this.#drop(session, `connection to ${this.address} failed: ${describeError(err)}`);
+      else this.#drop(session, `connection to ${this.address} failed: ${errorText(err, ": ")}`);
     });
     h2.on("close", () => {
       clearTimeout(connectTimer);
@@ -662,15 +662,10 @@ const CLIENT_CERT_REFUSED = clientCertRefused(", before its settings");
 /** A connect's error before the settings, told by where it happened on a secure session (`tcp` for h2c). */
 function connectFailure(err: Error, stage: "tcp" | "tls" | "h2", clientCert: boolean): string {
   if (stage === "tls") return handshakeFailure(err);
-  const tls = tlsErrorText(err);
+  const tls = errorText(err);
   if (stage === "h2" && (err as NodeJS.ErrnoException).syscall === undefined && /SSL|TLS/.test(tls)) {
     if (clientCert) return `${CLIENT_CERT_REFUSED} (${tls})`;
     if (isCertificateRequired(err)) return `${CLIENT_CERT_MISSING} (${tls})`;
   }
-  return describeError(err);
-}
-
-function describeError(err: Error): string {
-  const code = (err as NodeJS.ErrnoException).code;
-  return code && !err.message.includes(code) ? `${code}: ${err.message}` : err.message;
+  return errorText(err, ": ");
 }

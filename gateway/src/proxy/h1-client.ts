@@ -39,7 +39,7 @@ import {
   clientCertRefused,
   handshakeFailure,
   isCertificateRequired,
-  tlsErrorText,
+  errorText,
 } from "../upstream/tls-failure.ts";
 import { CLIENT_WATCH_MS, type ClientWatch, lookAtClient, watchesClient } from "../upstream/client-watch.ts";
 import { isHopByHop } from "./headers.ts";
@@ -294,10 +294,10 @@ class Connection {
   /** A socket error, with what it most likely means when it is about the client certificate. */
   #explained(error: Error): Error {
     if (this.#refusedAfterHandshake())
-      return new Error(`${CLIENT_CERT_REFUSED} (${tlsErrorText(error)})`, { cause: error });
+      return new Error(`${CLIENT_CERT_REFUSED} (${errorText(error)})`, { cause: error });
     // The gateway presents none, and the upstream's alert says it wants one.
     if (this.#justAfterHandshake() && isCertificateRequired(error))
-      return new Error(`${CLIENT_CERT_MISSING} (${tlsErrorText(error)})`, { cause: error });
+      return new Error(`${CLIENT_CERT_MISSING} (${errorText(error)})`, { cause: error });
     return error;
   }
 

@@ -6,16 +6,19 @@
  * reports no alert for an unknown CA or an expired certificate) or an alert just after.
  */
 
-/** `err`'s code and message, as the connect error tells them: "CERT_HAS_EXPIRED certificate has expired". */
-export function tlsErrorText(err: Error): string {
+/**
+ * `err`'s code and message, as a connect error tells them: "CERT_HAS_EXPIRED certificate has
+ * expired" (the code left out when the message names it); `separator` between the two.
+ */
+export function errorText(err: Error, separator = " "): string {
   const code = (err as { code?: string }).code;
-  return code && !err.message.includes(code) ? `${code} ${err.message}` : err.message;
+  return code && !err.message.includes(code) ? `${code}${separator}${err.message}` : err.message;
 }
 
 /** Why the handshake failed: why the gateway refused the upstream's certificate, when Bun says. */
 export function handshakeFailure(err: Error | null): string {
   return err
-    ? `the TLS handshake with the upstream failed: ${tlsErrorText(err)}`
+    ? `the TLS handshake with the upstream failed: ${errorText(err)}`
     : "the TLS handshake with the upstream failed";
 }
 
@@ -30,5 +33,5 @@ export const CLIENT_CERT_MISSING =
 
 /** Whether a TLS error is that alert. */
 export function isCertificateRequired(err: Error): boolean {
-  return /CERTIFICATE_REQUIRED/.test(tlsErrorText(err));
+  return /CERTIFICATE_REQUIRED/.test(errorText(err));
 }

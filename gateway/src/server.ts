@@ -19,12 +19,12 @@ import type { RequestContext, RoutedRequest } from "./context.ts";
 import { Canary, type CanaryEvent } from "./canary/controller.ts";
 import { forwardedSecure, httpsRedirect } from "./edge/redirect.ts";
 import { gatewayProblem } from "./errors.ts";
-import { transcodeGrpc } from "./grpc/route.ts";
+import { type GrpcRouteDeps, transcodeGrpc } from "./grpc/route.ts";
 import { applyHeaderLimit, extendDeadline } from "./limits.ts";
 import { TrustedProxies } from "./net/client-ip.ts";
 import { readBody } from "./proxy/body.ts";
 import { ForgedHeaders, stripHopByHop } from "./proxy/headers.ts";
-import { proxyHttp } from "./proxy/route.ts";
+import { type HttpRouteDeps, proxyHttp } from "./proxy/route.ts";
 import { defaultRateLimiter, type RateLimiter } from "./ratelimit/limiter.ts";
 import { normalizePath } from "./routing/path.ts";
 import { refuseRequest } from "./routing/request-guard.ts";
@@ -73,12 +73,15 @@ export class Gateway {
   readonly #canaries = new Map<string, Canary>();
   readonly #telemetry: GatewayTelemetry;
   readonly #accessLog: AccessLog;
+  /** What the transport halves are handed, made once rather than per request. */
+  readonly #routeDeps: GrpcRouteDeps & HttpRouteDeps;
 
   constructor(
     config: GatewayConfig,
     private readonly deps: GatewayDeps,
   ) {
     this.#telemetry = deps.telemetry ?? new GatewayTelemetry();
+    this.#routeDeps = { telemetry: this.#telemetry, instance: deps.identity.instance };
     this.#accessLog = new AccessLog(deps.accessLog ?? deps.log);
     this.#state = this.#build(config);
     this.#applyCanaries(this.#state);
@@ -355,10 +358,9 @@ export class Gateway {
       body: body.bytes,
       limits,
     };
-    const telemetry = this.#telemetry;
     const response = await (route.grpcMethod
-      ? transcodeGrpc(routed, { telemetry })
-      : proxyHttp(routed, { telemetry, instance: this.deps.identity.instance }));
+      ? transcodeGrpc(routed, this.#routeDeps)
+      : proxyHttp(routed, this.#routeDeps));
     limit?.setHeaders(response.headers);
     return response;
   }

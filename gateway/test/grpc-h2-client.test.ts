@@ -23,7 +23,7 @@ import { startUserVerifyServer } from "./grpc-upstream.ts";
 import { answer, type RawServer, rawServer as startRawServer } from "./raw-h2-server.ts";
 
 const verify = resolveMethod(parseProtos(["proto/userverify.proto"]), "userverify.UserVerify/VerifyUser");
-const REQUEST = verify.encode({ id: 7, token: "t" });
+const REQUEST = verify.encodeFramed({ id: 7, token: "t" });
 const LIMIT = 64 * 1024;
 
 const cleanup: (() => void)[] = [];
@@ -153,7 +153,7 @@ describe("against a grpc-js server", () => {
     expect(seen[0]!.deadlineMs).toBeLessThanOrEqual(1_500);
     expect(seen[0]!.deadlineMs).toBeGreaterThan(500);
 
-    const failed = await callUnary(ch, verify, verify.encode({ id: 1, token: "x" }), {}, 1_500, LIMIT);
+    const failed = await callUnary(ch, verify, verify.encodeFramed({ id: 1, token: "x" }), {}, 1_500, LIMIT);
     expect(failed).toMatchObject({ kind: "status", code: GrpcCode.INVALID_ARGUMENT, details: "bad 100% ünï" });
     expect(classify(failed)).toBe("ok");
 

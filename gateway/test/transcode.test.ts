@@ -8,6 +8,7 @@ import type { RoutedRequest } from "../src/context.ts";
 import { resolveMethod } from "../src/grpc/method.ts";
 import { transcodeGrpc } from "../src/grpc/route.ts";
 import { checkMessage, MAX_FIELD_ERRORS } from "../src/grpc/transcode.ts";
+import { frameMessage } from "../src/grpc/wire.ts";
 
 const verify = resolveMethod(parseProtos(["proto/userverify.proto"]), "userverify.UserVerify/VerifyUser");
 const richRoot = protobuf.parse(
@@ -41,6 +42,22 @@ describe("JSON → protobuf checking", () => {
     const input = { id: 121, token: "a$$" };
     expect(checkMessage(verify.requestType, input)).toEqual([]);
     expect(verify.requestType.toObject(verify.requestType.decode(verify.encode(input)))).toEqual(input);
+  });
+
+  test("encodeFramed is the framed encode, message after message on its shared writer", () => {
+    const inputs = [
+      { id: 121, token: "a$$" },
+      { id: -5, token: "x".repeat(70_000) }, // past the writer's initial buffer and what it keeps
+      { id: 7, token: "" },
+      {},
+      { id: 2147483647, token: "ünï" },
+    ];
+    for (const input of inputs) expect(verify.encodeFramed(input)).toEqual(frameMessage(verify.encode(input)));
+    const reply = verify.responseType.encode({ message: "hello" }).finish();
+    expect(verify.decode(reply)).toEqual({ message: "hello" });
+    expect(verify.decode(new Uint8Array(reply))).toEqual({ message: "hello" });
+    expect(() => verify.decode(Buffer.from([0x0a, 0x05, 0x68]))).toThrow();
+    expect(verify.decode(Buffer.from([]))).toEqual({ message: "" });
   });
 
   test("wrong types, unknown fields and prototype keys are named, never coerced or dropped", () => {
@@ -340,7 +357,7 @@ describe("the gRPC route's 400s", () => {
   test("an encoder that still throws is the body's 400, not a 500", async () => {
     const throwing = {
       ...verify,
-      encode: () => {
+      encodeFramed: () => {
         throw new Error("invalid encoding");
       },
     };

@@ -37,6 +37,7 @@
 import http2, {
   type ClientHttp2Session,
   type ClientHttp2Stream,
+  type ClientSessionOptions,
   type IncomingHttpHeaders,
   type SecureClientSessionOptions,
 } from "node:http2";
@@ -52,7 +53,6 @@ import { GrpcCode } from "./status.ts";
 import {
   decodeGrpcMessage,
   FRAME_HEADER_BYTES,
-  frameMessage,
   grpcTimeout,
   type MetadataHeaders,
   parseGrpcStatus,
@@ -64,7 +64,7 @@ import {
 export interface UnaryRequest {
   /** "/package.Service/Method" */
   path: string;
-  /** The encoded request message (unframed). */
+  /** The encoded request message, framed (wire.ts frameMessage, GrpcMethod.encodeFramed): sent as it is by every try. */
   message: Uint8Array;
   metadata: MetadataHeaders;
   /** How long the call may take; sent as grpc-timeout and enforced here. */
@@ -120,6 +120,13 @@ export const DEFAULT_CHANNEL_OPTIONS: Omit<ChannelOptions, "secure"> = {
   connectTimeoutMs: 5_000,
 };
 
+/**
+ * Bun's client checks each request's headers for a single-value field sent twice unless told not
+ * to (an option node:http2 has for servers only, hence the cast). A call's headers are one object
+ * of lower-case names and string values (wire.ts setMetadata), so none can be, and the check cost
+ * every call a Set and a key list (bench/census.ts).
+ */
+const NO_SINGLE_VALUE_CHECK = { strictSingleValueFields: false } as ClientSessionOptions;
 const BACKOFF_JITTER = 0.2;
 const MAX_STREAMS_UNKNOWN = 100;
 
@@ -163,7 +170,27 @@ export class GrpcChannel {
 
   /** One unary call; never rejects (every failure is a status). */
   unary(request: UnaryRequest): Promise<UnaryResult> {
-    return new Promise((resolve) => this.dispatch(new UnaryCall(this, request, resolve)));
+    return this.unaryMapped(request, sameResult, undefined);
+  }
+
+  /**
+   * One unary call whose promise resolves with `map(result, context)`, run as the call ends: what
+   * `unary(request).then((result) => map(result, context))` gives, without a closure and a
+   * chained promise per call (bench/census.ts). A throw from `map` rejects the promise.
+   */
+  unaryMapped<T, C>(request: UnaryRequest, map: (result: UnaryResult, context: C) => T, context: C): Promise<T> {
+    const call = new UnaryCall(this, request, map, context);
+    // The executor is a shared function that hands the call its settlers: no closure, and no
+    // withResolvers() object, per call (bench/census.ts).
+    settling = call;
+    const promise = new Promise<T>(takeSettlers);
+    settling = undefined;
+    try {
+      this.dispatch(call);
+    } catch (err) {
+      call.reject(err);
+    }
+    return promise;
   }
 
   /** Starts `call` on the session, or queues it for one; a call refused unprocessed comes back here once. */
@@ -211,7 +238,11 @@ export class GrpcChannel {
 
   #connect(): void {
     const secureOptions = this.#options.secure?.();
-    const h2 = http2.connect(this.#authority, { ...secureOptions, settings: { enablePush: false } });
+    const h2 = http2.connect(this.#authority, {
+      ...secureOptions,
+      settings: { enablePush: false },
+      ...NO_SINGLE_VALUE_CHECK,
+    });
     const session: Session = {
       h2,
       ready: false,
@@ -386,15 +417,24 @@ class UnaryCall {
   /** Refused unprocessed once and sent again (GOAWAY, REFUSED_STREAM): a second refusal ends it. */
   #retried = false;
   #headers: IncomingHttpHeaders | undefined;
-  #chunks: Buffer[] = [];
+  /** The reply's first chunk; a reply seldom comes in more, and only then is `#chunks` made. */
+  #first: Buffer | undefined;
+  /** Every chunk, once a second one came. */
+  #chunks: Buffer[] | undefined;
   #received = 0;
   /** Length of the first message, once its prefix arrived. */
   #expected = -1;
 
+  /** The call's promise's settlers (GrpcChannel.unaryMapped, takeSettlers). */
+  resolve!: (value: never) => void;
+  reject!: (reason: unknown) => void;
+
   constructor(
     private readonly channel: GrpcChannel,
     private readonly request: UnaryRequest,
-    private readonly resolve: (result: UnaryResult) => void,
+    /** GrpcChannel.unaryMapped's: what the promise resolves with is `map(result, context)`. */
+    private readonly map: (result: UnaryResult, context: never) => unknown,
+    private readonly context: unknown,
   ) {
     // The deadline runs from the call, whatever waiting for a session or a stream takes.
     this.#timer = watchesClient(request.client, request.timeoutMs)
@@ -443,7 +483,7 @@ class UnaryCall {
     stream.on("trailers", onTrailers);
     stream.on("error", ignore);
     stream.on("close", onClose);
-    stream.end(frameMessage(message));
+    stream.end(message);
   }
 
   response(stream: CallStream, headers: IncomingHttpHeaders): void {
@@ -470,10 +510,11 @@ class UnaryCall {
 
   data(stream: CallStream, chunk: Buffer): void {
     if (this.#done || stream !== this.#stream) return;
-    this.#chunks.push(chunk);
+    if (this.#first === undefined) this.#first = chunk;
+    else (this.#chunks ??= [this.#first]).push(chunk);
     this.#received += chunk.byteLength;
     if (this.#expected < 0 && this.#received >= FRAME_HEADER_BYTES) {
-      const head = this.#chunks.length === 1 ? chunk : Buffer.concat(this.#chunks);
+      const head = this.#chunks === undefined ? chunk : Buffer.concat(this.#chunks);
       this.#expected = head.readUInt32BE(1);
       if (head[0] !== 0)
         this.#abort(GrpcCode.INTERNAL, "the upstream sent a compressed message, and no compression was offered");
@@ -555,7 +596,7 @@ class UnaryCall {
   #ended(statusHeaders: IncomingHttpHeaders): void {
     if (this.#done) return;
     const headers = this.#headers ?? statusHeaders;
-    const body = this.#chunks.length === 1 ? this.#chunks[0]! : Buffer.concat(this.#chunks);
+    const body = this.#chunks === undefined ? this.#first : Buffer.concat(this.#chunks);
     this.finish(endedResult(headers, statusHeaders, body, this.#expected));
   }
 
@@ -572,7 +613,8 @@ class UnaryCall {
     this.#session = undefined;
     this.#stream = undefined;
     this.#headers = undefined;
-    this.#chunks = [];
+    this.#first = undefined;
+    this.#chunks = undefined;
     this.#received = 0;
     this.#expected = -1;
     if (session) {
@@ -594,9 +636,29 @@ class UnaryCall {
       session.calls.delete(this);
       this.channel.released(session);
     }
-    this.#chunks = [];
-    this.resolve(result);
+    this.#first = undefined;
+    this.#chunks = undefined;
+    let value: unknown;
+    try {
+      value = this.map(result, this.context as never);
+    } catch (err) {
+      this.reject(err);
+      return;
+    }
+    this.resolve(value as never);
   }
+}
+
+/** The call whose promise is being made: Promise runs its executor at once, inside unaryMapped. */
+let settling: UnaryCall | undefined;
+
+function takeSettlers(resolve: (value: never) => void, reject: (reason: unknown) => void): void {
+  settling!.resolve = resolve;
+  settling!.reject = reject;
+}
+
+function sameResult(result: UnaryResult): UnaryResult {
+  return result;
 }
 
 /** What a call that got its status (in trailers, or Trailers-Only) came to. */

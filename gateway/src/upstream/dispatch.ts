@@ -72,8 +72,11 @@ export async function dispatch<O extends Outcome>(
   idempotent: boolean,
   send: Send<O>,
   hooks?: TryHooks<O>,
-  /** The canary's sticky header value, when its policy names one (Upstream.stickyKey). */
-  stickyKey: string | null = null,
+  /**
+   * The canary's sticky header value, when its policy names one (Upstream.stickyKey). Optional
+   * rather than defaulted: a default makes the parameter list cost a scope object per call.
+   */
+  stickyKey?: string | null,
   /**
    * Whoever asked (the client's request): a retry is not sent once it is gone. The transports
    * look at it themselves only CLIENT_WATCH_MS into a try (client-watch.ts), so a try that failed
@@ -89,7 +92,7 @@ export async function dispatch<O extends Outcome>(
   let previous: Endpoint | undefined;
   // With a canary running, the request goes to one version's endpoints (retries too).
   const canary = upstream.canary;
-  const toCanary = canary?.active ? canary.chooseCanary(stickyKey) : undefined;
+  const toCanary = canary?.active ? canary.chooseCanary(stickyKey ?? null) : undefined;
   let endpoint = upstream.pick(undefined, undefined, toCanary);
   let attempt = 0;
   let refusals = 0;

@@ -73,7 +73,7 @@ export async function checkGrpc(endpoint: Endpoint, service: string, timeoutMs: 
   const outcome = await callUnary(
     endpoint.grpcChannel(),
     method,
-    method.encode({ service }),
+    method.encodeFramed({ service }),
     {},
     timeoutMs,
     MAX_HEALTH_REPLY_BYTES,

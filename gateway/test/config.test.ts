@@ -120,6 +120,28 @@ routes:
     });
   });
 
+  test("an unset variable's field has every list index, as every other problem's does", () => {
+    const text = [
+      "upstreams:",
+      "  web: { protocol: http, endpoints: 127.0.0.1:1 }",
+      "routes:",
+      "  - name: a",
+      "    path: /a",
+      "    upstream: web",
+      "    timeoutMs: ${T}",
+    ].join("\n");
+    expect(() => parseConfig(text, "t.yaml", {}, ROOT)).toThrow(
+      /^invalid gateway config t\.yaml:\n {2}t\.yaml:7:16 routes\[0\]\.timeoutMs: environment variable T is not set/,
+    );
+    const fields = (yaml: string) => interpolateDocument(parseDocument(yaml), {}).map((p) => p.field);
+    // A scalar in a mapping in a list, one directly in a list, in nested lists, and a top-level key.
+    expect(fields("routes:\n  - name: a\n  - name: b\n    timeoutMs: ${T}\n")).toEqual(["routes[1].timeoutMs"]);
+    expect(fields('trustedProxies: [10.0.0.0/8, "${P}"]\n')).toEqual(["trustedProxies[1]"]);
+    expect(fields('m: [[x], [y, { k: [z, "${A}"] }]]\n')).toEqual(["m[1][1].k[1]"]);
+    expect(fields('[[x, "${A}"]]\n')).toEqual(["[0][1]"]);
+    expect(fields("file: ${F}\n")).toEqual(["file"]);
+  });
+
   test("YAML syntax errors carry the line", () => {
     const problems = problemsOf("upstreams:\n  webapp: [\n");
     expect(problems[0]!.line).toBeGreaterThan(0);

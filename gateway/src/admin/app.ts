@@ -69,6 +69,12 @@ export function createAdminApp(
         (await auth?.gate(request)) ??
         contentTypeProblem(request, auth ? LOGIN_PATH : undefined),
     )
+    // No route for the path, or none for its method: problem+json like every other error here.
+    // Elysia routes only what the guard above let through, so without the token a request learns
+    // the same 401 on every path but the open ones, never which paths or methods exist.
+    .onError(({ code, request }): Response | undefined =>
+      code === "NOT_FOUND" ? routeProblem(request, app.routes) : undefined,
+    )
     .get("/healthz", () => ({ status: "ok" }))
     .get("/readyz", ({ set }) => {
       if (lifecycle.isReady()) return { status: "ready" };
@@ -116,3 +122,37 @@ export function createAdminApp(
     .use(canaryRoutes(gateway));
   return dashboard ? app.use(dashboard.routes()) : app;
 }
+
+/**
+ * 404 for a path no route has; 405 for one whose routes take other methods, with those in Allow.
+ * They come from the app's own route list, the canaries' and the dashboard's included, matched
+ * as Elysia matches paths: `:name` one segment, `*` the rest, a trailing slash ignored; HEAD
+ * wherever GET is, which Elysia answers with the GET route.
+ */
+function routeProblem(request: Request, routes: readonly { method: string; path: string }[]): Response {
+  const { pathname } = new URL(request.url);
+  const methods = new Set(routes.filter((route) => pathMatches(route.path, pathname)).map((route) => route.method));
+  if (methods.has("GET")) methods.add("HEAD");
+  methods.delete("WS");
+  // A method the path does take (or ALL) got here because its route itself said not found.
+  if (methods.size === 0 || methods.has(request.method) || methods.has("ALL"))
+    return problemResponse({ title: "Not Found", status: 404, detail: `no admin route at ${pathname}` });
+  const allow = [...methods].sort().join(", ");
+  return problemResponse(
+    { title: "Method Not Allowed", status: 405, detail: `${pathname} does not take ${request.method}, only ${allow}` },
+    { allow },
+  );
+}
+
+function pathMatches(pattern: string, path: string): boolean {
+  const want = segments(pattern);
+  const got = segments(path);
+  for (const [i, part] of want.entries()) {
+    if (part === "*") return true;
+    const given = got[i];
+    if (given === undefined || (part.startsWith(":") ? given === "" : given !== part)) return false;
+  }
+  return want.length === got.length;
+}
+
+const segments = (path: string) => (path.length > 1 && path.endsWith("/") ? path.slice(0, -1) : path).split("/");

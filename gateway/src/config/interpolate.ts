@@ -52,14 +52,23 @@ export function interpolateDocument(
   return problems;
 }
 
-/** Names the field a visited node belongs to, from its ancestors (pairs and sequences). */
+/**
+ * Names the field a visited node belongs to, from its ancestors (pairs and sequences), in the
+ * form the schema's problems use (`routes[0].timeoutMs`, `m[1][0]`).
+ */
 export function fieldOf(key: number | "key" | "value" | null, ancestors: readonly unknown[]): string {
   let name = "";
   const chain = [...ancestors.slice(1), key];
   for (let i = 0; i < chain.length; i++) {
     const node = chain[i];
     if (isPair(node) && isScalar(node.key)) name += `${name ? "." : ""}${String(node.key.value)}`;
-    else if (isSeq(node) && typeof chain[i + 1] === "number") name += `[${chain[i + 1]}]`;
+    else if (isSeq(node)) {
+      // The chain holds nodes, not indices: only the visited node itself comes as its index (the
+      // key); an item that is a mapping or a list is found among the sequence's items.
+      const next = chain[i + 1];
+      const index = typeof next === "number" ? next : node.items.indexOf(next);
+      if (index >= 0) name += `[${index}]`;
+    }
   }
   return name;
 }

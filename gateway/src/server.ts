@@ -249,6 +249,17 @@ export class Gateway {
     const requestId = ctx.id;
     const refusal = refuseRequest(req.method, req.headers.get("host"));
     if (refusal) return gatewayProblem({ ...refusal, requestId });
+    if ((ctx.path === "/healthz" || ctx.path === "/readyz") && req.method !== "GET" && req.method !== "HEAD") {
+      ctx.probe = true;
+      return gatewayProblem({
+        status: 405,
+        title: "Method not allowed",
+        requestId,
+        detail: `${req.method} is not allowed on ${ctx.path}`,
+        extensions: { allow: PROBE_METHODS },
+        headers: { allow: PROBE_METHODS.join(", ") },
+      });
+    }
     if (ctx.path === "/healthz") {
       ctx.probe = true;
       return Response.json({ status: "ok" });
@@ -366,10 +377,13 @@ export class Gateway {
   }
 }
 
-/** Whether a request declares a body: chunked, or a Content-Length other than 0. */
+/** The methods the public probes answer, as the routes' 405 lists them. */
+const PROBE_METHODS = ["GET", "HEAD"];
+
+/** Whether a request declares a body: chunked, or a Content-Length other than 0 (`00` is 0 too). */
 function carriesBody(headers: Headers): boolean {
   const length = headers.get("content-length");
-  return (length !== null && length !== "0" && !/^0(?:\s*,\s*0)*$/.test(length)) || headers.has("transfer-encoding");
+  return (length !== null && length !== "0" && !/^0+(?:\s*,\s*0+)*$/.test(length)) || headers.has("transfer-encoding");
 }
 
 /** 400 for a JSON body nested deeper than the limit; a gRPC route's also lists the field, as its other 400s do. */

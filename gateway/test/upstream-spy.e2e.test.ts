@@ -13,7 +13,14 @@ import { stopAll } from "../../scripts/stack/testing/processes.ts";
 import { removeTempFiles } from "./resilience-harness.ts";
 import { parseResponse, rawExchange, responseHeader } from "./spy/raw-client.ts";
 import { accessLog, type SpyGateway, startSpyGateway } from "./spy/spy-gateway.ts";
-import { frameRequests, headerOf, httpResponse, type SpyRequest, UpstreamSpy } from "./spy/upstream-spy.ts";
+import {
+  echoResponder,
+  frameRequests,
+  headerOf,
+  httpResponse,
+  type SpyRequest,
+  UpstreamSpy,
+} from "./spy/upstream-spy.ts";
 
 const CRLF = "\r\n";
 const enc = new TextEncoder();
@@ -21,9 +28,16 @@ const enc = new TextEncoder();
 let spy: UpstreamSpy;
 let gw: SpyGateway;
 
+/** Routes whose upstream path is rewritten (the "rewritePrefix" tests). */
+const REWRITE_ROUTES = [
+  "  - { name: exact-rw, path: /old, match: exact, upstream: spy, retry: { attempts: 1 }, http: { rewritePrefix: /new } }",
+  '  - { name: slash-rw, path: /rw2, upstream: spy, retry: { attempts: 1 }, http: { rewritePrefix: "/v2/" } }',
+  "  - { name: trailing-rw, path: /rw3/, upstream: spy, retry: { attempts: 1 }, http: { rewritePrefix: /v3 } }",
+].join("\n");
+
 beforeAll(async () => {
   spy = await UpstreamSpy.start();
-  gw = await startSpyGateway("gateway-spy", spy);
+  gw = await startSpyGateway("gateway-spy", spy, { routes: REWRITE_ROUTES });
 }, 30_000);
 
 afterAll(async () => {
@@ -447,5 +461,112 @@ describe("X-Forwarded-*, Host and Via (pinned: what gateway/src/proxy/headers.ts
         "x-forwarded-host": "lb.internal",
       });
     });
+  });
+});
+
+/** The request target the spy saw for `target` sent through the gateway. */
+async function upstreamTargetOf(target: string, method = "GET"): Promise<string | undefined> {
+  spy.clear();
+  spy.respond = echoResponder;
+  const answer = await rawExchange(gw.port, `${method} ${target} HTTP/1.1${CRLF}Host: portico.test${CRLF}${CRLF}`, {
+    done: (b) => parseResponse(b)?.complete === true,
+  });
+  expect(parseResponse(answer.bytes)?.status).toBe(200);
+  return spy.allRequests()[0]?.target;
+}
+
+describe("http.rewritePrefix", () => {
+  test("on an exact route, the whole path is replaced", async () => {
+    expect(await upstreamTargetOf("/old")).toBe("/new");
+    expect(await upstreamTargetOf("/old?a=1")).toBe("/new?a=1");
+  });
+
+  test("the replacement and the rest of the path join with one slash", async () => {
+    expect(await upstreamTargetOf("/rw2/users")).toBe("/v2/users");
+    expect(await upstreamTargetOf("/rw2")).toBe("/v2/");
+    // A route path written with a trailing slash matches as without one, and rewrites so too.
+    expect(await upstreamTargetOf("/rw3/users")).toBe("/v3/users");
+    expect(await upstreamTargetOf("/rw3")).toBe("/v3");
+  });
+});
+
+describe("what the upstream's answer does not say, the gateway does not add", () => {
+  test("a body without Content-Type reaches the client without one (Bun.serve would call it octet-stream)", async () => {
+    for (const [status, reason] of [
+      [200, "OK"],
+      [500, "Internal Server Error"],
+    ] as const) {
+      spy.respond = (_req, conn) => conn.write(httpResponse(status, "oops", [], reason));
+      const answer = await rawExchange(gw.port, `GET /spy/untyped HTTP/1.1${CRLF}Host: portico.test${CRLF}${CRLF}`, {
+        done: (b) => parseResponse(b)?.complete === true,
+      });
+      const res = parseResponse(answer.bytes)!;
+      expect([res.status, res.body.toString(), res.complete]).toEqual([status, "oops", true]);
+      expect(responseHeader(res, "content-type")).toBeUndefined();
+    }
+    // One the upstream names is kept as it is.
+    spy.respond = (_req, conn) => conn.write(httpResponse(200, "<p>", [["Content-Type", "text/html"]]));
+    const typed = parseResponse(
+      (
+        await rawExchange(gw.port, `GET /spy/typed HTTP/1.1${CRLF}Host: portico.test${CRLF}${CRLF}`, {
+          done: (b) => parseResponse(b)?.complete === true,
+        })
+      ).bytes,
+    )!;
+    expect(responseHeader(typed, "content-type")).toBe("text/html");
+  });
+
+  test("HEAD: an answer without a length is not given `content-length: 0`; one with a length keeps it", async () => {
+    const head = async (): Promise<[string, string][]> => {
+      const answer = await rawExchange(gw.port, `HEAD /spy/head HTTP/1.1${CRLF}Host: portico.test${CRLF}${CRLF}`, {
+        done: (b) => b.includes("\r\n\r\n"),
+        timeoutMs: 2_000,
+      });
+      const text = answer.bytes.toString("latin1");
+      expect(text.startsWith("HTTP/1.1 200")).toBe(true);
+      return text
+        .slice(0, text.indexOf("\r\n\r\n"))
+        .split("\r\n")
+        .slice(1)
+        .map((line) => {
+          const colon = line.indexOf(":");
+          return [line.slice(0, colon).toLowerCase(), line.slice(colon + 1).trim()] as [string, string];
+        });
+    };
+    spy.respond = (_req, conn) => conn.write(`HTTP/1.1 200 OK${CRLF}Transfer-Encoding: chunked${CRLF}${CRLF}`);
+    const chunked = await head();
+    expect(chunked.filter(([k]) => k === "content-length")).toEqual([]);
+    expect(chunked.filter(([k]) => k === "transfer-encoding")).toEqual([["transfer-encoding", "chunked"]]);
+    spy.respond = (_req, conn) => conn.write(`HTTP/1.1 200 OK${CRLF}Content-Length: 1000${CRLF}${CRLF}`);
+    const sized = await head();
+    expect(sized.filter(([k]) => k === "content-length")).toEqual([["content-length", "1000"]]);
+    expect(sized.filter(([k]) => k === "transfer-encoding")).toEqual([]);
+  });
+});
+
+describe("the edge's own checks", () => {
+  test("`Content-Length: 00` on a GET is a length of zero, not a body", async () => {
+    spy.clear();
+    spy.respond = echoResponder;
+    const answer = await rawExchange(
+      gw.port,
+      `GET /spy/zero HTTP/1.1${CRLF}Host: portico.test${CRLF}Content-Length: 00${CRLF}${CRLF}`,
+      { done: (b) => parseResponse(b)?.complete === true },
+    );
+    expect(parseResponse(answer.bytes)?.status).toBe(200);
+    expect(spy.allRequests().map((r) => r.target)).toEqual(["/spy/zero"]);
+  });
+
+  test("the public probes answer GET and HEAD; another method gets 405 with Allow", async () => {
+    for (const path of ["/healthz", "/readyz"]) {
+      expect((await fetch(`${gw.url}${path}`)).status).toBe(200);
+      expect((await fetch(`${gw.url}${path}`, { method: "HEAD" })).status).toBe(200);
+      for (const method of ["POST", "DELETE"]) {
+        const res = await fetch(`${gw.url}${path}`, { method });
+        expect(res.status).toBe(405);
+        expect(res.headers.get("allow")).toBe("GET, HEAD");
+        expect(res.headers.get("content-type")).toContain("application/problem+json");
+      }
+    }
   });
 });

@@ -263,7 +263,11 @@ export const RouteSchema = T.Object(
       T.Object(
         {
           rewritePrefix: T.Optional(
-            T.String({ pattern: "^/", description: "replaces the matched prefix in the upstream path" }),
+            T.String({
+              pattern: "^/",
+              description:
+                "replaces the route's path in the upstream path (the matched prefix; on an exact route, the whole path), joined with one slash",
+            }),
           ),
         },
         { additionalProperties: false, description: "HTTP forwarding options" },

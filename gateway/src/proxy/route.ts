@@ -9,6 +9,7 @@ import { gatewayProblem } from "../errors.ts";
 import type { GatewayTelemetry } from "../telemetry/index.ts";
 import { clientGoneProblem, dispatch, noEndpointProblem } from "../upstream/dispatch.ts";
 import { isIdempotentMethod } from "../upstream/outcome.ts";
+import { trimTrailingSlash } from "../routing/router.ts";
 import { setForwardedHeaders } from "./headers.ts";
 import { InvalidUpstreamResponse } from "./http.ts";
 import { limitResponseSize } from "./response-limit.ts";
@@ -24,9 +25,7 @@ export async function proxyHttp(
   deps: HttpRouteDeps,
 ): Promise<Response> {
   const upstreamPath =
-    route.http?.rewritePrefix !== undefined && route.match === "prefix"
-      ? rewrite(ctx.path, route.path, route.http.rewritePrefix)
-      : ctx.path;
+    route.http?.rewritePrefix !== undefined ? rewrite(ctx.path, route.path, route.http.rewritePrefix) : ctx.path;
   const pathAndQuery = upstreamPath + ctx.search;
   const headers = prepareRequestHeaders(req, ctx, deps.instance);
   route.auth?.stripCredentials(headers);
@@ -103,8 +102,15 @@ function prepareRequestHeaders(req: Request, ctx: RequestContext, gatewayInstanc
   return headers;
 }
 
-function rewrite(path: string, prefix: string, replacement: string): string {
+/**
+ * The upstream path: the route's path (matched as the router does, trailing slashes aside)
+ * replaced by `replacement` — on an exact route the whole path, on a prefix route its first
+ * segments. The two join with one slash: `/v2/` for `/old` makes `/old/users` `/v2/users`.
+ */
+export function rewrite(path: string, routePath: string, replacement: string): string {
+  const prefix = trimTrailingSlash(routePath);
+  // Empty, or from a slash on: the router matches whole segments.
   const rest = path.slice(prefix === "/" ? 0 : prefix.length);
-  if (replacement === "/") return rest.startsWith("/") ? rest : `/${rest}`;
-  return replacement + rest;
+  if (rest === "") return replacement;
+  return (replacement.endsWith("/") ? replacement.slice(0, -1) : replacement) + rest;
 }

@@ -52,7 +52,8 @@ export class Router<R extends Pick<RouteConfig, "path" | "match" | "methods">> {
   }
 }
 
-function trimTrailingSlash(path: string): string {
+/** `path` without trailing slashes (`/` stays `/`): how route paths are keyed and matched. */
+export function trimTrailingSlash(path: string): string {
   let end = path.length;
   while (end > 1 && path.charCodeAt(end - 1) === 47) end--;
   return end === path.length ? path : path.slice(0, end);

@@ -20,6 +20,8 @@ export interface SpyRouteOptions {
   limits?: string;
   /** Top-level YAML added as is (e.g. `trustedProxies: ["127.0.0.1/32"]`). */
   extra?: string;
+  /** More routes to the spy, as YAML list items (each `  - { … }` on its own line). */
+  routes?: string;
 }
 
 /** A routes.yaml: upstream `spy`, route `spy` on prefix /spy to it. */
@@ -34,6 +36,7 @@ upstreams:
     circuitBreaker: { consecutiveFailures: 1000 }
 routes:
   - { name: spy, path: /spy, upstream: spy, timeoutMs: ${opts.timeoutMs ?? 3000}, retry: { attempts: 1 } }
+${opts.routes ?? ""}
 ${opts.extra ?? ""}
 `;
 }

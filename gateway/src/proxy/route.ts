@@ -20,10 +20,10 @@ export interface HttpRouteDeps {
   instance: string;
 }
 
-export async function proxyHttp(
-  { req, ctx, route, upstream, body, limits }: RoutedRequest,
-  deps: HttpRouteDeps,
-): Promise<Response> {
+export async function proxyHttp(routed: RoutedRequest, deps: HttpRouteDeps): Promise<Response> {
+  // Taken apart here, not in the parameter list: destructured parameters cost an async function a
+  // scope object more per call (bench/census.ts).
+  const { req, ctx, route, upstream, body, limits } = routed;
   const upstreamPath =
     route.http?.rewritePrefix !== undefined ? rewrite(ctx.path, route.path, route.http.rewritePrefix) : ctx.path;
   const pathAndQuery = upstreamPath + ctx.search;

@@ -86,8 +86,6 @@ class Exchange {
   streams = false;
   /** Declared Content-Length (-1: none), and body bytes seen so far. */
   length = -1;
-  /** The answer names a Content-Type. */
-  typed = false;
   bodyBytes = 0;
   chunks: Uint8Array<ArrayBuffer>[] = [];
   controller: ReadableStreamDefaultController<Uint8Array> | undefined;
@@ -108,10 +106,9 @@ class Exchange {
   /** Settles the try with the answer's head and `body`; false if that is no valid Response (then an error outcome). */
   respond(body: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null): boolean {
     this.settled = true;
-    // Bun.serve sends a byte body that has no Content-Type as application/octet-stream, which
-    // would be the gateway's word, not the upstream's (browsers download what they would have
-    // shown); a stream body goes out as it came. Only for such answers: a stream costs more.
-    if (!this.typed && body instanceof Uint8Array && body.byteLength > 0) body = oneChunkStream(body);
+    // A byte body without Content-Type goes out labelled application/octet-stream by Bun.serve; as
+    // a stream it would go out unlabelled but without its Content-Length past a few hundred bytes
+    // (Bun.serve ignores the header on a stream), which matters more (docs/gateway.md).
     let response: Response;
     try {
       response = new Response(body, { status: this.status, statusText: this.statusText, headers: this.headers! });
@@ -381,7 +378,6 @@ class Connection {
       bytes += name.length + value.length;
       const lower = name.toLowerCase();
       if (lower === "content-length") length = Number(value);
-      else if (lower === "content-type") exchange.typed = true;
       else if (lower === "transfer-encoding") {
         // llhttp reads a final "chunked" as chunked and anything else as "until close"; the
         // gateway does not decode transfer codings, so only chunked passes.
@@ -433,8 +429,10 @@ class Connection {
       if (named.size > 0) headers = headers.filter(([name]) => !named.has(name.toLowerCase()));
     }
     // An answer to HEAD without a length: Bun.serve would add `content-length: 0`, telling the
-    // client the GET's body is empty. The GET's answer through the gateway has no length either
-    // (it is chunked to the client), so the HEAD's says so too (RFC 9110 §9.3.2); Bun sends no body.
+    // client the GET's body is empty. Only a length or a transfer coding stops it; the GET's answer
+    // through the gateway is chunked when its body is more than a small one, so the HEAD's says
+    // chunked (RFC 9110 §9.3.2 lets it leave the length out); Bun sends no body. Bun.serve does
+    // not tell the client's HTTP version, so an HTTP/1.0 client gets it too (docs/gateway.md).
     if (exchange.isHead && length < 0 && !nullBodyStatus(status)) headers.push(["transfer-encoding", "chunked"]);
     exchange.status = status;
     exchange.statusText = statusText;
@@ -684,16 +682,6 @@ function exchangeOn(
   settle = undefined;
   connection.send(exchange, request, client);
   return promise;
-}
-
-/** `bytes` as a stream body of one chunk. */
-function oneChunkStream(bytes: Uint8Array<ArrayBuffer>): ReadableStream<Uint8Array> {
-  return new ReadableStream<Uint8Array>({
-    start(controller) {
-      controller.enqueue(bytes);
-      controller.close();
-    },
-  });
 }
 
 function concat(chunks: Uint8Array<ArrayBuffer>[]): Uint8Array<ArrayBuffer> {

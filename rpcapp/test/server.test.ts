@@ -258,6 +258,31 @@ describe("grpc.health.v1.Health", () => {
     watch.cancel();
     expect((await watch.ended).code).toBe(grpc.status.CANCELLED);
   });
+
+  test("a cancelled Watch leaves nothing behind: watched names do not pile up", async () => {
+    const health = app.rpc.health;
+    // No stream of this app is open now (the test above cancelled its own; its cancellation may still be on the way).
+    const before = 0;
+    await waitFor("no name watched", () => health.watchedServices === before);
+    for (let i = 0; i < 20; i++) {
+      const watch = app.clients.watch(`gone.${i}.${"x".repeat(1000)}`);
+      await waitFor("the first Watch update", () => watch.statuses.length > 0);
+      watch.cancel();
+      expect((await watch.ended).code).toBe(grpc.status.CANCELLED);
+    }
+    await waitFor("the cancelled streams forgotten", () => health.watchedServices === before);
+    // Two streams on one name: the name stays until the second goes.
+    const [a, b] = [app.clients.watch("shared.name"), app.clients.watch("shared.name")];
+    await waitFor("both streams' first update", () => a.statuses.length > 0 && b.statuses.length > 0);
+    expect(health.watchedServices).toBe(before + 1);
+    a.cancel();
+    await a.ended;
+    await Bun.sleep(50);
+    expect(health.watchedServices).toBe(before + 1);
+    b.cancel();
+    await b.ended;
+    await waitFor("the shared name forgotten", () => health.watchedServices === before);
+  });
 });
 
 describe("readiness drives health", () => {

@@ -223,6 +223,35 @@ describe.skipIf(!hasRedis)("BoundedRedis", () => {
     await waitFor("the probe to pass", () => r.isUp, { timeoutMs: 2000 });
   });
 
+  test("unreachable from the start (no server, a refused password): said once at warn with the URL, then at debug", async () => {
+    const port = await freePort();
+    // The test server asks for a password for the length of the test; the connection that set it stays authenticated.
+    const { redis: admin } = client();
+    await admin.start(3000);
+    await admin.call("CONFIG", ["SET", "requirepass", "the-password"]);
+    try {
+      for (const url of [`redis://127.0.0.1:${port}`, `redis://:not-the-password@127.0.0.1:${redis.port}`])
+        await expectOneWarning(url);
+    } finally {
+      await admin.call("CONFIG", ["SET", "requirepass", ""]);
+    }
+  });
+
+  /** A client of `url` that cannot connect logs one warning naming the (redacted) URL, then only debug lines. */
+  async function expectOneWarning(url: string): Promise<void> {
+    const lines: { level: string; msg: string }[] = [];
+    const record = (level: string) => (_obj: object, msg: string) => lines.push({ level, msg });
+    const log = { warn: record("warn"), debug: record("debug") } as unknown as BoundedRedisOptions["log"];
+    const { redis: r } = client(url, { log, name: "test store" });
+    await waitFor("three failed probes", () => lines.length >= 3, { timeoutMs: 5000 });
+    expect(r.isUp).toBe(false);
+    const warnings = lines.filter((l) => l.level === "warn");
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]!.msg).toContain(`test store: redis at ${redactUrl(url)} is unavailable`);
+    expect(warnings[0]!.msg).not.toContain("not-the-password");
+    expect(lines.slice(1).every((l) => l.level === "debug")).toBe(true);
+  }
+
   test("a closed client refuses every call at once", async () => {
     const { redis: r } = client();
     await r.start(3000);

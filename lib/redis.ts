@@ -43,7 +43,11 @@ export interface BoundedRedisOptions {
   /** After every call sent: its latency and how it ended (metrics). */
   onCall?: (ms: number, result: RedisCallResult) => void;
   onStateChange?: (change: RedisStateChange) => void;
-  /** Failed probes are logged here at debug level, as "<name>: redis probe failed". */
+  /**
+   * Failed probes are logged here at debug level, as "<name>: redis probe failed" — but the first
+   * one of an outage nobody reported (Redis never reachable since the start, or down again after
+   * onStateChange said it was up and then a probe alone found it down) at warn, with the reason.
+   */
   log?: Logger;
   name?: string;
 }
@@ -97,6 +101,8 @@ export class BoundedRedis implements RedisConnection {
   readonly #opts: BoundedRedisOptions;
   readonly #probeTimer: Timer;
   #up = false;
+  /** The current outage has been told: by onStateChange (markDown), or by a probe's warning. */
+  #downTold = false;
   #closed = false;
   #probing: Promise<void> | undefined;
   #connecting: Promise<void> | undefined;
@@ -245,7 +251,17 @@ export class BoundedRedis implements RedisConnection {
       await this.#check(this);
       this.#markUp();
     } catch (err) {
-      this.#opts.log?.debug({ err: describe(err) }, `${this.#opts.name ?? "redis"}: redis probe failed`);
+      const name = this.#opts.name ?? "redis";
+      if (this.#downTold) this.#opts.log?.debug({ err: describe(err) }, `${name}: redis probe failed`);
+      else {
+        // Without this a Redis unreachable from the start (a wrong host, port or password in the
+        // URL: Bun's client reports a refused AUTH as "Connection closed") was said only at debug.
+        this.#downTold = true;
+        this.#opts.log?.warn(
+          { err: describe(err), redis: this.displayUrl },
+          `${name}: redis at ${this.displayUrl} is unavailable (${describe(err)}); retrying — check the URL's host, port and password`,
+        );
+      }
     }
   }
 
@@ -253,6 +269,7 @@ export class BoundedRedis implements RedisConnection {
   markDown(reason: string): void {
     if (!this.#up || this.#closed) return;
     this.#up = false;
+    this.#downTold = true;
     this.#downSince = performance.now();
     this.#opts.onStateChange?.({ up: false, reason });
     // Try again almost at once (after the connection is dropped): a stall of a few milliseconds
@@ -263,6 +280,7 @@ export class BoundedRedis implements RedisConnection {
   #markUp(): void {
     if (this.#up || this.#closed) return;
     this.#up = true;
+    this.#downTold = false;
     this.#opts.onStateChange?.({ up: true, downMs: performance.now() - this.#downSince });
   }
 

@@ -14,7 +14,7 @@ import { problemResponse } from "../../lib/problem.ts";
 import { createMetricsRegistry, HttpServerMetrics, metricsResponse } from "../../lib/telemetry/metrics.ts";
 import { endHttpSpan, headersGetter, logFieldsOf, startServerSpan } from "../../lib/telemetry/spans.ts";
 import { allowedMethodsOf, type AllowedMethods } from "./allowed-methods.ts";
-import { problemForError } from "./error-problem.ts";
+import { invalidFieldsProblem, problemForError } from "./error-problem.ts";
 import { HttpProblem } from "./http-problem.ts";
 import { readJsonBody } from "./json-body.ts";
 import { requestIdOf } from "../../lib/request-id.ts";
@@ -224,7 +224,9 @@ export function createApp({
         const items = rows.slice(0, limit);
         return { items: items.map(projectJson), next: rows.length > limit ? items[items.length - 1]!.id : null };
       },
-      { query: ListQuery },
+      // Before validation: the query parser keeps the last of a repeated parameter, which would
+      // let `limit=abc&limit=2` pass where `limit=2&limit=abc` is refused.
+      { transform: ({ request }) => refuseRepeatedQuery(request, ["limit", "after"]), query: ListQuery },
     )
     .get(
       "/projects/:id",
@@ -248,4 +250,15 @@ const notReady = (detail: string) => new HttpProblem({ title: "Not ready", statu
 function privateMetrics(identity: ServiceIdentity): { registry: Registry; http: HttpServerMetrics } {
   const registry = createMetricsRegistry(identity, { processMetrics: false });
   return { registry, http: new HttpServerMetrics(registry) };
+}
+
+/** 400 naming each of `names` given more than once in the request's query. */
+function refuseRepeatedQuery(request: Request, names: readonly string[]): void {
+  const queryStart = request.url.indexOf("?");
+  if (queryStart < 0) return;
+  const query = new URLSearchParams(request.url.slice(queryStart + 1));
+  const errors = names
+    .filter((name) => query.getAll(name).length > 1)
+    .map((field) => ({ field, message: `${field} is given more than once; give it once` }));
+  if (errors.length > 0) throw new HttpProblem(invalidFieldsProblem(errors, "query"));
 }

@@ -195,6 +195,12 @@ describe("path and query parameters are checked, with 400 naming the parameter",
     ["after=-1", ["after"]],
     ["after=x", ["after"]],
     ["limit=0&after=x", ["limit", "after"]],
+    // Given twice, whichever value comes last (the query parser keeps the last one).
+    ["limit=abc&limit=2", ["limit"]],
+    ["limit=2&limit=abc", ["limit"]],
+    ["limit=500&limit=2", ["limit"]],
+    ["after=1&after=5", ["after"]],
+    ["limit=2&after=1&limit=3&after=4", ["limit", "after"]],
   ];
   for (const [query, fields] of badQueries) {
     test(`GET /projects?${query} → 400 naming ${fields.join(" and ")}`, async () => {

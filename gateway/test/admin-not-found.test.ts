@@ -6,38 +6,15 @@
  * ADMIN_TOKEN — and without the token in hand, nothing but the 401 it already answers.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import pino from "pino";
-import { Lifecycle } from "../../lib/lifecycle.ts";
 import { createAdminApp } from "../src/admin/app.ts";
 import { AdminAuth } from "../src/admin/auth.ts";
-import { parseConfig } from "../src/config/load.ts";
-import { Dashboard } from "../src/dashboard/index.ts";
-import { PeerDirectory } from "../src/peers.ts";
-import { Gateway } from "../src/server.ts";
+import { inProcessGateway } from "./admin-fixture.ts";
 
 const TOKEN = "admin-not-found-test-token";
 const JSON_TYPE = { "content-type": "application/json" };
 const BEARER = { authorization: `Bearer ${TOKEN}` };
 
-const config = parseConfig(
-  [
-    "upstreams:",
-    "  web:",
-    "    protocol: http",
-    "    endpoints: 127.0.0.1:9",
-    "    healthCheck: { enabled: false }",
-    "routes:",
-    "  - name: r",
-    "    path: /r",
-    "    upstream: web",
-  ].join("\n"),
-  "inline.yaml",
-);
-const log = pino({ level: "silent" });
-const lifecycle = new Lifecycle({ drainDelayMs: 0, shutdownTimeoutMs: 1000, log });
-const identity = { service: "gateway", version: "t", instance: "gw-test" };
-const gateway = new Gateway(config, { identity, log, lifecycle });
-const dashboard = new Dashboard({ gateway, identity, lifecycle, peers: new PeerDirectory({ urls: [], adminPort: 0 }) });
+const { gateway, dashboard, identity, lifecycle } = inProcessGateway();
 
 type App = ReturnType<typeof createAdminApp>;
 const listening: App[] = [];

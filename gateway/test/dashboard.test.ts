@@ -4,18 +4,14 @@
  * fake replicas on real ports), and the admin routes that serve them.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import pino from "pino";
-import { Lifecycle } from "../../lib/lifecycle.ts";
 import { createAdminApp } from "../src/admin/app.ts";
-import { Dashboard } from "../src/dashboard/index.ts";
 import { LATENCY_BUCKETS, latencyBucket, quantileMs } from "../src/dashboard/latency-buckets.ts";
 import { recent } from "../src/dashboard/events.ts";
 import { type EndpointView, type GatewaySnapshot, SNAPSHOT_SCHEMA } from "../src/dashboard/snapshot.ts";
 import { TierView } from "../src/dashboard/tier.ts";
 import { TrafficRecorder, WINDOW_SECONDS } from "../src/dashboard/traffic.ts";
 import { PeerDirectory } from "../src/peers.ts";
-import { parseConfig } from "../src/config/load.ts";
-import { Gateway } from "../src/server.ts";
+import { inProcessGateway } from "./admin-fixture.ts";
 
 const servers: ReturnType<typeof Bun.serve>[] = [];
 afterAll(() =>
@@ -340,30 +336,7 @@ describe("the tier: snapshots of every replica, merged", () => {
 });
 
 describe("admin routes of the dashboard", () => {
-  const config = parseConfig(
-    [
-      "upstreams:",
-      "  web:",
-      "    protocol: http",
-      "    endpoints: 127.0.0.1:9",
-      "    healthCheck: { enabled: false }",
-      "routes:",
-      "  - name: r",
-      "    path: /r",
-      "    upstream: web",
-    ].join("\n"),
-    "inline.yaml",
-  );
-  const log = pino({ level: "silent" });
-  const lifecycle = new Lifecycle({ drainDelayMs: 0, shutdownTimeoutMs: 1000, log });
-  const identity = { service: "gateway", version: "t", instance: "gw-test" };
-  const gateway = new Gateway(config, { identity, log, lifecycle });
-  const dashboard = new Dashboard({
-    gateway,
-    identity,
-    lifecycle,
-    peers: new PeerDirectory({ urls: [], adminPort: 0 }),
-  });
+  const { gateway, dashboard, identity, lifecycle } = inProcessGateway();
   const app = createAdminApp(gateway, identity, lifecycle, undefined, { dashboard });
   afterAll(() => gateway.close());
   const get = (path: string) => app.handle(new Request(`http://admin${path}`));

@@ -14,7 +14,7 @@ import * as protoLoader from "@grpc/proto-loader";
 import { PROTO_LOADER_OPTS } from "@grpc/reflection/build/src/implementations/common/constants";
 import { ReflectionV1Implementation } from "@grpc/reflection/build/src/implementations/reflection-v1";
 import protobuf from "protobufjs";
-import { serviceDefinition } from "./service-definition.ts";
+import { servedServiceDefinition } from "./service-definition.ts";
 import reflectionV1Proto from "./proto/grpc/reflection/v1/reflection.proto" with { type: "text" };
 import reflectionV1AlphaProto from "./proto/grpc/reflection/v1alpha/reflection.proto" with { type: "text" };
 
@@ -23,11 +23,15 @@ const REFLECTION_SERVICES = [
   "grpc.reflection.v1alpha.ServerReflection",
 ] as const;
 
-function definitionFromText(texts: readonly string[], keepCase: boolean): protoLoader.PackageDefinition {
+function rootFromText(texts: readonly string[], keepCase: boolean): protobuf.Root {
   const root = new protobuf.Root();
   for (const text of texts) protobuf.parse(text, root, { keepCase });
   root.resolveAll();
-  return protoLoader.fromJSON(root.toJSON(), PROTO_LOADER_OPTS);
+  return root;
+}
+
+function definitionFromText(texts: readonly string[], keepCase: boolean): protoLoader.PackageDefinition {
+  return protoLoader.fromJSON(rootFromText(texts, keepCase).toJSON(), PROTO_LOADER_OPTS);
 }
 
 const REFLECTION_PROTOS = [reflectionV1Proto, reflectionV1AlphaProto];
@@ -57,7 +61,10 @@ export function addReflection(server: grpc.Server, served: protoLoader.PackageDe
     call.on("data", (request) => call.write(implementation.handleServerReflectionRequest(request as never)));
     call.on("end", () => call.end());
   };
+  // Requests decoded strictly, as every other service's (service-definition.ts): a truncated or
+  // non-UTF-8 request is refused INTERNAL, not answered; decoded into the shape the library reads.
+  const root = rootFromText(REFLECTION_PROTOS, false);
   for (const name of REFLECTION_SERVICES) {
-    server.addService(serviceDefinition(codec, name), { ServerReflectionInfo: handler });
+    server.addService(servedServiceDefinition(codec, root, name, PROTO_LOADER_OPTS), { ServerReflectionInfo: handler });
   }
 }

@@ -30,9 +30,11 @@ export function servedServiceDefinition(
   definition: protoLoader.PackageDefinition,
   root: protobuf.Root,
   fullName: string,
+  /** The options `definition` was loaded with (its decoded objects' shape); rpcapp's by default. */
+  options: object = PROTO_OPTIONS,
 ): grpc.ServiceDefinition {
   const methods = root.lookupService(fullName).methods;
-  const conversion = PROTO_OPTIONS as protobuf.IConversionOptions;
+  const conversion = options as protobuf.IConversionOptions;
   return Object.fromEntries(
     Object.entries(serviceDefinition(definition, fullName)).map(([name, method]) => {
       const type = methods[name]?.resolvedRequestType;

@@ -227,6 +227,23 @@ describe("requests that are not valid protobuf are refused as undecodable", () =
     expect(reply).toMatchObject({ code: grpc.status.OK, details: "OK" });
   });
 
+  test.each([
+    // host declared 16 bytes long with 1 present.
+    ["a truncated field", [0x0a, 0x10, 0x61]],
+    // list_services ff fe: not UTF-8.
+    ["a string that is not UTF-8", [0x3a, 0x02, 0xff, 0xfe]],
+  ])("ServerReflectionInfo (v1 and v1alpha): %s answers INTERNAL too", async (_name, bytes) => {
+    for (const version of ["v1", "v1alpha"]) {
+      const reply = await rawCall(
+        counted.rpc.port,
+        {},
+        new Uint8Array(bytes),
+        `/grpc.reflection.${version}.ServerReflection/ServerReflectionInfo`,
+      );
+      expect(reply).toMatchObject({ code: grpc.status.INTERNAL, details: "Error deserializing request" });
+    }
+  });
+
   test("Health/Check: a truncated service name answers INTERNAL too", async () => {
     // service declared 80 bytes long with 1 present.
     const reply = await rawCall(

@@ -252,14 +252,15 @@ export class BoundedRedis implements RedisConnection {
       this.#markUp();
     } catch (err) {
       const name = this.#opts.name ?? "redis";
-      if (this.#downTold) this.#opts.log?.debug({ err: describe(err) }, `${name}: redis probe failed`);
+      const reason = describe(err);
+      if (this.#downTold) this.#opts.log?.debug({ err: reason }, `${name}: redis probe failed`);
       else {
         // Without this a Redis unreachable from the start (a wrong host, port or password in the
         // URL: Bun's client reports a refused AUTH as "Connection closed") was said only at debug.
         this.#downTold = true;
         this.#opts.log?.warn(
-          { err: describe(err), redis: this.displayUrl },
-          `${name}: redis at ${this.displayUrl} is unavailable (${describe(err)}); retrying — check the URL's host, port and password`,
+          { err: reason, redis: this.displayUrl },
+          `${name}: redis at ${this.displayUrl} is unavailable (${reason}); retrying — check the URL's host, port and password`,
         );
       }
     }

@@ -251,14 +251,7 @@ export class Gateway {
     if (refusal) return gatewayProblem({ ...refusal, requestId });
     if ((ctx.path === "/healthz" || ctx.path === "/readyz") && req.method !== "GET" && req.method !== "HEAD") {
       ctx.probe = true;
-      return gatewayProblem({
-        status: 405,
-        title: "Method not allowed",
-        requestId,
-        detail: `${req.method} is not allowed on ${ctx.path}`,
-        extensions: { allow: PROBE_METHODS },
-        headers: { allow: PROBE_METHODS.join(", ") },
-      });
+      return methodNotAllowed(req.method, ctx.path, PROBE_METHODS, requestId);
     }
     if (ctx.path === "/healthz") {
       ctx.probe = true;
@@ -293,16 +286,7 @@ export class Gateway {
     const match = state.router.match(req.method, ctx.path);
     if (match.kind === "not-found")
       return gatewayProblem({ status: 404, title: "Not found", requestId, detail: `no route for ${ctx.path}` });
-    if (match.kind === "method-not-allowed") {
-      return gatewayProblem({
-        status: 405,
-        title: "Method not allowed",
-        requestId,
-        detail: `${req.method} is not allowed on ${ctx.path}`,
-        extensions: { allow: match.allow },
-        headers: { allow: match.allow.join(", ") },
-      });
-    }
+    if (match.kind === "method-not-allowed") return methodNotAllowed(req.method, ctx.path, match.allow, requestId);
     const route = match.route;
     ctx.route = route;
     // RFC 9110 gives a body no meaning on GET and HEAD, and Bun reads one without handing it
@@ -375,6 +359,18 @@ export class Gateway {
     limit?.setHeaders(response.headers);
     return response;
   }
+}
+
+/** 405 problem+json naming the methods `path` takes, in `Allow` and in the body. */
+function methodNotAllowed(method: string, path: string, allow: readonly string[], requestId: string): Response {
+  return gatewayProblem({
+    status: 405,
+    title: "Method not allowed",
+    requestId,
+    detail: `${method} is not allowed on ${path}`,
+    extensions: { allow },
+    headers: { allow: allow.join(", ") },
+  });
 }
 
 /** The methods the public probes answer, as the routes' 405 lists them. */

@@ -48,7 +48,14 @@ import {
   isCertificateRequired,
   errorText,
 } from "../upstream/tls-failure.ts";
-import { CLIENT_WATCH_MS, type ClientWatch, lookAtClient, watchesClient } from "../upstream/client-watch.ts";
+import {
+  CLIENT_WATCH_MS,
+  type ClientWatch,
+  clientGone,
+  lookAtClient,
+  watchesClient,
+} from "../upstream/client-watch.ts";
+import { promiseSettledBy, type Settled } from "../settled.ts";
 import { GrpcCode } from "./status.ts";
 import {
   decodeGrpcMessage,
@@ -180,11 +187,7 @@ export class GrpcChannel {
    */
   unaryMapped<T, C>(request: UnaryRequest, map: (result: UnaryResult, context: C) => T, context: C): Promise<T> {
     const call = new UnaryCall(this, request, map, context);
-    // The executor is a shared function that hands the call its settlers: no closure, and no
-    // withResolvers() object, per call (bench/census.ts).
-    settling = call;
-    const promise = new Promise<T>(takeSettlers);
-    settling = undefined;
+    const promise = promiseSettledBy(call as Settled<unknown>) as Promise<T>;
     try {
       this.dispatch(call);
     } catch (err) {
@@ -425,8 +428,8 @@ class UnaryCall {
   /** Length of the first message, once its prefix arrived. */
   #expected = -1;
 
-  /** The call's promise's settlers (GrpcChannel.unaryMapped, takeSettlers). */
-  resolve!: (value: never) => void;
+  /** The call's promise's settlers (GrpcChannel.unaryMapped, promiseSettledBy). */
+  resolve!: (value: unknown) => void;
   reject!: (reason: unknown) => void;
 
   constructor(
@@ -560,7 +563,7 @@ class UnaryCall {
   refused(details: string): void {
     if (this.#done) return;
     // Not sent again for a client already gone (a refusal may come before the first look at it).
-    if (this.request.client?.signal.aborted) {
+    if (clientGone(this.request.client)) {
       this.#detach();
       this.finish({ kind: "cancelled" });
       return;
@@ -645,16 +648,8 @@ class UnaryCall {
       this.reject(err);
       return;
     }
-    this.resolve(value as never);
+    this.resolve(value);
   }
-}
-
-/** The call whose promise is being made: Promise runs its executor at once, inside unaryMapped. */
-let settling: UnaryCall | undefined;
-
-function takeSettlers(resolve: (value: never) => void, reject: (reason: unknown) => void): void {
-  settling!.resolve = resolve;
-  settling!.reject = reject;
 }
 
 function sameResult(result: UnaryResult): UnaryResult {

@@ -41,7 +41,15 @@ import {
   isCertificateRequired,
   errorText,
 } from "../upstream/tls-failure.ts";
-import { CLIENT_WATCH_MS, type ClientWatch, lookAtClient, watchesClient } from "../upstream/client-watch.ts";
+import { promiseResolvedBy } from "../settled.ts";
+import {
+  CANCELLED,
+  CLIENT_WATCH_MS,
+  type ClientWatch,
+  clientGone,
+  lookAtClient,
+  watchesClient,
+} from "../upstream/client-watch.ts";
 import { isHopByHop } from "./headers.ts";
 import { type HttpOutcome, InvalidUpstreamResponse, type ResponseLimits, SMALL_BODY_BYTES } from "./http.ts";
 
@@ -94,8 +102,10 @@ class Exchange {
   /** The head is in: a failure from here on (after settling) cuts the body. */
   headDone = false;
 
+  /** Settles the try's promise (exchangeOn, promiseResolvedBy): a try never rejects. */
+  resolve!: (outcome: HttpOutcome) => void;
+
   constructor(
-    readonly resolve: (outcome: HttpOutcome) => void,
     readonly isHead: boolean,
     readonly limits: ResponseLimits,
     /** The try's timeout; also the silence a streaming body may keep between chunks. */
@@ -661,14 +671,7 @@ function nullBodyStatus(status: number): boolean {
   return status === 204 || status === 304;
 }
 
-/** The settler `takeResolve` hands over: the Promise constructor runs it at once, inside exchangeOn. */
-let settle: ((outcome: HttpOutcome) => void) | undefined;
-
-function takeResolve(resolve: (outcome: HttpOutcome) => void): void {
-  settle = resolve;
-}
-
-/** One exchange on `connection`, settled with its outcome (a shared executor: no closure per request, bench/census.ts). */
+/** One exchange on `connection`, settled with its outcome. */
 function exchangeOn(
   connection: Connection,
   request: Uint8Array,
@@ -677,9 +680,8 @@ function exchangeOn(
   timeoutMs: number,
   client: ClientWatch | undefined,
 ): Promise<HttpOutcome> {
-  const promise = new Promise<HttpOutcome>(takeResolve);
-  const exchange = new Exchange(settle!, isHead, limits, timeoutMs);
-  settle = undefined;
+  const exchange = new Exchange(isHead, limits, timeoutMs);
+  const promise = promiseResolvedBy(exchange);
   connection.send(exchange, request, client);
   return promise;
 }
@@ -761,7 +763,7 @@ export class H1Pool {
     const opened = await this.#connect(timeoutMs);
     if (opened.kind !== "connection") return opened.outcome;
     const connection = opened.connection;
-    if (client?.signal.aborted) {
+    if (clientGone(client)) {
       // Gone while the connection opened (a connect is slow enough to look): it is kept for the next request.
       this.release(connection);
       return CANCELLED;
@@ -871,8 +873,6 @@ export class H1Pool {
     for (const connection of [...this.#idle]) connection.destroy();
   }
 }
-
-const CANCELLED: HttpOutcome = { kind: "cancelled" };
 
 /** One timer for every pool with idle connections, running only while there are some. */
 const sweeper = {

@@ -107,7 +107,7 @@ function prepareRequestHeaders(req: Request, ctx: RequestContext, gatewayInstanc
  * replaced by `replacement` — on an exact route the whole path, on a prefix route its first
  * segments. The two join with one slash: `/v2/` for `/old` makes `/old/users` `/v2/users`.
  */
-export function rewrite(path: string, routePath: string, replacement: string): string {
+function rewrite(path: string, routePath: string, replacement: string): string {
   const prefix = trimTrailingSlash(routePath);
   // Empty, or from a slash on: the router matches whole segments.
   const rest = path.slice(prefix === "/" ? 0 : prefix.length);

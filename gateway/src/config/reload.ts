@@ -88,10 +88,24 @@ export function loadConfigFile(file: string, env: Readonly<Record<string, string
  * gateway hands to the upstream's running canary as it is (server.ts).
  */
 export function sameUpstream(a: UpstreamConfig, b: UpstreamConfig): boolean {
-  // The TLS files' contents are followed by the upstream's own watcher: only where they are counts.
   const settings = ({ protoRoot: _parsed, canary: _policy, tls, ...rest }: UpstreamConfig) =>
-    JSON.stringify({ ...rest, tls: tls && { ...tls, material: undefined } });
+    JSON.stringify({ ...rest, tls: tlsSettings(tls) });
   return settings(a) === settings(b);
+}
+
+/**
+ * Whether two upstreams check their endpoints the same way (the schedule — interval, thresholds —
+ * aside): a rebuilt upstream keeps its endpoints' "unhealthy" verdict only then (upstream.ts).
+ */
+export function sameHealthCheck(a: UpstreamConfig, b: UpstreamConfig): boolean {
+  const check = ({ protocol, tls, healthCheck: { path, service, timeoutMs } }: UpstreamConfig) =>
+    JSON.stringify({ protocol, tls: tlsSettings(tls), path, service, timeoutMs });
+  return check(a) === check(b);
+}
+
+/** An upstream's TLS settings as compared: the files' contents are followed by the upstream's own watcher, so only where they are counts. */
+function tlsSettings(tls: UpstreamConfig["tls"]) {
+  return tls && { ...tls, material: undefined };
 }
 
 export class ConfigReloader {

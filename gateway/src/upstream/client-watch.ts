@@ -17,6 +17,18 @@ export interface ClientWatch {
   readonly signal: AbortSignal;
 }
 
+/** What a call abandoned for its gone client comes to (HttpOutcome, GrpcOutcome and dispatch's alike). */
+export const CANCELLED = { kind: "cancelled" } as const;
+
+/**
+ * Whether `client` is gone already: looked at, whatever the watch timer's schedule, before anything
+ * is sent again — a retry (dispatch.ts), a call the upstream refused unprocessed (h2-client.ts), a
+ * request whose new connection just opened (h1-client.ts).
+ */
+export function clientGone(client: ClientWatch | undefined): boolean {
+  return client?.signal.aborted === true;
+}
+
 /** How far into a call the transports first look at its client. */
 export const CLIENT_WATCH_MS = 20;
 

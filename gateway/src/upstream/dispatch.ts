@@ -11,9 +11,9 @@
  * The transports are plain send functions; what the gateway observes of each try (a client
  * span, per-endpoint metrics) comes in through `TryHooks` (telemetry/), never from them.
  *
- * A client that goes away mid-request aborts its request's signal; the transports then abandon
- * the try (the HTTP connection is closed, the gRPC stream reset with CANCEL) and it comes back
- * `cancelled`: returned at once, never retried, and no evidence about the endpoint — not counted
+ * A client that goes away mid-request is found by the transports from CLIENT_WATCH_MS into a try
+ * on (client-watch.ts); they then abandon it (the HTTP connection is closed, the gRPC stream reset
+ * with CANCEL), no retry is sent for it, and the try comes back `cancelled`: returned at once, never retried, and no evidence about the endpoint — not counted
  * for health, latency, ejection or the canary, and not by a closed breaker. A half-open
  * breaker's probe that is cancelled counts as failed: only an answer closes a breaker.
  */
@@ -22,7 +22,7 @@ import type { RequestContext } from "../context.ts";
 import { gatewayProblem } from "../errors.ts";
 import { isBreakerRejection } from "./breaker.ts";
 import type { Endpoint } from "./endpoint.ts";
-import type { ClientWatch } from "./client-watch.ts";
+import { CANCELLED, type ClientWatch, clientGone } from "./client-watch.ts";
 import { classify, isRetryable, type Outcome, type Verdict, versionOf } from "./outcome.ts";
 import { RetryBudget } from "./retry-budget.ts";
 import type { Upstream } from "./upstream.ts";
@@ -50,7 +50,6 @@ export interface TryHooks<O extends Outcome, T = unknown> {
 }
 
 /** Both transports' outcome for a client gone (HttpOutcome and GrpcOutcome share it). */
-const CANCELLED: Outcome = { kind: "cancelled" };
 
 /** Thrown inside the breaker's call for a cancelled try: cockatiel then records neither success nor failure. */
 const NOT_COUNTED = new Error("the try was cancelled: not counted by the breaker");
@@ -124,7 +123,7 @@ export async function dispatch<O extends Outcome>(
       await target.breaker.execute(async () => {
         token = hooks?.beforeTry(target);
         // A try not sent counts as the transports count a cancelled one.
-        outcome = isRetry && client?.signal.aborted ? (CANCELLED as O) : await send(target, timeoutMs);
+        outcome = isRetry && clientGone(client) ? (CANCELLED as O) : await send(target, timeoutMs);
         verdict = classify(outcome);
         // A closed breaker skips it; a half-open one takes "cancelled" as the failed probe it is.
         if (verdict === "cancelled" && target.breaker.state !== "half-open") throw NOT_COUNTED;

@@ -7,6 +7,7 @@
  * endpoints' own fields carry the current figures.
  */
 import type { UpstreamConfig } from "../config/load.ts";
+import { sameHealthCheck } from "../config/reload.ts";
 import { type Algorithm, pickP2C, RoundRobin } from "./balancer.ts";
 import type { BreakerState } from "./breaker.ts";
 import { Discovery, type HostResolver, systemResolver } from "./discovery.ts";
@@ -398,11 +399,4 @@ export class Upstream {
 
 function messageOf(err: unknown): string {
   return (err as Error).message ?? String(err);
-}
-
-/** Whether two upstreams check their endpoints the same way (the schedule — interval, thresholds — aside). */
-function sameHealthCheck(a: UpstreamConfig, b: UpstreamConfig): boolean {
-  const check = ({ protocol, tls, healthCheck: { path, service, timeoutMs } }: UpstreamConfig) =>
-    JSON.stringify({ protocol, tls: tls && { ...tls, material: undefined }, path, service, timeoutMs });
-  return check(a) === check(b);
 }

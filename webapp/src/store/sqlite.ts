@@ -113,11 +113,16 @@ function whileBusy(budgetMs: number, setUp: () => void): void {
       setUp();
       return;
     } catch (err) {
-      const code = (err as { code?: unknown }).code;
-      if (typeof code !== "string" || !code.startsWith("SQLITE_BUSY") || performance.now() > deadline) throw err;
+      if (!sqliteCode(err)?.startsWith("SQLITE_BUSY") || performance.now() > deadline) throw err;
       Bun.sleepSync(5 + Math.random() * 20);
     }
   }
+}
+
+/** The SQLite result code of an error bun:sqlite threw ("SQLITE_BUSY_SNAPSHOT", …), if it has one. */
+function sqliteCode(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === "string" ? code : undefined;
 }
 
 /** Runs a statement; the database locked past BUSY_TIMEOUT_MS (SQLITE_BUSY, SQLITE_LOCKED) is StoreUnavailableError. */
@@ -125,8 +130,8 @@ function unlessLocked<T>(run: () => T): T {
   try {
     return run();
   } catch (err) {
-    const code = (err as { code?: unknown }).code;
-    if (typeof code === "string" && (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED")))
+    const code = sqliteCode(err);
+    if (code?.startsWith("SQLITE_BUSY") || code?.startsWith("SQLITE_LOCKED"))
       throw new StoreUnavailableError(`the SQLite database is locked by another connection (${code})`, { cause: err });
     throw err;
   }

@@ -59,6 +59,7 @@ const LOW = 8;
 const TARGET_KEYS = [
   "direct",
   "bare",
+  "pool",
   "raw",
   "nginx",
   "haproxy",
@@ -211,6 +212,15 @@ try {
       "bare",
       "Bun.serve + fetch (bare-proxy.ts)",
       "unavailable" in started ? started : http("bare", `http://127.0.0.1:${port}/projects`, [started.pid]),
+    );
+  }
+  if (wanted("pool")) {
+    const port = await freePort();
+    const started = await tryStart("pool Bun proxy", () => startBunProxy("pool", port, hostPorts("pool")));
+    add(
+      "pool",
+      "Bun.serve + Portico's upstream pool (pool-proxy.ts)",
+      "unavailable" in started ? started : http("pool", `http://127.0.0.1:${port}/projects`, [started.pid]),
     );
   }
   if (wanted("raw")) {
@@ -477,13 +487,13 @@ try {
     const s = summaries.find(({ row }) => row.key === key)?.s;
     return s && comparable(s) ? s : undefined;
   };
-  const [lean, bare, nginx, verify, grpcDirect, nginxTls, leanTls] = (
-    ["lean", "bare", "nginx", "verify", "grpc-direct", "nginx-tls", "lean-tls"] as const
+  const [lean, bare, pool, nginx, verify, grpcDirect, nginxTls, leanTls] = (
+    ["lean", "bare", "pool", "nginx", "verify", "grpc-direct", "nginx-tls", "lean-tls"] as const
   ).map(summary);
   const times = (a?: number, b?: number) => (a && b ? `${(a / b).toFixed(2)}×` : "–");
   if (lean?.proxyUsPerReq) {
     notes.push(
-      `Portico lean: CPU per request ${times(lean.proxyUsPerReq, bare?.proxyUsPerReq)} the bare Bun proxy's, ${times(lean.proxyUsPerReq, nginx?.proxyUsPerReq)} nginx's`,
+      `Portico lean: CPU per request ${times(lean.proxyUsPerReq, bare?.proxyUsPerReq)} the bare Bun proxy's, ${times(lean.proxyUsPerReq, pool?.proxyUsPerReq)} Bun.serve + its own upstream pool's (the request path's share), ${times(lean.proxyUsPerReq, nginx?.proxyUsPerReq)} nginx's`,
     );
   }
   if (leanTls) {
@@ -515,11 +525,11 @@ try {
 }
 
 /**
- * bench/bare-proxy.ts (Bun.serve + fetch) or bench/raw-proxy.ts (bytes only, the least a proxy on
- * Bun can cost; `tls` terminates TLS), pinned like every proxy row; ready when a POST goes through.
+ * bench/bare-proxy.ts (Bun.serve + fetch), bench/pool-proxy.ts (Bun.serve + the gateway's upstream
+ * pool) or bench/raw-proxy.ts (bytes only, the least a proxy on Bun can cost; `tls` terminates TLS), pinned like every proxy row; ready when a POST goes through.
  */
 async function startBunProxy(
-  kind: "bare" | "raw",
+  kind: "bare" | "pool" | "raw",
   port: number,
   upstreams: string[],
   tls?: BenchTls & { ca: string },

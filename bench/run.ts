@@ -205,32 +205,15 @@ try {
 
   if (wanted("direct"))
     add("direct", "direct (wrk → 1 upstream)", http("direct", `http://${hostPorts("direct")[0]}/projects`, []));
-  if (wanted("bare")) {
+  for (const [key, name] of [
+    ["bare", "Bun.serve + fetch (bare-proxy.ts)"],
+    ["pool", "Bun.serve + Portico's upstream pool (pool-proxy.ts)"],
+    ["raw", "Bun.listen + Bun.connect, bytes only (raw-proxy.ts)"],
+  ] as const) {
+    if (!wanted(key)) continue;
     const port = await freePort();
-    const started = await tryStart("bare Bun proxy", () => startBunProxy("bare", port, hostPorts("bare")));
-    add(
-      "bare",
-      "Bun.serve + fetch (bare-proxy.ts)",
-      "unavailable" in started ? started : http("bare", `http://127.0.0.1:${port}/projects`, [started.pid]),
-    );
-  }
-  if (wanted("pool")) {
-    const port = await freePort();
-    const started = await tryStart("pool Bun proxy", () => startBunProxy("pool", port, hostPorts("pool")));
-    add(
-      "pool",
-      "Bun.serve + Portico's upstream pool (pool-proxy.ts)",
-      "unavailable" in started ? started : http("pool", `http://127.0.0.1:${port}/projects`, [started.pid]),
-    );
-  }
-  if (wanted("raw")) {
-    const port = await freePort();
-    const started = await tryStart("raw Bun proxy", () => startBunProxy("raw", port, hostPorts("raw")));
-    add(
-      "raw",
-      "Bun.listen + Bun.connect, bytes only (raw-proxy.ts)",
-      "unavailable" in started ? started : http("raw", `http://127.0.0.1:${port}/projects`, [started.pid]),
-    );
+    const started = await tryStart(`${key} Bun proxy`, () => startBunProxy(key, port, hostPorts(key)));
+    add(key, name, "unavailable" in started ? started : http(key, `http://127.0.0.1:${port}/projects`, [started.pid]));
   }
   for (const [key, name, binary, start] of [
     ["nginx", "nginx (1 worker)", "nginx", startNginx],

@@ -29,6 +29,7 @@ import {
   PROJECT_BODY,
   preparePortico,
   SERVICE_ROOT,
+  startOtlpSink,
   startRpcapp,
   VERIFY_BODY,
 } from "./portico.ts";
@@ -72,10 +73,9 @@ interface Census {
 async function censusOf(
   flavourName: string,
   upstreams: string[],
-  otlpPort: number,
+  otlpEndpoint: string,
   rpcapp: string | undefined,
 ): Promise<Census> {
-  const otlpEndpoint = `http://127.0.0.1:${otlpPort}`;
   const flavour: PorticoFlavour =
     flavourName === "lean" || flavourName === "verify"
       ? { kind: "lean" }
@@ -134,14 +134,7 @@ try {
     stderr: "inherit",
   });
   for (const port of ports) await waitHttp(`http://127.0.0.1:${port}/readyz`, upstream);
-  const otlp = Bun.serve({
-    hostname: "127.0.0.1",
-    port: await freePort(),
-    async fetch(req) {
-      await req.arrayBuffer();
-      return Response.json({});
-    },
-  });
+  const otlp = await startOtlpSink();
   // rpcapp for `verify`: the real service, as make bench runs it.
   let rpcapp: string | undefined;
   if (flavours.includes("verify")) rpcapp = (await startRpcapp("ignore")).hostPort;
@@ -153,12 +146,12 @@ try {
       await censusOf(
         flavour,
         ports.map((p) => `127.0.0.1:${p}`),
-        otlp.port!,
+        otlp.endpoint,
         flavour === "verify" ? rpcapp : undefined,
       ),
     );
   }
-  otlp.stop(true);
+  otlp.stop();
   const types = new Set<string>();
   for (const c of results.values())
     for (const [t, n] of Object.entries(c.counts)) if (n / REQUESTS >= 0.5) types.add(t);

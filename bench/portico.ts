@@ -123,6 +123,30 @@ export function spawnPortico(p: PreparedPortico): Subprocess {
   });
 }
 
+/**
+ * An OTLP/HTTP receiver that takes every export and discards it, so that "full" pays for exporting
+ * its spans; it counts what it received.
+ */
+export async function startOtlpSink(): Promise<{ endpoint: string; requests: number; bytes: number; stop(): void }> {
+  const sink = {
+    endpoint: "",
+    requests: 0,
+    bytes: 0,
+    stop: () => server.stop(true),
+  };
+  const server = Bun.serve({
+    hostname: "127.0.0.1",
+    port: await freePort(),
+    async fetch(req) {
+      sink.requests++;
+      sink.bytes += (await req.arrayBuffer()).byteLength;
+      return Response.json({});
+    },
+  });
+  sink.endpoint = `http://127.0.0.1:${server.port}`;
+  return sink;
+}
+
 export const PROJECT_BODY = JSON.stringify({ title: "An awesome project" });
 export const VERIFY_BODY = JSON.stringify({ id: 121, token: "a$$" });
 export const postJson = (body: string): RequestInit => ({

@@ -21,7 +21,15 @@ import { freePort } from "../scripts/stack/testing/ports.ts";
 import { runH2loadGrpc } from "./h2load.ts";
 import { startHaproxy } from "./haproxy.ts";
 import { type BenchTls, startNginx } from "./nginx.ts";
-import { postJson, PROJECT_BODY, SERVICE_ROOT, startPortico, startRpcapp, VERIFY_BODY } from "./portico.ts";
+import {
+  postJson,
+  PROJECT_BODY,
+  SERVICE_ROOT,
+  startOtlpSink,
+  startPortico,
+  startRpcapp,
+  VERIFY_BODY,
+} from "./portico.ts";
 import {
   cpuSeconds,
   LOAD_CPU,
@@ -166,17 +174,7 @@ if (SERVICE_ROOT !== REPO_ROOT) notes.push(`gateway and rpcapp run from BENCH_SE
 let startup: StartupResult | string | undefined;
 const accessLogs: { name: string; file: string }[] = [];
 
-// An OTLP/HTTP receiver that accepts and discards, so "full" pays for exporting spans.
-const otlp = { requests: 0, bytes: 0 };
-const otlpSink = Bun.serve({
-  hostname: "127.0.0.1",
-  port: await freePort(),
-  async fetch(req) {
-    otlp.requests++;
-    otlp.bytes += (await req.arrayBuffer()).byteLength;
-    return Response.json({});
-  },
-});
+const otlp = await startOtlpSink();
 
 try {
   // Three upstream processes; each serves one port per HTTP target (and one for the compiled gateway).
@@ -300,7 +298,7 @@ try {
       startPortico({
         flavour: {
           kind: "full",
-          otlpEndpoint: `http://127.0.0.1:${otlpSink.port}`,
+          otlpEndpoint: otlp.endpoint,
           ...(traceRatio === undefined ? {} : { traceRatio }),
         },
         upstreams: hostPorts(key),
@@ -322,7 +320,7 @@ try {
         return startPortico({
           flavour: {
             kind: "full",
-            otlpEndpoint: `http://127.0.0.1:${otlpSink.port}`,
+            otlpEndpoint: otlp.endpoint,
             redisUrl: `redis://127.0.0.1:${redisPort}`,
           },
           upstreams: hostPorts("full-redis"),
@@ -504,7 +502,7 @@ try {
   }
 } finally {
   await stopAll();
-  otlpSink.stop(true);
+  otlp.stop();
 }
 
 /**

@@ -9,8 +9,8 @@
  * requests, and nothing is written back.
  */
 import { renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import type { Server } from "bun";
-import { H1Pool } from "../gateway/src/proxy/h1-client.ts";
 import type { HttpOutcome } from "../gateway/src/proxy/http.ts";
 
 const out = process.env.REQUEST_PATH_OUT;
@@ -21,6 +21,10 @@ const rounds = Number(process.env.REQUEST_PATH_ROUNDS ?? 4);
 const IN_FLIGHT = 64;
 const ANSWER = new TextEncoder().encode(JSON.stringify({ id: 1, title: "An awesome project" }));
 
+// The client of the tree being measured (the proxy runs from its root: BENCH_SERVICE_ROOT, or this checkout).
+const { H1Pool } = (await import(
+  join(process.cwd(), "gateway/src/proxy/h1-client.ts")
+)) as typeof import("../gateway/src/proxy/h1-client.ts");
 H1Pool.prototype.send = (): Promise<HttpOutcome> =>
   Promise.resolve({
     kind: "response",

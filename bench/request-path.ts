@@ -82,6 +82,7 @@ async function measure(flavourName: string, otlpEndpoint: string): Promise<numbe
     port = Number(new URL(url).port);
   }
   const proc = spawn(`${flavourName} (request path)`, pinned(argv, PROXY_CPU), {
+    // The hook stubs the client of the tree the process runs from: the pool proxy is this checkout's.
     cwd: flavourName === "pool" ? REPO_ROOT : SERVICE_ROOT,
     env: {
       ...env,

@@ -16,8 +16,14 @@ import type { HttpOutcome } from "../gateway/src/proxy/http.ts";
 const out = process.env.REQUEST_PATH_OUT;
 const port = Number(process.env.REQUEST_PATH_PORT);
 if (!out || !port) throw new Error("request-path-hook: REQUEST_PATH_OUT and REQUEST_PATH_PORT must be set");
-const requests = Number(process.env.REQUEST_PATH_REQUESTS ?? 50_000);
-const rounds = Number(process.env.REQUEST_PATH_ROUNDS ?? 4);
+function wholeNumber(name: string, fallback: number): number {
+  const raw = process.env[name];
+  const n = raw === undefined || raw === "" ? fallback : Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`request-path-hook: ${name}=${raw}: expected a whole number ≥ 1`);
+  return n;
+}
+const requests = wholeNumber("REQUEST_PATH_REQUESTS", 50_000);
+const rounds = wholeNumber("REQUEST_PATH_ROUNDS", 4);
 const IN_FLIGHT = 64;
 const ANSWER = new TextEncoder().encode(JSON.stringify({ id: 1, title: "An awesome project" }));
 

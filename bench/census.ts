@@ -33,7 +33,7 @@ import {
   startRpcapp,
   VERIFY_BODY,
 } from "./portico.ts";
-import { spawn, stopAll, stopAllOnSignals, tempDir, waitHttp, waitUntil } from "./procs.ts";
+import { envPairs, spawn, stopAll, stopAllOnSignals, tempDir, waitHttp, waitUntil } from "./procs.ts";
 import { censusWindowIsClean } from "./report.ts";
 import { runWrk } from "./wrk.ts";
 
@@ -46,15 +46,7 @@ const { values: options, positionals } = parseArgs({
   allowPositionals: true,
 });
 const flavours = positionals.length ? positionals : ["lean", "full"];
-const extraEnv: Record<string, string> = {};
-for (const pair of options.env ?? []) {
-  const eq = pair.indexOf("=");
-  if (eq < 1) {
-    console.error(`bench/census.ts: --env ${pair}: expected NAME=value`);
-    process.exit(2);
-  }
-  extraEnv[pair.slice(0, eq)] = pair.slice(eq + 1);
-}
+const extraEnv = envPairs(options.env, "bench/census.ts");
 /** The `make bench` rows of the same names (bench/portico.ts); full-ratio records one trace in ten. */
 const FLAVOURS = ["lean", "full", "full-ratio", "verify"];
 for (const f of flavours)

@@ -128,23 +128,17 @@ export function spawnPortico(p: PreparedPortico): Subprocess {
  * its spans; it counts what it received.
  */
 export async function startOtlpSink(): Promise<{ endpoint: string; requests: number; bytes: number; stop(): void }> {
-  const sink = {
-    endpoint: "",
-    requests: 0,
-    bytes: 0,
-    stop: () => server.stop(true),
-  };
+  const received = { requests: 0, bytes: 0 };
   const server = Bun.serve({
     hostname: "127.0.0.1",
     port: await freePort(),
     async fetch(req) {
-      sink.requests++;
-      sink.bytes += (await req.arrayBuffer()).byteLength;
+      received.requests++;
+      received.bytes += (await req.arrayBuffer()).byteLength;
       return Response.json({});
     },
   });
-  sink.endpoint = `http://127.0.0.1:${server.port}`;
-  return sink;
+  return Object.assign(received, { endpoint: `http://127.0.0.1:${server.port}`, stop: () => server.stop(true) });
 }
 
 export const PROJECT_BODY = JSON.stringify({ title: "An awesome project" });

@@ -26,6 +26,23 @@ export function pinningNote(): string {
     : "not pinned (taskset missing or a single CPU): load generator and proxy share the CPUs";
 }
 
+/**
+ * A benchmark's `--env NAME=value` options as an environment; a pair without a name exits 2,
+ * naming `program`.
+ */
+export function envPairs(pairs: string[] | undefined, program: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const pair of pairs ?? []) {
+    const eq = pair.indexOf("=");
+    if (eq < 1) {
+      console.error(`${program}: --env ${pair}: expected NAME=value`);
+      process.exit(2);
+    }
+    env[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return env;
+}
+
 export type SpawnOptions = Parameters<typeof Bun.spawn>[1];
 
 /** Set once the benchmark is being stopped (a signal): nothing new may start after that. */

@@ -24,7 +24,18 @@ import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { freePort } from "../scripts/stack/testing/ports.ts";
 import { type PorticoFlavour, PROJECT_BODY, postJson, preparePortico, SERVICE_ROOT, startOtlpSink } from "./portico.ts";
-import { PROXY_CPU, pinned, spawn, stopAll, stopAllOnSignals, tempDir, waitHttp, waitUntil } from "./procs.ts";
+import { median } from "./report.ts";
+import {
+  envPairs,
+  PROXY_CPU,
+  pinned,
+  spawn,
+  stopAll,
+  stopAllOnSignals,
+  tempDir,
+  waitHttp,
+  waitUntil,
+} from "./procs.ts";
 
 const REPO_ROOT = resolve(import.meta.dir, "..");
 const FLAVOURS = ["pool", "lean", "full", "full-ratio"];
@@ -44,15 +55,7 @@ if (!Number.isInteger(passes) || passes < 1) {
   console.error(`bench/request-path.ts: --passes ${options.passes}: expected a whole number ≥ 1`);
   process.exit(2);
 }
-const extraEnv: Record<string, string> = {};
-for (const pair of options.env ?? []) {
-  const eq = pair.indexOf("=");
-  if (eq < 1) {
-    console.error(`bench/request-path.ts: --env ${pair}: expected NAME=value`);
-    process.exit(2);
-  }
-  extraEnv[pair.slice(0, eq)] = pair.slice(eq + 1);
-}
+const extraEnv = envPairs(options.env, "bench/request-path.ts");
 stopAllOnSignals();
 
 /** The upstreams are never dialled (the hook answers for them); the addresses only fill the config. */
@@ -99,13 +102,17 @@ async function measure(flavourName: string, otlpEndpoint: string): Promise<numbe
     await waitHttp(`${url}/projects`, proc, postJson(PROJECT_BODY));
     rmSync(out, { force: true });
     proc.kill("SIGUSR2");
-    const read = () => JSON.parse(readFileSync(out, "utf8")) as { usPerRequest?: number[]; error?: string };
-    await waitUntil(`${flavourName}: the request path's rounds`, () => read() !== undefined, {
+    let result: { usPerRequest?: number[]; error?: string } = {};
+    // Until the hook has written its file (the read throws before: waitUntil takes that as not yet).
+    const written = () => {
+      result = JSON.parse(readFileSync(out, "utf8"));
+      return true;
+    };
+    await waitUntil(`${flavourName}: the request path's rounds`, written, {
       proc,
       timeoutMs: 120_000,
       intervalMs: 100,
     });
-    const result = read();
     if (result.error || !result.usPerRequest) throw new Error(`${flavourName}: ${result.error ?? "no figures"}`);
     return result.usPerRequest;
   } finally {
@@ -124,10 +131,6 @@ try {
       rounds.get(flavour)!.push(...(await measure(flavour, otlp.endpoint)));
     }
   otlp.stop();
-  const median = (xs: number[]) => {
-    const s = [...xs].sort((a, b) => a - b);
-    return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-  };
   const baseline = rounds.has("pool") ? median(rounds.get("pool")!) : undefined;
   const envNote = Object.entries(extraEnv)
     .map(([k, v]) => ` ${k}=${v}`)

@@ -507,7 +507,8 @@ try {
 
 /**
  * bench/bare-proxy.ts (Bun.serve + fetch), bench/pool-proxy.ts (Bun.serve + the gateway's upstream
- * pool) or bench/raw-proxy.ts (bytes only, the least a proxy on Bun can cost; `tls` terminates TLS), pinned like every proxy row; ready when a POST goes through.
+ * pool) or bench/raw-proxy.ts (bytes only, the least a proxy on Bun can cost; `tls` terminates
+ * TLS), pinned like every proxy row; ready when a POST goes through.
  */
 async function startBunProxy(
   kind: "bare" | "pool" | "raw",

@@ -11,6 +11,7 @@
 import type { Subprocess } from "bun";
 import { postJson, PROJECT_BODY, preparePortico, spawnPortico } from "./portico.ts";
 import { LOAD_CPU, PROXY_CPU, rssMiB, stop } from "./procs.ts";
+import { median } from "./report.ts";
 import { runWrk, type WrkResult } from "./wrk.ts";
 
 export interface StartupResult {
@@ -27,11 +28,6 @@ export interface StartupResult {
   /** After GC_WHEN_IDLE's shrink (30 s of quiet). */
   afterQuietRssMiB: number;
   load: WrkResult;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
 }
 
 async function firstProxied2xx(url: string, proc: Subprocess, timeoutMs = 15_000): Promise<void> {

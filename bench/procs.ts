@@ -43,6 +43,12 @@ export function envPairs(pairs: string[] | undefined, program: string): Record<s
   return env;
 }
 
+/** The middle value (of an even count, the upper of the two middle ones). */
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
 export type SpawnOptions = Parameters<typeof Bun.spawn>[1];
 
 /** Set once the benchmark is being stopped (a signal): nothing new may start after that. */

@@ -44,12 +44,6 @@ export interface Summary {
  * Whether a row's figures can be compared with the others': not with failed requests — a refusal
  * is answered faster than a proxied request, so its req/s and CPU per request would flatter it.
  */
-/** The middle value (of an even count, the upper of the two middle ones). */
-export function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
-}
-
 export function comparable(summary: Summary): boolean {
   return summary.errors === 0;
 }

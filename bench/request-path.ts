@@ -24,9 +24,9 @@ import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { freePort } from "../scripts/stack/testing/ports.ts";
 import { type PorticoFlavour, PROJECT_BODY, postJson, preparePortico, SERVICE_ROOT, startOtlpSink } from "./portico.ts";
-import { median } from "./report.ts";
 import {
   envPairs,
+  median,
   PROXY_CPU,
   pinned,
   spawn,

@@ -10,8 +10,7 @@
  */
 import type { Subprocess } from "bun";
 import { postJson, PROJECT_BODY, preparePortico, spawnPortico } from "./portico.ts";
-import { LOAD_CPU, PROXY_CPU, rssMiB, stop } from "./procs.ts";
-import { median } from "./report.ts";
+import { LOAD_CPU, median, PROXY_CPU, rssMiB, stop } from "./procs.ts";
 import { runWrk, type WrkResult } from "./wrk.ts";
 
 export interface StartupResult {

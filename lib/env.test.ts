@@ -1,6 +1,6 @@
 /** lib/env.ts: values are checked where they are read, and the message names the variable. */
 import { describe, expect, test } from "bun:test";
-import { EnvError, envInt, MAX_TIMER_MS } from "./env.ts";
+import { EnvError, envInt, MAX_TIMER_MS, serviceIdentity } from "./env.ts";
 
 describe("envInt", () => {
   test("a duration in milliseconds (…_MS) is capped at what a timer takes: past it, it would fire at once", () => {
@@ -21,5 +21,19 @@ describe("envInt", () => {
         `DRAIN_DELAY_MS=${JSON.stringify(raw)}`,
       );
     expect(envInt("DRAIN_DELAY_MS", 7, { min: 0 }, { DRAIN_DELAY_MS: "" })).toBe(7);
+  });
+});
+
+describe("serviceIdentity", () => {
+  test("the instance and version go into headers as they are: printable ASCII without spaces, or a start-up error", () => {
+    expect(serviceIdentity("gateway", { HOSTNAME: "gateway-7d9f-x2x", SERVICE_VERSION: "1.4.0" })).toEqual({
+      service: "gateway",
+      version: "1.4.0",
+      instance: "gateway-7d9f-x2x",
+    });
+    // INSTANCE_ID wins over HOSTNAME, and the message names the variable the value came from.
+    expect(() => serviceIdentity("gateway", { INSTANCE_ID: "gw 1", HOSTNAME: "fine" })).toThrow('INSTANCE_ID="gw 1"');
+    expect(() => serviceIdentity("gateway", { HOSTNAME: "a\r\nx-injected: 1" })).toThrow(/^HOSTNAME=/);
+    expect(() => serviceIdentity("webapp", { SERVICE_VERSION: "1.0\u00e9" })).toThrow(EnvError);
   });
 });

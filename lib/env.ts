@@ -64,11 +64,28 @@ export interface ServiceIdentity {
 }
 
 export function serviceIdentity(service: string, env: Env = process.env): ServiceIdentity {
+  const instanceVariable = env.INSTANCE_ID ? "INSTANCE_ID" : "HOSTNAME";
   return {
     service,
-    version: envString("SERVICE_VERSION", "dev", env),
-    instance: envString("INSTANCE_ID", envString("HOSTNAME", `${service}-${process.pid}`, env), env),
+    version: headerWord("SERVICE_VERSION", envString("SERVICE_VERSION", "dev", env)),
+    instance: headerWord(
+      instanceVariable,
+      envString("INSTANCE_ID", envString("HOSTNAME", `${service}-${process.pid}`, env), env),
+    ),
   };
+}
+
+/**
+ * The identity travels in headers (X-Gateway, Via, X-Served-By): printable ASCII, no spaces —
+ * what a pod name and a version label are. Checked once here: the gateway writes Via into a
+ * request head as it is.
+ */
+function headerWord(name: string, value: string): string {
+  if (!/^[\x21-\x7e]+$/.test(value))
+    throw new EnvError(
+      `${name}=${JSON.stringify(value)} must be printable ASCII without spaces: it is sent in headers`,
+    );
+  return value;
 }
 
 /**

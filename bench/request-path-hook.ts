@@ -56,10 +56,12 @@ Bun.serve = ((options: Parameters<typeof Bun.serve>[0]) => {
 }) as typeof Bun.serve;
 
 const body = process.env.REQUEST_PATH_BODY ?? "{}";
+const bodyLength = Buffer.byteLength(body);
 const request = () =>
   new Request(`http://127.0.0.1:${port}/projects`, {
     method: "POST",
-    headers: { "content-type": "application/json", "user-agent": "request-path" },
+    // With its Content-Length, as a load generator's request arrives (a body without one is read as a stream).
+    headers: { "content-type": "application/json", "content-length": String(bodyLength), "user-agent": "request-path" },
     body,
   });
 

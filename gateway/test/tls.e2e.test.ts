@@ -16,6 +16,7 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
 import { waitFor } from "../../scripts/stack/testing/processes.ts";
+import { readTcpMigrateReq } from "../../scripts/stack/listener-handover.ts";
 import { startTestStack, type TestStack } from "../../scripts/stack/testing/stack.ts";
 import { createCa, ensureLocalPki, issue, type LocalPki, loadCa, localIdentities } from "../../scripts/tls/pki.ts";
 
@@ -105,6 +106,9 @@ beforeAll(async () => {
     rpcappReplicas: 2,
     routesFile: routesFile(),
     tls: { dir: pki.dir, httpsPort },
+    // The renewal test's eight clients pass the route's 1,000/s per client on a fast machine: a
+    // 429 there would be the limit at work, not a failed request.
+    env: { PROJECTS_RATE_LIMIT: "100000", PROJECTS_RATE_BURST: "100000" },
   });
   https = stack.gatewayHttpsUrl!;
 }, E2E_TIMEOUT_MS);
@@ -257,6 +261,7 @@ describe("TLS at the edge and inside", () => {
       const failures: string[] = [];
       // Keep-alive clients, and clients that open a connection (a handshake) per request.
       const loop = async (keepAlive: boolean) => {
+        const kind = keepAlive ? "keep-alive" : "new-connection";
         while (running) {
           try {
             const res = await fetch(`${https}/projects/?limit=1`, {
@@ -266,9 +271,9 @@ describe("TLS at the edge and inside", () => {
             });
             await res.arrayBuffer();
             if (res.status === 200) ok++;
-            else failures.push(`status ${res.status}`);
+            else failures.push(`${kind}: status ${res.status}`);
           } catch (err) {
-            failures.push(String(err));
+            failures.push(`${kind}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
           }
         }
       };
@@ -286,7 +291,13 @@ describe("TLS at the edge and inside", () => {
       running = false;
       await Promise.all(clients);
       console.log(`edge certificate renewal under load: ${ok} ok, ${failures.length} failed`);
-      expect(failures).toEqual([]);
+      if (readTcpMigrateReq() === false) {
+        // Without net.ipv4.tcp_migrate_req the closing listener resets the connections queued to it
+        // (lib/tls-listener.ts): only resets of new connections, in their handshake, are expected.
+        expect(failures.filter((f) => f !== "new-connection: ECONNRESET")).toEqual([]);
+      } else {
+        expect(failures).toEqual([]);
+      }
       expect(ok).toBeGreaterThan(100);
       for (let i = 0; i < 10; i++)
         expect((await presented("localhost")).fingerprint256).toBe(fingerprintOf(renewed.cert));

@@ -135,7 +135,10 @@ export async function startOtlpSink(): Promise<{ endpoint: string; requests: num
     async fetch(req) {
       received.requests++;
       received.bytes += (await req.arrayBuffer()).byteLength;
-      return Response.json({});
+      // Answered in the request's encoding, as a collector does: an empty ExportTraceServiceResponse.
+      return req.headers.get("content-type") === "application/x-protobuf"
+        ? new Response(new Uint8Array(0), { headers: { "content-type": "application/x-protobuf" } })
+        : Response.json({});
     },
   });
   return Object.assign(received, { endpoint: `http://127.0.0.1:${server.port}`, stop: () => server.stop(true) });

@@ -6,7 +6,9 @@
  *
  *   unsampled  spans started and ended, sampler always_off (ids and traceparent still made)
  *   recorded   sampled, ended into the batch processor, exported nowhere (an exporter that drops)
- *   exported   sampled and exported over OTLP/HTTP to a sink (bench/upstream.ts, another process)
+ *   exported   sampled and exported over OTLP/HTTP (protobuf, the default) to a sink
+ *              (bench/upstream.ts, another process)
+ *   exported-json  the same in OTLP/JSON (OTEL_EXPORTER_OTLP_PROTOCOL=http/json)
  *
  * Prints CPU µs per request of this process (all threads) and the ratio to `unsampled`.
  * A loop like this one understates what the same work costs inside the gateway, whose request path
@@ -20,7 +22,7 @@ import { headersGetter, headersSetter, startClientSpan, startServerSpan } from "
 import { startTracing } from "../lib/telemetry/tracing.ts";
 import { spawn, stop, waitHttp } from "./procs.ts";
 
-const MODES = ["unsampled", "recorded", "exported"] as const;
+const MODES = ["unsampled", "recorded", "exported", "exported-json"] as const;
 type Mode = (typeof MODES)[number];
 const IN_FLIGHT = 64;
 const PER_WORKER = 3_000;
@@ -40,6 +42,7 @@ async function measure(mode: Mode, sink: string): Promise<number> {
         OTEL_EXPORTER_OTLP_ENDPOINT: `http://${sink}`,
         OTEL_TRACES_SAMPLER: mode === "unsampled" ? "always_off" : "parentbased_always_on",
         OTEL_BSP_SCHEDULE_DELAY: "1000",
+        ...(mode === "exported-json" ? { OTEL_EXPORTER_OTLP_PROTOCOL: "http/json" } : {}),
       },
       ...(mode === "recorded" ? { exporter: dropping } : {}),
     },

@@ -13,6 +13,7 @@ import { freePort } from "../../scripts/stack/testing/ports.ts";
 import { requireBinary, spawnProcess, stopAll, waitFor } from "../../scripts/stack/testing/processes.ts";
 import { clusterPrometheusFile, localPrometheusConfig } from "../../scripts/monitor.ts";
 import { startTestStack, type TestStack } from "../../scripts/stack/testing/stack.ts";
+import { otlpTraces, plainAttributes } from "../../lib/telemetry/testing/otlp.ts";
 
 const hasPromtool = requireBinary("promtool");
 const hasPrometheus = requireBinary("prometheus");
@@ -42,32 +43,36 @@ let prometheus: Promise<Awaited<ReturnType<typeof startPrometheus>> | undefined>
 const spans: ReceivedSpan[] = [];
 /** Every OTLP body received, verbatim, for the credentials check. */
 const otlpBodies: string[] = [];
+/** The Content-Types the exports came with. */
+const otlpContentTypes = new Set<string>();
 const tempDirs: string[] = [];
 
-/** An OTLP/HTTP receiver: the services' exporter posts JSON (ExportTraceServiceRequest) to /v1/traces. */
+/**
+ * An OTLP/HTTP receiver: the services' exporters post ExportTraceServiceRequests to /v1/traces,
+ * in protobuf (their default) — decoded independently of the SDK (lib/telemetry/testing/otlp.ts).
+ */
 function startOtlpReceiver(port: number) {
   return Bun.serve({
     hostname: "127.0.0.1",
     port,
     async fetch(req) {
       if (new URL(req.url).pathname !== "/v1/traces") return new Response("not found", { status: 404 });
-      const text = await req.text();
-      otlpBodies.push(text);
-      type Attr = { key: string; value: Record<string, unknown> };
-      const body = JSON.parse(text) as {
-        resourceSpans: {
-          resource: { attributes: Attr[] };
-          scopeSpans: { spans: (Omit<ReceivedSpan, "service" | "attributes"> & { attributes?: Attr[] })[] }[];
-        }[];
-      };
-      const plain = (attrs: Attr[] = []) => Object.fromEntries(attrs.map((a) => [a.key, Object.values(a.value)[0]]));
-      for (const rs of body.resourceSpans) {
-        const service = String(plain(rs.resource.attributes)["service.name"]);
+      const { traces, raw, contentType } = await otlpTraces(req);
+      otlpContentTypes.add(contentType);
+      // Strings travel as UTF-8 in either encoding: the credentials check searches the bytes as text.
+      otlpBodies.push(new TextDecoder().decode(raw));
+      for (const rs of traces.resourceSpans) {
+        const service = String(plainAttributes(rs.resource.attributes)["service.name"]);
         for (const ss of rs.scopeSpans)
           for (const s of ss.spans)
-            spans.push({ ...s, parentSpanId: s.parentSpanId ?? "", service, attributes: plain(s.attributes) });
+            spans.push({
+              ...s,
+              parentSpanId: s.parentSpanId ?? "",
+              service,
+              attributes: plainAttributes(s.attributes),
+            });
       }
-      return Response.json({});
+      return new Response(new Uint8Array(0), { headers: { "content-type": contentType } });
     },
   });
 }
@@ -136,6 +141,8 @@ describe("one request, followed through every service", () => {
       expect(res.status).toBe(201);
 
       const trace = await spansOf(CLIENT_TRACE, 3);
+      // Every service exports in OTLP's default encoding (OTEL_EXPORTER_OTLP_PROTOCOL unset).
+      expect([...otlpContentTypes]).toEqual(["application/x-protobuf"]);
       const gatewayServer = trace.find((s) => s.service === "gateway" && s.kind === SPAN_KIND.SERVER)!;
       const gatewayClient = trace.find((s) => s.service === "gateway" && s.kind === SPAN_KIND.CLIENT)!;
       const webappServer = trace.find((s) => s.service === "webapp" && s.kind === SPAN_KIND.SERVER)!;

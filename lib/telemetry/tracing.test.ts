@@ -15,12 +15,15 @@ import {
   startClientSpan,
   startServerSpan,
 } from "./spans.ts";
+import { type OtlpTraces, otlpTraces, plainAttributes } from "./testing/otlp.ts";
 import { samplerFor, startTracing, tracingConfigFromEnv } from "./tracing.ts";
 
 const IDENTITY = { service: "demo", version: "1.2.3", instance: "demo-1" };
 const CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c";
 const CALLER_SPAN = "b7ad6b7169203331";
 const sampledParent = `00-${CALLER_TRACE}-${CALLER_SPAN}-01`;
+/** OTLP's SpanKind numbers from 1 for INTERNAL (the API's from 0): SERVER is 2 on the wire. */
+const OTLP_SPAN_KIND_SERVER = 2;
 
 // The first provider started here became the process's global one: leave none behind for other files.
 afterAll(() => trace.disable());
@@ -47,6 +50,7 @@ describe("configuration from the OTEL_* environment", () => {
   test("defaults: export nothing, sample parent-based always-on, batch every 5 s", () => {
     expect(tracingConfigFromEnv({})).toEqual({
       tracesUrl: undefined,
+      protocol: "http/protobuf",
       sampler: "parentbased_always_on",
       ratio: 1,
       scheduleDelayMs: 5000,
@@ -62,6 +66,17 @@ describe("configuration from the OTEL_* environment", () => {
     );
   });
 
+  test("the encoding: http/protobuf unless OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL says http/json; the traces one wins", () => {
+    expect(tracingConfigFromEnv({ OTEL_EXPORTER_OTLP_PROTOCOL: "http/json" }).protocol).toBe("http/json");
+    expect(tracingConfigFromEnv({ OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "http/json" }).protocol).toBe("http/json");
+    expect(
+      tracingConfigFromEnv({
+        OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+        OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "http/protobuf",
+      }).protocol,
+    ).toBe("http/protobuf");
+  });
+
   test("a bad value stops start-up with a message naming the variable", () => {
     const bad: [Record<string, string>, string][] = [
       [{ OTEL_EXPORTER_OTLP_ENDPOINT: "jaeger:4318" }, "OTEL_EXPORTER_OTLP_ENDPOINT"],
@@ -74,6 +89,9 @@ describe("configuration from the OTEL_* environment", () => {
       [{ OTEL_TRACES_SAMPLER_ARG: "1.5" }, "OTEL_TRACES_SAMPLER_ARG"],
       [{ OTEL_TRACES_SAMPLER_ARG: "half" }, "OTEL_TRACES_SAMPLER_ARG"],
       [{ OTEL_BSP_SCHEDULE_DELAY: "0" }, "OTEL_BSP_SCHEDULE_DELAY"],
+      // OTLP over gRPC is not offered: said at start-up, not found missing at the first export.
+      [{ OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" }, "OTEL_EXPORTER_OTLP_PROTOCOL"],
+      [{ OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "http/xml" }, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"],
     ];
     for (const [env, name] of bad) {
       expect(() => tracingConfigFromEnv(env)).toThrow(EnvError);
@@ -208,6 +226,55 @@ describe("spans across a service boundary", () => {
       exporter.getFinishedSpans().map((s) => ({ attributes: s.attributes, events: s.events, name: s.name })),
     );
     for (const secret of ["s3cr3t-token", "c00kie-value", "k3y-value"]) expect(dump).not.toContain(secret);
+  });
+
+  test("spans reach an OTLP/HTTP receiver in protobuf by default, in JSON when asked; either decodes to the same span", async () => {
+    const exports: { contentType: string; traces: OtlpTraces }[] = [];
+    const receiver = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      async fetch(req) {
+        const { traces, contentType } = await otlpTraces(req);
+        exports.push({ contentType, traces });
+        return new Response(new Uint8Array(0), { headers: { "content-type": contentType } });
+      },
+    });
+    try {
+      for (const protocol of [undefined, "http/json"]) {
+        const tracing = await startTracing(IDENTITY, {
+          env: {
+            OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${receiver.port}`,
+            ...(protocol ? { OTEL_EXPORTER_OTLP_PROTOCOL: protocol } : {}),
+          },
+        });
+        const server = startServerSpan(
+          tracing.tracer,
+          "GET",
+          new Headers({ traceparent: sampledParent }),
+          headersGetter,
+          "req-otlp",
+          {},
+        );
+        endHttpSpan(trace.getSpan(server)!, 204, "server");
+        await tracing.shutdown();
+      }
+    } finally {
+      receiver.stop(true);
+    }
+    expect(exports.map((e) => e.contentType)).toEqual(["application/x-protobuf", "application/json"]);
+    for (const { traces } of exports) {
+      const [resourceSpans] = traces.resourceSpans;
+      expect(plainAttributes(resourceSpans!.resource.attributes)).toMatchObject({
+        "service.name": "demo",
+        "service.instance.id": "demo-1",
+      });
+      const span = resourceSpans!.scopeSpans[0]!.spans[0]!;
+      expect(span).toMatchObject({ traceId: CALLER_TRACE, parentSpanId: CALLER_SPAN, kind: OTLP_SPAN_KIND_SERVER });
+      expect(plainAttributes(span.attributes)).toMatchObject({
+        "http.response.status_code": 204,
+        "portico.request_id": "req-otlp",
+      });
+    }
   });
 
   test("shutdown exports the spans still buffered", async () => {

@@ -77,8 +77,8 @@ export function serviceIdentity(service: string, env: Env = process.env): Servic
 
 /**
  * The identity travels in headers (X-Gateway, Via, X-Served-By): printable ASCII, no spaces —
- * what a pod name and a version label are. Checked once here: the gateway writes Via into a
- * request head as it is.
+ * what a pod name and a version label are. Checked here, at start-up: otherwise every request
+ * would fail where a header is set from it, and a space would split Via's `1.1 <name>`.
  */
 function headerWord(name: string, value: string): string {
   if (!/^[\x21-\x7e]+$/.test(value))

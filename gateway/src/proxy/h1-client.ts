@@ -731,9 +731,7 @@ export class H1Pool {
 
   /**
    * Sends one request and settles with the answer (never rejects). `headers` are sent as they
-   * are, with Host set to the endpoint's address and Content-Length to the body's, but for the
-   * names in `replaced`: `extraLines` (`name: value\r\n` each, values a Headers would accept)
-   * follow them instead. When `client`
+   * are, with Host set to the endpoint's address and Content-Length to the body's. When `client`
    * is found gone before the answer's head (looked at from CLIENT_WATCH_MS into the try on, and
    * after a connect: client-watch.ts), the try settles `cancelled` and its connection closes.
    */
@@ -745,10 +743,8 @@ export class H1Pool {
     timeoutMs: number,
     limits: ResponseLimits,
     client?: ClientWatch,
-    extraLines?: string,
-    replaced?: ReadonlySet<string>,
   ): Promise<HttpOutcome> {
-    const request = serialize(method, pathAndQuery, this.address, headers, body, extraLines, replaced);
+    const request = serialize(method, pathAndQuery, this.address, headers, body);
     const connection = this.#takeIdle();
     // Not an async function: the pooled connection's way costs no generator and no second promise.
     if (!connection) return this.#sendOnNew(request, method === "HEAD", timeoutMs, limits, client);
@@ -899,12 +895,9 @@ const sweeper = {
 
 /** The pieces of a request head, gathered by `addHeader` (module-level: serialize is synchronous). */
 const headParts: string[] = [];
-const NO_NAMES: ReadonlySet<string> = new Set();
-/** The names `addHeader` leaves out besides Host and Content-Length (serialize's `replaced`). */
-let leftOut = NO_NAMES;
 
 function addHeader(value: string, name: string): void {
-  if (name !== "content-length" && name !== "host" && !leftOut.has(name)) headParts.push(name, ": ", value, "\r\n");
+  if (name !== "content-length" && name !== "host") headParts.push(name, ": ", value, "\r\n");
 }
 
 /**
@@ -918,15 +911,10 @@ function serialize(
   host: string,
   headers: Headers,
   body: Uint8Array | null,
-  extraLines: string | undefined,
-  replaced: ReadonlySet<string> | undefined,
 ): Uint8Array {
   headParts.length = 0;
   headParts.push(method, " ", pathAndQuery, " HTTP/1.1\r\nhost: ", host, "\r\n");
-  if (replaced) leftOut = replaced;
   headers.forEach(addHeader);
-  leftOut = NO_NAMES;
-  if (extraLines) headParts.push(extraLines);
   const size = body ? body.byteLength : 0;
   // A body-less GET/HEAD says nothing about a length, as browsers and fetch do.
   if (size > 0 || (method !== "GET" && method !== "HEAD")) headParts.push("content-length: ", String(size), "\r\n");

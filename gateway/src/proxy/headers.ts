@@ -94,42 +94,25 @@ export interface ForwardedInfo {
 }
 
 /**
- * The headers the gateway writes itself on a request to an HTTP upstream (forwardedLines, and
- * proxy/route.ts's X-Request-ID and Via): the client's own of these names are never sent
- * (proxy/h1-client.ts leaves them out while it writes the request head).
+ * Sets X-Forwarded-For/-Proto/-Host and X-Real-IP (the client address as resolved, which
+ * upstreams and their frameworks read as the client) on the outgoing request headers. RFC 7239
+ * `Forwarded` is not written; one from an untrusted client is removed, as its X-Forwarded-* are
+ * replaced, since an upstream might believe it.
  */
-export const GATEWAY_WRITTEN: ReadonlySet<string> = new Set([
-  "x-real-ip",
-  "x-forwarded-for",
-  "x-forwarded-proto",
-  "x-forwarded-host",
-  "x-request-id",
-  "via",
-]);
-
-/**
- * X-Forwarded-For/-Proto/-Host and X-Real-IP (the client address as resolved, which upstreams
- * and their frameworks read as the client) for the outgoing request, as header lines
- * (`name: value\r\n`) written into its head after the client's headers: no Headers.set per
- * header (bench/README.md, 2026-12-07 fifth stop). From an untrusted client they replace its own;
- * from a trusted proxy they extend them. RFC 7239 `Forwarded` is not written; one from an untrusted
- * client is removed from `headers`, as its X-Forwarded-* are replaced, since an upstream might
- * believe it. Every value is one `headers` accepted or an address the gateway resolved: none can
- * hold a CR or LF.
- */
-export function forwardedLines(headers: Headers, info: ForwardedInfo): string {
+export function setForwardedHeaders(headers: Headers, info: ForwardedInfo): void {
   const host = headers.get("host");
-  let lines = `x-real-ip: ${info.clientIp}\r\n`;
+  headers.set("x-real-ip", info.clientIp);
   if (info.peerIsTrusted) {
     const prior = headers.get("x-forwarded-for");
     const hop = info.peer ?? info.clientIp;
-    lines += `x-forwarded-for: ${prior ? `${prior}, ${hop}` : hop}\r\nx-forwarded-proto: ${headers.get("x-forwarded-proto") ?? info.proto}\r\n`;
-    const forwardedHost = headers.get("x-forwarded-host") ?? host;
-    if (forwardedHost) lines += `x-forwarded-host: ${forwardedHost}\r\n`;
+    headers.set("x-forwarded-for", prior ? `${prior}, ${hop}` : hop);
+    if (!headers.has("x-forwarded-proto")) headers.set("x-forwarded-proto", info.proto);
+    if (!headers.has("x-forwarded-host") && host) headers.set("x-forwarded-host", host);
   } else {
     headers.delete("forwarded");
-    lines += `x-forwarded-for: ${info.clientIp}\r\nx-forwarded-proto: ${info.proto}\r\n`;
-    if (host) lines += `x-forwarded-host: ${host}\r\n`;
+    headers.set("x-forwarded-for", info.clientIp);
+    headers.set("x-forwarded-proto", info.proto);
+    if (host) headers.set("x-forwarded-host", host);
+    else headers.delete("x-forwarded-host");
   }
-  return lines;
 }

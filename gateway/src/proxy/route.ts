@@ -10,7 +10,7 @@ import type { GatewayTelemetry } from "../telemetry/index.ts";
 import { clientGoneProblem, dispatch, noEndpointProblem } from "../upstream/dispatch.ts";
 import { isIdempotentMethod } from "../upstream/outcome.ts";
 import { trimTrailingSlash } from "../routing/router.ts";
-import { forwardedLines, GATEWAY_WRITTEN } from "./headers.ts";
+import { setForwardedHeaders } from "./headers.ts";
 import { InvalidUpstreamResponse } from "./http.ts";
 import { limitResponseSize } from "./response-limit.ts";
 
@@ -27,10 +27,7 @@ export async function proxyHttp(routed: RoutedRequest, deps: HttpRouteDeps): Pro
   const upstreamPath =
     route.http?.rewritePrefix !== undefined ? rewrite(ctx.path, route.path, route.http.rewritePrefix) : ctx.path;
   const pathAndQuery = upstreamPath + ctx.search;
-  // Hop-by-hop headers went in server.ts, before the guards; the client's Host is replaced by the
-  // endpoint's address (it travels as X-Forwarded-Host) and its Content-Length by the body's.
-  const headers = req.headers;
-  const gatewayLines = gatewayHeaderLines(headers, ctx, deps.instance);
+  const headers = prepareRequestHeaders(req, ctx, deps.instance);
   route.auth?.stripCredentials(headers);
   const method = req.method;
   // The client's request (`req`): a try whose client went away is cancelled, and a retry is not
@@ -40,10 +37,7 @@ export async function proxyHttp(routed: RoutedRequest, deps: HttpRouteDeps): Pro
     route,
     ctx,
     isIdempotentMethod(method),
-    (endpoint, timeoutMs) =>
-      endpoint
-        .httpPool()
-        .send(method, pathAndQuery, headers, body, timeoutMs, limits, req, gatewayLines, GATEWAY_WRITTEN),
+    (endpoint, timeoutMs) => endpoint.httpPool().send(method, pathAndQuery, headers, body, timeoutMs, limits, req),
     deps.telemetry.httpTries(upstream.name, method, pathAndQuery, headers),
     upstream.stickyKey(req.headers),
     req,
@@ -89,19 +83,23 @@ export async function proxyHttp(routed: RoutedRequest, deps: HttpRouteDeps): Pro
   }
 }
 
-/**
- * The headers the gateway writes on the outgoing request (proxy/headers.ts GATEWAY_WRITTEN), as
- * header lines: the forwarded ones, X-Request-ID, and Via — RFC 9110 §7.6.3: each proxy appends
- * itself to the chain it received.
- */
-function gatewayHeaderLines(headers: Headers, ctx: RequestContext, gatewayInstance: string): string {
-  const via = headers.get("via");
-  return `${forwardedLines(headers, {
+/** The outgoing headers, made from the incoming ones in place (no copy). */
+function prepareRequestHeaders(req: Request, ctx: RequestContext, gatewayInstance: string): Headers {
+  // Hop-by-hop headers went in server.ts, before the guards.
+  const headers = req.headers;
+  setForwardedHeaders(headers, {
     clientIp: ctx.clientIp,
     peer: ctx.peer,
     peerIsTrusted: ctx.peerIsTrusted,
     proto: ctx.secure ? "https" : "http",
-  })}x-request-id: ${ctx.id}\r\nvia: ${via ? `${via}, 1.1 ${gatewayInstance}` : `1.1 ${gatewayInstance}`}\r\n`;
+  });
+  // The client sets Host to the endpoint's address; the client's Host travels as X-Forwarded-Host.
+  headers.delete("host");
+  headers.set("x-request-id", ctx.id);
+  // RFC 9110 §7.6.3: each proxy appends itself to the chain it received.
+  const via = headers.get("via");
+  headers.set("via", via ? `${via}, 1.1 ${gatewayInstance}` : `1.1 ${gatewayInstance}`);
+  return headers;
 }
 
 /**

@@ -8,6 +8,7 @@
  *            what that frees leaves the process over the next seconds), and 32 s after, once 30 s
  *            of quiet made it drop its compiled code and free pages too (lib/idle-gc.ts)
  */
+import { relative } from "node:path";
 import type { Subprocess } from "bun";
 import { postJson, PROJECT_BODY, preparePortico, spawnPortico } from "./portico.ts";
 import { LOAD_CPU, median, PROXY_CPU, rssMiB, stop } from "./procs.ts";
@@ -86,7 +87,8 @@ export async function benchStartup(opts: {
       const after5sRssMiB = rssMiB(proc.pid);
       await Bun.sleep(27_000);
       return {
-        binary: opts.binary,
+        // Relative to where the bench runs (the checkout): a result file names no machine's paths.
+        binary: relative(process.cwd(), opts.binary),
         startMs,
         medianStartMs: median(startMs),
         idleRssEachMiB,

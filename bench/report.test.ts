@@ -69,8 +69,20 @@ describe("the proxy table", () => {
 describe("CPU from /proc", () => {
   test("a live process's CPU is read; one that exited throws instead of counting as 0", async () => {
     const proc = Bun.spawn(["sleep", "30"], { stdout: "ignore" });
+    // Enough CPU to show in /proc's 10 ms ticks: a fresh test process on a fast machine had used
+    // less than one, and read 0.
+    const usedSeconds = () => {
+      const { user, system } = process.cpuUsage();
+      return (user + system) / 1e6;
+    };
+    const giveUpAt = performance.now() + 2_000;
+    while (usedSeconds() < 0.05 && performance.now() < giveUpAt) {}
     try {
-      expect(cpuSeconds([process.pid])).toBeGreaterThan(0);
+      const before = usedSeconds();
+      const read = cpuSeconds([process.pid]);
+      // Within a tick either way of what the process says of itself (the child sleeps).
+      expect(read).toBeGreaterThanOrEqual(before - 0.02);
+      expect(read).toBeLessThanOrEqual(usedSeconds() + 0.02);
       expect(cpuSeconds([proc.pid])).toBeGreaterThanOrEqual(0);
     } finally {
       proc.kill("SIGKILL");

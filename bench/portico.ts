@@ -16,6 +16,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { freePort } from "../scripts/stack/testing/ports.ts";
+import { otlpAccepted } from "../lib/telemetry/testing/otlp.ts";
 import { pinned, spawn, waitHttp, tempDir } from "./procs.ts";
 
 const REPO_ROOT = resolve(import.meta.dir, "..");
@@ -135,10 +136,7 @@ export async function startOtlpSink(): Promise<{ endpoint: string; requests: num
     async fetch(req) {
       received.requests++;
       received.bytes += (await req.arrayBuffer()).byteLength;
-      // Answered in the request's encoding, as a collector does: an empty ExportTraceServiceResponse.
-      return req.headers.get("content-type") === "application/x-protobuf"
-        ? new Response(new Uint8Array(0), { headers: { "content-type": "application/x-protobuf" } })
-        : Response.json({});
+      return otlpAccepted(req.headers.get("content-type"));
     },
   });
   return Object.assign(received, { endpoint: `http://127.0.0.1:${server.port}`, stop: () => server.stop(true) });

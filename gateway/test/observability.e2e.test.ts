@@ -13,7 +13,7 @@ import { freePort } from "../../scripts/stack/testing/ports.ts";
 import { requireBinary, spawnProcess, stopAll, waitFor } from "../../scripts/stack/testing/processes.ts";
 import { clusterPrometheusFile, localPrometheusConfig } from "../../scripts/monitor.ts";
 import { startTestStack, type TestStack } from "../../scripts/stack/testing/stack.ts";
-import { otlpTraces, plainAttributes } from "../../lib/telemetry/testing/otlp.ts";
+import { otlpAccepted, otlpTraces, plainAttributes } from "../../lib/telemetry/testing/otlp.ts";
 
 const hasPromtool = requireBinary("promtool");
 const hasPrometheus = requireBinary("prometheus");
@@ -72,7 +72,7 @@ function startOtlpReceiver(port: number) {
               attributes: plainAttributes(s.attributes),
             });
       }
-      return new Response(new Uint8Array(0), { headers: { "content-type": contentType } });
+      return otlpAccepted(contentType);
     },
   });
 }

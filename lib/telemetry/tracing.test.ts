@@ -15,7 +15,7 @@ import {
   startClientSpan,
   startServerSpan,
 } from "./spans.ts";
-import { type OtlpTraces, otlpTraces, plainAttributes } from "./testing/otlp.ts";
+import { otlpAccepted, type OtlpTraces, otlpTraces, plainAttributes } from "./testing/otlp.ts";
 import { samplerFor, startTracing, tracingConfigFromEnv } from "./tracing.ts";
 
 const IDENTITY = { service: "demo", version: "1.2.3", instance: "demo-1" };
@@ -236,7 +236,7 @@ describe("spans across a service boundary", () => {
       async fetch(req) {
         const { traces, contentType } = await otlpTraces(req);
         exports.push({ contentType, traces });
-        return new Response(new Uint8Array(0), { headers: { "content-type": contentType } });
+        return otlpAccepted(contentType);
       },
     });
     try {

@@ -67,6 +67,16 @@ export async function otlpTraces(req: Request): Promise<{ traces: OtlpTraces; ra
   throw new Error(`an OTLP export with content-type ${JSON.stringify(contentType)}`);
 }
 
+/**
+ * A collector's answer to an export: an empty ExportTraceServiceResponse in the request's encoding
+ * (zero bytes in protobuf, `{}` in JSON).
+ */
+export function otlpAccepted(contentType: string | null): Response {
+  return contentType === "application/x-protobuf"
+    ? new Response(new Uint8Array(0), { headers: { "content-type": contentType } })
+    : Response.json({});
+}
+
 /** OTLP attributes as a plain record (the value's one field: stringValue, intValue…). */
 export function plainAttributes(attributes: OtlpAttribute[] = []): Record<string, unknown> {
   return Object.fromEntries(attributes.map((a) => [a.key, Object.values(a.value)[0]]));

@@ -11,7 +11,7 @@ import { collectWhenIdle } from "../../lib/idle-gc.ts";
 import { Lifecycle } from "../../lib/lifecycle.ts";
 import { bufferedLogger, createLogger } from "../../lib/log.ts";
 import { createMetricsRegistry } from "../../lib/telemetry/metrics.ts";
-import { startTracing } from "../../lib/telemetry/tracing.ts";
+import { startTracing, tracingConfigFromEnv } from "../../lib/telemetry/tracing.ts";
 import type { TlsListener } from "../../lib/tls-listener.ts";
 import { logCanaryEvent } from "./canary/event-log.ts";
 import { AdminAuth } from "./admin/auth.ts";
@@ -36,6 +36,8 @@ if (command.kind === "usage") process.exit(usage());
 if (command.kind === "check") process.exit(checkRoutesFile(command.file, process.env));
 
 const settings: GatewaySettings = startupEnv("gateway", loadSettings);
+// The OTEL_* variables are checked with the others, before anything starts.
+const tracingConfig = startupEnv("gateway", () => tracingConfigFromEnv(settings.env));
 const { identity } = settings;
 const log = createLogger(identity, { level: settings.logLevel, flushIntervalMs: settings.logFlushMs });
 
@@ -81,7 +83,7 @@ const rateLimiter = new RateLimiter({
 });
 await rateLimiter.start();
 // Spans to OTEL_EXPORTER_OTLP_ENDPOINT (ids only without one); metrics on the admin port.
-const tracing = await startTracing(identity, { log, env: settings.env });
+const tracing = await startTracing(identity, { log, config: tracingConfig });
 // The dashboard's per-route figures: the request path records into them through the telemetry.
 const traffic = new TrafficRecorder();
 const metrics = new GatewayMetrics(createMetricsRegistry(identity), rateLimiter);

@@ -2,7 +2,8 @@
  * Start-up of a gateway process: a SIGHUP while it starts (here, while it waits on a DNS server
  * that never answers) is noted, not fatal — SIGHUP's default action ends a process, and the
  * reloader only takes the signal over at the end of start-up; a taken ADMIN_PORT stops it with a
- * clear line instead of sharing the port with the process that holds it.
+ * clear line instead of sharing the port with the process that holds it; so does a bad OTEL_*
+ * variable, checked with the other settings before anything starts.
  */
 import { afterAll, expect, test } from "bun:test";
 import { createSocket } from "node:dgram";
@@ -62,3 +63,20 @@ test("a second gateway on a taken ADMIN_PORT exits with a clear line; the first 
     expect(version.instance).toBe("gateway-admin-first");
   }
 }, 40_000);
+
+test("a bad OTEL_* variable stops the start-up with one line naming it, not a stack trace", async () => {
+  const routes = writeRoutes(
+    "startup-otel",
+    `upstreams:\n  a: { protocol: http, endpoints: "127.0.0.1:9", healthCheck: { enabled: false } }\nroutes:\n  - { name: r, path: /r, upstream: a }\n`,
+  );
+  const gateway = await spawnGateway("gateway-bad-otel", routes, {
+    OTEL_RESOURCE_ATTRIBUTES: "deployment.environment.name",
+  });
+  expect(await gateway.proc.proc.exited).toBe(1);
+  await waitFor(
+    "the start-up error line",
+    () => gateway.proc.lines.some((l) => l.startsWith("gateway: OTEL_RESOURCE_ATTRIBUTES: entry 1 is not key=value")),
+    { timeoutMs: 2000 },
+  );
+  expect(gateway.proc.lines.some((l) => /^\s+at /.test(l))).toBe(false);
+}, 20_000);

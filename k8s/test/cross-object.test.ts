@@ -12,6 +12,7 @@ import {
   ALL_CHECKS,
   checkContainers,
   checkDeploymentShape,
+  checkEnvIsRead,
   checkEverythingDeployed,
   checkGatewayRoutes,
   checkImages,
@@ -165,6 +166,25 @@ describe("an edit that breaks the wiring fails with file, line and field", () =>
       check: checkPortsMatchEnv,
       expected:
         "Deployment/gateway spec.template.spec.containers[0].env: HTTPS_PORT is read by gateway/src but not set here",
+    },
+    {
+      what: "a misspelt $(VAR) in a dependent variable: left as written, and the variable it meant goes unused",
+      file: "k8s/webapp.yaml",
+      from: "k8s.namespace.name=$(POD_NAMESPACE)",
+      to: "k8s.namespace.name=$(POD_NAMESPAC)",
+      check: checkEnvIsRead,
+      expected: [
+        "Deployment/webapp spec.template.spec.containers[0].env[17].value: $(POD_NAMESPAC) names no variable set before OTEL_RESOURCE_ATTRIBUTES",
+        "Deployment/webapp spec.template.spec.containers[0].env[15].name: POD_NAMESPACE is not read anywhere",
+      ],
+    },
+    {
+      what: "a dependent variable placed before the one it takes in (Kubernetes expands only earlier ones)",
+      file: "k8s/rpcapp.yaml",
+      from: "k8s.pod.name=$(INSTANCE_ID)",
+      to: "k8s.pod.name=$(OTEL_EXPORTER_OTLP_ENDPOINT)$(OTEL_RESOURCE_ATTRIBUTES)",
+      check: checkEnvIsRead,
+      expected: "$(OTEL_RESOURCE_ATTRIBUTES) names no variable set before OTEL_RESOURCE_ATTRIBUTES on this container",
     },
     {
       what: "a probe path the app does not serve",

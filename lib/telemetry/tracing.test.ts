@@ -51,9 +51,62 @@ describe("configuration from the OTEL_* environment", () => {
     expect(tracingConfigFromEnv({})).toEqual({
       tracesUrl: undefined,
       protocol: "http/protobuf",
+      headers: {},
+      compression: "none",
+      exportTimeoutMs: 5000,
       sampler: "parentbased_always_on",
       ratio: 1,
       scheduleDelayMs: 5000,
+      maxQueueSize: 4096,
+      maxExportBatchSize: 512,
+      batchExportTimeoutMs: 30_000,
+      resourceAttributes: {},
+    });
+  });
+
+  test("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is the traces URL as given, and wins over the base URL", () => {
+    expect(
+      tracingConfigFromEnv({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "https://otlp.example.com/otlp/v1/traces" }).tracesUrl,
+    ).toBe("https://otlp.example.com/otlp/v1/traces");
+    expect(
+      tracingConfigFromEnv({
+        OTEL_EXPORTER_OTLP_ENDPOINT: "http://jaeger:4318",
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://collector:4318/traces",
+      }).tracesUrl,
+    ).toBe("http://collector:4318/traces");
+  });
+
+  test("headers, compression and timeouts: the traces variable wins over the general one (per header)", () => {
+    const config = tracingConfigFromEnv({
+      OTEL_EXPORTER_OTLP_HEADERS: "x-api-key=general, x-tenant = acme%2Ceu ,,",
+      OTEL_EXPORTER_OTLP_TRACES_HEADERS: "x-api-key=s3cr%3Dt",
+      OTEL_EXPORTER_OTLP_COMPRESSION: "gzip",
+      OTEL_EXPORTER_OTLP_TIMEOUT: "7000",
+      OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: "3000",
+    });
+    expect(config.headers).toEqual({ "x-api-key": "s3cr=t", "x-tenant": "acme,eu" });
+    expect(config.compression).toBe("gzip");
+    expect(config.exportTimeoutMs).toBe(3000);
+    expect(
+      tracingConfigFromEnv({ OTEL_EXPORTER_OTLP_COMPRESSION: "gzip", OTEL_EXPORTER_OTLP_TRACES_COMPRESSION: "none" })
+        .compression,
+    ).toBe("none");
+    expect(tracingConfigFromEnv({ OTEL_EXPORTER_OTLP_TIMEOUT: "7000" }).exportTimeoutMs).toBe(7000);
+  });
+
+  test("the batch processor's sizes and timeout; resource attributes, with OTEL_SERVICE_NAME as service.name", () => {
+    const config = tracingConfigFromEnv({
+      OTEL_BSP_MAX_QUEUE_SIZE: "100",
+      OTEL_BSP_MAX_EXPORT_BATCH_SIZE: "100",
+      OTEL_BSP_EXPORT_TIMEOUT: "2500",
+      OTEL_RESOURCE_ATTRIBUTES: "deployment.environment.name=prod,k8s.namespace.name=portico,service.name=ignored",
+      OTEL_SERVICE_NAME: "edge-gateway",
+    });
+    expect([config.maxQueueSize, config.maxExportBatchSize, config.batchExportTimeoutMs]).toEqual([100, 100, 2500]);
+    expect(config.resourceAttributes).toEqual({
+      "deployment.environment.name": "prod",
+      "k8s.namespace.name": "portico",
+      "service.name": "edge-gateway",
     });
   });
 
@@ -92,10 +145,49 @@ describe("configuration from the OTEL_* environment", () => {
       // OTLP over gRPC is not offered: said at start-up, not found missing at the first export.
       [{ OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" }, "OTEL_EXPORTER_OTLP_PROTOCOL"],
       [{ OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "http/xml" }, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"],
+      [{ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "collector:4318/v1/traces" }, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"],
+      [{ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://c:4318/v1/traces#x" }, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"],
+      [{ OTEL_EXPORTER_OTLP_COMPRESSION: "zstd" }, "OTEL_EXPORTER_OTLP_COMPRESSION"],
+      [{ OTEL_EXPORTER_OTLP_TRACES_COMPRESSION: "brotli" }, "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"],
+      [{ OTEL_EXPORTER_OTLP_TIMEOUT: "0" }, "OTEL_EXPORTER_OTLP_TIMEOUT"],
+      [{ OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: "5s" }, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"],
+      [{ OTEL_BSP_MAX_QUEUE_SIZE: "0" }, "OTEL_BSP_MAX_QUEUE_SIZE"],
+      [{ OTEL_BSP_MAX_EXPORT_BATCH_SIZE: "many" }, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"],
+      // A batch is taken from the queue: it cannot be larger.
+      [{ OTEL_BSP_MAX_QUEUE_SIZE: "100", OTEL_BSP_MAX_EXPORT_BATCH_SIZE: "512" }, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"],
+      [{ OTEL_BSP_EXPORT_TIMEOUT: "-1" }, "OTEL_BSP_EXPORT_TIMEOUT"],
+      [{ OTEL_RESOURCE_ATTRIBUTES: "deployment.environment.name" }, "OTEL_RESOURCE_ATTRIBUTES: entry 1"],
+      [{ OTEL_RESOURCE_ATTRIBUTES: "a=1,=2" }, "OTEL_RESOURCE_ATTRIBUTES: entry 2"],
+      [{ OTEL_RESOURCE_ATTRIBUTES: "a=%E0%A4%A" }, "OTEL_RESOURCE_ATTRIBUTES: entry 1"],
+      [{ OTEL_EXPORTER_OTLP_HEADERS: "x api key=1" }, "OTEL_EXPORTER_OTLP_HEADERS"],
+      [{ OTEL_EXPORTER_OTLP_TRACES_HEADERS: "x-api-key=a%0D%0Ab" }, "OTEL_EXPORTER_OTLP_TRACES_HEADERS"],
     ];
     for (const [env, name] of bad) {
       expect(() => tracingConfigFromEnv(env)).toThrow(EnvError);
       expect(() => tracingConfigFromEnv(env)).toThrow(name);
+    }
+  });
+
+  test("a refused header or URL is named without repeating a secret it carries", () => {
+    const messageOf = (env: Record<string, string>) => {
+      try {
+        tracingConfigFromEnv(env);
+      } catch (err) {
+        return (err as Error).message;
+      }
+      throw new Error("accepted");
+    };
+    const refused: Record<string, string>[] = [
+      { OTEL_EXPORTER_OTLP_HEADERS: "authorization=Bearer%20hunter2%0A" },
+      { OTEL_EXPORTER_OTLP_HEADERS: "authorization hunter2" },
+      { OTEL_EXPORTER_OTLP_HEADERS: "authorization=hunter2%ZZ" },
+      { OTEL_EXPORTER_OTLP_ENDPOINT: "http://user:hunter2@collector:4318" },
+      { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "https://user:hunter2@collector/v1/traces" },
+    ];
+    for (const env of refused) {
+      const message = messageOf(env);
+      expect(message).toContain(Object.keys(env)[0]!);
+      expect(message).not.toContain("hunter2");
     }
   });
 
@@ -273,6 +365,56 @@ describe("spans across a service boundary", () => {
       expect(plainAttributes(span.attributes)).toMatchObject({
         "http.response.status_code": 204,
         "portico.request_id": "req-otlp",
+      });
+    }
+  });
+
+  test("what the OTEL_* variables ask of an export reaches a real receiver: URL, headers, gzip, batch size, resource", async () => {
+    const exports: { path: string; apiKey: string | null; encoding: string | null; traces: OtlpTraces }[] = [];
+    const receiver = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      async fetch(req) {
+        const { traces, contentType } = await otlpTraces(req);
+        exports.push({
+          path: new URL(req.url).pathname,
+          apiKey: req.headers.get("x-api-key"),
+          encoding: req.headers.get("content-encoding"),
+          traces,
+        });
+        return otlpAccepted(contentType);
+      },
+    });
+    try {
+      const tracing = await startTracing(IDENTITY, {
+        env: {
+          OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `http://127.0.0.1:${receiver.port}/tenant-7/traces`,
+          OTEL_EXPORTER_OTLP_HEADERS: "x-api-key=k%2C1",
+          OTEL_EXPORTER_OTLP_COMPRESSION: "gzip",
+          OTEL_BSP_MAX_EXPORT_BATCH_SIZE: "2",
+          OTEL_BSP_SCHEDULE_DELAY: "600000",
+          OTEL_RESOURCE_ATTRIBUTES: "deployment.environment.name=staging,service.version=9.9.9",
+        },
+      });
+      for (let i = 0; i < 5; i++) {
+        const scope = startServerSpan(tracing.tracer, "GET", new Headers(), headersGetter, `req-batch-${i}`, {});
+        endHttpSpan(trace.getSpan(scope)!, 200, "server");
+      }
+      await tracing.shutdown();
+    } finally {
+      receiver.stop(true);
+    }
+    // Five spans in batches of at most two, each sent where, how and with what the variables said.
+    expect(
+      exports.map((e) => e.traces.resourceSpans.flatMap((r) => r.scopeSpans.flatMap((s) => s.spans)).length),
+    ).toEqual([2, 2, 1]);
+    for (const e of exports) {
+      expect([e.path, e.apiKey, e.encoding]).toEqual(["/tenant-7/traces", "k,1", "gzip"]);
+      expect(plainAttributes(e.traces.resourceSpans[0]!.resource.attributes)).toMatchObject({
+        "service.name": "demo",
+        "service.version": "9.9.9",
+        "service.instance.id": "demo-1",
+        "deployment.environment.name": "staging",
       });
     }
   });

@@ -3,15 +3,30 @@
  *
  *   OTEL_EXPORTER_OTLP_ENDPOINT   base URL of an OTLP/HTTP receiver (Jaeger, a collector); spans go
  *                                 to <endpoint>/v1/traces. Unset: nothing is exported.
+ *   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  the traces URL itself, used as given; wins over the above.
  *   OTEL_EXPORTER_OTLP_PROTOCOL   http/protobuf (default, as the OTLP exporter specification has
  *                                 it) or http/json; OTEL_EXPORTER_OTLP_TRACES_PROTOCOL wins over it.
  *                                 Protobuf is ~2.5× smaller on the wire for the same CPU
  *                                 (bench/README.md, 2026-12-07 fifth stop).
+ *   OTEL_EXPORTER_OTLP_HEADERS    `key=value,…` (values percent-encoded) sent with every export, e.g.
+ *                                 a collector's API key; _TRACES_HEADERS adds to it and wins per key.
+ *   OTEL_EXPORTER_OTLP_COMPRESSION  none (default) or gzip; _TRACES_COMPRESSION wins over it.
+ *   OTEL_EXPORTER_OTLP_TIMEOUT    ms one export may take (default 5000); _TRACES_TIMEOUT wins.
  *   OTEL_TRACES_SAMPLER           always_on | always_off | traceidratio | parentbased_always_on
  *                                 (default) | parentbased_always_off | parentbased_traceidratio
  *   OTEL_TRACES_SAMPLER_ARG       the ratio for the *traceidratio samplers, 0..1 (default 1)
  *   OTEL_BSP_SCHEDULE_DELAY       ms between batch exports (default 5000)
+ *   OTEL_BSP_MAX_QUEUE_SIZE       spans held for export before new ones are dropped (default 4096)
+ *   OTEL_BSP_MAX_EXPORT_BATCH_SIZE  spans per export at most (default 512; ≤ the queue size)
+ *   OTEL_BSP_EXPORT_TIMEOUT       ms the batch processor waits for one export (default 30000)
+ *   OTEL_RESOURCE_ATTRIBUTES      `key=value,…` (values percent-encoded) added to every span's
+ *                                 resource, e.g. `deployment.environment.name=prod`; they win over
+ *                                 the service's own (service.name, service.version,
+ *                                 service.instance.id, service.namespace)
+ *   OTEL_SERVICE_NAME             service.name in the resource; wins over both (the specification's order)
  *
+ * A bad value stops the start-up with a message that names the variable; a header's or resource
+ * attribute's value is never repeated in it (it may be a secret).
  * Without an endpoint the SDK still runs with a sampler that records nothing (unless the caller's
  * traceparent asks for it): every request still gets trace and span ids — in its log lines and in
  * the `traceparent` it passes on — at the cost of generating two random ids.
@@ -21,6 +36,7 @@
  */
 import { context, diag, DiagLogLevel, trace, type Tracer } from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
+import type { CompressionAlgorithm } from "@opentelemetry/otlp-exporter-base";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import {
   AlwaysOffSampler,
@@ -53,46 +69,143 @@ export type SamplerName = (typeof SAMPLERS)[number];
 export const OTLP_PROTOCOLS = ["http/protobuf", "http/json"] as const;
 export type OtlpProtocol = (typeof OTLP_PROTOCOLS)[number];
 
+export const OTLP_COMPRESSIONS = ["none", "gzip"] as const;
+export type OtlpCompression = (typeof OTLP_COMPRESSIONS)[number];
+
 export interface TracingConfig {
   /** OTLP/HTTP traces URL (…/v1/traces), or undefined to export nothing. */
   tracesUrl: string | undefined;
   protocol: OtlpProtocol;
+  /** Sent with every export (OTEL_EXPORTER_OTLP_(TRACES_)HEADERS); never logged. */
+  headers: Record<string, string>;
+  compression: OtlpCompression;
+  /** How long one export request may take. */
+  exportTimeoutMs: number;
   sampler: SamplerName;
   ratio: number;
   scheduleDelayMs: number;
+  maxQueueSize: number;
+  maxExportBatchSize: number;
+  /** How long the batch processor waits for one export before giving it up. */
+  batchExportTimeoutMs: number;
+  /** OTEL_RESOURCE_ATTRIBUTES, and OTEL_SERVICE_NAME as service.name: over the service's own. */
+  resourceAttributes: Record<string, string>;
 }
 
 export function tracingConfigFromEnv(env: Env = process.env): TracingConfig {
+  const tracesEndpoint = envString("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "", env).trim();
   const endpoint = envString("OTEL_EXPORTER_OTLP_ENDPOINT", "", env).trim();
-  if (endpoint !== "") checkOtlpEndpoint(endpoint);
+  if (tracesEndpoint !== "") checkOtlpEndpoint("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", tracesEndpoint);
+  if (endpoint !== "") checkOtlpEndpoint("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
   const rawRatio = envString("OTEL_TRACES_SAMPLER_ARG", "1", env);
   const ratio = Number(rawRatio);
   if (!Number.isFinite(ratio) || ratio < 0 || ratio > 1 || rawRatio.trim() === "") {
     throw new EnvError(`OTEL_TRACES_SAMPLER_ARG=${JSON.stringify(rawRatio)} is not a ratio between 0 and 1`);
   }
+  const maxQueueSize = envInt("OTEL_BSP_MAX_QUEUE_SIZE", 4096, { min: 1, max: 1_000_000 }, env);
+  const maxExportBatchSize = envInt("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512, { min: 1, max: 1_000_000 }, env);
+  if (maxExportBatchSize > maxQueueSize)
+    throw new EnvError(
+      `OTEL_BSP_MAX_EXPORT_BATCH_SIZE=${maxExportBatchSize} is larger than OTEL_BSP_MAX_QUEUE_SIZE=${maxQueueSize}: a batch is taken from the queue`,
+    );
+  const serviceName = envString("OTEL_SERVICE_NAME", "", env).trim();
   return {
-    tracesUrl: endpoint === "" ? undefined : `${endpoint.replace(/\/+$/, "")}/v1/traces`,
+    tracesUrl:
+      tracesEndpoint !== ""
+        ? tracesEndpoint
+        : endpoint === ""
+          ? undefined
+          : `${endpoint.replace(/\/+$/, "")}/v1/traces`,
     protocol: envEnum(
       "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
       OTLP_PROTOCOLS,
       envEnum("OTEL_EXPORTER_OTLP_PROTOCOL", OTLP_PROTOCOLS, "http/protobuf", env),
       env,
     ),
+    headers: {
+      ...exportHeaders("OTEL_EXPORTER_OTLP_HEADERS", env),
+      ...exportHeaders("OTEL_EXPORTER_OTLP_TRACES_HEADERS", env),
+    },
+    compression: envEnum(
+      "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+      OTLP_COMPRESSIONS,
+      envEnum("OTEL_EXPORTER_OTLP_COMPRESSION", OTLP_COMPRESSIONS, "none", env),
+      env,
+    ),
+    exportTimeoutMs: envInt(
+      "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+      envInt("OTEL_EXPORTER_OTLP_TIMEOUT", 5000, EXPORT_TIMEOUT_BOUNDS, env),
+      EXPORT_TIMEOUT_BOUNDS,
+      env,
+    ),
     sampler: envEnum("OTEL_TRACES_SAMPLER", SAMPLERS, "parentbased_always_on", env),
     ratio,
     scheduleDelayMs: envInt("OTEL_BSP_SCHEDULE_DELAY", 5000, { min: 1, max: 600_000 }, env),
+    maxQueueSize,
+    maxExportBatchSize,
+    batchExportTimeoutMs: envInt("OTEL_BSP_EXPORT_TIMEOUT", 30_000, EXPORT_TIMEOUT_BOUNDS, env),
+    resourceAttributes: {
+      ...keyValueList("OTEL_RESOURCE_ATTRIBUTES", env),
+      ...(serviceName !== "" ? { [ATTR_SERVICE_NAME]: serviceName } : {}),
+    },
   };
 }
 
+const EXPORT_TIMEOUT_BOUNDS = { min: 1, max: 600_000 };
+
 /**
- * A base URL the exporter can append `/v1/traces` to: http(s), a host, a valid port, no query or
- * fragment (they would end up before the path), nothing the URL parser had to repair.
+ * A `key=value,key=value` list as the OpenTelemetry environment specification writes headers and
+ * resource attributes: entries split at commas, each at its `=`, keys and values trimmed and
+ * percent-decoded (`%2C` is a comma in a value), empty entries skipped. A malformed entry is an
+ * error naming the variable and the entry's position, not its text: the value may be a secret.
  */
-function checkOtlpEndpoint(endpoint: string): void {
-  const bad = (why: string) =>
-    new EnvError(
-      `OTEL_EXPORTER_OTLP_ENDPOINT=${JSON.stringify(endpoint)} ${why}; it takes a base URL such as http://jaeger:4318`,
-    );
+function keyValueList(name: string, env: Env): Record<string, string> {
+  const raw = envString(name, "", env);
+  const pairs: Record<string, string> = {};
+  raw.split(",").forEach((entry, index) => {
+    if (entry.trim() === "") return;
+    const at = `${name}: entry ${index + 1}`;
+    const eq = entry.indexOf("=");
+    if (eq < 0) throw new EnvError(`${at} is not key=value (a comma or = inside a value is written %2C or %3D)`);
+    let key: string;
+    let value: string;
+    try {
+      key = decodeURIComponent(entry.slice(0, eq).trim());
+      value = decodeURIComponent(entry.slice(eq + 1).trim());
+    } catch {
+      throw new EnvError(`${at} has a malformed percent-encoding`);
+    }
+    if (key === "") throw new EnvError(`${at} has an empty key`);
+    pairs[key] = value;
+  });
+  return pairs;
+}
+
+/** OTEL_EXPORTER_OTLP_(TRACES_)HEADERS: names HTTP tokens, values without control characters. */
+function exportHeaders(name: string, env: Env): Record<string, string> {
+  const headers = keyValueList(name, env);
+  for (const [key, value] of Object.entries(headers)) {
+    if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(key))
+      throw new EnvError(`${name}: ${JSON.stringify(key)} is not a valid HTTP header name`);
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the characters refused
+    if (/[\u0000-\u0008\u000a-\u001f\u007f]/.test(value))
+      throw new EnvError(`${name}: the value of ${key} contains a control character`);
+  }
+  return headers;
+}
+
+/**
+ * A URL the exporter can post to: http(s), a host, a valid port, no credentials, no query or
+ * fragment, nothing the URL parser had to repair. OTEL_EXPORTER_OTLP_ENDPOINT is a base URL that
+ * `/v1/traces` is appended to; OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is used as it is. Credentials go
+ * in OTEL_EXPORTER_OTLP_HEADERS, which is never logged; the URL is (the start-up line).
+ */
+function checkOtlpEndpoint(name: string, endpoint: string): void {
+  const example =
+    name === "OTEL_EXPORTER_OTLP_ENDPOINT"
+      ? "a base URL such as http://jaeger:4318"
+      : "a URL such as http://jaeger:4318/v1/traces";
+  const bad = (why: string) => new EnvError(`${name}=${JSON.stringify(endpoint)} ${why}; it takes ${example}`);
   let url: URL;
   try {
     url = new URL(endpoint);
@@ -103,7 +216,10 @@ function checkOtlpEndpoint(endpoint: string): void {
   if (url.hostname === "" || /\s/.test(endpoint)) throw bad("has no usable host");
   if (url.search !== "" || url.hash !== "" || endpoint.includes("?") || endpoint.includes("#"))
     throw bad("has a query or fragment");
-  if (url.username !== "" || url.password !== "") throw bad("carries credentials (they would be logged)");
+  if (url.username !== "" || url.password !== "")
+    throw new EnvError(
+      `${name} carries credentials in its URL, where they would be logged; send them in OTEL_EXPORTER_OTLP_HEADERS`,
+    );
 }
 
 /** Past this, shutdown stops waiting for the last spans' export (the collector may be down). */
@@ -139,6 +255,8 @@ export interface Tracing {
 
 export interface StartTracingOptions {
   env?: Env;
+  /** The configuration, already read from the environment (a process that checks it with its other settings); `env` is then not read. */
+  config?: TracingConfig;
   /** Export failures are logged here (at most what the SDK reports as errors). */
   log?: Logger;
   /** Replaces the OTLP exporter (unit tests use an in-memory one). */
@@ -159,7 +277,7 @@ export function installContextManager(): void {
  * one (`trace.getTracer`), unless another was registered first (tests starting several).
  */
 export async function startTracing(identity: ServiceIdentity, opts: StartTracingOptions = {}): Promise<Tracing> {
-  const config = tracingConfigFromEnv(opts.env);
+  const config = opts.config ?? tracingConfigFromEnv(opts.env);
   installContextManager();
   if (opts.log) {
     const log = opts.log;
@@ -182,15 +300,21 @@ export async function startTracing(identity: ServiceIdentity, opts: StartTracing
       ? new (config.protocol === "http/json"
           ? await import("@opentelemetry/exporter-trace-otlp-http")
           : await import("@opentelemetry/exporter-trace-otlp-proto")
-        ).OTLPTraceExporter({ url: config.tracesUrl, timeoutMillis: 5000 })
+        ).OTLPTraceExporter({
+          url: config.tracesUrl,
+          headers: config.headers,
+          compression: config.compression as CompressionAlgorithm,
+          timeoutMillis: config.exportTimeoutMs,
+        })
       : undefined);
   const spanProcessors: SpanProcessor[] = exporter
     ? [
         new BatchSpanProcessor({
           exporter,
           scheduledDelayMillis: config.scheduleDelayMs,
-          maxQueueSize: 4096,
-          maxExportBatchSize: 512,
+          maxQueueSize: config.maxQueueSize,
+          maxExportBatchSize: config.maxExportBatchSize,
+          exportTimeoutMillis: config.batchExportTimeoutMs,
         }),
       ]
     : [];
@@ -200,6 +324,7 @@ export async function startTracing(identity: ServiceIdentity, opts: StartTracing
       [ATTR_SERVICE_VERSION]: identity.version,
       "service.instance.id": identity.instance,
       "service.namespace": "portico",
+      ...config.resourceAttributes,
     }),
     // With nowhere to send spans, record none of our own, but keep the ids flowing.
     sampler: exporter

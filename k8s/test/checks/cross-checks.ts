@@ -544,7 +544,12 @@ export function configReferences(manifests: Manifest[], w: Workload): Set<string
   return new Set([...text.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)/g)].map((m) => m[1]!));
 }
 
-/** Every env variable set on a container is one its code reads (a misspelt name does nothing). */
+/**
+ * Every env variable set on a container is one its code reads (a misspelt name does nothing), or
+ * one a later variable of the container takes in as `$(NAME)` (Kubernetes' dependent variables);
+ * and every such `$(NAME)` names a variable set before it, as Kubernetes expands only those (any
+ * other stays in the value as written).
+ */
 export const checkEnvIsRead: Check = (manifests) => {
   const problems: Problem[] = [];
   for (const w of ownWorkloadsOf(manifests)) {
@@ -552,13 +557,28 @@ export const checkEnvIsRead: Check = (manifests) => {
     const pending = PENDING_APP_ENV[w.name] ?? {};
     const referenced = configReferences(manifests, w);
     w.containers.forEach((c, i) => {
-      (c.env ?? []).forEach((e, j) => {
-        if (!(e.name in pending) && !referenced.has(e.name) && !readsEnv(source, e.name))
+      const env = c.env ?? [];
+      const expanded = new Set<string>();
+      env.forEach((e, j) => {
+        for (const [, name] of (e.value ?? "").matchAll(/(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g)) {
+          expanded.add(name!);
+          if (!env.slice(0, j).some((before) => before.name === name))
+            problems.push(
+              problemAt(
+                w.m,
+                [...CONTAINERS, i, "env", j, "value"],
+                `$(${name}) names no variable set before ${e.name} on this container: Kubernetes leaves it as written`,
+              ),
+            );
+        }
+      });
+      env.forEach((e, j) => {
+        if (!(e.name in pending) && !referenced.has(e.name) && !expanded.has(e.name) && !readsEnv(source, e.name))
           problems.push(
             problemAt(
               w.m,
               [...CONTAINERS, i, "env", j, "name"],
-              `${e.name} is not read anywhere in ${w.name}/src or lib/, nor referenced in a ConfigMap it mounts`,
+              `${e.name} is not read anywhere in ${w.name}/src or lib/, nor referenced in a ConfigMap it mounts or by another variable`,
             ),
           );
       });

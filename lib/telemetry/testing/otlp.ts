@@ -57,10 +57,13 @@ function decodeProtobuf(bytes: Uint8Array): OtlpTraces {
   };
 }
 
-/** The spans of one export request to /v1/traces, by its Content-Type. */
+/** The spans of one export request to /v1/traces, by its Content-Type (gzip-compressed or not). */
 export async function otlpTraces(req: Request): Promise<{ traces: OtlpTraces; raw: Uint8Array; contentType: string }> {
   const contentType = req.headers.get("content-type") ?? "";
-  const raw = new Uint8Array(await req.arrayBuffer());
+  const body = new Uint8Array(await req.arrayBuffer());
+  const encoding = req.headers.get("content-encoding");
+  if (encoding !== null && encoding !== "gzip") throw new Error(`an OTLP export with content-encoding ${encoding}`);
+  const raw = encoding === "gzip" ? Bun.gunzipSync(body) : body;
   if (contentType === "application/x-protobuf") return { traces: decodeProtobuf(raw), raw, contentType };
   if (contentType === "application/json")
     return { traces: JSON.parse(new TextDecoder().decode(raw)) as OtlpTraces, raw, contentType };

@@ -1,7 +1,11 @@
 import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { context, ROOT_CONTEXT, SpanKind, trace, TraceFlags } from "@opentelemetry/api";
 import { ExportResultCode } from "@opentelemetry/core";
 import { InMemorySpanExporter, type ReadableSpan, SamplingDecision, type SpanExporter } from "@opentelemetry/sdk-trace";
+import { createCa, issue } from "../../scripts/tls/pki.ts";
 import { EnvError } from "../env.ts";
 import { createLogger } from "../log.ts";
 import {
@@ -54,6 +58,7 @@ describe("configuration from the OTEL_* environment", () => {
       headers: {},
       compression: "none",
       exportTimeoutMs: 5000,
+      tls: undefined,
       sampler: "parentbased_always_on",
       ratio: 1,
       scheduleDelayMs: 5000,
@@ -416,6 +421,117 @@ describe("spans across a service boundary", () => {
         "service.instance.id": "demo-1",
         "deployment.environment.name": "staging",
       });
+    }
+  });
+
+  test("an https collector: its CA from OTEL_EXPORTER_OTLP_CERTIFICATE, a client certificate when it asks for one", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "otlp-tls-"));
+    try {
+      const ca = await createCa("otlp test CA");
+      const server = await issue(ca, { commonName: "collector", ipAddresses: ["127.0.0.1"], usage: "server" });
+      const client = await issue(ca, { commonName: "demo", usage: "client" });
+      const other = await issue(await createCa("another CA"), { commonName: "demo", usage: "client" });
+      const file = (name: string, text: string) => {
+        writeFileSync(join(dir, name), text);
+        return join(dir, name);
+      };
+      const [caFile, certFile, keyFile, otherCert, otherKey] = [
+        file("ca.pem", ca.cert),
+        file("client.pem", client.cert),
+        file("client-key.pem", client.key),
+        file("other.pem", other.cert),
+        file("other-key.pem", other.key),
+      ];
+      let received = 0;
+      // Mutual TLS: the collector completes a handshake only with a certificate from its CA.
+      const receiver = Bun.serve({
+        hostname: "127.0.0.1",
+        port: 0,
+        tls: { cert: server.cert, key: server.key, ca: ca.cert, requestCert: true, rejectUnauthorized: true },
+        async fetch(req) {
+          const { contentType } = await otlpTraces(req);
+          received++;
+          return otlpAccepted(contentType);
+        },
+      });
+      const exportOneSpan = async (extra: Record<string, string>) => {
+        const before = received;
+        const tracing = await startTracing(IDENTITY, {
+          // A refused handshake is retried until the export's timeout: kept short.
+          env: {
+            OTEL_EXPORTER_OTLP_ENDPOINT: `https://127.0.0.1:${receiver.port}`,
+            OTEL_EXPORTER_OTLP_TIMEOUT: "500",
+            ...extra,
+          },
+        });
+        endHttpSpan(
+          trace.getSpan(startServerSpan(tracing.tracer, "GET", new Headers(), headersGetter, "r", {}))!,
+          200,
+          "server",
+        );
+        await tracing.flush().catch(() => {});
+        await tracing.shutdown();
+        return received - before;
+      };
+      try {
+        expect(await exportOneSpan({ OTEL_EXPORTER_OTLP_CERTIFICATE: caFile })).toBe(0); // no client certificate
+        expect(
+          await exportOneSpan({
+            OTEL_EXPORTER_OTLP_CERTIFICATE: caFile,
+            OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: certFile,
+            OTEL_EXPORTER_OTLP_CLIENT_KEY: keyFile,
+          }),
+        ).toBe(1);
+        // The collector's certificate is not trusted without its CA (the system's roots do not have it)…
+        expect(
+          await exportOneSpan({
+            OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: certFile,
+            OTEL_EXPORTER_OTLP_CLIENT_KEY: keyFile,
+          }),
+        ).toBe(0);
+        // …and a client certificate from another CA is refused; the traces variables win over the general ones.
+        expect(
+          await exportOneSpan({
+            OTEL_EXPORTER_OTLP_CERTIFICATE: caFile,
+            OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: certFile,
+            OTEL_EXPORTER_OTLP_CLIENT_KEY: keyFile,
+            OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE: otherCert,
+            OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY: otherKey,
+          }),
+        ).toBe(0);
+      } finally {
+        receiver.stop(true);
+      }
+      // Refused at start-up, each naming its variable.
+      const refused: [Record<string, string>, string][] = [
+        [{ OTEL_EXPORTER_OTLP_CERTIFICATE: join(dir, "missing.pem") }, "OTEL_EXPORTER_OTLP_CERTIFICATE: CA bundle"],
+        [
+          { OTEL_EXPORTER_OTLP_CERTIFICATE: keyFile.replace("client-key", "nothing") },
+          "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        ],
+        [
+          { OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: certFile },
+          "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE is set without OTEL_EXPORTER_OTLP_CLIENT_KEY",
+        ],
+        [
+          { OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE: certFile, OTEL_EXPORTER_OTLP_CLIENT_KEY: otherKey },
+          "is not the key of certificate",
+        ],
+        [
+          { OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318", OTEL_EXPORTER_OTLP_CERTIFICATE: caFile },
+          "OTEL_EXPORTER_OTLP_CERTIFICATE: certificates apply to an https collector",
+        ],
+      ];
+      for (const [env, message] of refused) {
+        expect(() => tracingConfigFromEnv({ OTEL_EXPORTER_OTLP_ENDPOINT: "https://collector:4318", ...env })).toThrow(
+          EnvError,
+        );
+        expect(() => tracingConfigFromEnv({ OTEL_EXPORTER_OTLP_ENDPOINT: "https://collector:4318", ...env })).toThrow(
+          message,
+        );
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

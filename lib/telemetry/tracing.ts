@@ -12,6 +12,11 @@
  *                                 a collector's API key; _TRACES_HEADERS adds to it and wins per key.
  *   OTEL_EXPORTER_OTLP_COMPRESSION  none (default) or gzip; _TRACES_COMPRESSION wins over it.
  *   OTEL_EXPORTER_OTLP_TIMEOUT    ms one export may take (default 5000); _TRACES_TIMEOUT wins.
+ *   OTEL_EXPORTER_OTLP_CERTIFICATE  PEM file of the CA(s) an https collector's certificate must
+ *                                 chain to (default: the system's); _CLIENT_CERTIFICATE and
+ *                                 _CLIENT_KEY a certificate and key to present (mutual TLS). Each has
+ *                                 a _TRACES_ variant that wins. Read at start-up: a restart picks up
+ *                                 renewed files.
  *   OTEL_TRACES_SAMPLER           always_on | always_off | traceidratio | parentbased_always_on
  *                                 (default) | parentbased_always_off | parentbased_traceidratio
  *   OTEL_TRACES_SAMPLER_ARG       the ratio for the *traceidratio samplers, 0..1 (default 1)
@@ -51,6 +56,7 @@ import {
 } from "@opentelemetry/sdk-trace";
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from "@opentelemetry/semantic-conventions";
 import { EnvError, envEnum, envInt, envString, type ServiceIdentity } from "../env.ts";
+import { readClientTls, readTlsMaterial, TlsFileError } from "../tls.ts";
 import type { Logger } from "../log.ts";
 
 type Env = Record<string, string | undefined>;
@@ -72,6 +78,12 @@ export type OtlpProtocol = (typeof OTLP_PROTOCOLS)[number];
 export const OTLP_COMPRESSIONS = ["none", "gzip"] as const;
 export type OtlpCompression = (typeof OTLP_COMPRESSIONS)[number];
 
+export interface OtlpTls {
+  ca?: string;
+  cert?: string;
+  key?: string;
+}
+
 export interface TracingConfig {
   /** OTLP/HTTP traces URL (…/v1/traces), or undefined to export nothing. */
   tracesUrl: string | undefined;
@@ -81,6 +93,8 @@ export interface TracingConfig {
   compression: OtlpCompression;
   /** How long one export request may take. */
   exportTimeoutMs: number;
+  /** PEM contents for an https collector: the CA to trust, and a client certificate and key. */
+  tls: OtlpTls | undefined;
   sampler: SamplerName;
   ratio: number;
   scheduleDelayMs: number;
@@ -109,13 +123,10 @@ export function tracingConfigFromEnv(env: Env = process.env): TracingConfig {
       `OTEL_BSP_MAX_EXPORT_BATCH_SIZE=${maxExportBatchSize} is larger than OTEL_BSP_MAX_QUEUE_SIZE=${maxQueueSize}: a batch is taken from the queue`,
     );
   const serviceName = envString("OTEL_SERVICE_NAME", "", env).trim();
+  const tracesUrl =
+    tracesEndpoint !== "" ? tracesEndpoint : endpoint === "" ? undefined : `${endpoint.replace(/\/+$/, "")}/v1/traces`;
   return {
-    tracesUrl:
-      tracesEndpoint !== ""
-        ? tracesEndpoint
-        : endpoint === ""
-          ? undefined
-          : `${endpoint.replace(/\/+$/, "")}/v1/traces`,
+    tracesUrl,
     protocol: envEnum(
       "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
       OTLP_PROTOCOLS,
@@ -138,6 +149,7 @@ export function tracingConfigFromEnv(env: Env = process.env): TracingConfig {
       EXPORT_TIMEOUT_BOUNDS,
       env,
     ),
+    tls: exportTls(env, tracesUrl),
     sampler: envEnum("OTEL_TRACES_SAMPLER", SAMPLERS, "parentbased_always_on", env),
     ratio,
     scheduleDelayMs: envInt("OTEL_BSP_SCHEDULE_DELAY", 5000, { min: 1, max: 600_000 }, env),
@@ -179,6 +191,50 @@ function keyValueList(name: string, env: Env): Record<string, string> {
     pairs[key] = value;
   });
   return pairs;
+}
+
+/** The set one of a variable's two spellings, the traces one first: its name and value. */
+function signalVariable(env: Env, general: string): { name: string; value: string } | undefined {
+  for (const name of [general.replace("OTEL_EXPORTER_OTLP_", "OTEL_EXPORTER_OTLP_TRACES_"), general]) {
+    const value = env[name]?.trim();
+    if (value) return { name, value };
+  }
+  return undefined;
+}
+
+/**
+ * OTEL_EXPORTER_OTLP_(TRACES_)CERTIFICATE, _CLIENT_CERTIFICATE and _CLIENT_KEY, read and checked
+ * as the services' own files are (lib/tls.ts: complete PEM blocks, a key that is the
+ * certificate's, a certificate valid now). They apply to an https collector only: with an http
+ * URL they would do nothing, which is refused rather than ignored.
+ */
+function exportTls(env: Env, tracesUrl: string | undefined): OtlpTls | undefined {
+  const ca = signalVariable(env, "OTEL_EXPORTER_OTLP_CERTIFICATE");
+  const cert = signalVariable(env, "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE");
+  const key = signalVariable(env, "OTEL_EXPORTER_OTLP_CLIENT_KEY");
+  const set = [ca, cert, key].filter((v) => v !== undefined);
+  if (set.length === 0) return undefined;
+  if ((cert === undefined) !== (key === undefined))
+    throw new EnvError(
+      `${(cert ?? key)!.name} is set without ${cert ? "OTEL_EXPORTER_OTLP_CLIENT_KEY" : "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"}: a client certificate goes with its key`,
+    );
+  if (tracesUrl !== undefined && !tracesUrl.startsWith("https:"))
+    throw new EnvError(
+      `${set.map((v) => v.name).join(", ")}: certificates apply to an https collector, and the traces URL is ${tracesUrl}`,
+    );
+  const tls: OtlpTls = {};
+  try {
+    if (ca) tls.ca = readClientTls({ ca: ca.value }).ca;
+    if (cert && key) {
+      const pair = readTlsMaterial({ cert: cert.value, key: key.value });
+      tls.cert = pair.cert;
+      tls.key = pair.key;
+    }
+  } catch (err) {
+    if (err instanceof TlsFileError) throw new EnvError(`${set.map((v) => v.name).join(", ")}: ${err.message}`);
+    throw err;
+  }
+  return tls;
 }
 
 /** OTEL_EXPORTER_OTLP_(TRACES_)HEADERS: names HTTP tokens, values without control characters. */
@@ -305,6 +361,7 @@ export async function startTracing(identity: ServiceIdentity, opts: StartTracing
           headers: config.headers,
           compression: config.compression as CompressionAlgorithm,
           timeoutMillis: config.exportTimeoutMs,
+          ...(config.tls ? { httpAgentOptions: { keepAlive: true, ...config.tls } } : {}),
         })
       : undefined);
   const spanProcessors: SpanProcessor[] = exporter

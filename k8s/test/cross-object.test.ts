@@ -179,6 +179,14 @@ describe("an edit that breaks the wiring fails with file, line and field", () =>
       ],
     },
     {
+      what: "an escaped $$(VAR) is text, not a reference: the variable it names goes unused",
+      file: "k8s/gateway.yaml",
+      from: "k8s.node.name=$(NODE_NAME)",
+      to: "k8s.node.name=$$(NODE_NAME)",
+      check: checkEnvIsRead,
+      expected: "NODE_NAME is not read anywhere in gateway/src or lib/",
+    },
+    {
       what: "a dependent variable placed before the one it takes in (Kubernetes expands only earlier ones)",
       file: "k8s/rpcapp.yaml",
       from: "k8s.pod.name=$(INSTANCE_ID)",

@@ -99,20 +99,36 @@ describe("configuration from the OTEL_* environment", () => {
     expect(tracingConfigFromEnv({ OTEL_EXPORTER_OTLP_TIMEOUT: "7000" }).exportTimeoutMs).toBe(7000);
   });
 
-  test("the batch processor's sizes and timeout; resource attributes, with OTEL_SERVICE_NAME as service.name", () => {
+  test("the batch processor's sizes and timeout; resource attributes", () => {
     const config = tracingConfigFromEnv({
       OTEL_BSP_MAX_QUEUE_SIZE: "100",
       OTEL_BSP_MAX_EXPORT_BATCH_SIZE: "100",
       OTEL_BSP_EXPORT_TIMEOUT: "2500",
-      OTEL_RESOURCE_ATTRIBUTES: "deployment.environment.name=prod,k8s.namespace.name=portico,service.name=ignored",
-      OTEL_SERVICE_NAME: "edge-gateway",
+      OTEL_RESOURCE_ATTRIBUTES: "deployment.environment.name=prod, k8s.namespace.name = portico ,team=a%3Db",
     });
     expect([config.maxQueueSize, config.maxExportBatchSize, config.batchExportTimeoutMs]).toEqual([100, 100, 2500]);
     expect(config.resourceAttributes).toEqual({
       "deployment.environment.name": "prod",
       "k8s.namespace.name": "portico",
-      "service.name": "edge-gateway",
+      team: "a=b",
     });
+  });
+
+  test("OTEL_BSP_EXPORT_TIMEOUT bounds an export that never answers", async () => {
+    const exporter: SpanExporter = { export: () => {}, shutdown: async () => {} };
+    const tracing = await startTracing(IDENTITY, {
+      env: { OTEL_BSP_SCHEDULE_DELAY: "600000", OTEL_BSP_EXPORT_TIMEOUT: "100" },
+      exporter,
+    });
+    trace.getSpan(startServerSpan(tracing.tracer, "GET", new Headers(), headersGetter, "req-stuck", {}))!.end();
+    const started = performance.now();
+    // With the default (30 s) the flush would outlast this test's 5 s.
+    const outcome = await tracing.flush().then(
+      () => "flushed",
+      (err: unknown) => String(err),
+    );
+    expect(outcome).toContain("Timeout");
+    expect(performance.now() - started).toBeLessThan(3_000);
   });
 
   test("OTEL_EXPORTER_OTLP_ENDPOINT is a base URL: spans go to its /v1/traces", () => {
@@ -164,8 +180,16 @@ describe("configuration from the OTEL_* environment", () => {
       [{ OTEL_RESOURCE_ATTRIBUTES: "deployment.environment.name" }, "OTEL_RESOURCE_ATTRIBUTES: entry 1"],
       [{ OTEL_RESOURCE_ATTRIBUTES: "a=1,=2" }, "OTEL_RESOURCE_ATTRIBUTES: entry 2"],
       [{ OTEL_RESOURCE_ATTRIBUTES: "a=%E0%A4%A" }, "OTEL_RESOURCE_ATTRIBUTES: entry 1"],
-      [{ OTEL_EXPORTER_OTLP_HEADERS: "x api key=1" }, "OTEL_EXPORTER_OTLP_HEADERS"],
-      [{ OTEL_EXPORTER_OTLP_TRACES_HEADERS: "x-api-key=a%0D%0Ab" }, "OTEL_EXPORTER_OTLP_TRACES_HEADERS"],
+      [
+        { OTEL_EXPORTER_OTLP_HEADERS: "x api key=1" },
+        "OTEL_EXPORTER_OTLP_HEADERS: header 1's name is not an HTTP token",
+      ],
+      [{ OTEL_EXPORTER_OTLP_TRACES_HEADERS: "a=1,x-api-key=a%0D%0Ab" }, "OTEL_EXPORTER_OTLP_TRACES_HEADERS: header 2"],
+      [{ OTEL_EXPORTER_OTLP_HEADERS: "x-api-key=%E2%82%AC" }, "outside printable ASCII"],
+      [
+        { OTEL_EXPORTER_OTLP_HEADERS: "authorization=" },
+        "OTEL_EXPORTER_OTLP_HEADERS: header 1 (authorization) has an empty value",
+      ],
     ];
     for (const [env, name] of bad) {
       expect(() => tracingConfigFromEnv(env)).toThrow(EnvError);
@@ -186,8 +210,13 @@ describe("configuration from the OTEL_* environment", () => {
       { OTEL_EXPORTER_OTLP_HEADERS: "authorization=Bearer%20hunter2%0A" },
       { OTEL_EXPORTER_OTLP_HEADERS: "authorization hunter2" },
       { OTEL_EXPORTER_OTLP_HEADERS: "authorization=hunter2%ZZ" },
+      { OTEL_EXPORTER_OTLP_HEADERS: "Authorization: Bearer hunter2=" },
       { OTEL_EXPORTER_OTLP_ENDPOINT: "http://user:hunter2@collector:4318" },
+      { OTEL_EXPORTER_OTLP_ENDPOINT: "https://user:hunter2@collector:4318/?x=1" },
+      { OTEL_EXPORTER_OTLP_ENDPOINT: "https://user:hunter2@collector:99999" },
+      { OTEL_EXPORTER_OTLP_ENDPOINT: "user:hunter2@collector:4318" },
       { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "https://user:hunter2@collector/v1/traces" },
+      { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "https://collector/v1/traces?api_key=hunter2" },
     ];
     for (const env of refused) {
       const message = messageOf(env);
@@ -375,7 +404,13 @@ describe("spans across a service boundary", () => {
   });
 
   test("what the OTEL_* variables ask of an export reaches a real receiver: URL, headers, gzip, batch size, resource", async () => {
-    const exports: { path: string; apiKey: string | null; encoding: string | null; traces: OtlpTraces }[] = [];
+    const exports: {
+      path: string;
+      apiKey: string | null;
+      tenant: string | null;
+      encoding: string | null;
+      traces: OtlpTraces;
+    }[] = [];
     const receiver = Bun.serve({
       hostname: "127.0.0.1",
       port: 0,
@@ -384,6 +419,7 @@ describe("spans across a service boundary", () => {
         exports.push({
           path: new URL(req.url).pathname,
           apiKey: req.headers.get("x-api-key"),
+          tenant: req.headers.get("x-tenant"),
           encoding: req.headers.get("content-encoding"),
           traces,
         });
@@ -394,7 +430,8 @@ describe("spans across a service boundary", () => {
       const tracing = await startTracing(IDENTITY, {
         env: {
           OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `http://127.0.0.1:${receiver.port}/tenant-7/traces`,
-          OTEL_EXPORTER_OTLP_HEADERS: "x-api-key=k%2C1",
+          OTEL_EXPORTER_OTLP_HEADERS: "x-api-key=k%2C1,x-tenant=general",
+          OTEL_EXPORTER_OTLP_TRACES_HEADERS: "x-tenant=acme",
           OTEL_EXPORTER_OTLP_COMPRESSION: "gzip",
           OTEL_BSP_MAX_EXPORT_BATCH_SIZE: "2",
           OTEL_BSP_SCHEDULE_DELAY: "600000",
@@ -409,15 +446,16 @@ describe("spans across a service boundary", () => {
     } finally {
       receiver.stop(true);
     }
-    // Five spans in batches of at most two, each sent where, how and with what the variables said.
+    // Five spans in batches of at most two (sent concurrently: in any order), each where, how and
+    // with what the variables said; the resource's own attributes win over the environment's.
     expect(
-      exports.map((e) => e.traces.resourceSpans.flatMap((r) => r.scopeSpans.flatMap((s) => s.spans)).length),
-    ).toEqual([2, 2, 1]);
+      exports.map((e) => e.traces.resourceSpans.flatMap((r) => r.scopeSpans.flatMap((s) => s.spans)).length).sort(),
+    ).toEqual([1, 2, 2]);
     for (const e of exports) {
-      expect([e.path, e.apiKey, e.encoding]).toEqual(["/tenant-7/traces", "k,1", "gzip"]);
+      expect([e.path, e.apiKey, e.tenant, e.encoding]).toEqual(["/tenant-7/traces", "k,1", "acme", "gzip"]);
       expect(plainAttributes(e.traces.resourceSpans[0]!.resource.attributes)).toMatchObject({
         "service.name": "demo",
-        "service.version": "9.9.9",
+        "service.version": "1.2.3",
         "service.instance.id": "demo-1",
         "deployment.environment.name": "staging",
       });

@@ -25,13 +25,17 @@
  *   OTEL_BSP_MAX_EXPORT_BATCH_SIZE  spans per export at most (default 512; ≤ the queue size)
  *   OTEL_BSP_EXPORT_TIMEOUT       ms the batch processor waits for one export (default 30000)
  *   OTEL_RESOURCE_ATTRIBUTES      `key=value,…` (values percent-encoded) added to every span's
- *                                 resource, e.g. `deployment.environment.name=prod`; they win over
- *                                 the service's own (service.name, service.version,
- *                                 service.instance.id, service.namespace)
- *   OTEL_SERVICE_NAME             service.name in the resource; wins over both (the specification's order)
+ *                                 resource, e.g. `deployment.environment.name=prod`: the secondary
+ *                                 resource, as the specification has it — the service's own
+ *                                 service.name, service.version, service.instance.id and
+ *                                 service.namespace win. (OTEL_SERVICE_NAME is not read: the
+ *                                 service's name is its own, in traces as in logs and metrics.)
  *
- * A bad value stops the start-up with a message that names the variable; a header's or resource
- * attribute's value is never repeated in it (it may be a secret).
+ * A bad value stops the start-up with a message that names the variable — where the specification
+ * would have a bad OTEL_RESOURCE_ATTRIBUTES discarded with a warning, as with every variable here.
+ * A header's or resource attribute's value, or a URL's credentials or query, are never repeated in
+ * it (they may be secrets). The exporter library also reads OTEL_EXPORTER_OTLP_* from
+ * `process.env` itself, under what is passed to it here: in a service the same values.
  * Without an endpoint the SDK still runs with a sampler that records nothing (unless the caller's
  * traceparent asks for it): every request still gets trace and span ids — in its log lines and in
  * the `traceparent` it passes on — at the cost of generating two random ids.
@@ -102,7 +106,7 @@ export interface TracingConfig {
   maxExportBatchSize: number;
   /** How long the batch processor waits for one export before giving it up. */
   batchExportTimeoutMs: number;
-  /** OTEL_RESOURCE_ATTRIBUTES, and OTEL_SERVICE_NAME as service.name: over the service's own. */
+  /** OTEL_RESOURCE_ATTRIBUTES: under the service's own attributes. */
   resourceAttributes: Record<string, string>;
 }
 
@@ -122,7 +126,6 @@ export function tracingConfigFromEnv(env: Env = process.env): TracingConfig {
     throw new EnvError(
       `OTEL_BSP_MAX_EXPORT_BATCH_SIZE=${maxExportBatchSize} is larger than OTEL_BSP_MAX_QUEUE_SIZE=${maxQueueSize}: a batch is taken from the queue`,
     );
-  const serviceName = envString("OTEL_SERVICE_NAME", "", env).trim();
   const tracesUrl =
     tracesEndpoint !== "" ? tracesEndpoint : endpoint === "" ? undefined : `${endpoint.replace(/\/+$/, "")}/v1/traces`;
   return {
@@ -156,10 +159,7 @@ export function tracingConfigFromEnv(env: Env = process.env): TracingConfig {
     maxQueueSize,
     maxExportBatchSize,
     batchExportTimeoutMs: envInt("OTEL_BSP_EXPORT_TIMEOUT", 30_000, EXPORT_TIMEOUT_BOUNDS, env),
-    resourceAttributes: {
-      ...keyValueList("OTEL_RESOURCE_ATTRIBUTES", env),
-      ...(serviceName !== "" ? { [ATTR_SERVICE_NAME]: serviceName } : {}),
-    },
+    resourceAttributes: keyValueList("OTEL_RESOURCE_ATTRIBUTES", env),
   };
 }
 
@@ -218,7 +218,7 @@ function exportTls(env: Env, tracesUrl: string | undefined): OtlpTls | undefined
     throw new EnvError(
       `${(cert ?? key)!.name} is set without ${cert ? "OTEL_EXPORTER_OTLP_CLIENT_KEY" : "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"}: a client certificate goes with its key`,
     );
-  if (tracesUrl !== undefined && !tracesUrl.startsWith("https:"))
+  if (tracesUrl !== undefined && new URL(tracesUrl).protocol !== "https:")
     throw new EnvError(
       `${set.map((v) => v.name).join(", ")}: certificates apply to an https collector, and the traces URL is ${tracesUrl}`,
     );
@@ -237,16 +237,21 @@ function exportTls(env: Env, tracesUrl: string | undefined): OtlpTls | undefined
   return tls;
 }
 
-/** OTEL_EXPORTER_OTLP_(TRACES_)HEADERS: names HTTP tokens, values without control characters. */
+/**
+ * OTEL_EXPORTER_OTLP_(TRACES_)HEADERS: names HTTP tokens; values not empty, printable ASCII (a
+ * character Node's HTTP client refuses would fail every export, not the start-up). A refused
+ * entry is named by its position: a token written `Authorization: Bearer …` puts the secret in
+ * the "name".
+ */
 function exportHeaders(name: string, env: Env): Record<string, string> {
   const headers = keyValueList(name, env);
-  for (const [key, value] of Object.entries(headers)) {
-    if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(key))
-      throw new EnvError(`${name}: ${JSON.stringify(key)} is not a valid HTTP header name`);
-    // biome-ignore lint/suspicious/noControlCharactersInRegex: the characters refused
-    if (/[\u0000-\u0008\u000a-\u001f\u007f]/.test(value))
-      throw new EnvError(`${name}: the value of ${key} contains a control character`);
-  }
+  Object.entries(headers).forEach(([key, value], index) => {
+    const at = `${name}: header ${index + 1}`;
+    if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(key)) throw new EnvError(`${at}'s name is not an HTTP token`);
+    if (value === "") throw new EnvError(`${at} (${key}) has an empty value`);
+    if (!/^[\t\x20-\x7e]+$/.test(value))
+      throw new EnvError(`${at} (${key}) has a character outside printable ASCII in its value`);
+  });
   return headers;
 }
 
@@ -261,7 +266,11 @@ function checkOtlpEndpoint(name: string, endpoint: string): void {
     name === "OTEL_EXPORTER_OTLP_ENDPOINT"
       ? "a base URL such as http://jaeger:4318"
       : "a URL such as http://jaeger:4318/v1/traces";
-  const bad = (why: string) => new EnvError(`${name}=${JSON.stringify(endpoint)} ${why}; it takes ${example}`);
+  // Quoted without what may be a secret: a user:password@ part, a query, a fragment.
+  const shown = JSON.stringify(
+    endpoint.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^/?#]*@/i, "$1…@").replace(/[?#].*$/s, "…"),
+  );
+  const bad = (why: string) => new EnvError(`${name}=${shown} ${why}; it takes ${example}`);
   let url: URL;
   try {
     url = new URL(endpoint);
@@ -377,11 +386,11 @@ export async function startTracing(identity: ServiceIdentity, opts: StartTracing
     : [];
   const provider = new TracerProvider({
     resource: resourceFromAttributes({
+      ...config.resourceAttributes,
       [ATTR_SERVICE_NAME]: identity.service,
       [ATTR_SERVICE_VERSION]: identity.version,
       "service.instance.id": identity.instance,
       "service.namespace": "portico",
-      ...config.resourceAttributes,
     }),
     // With nowhere to send spans, record none of our own, but keep the ids flowing.
     sampler: exporter

@@ -560,7 +560,9 @@ export const checkEnvIsRead: Check = (manifests) => {
       const env = c.env ?? [];
       const expanded = new Set<string>();
       env.forEach((e, j) => {
-        for (const [, name] of (e.value ?? "").matchAll(/(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g)) {
+        // `$$` is an escaped `$`: a reference is a `$(NAME)` after an even run of `$` before it.
+        for (const [, dollars, name] of (e.value ?? "").matchAll(/(\$+)\(([A-Za-z_][A-Za-z0-9_]*)\)/g)) {
+          if (dollars!.length % 2 === 0) continue;
           expanded.add(name!);
           if (!env.slice(0, j).some((before) => before.name === name))
             problems.push(

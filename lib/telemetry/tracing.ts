@@ -31,10 +31,10 @@
  *                                 service.namespace win. (OTEL_SERVICE_NAME is not read: the
  *                                 service's name is its own, in traces as in logs and metrics.)
  *
- * A bad value stops the start-up with a message that names the variable — where the specification
- * would have a bad OTEL_RESOURCE_ATTRIBUTES discarded with a warning, as with every variable here.
- * A header's or resource attribute's value, or a URL's credentials or query, are never repeated in
- * it (they may be secrets). The exporter library also reads OTEL_EXPORTER_OTLP_* from
+ * A bad value stops the start-up with a message that names the variable; so does a bad
+ * OTEL_RESOURCE_ATTRIBUTES, which the specification would have discarded with a warning. A header's
+ * or resource attribute's value, or a URL's credentials or query, are never repeated in the message
+ * (they may be secrets). The exporter library also reads OTEL_EXPORTER_OTLP_* from
  * `process.env` itself, under what is passed to it here: in a service the same values.
  * Without an endpoint the SDK still runs with a sampler that records nothing (unless the caller's
  * traceparent asks for it): every request still gets trace and span ids — in its log lines and in
@@ -193,7 +193,7 @@ function keyValueList(name: string, env: Env): Record<string, string> {
   return pairs;
 }
 
-/** The set one of a variable's two spellings, the traces one first: its name and value. */
+/** Whichever of a variable's two spellings is set, the traces one first: its name and value. */
 function signalVariable(env: Env, general: string): { name: string; value: string } | undefined {
   for (const name of [general.replace("OTEL_EXPORTER_OTLP_", "OTEL_EXPORTER_OTLP_TRACES_"), general]) {
     const value = env[name]?.trim();

@@ -60,6 +60,7 @@ import {
 } from "@opentelemetry/sdk-trace";
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from "@opentelemetry/semantic-conventions";
 import { EnvError, envEnum, envInt, envString, type ServiceIdentity } from "../env.ts";
+import { HTTP_TOKEN } from "../http-token.ts";
 import { readClientTls, readTlsMaterial, TlsFileError } from "../tls.ts";
 import type { Logger } from "../log.ts";
 
@@ -247,7 +248,7 @@ function exportHeaders(name: string, env: Env): Record<string, string> {
   const headers = keyValueList(name, env);
   Object.entries(headers).forEach(([key, value], index) => {
     const at = `${name}: header ${index + 1}`;
-    if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(key)) throw new EnvError(`${at}'s name is not an HTTP token`);
+    if (!HTTP_TOKEN.test(key)) throw new EnvError(`${at}'s name is not an HTTP token`);
     if (value === "") throw new EnvError(`${at} (${key}) has an empty value`);
     if (!/^[\t\x20-\x7e]+$/.test(value))
       throw new EnvError(`${at} (${key}) has a character outside printable ASCII in its value`);

@@ -41,6 +41,7 @@ import {
   isCertificateRequired,
   errorText,
 } from "../upstream/tls-failure.ts";
+import { HTTP_TOKEN } from "../../../lib/http-token.ts";
 import { promiseResolvedBy } from "../settled.ts";
 import {
   CANCELLED,
@@ -61,9 +62,6 @@ export interface ClientTls {
   /** The name the endpoint's certificate must carry, and the SNI sent. */
   serverName: string;
 }
-
-/** An HTTP token (RFC 9110 §5.6.2): what a header name is. */
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 /** Idle connections kept per endpoint; one released beyond this is closed. */
 export const MAX_IDLE = 256;
@@ -434,7 +432,7 @@ class Connection {
       for (const name of connectionNames.split(",")) {
         const trimmed = name.trim();
         // Only header names can name headers; anything else in the list names nothing.
-        if (TOKEN.test(trimmed)) named.add(trimmed.toLowerCase());
+        if (HTTP_TOKEN.test(trimmed)) named.add(trimmed.toLowerCase());
       }
       if (named.size > 0) headers = headers.filter(([name]) => !named.has(name.toLowerCase()));
     }

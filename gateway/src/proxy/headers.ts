@@ -5,6 +5,8 @@
  * may any header the `Connection` header names. `X-Forwarded-*` from a client that is not a
  * trusted proxy are replaced, never extended, so a client cannot forge its address.
  */
+import { HTTP_TOKEN } from "../../../lib/http-token.ts";
+
 const HOP_BY_HOP = [
   "connection",
   "keep-alive",
@@ -36,14 +38,11 @@ export function stripHopByHop(headers: Headers): void {
     for (const name of connection.split(",")) {
       const trimmed = name.trim();
       // A token that is no header name names nothing (and Headers.delete would throw on it).
-      if (trimmed && HEADER_NAME.test(trimmed) && !END_TO_END.has(trimmed.toLowerCase())) headers.delete(trimmed);
+      if (trimmed && HTTP_TOKEN.test(trimmed) && !END_TO_END.has(trimmed.toLowerCase())) headers.delete(trimmed);
     }
   }
   for (const name of HOP_BY_HOP) headers.delete(name);
 }
-
-/** RFC 9110 §5.1: a field name is a token. */
-const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 /**
  * Headers `Connection` cannot name away: what the body is (the JSON depth check reads

@@ -20,7 +20,9 @@
  *   OTEL_TRACES_SAMPLER           always_on | always_off | traceidratio | parentbased_always_on
  *                                 (default) | parentbased_always_off | parentbased_traceidratio
  *   OTEL_TRACES_SAMPLER_ARG       the ratio for the *traceidratio samplers, 0..1 (default 1)
- *   OTEL_BSP_SCHEDULE_DELAY       ms between batch exports (default 5000)
+ *   OTEL_BSP_SCHEDULE_DELAY       ms between batch exports (default 5000); with http/protobuf the
+ *                                 batches are made by span-batches.ts, which serializes spans as
+ *                                 they end, to the same OTEL_BSP_* contract
  *   OTEL_BSP_MAX_QUEUE_SIZE       spans held for export before new ones are dropped (default 4096)
  *   OTEL_BSP_MAX_EXPORT_BATCH_SIZE  spans per export at most (default 512; ≤ the queue size)
  *   OTEL_BSP_EXPORT_TIMEOUT       ms the batch processor waits for one export (default 30000)
@@ -359,32 +361,32 @@ export async function startTracing(identity: ServiceIdentity, opts: StartTracing
     );
   }
 
-  // Loaded only when used: it is the largest part of the SDK to import (~50 ms at start-up).
-  const exporter =
-    opts.exporter ??
-    (config.tracesUrl
-      ? new (config.protocol === "http/json"
-          ? await import("@opentelemetry/exporter-trace-otlp-http")
-          : await import("@opentelemetry/exporter-trace-otlp-proto")
-        ).OTLPTraceExporter({
-          url: config.tracesUrl,
-          headers: config.headers,
-          compression: config.compression as CompressionAlgorithm,
-          timeoutMillis: config.exportTimeoutMs,
-          ...(config.tls ? { httpAgentOptions: { keepAlive: true, ...config.tls } } : {}),
-        })
-      : undefined);
-  const spanProcessors: SpanProcessor[] = exporter
-    ? [
-        new BatchSpanProcessor({
-          exporter,
-          scheduledDelayMillis: config.scheduleDelayMs,
-          maxQueueSize: config.maxQueueSize,
-          maxExportBatchSize: config.maxExportBatchSize,
-          exportTimeoutMillis: config.batchExportTimeoutMs,
-        }),
-      ]
-    : [];
+  const batching = {
+    scheduledDelayMillis: config.scheduleDelayMs,
+    maxQueueSize: config.maxQueueSize,
+    maxExportBatchSize: config.maxExportBatchSize,
+    exportTimeoutMillis: config.batchExportTimeoutMs,
+  };
+  const exporterOptions = {
+    url: config.tracesUrl,
+    headers: config.headers,
+    compression: config.compression as CompressionAlgorithm,
+    timeoutMillis: config.exportTimeoutMs,
+    ...(config.tls ? { httpAgentOptions: { keepAlive: true, ...config.tls } } : {}),
+  };
+  // Loaded only when used: the exporter libraries are the largest part of the SDK to import
+  // (~50 ms at start-up). OTLP/protobuf serializes spans as they end (span-batches.ts); a given
+  // exporter (tests) and http/json take the SDK's batch processor.
+  let spanProcessor: SpanProcessor | undefined;
+  if (opts.exporter) spanProcessor = new BatchSpanProcessor({ exporter: opts.exporter, ...batching });
+  else if (config.tracesUrl && config.protocol === "http/json") {
+    const { OTLPTraceExporter } = await import("@opentelemetry/exporter-trace-otlp-http");
+    spanProcessor = new BatchSpanProcessor({ exporter: new OTLPTraceExporter(exporterOptions), ...batching });
+  } else if (config.tracesUrl) {
+    const { otlpProtobufDelegate, SerializingBatchSpanProcessor } = await import("./span-batches.ts");
+    spanProcessor = new SerializingBatchSpanProcessor(otlpProtobufDelegate(exporterOptions), batching);
+  }
+  const exporting = spanProcessor !== undefined;
   const provider = new TracerProvider({
     resource: resourceFromAttributes({
       ...config.resourceAttributes,
@@ -394,17 +396,17 @@ export async function startTracing(identity: ServiceIdentity, opts: StartTracing
       "service.namespace": "portico",
     }),
     // With nowhere to send spans, record none of our own, but keep the ids flowing.
-    sampler: exporter
+    sampler: exporting
       ? samplerFor(config.sampler, config.ratio)
       : new ParentBasedSampler({ root: new AlwaysOffSampler() }),
-    spanProcessors,
+    spanProcessors: spanProcessor ? [spanProcessor] : [],
   });
   // The first provider of the process becomes the global one; later ones (tests) stay private.
   if (!providerRegistered) providerRegistered = trace.setGlobalTracerProvider(provider);
 
   return {
     tracer: provider.getTracer("portico", identity.version),
-    isExporting: exporter !== undefined,
+    isExporting: exporting,
     config,
     flush: () => provider.forceFlush({ timeoutMillis: 5000 }),
     // An unreachable collector must not fail a clean shutdown (exit 1) nor spend its budget: the

@@ -34,7 +34,8 @@ interface DecodedSpan extends Omit<OtlpSpan, "traceId" | "spanId" | "parentSpanI
 type ExportRequestDecoder = (bytes: Buffer) => { resourceSpans?: OtlpTraces["resourceSpans"] };
 let exportRequest: ExportRequestDecoder | undefined;
 
-function decodeProtobuf(bytes: Uint8Array): OtlpTraces {
+/** An ExportTraceServiceRequest in protobuf, decoded as above. */
+export function decodeProtobuf(bytes: Uint8Array): OtlpTraces {
   if (!exportRequest) {
     const definition = protoLoader.loadSync(join(import.meta.dir, "otlp-trace.proto"), { longs: Number });
     const service = definition["opentelemetry.proto.collector.trace.v1.TraceService"] as protoLoader.ServiceDefinition;

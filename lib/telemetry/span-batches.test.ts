@@ -200,4 +200,49 @@ describe("SerializingBatchSpanProcessor", () => {
     expect(spans.map((s) => s.name)).toEqual(Array.from({ length: 200 }, (_, i) => `span-${i}`));
     expect(spans.every((s) => s.traceId.length === 32 && s.kind === 2)).toBe(true);
   });
+
+  test("an export the collector refuses is reported and the next batches still go out", async () => {
+    const errors: string[] = [];
+    diag.setLogger(
+      {
+        error: (m: string, ...rest: unknown[]) => void errors.push([m, ...rest.map(String)].join(" ")),
+        warn() {},
+        info() {},
+        debug() {},
+        verbose() {},
+      },
+      DiagLogLevel.ERROR,
+    );
+    let requests = 0;
+    const received: string[] = [];
+    const receiver = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      async fetch(req) {
+        const { traces, contentType } = await otlpTraces(req);
+        // The first export is refused with a status OTLP says not to retry.
+        if (requests++ === 0) return new Response("bad", { status: 400 });
+        received.push(...spansOf(traces).map((s) => s.name));
+        return otlpAccepted(contentType);
+      },
+    });
+    try {
+      const processor = new SerializingBatchSpanProcessor(
+        otlpProtobufDelegate({ url: `http://127.0.0.1:${receiver.port}/v1/traces`, timeoutMillis: 2000 }),
+        { ...OPTIONS, maxExportBatchSize: 4 },
+      );
+      const { endSpans } = providerWith(processor);
+      endSpans(4);
+      for (let i = 0; i < 100 && errors.length === 0; i++) await Bun.sleep(10);
+      // Two full batches: they go out on their own, without a flush.
+      endSpans(8, 4);
+      for (let i = 0; i < 200 && received.length < 8; i++) await Bun.sleep(10);
+    } finally {
+      receiver.stop(true);
+    }
+    expect(requests).toBe(3);
+    expect(errors.length).toBeGreaterThan(0);
+    expect(errors.join("\n")).toContain("400");
+    expect(received.sort()).toEqual(Array.from({ length: 8 }, (_, i) => `span-${i + 4}`).sort());
+  });
 });

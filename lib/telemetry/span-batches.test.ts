@@ -27,12 +27,7 @@ function recordingDelegate(answer: "at-once" | "never" = "at-once") {
   let shutDown = false;
   const delegate: IOtlpExportDelegate<SerializedSpans> = {
     export(batch, done) {
-      const body = new Uint8Array(batch.groups.reduce((n, g) => n + g.byteLength, 0));
-      let offset = 0;
-      for (const group of batch.groups) {
-        body.set(group, offset);
-        offset += group.byteLength;
-      }
+      const body = Bun.concatArrayBuffers(batch.groups, Infinity, true);
       batches.push({ spans: batch.spans, traces: decodeProtobuf(body) });
       if (answer === "at-once") done({ code: ExportResultCode.SUCCESS });
       else pending.push(done);

@@ -49,7 +49,8 @@ export function otlpProtobufDelegate(config: OTLPExporterNodeConfigBase): IOtlpE
   return createOtlpHttpExportDelegate(
     convertLegacyHttpOptions(config, "TRACES", "v1/traces", { "Content-Type": "application/x-protobuf" }),
     {
-      serializeRequest: (batch: SerializedSpans) => concat(batch.groups),
+      serializeRequest: (batch: SerializedSpans) =>
+        batch.groups.length === 1 ? batch.groups[0]! : Bun.concatArrayBuffers(batch.groups, Infinity, true),
       deserializeResponse: ProtobufTraceSerializer.deserializeResponse,
     },
     "otlp_http_span_exporter",
@@ -192,17 +193,4 @@ export class SerializingBatchSpanProcessor implements SpanProcessor {
       );
     });
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  let size = 0;
-  for (const part of parts) size += part.byteLength;
-  const body = new Uint8Array(size);
-  let offset = 0;
-  for (const part of parts) {
-    body.set(part, offset);
-    offset += part.byteLength;
-  }
-  return body;
 }

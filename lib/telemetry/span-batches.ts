@@ -65,9 +65,8 @@ export class SerializingBatchSpanProcessor implements SpanProcessor {
   readonly #groupSize: number;
   /** Ended, not yet serialized (fewer than a group). */
   #ended: ReadableSpan[] = [];
-  /** Serialized, not yet exported, with the number of spans in each. */
-  #groups: Uint8Array[] = [];
-  #groupSpans: number[] = [];
+  /** Serialized, not yet exported: each group's ExportTraceServiceRequest and how many spans it holds. */
+  #groups: { bytes: Uint8Array; spans: number }[] = [];
   /** Spans waiting: in #ended and #groups. */
   #queued = 0;
   #dropped = 0;
@@ -120,8 +119,7 @@ export class SerializingBatchSpanProcessor implements SpanProcessor {
     const spans = this.#ended;
     this.#ended = [];
     try {
-      this.#groups.push(ProtobufTraceSerializer.serializeRequest(spans)!);
-      this.#groupSpans.push(spans.length);
+      this.#groups.push({ bytes: ProtobufTraceSerializer.serializeRequest(spans)!, spans: spans.length });
     } catch (err) {
       this.#queued -= spans.length;
       globalErrorHandler(err as Error);
@@ -170,16 +168,14 @@ export class SerializingBatchSpanProcessor implements SpanProcessor {
 
   /** Sends up to a batch of the waiting spans; rejects when the export fails or outlasts the export timeout. */
   #exportOne(): Promise<void> {
-    if (this.#groups.length === 0 || this.#queued < this.#options.maxExportBatchSize) {
-      // A partial batch goes out as it is: its last, partial group is serialized now.
-      if (this.#ended.length > 0) this.#serializeEnded();
-    }
+    const max = this.#options.maxExportBatchSize;
+    // A partial batch goes out as it is: its last, partial group is serialized now.
+    if (this.#ended.length > 0 && (this.#groups.length === 0 || this.#queued < max)) this.#serializeEnded();
     let spans = 0;
     let taken = 0;
-    while (taken < this.#groups.length && spans + this.#groupSpans[taken]! <= this.#options.maxExportBatchSize)
-      spans += this.#groupSpans[taken++]!;
-    const batch: SerializedSpans = { groups: this.#groups.splice(0, taken), spans };
-    this.#groupSpans.splice(0, taken);
+    while (taken < this.#groups.length && spans + this.#groups[taken]!.spans <= max)
+      spans += this.#groups[taken++]!.spans;
+    const batch: SerializedSpans = { groups: this.#groups.splice(0, taken).map((group) => group.bytes), spans };
     this.#queued -= spans;
     if (spans === 0) return Promise.resolve();
     return new Promise((resolve, reject) => {

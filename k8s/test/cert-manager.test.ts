@@ -39,6 +39,7 @@ describe("k8s/examples/cert-manager/issuer.yaml", () => {
       "Certificate",
       "Certificate",
       "Certificate",
+      "Certificate",
     ]);
     const { problems, notes } = await new StrictValidator(example).validate(example);
     expect({ problems: problems.map(formatProblem), notes }).toEqual({ problems: [], notes: [] });
@@ -50,6 +51,7 @@ describe("k8s/examples/cert-manager/issuer.yaml", () => {
     expect(mounted).toEqual([
       "portico-edge-tls",
       "portico-gateway-client-tls",
+      "portico-otel-collector-tls",
       "portico-rpcapp-tls",
       "portico-webapp-tls",
     ]);

@@ -174,8 +174,8 @@ describe("an edit that breaks the wiring fails with file, line and field", () =>
       to: "k8s.namespace.name=$(POD_NAMESPAC)",
       check: checkEnvIsRead,
       expected: [
-        "Deployment/webapp spec.template.spec.containers[0].env[17].value: $(POD_NAMESPAC) names no variable set before OTEL_RESOURCE_ATTRIBUTES",
-        "Deployment/webapp spec.template.spec.containers[0].env[15].name: POD_NAMESPACE is not read anywhere",
+        "Deployment/webapp spec.template.spec.containers[0].env[18].value: $(POD_NAMESPAC) names no variable set before OTEL_RESOURCE_ATTRIBUTES",
+        "Deployment/webapp spec.template.spec.containers[0].env[16].name: POD_NAMESPACE is not read anywhere",
       ],
     },
     {

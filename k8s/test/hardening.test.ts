@@ -380,10 +380,10 @@ const gaps: Gap[] = [
   {
     gap: "a service sending spans to Jaeger directly, around the collector",
     file: "k8s/webapp.yaml",
-    from: "value: http://otel-collector:4318",
-    to: "value: http://jaeger-collector:4318",
+    from: "value: https://otel-collector:4318",
+    to: "value: https://jaeger-collector:4318",
     check: checkMonitoringWiring,
-    expected: "OTEL_EXPORTER_OTLP_ENDPOINT=http://jaeger-collector:4318 must be the OpenTelemetry Collector's Service",
+    expected: "OTEL_EXPORTER_OTLP_ENDPOINT=https://jaeger-collector:4318 must be the OpenTelemetry Collector's Service",
   },
   {
     gap: "a collector without memory_limiter",

@@ -5,23 +5,26 @@
  * mutual-TLS handshakes with the names and files the manifests give.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { connect } from "node:tls";
+import type { IConfigMap } from "kubernetes-models/v1/ConfigMap";
 import type { IContainer } from "kubernetes-models/v1/Container";
+import { parse as parseYaml } from "yaml";
 import { parseConfig as parseGatewayConfig } from "../../gateway/src/config/load.ts";
 import { UpstreamTlsClient } from "../../gateway/src/upstream/tls.ts";
 import { readTlsMaterial, serviceTlsFromEnv } from "../../lib/tls.ts";
 import { clusterIdentities, issueTlsSecrets, TLS_SECRETS, type TlsSecretName } from "../../scripts/cluster/tls.ts";
 import { createCa, issue } from "../../scripts/tls/pki.ts";
-import { type Check, workloadsOf } from "./checks/cross-checks.ts";
+import { type Check, ofKind, workloadsOf } from "./checks/cross-checks.ts";
 import { checkSecretReferences } from "./checks/hardening.ts";
 import { formatProblem, loadManifests, REPO_ROOT, withEdit } from "./checks/manifests.ts";
 import { allowedFlows, checkNetworkPolicies } from "./checks/network-policies.ts";
 import {
   checkGatewayHttps,
   checkPlainProbesAndScrapes,
+  checkTelemetryTls,
   checkTlsFiles,
   checkTlsNames,
   gatewayRoutes,
@@ -234,6 +237,60 @@ const edits: Edit[] = [
   },
 ];
 
+edits.push(
+  {
+    what: "a service sending spans to the collector in clear text",
+    file: "k8s/rpcapp.yaml",
+    from: "value: https://otel-collector:4318",
+    to: "value: http://otel-collector:4318",
+    check: checkTelemetryTls,
+    expected:
+      "Deployment/rpcapp spec.template.spec.containers[0].env[9].value: OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4318: spans carry request paths",
+  },
+  {
+    what: "a service that does not trust the cluster CA for the collector",
+    file: "k8s/webapp.yaml",
+    from: "            - name: OTEL_EXPORTER_OTLP_CERTIFICATE\n              value: /etc/portico-tls/ca.crt\n",
+    to: "",
+    check: checkTelemetryTls,
+    expected: "OTEL_EXPORTER_OTLP_CERTIFICATE must name the cluster CA",
+  },
+  {
+    what: "the gateway trusting its own certificate instead of the CA for the collector",
+    file: "k8s/gateway.yaml",
+    from: "            - name: OTEL_EXPORTER_OTLP_CERTIFICATE\n              value: /etc/portico-tls/ca.crt",
+    to: "            - name: OTEL_EXPORTER_OTLP_CERTIFICATE\n              value: /etc/portico-tls/edge.crt",
+    check: checkTelemetryTls,
+    expected:
+      "OTEL_EXPORTER_OTLP_CERTIFICATE: /etc/portico-tls/edge.crt is portico-edge-tls/tls.crt, but must be the ca.crt of a Secret make up issues",
+  },
+  {
+    what: "the collector's HTTP receiver without TLS",
+    file: "k8s/monitoring/otel-collector.yaml",
+    from: '            endpoint: 0.0.0.0:4318\n            tls:\n              cert_file: /etc/otelcol-tls/tls.crt\n              key_file: /etc/otelcol-tls/tls.key\n              min_version: "1.2"\n              reload_interval: 10m\n',
+    to: "            endpoint: 0.0.0.0:4318\n",
+    check: checkTelemetryTls,
+    expected: "receivers.otlp.protocols.http.tls: must be set (portico-otel-collector-tls)",
+  },
+  {
+    what: "the collector never reading its renewed certificate",
+    file: "k8s/monitoring/otel-collector.yaml",
+    from: '            endpoint: 0.0.0.0:4317\n            tls:\n              cert_file: /etc/otelcol-tls/tls.crt\n              key_file: /etc/otelcol-tls/tls.key\n              min_version: "1.2"\n              reload_interval: 10m\n',
+    to: "            endpoint: 0.0.0.0:4317\n            tls:\n              cert_file: /etc/otelcol-tls/tls.crt\n              key_file: /etc/otelcol-tls/tls.key\n",
+    check: checkTelemetryTls,
+    expected: "receivers.otlp.protocols.grpc.tls.reload_interval: must be set",
+  },
+  {
+    what: "the collector's key from a file no Secret puts there",
+    file: "k8s/monitoring/otel-collector.yaml",
+    from: "            endpoint: 0.0.0.0:4318\n            tls:\n              cert_file: /etc/otelcol-tls/tls.crt\n              key_file: /etc/otelcol-tls/tls.key",
+    to: "            endpoint: 0.0.0.0:4318\n            tls:\n              cert_file: /etc/otelcol-tls/tls.crt\n              key_file: /etc/otelcol/tls.key",
+    check: checkTelemetryTls,
+    expected:
+      'receivers.otlp.protocols.http.tls.key_file: /etc/otelcol/tls.key is in volume "config", which holds no Secret',
+  },
+);
+
 describe("an edit that breaks TLS on a hop fails with file, line and field", () => {
   test.each(edits)("$what ($file)", ({ file, from, to, check, expected, at = file, noLine }) => {
     const { manifests: edited } = withEdit(file, from, to);
@@ -393,6 +450,48 @@ describe("the certificates make up issues, mounted as the manifests say", async 
       );
     } finally {
       server.stop(true);
+    }
+  });
+
+  test("each service trusts the collector's certificate, as its receivers load it, for the host of its OTLP endpoint", async () => {
+    const collector = workloads["otel-collector"]!;
+    const base = materialize("otel-collector");
+    const config = ofKind<IConfigMap>(manifests, "ConfigMap").find(
+      ({ o }) => o.metadata?.name === "otel-collector-config",
+    )!;
+    const receivers = parseYaml(config.o.data!["config.yaml"]!).receivers.otlp.protocols as Record<
+      string,
+      { tls: { cert_file: string; key_file: string } }
+    >;
+    expect(Object.keys(receivers).sort()).toEqual(["grpc", "http"]);
+    expect(collector.containers[0]!.name).toBe("otel-collector");
+    for (const [protocol, { tls }] of Object.entries(receivers)) {
+      const server = Bun.serve({
+        hostname: "127.0.0.1",
+        port: 0,
+        tls: { cert: readFileSync(base + tls.cert_file, "utf8"), key: readFileSync(base + tls.key_file, "utf8") },
+        fetch: () => new Response("spans"),
+      });
+      try {
+        for (const name of ["gateway", "webapp", "rpcapp"] as const) {
+          const env = envUnder(workloads[name]!.containers[0]!, bases[name]);
+          const servername = new URL(env.OTEL_EXPORTER_OTLP_ENDPOINT!).hostname;
+          const result = await handshake(server.port!, {
+            ca: readFileSync(env.OTEL_EXPORTER_OTLP_CERTIFICATE!, "utf8"),
+            servername,
+          });
+          expect({ protocol, name, servername, result }).toEqual({
+            protocol,
+            name,
+            servername: "otel-collector",
+            result: "otel-collector: HTTP/1.1 200 OK",
+          });
+        }
+        // It answers for the collector only: not for a service the gateway proxies to.
+        expect(await handshake(server.port!, { ca: ca.cert, servername: "webapp-headless" })).toStartWith("error: ");
+      } finally {
+        server.stop(true);
+      }
     }
   });
 

@@ -37,7 +37,12 @@ export const TLS_SECRETS = {
   "portico-webapp-tls": "webapp",
   /** rpcapp's gRPC port, the same way. */
   "portico-rpcapp-tls": "rpcapp",
+  /** The OpenTelemetry Collector's OTLP receivers, which the three services send spans to. */
+  "portico-otel-collector-tls": "otel-collector",
 } as const satisfies Record<string, string>;
+
+/** The collector's Service (k8s/monitoring/otel-collector.yaml), the name the services reach it by. */
+export const COLLECTOR_SERVICE = "otel-collector";
 
 export type TlsSecretName = keyof typeof TLS_SECRETS;
 
@@ -49,16 +54,27 @@ export const TLS_SECRET_KEYS = ["tls.crt", "tls.key", "ca.crt"] as const;
 
 type Env = Record<string, string | undefined>;
 
+/** A ClusterIP Service's names inside the cluster: short, with its namespace, and fully qualified. */
+export function serviceDnsNames(service: string, namespace = NAMESPACE): string[] {
+  return [
+    service,
+    `${service}.${namespace}`,
+    `${service}.${namespace}.svc`,
+    `${service}.${namespace}.svc.cluster.local`,
+  ];
+}
+
 /** The gateway Service's names inside the cluster, for clients that reach it there over HTTPS. */
 export function gatewayServiceNames(namespace = NAMESPACE): string[] {
-  return ["gateway", `gateway.${namespace}`, `gateway.${namespace}.svc`, `gateway.${namespace}.svc.cluster.local`];
+  return serviceDnsNames("gateway", namespace);
 }
 
 /**
  * What each Secret's certificate is issued for: the identities `make dev` uses, with the names of
  * `namespace` (webapp and rpcapp: their headless Service, which the gateway verifies); the edge
  * certificate also carries the gateway Service's names, `edgeHosts` (DNS) and `edgeIps` (the
- * address `minikube service` prints), so `curl --cacert` accepts it there.
+ * address `minikube service` prints), so `curl --cacert` accepts it there. The collector's, which
+ * `make dev` has no use for (it runs no collector), carries its Service's names only.
  */
 export function clusterIdentities(
   opts: { namespace?: string; edgeHosts?: readonly string[]; edgeIps?: readonly string[] } = {},
@@ -71,7 +87,9 @@ export function clusterIdentities(
     out[secret] =
       identity === "edge"
         ? { ...edge, ipAddresses: [...(edge.ipAddresses ?? []), ...(opts.edgeIps ?? [])] }
-        : ids[identity]!;
+        : identity === "otel-collector"
+          ? { commonName: COLLECTOR_SERVICE, dnsNames: serviceDnsNames(COLLECTOR_SERVICE, namespace), usage: "server" }
+          : ids[identity]!;
   return out;
 }
 

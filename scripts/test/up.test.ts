@@ -48,6 +48,7 @@ test("up builds the 3 images in minikube's Docker, applies k8s/ with their tag, 
     "kubectl --context=minikube -n portico get secret portico-gateway-client-tls -o name",
     "kubectl --context=minikube -n portico get secret portico-webapp-tls -o name",
     "kubectl --context=minikube -n portico get secret portico-rpcapp-tls -o name",
+    "kubectl --context=minikube -n portico get secret portico-otel-collector-tls -o name",
     expect.stringMatching(/^kubectl --context=minikube apply -k \/.*portico-deploy-/),
     // Each Deployment leaves `replicas` to its autoscaler: wait for it to ask for 3, then for the rollout.
     "kubectl --context=minikube -n portico get deployment/webapp -o jsonpath={.spec.replicas}",
@@ -168,7 +169,7 @@ test("KUBE_CONTEXT chooses the cluster every kubectl command names", async () =>
   const run = await runScript("up", f, { KUBE_CONTEXT: "portico-test" });
   expect(run.exitCode).toBe(0);
   const kubectlCalls = f.calls().filter((c) => c.startsWith("kubectl"));
-  expect(kubectlCalls.length).toBe(17);
+  expect(kubectlCalls.length).toBe(18);
   for (const call of kubectlCalls) expect(call).toStartWith("kubectl --context=portico-test ");
 });
 

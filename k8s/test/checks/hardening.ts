@@ -860,13 +860,13 @@ export const checkMonitoringWiring: Check = (manifests) => {
   // The services export to the collector.
   for (const w of workloads.filter((x) => x.own)) {
     const endpoint = envOf(w, "OTEL_EXPORTER_OTLP_ENDPOINT")?.value ?? "";
-    const match = /^http:\/\/([^:/]+):(\d+)$/.exec(endpoint);
+    const match = /^https?:\/\/([^:/]+):(\d+)$/.exec(endpoint);
     if (!match || !serviceReaches(manifests, match[1]!, Number(match[2]), "otel-collector"))
       problems.push(
         problemAt(
           w.m,
           [...CONTAINERS, 0, "env"],
-          `OTEL_EXPORTER_OTLP_ENDPOINT=${endpoint || "(unset)"} must be the OpenTelemetry Collector's Service (http://otel-collector:4318)`,
+          `OTEL_EXPORTER_OTLP_ENDPOINT=${endpoint || "(unset)"} must be the OpenTelemetry Collector's Service (https://otel-collector:4318)`,
         ),
       );
   }

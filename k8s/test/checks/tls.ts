@@ -10,7 +10,7 @@
 import type { IConfigMap } from "kubernetes-models/v1/ConfigMap";
 import type { IContainer } from "kubernetes-models/v1/Container";
 import type { IService } from "kubernetes-models/v1/Service";
-import { parseDocument } from "yaml";
+import { parseDocument, parse as parseYaml } from "yaml";
 import { interpolateDocument } from "../../../gateway/src/config/interpolate.ts";
 import { clusterIdentities, TLS_SECRETS, type TlsSecretName } from "../../../scripts/cluster/tls.ts";
 import { type Check, CONTAINERS, findPort, ofKind, selects, type Workload, workloadsOf } from "./cross-checks.ts";
@@ -387,8 +387,107 @@ export const checkGatewayHttps: Check = (manifests) => {
   return problems;
 };
 
+/** A TLS server's settings in the collector's config (configtls). */
+interface CollectorTls {
+  cert_file?: string;
+  key_file?: string;
+  min_version?: string;
+  reload_interval?: string;
+}
+
+/**
+ * Spans travel encrypted too (they carry request paths, client addresses and request ids): each
+ * service sends them to an https endpoint whose host the collector's certificate carries, and
+ * trusts the CA that issued it (OTEL_EXPORTER_OTLP_CERTIFICATE: the ca.crt of a Secret `make up`
+ * issues); the collector's OTLP receivers present that certificate — tls.crt and tls.key of its
+ * Secret, mounted whole and read-only — at TLS 1.2 or later, and read it again as it is renewed.
+ */
+export const checkTelemetryTls: Check = (manifests) => {
+  const problems: Problem[] = [];
+  const secret = SECRET_OF["otel-collector"]!;
+  const names = clusterIdentities()[secret].dnsNames ?? [];
+  const workloads = workloadsOf(manifests);
+  for (const w of workloads.filter((x) => x.own)) {
+    const c = w.containers[0]!;
+    const endpoint = envOf(c, "OTEL_EXPORTER_OTLP_ENDPOINT");
+    if (endpoint.value === undefined) continue; // checkMonitoringWiring reports it
+    const at = (index: number, message: string) =>
+      problems.push(
+        problemAt(w.m, index < 0 ? [...CONTAINERS, 0, "env"] : [...CONTAINERS, 0, "env", index, "value"], message),
+      );
+    const url = URL.canParse(endpoint.value) ? new URL(endpoint.value) : undefined;
+    if (url?.protocol !== "https:")
+      at(
+        endpoint.index,
+        `OTEL_EXPORTER_OTLP_ENDPOINT=${endpoint.value}: spans carry request paths and client addresses, so they go over https (the collector's receivers speak TLS only)`,
+      );
+    else if (!names.some((n) => nameCovers(n, url.hostname)))
+      at(
+        endpoint.index,
+        `OTEL_EXPORTER_OTLP_ENDPOINT: the certificate in ${secret} does not carry "${url.hostname}" (${names.join(", ")})`,
+      );
+    const ca = envOf(c, "OTEL_EXPORTER_OTLP_CERTIFICATE");
+    if (ca.value === undefined) {
+      at(
+        -1,
+        "OTEL_EXPORTER_OTLP_CERTIFICATE must name the cluster CA (the ca.crt of the pod's TLS Secret): the collector's certificate is issued by it, not by a public CA",
+      );
+      continue;
+    }
+    const source = fileSource(w, c, ca.value);
+    if ("problem" in source) at(ca.index, `OTEL_EXPORTER_OTLP_CERTIFICATE: ${source.problem}`);
+    else if (!(source.secret in TLS_SECRETS) || source.key !== "ca.crt")
+      at(
+        ca.index,
+        `OTEL_EXPORTER_OTLP_CERTIFICATE: ${ca.value} is ${source.secret}/${source.key}, but must be the ca.crt of a Secret make up issues`,
+      );
+  }
+  const collector = workloads.find((w) => w.name === "otel-collector");
+  const cm = ofKind<IConfigMap>(manifests, "ConfigMap").find(({ o }) => o.metadata?.name === "otel-collector-config");
+  if (!collector || !cm) return problems; // checkMonitoringWiring reports it
+  const doc = parseYaml(cm.o.data?.["config.yaml"] ?? "") as {
+    receivers?: { otlp?: { protocols?: Record<string, { tls?: CollectorTls } | null> } };
+  } | null;
+  for (const [protocol, settings] of Object.entries(doc?.receivers?.otlp?.protocols ?? {})) {
+    const field = `receivers.otlp.protocols.${protocol}.tls`;
+    const at = (sub: string, message: string) =>
+      problems.push({
+        ...problemAt(cm.m, ["data", "config.yaml"], `${field}${sub}: ${message}`),
+        field: 'data["config.yaml"]',
+      });
+    const tls = settings?.tls;
+    if (!tls) {
+      at("", `must be set (${secret}): the services send spans over TLS`);
+      continue;
+    }
+    for (const [name, key] of [
+      ["cert_file", "tls.crt"],
+      ["key_file", "tls.key"],
+    ] as const) {
+      const file = tls[name];
+      if (!file) {
+        at(`.${name}`, `must be set (${secret}/${key})`);
+        continue;
+      }
+      const source = fileSource(collector, collector.containers[0]!, file);
+      if ("problem" in source) at(`.${name}`, source.problem);
+      else if (source.secret !== secret || source.key !== key)
+        at(`.${name}`, `${file} is ${source.secret}/${source.key}, but must be ${secret}/${key}`);
+    }
+    if (tls.min_version !== undefined && !["1.2", "1.3"].includes(String(tls.min_version)))
+      at(".min_version", `${tls.min_version}: TLS 1.2 or 1.3 only, as on every other listener`);
+    if (!tls.reload_interval)
+      at(
+        ".reload_interval",
+        "must be set: without it the collector keeps the certificate it started with, and a renewed one is never taken",
+      );
+  }
+  return problems;
+};
+
 export const TLS_CHECKS: Record<string, Check> = {
   checkTlsFiles,
+  checkTelemetryTls,
   checkTlsNames,
   checkPlainProbesAndScrapes,
   checkGatewayHttps,

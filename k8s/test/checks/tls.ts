@@ -3,7 +3,8 @@
  * rpcapp's TLS_* env, the gateway's routes.yaml as its Deployment's env makes it) lies in a
  * read-only, whole-directory mount of the right Secret under the right key; the name the gateway
  * verifies each upstream by is in the certificate `make up` issues for it, and in no other; no
- * probe or scrape targets a port that speaks TLS only; and the HTTPS port is exposed. The
+ * probe or scrape targets a port that speaks TLS only; the HTTPS port is exposed; and spans go to
+ * the collector over TLS, to a name its certificate carries, with the CA that issued it. The
  * certificates themselves are made by scripts/cluster/tls.ts (k8s/test/tls.test.ts uses them for
  * real handshakes).
  */

@@ -75,14 +75,18 @@ routes:
   await gateway.upstreams.get("web")!.ready;
   const total = () => a.state.requests + b.state.requests + c.state.requests;
 
-  // While connected, a 503 is retried on the other endpoints: three tries.
+  const retries = gateway.upstreams.get("web")!.retries;
+  // While connected, a 503 is retried on the other endpoints: three tries, two of them retries.
   expect((await fetch(`http://127.0.0.1:${port}/r`)).status).toBe(503);
   expect(total()).toBe(3);
+  expect(retries.attempted).toBe(2);
 
-  // Gone 2 ms in: the first try's 503 (15 ms, before the transport looks at the client) is the only one.
+  // Gone 2 ms in: the first try's 503 (15 ms, before the transport looks at the client) is the only
+  // one, and the retry not sent is not counted as sent (portico_gateway_upstream_retries_total).
   await sendAndLeave(port, "/r");
   await Bun.sleep(300);
   expect(total() - 3).toBe(1);
+  expect(retries.attempted).toBe(2);
 });
 
 test("gRPC: the same for a call answered UNAVAILABLE", async () => {
@@ -108,10 +112,13 @@ routes:
     body,
     headers: { "content-type": "application/json" },
   });
+  const retries = gateway.upstreams.get("rpc")!.retries;
   expect(stay.status).toBe(503);
   expect(calls).toBe(3);
+  expect(retries.attempted).toBe(2);
 
   await sendAndLeave(port, post("/v"));
   await Bun.sleep(300);
   expect(calls - 3).toBe(1);
+  expect(retries.attempted).toBe(2);
 });

@@ -122,8 +122,12 @@ export async function dispatch<O extends Outcome>(
       // The breaker records the verdict given here; it does not look at the outcome itself.
       await target.breaker.execute(async () => {
         token = hooks?.beforeTry(target);
-        // A try not sent counts as the transports count a cancelled one.
-        outcome = isRetry && clientGone(client) ? (CANCELLED as O) : await send(target, timeoutMs);
+        // A try not sent counts as the transports count a cancelled one; a retry counts once sent.
+        if (isRetry && clientGone(client)) outcome = CANCELLED as O;
+        else {
+          if (isRetry) upstream.retries.attempted++;
+          outcome = await send(target, timeoutMs);
+        }
         verdict = classify(outcome);
         // A closed breaker skips it; a half-open one takes "cancelled" as the failed probe it is.
         if (verdict === "cancelled" && target.breaker.state !== "half-open") throw NOT_COUNTED;
@@ -164,7 +168,6 @@ export async function dispatch<O extends Outcome>(
       upstream.retries.budgetExhausted++;
       return outcome;
     }
-    upstream.retries.attempted++;
     discard(outcome);
     previous = endpoint;
     endpoint = next;

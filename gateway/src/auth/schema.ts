@@ -5,6 +5,7 @@
  * are stored as SHA-256 digests.
  */
 import { type Static, Type as T } from "@sinclair/typebox";
+import { HTTP_TOKEN_PATTERN } from "../../../lib/http-token.ts";
 
 /** Signature algorithms a route may accept; `none` is never one of them. */
 export const JWT_ALGORITHMS = [
@@ -24,7 +25,7 @@ export const JWT_ALGORITHMS = [
 export type JwtAlgorithm = (typeof JWT_ALGORITHMS)[number];
 
 /** RFC 9110 `token`: what a header name may be. */
-const HEADER_NAME = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
+const HEADER_NAME = HTTP_TOKEN_PATTERN;
 /** RFC 6750 scope-token: printable ASCII without space, `"` or `\`. */
 const SCOPE_TOKEN = "^[\\x21\\x23-\\x5B\\x5D-\\x7E]+$";
 

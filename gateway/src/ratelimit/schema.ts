@@ -4,6 +4,7 @@
  * Defaults are applied in config/load.ts (route policies) and policy.ts (the top-level section).
  */
 import { Type as T } from "@sinclair/typebox";
+import { HTTP_TOKEN_PATTERN } from "../../../lib/http-token.ts";
 import { FALLBACK_MODES, MAX_PERIOD_MS, PERIOD_PATTERN } from "./policy.ts";
 
 export const RateLimitPolicySchema = T.Object(
@@ -40,7 +41,7 @@ export const RateLimitPolicySchema = T.Object(
           header: T.Optional(
             T.String({
               minLength: 1,
-              pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+              pattern: HTTP_TOKEN_PATTERN,
               description: 'type "header" only: the request header naming the client, e.g. X-API-Key',
             }),
           ),

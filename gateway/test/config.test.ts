@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { ensureLocalPki, type LocalPki } from "../../scripts/tls/pki.ts";
 import { parseDocument } from "yaml";
-import { interpolateDocument } from "../src/config/interpolate.ts";
+import { interpolateDocument, unquotedReferenceInFlow } from "../src/config/interpolate.ts";
 import { ConfigError, loadConfig, parseConfig } from "../src/config/load.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
@@ -140,6 +140,48 @@ routes:
     expect(fields('m: [[x], [y, { k: [z, "${A}"] }]]\n')).toEqual(["m[1][1].k[1]"]);
     expect(fields('[[x, "${A}"]]\n')).toEqual(["[0][1]"]);
     expect(fields("file: ${F}\n")).toEqual(["file"]);
+  });
+
+  test("an unquoted ${VAR} inside { } or [ ] is named, with the first parse error, instead of a cascade of token errors", () => {
+    const text = [
+      "upstreams:",
+      "  web: { protocol: http, endpoints: ${WEB:-127.0.0.1:8081} }",
+      "routes:",
+      "  - { name: a, path: /a, methods: [GET], upstream: web }",
+    ].join("\n");
+    const problems = problemsOf(text);
+    expect(problems).toHaveLength(2);
+    expect(problems[0]).toEqual({
+      line: 2,
+      column: 37,
+      field: "",
+      message:
+        '${WEB:-127.0.0.1:8081} is inside a flow collection ({ … } or [ … ]), where YAML reads its braces as structure: quote it ("${WEB:-127.0.0.1:8081}") or write the mapping in block style',
+    });
+    expect(problems[1]!.line).toBe(2);
+    // Quoted, the same mapping loads, and the reference is replaced.
+    const quoted = text.replace("${WEB:-127.0.0.1:8081}", '"${WEB:-127.0.0.1:8081}"');
+    expect(parseConfig(quoted, "t.yaml", { WEB: "10.0.0.1:80" }, ROOT).upstreams.get("web")!.endpoints).toEqual([
+      "10.0.0.1:80",
+    ]);
+    // A parse error with no such reference before it keeps the parser's own messages.
+    expect(problemsOf("upstreams:\n  web: { protocol: http, endpoints: [a, b }\n")[0]!.message).not.toContain(
+      "flow collection",
+    );
+  });
+
+  test("the scan for references in flow collections follows quotes, comments and brackets", () => {
+    const find = (text: string) => unquotedReferenceInFlow(text, text.length)?.reference;
+    expect(find("a: [x, ${A}]\n")).toBe("${A}");
+    expect(find("a: { b: [c, { d: ${B:-1} }] }\n")).toBe("${B:-1}");
+    expect(find("a: ${A}\nb: { c: 1 }\n")).toBeUndefined(); // block style: plain text
+    expect(find("a: { b: \"${A}\", c: '${B}' }\n")).toBeUndefined(); // quoted
+    expect(find("a: { b: 'it''s ${A}' }\n")).toBeUndefined(); // '' inside single quotes
+    expect(find("a: { b: 1 } # { ${A}\n")).toBeUndefined(); // a comment
+    expect(find("a: don't { ${A} }\n")).toBe("${A}"); // an apostrophe in plain text opens no quote
+    // Only what starts before the given offset counts.
+    const late = "a: [x]\nb: [${B}]\n";
+    expect(unquotedReferenceInFlow(late, late.indexOf("b:"))).toBeUndefined();
   });
 
   test("YAML syntax errors carry the line", () => {

@@ -80,3 +80,48 @@ function typedValue(text: string): string | number | boolean {
   if (text === "false") return false;
   return text;
 }
+
+/**
+ * The first unquoted `${…}` inside a flow collection (`{ … }` or `[ … ]`) that starts before
+ * `until`: there YAML reads the reference's braces (and a comma in its default) as structure, and
+ * the parse fails with a cascade of errors about tokens. Found by a scan of the text that follows
+ * quotes, comments and flow brackets (what a block scalar holds is not told apart: a `|` text with
+ * an unbalanced `{` before a reference might be named wrongly, which only adds a hint to the
+ * parse errors). Undefined when there is none.
+ */
+export function unquotedReferenceInFlow(
+  text: string,
+  until: number,
+): { offset: number; reference: string } | undefined {
+  let depth = 0;
+  let quote: '"' | "'" | undefined;
+  for (let i = 0; i < text.length && i <= until; i++) {
+    const ch = text[i]!;
+    if (quote) {
+      if (ch === "\\" && quote === '"') i++;
+      else if (ch === quote) {
+        // '' inside single quotes is an escaped quote.
+        if (quote === "'" && text[i + 1] === "'") i++;
+        else quote = undefined;
+      }
+      continue;
+    }
+    if (ch === "#" && (i === 0 || /\s/.test(text[i - 1]!))) {
+      const end = text.indexOf("\n", i);
+      if (end < 0) break;
+      i = end;
+    } else if ((ch === '"' || ch === "'") && (i === 0 || /[\s,[{:]/.test(text[i - 1]!))) quote = ch;
+    else if (ch === "$" && text[i + 1] === "{") {
+      if (depth > 0) {
+        const close = text.indexOf("}", i);
+        return { offset: i, reference: close < 0 ? text.slice(i) : text.slice(i, close + 1) };
+      }
+      // Outside a flow collection the reference is plain text: skip it whole.
+      const close = text.indexOf("}", i);
+      if (close < 0) break;
+      i = close;
+    } else if (ch === "{" || ch === "[") depth++;
+    else if ((ch === "}" || ch === "]") && depth > 0) depth--;
+  }
+  return undefined;
+}

@@ -20,7 +20,7 @@ import { checkCidrs } from "../net/client-ip.ts";
 import { normalizePath } from "../routing/path.ts";
 import { compilePolicies, type RateLimitSettings, type RouteRateLimit } from "../ratelimit/policy.ts";
 import { RateLimitSettingsSchema } from "../ratelimit/schema.ts";
-import { fieldOf, interpolateDocument } from "./interpolate.ts";
+import { fieldOf, interpolateDocument, unquotedReferenceInFlow } from "./interpolate.ts";
 import { configFileDir } from "./paths.ts";
 import { compileListenerTls, compileUpstreamTls, type ListenerTls, type UpstreamTls } from "./tls.ts";
 import { GatewayConfigSchema, HTTP_METHODS, type HttpMethod, type RawGatewayConfig } from "./schema.ts";
@@ -154,7 +154,21 @@ export function parseConfig(
     return { line, column: col, field, message };
   };
   const problems: ConfigProblem[] = doc.errors.map((e) => at(e.pos[0], "", e.message.split("\n")[0] ?? e.message));
-  if (problems.length > 0) throw new ConfigError(file, problems);
+  if (problems.length > 0) {
+    // A `${…}` in a `{ … }` or `[ … ]` breaks the parse into a cascade of token errors: said first,
+    // with the first of them, instead of all.
+    const reference = unquotedReferenceInFlow(text, doc.errors[0]!.pos[0]);
+    if (reference)
+      throw new ConfigError(file, [
+        at(
+          reference.offset,
+          "",
+          `${reference.reference} is inside a flow collection ({ … } or [ … ]), where YAML reads its braces as structure: quote it ("${reference.reference}") or write the mapping in block style`,
+        ),
+        problems[0]!,
+      ]);
+    throw new ConfigError(file, problems);
+  }
 
   for (const p of interpolateDocument(doc, env)) problems.push(at(p.offset, p.field, p.message));
   if (problems.length > 0) throw new ConfigError(file, problems);

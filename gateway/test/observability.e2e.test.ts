@@ -535,7 +535,9 @@ describe.skipIf(!hasPromtool)("the monitoring config in k8s/monitoring", () => {
           "prometheus.io/port": env[portEnv(service, env)],
           "prometheus.io/path": "/metrics",
         });
-        expect(env.OTEL_EXPORTER_OTLP_ENDPOINT).toBe("http://otel-collector:4318");
+        // Spans go to the collector over TLS, verified with the cluster CA (k8s/test/tls.test.ts).
+        expect(env.OTEL_EXPORTER_OTLP_ENDPOINT).toBe("https://otel-collector:4318");
+        expect(env.OTEL_EXPORTER_OTLP_CERTIFICATE).toBe("/etc/portico-tls/ca.crt");
       }
     },
     TEST_TIMEOUT_MS,

@@ -156,7 +156,7 @@ routes:
       column: 37,
       field: "",
       message:
-        '${WEB:-127.0.0.1:8081} is inside a flow collection ({ … } or [ … ]), where YAML reads its braces as structure: quote it ("${WEB:-127.0.0.1:8081}") or write the mapping in block style',
+        '${WEB:-127.0.0.1:8081} is inside a flow collection ({ … } or [ … ]), where YAML reads its braces as structure: write that entry in block style (key: ${WEB:-127.0.0.1:8081} on a line of its own), or quote it ("${WEB:-127.0.0.1:8081}") if the value is text — quoted, it stays a string, never a number or a boolean',
     });
     expect(problems[1]!.line).toBe(2);
     // Quoted, the same mapping loads, and the reference is replaced.
@@ -164,10 +164,16 @@ routes:
     expect(parseConfig(quoted, "t.yaml", { WEB: "10.0.0.1:80" }, ROOT).upstreams.get("web")!.endpoints).toEqual([
       "10.0.0.1:80",
     ]);
-    // A parse error with no such reference before it keeps the parser's own messages.
+    // A parse error with no such reference before it keeps the parser's own messages; so does one
+    // that starts elsewhere than at the reference (`see { ${X}` is a plain scalar, valid YAML).
     expect(problemsOf("upstreams:\n  web: { protocol: http, endpoints: [a, b }\n")[0]!.message).not.toContain(
       "flow collection",
     );
+    expect(
+      problemsOf("upstreams:\n  web: see { ${X}\nroutes: [a, b }\n")
+        .map((p) => p.message)
+        .join("\n"),
+    ).not.toContain("flow collection");
   });
 
   test("the scan for references in flow collections follows quotes, comments and brackets", () => {
@@ -178,7 +184,7 @@ routes:
     expect(find("a: { b: \"${A}\", c: '${B}' }\n")).toBeUndefined(); // quoted
     expect(find("a: { b: 'it''s ${A}' }\n")).toBeUndefined(); // '' inside single quotes
     expect(find("a: { b: 1 } # { ${A}\n")).toBeUndefined(); // a comment
-    expect(find("a: don't { ${A} }\n")).toBe("${A}"); // an apostrophe in plain text opens no quote
+    expect(find("a: [don't, ${A}]\n")).toBe("${A}"); // an apostrophe in plain text opens no quote
     // Only what starts before the given offset counts.
     const late = "a: [x]\nb: [${B}]\n";
     expect(unquotedReferenceInFlow(late, late.indexOf("b:"))).toBeUndefined();

@@ -281,6 +281,31 @@ edits.push(
     expected: "receivers.otlp.protocols.grpc.tls.reload_interval: must be set",
   },
   {
+    what: "the collector's key readable by root only (no fsGroup)",
+    file: "k8s/monitoring/otel-collector.yaml",
+    from: "        fsGroup: 10001 # the group the TLS Secret's files are readable by\n",
+    to: "",
+    check: checkTelemetryTls,
+    expected:
+      "0440 lets only root and the volume's group read portico-otel-collector-tls's key, and the pod sets no fsGroup",
+  },
+  {
+    what: "the collector's minimum TLS version as a number, which the collector refuses",
+    file: "k8s/monitoring/otel-collector.yaml",
+    from: '            endpoint: 0.0.0.0:4318\n            tls:\n              cert_file: /etc/otelcol-tls/tls.crt\n              key_file: /etc/otelcol-tls/tls.key\n              min_version: "1.2"',
+    to: "            endpoint: 0.0.0.0:4318\n            tls:\n              cert_file: /etc/otelcol-tls/tls.crt\n              key_file: /etc/otelcol-tls/tls.key\n              min_version: 1.2",
+    check: checkTelemetryTls,
+    expected: 'receivers.otlp.protocols.http.tls.min_version: 1.2: "1.2" or "1.3" (quoted)',
+  },
+  {
+    what: "a traces endpoint overriding the collector's, in clear text",
+    file: "k8s/webapp.yaml",
+    from: "            - name: OTEL_EXPORTER_OTLP_CERTIFICATE\n",
+    to: "            - name: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT\n              value: http://otel-collector:4318/v1/traces\n            - name: OTEL_EXPORTER_OTLP_CERTIFICATE\n",
+    check: checkTelemetryTls,
+    expected: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://otel-collector:4318/v1/traces: spans carry request paths",
+  },
+  {
     what: "the collector's key from a file no Secret puts there",
     file: "k8s/monitoring/otel-collector.yaml",
     from: "            endpoint: 0.0.0.0:4318\n            tls:\n              cert_file: /etc/otelcol-tls/tls.crt\n              key_file: /etc/otelcol-tls/tls.key",

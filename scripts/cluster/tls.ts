@@ -1,7 +1,7 @@
 /**
  * The cluster's TLS Secrets, in cert-manager's layout (type `kubernetes.io/tls`, keys `tls.crt`,
- * `tls.key`, `ca.crt`): one per identity of scripts/tls/pki.ts, issued by a CA kept in a Secret of
- * the same layout. `make up` creates each one the namespace does not have yet and leaves existing
+ * `tls.key`, `ca.crt`): one per identity of scripts/tls/pki.ts, and one for the OpenTelemetry
+ * Collector (which `make dev` does not run), issued by a CA kept in a Secret of the same layout. `make up` creates each one the namespace does not have yet and leaves existing
  * ones alone, as cluster/secrets.ts does for the passwords: Secrets that cert-manager manages
  * (k8s/examples/cert-manager/issuer.yaml) are never touched, and a certificate renewed in place is
  * taken by the pods without a restart (docs/deployment.md, "TLS").
@@ -27,7 +27,7 @@ import {
 } from "../tls/pki.ts";
 import { kubectl, NAMESPACE } from "./minikube.ts";
 
-/** Each certificate Secret k8s/ mounts, and the identity (scripts/tls/pki.ts) it holds. */
+/** Each certificate Secret k8s/ mounts, and the identity it holds (scripts/tls/pki.ts's, or `clusterIdentities`' own for the collector). */
 export const TLS_SECRETS = {
   /** The gateway's HTTPS listener (routes.yaml `tls`). */
   "portico-edge-tls": "edge",

@@ -59,7 +59,7 @@ function fragments(pem: string): string[] {
   return [body.slice(0, 48), body.slice(-48), Buffer.from(pem).toString("base64").slice(0, 48)];
 }
 
-test("without TLS Secrets, up creates a CA and the four certificates, each for the names its peer verifies, through stdin only", async () => {
+test("without TLS Secrets, up creates a CA and the five certificates, each for the names its peer verifies, through stdin only", async () => {
   const f = withKubectl(`  *"get secret"*) ${NOT_FOUND} ;;`);
   const run = await runScript("up", f, { EDGE_HOSTS: "portico.example, api.portico.example" });
   expect(run.stderr).toBe("");
@@ -106,6 +106,11 @@ test("without TLS Secrets, up creates a CA and the four certificates, each for t
   expect(leaf("portico-webapp-tls").checkHost("rpcapp-headless")).toBeUndefined();
   expect(leaf("portico-rpcapp-tls").checkHost("rpcapp-headless")).toBe("rpcapp-headless");
   expect(leaf("portico-rpcapp-tls").checkHost("webapp-headless")).toBeUndefined();
+  // The services send spans to the collector's Service by name, which only its certificate carries.
+  expect(leaf("portico-otel-collector-tls").checkHost("otel-collector")).toBe("otel-collector");
+  expect(leaf("portico-otel-collector-tls").checkHost("otel-collector.portico.svc.cluster.local")).toBeDefined();
+  expect(leaf("portico-otel-collector-tls").checkHost("localhost")).toBeUndefined();
+  expect(leaf("portico-webapp-tls").checkHost("otel-collector")).toBeUndefined();
   // The edge: the address `minikube service` prints, the Service's names, loopback and EDGE_HOSTS.
   const edge = leaf("portico-edge-tls");
   expect(edge.checkIP("192.0.2.10")).toBe("192.0.2.10");
@@ -113,7 +118,7 @@ test("without TLS Secrets, up creates a CA and the four certificates, each for t
   for (const host of ["localhost", "gateway.portico.svc.cluster.local", "portico.example", "api.portico.example"])
     expect({ host, ok: edge.checkHost(host) }).toEqual({ host, ok: host });
   // Servers for server authentication only; the gateway's client certificate for client authentication only.
-  for (const name of ["portico-edge-tls", "portico-webapp-tls", "portico-rpcapp-tls"])
+  for (const name of ["portico-edge-tls", "portico-webapp-tls", "portico-rpcapp-tls", "portico-otel-collector-tls"])
     expect({ name, eku: leaf(name).keyUsage }).toEqual({ name, eku: [SERVER_AUTH] });
   expect(leaf("portico-gateway-client-tls").keyUsage).toEqual([CLIENT_AUTH]);
 
@@ -170,7 +175,7 @@ test("one certificate missing is issued by the CA in portico-tls-ca, so the pods
   expect(run.stdout).toContain("created: portico-webapp-tls");
 });
 
-test("renewal: the four certificates deleted, the CA kept, are issued again by that CA (the pods trust them as they arrive)", async () => {
+test("renewal: the five certificates deleted, the CA kept, are issued again by that CA (the pods trust them as they arrive)", async () => {
   const ca = await createCa("the cluster CA");
   const b64 = (t: string) => Buffer.from(t).toString("base64");
   const json = JSON.stringify({ data: { "tls.crt": b64(ca.cert), "tls.key": b64(ca.key), "ca.crt": b64(ca.cert) } });

@@ -155,17 +155,19 @@ export function parseConfig(
   };
   const problems: ConfigProblem[] = doc.errors.map((e) => at(e.pos[0], "", e.message.split("\n")[0] ?? e.message));
   if (problems.length > 0) {
-    // A `${…}` in a `{ … }` or `[ … ]` breaks the parse into a cascade of token errors: said first,
-    // with the first of them, instead of all.
-    const reference = unquotedReferenceInFlow(text, doc.errors[0]!.pos[0]);
-    if (reference)
+    // A `${…}` in a `{ … }` or `[ … ]` breaks the parse into a cascade of token errors starting at
+    // the reference: said first, with the first of them, instead of all.
+    const firstIndex = doc.errors.reduce((m, e, i) => (e.pos[0] < doc.errors[m]!.pos[0] ? i : m), 0);
+    const first = doc.errors[firstIndex]!.pos[0];
+    const reference = unquotedReferenceInFlow(text, first);
+    if (reference && first >= reference.offset && first < reference.offset + reference.reference.length)
       throw new ConfigError(file, [
         at(
           reference.offset,
           "",
-          `${reference.reference} is inside a flow collection ({ … } or [ … ]), where YAML reads its braces as structure: quote it ("${reference.reference}") or write the mapping in block style`,
+          `${reference.reference} is inside a flow collection ({ … } or [ … ]), where YAML reads its braces as structure: write that entry in block style (key: ${reference.reference} on a line of its own), or quote it ("${reference.reference}") if the value is text — quoted, it stays a string, never a number or a boolean`,
         ),
-        problems[0]!,
+        problems[firstIndex]!,
       ]);
     throw new ConfigError(file, problems);
   }

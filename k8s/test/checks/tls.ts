@@ -410,7 +410,10 @@ export const checkTelemetryTls: Check = (manifests) => {
   const workloads = workloadsOf(manifests);
   for (const w of workloads.filter((x) => x.own)) {
     const c = w.containers[0]!;
-    const endpoint = envOf(c, "OTEL_EXPORTER_OTLP_ENDPOINT");
+    // The traces endpoint, when set, is the one spans go to (lib/telemetry/tracing.ts).
+    const traces = envOf(c, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    const endpoint = traces.value === undefined ? envOf(c, "OTEL_EXPORTER_OTLP_ENDPOINT") : traces;
+    const variable = traces.value === undefined ? "OTEL_EXPORTER_OTLP_ENDPOINT" : "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
     if (endpoint.value === undefined) continue; // checkMonitoringWiring reports it
     const at = (index: number, message: string) =>
       problems.push(
@@ -420,12 +423,12 @@ export const checkTelemetryTls: Check = (manifests) => {
     if (url?.protocol !== "https:")
       at(
         endpoint.index,
-        `OTEL_EXPORTER_OTLP_ENDPOINT=${endpoint.value}: spans carry request paths and client addresses, so they go over https (the collector's receivers speak TLS only)`,
+        `${variable}=${endpoint.value}: spans carry request paths and client addresses, so they go over https (the collector's receivers speak TLS only)`,
       );
     else if (!names.some((n) => nameCovers(n, url.hostname)))
       at(
         endpoint.index,
-        `OTEL_EXPORTER_OTLP_ENDPOINT: the certificate in ${secret} does not carry "${url.hostname}" (${names.join(", ")})`,
+        `${variable}: the certificate in ${secret} does not carry "${url.hostname}" (${names.join(", ")})`,
       );
     const ca = envOf(c, "OTEL_EXPORTER_OTLP_CERTIFICATE");
     if (ca.value === undefined) {
@@ -475,14 +478,31 @@ export const checkTelemetryTls: Check = (manifests) => {
       else if (source.secret !== secret || source.key !== key)
         at(`.${name}`, `${file} is ${source.secret}/${source.key}, but must be ${secret}/${key}`);
     }
-    if (tls.min_version !== undefined && !["1.2", "1.3"].includes(String(tls.min_version)))
-      at(".min_version", `${tls.min_version}: TLS 1.2 or 1.3 only, as on every other listener`);
+    // A string: the collector types its config strictly, and 1.2 unquoted is a number.
+    if (tls.min_version !== undefined && !["1.2", "1.3"].includes(tls.min_version as unknown as string))
+      at(
+        ".min_version",
+        `${JSON.stringify(tls.min_version)}: "1.2" or "1.3" (quoted), TLS 1.2 or later as on every other listener`,
+      );
     if (!tls.reload_interval)
       at(
         ".reload_interval",
         "must be set: without it the collector keeps the certificate it started with, and a renewed one is never taken",
       );
   }
+  // The key is readable by the collector's user: a Secret volume's files belong to root, so without
+  // a mode that lets others read, the pod's fsGroup must own them.
+  const pod = collector.deployment.spec?.template.spec;
+  const volumeIndex = (pod?.volumes ?? []).findIndex((v) => v.secret?.secretName === secret);
+  const mode = pod?.volumes?.[volumeIndex]?.secret?.defaultMode ?? 0o644;
+  if (volumeIndex >= 0 && (mode & 0o004) === 0 && pod?.securityContext?.fsGroup === undefined)
+    problems.push(
+      problemAt(
+        collector.m,
+        ["spec", "template", "spec", "volumes", volumeIndex, "secret", "defaultMode"],
+        `0${mode.toString(8)} lets only root and the volume's group read ${secret}'s key, and the pod sets no fsGroup: the collector (not root) could not read it and its receivers would not start`,
+      ),
+    );
   return problems;
 };
 

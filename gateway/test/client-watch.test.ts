@@ -89,6 +89,33 @@ routes:
   expect(retries.attempted).toBe(2);
 });
 
+test("a retry not sent for a client already gone takes nothing from the route's retry budget", async () => {
+  const a = failing(15);
+  const b = failing(15);
+  // Ten retries per 10 s and no share of the traffic: what ten leaving clients would have spent.
+  const { gateway, port } = gatewayOf(`
+upstreams:
+  web:
+    protocol: http
+    endpoints: "127.0.0.1:${a.port},127.0.0.1:${b.port}"
+    healthCheck: { enabled: false }
+    # Neither breaker nor ejection takes the failing endpoints out during the test.
+    circuitBreaker: { consecutiveFailures: 1000 }
+    outlierDetection: { maxEjectedPercent: 0 }
+routes:
+  - { name: r, path: /r, methods: [GET], upstream: web, retry: { attempts: 2, budgetPercent: 0, minRetriesPerSecond: 1 } }
+`);
+  await gateway.upstreams.get("web")!.ready;
+  const retries = gateway.upstreams.get("web")!.retries;
+  await Promise.all(Array.from({ length: 10 }, () => sendAndLeave(port, "/r")));
+  await Bun.sleep(300);
+  expect(a.state.requests + b.state.requests).toBe(10);
+  // A client that stays still gets its retry from the budget.
+  expect((await fetch(`http://127.0.0.1:${port}/r`)).status).toBe(503);
+  expect(a.state.requests + b.state.requests).toBe(12);
+  expect(retries).toEqual({ attempted: 1, budgetExhausted: 0 });
+});
+
 test("gRPC: the same for a call answered UNAVAILABLE", async () => {
   let calls = 0;
   const { server, ports } = await startUserVerifyServer((_call, callback) => {

@@ -164,7 +164,9 @@ export async function dispatch<O extends Outcome>(
     }
     const next = upstream.pick(endpoint, previous, toCanary, tried);
     if (!next) return outcome;
-    if (!budget.tryRetry(now)) {
+    // For a client already gone the retry is not sent (the next turn ends it as cancelled), so it
+    // takes nothing from the budget that the route's other requests retry on.
+    if (!clientGone(client) && !budget.tryRetry(now)) {
       upstream.retries.budgetExhausted++;
       return outcome;
     }

@@ -86,8 +86,8 @@ function typedValue(text: string): string | number | boolean {
  * `until`: there YAML reads the reference's braces (and a comma in its default) as structure, and
  * the parse fails with a cascade of errors about tokens. Found by a scan of the text that follows
  * quotes, comments and flow brackets (what a block scalar holds is not told apart: a `|` text with
- * an unbalanced `{` before a reference might be named wrongly, which only adds a hint to the
- * parse errors). Undefined when there is none.
+ * an unbalanced `{` before a reference might be named, so load.ts gives the hint only when the
+ * parse breaks at the reference itself). Undefined when there is none.
  */
 export function unquotedReferenceInFlow(
   text: string,
@@ -112,12 +112,9 @@ export function unquotedReferenceInFlow(
       i = end;
     } else if ((ch === '"' || ch === "'") && (i === 0 || /[\s,[{:]/.test(text[i - 1]!))) quote = ch;
     else if (ch === "$" && text[i + 1] === "{") {
-      if (depth > 0) {
-        const close = text.indexOf("}", i);
-        return { offset: i, reference: close < 0 ? text.slice(i) : text.slice(i, close + 1) };
-      }
-      // Outside a flow collection the reference is plain text: skip it whole.
       const close = text.indexOf("}", i);
+      if (depth > 0) return { offset: i, reference: close < 0 ? text.slice(i) : text.slice(i, close + 1) };
+      // Outside a flow collection the reference is plain text: skip it whole.
       if (close < 0) break;
       i = close;
     } else if (ch === "{" || ch === "[") depth++;

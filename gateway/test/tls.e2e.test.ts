@@ -12,15 +12,18 @@ import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "node:tls";
+import { parse as parseYaml, stringify as toYaml } from "yaml";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
-import { waitFor } from "../../scripts/stack/testing/processes.ts";
+import { requireBinary, waitFor } from "../../scripts/stack/testing/processes.ts";
 import { readTcpMigrateReq } from "../../scripts/stack/listener-handover.ts";
+import { clusterPrometheusFile } from "../../scripts/monitor.ts";
 import { startTestStack, type TestStack } from "../../scripts/stack/testing/stack.ts";
 import { createCa, ensureLocalPki, issue, type LocalPki, loadCa, localIdentities } from "../../scripts/tls/pki.ts";
 
 const E2E_TIMEOUT_MS = 60_000;
+const hasPromtool = requireBinary("promtool");
 const RELOAD_MS = 200;
 /** The second certificate's SNI name (the edge certificate is the default). */
 const OTHER_NAME = "api.example.test";
@@ -301,6 +304,83 @@ describe("TLS at the edge and inside", () => {
       expect(ok).toBeGreaterThan(100);
       for (let i = 0; i < 10; i++)
         expect((await presented("localhost")).fingerprint256).toBe(fingerprintOf(renewed.cert));
+    },
+    E2E_TIMEOUT_MS,
+  );
+
+  test.skipIf(!hasPromtool)(
+    "every certificate the stack presents is one PorticoCertificateExpiresSoon watches: 60 days on none fires, 88 days on each one does",
+    async () => {
+      // What each process exports, labelled as Prometheus's scrape labels it (job, instance).
+      const DAY = 86_400;
+      const now = Date.now() / 1000;
+      const series: { labels: Record<string, string>; remaining: number }[] = [];
+      for (const p of stack.processes) {
+        const port = p.kind === "gateway" ? p.env.ADMIN_PORT : (p.env.METRICS_PORT ?? p.env.PORT);
+        const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+        for (const [, labelText = "", value = ""] of text.matchAll(
+          /^tls_certificate_expiry_timestamp_seconds\{([^}]*)\} (\S+)$/gm,
+        )) {
+          const labels: Record<string, string> = { job: p.kind, instance: p.name };
+          for (const [, k = "", v = ""] of labelText.matchAll(/(\w+)="([^"]*)"/g)) labels[k] = v;
+          series.push({ labels, remaining: Number(value) - now });
+        }
+      }
+      const gateways = stack.processes.filter((p) => p.kind === "gateway");
+      const described = series.map((s) => `${s.labels.instance} ${s.labels.certificate} ${s.labels.upstream ?? ""}`);
+      expect(described.sort()).toEqual(
+        [
+          ...gateways.flatMap((g) => [
+            `${g.name} server `,
+            `${g.name} upstream-client rpcapp`,
+            `${g.name} upstream-client webapp`,
+          ]),
+          ...stack.processes.filter((p) => p.kind !== "gateway").map((p) => `${p.name} server `),
+        ].sort(),
+      );
+      // make dev's certificates last 90 days.
+      for (const s of series) expect(s.remaining).toBeGreaterThan(89 * DAY);
+
+      const rules = parseYaml(clusterPrometheusFile("alerts.yml")) as {
+        groups: { rules: Record<string, unknown>[] }[];
+      };
+      for (const group of rules.groups) for (const rule of group.rules) delete rule.annotations;
+      writeFileSync(join(dir, "alerts.yml"), toYaml(rules));
+      const selector = (labels: Record<string, string>) =>
+        `tls_certificate_expiry_timestamp_seconds{${Object.entries(labels)
+          .map(([k, v]) => `${k}="${v}"`)
+          .join(",")}}`;
+      // The test's clock starts at 0: each series says when its certificate ends, `days` from then.
+      const later = (days: number, fires: boolean) => ({
+        interval: "1m",
+        input_series: series.map((s) => ({ series: selector(s.labels), values: `${s.remaining - days * DAY}x180` })),
+        alert_rule_test: [
+          {
+            eval_time: "2h",
+            alertname: "PorticoCertificateExpiresSoon",
+            exp_alerts: !fires
+              ? []
+              : series.flatMap((s) => [
+                  { exp_labels: { ...s.labels, severity: "warning" } },
+                  { exp_labels: { ...s.labels, severity: "critical" } },
+                ]),
+          },
+        ],
+      });
+      writeFileSync(
+        join(dir, "certificates.test.yml"),
+        toYaml({ rule_files: ["alerts.yml"], evaluation_interval: "1m", tests: [later(60, false), later(88, true)] }),
+      );
+      const proc = Bun.spawn(["promtool", "test", "rules", join(dir, "certificates.test.yml")], {
+        stdout: "pipe",
+        stderr: "pipe",
+        stdin: "ignore",
+      });
+      const timer = setTimeout(() => proc.kill(), 20_000);
+      const output = (await new Response(proc.stdout).text()) + (await new Response(proc.stderr).text());
+      clearTimeout(timer);
+      const exitCode = await proc.exited;
+      expect({ exitCode, output: exitCode === 0 ? "" : output }).toEqual({ exitCode: 0, output: "" });
     },
     E2E_TIMEOUT_MS,
   );

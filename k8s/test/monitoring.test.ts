@@ -52,6 +52,10 @@ describe.skipIf(!hasAmtool)("Alertmanager (amtool)", () => {
     ["alertname=PorticoWatchdog", "log"],
     ["alertname=PorticoHighErrorRatio service=webapp route=/projects severity=warning", "log"],
     ["alertname=PorticoUpstreamWithoutEndpoints upstream=rpcapp severity=critical", "log"],
+    [
+      "alertname=PorticoCertificateExpiresSoon job=webapp instance=webapp-1 certificate=server severity=critical",
+      "log",
+    ],
   ])("%s is routed to the %s receiver", async (labels, receiver) => {
     const result = await tool([
       "amtool",
@@ -130,6 +134,85 @@ describe.skipIf(!hasPromtool)("Prometheus (promtool)", () => {
                 },
               ],
             })),
+          },
+        ],
+      }),
+    );
+    const result = await tool(["promtool", "test", "rules", testFile]);
+    expect({ exitCode: result.exitCode, output: result.exitCode === 0 ? "" : result.output }).toEqual({
+      exitCode: 0,
+      output: "",
+    });
+  });
+
+  test("PorticoCertificateExpiresSoon: 21 days before a certificate ends (after an hour), critical 3 days before or once it has", async () => {
+    // The summaries are checked (their templates must render); the descriptions and the other
+    // rules' annotations are left out.
+    const rules = parseYaml(configMapKey("prometheus.yaml", "prometheus-config", "alerts.yml")) as {
+      groups: { rules: { alert: string; annotations?: Record<string, string> }[] }[];
+    };
+    for (const rule of rules.groups.flatMap((g) => g.rules))
+      if (rule.alert !== "PorticoCertificateExpiresSoon") delete rule.annotations;
+      else delete rule.annotations!.description;
+    const rulesFile = join(dir, "certificate-alerts.yml");
+    writeFileSync(rulesFile, toYaml(rules));
+    const DAY = 86_400;
+    // As Prometheus scrapes them (job and instance from its relabelling), expiring at these
+    // seconds after the test's time 0.
+    const certificates: { labels: Record<string, string>; at: number }[] = [
+      {
+        labels: { job: "gateway", instance: "gateway-1", certificate: "upstream-client", upstream: "rpcapp" },
+        at: 10 * DAY,
+      },
+      { labels: { job: "webapp", instance: "webapp-1", certificate: "server" }, at: 2 * DAY },
+      { labels: { job: "gateway", instance: "gateway-2", certificate: "server" }, at: -DAY },
+      { labels: { job: "rpcapp", instance: "rpcapp-1", certificate: "server" }, at: 60 * DAY },
+    ];
+    const selector = (labels: Record<string, string>) =>
+      `tls_certificate_expiry_timestamp_seconds{${Object.entries(labels)
+        .map(([k, v]) => `${k}="${v}"`)
+        .join(",")}}`;
+    const [gatewayClient, webapp, expired] = certificates.map((c) => c.labels);
+    const alert = (labels: Record<string, string>, severity: string, summary: string) => ({
+      exp_labels: { ...labels, severity },
+      exp_annotations: { summary },
+    });
+    const testFile = join(dir, "certificates.test.yml");
+    writeFileSync(
+      testFile,
+      toYaml({
+        rule_files: [rulesFile],
+        evaluation_interval: "1m",
+        tests: [
+          {
+            interval: "1m",
+            input_series: certificates.map((c) => ({ series: selector(c.labels), values: `${c.at}x180` })),
+            alert_rule_test: [
+              // Critical after its 5 minutes; the warnings wait for their hour.
+              {
+                eval_time: "30m",
+                alertname: "PorticoCertificateExpiresSoon",
+                exp_alerts: [
+                  alert(webapp!, "critical", "webapp pod webapp-1: its server certificate expires in 1d 23h 30m 0s"),
+                  alert(expired!, "critical", "gateway pod gateway-2: its server certificate has expired"),
+                ],
+              },
+              {
+                eval_time: "2h",
+                alertname: "PorticoCertificateExpiresSoon",
+                exp_alerts: [
+                  alert(
+                    gatewayClient!,
+                    "warning",
+                    "gateway pod gateway-1: its upstream-client certificate towards rpcapp expires in 9d 22h 0m 0s",
+                  ),
+                  alert(webapp!, "warning", "webapp pod webapp-1: its server certificate expires in 1d 22h 0m 0s"),
+                  alert(webapp!, "critical", "webapp pod webapp-1: its server certificate expires in 1d 22h 0m 0s"),
+                  alert(expired!, "warning", "gateway pod gateway-2: its server certificate has expired"),
+                  alert(expired!, "critical", "gateway pod gateway-2: its server certificate has expired"),
+                ],
+              },
+            ],
           },
         ],
       }),

@@ -21,9 +21,9 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import tls from "node:tls";
-import { Counter, Gauge, type Registry } from "prom-client";
+import type { Registry } from "prom-client";
 import type { Logger } from "../../lib/log.ts";
-import { TLS12_CIPHERS } from "../../lib/tls-listener.ts";
+import { exportCertificates, TLS12_CIPHERS } from "../../lib/tls-listener.ts";
 import { readTlsMaterial, type ServiceTlsSettings, TlsFileWatcher, type TlsMaterial } from "../../lib/tls.ts";
 
 type CertificateProvider = grpc.experimental.CertificateProvider;
@@ -91,21 +91,6 @@ export interface RpcTls {
   stop(): void;
 }
 
-function registerMetrics(registry: Registry) {
-  return {
-    expiry: new Gauge({
-      name: "tls_certificate_expiry_timestamp_seconds",
-      help: "When the certificate the gRPC port presents expires (Unix time, seconds): alert well before it.",
-      registers: [registry],
-    }),
-    reloads: new Counter({
-      name: "tls_certificate_reloads_total",
-      help: "Renewed certificates taken into use without a restart.",
-      registers: [registry],
-    }),
-  };
-}
-
 /**
  * Reads and checks the files (a TlsFileError naming the file stops the start), builds the gRPC
  * server credentials, and polls the files every `reloadIntervalMs` for a renewal.
@@ -115,8 +100,7 @@ export function startRpcTls(settings: ServiceTlsSettings, opts: { log: Logger; r
   if (!process.env.GRPC_SSL_CIPHER_SUITES) tls.DEFAULT_CIPHERS = TLS12_CIPHERS;
   const first = readTlsMaterial(settings.paths);
   const provider = new MaterialProvider(first);
-  const metrics = opts.registry && registerMetrics(opts.registry);
-  metrics?.expiry.set(first.notAfter.getTime() / 1000);
+  let reloads = 0;
 
   const watcher = new TlsFileWatcher(
     settings.paths,
@@ -124,8 +108,7 @@ export function startRpcTls(settings: ServiceTlsSettings, opts: { log: Logger; r
       intervalMs: settings.reloadIntervalMs,
       onChange: (material) => {
         provider.update(material);
-        metrics?.expiry.set(material.notAfter.getTime() / 1000);
-        metrics?.reloads.inc();
+        reloads++;
         log.info(
           { tls: { subject: material.subject, notAfter: material.notAfter.toISOString() } },
           "tls certificate reloaded",
@@ -136,6 +119,12 @@ export function startRpcTls(settings: ServiceTlsSettings, opts: { log: Logger; r
     },
     first,
   ).start();
+  // Labelled as the gateway's and webapp's are, so that one alert rule covers every certificate
+  // (k8s/monitoring/prometheus.yaml, PorticoCertificateExpiresSoon).
+  if (opts.registry)
+    exportCertificates(opts.registry, () => [
+      { labels: { certificate: "server" }, notAfter: watcher.current.notAfter, reloads },
+    ]);
 
   const mutual = settings.requireClientCert;
   // The provider serves the CA too only when client certificates are required: grpc-js then asks

@@ -272,8 +272,10 @@ describe("rpcapp with mutual TLS", () => {
     }
     const notAfter = new Date(new X509Certificate(read(pki.certFile("rpcapp"))).validTo).getTime() / 1000;
     const metrics = await metricsText(app.httpPort);
-    expect(metrics).toContain(`tls_certificate_expiry_timestamp_seconds{service="rpcapp"} ${notAfter}`);
-    expect(metrics).toContain('tls_certificate_reloads_total{service="rpcapp"} 0');
+    expect(metrics).toContain(
+      `tls_certificate_expiry_timestamp_seconds{certificate="server",service="rpcapp"} ${notAfter}`,
+    );
+    expect(metrics).toContain('tls_certificate_reloads_total{certificate="server",service="rpcapp"} 0');
   });
 
   test("logs who it is and that TLS is mutual in its start line", () => {
@@ -415,9 +417,9 @@ describe("rpcapp certificate rotation", () => {
         notAfter: new Date(new X509Certificate(renewed.cert).validTo).toISOString(),
       });
       const metrics = await metricsText(app.httpPort);
-      expect(metrics).toContain('tls_certificate_reloads_total{service="rpcapp"} 1');
+      expect(metrics).toContain('tls_certificate_reloads_total{certificate="server",service="rpcapp"} 1');
       expect(metrics).toContain(
-        `tls_certificate_expiry_timestamp_seconds{service="rpcapp"} ${new Date(new X509Certificate(renewed.cert).validTo).getTime() / 1000}`,
+        `tls_certificate_expiry_timestamp_seconds{certificate="server",service="rpcapp"} ${new Date(new X509Certificate(renewed.cert).validTo).getTime() / 1000}`,
       );
       if (process.env.TEST_VERBOSE)
         console.error(`rotation: ${calls} calls, ${failures.length} failed, ${seen.length} handshakes`);

@@ -62,6 +62,8 @@ export interface MaterialSummary {
   subject: string;
   /** The earliest expiry among the certificates served. */
   notAfter: Date;
+  /** With mutual TLS: when the first certificate of the client CA bundle expires. */
+  caNotAfter?: Date;
 }
 
 export interface TlsListenerOptions<M extends { version: string }> {
@@ -89,13 +91,14 @@ export interface TlsListenerOptions<M extends { version: string }> {
 export interface CertificateSeries {
   /**
    * Which certificate: `certificate="server"` for the one an HTTPS port presents (the gateway's
-   * edge certificate, webapp's), `"upstream-client"` with `upstream` for the gateway's client
-   * certificate towards an upstream.
+   * edge certificate, webapp's, rpcapp's), `"upstream-client"` with `upstream` for the gateway's
+   * client certificate towards an upstream, `"upstream-ca"` for the CA it verifies that upstream
+   * by, `"client-ca"` for the CA a service requires client certificates from (mutual TLS).
    */
   labels: Readonly<Record<string, string>>;
   notAfter: Date;
-  /** Renewals taken into use without a restart. */
-  reloads: number;
+  /** Renewals taken into use without a restart (none for a CA: its series has no reloads). */
+  reloads?: number;
 }
 
 /** The certificates each registry exports, from every part of the process that holds one. */
@@ -116,16 +119,16 @@ export function exportCertificates(registry: Registry, source: () => Certificate
     collectedMetric(
       registry,
       "tls_certificate_expiry_timestamp_seconds",
-      'When a certificate this process presents expires (Unix time, seconds): certificate="server" is its HTTPS port\'s (the earliest when it presents several), "upstream-client" the gateway\'s client certificate towards `upstream`. Alert well before it.',
+      'When a certificate this process presents or verifies its peers by expires (Unix time, seconds): certificate="server" is its HTTPS port\'s (the earliest when it presents several), "upstream-client" the gateway\'s client certificate towards `upstream`, "upstream-ca" the CA it verifies `upstream` by, "client-ca" the CA client certificates must come from (a bundle: its first to expire). Alert well before it.',
       "gauge",
       () => series().map((c) => ({ labels: { ...c.labels }, value: c.notAfter.getTime() / 1000 })),
     );
     collectedMetric(
       registry,
       "tls_certificate_reloads_total",
-      "Renewed certificates taken into use without a restart, by certificate (as for the expiry).",
+      "Renewed certificates taken into use without a restart, by certificate (as for the expiry; none for a CA).",
       "counter",
-      () => series().map((c) => ({ labels: { ...c.labels }, value: c.reloads })),
+      () => series().flatMap((c) => (c.reloads === undefined ? [] : [{ labels: { ...c.labels }, value: c.reloads }])),
     );
   }
   sources.add(source);
@@ -172,9 +175,11 @@ export class TlsListener<M extends { version: string }> {
     const first = this.#watcher.current;
     this.#served = opts.summarize(first);
     if (opts.registry)
-      exportCertificates(opts.registry, () => [
-        { labels: { certificate: "server" }, notAfter: this.#served.notAfter, reloads: this.#reloads },
-      ]);
+      exportCertificates(opts.registry, () => {
+        const { notAfter, caNotAfter } = this.#served;
+        const server = { labels: { certificate: "server" }, notAfter, reloads: this.#reloads };
+        return caNotAfter ? [server, { labels: { certificate: "client-ca" }, notAfter: caNotAfter }] : [server];
+      });
     if (opts.exclusive) assertPortFree(opts.host, opts.port);
     this.#server = this.#serve(first, opts.port);
     this.#watcher.start();

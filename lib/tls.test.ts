@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createCa, issue } from "../scripts/tls/pki.ts";
-import { readClientTls, readTlsMaterial, TlsFileError, TlsFileWatcher } from "./tls.ts";
+import { caNotAfter, readClientTls, readTlsMaterial, TlsFileError, TlsFileWatcher } from "./tls.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "portico-lib-tls-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -167,4 +167,19 @@ describe("a certificate outside its validity window is refused", () => {
     expect(watcher.current.subject).toContain("a.test");
     expect(errors).toEqual([expect.stringContaining(`certificate ${certPath} expired at`)]);
   });
+});
+
+test("a CA bundle's expiry is its first certificate's to end, as the server and the client material report it", async () => {
+  const shortLived = await createCa("short-lived root", 30);
+  const validTo = (pem: string) => Date.parse(new X509Certificate(pem).validTo);
+  const bundle = `${root.cert.trimEnd()}\n# a comment between the two\n${shortLived.cert}`;
+  expect(validTo(shortLived.cert)).toBeLessThan(validTo(root.cert));
+  expect(caNotAfter(bundle).getTime()).toBe(validTo(shortLived.cert));
+  expect(caNotAfter(root.cert).getTime()).toBe(validTo(root.cert));
+  const ca = file(bundle);
+  expect(readTlsMaterial({ cert: file(leafA.cert), key: file(leafA.key), ca }).caNotAfter?.getTime()).toBe(
+    validTo(shortLived.cert),
+  );
+  expect(readTlsMaterial({ cert: file(leafA.cert), key: file(leafA.key) }).caNotAfter).toBeUndefined();
+  expect(readClientTls({ ca }).caNotAfter.getTime()).toBe(validTo(shortLived.cert));
 });

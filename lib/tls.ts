@@ -36,6 +36,8 @@ export interface TlsMaterial {
   subject: string;
   subjectAltName: string;
   notAfter: Date;
+  /** With a CA bundle: when the first of its certificates expires (caNotAfter), for the expiry metric. */
+  caNotAfter?: Date;
 }
 
 export class TlsFileError extends Error {
@@ -75,6 +77,17 @@ function readPem(path: string, what: string): string {
       `${what} ${path}: ${begins - blocks} of its ${begins} PEM blocks are incomplete (a BEGIN line without its END: the file is being written?)`,
     );
   return text;
+}
+
+/**
+ * When the first certificate of a PEM bundle (already read by readPem) expires: for a CA bundle,
+ * the day peers issued by that CA stop being accepted.
+ */
+export function caNotAfter(pem: string): Date {
+  let earliest = Number.POSITIVE_INFINITY;
+  for (const block of pem.matchAll(PEM_BLOCK))
+    if (block[1] === "CERTIFICATE") earliest = Math.min(earliest, Date.parse(new X509Certificate(block[0]).validTo));
+  return new Date(earliest);
 }
 
 /**
@@ -130,7 +143,7 @@ export function readTlsMaterial(paths: TlsPaths): TlsMaterial {
   return {
     cert,
     key,
-    ...(ca === undefined ? {} : { ca }),
+    ...(ca === undefined ? {} : { ca, caNotAfter: caNotAfter(ca) }),
     version,
     subject: leaf.subject,
     subjectAltName: leaf.subjectAltName ?? "",
@@ -229,6 +242,8 @@ export interface ClientTlsMaterial {
   version: string;
   /** The client certificate's expiry (with `cert`), for the expiry metric. */
   notAfter?: Date;
+  /** When the first certificate of the CA bundle expires, for the expiry metric. */
+  caNotAfter: Date;
 }
 
 /** Reads and checks a client's files: the CA parses; a certificate and key, if given, belong together and are valid now. */
@@ -240,7 +255,7 @@ export function readClientTls(paths: ClientTlsPaths): ClientTlsMaterial {
     throw new TlsFileError(`CA bundle ${paths.ca}: ${(err as Error).message}`);
   }
   if (paths.cert === undefined || paths.key === undefined) {
-    return { ca, version: createHash("sha256").update(ca).digest("hex") };
+    return { ca, version: createHash("sha256").update(ca).digest("hex"), caNotAfter: caNotAfter(ca) };
   }
   const pair = readTlsMaterial({ cert: paths.cert, key: paths.key });
   return {
@@ -249,6 +264,7 @@ export function readClientTls(paths: ClientTlsPaths): ClientTlsMaterial {
     key: pair.key,
     version: createHash("sha256").update(ca).update("\0").update(pair.version).digest("hex"),
     notAfter: pair.notAfter,
+    caNotAfter: caNotAfter(ca),
   };
 }
 

@@ -163,6 +163,10 @@ test("the client certificate's expiry and reloads are on /metrics, next to the e
   const first = await Bun.file(join(dir, "client.crt")).text();
   expect(before).toContain(`tls_certificate_expiry_timestamp_seconds${labels} ${seconds(first)}`);
   expect(before).toContain(`tls_certificate_reloads_total${labels} 0`);
+  // The CA the upstream is verified by: its expiry, and no reloads series of its own.
+  const caLabels = `{certificate="upstream-ca",upstream="${upstream.name}"}`;
+  expect(before).toContain(`tls_certificate_expiry_timestamp_seconds${caLabels} ${seconds(ca.cert)}`);
+  expect(before).not.toContain(`tls_certificate_reloads_total${caLabels}`);
 
   // A renewal with a later expiry: the series follows it.
   const renewed = await issue(ca, { commonName: "gateway", usage: "client", validDays: 120 });

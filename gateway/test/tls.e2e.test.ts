@@ -309,7 +309,7 @@ describe("TLS at the edge and inside", () => {
   );
 
   test.skipIf(!hasPromtool)(
-    "every certificate the stack presents is one PorticoCertificateExpiresSoon watches: 60 days on none fires, 88 days on each one does",
+    "PorticoCertificateExpiresSoon watches every certificate the stack presents and every CA it verifies by: 60 days on none fires, 88 days on each leaf does, 350 days on the CAs too",
     async () => {
       // What each process exports, labelled as Prometheus's scrape labels it (job, instance).
       const DAY = 86_400;
@@ -334,12 +334,17 @@ describe("TLS at the edge and inside", () => {
             `${g.name} server `,
             `${g.name} upstream-client rpcapp`,
             `${g.name} upstream-client webapp`,
+            `${g.name} upstream-ca rpcapp`,
+            `${g.name} upstream-ca webapp`,
           ]),
-          ...stack.processes.filter((p) => p.kind !== "gateway").map((p) => `${p.name} server `),
+          ...stack.processes
+            .filter((p) => p.kind !== "gateway")
+            .flatMap((p) => [`${p.name} server `, `${p.name} client-ca `]),
         ].sort(),
       );
-      // make dev's certificates last 90 days.
-      for (const s of series) expect(s.remaining).toBeGreaterThan(89 * DAY);
+      // make dev's certificates last 90 days, its CA 365.
+      const isCa = (s: (typeof series)[number]) => s.labels.certificate!.endsWith("-ca");
+      for (const s of series) expect(Math.round(s.remaining / DAY)).toBe(isCa(s) ? 365 : 90);
 
       const rules = parseYaml(clusterPrometheusFile("alerts.yml")) as {
         groups: { rules: Record<string, unknown>[] }[];
@@ -351,25 +356,32 @@ describe("TLS at the edge and inside", () => {
           .map(([k, v]) => `${k}="${v}"`)
           .join(",")}}`;
       // The test's clock starts at 0: each series says when its certificate ends, `days` from then.
-      const later = (days: number, fires: boolean) => ({
+      // Evaluated 2 h in: a warning under 21 days left, a critical under 3 (both past their `for`).
+      const left = (s: (typeof series)[number], days: number) => s.remaining - days * DAY - 7200;
+      const later = (days: number) => ({
         interval: "1m",
         input_series: series.map((s) => ({ series: selector(s.labels), values: `${s.remaining - days * DAY}x180` })),
         alert_rule_test: [
           {
             eval_time: "2h",
             alertname: "PorticoCertificateExpiresSoon",
-            exp_alerts: !fires
-              ? []
-              : series.flatMap((s) => [
-                  { exp_labels: { ...s.labels, severity: "warning" } },
-                  { exp_labels: { ...s.labels, severity: "critical" } },
-                ]),
+            exp_alerts: series.flatMap((s) => [
+              ...(left(s, days) < 21 * DAY ? [{ exp_labels: { ...s.labels, severity: "warning" } }] : []),
+              ...(left(s, days) < 3 * DAY ? [{ exp_labels: { ...s.labels, severity: "critical" } }] : []),
+            ]),
           },
         ],
       });
+      const frames = [later(60), later(88), later(350)];
+      const leaves = series.filter((s) => !isCa(s)).length;
+      expect(frames.map((f) => f.alert_rule_test[0]!.exp_alerts.length)).toEqual([
+        0,
+        2 * leaves,
+        2 * leaves + (series.length - leaves),
+      ]);
       writeFileSync(
         join(dir, "certificates.test.yml"),
-        toYaml({ rule_files: ["alerts.yml"], evaluation_interval: "1m", tests: [later(60, false), later(88, true)] }),
+        toYaml({ rule_files: ["alerts.yml"], evaluation_interval: "1m", tests: frames }),
       );
       const proc = Bun.spawn(["promtool", "test", "rules", join(dir, "certificates.test.yml")], {
         stdout: "pipe",

@@ -122,9 +122,12 @@ export function startRpcTls(settings: ServiceTlsSettings, opts: { log: Logger; r
   // Labelled as the gateway's and webapp's are, so that one alert rule covers every certificate
   // (k8s/monitoring/prometheus.yaml, PorticoCertificateExpiresSoon).
   if (opts.registry)
-    exportCertificates(opts.registry, () => [
-      { labels: { certificate: "server" }, notAfter: watcher.current.notAfter, reloads },
-    ]);
+    exportCertificates(opts.registry, () => {
+      const { notAfter, caNotAfter } = watcher.current;
+      const server = { labels: { certificate: "server" }, notAfter, reloads };
+      // The CA client certificates must come from (mutual TLS): once it expires, the gateway's is refused.
+      return caNotAfter ? [server, { labels: { certificate: "client-ca" }, notAfter: caNotAfter }] : [server];
+    });
 
   const mutual = settings.requireClientCert;
   // The provider serves the CA too only when client certificates are required: grpc-js then asks

@@ -276,6 +276,12 @@ describe("rpcapp with mutual TLS", () => {
       `tls_certificate_expiry_timestamp_seconds{certificate="server",service="rpcapp"} ${notAfter}`,
     );
     expect(metrics).toContain('tls_certificate_reloads_total{certificate="server",service="rpcapp"} 0');
+    // The CA client certificates must come from: its expiry, and no reloads series of its own.
+    const caNotAfter = new Date(new X509Certificate(read(pki.caFile)).validTo).getTime() / 1000;
+    expect(metrics).toContain(
+      `tls_certificate_expiry_timestamp_seconds{certificate="client-ca",service="rpcapp"} ${caNotAfter}`,
+    );
+    expect(metrics).not.toContain('tls_certificate_reloads_total{certificate="client-ca"');
   });
 
   test("logs who it is and that TLS is mutual in its start line", () => {
@@ -325,6 +331,10 @@ describe("rpcapp with TLS but no client CA", () => {
     const plain = await verifyOnce(app.grpcPort, grpc.credentials.createInsecure());
     expect(plain.error?.code).toBe(grpc.status.UNAVAILABLE);
     expect(startLine(app.proc)?.tls).toMatchObject({ subject: "CN=rpcapp", mutual: false });
+    // No client CA, no series for one.
+    const metrics = await metricsText(app.httpPort);
+    expect(metrics).toContain('tls_certificate_expiry_timestamp_seconds{certificate="server",service="rpcapp"}');
+    expect(metrics).not.toContain('certificate="client-ca"');
   });
 });
 

@@ -54,7 +54,7 @@ export class TlsListener {
         // Ask for a client certificate and refuse the handshake without one signed by the CA.
         ...(mutual ? { ca: material.ca, requestCert: true, rejectUnauthorized: true } : {}),
       }),
-      summarize: ({ subject, notAfter }) => ({ subject, notAfter }),
+      summarize: ({ subject, notAfter, caNotAfter }) => ({ subject, notAfter, ...(caNotAfter ? { caNotAfter } : {}) }),
       fetch: (request) => opts.fetch(request),
       log,
       ...(opts.registry ? { registry: opts.registry } : {}),

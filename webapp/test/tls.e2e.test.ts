@@ -99,10 +99,11 @@ function startTlsWebapp(env: Record<string, string | undefined>, name: string): 
   );
 }
 
-async function metricValue(name: string): Promise<number> {
+/** The value of `name`'s series whose labels include `certificate` (the server certificate's by default). */
+async function metricValue(name: string, certificate = "server"): Promise<number> {
   const text = await (await fetch(`${statusUrl}/metrics`)).text();
-  const line = text.split("\n").find((l) => l.startsWith(`${name}{`));
-  if (!line) throw new Error(`${name} is not on /metrics`);
+  const line = text.split("\n").find((l) => l.startsWith(`${name}{`) && l.includes(`certificate="${certificate}"`));
+  if (!line) throw new Error(`${name}{certificate="${certificate}"} is not on /metrics`);
   return Number(line.split(" ").at(-1));
 }
 
@@ -170,6 +171,10 @@ describe("webapp over mutual TLS", () => {
     const notAfter = new Date(new X509Certificate(read(served.cert)).validTo).getTime() / 1000;
     expect(await metricValue("tls_certificate_expiry_timestamp_seconds")).toBe(notAfter);
     expect(await metricValue("tls_certificate_reloads_total")).toBe(0);
+    // The CA client certificates must come from (TLS_CLIENT_CA_FILE): its expiry, no reloads series.
+    const caNotAfter = new Date(new X509Certificate(read(pki.caFile)).validTo).getTime() / 1000;
+    expect(await metricValue("tls_certificate_expiry_timestamp_seconds", "client-ca")).toBe(caNotAfter);
+    await expect(metricValue("tls_certificate_reloads_total", "client-ca")).rejects.toThrow("is not on /metrics");
     for (const [method, path] of [
       ["GET", "/projects"],
       ["POST", "/projects"],

@@ -213,14 +213,17 @@ export class GatewayMetrics {
       "counter",
       (u) => u.retries.budgetExhausted,
     );
-    // The client certificate the gateway presents to each upstream with mutual TLS: it expires
-    // like the edge certificate does, and every request to the upstream fails when it has.
+    // The client certificate the gateway presents to each upstream with mutual TLS, and the CA it
+    // verifies the upstream by: they expire like the edge certificate does, and every request to
+    // the upstream fails when one has.
     exportCertificates(registry, () =>
       [...gateway.upstreams.values()].flatMap((u) => {
-        const notAfter = u.tls?.notAfter;
-        return u.tls && notAfter
-          ? [{ labels: { certificate: "upstream-client", upstream: u.name }, notAfter, reloads: u.tls.reloads }]
-          : [];
+        if (!u.tls) return [];
+        const notAfter = u.tls.notAfter;
+        const ca = { labels: { certificate: "upstream-ca", upstream: u.name }, notAfter: u.tls.caNotAfter };
+        return notAfter
+          ? [{ labels: { certificate: "upstream-client", upstream: u.name }, notAfter, reloads: u.tls.reloads }, ca]
+          : [ca];
       }),
     );
   }

@@ -9,7 +9,8 @@
  * The files are polled (lib/tls.ts); a renewal is used by connections opened after it (the HTTP/1.1
  * pools and the HTTP/2 sessions keep the connections they have until they close). The client
  * certificate's expiry and reloads are on /metrics (telemetry/metrics.ts:
- * `tls_certificate_expiry_timestamp_seconds{certificate="upstream-client",upstream=…}`).
+ * `tls_certificate_expiry_timestamp_seconds{certificate="upstream-client",upstream=…}`), and so is
+ * the CA's expiry (`certificate="upstream-ca"`).
  */
 import { isIP } from "node:net";
 import type { SecureClientSessionOptions } from "node:http2";
@@ -55,6 +56,11 @@ export class UpstreamTlsClient {
   /** When the client certificate in use expires; undefined without one (no mutual TLS). */
   get notAfter(): Date | undefined {
     return this.#watcher.current.notAfter;
+  }
+
+  /** When the first certificate of the CA bundle the upstream is verified by expires. */
+  get caNotAfter(): Date {
+    return this.#watcher.current.caNotAfter;
   }
 
   /** The name `address`'s certificate must carry. */

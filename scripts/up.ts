@@ -68,12 +68,14 @@ await main("make up", async () => {
   await run(kubectl("apply", "-f", join(REPO_ROOT, "k8s/namespace.yaml")), { stream: true });
   const secrets = await ensureSecrets();
   // The certificates of every hop: a self-signed CA and its leaves when the namespace has none,
-  // existing ones (an earlier run's, cert-manager's) left as they are.
+  // ours renewed when they end within 30 days, others (cert-manager's) left as they are.
   const tls = await ensureTlsSecrets();
   const created = [...secrets.created, ...tls.created];
   const kept = [...secrets.kept, ...tls.kept];
   if (created.length > 0) console.log(`created: ${created.join(", ")}`);
+  if (tls.renewed.length > 0) console.log(`renewed (ending within 30 days): ${tls.renewed.join(", ")}`);
   if (kept.length > 0) console.log(`kept as they are: ${kept.join(", ")}`);
+  for (const warning of tls.warnings) console.error(chalk.yellow(`warning: ${warning}`));
 
   step(`deploy k8s/ into namespace ${NAMESPACE} (context ${kubeContext()})`);
   const overlay = writeOverlay(join(REPO_ROOT, "k8s"), tag);

@@ -1,8 +1,9 @@
 /**
  * The cluster's TLS Secrets, in cert-manager's layout (type `kubernetes.io/tls`, keys `tls.crt`,
  * `tls.key`, `ca.crt`): one per identity of scripts/tls/pki.ts, and one for the OpenTelemetry
- * Collector (which `make dev` does not run), issued by a CA kept in a Secret of the same layout. `make up` creates each one the namespace does not have yet and leaves existing
- * ones alone, as cluster/secrets.ts does for the passwords: Secrets that cert-manager manages
+ * Collector (which `make dev` does not run), issued by a CA kept in a Secret of the same layout.
+ * `make up` creates each one the namespace does not have yet, renews in place those it made that
+ * end within RENEW_BEFORE_DAYS, and leaves the others alone: Secrets that cert-manager manages
  * (k8s/examples/cert-manager/issuer.yaml) are never touched, and a certificate renewed in place is
  * taken by the pods without a restart (docs/deployment.md, "TLS").
  *
@@ -13,6 +14,7 @@
  */
 import { X509Certificate } from "node:crypto";
 import { isIP } from "node:net";
+import ipaddr from "ipaddr.js";
 import { stringify } from "yaml";
 import { $ } from "zx";
 import { CommandFailed, printCommand, run, ScriptError } from "../cli.ts";
@@ -53,6 +55,14 @@ export const TLS_CA_SECRET = "portico-tls-ca";
 export const TLS_SECRET_KEYS = ["tls.crt", "tls.key", "ca.crt"] as const;
 
 type Env = Record<string, string | undefined>;
+
+/**
+ * `make up` renews a certificate it issued once it ends within this many days: cert-manager's
+ * `renewBefore` in k8s/examples/cert-manager/issuer.yaml, and well before PorticoCertificateExpiresSoon
+ * (21 days, k8s/monitoring/prometheus.yaml) would fire.
+ */
+export const RENEW_BEFORE_DAYS = 30;
+const DAY_MS = 86_400_000;
 
 /** A ClusterIP Service's names inside the cluster: short, with its namespace, and fully qualified. */
 export function serviceDnsNames(service: string, namespace = NAMESPACE): string[] {
@@ -161,6 +171,45 @@ async function trustsCa(name: TlsSecretName, ca: CertificateAuthority): Promise<
   }
 }
 
+/** What `make up` reads of a Secret that exists: whether cert-manager manages it, and its certificate. */
+interface ExistingSecret {
+  managed: boolean;
+  cert?: X509Certificate;
+}
+
+/** The Secret `name` as it is: "missing", or what can be read of it (nothing: it is left alone). */
+async function readExisting(name: TlsSecretName): Promise<ExistingSecret | "missing" | undefined> {
+  const out = await run(kubectl("-n", NAMESPACE, "get", "secret", name, "-o", "json"), { nothrow: true });
+  if (out.exitCode !== 0) return "missing";
+  try {
+    const secret = JSON.parse(out.stdout) as {
+      metadata?: { annotations?: Record<string, string> };
+      data?: Record<string, string>;
+    };
+    const managed = Object.keys(secret.metadata?.annotations ?? {}).some((k) => k.startsWith("cert-manager.io/"));
+    const pem = decoded(secret.data, "tls.crt");
+    return { managed, ...(pem ? { cert: new X509Certificate(pem) } : {}) };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The identity a renewed certificate is issued for: `identity`, plus every name the one it
+ * replaces carried (an edge certificate issued with EDGE_HOSTS keeps them on a run without).
+ */
+function withNamesOf(old: X509Certificate | undefined, identity: LeafOptions): LeafOptions {
+  if (!old?.subjectAltName) return identity;
+  const dns = new Set(identity.dnsNames ?? []);
+  const ips = new Set((identity.ipAddresses ?? []).map((a) => ipaddr.parse(a).toString()));
+  for (const entry of old.subjectAltName.split(", ")) {
+    if (entry.startsWith("DNS:")) dns.add(entry.slice(4));
+    else if (entry.startsWith("IP Address:") && ipaddr.isValid(entry.slice(11)))
+      ips.add(ipaddr.parse(entry.slice(11)).toString());
+  }
+  return { ...identity, dnsNames: [...dns], ipAddresses: [...ips] };
+}
+
 /** The addresses `minikube ip` prints (the host part of the NodePort URLs on Linux); none when it fails. */
 async function minikubeIps(): Promise<string[]> {
   const out = await run(["minikube", "ip"], { nothrow: true });
@@ -168,40 +217,74 @@ async function minikubeIps(): Promise<string[]> {
 }
 
 /**
- * Creates each missing TLS Secret in the namespace (which must exist), leaving existing ones alone.
- * EDGE_HOSTS (comma-separated DNS names) are added to a new edge certificate, as for `make certs`.
+ * Creates each missing TLS Secret in the namespace (which must exist), and renews in place each one
+ * it issued that ends within RENEW_BEFORE_DAYS, from the same CA (the pods take it without a
+ * restart); others are left alone, cert-manager's always. EDGE_HOSTS (comma-separated DNS names)
+ * are added to a new edge certificate, as for `make certs`; a renewed one keeps the names it had.
+ *
+ * A missing certificate that cannot be issued for the CA the pods trust stops make up. A renewal
+ * that cannot be made is a warning: the cluster works until the certificate ends, and
+ * PorticoCertificateExpiresSoon says so in time.
  */
-export async function ensureTlsSecrets(env: Env = process.env): Promise<{ created: string[]; kept: string[] }> {
+export async function ensureTlsSecrets(
+  env: Env = process.env,
+): Promise<{ created: string[]; renewed: string[]; kept: string[]; warnings: string[] }> {
   const missing: TlsSecretName[] = [];
   const kept: TlsSecretName[] = [];
+  /** Existing certificates make up issued that end soon, with the certificate each holds now. */
+  const due = new Map<TlsSecretName, X509Certificate>();
+  const warnings: string[] = [];
   for (const name of Object.keys(TLS_SECRETS) as TlsSecretName[]) {
-    const exists = await run(kubectl("-n", NAMESPACE, "get", "secret", name, "-o", "name"), { nothrow: true });
-    (exists.exitCode === 0 ? kept : missing).push(name);
+    const existing = await readExisting(name);
+    if (existing === "missing") {
+      missing.push(name);
+      continue;
+    }
+    kept.push(name);
+    if (existing?.cert && !existing.managed && endsWithin(existing.cert, RENEW_BEFORE_DAYS))
+      due.set(name, existing.cert);
   }
-  if (missing.length === 0) return { created: [], kept };
+  if (missing.length === 0 && due.size === 0) return { created: [], renewed: [], kept, warnings };
 
-  let ca = await existingCa();
   const created: string[] = [];
+  let ca: CertificateAuthority | undefined;
+  try {
+    ca = await existingCa();
+  } catch (err) {
+    if (missing.length > 0) throw err;
+    warnings.push((err as Error).message);
+  }
   if (ca) {
     // A certificate from another CA would be refused by the pods that trust this one, and the other way round.
     const strangers: TlsSecretName[] = [];
     for (const name of kept) if (!(await trustsCa(name, ca))) strangers.push(name);
-    if (strangers.length > 0)
+    if (strangers.length > 0 && missing.length > 0)
       throw new ScriptError(
         `${strangers.join(", ")} ${strangers.length === 1 ? "does" : "do"} not name the CA in ${TLS_CA_SECRET} as ca.crt, so ${missing.join(", ")} cannot be issued for the same trust.\n` +
           `Issue ${missing.length === 1 ? "it" : "them"} with the CA that signed the others (cert-manager: k8s/examples/cert-manager/issuer.yaml), or start afresh:\n` +
           `  kubectl -n ${NAMESPACE} delete secret ${[TLS_CA_SECRET, ...kept].join(" ")}\n  make up`,
       );
+    const unrenewable = strangers.filter((n) => due.has(n));
+    if (unrenewable.length > 0) warnings.push(notRenewed(unrenewable, due, `the CA in ${TLS_CA_SECRET} did not sign`));
+    for (const name of unrenewable) due.delete(name);
+    if (due.size > 0 && endsWithin(new X509Certificate(ca.cert), RENEW_BEFORE_DAYS))
+      warnings.push(
+        `the CA in ${TLS_CA_SECRET} ends ${new X509Certificate(ca.cert).validTo}: make up renews the certificates it signed, not the CA itself (docs/deployment.md, "TLS")`,
+      );
   } else if (kept.length > 0) {
-    throw new ScriptError(
-      `${kept.join(", ")} ${kept.length === 1 ? "exists" : "exist"} but ${TLS_CA_SECRET} does not: ${missing.join(", ")} cannot be issued by the CA the pods already trust.\n` +
-        `Issue ${missing.length === 1 ? "it" : "them"} with that CA (cert-manager: k8s/examples/cert-manager/issuer.yaml), or delete the others and run make up again for a new CA:\n` +
-        `  kubectl -n ${NAMESPACE} delete secret ${kept.join(" ")}`,
-    );
+    if (missing.length > 0)
+      throw new ScriptError(
+        `${kept.join(", ")} ${kept.length === 1 ? "exists" : "exist"} but ${TLS_CA_SECRET} does not: ${missing.join(", ")} cannot be issued by the CA the pods already trust.\n` +
+          `Issue ${missing.length === 1 ? "it" : "them"} with that CA (cert-manager: k8s/examples/cert-manager/issuer.yaml), or delete the others and run make up again for a new CA:\n` +
+          `  kubectl -n ${NAMESPACE} delete secret ${kept.join(" ")}`,
+      );
+    if (due.size > 0) warnings.push(notRenewed([...due.keys()], due, `no usable CA in ${TLS_CA_SECRET} can sign`));
+    due.clear();
   } else {
     ca = await createCa(`Portico cluster CA (namespace ${NAMESPACE})`);
     created.push(TLS_CA_SECRET);
   }
+  if (!ca || (missing.length === 0 && due.size === 0)) return { created: [], renewed: [], kept, warnings };
 
   const edgeHosts = (env.EDGE_HOSTS ?? "")
     .split(",")
@@ -209,12 +292,25 @@ export async function ensureTlsSecrets(env: Env = process.env): Promise<{ create
     .filter(Boolean);
   const edgeIps = missing.includes("portico-edge-tls") ? await minikubeIps() : [];
   const identities = clusterIdentities({ edgeHosts, edgeIps });
+  const renewed = [...due.keys()];
   const objects = [
     ...(created.includes(TLS_CA_SECRET) ? [tlsSecretManifest(TLS_CA_SECRET, ca, ca.cert)] : []),
     ...(await issueTlsSecrets(ca, missing, identities)),
   ];
+  for (const name of renewed)
+    objects.push(tlsSecretManifest(name, await issue(ca, withNamesOf(due.get(name), identities[name])), ca.cert));
   // Every certificate issued first, then one apply: a failure to issue applies nothing.
   await applyStdin(objects.map((o) => stringify(o)).join("---\n"));
   created.push(...missing);
-  return { created, kept };
+  return { created, renewed, kept: kept.filter((n) => !due.has(n)), warnings };
+}
+
+function endsWithin(cert: X509Certificate, days: number): boolean {
+  return Date.parse(cert.validTo) - Date.now() < days * DAY_MS;
+}
+
+/** The warning for certificates due that this run cannot renew, and `why`. */
+function notRenewed(names: TlsSecretName[], due: Map<TlsSecretName, X509Certificate>, why: string): string {
+  const ends = names.map((n) => `${n} (ends ${new Date(due.get(n)!.validTo).toISOString().slice(0, 10)})`);
+  return `not renewed, as ${why} ${names.length === 1 ? "it" : "them"}: ${ends.join(", ")}; renew ${names.length === 1 ? "it" : "them"} by hand (docs/deployment.md, "TLS")`;
 }

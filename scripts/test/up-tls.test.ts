@@ -7,8 +7,8 @@
 import { afterEach, expect, test } from "bun:test";
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { parseAllDocuments } from "yaml";
-import { TLS_CA_SECRET, TLS_SECRETS } from "../cluster/tls.ts";
-import { createCa } from "../tls/pki.ts";
+import { clusterIdentities, TLS_CA_SECRET, TLS_SECRETS } from "../cluster/tls.ts";
+import { createCa, issue } from "../tls/pki.ts";
 import { type Fakes, HAPPY, makeFakes, runScript } from "./fakes.ts";
 
 let fakes: Fakes | undefined;
@@ -134,7 +134,7 @@ test("TLS Secrets that exist are left alone: no CA is read or made, nothing is a
   expect(run.exitCode).toBe(0);
   const calls = fakes.calls();
   for (const name of LEAVES)
-    expect(calls).toContain(`kubectl --context=minikube -n portico get secret ${name} -o name`);
+    expect(calls).toContain(`kubectl --context=minikube -n portico get secret ${name} -o json`);
   expect(calls.filter((c) => c.includes(TLS_CA_SECRET) || c.endsWith("apply -f -") || c === "minikube ip")).toEqual([]);
   expect(fakes.appliedStdin()).toEqual([]);
   expect(run.stdout).toContain(
@@ -180,7 +180,7 @@ test("renewal: the five certificates deleted, the CA kept, are issued again by t
   const b64 = (t: string) => Buffer.from(t).toString("base64");
   const json = JSON.stringify({ data: { "tls.crt": b64(ca.cert), "tls.key": b64(ca.key), "ca.crt": b64(ca.cert) } });
   const f = withKubectl(
-    `  *"get secret ${TLS_CA_SECRET} -o json"*) printf '%s' '${json}' ;;\n  *"get secret portico-"*"-tls -o name"*) ${NOT_FOUND} ;;`,
+    `  *"get secret ${TLS_CA_SECRET} -o json"*) printf '%s' '${json}' ;;\n  *"get secret portico-"*"-tls -o json"*) ${NOT_FOUND} ;;`,
   );
   const run = await runScript("up", f);
   expect(run.stderr).toBe("");
@@ -230,4 +230,106 @@ test("a failing apply of the certificates stops up with kubectl's message, befor
   expect(run.stderr).toContain("`kubectl --context=minikube apply -f -` failed (exit 1)");
   expect(run.stderr).toContain("secrets is forbidden");
   expect(f.calls().some((c) => c.includes("apply -k"))).toBe(false);
+});
+
+const DAY_MS = 86_400_000;
+const b64 = (t: string) => Buffer.from(t).toString("base64");
+
+/** `kubectl get secret <name> -o json` for a TLS Secret holding `pem`, signed by `ca`, with `annotations`. */
+function secretJson(pem: { cert: string; key: string }, ca: string, annotations: Record<string, string> = {}): string {
+  return JSON.stringify({
+    metadata: { annotations },
+    data: { "tls.crt": b64(pem.cert), "tls.key": b64(pem.key), "ca.crt": b64(ca) },
+  });
+}
+
+/** A leaf of `name`'s identity (plus `extra`), issued so that it ends `daysLeft` days from now. */
+async function leafEnding(ca: Awaited<ReturnType<typeof createCa>>, name: string, daysLeft: number, extra = {}) {
+  const identity = clusterIdentities()[name as keyof typeof TLS_SECRETS];
+  return issue(ca, {
+    ...identity,
+    ...extra,
+    validFrom: new Date(Date.now() - (90 - daysLeft) * DAY_MS),
+    validDays: 90,
+  });
+}
+
+test("make up renews the certificates it issued that end within 30 days, from their CA, keeping their names; cert-manager's and younger ones are left alone", async () => {
+  const ca = await createCa("the cluster CA");
+  const edge = await leafEnding(ca, "portico-edge-tls", 20, {
+    dnsNames: [...clusterIdentities()["portico-edge-tls"].dnsNames!, "api.portico.example"],
+    ipAddresses: ["127.0.0.1", "::1", "192.0.2.77"],
+  });
+  const client = await leafEnding(ca, "portico-gateway-client-tls", 2);
+  const managed = await leafEnding(ca, "portico-webapp-tls", 10);
+  const young = await leafEnding(ca, "portico-rpcapp-tls", 60);
+  const ended = await leafEnding(ca, "portico-otel-collector-tls", -1);
+  const answers: Record<string, string> = {
+    "portico-edge-tls": secretJson(edge, ca.cert),
+    "portico-gateway-client-tls": secretJson(client, ca.cert),
+    "portico-webapp-tls": secretJson(managed, ca.cert, { "cert-manager.io/certificate-name": "portico-webapp-tls" }),
+    "portico-rpcapp-tls": secretJson(young, ca.cert),
+    "portico-otel-collector-tls": secretJson(ended, ca.cert),
+    [TLS_CA_SECRET]: secretJson(ca, ca.cert),
+  };
+  const f = withKubectl(
+    [
+      // First: `-o json` is the start of `-o jsonpath=…` too.
+      `  *"get secret portico-"*"-o jsonpath="*) printf '%s' '${b64(ca.cert)}' ;;`,
+      ...Object.entries(answers).map(([name, json]) => `  *"get secret ${name} -o json"*) printf '%s' '${json}' ;;`),
+    ].join("\n"),
+  );
+  const run = await runScript("up", f);
+  expect(run.stderr).toBe("");
+  expect(run.exitCode).toBe(0);
+
+  const renewed = ["portico-edge-tls", "portico-gateway-client-tls", "portico-otel-collector-tls"];
+  const secrets = appliedSecrets(f);
+  expect(secrets.map((s) => s.name)).toEqual(renewed);
+  const caCert = new X509Certificate(ca.cert);
+  for (const s of secrets) {
+    const cert = new X509Certificate(s.data["tls.crt"]!);
+    const daysLeft = Math.round((Date.parse(cert.validTo) - Date.now()) / DAY_MS);
+    expect({ name: s.name, verified: cert.verify(caCert.publicKey), ca: s.data["ca.crt"], daysLeft }).toEqual({
+      name: s.name,
+      verified: true,
+      ca: ca.cert,
+      daysLeft: 90,
+    });
+    expect(cert.checkPrivateKey(createPrivateKey(s.data["tls.key"]!))).toBe(true);
+    const before = JSON.parse(answers[s.name]!) as { data: Record<string, string> };
+    expect(cert.subject).toBe(new X509Certificate(Buffer.from(before.data["tls.crt"]!, "base64")).subject);
+  }
+  // The edge keeps the names it was issued with (EDGE_HOSTS and minikube's address of that run).
+  const newEdge = new X509Certificate(secrets[0]!.data["tls.crt"]!);
+  expect(newEdge.checkHost("api.portico.example")).toBe("api.portico.example");
+  expect(newEdge.checkHost("gateway.portico.svc.cluster.local")).toBe("gateway.portico.svc.cluster.local");
+  expect(newEdge.checkIP("192.0.2.77")).toBe("192.0.2.77");
+  expect(newEdge.checkIP("::1")).toBe("::1");
+  expect(new X509Certificate(secrets[1]!.data["tls.crt"]!).keyUsage).toEqual([CLIENT_AUTH]);
+  // Nothing was missing: minikube is not asked for its address, and one apply carries the renewals.
+  expect(f.calls()).not.toContain("minikube ip");
+  expect(f.calls().filter((c) => c.endsWith("apply -f -"))).toHaveLength(1);
+  expect(run.stdout).toContain(`renewed (ending within 30 days): ${renewed.join(", ")}`);
+  expect(run.stdout).toContain("portico-webapp-tls, portico-rpcapp-tls");
+  for (const piece of fragments(ca.key)) expect(f.calls().join("\n") + run.stdout).not.toContain(piece);
+});
+
+test("a certificate due for renewal without a CA that can sign it: a warning naming it, nothing applied, up goes on", async () => {
+  const ca = await createCa("a CA whose Secret is gone");
+  const edge = await leafEnding(ca, "portico-edge-tls", 10);
+  const f = withKubectl(
+    [
+      `  *"get secret portico-edge-tls -o json"*) printf '%s' '${secretJson(edge, ca.cert)}' ;;`,
+      `  *"get secret ${TLS_CA_SECRET} -o json"*) ${NOT_FOUND} ;;`,
+    ].join("\n"),
+  );
+  const run = await runScript("up", f);
+  expect(run.exitCode).toBe(0);
+  const ends = new Date(new X509Certificate(edge.cert).validTo).toISOString().slice(0, 10);
+  expect(run.stderr).toContain(
+    `warning: not renewed, as no usable CA in ${TLS_CA_SECRET} can sign it: portico-edge-tls (ends ${ends})`,
+  );
+  expect(f.appliedStdin()).toEqual([]);
+  expect(f.calls().some((c) => c.includes("apply -k"))).toBe(true);
 });

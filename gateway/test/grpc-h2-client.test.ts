@@ -1,9 +1,10 @@
 /**
  * The lean unary gRPC client (src/grpc/h2-client.ts) against real servers on loopback: a grpc-js
- * server for the ordinary path (what rpcapp runs), and a raw `node:http2` server for what a
- * well-behaved gRPC server never sends — Trailers-Only answers, HTTP errors without a gRPC
- * status, compressed or oversized messages, stream resets, GOAWAY, dropped connections, a
- * stream limit, silence past the deadline.
+ * server for the ordinary path (what rpcapp runs), and a raw `node:http2` server — or one written
+ * frame by frame — for what a well-behaved gRPC server never sends: Trailers-Only answers, a
+ * status in headers that leave the stream open, HTTP errors without a gRPC status, compressed or
+ * oversized messages, stream resets, GOAWAY, dropped connections, a stream limit, silence past
+ * the deadline.
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
@@ -18,9 +19,19 @@ import { resolveMethod } from "../src/grpc/method.ts";
 import { GrpcCode } from "../src/grpc/status.ts";
 import { decodeGrpcMessage, frameMessage, grpcTimeout, type MetadataHeaders, setMetadata } from "../src/grpc/wire.ts";
 import { CLIENT_WATCH_MS } from "../src/upstream/client-watch.ts";
+import { dispatch } from "../src/upstream/dispatch.ts";
 import { classify } from "../src/upstream/outcome.ts";
 import { startUserVerifyServer } from "./grpc-upstream.ts";
-import { answer, type RawServer, rawServer as startRawServer } from "./raw-h2-server.ts";
+import {
+  answer,
+  type FrameConnection,
+  type FrameServer,
+  frame,
+  type RawServer,
+  frameServer as startFrameServer,
+  rawServer as startRawServer,
+} from "./raw-h2-server.ts";
+import { context, testConfig, testUpstream } from "./upstream-harness.ts";
 
 const verify = resolveMethod(parseProtos(["proto/userverify.proto"]), "userverify.UserVerify/VerifyUser");
 const REQUEST = verify.encodeFramed({ id: 7, token: "t" });
@@ -48,53 +59,34 @@ async function rawServer(...args: Parameters<typeof startRawServer>): Promise<Ra
   return server;
 }
 
-/** One HTTP/2 frame (RFC 9113 §4.1), for servers that must send what node:http2 would not. */
-function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head[3] = type;
-  head[4] = flags;
-  head.writeUInt32BE(stream, 5);
-  return Buffer.concat([head, payload]);
+/** A frame-level server (raw-h2-server.ts), closed when the file's tests end. */
+async function frameServer(onRequest: (connection: FrameConnection, stream: number) => void): Promise<FrameServer> {
+  const server = await startFrameServer(onRequest);
+  cleanup.push(() => server.close());
+  return server;
 }
 
 /**
  * A server that answers every request with RST_STREAM `code`, written as raw frames: Bun's own
  * HTTP/2 server sends code 0 whatever `stream.close(code)` is given (Bun 1.4.5).
  */
-async function resetServer(code: number): Promise<{ address: string; streams: number[] }> {
-  const streams: number[] = [];
-  const server = net.createServer((socket) => {
-    socket.on("error", () => {});
-    let buffered = Buffer.alloc(0);
-    let prefaceSeen = false;
-    socket.write(frame(4, 0, 0, Buffer.alloc(0))); // SETTINGS
-    socket.on("data", (chunk: Buffer) => {
-      buffered = Buffer.concat([buffered, chunk]);
-      if (!prefaceSeen) {
-        if (buffered.length < 24) return;
-        buffered = buffered.subarray(24);
-        prefaceSeen = true;
-      }
-      while (buffered.length >= 9) {
-        const length = buffered.readUIntBE(0, 3);
-        if (buffered.length < 9 + length) return;
-        const [type, flags, stream] = [buffered[3]!, buffered[4]!, buffered.readUInt32BE(5) & 0x7fffffff];
-        buffered = buffered.subarray(9 + length);
-        if (type === 4 && (flags & 1) === 0) socket.write(frame(4, 1, 0, Buffer.alloc(0))); // SETTINGS ack
-        if (type === 1) {
-          streams.push(stream);
-          const rst = Buffer.alloc(4);
-          rst.writeUInt32BE(code);
-          socket.write(frame(3, 0, stream, rst));
-        }
-      }
-    });
-  });
-  const port = await freePort();
-  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
-  cleanup.push(() => server.close());
-  return { address: `127.0.0.1:${port}`, streams };
+function resetServer(code: number): Promise<FrameServer> {
+  return frameServer((connection, stream) => connection.rst(stream, code));
+}
+
+/**
+ * An upstream whose one gRPC endpoint is `address`, as the gateway builds it (outlier detection
+ * and breaker included), and a request through dispatch.ts on a non-idempotent route.
+ */
+function upstreamOf(address: string, timeoutMs: number) {
+  const config = testConfig({ protocol: "grpc", endpoints: address, timeoutMs });
+  const upstream = testUpstream(config);
+  cleanup.push(() => upstream.close());
+  const request = () =>
+    dispatch(upstream, config.routes[0]!, context(), false, (endpoint, ms) =>
+      callUnary(endpoint.grpcChannel(), verify, REQUEST, {}, ms, LIMIT),
+    );
+  return { endpoint: upstream.endpoints[0]!, request };
 }
 
 const reply = (message: string) => frameMessage(verify.responseType.encode({ message }).finish());
@@ -176,6 +168,46 @@ describe("against a raw HTTP/2 server", () => {
       code: GrpcCode.NOT_FOUND,
       details: "no such user",
     });
+  });
+
+  test("a grpc-status in headers that leave the stream open is not the call's status: the trailers say, and no stream is left open", async () => {
+    let mode = "status-then-silence";
+    const silentStreams: ServerHttp2Stream[] = [];
+    const srv = await rawServer(
+      (stream) => {
+        if (mode === "status-then-silence") {
+          // A handler that answered NOT_FOUND and never ended its stream.
+          silentStreams.push(stream);
+          stream.respond({ ":status": 200, "content-type": "application/grpc", "grpc-status": "5" });
+        } else if (mode === "0-then-13")
+          answer(
+            stream,
+            reply("dropped"),
+            { "grpc-status": "13", "grpc-message": "from%20the%20trailers" },
+            { "grpc-status": "0" },
+          );
+        else if (mode === "0-then-reply") answer(stream, reply("kept"), { "grpc-status": "0" }, { "grpc-status": "0" });
+        else answer(stream, reply("ok"), { "grpc-status": "0" });
+      },
+      // One stream at a time: one left open would make every later call wait out its deadline.
+      { maxConcurrentStreams: 1 },
+    );
+    const ch = channel(srv.address);
+    expect(await call(ch, 200)).toMatchObject({ kind: "status", code: GrpcCode.DEADLINE_EXCEEDED });
+    // Settled at the deadline, and its stream cancelled: the server's stream is free again.
+    await waitFor("the server's stream closed", () => silentStreams[0]?.closed === true, {
+      timeoutMs: 1_000,
+      intervalMs: 5,
+    });
+    expect(silentStreams[0]!.rstCode).toBe(http2.constants.NGHTTP2_CANCEL);
+    mode = "answer";
+    expect(await call(ch, 1_000)).toMatchObject({ kind: "reply", reply: { message: "ok" } });
+    // The status in the trailers, not the one in the headers before the message.
+    mode = "0-then-13";
+    expect(await call(ch)).toMatchObject({ kind: "status", code: GrpcCode.INTERNAL, details: "from the trailers" });
+    mode = "0-then-reply";
+    expect(await call(ch)).toMatchObject({ kind: "reply", reply: { message: "kept" } });
+    expect(srv.sessions.length).toBe(1);
   });
 
   test("an HTTP error without a gRPC status maps by the spec's table (503 → UNAVAILABLE, 404 → UNIMPLEMENTED)", async () => {
@@ -286,11 +318,12 @@ describe("against a raw HTTP/2 server", () => {
     expect(await call(ch)).toMatchObject({ kind: "status", code: GrpcCode.UNIMPLEMENTED });
   });
 
-  test("stream resets: REFUSED_STREAM is sent once more, then UNAVAILABLE and unsent (safe to retry); CANCEL is CANCELLED", async () => {
+  test("stream resets: REFUSED_STREAM is sent once more, then UNAVAILABLE (not unsent: the endpoint is up); CANCEL is CANCELLED", async () => {
     const refusing = await resetServer(http2.constants.NGHTTP2_REFUSED_STREAM);
     const refused = await call(channel(refusing.address));
-    expect(refused).toMatchObject({ kind: "status", code: GrpcCode.UNAVAILABLE, unsent: true });
-    expect(classify(refused)).toBe("connect");
+    expect(refused).toMatchObject({ kind: "status", code: GrpcCode.UNAVAILABLE });
+    expect((refused as { unsent?: true }).unsent).toBeUndefined();
+    expect(classify(refused)).toBe("unavailable");
     expect(refusing.streams).toEqual([1, 3]);
     const cancelling = await resetServer(http2.constants.NGHTTP2_CANCEL);
     const cancelled = await call(channel(cancelling.address));
@@ -391,19 +424,31 @@ describe("against a raw HTTP/2 server", () => {
   });
 
   test("the connection dropped mid-call: UNAVAILABLE, not unsent (it may have been processed); the next call reconnects", async () => {
+    // Frame by frame: Bun's server, told to destroy its session, first ends the stream cleanly
+    // (GOAWAY keeping it, then an empty DATA with END_STREAM) — a call ended without a status on
+    // the wire, not a dropped connection —, and it allows no touching its socket.
     let drop = true;
-    const srv = await rawServer((stream) => {
-      if (drop) stream.session?.destroy();
-      else answer(stream, reply("again"), { "grpc-status": "0" });
+    const srv = await frameServer((connection, stream) => {
+      connection.headers(stream, { ":status": "200", "content-type": "application/grpc" });
+      if (drop) setTimeout(() => connection.socket.destroy(), 10);
+      else {
+        connection.data(stream, reply("again"));
+        connection.headers(stream, { "grpc-status": "0" }, true);
+      }
     });
     const ch = channel(srv.address);
     const dropped = await call(ch);
-    expect(dropped).toMatchObject({ kind: "status", code: GrpcCode.UNAVAILABLE });
+    expect(dropped).toMatchObject({
+      kind: "status",
+      code: GrpcCode.UNAVAILABLE,
+      details: "connection to the upstream lost during the call",
+    });
     expect((dropped as { unsent?: true }).unsent).toBeUndefined();
     expect(classify(dropped)).toBe("unavailable");
     drop = false;
-    expect(await call(ch)).toMatchObject({ kind: "reply" });
-    expect(srv.sessions.length).toBe(2);
+    expect(await call(ch)).toMatchObject({ kind: "reply", reply: { message: "again" } });
+    // Stream 1 of a second connection.
+    expect(srv.streams).toEqual([1, 1]);
   });
 
   test("GOAWAY: calls above the last stream id were not processed, and go again over a new session (once)", async () => {
@@ -424,6 +469,50 @@ describe("against a raw HTTP/2 server", () => {
     expect(held.length).toBe(5);
   });
 
+  test("after a GOAWAY that keeps the call, a reset or a missing status is what it is; only a lost connection is UNAVAILABLE", async () => {
+    // On Bun the session is already closed and destroyed when the last stream of a GOAWAY'd
+    // session closes: that said "connection lost" (UNAVAILABLE, retried) for every one of these.
+    let mode = "";
+    const srv = await frameServer((connection, stream) => {
+      connection.goaway(stream); // NO_ERROR, and this call is processed
+      setTimeout(() => {
+        if (mode === "cancel") connection.rst(stream, http2.constants.NGHTTP2_CANCEL);
+        else if (mode === "internal") connection.rst(stream, http2.constants.NGHTTP2_INTERNAL_ERROR);
+        else if (mode === "no-status") {
+          connection.headers(stream, { ":status": "200", "content-type": "application/grpc" });
+          connection.data(stream, reply("no trailers"), true);
+        } else if (mode === "reset-no-error") connection.rst(stream, http2.constants.NGHTTP2_NO_ERROR);
+        else {
+          connection.headers(stream, { ":status": "200", "content-type": "application/grpc" });
+          setTimeout(() => connection.socket.destroy(), 20);
+        }
+      }, 20);
+    });
+    const ch = channel(srv.address);
+    const outcomes: Record<string, GrpcOutcome> = {};
+    for (mode of ["cancel", "internal", "no-status", "reset-no-error", "connection-lost"])
+      outcomes[mode] = await call(ch);
+    expect(outcomes.cancel).toMatchObject({ kind: "status", code: GrpcCode.CANCELLED });
+    expect(classify(outcomes.cancel!)).toBe("ok");
+    expect(outcomes.internal).toMatchObject({ kind: "status", code: GrpcCode.INTERNAL });
+    expect((outcomes.internal as { details: string }).details).toContain("RST_STREAM code 2");
+    for (const ended of [outcomes["no-status"], outcomes["reset-no-error"]])
+      expect(ended).toMatchObject({
+        kind: "status",
+        code: GrpcCode.INTERNAL,
+        details: "the upstream ended the call without a gRPC status",
+      });
+    // The socket closed under the call: that stays a lost connection (it may have been processed).
+    expect(outcomes["connection-lost"]).toMatchObject({
+      kind: "status",
+      code: GrpcCode.UNAVAILABLE,
+      details: "connection to the upstream lost during the call",
+    });
+    expect((outcomes["connection-lost"] as { unsent?: true }).unsent).toBeUndefined();
+    // Each call on its own connection (the one before went away), none sent twice.
+    expect(srv.streams).toEqual([1, 1, 1, 1, 1]);
+  });
+
   test("the server's stream limit holds: calls past it wait for a free stream, none is refused", async () => {
     let open = 0;
     let most = 0;
@@ -442,6 +531,60 @@ describe("against a raw HTTP/2 server", () => {
     const results = await Promise.all(Array.from({ length: 8 }, () => call(ch)));
     expect(results.map((r) => r.kind)).toEqual(Array(8).fill("reply"));
     expect(most).toBe(2);
+  });
+});
+
+describe("a busy endpoint is not a refused connection", () => {
+  test("a call that waited for a free stream until its deadline is a timeout, never sent; the endpoint is not ejected", async () => {
+    const started: ServerHttp2Stream[] = [];
+    const srv = await rawServer(
+      (stream) => {
+        started.push(stream);
+        setTimeout(() => answer(stream, reply("slow"), { "grpc-status": "0" }), 600);
+      },
+      { maxConcurrentStreams: 1 },
+    );
+    const { endpoint, request } = upstreamOf(srv.address, 200);
+    // Holds the one stream the upstream allows.
+    const slow = call(endpoint.grpcChannel(), 2_000);
+    await waitFor("the slow call at the server", () => started.length === 1, { timeoutMs: 2_000, intervalMs: 5 });
+    const queued = await request();
+    expect(queued).toMatchObject({ kind: "status", code: GrpcCode.DEADLINE_EXCEEDED });
+    // Taken for a refused connection ("connect"), it ejected the endpoint at once.
+    expect(endpoint.ejected).toBe(false);
+    expect(endpoint.consecutiveFailures).toBe(1);
+    expect((queued as { unsent?: true }).unsent).toBeUndefined();
+    expect(classify(queued as GrpcOutcome)).toBe("timeout");
+    expect((queued as { details: string }).details).toContain("no stream free on the upstream within 200 ms");
+    expect(started.length).toBe(1);
+    expect(await slow).toMatchObject({ kind: "reply", reply: { message: "slow" } });
+  });
+
+  test("a call refused twice with REFUSED_STREAM counts one failure: the endpoint sheds load, it is not ejected at once", async () => {
+    const refusing = await resetServer(http2.constants.NGHTTP2_REFUSED_STREAM);
+    const { endpoint, request } = upstreamOf(refusing.address, 1_000);
+    expect(await request()).toMatchObject({ kind: "status", code: GrpcCode.UNAVAILABLE });
+    expect(endpoint.ejected).toBe(false);
+    expect(endpoint.consecutiveFailures).toBe(1);
+    expect(refusing.streams).toEqual([1, 3]);
+  });
+
+  test("a call that waited for the connection until its deadline stays unsent: no connection took it", async () => {
+    // Accepts the TCP connection and never sends its settings.
+    const sockets: net.Socket[] = [];
+    const server = net.createServer((socket) => {
+      sockets.push(socket);
+      socket.on("error", () => {});
+    });
+    const port = await freePort();
+    await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+    cleanup.push(() => {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+    });
+    const outcome = await call(channel(`127.0.0.1:${port}`), 200);
+    expect(outcome).toMatchObject({ kind: "status", code: GrpcCode.DEADLINE_EXCEEDED, unsent: true });
+    expect(classify(outcome)).toBe("connect");
   });
 });
 

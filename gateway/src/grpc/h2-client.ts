@@ -18,16 +18,28 @@
  *   readmits it dials at once);
  * - a GOAWAY before the server's first SETTINGS is a failed connect too (backoff included);
  * - the server's SETTINGS_MAX_CONCURRENT_STREAMS is respected: calls past it wait, in order, for a
- *   stream to finish or the limit to be raised (or for their deadline);
+ *   stream to finish or the limit to be raised (or for their deadline: DEADLINE_EXCEEDED, not
+ *   `unsent` — the endpoint is up and busy, and `unsent` reads as a refused connection, which
+ *   ejects it at once: upstream/outcome.ts);
  * - after a GOAWAY the session takes no new call; calls above its last stream id were not
- *   processed and end UNAVAILABLE `unsent`, the others finish on it;
+ *   processed and go again on a new session (once; refused twice they end UNAVAILABLE `unsent`),
+ *   the others finish on it, with what their streams say (a reset is the reset, not a lost
+ *   connection: the session closing after its last stream is the GOAWAY's doing);
+ * - a stream refused unprocessed (REFUSED_STREAM) is sent again once; refused twice, the call
+ *   ends UNAVAILABLE — not `unsent`: the endpoint is up and shedding load, not refusing
+ *   connections;
  * - keepalive: while calls are in flight and none finished for `keepaliveMs`, a PING goes out;
  *   no answer within `keepaliveTimeoutMs` drops the session (its calls end UNAVAILABLE). An idle
  *   session is not pinged: the health checks (upstream/health.ts) travel this same session, and a
  *   call on a dead one ends at its deadline and is retried.
  *
  * Per call: the `grpc-timeout` header from the time the caller gives it, and a local timer that
- * cancels the stream (RST_STREAM CANCEL) at that time → DEADLINE_EXCEEDED; replies over
+ * cancels the stream (RST_STREAM CANCEL) at that time → DEADLINE_EXCEEDED; the status is the one
+ * in the HEADERS frame that ends the stream (trailers, or Trailers-Only: RFC 9113 END_STREAM) — a
+ * grpc-status in headers that leave the stream open is not the call's status (the spec's
+ * Response-Headers carry none; grpc-js and grpc-go ignore it too), the trailers will say; a call
+ * settled before its stream ended cancels the stream, so none is left holding one of the
+ * server's concurrent streams; replies over
  * `maxReplyBytes` → RESOURCE_EXHAUSTED with `replyTooLarge` (stream cancelled as soon as the
  * prefix says so; grpc/route.ts answers it 502, the upstream's fault, as the HTTP route does);
  * compressed messages → INTERNAL (no grpc-encoding is offered, so none may come back); an answer
@@ -94,9 +106,12 @@ export type UnaryResult =
       /** The response's initial headers, when it got that far. */
       headers?: IncomingHttpHeaders;
       /**
-       * Nothing of the call reached the endpoint's application: no connection, the session
-       * refused it (GOAWAY before it, REFUSED_STREAM), or it waited for one and never left. Safe
-       * to retry anywhere, whatever the method.
+       * Nothing of the call reached the endpoint, and no connection to it took the call: none
+       * could be made (or none within the deadline), or the session went away (GOAWAY) before it,
+       * twice. Safe to retry anywhere, whatever the method — and taken as a refused connection
+       * (upstream/outcome.ts "connect": the endpoint is ejected at once). So not set for a call a
+       * live endpoint did not take: refused twice with REFUSED_STREAM (it sheds load), or
+       * waiting for one of its streams until the deadline (it is busy).
        */
       unsent?: true;
       /** The reply's declared length, when it was over `maxReplyBytes` and refused unread. */
@@ -144,6 +159,14 @@ interface Session {
   ready: boolean;
   /** GOAWAY received, closed or failed: takes no new call. */
   retired: boolean;
+  /**
+   * GOAWAY(NO_ERROR) received: the session closes once its last stream ends — on Bun it is closed
+   * and destroyed by the time that stream's 'close' comes —, so a closed session then says nothing
+   * of the connection.
+   */
+  goneAway: boolean;
+  /** The socket under it ended, failed or closed: the connection is gone, whatever the session says yet. */
+  socketGone: boolean;
   calls: Set<UnaryCall>;
   maxStreams: number;
   /** Calls finished on this session, for keepalive (did anything come back since the last tick?). */
@@ -250,6 +273,8 @@ export class GrpcChannel {
       h2,
       ready: false,
       retired: false,
+      goneAway: false,
+      socketGone: false,
       calls: new Set(),
       maxStreams: MAX_STREAMS_UNKNOWN,
       finished: 0,
@@ -276,7 +301,20 @@ export class GrpcChannel {
       // A raised limit (from 0, even: RFC 9113 §6.5.2) starts waiting calls now, not when a call ends.
       if (session.ready && !session.retired) this.#pump();
     });
-    h2.on("goaway", (_errorCode: number, lastStreamId: number) => this.#goaway(session, lastStreamId));
+    h2.on("goaway", (errorCode: number, lastStreamId: number) => {
+      // Any other code comes with the session's 'error' (dropped there).
+      if (errorCode === http2.constants.NGHTTP2_NO_ERROR) session.goneAway = true;
+      this.#goaway(session, lastStreamId);
+    });
+    // A socket that ends or fails under the session (the upstream closed or reset the connection)
+    // does so before its streams' 'close' (measured on Bun, h2c and TLS), so a call ended by it is
+    // told from one the upstream reset (UnaryCall.closed) even after a GOAWAY.
+    const socketGone = () => {
+      session.socketGone = true;
+    };
+    h2.socket?.once("end", socketGone);
+    h2.socket?.once("error", socketGone);
+    h2.socket?.once("close", socketGone);
     // How far the connect got, so a failure before the settings says what failed: the TCP connect,
     // the TLS handshake (the gateway refused the upstream's certificate), or what came after it.
     let stage: "tcp" | "tls" | "h2" = "tcp";
@@ -390,10 +428,16 @@ export class GrpcChannel {
     session.timer.unref?.();
   }
 
-  /** A call that waited and gave up (its deadline): out of the queue. */
-  unqueue(call: UnaryCall): void {
+  /**
+   * A call that waited and gave up (its deadline, its client gone): out of the queue. Returns the
+   * session's stream limit when the session is up (the call waited for a free stream), undefined
+   * when there is none (it waited for the connection).
+   */
+  unqueue(call: UnaryCall): number | undefined {
     const at = this.#waiting.indexOf(call);
     if (at >= 0) this.#waiting.splice(at, 1);
+    const session = this.#session;
+    return session?.ready ? session.maxStreams : undefined;
   }
 
   /** A started call ended: its stream is free for the next waiting call. */
@@ -489,11 +533,15 @@ class UnaryCall {
     stream.end(message);
   }
 
-  response(stream: CallStream, headers: IncomingHttpHeaders): void {
+  response(stream: CallStream, headers: IncomingHttpHeaders, flags: number): void {
     if (stream !== this.#stream) return;
     this.#headers = headers;
-    // Trailers-Only: the status came with the headers, and no message will follow.
-    if (headers["grpc-status"] !== undefined) {
+    // Trailers-Only: the status came in headers that end the stream; nothing follows. A status in
+    // headers that leave it open is no status (the spec's Response-Headers carry none): taken as
+    // one, it ended the call with the stream open — holding one of the server's concurrent
+    // streams for good — and dropped the message and the trailers' status that came after it.
+    // Ignored, as grpc-js and grpc-go do: the trailers say (or the deadline, if none come).
+    if (headers["grpc-status"] !== undefined && (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0) {
       this.#ended(headers);
       return;
     }
@@ -540,13 +588,13 @@ class UnaryCall {
   closed(stream: CallStream, rstCode: number): void {
     if (this.#done || stream !== this.#stream) return;
     if (rstCode === http2.constants.NGHTTP2_REFUSED_STREAM) {
-      this.refused("the upstream refused the stream (REFUSED_STREAM) before processing it");
+      this.refused("the upstream refused the stream (REFUSED_STREAM) before processing it", false);
       return;
     }
     // A non-200 answer was settled when its headers came (response()).
-    const h2 = this.#session?.h2;
+    const session = this.#session;
     let status: WireStatus;
-    if (h2 && (h2.destroyed || h2.closed))
+    if (session !== undefined && connectionLost(session))
       status = { code: GrpcCode.UNAVAILABLE, details: "connection to the upstream lost during the call" };
     else if (rstCode === http2.constants.NGHTTP2_NO_ERROR)
       status = { code: GrpcCode.INTERNAL, details: "the upstream ended the call without a gRPC status" };
@@ -558,9 +606,14 @@ class UnaryCall {
    * The server did not process the call (GOAWAY above it, REFUSED_STREAM). The first time, it is
    * sent again — on a new session after a GOAWAY, the "transparent retry" gRPC clients make, so
    * an upstream recycling its connections (max_connection_age) fails no call; the second time
-   * it ends UNAVAILABLE `unsent`, safe for dispatch.ts to retry elsewhere.
+   * it ends UNAVAILABLE: `unsent` after a GOAWAY (the endpoint is going away: like a refused
+   * connection, safe for dispatch.ts to retry elsewhere and ejected at once), not `unsent` after
+   * REFUSED_STREAM (`unsent` = false): the endpoint is up and shedding load, which ejecting it at
+   * once (for up to maxEjectionMs, with the streak) would only move to the others. That costs a
+   * non-idempotent method the retry elsewhere: outcome.ts's verdicts have none that retries any
+   * method without ejecting.
    */
-  refused(details: string): void {
+  refused(details: string, unsent = true): void {
     if (this.#done) return;
     // Not sent again for a client already gone (a refusal may come before the first look at it).
     if (clientGone(this.request.client)) {
@@ -569,7 +622,8 @@ class UnaryCall {
       return;
     }
     if (this.#retried) {
-      this.finishUnsent(GrpcCode.UNAVAILABLE, details);
+      if (unsent) this.finishUnsent(GrpcCode.UNAVAILABLE, details);
+      else this.finish({ kind: "status", code: GrpcCode.UNAVAILABLE, details });
       return;
     }
     this.#retried = true;
@@ -579,12 +633,28 @@ class UnaryCall {
 
   deadline(): void {
     if (this.#done) return;
-    const details = `no answer within ${this.request.timeoutMs} ms (the gateway cancelled the call)`;
     if (!this.#stream) {
-      this.channel.unqueue(this);
-      // It never left: waiting for a connection or a stream took the whole budget.
-      this.finishUnsent(GrpcCode.DEADLINE_EXCEEDED, details);
-    } else this.#abort(GrpcCode.DEADLINE_EXCEEDED, details);
+      // It never left. Waiting for a stream of a session that is up is the endpoint being busy
+      // (all of the concurrent streams it allows in use): a timeout of this call, not `unsent`,
+      // which outcome.ts takes for a refused connection and ejects the endpoint for at once.
+      // Waiting for the connection is a connect that did not finish in time: `unsent`.
+      const streamLimit = this.channel.unqueue(this);
+      if (streamLimit !== undefined)
+        this.finish({
+          kind: "status",
+          code: GrpcCode.DEADLINE_EXCEEDED,
+          details: `no stream free on the upstream within ${this.request.timeoutMs} ms (its concurrent stream limit, ${streamLimit}, reached); the call was not sent`,
+        });
+      else
+        this.finishUnsent(
+          GrpcCode.DEADLINE_EXCEEDED,
+          `no connection to the upstream within ${this.request.timeoutMs} ms; the call was not sent`,
+        );
+    } else
+      this.#abort(
+        GrpcCode.DEADLINE_EXCEEDED,
+        `no answer within ${this.request.timeoutMs} ms (the gateway cancelled the call)`,
+      );
   }
 
   /** Whoever asked for the call is gone: the stream is reset with CANCEL, or the call leaves the queue. */
@@ -686,6 +756,17 @@ function endedResult(
   return { kind: "reply", message: body.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + expected), headers };
 }
 
+/**
+ * Whether the connection under `session` failed during a call: its socket went, or the session
+ * closed without a GOAWAY(NO_ERROR) that explains it (after one, Bun closes it once its last stream
+ * ended: that stream's reset or missing status is what it is, not a lost connection).
+ */
+function connectionLost(session: Session): boolean {
+  if (session.socketGone) return true;
+  const h2 = session.h2;
+  return !session.goneAway && (h2.destroyed || h2.closed);
+}
+
 /** `application/grpc`, or one of its `+proto`-style subtypes, with or without parameters. */
 function isGrpcContentType(value: string | undefined): boolean {
   return value?.startsWith("application/grpc") === true && !value.startsWith("application/grpc-web");
@@ -697,9 +778,9 @@ function onDeadline(call: UnaryCall): void {
 function onWatch(call: UnaryCall): void {
   call.watchClient();
 }
-function onResponse(this: CallStream, headers: IncomingHttpHeaders): void {
+function onResponse(this: CallStream, headers: IncomingHttpHeaders, flags: number): void {
   this.on("data", onData);
-  this[CALL].response(this, headers);
+  this[CALL].response(this, headers, flags);
 }
 function onData(this: CallStream, chunk: Buffer): void {
   this[CALL].data(this, chunk);

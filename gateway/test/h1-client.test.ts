@@ -110,6 +110,31 @@ const scripts: Record<string, (socket: Socket<Conn>) => void> = {
   "not-modified-large": (s) =>
     s.write(`HTTP/1.1 304 Not Modified${CRLF}Content-Length: ${LIMITS.maxResponseBytes * 5}${CRLF}${CRLF}`),
   extra: (s) => s.write(`HTTP/1.1 200 OK${CRLF}Content-Length: 2${CRLF}${CRLF}okHTTP/1.1 200 OK${CRLF}${CRLF}`),
+  // Node's http server answers HEAD without a length, keeping the connection.
+  "head-no-length": (s) => s.write(`HTTP/1.1 200 OK${CRLF}Connection: keep-alive${CRLF}X-Head: 1${CRLF}${CRLF}`),
+  "head-no-length-close": (s) => s.write(`HTTP/1.1 200 OK${CRLF}Connection: close${CRLF}${CRLF}`),
+  // A 1xx ends at its empty line whatever it declares (RFC 9112 §6.3).
+  "interim-with-length": (s) =>
+    s.write(
+      `HTTP/1.1 150 Odd${CRLF}Content-Length: 5${CRLF}${CRLF}HTTP/1.1 200 OK${CRLF}Content-Length: 2${CRLF}${CRLF}ok`,
+    ),
+  "interim-chunked": (s) =>
+    s.write(
+      `HTTP/1.1 104 Odd${CRLF}Transfer-Encoding: chunked${CRLF}${CRLF}HTTP/1.1 200 OK${CRLF}Content-Length: 2${CRLF}${CRLF}ok`,
+    ),
+  "http2-status-line": (s) => s.write(`HTTP/2.0 200 OK${CRLF}Content-Length: 2${CRLF}${CRLF}ok`),
+  "http09-status-line": (s) => s.write(`HTTP/0.9 200 OK${CRLF}Content-Length: 2${CRLF}${CRLF}ok`),
+  // Connection naming the framing headers: they frame the body all the same.
+  "connection-names-length": (s) =>
+    s.write(
+      `HTTP/1.1 200 OK${CRLF}Connection: content-length, content-type${CRLF}Content-Type: text/plain${CRLF}Content-Length: ${LIMITS.maxResponseBytes + 1}${CRLF}${CRLF}xx`,
+    ),
+  "head-connection-names-length": (s) =>
+    s.write(`HTTP/1.1 200 OK${CRLF}Connection: content-length${CRLF}Content-Length: 1234${CRLF}${CRLF}`),
+  // Answers, then closes the connection a moment later without saying so (an upstream whose
+  // keep-alive timeout is shorter than the pool's, or that is shutting down).
+  "dies-on-reuse": (s) =>
+    s.data.requests.length > 1 ? s.end() : s.write(`HTTP/1.1 200 OK${CRLF}Content-Length: 2${CRLF}${CRLF}ok`),
 };
 
 let server: TCPSocketListener<Conn>;
@@ -211,6 +236,35 @@ describe("answers", () => {
     expect(created.status).toBe(201);
     expect(await created.text()).toBe("created");
     expect(refusal(await send(p, "upgrade")).title).toBe("Upstream switched protocols");
+    // A 1xx declaring a body has none: the final answer follows it, on a connection still in use.
+    for (const script of ["interim-with-length", "interim-chunked"])
+      expect({ script, body: await responseOf(await send(p, script)).text() }).toEqual({ script, body: "ok" });
+    expect(p.idleCount).toBe(1);
+    p.close();
+  });
+
+  test("an answer to HEAD without a length keeps its connection, unless it asks to close it", async () => {
+    const p = pool();
+    const before = connections;
+    for (let i = 0; i < 3; i++) {
+      const head = responseOf(await send(p, "head-no-length", "HEAD"));
+      expect([head.status, head.headers.get("x-head"), head.body]).toEqual([200, "1", null]);
+    }
+    expect([connections - before, p.idleCount]).toEqual([1, 1]);
+    responseOf(await send(p, "head-no-length-close", "HEAD"));
+    await Bun.sleep(20);
+    expect([p.idleCount, p.openCount]).toEqual([0, 0]);
+    p.close();
+  });
+
+  test("Connection cannot name Content-Length or Content-Type away: the cap and HEAD's length still see them", async () => {
+    const p = pool();
+    const large = responseOf(await send(p, "connection-names-length"));
+    expect(large.headers.get("content-length")).toBe(String(LIMITS.maxResponseBytes + 1));
+    expect(large.headers.get("content-type")).toBe("text/plain");
+    expect(limitResponseSize(large, LIMITS.maxResponseBytes).ok).toBe(false);
+    const head = responseOf(await send(p, "head-connection-names-length", "HEAD"));
+    expect(head.headers.get("content-length")).toBe("1234");
     p.close();
   });
 
@@ -428,6 +482,8 @@ describe("refused answers close their connection", () => {
     ["huge", "Upstream response headers too large"],
     ["odd-status", "Upstream response is not valid HTTP"],
     ["low-status", "Upstream response is not valid HTTP"],
+    ["http2-status-line", "Upstream response is not valid HTTP"],
+    ["http09-status-line", "Upstream response is not valid HTTP"],
   ])("%s → %s", async (script, title) => {
     const p = pool();
     responseOf(await send(p, "ok"));
@@ -459,6 +515,23 @@ describe("refused answers close their connection", () => {
 });
 
 describe("the pool", () => {
+  test("a pooled connection the upstream closed as the request went out: an idempotent request is sent again on a new one, a POST is not", async () => {
+    // The upstream ends a reused connection on reading the request, without a byte of answer: the
+    // race with an idle close, made certain.
+    const q = pool();
+    responseOf(await send(q, "ok"));
+    const opened = connections;
+    expect(await responseOf(await send(q, "dies-on-reuse", "GET")).text()).toBe("ok");
+    expect(connections - opened).toBe(1);
+    expect(await responseOf(await send(q, "dies-on-reuse", "DELETE")).text()).toBe("ok");
+    // Not idempotent: the upstream may have acted on it, so the close is the answer.
+    const posted = await send(q, "dies-on-reuse", "POST");
+    expect(posted.kind === "error" && posted.error.message).toBe("the upstream closed the connection before answering");
+    // A new connection's request is not sent twice either: the close says something about the endpoint.
+    expect((await send(pool(), "dies-before-answer", "GET")).kind).toBe("error");
+    q.close();
+  });
+
   test("keeps connections alive and reuses them; Connection: close and a cancelled body are not reused", async () => {
     const p = pool();
     const before = connections;

@@ -11,9 +11,17 @@
  * What the parser refuses, each as an `invalid` outcome (a 502 of the gateway's own) with the
  * connection closed: Content-Length with Transfer-Encoding, repeated Content-Length, a
  * Transfer-Encoding other than `chunked` or `chunked` twice, obs-fold, bare CR or LF, invalid
- * header tokens, a malformed status line or chunk size, a head over limits.maxHeaderBytes. Interim
- * answers (1xx) are skipped; a 101 is refused (the gateway never asks for an upgrade). An HTTP/1.0
- * answer in chunks is read, and its connection closed after it (RFC 9112 §6.1).
+ * header tokens, a malformed status line or chunk size, a version other than HTTP/1.x, a head over
+ * limits.maxHeaderBytes. Interim answers (1xx) are skipped, whatever framing headers they carry
+ * (RFC 9112 §6.3: a 1xx ends at its empty line); a 101 is refused (the gateway never asks for an
+ * upgrade). An HTTP/1.0 answer in chunks is read, and its connection closed after it (RFC 9112
+ * §6.1). `Connection` cannot name Content-Length or Content-Type away: they frame and describe the
+ * body whatever it says.
+ *
+ * A request written onto a pooled connection that the upstream closes or resets before a byte of
+ * the answer arrives (it closed the idle connection as the request went out) is sent once more on
+ * a new connection, within the same timeout, when its method is idempotent (RFC 9110 §9.2.2), as
+ * Go's and nginx's clients do; other requests fail as before (the upstream may have acted on them).
  *
  * One request per connection at a time (no pipelining). A try's outcome settles once the answer
  * is known to be usable:
@@ -51,7 +59,8 @@ import {
   lookAtClient,
   watchesClient,
 } from "../upstream/client-watch.ts";
-import { isHopByHop } from "./headers.ts";
+import { isIdempotentMethod } from "../upstream/outcome.ts";
+import { isEndToEnd, isHopByHop } from "./headers.ts";
 import { type HttpOutcome, InvalidUpstreamResponse, type ResponseLimits, SMALL_BODY_BYTES } from "./http.ts";
 
 /** TLS to an https endpoint (upstream/tls.ts builds it; the endpoint is dialled by address). */
@@ -99,6 +108,11 @@ class Exchange {
   paused = false;
   /** The head is in: a failure from here on (after settling) cuts the body. */
   headDone = false;
+  /** A byte of the answer has arrived. */
+  answered = false;
+  /** The request as written, and whether it may be sent again on a new connection (see the file comment). */
+  request: Uint8Array | undefined;
+  replayable = false;
 
   /** Settles the try's promise (exchangeOn, promiseResolvedBy): a try never rejects. */
   resolve!: (outcome: HttpOutcome) => void;
@@ -151,6 +165,8 @@ class Connection {
   clientCert = false;
   /** Whether the upstream has sent anything on this connection. */
   received = false;
+  /** Requests sent on this connection: from the second on, it was reused from the pool. */
+  uses = 0;
   /** An answer began with no request waiting for it: the connection cannot be trusted. */
   stray = false;
   /**
@@ -182,7 +198,7 @@ class Connection {
       statusText: string,
       _upgrade: boolean,
       keepAlive: boolean,
-    ) => this.#onHeadersComplete(raw, status, statusText, keepAlive, major === 1 && minor === 0);
+    ) => this.#onHeadersComplete(raw, status, statusText, keepAlive, major, minor);
     parser[kOnBody] = (chunk: Uint8Array<ArrayBuffer>) => this.#onBody(chunk);
     parser[kOnMessageComplete] = () => this.#onMessageComplete();
   }
@@ -194,6 +210,7 @@ class Connection {
   send(exchange: Exchange, request: Uint8Array, client: ClientWatch | undefined): void {
     this.exchange = exchange;
     this.keepAlive = true;
+    this.uses++;
     exchange.client = client;
     exchange.sentAt = performance.now();
     exchange.timer = watchesClient(client, exchange.timeoutMs)
@@ -219,6 +236,7 @@ class Connection {
       this.destroy();
       return;
     }
+    exchange.answered = true;
     if (this.passThrough > 0) {
       this.#passBody(exchange, chunk);
       return;
@@ -274,6 +292,14 @@ class Connection {
     this.closed = true;
     this.pool.forget(this);
     const exchange = this.exchange;
+    // The upstream closed a pooled connection as the request went out: once more, on a new one.
+    if (exchange && this.uses > 1 && !exchange.answered && exchange.replayable && !this.handshakeFailed) {
+      this.exchange = undefined;
+      clearTimeout(exchange.timer);
+      this.parser.close();
+      this.pool.replay(exchange);
+      return;
+    }
     if (exchange && !error) {
       // A body delimited by the connection's end completes here.
       const result = this.#parse(() => this.parser.finish());
@@ -353,13 +379,21 @@ class Connection {
     status: number,
     statusText: string,
     keepAlive: boolean,
-    http10: boolean,
+    major: number,
+    minor: number,
   ): number {
     const exchange = this.exchange;
     if (!exchange) return 0;
     if (raw) for (const item of raw) exchange.raw.push(item);
     const names = exchange.raw;
     exchange.raw = [];
+    if (major !== 1) {
+      this.#refuse(
+        new InvalidUpstreamResponse("Upstream response is not valid HTTP", `HTTP/${major}.${minor} is not HTTP/1.x`),
+      );
+      return 0;
+    }
+    const http10 = minor === 0;
     if (status < 100 || status > 599) {
       this.#refuse(new InvalidUpstreamResponse("Upstream response is not valid HTTP", `status ${status}`));
       return 0;
@@ -370,7 +404,9 @@ class Connection {
         return 0;
       }
       exchange.interim = true;
-      return 0;
+      // 1: no body, whatever Content-Length or Transfer-Encoding it carries (llhttp would read one
+      // for a 1xx other than 100, 102 and 103).
+      return 1;
     }
     exchange.interim = false;
     // Pairs, not a Headers: `new Response` makes its own Headers from them either way, and
@@ -417,6 +453,11 @@ class Connection {
       if (isHopByHop(lower)) continue;
       headers.push([name, value]);
     }
+    // An answer to HEAD without a length: llhttp, not yet told that no body follows, takes it as
+    // delimited by the connection's end and says "close"; the connection is kept unless the
+    // upstream itself asked to close it (Node's http server answers HEAD this way).
+    if (exchange.isHead && length < 0 && !chunked && !keepAlive)
+      keepAlive = http10 ? hasToken(connectionNames, "keep-alive") : !hasToken(connectionNames, "close");
     this.keepAlive = keepAlive;
     if (bytes > exchange.limits.maxHeaderBytes) {
       this.#refuse(
@@ -431,8 +472,9 @@ class Connection {
       const named = new Set<string>();
       for (const name of connectionNames.split(",")) {
         const trimmed = name.trim();
-        // Only header names can name headers; anything else in the list names nothing.
-        if (HTTP_TOKEN.test(trimmed)) named.add(trimmed.toLowerCase());
+        // Only header names can name headers; anything else in the list names nothing. Nor can it
+        // name away the length the body was framed by, or what the body is.
+        if (HTTP_TOKEN.test(trimmed) && !isEndToEnd(trimmed.toLowerCase())) named.add(trimmed.toLowerCase());
       }
       if (named.size > 0) headers = headers.filter(([name]) => !named.has(name.toLowerCase()));
     }
@@ -665,6 +707,13 @@ function parseError(error: Error & { code?: string }, maxHeaderBytes?: number): 
   }
 }
 
+/** Whether a Connection header's value (several joined by commas) lists `token`. */
+function hasToken(list: string | undefined, token: string): boolean {
+  if (!list) return false;
+  for (const item of list.split(",")) if (item.trim().toLowerCase() === token) return true;
+  return false;
+}
+
 function nullBodyStatus(status: number): boolean {
   return status === 204 || status === 304;
 }
@@ -677,8 +726,11 @@ function exchangeOn(
   limits: ResponseLimits,
   timeoutMs: number,
   client: ClientWatch | undefined,
+  replayable: boolean,
 ): Promise<HttpOutcome> {
   const exchange = new Exchange(isHead, limits, timeoutMs);
+  exchange.request = request;
+  exchange.replayable = replayable;
   const promise = promiseResolvedBy(exchange);
   connection.send(exchange, request, client);
   return promise;
@@ -746,7 +798,22 @@ export class H1Pool {
     const connection = this.#takeIdle();
     // Not an async function: the pooled connection's way costs no generator and no second promise.
     if (!connection) return this.#sendOnNew(request, method === "HEAD", timeoutMs, limits, client);
-    return exchangeOn(connection, request, method === "HEAD", limits, timeoutMs, client);
+    return exchangeOn(connection, request, method === "HEAD", limits, timeoutMs, client, isIdempotentMethod(method));
+  }
+
+  /**
+   * Sends `exchange`'s request again, on a new connection, with what is left of its time: the
+   * pooled connection it went out on was closed before a byte of the answer came (see the file
+   * comment). Settles it as a first try on a new connection would, never replaying again.
+   */
+  replay(exchange: Exchange): void {
+    const left = exchange.timeoutMs - (performance.now() - exchange.sentAt);
+    const settle = (outcome: HttpOutcome) => {
+      exchange.settled = true;
+      exchange.resolve(outcome);
+    };
+    if (left < 1) return settle({ kind: "timeout" });
+    void this.#sendOnNew(exchange.request!, exchange.isHead, left, exchange.limits, exchange.client).then(settle);
   }
 
   /** send() when no pooled connection is free: a new one first, its connect counted in the try's time. */
@@ -766,6 +833,7 @@ export class H1Pool {
       this.release(connection);
       return CANCELLED;
     }
+    // A new connection's request is never replayed: its failure says something about the endpoint.
     return exchangeOn(
       connection,
       request,
@@ -773,6 +841,7 @@ export class H1Pool {
       limits,
       Math.max(1, timeoutMs - (performance.now() - started)),
       client,
+      false,
     );
   }
 

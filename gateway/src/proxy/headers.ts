@@ -50,6 +50,11 @@ export function stripHopByHop(headers: Headers): void {
  */
 const END_TO_END = new Set(["content-type", "content-length", "host"]);
 
+/** Whether `Connection` may not name `name` (lower case) away: it describes the message (END_TO_END). */
+export function isEndToEnd(name: string): boolean {
+  return END_TO_END.has(name);
+}
+
 /** Headers the gateway writes for the upstream; a client's `_` spellings of them are removed. */
 const GATEWAY_SET = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "x-request-id"];
 

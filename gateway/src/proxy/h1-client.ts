@@ -812,7 +812,10 @@ export class H1Pool {
       exchange.settled = true;
       exchange.resolve(outcome);
     };
-    if (left < 1) return settle({ kind: "timeout" });
+    if (left < 1) {
+      settle({ kind: "timeout" });
+      return;
+    }
     void this.#sendOnNew(exchange.request!, exchange.isHead, left, exchange.limits, exchange.client).then(settle);
   }
 

@@ -14,6 +14,7 @@ import {
   type Spawned,
   spawnService,
   stopAll,
+  waitFor,
   waitForHttp,
 } from "../../scripts/stack/testing/processes.ts";
 import { TestSentinelSet } from "./redis-sentinels.ts";
@@ -180,11 +181,19 @@ describe.skipIf(!hasRedis)("webapp behind Redis Sentinels (3 redis-server, 3 sen
     // Ids stay unique: the promoted replica's counter holds every acknowledged id.
     const ids = result.acknowledged.map((p) => p.id);
     expect(new Set(ids).size).toBe(ids.length);
-    expect(
+    // The line comes through the webapp's stdout pipe, which a busy machine may deliver late.
+    const followed = () =>
       webapp.proc.lines.some(
         (l) =>
           l.includes('"msg":"project store: following the master the Sentinels name"') && l.includes(`:${newMaster}"`),
-      ),
-    ).toBe(true);
+      );
+    await waitFor("the webapp's log to say it follows the new master", followed, { timeoutMs: 5_000 }).catch(() => {});
+    // On failure, what it did say about masters, to tell a late line from a missing one.
+    const said = webapp.proc.lines.filter((l) => l.includes("master"));
+    expect({ newMaster, followed: followed(), said: followed() ? [] : said }).toEqual({
+      newMaster,
+      followed: true,
+      said: [],
+    });
   }, 60_000);
 });

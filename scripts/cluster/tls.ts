@@ -21,6 +21,7 @@ import { CommandFailed, printCommand, run, ScriptError } from "../cli.ts";
 import {
   type CertificateAuthority,
   createCa,
+  DAY_MS,
   type IssuedPem,
   issue,
   type LeafOptions,
@@ -62,7 +63,6 @@ type Env = Record<string, string | undefined>;
  * (21 days, k8s/monitoring/prometheus.yaml) would fire.
  */
 export const RENEW_BEFORE_DAYS = 30;
-const DAY_MS = 86_400_000;
 
 /** A ClusterIP Service's names inside the cluster: short, with its namespace, and fully qualified. */
 export function serviceDnsNames(service: string, namespace = NAMESPACE): string[] {
@@ -267,9 +267,10 @@ export async function ensureTlsSecrets(
     const unrenewable = strangers.filter((n) => due.has(n));
     if (unrenewable.length > 0) warnings.push(notRenewed(unrenewable, due, `the CA in ${TLS_CA_SECRET} did not sign`));
     for (const name of unrenewable) due.delete(name);
-    if (due.size > 0 && endsWithin(new X509Certificate(ca.cert), RENEW_BEFORE_DAYS))
+    const caCert = new X509Certificate(ca.cert);
+    if (due.size > 0 && endsWithin(caCert, RENEW_BEFORE_DAYS))
       warnings.push(
-        `the CA in ${TLS_CA_SECRET} ends ${new X509Certificate(ca.cert).validTo}: make up renews the certificates it signed, not the CA itself (docs/deployment.md, "TLS")`,
+        `the CA in ${TLS_CA_SECRET} ends ${caCert.validTo}: make up renews the certificates it signed, not the CA itself (docs/deployment.md, "TLS")`,
       );
   } else if (kept.length > 0) {
     if (missing.length > 0)

@@ -8,7 +8,7 @@ import { afterEach, expect, test } from "bun:test";
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { parseAllDocuments } from "yaml";
 import { clusterIdentities, TLS_CA_SECRET, TLS_SECRETS } from "../cluster/tls.ts";
-import { createCa, issue } from "../tls/pki.ts";
+import { createCa, DAY_MS, issue } from "../tls/pki.ts";
 import { type Fakes, HAPPY, makeFakes, runScript } from "./fakes.ts";
 
 let fakes: Fakes | undefined;
@@ -232,7 +232,6 @@ test("a failing apply of the certificates stops up with kubectl's message, befor
   expect(f.calls().some((c) => c.includes("apply -k"))).toBe(false);
 });
 
-const DAY_MS = 86_400_000;
 const b64 = (t: string) => Buffer.from(t).toString("base64");
 
 /** `kubectl get secret <name> -o json` for a TLS Secret holding `pem`, signed by `ca`, with `annotations`. */

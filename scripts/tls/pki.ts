@@ -18,7 +18,7 @@ import { join } from "node:path";
 import * as x509 from "@peculiar/x509";
 
 const ALGORITHM = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
-const DAY_MS = 86_400_000;
+export const DAY_MS = 86_400_000;
 
 export interface IssuedPem {
   cert: string;

@@ -54,7 +54,8 @@ export class TlsListener {
         // Ask for a client certificate and refuse the handshake without one signed by the CA.
         ...(mutual ? { ca: material.ca, requestCert: true, rejectUnauthorized: true } : {}),
       }),
-      summarize: ({ subject, notAfter, caNotAfter }) => ({ subject, notAfter, ...(caNotAfter ? { caNotAfter } : {}) }),
+      // The material carries what the summary reads: subject, expiry, and the client CA's expiry.
+      summarize: (material) => material,
       fetch: (request) => opts.fetch(request),
       log,
       ...(opts.registry ? { registry: opts.registry } : {}),

@@ -453,11 +453,20 @@ class Connection {
       if (isHopByHop(lower)) continue;
       headers.push([name, value]);
     }
+    // The Connection header's names, lower case: only header names (tokens) name anything.
+    let tokens: Set<string> | undefined;
+    if (connectionNames) {
+      tokens = new Set();
+      for (const name of connectionNames.split(",")) {
+        const trimmed = name.trim();
+        if (HTTP_TOKEN.test(trimmed)) tokens.add(trimmed.toLowerCase());
+      }
+    }
     // An answer to HEAD without a length: llhttp, not yet told that no body follows, takes it as
     // delimited by the connection's end and says "close"; the connection is kept unless the
     // upstream itself asked to close it (Node's http server answers HEAD this way).
     if (exchange.isHead && length < 0 && !chunked && !keepAlive)
-      keepAlive = http10 ? hasToken(connectionNames, "keep-alive") : !hasToken(connectionNames, "close");
+      keepAlive = http10 ? tokens?.has("keep-alive") === true : tokens?.has("close") !== true;
     this.keepAlive = keepAlive;
     if (bytes > exchange.limits.maxHeaderBytes) {
       this.#refuse(
@@ -468,16 +477,12 @@ class Connection {
       );
       return 0;
     }
-    if (connectionNames) {
-      const named = new Set<string>();
-      for (const name of connectionNames.split(",")) {
-        const trimmed = name.trim();
-        // Only header names can name headers; anything else in the list names nothing. Nor can it
-        // name away the length the body was framed by, or what the body is.
-        if (HTTP_TOKEN.test(trimmed) && !isEndToEnd(trimmed.toLowerCase())) named.add(trimmed.toLowerCase());
-      }
-      if (named.size > 0) headers = headers.filter(([name]) => !named.has(name.toLowerCase()));
-    }
+    // The headers Connection names go, but for the length the body was framed by and what the body is.
+    if (tokens && tokens.size > 0)
+      headers = headers.filter(([name]) => {
+        const lower = name.toLowerCase();
+        return !tokens.has(lower) || isEndToEnd(lower);
+      });
     // An answer to HEAD without a length: Bun.serve would add `content-length: 0`, telling the
     // client the GET's body is empty. Only a length or a transfer coding stops it; the GET's answer
     // through the gateway is chunked when its body is more than a small one, so the HEAD's says
@@ -705,13 +710,6 @@ function parseError(error: Error & { code?: string }, maxHeaderBytes?: number): 
         `llhttp ${error.code ?? "error"}${(error as { reason?: string }).reason ? `: ${(error as { reason?: string }).reason}` : ""}`,
       );
   }
-}
-
-/** Whether a Connection header's value (several joined by commas) lists `token`. */
-function hasToken(list: string | undefined, token: string): boolean {
-  if (!list) return false;
-  for (const item of list.split(",")) if (item.trim().toLowerCase() === token) return true;
-  return false;
 }
 
 function nullBodyStatus(status: number): boolean {

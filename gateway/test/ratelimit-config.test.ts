@@ -46,6 +46,7 @@ describe("rateLimit in routes.yaml", () => {
           key: { type: "ip" },
           intervalUs: 600_000,
           headerItem: '"ip";q=100;w=60',
+          quotedName: '"ip"',
         },
       ],
       policyHeader: '"ip";q=100;w=60',

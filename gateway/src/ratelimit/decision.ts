@@ -15,7 +15,7 @@
  */
 import { gatewayProblem } from "../errors.ts";
 import type { GcraResult } from "./gcra.ts";
-import { type RouteRateLimit, sfString } from "./policy.ts";
+import type { RouteRateLimit } from "./policy.ts";
 
 export type DecisionKind = "allowed" | "denied" | "unavailable";
 
@@ -40,7 +40,7 @@ export class RateLimitDecision {
     for (let i = 0; i < results.length; i++) {
       const r = results[i]!;
       if (i > 0) value += ", ";
-      value += `${sfString(this.limits.policies[i]!.name)};r=${r.remaining};t=${Math.ceil(r.resetMs / 1000)}`;
+      value += `${this.limits.policies[i]!.quotedName};r=${r.remaining};t=${Math.ceil(r.resetMs / 1000)}`;
     }
     return value;
   }

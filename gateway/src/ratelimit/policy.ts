@@ -19,6 +19,8 @@ export interface RateLimitPolicy {
   intervalUs: number;
   /** This policy's item of the `RateLimit-Policy` header, e.g. `"ip";q=100;w=60`. */
   headerItem: string;
+  /** The name as a Structured Field String, e.g. `"ip"`: quoted once, not per response's `RateLimit` header. */
+  quotedName: string;
 }
 
 /** The policies of one route, ready for the request path. */
@@ -131,6 +133,7 @@ export function compilePolicies(
       key,
       intervalUs,
       headerItem: policyHeaderItem(name, p.rate, periodMs),
+      quotedName: sfString(name),
     };
   });
   return { policies, policyHeader: policies.map((p) => p.headerItem).join(", ") };

@@ -318,12 +318,12 @@ describe("against a raw HTTP/2 server", () => {
     expect(await call(ch)).toMatchObject({ kind: "status", code: GrpcCode.UNIMPLEMENTED });
   });
 
-  test("stream resets: REFUSED_STREAM is sent once more, then UNAVAILABLE (not unsent: the endpoint is up); CANCEL is CANCELLED", async () => {
+  test("stream resets: REFUSED_STREAM is sent once more, then UNAVAILABLE unprocessed (not unsent: the endpoint is up); CANCEL is CANCELLED", async () => {
     const refusing = await resetServer(http2.constants.NGHTTP2_REFUSED_STREAM);
     const refused = await call(channel(refusing.address));
-    expect(refused).toMatchObject({ kind: "status", code: GrpcCode.UNAVAILABLE });
+    expect(refused).toMatchObject({ kind: "status", code: GrpcCode.UNAVAILABLE, unprocessed: true });
     expect((refused as { unsent?: true }).unsent).toBeUndefined();
-    expect(classify(refused)).toBe("unavailable");
+    expect(classify(refused)).toBe("refused");
     expect(refusing.streams).toEqual([1, 3]);
     const cancelling = await resetServer(http2.constants.NGHTTP2_CANCEL);
     const cancelled = await call(channel(cancelling.address));
@@ -567,6 +567,40 @@ describe("a busy endpoint is not a refused connection", () => {
     expect(endpoint.ejected).toBe(false);
     expect(endpoint.consecutiveFailures).toBe(1);
     expect(refusing.streams).toEqual([1, 3]);
+  });
+
+  test("a non-idempotent call refused twice with REFUSED_STREAM goes to another endpoint; the refusing one counts one failure", async () => {
+    const refusing = await resetServer(http2.constants.NGHTTP2_REFUSED_STREAM);
+    const answering = await rawServer((stream) => answer(stream, reply("elsewhere"), { "grpc-status": "0" }));
+    const config = testConfig({
+      protocol: "grpc",
+      endpoints: `${refusing.address},${answering.address}`,
+      timeoutMs: 2_000,
+    });
+    const upstream = testUpstream(config);
+    cleanup.push(() => upstream.close());
+    const refusingEndpoint = upstream.endpoints.find((e) => e.address === refusing.address)!;
+    const verdicts: string[] = [];
+    // Until the balancer has sent one call to the refusing endpoint first (it picks at random).
+    for (let i = 0; i < 20 && !verdicts.includes("refused"); i++) {
+      verdicts.length = 0;
+      const outcome = await dispatch(
+        upstream,
+        config.routes[0]!,
+        context(),
+        false,
+        (endpoint, ms) => callUnary(endpoint.grpcChannel(), verify, REQUEST, {}, ms, LIMIT),
+        {
+          beforeTry: () => undefined,
+          onTry: (_token, _endpoint, _outcome, verdict) => verdicts.push(verdict),
+        },
+      );
+      expect(outcome).toMatchObject({ kind: "reply", reply: { message: "elsewhere" } });
+    }
+    expect(verdicts).toEqual(["refused", "ok"]);
+    expect(refusingEndpoint.ejected).toBe(false);
+    expect(refusingEndpoint.consecutiveFailures).toBe(1);
+    expect(upstream.retries.attempted).toBeGreaterThanOrEqual(1);
   });
 
   test("a call that waited for the connection until its deadline stays unsent: no connection took it", async () => {

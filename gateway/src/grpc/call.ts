@@ -26,6 +26,8 @@ export type GrpcOutcome =
       details: string;
       /** Nothing reached the endpoint (no connection, refused before processing): safe to retry. */
       unsent?: true;
+      /** A live endpoint refused the call unprocessed (REFUSED_STREAM, twice): safe to retry, not ejected for. */
+      unprocessed?: true;
       /** The reply's declared length, over the limit: refused unread (the upstream's fault, not the caller's). */
       replyTooLarge?: number;
     } & ReplicaIdentity)
@@ -61,6 +63,7 @@ function toOutcome(result: UnaryResult, method: GrpcMethod): GrpcOutcome {
   if (result.kind === "status") {
     outcome = { kind: "status", code: result.code, details: result.details };
     if (result.unsent) outcome.unsent = true;
+    if (result.unprocessed) outcome.unprocessed = true;
     if (result.replyTooLarge !== undefined) outcome.replyTooLarge = result.replyTooLarge;
   } else {
     try {

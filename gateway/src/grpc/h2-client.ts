@@ -26,8 +26,9 @@
  *   the others finish on it, with what their streams say (a reset is the reset, not a lost
  *   connection: the session closing after its last stream is the GOAWAY's doing);
  * - a stream refused unprocessed (REFUSED_STREAM) is sent again once; refused twice, the call
- *   ends UNAVAILABLE — not `unsent`: the endpoint is up and shedding load, not refusing
- *   connections;
+ *   ends UNAVAILABLE `unprocessed` — not `unsent`: the endpoint is up and shedding load, not
+ *   refusing connections (dispatch.ts retries it elsewhere for any method, as it does `unsent`,
+ *   but counts one failure instead of ejecting the endpoint);
  * - keepalive: while calls are in flight and none finished for `keepaliveMs`, a PING goes out;
  *   no answer within `keepaliveTimeoutMs` drops the session (its calls end UNAVAILABLE). An idle
  *   session is not pinged: the health checks (upstream/health.ts) travel this same session, and a
@@ -110,10 +111,16 @@ export type UnaryResult =
        * could be made (or none within the deadline), or the session went away (GOAWAY) before it,
        * twice. Safe to retry anywhere, whatever the method — and taken as a refused connection
        * (upstream/outcome.ts "connect": the endpoint is ejected at once). So not set for a call a
-       * live endpoint did not take: refused twice with REFUSED_STREAM (it sheds load), or
-       * waiting for one of its streams until the deadline (it is busy).
+       * live endpoint did not take: refused twice with REFUSED_STREAM (it sheds load: that is
+       * `unprocessed`), or waiting for one of its streams until the deadline (it is busy).
        */
       unsent?: true;
+      /**
+       * A live endpoint refused the call before processing it, twice (REFUSED_STREAM): safe to retry
+       * anywhere, whatever the method, and one failure of the endpoint (upstream/outcome.ts
+       * "refused"), not a refused connection.
+       */
+      unprocessed?: true;
       /** The reply's declared length, when it was over `maxReplyBytes` and refused unread. */
       replyTooLarge?: number;
     }
@@ -607,11 +614,10 @@ class UnaryCall {
    * sent again — on a new session after a GOAWAY, the "transparent retry" gRPC clients make, so
    * an upstream recycling its connections (max_connection_age) fails no call; the second time
    * it ends UNAVAILABLE: `unsent` after a GOAWAY (the endpoint is going away: like a refused
-   * connection, safe for dispatch.ts to retry elsewhere and ejected at once), not `unsent` after
+   * connection, safe for dispatch.ts to retry elsewhere and ejected at once), `unprocessed` after
    * REFUSED_STREAM (`unsent` = false): the endpoint is up and shedding load, which ejecting it at
-   * once (for up to maxEjectionMs, with the streak) would only move to the others. That costs a
-   * non-idempotent method the retry elsewhere: outcome.ts's verdicts have none that retries any
-   * method without ejecting.
+   * once (for up to maxEjectionMs, with the streak) would only move to the others — it is retried
+   * elsewhere whatever the method and counts one failure (outcome.ts "refused").
    */
   refused(details: string, unsent = true): void {
     if (this.#done) return;
@@ -623,7 +629,7 @@ class UnaryCall {
     }
     if (this.#retried) {
       if (unsent) this.finishUnsent(GrpcCode.UNAVAILABLE, details);
-      else this.finish({ kind: "status", code: GrpcCode.UNAVAILABLE, details });
+      else this.finish({ kind: "status", code: GrpcCode.UNAVAILABLE, details, unprocessed: true });
       return;
     }
     this.#retried = true;

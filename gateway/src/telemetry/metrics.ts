@@ -65,7 +65,7 @@ export class GatewayMetrics {
     counterView(
       registry,
       "portico_gateway_upstream_requests_total",
-      "Tries sent to an upstream endpoint (retries included), by outcome: ok (it answered, 4xx included), connect, unavailable (502/503/504, reset, gRPC UNAVAILABLE), timeout, failure (500, gRPC INTERNAL…).",
+      "Tries sent to an upstream endpoint (retries included), by outcome: ok (it answered, 4xx included), connect, refused (gRPC REFUSED_STREAM, twice), unavailable (502/503/504, reset, gRPC UNAVAILABLE), timeout, failure (500, gRPC INTERNAL…).",
       this.#attempts,
       prune,
     );

@@ -13,6 +13,9 @@ export type Outcome = HttpOutcome | GrpcOutcome;
 /**
  * - `ok`: the endpoint answered (4xx and gRPC application errors included);
  * - `connect`: nothing reached the endpoint — safe to retry for any method;
+ * - `refused`: the endpoint is up and said it did not process the request (gRPC: REFUSED_STREAM,
+ *   twice) — safe to retry for any method, as `connect` is, but a failure like `unavailable` for
+ *   the endpoint, not a refused connection (which ejects it at once);
  * - `unavailable`: 502/503/504, a reset after sending, gRPC UNAVAILABLE — retry if idempotent;
  * - `timeout`: no answer in time (the request may have been processed) — retry if idempotent;
  * - `failure`: the endpoint failed in a way a retry would not fix (500, gRPC INTERNAL…);
@@ -20,7 +23,7 @@ export type Outcome = HttpOutcome | GrpcOutcome;
  *   endpoint (not counted for health, latency or the canary; see dispatch.ts for the breaker), and
  *   nobody is left to retry for.
  */
-export type Verdict = "ok" | "connect" | "unavailable" | "timeout" | "failure" | "cancelled";
+export type Verdict = "ok" | "connect" | "refused" | "unavailable" | "timeout" | "failure" | "cancelled";
 
 export function classify(outcome: Outcome): Verdict {
   switch (outcome.kind) {
@@ -42,6 +45,7 @@ export function classify(outcome: Outcome): Verdict {
     case "status":
       // The gRPC client says when nothing reached the endpoint (grpc/h2-client.ts `unsent`).
       if (outcome.unsent) return "connect";
+      if (outcome.unprocessed) return "refused";
       switch (outcome.code) {
         case GrpcCode.UNAVAILABLE:
           return "unavailable";
@@ -81,5 +85,9 @@ export function isIdempotentMethod(method: string): boolean {
 }
 
 export function isRetryable(verdict: Verdict, idempotent: boolean): boolean {
-  return verdict === "connect" || (idempotent && (verdict === "unavailable" || verdict === "timeout"));
+  return (
+    verdict === "connect" ||
+    verdict === "refused" ||
+    (idempotent && (verdict === "unavailable" || verdict === "timeout"))
+  );
 }

@@ -3,7 +3,7 @@
  * bench/request-path-hook.ts preloaded, which answers every upstream try at once and calls the
  * listener's handler directly, 64 requests in flight (no socket, no load generator, no upstream):
  *
- *   bun bench/request-path.ts [pool|lean|full|full-ratio …] [--env K=V …] [--passes N]
+ *   bun bench/request-path.ts [pool|lean|full|full-ratio …] [--env K=V …] [--passes N] [--profile DIR]
  *   (default: pool lean full)
  *
  * `pool` is bench/pool-proxy.ts — `Bun.serve` and the gateway's upstream client, nothing else —
@@ -11,7 +11,9 @@
  * configs (bench/portico.ts). `--env` sets a variable for every gateway measured (an ablation by
  * setting, e.g. `--env LOG_LEVEL=warn` on `full`). Flavours alternate over `--passes` (default 3),
  * each a fresh process pinned to one CPU, so that a busy spell of the host falls on all of them;
- * the table gives the median and the lowest of their rounds.
+ * the table gives the median and the lowest of their rounds. `--profile DIR`: each process also
+ * writes a CPU profile (`bun --cpu-prof-md`, warm-up round included) into DIR, named after its
+ * flavour and pass — what the request path's own JavaScript spends, with no socket work around it.
  *
  * The figures are far steadier than `make bench`'s CPU per request (±0.3 µs against ±5–20) and
  * smaller: they leave out the system calls, the socket reads and writes, and the answer written
@@ -19,7 +21,7 @@
  * grows with it (bench/README.md, 2026-12-07 fourth stop). A change to the request path can be
  * judged by them in a minute; `make bench` says what it is worth end to end.
  */
-import { readFileSync, rmSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { freePort } from "../scripts/stack/testing/ports.ts";
@@ -41,7 +43,7 @@ const REPO_ROOT = resolve(import.meta.dir, "..");
 const FLAVOURS = ["pool", "lean", "full", "full-ratio"];
 const { values: options, positionals } = parseArgs({
   args: process.argv.slice(2),
-  options: { env: { type: "string", multiple: true }, passes: { type: "string" } },
+  options: { env: { type: "string", multiple: true }, passes: { type: "string" }, profile: { type: "string" } },
   allowPositionals: true,
 });
 const flavours = positionals.length ? positionals : ["pool", "lean", "full"];
@@ -61,7 +63,10 @@ stopAllOnSignals();
 /** The upstreams are never dialled (the hook answers for them); the addresses only fill the config. */
 const UPSTREAMS = ["127.0.0.1:9", "127.0.0.1:9", "127.0.0.1:9"];
 
-async function measure(flavourName: string, otlpEndpoint: string): Promise<number[]> {
+const profileDir = options.profile === undefined ? undefined : resolve(options.profile);
+if (profileDir !== undefined) mkdirSync(profileDir, { recursive: true });
+
+async function measure(flavourName: string, otlpEndpoint: string, pass: number): Promise<number[]> {
   const out = join(tempDir("request-path"), "result.json");
   const hook = join(REPO_ROOT, "bench/request-path-hook.ts");
   let argv: string[];
@@ -84,6 +89,8 @@ async function measure(flavourName: string, otlpEndpoint: string): Promise<numbe
     url = prepared.url;
     port = Number(new URL(url).port);
   }
+  if (profileDir !== undefined)
+    argv.splice(1, 0, "--cpu-prof-md", `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${flavourName}-${pass}.md`);
   const proc = spawn(`${flavourName} (request path)`, pinned(argv, PROXY_CPU), {
     // The hook stubs the client of the tree the process runs from: the pool proxy is this checkout's.
     cwd: flavourName === "pool" ? REPO_ROOT : SERVICE_ROOT,
@@ -114,6 +121,11 @@ async function measure(flavourName: string, otlpEndpoint: string): Promise<numbe
       intervalMs: 100,
     });
     if (result.error || !result.usPerRequest) throw new Error(`${flavourName}: ${result.error ?? "no figures"}`);
+    if (profileDir !== undefined) {
+      // The profile is written as the process exits: a drain and a normal exit, not a kill.
+      proc.kill("SIGTERM");
+      await Promise.race([proc.exited, Bun.sleep(30_000)]);
+    }
     return result.usPerRequest;
   } finally {
     proc.kill("SIGKILL");
@@ -128,7 +140,7 @@ try {
   for (let pass = 1; pass <= passes; pass++)
     for (const flavour of flavours) {
       console.error(`pass ${pass}/${passes}: ${flavour}…`);
-      rounds.get(flavour)!.push(...(await measure(flavour, otlp.endpoint)));
+      rounds.get(flavour)!.push(...(await measure(flavour, otlp.endpoint, pass)));
     }
   otlp.stop();
   const baseline = rounds.has("pool") ? median(rounds.get("pool")!) : undefined;

@@ -101,6 +101,19 @@ export interface CertificateSeries {
   reloads?: number;
 }
 
+/**
+ * A TLS port's series: the certificate it presents (`certificate="server"`) and, with mutual TLS,
+ * the CA client certificates must come from (`"client-ca"`: once it expires, every peer's is refused).
+ */
+export function serverCertificates(
+  notAfter: Date,
+  reloads: number,
+  clientCaNotAfter: Date | undefined,
+): CertificateSeries[] {
+  const server = { labels: { certificate: "server" }, notAfter, reloads };
+  return clientCaNotAfter ? [server, { labels: { certificate: "client-ca" }, notAfter: clientCaNotAfter }] : [server];
+}
+
 /** The certificates each registry exports, from every part of the process that holds one. */
 const certificateSources = new WeakMap<Registry, Set<() => CertificateSeries[]>>();
 
@@ -175,11 +188,9 @@ export class TlsListener<M extends { version: string }> {
     const first = this.#watcher.current;
     this.#served = opts.summarize(first);
     if (opts.registry)
-      exportCertificates(opts.registry, () => {
-        const { notAfter, caNotAfter } = this.#served;
-        const server = { labels: { certificate: "server" }, notAfter, reloads: this.#reloads };
-        return caNotAfter ? [server, { labels: { certificate: "client-ca" }, notAfter: caNotAfter }] : [server];
-      });
+      exportCertificates(opts.registry, () =>
+        serverCertificates(this.#served.notAfter, this.#reloads, this.#served.caNotAfter),
+      );
     if (opts.exclusive) assertPortFree(opts.host, opts.port);
     this.#server = this.#serve(first, opts.port);
     this.#watcher.start();

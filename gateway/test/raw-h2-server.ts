@@ -27,10 +27,8 @@ export async function rawServer(
     stream.on("error", () => {});
     handle(stream as ServerHttp2Stream, headers);
   });
-  const port = await freePort();
-  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
   return {
-    address: `127.0.0.1:${port}`,
+    address: await listenOnLoopback(server),
     sessions,
     close() {
       for (const s of sessions) s.destroy();
@@ -162,14 +160,21 @@ export async function frameServer(
       }
     });
   });
-  const port = await freePort();
-  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
   return {
-    address: `127.0.0.1:${port}`,
+    address: await listenOnLoopback(server),
     streams,
     close() {
       for (const socket of sockets) socket.destroy();
       server.close();
     },
   };
+}
+
+/** Starts `server` on a free loopback port; its host:port. */
+async function listenOnLoopback(server: {
+  listen(port: number, host: string, listening: () => void): unknown;
+}): Promise<string> {
+  const port = await freePort();
+  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+  return `127.0.0.1:${port}`;
 }

@@ -23,7 +23,7 @@ import * as grpc from "@grpc/grpc-js";
 import tls from "node:tls";
 import type { Registry } from "prom-client";
 import type { Logger } from "../../lib/log.ts";
-import { exportCertificates, TLS12_CIPHERS } from "../../lib/tls-listener.ts";
+import { exportCertificates, serverCertificates, TLS12_CIPHERS } from "../../lib/tls-listener.ts";
 import { readTlsMaterial, type ServiceTlsSettings, TlsFileWatcher, type TlsMaterial } from "../../lib/tls.ts";
 
 type CertificateProvider = grpc.experimental.CertificateProvider;
@@ -122,12 +122,9 @@ export function startRpcTls(settings: ServiceTlsSettings, opts: { log: Logger; r
   // Labelled as the gateway's and webapp's are, so that one alert rule covers every certificate
   // (k8s/monitoring/prometheus.yaml, PorticoCertificateExpiresSoon).
   if (opts.registry)
-    exportCertificates(opts.registry, () => {
-      const { notAfter, caNotAfter } = watcher.current;
-      const server = { labels: { certificate: "server" }, notAfter, reloads };
-      // The CA client certificates must come from (mutual TLS): once it expires, the gateway's is refused.
-      return caNotAfter ? [server, { labels: { certificate: "client-ca" }, notAfter: caNotAfter }] : [server];
-    });
+    exportCertificates(opts.registry, () =>
+      serverCertificates(watcher.current.notAfter, reloads, watcher.current.caNotAfter),
+    );
 
   const mutual = settings.requireClientCert;
   // The provider serves the CA too only when client certificates are required: grpc-js then asks

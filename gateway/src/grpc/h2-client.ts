@@ -716,8 +716,6 @@ class UnaryCall {
       session.calls.delete(this);
       this.channel.released(session);
     }
-    this.#first = undefined;
-    this.#chunks = undefined;
     const { resolve, reject, context } = this;
     this.#letGo();
     let value: unknown;
@@ -732,7 +730,7 @@ class UnaryCall {
 
   /**
    * A finished call lets go of what it held for the call: its request (metadata, message, the
-   * client's Request), timer, stream, session, reply headers and promise. The collector is
+   * client's Request), timer, stream, session, reply headers and chunks, and promise. The collector is
    * generational without aging: a call in flight at a young-generation collection is promoted,
    * and once finished it is old garbage until the next full collection — while whatever young
    * objects it still points to are kept, and promoted, by every young collection in between.
@@ -749,6 +747,8 @@ class UnaryCall {
     this.#session = undefined;
     this.#stream = undefined;
     this.#headers = undefined;
+    this.#first = undefined;
+    this.#chunks = undefined;
     this.resolve = settled;
     this.reject = settled;
   }

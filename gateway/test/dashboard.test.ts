@@ -7,10 +7,11 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { createAdminApp } from "../src/admin/app.ts";
 import { LATENCY_BUCKETS, latencyBucket, quantileMs } from "../src/dashboard/latency-buckets.ts";
 import { recent } from "../src/dashboard/events.ts";
-import { type EndpointView, type GatewaySnapshot, SNAPSHOT_SCHEMA } from "../src/dashboard/snapshot.ts";
+import { type EndpointView, endpointView, type GatewaySnapshot, SNAPSHOT_SCHEMA } from "../src/dashboard/snapshot.ts";
 import { TierView } from "../src/dashboard/tier.ts";
 import { TrafficRecorder, WINDOW_SECONDS } from "../src/dashboard/traffic.ts";
 import { PeerDirectory } from "../src/peers.ts";
+import { Endpoint } from "../src/upstream/endpoint.ts";
 import { inProcessGateway } from "./admin-fixture.ts";
 
 const servers: ReturnType<typeof Bun.serve>[] = [];
@@ -44,6 +45,36 @@ describe("latency buckets", () => {
     expect([latencyBucket(-1), latencyBucket(Number.NaN), latencyBucket(0)]).toEqual([0, 0, 0]);
     expect(latencyBucket(Number.POSITIVE_INFINITY)).toBe(LATENCY_BUCKETS - 1);
     expect(latencyBucket(1e12)).toBe(LATENCY_BUCKETS - 1);
+  });
+});
+
+describe("an endpoint's view", () => {
+  test("outSince: when it left the set, on lastRequestAt's clock; null again once it is back", async () => {
+    const e = new Endpoint(
+      "127.0.0.1:1",
+      "http",
+      { consecutiveFailures: 5, halfOpenAfterMs: 1_000, maxHalfOpenAfterMs: 10_000 },
+      1,
+    );
+    expect(endpointView(e).outSince).toBeNull();
+    e.lastRequestAt = performance.now();
+    await Bun.sleep(5);
+    e.ejected = true;
+    e.refreshAvailability();
+    const out = endpointView(e);
+    expect(out.available).toBe(false);
+    // 5 ms apart on one clock: in order whatever the wall clock does.
+    expect(out.outSince! - out.lastRequestAt!).toBeGreaterThanOrEqual(4);
+    // Staying out keeps the time it left.
+    e.health = "unhealthy";
+    e.refreshAvailability();
+    expect(endpointView(e).outSince).toBe(out.outSince);
+    e.ejected = false;
+    e.health = "healthy";
+    e.refreshAvailability();
+    expect(endpointView(e).outSince).toBeNull();
+    e.close();
+    expect(endpointView(e).outSince).not.toBeNull();
   });
 });
 
@@ -84,6 +115,7 @@ describe("the tier: snapshots of every replica, merged", () => {
   const endpoint = (address: string, over: Partial<EndpointView> = {}): EndpointView => ({
     address,
     available: true,
+    outSince: null,
     health: "healthy",
     breaker: "closed",
     breakerProbeAt: null,

@@ -21,6 +21,8 @@ export const SNAPSHOT_SCHEMA = 2;
 export interface EndpointView {
   address: string;
   available: boolean;
+  /** When it left the balancer's set, on the same clock as lastRequestAt (null while available). */
+  outSince: number | null;
   /** "off": the upstream's active health checks are disabled (no verdict will come). */
   health: Endpoint["health"] | "off";
   breaker: Endpoint["breakerState"];
@@ -96,6 +98,7 @@ export function endpointView(e: Endpoint, healthChecked = true): EndpointView {
   return {
     address: e.address,
     available: e.available,
+    outSince: e.available ? null : epochMs(e.outSince),
     health: healthChecked ? e.health : "off",
     breaker: e.breakerState,
     breakerProbeAt: e.breakerState === "open" ? e.breaker.probeAt : null,
@@ -108,10 +111,14 @@ export function endpointView(e: Endpoint, healthChecked = true): EndpointView {
     requests: e.requests,
     failures: e.failures,
     ewmaMs: round3(e.ewmaMs),
-    // performance.now() → epoch ms
-    lastRequestAt: e.lastRequestAt > 0 ? Math.round(performance.timeOrigin + e.lastRequestAt) : null,
+    lastRequestAt: e.lastRequestAt > 0 ? epochMs(e.lastRequestAt) : null,
     version: e.version ?? null,
   };
+}
+
+/** performance.now() → epoch ms: one mapping for every such time in a view, so they compare with each other. */
+function epochMs(performanceNow: number): number {
+  return Math.round(performance.timeOrigin + performanceNow);
 }
 
 export function canarySummary(canary: Canary | undefined): CanarySummary | null {

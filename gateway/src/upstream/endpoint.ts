@@ -56,6 +56,8 @@ export class Endpoint {
   consecutiveFailures = 0;
   /** Whether the balancer may pick this endpoint now; recomputed on every state change. */
   available = true;
+  /** performance.now() when it last left the balancer's set (0 while in it). */
+  outSince = 0;
   /** Dropped from the upstream by discovery. */
   removed = false;
   /** The version the replica reports (`x-service-version`), from its health checks and answers. */
@@ -141,7 +143,12 @@ export class Endpoint {
   /** Recomputes `available` from health, ejection and breaker. */
   refreshAvailability(): void {
     const breakerAllows = this.breaker.state === "closed" || (this.breaker.state === "open" && this.breaker.probeReady);
-    this.available = !this.removed && this.health !== "unhealthy" && !this.ejected && breakerAllows;
+    this.#setAvailable(!this.removed && this.health !== "unhealthy" && !this.ejected && breakerAllows);
+  }
+
+  #setAvailable(available: boolean): void {
+    if (available !== this.available) this.outSince = available ? 0 : performance.now();
+    this.available = available;
   }
 
   /** Epoch ms from which this endpoint may be picked again, as far as timers know (now if it may be now). */
@@ -159,7 +166,7 @@ export class Endpoint {
 
   close(): void {
     this.removed = true;
-    this.available = false;
+    this.#setAvailable(false);
     this.breaker.close();
     this.#grpcChannel?.close();
     this.#grpcChannel = undefined;

@@ -540,9 +540,10 @@ export async function killAndRestart(
   const retries = (await upstreamView(gateway, upstream)).retries;
   const route = ROUTE_TO[upstream];
   if (!route) throw new Error(`no load route to upstream ${upstream}`);
-  // Times in whole ms: a request sent in diedAt's millisecond may have left before the death was
-  // seen, so it counts as in flight, not as sent after.
-  const inFlightAtKill = (a: Answer) => a.route === route && a.at <= diedAt && a.at + a.ms >= killedAt;
+  // Date.now() is in whole ms, cut down: a request sent in diedAt's millisecond may have left before
+  // the death was seen, so it counts as in flight, not as sent after; and one answered in the
+  // kill's millisecond may read up to 1 ms early (its `at` cut down, its `ms` exact).
+  const inFlightAtKill = (a: Answer) => a.route === route && a.at <= diedAt && a.at + a.ms + 1 > killedAt;
   return {
     requests: summary.total,
     failed: summary.failed,

@@ -99,18 +99,23 @@ async function versionsKnown(gw: Gateway, n: number): Promise<void> {
   );
 }
 
-/** Requests from CONCURRENCY clients until `done`; every answer's status and version kept. */
+/**
+ * Requests from CONCURRENCY clients until `done`; every answer's status and version kept, with when
+ * its request was sent (`at`): what the gateway decided for it came after that, whenever the
+ * answer was read.
+ */
 function load(gw: Gateway, path: string, body: string) {
   const answers: { status: number; version: string | null; at: number }[] = [];
   let running = true;
   const clients = Array.from({ length: CONCURRENCY }, async () => {
     while (running) {
+      const at = Date.now();
       try {
         const res = await fetch(`${gw.url}${path}`, { method: "POST", headers: json, body });
         await res.arrayBuffer();
-        answers.push({ status: res.status, version: res.headers.get("x-service-version"), at: Date.now() });
+        answers.push({ status: res.status, version: res.headers.get("x-service-version"), at });
       } catch {
-        answers.push({ status: 0, version: null, at: Date.now() });
+        answers.push({ status: 0, version: null, at });
       }
     }
   });

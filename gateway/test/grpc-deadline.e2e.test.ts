@@ -131,13 +131,16 @@ describe("gRPC deadline propagation", () => {
   });
 
   test("a per-try timeout: the upstream's deadline is the per-try timeout, not the route's", async () => {
-    expect((await call("per-try", "per-try")).status).toBe(200);
+    const answer = await call("per-try", "per-try");
+    expect(answer.status).toBe(200);
     const [first] = callsWith("per-try");
     console.log(
-      `perTryTimeoutMs ${PER_TRY_TIMEOUT_MS} → deadline left at the upstream: ${Math.round(first!.remainingMs)} ms`,
+      `perTryTimeoutMs ${PER_TRY_TIMEOUT_MS} → deadline left at the upstream: ${Math.round(first!.remainingMs)} ms, deadline − client send ${first!.deadlineAt - answer.sentAt} ms`,
     );
     expect(first!.remainingMs).toBeLessThanOrEqual(PER_TRY_TIMEOUT_MS + ROUNDING_MS);
-    expect(first!.remainingMs).toBeGreaterThan(PER_TRY_TIMEOUT_MS - MARGIN_MS);
+    // From the client's send, as in the one-try case: how long the call took to reach the upstream
+    // (a busy machine) does not count against it.
+    expect(first!.deadlineAt - answer.sentAt).toBeGreaterThan(PER_TRY_TIMEOUT_MS - MARGIN_MS);
   });
 
   test("a retry: the second try keeps the route's deadline (what the first try left of it)", async () => {

@@ -133,6 +133,13 @@ describe("every endpoint down", () => {
       },
       5_000,
     );
+    // And found down by the health checks too: until then an open breaker's probe, due 500 ms after
+    // it opened, would send one of the requests below to an endpoint.
+    await timeUntil(
+      "every webapp unhealthy",
+      async () => (await upstreamView(gateway, "webapp")).endpoints.every((e) => e.health === "unhealthy"),
+      5_000,
+    );
     const triesBefore = (await upstreamView(gateway, "webapp")).endpoints.reduce((n, e) => n + e.requests, 0);
     const samples = [];
     for (let i = 0; i < 20; i++) {

@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { X509Certificate } from "node:crypto";
-import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -15,6 +15,7 @@ import { connect } from "node:tls";
 import { parse as parseYaml, stringify as toYaml } from "yaml";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
+import { replaceFile } from "../../scripts/stack/testing/files.ts";
 import { freePort } from "../../scripts/stack/testing/ports.ts";
 import { requireBinary, waitFor } from "../../scripts/stack/testing/processes.ts";
 import { readTcpMigrateReq } from "../../scripts/stack/listener-handover.ts";
@@ -283,12 +284,8 @@ describe("TLS at the edge and inside", () => {
       const clients = [...Array.from({ length: 4 }, () => loop(true)), ...Array.from({ length: 4 }, () => loop(false))];
       await Bun.sleep(500);
       // Key first, then the certificate, each replaced in one step (as a Secret volume swaps them).
-      const replace = (path: string, text: string) => {
-        writeFileSync(`${path}.tmp`, text, { mode: 0o600 });
-        renameSync(`${path}.tmp`, path);
-      };
-      replace(pki.keyFile("edge"), renewed.key);
-      replace(pki.certFile("edge"), renewed.cert);
+      replaceFile(pki.keyFile("edge"), renewed.key);
+      replaceFile(pki.certFile("edge"), renewed.cert);
       await waitFor("every gateway to log the reload", () => reloads() === gateways.length, { timeoutMs: 15_000 });
       await Bun.sleep(300);
       running = false;

@@ -16,6 +16,7 @@ import { join, resolve } from "node:path";
 import * as tls from "node:tls";
 import { loadPackageDefinition } from "../../lib/grpc-proto.ts";
 import { createCa, ensureLocalPki, issue, type LocalPki, loadCa, localIdentities } from "../../scripts/tls/pki.ts";
+import { replaceFile } from "../../scripts/stack/testing/files.ts";
 import { freePorts } from "../../scripts/stack/testing/ports.ts";
 import {
   type Spawned,
@@ -382,8 +383,8 @@ describe("rpcapp certificate rotation", () => {
       const newSerial = serialOf(renewed.cert);
 
       // Half-written: the new key beside the old certificate. Logged once, naming the file; the old
-      // pair keeps serving.
-      writeFileSync(keyFile, renewed.key);
+      // pair keeps serving. (Each file is replaced in one step: a poll never reads one half written.)
+      replaceFile(keyFile, renewed.key);
       await waitFor(
         "the warning about the half-written pair",
         () => app.proc.lines.some((l) => l.includes('"level":"warn"') && l.includes(`private key ${keyFile}`)),
@@ -393,7 +394,7 @@ describe("rpcapp certificate rotation", () => {
       await callsReach(atHalfWritten + 100);
       expect(await presentedSerial(app.grpcPort)).toBe(oldSerial);
 
-      writeFileSync(certFile, renewed.cert);
+      replaceFile(certFile, renewed.cert);
       await waitFor(
         "the reload line",
         () => app.proc.lines.some((l) => l.includes('"msg":"tls certificate reloaded"')),

@@ -82,8 +82,11 @@ describe("two webapp replicas on one SQLite file", () => {
   });
 
   test("SIGTERM: readiness turns 503 while liveness stays 200 during the drain, then the process exits 0", async () => {
-    const stopping = replicas.map((r) => stopProcess(r.proc, "SIGTERM"));
+    // One replica at a time: each is looked at within its own drain (DRAIN_DELAY_MS), not in what
+    // is left of it after the other's.
+    const stopping: Promise<number>[] = [];
     for (const r of replicas) {
+      stopping.push(stopProcess(r.proc, "SIGTERM"));
       await waitFor(`${r.instance} to report not ready`, async () => (await fetch(`${r.url}/readyz`)).status === 503, {
         proc: r.proc,
         timeoutMs: DRAIN_DELAY_MS * 5,

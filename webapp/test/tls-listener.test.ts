@@ -5,12 +5,13 @@
  */
 import { afterAll, expect, test } from "bun:test";
 import { X509Certificate } from "node:crypto";
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type TLSSocket } from "node:tls";
 import type { ServiceIdentity } from "../../lib/env.ts";
 import { createLogger } from "../../lib/log.ts";
+import { replaceFile } from "../../scripts/stack/testing/files.ts";
 import { waitFor } from "../../scripts/stack/testing/processes.ts";
 import { ensureLocalPki, issue, loadCa, localIdentities } from "../../scripts/tls/pki.ts";
 import { TlsListener } from "../src/tls-listener.ts";
@@ -73,10 +74,8 @@ test("during a handover the replaced listener answers its open connections with 
   expect(await requestOn(old, "/")).not.toContain("connection: close");
 
   const renewed = await issue(ca, localIdentities().webapp!);
-  writeFileSync(`${paths.key}.tmp`, renewed.key);
-  renameSync(`${paths.key}.tmp`, paths.key);
-  writeFileSync(`${paths.cert}.tmp`, renewed.cert);
-  renameSync(`${paths.cert}.tmp`, paths.cert);
+  replaceFile(paths.key, renewed.key);
+  replaceFile(paths.cert, renewed.cert);
   await waitFor("the renewed certificate's listener", () => listener!.server !== first, { timeoutMs: 10_000 });
 
   expect(listener.server.port).toBe(port);

@@ -5,11 +5,12 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { X509Certificate } from "node:crypto";
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "node:tls";
 import { readTcpMigrateReq } from "../../scripts/stack/listener-handover.ts";
+import { replaceFile } from "../../scripts/stack/testing/files.ts";
 import { freePorts } from "../../scripts/stack/testing/ports.ts";
 import {
   type Spawned,
@@ -75,12 +76,6 @@ async function expectPresented(pem: string, handshakes = 10): Promise<void> {
 }
 
 const webappLeaf = () => issue(ca, localIdentities().webapp!);
-
-/** Replaces a served file in one step, as a Secret volume or cert-manager does. */
-function replaceFile(path: string, text: string): void {
-  writeFileSync(`${path}.tmp`, text, { mode: 0o600 });
-  renameSync(`${path}.tmp`, path);
-}
 
 function startTlsWebapp(env: Record<string, string | undefined>, name: string): Spawned {
   return spawnService(
@@ -293,12 +288,22 @@ describe("webapp over mutual TLS", () => {
       const reloadsBefore = reloads().length;
       replaceFile(served.key, expired.key);
       replaceFile(served.cert, expired.cert);
-      await waitFor("the warning about the expired certificate", () => tlsWarnings().length > warningsBefore, {
+      const expiredWarnings = () =>
+        tlsWarnings()
+          .slice(warningsBefore)
+          .filter((l) => l.includes(`certificate ${served.cert} expired at `));
+      await waitFor("the warning about the expired certificate", () => expiredWarnings().length > 0, {
         proc: webapp,
       });
-      expect(tlsWarnings().at(-1)).toContain(`certificate ${served.cert} expired at `);
       await Bun.sleep(RELOAD_MS * 5);
-      expect(tlsWarnings()).toHaveLength(warningsBefore + 1);
+      expect(expiredWarnings()).toHaveLength(1);
+      // A poll between the two renames may also have found the new key with the old certificate
+      // (a half-written renewal): said once too, and nothing else.
+      const others = tlsWarnings()
+        .slice(warningsBefore)
+        .filter((l) => !l.includes(`certificate ${served.cert} expired at `));
+      expect(others.length).toBeLessThanOrEqual(1);
+      for (const l of others) expect(l).toContain(`is not the key of certificate ${served.cert}`);
       expect(reloads()).toHaveLength(reloadsBefore);
       await expectPresented(current, 5);
       expect((await fetch(`${url}/projects?limit=1`, { tls: gatewayTls })).status).toBe(200);

@@ -105,7 +105,14 @@ describe("two webapp replicas on one SQLite file", () => {
 
 describe("shutdown", () => {
   test("a request in flight at SIGTERM is answered, and access-logged before the process exits", async () => {
-    const [replica] = await startReplicas("webapp-inflight", { DB_PATH: ":memory:", FAULT_DELAY_MS: "800" }, 1);
+    // The drain (300 ms) keeps the listener open a while after the signal, so a request sent 200 ms
+    // before it is taken in even if a busy machine was slow to accept it; the answer (800 ms)
+    // still comes well after the drain, so the exit has to wait for it.
+    const [replica] = await startReplicas(
+      "webapp-inflight",
+      { DB_PATH: ":memory:", FAULT_DELAY_MS: "800", DRAIN_DELAY_MS: "300" },
+      1,
+    );
     const { proc, url } = replica!;
     const answer = fetch(`${url}/projects`, { headers: { "x-request-id": "inflight-1" } });
     await Bun.sleep(200);

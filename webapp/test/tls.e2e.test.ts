@@ -288,10 +288,8 @@ describe("webapp over mutual TLS", () => {
       const reloadsBefore = reloads().length;
       replaceFile(served.key, expired.key);
       replaceFile(served.cert, expired.cert);
-      const expiredWarnings = () =>
-        tlsWarnings()
-          .slice(warningsBefore)
-          .filter((l) => l.includes(`certificate ${served.cert} expired at `));
+      const saysExpired = (l: string) => l.includes(`certificate ${served.cert} expired at `);
+      const expiredWarnings = () => tlsWarnings().slice(warningsBefore).filter(saysExpired);
       await waitFor("the warning about the expired certificate", () => expiredWarnings().length > 0, {
         proc: webapp,
       });
@@ -301,7 +299,7 @@ describe("webapp over mutual TLS", () => {
       // (a half-written renewal): said once too, and nothing else.
       const others = tlsWarnings()
         .slice(warningsBefore)
-        .filter((l) => !l.includes(`certificate ${served.cert} expired at `));
+        .filter((l) => !saysExpired(l));
       expect(others.length).toBeLessThanOrEqual(1);
       for (const l of others) expect(l).toContain(`is not the key of certificate ${served.cert}`);
       expect(reloads()).toHaveLength(reloadsBefore);

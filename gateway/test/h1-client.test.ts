@@ -16,6 +16,18 @@ import { createCa, issue } from "../../scripts/tls/pki.ts";
 const CRLF = "\r\n";
 const LIMITS = { maxHeaderBytes: 16 * 1024, maxResponseBytes: 1024 * 1024 };
 const BIG = "b".repeat(SMALL_BODY_BYTES + 1000);
+/** Bodies of the same length, no two halves alike: a part read into another would show. */
+const SMALL_A = "a".repeat(SMALL_BODY_BYTES / 4) + "c".repeat(SMALL_BODY_BYTES / 4);
+const SMALL_B = "b".repeat(SMALL_BODY_BYTES / 4) + "d".repeat(SMALL_BODY_BYTES / 4);
+/** Larger than the client's parse buffer (64 KiB), no byte like its neighbour. */
+const CHUNKED_LARGE = Array.from({ length: 300 * 1024 }, (_, i) => String.fromCharCode(33 + (i % 90))).join("");
+
+/** The head and the first half of `body` now, the rest `delayMs` later. */
+function inParts(s: Socket<Conn>, body: string, delayMs: number): void {
+  const half = body.length / 2;
+  s.write(`HTTP/1.1 200 OK${CRLF}Content-Length: ${body.length}${CRLF}${CRLF}${body.slice(0, half)}`);
+  setTimeout(() => s.write(body.slice(half)), delayMs);
+}
 
 interface Conn {
   id: number;
@@ -86,6 +98,16 @@ const scripts: Record<string, (socket: Socket<Conn>) => void> = {
     setTimeout(() => s.write(BIG.slice(third, 2 * third)), 20);
     setTimeout(() => s.write(BIG.slice(2 * third)), 30);
   },
+  // A body read whole in two reads, its second part sent `delay` ms after its first: with two of
+  // these on two connections the reads alternate between them (the client parses every read
+  // through one buffer shared by all its connections).
+  "small-in-parts-a": (s) => inParts(s, SMALL_A, 30),
+  "small-in-parts-b": (s) => inParts(s, SMALL_B, 60),
+  // One chunk of CHUNKED_LARGE bytes, all of it through the parser, in reads of whatever size.
+  "chunked-large": (s) =>
+    s.write(
+      `HTTP/1.1 200 OK${CRLF}Transfer-Encoding: chunked${CRLF}${CRLF}${CHUNKED_LARGE.length.toString(16)}${CRLF}${CHUNKED_LARGE}${CRLF}0${CRLF}${CRLF}`,
+    ),
   "big-and-more": (s) => {
     s.write(`HTTP/1.1 200 OK${CRLF}Content-Length: ${BIG.length}${CRLF}${CRLF}`);
     setTimeout(() => s.write(`${BIG}extra bytes`), 10);
@@ -293,6 +315,23 @@ describe("answers", () => {
     expect(await responseOf(await send(p, "big-in-parts")).text()).toBe(BIG);
     expect(await responseOf(await send(p, "ok")).text()).toBe("ok");
     expect(p.opened).toBe(1);
+    p.close();
+  });
+
+  test("bodies read in parts on two connections at once come out whole, each its own", async () => {
+    const p = pool();
+    const [a, b] = await Promise.all([send(p, "small-in-parts-a"), send(p, "small-in-parts-b")]);
+    expect(p.opened).toBe(2);
+    expect(await responseOf(a).text()).toBe(SMALL_A);
+    expect(await responseOf(b).text()).toBe(SMALL_B);
+    p.close();
+  });
+
+  test("a chunked body larger than the parse buffer comes out whole", async () => {
+    const p = pool();
+    const text = await responseOf(await send(p, "chunked-large")).text();
+    expect(text.length).toBe(CHUNKED_LARGE.length);
+    expect(text === CHUNKED_LARGE).toBe(true);
     p.close();
   });
 

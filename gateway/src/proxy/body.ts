@@ -16,7 +16,9 @@ export async function readBody(req: Request, limit: number): Promise<BodyRead> {
     if (!Number.isFinite(length) || length > limit) return { ok: false, reason: "too-large" };
     if (length === 0) return { ok: true, bytes: null };
     try {
-      return { ok: true, bytes: new Uint8Array(await req.arrayBuffer()) };
+      // bytes(), not a Uint8Array over arrayBuffer(): a view made over a fresh ArrayBuffer costs
+      // ~0.2 µs more, and lengthened every young-generation pause (bench/README.md, 2026-12-08).
+      return { ok: true, bytes: await req.bytes() };
     } catch {
       return { ok: false, reason: "aborted" };
     }

@@ -82,6 +82,23 @@ const PARSER_MAX_HEAD_BYTES = 2 * 1024 * 1024;
 
 const { kOnMessageBegin, kOnHeaders, kOnHeadersComplete, kOnBody, kOnMessageComplete } = HTTPParser;
 
+/**
+ * Where a socket read is copied for the parser. The parser reaches a buffer's bytes through its
+ * ArrayBuffer, which a fresh buffer (every socket read is one) has yet to get: JavaScriptCore
+ * makes one for it then, ~0.4 µs per read, and a collection that finds many such buffers dead
+ * stops the process longer — the young-generation pauses that set the p99 at 8 connections
+ * (bench/README.md, 2026-12-08). The parser keeps nothing of its input (a body comes out as a
+ * copy), and parses run one at a time, so one buffer serves every connection.
+ */
+const parseBuffer = Buffer.allocUnsafeSlow(64 * 1024);
+
+/** `chunk` as the parser's input: its bytes in parseBuffer, unless it is larger (then itself). */
+function parserInput(chunk: Uint8Array): Uint8Array {
+  if (chunk.byteLength > parseBuffer.byteLength) return chunk;
+  parseBuffer.set(chunk);
+  return parseBuffer.subarray(0, chunk.byteLength);
+}
+
 /** One request and its answer on one connection. */
 class Exchange {
   settled = false;
@@ -241,7 +258,7 @@ class Connection {
       this.#passBody(exchange, chunk);
       return;
     }
-    const result = this.#parse(() => this.parser.execute(chunk));
+    const result = this.#parse(parserInput(chunk));
     if (result instanceof Error) this.#refuse(parseError(result, this.exchange?.limits.maxHeaderBytes));
     // Bytes after the answer (the start of one nobody asked for), or a close decided in a callback.
     else if (this.stray || this.closeAfterParse) this.destroy();
@@ -253,13 +270,14 @@ class Connection {
   }
 
   /**
-   * Runs the parser (its callbacks run inside); an exception from a callback — an answer that
-   * cannot become a Response — is returned as the parse error it amounts to.
+   * Runs the parser on `input`, or ends its input when there is none (its callbacks run inside);
+   * an exception from a callback — an answer that cannot become a Response — is returned as the
+   * parse error it amounts to. No closure per call: this runs for every read.
    */
-  #parse<T>(run: () => T): T | (Error & { code: string }) {
+  #parse(input?: Uint8Array): number | undefined | (Error & { code?: string }) {
     this.parsing = true;
     try {
-      return run();
+      return input ? this.parser.execute(input) : this.parser.finish();
     } catch (err) {
       return Object.assign(err instanceof Error ? err : new Error(String(err)), { code: "HPE_USER" });
     } finally {
@@ -302,7 +320,7 @@ class Connection {
     }
     if (exchange && !error) {
       // A body delimited by the connection's end completes here.
-      const result = this.#parse(() => this.parser.finish());
+      const result = this.#parse();
       // HPE_INVALID_EOF_STATE: the message was not complete (told below as a close mid-answer).
       if (result instanceof Error && this.exchange && result.code !== "HPE_INVALID_EOF_STATE") {
         this.#refuse(parseError(result, this.exchange?.limits.maxHeaderBytes));

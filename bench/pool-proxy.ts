@@ -17,7 +17,7 @@ Bun.serve({
   port,
   async fetch(req) {
     const { url } = req;
-    const body = req.method === "GET" || req.method === "HEAD" ? null : new Uint8Array(await req.arrayBuffer());
+    const body = req.method === "GET" || req.method === "HEAD" ? null : await req.bytes();
     const pool = pools[next++ % pools.length]!;
     const outcome = await pool.send(req.method, url.slice(url.indexOf("/", 8)), req.headers, body, 30_000, limits);
     return outcome.kind === "response" ? outcome.response : new Response(null, { status: 502 });

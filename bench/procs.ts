@@ -86,6 +86,9 @@ export function tempDir(prefix: string): string {
  * left: the run's own code may have started one while the first ones stopped.
  */
 export async function stopAll(): Promise<void> {
+  // A stopped process keeps SIGTERM pending: continue what holdStill() stopped first.
+  for (const pid of held) signal(pid, "SIGCONT");
+  held.clear();
   while (running.size > 0) await Promise.all([...running.values()].map(({ proc }) => stop(proc)));
   for (const dir of tempDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 }
@@ -102,6 +105,35 @@ export function stopAllOnSignals(): void {
       void stopAll().finally(() => process.exit(130));
     });
   }
+}
+
+/** PIDs stopped by holdStill() and not yet continued. */
+const held = new Set<number>();
+
+function signal(pid: number, name: "SIGSTOP" | "SIGCONT"): void {
+  try {
+    process.kill(pid, name);
+  } catch {} // gone: nothing to hold
+}
+
+/**
+ * Stops (SIGSTOP) every process of `pids` and their children until the returned function is
+ * called, which continues them (SIGCONT). The benchmark holds every target but the one it
+ * measures, so that no other proxy — not even its timers and collector, waking on the same
+ * CPU — runs beside the one being measured (bench/README.md, "Pinning").
+ */
+export function holdStill(pids: number[]): () => void {
+  const tree = [...new Set(pids.flatMap(processTree))];
+  for (const pid of tree) {
+    signal(pid, "SIGSTOP");
+    held.add(pid);
+  }
+  return () => {
+    for (const pid of tree) {
+      signal(pid, "SIGCONT");
+      held.delete(pid);
+    }
+  };
 }
 
 /** Clock ticks per second of /proc/<pid>/stat's utime and stime (USER_HZ; 100 on every Linux port in use). */

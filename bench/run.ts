@@ -32,6 +32,7 @@ import {
 } from "./portico.ts";
 import {
   cpuSeconds,
+  holdStill,
   LOAD_CPU,
   PROXY_CPU,
   pinned,
@@ -410,26 +411,39 @@ try {
     progress(`round ${round}/${rounds}: ${active.length} targets × ${HIGH} and ${LOW} connections, ${seconds} s each`);
     for (const row of active) {
       const target = targets.get(row.key)!;
-      // 2 s unmeasured right before the target's runs: JIT in the first round, and in every round
-      // what the proxy let go while the other targets ran — its idle upstream connections (HAProxy
-      // purges idle server connections after 5 s, nginx after 60 s), so that "new upstream conns"
-      // counts what a proxy opens under steady load, not its reconnects after a pause, and a Bun
-      // service's compiled code, which it drops after 30 s of quiet (GC_WHEN_IDLE, lib/idle-gc.ts):
-      // the rows compare proxies in service, not their first second after a rest.
-      await load(target, HIGH, 2).catch((err) => progress(`  ${row.name}: warm-up failed: ${err}`));
-      for (const connections of [HIGH, LOW]) {
-        try {
-          const run = await measure(target, connections, round);
-          row.runs.push(run);
-          progress(
-            `  ${row.name} @${connections}: ${run.result.requestsPerSecond.toFixed(0)} req/s, p99 ${run.result.p99Ms.toFixed(2)} ms${run.result.errors ? `, ${run.result.errors} errors` : ""}`,
-          );
-        } catch (err) {
-          const error = (err as Error).message.split("\n")[0]!;
-          progress(`  ${row.name} @${connections}: ${error}`);
-          (row.failed ??= []).push({ round, connections, error });
-          notes.push(`${row.name} @${connections}, round ${round}: no figures (${error})`);
+      // The other targets' processes stop while this one runs (procs.ts holdStill): the proxy
+      // has its CPU to itself, as in service. Shared upstream processes keep running.
+      const own = new Set([...target.proxyPids, ...target.upstreamPids]);
+      const release = holdStill(
+        active
+          .flatMap((other) => [...targets.get(other.key)!.proxyPids, ...targets.get(other.key)!.upstreamPids])
+          .filter((pid) => !own.has(pid)),
+      );
+      try {
+        // 2 s unmeasured right before the target's runs: JIT in the first round, and in every
+        // round what the proxy let go while it was held — its idle upstream connections (HAProxy
+        // purges idle server connections after 5 s, nginx after 60 s; their clocks ran on), so
+        // that "new upstream conns" counts what a proxy opens under steady load, not its
+        // reconnects after a pause, and a Bun service's compiled code, which it drops after 30 s
+        // of quiet (GC_WHEN_IDLE, lib/idle-gc.ts): the rows compare proxies in service, not their
+        // first second after a rest.
+        await load(target, HIGH, 2).catch((err) => progress(`  ${row.name}: warm-up failed: ${err}`));
+        for (const connections of [HIGH, LOW]) {
+          try {
+            const run = await measure(target, connections, round);
+            row.runs.push(run);
+            progress(
+              `  ${row.name} @${connections}: ${run.result.requestsPerSecond.toFixed(0)} req/s, p99 ${run.result.p99Ms.toFixed(2)} ms${run.result.errors ? `, ${run.result.errors} errors` : ""}`,
+            );
+          } catch (err) {
+            const error = (err as Error).message.split("\n")[0]!;
+            progress(`  ${row.name} @${connections}: ${error}`);
+            (row.failed ??= []).push({ round, connections, error });
+            notes.push(`${row.name} @${connections}, round ${round}: no figures (${error})`);
+          }
         }
+      } finally {
+        release();
       }
     }
   }

@@ -4,7 +4,8 @@
  * runs failed or whose requests did.
  */
 import { describe, expect, test } from "bun:test";
-import { cpuSeconds } from "./procs.ts";
+import { readFileSync } from "node:fs";
+import { cpuSeconds, holdStill, processTree, spawn, stopAll } from "./procs.ts";
 import { censusWindowIsClean, formatTable, type Meta, type Row, type Run } from "./report.ts";
 
 const meta: Meta = {
@@ -90,6 +91,39 @@ describe("CPU from /proc", () => {
     }
     // Reaped: /proc has no entry for it any more (a negative CPU figure came from reading it as 0).
     expect(() => cpuSeconds([proc.pid])).toThrow(`process ${proc.pid} exited during the run`);
+  });
+});
+
+describe("holding the targets not measured", () => {
+  /** The state letter of /proc/<pid>/stat: T stopped, S sleeping. */
+  const state = (pid: number) => {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+  };
+  const waitFor = async (what: () => boolean) => {
+    const giveUpAt = performance.now() + 5_000;
+    while (!what() && performance.now() < giveUpAt) await Bun.sleep(10);
+    return what();
+  };
+
+  test("a process and its children stop, and continue when released; stopAll continues one still held", async () => {
+    // A shell with a child, as nginx has its worker.
+    const proc = spawn("holder", ["sh", "-c", "sleep 30 & wait"], { stdout: "ignore" });
+    expect(await waitFor(() => processTree(proc.pid).length === 2)).toBe(true);
+    const tree = processTree(proc.pid);
+    const release = holdStill([proc.pid]);
+    expect(await waitFor(() => tree.every((pid) => state(pid) === "T"))).toBe(true);
+    release();
+    expect(await waitFor(() => tree.every((pid) => state(pid) === "S"))).toBe(true);
+    holdStill([proc.pid]);
+    expect(await waitFor(() => state(proc.pid) === "T")).toBe(true);
+    // Held, SIGTERM would wait; continued first, the shell ends on it rather than on SIGKILL.
+    await stopAll();
+    expect(proc.signalCode).toBe("SIGTERM");
+    // The shell's `sleep` outlives it (SIGTERM was the shell's alone): killed here, by PID.
+    try {
+      process.kill(tree[1]!, "SIGKILL");
+    } catch {}
   });
 });
 

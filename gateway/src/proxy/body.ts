@@ -17,7 +17,8 @@ export async function readBody(req: Request, limit: number): Promise<BodyRead> {
     if (length === 0) return { ok: true, bytes: null };
     try {
       // bytes(), not a Uint8Array over arrayBuffer(): a view made over a fresh ArrayBuffer costs
-      // ~0.2 µs more, and lengthened every young-generation pause (bench/README.md, 2026-12-08).
+      // ~0.2 µs more, and lengthened every young-generation pause (bench/README.md, 2026-12-08
+      // second stop).
       return { ok: true, bytes: await req.bytes() };
     } catch {
       return { ok: false, reason: "aborted" };

@@ -87,8 +87,8 @@ const { kOnMessageBegin, kOnHeaders, kOnHeadersComplete, kOnBody, kOnMessageComp
  * ArrayBuffer, which a fresh buffer (every socket read is one) has yet to get: JavaScriptCore
  * makes one for it then, ~0.4 µs per read, and a collection that finds many such buffers dead
  * stops the process longer — the young-generation pauses that set the p99 at 8 connections
- * (bench/README.md, 2026-12-08). The parser keeps nothing of its input (a body comes out as a
- * copy), and parses run one at a time, so one buffer serves every connection.
+ * (bench/README.md, 2026-12-08 second stop). The parser keeps nothing of its input (a body comes
+ * out as a copy), and parses run one at a time, so one buffer serves every connection.
  */
 const parseBuffer = Buffer.allocUnsafeSlow(64 * 1024);
 

@@ -118,7 +118,7 @@ function signal(pid: number, name: "SIGSTOP" | "SIGCONT"): void {
 
 /**
  * Stops (SIGSTOP) every process of `pids` and their children until the returned function is
- * called, which continues them (SIGCONT). The benchmark holds every target but the one it
+ * called, which continues them (SIGCONT). The benchmark holds every proxy but the one it
  * measures, so that no other proxy — not even its timers and collector, waking on the same
  * CPU — runs beside the one being measured (bench/README.md, "Pinning").
  */

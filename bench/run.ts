@@ -411,13 +411,12 @@ try {
     progress(`round ${round}/${rounds}: ${active.length} targets × ${HIGH} and ${LOW} connections, ${seconds} s each`);
     for (const row of active) {
       const target = targets.get(row.key)!;
-      // The other targets' processes stop while this one runs (procs.ts holdStill): the proxy
-      // has its CPU to itself, as in service. Shared upstream processes keep running.
-      const own = new Set([...target.proxyPids, ...target.upstreamPids]);
+      // The other proxies stop while this one runs (procs.ts holdStill): it has its CPU to itself,
+      // as in service. Upstreams keep running: a gateway whose rpcapp stopped would fail its
+      // health checks while measured, and find it unhealthy at its own turn.
+      const own = new Set(target.proxyPids);
       const release = holdStill(
-        active
-          .flatMap((other) => [...targets.get(other.key)!.proxyPids, ...targets.get(other.key)!.upstreamPids])
-          .filter((pid) => !own.has(pid)),
+        active.flatMap((other) => targets.get(other.key)!.proxyPids).filter((pid) => !own.has(pid)),
       );
       try {
         // 2 s unmeasured right before the target's runs: JIT in the first round, and in every

@@ -228,7 +228,7 @@ export class Gateway {
     const scope = this.#telemetry.begin(req.headers, ctx.id, req.method, rawPath);
     let response: Response;
     try {
-      response = await context.with(scope, this.#handle, this, req, ctx, state, server);
+      response = await context.with(scope, this.#handleInContext, undefined, req, ctx, state, server);
     } catch (err) {
       context.with(scope, () => this.deps.log.error({ err, request_id: ctx.id }, "unhandled error in request path"));
       response = gatewayProblem({ status: 500, title: "Internal gateway error", requestId: ctx.id });
@@ -244,6 +244,17 @@ export class Gateway {
       this.#accessLog.write(ctx, response.status, trace.getSpan(scope)?.spanContext());
     return response;
   }
+
+  /**
+   * #handle with this gateway as `this`, made once: given `this` as its `thisArg`, OpenTelemetry's
+   * context manager binds the function anew on every request.
+   */
+  readonly #handleInContext = (
+    req: Request,
+    ctx: RequestContext,
+    state: GatewayState,
+    server: Server<unknown>,
+  ): Promise<Response> => this.#handle(req, ctx, state, server);
 
   async #handle(req: Request, ctx: RequestContext, state: GatewayState, server: Server<unknown>): Promise<Response> {
     const requestId = ctx.id;

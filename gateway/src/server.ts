@@ -228,7 +228,7 @@ export class Gateway {
     const scope = this.#telemetry.begin(req.headers, ctx.id, req.method, rawPath);
     let response: Response;
     try {
-      response = await context.with(scope, this.#handleInContext, undefined, req, ctx, state, server);
+      response = await context.with(scope, this.#handle, undefined, req, ctx, state, server);
     } catch (err) {
       context.with(scope, () => this.deps.log.error({ err, request_id: ctx.id }, "unhandled error in request path"));
       response = gatewayProblem({ status: 500, title: "Internal gateway error", requestId: ctx.id });
@@ -246,17 +246,15 @@ export class Gateway {
   }
 
   /**
-   * #handle with this gateway as `this`, made once: given `this` as its `thisArg`, OpenTelemetry's
-   * context manager binds the function anew on every request.
+   * An arrow made once rather than a method: given the gateway as its `thisArg`, OpenTelemetry's
+   * context manager would bind the function anew on every request.
    */
-  readonly #handleInContext = (
+  readonly #handle = async (
     req: Request,
     ctx: RequestContext,
     state: GatewayState,
     server: Server<unknown>,
-  ): Promise<Response> => this.#handle(req, ctx, state, server);
-
-  async #handle(req: Request, ctx: RequestContext, state: GatewayState, server: Server<unknown>): Promise<Response> {
+  ): Promise<Response> => {
     const requestId = ctx.id;
     const refusal = refuseRequest(req.method, req.headers.get("host"));
     if (refusal) return gatewayProblem({ ...refusal, requestId });
@@ -369,7 +367,7 @@ export class Gateway {
       : proxyHttp(routed, this.#routeDeps));
     limit?.setHeaders(response.headers);
     return response;
-  }
+  };
 }
 
 /** 405 problem+json naming the methods `path` takes, in `Allow` and in the body. */

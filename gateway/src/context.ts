@@ -1,5 +1,6 @@
 /** What the gateway knows about one request while it handles it. */
 import type { GatewayConfig, RouteConfig } from "./config/load.ts";
+import type { HeaderPairs } from "./proxy/http.ts";
 import type { Upstream } from "./upstream/upstream.ts";
 
 export interface RequestContext {
@@ -24,6 +25,10 @@ export interface RequestContext {
   servedBy?: string;
   /** A /healthz or /readyz probe, answered by the gateway itself (not access-logged unless LOG_PROBES). */
   probe?: boolean;
+  /** The gateway's own headers on every answer: x-request-id, x-gateway, x-gateway-version. */
+  stamp: HeaderPairs;
+  /** The answer carries `stamp` already (the upstream client put it in the header list it came with). */
+  stamped: boolean;
 }
 
 /**

@@ -75,6 +75,8 @@ export class Gateway {
   readonly #accessLog: AccessLog;
   /** What the transport halves are handed, made once rather than per request. */
   readonly #routeDeps: GrpcRouteDeps & HttpRouteDeps;
+  /** x-gateway and x-gateway-version, the constant part of every answer's stamp (RequestContext.stamp). */
+  readonly #identityStamp: readonly [readonly [string, string], readonly [string, string]];
 
   constructor(
     config: GatewayConfig,
@@ -82,6 +84,10 @@ export class Gateway {
   ) {
     this.#telemetry = deps.telemetry ?? new GatewayTelemetry();
     this.#routeDeps = { telemetry: this.#telemetry, instance: deps.identity.instance };
+    this.#identityStamp = [
+      ["x-gateway", deps.identity.instance],
+      ["x-gateway-version", deps.identity.version],
+    ];
     this.#accessLog = new AccessLog(deps.accessLog ?? deps.log);
     this.#state = this.#build(config);
     this.#applyCanaries(this.#state);
@@ -213,8 +219,9 @@ export class Gateway {
       peer: peerIp,
       peerIsTrusted,
     } = state.trustedProxies.resolve(peer, req.headers.get("x-forwarded-for"));
+    const id = requestIdOf(req.headers);
     const ctx: RequestContext = {
-      id: requestIdOf(req.headers),
+      id,
       start: performance.now(),
       method: req.method,
       path: rawPath,
@@ -223,6 +230,8 @@ export class Gateway {
       peer: peerIp,
       peerIsTrusted,
       secure,
+      stamp: [["x-request-id", id], this.#identityStamp[0], this.#identityStamp[1]],
+      stamped: false,
     };
     // The server span; the request runs in its context, so upstream tries become its children.
     const scope = this.#telemetry.begin(req.headers, ctx.id, req.method, rawPath);
@@ -233,9 +242,7 @@ export class Gateway {
       context.with(scope, () => this.deps.log.error({ err, request_id: ctx.id }, "unhandled error in request path"));
       response = gatewayProblem({ status: 500, title: "Internal gateway error", requestId: ctx.id });
     }
-    response.headers.set("x-request-id", ctx.id);
-    response.headers.set("x-gateway", this.deps.identity.instance);
-    response.headers.set("x-gateway-version", this.deps.identity.version);
+    if (!ctx.stamped) for (const [name, value] of ctx.stamp) response.headers.set(name, value);
     const hsts = secure ? state.config.tls?.hsts : undefined;
     if (hsts) response.headers.set("strict-transport-security", hsts);
     this.deps.lifecycle.closeConnectionWhileDraining(response.headers);

@@ -42,6 +42,10 @@ const scripts: Record<string, (socket: Socket<Conn>) => void> = {
     s.write(`HTTP/1.1 200 OK${CRLF}Content-Length: 2${CRLF}Keep-Alive: timeout=5${CRLF}X-Kept: 1${CRLF}${CRLF}ok`),
   "connection-named": (s) =>
     s.write(`HTTP/1.1 200 OK${CRLF}Connection: x-private${CRLF}X-Private: 1${CRLF}Content-Length: 2${CRLF}${CRLF}ok`),
+  "stamped-names": (s) =>
+    s.write(
+      `HTTP/1.1 200 OK${CRLF}X-Request-Id: from-upstream${CRLF}x-gateway: a${CRLF}X-Gateway: b${CRLF}Connection: x-gateway-version${CRLF}X-Gateway-Version: 0${CRLF}X-Kept: 1${CRLF}Content-Length: 2${CRLF}${CRLF}ok`,
+    ),
   "two-connection-lines": (s) =>
     s.write(
       `HTTP/1.1 200 OK${CRLF}Connection: x-a${CRLF}Connection: x-b${CRLF}X-A: 1${CRLF}X-B: 1${CRLF}X-C: 1${CRLF}Content-Length: 2${CRLF}${CRLF}ok`,
@@ -233,6 +237,27 @@ describe("answers", () => {
     p.close();
   });
 
+  test("a stamp's headers replace the upstream's of the same names, whatever their case, and survive Connection naming them", async () => {
+    const p = pool();
+    const stamp = [
+      ["x-request-id", "req-1"],
+      ["x-gateway", "gateway-1"],
+      ["x-gateway-version", "1.2.3"],
+    ] as const;
+    const response = responseOf(await p.send("GET", "/stamped-names", new Headers(), null, 2_000, LIMITS, { stamp }));
+    expect([...response.headers].filter(([name]) => name.startsWith("x-"))).toEqual([
+      ["x-gateway", "gateway-1"],
+      ["x-gateway-version", "1.2.3"],
+      ["x-kept", "1"],
+      ["x-request-id", "req-1"],
+    ]);
+    expect(await response.text()).toBe("ok");
+    // Without a stamp the upstream's own come through (both X-Gateway lines, as one list).
+    const plain = responseOf(await send(p, "stamped-names"));
+    expect([plain.headers.get("x-request-id"), plain.headers.get("x-gateway")]).toEqual(["from-upstream", "a, b"]);
+    p.close();
+  });
+
   test("the request carries Host (the endpoint), the headers given, and Content-Length from the body", async () => {
     const p = pool();
     const before = connections;
@@ -249,6 +274,25 @@ describe("answers", () => {
     // not "999" alone: the port in Host may hold those digits
     expect(head).not.toContain(`content-length: 999`);
     expect(head.match(/content-length:/gi)).toHaveLength(1);
+    p.close();
+  });
+
+  test("extraHeaders are written after the headers given, as they are", async () => {
+    const p = pool();
+    const before = connections;
+    const headers = new Headers({ "x-client": "1" });
+    const extraHeaders = [
+      ["x-forwarded-for", "10.0.0.7"],
+      ["via", "1.1 gateway-1"],
+    ] as const;
+    responseOf(await p.send("GET", "/ok", headers, null, 2_000, LIMITS, { extraHeaders }));
+    const head = [...open].find((s) => s.data.id === before + 1)!.data.requests[0]!;
+    expect(head.split(CRLF).slice(1).filter(Boolean)).toEqual([
+      `host: 127.0.0.1:${server.port}`,
+      "x-client: 1",
+      "x-forwarded-for: 10.0.0.7",
+      "via: 1.1 gateway-1",
+    ]);
     p.close();
   });
 
@@ -425,7 +469,9 @@ describe("failures inside the try", () => {
     const controller = new AbortController();
     const accepted = connections;
     const ours = () => [...open].filter((socket) => socket.data.id > accepted);
-    const pending = p.send("POST", "/silent", new Headers(), new Uint8Array([1]), 5_000, LIMITS, controller);
+    const pending = p.send("POST", "/silent", new Headers(), new Uint8Array([1]), 5_000, LIMITS, {
+      client: controller,
+    });
     for (let i = 0; i < 200 && ours()[0]?.data.requests.length !== 1; i++) await Bun.sleep(5);
     expect(ours().map((socket) => socket.data.requests.length)).toEqual([1]);
     const started = performance.now();
@@ -447,7 +493,9 @@ describe("failures inside the try", () => {
     const accepted = connections - 1;
     const ours = () => [...open].filter((socket) => socket.data.id > accepted);
     const started = performance.now();
-    expect(await p.send("POST", "/silent", new Headers(), new Uint8Array([1]), 5_000, LIMITS, controller)).toEqual({
+    expect(
+      await p.send("POST", "/silent", new Headers(), new Uint8Array([1]), 5_000, LIMITS, { client: controller }),
+    ).toEqual({
       kind: "cancelled",
     });
     const took = performance.now() - started;
@@ -464,7 +512,9 @@ describe("failures inside the try", () => {
     for (let i = 0; i < 10; i++) {
       expect(responseOf(await send(p, "ok")).status).toBe(200); // an idle connection for the try
       const started = performance.now();
-      const outcome = await p.send("GET", "/silent", new Headers(), null, 50, LIMITS, new AbortController());
+      const outcome = await p.send("GET", "/silent", new Headers(), null, 50, LIMITS, {
+        client: new AbortController(),
+      });
       const took = performance.now() - started;
       expect(outcome.kind).toBe("timeout");
       if (took < 50) early.push(took);
@@ -483,7 +533,9 @@ describe("failures inside the try", () => {
         return new AbortController().signal;
       },
     };
-    expect(responseOf(await p.send("GET", "/ok", new Headers(), null, 1_000, LIMITS, client)).status).toBe(200);
+    expect(responseOf(await p.send("GET", "/ok", new Headers(), null, 1_000, LIMITS, { client: client })).status).toBe(
+      200,
+    );
     await Bun.sleep(CLIENT_WATCH_MS + 20);
     expect(looked).toBe(0);
     p.close();
@@ -492,7 +544,7 @@ describe("failures inside the try", () => {
   test("an abort after the answer changes nothing: the connection goes back to the pool", async () => {
     const p = pool();
     const controller = new AbortController();
-    const response = responseOf(await p.send("GET", "/ok", new Headers(), null, 1_000, LIMITS, controller));
+    const response = responseOf(await p.send("GET", "/ok", new Headers(), null, 1_000, LIMITS, { client: controller }));
     expect(await response.text()).toBe("ok");
     controller.abort();
     await Bun.sleep(20);

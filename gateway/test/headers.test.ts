@@ -1,6 +1,16 @@
 import { describe, expect, test } from "bun:test";
 import { requestIdOf as requestIdFrom } from "../../lib/request-id.ts";
-import { setForwardedHeaders, stripHopByHop } from "../src/proxy/headers.ts";
+import { type ForwardedInfo, forwardedHeaders, stripHopByHop } from "../src/proxy/headers.ts";
+
+/**
+ * The headers an upstream gets: `h` as forwardedHeaders leaves it, then its lines. Each line's
+ * name must be gone from `h` first, or the upstream would get the client's copy too.
+ */
+function setForwardedHeaders(h: Headers, info: ForwardedInfo): void {
+  const lines = forwardedHeaders(h, info);
+  for (const [name] of lines) expect(h.has(name)).toBe(false);
+  for (const [name, value] of lines) h.append(name, value);
+}
 import { TrustedProxies } from "../src/net/client-ip.ts";
 import { status as GrpcStatus } from "@grpc/grpc-js";
 import { grpcCodeName, httpStatusFromGrpc } from "../src/grpc/status.ts";

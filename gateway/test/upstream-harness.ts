@@ -54,6 +54,8 @@ export function context(): RequestContext {
     peer: "127.0.0.1",
     peerIsTrusted: false,
     secure: false,
+    stamp: [["x-request-id", "t"]],
+    stamped: false,
   };
 }
 

@@ -356,6 +356,33 @@ describe("hop-by-hop headers", () => {
     expect(present("content-length") !== present("transfer-encoding")).toBe(true);
   });
 
+  test("the gateway's own headers (x-request-id, x-gateway, x-gateway-version) replace any the upstream sent", async () => {
+    spy.clear();
+    spy.respond = (_req, conn) =>
+      conn.write(
+        httpResponse(200, "ok", [
+          ["Content-Length", "2"],
+          ["X-Request-Id", "upstream-id"],
+          ["X-Gateway", "upstream"],
+          ["Connection", "X-Gateway-Version"],
+          ["X-Gateway-Version", "0"],
+        ]),
+      );
+    const answer = await rawExchange(
+      gw.port,
+      `GET /spy/stamp HTTP/1.1${CRLF}Host: portico.test${CRLF}X-Request-Id: client-id-1${CRLF}${CRLF}`,
+      { done: (b) => parseResponse(b)?.complete === true },
+    );
+    const res = parseResponse(answer.bytes)!;
+    expect([res.status, res.body.toString()]).toEqual([200, "ok"]);
+    const own = res.headers.filter(([k]) => k.startsWith("x-gateway") || k === "x-request-id");
+    expect(own.sort(([a], [b]) => a.localeCompare(b))).toEqual([
+      ["x-gateway", gw.instance],
+      ["x-gateway-version", "dev"],
+      ["x-request-id", "client-id-1"],
+    ]);
+  });
+
   test("a response with Content-Length keeps it; a Transfer-Encoding the upstream sent is not repeated", async () => {
     spy.clear();
     spy.respond = (_req, conn) =>

@@ -61,7 +61,13 @@ import {
 } from "../upstream/client-watch.ts";
 import { isIdempotentMethod } from "../upstream/outcome.ts";
 import { isEndToEnd, isHopByHop } from "./headers.ts";
-import { type HttpOutcome, InvalidUpstreamResponse, type ResponseLimits, SMALL_BODY_BYTES } from "./http.ts";
+import {
+  type HeaderPairs,
+  type HttpOutcome,
+  InvalidUpstreamResponse,
+  type ResponseLimits,
+  SMALL_BODY_BYTES,
+} from "./http.ts";
 
 /** TLS to an https endpoint (upstream/tls.ts builds it; the endpoint is dialled by address). */
 export interface ClientTls {
@@ -70,6 +76,22 @@ export interface ClientTls {
   key?: string;
   /** The name the endpoint's certificate must carry, and the SNI sent. */
   serverName: string;
+}
+
+/** What a request adds to `H1Pool.send`'s plain exchange. */
+export interface SendOptions {
+  /**
+   * Whoever asked for the answer: when found gone before its head (looked at from CLIENT_WATCH_MS
+   * into the try on, and after a connect: client-watch.ts), the try is cancelled.
+   */
+  client?: ClientWatch;
+  /**
+   * Lines written after `headers` (the gateway's own: X-Forwarded-*, X-Request-Id, Via). The
+   * caller has removed those names from `headers`: writing them here costs no native set each.
+   */
+  extraHeaders?: HeaderPairs;
+  /** Headers the answer carries in place of any the upstream sent under the same names. */
+  stamp?: HeaderPairs;
 }
 
 /** Idle connections kept per endpoint; one released beyond this is closed. */
@@ -130,6 +152,8 @@ class Exchange {
   /** The request as written, and whether it may be sent again on a new connection (see the file comment). */
   request: Uint8Array | undefined;
   replayable = false;
+  /** Headers the answer carries in place of any the upstream sent under the same names (SendOptions.stamp). */
+  stamp: HeaderPairs | undefined;
 
   /** Settles the try's promise (exchangeOn, promiseResolvedBy): a try never rejects. */
   resolve!: (outcome: HttpOutcome) => void;
@@ -430,6 +454,7 @@ class Connection {
     // Pairs, not a Headers: `new Response` makes its own Headers from them either way, and
     // building one here first cost a native append per header and a copy (bench/census.ts).
     let headers: [string, string][] = [];
+    const stamp = exchange.stamp;
     let bytes = 0;
     let length = -1;
     let chunked = false;
@@ -468,7 +493,7 @@ class Connection {
         if (http10) keepAlive = false;
         continue;
       } else if (lower === "connection") connectionNames = connectionNames ? `${connectionNames}, ${value}` : value;
-      if (isHopByHop(lower)) continue;
+      if (isHopByHop(lower) || (stamp !== undefined && stamps(stamp, lower))) continue;
       headers.push([name, value]);
     }
     // The Connection header's names, lower case: only header names (tokens) name anything.
@@ -501,6 +526,8 @@ class Connection {
         const lower = name.toLowerCase();
         return !tokens.has(lower) || isEndToEnd(lower);
       });
+    // Read, never changed, by the Response made from the list.
+    if (stamp) for (const pair of stamp) headers.push(pair as [string, string]);
     // An answer to HEAD without a length: Bun.serve would add `content-length: 0`, telling the
     // client the GET's body is empty. Only a length or a transfer coding stops it; the GET's answer
     // through the gateway is chunked when its body is more than a small one, so the HEAD's says
@@ -742,14 +769,22 @@ function exchangeOn(
   limits: ResponseLimits,
   timeoutMs: number,
   client: ClientWatch | undefined,
+  stamp: HeaderPairs | undefined,
   replayable: boolean,
 ): Promise<HttpOutcome> {
   const exchange = new Exchange(isHead, limits, timeoutMs);
   exchange.request = request;
   exchange.replayable = replayable;
+  exchange.stamp = stamp;
   const promise = promiseResolvedBy(exchange);
   connection.send(exchange, request, client);
   return promise;
+}
+
+/** Whether `stamp` sets the header named `lower`. */
+function stamps(stamp: HeaderPairs, lower: string): boolean {
+  for (const [name] of stamp) if (name === lower) return true;
+  return false;
 }
 
 function concat(chunks: Uint8Array<ArrayBuffer>[]): Uint8Array<ArrayBuffer> {
@@ -797,9 +832,9 @@ export class H1Pool {
 
   /**
    * Sends one request and settles with the answer (never rejects). `headers` are sent as they
-   * are, with Host set to the endpoint's address and Content-Length to the body's. When `client`
-   * is found gone before the answer's head (looked at from CLIENT_WATCH_MS into the try on, and
-   * after a connect: client-watch.ts), the try settles `cancelled` and its connection closes.
+   * are, then `options.extraHeaders`, with Host set to the endpoint's address and Content-Length
+   * to the body's. When `options.client` is found gone before the answer's head, the try settles
+   * `cancelled` and its connection closes.
    */
   send(
     method: string,
@@ -808,13 +843,24 @@ export class H1Pool {
     body: Uint8Array | null,
     timeoutMs: number,
     limits: ResponseLimits,
-    client?: ClientWatch,
+    options?: SendOptions,
   ): Promise<HttpOutcome> {
-    const request = serialize(method, pathAndQuery, this.address, headers, body);
+    const request = serialize(method, pathAndQuery, this.address, headers, options?.extraHeaders, body);
+    const client = options?.client;
+    const stamp = options?.stamp;
     const connection = this.#takeIdle();
     // Not an async function: the pooled connection's way costs no generator and no second promise.
-    if (!connection) return this.#sendOnNew(request, method === "HEAD", timeoutMs, limits, client);
-    return exchangeOn(connection, request, method === "HEAD", limits, timeoutMs, client, isIdempotentMethod(method));
+    if (!connection) return this.#sendOnNew(request, method === "HEAD", timeoutMs, limits, client, stamp);
+    return exchangeOn(
+      connection,
+      request,
+      method === "HEAD",
+      limits,
+      timeoutMs,
+      client,
+      stamp,
+      isIdempotentMethod(method),
+    );
   }
 
   /**
@@ -832,7 +878,14 @@ export class H1Pool {
       settle({ kind: "timeout" });
       return;
     }
-    void this.#sendOnNew(exchange.request!, exchange.isHead, left, exchange.limits, exchange.client).then(settle);
+    void this.#sendOnNew(
+      exchange.request!,
+      exchange.isHead,
+      left,
+      exchange.limits,
+      exchange.client,
+      exchange.stamp,
+    ).then(settle);
   }
 
   /** send() when no pooled connection is free: a new one first, its connect counted in the try's time. */
@@ -842,6 +895,7 @@ export class H1Pool {
     timeoutMs: number,
     limits: ResponseLimits,
     client: ClientWatch | undefined,
+    stamp: HeaderPairs | undefined,
   ): Promise<HttpOutcome> {
     const started = performance.now();
     const opened = await this.#connect(timeoutMs);
@@ -860,6 +914,7 @@ export class H1Pool {
       limits,
       Math.max(1, timeoutMs - (performance.now() - started)),
       client,
+      stamp,
       false,
     );
   }
@@ -996,11 +1051,13 @@ function serialize(
   pathAndQuery: string,
   host: string,
   headers: Headers,
+  extraHeaders: HeaderPairs | undefined,
   body: Uint8Array | null,
 ): Uint8Array {
   headParts.length = 0;
   headParts.push(method, " ", pathAndQuery, " HTTP/1.1\r\nhost: ", host, "\r\n");
   headers.forEach(addHeader);
+  if (extraHeaders) for (const [name, value] of extraHeaders) headParts.push(name, ": ", value, "\r\n");
   const size = body ? body.byteLength : 0;
   // A body-less GET/HEAD says nothing about a length, as browsers and fetch do.
   if (size > 0 || (method !== "GET" && method !== "HEAD")) headParts.push("content-length: ", String(size), "\r\n");

@@ -44,5 +44,8 @@ export interface ResponseLimits {
   maxResponseBytes: number;
 }
 
+/** Header lines as [name, value] pairs, names in lower case. */
+export type HeaderPairs = readonly (readonly [name: string, value: string])[];
+
 /** Bodies up to this size with a Content-Length are read inside the try (one allocation, no stream). */
 export const SMALL_BODY_BYTES = 64 * 1024;

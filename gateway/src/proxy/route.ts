@@ -10,7 +10,7 @@ import type { GatewayTelemetry } from "../telemetry/index.ts";
 import { clientGoneProblem, dispatch, noEndpointProblem } from "../upstream/dispatch.ts";
 import { isIdempotentMethod } from "../upstream/outcome.ts";
 import { trimTrailingSlash } from "../routing/router.ts";
-import { setForwardedHeaders } from "./headers.ts";
+import { forwardedHeaders } from "./headers.ts";
 import { InvalidUpstreamResponse } from "./http.ts";
 import { limitResponseSize } from "./response-limit.ts";
 
@@ -27,7 +27,8 @@ export async function proxyHttp(routed: RoutedRequest, deps: HttpRouteDeps): Pro
   const upstreamPath =
     route.http?.rewritePrefix !== undefined ? rewrite(ctx.path, route.path, route.http.rewritePrefix) : ctx.path;
   const pathAndQuery = upstreamPath + ctx.search;
-  const headers = prepareRequestHeaders(req, ctx, deps.instance);
+  const headers = req.headers;
+  const options = { client: req, extraHeaders: gatewayRequestHeaders(headers, ctx, deps.instance), stamp: ctx.stamp };
   route.auth?.stripCredentials(headers);
   const method = req.method;
   // The client's request (`req`): a try whose client went away is cancelled, and a retry is not
@@ -37,7 +38,7 @@ export async function proxyHttp(routed: RoutedRequest, deps: HttpRouteDeps): Pro
     route,
     ctx,
     isIdempotentMethod(method),
-    (endpoint, timeoutMs) => endpoint.httpPool().send(method, pathAndQuery, headers, body, timeoutMs, limits, req),
+    (endpoint, timeoutMs) => endpoint.httpPool().send(method, pathAndQuery, headers, body, timeoutMs, limits, options),
     deps.telemetry.httpTries(upstream.name, method, pathAndQuery, headers),
     upstream.stickyKey(req.headers),
     req,
@@ -61,6 +62,7 @@ export async function proxyHttp(routed: RoutedRequest, deps: HttpRouteDeps): Pro
           detail: `${upstream.name} answered with ${limited.declared} bytes; the limit is ${maxBytes}`,
           extensions,
         });
+      ctx.stamped = true;
       return limited.response;
     }
     case "timeout":
@@ -83,11 +85,13 @@ export async function proxyHttp(routed: RoutedRequest, deps: HttpRouteDeps): Pro
   }
 }
 
-/** The outgoing headers, made from the incoming ones in place (no copy). */
-function prepareRequestHeaders(req: Request, ctx: RequestContext, gatewayInstance: string): Headers {
+/**
+ * The outgoing request's own headers, as lines the upstream client writes after the client's
+ * (`headers`, changed in place: no copy), whose copies of those names are removed here.
+ */
+function gatewayRequestHeaders(headers: Headers, ctx: RequestContext, gatewayInstance: string): [string, string][] {
   // Hop-by-hop headers went in server.ts, before the guards.
-  const headers = req.headers;
-  setForwardedHeaders(headers, {
+  const lines = forwardedHeaders(headers, {
     clientIp: ctx.clientIp,
     peer: ctx.peer,
     peerIsTrusted: ctx.peerIsTrusted,
@@ -95,11 +99,13 @@ function prepareRequestHeaders(req: Request, ctx: RequestContext, gatewayInstanc
   });
   // The client sets Host to the endpoint's address; the client's Host travels as X-Forwarded-Host.
   headers.delete("host");
-  headers.set("x-request-id", ctx.id);
+  headers.delete("x-request-id");
+  lines.push(["x-request-id", ctx.id]);
   // RFC 9110 §7.6.3: each proxy appends itself to the chain it received.
   const via = headers.get("via");
-  headers.set("via", via ? `${via}, 1.1 ${gatewayInstance}` : `1.1 ${gatewayInstance}`);
-  return headers;
+  if (via !== null) headers.delete("via");
+  lines.push(["via", via ? `${via}, 1.1 ${gatewayInstance}` : `1.1 ${gatewayInstance}`]);
+  return lines;
 }
 
 /**

@@ -25,6 +25,7 @@ import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from "@opentel
 import type { OTLPExporterNodeConfigBase } from "@opentelemetry/otlp-exporter-base/node-http";
 import { ProtobufTraceSerializer } from "@opentelemetry/otlp-transformer";
 import type { ReadableSpan, SpanProcessor } from "@opentelemetry/sdk-trace";
+import type { ExportSender } from "./renewing-sender.ts";
 
 /** Spans serialized together as they end: small enough to be still cached, large enough that a group's resource and scope (repeated per group) stay a few per cent of the body. */
 export const SERIALIZE_EVERY = 32;
@@ -60,7 +61,7 @@ export function otlpProtobufDelegate(config: OTLPExporterNodeConfigBase): IOtlpE
 }
 
 export class SerializingBatchSpanProcessor implements SpanProcessor {
-  readonly #delegate: IOtlpExportDelegate<SerializedSpans>;
+  readonly #delegate: ExportSender<SerializedSpans>;
   readonly #options: SpanBatchOptions;
   readonly #groupSize: number;
   /** Ended, not yet serialized (fewer than a group). */
@@ -77,7 +78,7 @@ export class SerializingBatchSpanProcessor implements SpanProcessor {
   /** Flushes under way: an export ending then leaves what is left to them. */
   #flushing = 0;
 
-  constructor(delegate: IOtlpExportDelegate<SerializedSpans>, options: SpanBatchOptions) {
+  constructor(delegate: ExportSender<SerializedSpans>, options: SpanBatchOptions) {
     this.#delegate = delegate;
     if (options.maxExportBatchSize > options.maxQueueSize) {
       diag.warn("maxExportBatchSize is larger than maxQueueSize: exporting at most maxQueueSize spans at a time");

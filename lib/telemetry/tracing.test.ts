@@ -59,6 +59,8 @@ describe("configuration from the OTEL_* environment", () => {
       compression: "none",
       exportTimeoutMs: 5000,
       tls: undefined,
+      readTls: undefined,
+      tlsReloadIntervalMs: 5000,
       sampler: "parentbased_always_on",
       ratio: 1,
       scheduleDelayMs: 5000,
@@ -572,6 +574,83 @@ describe("spans across a service boundary", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  test.each(["http/protobuf", "http/json"])(
+    "%s: renewed CA and client certificate files are taken into use without a restart; a broken renewal is not",
+    async (protocol) => {
+      const dir = mkdtempSync(join(tmpdir(), "otlp-renew-"));
+      const [oldCa, newCa] = [await createCa("old collector CA"), await createCa("new collector CA")];
+      // The collector has moved to the new CA: its own certificate, and the client certificates it accepts.
+      const server = await issue(newCa, { commonName: "collector", ipAddresses: ["127.0.0.1"], usage: "server" });
+      const [oldClient, newClient] = [
+        await issue(oldCa, { commonName: "demo", usage: "client" }),
+        await issue(newCa, { commonName: "demo", usage: "client" }),
+      ];
+      const caFile = join(dir, "ca.crt");
+      const [certFile, keyFile] = [join(dir, "tls.crt"), join(dir, "tls.key")];
+      const files = (ca: string, client: { cert: string; key: string }) => {
+        writeFileSync(caFile, ca);
+        writeFileSync(certFile, client.cert);
+        writeFileSync(keyFile, client.key);
+      };
+      files(oldCa.cert, oldClient);
+      let received = 0;
+      const receiver = Bun.serve({
+        hostname: "127.0.0.1",
+        port: 0,
+        tls: { cert: server.cert, key: server.key, ca: newCa.cert, requestCert: true, rejectUnauthorized: true },
+        async fetch(req) {
+          const { contentType } = await otlpTraces(req);
+          received++;
+          return otlpAccepted(contentType);
+        },
+      });
+      const lines: Record<string, unknown>[] = [];
+      const log = createLogger(IDENTITY, {
+        destination: { write: (line: string) => void lines.push(JSON.parse(line)) },
+      });
+      const tracing = await startTracing(IDENTITY, {
+        log,
+        env: {
+          OTEL_EXPORTER_OTLP_ENDPOINT: `https://127.0.0.1:${receiver.port}`,
+          OTEL_EXPORTER_OTLP_PROTOCOL: protocol,
+          OTEL_EXPORTER_OTLP_TIMEOUT: "500",
+          OTEL_EXPORTER_OTLP_CERTIFICATE: caFile,
+          OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: certFile,
+          OTEL_EXPORTER_OTLP_CLIENT_KEY: keyFile,
+          TLS_RELOAD_INTERVAL_MS: "100",
+        },
+      });
+      const exportOne = async () => {
+        const before = received;
+        const scope = startServerSpan(tracing.tracer, "GET", new Headers(), headersGetter, "r", {});
+        endHttpSpan(trace.getSpan(scope)!, 200, "server");
+        await tracing.flush().catch(() => {});
+        return received - before;
+      };
+      const renewed = () => lines.filter((l) => l.msg === "span exporter: renewed tls files taken into use").length;
+      try {
+        // Neither side trusts the other's CA yet: nothing arrives.
+        expect(await exportOne()).toBe(0);
+        // A certificate written without its key yet: refused, reported, and the old files stay in use.
+        writeFileSync(certFile, newClient.cert);
+        await Bun.sleep(400);
+        expect(lines.some((l) => String(l.msg).includes("cannot be used yet"))).toBe(true);
+        expect(renewed()).toBe(0);
+        // The whole renewal: the next exports go through, with no restart.
+        files(newCa.cert, newClient);
+        const deadline = Date.now() + 5_000;
+        while (renewed() === 0 && Date.now() < deadline) await Bun.sleep(50);
+        expect(renewed()).toBe(1);
+        expect(await exportOne()).toBe(1);
+        expect(await exportOne()).toBe(1);
+      } finally {
+        await tracing.shutdown();
+        receiver.stop(true);
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
 
   test("shutdown exports the spans still buffered", async () => {
     // InMemorySpanExporter forgets its spans when shut down; this one keeps them.

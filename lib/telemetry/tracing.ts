@@ -15,8 +15,10 @@
  *   OTEL_EXPORTER_OTLP_CERTIFICATE  PEM file of the CA(s) an https collector's certificate must
  *                                 chain to (default: the system's); _CLIENT_CERTIFICATE and
  *                                 _CLIENT_KEY a certificate and key to present (mutual TLS). Each has
- *                                 a _TRACES_ variant that wins. Read at start-up: a restart picks up
- *                                 renewed files.
+ *                                 a _TRACES_ variant that wins. Checked again every
+ *                                 TLS_RELOAD_INTERVAL_MS (default 5000): renewed files are taken
+ *                                 into use without a restart (renewing-sender.ts); a renewal that
+ *                                 cannot be used yet is logged and the files in use stay.
  *   OTEL_TRACES_SAMPLER           always_on | always_off | traceidratio | parentbased_always_on
  *                                 (default) | parentbased_always_off | parentbased_traceidratio
  *   OTEL_TRACES_SAMPLER_ARG       the ratio for the *traceidratio samplers, 0..1 (default 1)
@@ -45,6 +47,7 @@
  * Context lives in AsyncLocalStorage (Bun implements it natively), and is carried between services
  * by the W3C `traceparent`/`tracestate` headers (HTTP) or metadata keys (gRPC), see spans.ts.
  */
+import { createHash } from "node:crypto";
 import { context, diag, DiagLogLevel, trace, type Tracer } from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import type { CompressionAlgorithm } from "@opentelemetry/otlp-exporter-base";
@@ -63,8 +66,9 @@ import {
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from "@opentelemetry/semantic-conventions";
 import { EnvError, envEnum, envInt, envString, type ServiceIdentity } from "../env.ts";
 import { HTTP_TOKEN } from "../http-token.ts";
-import { readClientTls, readTlsMaterial, TlsFileError } from "../tls.ts";
+import { PemWatcher, readClientTls, readTlsMaterial, TlsFileError } from "../tls.ts";
 import type { Logger } from "../log.ts";
+import { type ExportSender, RenewingSender } from "./renewing-sender.ts";
 
 type Env = Record<string, string | undefined>;
 
@@ -89,6 +93,8 @@ export interface OtlpTls {
   ca?: string;
   cert?: string;
   key?: string;
+  /** Of the files' contents: a renewal of any of them is a new version. */
+  version: string;
 }
 
 export interface TracingConfig {
@@ -102,6 +108,10 @@ export interface TracingConfig {
   exportTimeoutMs: number;
   /** PEM contents for an https collector: the CA to trust, and a client certificate and key. */
   tls: OtlpTls | undefined;
+  /** Reads and checks those files again (throws TlsFileError): renewals are taken into use without a restart. */
+  readTls: (() => OtlpTls) | undefined;
+  /** TLS_RELOAD_INTERVAL_MS: how often `readTls` is polled. */
+  tlsReloadIntervalMs: number;
   sampler: SamplerName;
   ratio: number;
   scheduleDelayMs: number;
@@ -155,7 +165,8 @@ export function tracingConfigFromEnv(env: Env = process.env): TracingConfig {
       EXPORT_TIMEOUT_BOUNDS,
       env,
     ),
-    tls: exportTls(env, tracesUrl),
+    ...exportTls(env, tracesUrl),
+    tlsReloadIntervalMs: envInt("TLS_RELOAD_INTERVAL_MS", 5000, { min: 100 }, env),
     sampler: envEnum("OTEL_TRACES_SAMPLER", SAMPLERS, "parentbased_always_on", env),
     ratio,
     scheduleDelayMs: envInt("OTEL_BSP_SCHEDULE_DELAY", 5000, { min: 1, max: 600_000 }, env),
@@ -208,15 +219,18 @@ function signalVariable(env: Env, general: string): { name: string; value: strin
 /**
  * OTEL_EXPORTER_OTLP_(TRACES_)CERTIFICATE, _CLIENT_CERTIFICATE and _CLIENT_KEY, read and checked
  * as the services' own files are (lib/tls.ts: complete PEM blocks, a key that is the
- * certificate's, a certificate valid now). They apply to an https collector only: with an http
- * URL they would do nothing, which is refused rather than ignored.
+ * certificate's, a certificate valid now), and how to read them again. They apply to an https
+ * collector only: with an http URL they would do nothing, which is refused rather than ignored.
  */
-function exportTls(env: Env, tracesUrl: string | undefined): OtlpTls | undefined {
+function exportTls(
+  env: Env,
+  tracesUrl: string | undefined,
+): { tls: OtlpTls | undefined; readTls: (() => OtlpTls) | undefined } {
   const ca = signalVariable(env, "OTEL_EXPORTER_OTLP_CERTIFICATE");
   const cert = signalVariable(env, "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE");
   const key = signalVariable(env, "OTEL_EXPORTER_OTLP_CLIENT_KEY");
   const set = [ca, cert, key].filter((v) => v !== undefined);
-  if (set.length === 0) return undefined;
+  if (set.length === 0) return { tls: undefined, readTls: undefined };
   if ((cert === undefined) !== (key === undefined))
     throw new EnvError(
       `${(cert ?? key)!.name} is set without ${cert ? "OTEL_EXPORTER_OTLP_CLIENT_KEY" : "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"}: a client certificate goes with its key`,
@@ -225,19 +239,29 @@ function exportTls(env: Env, tracesUrl: string | undefined): OtlpTls | undefined
     throw new EnvError(
       `${set.map((v) => v.name).join(", ")}: certificates apply to an https collector, and the traces URL is ${tracesUrl}`,
     );
-  const tls: OtlpTls = {};
-  try {
-    if (ca) tls.ca = readClientTls({ ca: ca.value }).ca;
+  const readTls = (): OtlpTls => {
+    const hash = createHash("sha256");
+    const tls: OtlpTls = { version: "" };
+    if (ca) {
+      tls.ca = readClientTls({ ca: ca.value }).ca;
+      hash.update(tls.ca);
+    }
+    hash.update("\0");
     if (cert && key) {
       const pair = readTlsMaterial({ cert: cert.value, key: key.value });
       tls.cert = pair.cert;
       tls.key = pair.key;
+      hash.update(pair.version);
     }
+    tls.version = hash.digest("hex");
+    return tls;
+  };
+  try {
+    return { tls: readTls(), readTls };
   } catch (err) {
     if (err instanceof TlsFileError) throw new EnvError(`${set.map((v) => v.name).join(", ")}: ${err.message}`);
     throw err;
   }
-  return tls;
 }
 
 /**
@@ -367,12 +391,44 @@ export async function startTracing(identity: ServiceIdentity, opts: StartTracing
     maxExportBatchSize: config.maxExportBatchSize,
     exportTimeoutMillis: config.batchExportTimeoutMs,
   };
-  const exporterOptions = {
+  const exporterOptions = (tls: OtlpTls | undefined) => ({
     url: config.tracesUrl,
     headers: config.headers,
     compression: config.compression as CompressionAlgorithm,
     timeoutMillis: config.exportTimeoutMs,
-    ...(config.tls ? { httpAgentOptions: { keepAlive: true, ...config.tls } } : {}),
+    ...(tls
+      ? {
+          httpAgentOptions: {
+            keepAlive: true,
+            ...(tls.ca ? { ca: tls.ca } : {}),
+            ...(tls.cert && tls.key ? { cert: tls.cert, key: tls.key } : {}),
+          },
+        }
+      : {}),
+  });
+  // With an https collector's files, the exporter is made anew when they are renewed.
+  let watcher: PemWatcher<OtlpTls> | undefined;
+  const sender = <T>(make: (tls: OtlpTls | undefined) => ExportSender<T>): ExportSender<T> => {
+    const { tls, readTls } = config;
+    if (!tls || !readTls) return make(tls);
+    const renewing = new RenewingSender<T, OtlpTls>(make, tls);
+    watcher = new PemWatcher(
+      readTls,
+      {
+        intervalMs: config.tlsReloadIntervalMs,
+        onChange: (next) => {
+          renewing.renew(next);
+          opts.log?.info({ component: "opentelemetry" }, "span exporter: renewed tls files taken into use");
+        },
+        onError: (err) =>
+          opts.log?.warn(
+            { component: "opentelemetry", err: err.message },
+            "span exporter: the tls files changed but cannot be used yet; the current ones stay",
+          ),
+      },
+      tls,
+    ).start();
+    return renewing;
   };
   // Loaded only when used: the exporter libraries are the largest part of the SDK to import
   // (~50 ms at start-up). OTLP/protobuf serializes spans as they end (span-batches.ts); a given
@@ -381,10 +437,12 @@ export async function startTracing(identity: ServiceIdentity, opts: StartTracing
   if (opts.exporter) spanProcessor = new BatchSpanProcessor({ exporter: opts.exporter, ...batching });
   else if (config.tracesUrl && config.protocol === "http/json") {
     const { OTLPTraceExporter } = await import("@opentelemetry/exporter-trace-otlp-http");
-    spanProcessor = new BatchSpanProcessor({ exporter: new OTLPTraceExporter(exporterOptions), ...batching });
+    const exporter = sender((tls) => new OTLPTraceExporter(exporterOptions(tls)));
+    spanProcessor = new BatchSpanProcessor({ exporter, ...batching });
   } else if (config.tracesUrl) {
     const { otlpProtobufDelegate, SerializingBatchSpanProcessor } = await import("./span-batches.ts");
-    spanProcessor = new SerializingBatchSpanProcessor(otlpProtobufDelegate(exporterOptions), batching);
+    const delegate = sender((tls) => otlpProtobufDelegate(exporterOptions(tls)));
+    spanProcessor = new SerializingBatchSpanProcessor(delegate, batching);
   }
   const exporting = spanProcessor !== undefined;
   const provider = new TracerProvider({
@@ -412,6 +470,7 @@ export async function startTracing(identity: ServiceIdentity, opts: StartTracing
     // An unreachable collector must not fail a clean shutdown (exit 1) nor spend its budget: the
     // last spans get SHUTDOWN_EXPORT_MS, and a failure is a warning.
     shutdown: async () => {
+      watcher?.stop();
       let timer: ReturnType<typeof setTimeout> | undefined;
       const gaveUp = new Promise<"timeout">((resolve) => {
         timer = setTimeout(resolve, SHUTDOWN_EXPORT_MS, "timeout");

@@ -54,10 +54,22 @@ export type SpawnOptions = Parameters<typeof Bun.spawn>[1];
 /** Set once the benchmark is being stopped (a signal): nothing new may start after that. */
 let stopping = false;
 
-/** Bun.spawn, registered for clean-up; refused once the benchmark is stopping. */
+/**
+ * Whether each process starts in a session of its own (`setsid`, which execs: the PID stays the
+ * program's). holdStill() stops proxies; were they in the benchmark's own process group, the
+ * kernel would send the whole group SIGHUP (then SIGCONT) as soon as the group was orphaned with
+ * a stopped member in it — when the shell that started the benchmark in the background exits.
+ * A process with no SIGHUP handler dies of it: every Bun proxy row of one `make bench` did, nginx
+ * reloaded and HAProxy dumped its state (bench/README.md, 2026-12-08 third stop). Ctrl-C now
+ * reaches the benchmark alone, which stops everything it started by PID (stopAllOnSignals).
+ */
+const ownSession = Bun.which("setsid") !== null;
+
+/** Bun.spawn in a session of its own (see ownSession), registered for clean-up; refused once the benchmark is stopping. */
 export function spawn(name: string, argv: string[], opts: SpawnOptions = {}): Subprocess {
   if (stopping) throw new Error(`${name}: not started, the benchmark is stopping`);
-  const proc = Bun.spawn(argv, { stdin: "ignore", ...opts } as Parameters<typeof Bun.spawn>[1]);
+  const options = { stdin: "ignore", ...opts } as SpawnOptions;
+  const proc = Bun.spawn(ownSession ? ["setsid", ...argv] : argv, options);
   running.set(proc.pid, { name, proc });
   void proc.exited.then(() => running.delete(proc.pid));
   return proc;

@@ -4,7 +4,9 @@
  * runs failed or whose requests did.
  */
 import { describe, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { cpuSeconds, holdStill, processTree, spawn, stopAll } from "./procs.ts";
 import { censusWindowIsClean, formatTable, type Meta, type Row, type Run } from "./report.ts";
 
@@ -124,6 +126,48 @@ describe("holding the targets not measured", () => {
     try {
       process.kill(tree[1]!, "SIGKILL");
     } catch {}
+  });
+});
+
+describe("a benchmark started in the background", () => {
+  test("its held processes outlive the shell that started it (no SIGHUP to an orphaned group)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "bench-orphan-"));
+    const out = join(dir, "out");
+    // A benchmark in miniature: it starts a process and holds it (once it runs its program: a
+    // session of its own is made before that), and once the shell that started it has gone,
+    // continues it and says whether it is still there.
+    writeFileSync(
+      join(dir, "bench.ts"),
+      `import { readFileSync } from "node:fs";
+import { holdStill, spawn, stopAll } from ${JSON.stringify(join(import.meta.dir, "procs.ts"))};
+const proc = spawn("held", ["sleep", "30"]);
+while (readFileSync(\`/proc/\${proc.pid}/comm\`, "utf8").trim() !== "sleep") await Bun.sleep(5);
+const release = holdStill([proc.pid]);
+await Bun.sleep(2_000);
+release();
+await Bun.sleep(100);
+console.log(proc.exitCode === null && proc.signalCode === null ? "alive" : \`gone: \${proc.signalCode}\`);
+await stopAll();
+`,
+    );
+    // As a terminal's shell or a CI step's runs it: with job control (the benchmark a job, in a
+    // process group of its own) in a session of its own, and gone while the benchmark holds a
+    // process. Before each process had a session of its own, that process died of SIGHUP here.
+    const shell = Bun.spawn([
+      "setsid",
+      "bash",
+      "-c",
+      `set -m; (${process.execPath} ${join(dir, "bench.ts")} > ${out} 2>&1) & sleep 0.5`,
+    ]);
+    await shell.exited;
+    let said = "";
+    const giveUpAt = performance.now() + 10_000;
+    while (!said.includes("\n") && performance.now() < giveUpAt) {
+      await Bun.sleep(50);
+      said = existsSync(out) ? readFileSync(out, "utf8") : "";
+    }
+    rmSync(dir, { recursive: true, force: true });
+    expect(said.trim()).toBe("alive");
   });
 });
 

@@ -99,11 +99,11 @@ export interface ForwardedInfo {
 
 /**
  * X-Forwarded-For/-Proto/-Host and X-Real-IP (the client address as resolved, which upstreams and
- * their frameworks read as the client) for the outgoing request: returned as pairs, which the
- * upstream client writes after `headers` (proxy/h1-client.ts), with the client's own copies of
- * those names removed from `headers` — a delete of an absent name costs a tenth of a set
- * (bench/README.md, 2026-12-08 third stop). RFC 7239 `Forwarded` is not written; one from an
- * untrusted client is removed, as its X-Forwarded-* are replaced, since an upstream might believe it.
+ * their frameworks read as the client) for the outgoing request, as pairs the upstream client
+ * writes after `headers` (proxy/h1-client.ts); the client's own copies of those names are removed
+ * from `headers` (deletes of absent names are cheap, native sets are not: bench/README.md,
+ * 2026-12-08 third stop). RFC 7239 `Forwarded` is not written; one from an untrusted client is
+ * removed, as its X-Forwarded-* are replaced, since an upstream might believe it.
  */
 export function forwardedHeaders(headers: Headers, info: ForwardedInfo): [string, string][] {
   const host = headers.get("host");

@@ -25,15 +25,21 @@ function slowSender(name: string, events: string[]) {
   return { sender, finishAll };
 }
 
+/** A RenewingSender whose every sender is a slowSender named after its version, starting at v1. */
+function renewingSlowSenders() {
+  const events: string[] = [];
+  const made: ReturnType<typeof slowSender>[] = [];
+  const renewing = new RenewingSender<string, string>((version) => {
+    const s = slowSender(version, events);
+    made.push(s);
+    return s.sender;
+  }, "v1");
+  return { events, made, renewing };
+}
+
 describe("RenewingSender", () => {
   test("a renewal sends new batches through a new sender; the old one finishes its export, then shuts down", async () => {
-    const events: string[] = [];
-    const made: ReturnType<typeof slowSender>[] = [];
-    const renewing = new RenewingSender<string, string>((version) => {
-      const s = slowSender(version, events);
-      made.push(s);
-      return s.sender;
-    }, "v1");
+    const { events, made, renewing } = renewingSlowSenders();
     const results: string[] = [];
     renewing.export("a", (r) => results.push(`a ${r.code}`));
     renewing.renew("v2");
@@ -54,13 +60,7 @@ describe("RenewingSender", () => {
   });
 
   test("shutdown waits for a replaced sender still finishing its exports", async () => {
-    const events: string[] = [];
-    const made: ReturnType<typeof slowSender>[] = [];
-    const renewing = new RenewingSender<string, string>((version) => {
-      const s = slowSender(version, events);
-      made.push(s);
-      return s.sender;
-    }, "v1");
+    const { events, made, renewing } = renewingSlowSenders();
     renewing.export("a", () => {});
     renewing.renew("v2");
     let done = false;

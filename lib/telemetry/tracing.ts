@@ -47,7 +47,6 @@
  * Context lives in AsyncLocalStorage (Bun implements it natively), and is carried between services
  * by the W3C `traceparent`/`tracestate` headers (HTTP) or metadata keys (gRPC), see spans.ts.
  */
-import { createHash } from "node:crypto";
 import { context, diag, DiagLogLevel, trace, type Tracer } from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import type { CompressionAlgorithm } from "@opentelemetry/otlp-exporter-base";
@@ -239,22 +238,14 @@ function exportTls(
     throw new EnvError(
       `${set.map((v) => v.name).join(", ")}: certificates apply to an https collector, and the traces URL is ${tracesUrl}`,
     );
+  // lib/tls.ts reads and versions them as it does a service's own: with the CA, or a pair alone.
   const readTls = (): OtlpTls => {
-    const hash = createHash("sha256");
-    const tls: OtlpTls = { version: "" };
     if (ca) {
-      tls.ca = readClientTls({ ca: ca.value }).ca;
-      hash.update(tls.ca);
+      const material = readClientTls({ ca: ca.value, cert: cert?.value, key: key?.value });
+      return { ca: material.ca, cert: material.cert, key: material.key, version: material.version };
     }
-    hash.update("\0");
-    if (cert && key) {
-      const pair = readTlsMaterial({ cert: cert.value, key: key.value });
-      tls.cert = pair.cert;
-      tls.key = pair.key;
-      hash.update(pair.version);
-    }
-    tls.version = hash.digest("hex");
-    return tls;
+    const pair = readTlsMaterial({ cert: cert!.value, key: key!.value });
+    return { cert: pair.cert, key: pair.key, version: pair.version };
   };
   try {
     return { tls: readTls(), readTls };

@@ -317,9 +317,11 @@ export class Gateway {
     // Before the guards, so `Connection: x-auth-subject` cannot remove a header they set.
     stripHopByHop(req.headers);
     state.forged.strip(req.headers);
+    let unverified: readonly string[] | undefined;
     if (route.auth) {
       const auth = await route.auth.check(req.headers);
       if (!auth.ok) return auth.response(requestId);
+      unverified = route.auth.unverified(auth.identity);
     }
     const limit =
       route.rateLimit &&
@@ -328,6 +330,7 @@ export class Gateway {
         route.rateLimit,
         ctx.clientIp,
         req.headers,
+        unverified,
       ));
     if (limit && !limit.allowed) return limit.response(requestId);
 

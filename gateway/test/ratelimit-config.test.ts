@@ -71,6 +71,15 @@ describe("rateLimit in routes.yaml", () => {
     );
   });
 
+  test("a period of fractional seconds is stated over whole seconds, rounded down: never more than is admitted", () => {
+    const header = (rate: number, periodMs: number) =>
+      load(`    rateLimit: { rate: ${rate}, periodMs: ${periodMs} }\n`).routes[0]!.rateLimit!.policyHeader;
+    expect(header(1, 400)).toBe('"ip";q=2;w=1'); // 2.5 per second admitted
+    expect(header(7, 1500)).toBe('"ip";q=9;w=2'); // 9.33 per 2 s
+    expect(header(1, 1400)).toBe('"ip";q=1;w=2'); // 1.43 per 2 s; q=1;w=1 would claim more
+    expect(header(3, 3000)).toBe('"ip";q=3;w=3');
+  });
+
   test("routes without rateLimit are unlimited, and the top-level section has its defaults", () => {
     const config = load("");
     expect(config.routes[0]!.rateLimit).toBeUndefined();

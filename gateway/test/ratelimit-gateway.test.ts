@@ -3,10 +3,14 @@
  * headers, the 429 body, an honest Retry-After, and whose budget a request uses.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { SignJWT } from "jose";
+import { apiKeyDigest } from "../src/auth/api-key.ts";
 import { requireBinary, stopAll } from "../../scripts/stack/testing/processes.ts";
 import { startGateway, startStubUpstream, type TestGateway, TestRedis, writeRoutes } from "./ratelimit-harness.ts";
 
 const hasRedis = requireBinary("redis-server");
+const JWT_SECRET = "a-rate-limit-test-secret-of-32-bytes-or-more";
+const API_KEY = `key-${crypto.randomUUID()}`;
 let redis: TestRedis;
 let stub: Awaited<ReturnType<typeof startStubUpstream>>;
 /** Trusts no proxy: X-Forwarded-For is ignored, the client is the TCP peer. */
@@ -37,13 +41,25 @@ routes:
     rateLimit:
       - { name: per-client, rate: 2, period: 1m }
       - { name: everyone, rate: 1000, period: 1h, burst: 100, key: { type: global } }
+  - name: by-token
+    path: /by-token
+    upstream: stub
+    auth: { jwt: { secretEnv: TEST_JWT_SECRET } }
+    rateLimit: { name: per-token, rate: 2, period: 1m, key: { type: header, header: Authorization } }
+  - name: either
+    path: /either
+    upstream: stub
+    auth:
+      jwt: { secretEnv: TEST_JWT_SECRET }
+      apiKey: { keys: [{ name: partner, sha256: ${apiKeyDigest(API_KEY)} }] }
+    rateLimit: { name: per-key, rate: 2, period: 1m, key: { type: header, header: X-API-Key } }
   - { name: open, path: /open, upstream: stub }
 `;
 
 beforeAll(async () => {
   if (!hasRedis) return;
   [redis, stub] = await Promise.all([TestRedis.start(), startStubUpstream()]);
-  const env = { REDIS_URL: redis.url };
+  const env = { REDIS_URL: redis.url, TEST_JWT_SECRET: JWT_SECRET };
   [direct, behindProxy] = await Promise.all([
     startGateway("gateway-direct", writeRoutes(routes(stub.address, [])), env),
     startGateway("gateway-behind-proxy", writeRoutes(routes(stub.address, ["127.0.0.1"])), env),
@@ -57,6 +73,11 @@ afterAll(async () => {
 
 const get = (gateway: TestGateway, path: string, headers: Record<string, string> = {}) =>
   fetch(`${gateway.url}${path}`, { headers });
+const tokenFor = (sub: string) =>
+  new SignJWT({ sub })
+    .setProtectedHeader({ alg: "HS256" })
+    .setExpirationTime("5m")
+    .sign(new TextEncoder().encode(JWT_SECRET));
 const statuses = async (n: number, send: () => Promise<Response>) => {
   const out: number[] = [];
   for (let i = 0; i < n; i++) out.push((await send()).status);
@@ -151,6 +172,30 @@ describe.skipIf(!hasRedis)("whose budget a request uses", () => {
     let n = 0;
     const forged = () => get(direct, "/by-ip", { "x-forwarded-for": `198.51.100.${++n}` });
     expect(await statuses(4, forged)).toEqual([200, 200, 429, 429]);
+  });
+
+  test("a limit keyed on Authorization is one budget per token, however the scheme is spelled", async () => {
+    const token = await tokenFor("user-1");
+    // The scheme is case-insensitive and may be followed by several spaces (RFC 9110 §11.1, §11.4):
+    // every spelling is accepted by the guard, and every one is the same budget.
+    const spellings = [`Bearer ${token}`, `bearer  ${token}`, `BEARER ${token}`, `Bearer    ${token}`];
+    const seen = await statuses(spellings.length, () =>
+      get(direct, "/by-token", { authorization: spellings.shift()! }),
+    );
+    expect(seen).toEqual([200, 200, 429, 429]);
+    expect(stub.received("/by-token")).toBe(2);
+  });
+
+  test("a limit keyed on a credential header the guard did not check is keyed by the client address", async () => {
+    const token = await tokenFor("user-2");
+    // The route takes a JWT or an API key, and the Bearer token is what it checked: a made-up
+    // X-API-Key beside it is not a budget of its own.
+    let n = 0;
+    const withJunkKey = () => get(direct, "/either", { authorization: `Bearer ${token}`, "x-api-key": `junk-${++n}` });
+    expect(await statuses(3, withJunkKey)).toEqual([200, 200, 429]);
+    // The API key the guard verifies keys its own budget.
+    expect(await statuses(3, () => get(direct, "/either", { "x-api-key": API_KEY }))).toEqual([200, 200, 429]);
+    expect(stub.received("/either")).toBe(4);
   });
 
   test("a global policy is one budget for every client, across gateways", async () => {

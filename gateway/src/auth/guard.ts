@@ -60,9 +60,15 @@ const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 export class RouteAuth {
   readonly #s: RouteAuthSettings;
   readonly #challenge: string;
+  /** By the kind of credential verified: the route's other credential header, if it has one. */
+  readonly #unverified: Readonly<Record<Identity["kind"], readonly string[]>>;
 
   constructor(settings: RouteAuthSettings) {
     this.#s = settings;
+    this.#unverified = {
+      jwt: settings.apiKey ? [settings.apiKey.verifier.header] : [],
+      "api-key": settings.jwt ? ["authorization"] : [],
+    };
     const challenges: string[] = [];
     if (settings.jwt) challenges.push(bearerChallenge(settings.realm));
     if (settings.apiKey) challenges.push(apiKeyChallenge(settings.realm, settings.apiKey.verifier.header));
@@ -91,6 +97,15 @@ export class RouteAuth {
       `this route needs ${[jwt && "a Bearer token", apiKey && `an API key in ${apiKey.verifier.header}`].filter(Boolean).join(" or ")}`,
       this.#challenge,
     );
+  }
+
+  /**
+   * The route's credential headers (lower case) that `identity` did not come from: on a route
+   * taking a JWT or an API key, the one not checked for this request. A rate limit keyed on such
+   * a header treats it as absent (RateLimiter.check).
+   */
+  unverified(identity: Identity): readonly string[] {
+    return this.#unverified[identity.kind];
   }
 
   /** The headers the verified claims travel in (lower case). */

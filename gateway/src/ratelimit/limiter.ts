@@ -142,20 +142,24 @@ export class RateLimiter {
     this.#settings = settings;
   }
 
-  /** Decides one request to a limited route. */
+  /**
+   * Decides one request to a limited route. `unverified`: the route's credential headers its
+   * guard did not verify for this request (RouteAuth.unverified): a policy keyed on one of them
+   * keys the request by its client address, as if the header were absent, so that a made-up value
+   * next to the credential that was checked is not a fresh budget.
+   */
   check(
     route: string,
     limits: RouteRateLimit,
     clientIp: string,
     headers: Headers,
+    unverified?: readonly string[],
   ): RateLimitDecision | Promise<RateLimitDecision> {
-    if (!this.#redis)
-      return this.#decide(route, limits, this.#memory.take(this.#checks(route, limits, clientIp, headers)), "memory");
-    if (!this.#redis.isUp) return this.#fallback(route, limits, clientIp, headers);
-    const checks = this.#checks(route, limits, clientIp, headers);
+    const checks = this.#checks(route, limits, clientIp, headers, unverified);
+    if (!this.#redis) return this.#decide(route, limits, this.#memory.take(checks), "memory");
+    if (!this.#redis.isUp) return this.#fallback(route, limits, checks);
     return this.#redis.take(checks).then((outcome) => {
-      if (!outcome || "unanswered" in outcome)
-        return this.#fallback(route, limits, clientIp, headers, outcome?.unanswered);
+      if (!outcome || "unanswered" in outcome) return this.#fallback(route, limits, checks, outcome?.unanswered);
       // Time until full is the same for the shared bucket and for its 1/N local share
       // (burst ÷ N requests earned at rate ÷ N), so it carries over as it is.
       if (this.#settings.fallback === "local")
@@ -165,13 +169,7 @@ export class RateLimiter {
   }
 
   /** `unanswered`: the number of this request's Redis call, which Redis may have applied all the same. */
-  #fallback(
-    route: string,
-    limits: RouteRateLimit,
-    clientIp: string,
-    headers: Headers,
-    unanswered?: number,
-  ): RateLimitDecision {
+  #fallback(route: string, limits: RouteRateLimit, shared: GcraCheck[], unanswered?: number): RateLimitDecision {
     switch (this.#settings.fallback) {
       case "open":
         this.stats.recordDecision(route, "allowed", "fallback");
@@ -181,7 +179,6 @@ export class RateLimiter {
         return new RateLimitDecision(route, limits, "unavailable", null);
       case "local": {
         const share = this.#replicas();
-        const shared = this.#checks(route, limits, clientIp, headers);
         const ledger = this.#ledger;
         ledger.record(shared, share);
         const outcome = this.#memory.take(shared.map((c) => shareOf(c, share)));
@@ -281,7 +278,13 @@ export class RateLimiter {
   }
 
   /** One bucket per policy, with the policy's full rate and burst. */
-  #checks(route: string, limits: RouteRateLimit, clientIp: string, headers: Headers): GcraCheck[] {
+  #checks(
+    route: string,
+    limits: RouteRateLimit,
+    clientIp: string,
+    headers: Headers,
+    unverified: readonly string[] | undefined,
+  ): GcraCheck[] {
     const prefix = this.#settings.keyPrefix;
     const checks: GcraCheck[] = new Array(limits.policies.length);
     for (let i = 0; i < limits.policies.length; i++) {
@@ -297,8 +300,10 @@ export class RateLimiter {
         case "header": {
           // Keyed by a hash: API keys are credentials and do not belong in Redis key names.
           // A request without the header is keyed by its IP, so leaving it out escapes nothing.
-          const value = headers.get(p.key.header);
-          client = value ? `h:${Bun.SHA256.hash(value, "base64").slice(0, API_KEY_HASH_CHARS)}` : `ip:${clientIp}`;
+          const value = unverified?.includes(p.key.header) ? null : headers.get(p.key.header);
+          client = value
+            ? `h:${Bun.SHA256.hash(p.key.header === "authorization" ? canonicalCredentials(value) : value, "base64").slice(0, API_KEY_HASH_CHARS)}`
+            : `ip:${clientIp}`;
           break;
         }
       }
@@ -316,6 +321,19 @@ export class RateLimiter {
     this.#memory.close();
     this.#peers.close();
   }
+}
+
+/**
+ * `Authorization` as one spelling per credential: the scheme is case-insensitive and may be
+ * followed by any number of spaces (RFC 9110 §11.1, §11.4), so `Bearer t`, `bearer  t` and
+ * `BEARER t` are one budget, not three.
+ */
+export function canonicalCredentials(value: string): string {
+  const space = value.indexOf(" ");
+  if (space < 0) return value.toLowerCase();
+  let rest = space + 1;
+  while (value.charCodeAt(rest) === 32) rest++;
+  return `${value.slice(0, space).toLowerCase()} ${value.slice(rest).trimEnd()}`;
 }
 
 /** A policy's 1/`share` part: rate ÷ share and burst ÷ share (at least 1). */

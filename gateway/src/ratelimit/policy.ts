@@ -141,12 +141,13 @@ export function compilePolicies(
 
 /**
  * `"name";q=<quota>;w=<window s>` (draft-ietf-httpapi-ratelimit-headers). The window is whole
- * seconds, so a sub-second or fractional period is stated as the equivalent quota per second(s):
- * 10 per 500 ms is `q=20;w=1`.
+ * seconds, so a sub-second or fractional period is stated as the quota over the whole seconds
+ * that hold it, rounded down — never more than is admitted: 10 per 500 ms is `q=20;w=1`, 1 per
+ * 400 ms `q=2;w=1` (2.5 admitted), 7 per 1500 ms `q=9;w=2` (9.33).
  */
 function policyHeaderItem(name: string, rate: number, periodMs: number): string {
-  const windowS = Math.max(1, Math.round(periodMs / 1000));
-  const quota = Math.round((rate * windowS * 1000) / periodMs);
+  const windowS = Math.max(1, Math.ceil(periodMs / 1000));
+  const quota = Math.floor((rate * windowS * 1000) / periodMs);
   return `${sfString(name)};q=${quota};w=${windowS}`;
 }
 

@@ -13,6 +13,7 @@ import { exceedsJsonDepth, isJsonMediaType } from "../../lib/json.ts";
 import type { Lifecycle } from "../../lib/lifecycle.ts";
 import type { Logger } from "../../lib/log.ts";
 import { requestIdOf } from "../../lib/request-id.ts";
+import { discardOrphanTracestate } from "../../lib/telemetry/spans.ts";
 import type { GatewayConfig, RouteConfig } from "./config/load.ts";
 import { sameUpstream } from "./config/reload.ts";
 import type { RequestContext, RoutedRequest } from "./context.ts";
@@ -317,6 +318,7 @@ export class Gateway {
     // Before the guards, so `Connection: x-auth-subject` cannot remove a header they set.
     stripHopByHop(req.headers);
     state.forged.strip(req.headers);
+    discardOrphanTracestate(req.headers);
     let unverified: readonly string[] | undefined;
     if (route.auth) {
       const auth = await route.auth.check(req.headers);

@@ -1111,6 +1111,26 @@ routes:
     expect(message).toEndWith(" tracestate=congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
   });
 
+  test("a tracestate without a valid traceparent is discarded (W3C Trace Context §4.3), not passed on with a new trace", async () => {
+    for (const traceparent of [undefined, "garbage", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"]) {
+      const res = await fetch(`${gw}/verify-echo`, {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          ...(traceparent ? { traceparent } : {}),
+          tracestate: "congo=t61rcWkgMzE",
+        },
+        body: JSON.stringify({ id: 121, token: "a$$" }),
+      });
+      expect(res.status).toBe(200);
+      const { message } = (await res.json()) as { message: string };
+      expect({ traceparent, message }).toEqual({
+        traceparent,
+        message: expect.stringMatching(/^traceparent=00-[0-9a-f]{32}-[0-9a-f]{16}-00 tracestate=$/),
+      });
+    }
+  });
+
   test("Host, X-Forwarded-*, X-Real-IP and Forwarded from an untrusted client are replaced or dropped, never passed on", async () => {
     const res = await fetch(`${gw}/stub/echo`, {
       headers: {

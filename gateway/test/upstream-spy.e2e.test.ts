@@ -449,6 +449,23 @@ describe("X-Forwarded-*, Host and Via (pinned: what gateway/src/proxy/headers.ts
     });
   });
 
+  test("a tracestate travels on beside a valid traceparent, and is discarded without one (W3C Trace Context §4.3)", async () => {
+    const valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const traceOf = async (headers: string[]) => {
+      const seen = await upstreamHeadersFor(gw.port, ["Host: public.example", ...headers]);
+      return { traceparent: headerOf(seen, "traceparent"), tracestate: headerOf(seen, "tracestate") };
+    };
+    expect(await traceOf([`traceparent: ${valid}`, "tracestate: congo=t61rcWkgMzE"])).toEqual({
+      traceparent: expect.stringMatching(/^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/),
+      tracestate: "congo=t61rcWkgMzE",
+    });
+    for (const traceparent of [[], ["traceparent: 00-not-a-trace-01"]])
+      expect(await traceOf([...traceparent, "tracestate: congo=t61rcWkgMzE"])).toEqual({
+        traceparent: expect.stringMatching(/^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/),
+        tracestate: null,
+      });
+  });
+
   test("no Host (HTTP/1.0): no X-Forwarded-Host, even when the client sent one", async () => {
     const seen = await upstreamHeadersFor(gw.port, ["X-Forwarded-Host: evil.example"], "HTTP/1.0");
     expect(forwarded(seen)["x-forwarded-host"]).toBeNull();

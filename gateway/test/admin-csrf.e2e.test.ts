@@ -1,5 +1,5 @@
 /**
- * The admin listener against browsers it did not serve (admin/request-guard.ts), on real gateway
+ * The admin listener against browsers it did not serve (lib/request-guard.ts), on real gateway
  * processes on loopback: without ADMIN_TOKEN (`make dev`) anything on this machine can reach the
  * admin port — including a web page in the developer's browser.
  *

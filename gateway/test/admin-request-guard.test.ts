@@ -1,9 +1,9 @@
 /**
- * The admin listener's request guard (admin/request-guard.ts) on its own: which Hosts, Origins
+ * The admin listener's request guard (lib/request-guard.ts) on its own: which Hosts, Origins
  * and Content-Types pass. The real processes and a real browser: admin-csrf.e2e.test.ts.
  */
 import { describe, expect, test } from "bun:test";
-import { contentTypeProblem, isLocalHost, originProblem } from "../src/admin/request-guard.ts";
+import { contentTypeProblem, isLocalHost, originProblem } from "../../lib/request-guard.ts";
 
 const req = (headers: Record<string, string>, init: RequestInit = {}, url = "http://127.0.0.1:9901/config") =>
   new Request(url, { ...init, headers });

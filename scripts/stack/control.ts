@@ -11,10 +11,16 @@
  *   POST /rollback {"service":"webapp"}                       → application/x-ndjson events
  *
  * It listens on 127.0.0.1 only (DEV_CONTROL_PORT, default 9900) and has no authentication:
- * whoever can reach the loopback interface can already signal the processes themselves.
+ * whoever can reach the loopback interface can already signal the processes themselves. A web
+ * page in the developer's browser reaches it too, so it answers no page (lib/request-guard.ts,
+ * as the admin listener without ADMIN_TOKEN): a foreign Origin or a Host that is not localhost or
+ * an address is 403, and a POST without `Content-Type: application/json` (what no page can send
+ * across sites without a preflight, which is never granted) is 415. The Make targets' clients
+ * (dev-control.ts) send it; so must curl.
  */
 import type { Server } from "bun";
 import { problemResponse } from "../../lib/problem.ts";
+import { contentTypeProblem, type GuardWording, originProblem } from "../../lib/request-guard.ts";
 import { KINDS, type Kind, type ProcessView, type RollingStack, type RolloutEvent } from "./rolling.ts";
 
 export const DEFAULT_CONTROL_PORT = 9900;
@@ -74,6 +80,33 @@ export const CANARY_FAULTS = {
   errors: { FAULT_ERROR_PERCENT: "5" },
   latency: { FAULT_DELAY_MS: "50" },
 } as const;
+
+const CONTROL_WORDING: GuardWording = {
+  listener: "control port",
+  api: "make dev's control port",
+  hostCheckWhen: "",
+  boundName: "the address it listens on",
+  hostAdvice: "Use http://127.0.0.1:<DEV_CONTROL_PORT>",
+};
+
+type Handler = (req: Request) => Response | Promise<Response>;
+
+/** Every handler behind the page checks: a foreign Origin or Host → 403, a POST that is not JSON → 415. */
+function guardAll(
+  guard: Parameters<typeof originProblem>[1],
+  routes: Record<string, Record<string, Handler>>,
+): Record<string, Record<string, Handler>> {
+  const wrap =
+    (handler: Handler): Handler =>
+    (req) =>
+      originProblem(req, guard) ?? contentTypeProblem(req, undefined, CONTROL_WORDING) ?? handler(req);
+  return Object.fromEntries(
+    Object.entries(routes).map(([path, methods]) => [
+      path,
+      Object.fromEntries(Object.entries(methods).map(([method, handler]) => [method, wrap(handler)])),
+    ]),
+  );
+}
 
 export function startControlServer(
   stack: RollingStack,
@@ -147,13 +180,15 @@ export function startControlServer(
     );
   }
 
+  const hostname = opts.host ?? "127.0.0.1";
+  const guard = { authenticated: false, listenerHost: hostname, wording: CONTROL_WORDING };
   return Bun.serve({
-    hostname: opts.host ?? "127.0.0.1",
+    hostname,
     port: opts.port,
     // A rollout's event stream may be silent for longer than Bun's default 10 s (a replica that
     // starts slowly on a busy machine): closing it then would cut `make rollout` off mid-rollout.
     idleTimeout: 0,
-    routes: {
+    routes: guardAll(guard, {
       "/stack": { GET: () => Response.json(stackView(stack)) },
       "/targets": { GET: () => Response.json(prometheusTargets(stack)) },
       "/rollout": {
@@ -216,8 +251,9 @@ export function startControlServer(
           return stream(parsed.service, (onEvent) => stack.rollback(parsed.service, onEvent));
         },
       },
-    },
+    }),
     fetch: (req) =>
+      originProblem(req, guard) ??
       problemResponse({
         title: "Not Found",
         status: 404,

@@ -134,6 +134,32 @@ describe("rollouts, canaries and crashed replicas on a real stack", () => {
     expect(s.stack.describe().find((p) => p.kind === "webapp")).toMatchObject({ name: "webapp-1", version: "v1" });
   }, 60_000);
 
+  test("a web page cannot drive the control port: a foreign Origin, a rebound Host or a text/plain POST is refused, and nothing starts", async () => {
+    const before = s.stack.describe().map((p) => `${p.name}@${p.version}`);
+    const body = JSON.stringify({ service: "webapp", version: "pwned" });
+    const tries: { headers: Record<string, string>; status: number }[] = [
+      // A no-cors fetch from any site: text/plain needs no preflight.
+      { headers: { origin: "https://evil.example", "content-type": "text/plain" }, status: 403 },
+      { headers: { "content-type": "text/plain" }, status: 415 },
+      { headers: {}, status: 415 },
+      // DNS rebinding: the attacker's name resolving to 127.0.0.1, same-origin with its page.
+      {
+        headers: { host: "attacker.example", origin: "http://attacker.example", "content-type": "application/json" },
+        status: 403,
+      },
+    ];
+    for (const t of tries) {
+      const res = await fetch(`${s.url}/rollout`, { method: "POST", headers: t.headers, body });
+      expect({ headers: t.headers, status: res.status }).toEqual({ headers: t.headers, status: t.status });
+    }
+    const read = await fetch(`${s.url}/stack`, { headers: { host: "attacker.example" } });
+    expect(read.status).toBe(403);
+    expect((await read.json()).detail).toContain("DNS rebinding");
+    expect(s.stack.describe().map((p) => `${p.name}@${p.version}`)).toEqual(before);
+    // A read from curl or Prometheus (no Origin, an address as Host) is answered.
+    expect((await fetch(`${s.url}/stack`)).status).toBe(200);
+  });
+
   test("a foreign process on a spare port: the rollout stops before starting a replica there", async () => {
     const spare = s.stack.portsOf("webapp", 1, 1).PORT!;
     const other = squat(spare, "webapp-1.2");

@@ -5,7 +5,7 @@
  *
  * With an AdminAuth (ADMIN_TOKEN set), every route but /metrics, /healthz and /readyz needs the
  * token (auth.ts); without one, main.ts binds the listener to loopback. Either way no web page
- * of another origin gets in (request-guard.ts): a foreign Origin is 403, a state-changing request
+ * of another origin gets in (lib/request-guard.ts): a foreign Origin is 403, a state-changing request
  * without `Content-Type: application/json` 415, and without a token a Host that is not loopback,
  * an address or ADMIN_HOST (DNS rebinding) 403. The config source is shown with its secrets
  * redacted either way (config-source.ts).
@@ -23,7 +23,7 @@ import { endpointView } from "../dashboard/snapshot.ts";
 import { type AdminAuth, LOGIN_PATH } from "./auth.ts";
 import { canaryRoutes } from "./canary.ts";
 import { redactConfigSource } from "./config-source.ts";
-import { contentTypeProblem, originProblem } from "./request-guard.ts";
+import { contentTypeProblem, originProblem } from "../../../lib/request-guard.ts";
 
 export interface AdminExtras {
   /** Serves /dashboard/*; without it those paths answer 404. */

@@ -29,7 +29,7 @@ import { problemResponse } from "../../../lib/problem.ts";
 export const OPEN_ADMIN_PATHS: ReadonlySet<string> = new Set(["/metrics", "/healthz", "/readyz"]);
 export const SESSION_COOKIE = "portico_admin";
 const COOKIE_PATH = "/dashboard";
-/** The sign-in form's target: the one admin POST that takes a form, not JSON (request-guard.ts). */
+/** The sign-in form's target: the one admin POST that takes a form, not JSON (lib/request-guard.ts). */
 export const LOGIN_PATH = `${COOKIE_PATH}/login`;
 const REALM = "portico-admin";
 const SESSION_LABEL = "portico admin dashboard session v1";

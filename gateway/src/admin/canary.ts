@@ -9,7 +9,7 @@
  *
  * Each answers the canary's state afterwards; a wrong state is 409, a bad body 400, an unknown
  * upstream 404, all problem+json. Every POST carries `Content-Type: application/json`, body or
- * not (415 before it gets here otherwise: request-guard.ts), and the body is parsed as JSON.
+ * not (415 before it gets here otherwise: lib/request-guard.ts), and the body is parsed as JSON.
  * Every gateway replica runs its own canary: `make canary` and the cluster script call each of them.
  */
 import { Elysia } from "elysia";

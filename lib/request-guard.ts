@@ -1,5 +1,7 @@
 /**
- * What keeps web pages out of the admin listener (docs/security.md, "The admin listener"). A
+ * What keeps web pages out of a listener on the operator's machine: the gateway's admin listener
+ * (docs/security.md, "The admin listener") and `make dev`'s control port
+ * (scripts/stack/control.ts). Told for the admin listener; the control port has no token. A
  * browser on the operator's machine reaches 127.0.0.1:9901 as well as curl does, and without
  * ADMIN_TOKEN (`make dev`) nothing else stands in the way:
  *
@@ -24,8 +26,8 @@
  * A request built in the process (`app.handle`, the tests) has no Host header: nothing to check.
  */
 import { isIP } from "node:net";
-import { mediaType } from "../../../lib/json.ts";
-import { problemResponse } from "../../../lib/problem.ts";
+import { mediaType } from "./json.ts";
+import { problemResponse } from "./problem.ts";
 
 /** The methods that may change state; GET, HEAD and OPTIONS never do here. */
 const STATE_CHANGING_METHODS: ReadonlySet<string> = new Set(["POST", "PUT", "PATCH", "DELETE"]);
@@ -35,19 +37,43 @@ export interface OriginGuard {
   authenticated: boolean;
   /** The address the listener is bound to (ADMIN_HOST), always an acceptable Host. */
   listenerHost?: string | undefined;
+  /** How the refusals name the listener and what they advise; the admin listener's by default. */
+  wording?: GuardWording;
 }
+
+export interface GuardWording {
+  /** "admin listener" */
+  listener: string;
+  /** "the admin API" */
+  api: string;
+  /** When the Host check applies ("without ADMIN_TOKEN "), or "" when it always does. */
+  hostCheckWhen: string;
+  /** The setting that names the address it is bound to ("its ADMIN_HOST"). */
+  boundName: string;
+  /** How to reach it instead, after a refused Host. */
+  hostAdvice: string;
+}
+
+const ADMIN_WORDING: GuardWording = {
+  listener: "admin listener",
+  api: "the admin API",
+  hostCheckWhen: "without ADMIN_TOKEN ",
+  boundName: "its ADMIN_HOST",
+  hostAdvice: "Use http://127.0.0.1:<admin port>, or set ADMIN_TOKEN",
+};
 
 /** 403 for a request that a page of another origin, or a rebound name, sent; undefined otherwise. */
 export function originProblem(request: Request, guard: OriginGuard): Response | undefined {
+  const w = guard.wording ?? ADMIN_WORDING;
   const host = request.headers.get("host");
   if (host !== null && !guard.authenticated && !isLocalHost(host, guard.listenerHost))
     return forbidden(
-      `Host ${JSON.stringify(host)} is not this admin listener's: without ADMIN_TOKEN it answers only requests addressed to localhost, an IP address (127.0.0.1, [::1]…) or its ADMIN_HOST, so that no web page can reach it through a DNS name of its own that resolves to this machine (DNS rebinding). Use http://127.0.0.1:<admin port>, or set ADMIN_TOKEN`,
+      `Host ${JSON.stringify(host)} is not this ${w.listener}'s: ${w.hostCheckWhen}it answers only requests addressed to localhost, an IP address (127.0.0.1, [::1]…) or ${w.boundName}, so that no web page can reach it through a DNS name of its own that resolves to this machine (DNS rebinding). ${w.hostAdvice}`,
     );
   const origin = request.headers.get("origin");
   if (origin !== null && !isOwnOrigin(origin, host ?? new URL(request.url).host))
     return forbidden(
-      `Origin ${JSON.stringify(origin)} is not this admin listener's own (http://${host ?? new URL(request.url).host}): the admin API answers no page of another origin; scripts and curl send no Origin`,
+      `Origin ${JSON.stringify(origin)} is not this ${w.listener}'s own (http://${host ?? new URL(request.url).host}): ${w.api} answers no page of another origin; scripts and curl send no Origin`,
     );
   return undefined;
 }
@@ -56,7 +82,11 @@ export function originProblem(request: Request, guard: OriginGuard): Response | 
  * 415 for a state-changing request that does not say `Content-Type: application/json`;
  * undefined otherwise. `formPath`: the one path that takes a form (the sign-in form).
  */
-export function contentTypeProblem(request: Request, formPath?: string): Response | undefined {
+export function contentTypeProblem(
+  request: Request,
+  formPath?: string,
+  wording: GuardWording = ADMIN_WORDING,
+): Response | undefined {
   if (!STATE_CHANGING_METHODS.has(request.method)) return undefined;
   // Exactly application/json (any case, any parameters), as the 415 says.
   if (mediaType(request.headers.get("content-type")) === "application/json") return undefined;
@@ -65,7 +95,7 @@ export function contentTypeProblem(request: Request, formPath?: string): Respons
   return problemResponse({
     title: "Unsupported Media Type",
     status: 415,
-    detail: `a ${request.method} to the admin API must carry Content-Type: application/json (${given === null ? "none was sent" : `not ${JSON.stringify(given)}`}), with a JSON body or none (e.g. curl -X ${request.method} -H 'Content-Type: application/json' -d '{}'): any web page can send a form, text/plain or no type across sites, never application/json`,
+    detail: `a ${request.method} to ${wording.api} must carry Content-Type: application/json (${given === null ? "none was sent" : `not ${JSON.stringify(given)}`}), with a JSON body or none (e.g. curl -X ${request.method} -H 'Content-Type: application/json' -d '{}'): any web page can send a form, text/plain or no type across sites, never application/json`,
   });
 }
 

@@ -6,7 +6,7 @@
 import { join, relative } from "node:path";
 import { envPort, startupEnv } from "../lib/env.ts";
 import { colorFor, prettyLine } from "./stack/pretty.ts";
-import { isListening, isRedisInstalled } from "./stack/redis.ts";
+import { describeRateLimits, isListening, isRedisInstalled } from "./stack/redis.ts";
 import { describeEvent } from "./stack/dev-control.ts";
 import { DEFAULT_CONTROL_PORT, startControlServer } from "./stack/control.ts";
 import { describeHandover, handoverModeFromEnv } from "./stack/listener-handover.ts";
@@ -92,9 +92,7 @@ try {
 } catch (err) {
   rollouts = `unavailable: the control port ${controlPort} is taken (${(err as Error).message}); set DEV_CONTROL_PORT`;
 }
-const rateLimits = stack.redisUrl
-  ? `${stack.redisUrl}${stack.redis ? " (a local redis-server started for this stack)" : ""}: one budget shared by the gateways`
-  : "per gateway process (in memory): redis-server is not installed, so each gateway admits the full limit (apt-get install redis-server, or set REDIS_URL)";
+const rateLimits = describeRateLimits(stack.redisUrl, stack.redis !== undefined);
 if (!stack.redisUrl) console.warn(`\nwarning: rate limits are ${rateLimits}`);
 console.log(`
 Portico is up.

@@ -6,6 +6,7 @@
  *
  * `gateway --check <routes.yaml>` validates a routes file and exits instead (check.ts).
  */
+import type { Server } from "bun";
 import { startupEnv } from "../../lib/env.ts";
 import { collectWhenIdle } from "../../lib/idle-gc.ts";
 import { Lifecycle } from "../../lib/lifecycle.ts";
@@ -143,18 +144,27 @@ const serverErrorSecure = (err: Error): Response => {
 // Bun's own limit is only a backstop (it answers a bare 413); the per-route limit, checked in
 // the request path, answers problem+json. So Bun's is set well above every route's.
 const maxRequestBodySize = Math.max(gateway.maxBodyBytes * 4, 8 * 1024 * 1024);
-const server = Bun.serve({
-  hostname: settings.host,
-  port: settings.port,
-  // Closes idle keep-alive connections and bodies that do not arrive in time (slow clients);
-  // routes slower than this extend their own request's deadline (limits.ts).
-  idleTimeout: config.limits.idleTimeoutSec,
-  // Several gateway processes bind the same port; the kernel spreads connections across them.
-  reusePort: true,
-  maxRequestBodySize,
-  fetch: gateway.fetch,
-  error: serverError,
-});
+let server: Server<undefined>;
+try {
+  server = Bun.serve({
+    hostname: settings.host,
+    port: settings.port,
+    // Closes idle keep-alive connections and bodies that do not arrive in time (slow clients);
+    // routes slower than this extend their own request's deadline (limits.ts).
+    idleTimeout: config.limits.idleTimeoutSec,
+    // Several gateway processes bind the same port; the kernel spreads connections across them.
+    reusePort: true,
+    maxRequestBodySize,
+    fetch: gateway.fetch,
+    error: serverError,
+  });
+} catch (err) {
+  // A HOST that is no address of this machine (or does not resolve), or a PORT held by a process
+  // that does not share it (SO_REUSEPORT): Bun's own message names neither variable.
+  log.fatal({ err, host: settings.host, port: settings.port }, "cannot start the listener; not starting");
+  console.error(`gateway: cannot listen on ${settings.host}:${settings.port} (HOST, PORT): ${(err as Error).message}`);
+  process.exit(1);
+}
 // HTTPS_PORT, when routes.yaml has a tls block: the same routes, certificates renewed in place.
 let https: TlsListener<EdgeMaterial> | undefined;
 try {

@@ -64,6 +64,23 @@ test("a second gateway on a taken ADMIN_PORT exits with a clear line; the first 
   }
 }, 40_000);
 
+test("a HOST that is no address of this machine stops the start-up with a line naming HOST and PORT, not a stack trace", async () => {
+  const routes = writeRoutes(
+    "startup-host",
+    `upstreams:\n  a: { protocol: http, endpoints: "127.0.0.1:9", healthCheck: { enabled: false } }\nroutes:\n  - { name: r, path: /r, upstream: a }\n`,
+  );
+  const gateway = await spawnGateway("gateway-bad-host", routes, { HOST: "256.1.1.1" });
+  expect(await gateway.proc.proc.exited).toBe(1);
+  await waitFor(
+    "the start-up error line",
+    () =>
+      gateway.proc.lines.some((l) => l.includes("gateway: cannot listen on 256.1.1.1:") && l.includes("(HOST, PORT)")),
+    { timeoutMs: 2000 },
+  );
+  // Bun's own report of an uncaught error ("Bun v1.… (…)", the source excerpt) is not there.
+  expect(gateway.proc.lines.filter((l) => /^Bun v\d/.test(l.trim()))).toEqual([]);
+}, 40_000);
+
 test("a bad OTEL_* variable stops the start-up with one line naming it, not a stack trace", async () => {
   const routes = writeRoutes(
     "startup-otel",

@@ -7,6 +7,7 @@
 import type { Subprocess } from "bun";
 import { connect } from "node:net";
 import { lines } from "../../lib/lines.ts";
+import { redactUrl } from "../../lib/redis.ts";
 
 export interface LocalRedis {
   url: string;
@@ -30,6 +31,13 @@ export function redisServerArgv(port: number, host = "127.0.0.1"): string[] {
     "--loglevel",
     "warning",
   ];
+}
+
+/** Where the stack's rate limits are kept, for `make dev`'s banner: the URL without its password. */
+export function describeRateLimits(redisUrl: string | undefined, startedLocally: boolean): string {
+  return redisUrl
+    ? `${redactUrl(redisUrl)}${startedLocally ? " (a local redis-server started for this stack)" : ""}: one budget shared by the gateways`
+    : "per gateway process (in memory): redis-server is not installed, so each gateway admits the full limit (apt-get install redis-server, or set REDIS_URL)";
 }
 
 export function isRedisInstalled(): boolean {

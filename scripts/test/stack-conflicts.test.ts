@@ -7,7 +7,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { useControlledStack } from "../stack/testing/controlled-stack.ts";
 import type { Server } from "bun";
 import { controlStream } from "../stack/dev-control.ts";
-import { startLocalRedis } from "../stack/redis.ts";
+import { describeRateLimits, startLocalRedis } from "../stack/redis.ts";
 import { type RolloutEvent, RollingStack } from "../stack/rolling.ts";
 import { type Stack, stackOptionsFromEnv, waitReady } from "../stack/stack.ts";
 import { requireBinary, spawnProcess, stopAll, stopProcess } from "../stack/testing/processes.ts";
@@ -33,6 +33,14 @@ function squat(port: number, instance = "someone-else", reusePort = false): Serv
   servers.push(server);
   return server;
 }
+
+test("make dev's banner names a REDIS_URL without its password, as the gateways' own lines do", () => {
+  const line = describeRateLimits("redis://default:Hunter2Secret@127.0.0.1:6399/0", false);
+  expect(line).toBe("redis://default:***@127.0.0.1:6399/0: one budget shared by the gateways");
+  expect(describeRateLimits("redis://127.0.0.1:6399", true)).toBe(
+    "redis://127.0.0.1:6399 (a local redis-server started for this stack): one budget shared by the gateways",
+  );
+});
 
 test("GATEWAY_PORT=0 and *_REPLICAS=0 are refused, saying what is expected", () => {
   expect(() => stackOptionsFromEnv({ GATEWAY_PORT: "0" })).toThrow(

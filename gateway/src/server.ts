@@ -76,6 +76,12 @@ export class Gateway {
   readonly #accessLog: AccessLog;
   /** What the transport halves are handed, made once rather than per request. */
   readonly #routeDeps: GrpcRouteDeps & HttpRouteDeps;
+  /**
+   * The idle timeout the listeners were started with (limits.idleTimeoutSec at start): Bun.serve
+   * keeps it until a restart, so a slow route's deadline is extended against it, not against a
+   * reloaded value (which would leave the route cut at the listener's timeout, reported as 499).
+   */
+  readonly #listenerIdleTimeoutSec: number;
   /** x-gateway and x-gateway-version, the constant part of every answer's stamp (RequestContext.stamp). */
   readonly #identityStamp: readonly [readonly [string, string], readonly [string, string]];
 
@@ -90,6 +96,7 @@ export class Gateway {
       ["x-gateway-version", deps.identity.version],
     ];
     this.#accessLog = new AccessLog(deps.accessLog ?? deps.log);
+    this.#listenerIdleTimeoutSec = config.limits.idleTimeoutSec;
     this.#state = this.#build(config);
     this.#applyCanaries(this.#state);
   }
@@ -152,7 +159,8 @@ export class Gateway {
    * endpoints' health, breakers and connections. New ones resolve their names before the swap;
    * the ones they replace are closed once the requests that may still use them have had their
    * time (the longest route timeout). The header limit is process-wide: it follows the new config
-   * for connections opened from now on. (idleTimeoutSec is Bun.serve's and needs a restart.)
+   * for connections opened from now on. (idleTimeoutSec is Bun.serve's and needs a restart: a
+   * change is logged at warn, and slow routes keep being measured against the listeners' value.)
    */
   async reload(config: GatewayConfig): Promise<void> {
     const previous = this.#state;
@@ -166,6 +174,11 @@ export class Gateway {
     this.#applyCanaries(next);
     this.#state = next;
     applyHeaderLimit(config.limits.maxHeaderBytes);
+    if (config.limits.idleTimeoutSec !== previous.config.limits.idleTimeoutSec)
+      this.deps.log.warn(
+        { from: previous.config.limits.idleTimeoutSec, to: config.limits.idleTimeoutSec },
+        `limits.idleTimeoutSec changed: the listeners keep ${this.#listenerIdleTimeoutSec} s until the gateway restarts`,
+      );
     this.deps.rateLimiter?.reconfigure(config.rateLimit);
     const replaced = [...previous.upstreams.values()].filter((u) => next.upstreams.get(u.name) !== u);
     if (replaced.length === 0) return;
@@ -360,7 +373,7 @@ export class Gateway {
     const isJson = route.grpcMethod !== undefined || isJsonMediaType(req.headers.get("content-type"));
     if (body.bytes && isJson && exceedsJsonDepth(body.bytes, limits.maxJsonDepth))
       return tooDeepProblem(route, requestId, limits.maxJsonDepth);
-    extendDeadline(server, req, route.timeoutMs, limits.idleTimeoutSec);
+    extendDeadline(server, req, route.timeoutMs, this.#listenerIdleTimeoutSec);
 
     // The state's own upstream; if a reload retired it meanwhile (a slow upload outlasted the grace
     // the retired upstreams get), the one in service under its name, should there be one.

@@ -224,3 +224,41 @@ describe("other files in the config directory", () => {
     expect(status.failures).toBe(0);
   }, 20_000);
 });
+
+describe("a reload that changes limits.idleTimeoutSec", () => {
+  test("a route slower than the listener's idle timeout still gets its answer, not a connection cut at the old timeout", async () => {
+    // Answers after 3 s: longer than the 2 s idle timeout the gateway starts with, shorter than
+    // the route's timeout and than the 60 s the reload asks for.
+    const slow = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      fetch: async () => {
+        await Bun.sleep(3_000);
+        return new Response("slow answer");
+      },
+    });
+    try {
+      const dir = mkdtempSync(join(tmpdir(), "portico-reload-idle-"));
+      dirs.push(dir);
+      const file = join(dir, "routes.yaml");
+      const yaml = (idleTimeoutSec: number) =>
+        `upstreams:\n  slow: { protocol: http, endpoints: 127.0.0.1:${slow.port}, healthCheck: { enabled: false } }\n` +
+        `routes:\n  - { name: slow, path: /slow, upstream: slow, timeoutMs: 6000 }\n` +
+        `limits: { idleTimeoutSec: ${idleTimeoutSec} }\n`;
+      writeFileSync(file, yaml(2));
+      const gw = await startGateway(file);
+      writeFileSync(file, yaml(60));
+      await waitFor("the reload", async () => (await reloadStatus(gw)).reloads === 1, {
+        proc: gw.proc,
+        timeoutMs: 5_000,
+      });
+      const res = await fetch(`${gw.url}/slow`);
+      expect({ status: res.status, body: await res.text() }).toEqual({ status: 200, body: "slow answer" });
+      await waitFor("the warning", () => gw.proc.lines.some((l) => l.includes("limits.idleTimeoutSec changed")), {
+        timeoutMs: 2_000,
+      });
+    } finally {
+      slow.stop(true);
+    }
+  }, 30_000);
+});

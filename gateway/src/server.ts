@@ -307,6 +307,16 @@ export class Gateway {
         requestId,
         detail: normalized.reason,
       });
+    // The query is forwarded as it came: a `#` there (no valid request target has one, RFC 9112
+    // §3.2) would reach upstreams that read it differently — one drops the rest, another keeps it
+    // in the last parameter's value.
+    if (ctx.search.includes("#"))
+      return gatewayProblem({
+        status: 400,
+        title: "Bad request path",
+        requestId,
+        detail: "fragment (#) in request target",
+      });
     const tls = state.config.tls;
     // To the path as the client sent it (checked above), not the normalised one.
     if (tls?.redirectHttp && !ctx.secure && !forwardedSecure(req.headers, ctx))

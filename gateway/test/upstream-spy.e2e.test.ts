@@ -600,6 +600,21 @@ describe("the edge's own checks", () => {
     expect(spy.allRequests().map((r) => r.target)).toEqual(["/spy/zero"]);
   });
 
+  test("a fragment (#) in the query is 400, as in the path: nothing reaches the upstream", async () => {
+    spy.clear();
+    spy.respond = echoResponder;
+    for (const target of ["/spy/q?x=1#frag", "/spy/q#frag", "/spy/q?x=1"]) {
+      const answer = await rawExchange(gw.port, `GET ${target} HTTP/1.1${CRLF}Host: portico.test${CRLF}${CRLF}`, {
+        done: (b) => parseResponse(b)?.complete === true,
+      });
+      expect({ target, status: parseResponse(answer.bytes)?.status }).toEqual({
+        target,
+        status: target.includes("#") ? 400 : 200,
+      });
+    }
+    expect(spy.allRequests().map((r) => r.target)).toEqual(["/spy/q?x=1"]);
+  });
+
   test("the public probes answer GET and HEAD; another method gets 405 with Allow", async () => {
     for (const path of ["/healthz", "/readyz"]) {
       expect((await fetch(`${gw.url}${path}`)).status).toBe(200);

@@ -110,6 +110,17 @@ routes:
     expect(problems.find((p) => p.field === "routes[0].upstream")!.message).toContain('no upstream named "webap"');
   });
 
+  test("http options on a gRPC route are refused at their line, not ignored", () => {
+    const verifyRoute = shipped.split("\n").findIndex((l) => l.includes("grpc: {") || l.includes("grpc:"));
+    expect(verifyRoute).toBeGreaterThan(0);
+    const lines = shipped.split("\n");
+    const indent = lines[verifyRoute]!.match(/^\s*/)![0];
+    lines.splice(verifyRoute, 0, `${indent}http: { rewritePrefix: /x }`);
+    const problems = problemsOf(lines.join("\n"));
+    expect(problems.map((p) => [p.field, p.line])).toEqual([["routes[1].http", verifyRoute + 1]]);
+    expect(problems[0]!.message).toContain("do not apply to a gRPC route");
+  });
+
   test("a reference to an unset variable without default names the variable", () => {
     const problems = problemsOf(
       shipped.replace("${RPCAPP_ENDPOINTS:-127.0.0.1:5001,127.0.0.1:5002,127.0.0.1:5003}", "${RPCAPP_ENDPOINTS}"),

@@ -279,6 +279,11 @@ function buildConfig(
       report(where("upstream"), `no upstream named "${r.upstream}" (known: ${[...upstreams.keys()].join(", ")})`);
     } else if (upstream.protocol === "grpc" && !r.grpc) {
       report(where("upstream"), `upstream "${r.upstream}" speaks grpc: the route needs grpc.method`);
+    } else if (upstream.protocol === "grpc" && r.http) {
+      report(
+        ["routes", i, "http"],
+        `upstream "${r.upstream}" speaks grpc: http options (rewritePrefix…) do not apply to a gRPC route; remove http`,
+      );
     } else if (upstream.protocol === "http" && r.grpc) {
       report(["routes", i, "grpc"], `upstream "${r.upstream}" speaks http: remove grpc or pick a grpc upstream`);
     } else if (r.grpc && upstream.protoRoot) {

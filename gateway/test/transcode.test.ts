@@ -22,6 +22,7 @@ const richRoot = protobuf.parse(
     Color color = 6; repeated string tags = 7; map<string, int32> counts = 8; Inner inner = 9;
     oneof choice { string a = 10; string b = 11; }
   }
+  message Named { string first_name = 1; string nick = 2 [json_name = "alias"]; Inner inner_msg = 3; Color color = 4; }
   message Edge {
     bytes blob = 1; float f = 2;
     map<int32, string> m32 = 3; map<sint32, string> ms32 = 4; map<sfixed32, string> msf32 = 5;
@@ -34,6 +35,7 @@ const richRoot = protobuf.parse(
 ).root;
 const rich = richRoot.lookupType("t.Rich");
 const edge = richRoot.lookupType("t.Edge");
+const named = richRoot.lookupType("t.Named");
 
 const fields = (type: protobuf.Type, value: unknown) => checkMessage(type, value).map((e) => e.field);
 
@@ -115,6 +117,30 @@ describe("JSON → protobuf checking", () => {
       }),
     ).toEqual(["big", "small", "flag", "blob", "ratio", "color", "tags[0]", "counts.x", "inner.nope", "b"]);
     expect(fields(rich, { big: 2 ** 60 })).toEqual(["big"]);
+  });
+
+  test("a field's JSON name is taken as well as its .proto name, and renamed to it for encoding", () => {
+    const body = { firstName: "Ada", alias: "ada", innerMsg: { name: "n" } };
+    expect(checkMessage(named, body)).toEqual([]);
+    expect(body).toEqual({ first_name: "Ada", nick: "ada", inner_msg: { name: "n" } } as never);
+    const decoded = named.toObject(named.decode(named.encode(named.fromObject(body)).finish()));
+    expect(decoded).toEqual({ first_name: "Ada", nick: "ada", inner_msg: { name: "n" } });
+    // The .proto names as before; both spellings of one field at once is that field given twice.
+    expect(checkMessage(named, { first_name: "Ada", nick: "x" })).toEqual([]);
+    expect(checkMessage(named, { first_name: "Ada", firstName: "Bob" })).toEqual([
+      { field: "firstName", message: "the same field as first_name, given twice" },
+    ]);
+    // `nick`'s JSON name is its json_name, not the lowerCamelCase of a name it does not have.
+    expect(fields(named, { Nick: "x" })).toEqual(["Nick"]);
+  });
+
+  test("proto3 enums are open: a number the .proto does not name passes, a name it does not declare does not", () => {
+    const body = { color: 7 };
+    expect(checkMessage(named, body)).toEqual([]);
+    expect(named.toObject(named.decode(named.encode(named.fromObject(body)).finish()))).toEqual({ color: 7 });
+    expect(fields(named, { color: "BLUE" })).toEqual(["color"]);
+    expect(fields(named, { color: 2 ** 31 })).toEqual(["color"]);
+    expect(fields(named, { color: 1.5 })).toEqual(["color"]);
   });
 
   test("nesting deeper than the limit is rejected", () => {

@@ -4,7 +4,9 @@
  * Input is checked field by field against the message type before anything is encoded:
  * protobufjs' own `fromObject` coerces (`"12abc"` → 12, `1.5` → 1, unknown keys dropped), and a
  * gateway must never forward a silently altered message. Field names are the .proto names
- * (`keepCase`), so `{"id": 121, "token": "a$$"}` maps to `VerifyRequest { id, token }`.
+ * (`keepCase`), so `{"id": 121, "token": "a$$"}` maps to `VerifyRequest { id, token }`; a field's
+ * JSON name (`firstName` for `first_name`, or its `json_name`) is taken too, as proto3 JSON asks
+ * of a parser. Replies are written with the .proto names.
  */
 import type protobuf from "protobufjs";
 
@@ -66,7 +68,8 @@ const MAX_ECHO = 128;
 /**
  * Checks `value` against `type`; returns the problems found (empty when it fits): at most
  * MAX_FIELD_ERRORS of them, then one `(body)` entry saying there were more. The value is then
- * safe to pass to `type.fromObject` unchanged.
+ * safe to pass to `type.fromObject`: when it fits, any JSON names in it have been renamed, in
+ * place, to the .proto names.
  */
 export function checkMessage(
   type: protobuf.Type,
@@ -134,13 +137,29 @@ function checkObject(
   }
   // Made on the first field in a oneof: most messages have none (bench/census.ts).
   let oneofsSet: Map<string, string> | undefined;
+  /** JSON names used, as [given, .proto name] pairs flattened: made on the first one (most bodies use none). */
+  let renames: string[] | undefined;
   // for…in rather than Object.keys(): no key array per object (a parsed JSON object has no
   // inherited enumerable keys; hasOwn keeps it so should one appear).
   for (const key in value) {
     if (!Object.hasOwn(value, key)) continue;
     if (errors.length > MAX_FIELD_ERRORS) return;
     const fieldPath = path ? `${path}.${key}` : key;
-    const field = Object.hasOwn(type.fields, key) ? type.fields[key] : undefined;
+    let field = Object.hasOwn(type.fields, key) ? type.fields[key] : undefined;
+    if (!field) {
+      // proto3 JSON: a parser takes a field's JSON name (lowerCamelCase, or its json_name) as
+      // well as its .proto name; the message is encoded with the .proto names, so it is renamed
+      // once the walk is done. Both spellings at once would be one field given twice.
+      const aliased = jsonNamesOf(type).get(key);
+      if (aliased) {
+        if (Object.hasOwn(value, aliased.name)) {
+          report(errors, fieldPath, `the same field as ${aliased.name}, given twice`);
+          continue;
+        }
+        (renames ??= []).push(key, aliased.name);
+        field = aliased;
+      }
+    }
     if (!field) {
       // The known fields are named in the first such error for this type, not in every one.
       const head = `unknown field for ${type.name}`;
@@ -195,6 +214,34 @@ function checkObject(
       checkValue(field, fieldValue, fieldPath, depth, limits, errors);
     }
   }
+  if (renames && errors.length === 0) {
+    const object = value as Record<string, unknown>;
+    for (let i = 0; i < renames.length; i += 2) {
+      object[renames[i + 1]!] = object[renames[i]!];
+      delete object[renames[i]!];
+    }
+  }
+}
+
+const jsonNames = new WeakMap<protobuf.Type, Map<string, protobuf.Field>>();
+
+/**
+ * A message's fields by their JSON names, where those differ from the .proto names: `json_name`
+ * when the .proto sets one, else protoc's lowerCamelCase (`first_name` → `firstName`). A JSON name
+ * that is another field's .proto name is left out: the .proto name wins.
+ */
+function jsonNamesOf(type: protobuf.Type): Map<string, protobuf.Field> {
+  let names = jsonNames.get(type);
+  if (names) return names;
+  names = new Map();
+  for (const field of type.fieldsArray) {
+    field.resolve();
+    const declared = (field.options as Record<string, unknown> | undefined)?.json_name;
+    const jsonName = typeof declared === "string" ? declared : field.jsonName;
+    if (jsonName && jsonName !== field.name && !Object.hasOwn(type.fields, jsonName)) names.set(jsonName, field);
+  }
+  jsonNames.set(type, names);
+  return names;
 }
 
 /**
@@ -234,11 +281,13 @@ function checkValue(
     checkObject(resolved as protobuf.Type, value, path, depth + 1, limits, errors);
   } else if (resolved && "values" in resolved) {
     const enumType = resolved as protobuf.Enum;
+    // proto3 enums are open: a number the .proto does not name is a value all the same (as
+    // protojson reads it), passed on for the service to judge; a name must be one it declares.
     const ok =
       typeof value === "string"
         ? Object.hasOwn(enumType.values, value)
-        : Number.isInteger(value) && Object.values(enumType.values).includes(value as number);
-    if (!ok) report(errors, path, `must be one of ${nameList(Object.keys(enumType.values))}`);
+        : Number.isInteger(value) && (value as number) >= -(2 ** 31) && (value as number) < 2 ** 31;
+    if (!ok) report(errors, path, `must be one of ${nameList(Object.keys(enumType.values))}, or an int32 number`);
   } else {
     checkScalar(field.type, value, path, limits, errors);
   }

@@ -39,6 +39,24 @@ describe("routes.yaml loading", () => {
     expect(config.upstreams.get("webapp")?.endpoints).toEqual(["webapp-headless:8080"]);
   });
 
+  test("a reference whose default is true or false reads its variable as a boolean: 1/0, yes/no, on/off too", () => {
+    const yaml =
+      "upstreams:\n  stub:\n    protocol: http\n    endpoints: 127.0.0.1:9\n" +
+      "    healthCheck:\n      enabled: ${CHECKS:-true}\nroutes:\n  - { name: r, path: /r, upstream: stub }\n";
+    const checksOf = (CHECKS: string) =>
+      parseConfig(yaml, "routes.yaml", { CHECKS }).upstreams.get("stub")?.healthCheck.enabled;
+    for (const on of ["1", "true", "Yes", "ON", ""]) expect(checksOf(on)).toBe(true);
+    for (const off of ["0", "false", "no", "off"]) expect(checksOf(off)).toBe(false);
+    // The shipped file's TLS switch, misspelt: each use of it named, none silently off.
+    const problems = problemsOf(shipped, { TLS: "ture" });
+    expect(problems.map((p) => p.field)).toEqual([
+      "upstreams.webapp.tls.enabled",
+      "upstreams.rpcapp.tls.enabled",
+      "tls.enabled",
+    ]);
+    expect(problems[0]!.message).toContain('TLS="ture" is not a boolean (true/false, 1/0, yes/no, on/off)');
+  });
+
   test("a whole-value reference keeps its YAML type (a number stays a number)", () => {
     const text = shipped.replace("match: exact", "match: exact\n    timeoutMs: ${VERIFY_TIMEOUT_MS:-250}");
     expect(parseConfig(text, "routes.yaml", {}, ROOT).routes.find((r) => r.name === "verify")?.timeoutMs).toBe(250);

@@ -6,7 +6,7 @@
 import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
-import { EnvError } from "../../lib/env.ts";
+import { EnvError, envBool } from "../../lib/env.ts";
 import { lines } from "../../lib/lines.ts";
 import { ensureLocalPki } from "../tls/pki.ts";
 import { isListening, type LocalRedis, startLocalRedis } from "./redis.ts";
@@ -87,7 +87,7 @@ export function stackOptionsFromEnv(
     rpcappBasePort: port("RPCAPP_BASE_PORT", 5001),
     rpcappHttpBasePort: port("RPCAPP_HTTP_BASE_PORT", 5101),
     webappMetricsBasePort: port("WEBAPP_METRICS_BASE_PORT", 3101),
-    ...(isOn(env.TLS)
+    ...(envBool("TLS", false, env)
       ? { tls: { dir: resolve(REPO_ROOT, env.TLS_DIR || ".data/tls"), httpsPort: port("GATEWAY_HTTPS_PORT", 8443) } }
       : {}),
     host: env.DEV_HOST ?? "127.0.0.1",
@@ -96,11 +96,6 @@ export function stackOptionsFromEnv(
     version: env.SERVICE_VERSION ?? "dev",
     env: {},
   };
-}
-
-/** TLS=1, true, yes or on. */
-function isOn(value: string | undefined): boolean {
-  return ["1", "true", "yes", "on"].includes((value ?? "").trim().toLowerCase());
 }
 
 export class Stack {

@@ -51,6 +51,10 @@ test("GATEWAY_PORT=0 and *_REPLICAS=0 are refused, saying what is expected", () 
   );
   expect(() => stackOptionsFromEnv({ GATEWAY_REPLICAS: "1.5" })).toThrow("GATEWAY_REPLICAS=1.5 is not valid");
   expect(stackOptionsFromEnv({ GATEWAY_REPLICAS: "1" }).gatewayReplicas).toBe(1);
+  // TLS as every boolean variable: a misspelling stops make dev instead of starting it without TLS.
+  expect(() => stackOptionsFromEnv({ TLS: "ture" })).toThrow('TLS="ture" is not a boolean');
+  for (const on of ["1", "true", "YES", "on"]) expect(stackOptionsFromEnv({ TLS: on }).tls).toBeDefined();
+  for (const off of ["0", "false", "no", ""]) expect(stackOptionsFromEnv({ TLS: off }).tls).toBeUndefined();
 });
 
 describe("a port the stack needs is taken", () => {

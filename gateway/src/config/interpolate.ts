@@ -8,6 +8,17 @@ import { isPair, isScalar, isSeq, type Document, visit } from "yaml";
 
 const REFERENCE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
 const WHOLE_REFERENCE = /^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}$/;
+/** What a boolean variable may say, as lib/env.ts's envBool reads one. */
+const BOOLEAN_SPELLINGS = new Map<string, boolean>([
+  ["1", true],
+  ["true", true],
+  ["yes", true],
+  ["on", true],
+  ["0", false],
+  ["false", false],
+  ["no", false],
+  ["off", false],
+]);
 
 export interface InterpolationProblem {
   /** Offset of the scalar in the source, for the line number. */
@@ -46,7 +57,23 @@ export function interpolateDocument(
       // A scalar that is one whole reference takes a number's or a boolean's type when its value
       // is exactly one, so `timeoutMs: ${TIMEOUT_MS:-5000}` is a number, not the string "5000";
       // anything else stays the text as given (never parsed as YAML: `a #b` keeps its `#b`).
-      node.value = WHOLE_REFERENCE.test(source) && node.type === "PLAIN" ? typedValue(replaced) : replaced;
+      const whole = node.type === "PLAIN" ? WHOLE_REFERENCE.exec(source) : null;
+      if (whole && (whole[2] === "true" || whole[2] === "false")) {
+        // A default of true or false makes the reference a boolean, and its variable is read as
+        // every boolean variable is (lib/env.ts's envBool): `TLS=1 make dev` and the gateway agree.
+        const flag = BOOLEAN_SPELLINGS.get(replaced.trim().toLowerCase());
+        if (flag === undefined) {
+          problems.push({
+            offset: node.range?.[0] ?? 0,
+            field: fieldOf(key, ancestors),
+            message: `${whole[1]}=${JSON.stringify(replaced)} is not a boolean (true/false, 1/0, yes/no, on/off), which "${source}" expects`,
+          });
+          return;
+        }
+        node.value = flag;
+        return;
+      }
+      node.value = whole ? typedValue(replaced) : replaced;
     },
   });
   return problems;

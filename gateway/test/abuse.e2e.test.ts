@@ -962,6 +962,8 @@ describe("limits that need a misbehaving upstream", () => {
     echoStub = await rawServer((stream, headers) => {
       stream.resume();
       stream.on("end", () => {
+        if (headers["x-request-id"] === "unauthenticated")
+          return answer(stream, null, { "grpc-status": "16", "grpc-message": "no token" });
         const message = `traceparent=${headers.traceparent ?? ""} tracestate=${headers.tracestate ?? ""}`;
         answer(stream, frameMessage(verify.responseType.encode({ message }).finish()), { "grpc-status": "0" });
       });
@@ -1109,6 +1111,18 @@ routes:
     // The gateway's own span id as the parent, the caller's trace and sampled flag.
     expect(message).toMatch(new RegExp(`^traceparent=00-${traceId}-[0-9a-f]{16}-01 `));
     expect(message).toEndWith(" tracestate=congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
+  });
+
+  test("UNAUTHENTICATED from the service is a 401 that names a challenge (RFC 9110 §15.5.2)", async () => {
+    const res = await fetch(`${gw}/verify-echo`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-request-id": "unauthenticated" },
+      body: JSON.stringify({ id: 121, token: "a$$" }),
+    });
+    expect(res.status).toBe(401);
+    // The route has no auth of its own: a Bearer challenge in the default realm.
+    expect(res.headers.get("www-authenticate")).toBe('Bearer realm="portico"');
+    expect(await res.json()).toMatchObject({ code: 16, message: "no token", request_id: "unauthenticated" });
   });
 
   test("a tracestate without a valid traceparent is discarded (W3C Trace Context §4.3), not passed on with a new trace", async () => {

@@ -99,6 +99,11 @@ export class RouteAuth {
     );
   }
 
+  /** The route's challenges (`WWW-Authenticate`), for a 401 that its upstream answered. */
+  get challenge(): string {
+    return this.#challenge;
+  }
+
   /**
    * The route's credential headers (lower case) that `identity` did not come from: on a route
    * taking a JWT or an API key, the one not checked for this request. A rate limit keyed on such

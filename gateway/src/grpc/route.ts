@@ -104,16 +104,22 @@ export async function transcodeGrpc(routed: RoutedRequest, deps: GrpcRouteDeps):
       headers: servedBy,
     });
   const status = httpStatusFromGrpc(outcome.code);
-  const retryAfter: Record<string, string> = status === 503 ? { "retry-after": "1" } : {};
+  const extra: Record<string, string> = status === 503 ? { "retry-after": "1" } : {};
+  // UNAUTHENTICATED is a 401, which must name a challenge (RFC 9110 §15.5.2): the route's own
+  // when it has auth, else a Bearer challenge in the default realm (a token is what gRPC
+  // services authenticate).
+  if (status === 401) extra["www-authenticate"] = route.auth?.challenge ?? UNAUTHENTICATED_CHALLENGE;
   return gatewayProblem({
     status,
     title: grpcCodeName(outcome.code),
     requestId,
     detail: outcome.details,
     extensions: { code: outcome.code, message: outcome.details, details: [], upstream: upstream.name },
-    headers: { ...servedBy, ...retryAfter },
+    headers: { ...servedBy, ...extra },
   });
 }
+
+const UNAUTHENTICATED_CHALLENGE = 'Bearer realm="portico"';
 
 /**
  * The reply as JSON, with the replica's identity as headers, as an HTTP upstream's would come back.

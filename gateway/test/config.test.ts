@@ -219,6 +219,17 @@ routes:
     expect(unquotedReferenceInFlow(late, late.indexOf("b:"))).toBeUndefined();
   });
 
+  test("an unquoted IPv6 endpoint is named, with the quoting that fixes it", () => {
+    const text =
+      "upstreams:\n  w:\n    protocol: http\n    endpoints: [::1]:3001\nroutes:\n  - { name: r, path: /r, upstream: w }\n";
+    const problems = problemsOf(text);
+    expect(problems[0]).toMatchObject({ line: 4 });
+    expect(problems[0]!.message).toContain("[::1]:3001 is an IPv6 endpoint");
+    expect(problems[0]!.message).toContain('quote it ("[::1]:3001")');
+    const quoted = text.replace("[::1]:3001", '"[::1]:3001"');
+    expect(parseConfig(quoted, "routes.yaml", {}).upstreams.get("w")?.endpoints).toEqual(["[::1]:3001"]);
+  });
+
   test("YAML syntax errors carry the line", () => {
     const problems = problemsOf("upstreams:\n  webapp: [\n");
     expect(problems[0]!.line).toBeGreaterThan(0);

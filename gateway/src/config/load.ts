@@ -141,6 +141,9 @@ export function readConfigFile(file: string): { text: string; dir: string } {
  * read (none unless given); `baseDir` is the file's own folder: relative paths in it (protos,
  * certificates, key files) are looked up in the working directory first, then there (paths.ts).
  */
+/** `[v6]:port` not inside quotes, as a YAML value or list item. */
+const UNQUOTED_IPV6_ENDPOINT = /(?:^|[\s,:-])(\[[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]:(\d+))/;
+
 export function parseConfig(
   text: string,
   file: string,
@@ -168,6 +171,18 @@ export function parseConfig(
           `${reference.reference} is inside a flow collection ({ … } or [ … ]), where YAML reads its braces as structure: write that entry in block style (key: ${reference.reference} on a line of its own), or quote it ("${reference.reference}") if the value is text — quoted, it stays a string, never a number or a boolean`,
         ),
         problems[firstIndex]!,
+      ]);
+    // `endpoints: [::1]:3001` reads as a list ([::1]) and then a stray `:3001`.
+    const line = text.split("\n")[lines.linePos(first).line - 1] ?? "";
+    const ipv6 = UNQUOTED_IPV6_ENDPOINT.exec(line);
+    if (ipv6)
+      throw new ConfigError(file, [
+        at(
+          first,
+          "",
+          `${ipv6[1]} is an IPv6 endpoint, which YAML reads as a list ([…]) followed by a stray ":${ipv6[2]}": quote it ("${ipv6[1]}")`,
+        ),
+        ...problems,
       ]);
     throw new ConfigError(file, problems);
   }

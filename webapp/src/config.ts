@@ -87,17 +87,25 @@ function redisConfig(env: Env): RedisStoreConfig {
   // The WAIT blocks server-side for up to its timeout: it must end before the call's own timeout,
   // which would otherwise call Redis unreachable and drop the connection.
   const waitTimeoutMs = envInt("REDIS_WAIT_TIMEOUT_MS", Math.max(1, Math.floor(timeoutMs / 2)), { min: 1 }, env);
-  if (waitTimeoutMs >= timeoutMs)
-    throw new EnvError(
-      `REDIS_WAIT_TIMEOUT_MS=${waitTimeoutMs} must be below REDIS_TIMEOUT_MS=${timeoutMs}: the WAIT for replicas is one Redis call`,
-    );
+  // Behind Sentinels a failover promotes a replica: a create is acknowledged once one has it.
+  const waitReplicas = envInt("REDIS_WAIT_REPLICAS", sentinel ? 1 : 0, { min: 0, max: 100 }, env);
+  if (waitTimeoutMs >= timeoutMs) {
+    if (env.REDIS_WAIT_TIMEOUT_MS)
+      throw new EnvError(
+        `REDIS_WAIT_TIMEOUT_MS=${waitTimeoutMs} must be below REDIS_TIMEOUT_MS=${timeoutMs}: the WAIT for replicas is one Redis call`,
+      );
+    // Defaulted: it matters only when a WAIT is sent, and then REDIS_TIMEOUT_MS is what to raise.
+    if (waitReplicas > 0)
+      throw new EnvError(
+        `REDIS_TIMEOUT_MS=${timeoutMs} leaves no time for the WAIT for replicas (REDIS_WAIT_REPLICAS=${waitReplicas}), which must end within it: set at least 2`,
+      );
+  }
   return {
     url,
     keyPrefix: envString("REDIS_KEY_PREFIX", DEFAULT_REDIS_KEY_PREFIX, env),
     timeoutMs,
     sentinel,
-    // Behind Sentinels a failover promotes a replica: a create is acknowledged once one has it.
-    waitReplicas: envInt("REDIS_WAIT_REPLICAS", sentinel ? 1 : 0, { min: 0, max: 100 }, env),
+    waitReplicas,
     waitTimeoutMs,
   };
 }

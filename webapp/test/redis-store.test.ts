@@ -196,6 +196,11 @@ describe("STORE=redis configuration", () => {
     expect(() => loadConfig({ ...base, REDIS_TIMEOUT_MS: "200", REDIS_WAIT_TIMEOUT_MS: "200" })).toThrow(
       "REDIS_WAIT_TIMEOUT_MS=200 must be below REDIS_TIMEOUT_MS=200",
     );
+    // The smallest timeout is valid when no WAIT is sent; with one, the variable to raise is named.
+    expect(loadConfig({ ...base, REDIS_TIMEOUT_MS: "1" }).redis?.timeoutMs).toBe(1);
+    expect(() => loadConfig({ ...base, REDIS_TIMEOUT_MS: "1", REDIS_WAIT_REPLICAS: "1" })).toThrow(
+      "REDIS_TIMEOUT_MS=1 leaves no time for the WAIT for replicas (REDIS_WAIT_REPLICAS=1)",
+    );
   });
 
   test("with STORE=sqlite the REDIS_* variables are not read", () => {

@@ -28,6 +28,7 @@ import { parseProtos } from "../../lib/proto.ts";
 import { resolveMethod } from "../src/grpc/method.ts";
 import { frameMessage } from "../src/grpc/wire.ts";
 import { answer, type RawServer, rawServer } from "./raw-h2-server.ts";
+import protobuf from "protobufjs";
 
 /** What one probe sends, and what it may be answered with. */
 interface Probe {
@@ -944,6 +945,35 @@ describe.each([
   }, 90_000);
 });
 
+/**
+ * A google.rpc.Status (code 3) with two details: a VerifyReply, whose type the route's .proto
+ * defines, and a google.rpc.BadRequest, which it does not. Written with a schema of the test's own.
+ */
+const RICH_STATUS = (() => {
+  const root = protobuf.parse(
+    `syntax = "proto3";
+    message Any { string type_url = 1; bytes value = 2; }
+    message Status { int32 code = 1; string message = 2; repeated Any details = 3; }
+    message Reply { string message = 1; }`,
+    { keepCase: true },
+  ).root;
+  const Status = root.lookupType("Status");
+  const Reply = root.lookupType("Reply");
+  return Buffer.from(
+    Status.encode({
+      code: 3,
+      message: "bad id",
+      details: [
+        {
+          type_url: "type.googleapis.com/userverify.VerifyReply",
+          value: Reply.encode({ message: "id must be > 0" }).finish(),
+        },
+        { type_url: "type.googleapis.com/google.rpc.BadRequest", value: Buffer.from([0x0a, 0x02, 0x0a, 0x00]) },
+      ],
+    }).finish(),
+  );
+})();
+
 describe("limits that need a misbehaving upstream", () => {
   let gw: string;
   let stub: ReturnType<typeof Bun.serve>;
@@ -964,6 +994,12 @@ describe("limits that need a misbehaving upstream", () => {
       stream.on("end", () => {
         if (headers["x-request-id"] === "unauthenticated")
           return answer(stream, null, { "grpc-status": "16", "grpc-message": "no token" });
+        if (headers["x-request-id"] === "rich-details")
+          return answer(stream, null, {
+            "grpc-status": "3",
+            "grpc-message": "bad id",
+            "grpc-status-details-bin": RICH_STATUS.toString("base64"),
+          });
         const message = `traceparent=${headers.traceparent ?? ""} tracestate=${headers.tracestate ?? ""}`;
         answer(stream, frameMessage(verify.responseType.encode({ message }).finish()), { "grpc-status": "0" });
       });
@@ -1111,6 +1147,25 @@ routes:
     // The gateway's own span id as the parent, the caller's trace and sampled flag.
     expect(message).toMatch(new RegExp(`^traceparent=00-${traceId}-[0-9a-f]{16}-01 `));
     expect(message).toEndWith(" tracestate=congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
+  });
+
+  test("a status with details (grpc-status-details-bin) has them in the body, as grpc-gateway writes them", async () => {
+    const res = await fetch(`${gw}/verify-echo`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-request-id": "rich-details" },
+      body: JSON.stringify({ id: 121, token: "a$$" }),
+    });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({
+      code: 3,
+      message: "bad id",
+      details: [
+        // A type the route's .proto defines: its fields.
+        { "@type": "type.googleapis.com/userverify.VerifyReply", message: "id must be > 0" },
+        // One it does not: its bytes, as protojson writes an Any it cannot resolve.
+        { "@type": "type.googleapis.com/google.rpc.BadRequest", value: "CgIKAA==" },
+      ],
+    });
   });
 
   test("UNAUTHENTICATED from the service is a 401 that names a challenge (RFC 9110 §15.5.2)", async () => {

@@ -7,6 +7,7 @@ import { parseProtos, ProtoLoadError } from "../../lib/proto.ts";
 import type { RoutedRequest } from "../src/context.ts";
 import { resolveMethod } from "../src/grpc/method.ts";
 import { transcodeGrpc } from "../src/grpc/route.ts";
+import { statusDetails } from "../src/grpc/status-details.ts";
 import { checkMessage, MAX_FIELD_ERRORS } from "../src/grpc/transcode.ts";
 import { frameMessage } from "../src/grpc/wire.ts";
 
@@ -408,4 +409,18 @@ test("a proto importing a well-known type is refused by name (protojson spells t
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+describe("grpc-status-details-bin", () => {
+  test("a trailer that is not a Status gives no details, never an error; past 16 details the rest are left out", () => {
+    const root = verify.responseType.root;
+    expect(statusDetails("not base64 at all!", root)).toEqual([]);
+    expect(statusDetails(Buffer.from([0xff, 0xff, 0xff]).toString("base64"), root)).toEqual([]);
+    // 20 details of field 3, each an Any with only a type_url (field 1).
+    const any = Buffer.from([0x0a, 0x01, 0x78]); // type_url "x"
+    const many = Buffer.concat(Array.from({ length: 20 }, () => Buffer.concat([Buffer.from([0x1a, any.length]), any])));
+    const details = statusDetails(many.toString("base64"), root);
+    expect(details).toHaveLength(16);
+    expect(details[0]).toEqual({ "@type": "x", value: "" });
+  });
 });

@@ -6,6 +6,7 @@
  * A pure send: no retries, spans or metrics here. upstream/dispatch.ts decides where each try
  * goes and reports it; grpc/route.ts builds what is sent (encoded once, whatever the tries).
  */
+import { statusDetails } from "./status-details.ts";
 import type { ClientWatch } from "../upstream/client-watch.ts";
 import type { GrpcChannel, UnaryResult } from "./h2-client.ts";
 import type { GrpcMethod } from "./method.ts";
@@ -24,6 +25,8 @@ export type GrpcOutcome =
       kind: "status";
       code: GrpcCode;
       details: string;
+      /** google.rpc.Status details from `grpc-status-details-bin`, as JSON (status-details.ts). */
+      richDetails?: Record<string, unknown>[];
       /** Nothing reached the endpoint (no connection, refused before processing): safe to retry. */
       unsent?: true;
       /** A live endpoint refused the call unprocessed (REFUSED_STREAM, twice): safe to retry, not ejected for. */
@@ -65,6 +68,8 @@ function toOutcome(result: UnaryResult, method: GrpcMethod): GrpcOutcome {
     if (result.unsent) outcome.unsent = true;
     if (result.unprocessed) outcome.unprocessed = true;
     if (result.replyTooLarge !== undefined) outcome.replyTooLarge = result.replyTooLarge;
+    if (result.statusDetails !== undefined)
+      outcome.richDetails = statusDetails(result.statusDetails, method.responseType.root);
   } else {
     try {
       outcome = { kind: "reply", reply: method.decode(result.message) };

@@ -104,6 +104,8 @@ export type UnaryResult =
       kind: "status";
       code: GrpcCode;
       details: string;
+      /** The `grpc-status-details-bin` trailer (base64 google.rpc.Status), when the upstream sent one. */
+      statusDetails?: string;
       /** The response's initial headers, when it got that far. */
       headers?: IncomingHttpHeaders;
       /**
@@ -788,7 +790,10 @@ function endedResult(
     };
   if (code !== GrpcCode.OK) {
     const details = decodeGrpcMessage(statusHeaders["grpc-message"] as string | undefined);
-    return { kind: "status", code, details, headers };
+    const rich = statusHeaders["grpc-status-details-bin"];
+    return typeof rich === "string"
+      ? { kind: "status", code, details, statusDetails: rich, headers }
+      : { kind: "status", code, details, headers };
   }
   if (expected < 0 || !body || body.byteLength < FRAME_HEADER_BYTES + expected)
     return {

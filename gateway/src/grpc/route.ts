@@ -4,7 +4,7 @@
  * encoded once → unary call through upstream/dispatch.ts with the gRPC transport (./call.ts, on
  * the lean HTTP/2 client ./h2-client.ts) → the reply as
  * JSON, or the gRPC status as problem+json that also carries grpc-gateway's {code, message,
- * details}, with the HTTP status of grpc-gateway's mapping (./status.ts).
+ * details} (./status-details.ts), with the HTTP status of grpc-gateway's mapping (./status.ts).
  */
 import type protobuf from "protobufjs";
 import type { RoutedRequest } from "../context.ts";
@@ -114,7 +114,12 @@ export async function transcodeGrpc(routed: RoutedRequest, deps: GrpcRouteDeps):
     title: grpcCodeName(outcome.code),
     requestId,
     detail: outcome.details,
-    extensions: { code: outcome.code, message: outcome.details, details: [], upstream: upstream.name },
+    extensions: {
+      code: outcome.code,
+      message: outcome.details,
+      details: outcome.richDetails ?? [],
+      upstream: upstream.name,
+    },
     headers: { ...servedBy, ...extra },
   });
 }

@@ -257,6 +257,9 @@ export class Gateway {
       response = gatewayProblem({ status: 500, title: "Internal gateway error", requestId: ctx.id });
     }
     if (!ctx.stamped) for (const [name, value] of ctx.stamp) response.headers.set(name, value);
+    // Bun.serve (1.4.5) writes Date on every answer but a HEAD's; RFC 9110 §6.6.1 asks a proxy to
+    // add the one an answer lacks, and §9.3.2 a HEAD's fields to be a GET's.
+    if (ctx.method === "HEAD" && !response.headers.has("date")) response.headers.set("date", new Date().toUTCString());
     const hsts = secure ? state.config.tls?.hsts : undefined;
     if (hsts) response.headers.set("strict-transport-security", hsts);
     this.deps.lifecycle.closeConnectionWhileDraining(response.headers);

@@ -584,6 +584,17 @@ describe("what Bun.serve would write that the upstream did not say", () => {
     const sized = await head();
     expect(sized.filter(([k]) => k === "content-length")).toEqual([["content-length", "1000"]]);
     expect(sized.filter(([k]) => k === "transfer-encoding")).toEqual([]);
+    // Neither upstream answer had a Date, and Bun.serve writes none on a HEAD's: the gateway does
+    // (RFC 9110 §6.6.1), one, in the IMF-fixdate form.
+    for (const answer of [chunked, sized]) {
+      const dates = answer.filter(([k]) => k === "date").map(([, v]) => v);
+      expect(dates).toHaveLength(1);
+      expect(dates[0]).toMatch(/^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/);
+    }
+    // One the upstream sent is kept as it is.
+    spy.respond = (_req, conn) =>
+      conn.write(`HTTP/1.1 200 OK${CRLF}Date: Sun, 06 Nov 1994 08:49:37 GMT${CRLF}Content-Length: 0${CRLF}${CRLF}`);
+    expect((await head()).filter(([k]) => k === "date")).toEqual([["date", "Sun, 06 Nov 1994 08:49:37 GMT"]]);
   });
 });
 

@@ -119,6 +119,12 @@ const reloader = new ConfigReloader({
       throw new Error(
         "the tls block is new, and the HTTPS listener starts only with the process: restart the gateway to serve HTTPS",
       );
+    // Nor does it stop without one: the reload would drop HSTS and the redirect while the listener
+    // went on serving the old certificates.
+    if (!next.tls && https)
+      throw new Error(
+        "the tls block is gone (or off), and the HTTPS listener stops only with the process: restart the gateway to stop serving HTTPS",
+      );
     await gateway.reload(next);
     // Other certificates named in the tls block: the HTTPS listener hands over to them now.
     await https?.recheck();

@@ -393,4 +393,40 @@ describe("TLS at the edge and inside", () => {
     },
     E2E_TIMEOUT_MS,
   );
+
+  test(
+    "a reload that removes the tls block is refused: HTTPS, HSTS and the redirect stay as they are until a restart",
+    async () => {
+      const file = join(dir, "routes.yaml");
+      const withTls = read(file);
+      const admins = stack.processes
+        .filter((p) => p.kind === "gateway")
+        .map((g) => g.readyUrl.replace(/\/readyz$/, ""));
+      type Reload = { reloads: number; lastError: { message: string } | null };
+      const reloadOf = async (admin: string) =>
+        ((await (await fetch(`${admin}/config`)).json()) as { reload: Reload }).reload;
+      const before = await Promise.all(admins.map(reloadOf));
+      try {
+        replaceFile(file, withTls.replace(/\ntls:\n[\s\S]*$/, "\n"));
+        await waitFor(
+          "every gateway to refuse the reload",
+          async () =>
+            (await Promise.all(admins.map(reloadOf))).every((r) =>
+              r.lastError?.message.includes("restart the gateway to stop serving HTTPS"),
+            ),
+          { timeoutMs: 10_000 },
+        );
+        for (const [i, r] of (await Promise.all(admins.map(reloadOf))).entries())
+          expect(r.reloads).toBe(before[i]!.reloads);
+        const secure = await fetch(`${https}/projects/?limit=1`, { tls: { ca } });
+        expect(secure.status).toBe(200);
+        expect(secure.headers.get("strict-transport-security")).toBe("max-age=31536000; includeSubDomains");
+        const plain = await fetch(`${stack.gatewayUrl}/projects/?limit=1`, { redirect: "manual" });
+        expect(plain.status).toBe(308);
+      } finally {
+        replaceFile(file, withTls);
+      }
+    },
+    E2E_TIMEOUT_MS,
+  );
 });

@@ -102,7 +102,7 @@ export function loadSettings(env: Env = process.env): GatewaySettings {
     dnsServer: dnsServer("DNS_SERVER", env),
     peers: {
       urls: peerEntries(envString("GATEWAY_PEERS", "", env)),
-      dnsName: envString("GATEWAY_PEERS_DNS", "", env).trim() || undefined,
+      dnsName: peersDnsName(envString("GATEWAY_PEERS_DNS", "", env).trim()),
       intervalMs: envInt("GATEWAY_PEERS_INTERVAL_MS", 5000, { min: 100 }, env),
     },
     env,
@@ -174,5 +174,19 @@ function dnsServer(name: string, env: Env): string | undefined {
   const match = /^\[?([^\]]+?)\]?:(\d{1,5})$/.exec(raw);
   if (!match || isIP(match[1]!) === 0 || Number(match[2]) < 1 || Number(match[2]) > 65535)
     throw new EnvError(`${name}=${JSON.stringify(raw)} is not a DNS server address, e.g. 127.0.0.1:5353`);
+  return raw;
+}
+
+/** A DNS name (RFC 1123 labels; `_` allowed, as Kubernetes' SRV-style names use it). */
+const DNS_NAME =
+  /^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$/;
+
+/** GATEWAY_PEERS_DNS: a name to resolve, refused at start when it is none (a URL, a port, a space). */
+function peersDnsName(raw: string): string | undefined {
+  if (raw === "") return undefined;
+  if (!DNS_NAME.test(raw) || isIP(raw) !== 0)
+    throw new EnvError(
+      `GATEWAY_PEERS_DNS=${JSON.stringify(raw)} is not a DNS name: give the name whose A/AAAA records are the gateways, e.g. gateway-headless.portico.svc.cluster.local (no scheme, no port)`,
+    );
   return raw;
 }

@@ -3,7 +3,7 @@
  * are built where the cluster runs them, no registry), and the gateway's URL.
  */
 import { $, chalk } from "zx";
-import { printCommand, run, ScriptError } from "../cli.ts";
+import { CommandFailed, printCommand, run, ScriptError } from "../cli.ts";
 
 export const NAMESPACE = "portico";
 
@@ -42,6 +42,20 @@ export async function clusterGateway(
 /** `kubectl --context minikube -n portico …` */
 export function kubectl(...args: string[]): string[] {
   return ["kubectl", `--context=${kubeContext()}`, ...args];
+}
+
+/**
+ * `kubectl get secret <name> <output…>` in the namespace: its output, or undefined when the Secret
+ * does not exist (kubectl's NotFound). Any other failure (the API server slow or unreachable, a
+ * Forbidden) throws: a Secret that could not be read is not a missing one, and `make up` would
+ * otherwise replace live passwords or the CA under running pods.
+ */
+export async function getSecret(name: string, ...output: string[]): Promise<string | undefined> {
+  const argv = kubectl("-n", NAMESPACE, "get", "secret", name, ...output);
+  const out = await run(argv, { nothrow: true });
+  if (out.exitCode === 0) return out.stdout;
+  if (/\(NotFound\)|\bnot found\b/.test(out.stderr)) return undefined;
+  throw new CommandFailed(argv, out);
 }
 
 /** Parses `minikube docker-env --shell none` (KEY=VALUE lines; `export KEY="VALUE"` is accepted too). */

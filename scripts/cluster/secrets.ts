@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { run, ScriptError } from "../cli.ts";
-import { kubectl, NAMESPACE } from "./minikube.ts";
+import { getSecret, kubectl, NAMESPACE } from "./minikube.ts";
 
 /** Every Secret k8s/ references, with its keys (k8s/test checks each secretKeyRef against this). */
 export const CLUSTER_SECRETS = {
@@ -145,8 +145,7 @@ export async function ensureSecrets(env: Env = process.env): Promise<{ created: 
   chmodSync(dir, 0o700);
   try {
     for (const name of Object.keys(CLUSTER_SECRETS) as SecretName[]) {
-      const exists = await run(kubectl("-n", NAMESPACE, "get", "secret", name, "-o", "name"), { nothrow: true });
-      (exists.exitCode === 0 ? kept : created).push(name);
+      ((await getSecret(name, "-o", "name")) === undefined ? created : kept).push(name);
     }
     // Every value first (a chosen one may be refused), then the applies: none or all.
     const data = created.map((name) => [name, generateSecret(name, env)] as const);

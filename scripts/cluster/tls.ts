@@ -28,7 +28,7 @@ import {
   loadCa,
   localIdentities,
 } from "../tls/pki.ts";
-import { kubectl, NAMESPACE } from "./minikube.ts";
+import { getSecret, kubectl, NAMESPACE } from "./minikube.ts";
 
 /** Each certificate Secret k8s/ mounts, and the identity it holds (scripts/tls/pki.ts's, or `clusterIdentities`' own for the collector). */
 export const TLS_SECRETS = {
@@ -145,9 +145,9 @@ function decoded(data: Record<string, string> | undefined, key: string): string 
 
 /** The CA in `portico-tls-ca`, or undefined when the Secret does not exist. */
 async function existingCa(): Promise<CertificateAuthority | undefined> {
-  const out = await run(kubectl("-n", NAMESPACE, "get", "secret", TLS_CA_SECRET, "-o", "json"), { nothrow: true });
-  if (out.exitCode !== 0) return undefined;
-  const data = (JSON.parse(out.stdout) as { data?: Record<string, string> }).data;
+  const json = await getSecret(TLS_CA_SECRET, "-o", "json");
+  if (json === undefined) return undefined;
+  const data = (JSON.parse(json) as { data?: Record<string, string> }).data;
   const cert = decoded(data, "tls.crt");
   const key = decoded(data, "tls.key");
   if (!cert || !key) throw new ScriptError(`Secret ${TLS_CA_SECRET} has no tls.crt and tls.key to sign with`);
@@ -179,10 +179,10 @@ interface ExistingSecret {
 
 /** The Secret `name` as it is: "missing", or what can be read of it (nothing: it is left alone). */
 async function readExisting(name: TlsSecretName): Promise<ExistingSecret | "missing" | undefined> {
-  const out = await run(kubectl("-n", NAMESPACE, "get", "secret", name, "-o", "json"), { nothrow: true });
-  if (out.exitCode !== 0) return "missing";
+  const json = await getSecret(name, "-o", "json");
+  if (json === undefined) return "missing";
   try {
-    const secret = JSON.parse(out.stdout) as {
+    const secret = JSON.parse(json) as {
       metadata?: { annotations?: Record<string, string> };
       data?: Record<string, string>;
     };

@@ -263,6 +263,22 @@ test("a cluster without the Secrets gets them generated: every key k8s/ reads, v
   expect(run.stdout).toContain("created: portico-admin, portico-grafana, portico-redis-limiter, portico-redis-store");
 });
 
+test("a Secret that cannot be read (the API server timing out) is not a missing one: make up stops, nothing is replaced", async () => {
+  const f = withFakes({
+    kubectl: `case "$*" in
+  *"get secret portico-redis-store"*) echo 'Error from server (Timeout): the server was unable to return a response in the time allotted' >&2; exit 1 ;;
+  *"get secret"*) echo 'Error from server (NotFound): secrets not found' >&2; exit 1 ;;
+esac
+${HAPPY.kubectl}`,
+  });
+  const run = await runScript("up", f, {});
+  expect(run.exitCode).toBe(1);
+  expect(run.stderr).toContain("get secret portico-redis-store");
+  expect(run.stderr).toContain("the server was unable to return a response");
+  // No Secret generated or applied, missing ones included: none or all.
+  expect(f.calls().filter((c) => c.includes("portico-secrets-") || c.includes("apply -k"))).toEqual([]);
+});
+
 test("a chosen password too short to be one is refused before anything is applied", async () => {
   const f = withFakes({ kubectl: KUBECTL_WITHOUT_SECRETS });
   const run = await runScript("up", f, { GRAFANA_ADMIN_PASSWORD: "admin" });

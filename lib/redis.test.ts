@@ -15,7 +15,10 @@ import {
   RedisUnavailableError,
 } from "./redis.ts";
 import { freePort } from "../scripts/stack/testing/ports.ts";
-import { requireBinary, stopAll, waitFor } from "../scripts/stack/testing/processes.ts";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { requireBinary, spawnProcess, stopAll, stopProcess, waitFor } from "../scripts/stack/testing/processes.ts";
 import { TestRedis } from "../scripts/stack/testing/redis.ts";
 
 const hasRedis = requireBinary("redis-server");
@@ -108,6 +111,35 @@ describe.skipIf(!hasRedis)("BoundedRedis", () => {
       expect(isRedisUnavailable(error)).toBe(true);
     } finally {
       await r.call("CONFIG", ["SET", "maxmemory", "0"]);
+    }
+  });
+
+  test("a Redis refusing writes since its snapshot failed (MISCONF) counts as unavailable, not as a bad command", async () => {
+    // A redis-server of its own that snapshots to a directory, removed under it: BGSAVE fails,
+    // and with stop-writes-on-bgsave-error (the default) every write is refused.
+    const dir = mkdtempSync(join(tmpdir(), "portico-misconf-"));
+    const port = await freePort();
+    const argv = ["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "3600 1"];
+    const server = spawnProcess(`redis-misconf-${port}`, [...argv, "--appendonly", "no", "--dir", dir]);
+    try {
+      const { redis: r } = client(`redis://127.0.0.1:${port}`);
+      expect(await r.start(5000)).toBe(true);
+      rmSync(dir, { recursive: true, force: true });
+      await r.call("BGSAVE", []);
+      let error: unknown;
+      await waitFor(
+        "writes to be refused",
+        async () => {
+          error = (await timed(r.call("SET", ["lib:misconf", "x"]))).error;
+          return error !== undefined;
+        },
+        { timeoutMs: 5000 },
+      );
+      expect((error as Error).message).toStartWith("MISCONF");
+      expect(isRedisUnavailable(error)).toBe(true);
+    } finally {
+      await stopProcess(server, "SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

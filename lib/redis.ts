@@ -63,10 +63,11 @@ export class RedisTimeoutError extends Error {
 
 /**
  * Server errors that say "not now" rather than "wrong command": still loading its data, busy with
- * a script, a read-only replica, out of memory under its maxmemory policy.
+ * a script, a read-only replica, out of memory under its maxmemory policy, refusing writes since
+ * its last snapshot to disk failed (MISCONF, stop-writes-on-bgsave-error).
  * https://redis.io/docs/latest/develop/reference/protocol-spec/#simple-errors
  */
-const TRANSIENT_SERVER_ERROR = /^(LOADING|BUSY|MASTERDOWN|READONLY|OOM|TRYAGAIN|CLUSTERDOWN|NOREPLICAS)\b/;
+const TRANSIENT_SERVER_ERROR = /^(LOADING|BUSY|MASTERDOWN|READONLY|OOM|MISCONF|TRYAGAIN|CLUSTERDOWN|NOREPLICAS)\b/;
 
 /** Whether a failed call means "Redis cannot serve now" (retry later), not a bug in the command. */
 export function isRedisUnavailable(err: unknown): boolean {

@@ -56,6 +56,12 @@ export function addReflection(server: grpc.Server, served: protoLoader.PackageDe
   const implementation = new ReflectionV1Implementation(
     described as ConstructorParameters<typeof ReflectionV1Implementation>[0],
   );
+  // Its indexes are plain objects looked up by the client's name: `constructor`, `__proto__` or
+  // `toString` would be found there (an empty descriptor, an empty extension list) instead of
+  // NOT_FOUND. Copied onto objects with no prototype, only the names the .proto files declare are.
+  const indexes = implementation as unknown as Record<"symbols" | "files" | "extensions", object>;
+  for (const index of ["symbols", "files", "extensions"] as const)
+    indexes[index] = Object.assign(Object.create(null), indexes[index]);
 
   const handler: grpc.handleBidiStreamingCall<unknown, unknown> = (call) => {
     call.on("data", (request) => call.write(implementation.handleServerReflectionRequest(request as never)));

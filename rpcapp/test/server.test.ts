@@ -366,6 +366,23 @@ describe("server reflection", () => {
     const reply = await app.clients.reflect({ fileContainingSymbol: "no.such.Symbol" });
     expect(reply.errorResponse?.errorCode).toBe(grpc.status.NOT_FOUND);
   });
+
+  test("a name that is a property of every JavaScript object (constructor, __proto__, toString) is NOT_FOUND too", async () => {
+    for (const name of ["constructor", "__proto__", "toString", "hasOwnProperty"])
+      for (const request of [
+        { fileContainingSymbol: name },
+        { fileByFilename: name },
+        { allExtensionNumbersOfType: name },
+        { fileContainingExtension: { containingType: name, extensionNumber: 1 } },
+      ]) {
+        const reply = await app.clients.reflect(request);
+        expect({ request, code: reply.errorResponse?.errorCode }).toEqual({ request, code: grpc.status.NOT_FOUND });
+      }
+    // The real names are still found.
+    expect(
+      (await app.clients.reflect({ fileContainingSymbol: "userverify.UserVerify" })).errorResponse,
+    ).toBeUndefined();
+  });
 });
 
 describe("connection age", () => {

@@ -24,6 +24,16 @@ export async function readJsonBody(request: Request, { maxBytes, maxDepth }: Jso
       detail: `expected a JSON body (content-type: application/json), got ${contentType ? JSON.stringify(contentType) : "no content-type"}`,
     });
   }
+  // A compressed body read as JSON would be "not valid UTF-8", telling the client its JSON is
+  // broken: an unsupported content coding is a 415 (RFC 9110 §15.5.16), naming it.
+  const encoding = request.headers.get("content-encoding")?.trim().toLowerCase();
+  if (encoding && encoding !== "identity") {
+    throw new HttpProblem({
+      title: "Unsupported Media Type",
+      status: 415,
+      detail: `the body is sent with content-encoding ${JSON.stringify(encoding)}; this API takes uncompressed JSON only`,
+    });
+  }
   const declared = request.headers.get("content-length");
   if (declared !== null && Number(declared) > maxBytes) throw tooLarge(maxBytes);
 

@@ -78,6 +78,21 @@ describe("POST /projects refuses a body it cannot read as JSON", () => {
     expect(none.headers.get("content-type")).toBe("application/problem+json");
     await expectProblem(none, 415);
   });
+
+  test("a compressed body (content-encoding gzip) → 415 naming the coding, not a 400 about its bytes", async () => {
+    const { request } = webappFixture();
+    const gzip = await request("POST", "/projects", {
+      body: Bun.gzipSync(new TextEncoder().encode('{"title":"zipped"}')),
+      headers: { "content-type": "application/json", "content-encoding": "gzip" },
+    });
+    expect((await expectProblem(gzip, 415)).detail).toContain('content-encoding "gzip"');
+    // identity is no coding at all.
+    const identity = await request("POST", "/projects", {
+      body: '{"title":"plain"}',
+      headers: { "content-type": "application/json", "content-encoding": "identity" },
+    });
+    expect(identity.status).toBe(201);
+  });
 });
 
 describe("POST /projects refuses a title that is not valid Unicode", () => {

@@ -55,8 +55,15 @@ const server = (opts: { validFrom?: Date; validDays?: number } = {}) =>
   issue(ca, { commonName: "upstream", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"], usage: "server", ...opts });
 
 /** An upstream at `port` whose tls block presents `client` (a pair in `dir`). */
-async function upstreamAt(port: number, protocol: "http" | "grpc", client = "client"): Promise<Upstream> {
-  const tls = `tls: { ca: ${join(dir, "ca.crt")}, cert: ${join(dir, `${client}.crt`)}, key: ${join(dir, `${client}.key`)}, serverName: localhost }`;
+async function upstreamAt(
+  port: number,
+  protocol: "http" | "grpc",
+  client = "client",
+  /** null: none (the endpoints' own addresses are the names). */
+  serverName: string | null = "localhost",
+): Promise<Upstream> {
+  const name = serverName === null ? "" : `, serverName: "${serverName}"`;
+  const tls = `tls: { ca: ${join(dir, "ca.crt")}, cert: ${join(dir, `${client}.crt`)}, key: ${join(dir, `${client}.key`)}${name} }`;
   const upstream = testUpstream(testConfig({ endpoints: `127.0.0.1:${port}`, protocol, upstream: tls }));
   cleanup.push(() => upstream.close());
   await upstream.ready;
@@ -80,6 +87,32 @@ async function grpcServer(cert: { cert: string; key: string }, mutual: boolean):
   cleanup.push(() => h2.close());
   return (h2.address() as { port: number }).port;
 }
+
+describe("endpoints written as IP addresses, on gRPC as on HTTP/1.1", () => {
+  // An IP cannot be sent as the TLS server name (SNI): node:http2 throws on it, which ended the
+  // gateway at its first health check. The certificate is checked against the address instead.
+  test("without serverName, each endpoint's own address is the name its certificate must carry", async () => {
+    const withIp = await grpcServer(await server(), false);
+    expect(await checkGrpc((await upstreamAt(withIp, "grpc", "client", null)).endpoints[0]!, "", 2000)).toEqual({
+      passed: true,
+    });
+    const dnsOnly = await grpcServer(
+      await issue(ca, { commonName: "u", dnsNames: ["localhost"], usage: "server" }),
+      false,
+    );
+    const result = await checkGrpc((await upstreamAt(dnsOnly, "grpc", "client", null)).endpoints[0]!, "", 2000);
+    expect(result).toEqual({ passed: false, reason: expect.stringContaining("ERR_TLS_CERT_ALTNAME_INVALID") });
+  });
+
+  test("a serverName that is an address is checked as one: the certificate must carry that address", async () => {
+    const port = await grpcServer(await server(), false);
+    expect(await checkGrpc((await upstreamAt(port, "grpc", "client", "127.0.0.1")).endpoints[0]!, "", 2000)).toEqual({
+      passed: true,
+    });
+    const other = await checkGrpc((await upstreamAt(port, "grpc", "client", "10.9.9.9")).endpoints[0]!, "", 2000);
+    expect(other).toEqual({ passed: false, reason: expect.stringContaining("ERR_TLS_CERT_ALTNAME_INVALID") });
+  });
+});
 
 describe("a failed handshake says why", () => {
   test("gRPC: the upstream's expired certificate, with the TLS error's code and text", async () => {

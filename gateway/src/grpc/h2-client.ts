@@ -272,12 +272,21 @@ export class GrpcChannel {
   }
 
   #connect(): void {
-    const secureOptions = this.#options.secure?.();
-    const h2 = http2.connect(this.#authority, {
-      ...secureOptions,
-      settings: { enablePush: false },
-      ...NO_SINGLE_VALUE_CHECK,
-    });
+    let secureOptions: SecureClientSessionOptions | undefined;
+    let h2: ClientHttp2Session;
+    try {
+      secureOptions = this.#options.secure?.();
+      h2 = http2.connect(this.#authority, {
+        ...secureOptions,
+        settings: { enablePush: false },
+        ...NO_SINGLE_VALUE_CHECK,
+      });
+    } catch (err) {
+      // Options node:http2 refuses at once (none should reach it): a failed connect, not a throw
+      // into whoever asked for a call (a health check's, once, ended the process).
+      this.#backOff(errorText(err as Error, ": "));
+      return;
+    }
     const session: Session = {
       h2,
       ready: false,
@@ -358,6 +367,11 @@ export class GrpcChannel {
     if (session.retired) return;
     this.#retire(session);
     session.h2.destroy();
+    this.#backOff(reason);
+  }
+
+  /** No connection: calls fail fast until the backoff ends, and the waiting ones fail unsent. */
+  #backOff(reason: string): void {
     this.#lastConnectError = reason;
     const jitter = 1 + BACKOFF_JITTER * (2 * Math.random() - 1);
     this.#retryAt = performance.now() + this.#backoffMs * jitter;

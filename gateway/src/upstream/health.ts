@@ -126,10 +126,21 @@ export class HealthChecker {
     this.#checking.set(endpoint, Date.now() + timeoutMs);
     const probe =
       this.protocol === "http" ? checkHttp(endpoint, path, timeoutMs) : checkGrpc(endpoint, service, timeoutMs);
-    void probe.then((result) => {
-      this.#checking.delete(endpoint);
-      if (this.#timer && !endpoint.removed) this.onResult(endpoint, result);
+    // A check that throws instead of failing is a failed check, never an unhandled rejection
+    // (which ends the process): the endpoint stays out, saying why.
+    const failed = (err: unknown): CheckResult => ({
+      passed: false,
+      reason: `the check itself failed: ${err instanceof Error ? err.message : String(err)}`,
     });
+    void probe.then(
+      (result) => this.#settle(endpoint, result),
+      (err) => this.#settle(endpoint, failed(err)),
+    );
+  }
+
+  #settle(endpoint: Endpoint, result: CheckResult): void {
+    this.#checking.delete(endpoint);
+    if (this.#timer && !endpoint.removed) this.onResult(endpoint, result);
   }
 
   /**

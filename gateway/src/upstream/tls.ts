@@ -13,6 +13,7 @@
  * the CA's expiry (`certificate="upstream-ca"`).
  */
 import { isIP } from "node:net";
+import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import type { SecureClientSessionOptions } from "node:http2";
 import type { Logger } from "../../../lib/log.ts";
 import { type ClientTlsMaterial, PemWatcher, readClientTls } from "../../../lib/tls.ts";
@@ -80,13 +81,20 @@ export class UpstreamTlsClient {
     return options;
   }
 
-  /** Options for `http2.connect` to `address`, from the files as they are now. */
+  /**
+   * Options for `http2.connect` to `address`, from the files as they are now. An expected name that
+   * is an IP address cannot be the SNI `servername` (node:http2 throws: RFC 6066 §3 allows host
+   * names only), so none is sent and the certificate is checked against that address instead.
+   */
   http2Options(address: string): SecureClientSessionOptions {
     const { ca, cert, key } = this.#watcher.current;
+    const name = this.serverNameFor(address);
     return {
       ca,
       ...(cert && key ? { cert, key } : {}),
-      servername: this.serverNameFor(address),
+      ...(isIP(name) === 0
+        ? { servername: name }
+        : { checkServerIdentity: (_host: string, peer: PeerCertificate) => checkServerIdentity(name, peer) }),
       ALPNProtocols: ["h2"],
     };
   }

@@ -590,6 +590,7 @@ function podsAsKubernetesDescribesThem(): { targets: string[]; labels: Record<st
     const labels = {
       __meta_kubernetes_namespace: "portico",
       __meta_kubernetes_pod_name: p.name,
+      __meta_kubernetes_pod_ip: "127.0.0.1",
       __meta_kubernetes_pod_phase: "Running",
       __meta_kubernetes_pod_label_app_kubernetes_io_name: p.kind,
       __meta_kubernetes_pod_annotation_prometheus_io_scrape: "true",

@@ -9,11 +9,13 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseAllDocuments, parse as parseYaml, stringify as toYaml } from "yaml";
-import { requireBinary } from "../../scripts/stack/testing/processes.ts";
+import { freePort } from "../../scripts/stack/testing/ports.ts";
+import { requireBinary, spawnProcess, stopProcess, waitFor } from "../../scripts/stack/testing/processes.ts";
 import { REPO_ROOT } from "./checks/manifests.ts";
 
 const hasPromtool = requireBinary("promtool");
 const hasAmtool = requireBinary("amtool");
+const hasPrometheus = requireBinary("prometheus");
 const dir = mkdtempSync(join(tmpdir(), "portico-monitoring-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -223,4 +225,64 @@ describe.skipIf(!hasPromtool)("Prometheus (promtool)", () => {
       output: "",
     });
   });
+});
+
+describe.skipIf(!hasPrometheus)("the pods' scrape targets (the real Prometheus, relabelling only)", () => {
+  test("one target per pod on its annotated port, for an IPv4 and an IPv6 pod address alike", async () => {
+    const config = parseYaml(configMapKey("prometheus.yaml", "prometheus-config", "prometheus.yml")) as {
+      scrape_configs: Record<string, unknown>[];
+    };
+    const pods = config.scrape_configs.find((j) => j.job_name === "portico-pods")!;
+    // Debian's Prometheus has no Kubernetes discovery: the pods as it would describe them, one
+    // target per declared container port (the gateway declares 8080 and 9901, scraped on 9901).
+    delete pods.kubernetes_sd_configs;
+    const pod = (name: string, ip: string, host: string) =>
+      ["8080", "9901"].map((port) => ({
+        targets: [`${host}:${port}`],
+        labels: {
+          __meta_kubernetes_namespace: "portico",
+          __meta_kubernetes_pod_name: name,
+          __meta_kubernetes_pod_ip: ip,
+          __meta_kubernetes_pod_phase: "Running",
+          __meta_kubernetes_pod_label_app_kubernetes_io_name: "gateway",
+          __meta_kubernetes_pod_annotation_prometheus_io_scrape: "true",
+          __meta_kubernetes_pod_annotation_prometheus_io_port: "9901",
+          __meta_kubernetes_pod_annotation_prometheus_io_path: "/metrics",
+        },
+      }));
+    pods.static_configs = [
+      ...pod("gateway-v4", "10.244.0.7", "10.244.0.7"),
+      ...pod("gateway-v6", "fd00:10:244::7", "[fd00:10:244::7]"),
+    ];
+    const port = await freePort();
+    const file = join(dir, "pods-prometheus.yml");
+    writeFileSync(file, toYaml({ global: { scrape_interval: "1h" }, scrape_configs: [pods] }));
+    const proc = spawnProcess("prometheus-relabel", [
+      "prometheus",
+      `--config.file=${file}`,
+      `--storage.tsdb.path=${join(dir, "pods-data")}`,
+      `--web.listen-address=127.0.0.1:${port}`,
+      "--log.level=warn",
+    ]);
+    try {
+      type Target = { scrapeUrl: string; labels: Record<string, string> };
+      let targets: Target[] = [];
+      await waitFor(
+        "the targets",
+        async () => {
+          const res = await fetch(`http://127.0.0.1:${port}/api/v1/targets`).catch(() => undefined);
+          if (!res?.ok) return false;
+          targets = ((await res.json()) as { data: { activeTargets: Target[] } }).data.activeTargets;
+          return targets.length > 0;
+        },
+        { proc, timeoutMs: 15_000 },
+      );
+      expect(targets.map((t) => [t.labels.instance, t.scrapeUrl]).sort()).toEqual([
+        ["gateway-v4", "http://10.244.0.7:9901/metrics"],
+        ["gateway-v6", "http://[fd00:10:244::7]:9901/metrics"],
+      ]);
+    } finally {
+      await stopProcess(proc);
+    }
+  }, 30_000);
 });

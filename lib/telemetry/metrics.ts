@@ -85,6 +85,12 @@ function inFlightGauge(registry: Registry, name: string, help: string, read: () 
 export class HttpServerMetrics {
   readonly requests = new SeriesSet(["route", "method", "status_code"], LATENCY_BUCKETS);
   inFlight = 0;
+  /**
+   * Scrapes of this process's own /metrics being answered: not in the in-flight gauge, which the
+   * scrape reads while it is itself in flight (an idle process would never read 0), but waited
+   * for at shutdown with the rest.
+   */
+  scrapesInFlight = 0;
 
   constructor(registry: Registry) {
     counterView(

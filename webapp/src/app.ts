@@ -52,6 +52,8 @@ interface RequestState {
   startedAt: number;
   /** The trace context: the server span and the request id. */
   trace: Context;
+  /** A scrape of /metrics: counted apart from the in-flight gauge (HttpServerMetrics.scrapesInFlight). */
+  scrape: boolean;
 }
 
 /** Requests whose spans are not worth keeping (probes, scrapes); they still get ids for their logs. */
@@ -103,8 +105,10 @@ export function createApp({
         attributes,
         !UNTRACED_PATHS.has(path),
       );
-      requests.set(request, { startedAt: performance.now(), trace: traced });
-      metrics.http.inFlight++;
+      const scrape = path === "/metrics";
+      requests.set(request, { startedAt: performance.now(), trace: traced, scrape });
+      if (scrape) metrics.http.scrapesInFlight++;
+      else metrics.http.inFlight++;
       set.headers["x-served-by"] = identity.instance;
       set.headers["x-service-version"] = identity.version;
       lifecycle.closeConnectionWhileDraining(set.headers);
@@ -144,7 +148,8 @@ export function createApp({
       const status = statusOf(set.status);
       const seconds = state === undefined ? 0 : (performance.now() - state.startedAt) / 1000;
       if (state !== undefined) {
-        metrics.http.inFlight--;
+        if (state.scrape) metrics.http.scrapesInFlight--;
+        else metrics.http.inFlight--;
         metrics.http.observe(route || "none", request.method, status, seconds);
         const span = trace.getSpan(state.trace)!;
         if (route && span.isRecording()) {

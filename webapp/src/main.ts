@@ -94,7 +94,7 @@ type App = ReturnType<typeof createApp>;
  */
 async function afterLastResponse(http: HttpServerMetrics, timeoutMs = 2_000): Promise<void> {
   const until = performance.now() + timeoutMs;
-  while (http.inFlight > 0 && performance.now() < until) await Bun.sleep(5);
+  while (http.inFlight + http.scrapesInFlight > 0 && performance.now() < until) await Bun.sleep(5);
 }
 
 /** PORT in plain HTTP: every route, as without TLS. */

@@ -1,5 +1,9 @@
-/** Probes are not access-logged unless LOG_PROBES asks: the gateways check /readyz every few seconds. */
+/**
+ * Probes are not access-logged unless LOG_PROBES asks: the gateways check /readyz every few seconds.
+ * Nor does a scrape count itself in the in-flight gauge it reads.
+ */
 import { describe, expect, test } from "bun:test";
+import { Fault } from "../../lib/fault.ts";
 import { webappFixture } from "./fixture.ts";
 
 describe("probe access lines", () => {
@@ -17,5 +21,24 @@ describe("probe access lines", () => {
     const { request, accessLogFor } = webappFixture({ logProbes: true });
     await request("GET", "/healthz", { headers: { "x-request-id": "probe-3" } });
     expect(await accessLogFor("probe-3")).toMatchObject({ path: "/healthz", status: 200 });
+  });
+});
+
+describe("the in-flight gauge", () => {
+  test("an idle webapp reads 0 in flight: the scrape that reads it is not counted; a request in flight is", async () => {
+    const { request, postJson } = webappFixture({ fault: new Fault(0, 300) });
+    const gauge = async () =>
+      Number(
+        /^http_server_requests_in_flight\{[^}]*\} (\d+)$/m.exec(await (await request("GET", "/metrics")).text())?.[1],
+      );
+    expect(await gauge()).toBe(0);
+    expect(await gauge()).toBe(0);
+    // A create held 300 ms by the fault's delay is in flight while it waits.
+    const slow = postJson("/projects", { title: "slow" });
+    await Bun.sleep(100);
+    expect(await gauge()).toBe(1);
+    expect((await slow).status).toBe(201);
+    await Bun.sleep(20); // its count ends a turn after its response (onAfterResponse)
+    expect(await gauge()).toBe(0);
   });
 });

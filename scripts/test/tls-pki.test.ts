@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readTlsMaterial } from "../../lib/tls.ts";
-import { ensureLocalPki, issue, loadCa, localIdentities } from "../tls/pki.ts";
+import { createCa, ensureLocalPki, issue, loadCa, localIdentities } from "../tls/pki.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "portico-pki-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -43,4 +43,16 @@ test("a key file that is not its certificate's (a run interrupted after writing 
 
   expect((await ensureLocalPki(dir, localIdentities())).issued).toEqual(["webapp"]);
   expect(readTlsMaterial({ cert: pki.certFile("webapp"), key: pki.keyFile("webapp") }).subject).toBe("CN=webapp");
+});
+
+test("a certificate never outlives the CA that signed it", async () => {
+  // A CA with 30 days left, a leaf asked for 90: it ends with the CA, and its own expiry says so.
+  const ca = await createCa("short-lived CA", 30);
+  const leaf = new X509Certificate(
+    (await issue(ca, { commonName: "w", dnsNames: ["localhost"], usage: "server" })).cert,
+  );
+  expect(Date.parse(leaf.validTo)).toBe(Date.parse(new X509Certificate(ca.cert).validTo));
+  // One asked for less keeps its own end.
+  const short = new X509Certificate((await issue(ca, { commonName: "w", usage: "server", validDays: 10 })).cert);
+  expect(Date.parse(short.validTo)).toBeLessThan(Date.parse(leaf.validTo));
 });

@@ -101,7 +101,11 @@ export async function issue(ca: CertificateAuthority, opts: LeafOptions): Promis
     subject: `CN=${opts.commonName}`,
     issuer: ca.certificate.subject,
     notBefore,
-    notAfter: new Date(notBefore.getTime() + (opts.validDays ?? 90) * DAY_MS),
+    // Never past the CA's own end: a chain that breaks earlier than the leaf says would leave the
+    // leaf's expiry metric, and the renewal that reads it, telling a month too late.
+    notAfter: new Date(
+      Math.min(notBefore.getTime() + (opts.validDays ?? 90) * DAY_MS, ca.certificate.notAfter.getTime()),
+    ),
     publicKey: keys.publicKey,
     signingKey: ca.keys.privateKey,
     signingAlgorithm: ALGORITHM,

@@ -408,6 +408,28 @@ describe("routes.yaml tls blocks", () => {
     ]);
   });
 
+  test("hsts.preload without includeSubDomains or a year's max-age is refused, as hstspreload.org would", () => {
+    const withHsts = (hsts: string) =>
+      shipped.replace("tls:\n  enabled: ${TLS:-false}\n", `tls:\n  enabled: \${TLS:-false}\n  hsts: ${hsts}\n`);
+    expect(withHsts("{}")).not.toBe(shipped);
+    const env = { TLS: "true", TLS_DIR: dir };
+    const messages = (hsts: string) => {
+      try {
+        parseConfig(withHsts(hsts), "routes.yaml", env, ROOT);
+        return [];
+      } catch (err) {
+        if (!(err instanceof ConfigError)) throw err;
+        return err.problems.map((p) => `${p.field}: ${p.message}`);
+      }
+    };
+    expect(messages("{ maxAgeSec: 300, preload: true }")).toEqual([
+      "tls.hsts.preload: preload needs includeSubDomains: true (hstspreload.org refuses a site without it)",
+      "tls.hsts.preload: preload needs maxAgeSec of at least 31536000 (a year), not 300: hstspreload.org refuses less",
+    ]);
+    expect(messages("{ maxAgeSec: 31536000, includeSubDomains: true, preload: true }")).toEqual([]);
+    expect(messages("{ maxAgeSec: 300 }")).toEqual([]);
+  });
+
   test("several endpoint host names need a serverName; an SNI name given twice is refused", () => {
     const severalHosts = shipped.replace(
       "endpoints: ${WEBAPP_ENDPOINTS:-127.0.0.1:3001,127.0.0.1:3002,127.0.0.1:3003}",

@@ -397,7 +397,8 @@ export const ListenerTlsSchema = T.Object(
           preload: T.Optional(
             T.Boolean({
               default: false,
-              description: "asks browsers to ship the policy built in (hstspreload.org; hard to undo)",
+              description:
+                "asks browsers to ship the policy built in (hstspreload.org; hard to undo); needs includeSubDomains and maxAgeSec ≥ 31536000",
             }),
           ),
         },

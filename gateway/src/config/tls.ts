@@ -99,6 +99,17 @@ export function compileListenerTls(
       report(["certificates", i, fieldOf(err, paths)], (err as Error).message);
     }
   });
+  // hstspreload.org takes a site only with includeSubDomains and a max-age of a year or more; a
+  // preload asked for without them would be sent and never acted on.
+  if (raw.hsts?.preload) {
+    if (!raw.hsts.includeSubDomains)
+      report(["hsts", "preload"], "preload needs includeSubDomains: true (hstspreload.org refuses a site without it)");
+    if (raw.hsts.maxAgeSec < 31_536_000)
+      report(
+        ["hsts", "preload"],
+        `preload needs maxAgeSec of at least 31536000 (a year), not ${raw.hsts.maxAgeSec}: hstspreload.org refuses less`,
+      );
+  }
   const hsts = raw.hsts
     ? [
         `max-age=${raw.hsts.maxAgeSec}`,

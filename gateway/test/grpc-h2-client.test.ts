@@ -157,6 +157,17 @@ describe("against a grpc-js server", () => {
 });
 
 describe("against a raw HTTP/2 server", () => {
+  test("a connect node:http2 refuses at once fails the call unsent, at once, not at its deadline", async () => {
+    // An IP as the TLS server name: node:http2 throws from http2.connect itself.
+    const ch = channel("127.0.0.1:9", { secure: () => ({ servername: "127.0.0.1" }) });
+    const started = performance.now();
+    const outcome = await call(ch, 10_000);
+    expect(outcome).toMatchObject({ kind: "status", code: GrpcCode.UNAVAILABLE, unsent: true });
+    expect((outcome as { details: string }).details).toContain("cannot connect to 127.0.0.1:9");
+    // Failed by the connect, not by the 10 s deadline (a bound with room for a busy machine).
+    expect(performance.now() - started).toBeLessThan(5_000);
+  });
+
   test("Trailers-Only: the status in the response headers", async () => {
     const srv = await rawServer((stream) =>
       stream.respond(

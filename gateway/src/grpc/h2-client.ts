@@ -249,9 +249,10 @@ export class GrpcChannel {
         );
         return;
       }
+      // Queued first: a connect that fails at once (#backOff) fails the waiting calls, this one too.
+      this.#waiting.push(call);
       this.#connect();
-    }
-    this.#waiting.push(call);
+    } else this.#waiting.push(call);
     this.#pump();
   }
 

@@ -272,6 +272,9 @@ export async function ensureTlsSecrets(
       warnings.push(
         `the CA in ${TLS_CA_SECRET} ends ${caCert.validTo}: make up renews the certificates it signed, not the CA itself (docs/deployment.md, "TLS")`,
       );
+    // A certificate that already ends with its CA cannot be renewed past it (pki.ts ends no leaf
+    // after its CA): issuing it again would only change its key, on every run until the CA is new.
+    for (const [name, cert] of due) if (Date.parse(cert.validTo) >= Date.parse(caCert.validTo)) due.delete(name);
   } else if (kept.length > 0) {
     if (missing.length > 0)
       throw new ScriptError(

@@ -314,6 +314,24 @@ test("make up renews the certificates it issued that end within 30 days, from th
   for (const piece of fragments(ca.key)) expect(f.calls().join("\n") + run.stdout).not.toContain(piece);
 });
 
+test("a certificate that already ends with its CA is not issued again on every run: the CA's warning says why", async () => {
+  // A CA with 20 days left, and a leaf make up issued from it: it ends with the CA (pki.ts).
+  const ca = await createCa("a CA near its end", 20);
+  const edge = await issue(ca, { ...clusterIdentities()["portico-edge-tls"] });
+  expect(new X509Certificate(edge.cert).validTo).toBe(new X509Certificate(ca.cert).validTo);
+  const f = withKubectl(
+    [
+      `  *"get secret portico-"*"-o jsonpath="*) printf '%s' '${b64(ca.cert)}' ;;`,
+      `  *"get secret portico-edge-tls -o json"*) printf '%s' '${secretJson(edge, ca.cert)}' ;;`,
+      `  *"get secret ${TLS_CA_SECRET} -o json"*) printf '%s' '${secretJson(ca, ca.cert)}' ;;`,
+    ].join("\n"),
+  );
+  const run = await runScript("up", f);
+  expect(run.exitCode).toBe(0);
+  expect(f.appliedStdin()).toEqual([]);
+  expect(run.stderr).toContain(`warning: the CA in ${TLS_CA_SECRET} ends`);
+});
+
 test("a certificate due for renewal without a CA that can sign it: a warning naming it, nothing applied, up goes on", async () => {
   const ca = await createCa("a CA whose Secret is gone");
   const edge = await leafEnding(ca, "portico-edge-tls", 10);

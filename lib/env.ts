@@ -41,11 +41,22 @@ export function envPort(name: string, fallback: number, env: Env = process.env):
 }
 
 export function envBool(name: string, fallback: boolean, env: Env = process.env): boolean {
-  const raw = env[name]?.trim().toLowerCase();
-  if (raw === undefined || raw === "") return fallback;
-  if (["1", "true", "yes", "on"].includes(raw)) return true;
-  if (["0", "false", "no", "off"].includes(raw)) return false;
-  throw new EnvError(`${name}=${JSON.stringify(env[name])} is not a boolean (true/false)`);
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === "") return fallback;
+  const value = parseBool(raw);
+  if (value === undefined) throw new EnvError(`${name}=${JSON.stringify(raw)} is not a boolean (true/false)`);
+  return value;
+}
+
+/**
+ * A boolean as every boolean variable is read: 1/0, true/false, yes/no, on/off, in any case and
+ * with spaces around; undefined for anything else (an empty value included: the caller's default).
+ */
+export function parseBool(raw: string): boolean | undefined {
+  const value = raw.trim().toLowerCase();
+  if (value === "1" || value === "true" || value === "yes" || value === "on") return true;
+  if (value === "0" || value === "false" || value === "no" || value === "off") return false;
+  return undefined;
 }
 
 export function envEnum<T extends string>(name: string, allowed: readonly T[], fallback: T, env: Env = process.env): T {

@@ -174,7 +174,10 @@ export class Gateway {
     this.#applyCanaries(next);
     this.#state = next;
     applyHeaderLimit(config.limits.maxHeaderBytes);
-    if (config.limits.idleTimeoutSec !== previous.config.limits.idleTimeoutSec)
+    if (
+      config.limits.idleTimeoutSec !== previous.config.limits.idleTimeoutSec &&
+      config.limits.idleTimeoutSec !== this.#listenerIdleTimeoutSec
+    )
       this.deps.log.warn(
         { from: previous.config.limits.idleTimeoutSec, to: config.limits.idleTimeoutSec },
         `limits.idleTimeoutSec changed: the listeners keep ${this.#listenerIdleTimeoutSec} s until the gateway restarts`,

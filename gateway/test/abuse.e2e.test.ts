@@ -1162,7 +1162,7 @@ routes:
       details: [
         // A type the route's .proto defines: its fields.
         { "@type": "type.googleapis.com/userverify.VerifyReply", message: "id must be > 0" },
-        // One it does not: its bytes, as protojson writes an Any it cannot resolve.
+        // One it does not: its bytes (a form of the gateway's own; protojson refuses such an Any).
         { "@type": "type.googleapis.com/google.rpc.BadRequest", value: "CgIKAA==" },
       ],
     });

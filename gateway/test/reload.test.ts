@@ -227,13 +227,14 @@ describe("other files in the config directory", () => {
 
 describe("a reload that changes limits.idleTimeoutSec", () => {
   test("a route slower than the listener's idle timeout still gets its answer, not a connection cut at the old timeout", async () => {
-    // Answers after 3 s: longer than the 2 s idle timeout the gateway starts with, shorter than
-    // the route's timeout and than the 60 s the reload asks for.
+    // Answers after 5 s: longer than the 2 s idle timeout the gateway starts with — which Bun's
+    // timer, ticking every 4 s, fires within 4 s —, shorter than the route's timeout (10 s, the
+    // deadline extended to 12) and than the 60 s the reload asks for.
     const slow = Bun.serve({
       hostname: "127.0.0.1",
       port: 0,
       fetch: async () => {
-        await Bun.sleep(3_000);
+        await Bun.sleep(5_000);
         return new Response("slow answer");
       },
     });
@@ -243,7 +244,7 @@ describe("a reload that changes limits.idleTimeoutSec", () => {
       const file = join(dir, "routes.yaml");
       const yaml = (idleTimeoutSec: number) =>
         `upstreams:\n  slow: { protocol: http, endpoints: 127.0.0.1:${slow.port}, healthCheck: { enabled: false } }\n` +
-        `routes:\n  - { name: slow, path: /slow, upstream: slow, timeoutMs: 6000 }\n` +
+        `routes:\n  - { name: slow, path: /slow, upstream: slow, timeoutMs: 10000 }\n` +
         `limits: { idleTimeoutSec: ${idleTimeoutSec} }\n`;
       writeFileSync(file, yaml(2));
       const gw = await startGateway(file);

@@ -54,7 +54,7 @@ export async function getSecret(name: string, ...output: string[]): Promise<stri
   const argv = kubectl("-n", NAMESPACE, "get", "secret", name, ...output);
   const out = await run(argv, { nothrow: true });
   if (out.exitCode === 0) return out.stdout;
-  if (/\(NotFound\)|\bnot found\b/.test(out.stderr)) return undefined;
+  if (out.stderr.includes("(NotFound)")) return undefined;
   throw new CommandFailed(argv, out);
 }
 

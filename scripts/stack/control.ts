@@ -20,7 +20,7 @@
  */
 import type { Server } from "bun";
 import { problemResponse } from "../../lib/problem.ts";
-import { contentTypeProblem, type GuardWording, originProblem } from "../../lib/request-guard.ts";
+import { contentTypeProblem, type GuardWording, type OriginGuard, originProblem } from "../../lib/request-guard.ts";
 import { KINDS, type Kind, type ProcessView, type RollingStack, type RolloutEvent } from "./rolling.ts";
 
 export const DEFAULT_CONTROL_PORT = 9900;
@@ -93,7 +93,7 @@ type Handler = (req: Request) => Response | Promise<Response>;
 
 /** Every handler behind the page checks: a foreign Origin or Host → 403, a POST that is not JSON → 415. */
 function guardAll(
-  guard: Parameters<typeof originProblem>[1],
+  guard: OriginGuard,
   routes: Record<string, Record<string, Handler>>,
 ): Record<string, Record<string, Handler>> {
   const wrap =

@@ -4,6 +4,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { Fault } from "../../lib/fault.ts";
+import { waitFor } from "../../scripts/stack/testing/processes.ts";
 import { webappFixture } from "./fixture.ts";
 
 describe("probe access lines", () => {
@@ -26,19 +27,24 @@ describe("probe access lines", () => {
 
 describe("the in-flight gauge", () => {
   test("an idle webapp reads 0 in flight: the scrape that reads it is not counted; a request in flight is", async () => {
-    const { request, postJson } = webappFixture({ fault: new Fault(0, 300) });
+    const { request, postJson } = webappFixture({ fault: new Fault(0, 2000) });
     const gauge = async () =>
       Number(
         /^http_server_requests_in_flight\{[^}]*\} (\d+)$/m.exec(await (await request("GET", "/metrics")).text())?.[1],
       );
     expect(await gauge()).toBe(0);
     expect(await gauge()).toBe(0);
-    // A create held 300 ms by the fault's delay is in flight while it waits.
+    // A create held 2 s by the fault's delay is in flight while it waits, and counted.
     const slow = postJson("/projects", { title: "slow" });
-    await Bun.sleep(100);
-    expect(await gauge()).toBe(1);
+    await waitFor("the held create to be counted", async () => (await gauge()) === 1, {
+      timeoutMs: 5000,
+      intervalMs: 5,
+    });
     expect((await slow).status).toBe(201);
-    await Bun.sleep(20); // its count ends a turn after its response (onAfterResponse)
-    expect(await gauge()).toBe(0);
+    // Its count ends a turn after its response (onAfterResponse).
+    await waitFor("the create to leave the count", async () => (await gauge()) === 0, {
+      timeoutMs: 5000,
+      intervalMs: 5,
+    });
   });
 });

@@ -26,6 +26,9 @@ export type JwtAlgorithm = (typeof JWT_ALGORITHMS)[number];
 
 /** RFC 9110 `token`: what a header name may be. */
 const HEADER_NAME = HTTP_TOKEN_PATTERN;
+
+/** The realm WWW-Authenticate names when a route's auth gives none. */
+export const DEFAULT_REALM = "portico";
 /** RFC 6750 scope-token: printable ASCII without space, `"` or `\`. */
 const SCOPE_TOKEN = "^[\\x21\\x23-\\x5B\\x5D-\\x7E]+$";
 
@@ -158,7 +161,7 @@ export const RouteAuthSchema = T.Object(
       T.String({
         maxLength: 128,
         pattern: "^[\\x20\\x21\\x23-\\x5B\\x5D-\\x7E]*$",
-        default: "portico",
+        default: DEFAULT_REALM,
         description: "the realm named in WWW-Authenticate",
       }),
     ),

@@ -5,20 +5,10 @@
  * never inject YAML structure.
  */
 import { isPair, isScalar, isSeq, type Document, visit } from "yaml";
+import { parseBool } from "../../../lib/env.ts";
 
 const REFERENCE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
 const WHOLE_REFERENCE = /^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}$/;
-/** What a boolean variable may say, as lib/env.ts's envBool reads one. */
-const BOOLEAN_SPELLINGS = new Map<string, boolean>([
-  ["1", true],
-  ["true", true],
-  ["yes", true],
-  ["on", true],
-  ["0", false],
-  ["false", false],
-  ["no", false],
-  ["off", false],
-]);
 
 export interface InterpolationProblem {
   /** Offset of the scalar in the source, for the line number. */
@@ -60,8 +50,9 @@ export function interpolateDocument(
       const whole = node.type === "PLAIN" ? WHOLE_REFERENCE.exec(source) : null;
       if (whole && (whole[2] === "true" || whole[2] === "false")) {
         // A default of true or false makes the reference a boolean, and its variable is read as
-        // every boolean variable is (lib/env.ts's envBool): `TLS=1 make dev` and the gateway agree.
-        const flag = BOOLEAN_SPELLINGS.get(replaced.trim().toLowerCase());
+        // every boolean variable is (lib/env.ts's parseBool): `TLS=1 make dev` and the gateway agree.
+        // A value of spaces only is no value: the default, as envBool has it.
+        const flag = parseBool(replaced.trim() === "" ? whole[2] : replaced);
         if (flag === undefined) {
           problems.push({
             offset: node.range?.[0] ?? 0,

@@ -136,14 +136,14 @@ export function readConfigFile(file: string): { text: string; dir: string } {
   }
 }
 
+/** `[v6]:port` not inside quotes, as a YAML value or list item. */
+const UNQUOTED_IPV6_ENDPOINT = /(?:^|[\s,:-])(\[[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]:(\d+))/;
+
 /**
  * Validates config text. `file` is only used in messages; `env` is what `${VAR}` references
  * read (none unless given); `baseDir` is the file's own folder: relative paths in it (protos,
  * certificates, key files) are looked up in the working directory first, then there (paths.ts).
  */
-/** `[v6]:port` not inside quotes, as a YAML value or list item. */
-const UNQUOTED_IPV6_ENDPOINT = /(?:^|[\s,:-])(\[[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]:(\d+))/;
-
 export function parseConfig(
   text: string,
   file: string,
@@ -290,15 +290,15 @@ function buildConfig(
     paths.add(`${match} ${path}`);
     const upstream = upstreams.get(r.upstream);
     let grpcMethod: GrpcMethod | undefined;
-    if (!upstream) {
-      report(where("upstream"), `no upstream named "${r.upstream}" (known: ${[...upstreams.keys()].join(", ")})`);
-    } else if (upstream.protocol === "grpc" && !r.grpc) {
-      report(where("upstream"), `upstream "${r.upstream}" speaks grpc: the route needs grpc.method`);
-    } else if (upstream.protocol === "grpc" && r.http) {
+    if (upstream?.protocol === "grpc" && r.http)
       report(
         ["routes", i, "http"],
         `upstream "${r.upstream}" speaks grpc: http options (rewritePrefix…) do not apply to a gRPC route; remove http`,
       );
+    if (!upstream) {
+      report(where("upstream"), `no upstream named "${r.upstream}" (known: ${[...upstreams.keys()].join(", ")})`);
+    } else if (upstream.protocol === "grpc" && !r.grpc) {
+      report(where("upstream"), `upstream "${r.upstream}" speaks grpc: the route needs grpc.method`);
     } else if (upstream.protocol === "http" && r.grpc) {
       report(["routes", i, "grpc"], `upstream "${r.upstream}" speaks http: remove grpc or pick a grpc upstream`);
     } else if (r.grpc && upstream.protoRoot) {

@@ -7,6 +7,7 @@
  * details} (./status-details.ts), with the HTTP status of grpc-gateway's mapping (./status.ts).
  */
 import type protobuf from "protobufjs";
+import { DEFAULT_REALM } from "../auth/schema.ts";
 import type { RoutedRequest } from "../context.ts";
 import { gatewayProblem } from "../errors.ts";
 import type { GatewayTelemetry } from "../telemetry/index.ts";
@@ -124,7 +125,7 @@ export async function transcodeGrpc(routed: RoutedRequest, deps: GrpcRouteDeps):
   });
 }
 
-const UNAUTHENTICATED_CHALLENGE = 'Bearer realm="portico"';
+const UNAUTHENTICATED_CHALLENGE = `Bearer realm="${DEFAULT_REALM}"`;
 
 /**
  * The reply as JSON, with the replica's identity as headers, as an HTTP upstream's would come back.

@@ -7,7 +7,8 @@
  *   - a type the upstream's .proto files define: its fields, as a reply's are written
  *     (`{"@type": "type.googleapis.com/acme.QuotaFailure", "limit": "10"}`);
  *   - any other (google.rpc's own, unless the .proto imports them): its bytes in base64 under
- *     `value`, as protojson writes an Any it cannot resolve (`{"@type": "…", "value": "CgR…"}`).
+ *     `value` (`{"@type": "…", "value": "CgR…"}`), a form of the gateway's own: protojson refuses
+ *     an Any it cannot resolve, where a client is better served by the bytes.
  *
  * A trailer that is not a Status gives no details: the code and message still come from
  * `grpc-status` and `grpc-message`, which gRPC says are the ones to trust.

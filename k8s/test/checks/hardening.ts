@@ -414,7 +414,9 @@ export function replicasOf(manifests: Manifest[], w: Workload): number {
 /**
  * A workload of several replicas has a PodDisruptionBudget that lets a drain proceed and keeps
  * most of them; a single-replica one has none (maxUnavailable 1 would allow every eviction,
- * minAvailable 1 would block drains forever).
+ * minAvailable 1 would block drains forever). A Deployment's lets a pod that is not ready go
+ * (unhealthyPodEvictionPolicy: AlwaysAllow); a StatefulSet's keeps the default, under which an
+ * unready member of a quorum (redis-store) is evicted only within the budget.
  */
 export const checkDisruptionBudgets: Check = (manifests) => {
   const problems: Problem[] = [];
@@ -441,6 +443,17 @@ export const checkDisruptionBudgets: Check = (manifests) => {
       continue;
     }
     for (const { m, o } of mine) {
+      // A Deployment's pod that is not ready (webapp while its store is down; every replica at
+      // once in an outage) counts against the default policy's budget, and a node drain then
+      // waits for the outage to end. A stateless pod that serves nothing may be evicted at once.
+      if (w.m.object.kind === "Deployment" && o.spec?.unhealthyPodEvictionPolicy !== "AlwaysAllow")
+        problems.push(
+          problemAt(
+            m,
+            ["spec"],
+            `unhealthyPodEvictionPolicy: AlwaysAllow is needed: a ${w.name} pod that is not ready would block a node drain until it is`,
+          ),
+        );
       const { maxUnavailable, minAvailable } = o.spec ?? {};
       const allowed =
         typeof maxUnavailable === "number"

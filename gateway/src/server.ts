@@ -26,7 +26,7 @@ import { TrustedProxies } from "./net/client-ip.ts";
 import { readBody } from "./proxy/body.ts";
 import { ForgedHeaders, stripHopByHop } from "./proxy/headers.ts";
 import { type HttpRouteDeps, proxyHttp } from "./proxy/route.ts";
-import { defaultRateLimiter, type RateLimiter } from "./ratelimit/limiter.ts";
+import { defaultRateLimiter, type RateLimiter, type VerifiedAuth } from "./ratelimit/limiter.ts";
 import { normalizePath } from "./routing/path.ts";
 import { refuseRequest } from "./routing/request-guard.ts";
 import { Router } from "./routing/router.ts";
@@ -348,11 +348,11 @@ export class Gateway {
     stripHopByHop(req.headers);
     state.forged.strip(req.headers);
     discardOrphanTracestate(req.headers);
-    let unverified: readonly string[] | undefined;
+    let verified: VerifiedAuth | undefined;
     if (route.auth) {
       const auth = await route.auth.check(req.headers);
       if (!auth.ok) return auth.response(requestId);
-      unverified = route.auth.unverified(auth.identity);
+      if (route.rateLimit) verified = { identity: auth.identity, credentialHeaders: route.auth.credentialHeaders };
     }
     const limit =
       route.rateLimit &&
@@ -361,7 +361,7 @@ export class Gateway {
         route.rateLimit,
         ctx.clientIp,
         req.headers,
-        unverified,
+        verified,
       ));
     if (limit && !limit.allowed) return limit.response(requestId);
 

@@ -22,6 +22,13 @@ export interface Identity {
   kind: "jwt" | "api-key";
   /** `sub` of the token, or the API key's name. */
   subject: string | undefined;
+  /** The header the verified credential came in (lower case): `authorization`, or the API key's. */
+  header: string;
+  /**
+   * The credential as the guard read and verified it: the Bearer token (whatever the scheme's
+   * spelling), or the API key. What a rate limit keyed on `header` keys by; never logged.
+   */
+  credential: string;
 }
 
 export type AuthDecision =
@@ -60,15 +67,15 @@ const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 export class RouteAuth {
   readonly #s: RouteAuthSettings;
   readonly #challenge: string;
-  /** By the kind of credential verified: the route's other credential header, if it has one. */
-  readonly #unverified: Readonly<Record<Identity["kind"], readonly string[]>>;
+  /** The headers the route takes a credential in (lower case). */
+  readonly credentialHeaders: readonly string[];
 
   constructor(settings: RouteAuthSettings) {
     this.#s = settings;
-    this.#unverified = {
-      jwt: settings.apiKey ? [settings.apiKey.verifier.header] : [],
-      "api-key": settings.jwt ? ["authorization"] : [],
-    };
+    this.credentialHeaders = [
+      ...(settings.jwt ? ["authorization"] : []),
+      ...(settings.apiKey ? [settings.apiKey.verifier.header] : []),
+    ];
     const challenges: string[] = [];
     if (settings.jwt) challenges.push(bearerChallenge(settings.realm));
     if (settings.apiKey) challenges.push(apiKeyChallenge(settings.realm, settings.apiKey.verifier.header));
@@ -102,15 +109,6 @@ export class RouteAuth {
   /** The route's challenges (`WWW-Authenticate`), for a 401 that its upstream answered. */
   get challenge(): string {
     return this.#challenge;
-  }
-
-  /**
-   * The route's credential headers (lower case) that `identity` did not come from: on a route
-   * taking a JWT or an API key, the one not checked for this request. A rate limit keyed on such
-   * a header treats it as absent (RateLimiter.check).
-   */
-  unverified(identity: Identity): readonly string[] {
-    return this.#unverified[identity.kind];
   }
 
   /** The headers the verified claims travel in (lower case). */
@@ -187,7 +185,8 @@ export class RouteAuth {
       }
     }
     this.#forward(payload, headers);
-    return { ok: true, identity: { kind: "jwt", subject: typeof payload.sub === "string" ? payload.sub : undefined } };
+    const subject = typeof payload.sub === "string" ? payload.sub : undefined;
+    return { ok: true, identity: { kind: "jwt", subject, header: "authorization", credential: token } };
   }
 
   #checkApiKey(apiKey: ApiKeyGuard, presented: string, headers: Headers): AuthDecision {
@@ -197,7 +196,10 @@ export class RouteAuth {
     if (apiKey.allow && !apiKey.allow.has(name))
       return this.#forbidden(`the API key ${name} is not allowed on this route`);
     this.#forward({ sub: name }, headers);
-    return { ok: true, identity: { kind: "api-key", subject: name } };
+    return {
+      ok: true,
+      identity: { kind: "api-key", subject: name, header: apiKey.verifier.header, credential: presented },
+    };
   }
 
   #forward(claims: JWTPayload, headers: Headers): void {

@@ -24,6 +24,13 @@ import { DEFAULT_RATE_LIMIT_SETTINGS, type RateLimitSettings, type RouteRateLimi
 import { RedisGcra, redactUrl } from "./redis-gcra.ts";
 import { FallbackLedger } from "./fallback-ledger.ts";
 import { type DecisionSource, RateLimitStats } from "./stats.ts";
+import type { Identity } from "../auth/guard.ts";
+
+/** What a route's guard verified for a request (RouteAuth): the identity, and the headers the route takes a credential in. */
+export interface VerifiedAuth {
+  identity: Identity;
+  credentialHeaders: readonly string[];
+}
 
 export type LimiterMode = "memory" | "redis" | "fallback";
 
@@ -143,19 +150,20 @@ export class RateLimiter {
   }
 
   /**
-   * Decides one request to a limited route. `unverified`: the route's credential headers its
-   * guard did not verify for this request (RouteAuth.unverified): a policy keyed on one of them
-   * keys the request by its client address, as if the header were absent, so that a made-up value
-   * next to the credential that was checked is not a fresh budget.
+   * Decides one request to a limited route. `auth`: what the route's guard verified, and the
+   * headers the route takes a credential in. A policy keyed on one of those keys by the credential
+   * the guard read (the Bearer token however its scheme was spelled, the API key), and a
+   * credential header the guard did not verify for this request counts as absent (keyed by the
+   * client address): a made-up value beside the checked credential is not a fresh budget.
    */
   check(
     route: string,
     limits: RouteRateLimit,
     clientIp: string,
     headers: Headers,
-    unverified?: readonly string[],
+    auth?: VerifiedAuth,
   ): RateLimitDecision | Promise<RateLimitDecision> {
-    const checks = this.#checks(route, limits, clientIp, headers, unverified);
+    const checks = this.#checks(route, limits, clientIp, headers, auth);
     if (!this.#redis) return this.#decide(route, limits, this.#memory.take(checks), "memory");
     if (!this.#redis.isUp) return this.#fallback(route, limits, checks);
     return this.#redis.take(checks).then((outcome) => {
@@ -283,7 +291,7 @@ export class RateLimiter {
     limits: RouteRateLimit,
     clientIp: string,
     headers: Headers,
-    unverified: readonly string[] | undefined,
+    auth: VerifiedAuth | undefined,
   ): GcraCheck[] {
     const prefix = this.#settings.keyPrefix;
     const checks: GcraCheck[] = new Array(limits.policies.length);
@@ -300,10 +308,13 @@ export class RateLimiter {
         case "header": {
           // Keyed by a hash: API keys are credentials and do not belong in Redis key names.
           // A request without the header is keyed by its IP, so leaving it out escapes nothing.
-          const value = unverified?.includes(p.key.header) ? null : headers.get(p.key.header);
-          client = value
-            ? `h:${Bun.SHA256.hash(p.key.header === "authorization" ? canonicalCredentials(value) : value, "base64").slice(0, API_KEY_HASH_CHARS)}`
-            : `ip:${clientIp}`;
+          const header = p.key.header;
+          const value = auth?.credentialHeaders.includes(header)
+            ? auth.identity.header === header
+              ? auth.identity.credential
+              : null
+            : headers.get(header);
+          client = value ? `h:${Bun.SHA256.hash(value, "base64").slice(0, API_KEY_HASH_CHARS)}` : `ip:${clientIp}`;
           break;
         }
       }
@@ -321,19 +332,6 @@ export class RateLimiter {
     this.#memory.close();
     this.#peers.close();
   }
-}
-
-/**
- * `Authorization` as one spelling per credential: the scheme is case-insensitive and may be
- * followed by any number of spaces (RFC 9110 §11.1, §11.4), so `Bearer t`, `bearer  t` and
- * `BEARER t` are one budget, not three.
- */
-export function canonicalCredentials(value: string): string {
-  const space = value.indexOf(" ");
-  if (space < 0) return value.toLowerCase();
-  let rest = space + 1;
-  while (value.charCodeAt(rest) === 32) rest++;
-  return `${value.slice(0, space).toLowerCase()} ${value.slice(rest).trimEnd()}`;
 }
 
 /** A policy's 1/`share` part: rate ÷ share and burst ÷ share (at least 1). */

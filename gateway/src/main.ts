@@ -6,7 +6,6 @@
  *
  * `gateway --check <routes.yaml>` validates a routes file and exits instead (check.ts).
  */
-import type { Server } from "bun";
 import { startupEnv } from "../../lib/env.ts";
 import { collectWhenIdle } from "../../lib/idle-gc.ts";
 import { Lifecycle } from "../../lib/lifecycle.ts";
@@ -150,49 +149,60 @@ const serverErrorSecure = (err: Error): Response => {
 // Bun's own limit is only a backstop (it answers a bare 413); the per-route limit, checked in
 // the request path, answers problem+json. So Bun's is set well above every route's.
 const maxRequestBodySize = Math.max(gateway.maxBodyBytes * 4, 8 * 1024 * 1024);
-let server: Server<undefined>;
-try {
-  server = Bun.serve({
-    hostname: settings.host,
-    port: settings.port,
-    // Closes idle keep-alive connections and bodies that do not arrive in time (slow clients);
-    // routes slower than this extend their own request's deadline (limits.ts).
-    idleTimeout: config.limits.idleTimeoutSec,
-    // Several gateway processes bind the same port; the kernel spreads connections across them.
-    reusePort: true,
-    maxRequestBodySize,
-    fetch: gateway.fetch,
-    error: serverError,
-  });
-} catch (err) {
-  // A HOST that is no address of this machine (or does not resolve), or a PORT held by a process
-  // that does not share it (SO_REUSEPORT): Bun's own message names neither variable.
-  log.fatal({ err, host: settings.host, port: settings.port }, "cannot start the listener; not starting");
-  console.error(`gateway: cannot listen on ${settings.host}:${settings.port} (HOST, PORT): ${(err as Error).message}`);
-  process.exit(1);
+/**
+ * Starts a listener, or ends the process with one line on stderr (`said`, and why) and a fatal log
+ * line: Bun's own error names no variable.
+ */
+function listenOrExit<T>(start: () => T, what: string, said: string, fields: Record<string, unknown>): T {
+  try {
+    return start();
+  } catch (err) {
+    log.fatal({ err, ...fields }, `cannot start ${what}; not starting`);
+    console.error(`gateway: ${said}: ${(err as Error).message}`);
+    process.exit(1);
+  }
 }
+// A HOST that is no address of this machine (or does not resolve), or a PORT held by a process
+// that does not share it (SO_REUSEPORT), ends the start-up here.
+const server = listenOrExit(
+  () =>
+    Bun.serve({
+      hostname: settings.host,
+      port: settings.port,
+      // Closes idle keep-alive connections and bodies that do not arrive in time (slow clients);
+      // routes slower than this extend their own request's deadline (limits.ts).
+      idleTimeout: config.limits.idleTimeoutSec,
+      // Several gateway processes bind the same port; the kernel spreads connections across them.
+      reusePort: true,
+      maxRequestBodySize,
+      fetch: gateway.fetch,
+      error: serverError,
+    }),
+  "the listener",
+  `cannot listen on ${settings.host}:${settings.port} (HOST, PORT)`,
+  { host: settings.host, port: settings.port },
+);
 // HTTPS_PORT, when routes.yaml has a tls block: the same routes, certificates renewed in place.
-let https: TlsListener<EdgeMaterial> | undefined;
-try {
-  https = config.tls
-    ? startEdgeTls({
-        host: settings.host,
-        port: settings.httpsPort,
-        current: () => gateway.config.tls,
-        fetch: gateway.fetchSecure,
-        error: serverErrorSecure,
-        idleTimeout: config.limits.idleTimeoutSec,
-        maxRequestBodySize,
-        log,
-        registry: metrics.registry,
-      })
-    : undefined;
-} catch (err) {
-  // The files were checked at load; a failure here is the port (in use) or a file gone since.
-  log.fatal({ err, https_port: settings.httpsPort }, "cannot start the HTTPS listener; not starting");
-  console.error(`gateway: cannot start the HTTPS listener on port ${settings.httpsPort}: ${(err as Error).message}`);
-  process.exit(1);
-}
+// The files were checked at load; a failure here is the port (in use) or a file gone since.
+const https: TlsListener<EdgeMaterial> | undefined = config.tls
+  ? listenOrExit(
+      () =>
+        startEdgeTls({
+          host: settings.host,
+          port: settings.httpsPort,
+          current: () => gateway.config.tls,
+          fetch: gateway.fetchSecure,
+          error: serverErrorSecure,
+          idleTimeout: config.limits.idleTimeoutSec,
+          maxRequestBodySize,
+          log,
+          registry: metrics.registry,
+        }),
+      "the HTTPS listener",
+      `cannot start the HTTPS listener on port ${settings.httpsPort}`,
+      { https_port: settings.httpsPort },
+    )
+  : undefined;
 // The admin plane (Elysia: the API, the dashboard, /metrics) is loaded once the public listener
 // serves, so its module loading is not on the way to the first proxied request.
 const [{ createAdminApp }, { Dashboard }] = await Promise.all([
@@ -217,20 +227,20 @@ const admin = createAdminApp(gateway, identity, lifecycle, metrics.registry, {
   ...(settings.adminToken ? { auth: new AdminAuth(settings.adminToken) } : {}),
   redaction: { env: settings.env, hide: settings.adminToken ? [settings.adminToken] : [] },
 });
-try {
-  admin.listen({
-    hostname: settings.adminHost,
-    port: settings.adminPort,
-    // Elysia turns reusePort on by default: a second gateway on a taken ADMIN_PORT would then
-    // share it, the kernel handing each admin connection (metrics scrapes, the dashboard's peer
-    // fetches, a token-less process answering for one with a token) to either. It must fail.
-    reusePort: false,
-  });
-} catch (err) {
-  log.fatal({ err, admin_port: settings.adminPort }, "cannot start the admin listener; not starting");
-  console.error(`gateway: cannot start the admin listener on port ${settings.adminPort}: ${(err as Error).message}`);
-  process.exit(1);
-}
+listenOrExit(
+  () =>
+    admin.listen({
+      hostname: settings.adminHost,
+      port: settings.adminPort,
+      // Elysia turns reusePort on by default: a second gateway on a taken ADMIN_PORT would then
+      // share it, the kernel handing each admin connection (metrics scrapes, the dashboard's peer
+      // fetches, a token-less process answering for one with a token) to either. It must fail.
+      reusePort: false,
+    }),
+  "the admin listener",
+  `cannot start the admin listener on port ${settings.adminPort}`,
+  { admin_port: settings.adminPort },
+);
 // Without a token the admin plane is safe only on loopback (make dev): say so once, as a warning
 // only when ADMIN_INSECURE opened it wider.
 if (!settings.adminToken && settings.adminInsecure)

@@ -128,13 +128,9 @@ export class HealthChecker {
       this.protocol === "http" ? checkHttp(endpoint, path, timeoutMs) : checkGrpc(endpoint, service, timeoutMs);
     // A check that throws instead of failing is a failed check, never an unhandled rejection
     // (which ends the process): the endpoint stays out, saying why.
-    const failed = (err: unknown): CheckResult => ({
-      passed: false,
-      reason: `the check itself failed: ${err instanceof Error ? err.message : String(err)}`,
-    });
     void probe.then(
       (result) => this.#settle(endpoint, result),
-      (err) => this.#settle(endpoint, failed(err)),
+      (err) => this.#settle(endpoint, checkThrew(err)),
     );
   }
 
@@ -155,4 +151,8 @@ export class HealthChecker {
     clearInterval(this.#timer);
     this.#timer = undefined;
   }
+}
+
+function checkThrew(err: unknown): CheckResult {
+  return { passed: false, reason: `the check itself failed: ${err instanceof Error ? err.message : String(err)}` };
 }

@@ -17,15 +17,21 @@ import protobuf from "protobufjs";
 import { REPLY_TO_JSON } from "./transcode.ts";
 
 // google.rpc.Status and google.protobuf.Any, wire for wire (the field numbers are theirs), under a
-// name of the gateway's own so that they never clash with an upstream's .proto.
-const root = protobuf.parse(
-  `syntax = "proto3";
-  package portico.rpc;
-  message Any { string type_url = 1; bytes value = 2; }
-  message Status { int32 code = 1; string message = 2; repeated Any details = 3; }`,
-  { keepCase: true },
-).root;
-const STATUS = root.lookupType("portico.rpc.Status");
+// name of the gateway's own so that they never clash with an upstream's .proto. Parsed on the
+// first trailer that needs it, not at start-up: most gateways never see one.
+let status: protobuf.Type | undefined;
+function statusType(): protobuf.Type {
+  status ??= protobuf
+    .parse(
+      `syntax = "proto3";
+      package portico.rpc;
+      message Any { string type_url = 1; bytes value = 2; }
+      message Status { int32 code = 1; string message = 2; repeated Any details = 3; }`,
+      { keepCase: true },
+    )
+    .root.lookupType("portico.rpc.Status");
+  return status;
+}
 
 /** Bounds the work a hostile trailer can ask for: details past this many are left out. */
 const MAX_DETAILS = 16;
@@ -34,8 +40,7 @@ const MAX_DETAILS = 16;
 export function statusDetails(trailer: string, types: protobuf.Root): Record<string, unknown>[] {
   let details: { type_url: string; value: Uint8Array }[];
   try {
-    const status = STATUS.decode(Buffer.from(trailer, "base64")) as unknown as { details: typeof details };
-    details = status.details;
+    details = (statusType().decode(Buffer.from(trailer, "base64")) as unknown as { details: typeof details }).details;
   } catch {
     return [];
   }
